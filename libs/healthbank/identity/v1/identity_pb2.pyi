@@ -1,0 +1,89 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MatchMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_METHOD_UNSPECIFIED: _ClassVar[MatchMethod]
+    MATCH_METHOD_NATIONAL_ID: _ClassVar[MatchMethod]
+    MATCH_METHOD_HOSPITAL_MRN: _ClassVar[MatchMethod]
+    MATCH_METHOD_CREATED: _ClassVar[MatchMethod]
+MATCH_METHOD_UNSPECIFIED: MatchMethod
+MATCH_METHOD_NATIONAL_ID: MatchMethod
+MATCH_METHOD_HOSPITAL_MRN: MatchMethod
+MATCH_METHOD_CREATED: MatchMethod
+
+class Demographics(_message.Message):
+    __slots__ = ("family_name", "given_name", "birth_date", "sex", "phone")
+    FAMILY_NAME_FIELD_NUMBER: _ClassVar[int]
+    GIVEN_NAME_FIELD_NUMBER: _ClassVar[int]
+    BIRTH_DATE_FIELD_NUMBER: _ClassVar[int]
+    SEX_FIELD_NUMBER: _ClassVar[int]
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    family_name: str
+    given_name: str
+    birth_date: str
+    sex: str
+    phone: str
+    def __init__(self, family_name: _Optional[str] = ..., given_name: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[str] = ..., phone: _Optional[str] = ...) -> None: ...
+
+class ResolveRequest(_message.Message):
+    __slots__ = ("hospital_id", "mrn", "national_id", "demographics")
+    HOSPITAL_ID_FIELD_NUMBER: _ClassVar[int]
+    MRN_FIELD_NUMBER: _ClassVar[int]
+    NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    DEMOGRAPHICS_FIELD_NUMBER: _ClassVar[int]
+    hospital_id: str
+    mrn: str
+    national_id: str
+    demographics: Demographics
+    def __init__(self, hospital_id: _Optional[str] = ..., mrn: _Optional[str] = ..., national_id: _Optional[str] = ..., demographics: _Optional[_Union[Demographics, _Mapping]] = ...) -> None: ...
+
+class ResolveResponse(_message.Message):
+    __slots__ = ("person_token", "match_method")
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MATCH_METHOD_FIELD_NUMBER: _ClassVar[int]
+    person_token: str
+    match_method: MatchMethod
+    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ...) -> None: ...
+
+class LookupByNationalIdRequest(_message.Message):
+    __slots__ = ("national_id",)
+    NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    national_id: str
+    def __init__(self, national_id: _Optional[str] = ...) -> None: ...
+
+class LookupByNationalIdResponse(_message.Message):
+    __slots__ = ("person_token",)
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    person_token: str
+    def __init__(self, person_token: _Optional[str] = ...) -> None: ...
+
+class GetPersonRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class HospitalLink(_message.Message):
+    __slots__ = ("hospital_id", "mrn")
+    HOSPITAL_ID_FIELD_NUMBER: _ClassVar[int]
+    MRN_FIELD_NUMBER: _ClassVar[int]
+    hospital_id: str
+    mrn: str
+    def __init__(self, hospital_id: _Optional[str] = ..., mrn: _Optional[str] = ...) -> None: ...
+
+class Person(_message.Message):
+    __slots__ = ("name", "person_token", "links")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    person_token: str
+    links: _containers.RepeatedCompositeFieldContainer[HospitalLink]
+    def __init__(self, name: _Optional[str] = ..., person_token: _Optional[str] = ..., links: _Optional[_Iterable[_Union[HospitalLink, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,85 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from healthbank.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Light(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIGHT_UNSPECIFIED: _ClassVar[Light]
+    LIGHT_GREEN: _ClassVar[Light]
+    LIGHT_YELLOW: _ClassVar[Light]
+    LIGHT_RED: _ClassVar[Light]
+LIGHT_UNSPECIFIED: Light
+LIGHT_GREEN: Light
+LIGHT_YELLOW: Light
+LIGHT_RED: Light
+
+class GetHistoryRequest(_message.Message):
+    __slots__ = ("parent", "categories", "effective")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.RecordCategory]
+    effective: _common_pb2.Interval
+    def __init__(self, parent: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.RecordCategory, str]]] = ..., effective: _Optional[_Union[_common_pb2.Interval, _Mapping]] = ...) -> None: ...
+
+class HistoryItem(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: _common_pb2.Record
+    def __init__(self, record: _Optional[_Union[_common_pb2.Record, _Mapping]] = ...) -> None: ...
+
+class GetEmergencySummaryRequest(_message.Message):
+    __slots__ = ("national_id", "justification")
+    NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    national_id: str
+    justification: str
+    def __init__(self, national_id: _Optional[str] = ..., justification: _Optional[str] = ...) -> None: ...
+
+class Fact(_message.Message):
+    __slots__ = ("category", "code", "severity", "effective_time", "source_hospital", "record_name")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    RECORD_NAME_FIELD_NUMBER: _ClassVar[int]
+    category: _common_pb2.RecordCategory
+    code: _common_pb2.Code
+    severity: str
+    effective_time: _timestamp_pb2.Timestamp
+    source_hospital: str
+    record_name: str
+    def __init__(self, category: _Optional[_Union[_common_pb2.RecordCategory, str]] = ..., code: _Optional[_Union[_common_pb2.Code, _Mapping]] = ..., severity: _Optional[str] = ..., effective_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_hospital: _Optional[str] = ..., record_name: _Optional[str] = ...) -> None: ...
+
+class EmergencySummary(_message.Message):
+    __slots__ = ("person_token", "light", "light_reason", "allergies", "surgeries", "conditions", "audit_leaf_index", "break_glass_name", "generate_time")
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_REASON_FIELD_NUMBER: _ClassVar[int]
+    ALLERGIES_FIELD_NUMBER: _ClassVar[int]
+    SURGERIES_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    person_token: str
+    light: Light
+    light_reason: str
+    allergies: _containers.RepeatedCompositeFieldContainer[Fact]
+    surgeries: _containers.RepeatedCompositeFieldContainer[Fact]
+    conditions: _containers.RepeatedCompositeFieldContainer[Fact]
+    audit_leaf_index: int
+    break_glass_name: str
+    generate_time: _timestamp_pb2.Timestamp
+    def __init__(self, person_token: _Optional[str] = ..., light: _Optional[_Union[Light, str]] = ..., light_reason: _Optional[str] = ..., allergies: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., surgeries: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., audit_leaf_index: _Optional[int] = ..., break_glass_name: _Optional[str] = ..., generate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
