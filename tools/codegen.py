@@ -30,7 +30,7 @@ def proto_files() -> list[Path]:
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc (from grpcio-tools) into out_dir; return the generated files."""
-    import grpc_tools  # noqa: PLC0415 - dev dependency, only needed here
+    import grpc_tools
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     protos = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]

@@ -1,0 +1,176 @@
+"""The `healthbank` command: serve one service, run the whole stack, play the demo.
+
+    healthbank serve <service>   one service in the foreground (what a pod runs)
+    healthbank up                all seven services on localhost, Ctrl-C stops them
+    healthbank demo              scenarios A and B against a running stack (or a fresh one)
+
+This launcher is the one place in libs that knows the services exist: it imports
+``services.<name>.app`` by name; services themselves only talk over gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from healthbank.config import SERVICE_NAMES, ConfigError, Settings, load_settings
+from healthbank.devstack import LocalStack, running_stack_addresses
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINES_SCRIPT = REPO / "tools" / "engines" / "engines.py"
+
+
+def service_module(service: str) -> str:
+    """Python module of a service's app, e.g. record-lookup → services.record_lookup.app."""
+    return f"services.{service.replace('-', '_')}.app"
+
+
+async def _serve(service: str, settings: Settings) -> None:
+    from healthbank.logs import configure_logging
+    from healthbank.rpc.server import run_until_signal
+
+    configure_logging(service, settings.log_level)
+    app = importlib.import_module(service_module(service))
+    async with app.open_service(settings) as host:
+        await run_until_signal(host)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run one service until SIGTERM/SIGINT."""
+    settings = load_settings()
+    port = settings.listen_port(args.service)
+    settings = settings.model_copy(update={"port": port})
+    asyncio.run(_serve(args.service, settings))
+    return 0
+
+
+def real_engine_env() -> dict[str, str]:
+    """Start Cassandra, OpenBao and Redis (tools/engines) and return the settings that use them."""
+    subprocess.run([sys.executable, str(ENGINES_SCRIPT), "up"], check=True)
+    output = subprocess.run(
+        [sys.executable, str(ENGINES_SCRIPT), "env"], check=True, capture_output=True, text=True
+    ).stdout
+    env: dict[str, str] = {}
+    for line in output.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        if name.startswith("HEALTHBANK_"):
+            env[name] = value.strip().strip("'\"")
+    env.update(
+        {
+            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+            "HEALTHBANK_KEY_PROVIDER": "vault",
+            "HEALTHBANK_CACHE_BACKEND": "redis",
+        }
+    )
+    return env
+
+
+def _print_health(stack: LocalStack) -> None:
+    from healthbank.demo import format_table
+
+    print(
+        format_table(
+            "healthbank services", ["service", "address", "health", "pid"], stack.health_table()
+        ),
+        flush=True,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the seven services, print their health, stop them all on Ctrl-C."""
+    env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
+    stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
+    stack.start()
+    _print_health(stack)
+    print(f"data directory: {stack.data_dir}\nCtrl-C stops all services.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            dead = [p.name for p in stack.services.values() if p.process.poll() is not None]
+            if dead:
+                print(f"service exited unexpectedly: {', '.join(dead)}", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        pass
+    print("stopping (draining in-flight calls)…", flush=True)
+    codes = stack.stop()
+    print(", ".join(f"{name}: exit {code}" for name, code in codes.items()))
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Play scenarios A and B against a running stack, or start one for the demo."""
+    from healthbank.demo import run_demo
+
+    settings = load_settings()
+    secret = settings.auth_secret.get_secret_value().encode()
+    addresses = None if args.fresh else running_stack_addresses()
+    stack: LocalStack | None = None
+    if addresses is None:
+        data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="healthbank-demo-")).resolve()
+        print(f"starting the seven services on embedded storage in {data_dir} …", flush=True)
+        stack = LocalStack(data_dir)
+        stack.start()
+        _print_health(stack)
+        addresses = stack.addresses
+    else:
+        print("using the running stack", flush=True)
+    try:
+        report, ok = asyncio.run(run_demo(addresses, secret))
+        print("\n" + report)
+    finally:
+        if stack is not None:
+            stack.stop()
+    print("\ndemo " + ("PASSED: both scenarios behaved as designed" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `healthbank` command."""
+    parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=SERVICE_NAMES)
+    serve.set_defaults(run=cmd_serve)
+    up = commands.add_parser("up", help="run all seven services locally")
+    up.add_argument("--data-dir", default=os.environ.get("HEALTHBANK_DATA_DIR", ".healthbank-data"))
+    up.add_argument(
+        "--engines",
+        choices=["embedded", "real"],
+        default="embedded",
+        help="embedded: SQLite + local keyring + in-process cache; real: Cassandra, OpenBao, Redis",
+    )
+    up.set_defaults(run=cmd_up)
+    demo = commands.add_parser("demo", help="play scenarios A and B")
+    demo.add_argument("--fresh", action="store_true", help="always start a new stack")
+    demo.add_argument("--data-dir", default=None, help="data directory of a started stack")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `healthbank` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The local stack: all seven services as separate processes on one data directory.
+
+Used by `healthbank up`, by `healthbank demo` when no stack is running, and by the
+end-to-end tests, so all three exercise the same start-up and shutdown path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthbank.config import DEFAULT_PORTS
+
+SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
+_READY_PREFIX = "HEALTHBANK_READY"
+
+
+def address_env_name(service: str) -> str:
+    """Environment variable holding a service's address, e.g. HEALTHBANK_RECORD_LOOKUP_ADDR."""
+    return "HEALTHBANK_" + service.upper().replace("-", "_") + "_ADDR"
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """One running service."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        """host:port the service listens on."""
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class LocalStack:
+    """Starts, health-checks and stops the seven services.
+
+    ``ports`` maps service → port; missing services get a free port (tests) or,
+    with ``default_ports=True``, the documented 50051-50057 (``healthbank up``).
+    ``env`` adds settings (HEALTHBANK_*) shared by every service.
+    """
+
+    data_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    default_ports: bool = False
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """service → host:port of the running services."""
+        return {name: proc.address for name, proc in self.services.items()}
+
+    def child_env(self, ports: Mapping[str, int]) -> dict[str, str]:
+        """The environment every service process gets."""
+        env = {**os.environ, **self.env, "HEALTHBANK_DATA_DIR": str(self.data_dir)}
+        for name, port in ports.items():
+            env[address_env_name(name)] = f"127.0.0.1:{port}"
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start all services and wait until each reports SERVING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports = {
+            name: DEFAULT_PORTS[name] if self.default_ports else free_port() for name in SERVICES
+        }
+        env = self.child_env(ports)
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        try:
+            for name in SERVICES:
+                log_path = logs / f"{name}.log"
+                with log_path.open("ab") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "healthbank.cli", "serve", name],
+                        env={**env, "HEALTHBANK_PORT": str(ports[name])},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                self.services[name] = ServiceProcess(name, ports[name], process, log_path)
+            self.wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_serving(self, timeout: float) -> None:
+        """Block until every service answers health SERVING, or raise with its log tail."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.services)
+        while pending:
+            for name in sorted(pending):
+                proc = self.services[name]
+                if proc.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.process.returncode}:\n{self.log_tail(name)}"
+                    )
+                if health_status(proc.address) == "SERVING":
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                tails = "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in sorted(pending))
+                raise TimeoutError(f"not SERVING after {timeout}s: {sorted(pending)}\n{tails}")
+            if pending:
+                time.sleep(0.2)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """Last lines of a service's log."""
+        text = self.services[name].log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def health_table(self) -> list[tuple[str, str, str, str]]:
+        """(service, address, health, pid) rows."""
+        return [
+            (name, proc.address, health_status(proc.address), str(proc.process.pid))
+            for name, proc in self.services.items()
+        ]
+
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every service (they drain), wait, SIGKILL stragglers; return exit codes."""
+        for proc in self.services.values():
+            if proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int | None] = {}
+        for name, proc in self.services.items():
+            try:
+                codes[name] = proc.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                codes[name] = proc.process.wait()
+        self.services.clear()
+        return codes
+
+
+def health_status(address: str, timeout: float = 1.0) -> str:
+    """grpc.health.v1 status name of a server ("SERVING", ...), or "UNREACHABLE"."""
+
+    async def check() -> str:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    try:
+        return asyncio.run(check())
+    except grpc.RpcError:
+        return "UNREACHABLE"
+
+
+def running_stack_addresses(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """Addresses of an already running stack (all seven SERVING), else None."""
+    source = os.environ if env is None else env
+    addresses = {
+        name: source.get(address_env_name(name), f"127.0.0.1:{port}")
+        for name, port in DEFAULT_PORTS.items()
+    }
+    with contextlib.suppress(Exception):
+        if all(health_status(addr, timeout=0.5) == "SERVING" for addr in addresses.values()):
+            return addresses
+    return None

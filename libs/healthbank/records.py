@@ -1,0 +1,406 @@
+"""The canonical record and the hot record store shared by ingest, record-lookup,
+archive and ai-alert.
+
+Payloads are stored sealed (AES-256-GCM envelope, see healthbank.crypto); the
+store only sees pseudonymous person tokens, codes and times. Writes are per
+hospital message: the idempotency receipt, the records, the emergency facts and
+the daily code counts of one message commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Protocol
+
+from healthbank.storage.sqlite import SqliteDatabase
+
+
+def record_name(person_token: str, record_id: str) -> str:
+    """Resource name of a record: ``patients/{person_token}/records/{record_id}``."""
+    return f"patients/{person_token}/records/{record_id}"
+
+
+def payload_aad(person_token: str, record_id: str) -> bytes:
+    """Associated data binding a sealed payload to its record (moving it breaks it)."""
+    return f"record:{person_token}:{record_id}".encode()
+
+
+def fact_aad(person_token: str, record_id: str) -> bytes:
+    """Associated data binding a sealed emergency fact to its record."""
+    return f"fact:{person_token}:{record_id}".encode()
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A canonical record as stored: metadata in clear, payload sealed.
+
+    ``category`` and ``source_format`` hold the healthbank.common.v1 enum numbers.
+    """
+
+    record_id: str
+    person_token: str
+    source_hospital: str
+    source_format: int
+    message_id: str
+    source_version: str
+    content_hash: str
+    category: int
+    code_system: str
+    code: str
+    code_display: str
+    effective_time: datetime
+    status: str
+    sealed_payload: bytes
+    blob_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """Resource name of this record."""
+        return record_name(self.person_token, self.record_id)
+
+
+@dataclass(frozen=True)
+class EmergencyFact:
+    """A sealed fact (allergy, surgery, condition) for the emergency summary.
+
+    Facts stay in the hot store forever: an emergency room must see a 20-year-old
+    anaphylaxis even after the record itself moved to the cold tier.
+    """
+
+    person_token: str
+    record_id: str
+    category: int
+    sealed_fact: bytes
+
+
+@dataclass(frozen=True)
+class MessageReceipt:
+    """The idempotency key of a hospital message and what it produced."""
+
+    hospital_id: str
+    message_id: str
+    content_hash: str
+    person_token: str
+    record_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class PutOutcome:
+    """Result of storing one message."""
+
+    duplicate: bool
+    receipt: MessageReceipt
+
+
+class MessageIdConflict(Exception):
+    """The hospital reused a message id for different content."""
+
+
+class RecordStore(Protocol):
+    """The hot record store. Implementations: SQLite (embedded) and Cassandra."""
+
+    async def put_message(
+        self,
+        receipt: MessageReceipt,
+        records: Sequence[StoredRecord],
+        facts: Sequence[EmergencyFact],
+    ) -> PutOutcome:
+        """Store a message's records atomically, once.
+
+        A retry with the same hospital, message id and content hash returns the
+        first receipt with ``duplicate=True`` and writes nothing. The same id with
+        other content raises MessageIdConflict.
+        """
+        ...
+
+    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
+        """The receipt of an already stored message, if any."""
+        ...
+
+    async def list_records(
+        self,
+        person_token: str,
+        *,
+        categories: Sequence[int] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[StoredRecord]:
+        """A person's hot records in [start, end), oldest first."""
+        ...
+
+    async def list_facts(self, person_token: str) -> list[EmergencyFact]:
+        """A person's emergency facts."""
+        ...
+
+    async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
+        """Hot records effective before ``cutoff`` (for tiering), oldest first."""
+        ...
+
+    async def delete_records(self, records: Sequence[StoredRecord]) -> None:
+        """Remove records from the hot tier (after the archive made them durable)."""
+        ...
+
+    async def daily_counts(
+        self, code_system: str, codes: Sequence[str], start: date, end: date
+    ) -> dict[date, int]:
+        """Number of records per day with one of ``codes``, days in [start, end)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+_SQLITE_MIGRATIONS = [
+    """
+    CREATE TABLE receipts (
+        hospital_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        person_token TEXT NOT NULL,
+        record_ids TEXT NOT NULL,
+        PRIMARY KEY (hospital_id, message_id)
+    );
+    CREATE TABLE records (
+        person_token TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        source_hospital TEXT NOT NULL,
+        source_format INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        source_version TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        category INTEGER NOT NULL,
+        code_system TEXT NOT NULL,
+        code TEXT NOT NULL,
+        code_display TEXT NOT NULL,
+        effective_us INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        sealed_payload BLOB NOT NULL,
+        blob_name TEXT NOT NULL,
+        PRIMARY KEY (person_token, effective_us, record_id)
+    );
+    CREATE INDEX records_by_effective ON records (effective_us);
+    CREATE TABLE facts (
+        person_token TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        category INTEGER NOT NULL,
+        sealed_fact BLOB NOT NULL,
+        PRIMARY KEY (person_token, record_id)
+    );
+    CREATE TABLE code_day_counts (
+        code_system TEXT NOT NULL,
+        code TEXT NOT NULL,
+        day TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (code_system, code, day)
+    )
+    """,
+]
+
+
+def to_micros(moment: datetime) -> int:
+    """UTC microseconds since the epoch (naive datetimes are rejected)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: healthbank stores UTC only")
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Inverse of to_micros."""
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+
+
+class SqliteRecordStore:
+    """RecordStore on an embedded SQLite file (``records.db`` in the data dir)."""
+
+    def __init__(self, path: Path) -> None:
+        """Use the file at ``path``; call open() before use."""
+        self._db = SqliteDatabase(path, _SQLITE_MIGRATIONS)
+
+    async def open(self) -> SqliteRecordStore:
+        """Open the file and migrate; returns self for chaining."""
+        await self._db.open()
+        return self
+
+    async def put_message(
+        self,
+        receipt: MessageReceipt,
+        records: Sequence[StoredRecord],
+        facts: Sequence[EmergencyFact],
+    ) -> PutOutcome:
+        """See RecordStore.put_message."""
+
+        def work(connection: sqlite3.Connection) -> PutOutcome:
+            existing = _receipt_row(connection, receipt.hospital_id, receipt.message_id)
+            if existing is not None:
+                if existing.content_hash != receipt.content_hash:
+                    raise MessageIdConflict(receipt.message_id)
+                return PutOutcome(duplicate=True, receipt=existing)
+            connection.execute(
+                "INSERT INTO receipts VALUES (?, ?, ?, ?, ?)",
+                (
+                    receipt.hospital_id,
+                    receipt.message_id,
+                    receipt.content_hash,
+                    receipt.person_token,
+                    ",".join(receipt.record_ids),
+                ),
+            )
+            connection.executemany(
+                "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_record_row(record) for record in records],
+            )
+            connection.executemany(
+                "INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)",
+                [(f.person_token, f.record_id, f.category, f.sealed_fact) for f in facts],
+            )
+            connection.executemany(
+                "INSERT INTO code_day_counts VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE"
+                " SET count = count + 1",
+                [(r.code_system, r.code, r.effective_time.date().isoformat()) for r in records],
+            )
+            return PutOutcome(duplicate=False, receipt=receipt)
+
+        return await self._db.write(work)
+
+    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
+        """See RecordStore.get_receipt."""
+        return await self._db.read(lambda c: _receipt_row(c, hospital_id, message_id))
+
+    async def list_records(
+        self,
+        person_token: str,
+        *,
+        categories: Sequence[int] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[StoredRecord]:
+        """See RecordStore.list_records."""
+        sql = "SELECT * FROM records WHERE person_token = ? AND effective_us >= ?"
+        params: list[object] = [person_token, to_micros(start) if start else -(2**62)]
+        if end is not None:
+            sql += " AND effective_us < ?"
+            params.append(to_micros(end))
+        if categories:
+            sql += f" AND category IN ({','.join('?' * len(categories))})"
+            params.extend(categories)
+        sql += " ORDER BY effective_us, record_id"
+        rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
+        return [_record_from_row(row) for row in rows]
+
+    async def list_facts(self, person_token: str) -> list[EmergencyFact]:
+        """See RecordStore.list_facts."""
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT * FROM facts WHERE person_token = ? ORDER BY record_id", (person_token,)
+            ).fetchall()
+        )
+        return [
+            EmergencyFact(
+                row["person_token"], row["record_id"], row["category"], row["sealed_fact"]
+            )
+            for row in rows
+        ]
+
+    async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
+        """See RecordStore.list_effective_before."""
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT * FROM records WHERE effective_us < ?"
+                " ORDER BY effective_us, record_id LIMIT ?",
+                (to_micros(cutoff), limit),
+            ).fetchall()
+        )
+        return [_record_from_row(row) for row in rows]
+
+    async def delete_records(self, records: Sequence[StoredRecord]) -> None:
+        """See RecordStore.delete_records."""
+        await self._db.write(
+            lambda c: c.executemany(
+                "DELETE FROM records WHERE person_token = ? AND effective_us = ? AND record_id = ?",
+                [(r.person_token, to_micros(r.effective_time), r.record_id) for r in records],
+            )
+        )
+
+    async def daily_counts(
+        self, code_system: str, codes: Sequence[str], start: date, end: date
+    ) -> dict[date, int]:
+        """See RecordStore.daily_counts."""
+        if not codes:
+            return {}
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT day, SUM(count) AS n FROM code_day_counts WHERE code_system = ?"
+                f" AND code IN ({','.join('?' * len(codes))}) AND day >= ? AND day < ?"
+                " GROUP BY day",
+                (code_system, *codes, start.isoformat(), end.isoformat()),
+            ).fetchall()
+        )
+        return {date.fromisoformat(row["day"]): int(row["n"]) for row in rows}
+
+    async def close(self) -> None:
+        """See RecordStore.close."""
+        await self._db.close()
+
+
+def _receipt_row(
+    connection: sqlite3.Connection, hospital_id: str, message_id: str
+) -> MessageReceipt | None:
+    row = connection.execute(
+        "SELECT * FROM receipts WHERE hospital_id = ? AND message_id = ?",
+        (hospital_id, message_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return MessageReceipt(
+        hospital_id=row["hospital_id"],
+        message_id=row["message_id"],
+        content_hash=row["content_hash"],
+        person_token=row["person_token"],
+        record_ids=tuple(filter(None, row["record_ids"].split(","))),
+    )
+
+
+def _record_row(record: StoredRecord) -> tuple[object, ...]:
+    return (
+        record.person_token,
+        record.record_id,
+        record.source_hospital,
+        record.source_format,
+        record.message_id,
+        record.source_version,
+        record.content_hash,
+        record.category,
+        record.code_system,
+        record.code,
+        record.code_display,
+        to_micros(record.effective_time),
+        record.status,
+        record.sealed_payload,
+        record.blob_name,
+    )
+
+
+def _record_from_row(row: sqlite3.Row) -> StoredRecord:
+    return StoredRecord(
+        record_id=row["record_id"],
+        person_token=row["person_token"],
+        source_hospital=row["source_hospital"],
+        source_format=row["source_format"],
+        message_id=row["message_id"],
+        source_version=row["source_version"],
+        content_hash=row["content_hash"],
+        category=row["category"],
+        code_system=row["code_system"],
+        code=row["code"],
+        code_display=row["code_display"],
+        effective_time=from_micros(row["effective_us"]),
+        status=row["status"],
+        sealed_payload=row["sealed_payload"],
+        blob_name=row["blob_name"],
+    )

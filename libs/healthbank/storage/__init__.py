@@ -1,0 +1,5 @@
+"""Storage plumbing shared by the services: embedded SQLite and Apache Cassandra."""
+
+from healthbank.storage.sqlite import SqliteDatabase
+
+__all__ = ["SqliteDatabase"]

@@ -1,0 +1,104 @@
+"""Embedded storage: one SQLite file per concern under the data directory.
+
+Several service processes share these files (ingest writes records that
+record-lookup reads), so every file runs in WAL mode with a busy timeout. All
+statements of one database run on one worker thread, so the asyncio loop never
+blocks on disk and sqlite3 connections are never shared across threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteDatabase:
+    """An SQLite file with ordered, idempotent schema migrations."""
+
+    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
+        """Open (creating if needed) the file at ``path``; migrations run in open()."""
+        self.path = path
+        self._migrations = list(migrations)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
+        self._connection: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations (each in its own transaction)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: an acknowledged write survives power loss, not only a crash.
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.row_factory = sqlite3.Row
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
+        )
+        for version, statement in enumerate(self._migrations, start=1):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                done = connection.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone()
+                if not done:
+                    for part in _split_statements(statement):
+                        connection.execute(part)
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (?)", (version,)
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        self._connection = connection
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` (queries only) on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._call, work, False
+        )
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one IMMEDIATE transaction: all of it commits, or none of it."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._call, work, True
+        )
+
+    def _call(self, work: Callable[[sqlite3.Connection], T], transactional: bool) -> T:
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError(f"database {self.path.name} is not open")
+        if not transactional:
+            return work(connection)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, connection.close)
+        self._executor.shutdown(wait=True)
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration into statements (migrations hold no literal semicolons)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
