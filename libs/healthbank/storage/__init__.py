@@ -1,5 +1,6 @@
 """Storage plumbing shared by the services: embedded SQLite and Apache Cassandra."""
 
+from healthbank.storage.errors import StorageUnavailable
 from healthbank.storage.sqlite import SqliteDatabase
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["SqliteDatabase", "StorageUnavailable"]

@@ -1,0 +1,366 @@
+"""RecordStore on Apache Cassandra (keyspace ``<prefix>_records``).
+
+Tables are shaped by their queries:
+
+- ``records``: a person's history, partitioned by (person_token, year) so no
+  partition grows without bound; ``person_years`` lists a person's partitions.
+- ``records_by_day``: what the archive tiers, partitioned by day.
+- ``facts``: emergency facts per person (never tiered).
+- ``receipts``: the idempotency key (hospital, message id), written only with
+  lightweight transactions: INSERT IF NOT EXISTS claims a message, UPDATE IF
+  state = 'pending' commits it.
+- ``code_day_counts``: counters for the outbreak forecast.
+
+A message is stored as: claim the receipt (LWT) → one LOGGED batch with all its
+records and facts (Cassandra applies a logged batch completely or, after a
+coordinator failure, replays it from the batchlog) → commit the receipt (LWT) →
+counters. A retry of a message whose earlier attempt died after the claim
+re-writes the batch with the record ids of the claim, so nothing is stored twice.
+Counters are not idempotent: they are bumped only by the attempt that commits,
+so a crash between commit and bump undercounts one message (aggregates only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from healthbank.records.model import (
+    EmergencyFact,
+    MessageIdConflict,
+    MessageReceipt,
+    PutOutcome,
+    StoredRecord,
+)
+from healthbank.storage.cassandra import CassandraDatabase
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS receipts (
+        hospital_id text, message_id text, content_hash text, person_token text,
+        record_ids list<text>, state text,
+        PRIMARY KEY ((hospital_id, message_id))
+    );
+    CREATE TABLE IF NOT EXISTS records (
+        person_token text, year int, effective_time timestamp, record_id text,
+        source_hospital text, source_format int, message_id text, source_version text,
+        content_hash text, category int, code_system text, code text, code_display text,
+        status text, sealed_payload blob, blob_name text,
+        PRIMARY KEY ((person_token, year), effective_time, record_id)
+    ) WITH CLUSTERING ORDER BY (effective_time ASC, record_id ASC);
+    CREATE TABLE IF NOT EXISTS person_years (
+        person_token text, year int, PRIMARY KEY ((person_token), year)
+    );
+    CREATE TABLE IF NOT EXISTS records_by_day (
+        day date, effective_time timestamp, person_token text, record_id text,
+        PRIMARY KEY ((day), effective_time, person_token, record_id)
+    );
+    CREATE TABLE IF NOT EXISTS record_days (
+        shard int, day date, PRIMARY KEY ((shard), day)
+    );
+    CREATE TABLE IF NOT EXISTS facts (
+        person_token text, record_id text, category int, sealed_fact blob,
+        PRIMARY KEY ((person_token), record_id)
+    );
+    CREATE TABLE IF NOT EXISTS code_day_counts (
+        code_system text, code text, day date, count counter,
+        PRIMARY KEY ((code_system, code), day)
+    )
+    """,
+]
+
+# record_days is one small partition of distinct days (tens of thousands of rows at most).
+_DAYS_SHARD = 0
+
+_INSERT_RECORD = (
+    "INSERT INTO records (person_token, year, effective_time, record_id, source_hospital,"
+    " source_format, message_id, source_version, content_hash, category, code_system, code,"
+    " code_display, status, sealed_payload, blob_name)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_YEAR = "INSERT INTO person_years (person_token, year) VALUES (?, ?)"
+_INSERT_DAY = (
+    "INSERT INTO records_by_day (day, effective_time, person_token, record_id) VALUES (?, ?, ?, ?)"
+)
+_INSERT_DAYS = "INSERT INTO record_days (shard, day) VALUES (?, ?)"
+_INSERT_FACT = (
+    "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
+)
+_RECORD_COLUMNS = (
+    "person_token, effective_time, record_id, source_hospital, source_format, message_id,"
+    " source_version, content_hash, category, code_system, code, code_display, status,"
+    " sealed_payload, blob_name"
+)
+
+
+class CassandraRecordStore:
+    """RecordStore on Cassandra; see the module docstring for the write protocol."""
+
+    def __init__(self, database: CassandraDatabase) -> None:
+        """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
+        self._db = database
+
+    async def open(self) -> CassandraRecordStore:
+        """Connect and migrate; returns self for chaining."""
+        await self._db.open()
+        return self
+
+    async def put_message(
+        self,
+        receipt: MessageReceipt,
+        records: Sequence[StoredRecord],
+        facts: Sequence[EmergencyFact],
+    ) -> PutOutcome:
+        """See RecordStore.put_message."""
+        claim = await self._db.execute(
+            "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
+            " record_ids, state) VALUES (?, ?, ?, ?, ?, 'pending') IF NOT EXISTS",
+            (
+                receipt.hospital_id,
+                receipt.message_id,
+                receipt.content_hash,
+                receipt.person_token,
+                list(receipt.record_ids),
+            ),
+        )
+        row = claim[0]
+        if not row.applied:
+            if row.content_hash != receipt.content_hash:
+                raise MessageIdConflict(receipt.message_id)
+            first = _receipt_from_row(row)
+            if row.state == "committed":
+                return PutOutcome(duplicate=True, receipt=first)
+            # An earlier attempt claimed the message and died: finish it with its record ids.
+            records, facts = _adopt_ids(first, receipt, records, facts)
+            receipt = first
+        await self._write_batch(records, facts)
+        commit = await self._db.execute(
+            "UPDATE receipts SET state = 'committed' WHERE hospital_id = ? AND message_id = ?"
+            " IF state = 'pending'",
+            (receipt.hospital_id, receipt.message_id),
+        )
+        if commit[0].applied:
+            await self._db.execute_many(
+                "UPDATE code_day_counts SET count = count + 1"
+                " WHERE code_system = ? AND code = ? AND day = ?",
+                [(r.code_system, r.code, r.effective_time.date()) for r in records],
+            )
+        return PutOutcome(duplicate=False, receipt=receipt)
+
+    async def _write_batch(
+        self, records: Sequence[StoredRecord], facts: Sequence[EmergencyFact]
+    ) -> None:
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for record in records:
+            when = record.effective_time
+            statements += [
+                (_INSERT_RECORD, _record_values(record)),
+                (_INSERT_YEAR, (record.person_token, when.year)),
+                (_INSERT_DAY, (when.date(), when, record.person_token, record.record_id)),
+                (_INSERT_DAYS, (_DAYS_SHARD, when.date())),
+            ]
+        statements += [
+            (_INSERT_FACT, (f.person_token, f.record_id, f.category, f.sealed_fact)) for f in facts
+        ]
+        await self._db.execute_logged_batch(statements)
+
+    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
+        """See RecordStore.get_receipt (committed messages only)."""
+        rows = await self._db.execute(
+            "SELECT * FROM receipts WHERE hospital_id = ? AND message_id = ?",
+            (hospital_id, message_id),
+            consistency="SERIAL",
+        )
+        if not rows or rows[0].state != "committed":
+            return None
+        return _receipt_from_row(rows[0])
+
+    async def list_records(
+        self,
+        person_token: str,
+        *,
+        categories: Sequence[int] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[StoredRecord]:
+        """See RecordStore.list_records."""
+        years = [
+            row.year
+            for row in await self._db.execute(
+                "SELECT year FROM person_years WHERE person_token = ?", (person_token,)
+            )
+            if (start is None or row.year >= start.year) and (end is None or row.year <= end.year)
+        ]
+        lower = start or datetime(1, 1, 1, tzinfo=UTC)
+        upper = end or datetime(9999, 12, 31, tzinfo=UTC)
+        found: list[StoredRecord] = []
+        for year in sorted(years):
+            rows = await self._db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE person_token = ? AND year = ?"
+                " AND effective_time >= ? AND effective_time < ?",
+                (person_token, year, lower, upper),
+            )
+            found.extend(_record_from_row(row) for row in rows)
+        if categories:
+            wanted = set(categories)
+            found = [record for record in found if record.category in wanted]
+        return found
+
+    async def list_facts(self, person_token: str) -> list[EmergencyFact]:
+        """See RecordStore.list_facts."""
+        rows = await self._db.execute(
+            "SELECT person_token, record_id, category, sealed_fact FROM facts"
+            " WHERE person_token = ?",
+            (person_token,),
+        )
+        return [EmergencyFact(r.person_token, r.record_id, r.category, r.sealed_fact) for r in rows]
+
+    async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
+        """See RecordStore.list_effective_before."""
+        days = await self._db.execute(
+            "SELECT day FROM record_days WHERE shard = ? AND day <= ?",
+            (_DAYS_SHARD, cutoff.date()),
+        )
+        found: list[StoredRecord] = []
+        for day_row in days:
+            day = _as_date(day_row.day)
+            pointers = await self._db.execute(
+                "SELECT effective_time, person_token, record_id FROM records_by_day"
+                " WHERE day = ? AND effective_time < ?",
+                (day, cutoff),
+            )
+            for pointer in pointers:
+                when = _utc(pointer.effective_time)
+                rows = await self._db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM records WHERE person_token = ? AND year = ?"
+                    " AND effective_time = ? AND record_id = ?",
+                    (pointer.person_token, when.year, when, pointer.record_id),
+                )
+                found.extend(_record_from_row(row) for row in rows)
+                if len(found) >= limit:
+                    return found
+        return found
+
+    async def delete_records(self, records: Sequence[StoredRecord]) -> None:
+        """See RecordStore.delete_records."""
+        await self._db.execute_many(
+            "DELETE FROM records WHERE person_token = ? AND year = ? AND effective_time = ?"
+            " AND record_id = ?",
+            [
+                (r.person_token, r.effective_time.year, r.effective_time, r.record_id)
+                for r in records
+            ],
+        )
+        await self._db.execute_many(
+            "DELETE FROM records_by_day WHERE day = ? AND effective_time = ? AND person_token = ?"
+            " AND record_id = ?",
+            [
+                (r.effective_time.date(), r.effective_time, r.person_token, r.record_id)
+                for r in records
+            ],
+        )
+
+    async def daily_counts(
+        self, code_system: str, codes: Sequence[str], start: date, end: date
+    ) -> dict[date, int]:
+        """See RecordStore.daily_counts."""
+        totals: dict[date, int] = {}
+        for code in codes:
+            rows = await self._db.execute(
+                "SELECT day, count FROM code_day_counts WHERE code_system = ? AND code = ?"
+                " AND day >= ? AND day < ?",
+                (code_system, code, start, end),
+            )
+            for row in rows:
+                day = _as_date(row.day)
+                totals[day] = totals.get(day, 0) + int(row.count)
+        return totals
+
+    async def check(self) -> None:
+        """See RecordStore.check."""
+        await self._db.check()
+
+    async def close(self) -> None:
+        """See RecordStore.close."""
+        await self._db.close()
+
+
+def _adopt_ids(
+    first: MessageReceipt,
+    retry: MessageReceipt,
+    records: Sequence[StoredRecord],
+    facts: Sequence[EmergencyFact],
+) -> tuple[list[StoredRecord], list[EmergencyFact]]:
+    """Give a retry's records the ids the first attempt claimed (same content, same order)."""
+    if len(first.record_ids) != len(records):
+        raise MessageIdConflict(retry.message_id)
+    renamed = dict(zip(retry.record_ids, first.record_ids, strict=True))
+    return (
+        [replace(r, record_id=renamed.get(r.record_id, r.record_id)) for r in records],
+        [replace(f, record_id=renamed.get(f.record_id, f.record_id)) for f in facts],
+    )
+
+
+def _record_values(record: StoredRecord) -> tuple[Any, ...]:
+    return (
+        record.person_token,
+        record.effective_time.year,
+        record.effective_time,
+        record.record_id,
+        record.source_hospital,
+        record.source_format,
+        record.message_id,
+        record.source_version,
+        record.content_hash,
+        record.category,
+        record.code_system,
+        record.code,
+        record.code_display,
+        record.status,
+        record.sealed_payload,
+        record.blob_name,
+    )
+
+
+def _record_from_row(row: Any) -> StoredRecord:
+    return StoredRecord(
+        record_id=row.record_id,
+        person_token=row.person_token,
+        source_hospital=row.source_hospital,
+        source_format=row.source_format,
+        message_id=row.message_id,
+        source_version=row.source_version,
+        content_hash=row.content_hash,
+        category=row.category,
+        code_system=row.code_system,
+        code=row.code,
+        code_display=row.code_display,
+        effective_time=_utc(row.effective_time),
+        status=row.status,
+        sealed_payload=row.sealed_payload,
+        blob_name=row.blob_name or "",
+    )
+
+
+def _receipt_from_row(row: Any) -> MessageReceipt:
+    return MessageReceipt(
+        hospital_id=row.hospital_id,
+        message_id=row.message_id,
+        content_hash=row.content_hash,
+        person_token=row.person_token,
+        record_ids=tuple(row.record_ids or ()),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    """The driver returns naive UTC datetimes (millisecond precision)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _as_date(value: Any) -> date:
+    """The driver returns cassandra.util.Date for `date` columns."""
+    if isinstance(value, date):
+        return value
+    return date(1970, 1, 1) + timedelta(days=int(value.days_from_epoch))

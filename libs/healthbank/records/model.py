@@ -1,0 +1,168 @@
+"""The canonical record and the hot record store contract shared by ingest,
+record-lookup, archive and ai-alert.
+
+Payloads are stored sealed (AES-256-GCM envelope, see healthbank.crypto); the
+store only sees pseudonymous person tokens, codes and times. Writes are per
+hospital message: the idempotency receipt, the records, the emergency facts and
+the daily code counts of one message commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Protocol
+
+
+def record_name(person_token: str, record_id: str) -> str:
+    """Resource name of a record: ``patients/{person_token}/records/{record_id}``."""
+    return f"patients/{person_token}/records/{record_id}"
+
+
+def payload_aad(person_token: str, record_id: str) -> bytes:
+    """Associated data binding a sealed payload to its record (moving it breaks it)."""
+    return f"record:{person_token}:{record_id}".encode()
+
+
+def fact_aad(person_token: str, record_id: str) -> bytes:
+    """Associated data binding a sealed emergency fact to its record."""
+    return f"fact:{person_token}:{record_id}".encode()
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A canonical record as stored: metadata in clear, payload sealed.
+
+    ``category`` and ``source_format`` hold the healthbank.common.v1 enum numbers.
+    """
+
+    record_id: str
+    person_token: str
+    source_hospital: str
+    source_format: int
+    message_id: str
+    source_version: str
+    content_hash: str
+    category: int
+    code_system: str
+    code: str
+    code_display: str
+    effective_time: datetime
+    status: str
+    sealed_payload: bytes
+    blob_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """Resource name of this record."""
+        return record_name(self.person_token, self.record_id)
+
+
+@dataclass(frozen=True)
+class EmergencyFact:
+    """A sealed fact (allergy, surgery, condition) for the emergency summary.
+
+    Facts stay in the hot store forever: an emergency room must see a 20-year-old
+    anaphylaxis even after the record itself moved to the cold tier.
+    """
+
+    person_token: str
+    record_id: str
+    category: int
+    sealed_fact: bytes
+
+
+@dataclass(frozen=True)
+class MessageReceipt:
+    """The idempotency key of a hospital message and what it produced."""
+
+    hospital_id: str
+    message_id: str
+    content_hash: str
+    person_token: str
+    record_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class PutOutcome:
+    """Result of storing one message."""
+
+    duplicate: bool
+    receipt: MessageReceipt
+
+
+class MessageIdConflict(Exception):
+    """The hospital reused a message id for different content."""
+
+
+class RecordStore(Protocol):
+    """The hot record store. Implementations: SQLite (embedded) and Cassandra."""
+
+    async def put_message(
+        self,
+        receipt: MessageReceipt,
+        records: Sequence[StoredRecord],
+        facts: Sequence[EmergencyFact],
+    ) -> PutOutcome:
+        """Store a message's records atomically, once.
+
+        A retry with the same hospital, message id and content hash returns the
+        first receipt with ``duplicate=True`` and writes nothing. The same id with
+        other content raises MessageIdConflict.
+        """
+        ...
+
+    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
+        """The receipt of an already stored message, if any."""
+        ...
+
+    async def list_records(
+        self,
+        person_token: str,
+        *,
+        categories: Sequence[int] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[StoredRecord]:
+        """A person's hot records in [start, end), oldest first."""
+        ...
+
+    async def list_facts(self, person_token: str) -> list[EmergencyFact]:
+        """A person's emergency facts."""
+        ...
+
+    async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
+        """Hot records effective before ``cutoff`` (for tiering), oldest first."""
+        ...
+
+    async def delete_records(self, records: Sequence[StoredRecord]) -> None:
+        """Remove records from the hot tier (after the archive made them durable)."""
+        ...
+
+    async def daily_counts(
+        self, code_system: str, codes: Sequence[str], start: date, end: date
+    ) -> dict[date, int]:
+        """Number of records per day with one of ``codes``, days in [start, end)."""
+        ...
+
+    async def check(self) -> None:
+        """Raise StorageUnavailable unless the store answers now (health checks)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def to_micros(moment: datetime) -> int:
+    """UTC microseconds since the epoch (naive datetimes are rejected)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: healthbank stores UTC only")
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Inverse of to_micros."""
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)

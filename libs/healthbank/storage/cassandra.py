@@ -1,0 +1,216 @@
+"""Apache Cassandra plumbing: one keyspace per concern, versioned migrations,
+prepared statements, tunable consistency and an asyncio bridge for the driver.
+
+The driver runs its own I/O thread (libev); ``execute`` turns its ResponseFuture
+into an asyncio future, following every result page, so services stay async.
+Driver errors that mean "the cluster is not reachable right now" become
+:class:`StorageUnavailable`, which the RPC layer answers with UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cassandra import ConsistencyLevel, DriverException, OperationTimedOut
+from cassandra import Unavailable as CassandraUnavailable
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
+from cassandra.policies import ConstantReconnectionPolicy
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+
+from healthbank.storage.errors import StorageUnavailable
+
+_UNAVAILABLE_ERRORS = (
+    NoHostAvailable,
+    OperationTimedOut,
+    CassandraUnavailable,
+    ConnectionError,
+    DriverException,
+)
+
+
+class CassandraDatabase:
+    """One keyspace with ordered migrations, shared by one service's stores."""
+
+    def __init__(
+        self,
+        *,
+        hosts: Sequence[str],
+        port: int,
+        keyspace: str,
+        migrations: Sequence[str],
+        consistency: str = "LOCAL_QUORUM",
+        replication_factor: int = 1,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        """Describe the keyspace; open() connects and migrates."""
+        self.keyspace = keyspace
+        self._hosts = list(hosts)
+        self._port = port
+        self._migrations = list(migrations)
+        self._consistency = ConsistencyLevel.name_to_value[consistency]
+        self._replication_factor = replication_factor
+        self._connect_timeout = connect_timeout
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._prepared: dict[str, PreparedStatement] = {}
+
+    async def open(self) -> None:
+        """Connect, create the keyspace if absent and apply pending migrations."""
+        await asyncio.to_thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        cluster = Cluster(
+            contact_points=self._hosts,
+            port=self._port,
+            protocol_version=5,
+            connect_timeout=self._connect_timeout,
+            # Keep retrying every second so a restarted node is picked up without a restart here.
+            reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+            execution_profiles={
+                EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                    consistency_level=self._consistency,
+                    # Serial (LWT) consistency follows the locality of the regular one.
+                    serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+                    request_timeout=10.0,
+                )
+            },
+        )
+        try:
+            session = cluster.connect()
+        except NoHostAvailable as error:
+            cluster.shutdown()
+            raise StorageUnavailable("cassandra is not reachable") from error
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self._replication_factor}}}"
+        )
+        session.set_keyspace(self.keyspace)
+        session.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version int PRIMARY KEY, applied boolean)"
+        )
+        done = {row.version for row in session.execute("SELECT version FROM schema_migrations")}
+        for version, migration in enumerate(self._migrations, start=1):
+            if version in done:
+                continue
+            # Every statement is idempotent (IF NOT EXISTS), so a crash half-way re-runs safely.
+            for statement in _split_statements(migration):
+                session.execute(statement)
+            session.execute(
+                "INSERT INTO schema_migrations (version, applied) VALUES (%s, true)", (version,)
+            )
+        self._cluster, self._session = cluster, session
+
+    @property
+    def session(self) -> Session:
+        """The connected session (after open())."""
+        if self._session is None:
+            raise RuntimeError(f"keyspace {self.keyspace} is not open")
+        return self._session
+
+    def prepare(self, cql: str) -> PreparedStatement:
+        """A prepared statement, prepared once per process."""
+        statement = self._prepared.get(cql)
+        if statement is None:
+            statement = self.session.prepare(cql)
+            self._prepared[cql] = statement
+        return statement
+
+    async def _statement(self, cql: str) -> Any:
+        """The prepared statement for ``cql``; preparing is a blocking round trip, once."""
+        statement = self._prepared.get(cql)
+        return statement if statement is not None else await asyncio.to_thread(self.prepare, cql)
+
+    async def execute(
+        self, cql: str, params: Sequence[Any] = (), *, consistency: str | None = None
+    ) -> list[Any]:
+        """Run a prepared statement and return all rows (every page)."""
+        try:
+            bound = (await self._statement(cql)).bind(params)
+            if consistency is not None:
+                bound.consistency_level = ConsistencyLevel.name_to_value[consistency]
+            return await _all_pages(self.session.execute_async(bound))
+        except _UNAVAILABLE_ERRORS as error:
+            raise StorageUnavailable(
+                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
+            ) from error
+
+    async def execute_logged_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Apply statements as one LOGGED batch: all of them eventually, or none."""
+        if not statements:
+            return
+        try:
+            batch = BatchStatement(batch_type=BatchType.LOGGED)
+            for cql, params in statements:
+                batch.add(await self._statement(cql), params)
+            await _all_pages(self.session.execute_async(batch))
+        except _UNAVAILABLE_ERRORS as error:
+            raise StorageUnavailable(
+                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
+            ) from error
+
+    async def execute_many(
+        self, cql: str, rows: Iterable[Sequence[Any]], *, concurrency: int = 32
+    ) -> None:
+        """Run a statement for many parameter rows with bounded concurrency."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(params: Sequence[Any]) -> None:
+            async with limit:
+                await self.execute(cql, params)
+
+        await asyncio.gather(*(one(params) for params in rows))
+
+    async def check(self) -> None:
+        """Raise StorageUnavailable unless a query on this node answers now."""
+        await self.execute("SELECT release_version FROM system.local")
+
+    async def close(self) -> None:
+        """Shut the driver down."""
+        if self._cluster is not None:
+            cluster, self._cluster, self._session = self._cluster, None, None
+            await asyncio.to_thread(cluster.shutdown)
+
+
+async def _all_pages(response: ResponseFuture) -> list[Any]:
+    """Await every page of a driver ResponseFuture on the running loop."""
+    loop = asyncio.get_running_loop()
+    rows: list[Any] = []
+    while True:
+        page: asyncio.Future[list[Any]] = loop.create_future()
+
+        def done(result: list[Any], page: asyncio.Future[list[Any]] = page) -> None:
+            loop.call_soon_threadsafe(_resolve, page, list(result or []), None)
+
+        def failed(error: BaseException, page: asyncio.Future[list[Any]] = page) -> None:
+            loop.call_soon_threadsafe(_resolve, page, None, error)
+
+        response.add_callbacks(done, failed)
+        rows.extend(await page)
+        if not response.has_more_pages:
+            return rows
+        response.start_fetching_next_page()
+
+
+def _resolve(
+    page: asyncio.Future[list[Any]], result: list[Any] | None, error: BaseException | None
+) -> None:
+    if page.done():
+        return
+    if error is not None:
+        page.set_exception(error)
+    else:
+        page.set_result(result or [])
+
+
+def _split_statements(migration: str) -> list[str]:
+    return [part.strip() for part in migration.split(";") if part.strip()]

@@ -1,0 +1,168 @@
+"""One contract for the hot record store, run against SQLite and real Cassandra."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from healthbank.ids import new_ulid
+from healthbank.records import (
+    EmergencyFact,
+    MessageIdConflict,
+    MessageReceipt,
+    RecordStore,
+    SqliteRecordStore,
+    StoredRecord,
+)
+from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore
+from healthbank.storage.cassandra import CassandraDatabase
+
+T0 = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
+) -> AsyncIterator[RecordStore]:
+    opened: RecordStore
+    if request.param == "sqlite":
+        opened = await SqliteRecordStore(tmp_path / "records.db").open()
+    else:
+        env = request.getfixturevalue("engines")
+        database = CassandraDatabase(
+            hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+            port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+            keyspace=f"{keyspace_prefix}_records",
+            migrations=MIGRATIONS,
+            consistency="ONE",
+        )
+        opened = await CassandraRecordStore(database).open()
+    yield opened
+    await opened.close()
+
+
+def make_record(
+    person: str, when: datetime, category: int = 4, code: str = "1558-6"
+) -> StoredRecord:
+    return StoredRecord(
+        record_id=new_ulid(when),
+        person_token=person,
+        source_hospital="hospital-a",
+        source_format=1,
+        message_id="m",
+        source_version="",
+        content_hash="h",
+        category=category,
+        code_system="http://loinc.org",
+        code=code,
+        code_display="Fasting glucose",
+        effective_time=when,
+        status="final",
+        sealed_payload=b"\x01sealed",
+    )
+
+
+def receipt_for(
+    message_id: str, person: str, records: list[StoredRecord], digest: str = "h1"
+) -> MessageReceipt:
+    return MessageReceipt(
+        hospital_id="hospital-a",
+        message_id=message_id,
+        content_hash=digest,
+        person_token=person,
+        record_ids=tuple(r.record_id for r in records),
+    )
+
+
+async def test_put_then_list_in_time_order(store: RecordStore) -> None:
+    records = [make_record("tok1", T0 + timedelta(days=400 * i)) for i in (2, 0, 1)]
+    outcome = await store.put_message(receipt_for("m1", "tok1", records), records, [])
+    assert not outcome.duplicate
+    listed = await store.list_records("tok1")
+    assert [r.effective_time for r in listed] == sorted(r.effective_time for r in records)
+    assert {r.record_id for r in listed} == {r.record_id for r in records}
+    assert listed[0].sealed_payload == b"\x01sealed"
+    assert await store.list_records("someone-else") == []
+
+
+async def test_retry_is_stored_once(store: RecordStore) -> None:
+    first = [make_record("tok2", T0)]
+    await store.put_message(receipt_for("m2", "tok2", first), first, [])
+    retry = [make_record("tok2", T0)]
+    outcome = await store.put_message(receipt_for("m2", "tok2", retry), retry, [])
+    assert outcome.duplicate
+    assert outcome.receipt.record_ids == (first[0].record_id,)
+    assert len(await store.list_records("tok2")) == 1
+    receipt = await store.get_receipt("hospital-a", "m2")
+    assert receipt is not None and receipt.record_ids == (first[0].record_id,)
+
+
+async def test_concurrent_retries_store_once(store: RecordStore) -> None:
+    attempts = [[make_record("tok3", T0)] for _ in range(8)]
+    outcomes = await asyncio.gather(
+        *(store.put_message(receipt_for("m3", "tok3", a), a, []) for a in attempts),
+        return_exceptions=True,
+    )
+    stored = [o for o in outcomes if not isinstance(o, BaseException) and not o.duplicate]
+    assert len(stored) >= 1
+    assert len(await store.list_records("tok3")) == 1
+
+
+async def test_same_id_other_content_conflicts(store: RecordStore) -> None:
+    records = [make_record("tok4", T0)]
+    await store.put_message(receipt_for("m4", "tok4", records), records, [])
+    other = [make_record("tok4", T0)]
+    with pytest.raises(MessageIdConflict):
+        await store.put_message(receipt_for("m4", "tok4", other, digest="h2"), other, [])
+
+
+async def test_filters_by_category_and_interval(store: RecordStore) -> None:
+    records = [
+        make_record("tok5", T0, category=1, code="A1"),
+        make_record("tok5", T0 + timedelta(days=30), category=4),
+        make_record("tok5", T0 + timedelta(days=800), category=4),
+    ]
+    await store.put_message(receipt_for("m5", "tok5", records), records, [])
+    allergies = await store.list_records("tok5", categories=[1])
+    assert [r.code for r in allergies] == ["A1"]
+    window = await store.list_records(
+        "tok5", start=T0 + timedelta(days=1), end=T0 + timedelta(days=799)
+    )
+    assert [r.record_id for r in window] == [records[1].record_id]
+
+
+async def test_facts_and_daily_counts(store: RecordStore) -> None:
+    records = [make_record("tok6", T0, code="J10"), make_record("tok6", T0, code="J11")]
+    facts = [EmergencyFact("tok6", records[0].record_id, 1, b"fact")]
+    await store.put_message(receipt_for("m6", "tok6", records), records, facts)
+    assert await store.list_facts("tok6") == facts
+    counts = await store.daily_counts(
+        "http://loinc.org", ["J10", "J11", "J12"], date(2024, 2, 1), date(2024, 4, 1)
+    )
+    assert counts == {date(2024, 3, 1): 2}
+    # A duplicate does not count twice.
+    retry = [make_record("tok6", T0, code="J10"), make_record("tok6", T0, code="J11")]
+    await store.put_message(receipt_for("m6", "tok6", retry), retry, facts)
+    counts = await store.daily_counts(
+        "http://loinc.org", ["J10"], date(2024, 3, 1), date(2024, 3, 2)
+    )
+    assert counts == {date(2024, 3, 1): 1}
+
+
+async def test_tiering_reads_old_records_and_deletes(store: RecordStore) -> None:
+    old = make_record("tok7", T0 - timedelta(days=3000))
+    new = make_record("tok7", T0)
+    await store.put_message(receipt_for("m7", "tok7", [old, new]), [old, new], [])
+    due = await store.list_effective_before(T0 - timedelta(days=1), limit=100)
+    assert old.record_id in {r.record_id for r in due}
+    assert new.record_id not in {r.record_id for r in due}
+    await store.delete_records([r for r in due if r.person_token == "tok7"])
+    assert [r.record_id for r in await store.list_records("tok7")] == [new.record_id]
+
+
+async def test_check_answers_when_up(store: RecordStore) -> None:
+    await store.check()
