@@ -105,7 +105,11 @@ class ScenarioB:
 
 
 async def submit(
-    client: DemoClient, hospital: Hospital, fmt: int, content: bytes, message_id: str
+    client: DemoClient,
+    hospital: Hospital,
+    fmt: common_pb2.SourceFormat,
+    content: bytes,
+    message_id: str,
 ) -> ingest_pb2.SubmitResponse:
     """Submit one message as ``hospital``'s integration engine."""
     request = ingest_pb2.SubmitRequest(

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -160,7 +161,8 @@ def health_status(address: str, timeout: float = 1.0) -> str:
 
     async def check() -> str:
         async with grpc.aio.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+            # The typeshed stub of HealthStub lists no methods.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 

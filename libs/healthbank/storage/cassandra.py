@@ -23,7 +23,11 @@ from cassandra.cluster import (
     ResponseFuture,
     Session,
 )
-from cassandra.policies import ConstantReconnectionPolicy
+from cassandra.policies import (
+    ConstantReconnectionPolicy,
+    DCAwareRoundRobinPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from healthbank.storage.errors import StorageUnavailable
@@ -81,6 +85,7 @@ class CassandraDatabase:
                     # Serial (LWT) consistency follows the locality of the regular one.
                     serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
                     request_timeout=10.0,
+                    load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
                 )
             },
         )

@@ -1,0 +1,179 @@
+"""Calling another healthbank service in one line.
+
+``factory.stub(ConsentStub, "consent")`` returns a stub on a cached channel whose
+interceptor carries the request id, the caller's credentials, a deadline and the trace
+context along, so servicers never thread them through by hand.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+from opentelemetry import propagate
+
+from healthbank.logs import request_id_var
+from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
+from healthbank.rpc.principal import AUTHORIZATION_KEY, inbound_token
+
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+TokenSource = str | Callable[[], str]
+
+
+class OutboundInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc, unused-ignore]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc, unused-ignore]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc, unused-ignore]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc, unused-ignore]
+):
+    """Adds request id, credentials, deadline and W3C trace context to every outgoing call.
+
+    Credentials: the inbound caller's token when the call is made while serving an RPC
+    (so downstream consent decisions see the real principal), else the factory's own
+    service token. Timeout: the smaller of the explicit (or default) timeout and what is
+    left of the inbound call's deadline.
+    """
+
+    def __init__(self, default_timeout: float, token: TokenSource | None = None) -> None:
+        self._default_timeout = default_timeout
+        self._token = token
+
+    def _own_token(self) -> str | None:
+        if self._token is None or isinstance(self._token, str):
+            return self._token
+        return self._token()
+
+    def _augment(self, details: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if REQUEST_ID_KEY not in metadata:
+            metadata.add(REQUEST_ID_KEY, request_id_var.get() or uuid.uuid4().hex)
+        if AUTHORIZATION_KEY not in metadata:
+            token = inbound_token.get() or self._own_token()
+            if token:
+                metadata.add(AUTHORIZATION_KEY, f"Bearer {token}")
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        for key, value in carrier.items():
+            metadata[key] = value
+        timeout = details.timeout if details.timeout is not None else self._default_timeout
+        deadline = inbound_deadline.get()
+        if deadline is not None:
+            # Never outlive the caller: work past its deadline is wasted.
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
+    ) -> Any:
+        """Augment a unary-unary call."""
+        return await continuation(self._augment(client_call_details), request)
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
+    ) -> Any:
+        """Augment a unary-stream call."""
+        return await continuation(self._augment(client_call_details), request)
+
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[[Any, Any], Any],
+        client_call_details: Any,
+        request_iterator: Any,
+    ) -> Any:
+        """Augment a stream-unary call."""
+        return await continuation(self._augment(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[[Any, Any], Any],
+        client_call_details: Any,
+        request_iterator: Any,
+    ) -> Any:
+        """Augment a stream-stream call."""
+        return await continuation(self._augment(client_call_details), request_iterator)
+
+
+class ClientFactory:
+    """Creates stubs for other healthbank services over one cached channel per address.
+
+    Args:
+        settings: where services live (``settings.address_of(name)``).
+        token: this service's own credentials for calls not made on behalf of an inbound
+            caller: a token, or a callable minting a fresh one (so it never expires).
+        addresses: overrides of ``address_of`` by service name (tests, local stack).
+        default_timeout: timeout for calls that set none, in seconds.
+        credentials: channel credentials (mTLS); None uses plaintext (development).
+        options: extra grpc channel arguments.
+    """
+
+    def __init__(
+        self,
+        settings: RpcSettings,
+        *,
+        token: TokenSource | None = None,
+        addresses: Mapping[str, str] | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._settings = settings
+        self._addresses = dict(addresses or {})
+        self._credentials = credentials
+        self._options = list(options)
+        self._interceptor = OutboundInterceptor(default_timeout, token)
+        self._channels: dict[str, Any] = {}
+        self._closed = False
+
+    def address_of(self, service: str) -> str:
+        """The ``host:port`` used for ``service`` (override first, then settings)."""
+        return self._addresses.get(service) or self._settings.address_of(service)
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        """The cached channel to ``service``, created on first use."""
+        if self._closed:
+            raise RuntimeError("ClientFactory is closed")
+        address = self.address_of(service)
+        channel = self._channels.get(address)
+        if channel is None:
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(
+                    address,
+                    self._credentials,
+                    options=self._options,
+                    interceptors=[self._interceptor],
+                )
+            else:
+                channel = grpc.aio.insecure_channel(
+                    address, options=self._options, interceptors=[self._interceptor]
+                )
+            self._channels[address] = channel
+        return channel
+
+    def stub(self, stub_cls: type[T], service: str) -> T:
+        """A ``stub_cls`` (a generated ``*Stub`` class) bound to ``service``'s channel."""
+        # Generated stubs take the channel as their only constructor argument.
+        return cast(Callable[[Any], T], stub_cls)(self.channel(service))
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close every channel (pending calls get ``grace`` seconds)."""
+        self._closed = True
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(grace)
+
+    async def __aenter__(self) -> ClientFactory:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

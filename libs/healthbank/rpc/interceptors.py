@@ -1,0 +1,481 @@
+"""grpc.aio server interceptors shared by every healthbank service.
+
+Each interceptor wraps the method handler's behaviour (all four arities) in an async
+context manager that runs inside the RPC's own task, so ContextVars it sets are visible
+to the servicer and to outgoing calls the servicer makes. Streaming responses are driven
+by the wrapper itself with ``context.write`` so that clean-up always happens in that task,
+even when the client cancels mid-stream.
+
+Order (outermost first, see :func:`default_interceptors`): request id → telemetry →
+errors → deadline → principal. Telemetry sits outside the error mapping so that it sees
+the final status code; deadline and principal sit inside it so that their refusals
+become proper rich statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextvars import ContextVar, Token
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from healthbank.logs import request_id_var
+from healthbank.phi import redact
+from healthbank.rpc.errors import ServiceError, to_status
+from healthbank.rpc.principal import (
+    AUTHORIZATION_KEY,
+    Principal,
+    current_principal,
+    decode_token,
+    inbound_token,
+)
+
+__all__ = [
+    "REQUEST_ID_KEY",
+    "DeadlineInterceptor",
+    "ErrorInterceptor",
+    "PrincipalInterceptor",
+    "RequestIdInterceptor",
+    "RpcSettings",
+    "RpcTelemetry",
+    "TelemetryInterceptor",
+    "default_interceptors",
+    "inbound_deadline",
+    "metadata_value",
+]
+
+_log = logging.getLogger(__name__)
+_access_log = logging.getLogger("healthbank.rpc.access")
+
+REQUEST_ID_KEY = "x-request-id"
+
+# Request ids are echoed into logs and responses: accept only a conservative charset so a
+# caller cannot inject log lines or smuggle data through them.
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+# Infrastructure methods polled by probes; their access lines go to DEBUG to keep logs useful.
+_QUIET_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+
+inbound_deadline: ContextVar[float | None] = ContextVar("inbound_deadline", default=None)
+"""Absolute ``time.monotonic()`` deadline of the RPC being served (None: no deadline)."""
+
+_T = TypeVar("_T")
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class RpcSettings(Protocol):
+    """The part of ``healthbank.config.Settings`` the rpc package relies on."""
+
+    @property
+    def host(self) -> str:
+        """Interface the server binds to."""
+        ...
+
+    @property
+    def shutdown_grace_seconds(self) -> float:
+        """How long in-flight calls may run after a stop is requested."""
+        ...
+
+    @property
+    def auth_secret(self) -> _Secret:
+        """Shared secret for development principal tokens."""
+        ...
+
+    def address_of(self, service: str) -> str:
+        """``host:port`` of another healthbank service."""
+        ...
+
+    def listen_port(self, service: str) -> int:
+        """The port ``service`` listens on (0: any free port)."""
+        ...
+
+
+class RpcTelemetry(Protocol):
+    """The part of ``healthbank.telemetry.Telemetry`` the rpc package relies on."""
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """Tracer for server spans."""
+        ...
+
+    @property
+    def meter(self) -> metrics.Meter:
+        """Meter for RPC metrics."""
+        ...
+
+
+def metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str | None:
+    """Return the first text value of ``key`` in gRPC ``metadata`` (keys are lowercase)."""
+    for item_key, value in metadata or ():
+        if item_key == key and isinstance(value, str):
+            return value
+    return None
+
+
+def _restore(var: ContextVar[_T], token: Token[_T]) -> None:
+    # A token can only be reset in the Context that made it; if clean-up ever runs
+    # elsewhere the RPC's context is being discarded anyway, so there is nothing to undo.
+    with suppress(ValueError, RuntimeError):
+        var.reset(token)
+
+
+_Around = Callable[[Any], AbstractAsyncContextManager[None]]
+
+
+async def _finish(result: Any) -> Any:
+    # aio servers also accept plain (non-async) behaviours; treat both alike.
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def _drive_stream(result: Any, context: Any) -> None:
+    """Send a streaming behaviour's responses from inside the wrapper's own frame."""
+    if inspect.isawaitable(result):
+        # The servicer writes with context.write itself.
+        await result
+        return
+    if hasattr(result, "__aiter__"):
+        try:
+            async for message in result:
+                await context.write(message)
+        finally:
+            aclose = getattr(result, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return
+    if result is not None:
+        for message in result:
+            await context.write(message)
+
+
+def _wrap_handler(handler: Any, around: _Around) -> Any:
+    """Return ``handler`` with each behaviour run inside ``around(context)``."""
+    common = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        unary_unary = handler.unary_unary
+
+        async def wrapped_unary_unary(request: Any, context: Any) -> Any:
+            async with around(context):
+                return await _finish(unary_unary(request, context))
+
+        return grpc.unary_unary_rpc_method_handler(wrapped_unary_unary, **common)
+    if handler.unary_stream is not None:
+        unary_stream = handler.unary_stream
+
+        async def wrapped_unary_stream(request: Any, context: Any) -> None:
+            async with around(context):
+                await _drive_stream(unary_stream(request, context), context)
+
+        return grpc.unary_stream_rpc_method_handler(wrapped_unary_stream, **common)
+    if handler.stream_unary is not None:
+        stream_unary = handler.stream_unary
+
+        async def wrapped_stream_unary(request_iterator: Any, context: Any) -> Any:
+            async with around(context):
+                return await _finish(stream_unary(request_iterator, context))
+
+        return grpc.stream_unary_rpc_method_handler(wrapped_stream_unary, **common)
+    if handler.stream_stream is not None:
+        stream_stream = handler.stream_stream
+
+        async def wrapped_stream_stream(request_iterator: Any, context: Any) -> None:
+            async with around(context):
+                await _drive_stream(stream_stream(request_iterator, context), context)
+
+        return grpc.stream_stream_rpc_method_handler(wrapped_stream_stream, **common)
+    return handler
+
+
+class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc, unused-ignore]
+    """Base: run every behaviour of every method inside :meth:`around`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        """Wrap the handler chosen by the rest of the chain (None: method unknown)."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap_handler(handler, partial(self.around, handler_call_details))
+
+    def around(self, call_details: Any, context: Any) -> AbstractAsyncContextManager[None]:
+        """The per-call context manager; subclasses implement it."""
+        raise NotImplementedError
+
+
+class RequestIdInterceptor(_AroundInterceptor):
+    """Adopt the caller's ``x-request-id`` (or mint one), expose it and echo it back.
+
+    The id is echoed in the initial metadata, which this interceptor therefore sends
+    before the servicer runs: servicers must put their own response metadata in the
+    trailers (``context.set_trailing_metadata``), not in ``send_initial_metadata``.
+    """
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Set ``request_id_var`` for the call and send the id in initial metadata."""
+        offered = metadata_value(call_details.invocation_metadata, REQUEST_ID_KEY)
+        request_id = (
+            offered
+            if offered is not None and _REQUEST_ID_PATTERN.match(offered)
+            else uuid.uuid4().hex
+        )
+        token = request_id_var.set(request_id)
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            yield
+        finally:
+            _restore(request_id_var, token)
+
+
+class TelemetryInterceptor(_AroundInterceptor):
+    """A server span, a duration histogram and an access log line per RPC.
+
+    Only the method, status code and request id are recorded: never payloads or
+    metadata values, which may hold PHI.
+    """
+
+    def __init__(self, service: str, telemetry: RpcTelemetry | None = None) -> None:
+        self._service = service
+        self._tracer = (
+            telemetry.tracer if telemetry is not None else trace.get_tracer("healthbank.rpc")
+        )
+        meter = telemetry.meter if telemetry is not None else metrics.get_meter("healthbank.rpc")
+        self._duration = meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
+        )
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Trace, time and log the call, recording its final status code."""
+        method: str = call_details.method
+        if isinstance(method, bytes):
+            method = method.decode("utf-8", "replace")
+        full_name = method.lstrip("/")
+        rpc_service, _, rpc_method = full_name.partition("/")
+        # Continue the caller's trace (W3C traceparent) if it sent one.
+        carrier = {
+            key: value
+            for key, value in call_details.invocation_metadata or ()
+            if isinstance(value, str)
+        }
+        request_id = request_id_var.get() or ""
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        with self._tracer.start_as_current_span(
+            full_name,
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": rpc_service,
+                "rpc.method": rpc_method,
+                "healthbank.service": self._service,
+                "healthbank.request_id": request_id,
+            },
+            # Exception messages may hold PHI: never copy them into spans.
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+                code = context.code() or grpc.StatusCode.OK
+            except asyncio.CancelledError:
+                code = _cancelled_code(context)
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                duration_ms = (time.perf_counter() - started) * 1000.0
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+                self._duration.record(
+                    duration_ms,
+                    {"rpc.method": full_name, "rpc.grpc.status_code": code.value[0]},
+                )
+                level = logging.DEBUG if rpc_service in _QUIET_SERVICES else logging.INFO
+                _access_log.log(
+                    level,
+                    "rpc method=%s code=%s duration_ms=%.1f request_id=%s",
+                    full_name,
+                    code.name,
+                    duration_ms,
+                    request_id,
+                )
+
+
+def _cancelled_code(context: Any) -> Any:
+    # grpc cancels the handler task both when the client goes away and when the deadline
+    # passes; tell the two apart for metrics.
+    try:
+        remaining = context.time_remaining()
+    except Exception:
+        remaining = None
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+class ErrorInterceptor(_AroundInterceptor):
+    """Turn exceptions into statuses: ServiceError → rich status, anything else → INTERNAL.
+
+    Unexpected exceptions are logged with their type and (redacted) traceback only; their
+    text never reaches the caller or the log because it may contain PHI.
+    """
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Map whatever the handler raises to a status the caller can act on."""
+        try:
+            yield
+        except ServiceError as err:
+            await context.abort_with_status(to_status(err))
+        except grpc.aio.AbortError:
+            # The servicer already chose a status with context.abort.
+            raise
+        except grpc.RpcError as err:
+            # A downstream call failed and the servicer did not handle it.
+            await context.abort_with_status(to_status(self._downstream_error(err, call_details)))
+        except Exception as exc:
+            request_id = request_id_var.get() or "-"
+            _log.error(
+                "unhandled %s in %s (service %s, request id %s)\n%s",
+                type(exc).__qualname__,
+                call_details.method,
+                self._service,
+                request_id,
+                redact(_describe_without_text(exc)),
+            )
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+            )
+
+    def _downstream_error(self, err: Any, call_details: Any) -> ServiceError:
+        code_fn = getattr(err, "code", None)
+        code = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
+        request_id = request_id_var.get() or "-"
+        _log.warning(
+            "unhandled downstream %s in %s (request id %s)",
+            getattr(code, "name", code),
+            call_details.method,
+            request_id,
+        )
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServiceError.unavailable(
+                "a dependency is unavailable", reason="DEPENDENCY_UNAVAILABLE"
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ServiceError.deadline_exceeded("deadline exceeded waiting for a dependency")
+        return ServiceError(
+            grpc.StatusCode.INTERNAL,
+            f"internal error (request id {request_id})",
+            reason="DEPENDENCY_FAILED",
+        )
+
+
+def _describe_without_text(exc: BaseException) -> str:
+    """Exception type names and stack frames of ``exc`` and its causes, but no messages."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__module__}.{type(current).__qualname__}\n")
+        parts.extend(traceback.format_tb(current.__traceback__))
+        current = current.__cause__ or current.__context__
+        if current is not None:
+            parts.append("while handling / caused by:\n")
+    return "".join(parts)
+
+
+class DeadlineInterceptor(_AroundInterceptor):
+    """Expose the call's deadline to outgoing calls; refuse calls that are already late."""
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Set ``inbound_deadline`` (absolute, monotonic clock) for the call."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise ServiceError.deadline_exceeded("deadline expired before the call started")
+        token = inbound_deadline.set(None if remaining is None else time.monotonic() + remaining)
+        try:
+            yield
+        finally:
+            _restore(inbound_deadline, token)
+
+
+class PrincipalInterceptor(_AroundInterceptor):
+    """Verify the ``authorization: Bearer <token>`` metadata and expose the principal.
+
+    A call without credentials proceeds with ``current_principal`` None (health checks and
+    reflection need none; servicers call ``require_principal``). Bad credentials are
+    refused with UNAUTHENTICATED before the servicer runs.
+    """
+
+    def __init__(self, verify: Callable[[str], Principal]) -> None:
+        self._verify = verify
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Set ``current_principal`` and ``inbound_token`` for the call."""
+        header = metadata_value(call_details.invocation_metadata, AUTHORIZATION_KEY)
+        principal: Principal | None = None
+        token: str | None = None
+        if header is not None:
+            scheme, _, credentials = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not credentials.strip():
+                raise ServiceError.unauthenticated(
+                    "unsupported authorization scheme", reason="UNSUPPORTED_AUTH_SCHEME"
+                )
+            token = credentials.strip()
+            principal = self._verify(token)
+        principal_reset = current_principal.set(principal)
+        token_reset = inbound_token.set(token)
+        try:
+            yield
+        finally:
+            _restore(inbound_token, token_reset)
+            _restore(current_principal, principal_reset)
+
+
+def default_interceptors(
+    service: str,
+    settings: RpcSettings,
+    telemetry: RpcTelemetry | None = None,
+) -> list[grpc.aio.ServerInterceptor]:
+    """The standard interceptor chain for ``service``, outermost first."""
+    secret = settings.auth_secret.get_secret_value().encode("utf-8")
+    return [
+        RequestIdInterceptor(),
+        TelemetryInterceptor(service, telemetry),
+        ErrorInterceptor(service),
+        DeadlineInterceptor(),
+        PrincipalInterceptor(partial(decode_token, secret=secret)),
+    ]

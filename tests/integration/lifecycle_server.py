@@ -1,0 +1,54 @@
+"""A tiny service for the SIGTERM drain test: ServiceHost + run_until_signal, one slow method.
+
+Run as a subprocess; prints ``HEALTHBANK_READY lifecycle <port>`` once serving and
+``SLOW_STARTED`` when a Slow call begins. Settings come from the environment
+(``HEALTHBANK_SHUTDOWN_GRACE_SECONDS`` ...); the port is always picked freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+
+from healthbank.config import load_settings
+from healthbank.logs import configure_logging
+from healthbank.rpc import ServiceHost, run_until_signal
+
+SERVICE = "healthbank.test.v1.Lifecycle"
+SLOW_SECONDS = 2.0
+
+
+async def slow(request: bytes, context: Any) -> bytes:
+    """Answer after SLOW_SECONDS, long enough to be in flight when SIGTERM arrives."""
+    print("SLOW_STARTED", flush=True)
+    await asyncio.sleep(SLOW_SECONDS)
+    return b"done:" + request
+
+
+def register(server: grpc.aio.Server) -> None:
+    """Add the Lifecycle service (bytes in, bytes out) to ``server``."""
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Slow": grpc.unary_unary_rpc_method_handler(slow)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+async def main() -> None:
+    """Serve until SIGTERM/SIGINT, then drain and exit 0."""
+    settings = load_settings()
+    configure_logging("lifecycle", settings.log_level)
+    host = ServiceHost(
+        "lifecycle",
+        settings,
+        register=[register],
+        service_names=[SERVICE],
+        port=0,
+        readiness_interval=0.1,
+    )
+    await run_until_signal(host)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
