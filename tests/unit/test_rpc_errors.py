@@ -32,6 +32,7 @@ from healthbank.rpc import (
     ServiceError,
     ServiceHost,
     Violations,
+    caller_metadata,
     current_principal,
     decode_token,
     encode_token,
@@ -101,8 +102,9 @@ class ProbeServicer:
         """Call describe_call on "identity" through the client factory."""
         assert self.downstream is not None
         describe = self.downstream.channel("identity").unary_unary(f"/{PROBE}/DescribeCall")
-        result: bytes = await describe(b"")
-        return result
+        as_service = json.loads(await describe(b""))
+        as_caller = json.loads(await describe(b"", metadata=caller_metadata()))
+        return json.dumps({"service": as_service, "caller": as_caller}).encode()
 
     async def numbers_then_missing(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         yield b"1"
@@ -354,8 +356,11 @@ async def test_client_factory_forwards_caller_context(probe: Any) -> None:
             rpc_timeout=3.0,
         )
     )
-    # The inbound caller's token, request id, deadline and trace travel downstream.
-    assert described["subject"] == "staff-0042"
+    # The service calls as itself unless it explicitly acts as its caller.
+    assert described["service"]["subject"] == "ingest"
+    assert described["caller"]["subject"] == "staff-0042"
+    described = described["service"]
+    # Request id, deadline and trace travel downstream.
     assert described["request_id"] == "req-fwd-7"
     # grpc rounds the wire timeout up a little, hence the margin.
     assert 0 < described["remaining"] < 3.1

@@ -5,7 +5,12 @@ standard server interceptors, the :class:`ServiceHost` bootstrap and the
 :class:`ClientFactory` for calling other services.
 """
 
-from healthbank.rpc.clients import ClientFactory, OutboundInterceptor
+from healthbank.rpc.clients import (
+    ClientFactory,
+    OutboundInterceptor,
+    caller_metadata,
+    service_client_factory,
+)
 from healthbank.rpc.errors import (
     ErrorDetails,
     ServiceError,
@@ -59,6 +64,7 @@ __all__ = [
     "ServiceHost",
     "TelemetryInterceptor",
     "Violations",
+    "caller_metadata",
     "current_principal",
     "decode_token",
     "default_interceptors",
@@ -68,6 +74,7 @@ __all__ = [
     "inbound_token",
     "require_principal",
     "run_until_signal",
+    "service_client_factory",
     "to_rich_status",
     "to_status",
 ]

@@ -16,9 +16,18 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import propagate
 
+from healthbank.config import Settings
 from healthbank.logs import request_id_var
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
-from healthbank.rpc.principal import AUTHORIZATION_KEY, inbound_token
+from healthbank.rpc.principal import (
+    AUTHORIZATION_KEY,
+    BEARER_PREFIX,
+    Principal,
+    PrincipalKind,
+    Purpose,
+    encode_token,
+    inbound_token,
+)
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
 
@@ -37,10 +46,12 @@ class OutboundInterceptor(
 ):
     """Adds request id, credentials, deadline and W3C trace context to every outgoing call.
 
-    Credentials: the inbound caller's token when the call is made while serving an RPC
-    (so downstream consent decisions see the real principal), else the factory's own
-    service token. Timeout: the smaller of the explicit (or default) timeout and what is
-    left of the inbound call's deadline.
+    Credentials: the factory's own service token, so the callee authorizes the calling
+    service and the end user travels in request fields (CheckRequest.accessor,
+    AccessEvent.actor). A factory without a token of its own forwards its caller's token;
+    a call that must act as the caller passes :func:`caller_metadata` explicitly.
+    Timeout: the smaller of the explicit (or default) timeout and what is left of the
+    inbound call's deadline.
     """
 
     def __init__(self, default_timeout: float, token: TokenSource | None = None) -> None:
@@ -57,7 +68,9 @@ class OutboundInterceptor(
         if REQUEST_ID_KEY not in metadata:
             metadata.add(REQUEST_ID_KEY, request_id_var.get() or uuid.uuid4().hex)
         if AUTHORIZATION_KEY not in metadata:
-            token = inbound_token.get() or self._own_token()
+            # A service calls as itself (the end user travels in request fields); only a
+            # factory without credentials of its own forwards its caller's token.
+            token = self._own_token() or inbound_token.get()
             if token:
                 metadata.add(AUTHORIZATION_KEY, f"Bearer {token}")
         carrier: dict[str, str] = {}
@@ -109,8 +122,8 @@ class ClientFactory:
 
     Args:
         settings: where services live (``settings.address_of(name)``).
-        token: this service's own credentials for calls not made on behalf of an inbound
-            caller: a token, or a callable minting a fresh one (so it never expires).
+        token: this service's own credentials: a token, or a callable minting a fresh one
+            (so it never expires). Without it, the inbound caller's token is forwarded.
         addresses: overrides of ``address_of`` by service name (tests, local stack).
         default_timeout: timeout for calls that set none, in seconds.
         credentials: channel credentials (mTLS); None uses plaintext (development).
@@ -177,3 +190,23 @@ class ClientFactory:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def service_client_factory(
+    settings: Settings, service: str, *, addresses: Mapping[str, str] | None = None
+) -> ClientFactory:
+    """The ClientFactory a service uses: every call carries ``service``'s own fresh token."""
+    secret = settings.auth_secret.get_secret_value().encode()
+    principal = Principal(PrincipalKind.SERVICE, service, purpose=Purpose.OPERATIONS)
+
+    def mint() -> str:
+        # Short-lived and minted per call: an HMAC is cheaper than tracking expiry.
+        return encode_token(principal, secret, ttl_seconds=300)
+
+    return ClientFactory(settings, token=mint, addresses=addresses)
+
+
+def caller_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata that makes one outgoing call act as the inbound caller (e.g. break-glass)."""
+    token = inbound_token.get()
+    return ((AUTHORIZATION_KEY, f"{BEARER_PREFIX}{token}"),) if token else ()

@@ -1,0 +1,268 @@
+"""Process configuration: one frozen, typed :class:`Settings`, parsed once from the environment.
+
+Every variable is ``HEALTHBANK_`` + the upper-cased field name (``HEALTHBANK_DATA_DIR``,
+``HEALTHBANK_VAULT_TOKEN`` ...). :func:`load_settings` reads them, validates everything and
+raises :class:`ConfigError` listing every bad variable, one line each, so a misconfigured pod
+fails at start with a message an operator can act on. Secrets are never echoed back.
+
+``Settings(...)`` with keyword arguments does not read the environment; tests use it to build a
+configuration without picking up whatever the shell has set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "HEALTHBANK_"
+
+# Service names in port order (DESIGN.md: 50051-50057, ingest first).
+SERVICE_NAMES: tuple[str, ...] = (
+    "ingest",
+    "identity",
+    "consent",
+    "record-lookup",
+    "archive",
+    "audit",
+    "ai-alert",
+)
+DEFAULT_PORTS: dict[str, int] = {name: 50051 + index for index, name in enumerate(SERVICE_NAMES)}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``problems`` pairs each env variable with the reason."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        lines = "\n".join(f"  {variable}: {reason}" for variable, reason in problems)
+        super().__init__(f"invalid healthbank configuration:\n{lines}")
+        self.problems = problems
+
+
+def env_name(field: str) -> str:
+    """Return the environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _default_address(service: str) -> str:
+    return f"127.0.0.1:{DEFAULT_PORTS[service]}"
+
+
+class Settings(BaseSettings):
+    """Everything a healthbank process reads from its environment. Immutable once built."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # Embedded storage: SQLite files, the local keyring, the local archive all live here.
+    data_dir: Path = Path(".healthbank-data")
+
+    # Where this process listens; port 0 means the service's default from DEFAULT_PORTS.
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+
+    # Where the other services are, as host:port.
+    ingest_addr: str = _default_address("ingest")
+    identity_addr: str = _default_address("identity")
+    consent_addr: str = _default_address("consent")
+    record_lookup_addr: str = _default_address("record-lookup")
+    archive_addr: str = _default_address("archive")
+    audit_addr: str = _default_address("audit")
+    ai_alert_addr: str = _default_address("ai-alert")
+
+    storage_backend: Literal["sqlite", "cassandra"] = "sqlite"
+    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    cassandra_port: int = Field(default=9042, ge=1, le=65535)
+    cassandra_keyspace_prefix: str = Field(default="healthbank", pattern=r"^[a-z][a-z0-9_]{0,30}$")
+    cassandra_consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = (
+        "LOCAL_QUORUM"
+    )
+    cassandra_replication_factor: int = Field(default=1, ge=1)
+
+    key_provider: Literal["local", "vault"] = "local"
+    keyring_path: Path | None = None
+    keyring_passphrase: SecretStr = SecretStr("healthbank-dev-only")
+    vault_addr: str = "http://127.0.0.1:8200"
+    vault_token: SecretStr | None = None
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = "token"
+    vault_role_id: SecretStr | None = None
+    vault_secret_id: SecretStr | None = None
+    vault_k8s_role: str | None = None
+    vault_transit_mount: str = "transit"
+    data_key_cache_seconds: float = Field(default=60.0, ge=0)
+    # AES-GCM with random nonces stays safe far beyond this; 2**32 is the NIST limit per key.
+    data_key_cache_uses: int = Field(default=10000, ge=1, le=2**32)
+
+    cache_backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_ttl_seconds: float = Field(default=30.0, ge=0)
+
+    # HMAC key for development principal tokens.
+    auth_secret: SecretStr = SecretStr("healthbank-dev-auth-secret")
+
+    # Telemetry export is off when no endpoint is set.
+    otlp_endpoint: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read only constructor arguments; load_settings is the single environment reader."""
+        return (init_settings,)
+
+    @field_validator("cassandra_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("log_level", "cassandra_consistency", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "ingest_addr",
+        "identity_addr",
+        "consent_addr",
+        "record_lookup_addr",
+        "archive_addr",
+        "audit_addr",
+        "ai_alert_addr",
+    )
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        _validate_address(value)
+        return value
+
+    @field_validator("vault_addr", "redis_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a URL with a scheme, e.g. http://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        problems = _combination_problems(self)
+        if problems:
+            # One line per variable; load_settings splits them back into ConfigError problems.
+            raise ValueError("\n".join(f"{variable}: {reason}" for variable, reason in problems))
+        return self
+
+    @property
+    def keyring_file(self) -> Path:
+        """The local keyring file: keyring_path, or keyring.json inside data_dir."""
+        return self.keyring_path or self.data_dir / "keyring.json"
+
+    def address_of(self, service: str) -> str:
+        """Return the configured host:port of ``service`` (one of :data:`SERVICE_NAMES`)."""
+        if service not in DEFAULT_PORTS:
+            raise ValueError(f"unknown service {service!r}; expected one of {SERVICE_NAMES}")
+        address: str = getattr(self, service.replace("-", "_") + "_addr")
+        return address
+
+    def listen_port(self, service: str) -> int:
+        """Return the port ``service`` should listen on: ``port``, or its default when 0."""
+        if service not in DEFAULT_PORTS:
+            raise ValueError(f"unknown service {service!r}; expected one of {SERVICE_NAMES}")
+        return self.port or DEFAULT_PORTS[service]
+
+
+def _validate_address(address: str) -> None:
+    """Accept host:port or [ipv6]:port with a port in 1..65535."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be host:port")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError("an IPv6 host must be in brackets, e.g. [::1]:50051")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("port must be a number from 1 to 65535")
+
+
+def _combination_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Problems that involve more than one field, as (env variable, reason)."""
+    problems: list[tuple[str, str]] = []
+    if settings.storage_backend == "cassandra" and not settings.cassandra_hosts:
+        problems.append((env_name("cassandra_hosts"), "required when storage_backend=cassandra"))
+    if settings.key_provider == "vault":
+        method = settings.vault_auth_method
+        required: dict[str, tuple[str, ...]] = {
+            "token": ("vault_token",),
+            "approle": ("vault_role_id", "vault_secret_id"),
+            "kubernetes": ("vault_k8s_role",),
+        }
+        for field in required[method]:
+            value = getattr(settings, field)
+            if value is None or _secret_text(value) == "":
+                problems.append(
+                    (env_name(field), f"required when key_provider=vault with auth {method}")
+                )
+    return problems
+
+
+def _secret_text(value: SecretStr | str) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+# Fields where an empty variable means "not set" (Kubernetes manifests often render "").
+_OPTIONAL_FIELDS = frozenset(
+    name
+    for name, field in Settings.model_fields.items()
+    if field.default is None and not field.is_required()
+)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse ``env`` (default: ``os.environ``) into :class:`Settings`, or raise ConfigError.
+
+    Variables without the ``HEALTHBANK_`` prefix and unknown ``HEALTHBANK_*`` names are ignored
+    (other tools share the prefix). Error messages name the variable and never its value.
+    """
+    source = os.environ if env is None else env
+    values: dict[str, str | None] = {}
+    for field in Settings.model_fields:
+        raw = source.get(env_name(field))
+        if raw is None:
+            continue
+        if raw.strip() == "" and field in _OPTIONAL_FIELDS:
+            values[field] = None
+            continue
+        values[field] = raw.strip()
+    try:
+        return Settings(**values)  # type: ignore[arg-type]  # pydantic coerces the strings
+    except ValidationError as error:
+        raise ConfigError(_problems_from(error)) from None
+
+
+def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (env variable, reason) pairs without the input values."""
+    problems: list[tuple[str, str]] = []
+    for detail in error.errors(include_input=False, include_url=False):
+        location = detail["loc"]
+        if location:
+            problems.append((env_name(str(location[0])), _reason(detail)))
+            continue
+        # A model-level check: its message already is "VARIABLE: reason" lines.
+        for line in str(detail.get("ctx", {}).get("error", detail["msg"])).splitlines():
+            variable, _, reason = line.partition(": ")
+            problems.append((variable, reason))
+    return problems
+
+
+def _reason(detail: Mapping[str, Any]) -> str:
+    """pydantic's message, minus the "Value error, " prefix custom validators get."""
+    message = str(detail["msg"])
+    return message.removeprefix("Value error, ")
