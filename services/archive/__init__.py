@@ -1,0 +1,1 @@
+"""The archive service: the cold tier (checksummed record segments) and imaging blobs."""

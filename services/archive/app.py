@@ -1,0 +1,94 @@
+"""Builds the archive service from its settings: stores, object directory, servicer, host."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+
+from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+from healthbank.config import Settings
+from healthbank.records import RecordStore, SqliteRecordStore
+from healthbank.rpc import ClientFactory, ServiceHost
+from services.archive.archive import Archive, utc_now
+from services.archive.objects import LocalObjectStore, ObjectStore
+from services.archive.servicer import MAX_BLOB_BYTES, ArchiveServicer
+from services.archive.store import ArchiveStore, SqliteArchiveStore
+
+SERVICE = "archive"
+SERVICE_NAME = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_name
+
+# A PutBlob request carries up to 64 MiB of content plus a little framing; grpc's default
+# receive limit is 4 MiB.
+MAX_RECEIVE_BYTES = MAX_BLOB_BYTES + 1024 * 1024
+
+
+async def open_stores(settings: Settings) -> tuple[ArchiveStore, RecordStore]:
+    """Open the archive's own store and the shared hot record store."""
+    if settings.storage_backend != "sqlite":
+        raise NotImplementedError(
+            f"the archive service has no {settings.storage_backend} store yet; use sqlite"
+        )
+    archive_store = await SqliteArchiveStore(settings.data_dir / f"{SERVICE}.db").open()
+    try:
+        records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    except BaseException:
+        await archive_store.close()
+        raise
+    return archive_store, records
+
+
+def readiness_check(
+    store: ArchiveStore, records: RecordStore, objects: ObjectStore
+) -> Callable[[], Coroutine[None, None, bool]]:
+    """Ready when both stores answer and the object directory is writable."""
+
+    async def ready() -> bool:
+        await store.check()
+        await records.check()
+        await objects.check()
+        return True
+
+    return ready
+
+
+@asynccontextmanager
+async def open_service(
+    settings: Settings,
+    *,
+    clients: ClientFactory | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> AsyncIterator[ServiceHost]:
+    """Open the archive's stores and yield a not-yet-started host serving archive.v1.
+
+    Objects (blobs, segments) live below ``<data_dir>/archive``. ``clients`` is accepted
+    for the common service signature; the archive calls no other service. ``now``
+    (default: the UTC wall clock) names segments and bounds tiering cutoffs. On exit the
+    host is stopped (if it was started) and the stores closed.
+    """
+    clock = now or utc_now
+    store, records = await open_stores(settings)
+    try:
+        objects = LocalObjectStore(settings.data_dir / SERVICE)
+        servicer = ArchiveServicer(Archive(store, objects, records, clock), clock)
+
+        def register(server: grpc.aio.Server) -> None:
+            archive_pb2_grpc.add_ArchiveServiceServicer_to_server(servicer, server)
+
+        host = ServiceHost(
+            SERVICE,
+            settings,
+            register=[register],
+            service_names=[SERVICE_NAME],
+            readiness=readiness_check(store, records, objects),
+            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+        )
+        try:
+            yield host
+        finally:
+            await host.stop()
+    finally:
+        await records.close()
+        await store.close()

@@ -1,0 +1,310 @@
+"""The cold tier: content-addressed blobs, tiering hot records into segments, fetching them.
+
+No grpc here: the servicer validates requests and maps the errors below to statuses.
+
+Tiering order (nothing is lost, nothing is doubled):
+
+1. read the hot records effective before the cutoff;
+2. skip those already in the cold index (a previous run stopped after indexing);
+3. write each new segment (temp file, fsync, rename), read it back and verify it;
+4. index its records (one transaction, keyed by record id);
+5. only then delete those records from the hot store.
+
+A crash before 4 leaves an unreferenced segment file and the records still hot; a crash
+between 4 and 5 leaves the records both hot and indexed, and the next run just deletes
+them from the hot store. FetchRecords reads through the index only, so it never sees a
+record twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from healthbank.common.v1 import common_pb2
+from healthbank.ids import new_ulid
+from healthbank.records import RecordStore, StoredRecord
+from services.archive.objects import ObjectMissing, ObjectStore
+from services.archive.segment import (
+    SegmentCorrupt,
+    SegmentEntry,
+    encode_segment,
+    read_entry,
+    verify_segment,
+)
+from services.archive.store import ArchiveStore, BlobMeta, ColdIndexEntry, SegmentMeta
+
+BLOB_CHUNK_BYTES = 1024 * 1024
+# Segments are read whole (to check their checksum) when fetched; keep them modest.
+SEGMENT_MAX_RECORDS = 1000
+SEGMENT_MAX_BYTES = 32 * 1024 * 1024
+
+
+class BlobNotFound(Exception):
+    """No blob with that content address."""
+
+
+class BlobMetadataConflict(Exception):
+    """The content is stored already, for another person or content type."""
+
+
+class BlobCorrupt(Exception):
+    """A stored blob no longer matches its content address (or is gone)."""
+
+
+class ColdDataCorrupt(Exception):
+    """A segment or its index no longer match what was archived."""
+
+
+@dataclass(frozen=True)
+class TierResult:
+    """What one tiering run moved."""
+
+    records_moved: int
+    segment_names: list[str]
+
+
+def blob_key(sha256: str) -> str:
+    """Object key of a blob: ``blobs/<sha[:2]>/<sha>``."""
+    return f"blobs/{sha256[:2]}/{sha256}"
+
+
+def segment_key(segment_id: str) -> str:
+    """Object key of a segment: ``segments/<ulid>.seg``."""
+    return f"segments/{segment_id}.seg"
+
+
+def segment_name(segment_id: str) -> str:
+    """Resource name of a segment: ``segments/<ulid>``."""
+    return f"segments/{segment_id}"
+
+
+def cold_record(record: StoredRecord) -> common_pb2.Record:
+    """The archived metadata of a hot record (no payload, no plaintext)."""
+    proto = common_pb2.Record(
+        name=record.name,
+        record_id=record.record_id,
+        person_token=record.person_token,
+        source_hospital=record.source_hospital,
+        source=common_pb2.RecordSource(
+            format=record.source_format,  # type: ignore[arg-type]
+            message_id=record.message_id,
+            version=record.source_version,
+            content_hash=record.content_hash,
+        ),
+        category=record.category,  # type: ignore[arg-type]
+        code=common_pb2.Code(
+            system=record.code_system, code=record.code, display=record.code_display
+        ),
+        status=record.status,
+        tier=common_pb2.TIER_COLD,
+        blob_name=record.blob_name,
+    )
+    proto.effective_time.FromDatetime(record.effective_time)
+    return proto
+
+
+def plan_segments(
+    records: Sequence[StoredRecord],
+    max_records: int = SEGMENT_MAX_RECORDS,
+    max_bytes: int = SEGMENT_MAX_BYTES,
+) -> list[list[StoredRecord]]:
+    """Split records into segment-sized batches, keeping their order."""
+    batches: list[list[StoredRecord]] = []
+    current: list[StoredRecord] = []
+    size = 0
+    for record in records:
+        weight = len(record.sealed_payload) + 512
+        if current and (len(current) >= max_records or size + weight > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(record)
+        size += weight
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Archive:
+    """Blobs and cold segments over an object store, an index and the shared hot store."""
+
+    def __init__(
+        self,
+        store: ArchiveStore,
+        objects: ObjectStore,
+        records: RecordStore,
+        now: Callable[[], datetime],
+        *,
+        segment_max_records: int = SEGMENT_MAX_RECORDS,
+        segment_max_bytes: int = SEGMENT_MAX_BYTES,
+    ) -> None:
+        """Archive into ``store`` and ``objects``, tiering from the hot ``records``."""
+        self._store = store
+        self._objects = objects
+        self._records = records
+        self._now = now
+        self._segment_max_records = segment_max_records
+        self._segment_max_bytes = segment_max_bytes
+        # One tiering run at a time per process: two would read the same hot records.
+        self._tiering = asyncio.Lock()
+
+    # --- blobs -----------------------------------------------------------------------------
+
+    async def put_blob(self, person_token: str, content_type: str, content: bytes) -> BlobMeta:
+        """Store ``content`` under its SHA-256; a retry stores nothing new.
+
+        Raises BlobMetadataConflict if the same content is stored for another person or
+        content type.
+        """
+        sha256 = hashlib.sha256(content).hexdigest()
+        wanted = BlobMeta(
+            sha256=sha256,
+            size_bytes=len(content),
+            content_type=content_type,
+            person_token=person_token,
+        )
+        existing = await self._store.get_blob(sha256)
+        if existing is not None:
+            _check_same_owner(existing, wanted)
+            if await self._objects.exists(blob_key(sha256)):
+                return existing
+        # The file first, then the row: a row always points at durable bytes.
+        await self._objects.put(blob_key(sha256), content)
+        stored = await self._store.put_blob(wanted)
+        _check_same_owner(stored, wanted)
+        return stored
+
+    async def get_blob(self, sha256: str) -> BlobMeta:
+        """Metadata of a stored blob; BlobNotFound if unknown."""
+        blob = await self._store.get_blob(sha256)
+        if blob is None:
+            raise BlobNotFound(sha256)
+        return blob
+
+    async def blob_chunks(self, blob: BlobMeta) -> AsyncIterator[bytes]:
+        """The blob's content in chunks of at most 1 MiB, verified while read.
+
+        The last chunk is held back until the whole content matched its SHA-256, so a
+        damaged blob ends in BlobCorrupt instead of a complete-looking stream.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        pending: bytes | None = None
+        try:
+            async for chunk in self._objects.chunks(blob_key(blob.sha256), BLOB_CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+                if pending is not None:
+                    yield pending
+                pending = chunk
+        except ObjectMissing:
+            raise BlobCorrupt(blob.sha256) from None
+        if size != blob.size_bytes or not hmac.compare_digest(digest.hexdigest(), blob.sha256):
+            raise BlobCorrupt(blob.sha256)
+        if pending is not None:
+            yield pending
+
+    # --- tiering ---------------------------------------------------------------------------
+
+    async def tier(self, cutoff: datetime, max_records: int) -> TierResult:
+        """Move up to ``max_records`` hot records effective before ``cutoff`` to the cold tier."""
+        async with self._tiering:
+            hot = await self._records.list_effective_before(cutoff, max_records)
+            if not hot:
+                return TierResult(records_moved=0, segment_names=[])
+            indexed = await self._store.archived_record_ids([r.record_id for r in hot])
+            leftovers = [record for record in hot if record.record_id in indexed]
+            if leftovers:
+                # Archived by an interrupted run: durable already, only the hot copy remains.
+                await self._records.delete_records(leftovers)
+            names: list[str] = []
+            fresh = [record for record in hot if record.record_id not in indexed]
+            for batch in plan_segments(fresh, self._segment_max_records, self._segment_max_bytes):
+                names.append(await self._write_segment(batch))
+                await self._records.delete_records(batch)
+            return TierResult(records_moved=len(hot), segment_names=names)
+
+    async def _write_segment(self, batch: Sequence[StoredRecord]) -> str:
+        created = self._now()
+        segment_id = new_ulid(created)
+        encoded = encode_segment(
+            segment_id,
+            [SegmentEntry(cold_record(record), record.sealed_payload) for record in batch],
+        )
+        key = segment_key(segment_id)
+        await self._objects.put(key, encoded.data)
+        # Trust what the disk gives back, not what we meant to write.
+        written = await self._objects.get(key)
+        try:
+            verify_segment(written)
+        except SegmentCorrupt:
+            raise ColdDataCorrupt("segment failed verification right after writing") from None
+        if written != encoded.data:
+            raise ColdDataCorrupt("segment read back differs from what was written")
+        await self._store.add_segment(
+            SegmentMeta(
+                segment_id=segment_id,
+                object_key=key,
+                sha256=encoded.sha256,
+                record_count=len(batch),
+                size_bytes=len(encoded.data),
+                created_time=created,
+            ),
+            [
+                ColdIndexEntry(
+                    record_id=record.record_id,
+                    person_token=record.person_token,
+                    effective_time=record.effective_time,
+                    segment_id=segment_id,
+                    offset=offset,
+                )
+                for record, offset in zip(batch, encoded.offsets, strict=True)
+            ],
+        )
+        return segment_name(segment_id)
+
+    # --- fetching --------------------------------------------------------------------------
+
+    async def fetch(
+        self, person_token: str, start: datetime | None, end: datetime | None
+    ) -> list[SegmentEntry]:
+        """A person's cold records effective in [start, end), oldest first.
+
+        Every segment touched is verified whole first; ColdDataCorrupt if one is damaged,
+        missing or does not hold what the index says.
+        """
+        index = await self._store.list_cold(person_token, start, end)
+        by_segment: dict[str, list[ColdIndexEntry]] = {}
+        for entry in index:
+            by_segment.setdefault(entry.segment_id, []).append(entry)
+        found: dict[str, SegmentEntry] = {}
+        # One segment in memory at a time.
+        for segment_id, entries in by_segment.items():
+            try:
+                data = await self._objects.get(segment_key(segment_id))
+                verify_segment(data)
+                for entry in entries:
+                    archived = read_entry(data, entry.offset)
+                    if (
+                        archived.record.record_id != entry.record_id
+                        or archived.record.person_token != person_token
+                    ):
+                        raise ColdDataCorrupt("segment entry does not match its index")
+                    found[entry.record_id] = archived
+            except (ObjectMissing, SegmentCorrupt):
+                raise ColdDataCorrupt(f"segment {segment_id} is missing or damaged") from None
+        return [found[entry.record_id] for entry in index]
+
+
+def _check_same_owner(stored: BlobMeta, wanted: BlobMeta) -> None:
+    if (stored.person_token, stored.content_type) != (wanted.person_token, wanted.content_type):
+        raise BlobMetadataConflict(stored.sha256)
+
+
+def utc_now() -> datetime:
+    """The UTC wall clock (the default ``now``)."""
+    return datetime.now(UTC)

@@ -1,0 +1,273 @@
+"""The gRPC edge of the audit service: authorization, request validation, proto conversion."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf import timestamp_pb2
+
+from healthbank import merkle
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.common.v1 import common_pb2
+from healthbank.ids import is_ulid
+from healthbank.rpc import PrincipalKind, ServiceError, Violations, require_principal
+from services.audit.log import (
+    AuditLog,
+    EventIdConflict,
+    InvalidPageToken,
+    TreeRangeError,
+    decode_page_token,
+    encode_page_token,
+)
+from services.audit.store import PersonCursor
+
+PERSON_PARENT_PREFIX = "persons/"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+
+# Person tokens are pseudonyms (64 hex digits from identity); accept any URL-safe id so
+# the resource name "persons/{person_token}" stays unambiguous.
+_PERSON_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+_MAX_RESOURCE_NAMES = 1000
+_MAX_RESOURCE_NAME_LENGTH = 512
+_MAX_SHORT_TEXT = 128
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+T = TypeVar("T")
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, unused-ignore]
+    """healthbank.audit.v1.AuditService over an :class:`AuditLog`."""
+
+    def __init__(self, log: AuditLog) -> None:
+        """Serve ``log``."""
+        self._log = log
+
+    async def AppendEvent(
+        self, request: audit_pb2.AppendEventRequest, context: Any
+    ) -> audit_pb2.AppendEventResponse:
+        """Append an access event (callers: services only). Idempotent by event_id."""
+        principal = require_principal(PrincipalKind.SERVICE)
+        event = validated_event(request, principal.subject)
+        try:
+            appended = await self._log.append(event)
+        except EventIdConflict:
+            raise ServiceError.already_exists(
+                "event_id is already logged with different content", reason="EVENT_ID_CONFLICT"
+            ) from None
+        return audit_pb2.AppendEventResponse(
+            leaf_index=appended.leaf_index,
+            leaf_hash=appended.leaf_hash,
+            tree_size=appended.tree_size,
+        )
+
+    async def GetTreeHead(
+        self, request: audit_pb2.GetTreeHeadRequest, context: Any
+    ) -> audit_pb2.SignedTreeHead:
+        """The latest signed tree head (any authenticated caller)."""
+        require_principal()
+        head = await _guard(self._log.tree_head())
+        timestamp = timestamp_pb2.Timestamp()
+        timestamp.FromDatetime(head.timestamp)
+        return audit_pb2.SignedTreeHead(
+            tree_size=head.tree_size,
+            root_hash=head.root_hash,
+            timestamp=timestamp,
+            signature=head.signature,
+            public_key=head.public_key,
+        )
+
+    async def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: Any
+    ) -> audit_pb2.GetInclusionProofResponse:
+        """Audit path of a leaf (any authenticated caller)."""
+        require_principal()
+        violations = Violations()
+        violations.check(request.leaf_index >= 0, "leaf_index", "must be >= 0")
+        if (
+            violations.check(
+                request.tree_size >= 0, "tree_size", "must be >= 0 (0 means the current size)"
+            )
+            and request.tree_size > 0
+        ):
+            violations.check(
+                request.leaf_index < request.tree_size, "leaf_index", "must be less than tree_size"
+            )
+        violations.raise_if_any()
+        proof = await _guard(self._log.inclusion_proof(request.leaf_index, request.tree_size))
+        return audit_pb2.GetInclusionProofResponse(
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            leaf_hash=proof.leaf_hash,
+            audit_path=proof.audit_path,
+        )
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: Any
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        """Proof that a smaller tree is a prefix of a larger one (any authenticated caller)."""
+        require_principal()
+        violations = Violations()
+        violations.check(request.first_tree_size >= 1, "first_tree_size", "must be >= 1")
+        if (
+            violations.check(
+                request.second_tree_size >= 0,
+                "second_tree_size",
+                "must be >= 0 (0 means the current size)",
+            )
+            and request.second_tree_size > 0
+        ):
+            violations.check(
+                request.first_tree_size <= request.second_tree_size,
+                "first_tree_size",
+                "must not exceed second_tree_size",
+            )
+        violations.raise_if_any()
+        proof = await _guard(
+            self._log.consistency_proof(request.first_tree_size, request.second_tree_size)
+        )
+        return audit_pb2.GetConsistencyProofResponse(
+            first_tree_size=proof.first_tree_size,
+            second_tree_size=proof.second_tree_size,
+            proof=proof.proof,
+        )
+
+    async def ListAccessEvents(
+        self, request: audit_pb2.ListAccessEventsRequest, context: Any
+    ) -> audit_pb2.ListAccessEventsResponse:
+        """A person's access history, newest first.
+
+        Callers: the patient themself, committee members and services.
+        """
+        principal = require_principal(
+            PrincipalKind.PATIENT, PrincipalKind.COMMITTEE, PrincipalKind.SERVICE
+        )
+        violations = Violations()
+        person_token = ""
+        if violations.require(request.parent, "parent"):
+            person_token = request.parent.removeprefix(PERSON_PARENT_PREFIX)
+            violations.check(
+                request.parent.startswith(PERSON_PARENT_PREFIX)
+                and _PERSON_TOKEN.match(person_token) is not None,
+                "parent",
+                "must be persons/{person_token}",
+            )
+        violations.check(
+            0 <= request.page_size <= MAX_PAGE_SIZE,
+            "page_size",
+            f"must be between 0 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})",
+        )
+        cursor: PersonCursor | None = None
+        if request.page_token and not violations:
+            try:
+                cursor = decode_page_token(request.page_token, person_token)
+            except InvalidPageToken:
+                violations.add("page_token", "must be a token returned for this parent")
+        violations.raise_if_any()
+        if principal.kind == PrincipalKind.PATIENT and principal.subject != person_token:
+            raise ServiceError.permission_denied(
+                "patients may only list accesses to their own data", reason="NOT_DATA_SUBJECT"
+            )
+        page = await _guard(
+            self._log.list_events(person_token, request.page_size or DEFAULT_PAGE_SIZE, cursor)
+        )
+        return audit_pb2.ListAccessEventsResponse(
+            events=[
+                audit_pb2.LoggedEvent(event=logged.event, leaf_index=logged.leaf_index)
+                for logged in page.events
+            ],
+            next_page_token=(
+                encode_page_token(person_token, page.next_cursor) if page.next_cursor else ""
+            ),
+        )
+
+
+def validated_event(
+    request: audit_pb2.AppendEventRequest, calling_service: str
+) -> audit_pb2.AccessEvent:
+    """The event to log: validated, with ``recorded_by`` set to the calling service.
+
+    Raises INVALID_ARGUMENT listing every problem.
+    """
+    violations = Violations()
+    if not request.HasField("event"):
+        violations.add("event", "is required")
+        violations.raise_if_any()
+    event = request.event
+    if violations.require(event.event_id, "event.event_id"):
+        violations.check(
+            is_ulid(event.event_id), "event.event_id", "must be a ULID (26 Crockford base32)"
+        )
+    if violations.check(event.HasField("actor"), "event.actor", "is required"):
+        actor = event.actor
+        known_kinds = set(common_pb2.PrincipalKind.values()) - {
+            common_pb2.PRINCIPAL_KIND_UNSPECIFIED
+        }
+        violations.check(actor.kind in known_kinds, "event.actor.kind", "is required")
+        if violations.require(actor.subject, "event.actor.subject"):
+            violations.check(
+                len(actor.subject) <= _MAX_SHORT_TEXT,
+                "event.actor.subject",
+                f"must be at most {_MAX_SHORT_TEXT} characters",
+            )
+    known_actions = set(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
+    violations.check(event.action in known_actions, "event.action", "is required")
+    if violations.require(event.person_token, "event.person_token"):
+        violations.check(
+            _PERSON_TOKEN.match(event.person_token) is not None,
+            "event.person_token",
+            "must be a person token (letters, digits, '.', '_', '~', '-'; at most 128)",
+        )
+    if violations.check(event.HasField("occur_time"), "event.occur_time", "is required"):
+        violations.check(
+            _MIN_SECONDS <= event.occur_time.seconds <= _MAX_SECONDS
+            and 0 <= event.occur_time.nanos < 1_000_000_000,
+            "event.occur_time",
+            "must be a valid timestamp",
+        )
+    violations.check(
+        len(event.resource_names) <= _MAX_RESOURCE_NAMES,
+        "event.resource_names",
+        f"must hold at most {_MAX_RESOURCE_NAMES} names",
+    )
+    violations.check(
+        all(0 < len(name) <= _MAX_RESOURCE_NAME_LENGTH for name in event.resource_names),
+        "event.resource_names",
+        f"each name must be 1 to {_MAX_RESOURCE_NAME_LENGTH} characters",
+    )
+    violations.check(
+        len(event.basis) <= _MAX_SHORT_TEXT,
+        "event.basis",
+        f"must be at most {_MAX_SHORT_TEXT} characters",
+    )
+    violations.check(
+        event.recorded_by in ("", calling_service),
+        "event.recorded_by",
+        "must be empty or the calling service's name",
+    )
+    violations.raise_if_any()
+    logged = audit_pb2.AccessEvent()
+    logged.CopyFrom(event)
+    # The ledger says who recorded an event; a caller cannot claim to be another service.
+    logged.recorded_by = calling_service
+    return logged
+
+
+async def _guard(work: Awaitable[T]) -> T:
+    """Await ``work``, mapping the log's domain errors to statuses."""
+    try:
+        return await work
+    except TreeRangeError as error:
+        raise ServiceError.invalid_argument(error.violations) from None
+    except merkle.MissingNode:
+        raise ServiceError(
+            grpc.StatusCode.DATA_LOSS,
+            "the audit log's node table is damaged",
+            reason="MERKLE_NODE_MISSING",
+        ) from None
