@@ -30,6 +30,7 @@ from cassandra.policies import (
 )
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
+from healthbank.config import Settings
 from healthbank.storage.errors import StorageUnavailable
 
 _UNAVAILABLE_ERRORS = (
@@ -219,3 +220,15 @@ def _resolve(
 
 def _split_statements(migration: str) -> list[str]:
     return [part.strip() for part in migration.split(";") if part.strip()]
+
+
+def keyspace_for(settings: Settings, concern: str, migrations: Sequence[str]) -> CassandraDatabase:
+    """The (unopened) keyspace ``<prefix>_<concern>`` configured by ``settings``."""
+    return CassandraDatabase(
+        hosts=settings.cassandra_hosts,
+        port=settings.cassandra_port,
+        keyspace=f"{settings.cassandra_keyspace_prefix}_{concern}",
+        migrations=migrations,
+        consistency=settings.cassandra_consistency,
+        replication_factor=settings.cassandra_replication_factor,
+    )
