@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import SecretStr
 
 from healthbank.config import Settings
+from healthbank.crypto import KeyProviderUnavailable
 from healthbank.logs import request_id_var
 from healthbank.rpc import (
     ClientFactory,
@@ -40,6 +41,7 @@ from healthbank.rpc import (
     inbound_deadline,
     require_principal,
 )
+from healthbank.storage import StorageUnavailable
 from healthbank.telemetry import setup_telemetry
 
 SECRET = "unit-test-secret"
@@ -73,6 +75,11 @@ class ProbeServicer:
 
     async def crash(self, request: bytes, context: Any) -> bytes:
         raise ValueError(f"no patient with national id {FAKE_NATIONAL_ID}")
+
+    async def engine_down(self, request: bytes, context: Any) -> bytes:
+        if request == b"storage":
+            raise StorageUnavailable("cassandra keyspace records: NoHostAvailable")
+        raise KeyProviderUnavailable("vault is sealed")
 
     async def busy(self, request: bytes, context: Any) -> bytes:
         raise ServiceError.unavailable("store busy", reason="STORE_BUSY", retry_delay=1.5)
@@ -129,6 +136,7 @@ def probe_handler(servicer: ProbeServicer) -> grpc.GenericRpcHandler:
     unary = {
         "Validate": servicer.validate,
         "Crash": servicer.crash,
+        "EngineDown": servicer.engine_down,
         "Busy": servicer.busy,
         "WhoAmI": servicer.who_am_i,
         "RequestId": servicer.request_id,
@@ -212,6 +220,22 @@ async def test_violations_reach_the_client_as_bad_request(probe: Any) -> None:
     assert details.reason == "INVALID_ARGUMENT"
     assert details.domain == "healthbank.io"
     assert details.retry_delay is None
+
+
+@pytest.mark.parametrize(
+    ("engine", "reason"),
+    [(b"storage", "STORAGE_UNAVAILABLE"), (b"keys", "KEY_PROVIDER_UNAVAILABLE")],
+)
+async def test_engine_outage_is_unavailable_and_retryable(
+    probe: Any, engine: bytes, reason: str
+) -> None:
+    channel, _ = probe
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(channel, "EngineDown", engine)
+    details = error_details(raised.value)
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == reason
+    assert details.retry_delay is not None and details.retry_delay > 0
 
 
 async def test_unexpected_exception_is_internal_without_its_text(

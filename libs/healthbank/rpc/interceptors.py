@@ -32,6 +32,7 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from healthbank.crypto.keys import KeyProviderUnavailable
 from healthbank.logs import request_id_var
 from healthbank.phi import redact
 from healthbank.rpc.errors import ServiceError, to_status
@@ -42,6 +43,7 @@ from healthbank.rpc.principal import (
     decode_token,
     inbound_token,
 )
+from healthbank.storage.errors import StorageUnavailable
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -363,6 +365,16 @@ class ErrorInterceptor(_AroundInterceptor):
         except grpc.RpcError as err:
             # A downstream call failed and the servicer did not handle it.
             await context.abort_with_status(to_status(self._downstream_error(err, call_details)))
+        except (StorageUnavailable, KeyProviderUnavailable) as exc:
+            # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
+            _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, redact(str(exc)))
+            await context.abort_with_status(
+                to_status(
+                    ServiceError.unavailable(
+                        "a storage or key engine is unavailable", reason=_engine_reason(exc)
+                    )
+                )
+            )
         except Exception as exc:
             request_id = request_id_var.get() or "-"
             _log.error(
@@ -398,6 +410,12 @@ class ErrorInterceptor(_AroundInterceptor):
             f"internal error (request id {request_id})",
             reason="DEPENDENCY_FAILED",
         )
+
+
+def _engine_reason(exc: Exception) -> str:
+    if isinstance(exc, StorageUnavailable):
+        return "STORAGE_UNAVAILABLE"
+    return "KEY_PROVIDER_UNAVAILABLE"
 
 
 def _describe_without_text(exc: BaseException) -> str:
