@@ -1,0 +1,208 @@
+"""Smoke tests of the real engines provisioned by tools/engines/engines.py.
+
+A module-scoped fixture calls ``engines.up()`` (idempotent: a no-op when they already run) and
+leaves them running at the end; whoever runs the tests stops them with
+``python tools/engines/engines.py down``. Each test talks to one engine with the client the
+project uses: cassandra-driver, hvac and redis-py.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import hvac
+import pytest
+import redis
+from cassandra.cluster import Cluster
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINES_PY = REPO / "tools" / "engines" / "engines.py"
+
+pytestmark = pytest.mark.engines
+
+
+def load_engines() -> ModuleType:
+    """tools/engines/engines.py, imported by path (it is a script, not a package module)."""
+    name = "healthbank_tools_engines"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ENGINES_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before exec: dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def engines() -> ModuleType:
+    return load_engines()
+
+
+@pytest.fixture(scope="module")
+def engines_env(engines: ModuleType) -> Iterator[dict[str, str]]:
+    # No teardown on purpose: the engines outlive the test session (the test command stops them).
+    yield engines.up()
+
+
+@pytest.fixture
+def vault(engines_env: dict[str, str]) -> hvac.Client:
+    client = hvac.Client(
+        url=engines_env["HEALTHBANK_VAULT_ADDR"], token=engines_env["HEALTHBANK_VAULT_TOKEN"]
+    )
+    assert client.is_authenticated()
+    return client
+
+
+@pytest.fixture
+def redis_client(engines_env: dict[str, str]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(engines_env["HEALTHBANK_REDIS_URL"])
+    yield client
+    client.close()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_env_file_and_status(engines: ModuleType, engines_env: dict[str, str]) -> None:
+    assert set(engines_env) == {
+        "HEALTHBANK_CASSANDRA_HOSTS",
+        "HEALTHBANK_CASSANDRA_PORT",
+        "HEALTHBANK_VAULT_ADDR",
+        "HEALTHBANK_VAULT_TOKEN",
+        "HEALTHBANK_REDIS_URL",
+    }
+    env_file = engines.Config.load().state / "engines.env"
+    lines = env_file.read_text().splitlines()
+    assert lines == [f"{k}={v}" for k, v in engines_env.items()]
+    for engine, st in engines.status().items():
+        assert st["running"] and st["healthy"], (engine, st)
+
+
+def test_cassandra_keyspace_table_roundtrip(engines_env: dict[str, str]) -> None:
+    cluster = Cluster(
+        [engines_env["HEALTHBANK_CASSANDRA_HOSTS"]],
+        port=int(engines_env["HEALTHBANK_CASSANDRA_PORT"]),
+        connect_timeout=10,
+    )
+    try:
+        session = cluster.connect()
+        (version,) = session.execute("SELECT release_version FROM system.local").one()
+        assert version.startswith("5.0.")
+        session.execute(
+            "CREATE KEYSPACE IF NOT EXISTS healthbank_smoke WITH replication = "
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        session.execute(
+            "CREATE TABLE IF NOT EXISTS healthbank_smoke.notes "
+            "(id uuid PRIMARY KEY, body text, created timestamp)"
+        )
+        note_id, body = uuid.uuid4(), f"smoke {time.time()}"
+        insert = session.prepare(
+            "INSERT INTO healthbank_smoke.notes (id, body, created) "
+            "VALUES (?, ?, toTimestamp(now()))"
+        )
+        session.execute(insert, (note_id, body))
+        row = session.execute(
+            "SELECT id, body, created FROM healthbank_smoke.notes WHERE id = %s", (note_id,)
+        ).one()
+        assert row is not None
+        assert (row.id, row.body) == (note_id, body)
+        assert row.created is not None
+    finally:
+        cluster.shutdown()
+
+
+def test_openbao_transit(vault: hvac.Client) -> None:
+    transit = vault.secrets.transit
+    suffix = uuid.uuid4().hex[:8]
+
+    # A symmetric key: a data key (plaintext + wrapped), wrapped copy unwraps to the same bytes.
+    key = f"smoke-aes-{suffix}"
+    transit.create_key(name=key, key_type="aes256-gcm96")
+    data_key = transit.generate_data_key(name=key, key_type="plaintext")["data"]
+    plaintext = base64.b64decode(data_key["plaintext"])
+    assert len(plaintext) == 32
+    assert data_key["ciphertext"].startswith("vault:v1:")
+    unwrapped = transit.decrypt_data(name=key, ciphertext=data_key["ciphertext"])["data"]
+    assert base64.b64decode(unwrapped["plaintext"]) == plaintext
+
+    # HMAC with the same key: deterministic for the same input, different for another.
+    mac = transit.generate_hmac(name=key, hash_input=b64(b"patient-42"), algorithm="sha2-256")
+    again = transit.generate_hmac(name=key, hash_input=b64(b"patient-42"), algorithm="sha2-256")
+    other = transit.generate_hmac(name=key, hash_input=b64(b"patient-43"), algorithm="sha2-256")
+    assert mac["data"]["hmac"].startswith("vault:v1:")
+    assert mac["data"]["hmac"] == again["data"]["hmac"] != other["data"]["hmac"]
+
+    # An ed25519 key: sign, verify, and a tampered message does not verify.
+    signer = f"smoke-ed25519-{suffix}"
+    transit.create_key(name=signer, key_type="ed25519")
+    message = b64(b"audit record 1")
+    signature = transit.sign_data(name=signer, hash_input=message)["data"]["signature"]
+    assert signature.startswith("vault:v1:")
+    verified = transit.verify_signed_data(name=signer, hash_input=message, signature=signature)
+    assert verified["data"]["valid"] is True
+    tampered = transit.verify_signed_data(
+        name=signer, hash_input=b64(b"audit record 2"), signature=signature
+    )
+    assert tampered["data"]["valid"] is False
+
+
+def test_redis_set_get_and_pubsub(redis_client: redis.Redis) -> None:
+    key = f"smoke:{uuid.uuid4().hex}"
+    assert redis_client.set(key, b"value", ex=60)
+    assert redis_client.get(key) == b"value"
+
+    channel = f"smoke-channel-{uuid.uuid4().hex[:8]}"
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(channel)
+        # The subscription is live once the server confirmed it (first message, ignored here).
+        deadline = time.monotonic() + 5
+        while redis_client.pubsub_numsub(channel)[0][1] < 1:
+            pubsub.get_message(timeout=0.1)
+            assert time.monotonic() < deadline, "subscription never confirmed"
+        assert redis_client.publish(channel, b"hello") == 1
+        received = None
+        while received is None and time.monotonic() < deadline:
+            received = pubsub.get_message(timeout=0.5)
+        assert received is not None, "published message never arrived"
+        assert received["type"] == "message"
+        assert received["channel"].decode() == channel
+        assert received["data"] == b"hello"
+    finally:
+        pubsub.close()
+
+
+@pytest.mark.parametrize("engine", ["redis", "vault"])
+def test_restart_one_engine_leaves_the_others_alone(
+    engines: ModuleType, engines_env: dict[str, str], engine: str
+) -> None:
+    before = engines.status()
+    others = {e: st["pid"] for e, st in before.items() if e != engine}
+
+    engines.down(only=engine)
+    after_down = engines.status()
+    assert not after_down[engine]["running"]
+    assert {e: st["pid"] for e, st in after_down.items() if e != engine} == others
+
+    assert engines.up(only=engine) == engines_env
+    after_up = engines.status()
+    assert after_up[engine]["running"] and after_up[engine]["healthy"]
+    assert after_up[engine]["pid"] != before[engine]["pid"]
+    assert {e: st["pid"] for e, st in after_up.items() if e != engine} == others
+    for st in after_up.values():
+        assert st["healthy"]
+    if engine == "vault":  # a dev server starts empty: up() must have re-enabled transit
+        client = hvac.Client(
+            url=engines_env["HEALTHBANK_VAULT_ADDR"], token=engines_env["HEALTHBANK_VAULT_TOKEN"]
+        )
+        assert "transit/" in client.sys.list_mounted_secrets_engines()["data"]
