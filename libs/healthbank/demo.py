@@ -127,11 +127,11 @@ async def scenario_a(client: DemoClient, person: Patient) -> ScenarioA:
         client,
         HOSPITAL_A,
         common_pb2.SOURCE_FORMAT_FHIR_R4_JSON,
-        emergency_history_bundle(person, "bundle-a-0001"),
-        "bundle-a-0001",
+        emergency_history_bundle(person, f"bundle-{person.mrn}"),
+        f"bundle-{person.mrn}",
     )
     ct = await submit(
-        client, HOSPITAL_A, common_pb2.SOURCE_FORMAT_DICOM, ct_study(person), "dicom-a-0001"
+        client, HOSPITAL_A, common_pb2.SOURCE_FORMAT_DICOM, ct_study(person), f"ct-{person.mrn}"
     )
     result = ScenarioA(person_token=ct.person_token)
     for label, response in (("FHIR bundle", bundle), ("DICOM CT", ct)):

@@ -50,7 +50,8 @@ def patient(index: int, mrn_prefix: str = "A") -> Patient:
     """The index-th invented patient; deterministic, so tests can search for its values."""
     families = ["Quarnby", "Velloway", "Ostrand", "Pemberlin", "Drummock", "Faircloud"]
     givens = ["Liora", "Tamsin", "Oswin", "Mireille", "Caspian", "Wren"]
-    birth = date(1950, 1, 1) + timedelta(days=3671 * (index % 17) + 97 * index)
+    # Born 1940-2008: always a valid (past) birth date in the ID number.
+    birth = date(1940, 1, 1) + timedelta(days=(3671 * index + 97) % 25_000)
     return Patient(
         family_name=families[index % len(families)] + ("" if index < 6 else str(index)),
         given_name=givens[(index * 5) % len(givens)],

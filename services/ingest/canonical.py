@@ -1,0 +1,221 @@
+"""From a parsed, resolved message to canonical records and emergency facts (pure).
+
+Sealing is the caller's job (it needs the key provider): this module says *what* is sealed
+with *which* associated data, and builds the stored rows around the sealed bytes.
+
+Emergency facts
+---------------
+
+Every ALLERGY, PROCEDURE and CONDITION record also yields an emergency fact, stored next to
+the record in the hot store forever (``healthbank.records.EmergencyFact``). Its
+``sealed_fact`` is sealed with ``healthbank.records.fact_aad(person_token, record_id)`` and
+opens to UTF-8 JSON of this shape (:func:`emergency_fact_json`)::
+
+    {
+      "v": 1,                                   # shape version
+      "category": "RECORD_CATEGORY_ALLERGY",    # healthbank.common.v1.RecordCategory name:
+                                                #   ..._ALLERGY | ..._PROCEDURE | ..._CONDITION
+      "system": "http://snomed.info/sct",       # main code system ("" for a text-only concept)
+      "code": "764146007",                      # main code ("" for a text-only concept)
+      "display": "Penicillin",                  # coding display, or the concept's text
+      "severity": "high",                       # see below; "" when the source has none
+      "status": "active",                       # clinicalStatus code / Procedure.status
+      "effective_time": "2019-05-02T10:00:00Z", # ISO 8601, UTC, "Z" suffix
+      "source_hospital": "hospital-a",
+      "record_name": "patients/{person_token}/records/{record_id}"
+    }
+
+``severity`` is, lower case:
+
+- for an allergy, the FHIR criticality: ``"high"``, ``"low"`` or ``"unable-to-assess"``
+  (HL7 v2 AL1-4 ``SV`` → high, ``MO``/``MI`` → low, ``U`` → unable-to-assess);
+- for a condition, the severity's text or first coding display (``"severe"``,
+  ``"moderate"``, ``"mild"``);
+- empty for procedures.
+
+record-lookup reads these to compute the RED / YELLOW / GREEN light; readers must ignore keys
+they do not know, so fields can be added without bumping ``v``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from healthbank.ids import new_ulid
+from healthbank.records import (
+    EmergencyFact,
+    MessageReceipt,
+    StoredRecord,
+    fact_aad,
+    payload_aad,
+    record_name,
+)
+from services.ingest.model import Category, ClinicalEntry, ParsedMessage, SourceFormat
+
+FACT_SHAPE_VERSION = 1
+FACT_CATEGORIES = frozenset({Category.ALLERGY, Category.PROCEDURE, Category.CONDITION})
+"""Categories that feed the emergency summary."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def content_hash(content: bytes) -> str:
+    """SHA-256 of the message bytes, lowercase hex (the receipt's idempotency check)."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def blob_aad(person_token: str) -> bytes:
+    """Associated data of a sealed imaging blob: binds it to its person."""
+    return f"blob:{person_token}".encode()
+
+
+@dataclass(frozen=True)
+class MessageSource:
+    """Where a message came from: the same for every record it produces."""
+
+    hospital_id: str
+    message_id: str
+    source_format: SourceFormat
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class PlannedRecord:
+    """A record before sealing: its id, metadata, payload plaintext and fact plaintext."""
+
+    record_id: str
+    person_token: str
+    entry: ClinicalEntry
+    effective_time: datetime
+    payload: bytes
+    fact: bytes | None
+
+    @property
+    def name(self) -> str:
+        """Resource name of the record."""
+        return record_name(self.person_token, self.record_id)
+
+    @property
+    def payload_aad(self) -> bytes:
+        """Associated data to seal the payload with."""
+        return payload_aad(self.person_token, self.record_id)
+
+    @property
+    def fact_aad(self) -> bytes:
+        """Associated data to seal the emergency fact with."""
+        return fact_aad(self.person_token, self.record_id)
+
+    def stored(self, source: MessageSource, sealed_payload: bytes, blob_name: str) -> StoredRecord:
+        """The stored row, around the sealed payload."""
+        code = self.entry.code
+        return StoredRecord(
+            record_id=self.record_id,
+            person_token=self.person_token,
+            source_hospital=source.hospital_id,
+            source_format=int(source.source_format),
+            message_id=source.message_id,
+            source_version=self.entry.source_version,
+            content_hash=source.content_hash,
+            category=int(self.entry.category),
+            code_system=code.system,
+            code=code.code,
+            # A text-only concept's text is free text written by a clinician: it stays in the
+            # sealed payload and fact, never in the clear columns.
+            code_display=code.display if code.code else "",
+            effective_time=self.effective_time,
+            status=self.entry.status,
+            sealed_payload=sealed_payload,
+            blob_name=blob_name if self.entry.category == Category.IMAGING else "",
+        )
+
+    def emergency_fact(self, sealed_fact: bytes) -> EmergencyFact:
+        """The stored emergency fact, around the sealed fact JSON."""
+        return EmergencyFact(
+            person_token=self.person_token,
+            record_id=self.record_id,
+            category=int(self.entry.category),
+            sealed_fact=sealed_fact,
+        )
+
+
+def plan_records(
+    message: ParsedMessage, person_token: str, source: MessageSource, now: datetime
+) -> list[PlannedRecord]:
+    """One planned record per clinical entry, with fresh ULIDs and resolved effective times.
+
+    An entry without a time of its own takes the message time, else ``now``. Record ids are
+    ULIDs of the effective time (so ids sort by clinical time), or of ``now`` for facts from
+    before 1970, which a ULID cannot encode.
+    """
+    planned = []
+    for entry in message.entries:
+        effective = entry.effective_time or message.message_time or now
+        record_id = new_ulid(effective if effective >= _EPOCH else now)
+        planned.append(
+            PlannedRecord(
+                record_id=record_id,
+                person_token=person_token,
+                entry=entry,
+                effective_time=effective,
+                payload=payload_json(entry.resource),
+                fact=(
+                    emergency_fact_json(
+                        entry, effective, source.hospital_id, person_token, record_id
+                    )
+                    if entry.category in FACT_CATEGORIES
+                    else None
+                ),
+            )
+        )
+    return planned
+
+
+def payload_json(resource: Mapping[str, Any]) -> bytes:
+    """The FHIR JSON stored (sealed) as a record's payload: compact UTF-8."""
+    return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def emergency_fact_json(
+    entry: ClinicalEntry,
+    effective_time: datetime,
+    source_hospital: str,
+    person_token: str,
+    record_id: str,
+) -> bytes:
+    """The emergency fact plaintext (shape in the module docstring)."""
+    fact = {
+        "v": FACT_SHAPE_VERSION,
+        "category": f"RECORD_CATEGORY_{entry.category.name}",
+        "system": entry.code.system,
+        "code": entry.code.code,
+        "display": entry.code.display,
+        "severity": entry.severity,
+        "status": entry.status,
+        "effective_time": iso_utc(effective_time),
+        "source_hospital": source_hospital,
+        "record_name": record_name(person_token, record_id),
+    }
+    return json.dumps(fact, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def receipt_for(
+    source: MessageSource, person_token: str, records: Sequence[PlannedRecord]
+) -> MessageReceipt:
+    """The idempotency receipt of a message and the records it produced."""
+    return MessageReceipt(
+        hospital_id=source.hospital_id,
+        message_id=source.message_id,
+        content_hash=source.content_hash,
+        person_token=person_token,
+        record_ids=tuple(record.record_id for record in records),
+    )

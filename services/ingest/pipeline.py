@@ -1,0 +1,401 @@
+"""The intake flow of one hospital message, against narrow ports (no gRPC here).
+
+    receipt? ─ yes, same content ─────────────────────────────────────────┐
+       │ no                                                               │
+    parse + validate → identity.Resolve → [DICOM: seal file, archive.PutBlob]
+       → plan records → seal payloads and facts → reserve audit event     │
+       → RecordStore.put_message (atomic, idempotent) ─────────────────── ┤
+                                                                          ▼
+                                      audit.AppendEvent (unless already appended) → ack
+
+Guarantees and how they hold:
+
+- **Never half-written.** Everything the message produces (receipt, records, facts, daily
+  counts) commits in one ``put_message`` transaction; nothing before it writes to the hot
+  store. If identity, archive or the key provider fail, nothing was committed and the
+  hospital retries (UNAVAILABLE). An imaging blob archived before a failed commit is sealed
+  ciphertext that no record points to (sealing is randomized, so a retry archives a new
+  blob): harmless garbage for the archive to collect, never a record without its blob.
+- **Stored once.** ``put_message`` is idempotent by (hospital, message id, content hash). A
+  retry is answered from the receipt before any identity call (``submit`` does not even
+  parse it again); the same id with other content is refused (:class:`MessageIdReused`),
+  whatever that content is.
+- **Audited once, even across crashes.** The audit event is appended only after the commit
+  (the log never names records that do not exist). Its id, occur time and actor are reserved
+  in ingest's own store *before* the commit (:mod:`services.ingest.store`), so:
+
+  * audit unreachable after the commit → the hospital gets UNAVAILABLE and retries; the
+    retry finds the receipt, re-appends the reserved event (the audit service is idempotent
+    by event id) and answers DUPLICATE, because the records were stored by the earlier try;
+  * ingest crashes between commit and append → the same on retry, and if the hospital never
+    retries, :meth:`IngestPipeline.flush_pending_audits` appends it in the background;
+  * an event already appended is not sent again: a retried duplicate costs no audit call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from healthbank.ids import new_ulid
+from healthbank.records import MessageIdConflict, MessageReceipt, RecordStore, record_name
+from healthbank.rpc.principal import Principal
+from services.ingest.canonical import (
+    MessageSource,
+    blob_aad,
+    content_hash,
+    plan_records,
+    receipt_for,
+)
+from services.ingest.dicom import parse_dicom
+from services.ingest.fhir import parse_fhir
+from services.ingest.hl7v2 import parse_hl7v2
+from services.ingest.model import InvalidMessage, ParsedMessage, PatientIdentity, SourceFormat
+from services.ingest.store import IngestStore, WriteAudit
+
+_log = logging.getLogger(__name__)
+
+PARSERS: dict[SourceFormat, Callable[[bytes], ParsedMessage]] = {
+    SourceFormat.FHIR_R4_JSON: parse_fhir,
+    SourceFormat.HL7V2: parse_hl7v2,
+    SourceFormat.DICOM: parse_dicom,
+}
+
+# One audit event names every record a message wrote, and the audit service takes at most
+# 1000 resource names per event: larger messages must be split by the sender.
+MAX_RECORDS_PER_MESSAGE = 1000
+
+# A reserved audit event older than this without a stored message belongs to a submission
+# that failed before its commit; younger ones may still be committing.
+PENDING_AUDIT_GRACE = timedelta(minutes=5)
+
+
+class DependencyUnavailable(Exception):
+    """A service or engine the flow needs did not answer; the message may succeed later."""
+
+    def __init__(self, dependency: str) -> None:
+        super().__init__(f"{dependency} is unavailable")
+        self.dependency = dependency
+
+
+class DependencyFailed(Exception):
+    """A dependency refused the call for a reason retrying will not fix (a deployment bug)."""
+
+    def __init__(self, dependency: str) -> None:
+        super().__init__(f"{dependency} refused the call")
+        self.dependency = dependency
+
+
+class PatientRejected(Exception):
+    """The identity service could not resolve the message's patient.
+
+    ``precondition`` is True when the content is fine but the index's state forbids it
+    (the record number is linked to someone else); False when the content lacks something.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        violations: Sequence[tuple[str, str]] = (),
+        *,
+        precondition: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.violations = list(violations)
+        self.precondition = precondition
+
+
+class MessageIdReused(Exception):
+    """The hospital sent different content under a message id it already used."""
+
+
+class IdentityResolver(Protocol):
+    """Resolves a hospital patient to a person token (the identity service)."""
+
+    async def resolve(self, hospital_id: str, patient: PatientIdentity) -> str:
+        """The person token; raises PatientRejected, DependencyUnavailable, DependencyFailed."""
+        ...
+
+
+class BlobArchive(Protocol):
+    """Stores sealed imaging blobs (the archive service)."""
+
+    async def put_blob(self, person_token: str, content_type: str, sealed: bytes) -> str:
+        """Store the blob; return its name ("blobs/{sha256}")."""
+        ...
+
+
+class AuditLog(Protocol):
+    """The access ledger (the audit service)."""
+
+    async def append_write(
+        self, audit: WriteAudit, person_token: str, resource_names: Sequence[str]
+    ) -> None:
+        """Append the write event; idempotent by ``audit.event_id``."""
+        ...
+
+
+class PayloadSealer(Protocol):
+    """Envelope encryption (``healthbank.crypto.Sealer``)."""
+
+    async def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt ``plaintext`` bound to ``aad``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One message as a hospital submitted it, with who submitted it."""
+
+    hospital_id: str
+    message_id: str
+    source_format: SourceFormat
+    content: bytes
+    submitter: Principal
+
+    def __repr__(self) -> str:
+        # Never print the content: it holds names and ID numbers.
+        return f"Submission({self.hospital_id}, {self.source_format.name}, {len(self.content)} B)"
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What happened to a message: stored now, or stored by an earlier identical submission."""
+
+    message_id: str
+    duplicate: bool
+    person_token: str
+    record_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A submission parsed ahead of storing it: the message, or why it is invalid."""
+
+    submission: Submission
+    source: MessageSource
+    message: ParsedMessage | None
+    problem: InvalidMessage | None
+
+    def parsed(self) -> ParsedMessage:
+        """The parsed message; raises the InvalidMessage found while parsing."""
+        if self.message is None:
+            assert self.problem is not None
+            raise self.problem
+        return self.message
+
+    def ordering_keys(self) -> frozenset[tuple[str, ...]]:
+        """What this message must be stored after, if an earlier message shares it.
+
+        The message id (a retry, or a reuse, is judged against what came first) and the
+        patient (an update without a national ID relies on the link an earlier admission
+        made; facts of one patient keep their order).
+        """
+        hospital = self.source.hospital_id
+        keys: set[tuple[str, ...]] = {("message", hospital, self.source.message_id)}
+        if self.message is not None:
+            patient = self.message.patient
+            keys.add(("mrn", hospital, patient.mrn))
+            if patient.national_id:
+                keys.add(("national-id", patient.national_id))
+        return frozenset(keys)
+
+
+def parse_message(submission: Submission) -> ParsedMessage:
+    """Parse and validate a submission's content with its format's parser."""
+    message = PARSERS[submission.source_format](submission.content)
+    if len(message.entries) > MAX_RECORDS_PER_MESSAGE:
+        raise InvalidMessage(
+            "MESSAGE_TOO_LARGE",
+            [
+                (
+                    "content",
+                    f"at most {MAX_RECORDS_PER_MESSAGE} clinical entries per message; split it",
+                )
+            ],
+        )
+    return message
+
+
+def _source(submission: Submission) -> MessageSource:
+    return MessageSource(
+        submission.hospital_id,
+        submission.message_id,
+        submission.source_format,
+        content_hash(submission.content),
+    )
+
+
+class IngestPipeline:
+    """Runs the intake flow; one instance per process, safe for concurrent messages."""
+
+    def __init__(
+        self,
+        *,
+        records: RecordStore,
+        store: IngestStore,
+        identity: IdentityResolver,
+        archive: BlobArchive,
+        audit: AuditLog,
+        sealer: PayloadSealer,
+        now: Callable[[], datetime],
+    ) -> None:
+        """Wire the flow to its ports; ``now`` is the UTC clock."""
+        self._records = records
+        self._store = store
+        self._identity = identity
+        self._archive = archive
+        self._audit = audit
+        self._sealer = sealer
+        self._now = now
+
+    def prepare(self, submission: Submission) -> PreparedMessage:
+        """Parse a message now (pure CPU, never raises for bad content).
+
+        Streams prepare messages as they arrive, in order, to learn which earlier messages a
+        message must wait for (:meth:`PreparedMessage.ordering_keys`).
+        """
+        source = _source(submission)
+        try:
+            return PreparedMessage(submission, source, parse_message(submission), None)
+        except InvalidMessage as problem:
+            return PreparedMessage(submission, source, None, problem)
+
+    async def submit(self, submission: Submission) -> Ack:
+        """Store a message once and audit it; see the module docstring for the guarantees.
+
+        Raises InvalidMessage, MessageIdReused, PatientRejected, DependencyUnavailable,
+        DependencyFailed or KeyProviderUnavailable; on any of them nothing was committed,
+        except for DependencyUnavailable from the audit log (committed, retry to finish).
+        """
+        # A retry is answered from its receipt without parsing the content again.
+        return await self._submit(
+            submission, _source(submission), lambda: parse_message(submission)
+        )
+
+    async def submit_prepared(self, prepared: PreparedMessage) -> Ack:
+        """:meth:`submit` for a message :meth:`prepare` already parsed."""
+        return await self._submit(prepared.submission, prepared.source, prepared.parsed)
+
+    async def _submit(
+        self, submission: Submission, source: MessageSource, parse: Callable[[], ParsedMessage]
+    ) -> Ack:
+        receipt = await self._records.get_receipt(source.hospital_id, source.message_id)
+        if receipt is not None:
+            if receipt.content_hash != source.content_hash:
+                raise MessageIdReused(source.message_id)
+            return await self._acknowledge(receipt, submission.submitter, duplicate=True)
+
+        message = parse()
+        person_token = await self._identity.resolve(source.hospital_id, message.patient)
+        now = self._now()
+        blob_name = ""
+        if message.imaging is not None:
+            sealed_blob = await self._sealer.seal(message.imaging.data, blob_aad(person_token))
+            blob_name = await self._archive.put_blob(
+                person_token, message.imaging.content_type, sealed_blob
+            )
+        planned = plan_records(message, person_token, source, now)
+        sealed_payloads = await asyncio.gather(
+            *(self._sealer.seal(record.payload, record.payload_aad) for record in planned)
+        )
+        stored = [
+            record.stored(source, sealed, blob_name)
+            for record, sealed in zip(planned, sealed_payloads, strict=True)
+        ]
+        facts = [
+            record.emergency_fact(await self._sealer.seal(record.fact, record.fact_aad))
+            for record in planned
+            if record.fact is not None
+        ]
+        receipt = receipt_for(source, person_token, planned)
+        # Reserved before the commit: a committed message always has its audit event on file.
+        audit = await self._reserve(receipt, submission.submitter)
+        try:
+            outcome = await self._records.put_message(receipt, stored, facts)
+        except MessageIdConflict:
+            raise MessageIdReused(source.message_id) from None
+        _log.info(
+            "message stored person_token=%s records=%d duplicate=%s",
+            person_token,
+            len(outcome.receipt.record_ids),
+            outcome.duplicate,
+        )
+        # Same (hospital, message id, content hash) as the receipt, even if a concurrent
+        # identical submission committed first: the reserved event is the message's event.
+        return await self._acknowledge(
+            outcome.receipt, submission.submitter, duplicate=outcome.duplicate, audit=audit
+        )
+
+    async def _reserve(self, receipt: MessageReceipt, submitter: Principal) -> WriteAudit:
+        now = self._now()
+        return await self._store.reserve_audit(
+            WriteAudit(
+                hospital_id=receipt.hospital_id,
+                message_id=receipt.message_id,
+                content_hash=receipt.content_hash,
+                event_id=new_ulid(now),
+                occur_time=now,
+                actor=submitter,
+            )
+        )
+
+    async def _acknowledge(
+        self,
+        receipt: MessageReceipt,
+        submitter: Principal,
+        *,
+        duplicate: bool,
+        audit: WriteAudit | None = None,
+    ) -> Ack:
+        """Make sure the write is audited, then acknowledge from the receipt."""
+        if audit is None:
+            # A retry: finds the event reserved before the first commit; creates one only when
+            # the message was stored without it (ingest's own store lost or restored).
+            audit = await self._reserve(receipt, submitter)
+        names = _record_names(receipt)
+        if not audit.appended:
+            await self._audit.append_write(audit, receipt.person_token, names)
+            await self._store.mark_audit_appended(
+                audit.hospital_id, audit.message_id, audit.content_hash
+            )
+        return Ack(receipt.message_id, duplicate, receipt.person_token, names)
+
+    async def flush_pending_audits(self, limit: int = 100) -> int:
+        """Append audit events of stored messages whose append never happened; forget the rest.
+
+        Returns how many events were appended. Stops early (quietly) when the audit service
+        is unavailable: the next run continues.
+        """
+        appended = 0
+        pending = await self._store.list_unappended_audits(self._now() - PENDING_AUDIT_GRACE, limit)
+        for audit in pending:
+            receipt = await self._records.get_receipt(audit.hospital_id, audit.message_id)
+            if receipt is None or receipt.content_hash != audit.content_hash:
+                # That submission failed before its commit: there is no write to report.
+                await self._store.discard_audit(
+                    audit.hospital_id, audit.message_id, audit.content_hash
+                )
+                continue
+            try:
+                await self._audit.append_write(audit, receipt.person_token, _record_names(receipt))
+            except DependencyUnavailable:
+                return appended
+            await self._store.mark_audit_appended(
+                audit.hospital_id, audit.message_id, audit.content_hash
+            )
+            appended += 1
+        if appended:
+            _log.info("appended %d pending write audit events", appended)
+        return appended
+
+
+def _record_names(receipt: MessageReceipt) -> tuple[str, ...]:
+    return tuple(record_name(receipt.person_token, record_id) for record_id in receipt.record_ids)

@@ -1,0 +1,313 @@
+"""The gRPC edge of the ingest service: caller checks, request validation, status mapping.
+
+Callers are hospital integration engines: service principals bound to a hospital. A caller
+may submit only for its own hospital (``HOSPITAL_MISMATCH`` otherwise).
+
+``Submit`` fails the call for a bad message (INVALID_ARGUMENT with field violations, reason
+INVALID_FHIR / INVALID_HL7V2 / INVALID_DICOM ...). ``SubmitStream`` acknowledges every
+message in the order received and turns the same errors into ``OUTCOME_REJECTED`` with a
+``Rejection`` (``retryable`` for UNAVAILABLE-type causes); only a caller that may not submit
+at all fails the whole stream. Messages of one stream are processed concurrently, at most
+``stream_concurrency`` at a time, except that a message waits for the earlier ones about the
+same patient or with the same message id, so the outcome is that of in-order processing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+
+from healthbank.common.v1 import common_pb2
+from healthbank.crypto import KeyProviderUnavailable
+from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from healthbank.logs import request_id_var
+from healthbank.rpc import (
+    Principal,
+    PrincipalKind,
+    ServiceError,
+    Violations,
+    require_principal,
+)
+from services.ingest.model import InvalidMessage, SourceFormat
+from services.ingest.pipeline import (
+    Ack,
+    DependencyFailed,
+    DependencyUnavailable,
+    IngestPipeline,
+    MessageIdReused,
+    PatientRejected,
+    PreparedMessage,
+    Submission,
+)
+
+_log = logging.getLogger(__name__)
+
+MAX_CONTENT_BYTES = 64 * 1024 * 1024
+# A DICOM file is archived sealed, and the archive takes blobs of at most 64 MiB: leave room
+# for the envelope (header, wrapped data key, nonce, tag).
+MAX_DICOM_BYTES = MAX_CONTENT_BYTES - 4096
+MAX_MESSAGE_ID_LENGTH = 256
+DEFAULT_STREAM_CONCURRENCY = 8
+RETRY_DELAY_SECONDS = 1.0
+
+_HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FORMATS = {
+    common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
+    common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
+    common_pb2.SOURCE_FORMAT_DICOM: SourceFormat.DICOM,
+}
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    """ingest.v1.IngestService over an :class:`IngestPipeline`."""
+
+    def __init__(
+        self, pipeline: IngestPipeline, *, stream_concurrency: int = DEFAULT_STREAM_CONCURRENCY
+    ) -> None:
+        """Serve ``pipeline``; streams process up to ``stream_concurrency`` messages at once."""
+        if stream_concurrency < 1:
+            raise ValueError("stream_concurrency must be at least 1")
+        self._pipeline = pipeline
+        self._stream_concurrency = stream_concurrency
+
+    async def Submit(
+        self, request: ingest_pb2.SubmitRequest, context: Any
+    ) -> ingest_pb2.SubmitResponse:
+        """Store one message, or fail the call saying why."""
+        principal = require_principal(PrincipalKind.SERVICE)
+        submission = checked_submission(request, principal)
+        try:
+            ack = await self._pipeline.submit(submission)
+        except _PIPELINE_FAILURES as exc:
+            raise service_error(exc) from None
+        return _response(ack)
+
+    async def SubmitStream(
+        self, request_iterator: AsyncIterator[ingest_pb2.SubmitRequest], context: Any
+    ) -> AsyncIterator[ingest_pb2.SubmitResponse]:
+        """Acknowledge each message in the order received; bad ones are rejected, not fatal.
+
+        Messages run concurrently, except that a message waits for every earlier message of
+        the stream with the same message id or the same patient (see
+        ``PreparedMessage.ordering_keys``): a stream behaves as if processed in order.
+        """
+        principal = require_principal(PrincipalKind.SERVICE)
+        slots = asyncio.Semaphore(self._stream_concurrency)
+        acks: asyncio.Queue[asyncio.Task[ingest_pb2.SubmitResponse] | None] = asyncio.Queue()
+        latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    # A slot is held from arrival until the ack is sent: bounded work in flight.
+                    await slots.acquire()
+                    acks.put_nowait(self._schedule(request, principal, latest))
+            finally:
+                acks.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await acks.get()) is not None:
+                response = await task
+                slots.release()
+                yield response
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            while not acks.empty():
+                leftover = acks.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    def _schedule(
+        self,
+        request: ingest_pb2.SubmitRequest,
+        principal: Principal,
+        latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]],
+    ) -> asyncio.Task[ingest_pb2.SubmitResponse]:
+        """Start a stream message's work after the earlier messages it depends on."""
+        try:
+            prepared = self._pipeline.prepare(checked_submission(request, principal))
+        except ServiceError as err:
+            return asyncio.create_task(_ready(_rejected(request.message_id, err)))
+        except Exception as exc:
+            return asyncio.create_task(_ready(_internal_rejection(request.message_id, exc)))
+        keys = prepared.ordering_keys()
+        earlier = {latest[key] for key in keys if key in latest}
+        task = asyncio.create_task(self._acknowledge(prepared, earlier))
+        for key in keys:
+            latest[key] = task
+
+        def forget(done: asyncio.Task[ingest_pb2.SubmitResponse]) -> None:
+            for key in keys:
+                if latest.get(key) is done:
+                    del latest[key]
+
+        task.add_done_callback(forget)
+        return task
+
+    async def _acknowledge(
+        self, prepared: PreparedMessage, earlier: set[asyncio.Task[ingest_pb2.SubmitResponse]]
+    ) -> ingest_pb2.SubmitResponse:
+        """One stream message's ack; every failure becomes a Rejection."""
+        message_id = prepared.submission.message_id
+        if earlier:
+            await asyncio.wait(earlier)
+        try:
+            return _response(await self._pipeline.submit_prepared(prepared))
+        except _PIPELINE_FAILURES as exc:
+            return _rejected(message_id, service_error(exc))
+        except Exception as exc:
+            return _internal_rejection(message_id, exc)
+
+
+_PIPELINE_FAILURES = (
+    InvalidMessage,
+    MessageIdReused,
+    PatientRejected,
+    DependencyUnavailable,
+    DependencyFailed,
+    KeyProviderUnavailable,
+)
+
+
+async def _ready(response: ingest_pb2.SubmitResponse) -> ingest_pb2.SubmitResponse:
+    return response
+
+
+def _internal_rejection(message_id: str, exc: Exception) -> ingest_pb2.SubmitResponse:
+    # Type only: the text of an unexpected error may hold message content.
+    request_id = request_id_var.get() or "-"
+    _log.error("unhandled %s in SubmitStream (request id %s)", type(exc).__name__, request_id)
+    return _rejected(
+        message_id,
+        ServiceError(
+            grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", reason="INTERNAL"
+        ),
+    )
+
+
+def checked_submission(request: ingest_pb2.SubmitRequest, principal: Principal) -> Submission:
+    """The request as a Submission, if this caller may submit it and it is well-formed.
+
+    Raises PERMISSION_DENIED (HOSPITAL_MISMATCH) or INVALID_ARGUMENT listing every bad field.
+    """
+    if request.hospital_id and request.hospital_id != principal.hospital_id:
+        raise ServiceError.permission_denied(
+            "the caller may only submit messages of its own hospital", reason="HOSPITAL_MISMATCH"
+        )
+    return validated_submission(request, principal)
+
+
+def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal) -> Submission:
+    """The request as a Submission; INVALID_ARGUMENT listing every bad field otherwise."""
+    violations = Violations()
+    if violations.require(request.hospital_id, "hospital_id"):
+        violations.check(
+            _HOSPITAL_ID.match(request.hospital_id) is not None,
+            "hospital_id",
+            "must be 1-64 characters of letters, digits, '.', '_' or '-'",
+        )
+    if violations.require(request.message_id, "message_id"):
+        violations.check(
+            len(request.message_id) <= MAX_MESSAGE_ID_LENGTH,
+            "message_id",
+            f"must be at most {MAX_MESSAGE_ID_LENGTH} characters",
+        )
+        violations.check(
+            request.message_id.isprintable() and request.message_id == request.message_id.strip(),
+            "message_id",
+            "must be printable characters without leading or trailing spaces",
+        )
+    source_format = _FORMATS.get(request.format)
+    violations.check(source_format is not None, "format", "must be FHIR_R4_JSON, HL7V2 or DICOM")
+    if violations.require(request.content, "content"):
+        limit = MAX_DICOM_BYTES if source_format == SourceFormat.DICOM else MAX_CONTENT_BYTES
+        violations.check(len(request.content) <= limit, "content", f"must be at most {limit} bytes")
+    violations.raise_if_any()
+    assert source_format is not None
+    return Submission(
+        hospital_id=request.hospital_id,
+        message_id=request.message_id,
+        source_format=source_format,
+        content=request.content,
+        submitter=principal,
+    )
+
+
+def service_error(exc: Exception) -> ServiceError:
+    """The status a pipeline failure is reported with."""
+    if isinstance(exc, InvalidMessage):
+        return ServiceError.invalid_argument(exc.violations, reason=exc.reason)
+    if isinstance(exc, MessageIdReused):
+        return ServiceError.already_exists(
+            "the message id was already used for different content", reason="MESSAGE_ID_REUSED"
+        )
+    if isinstance(exc, PatientRejected):
+        code = (
+            grpc.StatusCode.FAILED_PRECONDITION
+            if exc.precondition
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        return ServiceError(code, exc.message, reason=exc.reason, field_violations=exc.violations)
+    if isinstance(exc, DependencyUnavailable):
+        return ServiceError.unavailable(
+            f"the {exc.dependency} service is unavailable; retry the message",
+            reason=f"{exc.dependency.upper()}_UNAVAILABLE",
+            retry_delay=RETRY_DELAY_SECONDS,
+        )
+    if isinstance(exc, KeyProviderUnavailable):
+        return ServiceError.unavailable(
+            "the key provider is unavailable; retry the message",
+            reason="KEY_PROVIDER_UNAVAILABLE",
+            retry_delay=RETRY_DELAY_SECONDS,
+        )
+    if isinstance(exc, DependencyFailed):
+        request_id = request_id_var.get() or "-"
+        return ServiceError(
+            grpc.StatusCode.INTERNAL,
+            f"the {exc.dependency} service refused the call (request id {request_id})",
+            reason="DEPENDENCY_FAILED",
+        )
+    raise TypeError(f"not a pipeline failure: {type(exc).__name__}")
+
+
+def _response(ack: Ack) -> ingest_pb2.SubmitResponse:
+    return ingest_pb2.SubmitResponse(
+        message_id=ack.message_id,
+        outcome=ingest_pb2.OUTCOME_DUPLICATE if ack.duplicate else ingest_pb2.OUTCOME_STORED,
+        person_token=ack.person_token,
+        record_names=list(ack.record_names),
+    )
+
+
+def _rejected(message_id: str, err: ServiceError) -> ingest_pb2.SubmitResponse:
+    return ingest_pb2.SubmitResponse(
+        message_id=message_id,
+        outcome=ingest_pb2.OUTCOME_REJECTED,
+        rejection=ingest_pb2.Rejection(
+            reason=err.reason,
+            message=err.message,
+            field_violations=[
+                ingest_pb2.FieldViolation(field=name, description=description)
+                for name, description in err.field_violations
+            ],
+            retryable=err.code in _RETRYABLE,
+        ),
+    )

@@ -1,0 +1,671 @@
+"""The ingest service over real gRPC, with real identity, audit and archive services.
+
+Every service runs in-process from its own ``open_service`` on a free port, all on one data
+directory. Covered: FHIR, HL7 v2 and DICOM intake; idempotent retries; message-id reuse;
+precise rejections; caller checks; the bulk stream; dependency outages (identity before the
+commit, audit after it) and the audit repair after a crash; and that no name, ID number or
+phone number is left in plaintext anywhere under the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import grpc
+import grpc.aio
+import pydicom
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.common.v1 import common_pb2
+from healthbank.config import Settings, load_settings
+from healthbank.crypto import Sealer, build_key_provider, build_sealer
+from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from healthbank.records import SqliteRecordStore, fact_aad, payload_aad
+from healthbank.rpc import (
+    Principal,
+    PrincipalKind,
+    Purpose,
+    encode_token,
+    error_details,
+    service_client_factory,
+)
+from services.archive.app import open_service as open_archive
+from services.audit.app import open_service as open_audit
+from services.identity.app import open_service as open_identity
+from services.ingest.app import SERVICE, open_service
+from services.ingest.store import SqliteIngestStore
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "messages"
+
+HOSPITAL_A = "hospital-a"
+HOSPITAL_B = "hospital-b"
+ENGINE_A = Principal(PrincipalKind.SERVICE, "hospital-a-engine", HOSPITAL_A)
+ENGINE_B = Principal(PrincipalKind.SERVICE, "hospital-b-engine", HOSPITAL_B)
+AUDIT_READER = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
+CLINICIAN = Principal(PrincipalKind.CLINICIAN, "dr-7", HOSPITAL_A)
+
+FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+HL7 = common_pb2.SOURCE_FORMAT_HL7V2
+DICOM = common_pb2.SOURCE_FORMAT_DICOM
+
+# The synthetic patients of tests/fixtures/messages and the CT below, and values of people
+# around them (next of kin) that must not be stored at all.
+IDENTIFIERS = [
+    "Thornquist",
+    "Aldric",
+    "司徒",
+    "雅琳",
+    "Quillfeather",
+    "Ottilie",
+    "Vantongeren",
+    "Casimir",
+    "Barnaby",
+    "Lantern Row",
+    "Pennywhistle",
+    "310104197504120379",
+    "44030519881103122X",
+    "110108196207304511",
+    "510107200102142082",
+    "13955501234",
+    "13655502468",
+    "15855501357",
+    "13755509876",
+    "15855502468",
+]
+CT_NATIONAL_ID = "310104197504120379"  # the CT belongs to the admission bundle's patient
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def ct_content(national_id: str = CT_NATIONAL_ID, mrn: str = "H1-0042001") -> bytes:
+    """pydicom's CT_small.dcm with our identity convention added."""
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    dataset = pydicom.dcmread(str(path))
+    dataset.PatientName = "Thornquist^Aldric"
+    dataset.PatientID = mrn
+    dataset.PatientTelephoneNumbers = "13955501234"
+    item = Dataset()
+    item.PatientID = national_id
+    item.IssuerOfPatientID = "CN-NATIONAL-ID"
+    dataset.OtherPatientIDsSequence = [item]
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def free_address() -> str:
+    """An address nothing listens on (connections are refused: UNAVAILABLE)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def request(
+    content: bytes,
+    message_id: str,
+    fmt: common_pb2.SourceFormat = FHIR,
+    hospital: str = HOSPITAL_A,
+) -> ingest_pb2.SubmitRequest:
+    return ingest_pb2.SubmitRequest(
+        hospital_id=hospital, message_id=message_id, format=fmt, content=content
+    )
+
+
+@dataclass
+class Stack:
+    """Identity, audit and archive running; ingest instances opened on demand."""
+
+    settings: Settings
+    addresses: dict[str, str]
+    exits: AsyncExitStack
+    records: SqliteRecordStore
+    sealer: Sealer
+    audit: audit_pb2_grpc.AuditServiceAsyncStub
+    archive: archive_pb2_grpc.ArchiveServiceAsyncStub
+    ingest: ingest_pb2_grpc.IngestServiceAsyncStub = field(init=False)
+    ingest_port: int = 0
+
+    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        secret = self.settings.auth_secret.get_secret_value().encode()
+        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        opened = grpc.aio.insecure_channel(
+            address, options=[("grpc.max_send_message_length", 80 * 1024 * 1024)]
+        )
+        self.exits.push_async_callback(opened.close)
+        return opened
+
+    async def open_ingest(
+        self,
+        exits: AsyncExitStack,
+        overrides: Mapping[str, str] | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> ingest_pb2_grpc.IngestServiceAsyncStub:
+        """Start an ingest instance whose clients use ``overrides`` of the addresses."""
+        clients = service_client_factory(
+            self.settings, SERVICE, addresses={**self.addresses, **(overrides or {})}
+        )
+        exits.push_async_callback(clients.close)
+        host = await exits.enter_async_context(
+            open_service(self.settings, clients=clients, now=now)
+        )
+        self.ingest_port = await host.start(0)
+        stub = ingest_pb2_grpc.IngestServiceStub(self.channel(f"127.0.0.1:{self.ingest_port}"))
+        return stub
+
+    async def submit(
+        self, submit_request: ingest_pb2.SubmitRequest, principal: Principal = ENGINE_A
+    ) -> ingest_pb2.SubmitResponse:
+        response: ingest_pb2.SubmitResponse = await self.ingest.Submit(
+            submit_request, metadata=self.auth(principal)
+        )
+        return response
+
+    async def failure(
+        self, submit_request: ingest_pb2.SubmitRequest, principal: Principal | None = ENGINE_A
+    ) -> grpc.aio.AioRpcError:
+        metadata = self.auth(principal) if principal is not None else ()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await self.ingest.Submit(submit_request, metadata=metadata)
+        return caught.value
+
+    async def events(self, person_token: str) -> list[audit_pb2.LoggedEvent]:
+        response = await self.audit.ListAccessEvents(
+            audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}", page_size=500),
+            metadata=self.auth(AUDIT_READER),
+        )
+        return list(response.events)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    async with AsyncExitStack() as exits:
+        addresses: dict[str, str] = {}
+        for name, opener in (
+            ("identity", open_identity),
+            ("audit", open_audit),
+            ("archive", open_archive),
+        ):
+            host = await exits.enter_async_context(opener(settings))
+            addresses[name] = f"127.0.0.1:{await host.start(0)}"
+        records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+        exits.push_async_callback(records.close)
+        built = Stack(
+            settings=settings,
+            addresses=addresses,
+            exits=exits,
+            records=records,
+            sealer=build_sealer(settings, build_key_provider(settings)),
+            audit=None,  # type: ignore[arg-type]
+            archive=None,  # type: ignore[arg-type]
+        )
+        built.audit = audit_pb2_grpc.AuditServiceStub(built.channel(addresses["audit"]))
+        built.archive = archive_pb2_grpc.ArchiveServiceStub(built.channel(addresses["archive"]))
+        built.ingest = await built.open_ingest(exits)
+        yield built
+
+
+# -- happy paths ------------------------------------------------------------------------------
+
+
+async def test_health_reports_serving(stack: Stack) -> None:
+    health = health_pb2_grpc.HealthStub(stack.channel(f"127.0.0.1:{stack.ingest_port}"))
+    for _ in range(50):
+        answer = await health.Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(service="healthbank.ingest.v1.IngestService")
+        )
+        if answer.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("ingest never became SERVING")
+
+
+async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack) -> None:
+    response = await stack.submit(request(fixture("fhir_admission_bundle.json"), "adm-0001"))
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    assert response.message_id == "adm-0001"
+    token = response.person_token
+    assert len(token) == 64
+    assert len(response.record_names) == 8
+    assert all(name.startswith(f"patients/{token}/records/") for name in response.record_names)
+
+    records = await stack.records.list_records(token)
+    assert sorted(r.name for r in records) == sorted(response.record_names)
+    assert {r.category for r in records} == set(range(1, 9))
+    allergy = next(r for r in records if r.category == common_pb2.RECORD_CATEGORY_ALLERGY)
+    assert (allergy.code_system, allergy.code, allergy.code_display) == (
+        "http://snomed.info/sct",
+        "764146007",
+        "Penicillin",
+    )
+    assert allergy.source_hospital == HOSPITAL_A
+    assert allergy.message_id == "adm-0001"
+    assert allergy.source_version == "3"
+    assert allergy.source_format == FHIR
+    assert allergy.effective_time == datetime(2009, 6, 15, tzinfo=UTC)
+    payload = json.loads(
+        await stack.sealer.open(allergy.sealed_payload, payload_aad(token, allergy.record_id))
+    )
+    assert payload["resourceType"] == "AllergyIntolerance"
+    assert payload["patient"] == {"reference": "urn:uuid:7d0f6f2a-4a57-4a52-9d1c-2f1c7c1b0001"}
+
+    facts = await stack.records.list_facts(token)
+    assert sorted(f.category for f in facts) == [1, 2, 3]  # allergy, condition, procedure
+    opened = {
+        f.category: json.loads(await stack.sealer.open(f.sealed_fact, fact_aad(token, f.record_id)))
+        for f in facts
+    }
+    assert opened[common_pb2.RECORD_CATEGORY_ALLERGY]["severity"] == "high"
+    assert opened[common_pb2.RECORD_CATEGORY_ALLERGY]["record_name"] == allergy.name
+    assert opened[common_pb2.RECORD_CATEGORY_CONDITION]["severity"] == "severe"
+    assert opened[common_pb2.RECORD_CATEGORY_PROCEDURE]["code"] == "232717009"
+
+    (event,) = await stack.events(token)
+    assert event.event.action == audit_pb2.ACTION_WRITE
+    assert event.event.actor.subject == ENGINE_A.subject
+    assert event.event.actor.hospital_id == HOSPITAL_A
+    assert event.event.actor.kind == common_pb2.PRINCIPAL_KIND_SERVICE
+    assert event.event.recorded_by == "ingest"
+    assert sorted(event.event.resource_names) == sorted(response.record_names)
+
+
+async def test_retry_is_a_duplicate_and_writes_nothing(stack: Stack) -> None:
+    content = fixture("fhir_lab_message_bundle.json")
+    first = await stack.submit(request(content, "lab-7781"))
+    receipt = await stack.records.get_receipt(HOSPITAL_A, "lab-7781")
+    rows = await stack.records.list_records(first.person_token)
+    for _ in range(2):
+        again = await stack.submit(request(content, "lab-7781"))
+        assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+        assert again.person_token == first.person_token
+        assert list(again.record_names) == list(first.record_names)
+    assert await stack.records.list_records(first.person_token) == rows
+    assert await stack.records.get_receipt(HOSPITAL_A, "lab-7781") == receipt
+    assert len(await stack.events(first.person_token)) == 1  # audited once
+
+
+async def test_same_message_id_with_other_content_is_refused(stack: Stack) -> None:
+    await stack.submit(request(fixture("fhir_lab_message_bundle.json"), "lab-7781"))
+    error = await stack.failure(request(fixture("fhir_patient_update.json"), "lab-7781"))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_details(error).reason == "MESSAGE_ID_REUSED"
+    # Another hospital has its own message id space.
+    other = await stack.submit(
+        request(fixture("hl7_adt_a01.er7"), "lab-7781", HL7, HOSPITAL_B), ENGINE_B
+    )
+    assert other.outcome == ingest_pb2.OUTCOME_STORED
+
+
+async def test_hl7_admission_update_and_results(stack: Stack) -> None:
+    admission = await stack.submit(
+        request(fixture("hl7_adt_a01.er7"), "ADT-B-000917", HL7, HOSPITAL_B), ENGINE_B
+    )
+    assert admission.outcome == ingest_pb2.OUTCOME_STORED
+    assert len(admission.record_names) == 6
+    token = admission.person_token
+    facts = await stack.records.list_facts(token)
+    severities = {}
+    for fact in facts:
+        opened = json.loads(
+            await stack.sealer.open(fact.sealed_fact, fact_aad(token, fact.record_id))
+        )
+        severities[opened["display"]] = opened["severity"]
+    assert severities["Penicillin G"] == "high"  # AL1-4 SV
+    assert severities["Peanut & tree nuts"] == "low"
+
+    # The update carries no national ID: the record number, linked by the admission, suffices.
+    update = await stack.submit(
+        request(fixture("hl7_adt_a08_custom_delimiters.er7"), "ADT-B-000918", HL7, HOSPITAL_B),
+        ENGINE_B,
+    )
+    assert update.person_token == token
+
+    results = await stack.submit(
+        request(fixture("hl7_oru_r01.er7"), "LAB-B-55120", HL7, HOSPITAL_B), ENGINE_B
+    )
+    assert results.person_token != token
+    stored = await stack.records.list_records(results.person_token)
+    hemoglobin = next(r for r in stored if r.code == "718-7")
+    payload = json.loads(
+        await stack.sealer.open(
+            hemoglobin.sealed_payload, payload_aad(results.person_token, hemoglobin.record_id)
+        )
+    )
+    assert payload["valueQuantity"]["value"] == 13.2
+    assert hemoglobin.effective_time == datetime(2026, 3, 6, 0, 0, tzinfo=UTC)
+    assert hemoglobin.source_format == HL7
+
+
+async def test_the_same_patient_from_two_hospitals_is_one_person(stack: Stack) -> None:
+    fhir = await stack.submit(request(fixture("fhir_condition_contained_patient.json"), "c-1"))
+    hl7 = await stack.submit(
+        request(fixture("hl7_oru_r01.er7"), "LAB-B-55120", HL7, HOSPITAL_B), ENGINE_B
+    )
+    assert fhir.person_token == hl7.person_token
+
+
+async def test_dicom_file_is_archived_sealed_and_indexed(stack: Stack) -> None:
+    content = ct_content()
+    response = await stack.submit(request(content, "dicom-0001", DICOM))
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    token = response.person_token
+    (record,) = await stack.records.list_records(token)
+    assert record.category == common_pb2.RECORD_CATEGORY_IMAGING
+    assert (record.code_system, record.code) == (
+        "http://dicom.nema.org/resources/ontology/DCM",
+        "CT",
+    )
+    assert record.blob_name.startswith("blobs/")
+    assert record.effective_time == datetime(2004, 1, 19, 12, 27, 30, tzinfo=UTC)  # -0500
+    study = json.loads(
+        await stack.sealer.open(record.sealed_payload, payload_aad(token, record.record_id))
+    )
+    assert study["resourceType"] == "ImagingStudy"
+
+    chunks = [
+        part
+        async for part in stack.archive.GetBlob(
+            archive_pb2.GetBlobRequest(name=record.blob_name),
+            metadata=stack.auth(Principal(PrincipalKind.SERVICE, "record-lookup")),
+        )
+    ]
+    assert chunks[0].blob.person_token == token
+    assert chunks[0].blob.content_type == "application/dicom"
+    sealed = b"".join(part.chunk for part in chunks)
+    assert await stack.sealer.open(sealed, f"blob:{token}".encode()) == content
+
+    again = await stack.submit(request(content, "dicom-0001", DICOM))
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert len(await stack.records.list_records(token)) == 1
+
+
+# -- rejections -------------------------------------------------------------------------------
+
+
+async def test_malformed_messages_get_precise_violations(stack: Stack) -> None:
+    cases: list[tuple[bytes, common_pb2.SourceFormat, str, list[str]]] = [
+        (b"<Bundle/>", FHIR, "INVALID_FHIR", ["content"]),
+        (
+            json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}).encode(),
+            FHIR,
+            "INVALID_FHIR",
+            ["content.entry"],
+        ),
+        (
+            fixture("hl7_adt_a01.er7").replace(b"510107200102142082", b"510107200102142083"),
+            HL7,
+            "INVALID_HL7V2",
+            ["content.PID[0].3[1].1"],
+        ),
+        (b"PID|1||X^^^h^MR", HL7, "INVALID_HL7V2", ["content.MSH"]),
+        (
+            ct_content(national_id=""),
+            DICOM,
+            "INVALID_DICOM",
+            ["content.OtherPatientIDsSequence[0].PatientID"],
+        ),
+        (b"not dicom", DICOM, "INVALID_DICOM", ["content"]),
+    ]
+    for index, (content, fmt, reason, fields) in enumerate(cases):
+        error = await stack.failure(request(content, f"bad-{index}", fmt))
+        details = error_details(error)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, reason
+        assert details.reason == reason
+        assert [name for name, _ in details.field_violations] == fields
+        assert "510107200102142083" not in str(details)
+    assert await stack.records.get_receipt(HOSPITAL_A, "bad-0") is None
+
+
+async def test_unknown_patient_needs_a_national_id(stack: Stack) -> None:
+    content = fixture("hl7_adt_a08_custom_delimiters.er7").replace(b"H2-77032", b"H2-99999")
+    error = await stack.failure(request(content, "a08-unknown", HL7, HOSPITAL_B), ENGINE_B)
+    details = error_details(error)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.reason == "UNKNOWN_PATIENT"
+    assert [name for name, _ in details.field_violations] == ["content.PID[0].3"]
+
+
+async def test_request_validation(stack: Stack) -> None:
+    error = await stack.failure(ingest_pb2.SubmitRequest())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(error).field_violations == [
+        ("hospital_id", "is required"),
+        ("message_id", "is required"),
+        ("format", "must be FHIR_R4_JSON, HL7V2 or DICOM"),
+        ("content", "is required"),
+    ]
+    odd = ingest_pb2.SubmitRequest(
+        hospital_id=HOSPITAL_A,
+        message_id=" x\n" + "y" * 300,
+        format=cast(common_pb2.SourceFormat, 99),
+        content=b"{}",
+    )
+    fields = [name for name, _ in error_details(await stack.failure(odd)).field_violations]
+    assert fields == ["message_id", "message_id", "format"]
+
+
+async def test_content_size_limit(stack: Stack) -> None:
+    too_big = b"\0" * (64 * 1024 * 1024 - 4096 + 1)
+    error = await stack.failure(request(too_big, "huge", DICOM))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in error_details(error).field_violations] == ["content"]
+
+
+async def test_caller_checks(stack: Stack) -> None:
+    content = fixture("fhir_patient_update.json")
+    anonymous = await stack.failure(request(content, "p-1"), principal=None)
+    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+    clinician = await stack.failure(request(content, "p-1"), principal=CLINICIAN)
+    assert clinician.code() == grpc.StatusCode.PERMISSION_DENIED
+    other_hospital = await stack.failure(request(content, "p-1", hospital=HOSPITAL_A), ENGINE_B)
+    assert other_hospital.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(other_hospital).reason == "HOSPITAL_MISMATCH"
+    internal = Principal(PrincipalKind.SERVICE, "archive")  # a service of no hospital
+    unbound = await stack.failure(request(content, "p-1"), principal=internal)
+    assert error_details(unbound).reason == "HOSPITAL_MISMATCH"
+
+
+# -- the stream -------------------------------------------------------------------------------
+
+
+async def test_stream_acks_in_order_and_rejects_without_ending(stack: Stack) -> None:
+    bundle = fixture("fhir_admission_bundle.json")
+    messages = [
+        request(bundle, "s-1"),
+        request(b"MSH|bad", "s-2", HL7),
+        request(bundle, "s-1"),  # a retry inside the stream
+        request(ct_content(), "s-4", DICOM),
+        request(fixture("fhir_patient_update.json"), "s-1"),  # id reused
+        request(fixture("hl7_adt_a01.er7"), "s-6", HL7, HOSPITAL_B),  # not this caller's
+        ingest_pb2.SubmitRequest(hospital_id=HOSPITAL_A, message_id="s-7"),  # no format/content
+        *(
+            request(
+                fixture("fhir_lab_message_bundle.json").replace(b"lab-7781", f"b-{i}".encode()),
+                f"bulk-{i}",
+            )
+            for i in range(20)
+        ),
+    ]
+
+    async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+        for message in messages:
+            yield message
+
+    call = stack.ingest.SubmitStream(requests(), metadata=stack.auth(ENGINE_A))
+    acks = [ack async for ack in call]
+    assert [ack.message_id for ack in acks] == [m.message_id for m in messages]
+    outcomes = [ack.outcome for ack in acks]
+    assert outcomes[:7] == [
+        ingest_pb2.OUTCOME_STORED,
+        ingest_pb2.OUTCOME_REJECTED,
+        ingest_pb2.OUTCOME_DUPLICATE,
+        ingest_pb2.OUTCOME_STORED,
+        ingest_pb2.OUTCOME_REJECTED,
+        ingest_pb2.OUTCOME_REJECTED,
+        ingest_pb2.OUTCOME_REJECTED,
+    ]
+    assert all(outcome == ingest_pb2.OUTCOME_STORED for outcome in outcomes[7:])
+    assert acks[1].rejection.reason == "INVALID_HL7V2"
+    assert [v.field for v in acks[1].rejection.field_violations] == ["content.MSH[0].2"]
+    assert not acks[1].rejection.retryable
+    assert acks[4].rejection.reason == "MESSAGE_ID_REUSED"
+    assert acks[5].rejection.reason == "HOSPITAL_MISMATCH"
+    assert [v.field for v in acks[6].rejection.field_violations] == ["format", "content"]
+    assert acks[0].person_token == acks[3].person_token  # the bundle's patient owns the CT
+    assert list(acks[2].record_names) == list(acks[0].record_names)
+    bulk_tokens = {ack.person_token for ack in acks[7:]}
+    assert len(bulk_tokens) == 1
+
+
+async def test_stream_keeps_the_order_of_one_patients_messages(stack: Stack) -> None:
+    # The update carries no national ID and relies on the link the admission makes: run
+    # concurrently without ordering, it could reach identity first and be rejected.
+    messages = [
+        request(fixture("hl7_adt_a01.er7"), "ADT-B-000917", HL7, HOSPITAL_B),
+        request(fixture("hl7_adt_a08_custom_delimiters.er7"), "ADT-B-000918", HL7, HOSPITAL_B),
+        request(fixture("hl7_oru_r01.er7"), "LAB-B-55120", HL7, HOSPITAL_B),
+    ]
+
+    async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+        for message in messages:
+            yield message
+
+    call = stack.ingest.SubmitStream(requests(), metadata=stack.auth(ENGINE_B))
+    acks = [ack async for ack in call]
+    assert [ack.outcome for ack in acks] == [ingest_pb2.OUTCOME_STORED] * 3
+    assert acks[0].person_token == acks[1].person_token != acks[2].person_token
+
+
+async def test_stream_refuses_a_caller_that_may_not_submit(stack: Stack) -> None:
+    async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+        yield request(fixture("fhir_patient_update.json"), "x")
+
+    call = stack.ingest.SubmitStream(requests(), metadata=stack.auth(CLINICIAN))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [ack async for ack in call]
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+
+async def test_identity_unavailable_is_retryable_and_writes_nothing(stack: Stack) -> None:
+    async with AsyncExitStack() as exits:
+        stack.ingest = await stack.open_ingest(exits, {"identity": free_address()})
+        error = await stack.failure(request(fixture("fhir_admission_bundle.json"), "adm-9"))
+        details = error_details(error)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert details.reason == "IDENTITY_UNAVAILABLE"
+        assert details.retry_delay is not None and details.retry_delay > 0
+        assert await stack.records.get_receipt(HOSPITAL_A, "adm-9") is None
+
+        async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+            yield request(fixture("fhir_admission_bundle.json"), "adm-9")
+
+        (ack,) = [
+            a async for a in stack.ingest.SubmitStream(requests(), metadata=stack.auth(ENGINE_A))
+        ]
+        assert ack.outcome == ingest_pb2.OUTCOME_REJECTED
+        assert ack.rejection.reason == "IDENTITY_UNAVAILABLE"
+        assert ack.rejection.retryable
+
+
+async def test_audit_down_after_commit_then_retry_completes_once(stack: Stack) -> None:
+    content = fixture("fhir_admission_bundle.json")
+    async with AsyncExitStack() as exits:
+        stack.ingest = await stack.open_ingest(exits, {"audit": free_address()})
+        error = await stack.failure(request(content, "adm-2"))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_details(error).reason == "AUDIT_UNAVAILABLE"
+    # The records were committed (all of them) before the audit call failed.
+    receipt = await stack.records.get_receipt(HOSPITAL_A, "adm-2")
+    assert receipt is not None and len(receipt.record_ids) == 8
+    assert await stack.events(receipt.person_token) == []
+
+    async with AsyncExitStack() as exits:
+        stack.ingest = await stack.open_ingest(exits)
+        for _ in range(2):
+            retry = await stack.submit(request(content, "adm-2"))
+            assert retry.outcome == ingest_pb2.OUTCOME_DUPLICATE
+            assert retry.person_token == receipt.person_token
+    (event,) = await stack.events(receipt.person_token)
+    assert len(event.event.resource_names) == 8
+    ledger = await SqliteIngestStore(stack.settings.data_dir / "ingest.db").open()
+    try:
+        assert await ledger.list_unappended_audits(datetime.now(UTC) + timedelta(days=1), 10) == []
+    finally:
+        await ledger.close()
+
+
+async def test_a_crash_after_commit_is_audited_without_a_retry(stack: Stack) -> None:
+    content = fixture("fhir_lab_message_bundle.json")
+    async with AsyncExitStack() as exits:
+        stack.ingest = await stack.open_ingest(exits, {"audit": free_address()})
+        await stack.failure(request(content, "lab-crash"))
+    receipt = await stack.records.get_receipt(HOSPITAL_A, "lab-crash")
+    assert receipt is not None
+    # The hospital never retries. A restarted ingest (its clock past the grace period)
+    # finds the stored message without its event and appends it in the background.
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    async with AsyncExitStack() as exits:
+        await stack.open_ingest(exits, now=lambda: later)
+        for _ in range(100):
+            events = await stack.events(receipt.person_token)
+            if events:
+                break
+            await asyncio.sleep(0.05)
+    (event,) = events
+    assert event.event.action == audit_pb2.ACTION_WRITE
+    assert event.event.actor.subject == ENGINE_A.subject
+    assert sorted(event.event.resource_names) == sorted(
+        f"patients/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
+    )
+
+
+# -- privacy ----------------------------------------------------------------------------------
+
+
+async def test_no_plaintext_identifiers_in_the_data_dir(stack: Stack) -> None:
+    await stack.submit(request(fixture("fhir_admission_bundle.json"), "adm-0001"))
+    await stack.submit(request(fixture("fhir_lab_message_bundle.json"), "lab-7781"))
+    await stack.submit(request(fixture("fhir_condition_contained_patient.json"), "c-1"))
+    await stack.submit(request(ct_content(), "dicom-0001", DICOM))
+    for name, message_id in (
+        ("hl7_adt_a01.er7", "ADT-B-000917"),
+        ("hl7_adt_a08_custom_delimiters.er7", "ADT-B-000918"),
+        ("hl7_oru_r01.er7", "LAB-B-55120"),
+    ):
+        await stack.submit(request(fixture(name), message_id, HL7, HOSPITAL_B), ENGINE_B)
+    # A rejected message must not leave anything behind either.
+    await stack.failure(request(b"PID|1||X^^^h^MR|Pennywhistle", "bad", HL7))
+
+    files = [path for path in stack.settings.data_dir.rglob("*") if path.is_file()]
+    assert any(path.name == "records.db" for path in files)
+    assert any(path.name == "ingest.db" for path in files)
+    needles = [value.encode() for value in IDENTIFIERS]
+    leaks = [
+        (str(path.relative_to(stack.settings.data_dir)), needle.decode())
+        for path in files
+        for needle in needles
+        if needle in path.read_bytes()
+    ]
+    assert leaks == []

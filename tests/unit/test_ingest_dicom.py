@@ -1,0 +1,163 @@
+"""The DICOM parser: identity convention, ImagingStudy mapping, rejections."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+from healthbank.natid import make_national_id
+from services.ingest.dicom import DCM_SYSTEM, NATIONAL_ID_ISSUER, parse_dicom
+from services.ingest.model import Category, InvalidMessage
+
+NATIONAL_ID = make_national_id("420106", date(1958, 3, 9), 13)
+FAMILY = "Harrowgate"
+
+
+def _ct(**changes: object) -> Dataset:
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    dataset = pydicom.dcmread(str(path))
+    dataset.PatientName = f"{FAMILY}^Wilhelmina"
+    dataset.PatientID = "IMG-5501"
+    dataset.PatientBirthDate = "19580309"
+    dataset.PatientSex = "F"
+    national = Dataset()
+    national.PatientID = NATIONAL_ID
+    national.IssuerOfPatientID = NATIONAL_ID_ISSUER
+    dataset.OtherPatientIDsSequence = [national]
+    dataset.StudyDate = "20261102"
+    dataset.StudyTime = "091500"
+    dataset.StudyDescription = "CT chest"
+    dataset.BodyPartExamined = "CHEST"
+    if "TimezoneOffsetFromUTC" in dataset:
+        del dataset.TimezoneOffsetFromUTC
+    for keyword, value in changes.items():
+        if value is None:
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    return dataset
+
+
+def _bytes(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _violations(content: bytes) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_dicom(content)
+    assert caught.value.reason == "INVALID_DICOM"
+    text = repr(caught.value.violations) + str(caught.value)
+    assert NATIONAL_ID not in text and FAMILY not in text
+    return caught.value.violations
+
+
+def test_ct_becomes_an_imaging_study_with_the_file_as_blob() -> None:
+    content = _bytes(_ct())
+    message = parse_dicom(content)
+    patient = message.patient
+    assert (patient.mrn, patient.national_id) == ("IMG-5501", NATIONAL_ID)
+    demographics = patient.demographics
+    assert (demographics.family_name, demographics.given_name) == (FAMILY, "Wilhelmina")
+    assert (demographics.birth_date, demographics.sex) == ("1958-03-09", "female")
+    (study,) = message.entries
+    assert study.category == Category.IMAGING
+    assert (study.code.system, study.code.code) == (DCM_SYSTEM, "CT")
+    assert study.code.display == "Computed Tomography"
+    # No TimezoneOffsetFromUTC: hospital local time (+08:00).
+    assert study.effective_time == datetime(2026, 11, 2, 1, 15, tzinfo=UTC)
+    resource = study.resource
+    assert resource["resourceType"] == "ImagingStudy"
+    assert resource["description"] == "CT chest"
+    assert resource["identifier"][0]["value"].startswith("urn:oid:1.3.6.1.4.1.5962")
+    assert resource["series"][0]["bodySite"] == {"display": "CHEST"}
+    assert resource["series"][0]["instance"][0]["sopClass"]["code"] == (
+        "urn:oid:1.2.840.10008.5.1.4.1.1.2"
+    )
+    assert message.imaging is not None
+    assert message.imaging.content_type == "application/dicom"
+    assert message.imaging.data == content  # the whole file, pixel data included
+
+
+def test_timezone_offset_is_honoured() -> None:
+    message = parse_dicom(_bytes(_ct(TimezoneOffsetFromUTC="-0500")))
+    assert message.entries[0].effective_time == datetime(2026, 11, 2, 14, 15, tzinfo=UTC)
+
+
+def test_study_without_date_has_no_time_of_its_own() -> None:
+    dataset = _ct(StudyDate=None, StudyTime=None, SeriesDate=None, AcquisitionDate=None)
+    dataset.ContentDate = None
+    del dataset.ContentDate
+    message = parse_dicom(_bytes(dataset))
+    assert message.entries[0].effective_time is None
+
+
+def test_not_dicom() -> None:
+    assert _violations(b"MSH|^~\\&|") == [
+        ("content", "must be a DICOM Part 10 file (preamble and DICM prefix)")
+    ]
+
+
+def test_file_cut_in_the_header_is_rejected() -> None:
+    content = _bytes(_ct())
+    assert "content.PatientID" in [field for field, _ in _violations(content[:400])]
+
+
+def test_file_cut_in_the_pixel_data_is_rejected() -> None:
+    content = _bytes(_ct())
+    assert _violations(content[:-5000]) == [
+        ("content.PixelData", "is shorter than the image attributes say: truncated")
+    ]
+
+
+def test_missing_national_id_item_is_rejected() -> None:
+    violations = _violations(_bytes(_ct(OtherPatientIDsSequence=None)))
+    assert [field for field, _ in violations] == ["content.OtherPatientIDsSequence"]
+    assert NATIONAL_ID_ISSUER in violations[0][1]
+
+
+def test_other_issuer_is_not_a_national_id() -> None:
+    dataset = _ct()
+    dataset.OtherPatientIDsSequence[0].IssuerOfPatientID = "HOSPITAL-X"
+    assert [field for field, _ in _violations(_bytes(dataset))] == [
+        "content.OtherPatientIDsSequence"
+    ]
+
+
+def test_invalid_national_id_check_digit() -> None:
+    dataset = _ct()
+    wrong = NATIONAL_ID[:-1] + ("0" if NATIONAL_ID[-1] != "0" else "1")
+    dataset.OtherPatientIDsSequence[0].PatientID = wrong
+    assert _violations(_bytes(dataset)) == [
+        (
+            "content.OtherPatientIDsSequence[0].PatientID",
+            "invalid national ID: check digit mismatch",
+        )
+    ]
+
+
+def test_missing_mrn_study_uid_and_modality() -> None:
+    dataset = _ct(PatientID=None, StudyInstanceUID=None, Modality=None)
+    assert [field for field, _ in _violations(_bytes(dataset))] == [
+        "content.PatientID",
+        "content.StudyInstanceUID",
+        "content.Modality",
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_bad_dates_and_sex() -> None:
+    dataset = _ct(PatientBirthDate="19581309", StudyDate="20261340", PatientSex="X")
+    assert [field for field, _ in _violations(_bytes(dataset))] == [
+        "content.PatientBirthDate",
+        "content.PatientSex",
+        "content.StudyTime",
+    ]
