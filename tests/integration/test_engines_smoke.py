@@ -4,23 +4,32 @@ A module-scoped fixture calls ``engines.up()`` (idempotent: a no-op when they al
 leaves them running at the end; whoever runs the tests stops them with
 ``python tools/engines/engines.py down``. Each test talks to one engine with the client the
 project uses: cassandra-driver, hvac and redis-py.
+
+The restart tests stop and start OpenBao and Redis of whatever state directory the
+environment names (HEALTHBANK_ENGINES_DIR, default <repo>/.engines): run this module against
+a private one (and other ports) while others use the shared engines.
 """
 
 from __future__ import annotations
 
 import base64
 import importlib.util
+import os
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import hvac
 import pytest
 import redis
+import requests
+from cassandra import InvalidRequest
 from cassandra.cluster import Cluster
+from cassandra.query import BatchStatement, BatchType
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES_PY = REPO / "tools" / "engines" / "engines.py"
@@ -50,6 +59,19 @@ def engines() -> ModuleType:
 def engines_env(engines: ModuleType) -> Iterator[dict[str, str]]:
     # No teardown on purpose: the engines outlive the test session (the test command stops them).
     yield engines.up()
+
+
+@pytest.fixture
+def cassandra_session(engines_env: dict[str, str]) -> Iterator[Any]:
+    cluster = Cluster(
+        [engines_env["HEALTHBANK_CASSANDRA_HOSTS"]],
+        port=int(engines_env["HEALTHBANK_CASSANDRA_PORT"]),
+        connect_timeout=10,
+    )
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture
@@ -87,38 +109,71 @@ def test_env_file_and_status(engines: ModuleType, engines_env: dict[str, str]) -
         assert st["running"] and st["healthy"], (engine, st)
 
 
-def test_cassandra_keyspace_table_roundtrip(engines_env: dict[str, str]) -> None:
-    cluster = Cluster(
-        [engines_env["HEALTHBANK_CASSANDRA_HOSTS"]],
-        port=int(engines_env["HEALTHBANK_CASSANDRA_PORT"]),
-        connect_timeout=10,
+def create_smoke_keyspace(session: Any) -> None:
+    session.execute(
+        "CREATE KEYSPACE IF NOT EXISTS healthbank_smoke WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
-    try:
-        session = cluster.connect()
-        (version,) = session.execute("SELECT release_version FROM system.local").one()
-        assert version.startswith("5.0.")
-        session.execute(
-            "CREATE KEYSPACE IF NOT EXISTS healthbank_smoke WITH replication = "
-            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-        )
-        session.execute(
-            "CREATE TABLE IF NOT EXISTS healthbank_smoke.notes "
-            "(id uuid PRIMARY KEY, body text, created timestamp)"
-        )
-        note_id, body = uuid.uuid4(), f"smoke {time.time()}"
-        insert = session.prepare(
-            "INSERT INTO healthbank_smoke.notes (id, body, created) "
-            "VALUES (?, ?, toTimestamp(now()))"
-        )
-        session.execute(insert, (note_id, body))
-        row = session.execute(
-            "SELECT id, body, created FROM healthbank_smoke.notes WHERE id = %s", (note_id,)
-        ).one()
-        assert row is not None
-        assert (row.id, row.body) == (note_id, body)
-        assert row.created is not None
-    finally:
-        cluster.shutdown()
+
+
+def test_cassandra_keyspace_table_roundtrip(cassandra_session: Any) -> None:
+    session = cassandra_session
+    (version,) = session.execute("SELECT release_version FROM system.local").one()
+    assert version.startswith("5.0.")
+    create_smoke_keyspace(session)
+    session.execute(
+        "CREATE TABLE IF NOT EXISTS healthbank_smoke.notes "
+        "(id uuid PRIMARY KEY, body text, created timestamp)"
+    )
+    note_id, body = uuid.uuid4(), f"smoke {time.time()}"
+    insert = session.prepare(
+        "INSERT INTO healthbank_smoke.notes (id, body, created) VALUES (?, ?, toTimestamp(now()))"
+    )
+    session.execute(insert, (note_id, body))
+    row = session.execute(
+        "SELECT id, body, created FROM healthbank_smoke.notes WHERE id = %s", (note_id,)
+    ).one()
+    assert row is not None
+    assert (row.id, row.body) == (note_id, body)
+    assert row.created is not None
+
+
+def test_cassandra_durable_commitlog_and_large_logged_batches(cassandra_session: Any) -> None:
+    session = cassandra_session
+    # What the node actually runs with (cassandra.yaml.template), read back from the node.
+    settings = {
+        row.name: row.value
+        for row in session.execute("SELECT name, value FROM system_views.settings")
+    }
+    assert settings["commitlog_sync"] == "batch"  # an acknowledged write is fsynced
+    assert settings["batch_size_warn_threshold"] == "256KiB"
+    assert settings["batch_size_fail_threshold"] == "4MiB"
+
+    # A hospital message is one LOGGED batch; with sealed payloads it exceeds the 50KiB
+    # default fail threshold. 1MiB over two partitions is accepted; over 4MiB is refused.
+    create_smoke_keyspace(session)
+    session.execute(
+        "CREATE TABLE IF NOT EXISTS healthbank_smoke.sealed (p text, c int, payload blob, "
+        "PRIMARY KEY (p, c))"
+    )
+    insert = session.prepare("INSERT INTO healthbank_smoke.sealed (p, c, payload) VALUES (?, ?, ?)")
+
+    def batch(total: int, rows: int) -> tuple[BatchStatement, str]:
+        statement, message = BatchStatement(batch_type=BatchType.LOGGED), uuid.uuid4().hex
+        for c in range(rows):
+            statement.add(insert, (f"{message}-{c % 2}", c, os.urandom(total // rows)))
+        return statement, message
+
+    accepted, message = batch(1 << 20, 16)
+    session.execute(accepted)
+    (count,) = session.execute(
+        "SELECT count(*) FROM healthbank_smoke.sealed WHERE p IN (%s, %s)",
+        (f"{message}-0", f"{message}-1"),
+    ).one()
+    assert count == 16
+    refused, _ = batch(4 * (1 << 20) + (64 << 10), 64)
+    with pytest.raises(InvalidRequest, match="Batch too large"):
+        session.execute(refused)
 
 
 def test_openbao_transit(vault: hvac.Client) -> None:
@@ -201,8 +256,41 @@ def test_restart_one_engine_leaves_the_others_alone(
     assert {e: st["pid"] for e, st in after_up.items() if e != engine} == others
     for st in after_up.values():
         assert st["healthy"]
-    if engine == "vault":  # a dev server starts empty: up() must have re-enabled transit
-        client = hvac.Client(
-            url=engines_env["HEALTHBANK_VAULT_ADDR"], token=engines_env["HEALTHBANK_VAULT_TOKEN"]
-        )
-        assert "transit/" in client.sys.list_mounted_secrets_engines()["data"]
+
+
+def test_openbao_keeps_keys_and_token_across_restart(
+    engines: ModuleType, engines_env: dict[str, str], vault: hvac.Client
+) -> None:
+    """The outage tests stop OpenBao under running services and expect them to work again once
+    it is back: its keys (so sealed data stays readable) and its token must survive."""
+    transit = vault.secrets.transit
+    key = f"smoke-persist-{uuid.uuid4().hex[:8]}"
+    transit.create_key(name=key, key_type="aes256-gcm96")
+    secret = os.urandom(64)
+    sealed = transit.encrypt_data(name=key, plaintext=b64(secret))["data"]["ciphertext"]
+    data_key = transit.generate_data_key(name=key, key_type="plaintext")["data"]
+    mac = transit.generate_hmac(name=key, hash_input=b64(b"patient-42"), algorithm="sha2-256")
+    token = vault.auth.token.lookup_self()["data"]
+    assert token["id"] == engines_env["HEALTHBANK_VAULT_TOKEN"]
+    assert token["expire_time"] is None and token["ttl"] == 0  # never expires
+    assert "root" in token["policies"]
+    init_file = engines.Config.load().vault_dir / "init.json"
+    assert init_file.stat().st_mode & 0o777 == 0o600  # the unseal key and the root token
+    pid = engines.status()["vault"]["pid"]
+
+    engines.down(only="vault")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        vault.sys.read_health_status(method="GET")  # really gone
+    assert engines.up(only="vault") == engines_env
+    assert engines.status()["vault"]["pid"] != pid
+
+    # The same client object and token, as a service that kept running would use them.
+    again = vault.auth.token.lookup_self()["data"]
+    assert (again["id"], again["accessor"]) == (token["id"], token["accessor"])  # not re-created
+    opened = transit.decrypt_data(name=key, ciphertext=sealed)["data"]["plaintext"]
+    assert base64.b64decode(opened) == secret
+    unwrapped = transit.decrypt_data(name=key, ciphertext=data_key["ciphertext"])["data"]
+    assert unwrapped["plaintext"] == data_key["plaintext"]
+    mac_after = transit.generate_hmac(name=key, hash_input=b64(b"patient-42"), algorithm="sha2-256")
+    assert mac_after["data"]["hmac"] == mac["data"]["hmac"]
+    assert transit.read_key(name=key)["data"]["latest_version"] == 1

