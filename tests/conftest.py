@@ -31,9 +31,15 @@ def engines_module() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def engines() -> dict[str, str]:
+def engines_tool() -> ModuleType:
+    """tools/engines/engines.py: up(), down(), status() for tests that stop an engine."""
+    return engines_module()
+
+
+@pytest.fixture(scope="session")
+def engines(engines_tool: ModuleType) -> dict[str, str]:
     """HEALTHBANK_* variables for the running real engines (started if needed)."""
-    return dict(engines_module().up())
+    return dict(engines_tool.up())
 
 
 @pytest.fixture

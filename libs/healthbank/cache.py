@@ -96,6 +96,10 @@ class MemoryCache:
         self._ensure_open()
         self._entries.pop(key, None)
 
+    async def clear(self) -> None:
+        """Forget every entry."""
+        self._entries.clear()
+
     async def close(self) -> None:
         """See :meth:`Cache.close`; drops every entry."""
         self._entries.clear()
