@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Cache", "MemoryCache"]
+from healthbank.config import Settings
+
+__all__ = ["Cache", "MemoryCache", "open_cache"]
 
 
 @runtime_checkable
@@ -118,3 +120,13 @@ class MemoryCache:
     def _ensure_open(self) -> None:
         if self._closed:
             raise RuntimeError("cache is closed")
+
+
+async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
+    """The cache the settings select: in-process (embedded) or Redis with pub/sub."""
+    if settings.cache_backend == "redis":
+        # Imported here so the embedded default never loads the Redis client.
+        from healthbank.redis_cache import RedisCache
+
+        return await RedisCache(settings.redis_url, near_entries=max_entries).open()
+    return MemoryCache(max_entries)
