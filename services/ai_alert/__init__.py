@@ -1,0 +1,1 @@
+"""The ai-alert service: city ILI forecast ("health weather") and personal lab trends."""

@@ -1,0 +1,84 @@
+"""Builds the consent service from its settings: store, key provider, servicer, host."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+
+from healthbank.config import Settings
+from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.crypto import KeyProvider, build_key_provider, build_sealer
+from healthbank.rpc import ClientFactory, ServiceHost
+from services.consent.registry import ConsentRegistry
+from services.consent.servicer import ConsentServicer
+from services.consent.store import ConsentStore, SqliteConsentStore
+
+SERVICE = "consent"
+SERVICE_NAME = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def open_store(settings: Settings) -> ConsentStore:
+    """Open the consent store ``settings.storage_backend`` names."""
+    if settings.storage_backend != "sqlite":
+        raise NotImplementedError(
+            f"the consent service has no {settings.storage_backend} store yet; use sqlite"
+        )
+    return await SqliteConsentStore(settings.data_dir / f"{SERVICE}.db").open()
+
+
+def readiness_check(
+    store: ConsentStore, keys: KeyProvider
+) -> Callable[[], Coroutine[None, None, bool]]:
+    """Ready when the store answers and the key provider is usable."""
+
+    async def ready() -> bool:
+        await store.check()
+        await keys.check()
+        return True
+
+    return ready
+
+
+@asynccontextmanager
+async def open_service(
+    settings: Settings,
+    *,
+    clients: ClientFactory | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> AsyncIterator[ServiceHost]:
+    """Open the consent store and keys and yield a not-yet-started host serving consent.v1.
+
+    ``clients`` is accepted for the common service signature; consent calls no other
+    service. ``now`` (default: the UTC wall clock) drives expiry and validity checks.
+    On exit the host is stopped (if it was started) and the store closed.
+    """
+    clock = now or _utc_now
+    keys = build_key_provider(settings)
+    store = await open_store(settings)
+    try:
+        registry = ConsentRegistry(store, build_sealer(settings, keys), clock)
+        servicer = ConsentServicer(registry, clock)
+
+        def register(server: grpc.aio.Server) -> None:
+            consent_pb2_grpc.add_ConsentServiceServicer_to_server(servicer, server)
+
+        host = ServiceHost(
+            SERVICE,
+            settings,
+            register=[register],
+            service_names=[SERVICE_NAME],
+            readiness=readiness_check(store, keys),
+        )
+        try:
+            yield host
+        finally:
+            await host.stop()
+    finally:
+        await store.close()

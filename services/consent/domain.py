@@ -1,0 +1,344 @@
+"""Consent rules: grants, break-glass sessions and the policy decision.
+
+Pure functions and value types: no gRPC, no storage. :func:`decide` is the policy decision
+point every clinical read goes through; it denies unless a rule explicitly permits.
+
+Record categories are the ``healthbank.common.v1.RecordCategory`` enum numbers (as in
+``healthbank.records``); an empty category set means "all categories".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from healthbank.ids import is_ulid
+from healthbank.rpc.principal import Principal, PrincipalKind, Purpose
+
+# An emergency episode (arrival, stabilisation, handover to a ward) fits in a few hours;
+# access without consent must not outlive it unreviewed. Longer care needs a new, separately
+# justified session or the patient's consent.
+BREAK_GLASS_DURATION = timedelta(hours=4)
+
+# Grants must always expire; ten years bounds how long a forgotten grant stays open.
+MAX_GRANT_YEARS = 10
+
+MIN_JUSTIFICATION_LENGTH = 10
+
+# Machine-readable decision bases (CheckResponse.basis).
+BASIS_SELF = "SELF"
+BASIS_BREAK_GLASS = "BREAK_GLASS"
+BASIS_GRANT = "GRANT"
+BASIS_NO_GRANT = "NO_GRANT"
+BASIS_GRANT_EXPIRED = "GRANT_EXPIRED"
+BASIS_GRANT_REVOKED = "GRANT_REVOKED"
+BASIS_CATEGORY_NOT_GRANTED = "CATEGORY_NOT_GRANTED"
+
+# Categories 1-8 of healthbank.common.v1.RecordCategory; 0 (unspecified) is never valid.
+KNOWN_CATEGORIES = frozenset(range(1, 9))
+
+# Purposes a clinician's read under a patient grant may declare: grants are for care.
+_CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.EMERGENCY})
+
+# Person tokens are HMAC-SHA256 pseudonyms: 64 lowercase hex digits.
+_PERSON_TOKEN = re.compile(r"^[0-9a-f]{64}$")
+_HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PERSON_NAME = re.compile(r"^persons/([^/]+)$")
+_GRANT_NAME = re.compile(r"^persons/([^/]+)/grants/([^/]+)$")
+
+
+def is_person_token(value: str) -> bool:
+    """Tell whether ``value`` has the shape of a person token (64 lowercase hex digits)."""
+    return bool(_PERSON_TOKEN.match(value))
+
+
+def is_hospital_id(value: str) -> bool:
+    """Tell whether ``value`` is a well-formed hospital id (1-64 of ``A-Za-z0-9._-``)."""
+    return bool(_HOSPITAL_ID.match(value))
+
+
+def person_name(person_token: str) -> str:
+    """Resource name of a person: ``persons/{person_token}``."""
+    return f"persons/{person_token}"
+
+
+def parse_person_name(name: str) -> str | None:
+    """The person token in ``persons/{person_token}``, or None when ``name`` is malformed."""
+    match = _PERSON_NAME.match(name)
+    if match is None or not is_person_token(match.group(1)):
+        return None
+    return match.group(1)
+
+
+def grant_name(person_token: str, grant_id: str) -> str:
+    """Resource name of a grant: ``persons/{person_token}/grants/{grant_id}``."""
+    return f"persons/{person_token}/grants/{grant_id}"
+
+
+def parse_grant_name(name: str) -> tuple[str, str] | None:
+    """(person_token, grant_id) of a grant name, or None when ``name`` is malformed."""
+    match = _GRANT_NAME.match(name)
+    if match is None or not is_person_token(match.group(1)) or not is_ulid(match.group(2)):
+        return None
+    return match.group(1), match.group(2)
+
+
+def break_glass_name(person_token: str, session_id: str) -> str:
+    """Resource name of a break-glass session: ``persons/{person_token}/breakGlass/{id}``."""
+    return f"persons/{person_token}/breakGlass/{session_id}"
+
+
+def max_grant_expiry(now: datetime) -> datetime:
+    """The latest expire_time a grant created at ``now`` may have (ten calendar years on)."""
+    try:
+        return now.replace(year=now.year + MAX_GRANT_YEARS)
+    except ValueError:
+        # 29 February ten years on is not a date: end on the 28th instead.
+        return now.replace(year=now.year + MAX_GRANT_YEARS, day=28)
+
+
+class GrantNotFound(Exception):
+    """The person has no grant with the given id."""
+
+
+def grant_period_problems(
+    valid_from: datetime | None, expire_time: datetime, now: datetime
+) -> list[tuple[str, str]]:
+    """What is wrong with a new grant's validity period, as (field, rule) pairs.
+
+    ``valid_from`` None means "from now". A grant must end in the future, at most ten
+    years ahead, and after it starts.
+    """
+    problems: list[tuple[str, str]] = []
+    if expire_time <= now:
+        problems.append(("expire_time", "must be in the future"))
+    elif expire_time > max_grant_expiry(now):
+        problems.append(("expire_time", f"must be at most {MAX_GRANT_YEARS} years ahead"))
+    if valid_from is not None and valid_from >= expire_time:
+        problems.append(("valid_from", "must be before expire_time"))
+    return problems
+
+
+_PAGE_TOKEN_PREFIX = "grants.v1"
+
+
+def encode_page_token(person_token: str, last_grant_id: str) -> str:
+    """An opaque page token continuing a person's grant list after ``last_grant_id``."""
+    raw = f"{_PAGE_TOKEN_PREFIX}:{person_token}:{last_grant_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_page_token(page_token: str, person_token: str) -> str | None:
+    """The grant id a page token continues after, or None when it is not a token issued
+    for this person's list (malformed, tampered with, or from another list)."""
+    try:
+        padded = page_token + "=" * (-len(page_token) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    prefix, _, rest = raw.partition(":")
+    token, _, grant_id = rest.partition(":")
+    if prefix != _PAGE_TOKEN_PREFIX or token != person_token or not is_ulid(grant_id):
+        return None
+    return grant_id
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A patient's permission for a hospital (or one clinician there) to read their records."""
+
+    grant_id: str
+    person_token: str
+    grantee_hospital_id: str
+    grantee_clinician_id: str
+    categories: frozenset[int]
+    valid_from: datetime
+    expire_time: datetime
+    create_time: datetime
+    request_id: str
+    revoke_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        """Resource name of this grant."""
+        return grant_name(self.person_token, self.grant_id)
+
+    def is_revoked(self, now: datetime) -> bool:
+        """True once the grant has been revoked (as of ``now``)."""
+        return self.revoke_time is not None and self.revoke_time <= now
+
+    def is_expired(self, now: datetime) -> bool:
+        """True from expire_time on."""
+        return now >= self.expire_time
+
+    def is_active(self, now: datetime) -> bool:
+        """True while the grant permits access: started, not expired, not revoked."""
+        return self.valid_from <= now and not self.is_expired(now) and not self.is_revoked(now)
+
+    def applies_to(self, accessor: Principal) -> bool:
+        """True if the grant names the accessor's hospital (and clinician, if it names one)."""
+        if not accessor.hospital_id or accessor.hospital_id != self.grantee_hospital_id:
+            return False
+        return not self.grantee_clinician_id or self.grantee_clinician_id == accessor.subject
+
+    def covered(self, requested: frozenset[int]) -> frozenset[int] | None:
+        """The requested categories this grant covers; None means "all of them".
+
+        An empty ``requested`` asks for all categories; an empty grant covers all.
+        """
+        if not self.categories:
+            return None
+        if not requested:
+            return self.categories
+        return self.categories & requested
+
+
+@dataclass(frozen=True)
+class BreakGlassSession:
+    """Emergency access to one person, opened by one emergency actor, for a short time."""
+
+    session_id: str
+    person_token: str
+    opened_by: str
+    hospital_id: str
+    open_time: datetime
+    expire_time: datetime
+    # The justification is free text that may mention the patient: kept sealed.
+    sealed_justification: bytes
+
+    @property
+    def name(self) -> str:
+        """Resource name of this session."""
+        return break_glass_name(self.person_token, self.session_id)
+
+    def is_open(self, now: datetime) -> bool:
+        """True while the session grants access."""
+        return self.open_time <= now < self.expire_time
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :func:`decide`.
+
+    ``permitted_categories`` is the part of the request the accessor may read, ascending. It
+    is empty on deny, and on permit only when "all categories" were asked for and allowed.
+    """
+
+    permit: bool
+    basis: str
+    authority_name: str = ""
+    permitted_categories: tuple[int, ...] = ()
+
+
+def _deny(basis: str) -> Decision:
+    return Decision(permit=False, basis=basis)
+
+
+def decide(
+    grants: Iterable[Grant],
+    break_glass_sessions: Iterable[BreakGlassSession],
+    accessor: Principal,
+    person_token: str,
+    categories: Iterable[int],
+    now: datetime,
+) -> Decision:
+    """Decide whether ``accessor`` may read ``person_token``'s records in ``categories`` now.
+
+    Rules, in order: the patient themself (SELF); an emergency actor inside a break-glass
+    session they opened for this person (BREAK_GLASS); a clinician (or emergency actor) of a
+    hospital holding an active grant that covers some of the categories (GRANT, permitted
+    categories = the covered ones). Anything else is denied with the most specific reason:
+    a covering grant that was revoked, then one that expired, then grants that exist but
+    cover none of the categories, else NO_GRANT. Services, researchers and committee
+    members are not clinical readers and are always denied.
+    """
+    requested = frozenset(categories)
+    if accessor.kind == PrincipalKind.PATIENT:
+        if accessor.subject == person_token:
+            return Decision(
+                permit=True, basis=BASIS_SELF, permitted_categories=tuple(sorted(requested))
+            )
+        return _deny(BASIS_NO_GRANT)
+    if accessor.kind == PrincipalKind.EMERGENCY:
+        session = _open_session(break_glass_sessions, accessor, person_token, now)
+        if session is not None:
+            return Decision(
+                permit=True,
+                basis=BASIS_BREAK_GLASS,
+                authority_name=session.name,
+                permitted_categories=tuple(sorted(requested)),
+            )
+    elif accessor.kind != PrincipalKind.CLINICIAN:
+        return _deny(BASIS_NO_GRANT)
+    if accessor.purpose not in _CARE_PURPOSES:
+        return _deny(BASIS_NO_GRANT)
+    applicable = [
+        grant
+        for grant in grants
+        if grant.person_token == person_token and grant.applies_to(accessor)
+    ]
+    return _decide_by_grants(applicable, requested, now)
+
+
+def _open_session(
+    sessions: Iterable[BreakGlassSession], accessor: Principal, person_token: str, now: datetime
+) -> BreakGlassSession | None:
+    """The open session for this person opened by this accessor, latest expiry first."""
+    matching = [
+        session
+        for session in sessions
+        if session.person_token == person_token
+        and session.opened_by == accessor.subject
+        and session.is_open(now)
+    ]
+    return max(matching, key=lambda session: session.expire_time, default=None)
+
+
+def _decide_by_grants(grants: list[Grant], requested: frozenset[int], now: datetime) -> Decision:
+    """Permit on the active grants covering the request, else explain the denial."""
+    covering: list[tuple[Grant, frozenset[int] | None]] = []
+    for grant in grants:
+        covered = grant.covered(requested)
+        if covered is None or covered:
+            covering.append((grant, covered))
+    active = [(grant, covered) for grant, covered in covering if grant.is_active(now)]
+    if active:
+        return _permit_by_grants(active, requested)
+    if any(grant.is_revoked(now) for grant, _ in covering):
+        return _deny(BASIS_GRANT_REVOKED)
+    if any(grant.is_expired(now) for grant, _ in covering):
+        return _deny(BASIS_GRANT_EXPIRED)
+    if any(grant.is_active(now) for grant in grants):
+        return _deny(BASIS_CATEGORY_NOT_GRANTED)
+    return _deny(BASIS_NO_GRANT)
+
+
+def _permit_by_grants(
+    active: list[tuple[Grant, frozenset[int] | None]], requested: frozenset[int]
+) -> Decision:
+    """Permit the union of what the active grants cover; name the grant covering most."""
+
+    def breadth(item: tuple[Grant, frozenset[int] | None]) -> tuple[int, str]:
+        grant, covered = item
+        # A grant for all categories beats any partial one; then the newest wins.
+        return (len(KNOWN_CATEGORIES) + 1 if covered is None else len(covered), grant.grant_id)
+
+    authority, _ = max(active, key=breadth)
+    if not requested and any(covered is None for _, covered in active):
+        # "All categories" asked for and granted: empty means all.
+        permitted: frozenset[int] = frozenset()
+    else:
+        # A grant for all categories covers the whole request.
+        permitted = frozenset().union(
+            *(requested if covered is None else covered for _, covered in active)
+        )
+    return Decision(
+        permit=True,
+        basis=BASIS_GRANT,
+        authority_name=authority.name,
+        permitted_categories=tuple(sorted(permitted)),
+    )

@@ -1,0 +1,137 @@
+"""The consent registry: grants, revocation, break-glass and decisions over the store.
+
+Holds no protocol concerns: callers pass validated domain values and get domain values back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from healthbank.crypto import Sealer
+from healthbank.ids import MonotonicUlidGenerator
+from healthbank.rpc.principal import Principal, PrincipalKind
+from services.consent.domain import (
+    BREAK_GLASS_DURATION,
+    BreakGlassSession,
+    Decision,
+    Grant,
+    GrantNotFound,
+    break_glass_name,
+    decide,
+)
+from services.consent.store import ConsentStore
+
+
+@dataclass(frozen=True)
+class GrantDraft:
+    """What a caller asks for when creating a grant (validated by the caller)."""
+
+    person_token: str
+    grantee_hospital_id: str
+    grantee_clinician_id: str
+    categories: frozenset[int]
+    valid_from: datetime | None
+    expire_time: datetime
+    request_id: str
+
+
+def justification_aad(session_name: str) -> bytes:
+    """Associated data binding a sealed justification to its break-glass session."""
+    return f"break-glass-justification:{session_name}".encode()
+
+
+class ConsentRegistry:
+    """Creates, revokes and lists grants, opens break-glass sessions and decides access."""
+
+    def __init__(
+        self,
+        store: ConsentStore,
+        sealer: Sealer,
+        now: Callable[[], datetime],
+    ) -> None:
+        """Use ``store`` for persistence, ``sealer`` for free text, ``now`` as the clock."""
+        self._store = store
+        self._sealer = sealer
+        self._now = now
+        # Monotonic ids keep "newest first" exact even for grants made in one millisecond.
+        self._new_id = MonotonicUlidGenerator()
+
+    async def create_grant(self, draft: GrantDraft) -> Grant:
+        """Store a grant for ``draft``, or return the one an earlier try with its request id
+        created."""
+        now = self._now()
+        grant = Grant(
+            grant_id=self._new_id(now),
+            person_token=draft.person_token,
+            grantee_hospital_id=draft.grantee_hospital_id,
+            grantee_clinician_id=draft.grantee_clinician_id,
+            categories=draft.categories,
+            valid_from=draft.valid_from or now,
+            expire_time=draft.expire_time,
+            create_time=now,
+            request_id=draft.request_id,
+        )
+        return await self._store.create_grant(grant)
+
+    async def revoke_grant(self, person_token: str, grant_id: str) -> Grant:
+        """Revoke the grant now (idempotent: a revoked grant keeps its first revoke time).
+
+        Raises GrantNotFound when the person has no such grant.
+        """
+        grant = await self._store.revoke_grant(person_token, grant_id, self._now())
+        if grant is None:
+            raise GrantNotFound(grant_id)
+        return grant
+
+    async def list_grants(
+        self, person_token: str, page_size: int, after_grant_id: str | None
+    ) -> tuple[list[Grant], str | None]:
+        """A page of the person's grants, newest first, and the last id if more follow."""
+        # One extra row tells whether another page exists without a second query.
+        rows = await self._store.list_grants(person_token, page_size + 1, after_grant_id)
+        page = rows[:page_size]
+        has_more = len(rows) > page_size
+        return page, (page[-1].grant_id if has_more and page else None)
+
+    async def check(
+        self, accessor: Principal, person_token: str, categories: Iterable[int]
+    ) -> Decision:
+        """Decide whether ``accessor`` may read the person's records in ``categories`` now."""
+        now = self._now()
+        grants: list[Grant] = []
+        sessions: list[BreakGlassSession] = []
+        # Load only what a rule could use: grants for the accessor's hospital, and the
+        # accessor's own break-glass sessions.
+        if accessor.kind in (PrincipalKind.CLINICIAN, PrincipalKind.EMERGENCY):
+            if accessor.hospital_id:
+                grants = await self._store.grants_for_hospital(person_token, accessor.hospital_id)
+            if accessor.kind == PrincipalKind.EMERGENCY:
+                sessions = await self._store.break_glass_sessions(
+                    person_token, accessor.subject, now
+                )
+        return decide(grants, sessions, accessor, person_token, categories, now)
+
+    async def break_glass(
+        self, opened_by: Principal, person_token: str, justification: str
+    ) -> BreakGlassSession:
+        """Open a break-glass session for ``opened_by`` on the person, lasting
+        :data:`BREAK_GLASS_DURATION`; the justification is stored sealed."""
+        now = self._now()
+        session_id = self._new_id(now)
+        sealed = await self._sealer.seal(
+            justification.encode("utf-8"),
+            justification_aad(break_glass_name(person_token, session_id)),
+        )
+        session = BreakGlassSession(
+            session_id=session_id,
+            person_token=person_token,
+            opened_by=opened_by.subject,
+            hospital_id=opened_by.hospital_id,
+            open_time=now,
+            expire_time=now + BREAK_GLASS_DURATION,
+            sealed_justification=sealed,
+        )
+        await self._store.add_break_glass(session)
+        return session

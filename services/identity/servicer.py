@@ -1,0 +1,161 @@
+"""The gRPC edge of the identity service: validation, proto <-> domain, status codes.
+
+National ID numbers are validated here and handed to the index; no error message, field
+violation or log line ever contains one (violations use ``InvalidNationalId.reason``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from healthbank.crypto import KeyProviderUnavailable
+from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+from healthbank.natid import InvalidNationalId, validate_national_id
+from healthbank.rpc import PrincipalKind, ServiceError, Violations, require_principal
+from services.identity.domain import (
+    Demographics,
+    MatchMethod,
+    MrnLinkedToOtherPerson,
+    NationalIdRequired,
+    PersonNotFound,
+    demographics_problems,
+    hospital_id_problem,
+    mrn_problem,
+    parse_person_name,
+    person_name,
+)
+from services.identity.index import MasterPatientIndex
+
+_T = TypeVar("_T")
+
+_MATCH_METHODS = {
+    MatchMethod.NATIONAL_ID: identity_pb2.MATCH_METHOD_NATIONAL_ID,
+    MatchMethod.HOSPITAL_MRN: identity_pb2.MATCH_METHOD_HOSPITAL_MRN,
+    MatchMethod.CREATED: identity_pb2.MATCH_METHOD_CREATED,
+}
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    """identity.v1.IdentityService over a :class:`MasterPatientIndex`."""
+
+    def __init__(self, index: MasterPatientIndex, now: Callable[[], datetime]) -> None:
+        """Serve ``index``; ``now`` bounds national ID birth dates."""
+        self._index = index
+        self._now = now
+
+    async def Resolve(
+        self, request: identity_pb2.ResolveRequest, context: Any
+    ) -> identity_pb2.ResolveResponse:
+        """Find or create the person behind a hospital patient and link the MRN."""
+        require_principal(PrincipalKind.SERVICE)
+        violations = Violations()
+        hospital_problem = hospital_id_problem(request.hospital_id)
+        if hospital_problem is not None:
+            violations.add("hospital_id", hospital_problem)
+        problem = mrn_problem(request.mrn)
+        if problem is not None:
+            violations.add("mrn", problem)
+        national_id = None
+        if request.national_id:
+            national_id = self._national_id(request.national_id, violations)
+        demographics = None
+        if request.HasField("demographics"):
+            demographics = _demographics(request.demographics)
+            for field, rule in demographics_problems(demographics):
+                violations.add(f"demographics.{field}", rule)
+        violations.raise_if_any()
+        try:
+            resolution = await _with_keys(
+                self._index.resolve(request.hospital_id, request.mrn, national_id, demographics)
+            )
+        except NationalIdRequired:
+            raise ServiceError.invalid_argument(
+                [("national_id", "required for a patient not yet known")],
+                reason="NATIONAL_ID_REQUIRED",
+            ) from None
+        except MrnLinkedToOtherPerson:
+            raise ServiceError.failed_precondition(
+                "the hospital record number is linked to another person",
+                reason="MRN_LINKED_TO_OTHER_PERSON",
+            ) from None
+        return identity_pb2.ResolveResponse(
+            person_token=resolution.person_token,
+            match_method=_MATCH_METHODS[resolution.match_method],
+        )
+
+    async def LookupByNationalId(
+        self, request: identity_pb2.LookupByNationalIdRequest, context: Any
+    ) -> identity_pb2.LookupByNationalIdResponse:
+        """The person token of a national ID; NOT_FOUND when nobody has it."""
+        require_principal(PrincipalKind.SERVICE, PrincipalKind.EMERGENCY)
+        violations = Violations()
+        national_id = None
+        if violations.require(request.national_id, "national_id"):
+            national_id = self._national_id(request.national_id, violations)
+        violations.raise_if_any()
+        assert national_id is not None
+        try:
+            person_token = await _with_keys(self._index.lookup(national_id))
+        except PersonNotFound:
+            raise _person_not_found("no person with that national ID is known") from None
+        return identity_pb2.LookupByNationalIdResponse(person_token=person_token)
+
+    async def GetPerson(
+        self, request: identity_pb2.GetPersonRequest, context: Any
+    ) -> identity_pb2.Person:
+        """A person's hospital record numbers (no demographics)."""
+        require_principal(PrincipalKind.SERVICE, PrincipalKind.CLINICIAN)
+        violations = Violations()
+        person_token = None
+        if violations.require(request.name, "name"):
+            person_token = parse_person_name(request.name)
+            violations.check(person_token is not None, "name", "must be persons/{person_token}")
+        violations.raise_if_any()
+        assert person_token is not None
+        try:
+            links = await self._index.links_of(person_token)
+        except PersonNotFound:
+            raise _person_not_found("person not found") from None
+        return identity_pb2.Person(
+            name=person_name(person_token),
+            person_token=person_token,
+            links=[
+                identity_pb2.HospitalLink(hospital_id=link.hospital_id, mrn=link.mrn)
+                for link in links
+            ],
+        )
+
+    def _national_id(self, raw: str, violations: Violations) -> str | None:
+        """The normalized national ID, or None after recording why it is invalid."""
+        try:
+            return validate_national_id(raw, today=self._now().date())
+        except InvalidNationalId as invalid:
+            # The reason says what is wrong without repeating the number.
+            violations.add("national_id", invalid.reason)
+            return None
+
+
+def _demographics(message: identity_pb2.Demographics) -> Demographics:
+    return Demographics(
+        family_name=message.family_name,
+        given_name=message.given_name,
+        birth_date=message.birth_date,
+        sex=message.sex,
+        phone=message.phone,
+    )
+
+
+def _person_not_found(message: str) -> ServiceError:
+    return ServiceError.not_found(message, reason="PERSON_NOT_FOUND")
+
+
+async def _with_keys(operation: Awaitable[_T]) -> _T:
+    """Await ``operation``, reporting an unreachable key provider as retryable UNAVAILABLE."""
+    try:
+        return await operation
+    except KeyProviderUnavailable:
+        raise ServiceError.unavailable(
+            "the key provider is unavailable", reason="KEY_PROVIDER_UNAVAILABLE"
+        ) from None

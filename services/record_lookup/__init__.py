@@ -1,0 +1,1 @@
+"""The record-lookup service: cross-hospital history and the emergency traffic light."""

@@ -1,0 +1,114 @@
+"""Assembles the record-lookup service from its settings.
+
+``async with open_service(settings) as host: await run_until_signal(host)``
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+
+from healthbank.cache import MemoryCache
+from healthbank.config import Settings
+from healthbank.crypto import build_key_provider, build_sealer
+from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
+from healthbank.records import SqliteRecordStore
+from healthbank.rpc import (
+    ClientFactory,
+    Principal,
+    PrincipalKind,
+    Purpose,
+    ServiceHost,
+    encode_token,
+    service_client_factory,
+)
+from services.record_lookup.servicer import SERVICE, RecordLookupServicer
+
+__all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAME = record_lookup_pb2.DESCRIPTOR.services_by_name["RecordLookupService"].full_name
+
+# Summaries are small (a few KiB sealed); ten thousand cover a busy city's emergency rooms.
+_SUMMARY_CACHE_ENTRIES = 10_000
+
+
+# Like service_client_factory's own tokens: minted per call, valid briefly.
+_SERVICE_TOKEN_SECONDS = 300
+
+
+def _service_token(settings: Settings) -> Callable[[], str]:
+    """Mints this service's own token (kind service), as ``service_client_factory`` does."""
+    secret = settings.auth_secret.get_secret_value().encode()
+    principal = Principal(PrincipalKind.SERVICE, SERVICE, purpose=Purpose.OPERATIONS)
+    return lambda: encode_token(principal, secret, ttl_seconds=_SERVICE_TOKEN_SECONDS)
+
+
+@asynccontextmanager
+async def open_service(
+    settings: Settings,
+    *,
+    clients: ClientFactory | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> AsyncIterator[ServiceHost]:
+    """Open the record store, keys and cache; yield a not-yet-started host; close on exit.
+
+    ``clients`` (default: a factory carrying this service's own token) reaches identity,
+    consent, audit and archive. ``now`` (default: the UTC wall clock) stamps audit events
+    and summaries. On exit the host is stopped (if it was started) and everything closed.
+    """
+    if settings.storage_backend != "sqlite":
+        raise NotImplementedError(
+            f"record-lookup has no {settings.storage_backend} record store yet; use sqlite"
+        )
+    if settings.cache_backend != "memory":
+        # The Redis cache arrives with its pub/sub invalidation; until then each replica keeps
+        # its own short-lived copies, which the TTL bounds.
+        _log.warning("cache backend %s is not available yet; using memory", settings.cache_backend)
+    clock = now or (lambda: datetime.now(UTC))
+    provider = build_key_provider(settings)
+    sealer = build_sealer(settings, provider)
+    cache = MemoryCache(_SUMMARY_CACHE_ENTRIES)
+    records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    own_clients = clients is None
+    factory = clients or service_client_factory(settings, SERVICE)
+    try:
+        servicer = RecordLookupServicer(
+            records=records,
+            sealer=sealer,
+            cache=cache,
+            clients=factory,
+            service_token=_service_token(settings),
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+            now=clock,
+        )
+
+        def register(server: grpc.aio.Server) -> None:
+            record_lookup_pb2_grpc.add_RecordLookupServiceServicer_to_server(servicer, server)
+
+        async def ready() -> bool:
+            await records.check()
+            await provider.check()
+            return True
+
+        host = ServiceHost(
+            SERVICE,
+            settings,
+            register=[register],
+            service_names=[SERVICE_NAME],
+            readiness=ready,
+        )
+        try:
+            yield host
+        finally:
+            await host.stop()
+    finally:
+        if own_clients:
+            await factory.close()
+        await cache.close()
+        await records.close()

@@ -1,0 +1,417 @@
+"""The ai-alert service over real gRPC, with the real consent and audit services.
+
+Every service runs in-process from its own ``open_service`` on a free port, sharing one data
+directory (so one local keyring). ai-alert runs on a fixed clock so "today" is known. The hot
+store is seeded directly through ``healthbank.records.SqliteRecordStore`` with payloads sealed
+by a Sealer built from the same settings, as ingest writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.common.v1 import common_pb2
+from healthbank.config import Settings, load_settings
+from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.crypto import Sealer, build_key_provider, build_sealer
+from healthbank.ids import new_ulid
+from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
+from healthbank.rpc import (
+    ErrorDetails,
+    Principal,
+    PrincipalKind,
+    Purpose,
+    ServiceHost,
+    encode_token,
+    error_details,
+    service_client_factory,
+)
+from services.ai_alert.app import SERVICE, open_service
+from services.audit.app import open_service as open_audit
+from services.consent.app import open_service as open_consent
+
+NOW = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
+TODAY = datetime(2026, 1, 15, tzinfo=UTC)
+PERSON = "d4" * 32
+OTHER_PERSON = "e5" * 32
+HOSPITAL = "city-general"
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
+
+PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCESS)
+OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
+CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
+RESEARCHER = Principal(PrincipalKind.RESEARCHER, "res-1", purpose=Purpose.RESEARCH)
+
+
+def ts(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+@dataclass
+class Seeder:
+    """Writes records into the shared hot store the way ingest does."""
+
+    store: SqliteRecordStore
+    sealer: Sealer
+
+    async def message(
+        self,
+        person_token: str,
+        category: int,
+        code: tuple[str, str],
+        effective: datetime,
+        payloads: list[dict[str, Any]],
+    ) -> list[StoredRecord]:
+        message_id = new_ulid()
+        records = []
+        for payload in payloads:
+            record_id = new_ulid(effective)
+            document = json.dumps(payload).encode()
+            records.append(
+                StoredRecord(
+                    record_id=record_id,
+                    person_token=person_token,
+                    source_hospital="hospital-a",
+                    source_format=common_pb2.SOURCE_FORMAT_FHIR_R4_JSON,
+                    message_id=message_id,
+                    source_version="",
+                    content_hash=hashlib.sha256(document).hexdigest(),
+                    category=category,
+                    code_system=code[0],
+                    code=code[1],
+                    code_display="",
+                    effective_time=effective,
+                    status="final",
+                    sealed_payload=await self.sealer.seal(
+                        document, payload_aad(person_token, record_id)
+                    ),
+                )
+            )
+        receipt = MessageReceipt(
+            "hospital-a",
+            message_id,
+            hashlib.sha256(message_id.encode()).hexdigest(),
+            person_token,
+            tuple(record.record_id for record in records),
+        )
+        await self.store.put_message(receipt, records, [])
+        return records
+
+    async def diagnoses(self, day: datetime, count: int, code: str = "J10.1") -> None:
+        """``count`` influenza diagnoses (of different people) effective on ``day``."""
+        if count == 0:
+            return
+        await self.message(
+            "f6" * 32,
+            common_pb2.RECORD_CATEGORY_CONDITION,
+            (ICD10, code),
+            day + timedelta(hours=10),
+            [{"resourceType": "Condition"}] * count,
+        )
+
+    async def glucose(self, person_token: str, moment: datetime, value: float, unit: str) -> None:
+        await self.message(
+            person_token,
+            common_pb2.RECORD_CATEGORY_OBSERVATION,
+            (LOINC, "1558-6"),
+            moment,
+            [
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": LOINC, "code": "1558-6"}]},
+                    "valueQuantity": {
+                        "value": value,
+                        "unit": unit,
+                        "system": "http://unitsofmeasure.org",
+                        "code": unit,
+                    },
+                    "effectiveDateTime": moment.isoformat().replace("+00:00", "Z"),
+                }
+            ],
+        )
+
+
+@dataclass
+class Stack:
+    """ai-alert and the services it calls, running, with stubs to call them."""
+
+    settings: Settings
+    hosts: dict[str, ServiceHost]
+    alert: ai_alert_pb2_grpc.AiAlertServiceAsyncStub
+    consent: consent_pb2_grpc.ConsentServiceAsyncStub
+    audit: audit_pb2_grpc.AuditServiceAsyncStub
+    seed: Seeder
+
+    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        secret = self.settings.auth_secret.get_secret_value().encode()
+        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
+
+    async def forecast(
+        self, horizon_days: int, history_days: int = 0, principal: Principal = RESEARCHER
+    ) -> ai_alert_pb2.Forecast:
+        response: ai_alert_pb2.Forecast = await self.alert.GetForecast(
+            ai_alert_pb2.GetForecastRequest(horizon_days=horizon_days, history_days=history_days),
+            metadata=self.auth(principal),
+        )
+        return response
+
+    async def insights(
+        self, principal: Principal = PATIENT, parent: str = f"persons/{PERSON}"
+    ) -> ai_alert_pb2.PersonalInsights:
+        response: ai_alert_pb2.PersonalInsights = await self.alert.GetPersonalInsights(
+            ai_alert_pb2.GetPersonalInsightsRequest(parent=parent),
+            metadata=self.auth(principal),
+        )
+        return response
+
+    async def access_events(self, person_token: str = PERSON) -> list[audit_pb2.AccessEvent]:
+        response = await self.audit.ListAccessEvents(
+            audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}"),
+            metadata=self.auth(
+                Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
+            ),
+        )
+        return [logged.event for logged in response.events]
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    async with AsyncExitStack() as exits:
+        hosts: dict[str, ServiceHost] = {}
+        addresses: dict[str, str] = {}
+        for name, opener in (("consent", open_consent), ("audit", open_audit)):
+            host = await exits.enter_async_context(opener(settings))
+            addresses[name] = f"127.0.0.1:{await host.start(0)}"
+            hosts[name] = host
+        clients = service_client_factory(settings, SERVICE, addresses=addresses)
+        exits.push_async_callback(clients.close)
+        host = await exits.enter_async_context(
+            open_service(settings, clients=clients, now=lambda: NOW)
+        )
+        addresses[SERVICE] = f"127.0.0.1:{await host.start(0)}"
+        hosts[SERVICE] = host
+
+        def channel(name: str) -> grpc.aio.Channel:
+            opened = grpc.aio.insecure_channel(addresses[name])
+            exits.push_async_callback(opened.close)
+            return opened
+
+        store = await SqliteRecordStore(settings.data_dir / "records.db").open()
+        exits.push_async_callback(store.close)
+        yield Stack(
+            settings=settings,
+            hosts=hosts,
+            alert=ai_alert_pb2_grpc.AiAlertServiceStub(channel(SERVICE)),
+            consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
+            audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
+            seed=Seeder(store, build_sealer(settings, build_key_provider(settings))),
+        )
+
+
+async def failure(call: Awaitable[Any]) -> ErrorDetails:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return error_details(raised.value)
+
+
+def fields(details: ErrorDetails) -> list[str]:
+    return [field for field, _ in details.field_violations]
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    limit, k, product = math.exp(-mean), 0, 1.0
+    while True:
+        product *= rng.random()
+        if product < limit:
+            return k
+        k += 1
+
+
+# --- GetForecast ------------------------------------------------------------------------------
+
+
+async def test_forecast_over_quiet_counts_is_normal(stack: Stack) -> None:
+    rng = random.Random(1)
+    for back in range(1, 57):
+        await stack.seed.diagnoses(TODAY - timedelta(days=back), poisson(rng, 8))
+    # Other codes and today's (incomplete) counts are not part of the history.
+    await stack.seed.diagnoses(TODAY - timedelta(days=3), 50, code="J45")
+    await stack.seed.diagnoses(TODAY, 40)
+
+    result = await stack.forecast(horizon_days=7)
+    assert result.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
+    assert len(result.history) == 56
+    assert len(result.forecast) == 7
+    assert result.history[0].day.ToDatetime(tzinfo=UTC) == TODAY - timedelta(days=56)
+    assert result.history[-1].day.ToDatetime(tzinfo=UTC) == TODAY - timedelta(days=1)
+    assert result.forecast[0].day.ToDatetime(tzinfo=UTC) == TODAY
+    assert result.forecast[-1].day.ToDatetime(tzinfo=UTC) == TODAY + timedelta(days=6)
+    assert max(day.count for day in result.history) < 50
+    assert all(day.upper >= day.count >= 0 for day in result.forecast)
+    assert result.explanation
+
+
+async def test_forecast_warns_of_a_growing_outbreak(stack: Stack) -> None:
+    rng = random.Random(2)
+    for back in range(1, 29):
+        # Quiet for two weeks, then growing 15% a day; dotted and undotted codes both count.
+        mean = 8 if back > 14 else 8 * 1.15 ** (15 - back)
+        code = "J11.1" if back % 2 else "J111"
+        await stack.seed.diagnoses(TODAY - timedelta(days=back), poisson(rng, mean), code=code)
+
+    result = await stack.forecast(horizon_days=14, history_days=28)
+    assert result.level == ai_alert_pb2.ALERT_LEVEL_WARNING
+    assert len(result.history) == 28
+    assert result.forecast[-1].count > result.history[-1].count
+    assert "outbreak line" in result.explanation
+
+
+async def test_forecast_with_no_data_is_normal_and_zero(stack: Stack) -> None:
+    result = await stack.forecast(horizon_days=3, history_days=7)
+    assert result.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
+    assert [day.count for day in result.history] == [0.0] * 7
+    assert [day.count for day in result.forecast] == [0.0] * 3
+
+
+@pytest.mark.parametrize(
+    ("horizon_days", "history_days", "violations"),
+    [
+        (0, 0, ["horizon_days"]),
+        (29, 56, ["horizon_days"]),
+        (7, 6, ["history_days"]),
+        (7, 366, ["history_days"]),
+        (-1, -5, ["horizon_days", "history_days"]),
+    ],
+)
+async def test_malformed_forecast_requests_are_invalid(
+    stack: Stack, horizon_days: int, history_days: int, violations: list[str]
+) -> None:
+    details = await failure(stack.forecast(horizon_days, history_days))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == violations
+
+
+async def test_forecast_needs_credentials(stack: Stack) -> None:
+    details = await failure(
+        stack.alert.GetForecast(ai_alert_pb2.GetForecastRequest(horizon_days=7))
+    )
+    assert details.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- GetPersonalInsights ------------------------------------------------------------------
+
+
+async def seed_glucose_series(stack: Stack) -> None:
+    """Four years of fasting glucose, every six months, rising 0.3 mmol/L a year."""
+    for half_years in range(9):
+        moment = NOW - timedelta(days=182.6 * (8 - half_years))
+        await stack.seed.glucose(PERSON, moment, round(5.2 + 0.15 * half_years, 2), "mmol/L")
+
+
+async def test_patient_sees_a_rising_glucose_trend_with_a_reminder(stack: Stack) -> None:
+    await seed_glucose_series(stack)
+    insights = await stack.insights()
+    (trend,) = insights.trends
+    assert trend.code.system == LOINC
+    assert trend.code.code == "1558-6"
+    assert trend.unit == "mmol/L"
+    assert trend.sample_count == 9
+    assert trend.latest_value == pytest.approx(6.4)
+    assert trend.slope_per_year == pytest.approx(0.3, rel=0.01)
+    assert trend.threshold == 7.0
+    crossing = trend.projected_crossing_time.ToDatetime(tzinfo=UTC)
+    assert NOW + timedelta(days=365) < crossing < NOW + timedelta(days=3 * 365)
+    assert trend.reminder == (
+        "Fasting glucose has risen 0.3 mmol/L per year; at this pace it reaches 7.0 mmol/L "
+        f"around {crossing:%Y-%m}. Consider a check-up."
+    )
+    assert PERSON not in trend.reminder
+
+    (event,) = await stack.access_events()
+    assert event.action == audit_pb2.ACTION_READ_HISTORY
+    assert event.basis == "SELF"
+    assert event.recorded_by == SERVICE
+    assert event.actor.kind == common_pb2.PRINCIPAL_KIND_PATIENT
+
+
+async def test_clinician_needs_consent_for_insights(stack: Stack) -> None:
+    await seed_glucose_series(stack)
+    denied = await failure(stack.insights(CLINICIAN))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert denied.reason == "NO_GRANT"
+
+    await stack.consent.CreateGrant(
+        consent_pb2.CreateGrantRequest(
+            parent=f"persons/{PERSON}",
+            grant=consent_pb2.Grant(
+                grantee_hospital_id=HOSPITAL,
+                categories=[common_pb2.RECORD_CATEGORY_OBSERVATION],
+                expire_time=ts(datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)),
+            ),
+            request_id="grant-1",
+        ),
+        metadata=stack.auth(PATIENT),
+    )
+    insights = await stack.insights(CLINICIAN)
+    assert [trend.code.code for trend in insights.trends] == ["1558-6"]
+    events = await stack.access_events()
+    assert [(event.action, event.basis) for event in events] == [
+        (audit_pb2.ACTION_READ_HISTORY, "GRANT"),
+        (audit_pb2.ACTION_DENIED, "NO_GRANT"),
+    ]
+
+
+async def test_patient_cannot_read_another_persons_insights(stack: Stack) -> None:
+    await seed_glucose_series(stack)
+    details = await failure(stack.insights(OTHER_PATIENT))
+    assert details.code == grpc.StatusCode.PERMISSION_DENIED
+    assert details.reason == "NOT_DATA_SUBJECT"
+
+
+async def test_insights_need_a_patient_or_clinician(stack: Stack) -> None:
+    details = await failure(stack.insights(RESEARCHER))
+    assert details.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_insights_with_too_little_data_are_empty(stack: Stack) -> None:
+    await stack.seed.glucose(PERSON, NOW - timedelta(days=30), 5.5, "mmol/L")
+    await stack.seed.glucose(PERSON, NOW - timedelta(days=10), 5.6, "mmol/L")
+    assert list((await stack.insights()).trends) == []
+
+
+async def test_insights_are_refused_when_audit_cannot_record(stack: Stack) -> None:
+    await seed_glucose_series(stack)
+    await stack.hosts["audit"].stop(0)
+    details = await failure(stack.insights())
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "AUDIT_UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    "parent", ["", "persons/", f"patients/{PERSON}", "persons/XYZ", f"persons/{PERSON}/x"]
+)
+async def test_malformed_insights_requests_are_invalid(stack: Stack, parent: str) -> None:
+    details = await failure(stack.insights(parent=parent))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["parent"]

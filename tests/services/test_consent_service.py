@@ -1,0 +1,749 @@
+"""The consent service over real gRPC: grants, revocation, listing, Check and BreakGlass.
+
+The service runs in-process from its own ``open_service`` on a free port with an injected
+clock, so expiry is tested by moving time rather than by waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthbank.common.v1 import common_pb2
+from healthbank.config import Settings, load_settings
+from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.crypto import build_key_provider, build_sealer
+from healthbank.ids import is_ulid
+from healthbank.rpc import ErrorDetails, Principal, PrincipalKind, Purpose, encode_token
+from healthbank.rpc import error_details as rpc_error_details
+from services.consent.app import SERVICE_NAME, open_service
+from services.consent.registry import justification_aad
+
+PERSON = "a1" * 32
+OTHER_PERSON = "b2" * 32
+HOSPITAL = "city-general"
+START = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
+
+ALLERGY = common_pb2.RECORD_CATEGORY_ALLERGY
+CONDITION = common_pb2.RECORD_CATEGORY_CONDITION
+IMAGING = common_pb2.RECORD_CATEGORY_IMAGING
+
+PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCESS)
+OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
+RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
+CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
+EMERGENCY = Principal(
+    PrincipalKind.EMERGENCY, "er-doc-1", hospital_id="east-er", purpose=Purpose.EMERGENCY
+)
+
+
+class Clock:
+    """A UTC clock that moves only when a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+def ts(moment: datetime) -> timestamp_pb2.Timestamp:
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(moment)
+    return timestamp
+
+
+def accessor_proto(
+    principal: Principal,
+) -> common_pb2.Principal:
+    kinds = {
+        PrincipalKind.CLINICIAN: common_pb2.PRINCIPAL_KIND_CLINICIAN,
+        PrincipalKind.PATIENT: common_pb2.PRINCIPAL_KIND_PATIENT,
+        PrincipalKind.EMERGENCY: common_pb2.PRINCIPAL_KIND_EMERGENCY,
+        PrincipalKind.SERVICE: common_pb2.PRINCIPAL_KIND_SERVICE,
+        PrincipalKind.RESEARCHER: common_pb2.PRINCIPAL_KIND_RESEARCHER,
+    }
+    purposes = {
+        Purpose.TREATMENT: common_pb2.PURPOSE_OF_USE_TREATMENT,
+        Purpose.EMERGENCY: common_pb2.PURPOSE_OF_USE_EMERGENCY,
+        Purpose.PATIENT_ACCESS: common_pb2.PURPOSE_OF_USE_PATIENT_ACCESS,
+        Purpose.OPERATIONS: common_pb2.PURPOSE_OF_USE_OPERATIONS,
+        Purpose.RESEARCH: common_pb2.PURPOSE_OF_USE_RESEARCH,
+    }
+    return common_pb2.Principal(
+        kind=kinds[principal.kind],
+        subject=principal.subject,
+        hospital_id=principal.hospital_id,
+        purpose=purposes[principal.purpose],
+    )
+
+
+@dataclass
+class Consent:
+    """A running consent service, its clock and a stub to call it with."""
+
+    stub: consent_pb2_grpc.ConsentServiceAsyncStub
+    channel: grpc.aio.Channel
+    settings: Settings
+    clock: Clock
+
+    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        secret = self.settings.auth_secret.get_secret_value().encode()
+        # Tokens are checked against the wall clock, not the service's injected one.
+        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
+
+    async def create(
+        self,
+        principal: Principal = PATIENT,
+        *,
+        parent: str = f"persons/{PERSON}",
+        request_id: str = "req-1",
+        **grant: Any,
+    ) -> consent_pb2.Grant:
+        grant.setdefault("grantee_hospital_id", HOSPITAL)
+        grant.setdefault("expire_time", ts(self.clock.now + timedelta(days=30)))
+        response: consent_pb2.Grant = await self.stub.CreateGrant(
+            consent_pb2.CreateGrantRequest(
+                parent=parent, grant=consent_pb2.Grant(**grant), request_id=request_id
+            ),
+            metadata=self.auth(principal),
+        )
+        return response
+
+    async def check(
+        self,
+        accessor: Principal | common_pb2.Principal = CLINICIAN,
+        person_token: str = PERSON,
+        categories: tuple[int, ...] = (),
+    ) -> consent_pb2.CheckResponse:
+        proto = accessor if isinstance(accessor, common_pb2.Principal) else accessor_proto(accessor)
+        response: consent_pb2.CheckResponse = await self.stub.Check(
+            consent_pb2.CheckRequest(
+                person_token=person_token,
+                accessor=proto,
+                categories=categories,  # type: ignore[arg-type]
+            ),
+            metadata=self.auth(RECORD_LOOKUP),
+        )
+        return response
+
+
+@pytest.fixture
+async def consent(tmp_path: Path) -> AsyncIterator[Consent]:
+    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    clock = Clock(START)
+    async with open_service(settings, now=clock) as host:
+        port = await host.start(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_until_serving(channel)
+            stub = consent_pb2_grpc.ConsentServiceStub(channel)
+            yield Consent(stub, channel, settings, clock)
+
+
+async def wait_until_serving(channel: grpc.aio.Channel) -> None:
+    """Wait for the first readiness check to pass (the store and keyring are usable).
+
+    Also keeps teardown away from the first, slow readiness check (keyring creation): see
+    the note on ServiceHost readiness cancellation in the report.
+    """
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    for _ in range(100):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("service did not become SERVING")
+
+
+async def failure(call: Awaitable[Any]) -> ErrorDetails:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return rpc_error_details(raised.value)
+
+
+def fields(details: ErrorDetails) -> list[str]:
+    return [field for field, _ in details.field_violations]
+
+
+# --- CreateGrant ---------------------------------------------------------------------------
+
+
+async def test_patient_creates_a_grant(consent: Consent) -> None:
+    expire = START + timedelta(days=90)
+    grant = await consent.create(
+        grantee_clinician_id="doc-7",
+        categories=[IMAGING, ALLERGY],
+        expire_time=ts(expire),
+    )
+    prefix = f"persons/{PERSON}/grants/"
+    assert grant.name.startswith(prefix)
+    assert is_ulid(grant.name.removeprefix(prefix))
+    assert grant.person_token == PERSON
+    assert grant.grantee_hospital_id == HOSPITAL
+    assert grant.grantee_clinician_id == "doc-7"
+    assert list(grant.categories) == [ALLERGY, IMAGING]
+    # valid_from defaults to now; create_time is now.
+    assert grant.valid_from.ToDatetime(tzinfo=UTC) == START
+    assert grant.create_time.ToDatetime(tzinfo=UTC) == START
+    assert grant.expire_time.ToDatetime(tzinfo=UTC) == expire
+    assert not grant.HasField("revoke_time")
+
+
+async def test_create_grant_keeps_an_explicit_valid_from(consent: Consent) -> None:
+    later = START + timedelta(days=2)
+    grant = await consent.create(valid_from=ts(later))
+    assert grant.valid_from.ToDatetime(tzinfo=UTC) == later
+    # Not valid yet: Check denies until it starts.
+    assert (await consent.check()).decision == consent_pb2.DECISION_DENY
+    consent.clock.advance(timedelta(days=2))
+    assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+
+
+async def test_create_grant_is_idempotent_by_request_id(consent: Consent) -> None:
+    first = await consent.create(request_id="retry-me")
+    consent.clock.advance(timedelta(minutes=1))
+    again = await consent.create(request_id="retry-me", grantee_hospital_id="elsewhere")
+    assert again == first
+    other = await consent.create(request_id="another")
+    assert other.name != first.name
+    # The same request id under another person is a different request.
+    theirs = await consent.create(
+        OTHER_PATIENT, parent=f"persons/{OTHER_PERSON}", request_id="retry-me"
+    )
+    assert theirs.person_token == OTHER_PERSON
+
+
+async def test_concurrent_retries_create_one_grant(consent: Consent) -> None:
+    grants = await asyncio.gather(*(consent.create(request_id="burst") for _ in range(10)))
+    assert len({grant.name for grant in grants}) == 1
+
+
+async def test_a_service_may_create_grants_for_a_patient(consent: Consent) -> None:
+    grant = await consent.create(RECORD_LOOKUP)
+    assert grant.person_token == PERSON
+
+
+async def test_create_grant_callers(consent: Consent) -> None:
+    request = consent_pb2.CreateGrantRequest(
+        parent=f"persons/{PERSON}",
+        grant=consent_pb2.Grant(
+            grantee_hospital_id=HOSPITAL, expire_time=ts(START + timedelta(days=1))
+        ),
+        request_id="r",
+    )
+    unauthenticated = await failure(consent.stub.CreateGrant(request))
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+    for principal in (CLINICIAN, EMERGENCY):
+        denied = await failure(consent.stub.CreateGrant(request, metadata=consent.auth(principal)))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    not_theirs = await failure(
+        consent.stub.CreateGrant(request, metadata=consent.auth(OTHER_PATIENT))
+    )
+    assert not_theirs.code == grpc.StatusCode.PERMISSION_DENIED
+    assert not_theirs.reason == "NOT_DATA_SUBJECT"
+
+
+async def test_create_grant_empty_request(consent: Consent) -> None:
+    details = await failure(
+        consent.stub.CreateGrant(consent_pb2.CreateGrantRequest(), metadata=consent.auth(PATIENT))
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == [
+        ("parent", "is required"),
+        ("request_id", "is required"),
+        ("grant", "is required"),
+    ]
+
+
+async def test_create_grant_missing_grant_fields(consent: Consent) -> None:
+    details = await failure(
+        consent.stub.CreateGrant(
+            consent_pb2.CreateGrantRequest(
+                parent=f"persons/{PERSON}", grant=consent_pb2.Grant(), request_id="r"
+            ),
+            metadata=consent.auth(PATIENT),
+        )
+    )
+    assert details.field_violations == [
+        ("grant.grantee_hospital_id", "is required"),
+        ("grant.expire_time", "is required"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("grant", "violations"),
+    [
+        (
+            {"expire_time": ts(START)},
+            [("grant.expire_time", "must be in the future")],
+        ),
+        (
+            {"expire_time": ts(START - timedelta(days=1))},
+            [("grant.expire_time", "must be in the future")],
+        ),
+        (
+            {"expire_time": ts(datetime(2040, 6, 1, 8, 0, 1, tzinfo=UTC))},
+            [("grant.expire_time", "must be at most 10 years ahead")],
+        ),
+        (
+            {
+                "valid_from": ts(START + timedelta(days=40)),
+                "expire_time": ts(START + timedelta(days=30)),
+            },
+            [("grant.valid_from", "must be before expire_time")],
+        ),
+        (
+            {"expire_time": timestamp_pb2.Timestamp(seconds=2**40)},
+            [("grant.expire_time", "must be a valid timestamp")],
+        ),
+        (
+            {"categories": [common_pb2.RECORD_CATEGORY_UNSPECIFIED]},
+            [
+                (
+                    "grant.categories",
+                    "must list known record categories (not RECORD_CATEGORY_UNSPECIFIED)",
+                )
+            ],
+        ),
+        (
+            {"grantee_hospital_id": "no spaces allowed"},
+            [
+                (
+                    "grant.grantee_hospital_id",
+                    "must be 1-64 characters of letters, digits, '.', '_' or '-'",
+                )
+            ],
+        ),
+        (
+            {"grantee_clinician_id": "dr who"},
+            [("grant.grantee_clinician_id", "must be 1-128 visible ASCII characters")],
+        ),
+    ],
+)
+async def test_create_grant_malformed_grant(
+    consent: Consent, grant: dict[str, Any], violations: list[tuple[str, str]]
+) -> None:
+    details = await failure(consent.create(**grant))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == violations
+
+
+async def test_ten_years_is_the_limit(consent: Consent) -> None:
+    grant = await consent.create(expire_time=ts(datetime(2040, 6, 1, 8, 0, tzinfo=UTC)))
+    assert grant.expire_time.ToDatetime(tzinfo=UTC).year == 2040
+
+
+@pytest.mark.parametrize(
+    "parent", ["persons/", "persons/xyz", PERSON, f"persons/{PERSON}/grants", "people/x"]
+)
+async def test_create_grant_malformed_parent(consent: Consent, parent: str) -> None:
+    details = await failure(consent.create(RECORD_LOOKUP, parent=parent))
+    assert details.field_violations == [("parent", "must be persons/{person_token}")]
+
+
+async def test_create_grant_malformed_request_id(consent: Consent) -> None:
+    details = await failure(consent.create(request_id="has space"))
+    assert details.field_violations == [("request_id", "must be 1-128 visible ASCII characters")]
+
+
+# --- RevokeGrant ---------------------------------------------------------------------------
+
+
+async def test_revoke_is_immediate_and_idempotent(consent: Consent) -> None:
+    grant = await consent.create()
+    assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+    consent.clock.advance(timedelta(hours=1))
+    revoked = await consent.stub.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PATIENT)
+    )
+    assert revoked.revoke_time.ToDatetime(tzinfo=UTC) == START + timedelta(hours=1)
+    decision = await consent.check()
+    assert decision.decision == consent_pb2.DECISION_DENY
+    assert decision.basis == "GRANT_REVOKED"
+
+    consent.clock.advance(timedelta(hours=1))
+    again = await consent.stub.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(RECORD_LOOKUP)
+    )
+    assert again == revoked
+
+
+async def test_revoke_unknown_grant(consent: Consent) -> None:
+    details = await failure(
+        consent.stub.RevokeGrant(
+            consent_pb2.RevokeGrantRequest(
+                name=f"persons/{PERSON}/grants/01J0000000000000000000000A"
+            ),
+            metadata=consent.auth(PATIENT),
+        )
+    )
+    assert details.code == grpc.StatusCode.NOT_FOUND
+    assert details.reason == "GRANT_NOT_FOUND"
+
+
+async def test_revoke_another_persons_grant_by_its_id_is_not_found(consent: Consent) -> None:
+    grant = await consent.create()
+    grant_id = grant.name.rsplit("/", 1)[1]
+    details = await failure(
+        consent.stub.RevokeGrant(
+            consent_pb2.RevokeGrantRequest(name=f"persons/{OTHER_PERSON}/grants/{grant_id}"),
+            metadata=consent.auth(OTHER_PATIENT),
+        )
+    )
+    assert details.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("name", "violation"),
+    [
+        ("", ("name", "is required")),
+        (f"persons/{PERSON}", ("name", "must be persons/{person_token}/grants/{grant_id}")),
+        (
+            f"persons/{PERSON}/grants/nope",
+            ("name", "must be persons/{person_token}/grants/{grant_id}"),
+        ),
+    ],
+)
+async def test_revoke_malformed(consent: Consent, name: str, violation: tuple[str, str]) -> None:
+    details = await failure(
+        consent.stub.RevokeGrant(
+            consent_pb2.RevokeGrantRequest(name=name), metadata=consent.auth(PATIENT)
+        )
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == [violation]
+
+
+async def test_revoke_callers(consent: Consent) -> None:
+    grant = await consent.create()
+    request = consent_pb2.RevokeGrantRequest(name=grant.name)
+    assert (await failure(consent.stub.RevokeGrant(request))).code == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    for principal in (OTHER_PATIENT, CLINICIAN):
+        denied = await failure(consent.stub.RevokeGrant(request, metadata=consent.auth(principal)))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- ListGrants ----------------------------------------------------------------------------
+
+
+async def test_list_grants_newest_first_in_pages(consent: Consent) -> None:
+    created = []
+    for index in range(5):
+        created.append(await consent.create(request_id=f"r{index}"))
+        consent.clock.advance(timedelta(seconds=1))
+    await consent.create(OTHER_PATIENT, parent=f"persons/{OTHER_PERSON}", request_id="x")
+
+    names: list[str] = []
+    page_token = ""
+    pages = 0
+    while True:
+        page = await consent.stub.ListGrants(
+            consent_pb2.ListGrantsRequest(
+                parent=f"persons/{PERSON}", page_size=2, page_token=page_token
+            ),
+            metadata=consent.auth(PATIENT),
+        )
+        pages += 1
+        assert len(page.grants) <= 2
+        names.extend(grant.name for grant in page.grants)
+        page_token = page.next_page_token
+        if not page_token:
+            break
+    assert pages == 3
+    assert names == [grant.name for grant in reversed(created)]
+
+
+async def test_list_grants_default_page_and_revoked_state(consent: Consent) -> None:
+    grant = await consent.create()
+    await consent.stub.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PATIENT)
+    )
+    page = await consent.stub.ListGrants(
+        consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}", page_size=1000),
+        metadata=consent.auth(RECORD_LOOKUP),
+    )
+    assert [g.name for g in page.grants] == [grant.name]
+    assert page.grants[0].HasField("revoke_time")
+    assert page.next_page_token == ""
+
+
+async def test_list_grants_of_nobody_is_empty(consent: Consent) -> None:
+    page = await consent.stub.ListGrants(
+        consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PATIENT)
+    )
+    assert list(page.grants) == []
+    assert page.next_page_token == ""
+
+
+async def test_list_grants_malformed(consent: Consent) -> None:
+    details = await failure(
+        consent.stub.ListGrants(consent_pb2.ListGrantsRequest(), metadata=consent.auth(PATIENT))
+    )
+    assert details.field_violations == [("parent", "is required")]
+
+    details = await failure(
+        consent.stub.ListGrants(
+            consent_pb2.ListGrantsRequest(
+                parent=f"persons/{PERSON}", page_size=-1, page_token="garbage!"
+            ),
+            metadata=consent.auth(PATIENT),
+        )
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["page_size", "page_token"]
+
+
+async def test_list_grants_token_from_another_list_is_invalid(consent: Consent) -> None:
+    for index in range(2):
+        await consent.create(OTHER_PATIENT, parent=f"persons/{OTHER_PERSON}", request_id=f"{index}")
+    page = await consent.stub.ListGrants(
+        consent_pb2.ListGrantsRequest(parent=f"persons/{OTHER_PERSON}", page_size=1),
+        metadata=consent.auth(RECORD_LOOKUP),
+    )
+    assert page.next_page_token
+    details = await failure(
+        consent.stub.ListGrants(
+            consent_pb2.ListGrantsRequest(
+                parent=f"persons/{PERSON}", page_token=page.next_page_token
+            ),
+            metadata=consent.auth(RECORD_LOOKUP),
+        )
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["page_token"]
+
+
+async def test_list_grants_callers(consent: Consent) -> None:
+    request = consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}")
+    assert (await failure(consent.stub.ListGrants(request))).code == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    for principal in (OTHER_PATIENT, CLINICIAN, EMERGENCY):
+        denied = await failure(consent.stub.ListGrants(request, metadata=consent.auth(principal)))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- Check ---------------------------------------------------------------------------------
+
+
+async def test_check_permits_under_a_grant(consent: Consent) -> None:
+    grant = await consent.create(categories=[ALLERGY, CONDITION])
+    decision = await consent.check(categories=(ALLERGY, IMAGING))
+    assert decision.decision == consent_pb2.DECISION_PERMIT
+    assert decision.basis == "GRANT"
+    assert decision.authority_name == grant.name
+    assert list(decision.permitted_categories) == [ALLERGY]
+
+
+async def test_check_category_not_granted(consent: Consent) -> None:
+    await consent.create(categories=[ALLERGY])
+    decision = await consent.check(categories=(IMAGING,))
+    assert decision.decision == consent_pb2.DECISION_DENY
+    assert decision.basis == "CATEGORY_NOT_GRANTED"
+
+
+async def test_check_denies_by_default(consent: Consent) -> None:
+    decision = await consent.check()
+    assert decision.decision == consent_pb2.DECISION_DENY
+    assert decision.basis == "NO_GRANT"
+    other_hospital = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id="elsewhere")
+    await consent.create()
+    assert (await consent.check(other_hospital)).basis == "NO_GRANT"
+
+
+async def test_check_grant_expires(consent: Consent) -> None:
+    await consent.create(expire_time=ts(START + timedelta(days=1)))
+    consent.clock.advance(timedelta(days=1) - timedelta(microseconds=1))
+    assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+    consent.clock.advance(timedelta(microseconds=1))
+    decision = await consent.check()
+    assert decision.decision == consent_pb2.DECISION_DENY
+    assert decision.basis == "GRANT_EXPIRED"
+
+
+async def test_check_clinician_specific_grant(consent: Consent) -> None:
+    await consent.create(grantee_clinician_id="doc-9")
+    assert (await consent.check()).decision == consent_pb2.DECISION_DENY
+    doc_9 = Principal(PrincipalKind.CLINICIAN, "doc-9", hospital_id=HOSPITAL)
+    assert (await consent.check(doc_9)).decision == consent_pb2.DECISION_PERMIT
+
+
+async def test_check_self(consent: Consent) -> None:
+    decision = await consent.check(PATIENT)
+    assert decision.decision == consent_pb2.DECISION_PERMIT
+    assert decision.basis == "SELF"
+    assert (await consent.check(OTHER_PATIENT)).decision == consent_pb2.DECISION_DENY
+
+
+async def test_check_services_are_not_clinical_readers(consent: Consent) -> None:
+    await consent.create()
+    decision = await consent.check(RECORD_LOOKUP)
+    assert decision.decision == consent_pb2.DECISION_DENY
+    assert decision.basis == "NO_GRANT"
+
+
+async def test_check_empty_request(consent: Consent) -> None:
+    details = await failure(
+        consent.stub.Check(consent_pb2.CheckRequest(), metadata=consent.auth(RECORD_LOOKUP))
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == [
+        ("person_token", "is required"),
+        ("accessor", "is required"),
+    ]
+
+
+async def test_check_incomplete_accessor(consent: Consent) -> None:
+    details = await failure(
+        consent.stub.Check(
+            consent_pb2.CheckRequest(
+                person_token="not-a-token",
+                accessor=common_pb2.Principal(hospital_id="bad id"),
+                categories=[common_pb2.RECORD_CATEGORY_UNSPECIFIED],
+            ),
+            metadata=consent.auth(RECORD_LOOKUP),
+        )
+    )
+    assert fields(details) == [
+        "person_token",
+        "accessor.kind",
+        "accessor.subject",
+        "accessor.purpose",
+        "accessor.hospital_id",
+        "categories",
+    ]
+
+
+async def test_check_clinician_needs_a_hospital(consent: Consent) -> None:
+    accessor = common_pb2.Principal(
+        kind=common_pb2.PRINCIPAL_KIND_CLINICIAN,
+        subject="doc-7",
+        purpose=common_pb2.PURPOSE_OF_USE_TREATMENT,
+    )
+    details = await failure(consent.check(accessor))
+    assert details.field_violations == [("accessor.hospital_id", "is required for clinicians")]
+
+
+async def test_check_unknown_enum_numbers(consent: Consent) -> None:
+    accessor = common_pb2.Principal(
+        kind=99,  # type: ignore[arg-type]
+        subject="doc-7",
+        hospital_id=HOSPITAL,
+        purpose=42,  # type: ignore[arg-type]
+    )
+    details = await failure(consent.check(accessor, categories=(77,)))
+    assert fields(details) == ["accessor.kind", "accessor.purpose", "categories"]
+
+
+async def test_check_callers(consent: Consent) -> None:
+    request = consent_pb2.CheckRequest(person_token=PERSON, accessor=accessor_proto(CLINICIAN))
+    assert (await failure(consent.stub.Check(request))).code == grpc.StatusCode.UNAUTHENTICATED
+    for principal in (CLINICIAN, PATIENT, EMERGENCY):
+        denied = await failure(consent.stub.Check(request, metadata=consent.auth(principal)))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- BreakGlass ----------------------------------------------------------------------------
+
+
+async def test_break_glass_opens_four_hours_of_access(consent: Consent, tmp_path: Path) -> None:
+    assert (await consent.check(EMERGENCY)).decision == consent_pb2.DECISION_DENY
+    justification = "Unconscious after a road accident, allergies unknown."
+    session = await consent.stub.BreakGlass(
+        consent_pb2.BreakGlassRequest(person_token=PERSON, justification=justification),
+        metadata=consent.auth(EMERGENCY),
+    )
+    prefix = f"persons/{PERSON}/breakGlass/"
+    assert session.name.startswith(prefix)
+    assert is_ulid(session.name.removeprefix(prefix))
+    assert session.expire_time.ToDatetime(tzinfo=UTC) == START + timedelta(hours=4)
+
+    decision = await consent.check(EMERGENCY, categories=(ALLERGY,))
+    assert decision.decision == consent_pb2.DECISION_PERMIT
+    assert decision.basis == "BREAK_GLASS"
+    assert decision.authority_name == session.name
+    # Only the actor who broke the glass, and only for that person.
+    colleague = Principal(PrincipalKind.EMERGENCY, "er-doc-2", purpose=Purpose.EMERGENCY)
+    assert (await consent.check(colleague)).decision == consent_pb2.DECISION_DENY
+    assert (
+        await consent.check(EMERGENCY, person_token=OTHER_PERSON)
+    ).decision == consent_pb2.DECISION_DENY
+
+    consent.clock.advance(timedelta(hours=4))
+    assert (await consent.check(EMERGENCY)).decision == consent_pb2.DECISION_DENY
+
+    # The free-text justification is stored sealed, bound to its session.
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("consent.db*"))
+    assert justification.encode() not in stored
+    with sqlite3.connect(tmp_path / "consent.db") as connection:
+        (sealed,) = connection.execute(
+            "SELECT sealed_justification FROM break_glass_sessions"
+        ).fetchone()
+    sealer = build_sealer(consent.settings, build_key_provider(consent.settings))
+    assert await sealer.open(sealed, justification_aad(session.name)) == justification.encode()
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "violations"),
+    [
+        ({}, [("person_token", "is required"), ("justification", "is required")]),
+        (
+            {"person_token": "ABC", "justification": "too short"},
+            [
+                ("person_token", "must be a person token (64 lowercase hex digits)"),
+                ("justification", "must be 10-2000 characters"),
+            ],
+        ),
+        (
+            {"person_token": PERSON, "justification": "          "},
+            [("justification", "is required")],
+        ),
+        (
+            {"person_token": PERSON, "justification": "x" * 2001},
+            [("justification", "must be 10-2000 characters")],
+        ),
+    ],
+)
+async def test_break_glass_malformed(
+    consent: Consent, request_fields: dict[str, str], violations: list[tuple[str, str]]
+) -> None:
+    details = await failure(
+        consent.stub.BreakGlass(
+            consent_pb2.BreakGlassRequest(**request_fields), metadata=consent.auth(EMERGENCY)
+        )
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == violations
+
+
+async def test_break_glass_callers(consent: Consent) -> None:
+    request = consent_pb2.BreakGlassRequest(person_token=PERSON, justification="cardiac arrest")
+    unauthenticated = await failure(consent.stub.BreakGlass(request))
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+    for principal in (CLINICIAN, PATIENT, RECORD_LOOKUP):
+        denied = await failure(consent.stub.BreakGlass(request, metadata=consent.auth(principal)))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+async def test_health_reports_serving(consent: Consent) -> None:
+    health: Any = health_pb2_grpc.HealthStub(consent.channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING

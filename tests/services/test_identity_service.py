@@ -1,0 +1,439 @@
+"""The identity service over real gRPC: Resolve, LookupByNationalId, GetPerson.
+
+The service runs in-process from its own ``open_service`` on a free port, with the local
+keyring and an SQLite store in a temporary data dir; calls carry signed principal tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthbank.config import Settings, load_settings
+from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
+from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+from healthbank.natid import make_national_id
+from healthbank.rpc import ErrorDetails, Principal, PrincipalKind, encode_token, error_details
+from services.identity.app import SERVICE_NAME, open_service
+from services.identity.domain import Demographics, demographics_aad
+
+NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
+OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
+# Same body as NATIONAL_ID with the check character changed: fails only the check digit.
+BAD_CHECK_DIGIT = NATIONAL_ID[:-1] + ("0" if NATIONAL_ID[-1] != "0" else "1")
+
+INGEST = Principal(PrincipalKind.SERVICE, "ingest")
+EMERGENCY = Principal(PrincipalKind.EMERGENCY, "er-doc-1", hospital_id="city-general")
+CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id="city-general")
+PATIENT = Principal(PrincipalKind.PATIENT, "a" * 64)
+
+
+@dataclass
+class Identity:
+    """A running identity service and a stub to call it with."""
+
+    stub: identity_pb2_grpc.IdentityServiceAsyncStub
+    channel: grpc.aio.Channel
+    settings: Settings
+
+    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        secret = self.settings.auth_secret.get_secret_value().encode()
+        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
+
+    async def resolve(
+        self, principal: Principal = INGEST, **fields: Any
+    ) -> identity_pb2.ResolveResponse:
+        request = identity_pb2.ResolveRequest(**fields)
+        response: identity_pb2.ResolveResponse = await self.stub.Resolve(
+            request, metadata=self.auth(principal)
+        )
+        return response
+
+
+@pytest.fixture
+async def identity(tmp_path: Path) -> AsyncIterator[Identity]:
+    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    async with open_service(settings) as host:
+        port = await host.start(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_until_serving(channel)
+            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+            yield Identity(stub, channel, settings)
+
+
+async def wait_until_serving(channel: grpc.aio.Channel) -> None:
+    """Wait for the first readiness check to pass (the store and keyring are usable).
+
+    Also keeps teardown away from the first, slow readiness check (keyring creation): see
+    the note on ServiceHost readiness cancellation in the report.
+    """
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    for _ in range(100):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("service did not become SERVING")
+
+
+async def failure(call: Awaitable[Any]) -> ErrorDetails:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return error_details(raised.value)
+
+
+def assert_no_national_id(details: ErrorDetails) -> None:
+    text = details.message + repr(details.field_violations) + repr(details.metadata)
+    for national_id in (NATIONAL_ID, OTHER_NATIONAL_ID, BAD_CHECK_DIGIT):
+        assert national_id not in text
+        assert national_id[:17] not in text
+
+
+# --- Resolve -------------------------------------------------------------------------------
+
+
+async def test_resolve_creates_then_matches(identity: Identity) -> None:
+    created = await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
+    assert created.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert len(created.person_token) == 64
+    assert NATIONAL_ID not in created.person_token
+
+    again = await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
+    assert again.person_token == created.person_token
+    assert again.match_method == identity_pb2.MATCH_METHOD_HOSPITAL_MRN
+
+    by_mrn_only = await identity.resolve(hospital_id="h1", mrn="MRN-1")
+    assert by_mrn_only.person_token == created.person_token
+    assert by_mrn_only.match_method == identity_pb2.MATCH_METHOD_HOSPITAL_MRN
+
+    other_hospital = await identity.resolve(hospital_id="h2", mrn="9", national_id=NATIONAL_ID)
+    assert other_hospital.person_token == created.person_token
+    assert other_hospital.match_method == identity_pb2.MATCH_METHOD_NATIONAL_ID
+
+
+async def test_resolve_normalizes_the_national_id(identity: Identity) -> None:
+    with_x = make_national_id("110101", date(1975, 1, 1), 1)
+    # Find a sequence whose check character is X, to exercise the lower-case form.
+    seq = 1
+    while not with_x.endswith("X"):
+        seq += 1
+        with_x = make_national_id("110101", date(1975, 1, 1), seq)
+    first = await identity.resolve(hospital_id="h1", mrn="A", national_id=with_x)
+    spaced = f" {with_x[:6]} {with_x[6:14]} {with_x[14:].lower()} "
+    second = await identity.resolve(hospital_id="h2", mrn="B", national_id=spaced)
+    assert second.person_token == first.person_token
+    assert second.match_method == identity_pb2.MATCH_METHOD_NATIONAL_ID
+
+
+async def test_different_people_get_different_tokens(identity: Identity) -> None:
+    one = await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+    two = await identity.resolve(hospital_id="h1", mrn="2", national_id=OTHER_NATIONAL_ID)
+    assert one.person_token != two.person_token
+
+
+async def test_resolve_refuses_to_move_an_mrn(identity: Identity) -> None:
+    await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
+    details = await failure(
+        identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=OTHER_NATIONAL_ID)
+    )
+    assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.reason == "MRN_LINKED_TO_OTHER_PERSON"
+    assert_no_national_id(details)
+
+
+async def test_resolve_unknown_patient_needs_a_national_id(identity: Identity) -> None:
+    details = await failure(identity.resolve(hospital_id="h1", mrn="new"))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == [("national_id", "required for a patient not yet known")]
+
+
+async def test_resolve_empty_request_lists_every_missing_field(identity: Identity) -> None:
+    details = await failure(identity.resolve())
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == [("hospital_id", "is required"), ("mrn", "is required")]
+
+
+async def test_resolve_malformed_fields(identity: Identity) -> None:
+    details = await failure(
+        identity.resolve(
+            hospital_id="bad hospital",
+            mrn="x" * 65,
+            national_id=BAD_CHECK_DIGIT,
+            demographics=identity_pb2.Demographics(birth_date="17/05/1980", sex="yes"),
+        )
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    fields = dict(details.field_violations)
+    assert set(fields) == {
+        "hospital_id",
+        "mrn",
+        "national_id",
+        "demographics.birth_date",
+        "demographics.sex",
+    }
+    assert fields["national_id"] == "check digit mismatch"
+    assert fields["mrn"] == "must be at most 64 characters"
+    assert_no_national_id(details)
+
+
+@pytest.mark.parametrize(
+    ("national_id", "reason"),
+    [
+        ("12345", "must be 18 characters, got 5"),
+        ("11010119800517ABCD", "must be 17 digits followed by a digit or X"),
+        (NATIONAL_ID.replace("11", "99", 1), "region code is not a known province"),
+    ],
+)
+async def test_resolve_reports_why_a_national_id_is_invalid(
+    identity: Identity, national_id: str, reason: str
+) -> None:
+    details = await failure(identity.resolve(hospital_id="h1", mrn="1", national_id=national_id))
+    assert details.field_violations == [("national_id", reason)]
+    assert national_id not in details.message + repr(details.field_violations)
+
+
+async def test_resolve_mrn_must_be_printable(identity: Identity) -> None:
+    details = await failure(
+        identity.resolve(hospital_id="h1", mrn="MRN\n1", national_id=NATIONAL_ID)
+    )
+    assert [field for field, _ in details.field_violations] == ["mrn"]
+
+
+async def test_resolve_needs_a_service_caller(identity: Identity) -> None:
+    unauthenticated = await failure(
+        identity.stub.Resolve(
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+        )
+    )
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+    for principal in (CLINICIAN, EMERGENCY, PATIENT):
+        denied = await failure(
+            identity.resolve(principal, hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+        )
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_resolve_rejects_a_forged_token(identity: Identity) -> None:
+    forged = encode_token(INGEST, b"not-the-secret")
+    details = await failure(
+        identity.stub.Resolve(
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="1", national_id=NATIONAL_ID),
+            metadata=(("authorization", f"Bearer {forged}"),),
+        )
+    )
+    assert details.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_national_id_and_demographics_are_never_stored_in_clear(
+    identity: Identity, tmp_path: Path
+) -> None:
+    demographics = identity_pb2.Demographics(
+        family_name="Zhangsanfeng",
+        given_name="Wudangpai",
+        birth_date="1980-05-17",
+        sex="male",
+        phone="13912345678",
+    )
+    response = await identity.resolve(
+        hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID, demographics=demographics
+    )
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("identity.db*"))
+    assert response.person_token.encode() in stored
+    for secret in (NATIONAL_ID, "Zhangsanfeng", "Wudangpai", "13912345678", "1980-05-17"):
+        assert secret.encode() not in stored
+
+    # The sealed profile opens only for its own person.
+    with sqlite3.connect(tmp_path / "identity.db") as connection:
+        (sealed,) = connection.execute(
+            "SELECT sealed_demographics FROM persons WHERE person_token = ?",
+            (response.person_token,),
+        ).fetchone()
+    sealer = build_sealer(identity.settings, build_key_provider(identity.settings))
+    opened = await sealer.open(sealed, demographics_aad(response.person_token))
+    assert Demographics.from_bytes(opened).family_name == "Zhangsanfeng"
+    with pytest.raises(TamperedPayload):
+        await sealer.open(sealed, demographics_aad("f" * 64))
+
+
+async def test_twenty_concurrent_resolves_make_one_person(
+    identity: Identity, tmp_path: Path
+) -> None:
+    same_mrn = await asyncio.gather(
+        *(
+            identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
+            for _ in range(20)
+        )
+    )
+    tokens = {response.person_token for response in same_mrn}
+    assert len(tokens) == 1
+    methods = [response.match_method for response in same_mrn]
+    assert methods.count(identity_pb2.MATCH_METHOD_CREATED) == 1
+
+    many_mrns = await asyncio.gather(
+        *(
+            identity.resolve(hospital_id="h2", mrn=f"M{index}", national_id=NATIONAL_ID)
+            for index in range(20)
+        )
+    )
+    assert {response.person_token for response in many_mrns} == tokens
+    assert identity_pb2.MATCH_METHOD_CREATED not in [r.match_method for r in many_mrns]
+
+    (token,) = tokens
+    person = await identity.stub.GetPerson(
+        identity_pb2.GetPersonRequest(name=f"persons/{token}"), metadata=identity.auth(INGEST)
+    )
+    assert len(person.links) == 21
+    with sqlite3.connect(tmp_path / "identity.db") as connection:
+        (persons,) = connection.execute("SELECT count(*) FROM persons").fetchone()
+    assert persons == 1
+
+
+async def test_concurrent_resolves_of_different_people_for_one_mrn_link_only_one(
+    identity: Identity,
+) -> None:
+    results = await asyncio.gather(
+        *(
+            identity.resolve(hospital_id="h1", mrn="shared", national_id=national_id)
+            for national_id in [NATIONAL_ID, OTHER_NATIONAL_ID] * 5
+        ),
+        return_exceptions=True,
+    )
+    winners = {r.person_token for r in results if isinstance(r, identity_pb2.ResolveResponse)}
+    assert len(winners) == 1
+    for result in results:
+        if isinstance(result, grpc.aio.AioRpcError):
+            assert error_details(result).reason == "MRN_LINKED_TO_OTHER_PERSON"
+
+
+# --- LookupByNationalId ----------------------------------------------------------------------
+
+
+async def test_lookup_finds_a_known_person(identity: Identity) -> None:
+    created = await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+    for principal in (INGEST, EMERGENCY):
+        found = await identity.stub.LookupByNationalId(
+            identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
+            metadata=identity.auth(principal),
+        )
+        assert found.person_token == created.person_token
+
+
+async def test_lookup_unknown_person_is_not_found(identity: Identity) -> None:
+    details = await failure(
+        identity.stub.LookupByNationalId(
+            identity_pb2.LookupByNationalIdRequest(national_id=OTHER_NATIONAL_ID),
+            metadata=identity.auth(EMERGENCY),
+        )
+    )
+    assert details.code == grpc.StatusCode.NOT_FOUND
+    assert details.reason == "PERSON_NOT_FOUND"
+    assert_no_national_id(details)
+
+
+async def test_lookup_malformed(identity: Identity) -> None:
+    empty = await failure(
+        identity.stub.LookupByNationalId(
+            identity_pb2.LookupByNationalIdRequest(), metadata=identity.auth(EMERGENCY)
+        )
+    )
+    assert empty.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert empty.field_violations == [("national_id", "is required")]
+
+    invalid = await failure(
+        identity.stub.LookupByNationalId(
+            identity_pb2.LookupByNationalIdRequest(national_id=BAD_CHECK_DIGIT),
+            metadata=identity.auth(EMERGENCY),
+        )
+    )
+    assert invalid.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert invalid.field_violations == [("national_id", "check digit mismatch")]
+    assert_no_national_id(invalid)
+
+
+async def test_lookup_callers(identity: Identity) -> None:
+    request = identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID)
+    unauthenticated = await failure(identity.stub.LookupByNationalId(request))
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+    for principal in (CLINICIAN, PATIENT):
+        denied = await failure(
+            identity.stub.LookupByNationalId(request, metadata=identity.auth(principal))
+        )
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- GetPerson -------------------------------------------------------------------------------
+
+
+async def test_get_person_lists_links(identity: Identity) -> None:
+    created = await identity.resolve(hospital_id="h2", mrn="B-7", national_id=NATIONAL_ID)
+    await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
+    name = f"persons/{created.person_token}"
+    for principal in (INGEST, CLINICIAN):
+        person = await identity.stub.GetPerson(
+            identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(principal)
+        )
+        assert person.name == name
+        assert person.person_token == created.person_token
+        assert [(link.hospital_id, link.mrn) for link in person.links] == [
+            ("h1", "A-1"),
+            ("h2", "B-7"),
+        ]
+
+
+async def test_get_person_unknown(identity: Identity) -> None:
+    details = await failure(
+        identity.stub.GetPerson(
+            identity_pb2.GetPersonRequest(name=f"persons/{'c' * 64}"),
+            metadata=identity.auth(INGEST),
+        )
+    )
+    assert details.code == grpc.StatusCode.NOT_FOUND
+    assert details.reason == "PERSON_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("name", "violation"),
+    [
+        ("", ("name", "is required")),
+        ("c" * 64, ("name", "must be persons/{person_token}")),
+        ("persons/not-a-token", ("name", "must be persons/{person_token}")),
+        (f"persons/{'c' * 64}/links", ("name", "must be persons/{person_token}")),
+    ],
+)
+async def test_get_person_malformed(
+    identity: Identity, name: str, violation: tuple[str, str]
+) -> None:
+    details = await failure(
+        identity.stub.GetPerson(
+            identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(INGEST)
+        )
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.field_violations == [violation]
+
+
+async def test_get_person_callers(identity: Identity) -> None:
+    request = identity_pb2.GetPersonRequest(name=f"persons/{'c' * 64}")
+    unauthenticated = await failure(identity.stub.GetPerson(request))
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+    for principal in (PATIENT, EMERGENCY):
+        denied = await failure(identity.stub.GetPerson(request, metadata=identity.auth(principal)))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+async def test_health_reports_serving(identity: Identity) -> None:
+    health: Any = health_pb2_grpc.HealthStub(identity.channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,596 @@
+"""The record-lookup service over real gRPC, with the real identity, consent, audit and archive.
+
+Every service runs in-process from its own ``open_service`` on a free port, all sharing one
+data directory (so one local keyring). The hot store is seeded directly through
+``healthbank.records.SqliteRecordStore`` with payloads sealed by a Sealer built from the same
+settings, exactly as ingest writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.common.v1 import common_pb2
+from healthbank.config import Settings, load_settings
+from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.crypto import Sealer, build_key_provider, build_sealer
+from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+from healthbank.ids import new_ulid
+from healthbank.natid import make_national_id
+from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
+from healthbank.records import (
+    EmergencyFact,
+    MessageReceipt,
+    SqliteRecordStore,
+    StoredRecord,
+    fact_aad,
+    payload_aad,
+    record_name,
+)
+from healthbank.rpc import (
+    ErrorDetails,
+    Principal,
+    PrincipalKind,
+    Purpose,
+    ServiceHost,
+    encode_token,
+    error_details,
+    service_client_factory,
+)
+from services.archive.app import open_service as open_archive
+from services.audit.app import open_service as open_audit
+from services.consent.app import open_service as open_consent
+from services.identity.app import open_service as open_identity
+from services.record_lookup.app import SERVICE, open_service
+
+PERSON = "c3" * 32
+HOSPITAL = "city-general"
+OTHER_HOSPITAL = "river-clinic"
+NATIONAL_ID = make_national_id("110105", date(1980, 3, 14), 123)
+UNKNOWN_NATIONAL_ID = make_national_id("310101", date(1975, 7, 1), 456)
+
+ALLERGY = common_pb2.RECORD_CATEGORY_ALLERGY
+CONDITION = common_pb2.RECORD_CATEGORY_CONDITION
+PROCEDURE = common_pb2.RECORD_CATEGORY_PROCEDURE
+OBSERVATION = common_pb2.RECORD_CATEGORY_OBSERVATION
+
+SNOMED = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
+
+CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
+OTHER_CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-9", hospital_id=OTHER_HOSPITAL)
+EMERGENCY = Principal(
+    PrincipalKind.EMERGENCY,
+    "er-doc-1",
+    hospital_id="east-er",
+    roles=("emergency-physician",),
+    purpose=Purpose.EMERGENCY,
+)
+RESEARCHER = Principal(PrincipalKind.RESEARCHER, "res-1", purpose=Purpose.RESEARCH)
+INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+TIERING = Principal(PrincipalKind.SERVICE, "archive-tiering", purpose=Purpose.OPERATIONS)
+
+
+def patient(person_token: str) -> Principal:
+    return Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
+
+
+def ts(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+@dataclass
+class Seeder:
+    """Writes records into the shared hot store the way ingest does."""
+
+    store: SqliteRecordStore
+    sealer: Sealer
+
+    async def record(
+        self,
+        person_token: str,
+        category: int,
+        code: tuple[str, str],
+        effective: datetime,
+        *,
+        fact: dict[str, Any] | None = None,
+    ) -> StoredRecord:
+        record_id = new_ulid(effective)
+        payload = json.dumps(
+            {"resourceType": "Basic", "id": record_id, "code": {"text": code[1]}}
+        ).encode()
+        stored = StoredRecord(
+            record_id=record_id,
+            person_token=person_token,
+            source_hospital="hospital-a",
+            source_format=common_pb2.SOURCE_FORMAT_FHIR_R4_JSON,
+            message_id=f"msg-{record_id}",
+            source_version="1",
+            content_hash=hashlib.sha256(payload).hexdigest(),
+            category=category,
+            code_system=code[0],
+            code=code[1],
+            code_display="",
+            effective_time=effective,
+            status="active",
+            sealed_payload=await self.sealer.seal(payload, payload_aad(person_token, record_id)),
+        )
+        facts = []
+        if fact is not None:
+            document = {
+                "v": 1,
+                "category": common_pb2.RecordCategory.Name(category),
+                "system": code[0],
+                "code": code[1],
+                "display": "",
+                "severity": "",
+                "status": "active",
+                "effective_time": effective.isoformat().replace("+00:00", "Z"),
+                "source_hospital": "hospital-a",
+                "record_name": record_name(person_token, record_id),
+                **fact,
+            }
+            sealed = await self.sealer.seal(
+                json.dumps(document).encode(), fact_aad(person_token, record_id)
+            )
+            facts.append(EmergencyFact(person_token, record_id, category, sealed))
+        receipt = MessageReceipt(
+            "hospital-a", stored.message_id, stored.content_hash, person_token, (record_id,)
+        )
+        await self.store.put_message(receipt, [stored], facts)
+        return stored
+
+
+@dataclass
+class Stack:
+    """Record-lookup and the services it calls, running, with stubs to call them."""
+
+    settings: Settings
+    hosts: dict[str, ServiceHost]
+    lookup: record_lookup_pb2_grpc.RecordLookupServiceAsyncStub
+    consent: consent_pb2_grpc.ConsentServiceAsyncStub
+    audit: audit_pb2_grpc.AuditServiceAsyncStub
+    identity: identity_pb2_grpc.IdentityServiceAsyncStub
+    archive: archive_pb2_grpc.ArchiveServiceAsyncStub
+    seed: Seeder
+
+    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        secret = self.settings.auth_secret.get_secret_value().encode()
+        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
+
+    async def history(
+        self, principal: Principal, **request: Any
+    ) -> list[record_lookup_pb2.HistoryItem]:
+        request.setdefault("parent", f"persons/{PERSON}")
+        call = self.lookup.GetHistory(
+            record_lookup_pb2.GetHistoryRequest(**request), metadata=self.auth(principal)
+        )
+        return [item async for item in call]
+
+    async def emergency(
+        self,
+        principal: Principal = EMERGENCY,
+        national_id: str = NATIONAL_ID,
+        justification: str = "unconscious after a road accident",
+    ) -> record_lookup_pb2.EmergencySummary:
+        response: record_lookup_pb2.EmergencySummary = await self.lookup.GetEmergencySummary(
+            record_lookup_pb2.GetEmergencySummaryRequest(
+                national_id=national_id, justification=justification
+            ),
+            metadata=self.auth(principal),
+        )
+        return response
+
+    async def grant(self, person_token: str, hospital: str = HOSPITAL, **grant: Any) -> None:
+        grant.setdefault(
+            "expire_time", ts(datetime.now(UTC).replace(microsecond=0) + timedelta(days=30))
+        )
+        await self.consent.CreateGrant(
+            consent_pb2.CreateGrantRequest(
+                parent=f"persons/{person_token}",
+                grant=consent_pb2.Grant(grantee_hospital_id=hospital, **grant),
+                request_id=new_ulid(),
+            ),
+            metadata=self.auth(patient(person_token)),
+        )
+
+    async def access_events(self, person_token: str) -> list[audit_pb2.AccessEvent]:
+        response = await self.audit.ListAccessEvents(
+            audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}"),
+            metadata=self.auth(patient(person_token)),
+        )
+        return [logged.event for logged in response.events]
+
+    async def resolve(self, national_id: str = NATIONAL_ID) -> str:
+        response = await self.identity.Resolve(
+            identity_pb2.ResolveRequest(
+                hospital_id="hospital-a", mrn="MRN-0001", national_id=national_id
+            ),
+            metadata=self.auth(INGEST),
+        )
+        return str(response.person_token)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    async with AsyncExitStack() as exits:
+        hosts: dict[str, ServiceHost] = {}
+        addresses: dict[str, str] = {}
+        for name, opener in (
+            ("identity", open_identity),
+            ("consent", open_consent),
+            ("audit", open_audit),
+            ("archive", open_archive),
+        ):
+            host = await exits.enter_async_context(opener(settings))
+            addresses[name] = f"127.0.0.1:{await host.start(0)}"
+            hosts[name] = host
+        clients = service_client_factory(settings, SERVICE, addresses=addresses)
+        exits.push_async_callback(clients.close)
+        host = await exits.enter_async_context(open_service(settings, clients=clients))
+        addresses[SERVICE] = f"127.0.0.1:{await host.start(0)}"
+        hosts[SERVICE] = host
+
+        def channel(name: str) -> grpc.aio.Channel:
+            opened = grpc.aio.insecure_channel(addresses[name])
+            exits.push_async_callback(opened.close)
+            return opened
+
+        store = await SqliteRecordStore(settings.data_dir / "records.db").open()
+        exits.push_async_callback(store.close)
+        sealer = build_sealer(settings, build_key_provider(settings))
+        yield Stack(
+            settings=settings,
+            hosts=hosts,
+            lookup=record_lookup_pb2_grpc.RecordLookupServiceStub(channel(SERVICE)),
+            consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
+            audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
+            identity=identity_pb2_grpc.IdentityServiceStub(channel("identity")),
+            archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
+            seed=Seeder(store, sealer),
+        )
+
+
+async def failure(call: Awaitable[Any]) -> ErrorDetails:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return error_details(raised.value)
+
+
+async def history_failure(stack: Stack, principal: Principal, **request: Any) -> ErrorDetails:
+    received: list[record_lookup_pb2.HistoryItem] = []
+
+    async def drain() -> None:
+        request.setdefault("parent", f"persons/{PERSON}")
+        call = stack.lookup.GetHistory(
+            record_lookup_pb2.GetHistoryRequest(**request), metadata=stack.auth(principal)
+        )
+        async for item in call:
+            received.append(item)
+
+    details = await failure(drain())
+    assert received == [], "nothing may be streamed before a refusal"
+    return details
+
+
+def fields(details: ErrorDetails) -> list[str]:
+    return [field for field, _ in details.field_violations]
+
+
+async def seed_history(stack: Stack) -> list[StoredRecord]:
+    """Three records of PERSON, from 2021 to 2023, one per category."""
+    return [
+        await stack.seed.record(
+            PERSON, ALLERGY, (SNOMED, "91936005"), datetime(2021, 5, 1, tzinfo=UTC)
+        ),
+        await stack.seed.record(
+            PERSON, CONDITION, (ICD10, "E11.9"), datetime(2022, 2, 3, tzinfo=UTC)
+        ),
+        await stack.seed.record(
+            PERSON, OBSERVATION, (LOINC, "1558-6"), datetime(2023, 9, 9, tzinfo=UTC)
+        ),
+    ]
+
+
+# --- GetHistory ------------------------------------------------------------------------------
+
+
+async def test_history_denied_without_grant_then_permitted_after_grant(stack: Stack) -> None:
+    seeded = await seed_history(stack)
+
+    denied = await history_failure(stack, CLINICIAN)
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert denied.reason == "NO_GRANT"
+
+    await stack.grant(PERSON)
+    items = await stack.history(CLINICIAN)
+    assert [item.record.record_id for item in items] == [r.record_id for r in seeded]
+    first = items[0].record
+    assert first.name == record_name(PERSON, seeded[0].record_id)
+    assert first.person_token == PERSON
+    assert first.category == ALLERGY
+    assert first.code.code == "91936005"
+    assert first.tier == common_pb2.TIER_HOT
+    assert first.effective_time.ToDatetime(tzinfo=UTC) == datetime(2021, 5, 1, tzinfo=UTC)
+    assert first.source.format == common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+    assert json.loads(first.fhir_json)["id"] == seeded[0].record_id
+
+    events = await stack.access_events(PERSON)  # newest first
+    assert [event.action for event in events] == [
+        audit_pb2.ACTION_READ_HISTORY,
+        audit_pb2.ACTION_DENIED,
+    ]
+    read, refused = events
+    assert read.basis == "GRANT"
+    assert read.actor.subject == CLINICIAN.subject
+    assert read.actor.kind == common_pb2.PRINCIPAL_KIND_CLINICIAN
+    assert read.recorded_by == SERVICE
+    assert f"persons/{PERSON}" in read.resource_names
+    assert any("/grants/" in name for name in read.resource_names)
+    assert refused.basis == "NO_GRANT"
+    assert not read.flagged_for_review
+
+
+async def test_history_is_restricted_to_granted_categories(stack: Stack) -> None:
+    await seed_history(stack)
+    await stack.grant(PERSON, categories=[ALLERGY, CONDITION])
+    items = await stack.history(CLINICIAN)
+    assert [item.record.category for item in items] == [ALLERGY, CONDITION]
+    asked = await stack.history(CLINICIAN, categories=[CONDITION])
+    assert [item.record.category for item in asked] == [CONDITION]
+    refused = await history_failure(stack, CLINICIAN, categories=[OBSERVATION])
+    assert refused.reason == "CATEGORY_NOT_GRANTED"
+
+
+async def test_history_of_another_hospital_is_denied(stack: Stack) -> None:
+    await seed_history(stack)
+    await stack.grant(PERSON)
+    refused = await history_failure(stack, OTHER_CLINICIAN)
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.reason == "NO_GRANT"
+
+
+async def test_patient_reads_own_history_within_an_interval(stack: Stack) -> None:
+    seeded = await seed_history(stack)
+    items = await stack.history(
+        patient(PERSON),
+        effective=common_pb2.Interval(
+            start=ts(datetime(2022, 1, 1, tzinfo=UTC)), end=ts(datetime(2023, 1, 1, tzinfo=UTC))
+        ),
+    )
+    assert [item.record.record_id for item in items] == [seeded[1].record_id]
+    (event,) = await stack.access_events(PERSON)
+    assert event.basis == "SELF"
+
+
+async def test_history_merges_cold_archive_records_oldest_first(stack: Stack) -> None:
+    seeded = await seed_history(stack)
+    moved = await stack.archive.TierRecords(
+        archive_pb2.TierRecordsRequest(cutoff=ts(datetime(2023, 1, 1, tzinfo=UTC))),
+        metadata=stack.auth(TIERING),
+    )
+    assert moved.records_moved == 2
+    newer = await stack.seed.record(
+        PERSON, PROCEDURE, (SNOMED, "80146002"), datetime(2024, 1, 5, tzinfo=UTC)
+    )
+    items = await stack.history(patient(PERSON))
+    assert [(item.record.record_id, item.record.tier) for item in items] == [
+        (seeded[0].record_id, common_pb2.TIER_COLD),
+        (seeded[1].record_id, common_pb2.TIER_COLD),
+        (seeded[2].record_id, common_pb2.TIER_HOT),
+        (newer.record_id, common_pb2.TIER_HOT),
+    ]
+    # Cold payloads arrive sealed and are opened for the caller like hot ones.
+    assert json.loads(items[0].record.fhir_json)["id"] == seeded[0].record_id
+    only_conditions = await stack.history(patient(PERSON), categories=[CONDITION])
+    assert [item.record.record_id for item in only_conditions] == [seeded[1].record_id]
+
+
+async def test_history_is_refused_when_audit_cannot_record(stack: Stack) -> None:
+    await seed_history(stack)
+    await stack.grant(PERSON)
+    await stack.hosts["audit"].stop(0)
+    refused = await history_failure(stack, CLINICIAN)
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert refused.reason == "AUDIT_UNAVAILABLE"
+
+
+async def test_history_needs_credentials_and_a_clinical_reader(stack: Stack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        call = stack.lookup.GetHistory(
+            record_lookup_pb2.GetHistoryRequest(parent=f"persons/{PERSON}")
+        )
+        [item async for item in call]
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = await history_failure(stack, RESEARCHER)
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "violations"),
+    [
+        ({"parent": ""}, ["parent"]),
+        ({"parent": "patients/" + PERSON}, ["parent"]),
+        ({"parent": "persons/not-a-token"}, ["parent"]),
+        ({"categories": [0, 99]}, ["categories[0]", "categories[1]"]),
+        (
+            {
+                "effective": common_pb2.Interval(
+                    start=ts(datetime(2024, 1, 1, tzinfo=UTC)),
+                    end=ts(datetime(2023, 1, 1, tzinfo=UTC)),
+                )
+            },
+            ["effective.end"],
+        ),
+        (
+            {
+                "effective": common_pb2.Interval(
+                    start=timestamp_pb2.Timestamp(seconds=10**12),
+                    end=timestamp_pb2.Timestamp(nanos=-1),
+                )
+            },
+            ["effective.start", "effective.end"],
+        ),
+        (
+            {"parent": "persons/x", "categories": [42]},
+            ["parent", "categories[0]"],
+        ),
+    ],
+)
+async def test_malformed_history_requests_are_invalid(
+    stack: Stack, request_fields: dict[str, Any], violations: list[str]
+) -> None:
+    details = await history_failure(stack, CLINICIAN, **request_fields)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == violations
+
+
+# --- GetEmergencySummary -------------------------------------------------------------------
+
+
+async def test_emergency_summary_is_red_with_a_high_criticality_allergy(stack: Stack) -> None:
+    person = await stack.resolve()
+    penicillin = await stack.seed.record(
+        person,
+        ALLERGY,
+        (SNOMED, "764146007"),
+        datetime(2019, 5, 2, 10, tzinfo=UTC),
+        fact={"display": "Penicillin", "severity": "high"},
+    )
+    await stack.seed.record(
+        person,
+        PROCEDURE,
+        (SNOMED, "80146002"),
+        datetime(2015, 3, 1, tzinfo=UTC),
+        fact={"status": "completed"},
+    )
+    await stack.seed.record(
+        person,
+        CONDITION,
+        (ICD10, "J45"),
+        datetime(2010, 1, 1, tzinfo=UTC),
+        fact={"status": "resolved"},
+    )
+
+    summary = await stack.emergency()
+    assert summary.person_token == person
+    assert summary.light == record_lookup_pb2.LIGHT_RED
+    assert summary.light_reason == "1 allergy, one of high criticality."
+    assert [fact.record_name for fact in summary.allergies] == [penicillin.name]
+    allergy = summary.allergies[0]
+    assert allergy.severity == "high"
+    assert allergy.code.display == "Penicillin"
+    assert allergy.category == ALLERGY
+    assert allergy.effective_time.ToDatetime(tzinfo=UTC) == datetime(2019, 5, 2, 10, tzinfo=UTC)
+    assert [fact.code.code for fact in summary.surgeries] == ["80146002"]
+    assert list(summary.conditions) == []  # resolved: not shown
+    assert summary.break_glass_name.startswith(f"persons/{person}/breakGlass/")
+    assert summary.HasField("generate_time")
+
+    (event,) = await stack.access_events(person)
+    assert event.action == audit_pb2.ACTION_READ_EMERGENCY
+    assert event.basis == "BREAK_GLASS"
+    assert event.flagged_for_review
+    assert event.actor.subject == EMERGENCY.subject
+    assert event.actor.kind == common_pb2.PRINCIPAL_KIND_EMERGENCY
+    assert event.recorded_by == SERVICE
+    assert summary.break_glass_name in event.resource_names
+
+
+async def test_every_emergency_read_is_audited_even_when_cached(stack: Stack) -> None:
+    person = await stack.resolve()
+    await stack.seed.record(
+        person, CONDITION, (ICD10, "G40.9"), datetime(2018, 1, 1, tzinfo=UTC), fact={}
+    )
+    first = await stack.emergency()
+    second = await stack.emergency()
+    assert first.light == second.light == record_lookup_pb2.LIGHT_RED
+    # The summary came from the cache (same computation time), the audit leaf did not.
+    assert first.generate_time == second.generate_time
+    assert second.audit_leaf_index > first.audit_leaf_index
+    events = await stack.access_events(person)
+    assert [event.action for event in events] == [audit_pb2.ACTION_READ_EMERGENCY] * 2
+    assert all(event.flagged_for_review for event in events)
+
+
+async def test_emergency_summary_of_a_person_without_facts_is_green(stack: Stack) -> None:
+    await stack.resolve()
+    summary = await stack.emergency()
+    assert summary.light == record_lookup_pb2.LIGHT_GREEN
+    assert summary.light_reason == "No allergies, procedures or active conditions on record."
+
+
+async def test_break_glass_lets_the_emergency_doctor_read_history(stack: Stack) -> None:
+    person = await stack.resolve()
+    record = await stack.seed.record(
+        person, OBSERVATION, (LOINC, "1558-6"), datetime(2023, 1, 1, tzinfo=UTC)
+    )
+    refused = await history_failure(stack, EMERGENCY, parent=f"persons/{person}")
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    await stack.emergency()
+    items = await stack.history(EMERGENCY, parent=f"persons/{person}")
+    assert [item.record.record_id for item in items] == [record.record_id]
+    assert (await stack.access_events(person))[0].basis == "BREAK_GLASS"
+
+
+async def test_emergency_summary_of_an_unknown_national_id_is_not_found(stack: Stack) -> None:
+    details = await failure(stack.emergency(national_id=UNKNOWN_NATIONAL_ID))
+    assert details.code == grpc.StatusCode.NOT_FOUND
+    assert UNKNOWN_NATIONAL_ID not in details.message
+
+
+async def test_emergency_summary_needs_an_emergency_principal(stack: Stack) -> None:
+    await stack.resolve()
+    details = await failure(stack.emergency(principal=CLINICIAN))
+    assert details.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_emergency_summary_is_refused_when_audit_cannot_record(stack: Stack) -> None:
+    await stack.resolve()
+    await stack.hosts["audit"].stop(0)
+    details = await failure(stack.emergency())
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "AUDIT_UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    ("national_id", "justification", "violations"),
+    [
+        ("", "", ["national_id", "justification"]),
+        (
+            NATIONAL_ID[:-1] + ("0" if NATIONAL_ID[-1] != "0" else "1"),
+            "road accident",
+            ["national_id"],
+        ),
+        ("12345", "road accident, unconscious", ["national_id"]),
+        (NATIONAL_ID, "too short", ["justification"]),
+        (NATIONAL_ID, "          ", ["justification"]),
+    ],
+)
+async def test_malformed_emergency_requests_are_invalid(
+    stack: Stack, national_id: str, justification: str, violations: list[str]
+) -> None:
+    details = await failure(stack.emergency(national_id=national_id, justification=justification))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == violations
+    # Neither the message nor a violation may echo the number.
+    text = details.message + " ".join(description for _, description in details.field_violations)
+    if len(national_id) > 5:
+        assert national_id not in text

@@ -1,0 +1,126 @@
+"""Master patient index rules: validation, matching and sealed-profile encoding (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.identity.domain import (
+    MAX_MRN_LENGTH,
+    Demographics,
+    MatchMethod,
+    MrnLinkedToOtherPerson,
+    demographics_aad,
+    demographics_problems,
+    hospital_id_problem,
+    is_person_token,
+    match_existing_link,
+    mrn_problem,
+    parse_person_name,
+    person_name,
+)
+
+TOKEN = "0123456789abcdef" * 4
+OTHER_TOKEN = "f" * 64
+
+
+def test_person_token_shape() -> None:
+    assert is_person_token(TOKEN)
+    assert not is_person_token(TOKEN.upper())
+    assert not is_person_token(TOKEN[:-1])
+    assert not is_person_token(TOKEN + "0")
+    assert not is_person_token("g" * 64)
+
+
+def test_person_name_round_trip() -> None:
+    assert person_name(TOKEN) == f"persons/{TOKEN}"
+    assert parse_person_name(person_name(TOKEN)) == TOKEN
+
+
+@pytest.mark.parametrize(
+    "name", ["", TOKEN, "persons/", "persons/abc", f"persons/{TOKEN}/x", f"people/{TOKEN}"]
+)
+def test_malformed_person_names(name: str) -> None:
+    assert parse_person_name(name) is None
+
+
+@pytest.mark.parametrize("hospital_id", ["h1", "city-general", "H.2_b", "a" * 64])
+def test_good_hospital_ids(hospital_id: str) -> None:
+    assert hospital_id_problem(hospital_id) is None
+
+
+def test_hospital_id_required() -> None:
+    assert hospital_id_problem("") == "is required"
+
+
+@pytest.mark.parametrize("hospital_id", ["-h", "h 1", "h/1", "a" * 65, "h\u00e9"])
+def test_bad_hospital_ids(hospital_id: str) -> None:
+    problem = hospital_id_problem(hospital_id)
+    assert problem is not None
+    assert hospital_id not in problem
+
+
+@pytest.mark.parametrize("mrn", ["1", "MRN-0001", "A 12/34", "x" * MAX_MRN_LENGTH])
+def test_good_mrns(mrn: str) -> None:
+    assert mrn_problem(mrn) is None
+
+
+def test_mrn_rules() -> None:
+    assert mrn_problem("") == "is required"
+    assert mrn_problem("x" * (MAX_MRN_LENGTH + 1)) == "must be at most 64 characters"
+    for bad in ["M7\nQ2", "M7\tQ2", " M7Q2", "M7Q2 ", "M7\x00"]:
+        problem = mrn_problem(bad)
+        assert problem is not None
+        assert "M7" not in problem
+
+
+def test_match_existing_link_without_national_id() -> None:
+    resolution = match_existing_link(TOKEN, None)
+    assert resolution.person_token == TOKEN
+    assert resolution.match_method == MatchMethod.HOSPITAL_MRN
+
+
+def test_match_existing_link_with_same_person() -> None:
+    assert match_existing_link(TOKEN, TOKEN).match_method == MatchMethod.HOSPITAL_MRN
+
+
+def test_match_existing_link_with_other_person_refuses() -> None:
+    with pytest.raises(MrnLinkedToOtherPerson):
+        match_existing_link(TOKEN, OTHER_TOKEN)
+
+
+def test_demographics_round_trip() -> None:
+    demographics = Demographics("Zhang", "Wei", "1980-02-29", "male", "13800138000")
+    assert Demographics.from_bytes(demographics.to_bytes()) == demographics
+    assert not demographics.is_empty()
+    assert Demographics().is_empty()
+
+
+def test_demographics_aad_binds_the_person() -> None:
+    assert demographics_aad(TOKEN) != demographics_aad(OTHER_TOKEN)
+    assert TOKEN.encode() in demographics_aad(TOKEN)
+
+
+def test_valid_demographics() -> None:
+    assert demographics_problems(Demographics("Li", "Na", "2001-12-31", "female")) == []
+    assert demographics_problems(Demographics()) == []
+
+
+def test_demographics_problems_never_echo_values() -> None:
+    demographics = Demographics(
+        family_name="x" * 201,
+        given_name="Bad\nName",
+        birth_date="1980-02-30",
+        sex="yes",
+        phone="13800138000",
+    )
+    problems = demographics_problems(demographics)
+    assert [field for field, _ in problems] == ["family_name", "given_name", "birth_date", "sex"]
+    for _, rule in problems:
+        for value in ("Bad", "1980-02-30", "yes"):
+            assert value not in rule
+
+
+@pytest.mark.parametrize("birth_date", ["1980-1-1", "19800101", "1980-13-01", "abcd-ef-gh"])
+def test_birth_date_format(birth_date: str) -> None:
+    problems = demographics_problems(Demographics(birth_date=birth_date))
+    assert problems == [("birth_date", "must be a date as YYYY-MM-DD")]
