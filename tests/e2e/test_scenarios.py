@@ -1,12 +1,18 @@
-"""End to end: the seven services as separate processes, scenarios A and B over
-real gRPC channels, then a search for patient identifiers in every file and log
-line the stack wrote."""
+"""End to end: the seven services as separate processes, scenarios A and B over real
+gRPC channels, then a search for patient identifiers in every file, log line and (on
+the real engines) Cassandra row the stack wrote. Runs on embedded defaults and on
+Cassandra + OpenBao + Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
+from e2e_support import (
+    AUTH_SECRET,
+    cassandra_rows_containing,
+    engine_data_dir,
+    files_containing,
+    identifiers,
+)
 
 from healthbank import synthetic
 from healthbank.audit.v1 import audit_pb2
@@ -15,22 +21,9 @@ from healthbank.demo import DemoClient, scenario_a, scenario_b, submit
 from healthbank.devstack import LocalStack
 from healthbank.record_lookup.v1 import record_lookup_pb2
 
-AUTH_SECRET = "e2e-auth-secret"
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    data_dir = tmp_path_factory.mktemp("e2e-stack")
-    stack = LocalStack(data_dir, env={"HEALTHBANK_AUTH_SECRET": AUTH_SECRET})
-    stack.start()
-    yield stack
-    codes = stack.stop()
-    # Every service drained and exited cleanly on SIGTERM.
-    assert codes == dict.fromkeys(codes, 0)
-
-
-async def test_scenarios_a_and_b(stack: LocalStack) -> None:
-    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+async def test_scenarios_a_and_b(any_stack: LocalStack) -> None:
+    client = DemoClient(any_stack.addresses, AUTH_SECRET.encode())
     person = synthetic.patient(3)
     try:
         a = await scenario_a(client, person)
@@ -61,36 +54,35 @@ async def test_scenarios_a_and_b(stack: LocalStack) -> None:
     assert b.inclusion_verified
 
 
-def _identifiers(person: synthetic.Patient) -> list[str]:
-    return [
-        person.family_name,
-        person.given_name,
-        person.national_id,
-        person.phone,
-    ]
-
-
-async def test_no_identifier_in_files_or_logs(stack: LocalStack) -> None:
+async def test_no_identifier_in_files_logs_or_rows(
+    any_stack: LocalStack, request: pytest.FixtureRequest
+) -> None:
     """After ingesting known patients, no name, ID number or phone is anywhere in plaintext:
-    not in the SQLite files, the archive, the keyring, nor any service's log."""
-    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    not in the SQLite files, the archive, the keyring, any service's log, and on the real
+    engines not in any Cassandra row, SSTable, commit log or OpenBao file."""
+    client = DemoClient(any_stack.addresses, AUTH_SECRET.encode())
     people = [synthetic.patient(10 + i) for i in range(3)]
     try:
         for person in people:
             adt_id = f"adt-{person.mrn}"
             adt = synthetic.adt_a04(person, adt_id, synthetic.HOSPITAL_B)
-            await submit(client, synthetic.HOSPITAL_B, common_pb2.SOURCE_FORMAT_HL7V2, adt, adt_id)
+            ack = await submit(
+                client, synthetic.HOSPITAL_B, common_pb2.SOURCE_FORMAT_HL7V2, adt, adt_id
+            )
+            assert ack.outcome == 1  # OUTCOME_STORED
             a = await scenario_a(client, person)
             await scenario_b(client, person, a.person_token)
     finally:
         await client.close()
-    needles = [value.encode() for person in people for value in _identifiers(person)]
-    files = [path for path in stack.data_dir.rglob("*") if path.is_file()]
-    assert any(path.suffix == ".log" for path in files)
-    leaks = [
-        (str(path.relative_to(stack.data_dir)), needle.decode())
-        for path in files
-        for needle in needles
-        if needle in path.read_bytes()
-    ]
-    assert leaks == []
+    needles = identifiers(people)
+    logs = [path for path in any_stack.data_dir.rglob("*.log") if path.stat().st_size > 0]
+    assert len(logs) == 7
+    assert files_containing(any_stack.data_dir, needles) == []
+    if any_stack.env.get("HEALTHBANK_STORAGE_BACKEND") == "cassandra":
+        engines = request.getfixturevalue("engines")
+        prefix = any_stack.env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"]
+        tables, hits = cassandra_rows_containing(engines, prefix, needles)
+        assert tables >= 10
+        assert hits == []
+        engine_files = engine_data_dir(request.getfixturevalue("engines_tool"))
+        assert files_containing(engine_files, needles, skip=("lib",)) == []
