@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.cache import MemoryCache
+from healthbank.cache import open_cache
 from healthbank.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
@@ -30,7 +29,6 @@ from services.record_lookup.servicer import SERVICE, RecordLookupServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
 
-_log = logging.getLogger(__name__)
 
 SERVICE_NAME = record_lookup_pb2.DESCRIPTOR.services_by_name["RecordLookupService"].full_name
 
@@ -66,15 +64,15 @@ async def open_service(
         raise NotImplementedError(
             f"record-lookup has no {settings.storage_backend} record store yet; use sqlite"
         )
-    if settings.cache_backend != "memory":
-        # The Redis cache arrives with its pub/sub invalidation; until then each replica keeps
-        # its own short-lived copies, which the TTL bounds.
-        _log.warning("cache backend %s is not available yet; using memory", settings.cache_backend)
     clock = now or (lambda: datetime.now(UTC))
     provider = build_key_provider(settings)
     sealer = build_sealer(settings, provider)
-    cache = MemoryCache(_SUMMARY_CACHE_ENTRIES)
     records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    try:
+        cache = await open_cache(settings, max_entries=_SUMMARY_CACHE_ENTRIES)
+    except BaseException:
+        await records.close()
+        raise
     own_clients = clients is None
     factory = clients or service_client_factory(settings, SERVICE)
     try:

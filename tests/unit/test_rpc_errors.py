@@ -105,6 +105,10 @@ class ProbeServicer:
             }
         ).encode()
 
+    async def describe_stream(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        """describe_call, answered as a server stream."""
+        yield await self.describe_call(request, context)
+
     async def forward(self, request: bytes, context: Any) -> bytes:
         """Call describe_call on "identity" through the client factory."""
         assert self.downstream is not None
@@ -149,6 +153,7 @@ def probe_handler(servicer: ProbeServicer) -> grpc.GenericRpcHandler:
     )
     handlers["Chat"] = grpc.stream_stream_rpc_method_handler(servicer.chat)
     handlers["Ticks"] = grpc.unary_stream_rpc_method_handler(servicer.ticks)
+    handlers["DescribeStream"] = grpc.unary_stream_rpc_method_handler(servicer.describe_stream)
     return grpc.method_handlers_generic_handler(PROBE, handlers)
 
 
@@ -405,6 +410,10 @@ async def test_client_factory_uses_its_own_token_outside_a_call(probe: Any) -> N
         )
         assert described["subject"] == "ingest"
         assert len(described["request_id"]) == 32
+        # Streaming calls get the same credentials (grpc.aio files interceptors per call type).
+        stream = factory.channel("identity").unary_stream(f"/{PROBE}/DescribeStream")(b"")
+        streamed = [json.loads(message) async for message in stream]
+        assert streamed[0]["subject"] == "ingest"
         assert 0 < described["remaining"] < 2.1
         assert factory.channel("identity") is factory.channel("identity")
     finally:

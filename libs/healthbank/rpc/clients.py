@@ -38,12 +38,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 TokenSource = str | Callable[[], str]
 
 
-class OutboundInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc, unused-ignore]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc, unused-ignore]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc, unused-ignore]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc, unused-ignore]
-):
+class OutboundInterceptor:
     """Adds request id, credentials, deadline and W3C trace context to every outgoing call.
 
     Credentials: the factory's own service token, so the callee authorizes the calling
@@ -86,35 +81,62 @@ class OutboundInterceptor(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+    def interceptors(self) -> list[Any]:
+        """One grpc.aio interceptor per call type.
+
+        grpc.aio files an interceptor under the first call type it implements only, so a
+        single class implementing all four would leave streaming calls without credentials.
+        """
+        augment = self._augment
+        return [
+            _UnaryUnary(augment),
+            _UnaryStream(augment),
+            _StreamUnary(augment),
+            _StreamStream(augment),
+        ]
+
+
+Augment = Callable[[Any], Any]
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc, unused-ignore]
+    def __init__(self, augment: Augment) -> None:
+        self._augment = augment
+
     async def intercept_unary_unary(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
     ) -> Any:
-        """Augment a unary-unary call."""
         return await continuation(self._augment(client_call_details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc, unused-ignore]
+    def __init__(self, augment: Augment) -> None:
+        self._augment = augment
 
     async def intercept_unary_stream(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
     ) -> Any:
-        """Augment a unary-stream call."""
         return await continuation(self._augment(client_call_details), request)
 
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc, unused-ignore]
+    def __init__(self, augment: Augment) -> None:
+        self._augment = augment
+
     async def intercept_stream_unary(
-        self,
-        continuation: Callable[[Any, Any], Any],
-        client_call_details: Any,
-        request_iterator: Any,
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, requests: Any
     ) -> Any:
-        """Augment a stream-unary call."""
-        return await continuation(self._augment(client_call_details), request_iterator)
+        return await continuation(self._augment(client_call_details), requests)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc, unused-ignore]
+    def __init__(self, augment: Augment) -> None:
+        self._augment = augment
 
     async def intercept_stream_stream(
-        self,
-        continuation: Callable[[Any, Any], Any],
-        client_call_details: Any,
-        request_iterator: Any,
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, requests: Any
     ) -> Any:
-        """Augment a stream-stream call."""
-        return await continuation(self._augment(client_call_details), request_iterator)
+        return await continuation(self._augment(client_call_details), requests)
 
 
 class ClientFactory:
@@ -164,11 +186,11 @@ class ClientFactory:
                     address,
                     self._credentials,
                     options=self._options,
-                    interceptors=[self._interceptor],
+                    interceptors=self._interceptor.interceptors(),
                 )
             else:
                 channel = grpc.aio.insecure_channel(
-                    address, options=self._options, interceptors=[self._interceptor]
+                    address, options=self._options, interceptors=self._interceptor.interceptors()
                 )
             self._channels[address] = channel
         return channel

@@ -44,6 +44,10 @@ _READINESS_TIMEOUT_SECONDS = 5.0
 _DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
 
 
+# How long past the grace period stop() waits for grpc before giving up.
+_STOP_OVERRUN_SECONDS = 5.0
+
+
 class ServiceHost:
     """One gRPC server for one healthbank service, with health, reflection and drain.
 
@@ -195,7 +199,14 @@ class ServiceHost:
         await self._health.enter_graceful_shutdown()
         grace_seconds = self._settings.shutdown_grace_seconds if grace is None else grace
         _log.info("%s: draining for up to %.1f s", self.name, grace_seconds)
-        await self._server.stop(grace_seconds)
+        try:
+            # grpc.aio's stop can, rarely, never return after the grace ran out (a shutdown
+            # race inside grpc); a stuck pod would block the rollout, so bound the wait.
+            await asyncio.wait_for(
+                self._server.stop(grace_seconds), grace_seconds + _STOP_OVERRUN_SECONDS
+            )
+        except TimeoutError:
+            _log.warning("%s: server did not stop after its grace period; exiting", self.name)
         _log.info("%s: stopped", self.name)
 
     async def wait_for_termination(self) -> None:
