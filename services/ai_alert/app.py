@@ -14,7 +14,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
-from healthbank.records import SqliteRecordStore
+from healthbank.records import open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
 from services.ai_alert.servicer import SERVICE, AiAlertServicer
 
@@ -36,13 +36,9 @@ async def open_service(
     audit. ``now`` (default: the UTC wall clock) fixes "today" for forecasts and trends. On
     exit the host is stopped (if it was started) and everything closed.
     """
-    if settings.storage_backend != "sqlite":
-        raise NotImplementedError(
-            f"ai-alert has no {settings.storage_backend} record store yet; use sqlite"
-        )
     clock = now or (lambda: datetime.now(UTC))
     provider = build_key_provider(settings)
-    records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    records = await open_record_store(settings)
     own_clients = clients is None
     factory = clients or service_client_factory(settings, SERVICE)
     try:

@@ -15,7 +15,7 @@ from healthbank.cache import open_cache
 from healthbank.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
-from healthbank.records import SqliteRecordStore
+from healthbank.records import open_record_store
 from healthbank.rpc import (
     ClientFactory,
     Principal,
@@ -60,14 +60,10 @@ async def open_service(
     consent, audit and archive. ``now`` (default: the UTC wall clock) stamps audit events
     and summaries. On exit the host is stopped (if it was started) and everything closed.
     """
-    if settings.storage_backend != "sqlite":
-        raise NotImplementedError(
-            f"record-lookup has no {settings.storage_backend} record store yet; use sqlite"
-        )
     clock = now or (lambda: datetime.now(UTC))
     provider = build_key_provider(settings)
     sealer = build_sealer(settings, provider)
-    records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    records = await open_record_store(settings)
     try:
         cache = await open_cache(settings, max_entries=_SUMMARY_CACHE_ENTRIES)
     except BaseException:
