@@ -73,8 +73,10 @@ async def identity(tmp_path: Path) -> AsyncIterator[Identity]:
 async def wait_until_serving(channel: grpc.aio.Channel) -> None:
     """Wait for the first readiness check to pass (the store and keyring are usable).
 
-    Also keeps teardown away from the first, slow readiness check (keyring creation): see
-    the note on ServiceHost readiness cancellation in the report.
+    Also keeps teardown away from the first, slow readiness check (keyring creation): on
+    Python 3.11 the ``asyncio.wait_for`` in ServiceHost's readiness loop can swallow the
+    cancellation ``stop()`` sends when a check completes at that moment, and ``stop()`` then
+    never returns.
     """
     health: Any = health_pb2_grpc.HealthStub(channel)
     for _ in range(100):

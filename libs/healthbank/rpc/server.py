@@ -156,9 +156,10 @@ class ServiceHost:
         if self._readiness is None:
             return True
         try:
-            return bool(
-                await asyncio.wait_for(self._readiness(), timeout=_READINESS_TIMEOUT_SECONDS)
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
+            # stop() sends, leaving this loop running and stop() waiting for it forever.
+            async with asyncio.timeout(_READINESS_TIMEOUT_SECONDS):
+                return bool(await self._readiness())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
