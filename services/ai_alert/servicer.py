@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import cast
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
@@ -36,6 +35,7 @@ from healthbank.rpc import (
     error_details,
     require_principal,
 )
+from healthbank.rpc.principal import principal_to_proto
 from services.ai_alert import forecast, trends
 
 _log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
             decision: consent_pb2.CheckResponse = await stub.Check(
                 consent_pb2.CheckRequest(
                     person_token=person_token,
-                    accessor=principal_proto(principal),
+                    accessor=principal_to_proto(principal),
                     categories=[common_pb2.RECORD_CATEGORY_OBSERVATION],
                 )
             )
@@ -202,7 +202,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
         event = audit_pb2.AccessEvent(
             event_id=new_ulid(self._now()),
-            actor=principal_proto(principal),
+            actor=principal_to_proto(principal),
             action=action,  # type: ignore[arg-type]
             person_token=person_token,
             resource_names=resource_names,
@@ -242,23 +242,6 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
                 "a stored payload failed its integrity check",
                 reason="PAYLOAD_TAMPERED",
             ) from None
-
-
-def principal_proto(principal: Principal) -> common_pb2.Principal:
-    """The caller as recorded in consent requests and audit events."""
-    return common_pb2.Principal(
-        kind=cast(
-            common_pb2.PrincipalKind,
-            common_pb2.PrincipalKind.Value(f"PRINCIPAL_KIND_{principal.kind.value.upper()}"),
-        ),
-        subject=principal.subject,
-        hospital_id=principal.hospital_id,
-        roles=list(principal.roles),
-        purpose=cast(
-            common_pb2.PurposeOfUse,
-            common_pb2.PurposeOfUse.Value(f"PURPOSE_OF_USE_{principal.purpose.value.upper()}"),
-        ),
-    )
 
 
 def _daily_count(day: date, count: float, upper: float = 0.0) -> ai_alert_pb2.DailyCount:

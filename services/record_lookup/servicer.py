@@ -49,6 +49,7 @@ from healthbank.rpc import (
     inbound_deadline,
     require_principal,
 )
+from healthbank.rpc.principal import principal_to_proto
 from services.record_lookup import domain
 
 _log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
             response: consent_pb2.CheckResponse = await stub.Check(
                 consent_pb2.CheckRequest(
                     person_token=person_token,
-                    accessor=principal_proto(principal),
+                    accessor=principal_to_proto(principal),
                     categories=cast(list[common_pb2.RecordCategory], list(categories)),
                 )
             )
@@ -299,7 +300,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
         event = audit_pb2.AccessEvent(
             event_id=new_ulid(self._now()),
-            actor=principal_proto(principal),
+            actor=principal_to_proto(principal),
             action=action,  # type: ignore[arg-type]
             person_token=person_token,
             resource_names=resource_names,
@@ -455,23 +456,6 @@ def _validate_emergency(
 
 
 # --- conversions ----------------------------------------------------------------------------
-
-
-def principal_proto(principal: Principal) -> common_pb2.Principal:
-    """The caller as recorded in consent requests and audit events."""
-    return common_pb2.Principal(
-        kind=cast(
-            common_pb2.PrincipalKind,
-            common_pb2.PrincipalKind.Value(f"PRINCIPAL_KIND_{principal.kind.value.upper()}"),
-        ),
-        subject=principal.subject,
-        hospital_id=principal.hospital_id,
-        roles=list(principal.roles),
-        purpose=cast(
-            common_pb2.PurposeOfUse,
-            common_pb2.PurposeOfUse.Value(f"PURPOSE_OF_USE_{principal.purpose.value.upper()}"),
-        ),
-    )
 
 
 def to_record_proto(record: StoredRecord, *, tier: int, fhir_json: bytes) -> common_pb2.Record:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from healthbank.common.v1 import common_pb2
 from healthbank.rpc.errors import ServiceError
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "decode_token",
     "encode_token",
     "inbound_token",
+    "principal_from_proto",
+    "principal_to_proto",
     "require_principal",
 ]
 
@@ -196,3 +199,29 @@ def require_principal(*kinds: PrincipalKind) -> Principal:
             reason="PRINCIPAL_KIND_NOT_ALLOWED",
         )
     return principal
+
+
+def principal_to_proto(principal: Principal) -> common_pb2.Principal:
+    """The principal as recorded in consent requests and audit events."""
+    return common_pb2.Principal(
+        kind=f"PRINCIPAL_KIND_{principal.kind.name}",
+        subject=principal.subject,
+        hospital_id=principal.hospital_id,
+        roles=list(principal.roles),
+        purpose=f"PURPOSE_OF_USE_{principal.purpose.name}",
+    )
+
+
+def principal_from_proto(message: common_pb2.Principal) -> Principal:
+    """Inverse of principal_to_proto; ValueError for an unspecified kind or purpose."""
+    kind = common_pb2.PrincipalKind.Name(message.kind).removeprefix("PRINCIPAL_KIND_")
+    purpose = common_pb2.PurposeOfUse.Name(message.purpose).removeprefix("PURPOSE_OF_USE_")
+    if kind == "UNSPECIFIED" or purpose == "UNSPECIFIED":
+        raise ValueError("principal kind and purpose must be specified")
+    return Principal(
+        kind=PrincipalKind[kind],
+        subject=message.subject,
+        hospital_id=message.hospital_id,
+        roles=tuple(message.roles),
+        purpose=Purpose[purpose],
+    )
