@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from healthbank.config import Settings
 
-__all__ = ["Cache", "MemoryCache", "open_cache"]
+__all__ = ["Cache", "MemoryCache", "emergency_summary_key", "open_cache"]
 
 
 @runtime_checkable
@@ -130,3 +130,9 @@ async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
 
         return await RedisCache(settings.redis_url, near_entries=max_entries).open()
     return MemoryCache(max_entries)
+
+
+def emergency_summary_key(person_token: str) -> str:
+    """Cache key of a person's emergency summary: filled by record-lookup, deleted by
+    ingest when new emergency facts arrive (so a new allergy shows at once)."""
+    return f"emergency-summary:{person_token}"

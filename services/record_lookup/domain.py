@@ -103,11 +103,6 @@ def person_name(person_token: str) -> str:
     return f"persons/{person_token}"
 
 
-def summary_cache_key(person_token: str) -> str:
-    """Cache key of a person's computed emergency summary."""
-    return f"record-lookup:summary:{person_token}"
-
-
 def summary_aad(person_token: str) -> bytes:
     """Associated data binding a sealed cached summary to its person."""
     return f"summary:{person_token}".encode()

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
-from healthbank.cache import Cache
+from healthbank.cache import Cache, emergency_summary_key
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.crypto import KeyProviderUnavailable, Sealer, TamperedPayload
@@ -224,7 +224,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
 
     async def _summary(self, person_token: str) -> record_lookup_pb2.EmergencySummary:
         """The person's summary from the cache, or computed from the sealed facts."""
-        key = domain.summary_cache_key(person_token)
+        key = emergency_summary_key(person_token)
         aad = domain.summary_aad(person_token)
         cached = await self._cache.get(key)
         if cached is not None:

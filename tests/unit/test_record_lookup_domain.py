@@ -239,4 +239,3 @@ def test_merge_history_oldest_first_hot_wins_and_filters_categories() -> None:
 
 def test_summary_cache_key_and_aad_name_the_person_only() -> None:
     assert domain.summary_aad(TOKEN) == f"summary:{TOKEN}".encode()
-    assert TOKEN in domain.summary_cache_key(TOKEN)
