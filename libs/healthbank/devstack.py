@@ -156,20 +156,21 @@ class LocalStack:
         return codes
 
 
-def health_status(address: str, timeout: float = 1.0) -> str:
+async def check_health(address: str, rpc_timeout: float = 1.0) -> str:
     """grpc.health.v1 status name of a server ("SERVING", ...), or "UNREACHABLE"."""
-
-    async def check() -> str:
+    try:
         async with grpc.aio.insecure_channel(address) as channel:
             # The typeshed stub of HealthStub lists no methods.
             stub: Any = health_pb2_grpc.HealthStub(channel)
-            response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=rpc_timeout)
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
-
-    try:
-        return asyncio.run(check())
     except grpc.RpcError:
         return "UNREACHABLE"
+
+
+def health_status(address: str, timeout: float = 1.0) -> str:
+    """check_health for synchronous callers (the CLI, the stack launcher)."""
+    return asyncio.run(check_health(address, timeout))
 
 
 def running_stack_addresses(env: Mapping[str, str] | None = None) -> dict[str, str] | None:

@@ -1,0 +1,150 @@
+"""Engine outages on the real engines, with the seven services running as processes:
+OpenBao or Cassandra down → UNAVAILABLE (retryable), nothing half-written, and service
+again once the engine is back, without restarting any service; Redis down → reads
+still succeed, uncached."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from types import ModuleType
+from typing import TypeVar
+
+import grpc
+import pytest
+from e2e_support import AUTH_SECRET, real_engine_settings, start_stack, stop_stack
+
+from healthbank import synthetic
+from healthbank.common.v1 import common_pb2
+from healthbank.demo import CLINICIAN_B, DemoClient, scenario_a, scenario_b, submit
+from healthbank.devstack import LocalStack, check_health
+from healthbank.ingest.v1 import ingest_pb2
+from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc import error_details
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    engines: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    env = real_engine_settings(engines, f"outage_{uuid.uuid4().hex[:8]}")
+    # No data-key reuse: every seal and open asks OpenBao, so its outage shows at once.
+    env["HEALTHBANK_DATA_KEY_CACHE_SECONDS"] = "0"
+    started = start_stack(tmp_path_factory.mktemp("outage-stack"), env)
+    yield started
+    stop_stack(started)
+
+
+async def eventually(attempt: Callable[[], Awaitable[T]], seconds: float = 90.0) -> T:
+    """Retry ``attempt`` on UNAVAILABLE until it succeeds (a client's retry loop)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await attempt()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def history(client: DemoClient, person_token: str) -> list[common_pb2.Record]:
+    request = record_lookup_pb2.GetHistoryRequest(parent=f"persons/{person_token}")
+    stream = client.lookup.GetHistory(request, metadata=client.auth(CLINICIAN_B), timeout=30)
+    return [item.record async for item in stream]
+
+
+def glucose(person: synthetic.Patient) -> tuple[bytes, str]:
+    message_id = f"glucose-{person.mrn}"
+    values = [("2024-01-05T08:00:00Z", 5.9), ("2025-01-07T08:00:00Z", 6.3)]
+    return synthetic.glucose_bundle(person, message_id, values), message_id
+
+
+async def health_becomes(address: str, status: str, seconds: float) -> bool:
+    """Poll grpc.health.v1 until ``status`` is reported (True) or ``seconds`` pass."""
+    for _ in range(int(seconds * 2)):
+        if await check_health(address) == status:
+            return True
+        await asyncio.sleep(0.5)
+    return await check_health(address) == status
+
+
+async def expect_unavailable(call: Awaitable[object]) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    details = error_details(raised.value)
+    assert details.code == grpc.StatusCode.UNAVAILABLE, details
+    assert details.retry_delay is not None
+
+
+async def test_openbao_outage(stack: LocalStack, engines_tool: ModuleType) -> None:
+    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(21)
+    content, message_id = glucose(person)
+    fhir = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+    try:
+        before = await scenario_a(client, person)
+        engines_tool.down(only="vault")
+        try:
+            await expect_unavailable(
+                submit(client, synthetic.HOSPITAL_A, fhir, content, message_id)
+            )
+            await expect_unavailable(history(client, before.person_token))
+        finally:
+            engines_tool.up(only="vault")
+        # Back without restarting a service. STORED, not DUPLICATE: nothing was half-written.
+        ack = await eventually(
+            lambda: submit(client, synthetic.HOSPITAL_A, fhir, content, message_id)
+        )
+        assert ack.outcome == ingest_pb2.OUTCOME_STORED
+        records = await eventually(lambda: history(client, before.person_token))
+        assert len(records) == len(before.history) + 2
+        assert all(record.fhir_json for record in records)
+    finally:
+        await client.close()
+
+
+async def test_redis_outage_reads_still_succeed(
+    stack: LocalStack, engines_tool: ModuleType
+) -> None:
+    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(22)
+    try:
+        before = await scenario_a(client, person)
+        engines_tool.down(only="redis")
+        try:
+            emergency = await scenario_b(client, person, before.person_token)
+            assert emergency.summary.light == record_lookup_pb2.LIGHT_RED
+            assert len(await history(client, before.person_token)) == len(before.history)
+        finally:
+            engines_tool.up(only="redis")
+    finally:
+        await client.close()
+
+
+async def test_cassandra_outage(stack: LocalStack, engines_tool: ModuleType) -> None:
+    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(23)
+    content, message_id = glucose(person)
+    fhir = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+    ingest = stack.services["ingest"].address
+    try:
+        engines_tool.down(only="cassandra")
+        try:
+            await expect_unavailable(
+                submit(client, synthetic.HOSPITAL_A, fhir, content, message_id)
+            )
+            # Health follows the engine: the load balancer stops sending traffic.
+            assert await health_becomes(ingest, "NOT_SERVING", seconds=15)
+        finally:
+            engines_tool.up(only="cassandra")
+        ack = await eventually(
+            lambda: submit(client, synthetic.HOSPITAL_A, fhir, content, message_id)
+        )
+        assert ack.outcome == ingest_pb2.OUTCOME_STORED
+        assert await health_becomes(ingest, "SERVING", seconds=30)
+    finally:
+        await client.close()
