@@ -127,7 +127,11 @@ _PAGE_TOKEN_PREFIX = "grants.v1"
 
 
 def encode_page_token(person_token: str, last_grant_id: str) -> str:
-    """An opaque page token continuing a person's grant list after ``last_grant_id``."""
+    """An opaque page token continuing a person's grant list after ``last_grant_id``.
+
+    The grant id is the clustering key of a person's grants (newest first) on Cassandra and
+    the primary key on SQLite, so the next page is one range read on either backend.
+    """
     raw = f"{_PAGE_TOKEN_PREFIX}:{person_token}:{last_grant_id}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 

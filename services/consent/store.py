@@ -1,10 +1,11 @@
 """What the consent service persists: grants, break-glass sessions, request-id idempotency.
 
 :class:`ConsentStore` is the backend-neutral interface; :class:`SqliteConsentStore` is the
-embedded implementation (``consent.db`` in the data dir). Every method names its query so a
-Cassandra implementation can give each one a table: grants partitioned by person and
-clustered by grant id (ULIDs, so newest first is a reverse scan), request ids as an
-``INSERT ... IF NOT EXISTS`` guard, sessions partitioned by (person, opener).
+embedded implementation (``consent.db`` in the data dir);
+:class:`~services.consent.store_cassandra.CassandraConsentStore` gives each method's query its
+own table (grants clustered newest first, request ids claimed by ``INSERT ... IF NOT
+EXISTS``, revocation by ``IF revoke_time = null``). The contract suite in
+tests/contract/test_consent_store_contract.py holds both to the same behaviour.
 """
 
 from __future__ import annotations

@@ -25,11 +25,13 @@ def _utc_now() -> datetime:
 
 
 async def open_store(settings: Settings) -> IdentityStore:
-    """Open the identity store ``settings.storage_backend`` names."""
-    if settings.storage_backend != "sqlite":
-        raise NotImplementedError(
-            f"the identity service has no {settings.storage_backend} store yet; use sqlite"
-        )
+    """Open (and migrate) the identity store ``settings.storage_backend`` names."""
+    if settings.storage_backend == "cassandra":
+        # Imported only here: the embedded default never loads the Cassandra driver.
+        from healthbank.storage.cassandra import keyspace_for
+        from services.identity.store_cassandra import MIGRATIONS, CassandraIdentityStore
+
+        return await CassandraIdentityStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
     return await SqliteIdentityStore(settings.data_dir / f"{SERVICE}.db").open()
 
 

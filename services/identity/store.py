@@ -4,7 +4,9 @@
 embedded implementation (``identity.db`` in the data dir). Uniqueness rests on two
 conditional inserts, :meth:`~IdentityStore.create_person_if_absent` and
 :meth:`~IdentityStore.link_mrn_if_absent`, which map one-to-one onto Cassandra lightweight
-transactions (``INSERT ... IF NOT EXISTS``) on the person row and on the (hospital, MRN) row.
+transactions (``INSERT ... IF NOT EXISTS``) on the person row and on the (hospital, MRN) row
+in :class:`~services.identity.store_cassandra.CassandraIdentityStore`. The contract suite in
+tests/contract/test_identity_store_contract.py holds both backends to the same behaviour.
 No national ID number is ever given to the store: only person tokens.
 """
 

@@ -1,14 +1,15 @@
 """The consent service over real gRPC: grants, revocation, listing, Check and BreakGlass.
 
 The service runs in-process from its own ``open_service`` on a free port with an injected
-clock, so expiry is tested by moving time rather than by waiting.
+clock, so expiry is tested by moving time rather than by waiting. Tests marked
+``both_backends`` run again on the real Cassandra (a fresh keyspace each).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cassandra.cluster import Cluster
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -26,8 +28,10 @@ from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.ids import is_ulid
 from healthbank.rpc import ErrorDetails, Principal, PrincipalKind, Purpose, encode_token
 from healthbank.rpc import error_details as rpc_error_details
-from services.consent.app import SERVICE_NAME, open_service
+from healthbank.storage.cassandra import keyspace_for
+from services.consent.app import SERVICE, SERVICE_NAME, open_service
 from services.consent.registry import justification_aad
+from services.consent.store_cassandra import MIGRATIONS
 
 PERSON = "a1" * 32
 OTHER_PERSON = "b2" * 32
@@ -141,9 +145,70 @@ class Consent:
         return response
 
 
+# Runs a test on SQLite and on Cassandra (tests without it run on SQLite only: request
+# validation and authorization never reach the store).
+both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indirect=True)
+
+
 @pytest.fixture
-async def consent(tmp_path: Path) -> AsyncIterator[Consent]:
-    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of the test: sqlite unless parametrized."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
+    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
+    cluster = Cluster(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=5,
+    )
+    try:
+        session = cluster.connect()
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, keyspace_prefix: str
+) -> Iterator[Settings]:
+    """Settings for the test's backend (a fresh keyspace, dropped after, on Cassandra)."""
+    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
+    if backend == "sqlite":
+        yield load_settings(env)
+        return
+    engines: dict[str, str] = request.getfixturevalue("engines")
+    yield load_settings(
+        env
+        | {
+            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
+            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+        }
+    )
+    drop_keyspaces(engines, [f"{keyspace_prefix}_{SERVICE}"])
+
+
+async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
+    """Every row of one of the consent store's tables, read past the service."""
+    if settings.storage_backend == "sqlite":
+        with sqlite3.connect(settings.data_dir / "consent.db") as connection:
+            connection.row_factory = sqlite3.Row
+            return [dict(row) for row in connection.execute(f"SELECT * FROM {table}")]
+    database = keyspace_for(settings, SERVICE, MIGRATIONS)
+    await database.open()
+    try:
+        return [row._asdict() for row in await database.execute(f"SELECT * FROM {table}")]
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+async def consent(settings: Settings) -> AsyncIterator[Consent]:
     clock = Clock(START)
     async with open_service(settings, now=clock) as host:
         port = await host.start(0)
@@ -183,6 +248,7 @@ def fields(details: ErrorDetails) -> list[str]:
 # --- CreateGrant ---------------------------------------------------------------------------
 
 
+@both_backends
 async def test_patient_creates_a_grant(consent: Consent) -> None:
     expire = START + timedelta(days=90)
     grant = await consent.create(
@@ -214,6 +280,7 @@ async def test_create_grant_keeps_an_explicit_valid_from(consent: Consent) -> No
     assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
 
 
+@both_backends
 async def test_create_grant_is_idempotent_by_request_id(consent: Consent) -> None:
     first = await consent.create(request_id="retry-me")
     consent.clock.advance(timedelta(minutes=1))
@@ -228,6 +295,7 @@ async def test_create_grant_is_idempotent_by_request_id(consent: Consent) -> Non
     assert theirs.person_token == OTHER_PERSON
 
 
+@both_backends
 async def test_concurrent_retries_create_one_grant(consent: Consent) -> None:
     grants = await asyncio.gather(*(consent.create(request_id="burst") for _ in range(10)))
     assert len({grant.name for grant in grants}) == 1
@@ -364,6 +432,7 @@ async def test_create_grant_malformed_request_id(consent: Consent) -> None:
 # --- RevokeGrant ---------------------------------------------------------------------------
 
 
+@both_backends
 async def test_revoke_is_immediate_and_idempotent(consent: Consent) -> None:
     grant = await consent.create()
     assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
@@ -396,6 +465,7 @@ async def test_revoke_unknown_grant(consent: Consent) -> None:
     assert details.reason == "GRANT_NOT_FOUND"
 
 
+@both_backends
 async def test_revoke_another_persons_grant_by_its_id_is_not_found(consent: Consent) -> None:
     grant = await consent.create()
     grant_id = grant.name.rsplit("/", 1)[1]
@@ -443,6 +513,7 @@ async def test_revoke_callers(consent: Consent) -> None:
 # --- ListGrants ----------------------------------------------------------------------------
 
 
+@both_backends
 async def test_list_grants_newest_first_in_pages(consent: Consent) -> None:
     created = []
     for index in range(5):
@@ -470,6 +541,7 @@ async def test_list_grants_newest_first_in_pages(consent: Consent) -> None:
     assert names == [grant.name for grant in reversed(created)]
 
 
+@both_backends
 async def test_list_grants_default_page_and_revoked_state(consent: Consent) -> None:
     grant = await consent.create()
     await consent.stub.RevokeGrant(
@@ -543,6 +615,7 @@ async def test_list_grants_callers(consent: Consent) -> None:
 # --- Check ---------------------------------------------------------------------------------
 
 
+@both_backends
 async def test_check_permits_under_a_grant(consent: Consent) -> None:
     grant = await consent.create(categories=[ALLERGY, CONDITION])
     decision = await consent.check(categories=(ALLERGY, IMAGING))
@@ -568,6 +641,7 @@ async def test_check_denies_by_default(consent: Consent) -> None:
     assert (await consent.check(other_hospital)).basis == "NO_GRANT"
 
 
+@both_backends
 async def test_check_grant_expires(consent: Consent) -> None:
     await consent.create(expire_time=ts(START + timedelta(days=1)))
     consent.clock.advance(timedelta(days=1) - timedelta(microseconds=1))
@@ -663,7 +737,8 @@ async def test_check_callers(consent: Consent) -> None:
 # --- BreakGlass ----------------------------------------------------------------------------
 
 
-async def test_break_glass_opens_four_hours_of_access(consent: Consent, tmp_path: Path) -> None:
+@both_backends
+async def test_break_glass_opens_four_hours_of_access(consent: Consent) -> None:
     assert (await consent.check(EMERGENCY)).decision == consent_pb2.DECISION_DENY
     justification = "Unconscious after a road accident, allergies unknown."
     session = await consent.stub.BreakGlass(
@@ -690,12 +765,12 @@ async def test_break_glass_opens_four_hours_of_access(consent: Consent, tmp_path
     assert (await consent.check(EMERGENCY)).decision == consent_pb2.DECISION_DENY
 
     # The free-text justification is stored sealed, bound to its session.
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("consent.db*"))
-    assert justification.encode() not in stored
-    with sqlite3.connect(tmp_path / "consent.db") as connection:
-        (sealed,) = connection.execute(
-            "SELECT sealed_justification FROM break_glass_sessions"
-        ).fetchone()
+    if consent.settings.storage_backend == "sqlite":
+        files = consent.settings.data_dir.glob("consent.db*")
+        assert justification.encode() not in b"".join(path.read_bytes() for path in files)
+    (stored,) = await stored_rows(consent.settings, "break_glass_sessions")
+    assert justification not in repr(stored)
+    sealed = stored["sealed_justification"]
     sealer = build_sealer(consent.settings, build_key_provider(consent.settings))
     assert await sealer.open(sealed, justification_aad(session.name)) == justification.encode()
 
@@ -745,7 +820,115 @@ async def test_break_glass_callers(consent: Consent) -> None:
 # --- health ------------------------------------------------------------------------------------
 
 
+@both_backends
 async def test_health_reports_serving(consent: Consent) -> None:
     health: Any = health_pb2_grpc.HealthStub(consent.channel)
     response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- storage outage ----------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards a local port to Cassandra; ``cut`` drops every connection and stops listening.
+
+    Stands in for the network path to Cassandra, so that an outage can be made without
+    stopping the Cassandra other tests share.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, upstream_writer}
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer),
+            self._pipe(upstream_reader, writer),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def wait_for_health(channel: grpc.aio.Channel, status: int) -> None:
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    for _ in range(300):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        if response.status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {status}")
+
+
+@pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
+async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
+    proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
+    port = await proxy.start()
+    through_proxy = settings.model_copy(
+        update={"cassandra_hosts": ["127.0.0.1"], "cassandra_port": port}
+    )
+    clock = Clock(START)
+    try:
+        async with open_service(through_proxy, now=clock) as host:
+            bound = await host.start(0)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
+                await wait_until_serving(channel)
+                consent = Consent(
+                    consent_pb2_grpc.ConsentServiceStub(channel), channel, settings, clock
+                )
+                grant = await consent.create()
+                assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+
+                await proxy.cut()
+
+                # Neither a permit nor a deny: the decision is unknown, and says so.
+                refused = [
+                    await failure(consent.check()),
+                    await failure(
+                        consent.stub.RevokeGrant(
+                            consent_pb2.RevokeGrantRequest(name=grant.name),
+                            metadata=consent.auth(PATIENT),
+                        )
+                    ),
+                    await failure(consent.create(request_id="during-outage")),
+                ]
+                for details in refused:
+                    assert details.code == grpc.StatusCode.UNAVAILABLE
+                    assert details.reason == "STORAGE_UNAVAILABLE"
+                    assert details.retry_delay is not None and details.retry_delay > 0
+                await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        await proxy.cut()
+    # Read directly (not through the cut path): nothing refused was written.
+    (stored,) = await stored_rows(settings, "grants")
+    assert stored["revoke_time"] is None
+    assert stored["request_id"] == "req-1"

@@ -2,13 +2,14 @@
 
 The service runs in-process from its own ``open_service`` on a free port, with the local
 keyring and an SQLite store in a temporary data dir; calls carry signed principal tokens.
+Tests marked ``both_backends`` run again on the real Cassandra (a fresh keyspace each).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cassandra.cluster import Cluster
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.config import Settings, load_settings
@@ -23,8 +25,10 @@ from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.natid import make_national_id
 from healthbank.rpc import ErrorDetails, Principal, PrincipalKind, encode_token, error_details
-from services.identity.app import SERVICE_NAME, open_service
+from healthbank.storage.cassandra import keyspace_for
+from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad
+from services.identity.store_cassandra import MIGRATIONS
 
 NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
 OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
@@ -59,9 +63,56 @@ class Identity:
         return response
 
 
+# Runs a test on SQLite and on Cassandra (tests without it run on SQLite only: request
+# validation and authorization never reach the store).
+both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indirect=True)
+
+
 @pytest.fixture
-async def identity(tmp_path: Path) -> AsyncIterator[Identity]:
-    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of the test: sqlite unless parametrized."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
+    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
+    cluster = Cluster(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=5,
+    )
+    try:
+        session = cluster.connect()
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, keyspace_prefix: str
+) -> Iterator[Settings]:
+    """Settings for the test's backend (a fresh keyspace, dropped after, on Cassandra)."""
+    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
+    if backend == "sqlite":
+        yield load_settings(env)
+        return
+    engines: dict[str, str] = request.getfixturevalue("engines")
+    yield load_settings(
+        env
+        | {
+            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
+            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+        }
+    )
+    drop_keyspaces(engines, [f"{keyspace_prefix}_{SERVICE}"])
+
+
+@pytest.fixture
+async def identity(settings: Settings) -> AsyncIterator[Identity]:
     async with open_service(settings) as host:
         port = await host.start(0)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -93,6 +144,36 @@ async def failure(call: Awaitable[Any]) -> ErrorDetails:
     return error_details(raised.value)
 
 
+async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
+    """Every row of one of the identity store's tables, read past the service."""
+    if settings.storage_backend == "sqlite":
+        with sqlite3.connect(settings.data_dir / "identity.db") as connection:
+            connection.row_factory = sqlite3.Row
+            return [dict(row) for row in connection.execute(f"SELECT * FROM {table}")]
+    database = keyspace_for(settings, SERVICE, MIGRATIONS)
+    await database.open()
+    try:
+        return [row._asdict() for row in await database.execute(f"SELECT * FROM {table}")]
+    finally:
+        await database.close()
+
+
+async def stored_bytes(settings: Settings) -> bytes:
+    """What the store holds, as bytes to search for plaintext in."""
+    if settings.storage_backend == "sqlite":
+        return b"".join(path.read_bytes() for path in settings.data_dir.glob("identity.db*"))
+    rows = [
+        row
+        for table in ("persons", "mrn_links", "person_links")
+        for row in await stored_rows(settings, table)
+    ]
+    return b"".join(
+        value if isinstance(value, bytes) else str(value).encode()
+        for row in rows
+        for value in row.values()
+    )
+
+
 def assert_no_national_id(details: ErrorDetails) -> None:
     text = details.message + repr(details.field_violations) + repr(details.metadata)
     for national_id in (NATIONAL_ID, OTHER_NATIONAL_ID, BAD_CHECK_DIGIT):
@@ -103,6 +184,7 @@ def assert_no_national_id(details: ErrorDetails) -> None:
 # --- Resolve -------------------------------------------------------------------------------
 
 
+@both_backends
 async def test_resolve_creates_then_matches(identity: Identity) -> None:
     created = await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
     assert created.match_method == identity_pb2.MATCH_METHOD_CREATED
@@ -142,6 +224,7 @@ async def test_different_people_get_different_tokens(identity: Identity) -> None
     assert one.person_token != two.person_token
 
 
+@both_backends
 async def test_resolve_refuses_to_move_an_mrn(identity: Identity) -> None:
     await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
     details = await failure(
@@ -235,9 +318,8 @@ async def test_resolve_rejects_a_forged_token(identity: Identity) -> None:
     assert details.code == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_national_id_and_demographics_are_never_stored_in_clear(
-    identity: Identity, tmp_path: Path
-) -> None:
+@both_backends
+async def test_national_id_and_demographics_are_never_stored_in_clear(identity: Identity) -> None:
     demographics = identity_pb2.Demographics(
         family_name="Zhangsanfeng",
         given_name="Wudangpai",
@@ -248,17 +330,15 @@ async def test_national_id_and_demographics_are_never_stored_in_clear(
     response = await identity.resolve(
         hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID, demographics=demographics
     )
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("identity.db*"))
+    stored = await stored_bytes(identity.settings)
     assert response.person_token.encode() in stored
     for secret in (NATIONAL_ID, "Zhangsanfeng", "Wudangpai", "13912345678", "1980-05-17"):
         assert secret.encode() not in stored
 
     # The sealed profile opens only for its own person.
-    with sqlite3.connect(tmp_path / "identity.db") as connection:
-        (sealed,) = connection.execute(
-            "SELECT sealed_demographics FROM persons WHERE person_token = ?",
-            (response.person_token,),
-        ).fetchone()
+    (person,) = await stored_rows(identity.settings, "persons")
+    assert person["person_token"] == response.person_token
+    sealed = person["sealed_demographics"]
     sealer = build_sealer(identity.settings, build_key_provider(identity.settings))
     opened = await sealer.open(sealed, demographics_aad(response.person_token))
     assert Demographics.from_bytes(opened).family_name == "Zhangsanfeng"
@@ -266,9 +346,8 @@ async def test_national_id_and_demographics_are_never_stored_in_clear(
         await sealer.open(sealed, demographics_aad("f" * 64))
 
 
-async def test_twenty_concurrent_resolves_make_one_person(
-    identity: Identity, tmp_path: Path
-) -> None:
+@both_backends
+async def test_twenty_concurrent_resolves_make_one_person(identity: Identity) -> None:
     same_mrn = await asyncio.gather(
         *(
             identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
@@ -294,11 +373,10 @@ async def test_twenty_concurrent_resolves_make_one_person(
         identity_pb2.GetPersonRequest(name=f"persons/{token}"), metadata=identity.auth(INGEST)
     )
     assert len(person.links) == 21
-    with sqlite3.connect(tmp_path / "identity.db") as connection:
-        (persons,) = connection.execute("SELECT count(*) FROM persons").fetchone()
-    assert persons == 1
+    assert len(await stored_rows(identity.settings, "persons")) == 1
 
 
+@both_backends
 async def test_concurrent_resolves_of_different_people_for_one_mrn_link_only_one(
     identity: Identity,
 ) -> None:
@@ -319,6 +397,7 @@ async def test_concurrent_resolves_of_different_people_for_one_mrn_link_only_one
 # --- LookupByNationalId ----------------------------------------------------------------------
 
 
+@both_backends
 async def test_lookup_finds_a_known_person(identity: Identity) -> None:
     created = await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
     for principal in (INGEST, EMERGENCY):
@@ -329,6 +408,7 @@ async def test_lookup_finds_a_known_person(identity: Identity) -> None:
         assert found.person_token == created.person_token
 
 
+@both_backends
 async def test_lookup_unknown_person_is_not_found(identity: Identity) -> None:
     details = await failure(
         identity.stub.LookupByNationalId(
@@ -375,6 +455,7 @@ async def test_lookup_callers(identity: Identity) -> None:
 # --- GetPerson -------------------------------------------------------------------------------
 
 
+@both_backends
 async def test_get_person_lists_links(identity: Identity) -> None:
     created = await identity.resolve(hospital_id="h2", mrn="B-7", national_id=NATIONAL_ID)
     await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
@@ -391,6 +472,7 @@ async def test_get_person_lists_links(identity: Identity) -> None:
         ]
 
 
+@both_backends
 async def test_get_person_unknown(identity: Identity) -> None:
     details = await failure(
         identity.stub.GetPerson(
@@ -435,7 +517,113 @@ async def test_get_person_callers(identity: Identity) -> None:
 # --- health ------------------------------------------------------------------------------------
 
 
+@both_backends
 async def test_health_reports_serving(identity: Identity) -> None:
     health: Any = health_pb2_grpc.HealthStub(identity.channel)
     response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- storage outage ----------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards a local port to Cassandra; ``cut`` drops every connection and stops listening.
+
+    Stands in for the network path to Cassandra, so that an outage can be made without
+    stopping the Cassandra other tests share.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, upstream_writer}
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer),
+            self._pipe(upstream_reader, writer),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def wait_for_health(channel: grpc.aio.Channel, status: int) -> None:
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    for _ in range(300):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        if response.status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {status}")
+
+
+@pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
+async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
+    proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
+    port = await proxy.start()
+    through_proxy = settings.model_copy(
+        update={"cassandra_hosts": ["127.0.0.1"], "cassandra_port": port}
+    )
+    try:
+        async with open_service(through_proxy) as host:
+            bound = await host.start(0)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
+                await wait_until_serving(channel)
+                identity = Identity(
+                    identity_pb2_grpc.IdentityServiceStub(channel), channel, settings
+                )
+                await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
+
+                await proxy.cut()
+
+                refused = [
+                    await failure(
+                        identity.resolve(hospital_id="h1", mrn="MRN-2", national_id=NATIONAL_ID)
+                    ),
+                    await failure(
+                        identity.stub.LookupByNationalId(
+                            identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
+                            metadata=identity.auth(EMERGENCY),
+                        )
+                    ),
+                ]
+                for details in refused:
+                    assert details.code == grpc.StatusCode.UNAVAILABLE
+                    assert details.reason == "STORAGE_UNAVAILABLE"
+                    assert details.retry_delay is not None and details.retry_delay > 0
+                    assert_no_national_id(details)
+                await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        await proxy.cut()
+    # Read directly (not through the cut path): the refused link was not written.
+    links = await stored_rows(settings, "mrn_links")
+    assert [(row["hospital_id"], row["mrn"]) for row in links] == [("h1", "MRN-1")]
