@@ -11,6 +11,7 @@ Modules, from the inside out:
 - :mod:`services.ingest.pipeline`: the intake flow against narrow ports (identity, archive,
   audit, record store, sealer); no gRPC.
 - :mod:`services.ingest.store`: ingest's own store, the audit ledger of submitted messages.
+- :mod:`services.ingest.store_cassandra`: the same store on Cassandra.
 - :mod:`services.ingest.clients`: the gRPC adapters behind the pipeline's ports.
 - :mod:`services.ingest.servicer`, :mod:`services.ingest.app`: the protocol edge and the
   process bootstrap.

@@ -14,7 +14,7 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from healthbank.config import Settings
 from healthbank.crypto import KeyProvider, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from healthbank.records import RecordStore, SqliteRecordStore
+from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
 from services.ingest.clients import GrpcAuditLog, GrpcBlobArchive, GrpcIdentityResolver
 from services.ingest.pipeline import IngestPipeline
@@ -36,15 +36,22 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def open_store(settings: Settings) -> IngestStore:
+    """Open (and migrate) ingest's own store ``settings.storage_backend`` names."""
+    if settings.storage_backend == "cassandra":
+        # Imported only here: the embedded default never loads the Cassandra driver.
+        from healthbank.storage.cassandra import keyspace_for
+        from services.ingest.store_cassandra import MIGRATIONS, CassandraIngestStore
+
+        return await CassandraIngestStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
+    return await SqliteIngestStore(settings.data_dir / f"{SERVICE}.db").open()
+
+
 async def open_stores(settings: Settings) -> tuple[RecordStore, IngestStore]:
-    """Open the shared record store and ingest's own store ``settings.storage_backend`` names."""
-    if settings.storage_backend != "sqlite":
-        raise NotImplementedError(
-            f"the ingest service has no {settings.storage_backend} store yet; use sqlite"
-        )
-    records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    """Open the shared hot record store and ingest's own store on the configured backend."""
+    records = await open_record_store(settings)
     try:
-        store = await SqliteIngestStore(settings.data_dir / f"{SERVICE}.db").open()
+        store = await open_store(settings)
     except BaseException:
         await records.close()
         raise
@@ -62,7 +69,8 @@ def readiness_check(
     """
 
     async def ready() -> bool:
-        await records.get_receipt("", "")
+        # Each raises (StorageUnavailable, KeyProviderUnavailable) while its engine is down.
+        await records.check()
         await store.check()
         await keys.check()
         return True

@@ -272,8 +272,11 @@ class IngestPipeline:
         """Store a message once and audit it; see the module docstring for the guarantees.
 
         Raises InvalidMessage, MessageIdReused, PatientRejected, DependencyUnavailable,
-        DependencyFailed or KeyProviderUnavailable; on any of them nothing was committed,
-        except for DependencyUnavailable from the audit log (committed, retry to finish).
+        DependencyFailed, KeyProviderUnavailable or StorageUnavailable (engine outages are
+        let through as they are: the RPC edge answers them UNAVAILABLE). On any of them the
+        message is not acknowledged and its retry completes it once: nothing was committed,
+        or (audit log or storage failing after the commit) the retry finds the receipt and
+        finishes the audit.
         """
         # A retry is answered from its receipt without parsing the content again.
         return await self._submit(

@@ -7,9 +7,13 @@ may submit only for its own hospital (``HOSPITAL_MISMATCH`` otherwise).
 INVALID_FHIR / INVALID_HL7V2 / INVALID_DICOM ...). ``SubmitStream`` acknowledges every
 message in the order received and turns the same errors into ``OUTCOME_REJECTED`` with a
 ``Rejection`` (``retryable`` for UNAVAILABLE-type causes); only a caller that may not submit
-at all fails the whole stream. Messages of one stream are processed concurrently, at most
-``stream_concurrency`` at a time, except that a message waits for the earlier ones about the
-same patient or with the same message id, so the outcome is that of in-order processing.
+at all fails the whole stream. Engine outages (the key provider, the storage) answer
+UNAVAILABLE (``KEY_PROVIDER_UNAVAILABLE``, ``STORAGE_UNAVAILABLE``; retryable in a stream):
+the message was not acknowledged, and its retry stores it once.
+
+Messages of one stream are processed concurrently, at most ``stream_concurrency`` at a
+time, except that a message waits for the earlier ones about the same patient or with the
+same message id, so the outcome is that of in-order processing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from healthbank.rpc import (
     Violations,
     require_principal,
 )
+from healthbank.storage import StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
 from services.ingest.pipeline import (
     Ack,
@@ -184,6 +189,7 @@ _PIPELINE_FAILURES = (
     DependencyUnavailable,
     DependencyFailed,
     KeyProviderUnavailable,
+    StorageUnavailable,
 )
 
 
@@ -276,6 +282,14 @@ def service_error(exc: Exception) -> ServiceError:
         return ServiceError.unavailable(
             "the key provider is unavailable; retry the message",
             reason="KEY_PROVIDER_UNAVAILABLE",
+            retry_delay=RETRY_DELAY_SECONDS,
+        )
+    if isinstance(exc, StorageUnavailable):
+        # The same answer the error interceptor gives an engine outage, here with the delay
+        # ingest recommends and usable as a stream Rejection too.
+        return ServiceError.unavailable(
+            "the record storage is unavailable; retry the message",
+            reason="STORAGE_UNAVAILABLE",
             retry_delay=RETRY_DELAY_SECONDS,
         )
     if isinstance(exc, DependencyFailed):

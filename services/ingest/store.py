@@ -17,9 +17,10 @@ gives two things:
   :meth:`services.ingest.pipeline.IngestPipeline.flush_pending_audits`, even if the hospital
   never retries.
 
-:class:`IngestStore` is backend-neutral; ``reserve_audit`` is an insert-if-absent that maps
-onto a Cassandra lightweight transaction. :class:`SqliteIngestStore` is the embedded
-implementation (``ingest.db`` in the data dir). No patient data is stored here.
+:class:`IngestStore` is backend-neutral; ``reserve_audit`` is an insert-if-absent.
+:class:`SqliteIngestStore` is the embedded implementation (``ingest.db`` in the data dir),
+:class:`services.ingest.store_cassandra.CassandraIngestStore` the one at scale (keyspace
+``<prefix>_ingest``). No patient data is stored here.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class SqliteIngestStore:
                     audit.content_hash,
                     audit.event_id,
                     to_micros(audit.occur_time),
-                    _actor_json(audit.actor),
+                    actor_to_json(audit.actor),
                     int(audit.appended),
                 ),
             )
@@ -183,7 +184,8 @@ class SqliteIngestStore:
         await self._db.close()
 
 
-def _actor_json(actor: Principal) -> str:
+def actor_to_json(actor: Principal) -> str:
+    """The actor as compact JSON (the stored form in every backend)."""
     return json.dumps(
         {
             "kind": actor.kind.value,
@@ -196,7 +198,8 @@ def _actor_json(actor: Principal) -> str:
     )
 
 
-def _actor_from_json(text: str) -> Principal:
+def actor_from_json(text: str) -> Principal:
+    """The actor stored by :func:`actor_to_json`."""
     fields = json.loads(text)
     return Principal(
         kind=PrincipalKind(fields["kind"]),
@@ -214,6 +217,6 @@ def _audit_from_row(row: sqlite3.Row) -> WriteAudit:
         content_hash=row["content_hash"],
         event_id=row["event_id"],
         occur_time=from_micros(row["occur_us"]),
-        actor=_actor_from_json(row["actor"]),
+        actor=actor_from_json(row["actor"]),
         appended=bool(row["appended"]),
     )

@@ -1,9 +1,9 @@
-"""Canonical records, emergency facts, time parsing and the ingest audit ledger."""
+"""Canonical records, emergency facts and time parsing (the audit ledger: tests/contract)."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,6 @@ import pytest
 from healthbank.common.v1 import common_pb2
 from healthbank.ids import is_ulid, ulid_time
 from healthbank.records import fact_aad, payload_aad
-from healthbank.rpc.principal import Principal, PrincipalKind
 from services.ingest.canonical import (
     FACT_CATEGORIES,
     MessageSource,
@@ -34,7 +33,6 @@ from services.ingest.model import (
     compact_timestamp_as_fhir,
     parse_fhir_datetime,
 )
-from services.ingest.store import SqliteIngestStore, WriteAudit
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "messages"
 TOKEN = "a" * 64
@@ -192,35 +190,3 @@ def test_hashes_and_aad() -> None:
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
     assert blob_aad(TOKEN) == f"blob:{TOKEN}".encode()
-
-
-async def test_audit_ledger_first_reservation_wins(tmp_path: Path) -> None:
-    store = await SqliteIngestStore(tmp_path / "ingest.db").open()
-    try:
-        actor = Principal(PrincipalKind.SERVICE, "hospital-a-engine", "hospital-a")
-        first = WriteAudit("hospital-a", "m1", "h1", "01JDX0000000000000000000A1", NOW, actor)
-        later = WriteAudit(
-            "hospital-a",
-            "m1",
-            "h1",
-            "01JDX0000000000000000000B2",
-            NOW + timedelta(hours=1),
-            Principal(PrincipalKind.SERVICE, "someone-else", "hospital-a"),
-        )
-        assert await store.reserve_audit(first) == first
-        assert await store.reserve_audit(later) == first
-        # Other content under the same id is another reservation.
-        other = WriteAudit("hospital-a", "m1", "h2", "01JDX0000000000000000000C3", NOW, actor)
-        assert await store.reserve_audit(other) == other
-
-        pending = await store.list_unappended_audits(NOW + timedelta(seconds=1), 10)
-        assert {audit.content_hash for audit in pending} == {"h1", "h2"}
-        assert await store.list_unappended_audits(NOW, 10) == []
-
-        await store.mark_audit_appended("hospital-a", "m1", "h1")
-        assert (await store.reserve_audit(later)).appended
-        await store.discard_audit("hospital-a", "m1", "h2")
-        assert await store.list_unappended_audits(NOW + timedelta(days=1), 10) == []
-        await store.check()
-    finally:
-        await store.close()

@@ -1,0 +1,257 @@
+"""IngestStore on Apache Cassandra (keyspace ``<prefix>_ingest``).
+
+Tables, shaped by their queries:
+
+- ``write_audits``: the reservation of one message content, one partition per
+  (hospital, message id, content hash). Only written with lightweight transactions:
+  ``INSERT ... IF NOT EXISTS`` reserves (the first reservation wins, and a losing one gets
+  the winner back in the same round trip), ``UPDATE ... IF event_id = ?`` marks the event
+  appended and ``DELETE ... IF appended = false AND event_id = ?`` discards, so marking and
+  discarding never act on a reservation that replaced the one they read.
+- ``pending_audits``: the index of reservations not yet appended, for the background
+  repair's "oldest pending before T" query. Partitioned by (minute of the occur time,
+  shard): each partition holds one minute of one shard, so writes spread over
+  ``PENDING_SHARDS`` partitions and the tombstones left by appended events (every message
+  writes and soon deletes one row) stay a few hundred per partition instead of piling up
+  in one partition that every scan would have to read through.
+- ``pending_minutes``: which (shard, minute) partitions of ``pending_audits`` may hold
+  rows, one partition per shard; a scan reads these markers instead of guessing minutes.
+  A marker is deleted when a scan finds its minute empty and wholly before ``before``.
+
+Order of writes: the reservation (LWT), then its index row and marker in one logged batch;
+appending marks the reservation (LWT) and then deletes the index row. A crash between two
+steps leaves an index row that disagrees with ``write_audits`` (missing, appended, or of an
+older reservation); scans check every index row against ``write_audits`` and delete the
+stale ones, and a retried reservation writes its index again.
+
+The index tables use ``gc_grace_seconds = 3600``: a deleted row that a lagging replica
+resurrects is harmless (the scan finds it stale, or the marker empty, and deletes it again).
+A reservation made with a clock more than the pipeline's grace period behind the scanning
+process could lose its marker to a concurrent scan; the hospital's retry still appends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from healthbank.records import from_micros, to_micros
+from healthbank.storage.cassandra import CassandraDatabase
+from services.ingest.store import WriteAudit, actor_from_json, actor_to_json
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS write_audits (
+        hospital_id text, message_id text, content_hash text,
+        event_id text, occur_us bigint, actor text, appended boolean,
+        PRIMARY KEY ((hospital_id, message_id, content_hash))
+    );
+    CREATE TABLE IF NOT EXISTS pending_audits (
+        minute bigint, shard int, occur_us bigint,
+        hospital_id text, message_id text, content_hash text,
+        PRIMARY KEY ((minute, shard), occur_us, hospital_id, message_id, content_hash)
+    ) WITH gc_grace_seconds = 3600;
+    CREATE TABLE IF NOT EXISTS pending_minutes (
+        shard int, minute bigint,
+        PRIMARY KEY ((shard), minute)
+    ) WITH gc_grace_seconds = 3600
+    """,
+]
+
+PENDING_SHARDS = 8
+_MINUTE_US = 60_000_000
+# Point reads of one scan run at most this many at once.
+_READ_CONCURRENCY = 32
+
+_KEY = "hospital_id = ? AND message_id = ? AND content_hash = ?"
+_RESERVE = (
+    "INSERT INTO write_audits (hospital_id, message_id, content_hash, event_id, occur_us,"
+    " actor, appended) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+)
+_READ = f"SELECT * FROM write_audits WHERE {_KEY}"
+_MARK = f"UPDATE write_audits SET appended = true WHERE {_KEY} IF event_id = ?"
+_DISCARD = f"DELETE FROM write_audits WHERE {_KEY} IF appended = false AND event_id = ?"
+_INDEX = (
+    "INSERT INTO pending_audits (minute, shard, occur_us, hospital_id, message_id, content_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UNINDEX = f"DELETE FROM pending_audits WHERE minute = ? AND shard = ? AND occur_us = ? AND {_KEY}"
+_MARK_MINUTE = "INSERT INTO pending_minutes (shard, minute) VALUES (?, ?)"
+_UNMARK_MINUTE = "DELETE FROM pending_minutes WHERE shard = ? AND minute = ?"
+_MINUTES = "SELECT minute FROM pending_minutes WHERE shard = ? AND minute <= ?"
+_PENDING = (
+    "SELECT occur_us, hospital_id, message_id, content_hash FROM pending_audits"
+    " WHERE minute = ? AND shard = ? AND occur_us < ? LIMIT ?"
+)
+
+
+class CassandraIngestStore:
+    """IngestStore on Cassandra; see the module docstring for the tables and write order."""
+
+    def __init__(self, database: CassandraDatabase) -> None:
+        """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
+        self._db = database
+
+    async def open(self) -> CassandraIngestStore:
+        """Connect and migrate; returns self for chaining."""
+        await self._db.open()
+        return self
+
+    async def reserve_audit(self, audit: WriteAudit) -> WriteAudit:
+        """See IngestStore.reserve_audit."""
+        rows = await self._db.execute(
+            _RESERVE,
+            (
+                *_key(audit),
+                audit.event_id,
+                to_micros(audit.occur_time),
+                actor_to_json(audit.actor),
+                audit.appended,
+            ),
+        )
+        stored = audit if rows[0].applied else _audit_from_row(rows[0])
+        if not stored.appended:
+            # Also on a lost race or a retry: an earlier reserver may have died before this.
+            await self._index(stored)
+        return stored
+
+    async def mark_audit_appended(
+        self, hospital_id: str, message_id: str, content_hash: str
+    ) -> None:
+        """See IngestStore.mark_audit_appended."""
+        key = (hospital_id, message_id, content_hash)
+        row = await self._read(key)
+        if row is None:
+            return
+        if not row.appended:
+            await self._db.execute(_MARK, (*key, row.event_id))
+        await self._unindex(key, row.occur_us)
+
+    async def list_unappended_audits(self, before: datetime, limit: int) -> list[WriteAudit]:
+        """See IngestStore.list_unappended_audits."""
+        if limit <= 0:
+            return []
+        before_us = to_micros(before)
+        shards_by_minute: dict[int, list[int]] = {}
+        markers = await asyncio.gather(
+            *(
+                self._db.execute(_MINUTES, (shard, _minute(before_us - 1)))
+                for shard in range(PENDING_SHARDS)
+            )
+        )
+        for shard, rows in enumerate(markers):
+            for row in rows:
+                shards_by_minute.setdefault(row.minute, []).append(shard)
+
+        candidates: list[Any] = []
+        for minute in sorted(shards_by_minute):
+            shards = shards_by_minute[minute]
+            found = await asyncio.gather(
+                *(self._db.execute(_PENDING, (minute, s, before_us, limit)) for s in shards)
+            )
+            closed = (minute + 1) * _MINUTE_US <= before_us
+            empty = [s for s, rows in zip(shards, found, strict=True) if not rows and closed]
+            await self._db.execute_many(_UNMARK_MINUTE, [(s, minute) for s in empty])
+            candidates.extend(row for rows in found for row in rows)
+            # Later minutes hold only later reservations.
+            if len(candidates) >= limit:
+                break
+        candidates.sort(key=lambda r: (r.occur_us, r.hospital_id, r.message_id, r.content_hash))
+        candidates = candidates[:limit]
+
+        reads = asyncio.Semaphore(_READ_CONCURRENCY)
+
+        async def current(pending: Any) -> Any:
+            async with reads:
+                return await self._read(
+                    (pending.hospital_id, pending.message_id, pending.content_hash)
+                )
+
+        stored = await asyncio.gather(*(current(pending) for pending in candidates))
+        result: list[WriteAudit] = []
+        stale: list[Any] = []
+        for pending, row in zip(candidates, stored, strict=True):
+            if row is None or row.appended or row.occur_us != pending.occur_us:
+                stale.append(pending)
+            else:
+                result.append(_audit_from_row(row))
+        await self._db.execute_many(
+            _UNINDEX,
+            [
+                (
+                    _minute(p.occur_us),
+                    _shard((p.hospital_id, p.message_id, p.content_hash)),
+                    p.occur_us,
+                    p.hospital_id,
+                    p.message_id,
+                    p.content_hash,
+                )
+                for p in stale
+            ],
+        )
+        return result
+
+    async def discard_audit(self, hospital_id: str, message_id: str, content_hash: str) -> None:
+        """See IngestStore.discard_audit."""
+        key = (hospital_id, message_id, content_hash)
+        row = await self._read(key)
+        if row is None or row.appended:
+            return
+        outcome = await self._db.execute(_DISCARD, (*key, row.event_id))
+        if outcome[0].applied:
+            await self._unindex(key, row.occur_us)
+
+    async def check(self) -> None:
+        """See IngestStore.check."""
+        await self._db.check()
+
+    async def close(self) -> None:
+        """See IngestStore.close."""
+        await self._db.close()
+
+    async def _read(self, key: tuple[str, str, str]) -> Any | None:
+        rows = await self._db.execute(_READ, key)
+        return rows[0] if rows else None
+
+    async def _index(self, audit: WriteAudit) -> None:
+        """Write the reservation's pending row and its minute's marker, both or neither."""
+        key = _key(audit)
+        occur_us = to_micros(audit.occur_time)
+        minute, shard = _minute(occur_us), _shard(key)
+        await self._db.execute_logged_batch(
+            [
+                (_INDEX, (minute, shard, occur_us, *key)),
+                (_MARK_MINUTE, (shard, minute)),
+            ]
+        )
+
+    async def _unindex(self, key: tuple[str, str, str], occur_us: int) -> None:
+        await self._db.execute(_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key))
+
+
+def _key(audit: WriteAudit) -> tuple[str, str, str]:
+    return (audit.hospital_id, audit.message_id, audit.content_hash)
+
+
+def _minute(occur_us: int) -> int:
+    return occur_us // _MINUTE_US
+
+
+def _shard(key: Sequence[str]) -> int:
+    """A stable shard of a message content (the same in every process)."""
+    return zlib.crc32("\x1f".join(key).encode()) % PENDING_SHARDS
+
+
+def _audit_from_row(row: Any) -> WriteAudit:
+    return WriteAudit(
+        hospital_id=row.hospital_id,
+        message_id=row.message_id,
+        content_hash=row.content_hash,
+        event_id=row.event_id,
+        occur_time=from_micros(row.occur_us),
+        actor=actor_from_json(row.actor),
+        appended=bool(row.appended),
+    )
