@@ -78,6 +78,8 @@ class CassandraDatabase:
             port=self._port,
             protocol_version=5,
             connect_timeout=self._connect_timeout,
+            # Reading a large schema on connect can take seconds; the 2 s default gives up.
+            control_connection_timeout=self._connect_timeout,
             # Keep retrying every second so a restarted node is picked up without a restart here.
             reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
             execution_profiles={
