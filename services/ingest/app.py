@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
+from healthbank.cache import open_cache
 from healthbank.config import Settings
 from healthbank.crypto import KeyProvider, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -113,6 +114,8 @@ async def open_service(
     # Calls go out as ingest itself. gRPC clients send messages of any size by default, so
     # 64 MiB DICOM blobs reach the archive (whose server accepts them).
     factory = clients or service_client_factory(settings, SERVICE)
+    # Shared with record-lookup through Redis; in-process (and so unused) when embedded.
+    cache = await open_cache(settings, max_entries=1)
     repair: asyncio.Task[None] | None = None
     try:
         pipeline = IngestPipeline(
@@ -123,6 +126,7 @@ async def open_service(
             audit=GrpcAuditLog(factory),
             sealer=build_sealer(settings, keys),
             now=clock,
+            summaries=cache,
         )
         servicer = IngestServicer(pipeline)
 
@@ -149,5 +153,6 @@ async def open_service(
                 await repair
         if own_clients:
             await factory.close()
+        await cache.close()
         await store.close()
         await records.close()

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from healthbank.cache import Cache, emergency_summary_key
 from healthbank.ids import new_ulid
 from healthbank.records import MessageIdConflict, MessageReceipt, RecordStore, record_name
 from healthbank.rpc.principal import Principal
@@ -246,8 +247,10 @@ class IngestPipeline:
         audit: AuditLog,
         sealer: PayloadSealer,
         now: Callable[[], datetime],
+        summaries: Cache | None = None,
     ) -> None:
-        """Wire the flow to its ports; ``now`` is the UTC clock."""
+        """Wire the flow to its ports; ``now`` is the UTC clock; ``summaries`` is the cache
+        of emergency summaries that new facts make stale."""
         self._records = records
         self._store = store
         self._identity = identity
@@ -255,6 +258,7 @@ class IngestPipeline:
         self._audit = audit
         self._sealer = sealer
         self._now = now
+        self._summaries = summaries
 
     def prepare(self, submission: Submission) -> PreparedMessage:
         """Parse a message now (pure CPU, never raises for bad content).
@@ -325,6 +329,9 @@ class IngestPipeline:
             outcome = await self._records.put_message(receipt, stored, facts)
         except MessageIdConflict:
             raise MessageIdReused(source.message_id) from None
+        if facts and not outcome.duplicate and self._summaries is not None:
+            # A new allergy must show in the next emergency summary, not after the cache TTL.
+            await self._summaries.delete(emergency_summary_key(person_token))
         _log.info(
             "message stored person_token=%s records=%d duplicate=%s",
             person_token,

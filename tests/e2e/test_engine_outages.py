@@ -148,3 +148,23 @@ async def test_cassandra_outage(stack: LocalStack, engines_tool: ModuleType) -> 
         assert await health_becomes(ingest, "SERVING", seconds=30)
     finally:
         await client.close()
+
+
+async def test_new_allergy_reaches_a_cached_summary_at_once(stack: LocalStack) -> None:
+    """The summary is cached in Redis; ingest invalidates it when new facts arrive."""
+    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(24)
+    try:
+        before = await scenario_a(client, person)
+        first = await scenario_b(client, person, before.person_token)  # now cached
+        assert len(first.summary.allergies) == 1
+        adt_id = f"adt-{person.mrn}"
+        adt = synthetic.adt_a04(person, adt_id, synthetic.HOSPITAL_B)
+        ack = await submit(
+            client, synthetic.HOSPITAL_B, common_pb2.SOURCE_FORMAT_HL7V2, adt, adt_id
+        )
+        assert ack.outcome == ingest_pb2.OUTCOME_STORED
+        second = await scenario_b(client, person, before.person_token)
+        assert len(second.summary.allergies) == 2
+    finally:
+        await client.close()
