@@ -10,7 +10,7 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.config import Settings
-from healthbank.records import RecordStore, SqliteRecordStore
+from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost
 from services.archive.archive import Archive, utc_now
 from services.archive.objects import LocalObjectStore, ObjectStore
@@ -25,15 +25,22 @@ SERVICE_NAME = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_na
 MAX_RECEIVE_BYTES = MAX_BLOB_BYTES + 1024 * 1024
 
 
+async def open_store(settings: Settings) -> ArchiveStore:
+    """Open (and migrate) the archive's own store ``settings.storage_backend`` names."""
+    if settings.storage_backend == "cassandra":
+        # Imported only here: the embedded default never loads the Cassandra driver.
+        from healthbank.storage.cassandra import keyspace_for
+        from services.archive.store_cassandra import MIGRATIONS, CassandraArchiveStore
+
+        return await CassandraArchiveStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
+    return await SqliteArchiveStore(settings.data_dir / f"{SERVICE}.db").open()
+
+
 async def open_stores(settings: Settings) -> tuple[ArchiveStore, RecordStore]:
     """Open the archive's own store and the shared hot record store."""
-    if settings.storage_backend != "sqlite":
-        raise NotImplementedError(
-            f"the archive service has no {settings.storage_backend} store yet; use sqlite"
-        )
-    archive_store = await SqliteArchiveStore(settings.data_dir / f"{SERVICE}.db").open()
+    archive_store = await open_store(settings)
     try:
-        records = await SqliteRecordStore(settings.data_dir / "records.db").open()
+        records = await open_record_store(settings)
     except BaseException:
         await archive_store.close()
         raise

@@ -3,6 +3,10 @@ the cold record index (person, effective time, record id -> segment, offset).
 
 The index is keyed by record id, so a record is indexed at most once: a tiering run
 that is retried after a crash never makes a record appear twice in FetchRecords.
+
+Backends: :class:`SqliteArchiveStore` below (embedded, ``archive.db``) and
+:class:`services.archive.store_cassandra.CassandraArchiveStore` (keyspace
+``<prefix>_archive``); the objects themselves live in an ObjectStore either way.
 """
 
 from __future__ import annotations

@@ -25,11 +25,13 @@ def _utc_now() -> datetime:
 
 
 async def open_store(settings: Settings) -> AuditStore:
-    """Open the audit store ``settings.storage_backend`` names."""
-    if settings.storage_backend != "sqlite":
-        raise NotImplementedError(
-            f"the audit service has no {settings.storage_backend} store yet; use sqlite"
-        )
+    """Open (and migrate) the audit store ``settings.storage_backend`` names."""
+    if settings.storage_backend == "cassandra":
+        # Imported only here: the embedded default never loads the Cassandra driver.
+        from healthbank.storage.cassandra import keyspace_for
+        from services.audit.store_cassandra import MIGRATIONS, CassandraAuditStore
+
+        return await CassandraAuditStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
     return await SqliteAuditStore(settings.data_dir / f"{SERVICE}.db").open()
 
 

@@ -4,11 +4,12 @@ The store is the single writer of the log. Appends are serialized: one leaf inde
 allocated per event and the leaf, its new Merkle nodes and the new size commit together.
 
 - SQLite (embedded): one IMMEDIATE transaction per append (SQLite allows one writer).
-- Cassandra (next issue), same protocol: ``events_by_id`` claimed with
-  ``INSERT ... IF NOT EXISTS`` (idempotency), the leaf index allocated by a lightweight
-  transaction on a sequence row (``UPDATE audit_sequence SET next_index = n + 1 WHERE
-  id = 0 IF next_index = n``), then leaf and nodes written under that index; nodes are
-  immutable once written, so readers never see a half-built subtree at a published size.
+- Cassandra (:mod:`services.audit.store_cassandra`), same protocol: ``events_by_id``
+  claimed with ``INSERT ... IF NOT EXISTS`` (idempotency), the leaf index allocated by
+  lightweight transactions on one sequencer row (``log_head``: committed size plus the
+  leaf pending at that index), then leaf and nodes written under that index before the
+  size advances; nodes are immutable once written, so readers never see a half-built
+  subtree at a published size.
 """
 
 from __future__ import annotations

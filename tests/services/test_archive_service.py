@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,13 +14,14 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from cassandra.cluster import Cluster
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.config import Settings, load_settings
 from healthbank.ids import new_ulid
-from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord
+from healthbank.records import MessageReceipt, RecordStore, StoredRecord, open_record_store
 from healthbank.rpc import Principal, PrincipalKind, Purpose, encode_token, error_details
 from services.archive.app import open_service
 
@@ -43,7 +44,7 @@ class ArchiveClient:
 
     stub: archive_pb2_grpc.ArchiveServiceStub
     settings: Settings
-    hot: SqliteRecordStore
+    hot: RecordStore
     channel: grpc.aio.Channel
 
     def auth(self, principal: Principal = OPERATOR) -> Metadata:
@@ -55,16 +56,47 @@ class ArchiveClient:
         return self.settings.data_dir / "archive"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
+    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
+    cluster = Cluster(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=5,
+    )
+    try:
+        session = cluster.connect()
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
+) -> Iterator[Settings]:
+    """The service on each storage backend (fresh keyspaces per test on Cassandra)."""
+    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
+    if request.param == "sqlite":
+        yield load_settings(env)
+        return
+    engines: dict[str, str] = request.getfixturevalue("engines")
+    env |= {
+        "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+        "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+        "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
+        "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+    }
+    yield load_settings(env)
+    drop_keyspaces(engines, [f"{keyspace_prefix}_archive", f"{keyspace_prefix}_records"])
 
 
 @pytest.fixture
 async def archive(settings: Settings) -> AsyncIterator[ArchiveClient]:
     async with open_service(settings, now=lambda: NOW) as host:
         port = await host.start(0)
-        hot = await SqliteRecordStore(settings.data_dir / "records.db").open()
+        # The same shared hot store the service opened (file or keyspace).
+        hot = await open_record_store(settings)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 yield ArchiveClient(
@@ -272,7 +304,8 @@ async def fetch(
 
 
 def years(*values: int) -> list[datetime]:
-    return [datetime(value, 3, 14, 15, 9, 26, 535897, tzinfo=UTC) for value in values]
+    # Millisecond times: the hot store keeps no finer precision on Cassandra.
+    return [datetime(value, 3, 14, 15, 9, 26, 535000, tzinfo=UTC) for value in values]
 
 
 async def test_tier_then_fetch_then_hot_store_no_longer_has_them(archive: ArchiveClient) -> None:
@@ -443,3 +476,109 @@ async def test_health_reports_serving_once_ready(archive: ArchiveClient) -> None
             break
         await asyncio.sleep(0.1)
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- Cassandra unreachable ----------------------------------------------------------------
+
+
+class TcpProxy:
+    """A loopback TCP relay to Cassandra that a test can cut and restore (an outage that
+    touches nobody else's connections to the shared engine)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers += [writer, upstream_writer]
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()
+
+
+async def wait_for_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 30) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="healthbank.archive.v1.ArchiveService")
+    status = None
+    for _ in range(int(seconds * 10)):
+        status = (await health.Check(request)).status
+        if status == wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"health stayed {status}, wanted {wanted}")
+
+
+async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
+    engines: dict[str, str], keyspace_prefix: str, tmp_path: Path
+) -> None:
+    proxy = TcpProxy(
+        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0],
+        int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+    )
+    await proxy.start()
+    settings = load_settings(
+        {
+            "HEALTHBANK_DATA_DIR": str(tmp_path),
+            "HEALTHBANK_PORT": "0",
+            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+            "HEALTHBANK_CASSANDRA_HOSTS": "127.0.0.1",
+            "HEALTHBANK_CASSANDRA_PORT": str(proxy.port),
+            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+        }
+    )
+    try:
+        async with open_service(settings, now=lambda: NOW) as host:
+            port = await host.start(0)
+            hot = await open_record_store(settings)
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = archive_pb2_grpc.ArchiveServiceStub(channel)
+                    client = ArchiveClient(stub, settings, hot, channel)
+                    await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                    await put_blob(client, b"before the outage")
+
+                    await proxy.cut()
+                    await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                    error = await rpc_error(put_blob(client, b"during the outage"))
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+                    await proxy.start()
+                    await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                    # The retry stores the blob; its bytes may already be on disk from the try.
+                    stored = await put_blob(client, b"during the outage")
+                    assert stored.size_bytes == len(b"during the outage")
+            finally:
+                await hot.close()
+    finally:
+        await proxy.cut()
+        await asyncio.to_thread(
+            drop_keyspaces, engines, [f"{keyspace_prefix}_archive", f"{keyspace_prefix}_records"]
+        )

@@ -4,7 +4,7 @@ per-person listings, authorization and request validation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from cassandra.cluster import Cluster
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank import merkle
@@ -50,13 +51,46 @@ class AuditClient:
         return (("authorization", f"Bearer {token}"),)
 
 
-def make_settings(data_dir: Path) -> Settings:
-    return load_settings({"HEALTHBANK_DATA_DIR": str(data_dir), "HEALTHBANK_PORT": "0"})
+def make_settings(data_dir: Path, cassandra: dict[str, str] | None = None) -> Settings:
+    """Settings for the embedded store, or for Cassandra when given its HEALTHBANK_* vars."""
+    env = {"HEALTHBANK_DATA_DIR": str(data_dir), "HEALTHBANK_PORT": "0", **(cassandra or {})}
+    return load_settings(env)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
+    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
+    cluster = Cluster(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=5,
+    )
+    try:
+        session = cluster.connect()
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
+) -> Iterator[Settings]:
+    """The service on each storage backend (a fresh keyspace per test on Cassandra)."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    engines: dict[str, str] = request.getfixturevalue("engines")
+    yield make_settings(
+        tmp_path,
+        {
+            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
+            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+        },
+    )
+    drop_keyspaces(engines, [f"{keyspace_prefix}_audit"])
 
 
 @pytest.fixture
@@ -490,3 +524,102 @@ async def test_health_reports_serving_once_ready(audit: AuditClient) -> None:
             break
         await asyncio.sleep(0.1)
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- Cassandra unreachable ----------------------------------------------------------------
+
+
+class TcpProxy:
+    """A loopback TCP relay to Cassandra that a test can cut and restore (an outage that
+    touches nobody else's connections to the shared engine)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers += [writer, upstream_writer]
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()
+
+
+async def wait_for_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 30) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="healthbank.audit.v1.AuditService")
+    status = None
+    for _ in range(int(seconds * 10)):
+        status = (await health.Check(request)).status
+        if status == wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"health stayed {status}, wanted {wanted}")
+
+
+async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
+    engines: dict[str, str], keyspace_prefix: str, tmp_path: Path
+) -> None:
+    proxy = TcpProxy(
+        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0],
+        int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+    )
+    await proxy.start()
+    settings = make_settings(
+        tmp_path,
+        {
+            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+            "HEALTHBANK_CASSANDRA_HOSTS": "127.0.0.1",
+            "HEALTHBANK_CASSANDRA_PORT": str(proxy.port),
+            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+        },
+    )
+    try:
+        async with open_service(settings) as host:
+            port = await host.start(0)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                client = AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
+                await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                assert (await append(client, access_event())).leaf_index == 0
+
+                await proxy.cut()
+                await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                error = await rpc_error(append(client, access_event()))
+                # Retryable, and the log did not change: the client just sends it again.
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+                await proxy.start()
+                await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                retried = access_event()
+                assert (await append(client, retried)).leaf_index == 1
+                assert (await append(client, retried)).leaf_index == 1
+    finally:
+        await proxy.cut()
+        await asyncio.to_thread(drop_keyspaces, engines, [f"{keyspace_prefix}_audit"])

@@ -1,0 +1,366 @@
+"""One contract for the audit log's store, run against SQLite and real Cassandra.
+
+Both backends must allocate dense leaf indexes exactly once per event id, keep the node
+table consistent with RFC 6962, and list a person's leaves newest first with exact
+cursors, also when several store instances (processes) append to the same log at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cassandra.cluster import Cluster
+
+from healthbank import merkle
+from healthbank.records import to_micros
+from healthbank.storage.cassandra import CassandraDatabase
+from services.audit.store import (
+    AuditStore,
+    LeafEntry,
+    LoggedLeaf,
+    PersonCursor,
+    SqliteAuditStore,
+)
+from services.audit.store_cassandra import MIGRATIONS, CassandraAuditStore
+
+T0 = datetime(2024, 5, 1, 8, 0, 0, 123456, tzinfo=UTC)
+PERSON = "a" * 64
+OTHER = "b" * 64
+
+Opener = Callable[[], Awaitable[AuditStore]]
+
+
+def cassandra_database(env: dict[str, str], keyspace: str) -> CassandraDatabase:
+    return CassandraDatabase(
+        hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        keyspace=keyspace,
+        migrations=MIGRATIONS,
+        consistency="ONE",
+    )
+
+
+def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
+    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
+    cluster = Cluster(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=5,
+    )
+    try:
+        session = cluster.connect()
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+async def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> AsyncIterator[str]:
+    """A fresh audit keyspace name for the Cassandra-only tests, dropped afterwards."""
+    keyspace = f"{keyspace_prefix}_audit"
+    yield keyspace
+    await asyncio.to_thread(drop_keyspaces, engines, [keyspace])
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
+) -> AsyncIterator[Opener]:
+    """Opens another store instance on the same log (same file / same keyspace) per call."""
+    opened: list[AuditStore] = []
+
+    async def opener() -> AuditStore:
+        store: AuditStore
+        if request.param == "sqlite":
+            store = await SqliteAuditStore(tmp_path / "audit.db").open()
+        else:
+            env = request.getfixturevalue("engines")
+            database = cassandra_database(env, f"{keyspace_prefix}_audit")
+            store = await CassandraAuditStore(database).open()
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        await store.close()
+    if request.param == "cassandra":
+        env = request.getfixturevalue("engines")
+        await asyncio.to_thread(drop_keyspaces, env, [f"{keyspace_prefix}_audit"])
+
+
+@pytest.fixture
+async def store(open_store: Opener) -> AuditStore:
+    return await open_store()
+
+
+def entry(
+    event_id: str, person: str = PERSON, when: datetime = T0, body: bytes | None = None
+) -> LeafEntry:
+    leaf = body if body is not None else f"event {event_id} of {person}".encode()
+    return LeafEntry(
+        event_id=event_id,
+        person_token=person,
+        occur_time=when,
+        leaf=leaf,
+        leaf_hash=merkle.leaf_hash(leaf),
+    )
+
+
+def mth(leaves: list[bytes]) -> bytes:
+    """RFC 6962 Merkle Tree Hash, computed naively from the leaves."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return merkle.leaf_hash(leaves[0])
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return merkle.node_hash(mth(leaves[:split]), mth(leaves[split:]))
+
+
+async def root_of(store: AuditStore, size: int) -> bytes:
+    nodes = await store.get_nodes(merkle.root_keys(size))
+    return merkle.root_hash(size, nodes)
+
+
+# --- appending ---------------------------------------------------------------------------
+
+
+async def test_empty_log(store: AuditStore) -> None:
+    assert await store.tree_size() == 0
+    assert await store.get_nodes([(0, 0), (1, 0)]) == {}
+    assert await store.list_person_leaves(PERSON, after=None, limit=10) == []
+    await store.check()
+
+
+async def test_appends_get_dense_indexes_and_a_consistent_node_table(store: AuditStore) -> None:
+    leaves: list[bytes] = []
+    for i in range(11):
+        added = entry(f"e{i}")
+        outcome = await store.append(added)
+        assert outcome.leaf_index == i
+        assert not outcome.duplicate
+        assert outcome.leaf == added.leaf
+        assert outcome.leaf_hash == merkle.leaf_hash(added.leaf)
+        leaves.append(added.leaf)
+        assert await store.tree_size() == i + 1
+    for size in range(1, 12):
+        assert await root_of(store, size) == mth(leaves[:size])
+    # Every complete subtree is stored, and nothing beyond the tree.
+    nodes = await store.get_nodes([(0, 10), (1, 4), (2, 1), (3, 0), (0, 11), (1, 5), (4, 0)])
+    assert set(nodes) == {(0, 10), (1, 4), (2, 1), (3, 0)}
+    assert nodes[(3, 0)] == mth(leaves[:8])
+    assert nodes[(0, 10)] == merkle.leaf_hash(leaves[10])
+
+
+async def test_inclusion_and_consistency_proofs_verify_from_stored_nodes(
+    store: AuditStore,
+) -> None:
+    leaves = [entry(f"p{i}").leaf for i in range(7)]
+    for i in range(7):
+        await store.append(entry(f"p{i}"))
+    root7 = await root_of(store, 7)
+    for index in range(7):
+        nodes = await store.get_nodes(merkle.inclusion_keys(index, 7))
+        path = merkle.inclusion_path(index, 7, nodes)
+        assert merkle.verify_inclusion(merkle.leaf_hash(leaves[index]), index, 7, path, root7)
+    for first in range(1, 7):
+        nodes = await store.get_nodes(merkle.consistency_keys(first, 7))
+        proof = merkle.consistency_proof(first, 7, nodes)
+        assert merkle.verify_consistency(first, 7, await root_of(store, first), root7, proof)
+
+
+async def test_a_repeated_event_id_returns_the_first_append(store: AuditStore) -> None:
+    first = await store.append(entry("dup"))
+    await store.append(entry("other"))
+    again = await store.append(entry("dup"))
+    assert again.duplicate
+    assert (again.leaf_index, again.leaf_hash, again.leaf) == (
+        first.leaf_index,
+        first.leaf_hash,
+        first.leaf,
+    )
+    assert await store.tree_size() == 2
+
+
+async def test_a_repeated_event_id_with_other_content_returns_the_stored_leaf(
+    store: AuditStore,
+) -> None:
+    first = await store.append(entry("same-id", body=b"first content"))
+    second = await store.append(entry("same-id", body=b"other content"))
+    assert second.duplicate
+    assert second.leaf_index == first.leaf_index
+    assert second.leaf == b"first content"
+    assert second.leaf_hash == merkle.leaf_hash(b"first content")
+    assert await store.tree_size() == 1
+
+
+async def test_concurrent_appends_from_two_instances_get_each_index_once(
+    open_store: Opener,
+) -> None:
+    one, two = await open_store(), await open_store()
+    entries = [entry(f"c{i:02}", person=PERSON if i % 2 else OTHER) for i in range(40)]
+    # Half the appends on each instance, and two retries of the first event racing with it.
+    outcomes = await asyncio.gather(
+        *((one if i % 2 else two).append(added) for i, added in enumerate(entries)),
+        two.append(entries[0]),
+        one.append(entries[0]),
+    )
+    firsts, retries = outcomes[:40], outcomes[40:]
+    assert sorted(o.leaf_index for o in firsts) == list(range(40))
+    assert not any(o.duplicate for o in firsts[1:])
+    attempts = [firsts[0], *retries]
+    assert {o.leaf_index for o in attempts} == {firsts[0].leaf_index}
+    assert sum(not o.duplicate for o in attempts) == 1
+    assert await one.tree_size() == await two.tree_size() == 40
+    # The tree is the leaves in index order, as both instances see it.
+    by_index = sorted(zip(firsts, entries, strict=True), key=lambda pair: pair[0].leaf_index)
+    expected = mth([added.leaf for _, added in by_index])
+    assert await root_of(one, 40) == await root_of(two, 40) == expected
+    # A later retry still gets the first index.
+    late = await two.append(entries[7])
+    assert late.duplicate and late.leaf_index == firsts[7].leaf_index
+    assert await one.tree_size() == 40
+
+
+async def test_a_retry_racing_the_first_attempt_places_the_event_once(
+    open_store: Opener,
+) -> None:
+    one, two = await open_store(), await open_store()
+    racing = [entry("race", body=b"racing event") for _ in range(6)]
+    others = [entry(f"o{i}") for i in range(6)]
+    outcomes = await asyncio.gather(
+        *((one if i % 2 else two).append(added) for i, added in enumerate(racing + others))
+    )
+    race_indexes = {o.leaf_index for o in outcomes[:6]}
+    assert len(race_indexes) == 1
+    assert sum(not o.duplicate for o in outcomes[:6]) == 1
+    assert sorted(o.leaf_index for o in outcomes[5:]) == list(range(7))
+    assert await one.tree_size() == 7
+
+
+# --- listing a person's leaves -------------------------------------------------------------
+
+
+async def test_list_person_leaves_newest_first_with_exact_cursors(store: AuditStore) -> None:
+    # Microsecond times, a tie on occur time, and events across a year boundary.
+    times = [
+        T0,
+        T0 + timedelta(microseconds=1),
+        T0 - timedelta(days=400),
+        T0 + timedelta(days=1),
+        T0 + timedelta(days=1),
+        T0 - timedelta(days=800),
+    ]
+    for i, when in enumerate(times):
+        await store.append(entry(f"l{i}", when=when))
+    await store.append(entry("not-mine", person=OTHER))
+    everything = await store.list_person_leaves(PERSON, after=None, limit=100)
+    assert [leaf.leaf_index for leaf in everything] == [4, 3, 1, 0, 2, 5]
+    assert [leaf.occur_us for leaf in everything] == [
+        to_micros(times[i]) for i in (4, 3, 1, 0, 2, 5)
+    ]
+    assert everything[0].leaf == entry("l4").leaf
+    assert isinstance(everything[0], LoggedLeaf)
+
+    pages: list[list[int]] = []
+    cursor: PersonCursor | None = None
+    while True:
+        page = await store.list_person_leaves(PERSON, after=cursor, limit=2)
+        if not page:
+            break
+        pages.append([leaf.leaf_index for leaf in page])
+        cursor = PersonCursor(occur_us=page[-1].occur_us, leaf_index=page[-1].leaf_index)
+    assert pages == [[4, 3], [1, 0], [2, 5]]
+
+    # A cursor in the middle of a tie continues with the lower index of the same time.
+    tie = PersonCursor(occur_us=to_micros(times[4]), leaf_index=4)
+    after_tie = await store.list_person_leaves(PERSON, after=tie, limit=1)
+    assert [leaf.leaf_index for leaf in after_tie] == [3]
+    others = await store.list_person_leaves(OTHER, after=None, limit=5)
+    assert [leaf.leaf_index for leaf in others] == [6]
+    assert await store.list_person_leaves("c" * 64, after=None, limit=5) == []
+
+
+# --- Cassandra only: an appender that died half-way -----------------------------------------
+
+
+async def cassandra_store(engines: dict[str, str], keyspace: str) -> CassandraAuditStore:
+    return await CassandraAuditStore(cassandra_database(engines, keyspace)).open()
+
+
+async def test_cassandra_a_claim_whose_appender_died_is_placed_by_its_retry(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    store = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        await store.append(entry("before"))
+        # The first attempt claimed the id with its content, then its process died.
+        crashed = entry("crashed", body=b"first attempt content")
+        database = cassandra_database(engines, cassandra_keyspace)
+        await database.open()
+        try:
+            await database.execute(
+                "INSERT INTO events_by_id (event_id, leaf, person_token, occur_us)"
+                " VALUES (?, ?, ?, ?) IF NOT EXISTS",
+                (crashed.event_id, crashed.leaf, PERSON, to_micros(T0)),
+            )
+        finally:
+            await database.close()
+        assert await store.tree_size() == 1
+        retry = await store.append(entry("crashed", body=b"retry content"))
+        # The claim's content is logged, once, and the retry is told it is a duplicate.
+        assert retry.duplicate and retry.leaf_index == 1 and retry.leaf == b"first attempt content"
+        assert (await store.append(entry("crashed"))).leaf_index == 1
+        assert await store.tree_size() == 2
+        assert await root_of(store, 2) == mth([entry("before").leaf, b"first attempt content"])
+    finally:
+        await store.close()
+
+
+async def test_cassandra_a_leaf_left_pending_is_finished_by_the_next_appender(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    store = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        await store.append(entry("zero"))
+        # An appender claimed its event and index 1, then died before writing the leaf.
+        stuck = entry("stuck")
+        database = cassandra_database(engines, cassandra_keyspace)
+        await database.open()
+        try:
+            await database.execute(
+                "INSERT INTO events_by_id (event_id, leaf, person_token, occur_us)"
+                " VALUES (?, ?, ?, ?) IF NOT EXISTS",
+                (stuck.event_id, stuck.leaf, PERSON, to_micros(T0)),
+            )
+            applied = await database.execute(
+                "UPDATE log_head SET pending_event = ?, pending_leaf = ?, pending_person = ?,"
+                " pending_occur_us = ? WHERE id = 0 IF size = 1 AND pending_event = null",
+                (stuck.event_id, stuck.leaf, PERSON, to_micros(T0)),
+            )
+            assert applied[0].applied
+        finally:
+            await database.close()
+        # Readers see only the committed tree meanwhile.
+        assert await store.tree_size() == 1
+        # Another instance (a fresh process) appends: it finishes index 1 first.
+        other = await cassandra_store(engines, cassandra_keyspace)
+        try:
+            nxt = await other.append(entry("next"))
+        finally:
+            await other.close()
+        assert nxt.leaf_index == 2
+        again = await store.append(entry("stuck"))
+        assert again.duplicate and again.leaf_index == 1
+        assert await store.tree_size() == 3
+        expected = mth([entry("zero").leaf, stuck.leaf, entry("next").leaf])
+        assert await root_of(store, 3) == expected
+        listed = await store.list_person_leaves(PERSON, after=None, limit=10)
+        assert sorted(leaf.leaf_index for leaf in listed) == [0, 1, 2]
+    finally:
+        await store.close()
