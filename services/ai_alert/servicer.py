@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
+from healthbank.access import AccessAuditor, open_sealed
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
-from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.crypto import KeyProviderUnavailable, Sealer, TamperedPayload
-from healthbank.ids import new_ulid
+from healthbank.crypto import Sealer
 from healthbank.records import RecordStore, payload_aad
 from healthbank.rpc import (
     ClientFactory,
@@ -72,6 +72,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         self._sealer = sealer
         self._clients = clients
         self._now = now
+        self._auditor = AccessAuditor(clients, SERVICE, now)
 
     async def GetForecast(
         self, request: ai_alert_pb2.GetForecastRequest, context: object
@@ -139,8 +140,8 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         resource_names = [f"persons/{person_token}"]
         if authority:
             resource_names.append(authority)
-        await self._audit(
-            principal, audit_pb2.ACTION_READ_HISTORY, person_token, resource_names, basis
+        await self._auditor.record(
+            principal, audit_pb2.ACTION_READ_HISTORY, person_token, resource_names, basis=basis
         )
 
         measurements: list[trends.Measurement] = []
@@ -150,8 +151,8 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         for record in observations:
             if record.code_system and record.code_system != trends.LOINC_SYSTEM:
                 continue
-            document = await self._open(
-                record.sealed_payload, payload_aad(person_token, record.record_id)
+            document = await open_sealed(
+                self._sealer, record.sealed_payload, payload_aad(person_token, record.record_id)
             )
             measurements.extend(
                 trends.measurements_from_observation(
@@ -169,7 +170,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         if principal.kind == PrincipalKind.PATIENT:
             if principal.subject == person_token:
                 return BASIS_SELF, ""
-            await self._audit_denial(principal, person_token, "NOT_DATA_SUBJECT")
+            await self._auditor.record_denial(principal, person_token, "NOT_DATA_SUBJECT")
             raise ServiceError.permission_denied(
                 "patients may only read their own insights", reason="NOT_DATA_SUBJECT"
             )
@@ -185,63 +186,10 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         except grpc.aio.AioRpcError as error:
             raise _dependency_error(error, "consent") from None
         if decision.decision != consent_pb2.DECISION_PERMIT:
-            await self._audit_denial(principal, person_token, decision.basis)
+            await self._auditor.record_denial(principal, person_token, decision.basis)
             reason = decision.basis if _REASON.match(decision.basis) else "CONSENT_DENIED"
             raise ServiceError.permission_denied("consent does not permit this read", reason=reason)
         return decision.basis, decision.authority_name
-
-    async def _audit(
-        self,
-        principal: Principal,
-        action: int,
-        person_token: str,
-        resource_names: Sequence[str],
-        basis: str,
-    ) -> None:
-        """Append an access event; UNAVAILABLE (and nothing read) when it cannot."""
-        stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
-        event = audit_pb2.AccessEvent(
-            event_id=new_ulid(self._now()),
-            actor=principal_to_proto(principal),
-            action=action,  # type: ignore[arg-type]
-            person_token=person_token,
-            resource_names=resource_names,
-            basis=basis,
-            recorded_by=SERVICE,
-        )
-        event.occur_time.FromDatetime(self._now())
-        try:
-            await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
-        except grpc.aio.AioRpcError as error:
-            _log.warning("audit append failed with %s; access refused", error.code().name)
-            raise ServiceError.unavailable(
-                "the access could not be audited, so it was refused",
-                reason="AUDIT_UNAVAILABLE",
-            ) from None
-
-    async def _audit_denial(self, principal: Principal, person_token: str, basis: str) -> None:
-        """Record a refused read; a failure here does not change the refusal."""
-        try:
-            await self._audit(
-                principal, audit_pb2.ACTION_DENIED, person_token, [f"persons/{person_token}"], basis
-            )
-        except ServiceError:
-            _log.warning("denied read of %s could not be audited", person_token)
-
-    async def _open(self, blob: bytes, aad: bytes) -> bytes:
-        try:
-            return await self._sealer.open(blob, aad)
-        except KeyProviderUnavailable:
-            raise ServiceError.unavailable(
-                "the key service is unavailable", reason="KEYS_UNAVAILABLE"
-            ) from None
-        except TamperedPayload:
-            _log.error("a sealed observation failed authentication")
-            raise ServiceError(
-                grpc.StatusCode.DATA_LOSS,
-                "a stored payload failed its integrity check",
-                reason="PAYLOAD_TAMPERED",
-            ) from None
 
 
 def _daily_count(day: date, count: float, upper: float = 0.0) -> ai_alert_pb2.DailyCount:

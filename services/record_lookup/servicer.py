@@ -24,14 +24,14 @@ from typing import Any, cast
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import timestamp_pb2
 
+from healthbank.access import AccessAuditor, open_sealed
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
-from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.audit.v1 import audit_pb2
 from healthbank.cache import Cache, emergency_summary_key
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.crypto import KeyProviderUnavailable, Sealer, TamperedPayload
+from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.ids import new_ulid
 from healthbank.logs import request_id_var
 from healthbank.natid import InvalidNationalId, validate_national_id
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
@@ -99,6 +99,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         self._service_token = service_token
         self._cache_ttl_seconds = cache_ttl_seconds
         self._now = now
+        self._auditor = AccessAuditor(clients, SERVICE, now)
 
     # --- GetHistory ------------------------------------------------------------------------
 
@@ -114,14 +115,14 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
 
         decision = await self._check_consent(principal, person_token, categories)
         if decision.decision != consent_pb2.DECISION_PERMIT:
-            await self._audit_denial(principal, person_token, decision.basis)
+            await self._auditor.record_denial(principal, person_token, decision.basis)
             raise ServiceError.permission_denied(
                 "consent does not permit this read", reason=_reason(decision.basis)
             )
         resource_names = [domain.person_name(person_token)]
         if decision.authority_name:
             resource_names.append(decision.authority_name)
-        await self._audit(
+        await self._auditor.record(
             principal,
             audit_pb2.ACTION_READ_HISTORY,
             person_token,
@@ -137,8 +138,8 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         # Everything is collected before the first item goes out: a failing archive must not
         # leave the caller with a silently truncated history.
         for record, is_cold in domain.merge_history(hot, cold, readable):
-            payload = await self._open(
-                record.sealed_payload, payload_aad(person_token, record.record_id)
+            payload = await open_sealed(
+                self._sealer, record.sealed_payload, payload_aad(person_token, record.record_id)
             )
             yield record_lookup_pb2.HistoryItem(
                 record=to_record_proto(
@@ -180,7 +181,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
 
         person_token = await self._lookup_person(national_id)
         session = await self._break_glass(person_token, request.justification)
-        audit_leaf = await self._audit(
+        audit_leaf = await self._auditor.record(
             principal,
             audit_pb2.ACTION_READ_EMERGENCY,
             person_token,
@@ -244,8 +245,8 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
     async def _compute_summary(self, person_token: str) -> record_lookup_pb2.EmergencySummary:
         facts: list[domain.SummaryFact] = []
         for stored in await self._records.list_facts(person_token):
-            document = await self._open(
-                stored.sealed_fact, fact_aad(person_token, stored.record_id)
+            document = await open_sealed(
+                self._sealer, stored.sealed_fact, fact_aad(person_token, stored.record_id)
             )
             try:
                 facts.append(domain.parse_fact(document, stored.category))
@@ -285,67 +286,6 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         except grpc.aio.AioRpcError as error:
             raise _dependency_error(error, "consent") from None
         return response
-
-    async def _audit(
-        self,
-        principal: Principal,
-        action: int,
-        person_token: str,
-        resource_names: Sequence[str],
-        *,
-        basis: str,
-        flagged_for_review: bool = False,
-    ) -> int:
-        """Append an access event and return its leaf index; UNAVAILABLE if it cannot."""
-        stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
-        event = audit_pb2.AccessEvent(
-            event_id=new_ulid(self._now()),
-            actor=principal_to_proto(principal),
-            action=action,  # type: ignore[arg-type]
-            person_token=person_token,
-            resource_names=resource_names,
-            basis=basis,
-            flagged_for_review=flagged_for_review,
-            recorded_by=SERVICE,
-        )
-        event.occur_time.FromDatetime(self._now())
-        try:
-            response = await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
-        except grpc.aio.AioRpcError as error:
-            _log.warning("audit append failed with %s; access refused", error.code().name)
-            raise ServiceError.unavailable(
-                "the access could not be audited, so it was refused",
-                reason="AUDIT_UNAVAILABLE",
-            ) from None
-        return int(response.leaf_index)
-
-    async def _audit_denial(self, principal: Principal, person_token: str, basis: str) -> None:
-        """Record a refused read; a failure here does not change the refusal."""
-        try:
-            await self._audit(
-                principal,
-                audit_pb2.ACTION_DENIED,
-                person_token,
-                [domain.person_name(person_token)],
-                basis=basis,
-            )
-        except ServiceError:
-            _log.warning("denied read of %s could not be audited", person_token)
-
-    async def _open(self, blob: bytes, aad: bytes) -> bytes:
-        try:
-            return await self._sealer.open(blob, aad)
-        except KeyProviderUnavailable:
-            raise ServiceError.unavailable(
-                "the key service is unavailable", reason="KEYS_UNAVAILABLE"
-            ) from None
-        except TamperedPayload:
-            _log.error("a sealed payload failed authentication")
-            raise ServiceError(
-                grpc.StatusCode.DATA_LOSS,
-                "a stored payload failed its integrity check",
-                reason="PAYLOAD_TAMPERED",
-            ) from None
 
 
 # Bound for the archive stream when the inbound call has no deadline of its own.
