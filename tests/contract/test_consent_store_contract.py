@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cassandra.cluster import Cluster
+from engine_support import drop_keyspaces
 
 from healthbank.ids import MonotonicUlidGenerator
 from healthbank.storage.cassandra import CassandraDatabase
@@ -39,21 +39,6 @@ def cassandra_database(env: dict[str, str], keyspace: str) -> CassandraDatabase:
         migrations=MIGRATIONS,
         consistency="ONE",
     )
-
-
-def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
-    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
-    cluster = Cluster(
-        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        protocol_version=5,
-    )
-    try:
-        session = cluster.connect()
-        for keyspace in keyspaces:
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-    finally:
-        cluster.shutdown()
 
 
 @dataclass

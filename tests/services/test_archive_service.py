@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from cassandra.cluster import Cluster
+from engine_support import TcpProxy, drop_keyspaces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
@@ -54,21 +54,6 @@ class ArchiveClient:
     @property
     def archive_dir(self) -> Path:
         return self.settings.data_dir / "archive"
-
-
-def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
-    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
-    cluster = Cluster(
-        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        protocol_version=5,
-    )
-    try:
-        session = cluster.connect()
-        for keyspace in keyspaces:
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-    finally:
-        cluster.shutdown()
 
 
 @pytest.fixture(params=["sqlite", "cassandra"])
@@ -479,49 +464,6 @@ async def test_health_reports_serving_once_ready(archive: ArchiveClient) -> None
 
 
 # --- Cassandra unreachable ----------------------------------------------------------------
-
-
-class TcpProxy:
-    """A loopback TCP relay to Cassandra that a test can cut and restore (an outage that
-    touches nobody else's connections to the shared engine)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers += [writer, upstream_writer]
-        await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
-        )
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.transport.abort()
 
 
 async def wait_for_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 30) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from cassandra.cluster import Cluster
+from engine_support import TcpProxy, drop_keyspaces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.config import Settings, load_settings
@@ -72,21 +72,6 @@ both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indi
 def backend(request: pytest.FixtureRequest) -> str:
     """The storage backend of the test: sqlite unless parametrized."""
     return str(getattr(request, "param", "sqlite"))
-
-
-def drop_keyspaces(env: dict[str, str], keyspaces: list[str]) -> None:
-    """Drop a test's keyspaces: every live table costs the shared Cassandra heap."""
-    cluster = Cluster(
-        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        protocol_version=5,
-    )
-    try:
-        session = cluster.connect()
-        for keyspace in keyspaces:
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-    finally:
-        cluster.shutdown()
 
 
 @pytest.fixture
@@ -525,55 +510,6 @@ async def test_health_reports_serving(identity: Identity) -> None:
 
 
 # --- storage outage ----------------------------------------------------------------------------
-
-
-class TcpProxy:
-    """Forwards a local port to Cassandra; ``cut`` drops every connection and stops listening.
-
-    Stands in for the network path to Cassandra, so that an outage can be made without
-    stopping the Cassandra other tests share.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, upstream_writer}
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer),
-            self._pipe(upstream_reader, writer),
-            return_exceptions=True,
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
-            self._writers.discard(writer)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
 
 
 async def wait_for_health(channel: grpc.aio.Channel, status: int) -> None:

@@ -31,6 +31,7 @@ import pydicom
 import pytest
 import requests
 from cassandra.cluster import Cluster, Session
+from engine_support import TcpProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -781,55 +782,6 @@ async def test_key_provider_down_is_retryable_and_writes_nothing(stack: Stack) -
         again = await stack.submit(admission)
         assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
         await stack.wait_for_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-
-
-class TcpProxy:
-    """Forwards a local port to a server; ``cut`` drops every connection and stops listening.
-
-    Stands in for the network path from ingest to Cassandra, so that an outage can be made
-    without stopping the Cassandra other tests share.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, upstream_writer}
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer),
-            self._pipe(upstream_reader, writer),
-            return_exceptions=True,
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
-            self._writers.discard(writer)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
 
 
 @pytest.mark.parametrize("backend", ["cassandra"])
