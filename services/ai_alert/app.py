@@ -16,6 +16,7 @@ from healthbank.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.records import open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
+from healthbank.rpc.server import readiness_of
 from services.ai_alert.servicer import SERVICE, AiAlertServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
@@ -52,17 +53,12 @@ async def open_service(
         def register(server: grpc.aio.Server) -> None:
             ai_alert_pb2_grpc.add_AiAlertServiceServicer_to_server(servicer, server)
 
-        async def ready() -> bool:
-            await records.check()
-            await provider.check()
-            return True
-
         host = ServiceHost(
             SERVICE,
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=ready,
+            readiness=readiness_of(records, provider),
         )
         try:
             yield host

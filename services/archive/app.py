@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -12,8 +12,9 @@ from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.config import Settings
 from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost
+from healthbank.rpc.server import readiness_of
 from services.archive.archive import Archive, utc_now
-from services.archive.objects import LocalObjectStore, ObjectStore
+from services.archive.objects import LocalObjectStore
 from services.archive.servicer import MAX_BLOB_BYTES, ArchiveServicer
 from services.archive.store import ArchiveStore, SqliteArchiveStore
 
@@ -47,20 +48,6 @@ async def open_stores(settings: Settings) -> tuple[ArchiveStore, RecordStore]:
     return archive_store, records
 
 
-def readiness_check(
-    store: ArchiveStore, records: RecordStore, objects: ObjectStore
-) -> Callable[[], Coroutine[None, None, bool]]:
-    """Ready when both stores answer and the object directory is writable."""
-
-    async def ready() -> bool:
-        await store.check()
-        await records.check()
-        await objects.check()
-        return True
-
-    return ready
-
-
 @asynccontextmanager
 async def open_service(
     settings: Settings,
@@ -89,7 +76,7 @@ async def open_service(
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=readiness_check(store, records, objects),
+            readiness=readiness_of(store, records, objects),
             options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
         )
         try:

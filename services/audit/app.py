@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -10,8 +10,9 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.config import Settings
-from healthbank.crypto import KeyProvider, build_key_provider
+from healthbank.crypto import build_key_provider
 from healthbank.rpc import ClientFactory, ServiceHost
+from healthbank.rpc.server import readiness_of
 from services.audit.log import AuditLog
 from services.audit.servicer import AuditServicer
 from services.audit.store import AuditStore, SqliteAuditStore
@@ -33,19 +34,6 @@ async def open_store(settings: Settings) -> AuditStore:
 
         return await CassandraAuditStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
     return await SqliteAuditStore(settings.data_dir / f"{SERVICE}.db").open()
-
-
-def readiness_check(
-    store: AuditStore, keys: KeyProvider
-) -> Callable[[], Coroutine[None, None, bool]]:
-    """Ready when the log is readable and tree heads can be signed."""
-
-    async def ready() -> bool:
-        await store.check()
-        await keys.check()
-        return True
-
-    return ready
 
 
 @asynccontextmanager
@@ -75,7 +63,7 @@ async def open_service(
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=readiness_check(store, keys),
+            readiness=readiness_of(store, keys),
         )
         try:
             yield host

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -10,8 +10,9 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.config import Settings
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.crypto import KeyProvider, build_key_provider, build_sealer
+from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.rpc import ClientFactory, ServiceHost
+from healthbank.rpc.server import readiness_of
 from services.consent.registry import ConsentRegistry
 from services.consent.servicer import ConsentServicer
 from services.consent.store import ConsentStore, SqliteConsentStore
@@ -33,19 +34,6 @@ async def open_store(settings: Settings) -> ConsentStore:
 
         return await CassandraConsentStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
     return await SqliteConsentStore(settings.data_dir / f"{SERVICE}.db").open()
-
-
-def readiness_check(
-    store: ConsentStore, keys: KeyProvider
-) -> Callable[[], Coroutine[None, None, bool]]:
-    """Ready when the store answers and the key provider is usable."""
-
-    async def ready() -> bool:
-        await store.check()
-        await keys.check()
-        return True
-
-    return ready
 
 
 @asynccontextmanager
@@ -76,7 +64,7 @@ async def open_service(
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=readiness_check(store, keys),
+            readiness=readiness_of(store, keys),
         )
         try:
             yield host

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.config import Settings
-from healthbank.crypto import KeyProvider, build_key_provider, build_sealer
+from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ClientFactory, ServiceHost
+from healthbank.rpc.server import readiness_of
 from services.identity.index import MasterPatientIndex
 from services.identity.servicer import IdentityServicer
 from services.identity.store import IdentityStore, SqliteIdentityStore
@@ -33,19 +34,6 @@ async def open_store(settings: Settings) -> IdentityStore:
 
         return await CassandraIdentityStore(keyspace_for(settings, SERVICE, MIGRATIONS)).open()
     return await SqliteIdentityStore(settings.data_dir / f"{SERVICE}.db").open()
-
-
-def readiness_check(
-    store: IdentityStore, keys: KeyProvider
-) -> Callable[[], Coroutine[None, None, bool]]:
-    """Ready when the store answers and the key provider (pseudonyms, sealing) is usable."""
-
-    async def ready() -> bool:
-        await store.check()
-        await keys.check()
-        return True
-
-    return ready
 
 
 @asynccontextmanager
@@ -76,7 +64,7 @@ async def open_service(
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=readiness_check(store, keys),
+            readiness=readiness_of(store, keys),
         )
         try:
             yield host

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -13,10 +13,11 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.cache import open_cache
 from healthbank.config import Settings
-from healthbank.crypto import KeyProvider, build_key_provider, build_sealer
+from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
+from healthbank.rpc.server import readiness_of
 from services.ingest.clients import GrpcAuditLog, GrpcBlobArchive, GrpcIdentityResolver
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.servicer import MAX_CONTENT_BYTES, IngestServicer
@@ -57,26 +58,6 @@ async def open_stores(settings: Settings) -> tuple[RecordStore, IngestStore]:
         await records.close()
         raise
     return records, store
-
-
-def readiness_check(
-    records: RecordStore, store: IngestStore, keys: KeyProvider
-) -> Callable[[], Coroutine[None, None, bool]]:
-    """Ready when both stores answer and payloads can be sealed.
-
-    Identity, archive and audit are not part of readiness: when one is down, ingest answers
-    UNAVAILABLE per message (retryable), and taking ingest out of rotation too would only
-    turn a partial outage into a full one.
-    """
-
-    async def ready() -> bool:
-        # Each raises (StorageUnavailable, KeyProviderUnavailable) while its engine is down.
-        await records.check()
-        await store.check()
-        await keys.check()
-        return True
-
-    return ready
 
 
 async def _flush_pending_audits(pipeline: IngestPipeline) -> None:
@@ -138,7 +119,10 @@ async def open_service(
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=readiness_check(records, store, keys),
+            # Identity, archive and audit are not part of readiness: when one is down, each
+            # message gets a retryable UNAVAILABLE; going out of rotation too would turn a
+            # partial outage into a full one.
+            readiness=readiness_of(records, store, keys),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
         )
         repair = asyncio.create_task(_flush_pending_audits(pipeline), name="ingest-audit-repair")

@@ -25,6 +25,7 @@ from healthbank.rpc import (
     encode_token,
     service_client_factory,
 )
+from healthbank.rpc.server import readiness_of
 from services.record_lookup.servicer import SERVICE, RecordLookupServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
@@ -85,17 +86,12 @@ async def open_service(
         def register(server: grpc.aio.Server) -> None:
             record_lookup_pb2_grpc.add_RecordLookupServiceServicer_to_server(servicer, server)
 
-        async def ready() -> bool:
-            await records.check()
-            await provider.check()
-            return True
-
         host = ServiceHost(
             SERVICE,
             settings,
             register=[register],
             service_names=[SERVICE_NAME],
-            readiness=ready,
+            readiness=readiness_of(records, provider),
         )
         try:
             yield host

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
@@ -249,3 +249,22 @@ async def run_until_signal(host: ServiceHost) -> None:
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+class Checkable(Protocol):
+    """A dependency whose check() raises while it is unusable (store, key provider)."""
+
+    async def check(self) -> None:
+        """Return when usable now; raise otherwise."""
+        ...
+
+
+def readiness_of(*dependencies: Checkable) -> Callable[[], Awaitable[bool]]:
+    """A readiness probe for ServiceHost: ready while every dependency's check() passes."""
+
+    async def ready() -> bool:
+        for dependency in dependencies:
+            await dependency.check()
+        return True
+
+    return ready
