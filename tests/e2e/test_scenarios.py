@@ -5,6 +5,9 @@ Cassandra + OpenBao + Redis."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 import pytest
 from e2e_support import (
     AUTH_SECRET,
@@ -13,12 +16,13 @@ from e2e_support import (
     files_containing,
     identifiers,
 )
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from healthbank import synthetic
 from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.demo import DemoClient, scenario_a, scenario_b, submit
-from healthbank.devstack import LocalStack
+from healthbank.devstack import LocalStack, check_health
 from healthbank.record_lookup.v1 import record_lookup_pb2
 
 
@@ -86,3 +90,25 @@ async def test_no_identifier_in_files_logs_or_rows(
         assert hits == []
         engine_files = engine_data_dir(request.getfixturevalue("engines_tool"))
         assert files_containing(engine_files, needles, skip=("lib",)) == []
+
+
+EXPECTED_SERVICES = {
+    "ingest": "healthbank.ingest.v1.IngestService",
+    "identity": "healthbank.identity.v1.IdentityService",
+    "consent": "healthbank.consent.v1.ConsentService",
+    "record-lookup": "healthbank.record_lookup.v1.RecordLookupService",
+    "archive": "healthbank.archive.v1.ArchiveService",
+    "audit": "healthbank.audit.v1.AuditService",
+    "ai-alert": "healthbank.ai_alert.v1.AiAlertService",
+}
+
+
+async def test_every_service_is_serving_and_reflected(any_stack: LocalStack) -> None:
+    for name, address in any_stack.addresses.items():
+        assert await check_health(address) == "SERVING"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            responses = [r async for r in stub.ServerReflectionInfo(iter([request]))]
+        listed = {s.name for s in responses[0].list_services_response.service}
+        assert {EXPECTED_SERVICES[name], "grpc.health.v1.Health"} <= listed
