@@ -24,7 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from healthbank.config import SERVICE_NAMES, ConfigError, Settings, load_settings
+from healthbank.demo import format_table, run_demo
 from healthbank.devstack import LocalStack, running_stack_addresses
+from healthbank.logs import configure_logging
+from healthbank.rpc.server import run_until_signal
+from healthbank.telemetry import setup_telemetry
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES_SCRIPT = REPO / "tools" / "engines" / "engines.py"
@@ -36,13 +40,16 @@ def service_module(service: str) -> str:
 
 
 async def _serve(service: str, settings: Settings) -> None:
-    from healthbank.logs import configure_logging
-    from healthbank.rpc.server import run_until_signal
-
     configure_logging(service, settings.log_level)
+    # Global providers: the server interceptors and outgoing trace propagation use them.
+    # Without HEALTHBANK_OTLP_ENDPOINT nothing is exported.
+    telemetry = setup_telemetry(service, settings.otlp_endpoint, set_global=True)
     app = importlib.import_module(service_module(service))
-    async with app.open_service(settings) as host:
-        await run_until_signal(host)
+    try:
+        async with app.open_service(settings) as host:
+            await run_until_signal(host)
+    finally:
+        telemetry.shutdown()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -76,8 +83,6 @@ def real_engine_env() -> dict[str, str]:
 
 
 def _print_health(stack: LocalStack) -> None:
-    from healthbank.demo import format_table
-
     print(
         format_table(
             "healthbank services", ["service", "address", "health", "pid"], stack.health_table()
@@ -111,8 +116,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play scenarios A and B against a running stack, or start one for the demo."""
-    from healthbank.demo import run_demo
-
     settings = load_settings()
     secret = settings.auth_secret.get_secret_value().encode()
     addresses = None if args.fresh else running_stack_addresses()
