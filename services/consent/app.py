@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
+from healthbank.cache import open_cache
 from healthbank.config import Settings
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.crypto import build_key_provider, build_sealer
@@ -52,8 +53,11 @@ async def open_service(
     clock = now or _utc_now
     keys = build_key_provider(settings)
     store = await open_store(settings)
+    cache = await open_cache(settings)
     try:
-        registry = ConsentRegistry(store, build_sealer(settings, keys), clock)
+        registry = ConsentRegistry(
+            store, build_sealer(settings, keys), clock, cache, settings.cache_ttl_seconds
+        )
         servicer = ConsentServicer(registry, clock)
 
         def register(server: grpc.aio.Server) -> None:
@@ -71,4 +75,5 @@ async def open_service(
         finally:
             await host.stop()
     finally:
+        await cache.close()
         await store.close()

@@ -5,10 +5,12 @@ Holds no protocol concerns: callers pass validated domain values and get domain 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from healthbank.cache import Cache
 from healthbank.crypto import Sealer
 from healthbank.ids import MonotonicUlidGenerator
 from healthbank.rpc.principal import Principal, PrincipalKind
@@ -37,6 +39,51 @@ class GrantDraft:
     request_id: str
 
 
+def grants_cache_key(person_token: str, hospital_id: str) -> str:
+    """Cache key of a person's grants to one hospital (tokens and ids only, no PHI)."""
+    return f"consent-grants:{person_token}:{hospital_id}"
+
+
+def grants_to_json(grants: Sequence[Grant]) -> bytes:
+    """Grants as cache bytes."""
+    return json.dumps(
+        [
+            {
+                "grant_id": g.grant_id,
+                "person_token": g.person_token,
+                "grantee_hospital_id": g.grantee_hospital_id,
+                "grantee_clinician_id": g.grantee_clinician_id,
+                "categories": sorted(g.categories),
+                "valid_from": g.valid_from.isoformat(),
+                "expire_time": g.expire_time.isoformat(),
+                "create_time": g.create_time.isoformat(),
+                "request_id": g.request_id,
+                "revoke_time": g.revoke_time.isoformat() if g.revoke_time else None,
+            }
+            for g in grants
+        ]
+    ).encode()
+
+
+def grants_from_json(raw: bytes) -> list[Grant]:
+    """Inverse of grants_to_json."""
+    return [
+        Grant(
+            grant_id=g["grant_id"],
+            person_token=g["person_token"],
+            grantee_hospital_id=g["grantee_hospital_id"],
+            grantee_clinician_id=g["grantee_clinician_id"],
+            categories=frozenset(g["categories"]),
+            valid_from=datetime.fromisoformat(g["valid_from"]),
+            expire_time=datetime.fromisoformat(g["expire_time"]),
+            create_time=datetime.fromisoformat(g["create_time"]),
+            request_id=g["request_id"],
+            revoke_time=datetime.fromisoformat(g["revoke_time"]) if g["revoke_time"] else None,
+        )
+        for g in json.loads(raw)
+    ]
+
+
 def justification_aad(session_name: str) -> bytes:
     """Associated data binding a sealed justification to its break-glass session."""
     return f"break-glass-justification:{session_name}".encode()
@@ -50,11 +97,16 @@ class ConsentRegistry:
         store: ConsentStore,
         sealer: Sealer,
         now: Callable[[], datetime],
+        cache: Cache | None = None,
+        cache_ttl_seconds: float = 0.0,
     ) -> None:
-        """Use ``store`` for persistence, ``sealer`` for free text, ``now`` as the clock."""
+        """Use ``store`` for persistence, ``sealer`` for free text, ``now`` as the clock, and
+        ``cache`` (Redis at scale) for the grants Check reads, invalidated on every change."""
         self._store = store
         self._sealer = sealer
         self._now = now
+        self._cache = cache
+        self._cache_ttl = cache_ttl_seconds
         # Monotonic ids keep "newest first" exact even for grants made in one millisecond.
         self._new_id = MonotonicUlidGenerator()
 
@@ -73,7 +125,9 @@ class ConsentRegistry:
             create_time=now,
             request_id=draft.request_id,
         )
-        return await self._store.create_grant(grant)
+        created = await self._store.create_grant(grant)
+        await self._forget_grants(created)
+        return created
 
     async def revoke_grant(self, person_token: str, grant_id: str) -> Grant:
         """Revoke the grant now (idempotent: a revoked grant keeps its first revoke time).
@@ -83,6 +137,8 @@ class ConsentRegistry:
         grant = await self._store.revoke_grant(person_token, grant_id, self._now())
         if grant is None:
             raise GrantNotFound(grant_id)
+        # The next Check must deny at once, on every replica.
+        await self._forget_grants(grant)
         return grant
 
     async def list_grants(
@@ -106,12 +162,30 @@ class ConsentRegistry:
         # accessor's own break-glass sessions.
         if accessor.kind in (PrincipalKind.CLINICIAN, PrincipalKind.EMERGENCY):
             if accessor.hospital_id:
-                grants = await self._store.grants_for_hospital(person_token, accessor.hospital_id)
+                grants = await self._grants_for_hospital(person_token, accessor.hospital_id)
             if accessor.kind == PrincipalKind.EMERGENCY:
                 sessions = await self._store.break_glass_sessions(
                     person_token, accessor.subject, now
                 )
         return decide(grants, sessions, accessor, person_token, categories, now)
+
+    async def _grants_for_hospital(self, person_token: str, hospital_id: str) -> list[Grant]:
+        """The grants Check needs, through the cache; the decision itself is never cached,
+        so expiry is judged against the clock on every call."""
+        key = grants_cache_key(person_token, hospital_id)
+        cached = await self._cache.get(key) if self._cache is not None else None
+        if cached is not None:
+            return grants_from_json(cached)
+        grants = await self._store.grants_for_hospital(person_token, hospital_id)
+        if self._cache is not None:
+            await self._cache.set(key, grants_to_json(grants), self._cache_ttl)
+        return grants
+
+    async def _forget_grants(self, grant: Grant) -> None:
+        if self._cache is not None:
+            await self._cache.delete(
+                grants_cache_key(grant.person_token, grant.grantee_hospital_id)
+            )
 
     async def break_glass(
         self, opened_by: Principal, person_token: str, justification: str

@@ -18,7 +18,15 @@ from e2e_support import AUTH_SECRET, real_engine_settings, start_stack, stop_sta
 
 from healthbank import synthetic
 from healthbank.common.v1 import common_pb2
-from healthbank.demo import CLINICIAN_B, DemoClient, scenario_a, scenario_b, submit
+from healthbank.consent.v1 import consent_pb2
+from healthbank.demo import (
+    CLINICIAN_B,
+    DemoClient,
+    patient_principal,
+    scenario_a,
+    scenario_b,
+    submit,
+)
 from healthbank.devstack import LocalStack, check_health
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
@@ -166,5 +174,25 @@ async def test_new_allergy_reaches_a_cached_summary_at_once(stack: LocalStack) -
         assert ack.outcome == ingest_pb2.OUTCOME_STORED
         second = await scenario_b(client, person, before.person_token)
         assert len(second.summary.allergies) == 2
+    finally:
+        await client.close()
+
+
+async def test_revoked_grant_denies_at_once_despite_the_cache(stack: LocalStack) -> None:
+    """Consent caches a person's grants in Redis; revoking one must deny the very next read."""
+    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(25)
+    try:
+        granted = await scenario_a(client, person)
+        assert await history(client, granted.person_token)  # grants now cached
+        await client.consent.RevokeGrant(
+            consent_pb2.RevokeGrantRequest(name=granted.grant_name),
+            metadata=client.auth(patient_principal(granted.person_token)),
+            timeout=30,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await history(client, granted.person_token)
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(raised.value).reason == "GRANT_REVOKED"
     finally:
         await client.close()
