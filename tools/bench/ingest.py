@@ -1,0 +1,99 @@
+"""Ingest benchmark: FHIR bundles through the full flow (identity, sealing, store, audit)
+against a fresh local stack, beside a baseline of bare gRPC health checks in the same run.
+
+    python tools/bench/ingest.py [--messages 200] [--concurrency 8] [--engines embedded|real]
+
+Prints messages/s and latency percentiles for both, so the cost of the flow is read
+against the cost of a round trip on this machine, not against a number from elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from healthbank import synthetic
+from healthbank.cli import real_engine_env
+from healthbank.common.v1 import common_pb2
+from healthbank.demo import DemoClient, submit
+from healthbank.devstack import LocalStack, check_health
+
+SECRET = "bench-auth-secret"
+
+
+async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> list[float]:
+    """Run ``calls`` with at most ``concurrency`` in flight; return each latency in ms."""
+    limit = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(call: Callable[[], Awaitable[object]]) -> None:
+        async with limit:
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(one(call) for call in calls))
+    return latencies
+
+
+def report(label: str, latencies: list[float], seconds: float) -> str:
+    """One line of figures."""
+    ordered = sorted(latencies)
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    return (
+        f"{label:<28} {len(ordered) / seconds:8.1f}/s   p50 {statistics.median(ordered):7.1f} ms"
+        f"   p95 {p95:7.1f} ms   n={len(ordered)}"
+    )
+
+
+async def run(stack: LocalStack, messages: int, concurrency: int) -> None:
+    """Baseline (health checks) then ingest, same stack, same concurrency."""
+    ingest = stack.addresses["ingest"]
+    baseline = [lambda: check_health(ingest) for _ in range(messages)]
+    started = time.perf_counter()
+    base = await timed(baseline, concurrency)
+    print(report("baseline: Check, new channel", base, time.perf_counter() - started))
+
+    client = DemoClient(stack.addresses, SECRET.encode())
+    fhir = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+    people = [synthetic.patient(i) for i in range(messages)]
+
+    def message(person: synthetic.Patient) -> Callable[[], Awaitable[object]]:
+        bundle = synthetic.emergency_history_bundle(person, f"bench-{person.mrn}")
+        return lambda: submit(client, synthetic.HOSPITAL_A, fhir, bundle, f"bench-{person.mrn}")
+
+    started = time.perf_counter()
+    flow = await timed([message(person) for person in people], concurrency)
+    print(report("ingest: Submit (3 records)", flow, time.perf_counter() - started))
+    await client.close()
+
+
+def main() -> None:
+    """Start a stack, measure, stop it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
+    args = parser.parse_args()
+    env = real_engine_env() if args.engines == "real" else {}
+    if args.engines == "real":
+        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{int(time.time())}"
+    stack = LocalStack(
+        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
+        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
+    )
+    stack.start(timeout=120)
+    try:
+        print(f"{args.engines} engines, {args.messages} messages, concurrency {args.concurrency}")
+        asyncio.run(run(stack, args.messages, args.concurrency))
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
