@@ -71,3 +71,16 @@ def drop_keyspaces(env: dict[str, str], keyspaces: Sequence[str]) -> None:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
     finally:
         cluster.shutdown()
+
+
+def cassandra_env(engines: dict[str, str], keyspace_prefix: str) -> dict[str, str]:
+    """Settings that put a service on the shared Cassandra, in the test's own keyspaces.
+
+    The ``keyspace_prefix`` fixture drops those keyspaces after the test.
+    """
+    return {
+        "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+        "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+        "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
+        "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+    }

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from engine_support import TcpProxy, drop_keyspaces
+from engine_support import TcpProxy, cassandra_env, drop_keyspaces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
@@ -66,14 +66,7 @@ def settings(
         yield load_settings(env)
         return
     engines: dict[str, str] = request.getfixturevalue("engines")
-    env |= {
-        "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-        "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
-        "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
-        "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
-    }
-    yield load_settings(env)
-    drop_keyspaces(engines, [f"{keyspace_prefix}_archive", f"{keyspace_prefix}_records"])
+    yield load_settings(env | cassandra_env(engines, keyspace_prefix))
 
 
 @pytest.fixture

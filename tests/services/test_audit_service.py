@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from engine_support import TcpProxy, drop_keyspaces
+from engine_support import TcpProxy, cassandra_env, drop_keyspaces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank import merkle
@@ -66,16 +66,7 @@ def settings(
         yield make_settings(tmp_path)
         return
     engines: dict[str, str] = request.getfixturevalue("engines")
-    yield make_settings(
-        tmp_path,
-        {
-            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
-            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
-            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
-        },
-    )
-    drop_keyspaces(engines, [f"{keyspace_prefix}_audit"])
+    yield make_settings(tmp_path, cassandra_env(engines, keyspace_prefix))
 
 
 @pytest.fixture

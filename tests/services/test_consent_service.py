@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from engine_support import TcpProxy, drop_keyspaces
+from engine_support import TcpProxy, cassandra_env
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -166,16 +166,7 @@ def settings(
         yield load_settings(env)
         return
     engines: dict[str, str] = request.getfixturevalue("engines")
-    yield load_settings(
-        env
-        | {
-            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
-            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
-            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
-        }
-    )
-    drop_keyspaces(engines, [f"{keyspace_prefix}_{SERVICE}"])
+    yield load_settings(env | cassandra_env(engines, keyspace_prefix))
 
 
 async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from engine_support import TcpProxy, drop_keyspaces
+from engine_support import TcpProxy, cassandra_env
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.config import Settings, load_settings
@@ -84,16 +84,7 @@ def settings(
         yield load_settings(env)
         return
     engines: dict[str, str] = request.getfixturevalue("engines")
-    yield load_settings(
-        env
-        | {
-            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
-            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
-            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
-        }
-    )
-    drop_keyspaces(engines, [f"{keyspace_prefix}_{SERVICE}"])
+    yield load_settings(env | cassandra_env(engines, keyspace_prefix))
 
 
 @pytest.fixture
