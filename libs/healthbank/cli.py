@@ -23,12 +23,12 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from healthbank.config import SERVICE_NAMES, ConfigError, Settings, load_settings
-from healthbank.demo import format_table, run_demo
-from healthbank.devstack import LocalStack, running_stack_addresses
-from healthbank.logs import configure_logging
+from healthbank.core.config import SERVICE_NAMES, ConfigError, Settings, load_settings
+from healthbank.core.logs import configure_logging
+from healthbank.core.telemetry import setup_telemetry
+from healthbank.dev.demo import format_table, run_demo
+from healthbank.dev.devstack import LocalStack, running_stack_addresses
 from healthbank.rpc.server import run_until_signal
-from healthbank.telemetry import setup_telemetry
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES_SCRIPT = REPO / "tools" / "engines" / "engines.py"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.records import open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory

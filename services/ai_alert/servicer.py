@@ -19,23 +19,15 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.access import AccessAuditor, open_sealed
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.principal import Principal, PrincipalKind, principal_to_proto
 from healthbank.crypto import Sealer
 from healthbank.records import RecordStore, payload_aad
-from healthbank.rpc import (
-    ClientFactory,
-    Principal,
-    PrincipalKind,
-    ServiceError,
-    Violations,
-    error_details,
-    require_principal,
-)
-from healthbank.rpc.principal import principal_to_proto
+from healthbank.rpc import ClientFactory, ServiceError, Violations, error_details, require_principal
+from healthbank.rpc.gate import AccessAuditor, open_sealed
 from services.ai_alert import forecast, trends
 
 _log = logging.getLogger(__name__)

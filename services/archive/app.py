@@ -9,7 +9,7 @@ from datetime import datetime
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost
 from healthbank.rpc.server import readiness_of

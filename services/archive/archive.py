@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from healthbank.common.v1 import common_pb2
-from healthbank.ids import new_ulid
+from healthbank.core.ids import new_ulid
 from healthbank.records import RecordStore, StoredRecord
 from services.archive.objects import ObjectMissing, ObjectStore
 from services.archive.segment import (

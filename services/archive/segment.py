@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from healthbank.common.v1 import common_pb2
-from healthbank.ids import ULID_LENGTH, is_ulid
+from healthbank.core.ids import ULID_LENGTH, is_ulid
 
 MAGIC = b"HBSEG\x00"
 VERSION = 1

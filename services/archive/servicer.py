@@ -15,7 +15,8 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import timestamp_pb2
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
-from healthbank.rpc import PrincipalKind, ServiceError, Violations, require_principal
+from healthbank.contracts.principal import PrincipalKind
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.archive.archive import (
     Archive,
     BlobCorrupt,

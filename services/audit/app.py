@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider
 from healthbank.rpc import ClientFactory, ServiceHost
 from healthbank.rpc.server import readiness_of

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from healthbank import merkle
 from healthbank.audit.v1 import audit_pb2
-from healthbank.tree_head import leaf_bytes, to_millis, tree_head_bytes
+from healthbank.ledger import merkle
+from healthbank.ledger.tree_head import leaf_bytes, to_millis, tree_head_bytes
 from services.audit.store import AuditStore, LeafEntry, PersonCursor
 
 # A signed head is reused until the tree grows or it is this old, so reading the head does

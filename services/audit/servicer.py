@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import timestamp_pb2
 
-from healthbank import merkle
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.ids import is_ulid
-from healthbank.rpc import PrincipalKind, ServiceError, Violations, require_principal
+from healthbank.contracts.principal import PrincipalKind
+from healthbank.core.ids import is_ulid
+from healthbank.ledger import merkle
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.audit.log import (
     AuditLog,
     EventIdConflict,

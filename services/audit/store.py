@@ -21,8 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from healthbank import merkle
-from healthbank.merkle import NodeKey
+from healthbank.ledger import merkle
+from healthbank.ledger.merkle import NodeKey
 from healthbank.records import to_micros
 from healthbank.storage.sqlite import SqliteDatabase
 

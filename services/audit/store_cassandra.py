@@ -43,8 +43,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from healthbank import merkle
-from healthbank.merkle import NodeKey
+from healthbank.ledger import merkle
+from healthbank.ledger.merkle import NodeKey
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.audit.store import AppendOutcome, LeafEntry, LoggedLeaf, PersonCursor

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.cache import open_cache
-from healthbank.config import Settings
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.rpc import ClientFactory, ServiceHost
 from healthbank.rpc.server import readiness_of
+from healthbank.storage.cache import open_cache
 from services.consent.registry import ConsentRegistry
 from services.consent.servicer import ConsentServicer
 from services.consent.store import ConsentStore, SqliteConsentStore

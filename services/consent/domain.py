@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from healthbank.ids import is_ulid
-from healthbank.rpc.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.ids import is_ulid
 
 # An emergency episode (arrival, stabilisation, handover to a ward) fits in a few hours;
 # access without consent must not outlive it unreviewed. Longer care needs a new, separately

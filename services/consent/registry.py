@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from healthbank.cache import Cache
+from healthbank.contracts.principal import Principal, PrincipalKind
+from healthbank.core.ids import MonotonicUlidGenerator
 from healthbank.crypto import Sealer
-from healthbank.ids import MonotonicUlidGenerator
-from healthbank.rpc.principal import Principal, PrincipalKind
+from healthbank.storage.cache import Cache
 from services.consent.domain import (
     BREAK_GLASS_DURATION,
     BreakGlassSession,

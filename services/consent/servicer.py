@@ -15,15 +15,9 @@ from google.protobuf import timestamp_pb2
 
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.crypto import KeyProviderUnavailable
-from healthbank.rpc import (
-    Principal,
-    PrincipalKind,
-    Purpose,
-    ServiceError,
-    Violations,
-    require_principal,
-)
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.consent.domain import (
     KNOWN_CATEGORIES,
     MIN_JUSTIFICATION_LENGTH,

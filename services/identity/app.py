@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ClientFactory, ServiceHost

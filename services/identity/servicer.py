@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from healthbank.contracts.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.principal import PrincipalKind
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.natid import InvalidNationalId, validate_national_id
-from healthbank.rpc import PrincipalKind, ServiceError, Violations, require_principal
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.identity.domain import (
     Demographics,
     MatchMethod,

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.cache import open_cache
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
 from healthbank.rpc.server import readiness_of
+from healthbank.storage.cache import open_cache
 from services.ingest.clients import GrpcAuditLog, GrpcBlobArchive, GrpcIdentityResolver
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.servicer import MAX_CONTENT_BYTES, IngestServicer

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from healthbank.ids import new_ulid
+from healthbank.core.ids import new_ulid
 from healthbank.records import (
     EmergencyFact,
     MessageReceipt,

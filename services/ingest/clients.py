@@ -21,8 +21,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.rpc import ClientFactory, Principal, PrincipalKind, Purpose, error_details
+from healthbank.rpc import ClientFactory, error_details
 from services.ingest.model import PatientIdentity
 from services.ingest.pipeline import DependencyFailed, DependencyUnavailable, PatientRejected
 from services.ingest.store import WriteAudit

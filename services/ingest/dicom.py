@@ -29,7 +29,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from healthbank.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from services.ingest.fhir import entry_from_resource
 from services.ingest.model import (
     Demographics,

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from healthbank.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from services.ingest.model import (
     MR_TYPE_CODE,
     Category,

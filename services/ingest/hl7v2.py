@@ -39,7 +39,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from healthbank.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from services.ingest.fhir import entry_from_resource
 from services.ingest.model import (
     MR_TYPE_CODE,

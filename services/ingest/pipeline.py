@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from healthbank.cache import Cache, emergency_summary_key
-from healthbank.ids import new_ulid
+from healthbank.contracts.principal import Principal
+from healthbank.core.ids import new_ulid
 from healthbank.records import MessageIdConflict, MessageReceipt, RecordStore, record_name
-from healthbank.rpc.principal import Principal
+from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
     blob_aad,

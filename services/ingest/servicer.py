@@ -28,16 +28,11 @@ from typing import Any
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.principal import Principal, PrincipalKind
+from healthbank.core.logs import request_id_var
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from healthbank.logs import request_id_var
-from healthbank.rpc import (
-    Principal,
-    PrincipalKind,
-    ServiceError,
-    Violations,
-    require_principal,
-)
+from healthbank.rpc import ServiceError, Violations, require_principal
 from healthbank.storage import StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
 from services.ingest.pipeline import (

@@ -32,8 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.records import from_micros, to_micros
-from healthbank.rpc.principal import Principal, PrincipalKind, Purpose
 from healthbank.storage.sqlite import SqliteDatabase
 
 

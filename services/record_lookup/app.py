@@ -11,21 +11,14 @@ from datetime import UTC, datetime
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.cache import open_cache
-from healthbank.config import Settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.records import open_record_store
-from healthbank.rpc import (
-    ClientFactory,
-    Principal,
-    PrincipalKind,
-    Purpose,
-    ServiceHost,
-    encode_token,
-    service_client_factory,
-)
+from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
 from healthbank.rpc.server import readiness_of
+from healthbank.storage.cache import open_cache
 from services.record_lookup.servicer import SERVICE, RecordLookupServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]

@@ -24,24 +24,21 @@ from typing import Any, cast
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import timestamp_pb2
 
-from healthbank.access import AccessAuditor, open_sealed
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2
-from healthbank.cache import Cache, emergency_summary_key
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.principal import Principal, PrincipalKind, principal_to_proto
+from healthbank.core.logs import request_id_var
 from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.logs import request_id_var
-from healthbank.natid import InvalidNationalId, validate_national_id
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.records import RecordStore, StoredRecord, fact_aad, payload_aad
 from healthbank.rpc import (
     AUTHORIZATION_KEY,
     REQUEST_ID_KEY,
     ClientFactory,
-    Principal,
-    PrincipalKind,
     ServiceError,
     Violations,
     caller_metadata,
@@ -49,7 +46,8 @@ from healthbank.rpc import (
     inbound_deadline,
     require_principal,
 )
-from healthbank.rpc.principal import principal_to_proto
+from healthbank.rpc.gate import AccessAuditor, open_sealed
+from healthbank.storage.cache import Cache, emergency_summary_key
 from services.record_lookup import domain
 
 _log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from engine_support import drop_keyspaces
 
-from healthbank.ids import new_ulid
+from healthbank.core.ids import new_ulid
 from healthbank.records import to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.archive.store import (

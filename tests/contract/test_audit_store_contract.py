@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from engine_support import drop_keyspaces
 
-from healthbank import merkle
+from healthbank.ledger import merkle
 from healthbank.records import to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.audit.store import (

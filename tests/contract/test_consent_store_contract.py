@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from engine_support import drop_keyspaces
 
-from healthbank.ids import MonotonicUlidGenerator
+from healthbank.core.ids import MonotonicUlidGenerator
 from healthbank.storage.cassandra import CassandraDatabase
 from services.consent.domain import BreakGlassSession, Grant
 from services.consent.store import ConsentStore, SqliteConsentStore

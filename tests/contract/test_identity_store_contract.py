@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from engine_support import drop_keyspaces
 
+from healthbank.contracts.natid import make_national_id
 from healthbank.crypto import LocalKeyring, Sealer
-from healthbank.natid import make_national_id
 from healthbank.storage.cassandra import CassandraDatabase
 from services.identity.domain import (
     Demographics,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from healthbank.ids import new_ulid
-from healthbank.rpc.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.ids import new_ulid
 from healthbank.storage.cassandra import CassandraDatabase
 from services.ingest.store import IngestStore, SqliteIngestStore, WriteAudit
 from services.ingest.store_cassandra import MIGRATIONS, CassandraIngestStore

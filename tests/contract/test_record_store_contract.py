@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from healthbank.ids import new_ulid
+from healthbank.core.ids import new_ulid
 from healthbank.records import (
     EmergencyFact,
     MessageIdConflict,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from e2e_support import real_engine_settings, start_stack, stop_stack
 
-from healthbank.devstack import LocalStack
+from healthbank.dev.devstack import LocalStack
 
 
 @pytest.fixture(scope="module", params=["embedded", "real"])

@@ -8,8 +8,8 @@ from types import ModuleType
 
 from cassandra.cluster import Cluster
 
-from healthbank import synthetic
-from healthbank.devstack import LocalStack
+from healthbank.dev import synthetic
+from healthbank.dev.devstack import LocalStack
 
 AUTH_SECRET = "e2e-auth-secret"
 

@@ -16,10 +16,10 @@ import grpc
 import pytest
 from e2e_support import AUTH_SECRET, real_engine_settings, start_stack, stop_stack
 
-from healthbank import synthetic
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2
-from healthbank.demo import (
+from healthbank.dev import synthetic
+from healthbank.dev.demo import (
     CLINICIAN_B,
     DemoClient,
     patient_principal,
@@ -27,7 +27,7 @@ from healthbank.demo import (
     scenario_b,
     submit,
 )
-from healthbank.devstack import LocalStack, check_health
+from healthbank.dev.devstack import LocalStack, check_health
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 from healthbank.rpc import error_details

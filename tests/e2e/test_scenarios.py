@@ -18,11 +18,11 @@ from e2e_support import (
 )
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from healthbank import synthetic
 from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
-from healthbank.demo import DemoClient, scenario_a, scenario_b, submit
-from healthbank.devstack import LocalStack, check_health
+from healthbank.dev import synthetic
+from healthbank.dev.demo import DemoClient, scenario_a, scenario_b, submit
+from healthbank.dev.devstack import LocalStack, check_health
 from healthbank.record_lookup.v1 import record_lookup_pb2
 
 

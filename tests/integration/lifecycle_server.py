@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.config import load_settings
-from healthbank.logs import configure_logging
+from healthbank.core.config import load_settings
+from healthbank.core.logs import configure_logging
 from healthbank.rpc import ServiceHost, run_until_signal
 
 SERVICE = "healthbank.test.v1.Lifecycle"

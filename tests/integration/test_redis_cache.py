@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from healthbank.redis_cache import RedisCache
+from healthbank.storage.redis_cache import RedisCache
 
 
 @pytest.fixture

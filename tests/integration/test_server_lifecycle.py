@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.rpc import READY_LINE_PREFIX, ServiceHost
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,21 +26,13 @@ from google.protobuf import timestamp_pb2
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.config import Settings, load_settings
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings, load_settings
+from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
-from healthbank.ids import new_ulid
 from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
-from healthbank.rpc import (
-    ErrorDetails,
-    Principal,
-    PrincipalKind,
-    Purpose,
-    ServiceHost,
-    encode_token,
-    error_details,
-    service_client_factory,
-)
+from healthbank.rpc import ErrorDetails, ServiceHost, error_details, service_client_factory
 from services.ai_alert.app import SERVICE, open_service
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent

@@ -19,10 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.config import Settings, load_settings
-from healthbank.ids import new_ulid
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings, load_settings
+from healthbank.core.ids import new_ulid
 from healthbank.records import MessageReceipt, RecordStore, StoredRecord, open_record_store
-from healthbank.rpc import Principal, PrincipalKind, Purpose, encode_token, error_details
+from healthbank.rpc import error_details
 from services.archive.app import open_service
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -15,14 +15,15 @@ import pytest
 from engine_support import TcpProxy, cassandra_env, drop_keyspaces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from healthbank import merkle
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.config import Settings, load_settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings, load_settings
+from healthbank.core.ids import new_ulid
 from healthbank.crypto import build_key_provider
-from healthbank.ids import new_ulid
-from healthbank.rpc import Principal, PrincipalKind, Purpose, encode_token, error_details
-from healthbank.tree_head import leaf_bytes, verify_tree_head
+from healthbank.ledger import merkle
+from healthbank.ledger.tree_head import leaf_bytes, verify_tree_head
+from healthbank.rpc import error_details
 from services.audit.app import open_service
 
 PERSON = "a" * 64

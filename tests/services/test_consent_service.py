@@ -22,11 +22,12 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.common.v1 import common_pb2
-from healthbank.config import Settings, load_settings
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings, load_settings
+from healthbank.core.ids import is_ulid
 from healthbank.crypto import build_key_provider, build_sealer
-from healthbank.ids import is_ulid
-from healthbank.rpc import ErrorDetails, Principal, PrincipalKind, Purpose, encode_token
+from healthbank.rpc import ErrorDetails
 from healthbank.rpc import error_details as rpc_error_details
 from healthbank.storage.cassandra import keyspace_for
 from services.consent.app import SERVICE, SERVICE_NAME, open_service

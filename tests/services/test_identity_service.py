@@ -20,11 +20,12 @@ import pytest
 from engine_support import TcpProxy, cassandra_env
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from healthbank.config import Settings, load_settings
+from healthbank.contracts.natid import make_national_id
+from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
+from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.natid import make_national_id
-from healthbank.rpc import ErrorDetails, Principal, PrincipalKind, encode_token, error_details
+from healthbank.rpc import ErrorDetails, error_details
 from healthbank.storage.cassandra import keyspace_for
 from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad

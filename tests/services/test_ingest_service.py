@@ -39,18 +39,12 @@ from pydicom.dataset import Dataset
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.config import Settings, load_settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
-from healthbank.rpc import (
-    Principal,
-    PrincipalKind,
-    Purpose,
-    encode_token,
-    error_details,
-    service_client_factory,
-)
+from healthbank.rpc import error_details, service_client_factory
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity

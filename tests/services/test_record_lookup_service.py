@@ -24,12 +24,13 @@ from google.protobuf import timestamp_pb2
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.config import Settings, load_settings
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.natid import make_national_id
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings, load_settings
+from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.ids import new_ulid
-from healthbank.natid import make_national_id
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.records import (
     EmergencyFact,
@@ -40,16 +41,7 @@ from healthbank.records import (
     payload_aad,
     record_name,
 )
-from healthbank.rpc import (
-    ErrorDetails,
-    Principal,
-    PrincipalKind,
-    Purpose,
-    ServiceHost,
-    encode_token,
-    error_details,
-    service_client_factory,
-)
+from healthbank.rpc import ErrorDetails, ServiceHost, error_details, service_client_factory
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent

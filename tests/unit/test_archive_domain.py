@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from healthbank.common.v1 import common_pb2
-from healthbank.ids import new_ulid
+from healthbank.core.ids import new_ulid
 from healthbank.records import StoredRecord
 from services.archive.archive import blob_key, cold_record, plan_segments, segment_key
 from services.archive.segment import (

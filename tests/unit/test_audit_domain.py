@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import timestamp_pb2
 
-from healthbank import merkle
 from healthbank.audit.v1 import audit_pb2
-from healthbank.tree_head import leaf_bytes, tree_head_bytes, verify_tree_head
+from healthbank.ledger import merkle
+from healthbank.ledger.tree_head import leaf_bytes, tree_head_bytes, verify_tree_head
 from services.audit.log import InvalidPageToken, decode_page_token, encode_page_token
 from services.audit.store import PersonCursor
 

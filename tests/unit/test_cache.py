@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from healthbank.cache import Cache, MemoryCache
+from healthbank.storage.cache import Cache, MemoryCache
 
 
 class FakeClock:

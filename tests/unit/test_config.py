@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from healthbank.config import DEFAULT_PORTS, SERVICE_NAMES, ConfigError, Settings, load_settings
+from healthbank.core.config import (
+    DEFAULT_PORTS,
+    SERVICE_NAMES,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 
 
 def test_defaults() -> None:

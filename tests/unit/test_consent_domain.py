@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from healthbank.ids import MonotonicUlidGenerator
-from healthbank.rpc.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.ids import MonotonicUlidGenerator
 from services.consent.domain import (
     BASIS_BREAK_GLASS,
     BASIS_CATEGORY_NOT_GRANTED,

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from healthbank.ids import CROCKFORD_ALPHABET, MonotonicUlidGenerator, is_ulid, new_ulid, ulid_time
+from healthbank.core.ids import (
+    CROCKFORD_ALPHABET,
+    MonotonicUlidGenerator,
+    is_ulid,
+    new_ulid,
+    ulid_time,
+)
 
 
 def test_shape() -> None:

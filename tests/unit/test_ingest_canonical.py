@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from healthbank.common.v1 import common_pb2
-from healthbank.ids import is_ulid, ulid_time
+from healthbank.core.ids import is_ulid, ulid_time
 from healthbank.records import fact_aad, payload_aad
 from services.ingest.canonical import (
     FACT_CATEGORIES,

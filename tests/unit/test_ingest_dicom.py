@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from healthbank.natid import make_national_id
+from healthbank.contracts.natid import make_national_id
 from services.ingest.dicom import DCM_SYSTEM, NATIONAL_ID_ISSUER, parse_dicom
 from services.ingest.model import Category, InvalidMessage
 

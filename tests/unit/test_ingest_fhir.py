@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from healthbank.common.v1 import common_pb2
-from healthbank.natid import make_national_id
+from healthbank.contracts.natid import make_national_id
 from services.ingest.fhir import RESOURCE_MAPPINGS, parse_fhir
 from services.ingest.model import Category, InvalidMessage
 

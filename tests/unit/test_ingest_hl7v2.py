@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from healthbank.natid import make_national_id
+from healthbank.contracts.natid import make_national_id
 from services.ingest.hl7v2 import (
     Delimiters,
     coding_system_uri,

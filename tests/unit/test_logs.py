@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from healthbank.logs import configure_logging, request_id_var
-from healthbank.phi import REDACTED, contains_phi, redact, redact_value
+from healthbank.core.logs import configure_logging, request_id_var
+from healthbank.core.phi import REDACTED, contains_phi, redact, redact_value
 
 NATIONAL_ID = "11010519491231002X"
 MOBILE = "13812345678"

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from healthbank.natid import (
+from healthbank.contracts.natid import (
     InvalidNationalId,
     make_national_id,
     national_id_check_char,

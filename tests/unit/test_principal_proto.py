@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from healthbank.common.v1 import common_pb2
-from healthbank.rpc.principal import (
+from healthbank.contracts.principal import (
     Principal,
     PrincipalKind,
     Purpose,

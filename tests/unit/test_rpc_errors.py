@@ -22,27 +22,30 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
-from healthbank.config import Settings
-from healthbank.crypto import KeyProviderUnavailable
-from healthbank.logs import request_id_var
-from healthbank.rpc import (
-    ClientFactory,
+from healthbank.contracts.principal import (
+    InvalidToken,
     Principal,
     PrincipalKind,
     Purpose,
+    decode_token,
+    encode_token,
+)
+from healthbank.core.config import Settings
+from healthbank.core.logs import request_id_var
+from healthbank.core.telemetry import setup_telemetry
+from healthbank.crypto import KeyProviderUnavailable
+from healthbank.rpc import (
+    ClientFactory,
     ServiceError,
     ServiceHost,
     Violations,
     caller_metadata,
     current_principal,
-    decode_token,
-    encode_token,
     error_details,
     inbound_deadline,
     require_principal,
 )
 from healthbank.storage import StorageUnavailable
-from healthbank.telemetry import setup_telemetry
 
 SECRET = "unit-test-secret"
 PROBE = "healthbank.test.v1.Probe"
@@ -289,14 +292,13 @@ def test_token_round_trip() -> None:
     assert decode_token(token, SECRET.encode()) == CLINICIAN
 
 
-def test_token_expiry_and_tampering_are_unauthenticated() -> None:
+def test_token_expiry_and_tampering_are_refused() -> None:
     issued = datetime(2030, 1, 1, tzinfo=UTC)
     token = encode_token(CLINICIAN, SECRET.encode(), ttl_seconds=60, now=issued)
     assert decode_token(token, SECRET.encode(), now=issued + timedelta(seconds=59)) == CLINICIAN
 
-    with pytest.raises(ServiceError) as expired:
+    with pytest.raises(InvalidToken) as expired:
         decode_token(token, SECRET.encode(), now=issued + timedelta(seconds=60))
-    assert expired.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert expired.value.reason == "TOKEN_EXPIRED"
 
     version, payload, signature = token.split(".")
@@ -311,10 +313,10 @@ def test_token_expiry_and_tampering_are_unauthenticated() -> None:
         "not-a-token",
         "",
     ):
-        with pytest.raises(ServiceError) as rejected:
+        with pytest.raises(InvalidToken) as rejected:
             decode_token(bad, SECRET.encode(), now=issued)
-        assert rejected.value.code == grpc.StatusCode.UNAUTHENTICATED
-    with pytest.raises(ServiceError):
+        assert rejected.value.reason == "INVALID_TOKEN"
+    with pytest.raises(InvalidToken):
         decode_token(token, b"another-secret", now=issued)
 
 

@@ -9,7 +9,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from healthbank.telemetry import attributes_are_safe, setup_telemetry
+from healthbank.core.telemetry import attributes_are_safe, setup_telemetry
 
 
 def test_spans_and_metrics_without_an_endpoint() -> None:

@@ -17,11 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from healthbank import synthetic
 from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
-from healthbank.demo import DemoClient, submit
-from healthbank.devstack import LocalStack, check_health
+from healthbank.dev import synthetic
+from healthbank.dev.demo import DemoClient, submit
+from healthbank.dev.devstack import LocalStack, check_health
 
 SECRET = "bench-auth-secret"
 

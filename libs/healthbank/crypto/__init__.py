@@ -21,7 +21,7 @@ from healthbank.crypto.local_keyring import LocalKeyring
 from healthbank.crypto.vault import VaultKeyProvider, vault_policy
 
 if TYPE_CHECKING:
-    from healthbank.config import Settings
+    from healthbank.core.config import Settings
 
 __all__ = [
     "DataKey",

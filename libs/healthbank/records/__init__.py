@@ -1,6 +1,6 @@
 """The canonical record and the hot record store (SQLite embedded, Cassandra at scale)."""
 
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.records.model import (
     EmergencyFact,
     MessageIdConflict,

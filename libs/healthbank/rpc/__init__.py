@@ -1,10 +1,16 @@
 """gRPC plumbing shared by every healthbank service.
 
-Errors (:class:`ServiceError`, :class:`Violations`), principals and their tokens, the
+Errors (:class:`ServiceError`, :class:`Violations`), the caller of each call, the
 standard server interceptors, the :class:`ServiceHost` bootstrap and the
 :class:`ClientFactory` for calling other services.
 """
 
+from healthbank.rpc.auth import (
+    AUTHORIZATION_KEY,
+    current_principal,
+    inbound_token,
+    require_principal,
+)
 from healthbank.rpc.clients import (
     ClientFactory,
     OutboundInterceptor,
@@ -31,17 +37,6 @@ from healthbank.rpc.interceptors import (
     default_interceptors,
     inbound_deadline,
 )
-from healthbank.rpc.principal import (
-    AUTHORIZATION_KEY,
-    Principal,
-    PrincipalKind,
-    Purpose,
-    current_principal,
-    decode_token,
-    encode_token,
-    inbound_token,
-    require_principal,
-)
 from healthbank.rpc.server import READY_LINE_PREFIX, ServiceHost, run_until_signal
 
 __all__ = [
@@ -53,10 +48,7 @@ __all__ = [
     "ErrorDetails",
     "ErrorInterceptor",
     "OutboundInterceptor",
-    "Principal",
     "PrincipalInterceptor",
-    "PrincipalKind",
-    "Purpose",
     "RequestIdInterceptor",
     "RpcSettings",
     "RpcTelemetry",
@@ -66,9 +58,7 @@ __all__ = [
     "Violations",
     "caller_metadata",
     "current_principal",
-    "decode_token",
     "default_interceptors",
-    "encode_token",
     "error_details",
     "inbound_deadline",
     "inbound_token",

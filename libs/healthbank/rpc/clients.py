@@ -16,18 +16,11 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import propagate
 
-from healthbank.config import Settings
-from healthbank.logs import request_id_var
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.config import Settings
+from healthbank.core.logs import request_id_var
+from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
-from healthbank.rpc.principal import (
-    AUTHORIZATION_KEY,
-    BEARER_PREFIX,
-    Principal,
-    PrincipalKind,
-    Purpose,
-    encode_token,
-    inbound_token,
-)
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
 

@@ -32,17 +32,12 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from healthbank.contracts.principal import InvalidToken, Principal, decode_token
+from healthbank.core.logs import request_id_var
+from healthbank.core.phi import redact
 from healthbank.crypto.keys import KeyProviderUnavailable
-from healthbank.logs import request_id_var
-from healthbank.phi import redact
+from healthbank.rpc.auth import AUTHORIZATION_KEY, current_principal, inbound_token
 from healthbank.rpc.errors import ServiceError, to_status
-from healthbank.rpc.principal import (
-    AUTHORIZATION_KEY,
-    Principal,
-    current_principal,
-    decode_token,
-    inbound_token,
-)
 from healthbank.storage.errors import StorageUnavailable
 
 __all__ = [
@@ -82,7 +77,7 @@ class _Secret(Protocol):
 
 
 class RpcSettings(Protocol):
-    """The part of ``healthbank.config.Settings`` the rpc package relies on."""
+    """The part of ``healthbank.core.config.Settings`` the rpc package relies on."""
 
     @property
     def host(self) -> str:
@@ -109,7 +104,7 @@ class RpcSettings(Protocol):
 
 
 class RpcTelemetry(Protocol):
-    """The part of ``healthbank.telemetry.Telemetry`` the rpc package relies on."""
+    """The part of ``healthbank.core.telemetry.Telemetry`` the rpc package relies on."""
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -473,7 +468,10 @@ class PrincipalInterceptor(_AroundInterceptor):
                     "unsupported authorization scheme", reason="UNSUPPORTED_AUTH_SCHEME"
                 )
             token = credentials.strip()
-            principal = self._verify(token)
+            try:
+                principal = self._verify(token)
+            except InvalidToken as error:
+                raise ServiceError.unauthenticated(error.message, reason=error.reason) from None
         principal_reset = current_principal.set(principal)
         token_reset = inbound_token.set(token)
         try:

@@ -30,7 +30,7 @@ from cassandra.policies import (
 )
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 from healthbank.storage.errors import StorageUnavailable
 
 _UNAVAILABLE_ERRORS = (

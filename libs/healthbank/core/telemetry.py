@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from healthbank.phi import value_contains_phi
+from healthbank.core.phi import value_contains_phi
 
 INSTRUMENTATION_NAME = "healthbank"
 SERVICE_NAMESPACE = "healthbank"

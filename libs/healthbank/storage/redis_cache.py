@@ -1,4 +1,4 @@
-"""The Redis :class:`~healthbank.cache.Cache`: shared by every replica, with a small
+"""The Redis :class:`~healthbank.storage.cache.Cache`: shared by every replica, with a small
 in-process near cache kept coherent over Redis pub/sub.
 
 - ``get`` looks in the near cache, then in Redis; ``set`` writes both.
@@ -20,7 +20,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from healthbank.cache import MemoryCache
+from healthbank.storage.cache import MemoryCache
 
 INVALIDATION_CHANNEL = "healthbank:cache:invalidate"
 _KEY_PREFIX = "hb:"

@@ -15,10 +15,10 @@ from datetime import datetime
 import grpc
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.contracts.principal import Principal, principal_to_proto
+from healthbank.core.ids import new_ulid
 from healthbank.crypto import KeyProviderUnavailable, Sealer, TamperedPayload
-from healthbank.ids import new_ulid
-from healthbank.rpc import ClientFactory, Principal, ServiceError
-from healthbank.rpc.principal import principal_to_proto
+from healthbank.rpc import ClientFactory, ServiceError
 
 _log = logging.getLogger(__name__)
 

@@ -14,43 +14,38 @@ import binascii
 import hashlib
 import hmac
 import json
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from healthbank.common.v1 import common_pb2
-from healthbank.rpc.errors import ServiceError
 
 __all__ = [
-    "AUTHORIZATION_KEY",
-    "BEARER_PREFIX",
     "TOKEN_VERSION",
+    "InvalidToken",
     "Principal",
     "PrincipalKind",
     "Purpose",
-    "current_principal",
     "decode_token",
     "encode_token",
-    "inbound_token",
     "principal_from_proto",
     "principal_to_proto",
-    "require_principal",
 ]
 
-AUTHORIZATION_KEY = "authorization"
-BEARER_PREFIX = "Bearer "
 TOKEN_VERSION = "hb1"
 
 # Refuse absurd inputs before doing any work on them.
 _MAX_TOKEN_LENGTH = 8192
 
-current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
-"""The verified principal of the RPC being served (None when the call carried no token)."""
 
-inbound_token: ContextVar[str | None] = ContextVar("inbound_token", default=None)
-"""The raw token of the RPC being served, forwarded on outgoing calls made on its behalf."""
+class InvalidToken(Exception):
+    """A token that is malformed, forged or expired; ``reason`` says which, for the caller."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class PrincipalKind(StrEnum):
@@ -143,11 +138,11 @@ def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Prin
     """Verify ``token`` and return its principal.
 
     Raises:
-        ServiceError: UNAUTHENTICATED if the token is malformed, its signature does not
-            match, or it has expired. The message never says which, beyond "expired",
-            so probing learns nothing.
+        InvalidToken: if the token is malformed, its signature does not match, or it has
+            expired (the RPC layer answers UNAUTHENTICATED). The message never says which,
+            beyond "expired", so probing learns nothing.
     """
-    invalid = ServiceError.unauthenticated("invalid credentials", reason="INVALID_TOKEN")
+    invalid = InvalidToken("INVALID_TOKEN", "invalid credentials")
     if not secret or len(token) > _MAX_TOKEN_LENGTH:
         raise invalid
     parts = token.split(".")
@@ -173,7 +168,7 @@ def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Prin
     if not principal.subject:
         raise invalid
     if _epoch_seconds(now) >= expires_at:
-        raise ServiceError.unauthenticated("credentials expired", reason="TOKEN_EXPIRED")
+        raise InvalidToken("TOKEN_EXPIRED", "credentials expired")
     return principal
 
 
@@ -181,24 +176,6 @@ def _expect_str(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string claim")
     return value
-
-
-def require_principal(*kinds: PrincipalKind) -> Principal:
-    """Return the current call's principal, checking its kind when ``kinds`` are given.
-
-    Raises:
-        ServiceError: UNAUTHENTICATED when the call carried no credentials;
-            PERMISSION_DENIED when the principal's kind is not one of ``kinds``.
-    """
-    principal = current_principal.get()
-    if principal is None:
-        raise ServiceError.unauthenticated("credentials required", reason="CREDENTIALS_REQUIRED")
-    if kinds and principal.kind not in kinds:
-        raise ServiceError.permission_denied(
-            f"caller kind {principal.kind.value} may not call this method",
-            reason="PRINCIPAL_KIND_NOT_ALLOWED",
-        )
-    return principal
 
 
 def principal_to_proto(principal: Principal) -> common_pb2.Principal:

@@ -22,13 +22,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.ids import new_ulid
-from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from healthbank.merkle import verify_inclusion
-from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
-from healthbank.rpc.errors import error_details
-from healthbank.rpc.principal import Principal, PrincipalKind, Purpose, encode_token
-from healthbank.synthetic import (
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.core.ids import new_ulid
+from healthbank.dev.synthetic import (
     HOSPITAL_A,
     HOSPITAL_B,
     Hospital,
@@ -37,6 +33,10 @@ from healthbank.synthetic import (
     emergency_history_bundle,
     patient,
 )
+from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from healthbank.ledger.merkle import verify_inclusion
+from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
+from healthbank.rpc.errors import error_details
 
 CLINICIAN_B = Principal(PrincipalKind.CLINICIAN, "dr-b-0042", HOSPITAL_B.hospital_id)
 EMERGENCY_B = Principal(

@@ -6,7 +6,7 @@ the keys passed with ``extra=``, and ``exc`` when an exception is attached.
 
 Callers must never log names, national ID numbers, phone numbers or addresses. The
 :class:`PhiRedactingFilter` masks what *looks* like an ID or phone number (see
-:mod:`healthbank.phi`), but names cannot be recognised by pattern: log person tokens, never
+:mod:`healthbank.core.phi`), but names cannot be recognised by pattern: log person tokens, never
 people.
 
 Named ``logs`` rather than ``logging`` so that it does not shadow the standard library.
@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-from healthbank.phi import redact, redact_value
+from healthbank.core.phi import redact, redact_value
 
 # The id of the request being served; servers set it per call so every line can be correlated.
 request_id_var: ContextVar[str | None] = ContextVar("healthbank_request_id", default=None)

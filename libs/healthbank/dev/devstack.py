@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from healthbank.config import DEFAULT_PORTS
+from healthbank.core.config import DEFAULT_PORTS
 
 SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
 _READY_PREFIX = "HEALTHBANK_READY"

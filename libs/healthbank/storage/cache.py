@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from healthbank.config import Settings
+from healthbank.core.config import Settings
 
 __all__ = ["Cache", "MemoryCache", "emergency_summary_key", "open_cache"]
 
@@ -126,7 +126,7 @@ async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
     """The cache the settings select: in-process (embedded) or Redis with pub/sub."""
     if settings.cache_backend == "redis":
         # Imported here so the embedded default never loads the Redis client.
-        from healthbank.redis_cache import RedisCache
+        from healthbank.storage.redis_cache import RedisCache
 
         return await RedisCache(settings.redis_url, near_entries=max_entries).open()
     return MemoryCache(max_entries)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from healthbank.natid import make_national_id
+from healthbank.contracts.natid import make_national_id
 
 NATIONAL_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
 DICOM_NATIONAL_ID_ISSUER = "CN-NATIONAL-ID"

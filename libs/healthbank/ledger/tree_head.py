@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from healthbank.audit.v1 import audit_pb2
-from healthbank.merkle import HASH_SIZE
+from healthbank.ledger.merkle import HASH_SIZE
 
 TREE_HEAD_LABEL = b"healthbank-sth-v1"
 _U64_MAX = 2**64 - 1

@@ -1,0 +1,1 @@
+"""What every healthbank process runs on: settings, ids, logs, telemetry, PHI redaction."""

@@ -1,0 +1,1 @@
+"""Development-only tools: local stack, demo, synthetic data. Production never imports them."""

@@ -1,0 +1,1 @@
+"""The audit ledger's verifiable structures: Merkle proofs and signed tree heads."""
