@@ -14,10 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Protocol
 
-
-def record_name(person_token: str, record_id: str) -> str:
-    """Resource name of a record: ``patients/{person_token}/records/{record_id}``."""
-    return f"patients/{person_token}/records/{record_id}"
+from healthbank.contracts.names import record_name
 
 
 def payload_aad(person_token: str, record_id: str) -> bytes:

@@ -1,0 +1,65 @@
+"""The one conversion between a stored record and the API's ``common.v1.Record``.
+
+The archive writes a record's metadata into cold segments with :func:`record_to_proto`
+(no payload); record-lookup shows records with it (payload opened) and reads the archive's
+cold records back with :func:`record_from_proto`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import cast
+
+from healthbank.common.v1 import common_pb2
+from healthbank.records.model import StoredRecord
+
+__all__ = ["record_from_proto", "record_to_proto"]
+
+
+def record_to_proto(
+    record: StoredRecord, *, tier: common_pb2.Tier, fhir_json: bytes = b""
+) -> common_pb2.Record:
+    """The record as the API shows it; ``fhir_json`` is the opened payload, if any."""
+    message = common_pb2.Record(
+        name=record.name,
+        record_id=record.record_id,
+        person_token=record.person_token,
+        source_hospital=record.source_hospital,
+        source=common_pb2.RecordSource(
+            format=cast(common_pb2.SourceFormat, record.source_format),
+            message_id=record.message_id,
+            version=record.source_version,
+            content_hash=record.content_hash,
+        ),
+        category=cast(common_pb2.RecordCategory, record.category),
+        code=common_pb2.Code(
+            system=record.code_system, code=record.code, display=record.code_display
+        ),
+        status=record.status,
+        tier=tier,
+        fhir_json=fhir_json,
+        blob_name=record.blob_name,
+    )
+    message.effective_time.FromDatetime(record.effective_time)
+    return message
+
+
+def record_from_proto(message: common_pb2.Record, sealed_payload: bytes) -> StoredRecord:
+    """A record from its API form, with its payload still sealed."""
+    return StoredRecord(
+        record_id=message.record_id,
+        person_token=message.person_token,
+        source_hospital=message.source_hospital,
+        source_format=int(message.source.format),
+        message_id=message.source.message_id,
+        source_version=message.source.version,
+        content_hash=message.source.content_hash,
+        category=int(message.category),
+        code_system=message.code.system,
+        code=message.code.code,
+        code_display=message.code.display,
+        effective_time=message.effective_time.ToDatetime(tzinfo=UTC),
+        status=message.status,
+        sealed_payload=sealed_payload,
+        blob_name=message.blob_name,
+    )
