@@ -2,32 +2,42 @@
 
 `engines` starts the real Cassandra, OpenBao and Redis with the project's own
 tools/engines/engines.py (idempotent: a no-op when tools/test.sh already started
-them) and returns the HEALTHBANK_* settings that point at them. Tests that need a
+them) and returns the HEALTHBANK_* settings that point at them; `openbao` is the
+OpenBao of those engines (started alone if only it is needed). Tests that need a
 server start it; nothing is skipped.
+
+`keyspace_prefix` (per test) and `module_keyspace_prefix` (per module, for stacks a
+module shares) name a test's Cassandra keyspaces and drop them afterwards: the one
+place keyspaces are dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import hvac
 import pytest
-from cassandra.cluster import Cluster
+from engine_support import OpenBao, drop_keyspaces
 
 REPO = Path(__file__).resolve().parents[1]
 _keyspace_counter = itertools.count()
 
 
+@functools.cache
 def engines_module() -> ModuleType:
-    """tools/engines/engines.py, imported by path (it is a stand-alone script)."""
-    spec = importlib.util.spec_from_file_location(
-        "healthbank_engines", REPO / "tools" / "engines" / "engines.py"
-    )
+    """tools/engines/engines.py, imported by path (it is a stand-alone script), once."""
+    name = "healthbank_tools_engines"
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "engines" / "engines.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before exec: its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -44,32 +54,52 @@ def engines(engines_tool: ModuleType) -> dict[str, str]:
     return dict(engines_tool.up())
 
 
-@pytest.fixture
-def keyspace_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh Cassandra keyspace prefix per test, so tests never see each other's rows.
+@pytest.fixture(scope="session")
+def openbao(engines_tool: ModuleType) -> OpenBao:
+    """The engines' OpenBao (persistent raft storage, unsealed; started if needed).
 
-    The test's keyspaces are dropped afterwards: hundreds of leftover keyspaces slow every
-    new connection (the driver reads the whole schema) and every schema change.
+    Shared by every test and by other sessions: tests make their own Transit mount
+    (``transit_mount``) and never stop it; an outage is a cut ``TcpProxy`` in front of it.
     """
+    env = engines_tool.up(only="vault")
+    return OpenBao(addr=env["HEALTHBANK_VAULT_ADDR"], root_token=env["HEALTHBANK_VAULT_TOKEN"])
+
+
+@pytest.fixture
+def vault_root(openbao: OpenBao) -> hvac.Client:
+    """An hvac client on the OpenBao server, logged in as root (``.url``, ``.token``)."""
+    return openbao.client()
+
+
+@pytest.fixture
+def transit_mount(vault_root: hvac.Client) -> Iterator[str]:
+    """A newly enabled Transit engine, so each test starts with no keys; disabled after."""
+    mount = f"transit-{uuid.uuid4().hex[:12]}"
+    vault_root.sys.enable_secrets_engine("transit", path=mount)
+    yield mount
+    vault_root.sys.disable_secrets_engine(path=mount)
+
+
+def _fresh_keyspace_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Yield a prefix no other test uses; then drop ``<prefix>_*`` if the engines ran."""
     prefix = f"t{next(_keyspace_counter)}_{abs(hash(request.node.nodeid)) % 10**8}"
     yield prefix
     if "engines" in request.fixturenames:
         drop_keyspaces(request.getfixturevalue("engines"), prefix)
 
 
-def drop_keyspaces(engines: dict[str, str], prefix: str) -> None:
-    """Drop every keyspace named ``<prefix>_*``."""
-    cluster = Cluster(
-        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
-        schema_metadata_enabled=False,
-        token_metadata_enabled=False,
-    )
-    try:
-        session = cluster.connect()
-        rows = session.execute("SELECT keyspace_name FROM system_schema.keyspaces")
-        for row in rows:
-            if row.keyspace_name.startswith(f"{prefix}_"):
-                session.execute(f"DROP KEYSPACE IF EXISTS {row.keyspace_name}", timeout=60)
-    finally:
-        cluster.shutdown()
+@pytest.fixture
+def keyspace_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh Cassandra keyspace prefix per test, so tests never see each other's rows.
+
+    The test's keyspaces are dropped afterwards when the test used the `engines` fixture
+    (directly or through ``request.getfixturevalue``): hundreds of leftover keyspaces slow
+    every new connection (the driver reads the whole schema) and every schema change.
+    """
+    yield from _fresh_keyspace_prefix(request)
+
+
+@pytest.fixture(scope="module")
+def module_keyspace_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """`keyspace_prefix` for what a whole module shares (a running stack); dropped after it."""
+    yield from _fresh_keyspace_prefix(request)

@@ -1,16 +1,39 @@
-"""Helpers for tests on the shared real engines (importable from every test folder)."""
+"""Helpers for tests on the shared real engines (importable from every test folder).
+
+One place each for: the OpenBao a test talks to, a plain Cassandra session, dropping a
+test's keyspaces (the ``keyspace_prefix`` fixtures of tests/conftest.py call it), the
+settings that put a service on Cassandra, a store's Cassandra database, and a TCP relay a
+test can cut to simulate an engine outage without touching the shared engine.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-from cassandra.cluster import Cluster
+import hvac
+from cassandra.cluster import Cluster, Session
+
+from healthbank.storage.cassandra import CassandraDatabase
+
+
+@dataclass(frozen=True)
+class OpenBao:
+    """A running OpenBao (the Vault API) and a root token for setting it up."""
+
+    addr: str
+    root_token: str
+
+    def client(self) -> hvac.Client:
+        """An hvac client logged in as root."""
+        return hvac.Client(url=self.addr, token=self.root_token)
 
 
 class TcpProxy:
-    """A loopback TCP relay to Cassandra that a test can cut and restore: an outage that
-    touches nobody else's connections to the shared engine."""
+    """A loopback TCP relay to an engine (Cassandra, OpenBao) that a test can cut and restore:
+    an outage that touches nobody else's connections to the shared engine."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
@@ -57,23 +80,40 @@ class TcpProxy:
             self._writers.discard(writer)
 
 
-def drop_keyspaces(env: dict[str, str], keyspaces: Sequence[str]) -> None:
-    """Drop the named keyspaces (IF EXISTS) on the engines ``env`` points at."""
+@contextmanager
+def cassandra_session(hosts: str | Sequence[str], port: int | str) -> Iterator[Session]:
+    """A plain driver session (no schema or token metadata: quick with many keyspaces).
+
+    ``hosts`` is a list or a comma-separated string (HEALTHBANK_CASSANDRA_HOSTS).
+    """
+    contact_points = hosts.split(",") if isinstance(hosts, str) else list(hosts)
     cluster = Cluster(
-        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        contact_points,
+        port=int(port),
         schema_metadata_enabled=False,
         token_metadata_enabled=False,
     )
     try:
-        session = cluster.connect()
-        for keyspace in keyspaces:
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        yield cluster.connect()
     finally:
         cluster.shutdown()
 
 
-def cassandra_env(engines: dict[str, str], keyspace_prefix: str) -> dict[str, str]:
+def drop_keyspaces(engines: Mapping[str, str], prefix: str) -> None:
+    """Drop every keyspace named ``<prefix>_*`` on the engines ``engines`` points at.
+
+    Only the ``keyspace_prefix`` fixtures call this: hundreds of leftover keyspaces slow
+    every new connection (the driver reads the whole schema) and every schema change.
+    """
+    hosts, port = engines["HEALTHBANK_CASSANDRA_HOSTS"], engines["HEALTHBANK_CASSANDRA_PORT"]
+    with cassandra_session(hosts, port) as session:
+        rows = session.execute("SELECT keyspace_name FROM system_schema.keyspaces")
+        for row in rows:
+            if row.keyspace_name.startswith(f"{prefix}_"):
+                session.execute(f"DROP KEYSPACE IF EXISTS {row.keyspace_name}", timeout=60)
+
+
+def cassandra_env(engines: Mapping[str, str], keyspace_prefix: str) -> dict[str, str]:
     """Settings that put a service on the shared Cassandra, in the test's own keyspaces.
 
     The ``keyspace_prefix`` fixture drops those keyspaces after the test.
@@ -84,3 +124,16 @@ def cassandra_env(engines: dict[str, str], keyspace_prefix: str) -> dict[str, st
         "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
         "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
     }
+
+
+def cassandra_database(
+    engines: Mapping[str, str], keyspace: str, migrations: Sequence[str]
+) -> CassandraDatabase:
+    """A store's keyspace on the shared Cassandra (consistency ONE: a single node)."""
+    return CassandraDatabase(
+        hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+        keyspace=keyspace,
+        migrations=migrations,
+        consistency="ONE",
+    )

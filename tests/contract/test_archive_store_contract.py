@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from engine_support import drop_keyspaces
+from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import to_micros
-from healthbank.storage.cassandra import CassandraDatabase
 from services.archive.store import (
     ArchiveStore,
     BlobMeta,
@@ -31,22 +30,10 @@ OTHER = "b" * 64
 Opener = Callable[[], Awaitable[ArchiveStore]]
 
 
-def cassandra_database(env: dict[str, str], keyspace: str) -> CassandraDatabase:
-    return CassandraDatabase(
-        hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        keyspace=keyspace,
-        migrations=MIGRATIONS,
-        consistency="ONE",
-    )
-
-
 @pytest.fixture
-async def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> AsyncIterator[str]:
-    """A fresh archive keyspace name for the Cassandra-only tests, dropped afterwards."""
-    keyspace = f"{keyspace_prefix}_archive"
-    yield keyspace
-    await asyncio.to_thread(drop_keyspaces, engines, [keyspace])
+def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> str:
+    """A fresh archive keyspace name for the Cassandra-only tests (``keyspace_prefix`` drops it)."""
+    return f"{keyspace_prefix}_archive"
 
 
 @pytest.fixture(params=["sqlite", "cassandra"])
@@ -62,7 +49,7 @@ async def open_store(
             store = await SqliteArchiveStore(tmp_path / "archive.db").open()
         else:
             env = request.getfixturevalue("engines")
-            database = cassandra_database(env, f"{keyspace_prefix}_archive")
+            database = cassandra_database(env, f"{keyspace_prefix}_archive", MIGRATIONS)
             store = await CassandraArchiveStore(database).open()
         opened.append(store)
         return store
@@ -70,9 +57,6 @@ async def open_store(
     yield opener
     for store in opened:
         await store.close()
-    if request.param == "cassandra":
-        env = request.getfixturevalue("engines")
-        await asyncio.to_thread(drop_keyspaces, env, [f"{keyspace_prefix}_archive"])
 
 
 @pytest.fixture
@@ -233,12 +217,14 @@ async def test_archived_record_ids_for_a_large_batch(store: ArchiveStore) -> Non
 async def test_cassandra_a_record_half_indexed_by_a_dead_run_is_indexed_once_on_retry(
     engines: dict[str, str], cassandra_keyspace: str
 ) -> None:
-    store = await CassandraArchiveStore(cassandra_database(engines, cassandra_keyspace)).open()
+    store = await CassandraArchiveStore(
+        cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    ).open()
     try:
         record_id = new_ulid()
         dead = segment(1)
         # The dead run wrote the person row (the location) but not cold_records.
-        database = cassandra_database(engines, cassandra_keyspace)
+        database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
         await database.open()
         try:
             await database.execute(

@@ -14,11 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from engine_support import drop_keyspaces
+from engine_support import cassandra_database
 
 from healthbank.ledger import merkle
 from healthbank.records import to_micros
-from healthbank.storage.cassandra import CassandraDatabase
 from services.audit.store import (
     AuditStore,
     LeafEntry,
@@ -35,22 +34,10 @@ OTHER = "b" * 64
 Opener = Callable[[], Awaitable[AuditStore]]
 
 
-def cassandra_database(env: dict[str, str], keyspace: str) -> CassandraDatabase:
-    return CassandraDatabase(
-        hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        keyspace=keyspace,
-        migrations=MIGRATIONS,
-        consistency="ONE",
-    )
-
-
 @pytest.fixture
-async def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> AsyncIterator[str]:
-    """A fresh audit keyspace name for the Cassandra-only tests, dropped afterwards."""
-    keyspace = f"{keyspace_prefix}_audit"
-    yield keyspace
-    await asyncio.to_thread(drop_keyspaces, engines, [keyspace])
+def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> str:
+    """A fresh audit keyspace name for the Cassandra-only tests (``keyspace_prefix`` drops it)."""
+    return f"{keyspace_prefix}_audit"
 
 
 @pytest.fixture(params=["sqlite", "cassandra"])
@@ -66,7 +53,7 @@ async def open_store(
             store = await SqliteAuditStore(tmp_path / "audit.db").open()
         else:
             env = request.getfixturevalue("engines")
-            database = cassandra_database(env, f"{keyspace_prefix}_audit")
+            database = cassandra_database(env, f"{keyspace_prefix}_audit", MIGRATIONS)
             store = await CassandraAuditStore(database).open()
         opened.append(store)
         return store
@@ -74,9 +61,6 @@ async def open_store(
     yield opener
     for store in opened:
         await store.close()
-    if request.param == "cassandra":
-        env = request.getfixturevalue("engines")
-        await asyncio.to_thread(drop_keyspaces, env, [f"{keyspace_prefix}_audit"])
 
 
 @pytest.fixture
@@ -275,7 +259,7 @@ async def test_list_person_leaves_newest_first_with_exact_cursors(store: AuditSt
 
 
 async def cassandra_store(engines: dict[str, str], keyspace: str) -> CassandraAuditStore:
-    return await CassandraAuditStore(cassandra_database(engines, keyspace)).open()
+    return await CassandraAuditStore(cassandra_database(engines, keyspace, MIGRATIONS)).open()
 
 
 async def test_cassandra_a_claim_whose_appender_died_is_placed_by_its_retry(
@@ -286,7 +270,7 @@ async def test_cassandra_a_claim_whose_appender_died_is_placed_by_its_retry(
         await store.append(entry("before"))
         # The first attempt claimed the id with its content, then its process died.
         crashed = entry("crashed", body=b"first attempt content")
-        database = cassandra_database(engines, cassandra_keyspace)
+        database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
         await database.open()
         try:
             await database.execute(
@@ -315,7 +299,7 @@ async def test_cassandra_a_leaf_left_pending_is_finished_by_the_next_appender(
         await store.append(entry("zero"))
         # An appender claimed its event and index 1, then died before writing the leaf.
         stuck = entry("stuck")
-        database = cassandra_database(engines, cassandra_keyspace)
+        database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
         await database.open()
         try:
             await database.execute(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from engine_support import drop_keyspaces
+from engine_support import cassandra_database
 
 from healthbank.core.ids import MonotonicUlidGenerator
 from healthbank.storage.cassandra import CassandraDatabase
@@ -29,16 +29,6 @@ OTHER = "b" * 64
 HOSPITAL = "city-general"
 OTHER_HOSPITAL = "east-er"
 ALLERGY, IMAGING = 1, 5
-
-
-def cassandra_database(env: dict[str, str], keyspace: str) -> CassandraDatabase:
-    return CassandraDatabase(
-        hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        keyspace=keyspace,
-        migrations=MIGRATIONS,
-        consistency="ONE",
-    )
 
 
 @dataclass
@@ -64,7 +54,7 @@ async def backend(
         if request.param == "sqlite":
             store = await SqliteConsentStore(tmp_path / "consent.db").open()
         else:
-            database = cassandra_database(env, keyspace)
+            database = cassandra_database(env, keyspace, MIGRATIONS)
             store = await CassandraConsentStore(database).open()
             if chosen.database is None:
                 chosen.database = database
@@ -75,8 +65,6 @@ async def backend(
     yield chosen
     for store in chosen.opened:
         await store.close()
-    if request.param == "cassandra":
-        await asyncio.to_thread(drop_keyspaces, env, [keyspace])
 
 
 @pytest.fixture

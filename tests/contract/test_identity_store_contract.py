@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from engine_support import drop_keyspaces
+from engine_support import cassandra_database
 
 from healthbank.contracts.natid import make_national_id
 from healthbank.crypto import LocalKeyring, Sealer
@@ -36,16 +36,6 @@ PERSON = "a" * 64
 OTHER = "b" * 64
 NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
 OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
-
-
-def cassandra_database(env: dict[str, str], keyspace: str) -> CassandraDatabase:
-    return CassandraDatabase(
-        hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        keyspace=keyspace,
-        migrations=MIGRATIONS,
-        consistency="ONE",
-    )
 
 
 @dataclass
@@ -73,7 +63,7 @@ async def backend(
         if request.param == "sqlite":
             store = await SqliteIdentityStore(path).open()
         else:
-            database = cassandra_database(env, keyspace)
+            database = cassandra_database(env, keyspace, MIGRATIONS)
             store = await CassandraIdentityStore(database).open()
             if chosen.database is None:
                 chosen.database = database
@@ -92,18 +82,11 @@ async def backend(
     yield chosen
     for store in chosen.opened:
         await store.close()
-    if request.param == "cassandra":
-        await asyncio.to_thread(drop_keyspaces, env, [keyspace])
 
 
 @pytest.fixture
 async def store(backend: Backend) -> IdentityStore:
     return await backend.open_store()
-
-
-@pytest.fixture
-def keyring(tmp_path: Path) -> LocalKeyring:
-    return LocalKeyring(tmp_path / "keyring.json", "contract-test", scrypt_n=2**10)
 
 
 def index_on(store: IdentityStore, keyring: LocalKeyring) -> MasterPatientIndex:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from engine_support import cassandra_database
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.ids import new_ulid
@@ -37,39 +38,21 @@ async def open_store(
 ) -> AsyncIterator[Opener]:
     """Opens another store instance on the same ledger (same file / keyspace) per call."""
     opened: list[IngestStore] = []
-    databases: list[CassandraDatabase] = []
 
     async def opener() -> IngestStore:
         store: IngestStore
         if request.param == "sqlite":
             store = await SqliteIngestStore(tmp_path / "ingest.db").open()
         else:
-            database = cassandra_database(request.getfixturevalue("engines"), keyspace_prefix)
+            engines = request.getfixturevalue("engines")
+            database = cassandra_database(engines, f"{keyspace_prefix}_ingest", MIGRATIONS)
             store = await CassandraIngestStore(database).open()
-            databases.append(database)
         opened.append(store)
         return store
 
     yield opener
-    if databases:
-        await drop_keyspace(databases[0])
     for store in opened:
         await store.close()
-
-
-def cassandra_database(engines: dict[str, str], keyspace_prefix: str) -> CassandraDatabase:
-    return CassandraDatabase(
-        hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
-        keyspace=f"{keyspace_prefix}_ingest",
-        migrations=MIGRATIONS,
-        consistency="ONE",
-    )
-
-
-async def drop_keyspace(database: CassandraDatabase) -> None:
-    """Drop a test's keyspace: the shared Cassandra slows down as keyspaces pile up."""
-    await database.execute(f"DROP KEYSPACE IF EXISTS {database.keyspace}")
 
 
 @pytest.fixture
@@ -217,10 +200,9 @@ async def cassandra(
     engines: dict[str, str], keyspace_prefix: str
 ) -> AsyncIterator[tuple[CassandraIngestStore, CassandraDatabase]]:
     """A Cassandra store and its keyspace, to write what a crash between two steps leaves."""
-    database = cassandra_database(engines, keyspace_prefix)
+    database = cassandra_database(engines, f"{keyspace_prefix}_ingest", MIGRATIONS)
     store = await CassandraIngestStore(database).open()
     yield store, database
-    await drop_keyspace(database)
     await store.close()
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
@@ -19,7 +20,6 @@ from healthbank.records import (
     StoredRecord,
 )
 from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore
-from healthbank.storage.cassandra import CassandraDatabase
 
 T0 = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
 
@@ -33,13 +33,7 @@ async def store(
         opened = await SqliteRecordStore(tmp_path / "records.db").open()
     else:
         env = request.getfixturevalue("engines")
-        database = CassandraDatabase(
-            hosts=env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-            port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-            keyspace=f"{keyspace_prefix}_records",
-            migrations=MIGRATIONS,
-            consistency="ONE",
-        )
+        database = cassandra_database(env, f"{keyspace_prefix}_records", MIGRATIONS)
         opened = await CassandraRecordStore(database).open()
     yield opened
     await opened.close()
