@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,18 +21,18 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from service_support import BearerAuth, failure, fields, service_settings, ts
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
-from healthbank.core.config import Settings, load_settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
-from healthbank.rpc import ErrorDetails, ServiceHost, error_details, service_client_factory
+from healthbank.rpc import ServiceHost, service_client_factory
 from services.ai_alert.app import SERVICE, open_service
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -50,12 +50,6 @@ PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCES
 OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
 RESEARCHER = Principal(PrincipalKind.RESEARCHER, "res-1", purpose=Purpose.RESEARCH)
-
-
-def ts(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 @dataclass
@@ -144,7 +138,7 @@ class Seeder:
 
 
 @dataclass
-class Stack:
+class Stack(BearerAuth):
     """ai-alert and the services it calls, running, with stubs to call them."""
 
     settings: Settings
@@ -153,10 +147,6 @@ class Stack:
     consent: consent_pb2_grpc.ConsentServiceAsyncStub
     audit: audit_pb2_grpc.AuditServiceAsyncStub
     seed: Seeder
-
-    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        secret = self.settings.auth_secret.get_secret_value().encode()
-        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
 
     async def forecast(
         self, horizon_days: int, history_days: int = 0, principal: Principal = RESEARCHER
@@ -188,7 +178,7 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    settings = service_settings(tmp_path)
     async with AsyncExitStack() as exits:
         hosts: dict[str, ServiceHost] = {}
         addresses: dict[str, str] = {}
@@ -219,16 +209,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
             seed=Seeder(store, build_sealer(settings, build_key_provider(settings))),
         )
-
-
-async def failure(call: Awaitable[Any]) -> ErrorDetails:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return error_details(raised.value)
-
-
-def fields(details: ErrorDetails) -> list[str]:
-    return [field for field, _ in details.field_violations]
 
 
 def poisson(rng: random.Random, mean: float) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,17 +14,26 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from engine_support import TcpProxy, cassandra_env, drop_keyspaces
+from engine_support import TcpProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_support import (
+    NOT_SERVING,
+    SERVING,
+    Metadata,
+    auth_metadata,
+    rpc_error,
+    wait_for_health,
+)
+from service_support import invalid_fields as fields
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.records import MessageReceipt, RecordStore, StoredRecord, open_record_store
 from healthbank.rpc import error_details
-from services.archive.app import open_service
+from services.archive.app import SERVICE_NAME, open_service
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 CUTOFF = datetime(2020, 1, 1, tzinfo=UTC)
@@ -35,8 +44,6 @@ MIB = 1024 * 1024
 OPERATOR = Principal(PrincipalKind.SERVICE, "archive-tiering", purpose=Purpose.OPERATIONS)
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "dr-1", hospital_id="hospital-a")
-
-Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -49,8 +56,7 @@ class ArchiveClient:
     channel: grpc.aio.Channel
 
     def auth(self, principal: Principal = OPERATOR) -> Metadata:
-        token = encode_token(principal, self.settings.auth_secret.get_secret_value().encode())
-        return (("authorization", f"Bearer {token}"),)
+        return auth_metadata(self.settings, principal)
 
     @property
     def archive_dir(self) -> Path:
@@ -58,16 +64,9 @@ class ArchiveClient:
 
 
 @pytest.fixture(params=["sqlite", "cassandra"])
-def settings(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> Iterator[Settings]:
-    """The service on each storage backend (fresh keyspaces per test on Cassandra)."""
-    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
-    if request.param == "sqlite":
-        yield load_settings(env)
-        return
-    engines: dict[str, str] = request.getfixturevalue("engines")
-    yield load_settings(env | cassandra_env(engines, keyspace_prefix))
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test runs on each storage backend (conftest.py's ``settings`` follows it)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -85,24 +84,12 @@ async def archive(settings: Settings) -> AsyncIterator[ArchiveClient]:
             await hot.close()
 
 
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
-
-
 async def stream_error(stream: AsyncIterator[object]) -> tuple[list[object], grpc.aio.AioRpcError]:
     received: list[object] = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for message in stream:
             received.append(message)
     return received, caught.value
-
-
-def fields(error: grpc.aio.AioRpcError) -> set[str]:
-    details = error_details(error)
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
-    return {name for name, _ in details.field_violations}
 
 
 # --- blobs ----------------------------------------------------------------------------------
@@ -460,18 +447,6 @@ async def test_health_reports_serving_once_ready(archive: ArchiveClient) -> None
 # --- Cassandra unreachable ----------------------------------------------------------------
 
 
-async def wait_for_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 30) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    request = health_pb2.HealthCheckRequest(service="healthbank.archive.v1.ArchiveService")
-    status = None
-    for _ in range(int(seconds * 10)):
-        status = (await health.Check(request)).status
-        if status == wanted:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"health stayed {status}, wanted {wanted}")
-
-
 async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
     engines: dict[str, str], keyspace_prefix: str, tmp_path: Path
 ) -> None:
@@ -498,16 +473,16 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                     stub = archive_pb2_grpc.ArchiveServiceStub(channel)
                     client = ArchiveClient(stub, settings, hot, channel)
-                    await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                    await wait_for_health(channel, SERVICE_NAME, SERVING)
                     await put_blob(client, b"before the outage")
 
                     await proxy.cut()
-                    await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                    await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
                     error = await rpc_error(put_blob(client, b"during the outage"))
                     assert error.code() == grpc.StatusCode.UNAVAILABLE
 
                     await proxy.start()
-                    await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                    await wait_for_health(channel, SERVICE_NAME, SERVING)
                     # The retry stores the blob; its bytes may already be on disk from the try.
                     stored = await put_blob(client, b"during the outage")
                     assert stored.size_bytes == len(b"during the outage")
@@ -515,6 +490,3 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
                 await hot.close()
     finally:
         await proxy.cut()
-        await asyncio.to_thread(
-            drop_keyspaces, engines, [f"{keyspace_prefix}_archive", f"{keyspace_prefix}_records"]
-        )

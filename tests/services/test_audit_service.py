@@ -4,7 +4,7 @@ per-person listings, authorization and request validation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,19 +12,22 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from engine_support import TcpProxy, cassandra_env, drop_keyspaces
+from engine_support import TcpProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_support import NOT_SERVING, SERVING, BearerAuth, rpc_error, wait_for_health
+from service_support import invalid_fields as fields
+from service_support import service_settings as make_settings
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
-from healthbank.core.config import Settings, load_settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import build_key_provider
 from healthbank.ledger import merkle
 from healthbank.ledger.tree_head import leaf_bytes, verify_tree_head
 from healthbank.rpc import error_details
-from services.audit.app import open_service
+from services.audit.app import SERVICE_NAME, open_service
 
 PERSON = "a" * 64
 OTHER_PERSON = "b" * 64
@@ -36,38 +39,20 @@ COMMITTEE = Principal(PrincipalKind.COMMITTEE, "member-1", purpose=Purpose.OPERA
 PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCESS)
 OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
 
-Metadata = tuple[tuple[str, str], ...]
-
 
 @dataclass
-class AuditClient:
+class AuditClient(BearerAuth):
     """A stub on a real channel plus credentials per principal."""
 
     stub: audit_pb2_grpc.AuditServiceStub
     settings: Settings
     channel: grpc.aio.Channel
 
-    def auth(self, principal: Principal) -> Metadata:
-        token = encode_token(principal, self.settings.auth_secret.get_secret_value().encode())
-        return (("authorization", f"Bearer {token}"),)
-
-
-def make_settings(data_dir: Path, cassandra: dict[str, str] | None = None) -> Settings:
-    """Settings for the embedded store, or for Cassandra when given its HEALTHBANK_* vars."""
-    env = {"HEALTHBANK_DATA_DIR": str(data_dir), "HEALTHBANK_PORT": "0", **(cassandra or {})}
-    return load_settings(env)
-
 
 @pytest.fixture(params=["sqlite", "cassandra"])
-def settings(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> Iterator[Settings]:
-    """The service on each storage backend (a fresh keyspace per test on Cassandra)."""
-    if request.param == "sqlite":
-        yield make_settings(tmp_path)
-        return
-    engines: dict[str, str] = request.getfixturevalue("engines")
-    yield make_settings(tmp_path, cassandra_env(engines, keyspace_prefix))
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test runs on each storage backend (conftest.py's ``settings`` follows it)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -115,18 +100,6 @@ def as_recorded(event: audit_pb2.AccessEvent, service: str = "record-lookup") ->
     recorded.CopyFrom(event)
     recorded.recorded_by = service
     return leaf_bytes(recorded)
-
-
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
-
-
-def fields(error: grpc.aio.AioRpcError) -> set[str]:
-    details = error_details(error)
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
-    return {name for name, _ in details.field_violations}
 
 
 # --- AppendEvent -----------------------------------------------------------------------
@@ -506,18 +479,6 @@ async def test_health_reports_serving_once_ready(audit: AuditClient) -> None:
 # --- Cassandra unreachable ----------------------------------------------------------------
 
 
-async def wait_for_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 30) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    request = health_pb2.HealthCheckRequest(service="healthbank.audit.v1.AuditService")
-    status = None
-    for _ in range(int(seconds * 10)):
-        status = (await health.Check(request)).status
-        if status == wanted:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"health stayed {status}, wanted {wanted}")
-
-
 async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
     engines: dict[str, str], keyspace_prefix: str, tmp_path: Path
 ) -> None:
@@ -540,20 +501,19 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
             port = await host.start(0)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 client = AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
-                await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                await wait_for_health(channel, SERVICE_NAME, SERVING)
                 assert (await append(client, access_event())).leaf_index == 0
 
                 await proxy.cut()
-                await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
                 error = await rpc_error(append(client, access_event()))
                 # Retryable, and the log did not change: the client just sends it again.
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
 
                 await proxy.start()
-                await wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                await wait_for_health(channel, SERVICE_NAME, SERVING)
                 retried = access_event()
                 assert (await append(client, retried)).leaf_index == 1
                 assert (await append(client, retried)).leaf_index == 1
     finally:
         await proxy.cut()
-        await asyncio.to_thread(drop_keyspaces, engines, [f"{keyspace_prefix}_audit"])

@@ -8,28 +8,33 @@ clock, so expiry is tested by moving time rather than by waiting. Tests marked
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from engine_support import TcpProxy, cassandra_env
+from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_support import (
+    NOT_SERVING,
+    BearerAuth,
+    both_backends,
+    failure,
+    fields,
+    store_rows,
+    ts,
+    wait_for_health,
+)
 
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
-from healthbank.core.config import Settings, load_settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.config import Settings
 from healthbank.core.ids import is_ulid
 from healthbank.crypto import build_key_provider, build_sealer
-from healthbank.rpc import ErrorDetails
-from healthbank.rpc import error_details as rpc_error_details
-from healthbank.storage.cassandra import keyspace_for
 from services.consent.app import SERVICE, SERVICE_NAME, open_service
 from services.consent.registry import justification_aad
 from services.consent.store_cassandra import MIGRATIONS
@@ -65,12 +70,6 @@ class Clock:
         self.now += delta
 
 
-def ts(moment: datetime) -> timestamp_pb2.Timestamp:
-    timestamp = timestamp_pb2.Timestamp()
-    timestamp.FromDatetime(moment)
-    return timestamp
-
-
 def accessor_proto(
     principal: Principal,
 ) -> common_pb2.Principal:
@@ -97,18 +96,13 @@ def accessor_proto(
 
 
 @dataclass
-class Consent:
+class Consent(BearerAuth):
     """A running consent service, its clock and a stub to call it with."""
 
     stub: consent_pb2_grpc.ConsentServiceAsyncStub
     channel: grpc.aio.Channel
     settings: Settings
     clock: Clock
-
-    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        secret = self.settings.auth_secret.get_secret_value().encode()
-        # Tokens are checked against the wall clock, not the service's injected one.
-        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
 
     async def create(
         self,
@@ -146,42 +140,9 @@ class Consent:
         return response
 
 
-# Runs a test on SQLite and on Cassandra (tests without it run on SQLite only: request
-# validation and authorization never reach the store).
-both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indirect=True)
-
-
-@pytest.fixture
-def backend(request: pytest.FixtureRequest) -> str:
-    """The storage backend of the test: sqlite unless parametrized."""
-    return str(getattr(request, "param", "sqlite"))
-
-
-@pytest.fixture
-def settings(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path, keyspace_prefix: str
-) -> Iterator[Settings]:
-    """Settings for the test's backend (a fresh keyspace, dropped after, on Cassandra)."""
-    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
-    if backend == "sqlite":
-        yield load_settings(env)
-        return
-    engines: dict[str, str] = request.getfixturevalue("engines")
-    yield load_settings(env | cassandra_env(engines, keyspace_prefix))
-
-
 async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
     """Every row of one of the consent store's tables, read past the service."""
-    if settings.storage_backend == "sqlite":
-        with sqlite3.connect(settings.data_dir / "consent.db") as connection:
-            connection.row_factory = sqlite3.Row
-            return [dict(row) for row in connection.execute(f"SELECT * FROM {table}")]
-    database = keyspace_for(settings, SERVICE, MIGRATIONS)
-    await database.open()
-    try:
-        return [row._asdict() for row in await database.execute(f"SELECT * FROM {table}")]
-    finally:
-        await database.close()
+    return await store_rows(settings, table, "consent.db", SERVICE, MIGRATIONS)
 
 
 @pytest.fixture
@@ -190,36 +151,9 @@ async def consent(settings: Settings) -> AsyncIterator[Consent]:
     async with open_service(settings, now=clock) as host:
         port = await host.start(0)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await wait_until_serving(channel)
+            await wait_for_health(channel, SERVICE_NAME)
             stub = consent_pb2_grpc.ConsentServiceStub(channel)
             yield Consent(stub, channel, settings, clock)
-
-
-async def wait_until_serving(channel: grpc.aio.Channel) -> None:
-    """Wait for the first readiness check to pass (the store and keyring are usable).
-
-    Also keeps teardown away from the first, slow readiness check (keyring creation): on
-    Python 3.11 the ``asyncio.wait_for`` in ServiceHost's readiness loop can swallow the
-    cancellation ``stop()`` sends when a check completes at that moment, and ``stop()`` then
-    never returns.
-    """
-    health: Any = health_pb2_grpc.HealthStub(channel)
-    for _ in range(100):
-        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-        if response.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("service did not become SERVING")
-
-
-async def failure(call: Awaitable[Any]) -> ErrorDetails:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return rpc_error_details(raised.value)
-
-
-def fields(details: ErrorDetails) -> list[str]:
-    return [field for field, _ in details.field_violations]
 
 
 # --- CreateGrant ---------------------------------------------------------------------------
@@ -807,16 +741,6 @@ async def test_health_reports_serving(consent: Consent) -> None:
 # --- storage outage ----------------------------------------------------------------------------
 
 
-async def wait_for_health(channel: grpc.aio.Channel, status: int) -> None:
-    health: Any = health_pb2_grpc.HealthStub(channel)
-    for _ in range(300):
-        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-        if response.status == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"health never became {status}")
-
-
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
     proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
@@ -829,7 +753,7 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
         async with open_service(through_proxy, now=clock) as host:
             bound = await host.start(0)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
-                await wait_until_serving(channel)
+                await wait_for_health(channel, SERVICE_NAME)
                 consent = Consent(
                     consent_pb2_grpc.ConsentServiceStub(channel), channel, settings, clock
                 )
@@ -855,7 +779,7 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
                     assert details.code == grpc.StatusCode.UNAVAILABLE
                     assert details.reason == "STORAGE_UNAVAILABLE"
                     assert details.retry_delay is not None and details.retry_delay > 0
-                await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
     finally:
         await proxy.cut()
     # Read directly (not through the cut path): nothing refused was written.

@@ -8,25 +8,30 @@ Tests marked ``both_backends`` run again on the real Cassandra (a fresh keyspace
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from engine_support import TcpProxy, cassandra_env
+from engine_support import TcpProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_support import (
+    NOT_SERVING,
+    BearerAuth,
+    both_backends,
+    failure,
+    store_rows,
+    wait_for_health,
+)
 
 from healthbank.contracts.natid import make_national_id
 from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
-from healthbank.core.config import Settings, load_settings
+from healthbank.core.config import Settings
 from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ErrorDetails, error_details
-from healthbank.storage.cassandra import keyspace_for
 from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad
 from services.identity.store_cassandra import MIGRATIONS
@@ -43,16 +48,12 @@ PATIENT = Principal(PrincipalKind.PATIENT, "a" * 64)
 
 
 @dataclass
-class Identity:
+class Identity(BearerAuth):
     """A running identity service and a stub to call it with."""
 
     stub: identity_pb2_grpc.IdentityServiceAsyncStub
     channel: grpc.aio.Channel
     settings: Settings
-
-    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        secret = self.settings.auth_secret.get_secret_value().encode()
-        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
 
     async def resolve(
         self, principal: Principal = INGEST, **fields: Any
@@ -64,75 +65,19 @@ class Identity:
         return response
 
 
-# Runs a test on SQLite and on Cassandra (tests without it run on SQLite only: request
-# validation and authorization never reach the store).
-both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indirect=True)
-
-
-@pytest.fixture
-def backend(request: pytest.FixtureRequest) -> str:
-    """The storage backend of the test: sqlite unless parametrized."""
-    return str(getattr(request, "param", "sqlite"))
-
-
-@pytest.fixture
-def settings(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path, keyspace_prefix: str
-) -> Iterator[Settings]:
-    """Settings for the test's backend (a fresh keyspace, dropped after, on Cassandra)."""
-    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
-    if backend == "sqlite":
-        yield load_settings(env)
-        return
-    engines: dict[str, str] = request.getfixturevalue("engines")
-    yield load_settings(env | cassandra_env(engines, keyspace_prefix))
-
-
 @pytest.fixture
 async def identity(settings: Settings) -> AsyncIterator[Identity]:
     async with open_service(settings) as host:
         port = await host.start(0)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await wait_until_serving(channel)
+            await wait_for_health(channel, SERVICE_NAME)
             stub = identity_pb2_grpc.IdentityServiceStub(channel)
             yield Identity(stub, channel, settings)
 
 
-async def wait_until_serving(channel: grpc.aio.Channel) -> None:
-    """Wait for the first readiness check to pass (the store and keyring are usable).
-
-    Also keeps teardown away from the first, slow readiness check (keyring creation): on
-    Python 3.11 the ``asyncio.wait_for`` in ServiceHost's readiness loop can swallow the
-    cancellation ``stop()`` sends when a check completes at that moment, and ``stop()`` then
-    never returns.
-    """
-    health: Any = health_pb2_grpc.HealthStub(channel)
-    for _ in range(100):
-        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-        if response.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("service did not become SERVING")
-
-
-async def failure(call: Awaitable[Any]) -> ErrorDetails:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return error_details(raised.value)
-
-
 async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
     """Every row of one of the identity store's tables, read past the service."""
-    if settings.storage_backend == "sqlite":
-        with sqlite3.connect(settings.data_dir / "identity.db") as connection:
-            connection.row_factory = sqlite3.Row
-            return [dict(row) for row in connection.execute(f"SELECT * FROM {table}")]
-    database = keyspace_for(settings, SERVICE, MIGRATIONS)
-    await database.open()
-    try:
-        return [row._asdict() for row in await database.execute(f"SELECT * FROM {table}")]
-    finally:
-        await database.close()
+    return await store_rows(settings, table, "identity.db", SERVICE, MIGRATIONS)
 
 
 async def stored_bytes(settings: Settings) -> bytes:
@@ -504,16 +449,6 @@ async def test_health_reports_serving(identity: Identity) -> None:
 # --- storage outage ----------------------------------------------------------------------------
 
 
-async def wait_for_health(channel: grpc.aio.Channel, status: int) -> None:
-    health: Any = health_pb2_grpc.HealthStub(channel)
-    for _ in range(300):
-        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-        if response.status == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"health never became {status}")
-
-
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
     proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
@@ -525,7 +460,7 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
         async with open_service(through_proxy) as host:
             bound = await host.start(0)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
-                await wait_until_serving(channel)
+                await wait_for_health(channel, SERVICE_NAME)
                 identity = Identity(
                     identity_pb2_grpc.IdentityServiceStub(channel), channel, settings
                 )
@@ -549,7 +484,7 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
                     assert details.reason == "STORAGE_UNAVAILABLE"
                     assert details.retry_delay is not None and details.retry_delay > 0
                     assert_no_national_id(details)
-                await wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
     finally:
         await proxy.cut()
     # Read directly (not through the cut path): the refused link was not written.

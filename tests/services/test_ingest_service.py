@@ -15,31 +15,30 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import cast
+from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
-import hvac
 import pydicom
 import pytest
-import requests
-from cassandra.cluster import Cluster, Session
-from engine_support import TcpProxy
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from cassandra.cluster import Session
+from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session
+from grpc_health.v1 import health_pb2
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from service_support import BearerAuth, rpc_error, wait_for_health
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -48,7 +47,7 @@ from healthbank.rpc import error_details, service_client_factory
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
-from services.ingest.app import SERVICE, open_service
+from services.ingest.app import SERVICE, SERVICE_NAME, open_service
 from services.ingest.app import open_store as open_ingest_store
 from services.ingest.store import WriteAudit
 
@@ -89,8 +88,6 @@ IDENTIFIERS = [
     "13755509876",
     "15855502468",
 ]
-OPENBAO_TOKEN = "t"
-T = TypeVar("T")
 CT_NATIONAL_ID = "310104197504120379"  # the CT belongs to the admission bundle's patient
 
 
@@ -134,7 +131,7 @@ def request(
 
 
 @dataclass
-class Stack:
+class Stack(BearerAuth):
     """Identity, audit and archive running; ingest instances opened on demand."""
 
     settings: Settings  # of the dependencies (embedded defaults)
@@ -151,10 +148,6 @@ class Stack:
     @property
     def ingest_settings(self) -> Settings:
         return load_settings(self.ingest_env)
-
-    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        secret = self.settings.auth_secret.get_secret_value().encode()
-        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
 
     def channel(self, address: str) -> grpc.aio.Channel:
         opened = grpc.aio.insecure_channel(
@@ -196,9 +189,7 @@ class Stack:
         self, submit_request: ingest_pb2.SubmitRequest, principal: Principal | None = ENGINE_A
     ) -> grpc.aio.AioRpcError:
         metadata = self.auth(principal) if principal is not None else ()
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await self.ingest.Submit(submit_request, metadata=metadata)
-        return caught.value
+        return await rpc_error(self.ingest.Submit(submit_request, metadata=metadata))
 
     async def stream(
         self, messages: list[ingest_pb2.SubmitRequest], principal: Principal = ENGINE_A
@@ -211,16 +202,8 @@ class Stack:
         return [ack async for ack in call]
 
     async def wait_for_health(self, wanted: int) -> None:
-        health = health_pb2_grpc.HealthStub(self.channel(f"127.0.0.1:{self.ingest_port}"))
-        for _ in range(150):
-            answer = await health.Check(  # type: ignore[attr-defined]
-                health_pb2.HealthCheckRequest(service="healthbank.ingest.v1.IngestService")
-            )
-            if answer.status == wanted:
-                return
-            await asyncio.sleep(0.1)
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(wanted)
-        pytest.fail(f"ingest health never became {name}")
+        channel = self.channel(f"127.0.0.1:{self.ingest_port}")
+        await wait_for_health(channel, SERVICE_NAME, wanted)
 
     async def events(self, person_token: str) -> list[audit_pb2.LoggedEvent]:
         response = await self.audit.ListAccessEvents(
@@ -253,18 +236,10 @@ async def stack(
     ingest_env = dict(base)
     if backend == "cassandra":
         engines: dict[str, str] = request.getfixturevalue("engines")
-        ingest_env |= {
-            "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
-            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
-            "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
-            # Single node: LOCAL_QUORUM works as well, ONE keeps the test independent of it.
-            "HEALTHBANK_CASSANDRA_CONSISTENCY": "ONE",
-        }
+        ingest_env |= cassandra_env(engines, keyspace_prefix)
+        # Single node: LOCAL_QUORUM works as well, ONE keeps the test independent of it.
+        ingest_env["HEALTHBANK_CASSANDRA_CONSISTENCY"] = "ONE"
     async with AsyncExitStack() as exits:
-        if backend == "cassandra":
-            # Runs last, once every store is closed.
-            exits.push_async_callback(asyncio.to_thread, drop_keyspaces, load_settings(ingest_env))
         addresses: dict[str, str] = {}
         for name, opener in (
             ("identity", open_identity),
@@ -703,49 +678,31 @@ async def all_stored_records(stack: Stack) -> list[str]:
 
 
 @asynccontextmanager
-async def running_openbao() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """A real OpenBao dev server of this test alone (in memory), Transit enabled."""
-    binary = shutil.which("bao")
-    assert binary is not None, "the OpenBao CLI `bao` must be on PATH"
-    address = free_address()
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        "server",
-        "-dev",
-        f"-dev-root-token-id={OPENBAO_TOKEN}",
-        f"-dev-listen-address={address}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://{address}"
+async def openbao_relay(openbao: OpenBao) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A relay to the shared OpenBao that this test alone can cut: its outage, nobody else's."""
+    target = urlsplit(openbao.addr)
+    assert target.hostname is not None and target.port is not None
+    proxy = TcpProxy(target.hostname, target.port)
+    port = await proxy.start()
     try:
-        client = hvac.Client(url=url, token=OPENBAO_TOKEN)
-        for _ in range(300):
-            assert process.returncode is None, "OpenBao exited at start"
-            try:
-                if await asyncio.to_thread(client.sys.is_initialized):
-                    break
-            except requests.exceptions.ConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-        await asyncio.to_thread(client.sys.enable_secrets_engine, "transit", path="transit")
-        yield process, url
+        yield proxy, f"http://127.0.0.1:{port}"
     finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
+        await proxy.cut()
 
 
-async def test_key_provider_down_is_retryable_and_writes_nothing(stack: Stack) -> None:
+async def test_key_provider_down_is_retryable_and_writes_nothing(
+    stack: Stack, openbao: OpenBao, transit_mount: str
+) -> None:
     admission = request(fixture("fhir_admission_bundle.json"), "adm-vault")
     lab = request(fixture("fhir_lab_message_bundle.json"), "lab-vault")
-    async with running_openbao() as (openbao, url), AsyncExitStack() as exits:
+    async with openbao_relay(openbao) as (relay, url), AsyncExitStack() as exits:
         stack.ingest = await stack.open_ingest(
             exits,
             env={
                 "HEALTHBANK_KEY_PROVIDER": "vault",
                 "HEALTHBANK_VAULT_ADDR": url,
-                "HEALTHBANK_VAULT_TOKEN": OPENBAO_TOKEN,
+                "HEALTHBANK_VAULT_TOKEN": openbao.root_token,
+                "HEALTHBANK_VAULT_TRANSIT_MOUNT": transit_mount,
                 # Every seal asks Vault for a data key: the outage shows at once (by default
                 # a cached data key would keep sealing for up to a minute).
                 "HEALTHBANK_DATA_KEY_CACHE_SECONDS": "0",
@@ -756,8 +713,7 @@ async def test_key_provider_down_is_retryable_and_writes_nothing(stack: Stack) -
         await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
         before = await all_stored_records(stack)
 
-        openbao.terminate()
-        await asyncio.wait_for(openbao.wait(), 10)
+        await relay.cut()
 
         error = await stack.failure(lab)
         details = error_details(error)
@@ -873,30 +829,8 @@ async def keyspace_contents(settings: Settings, keyspace: str) -> dict[str, byte
             for table in tables
         }
 
-    return await asyncio.to_thread(with_cassandra, settings, read)
+    def read_all() -> dict[str, bytes]:
+        with cassandra_session(settings.cassandra_hosts, settings.cassandra_port) as session:
+            return read(session)
 
-
-def with_cassandra(settings: Settings, work: Callable[[Session], T]) -> T:
-    """Run ``work`` on a plain driver session (no schema metadata: quick with many keyspaces)."""
-    cluster = Cluster(
-        contact_points=settings.cassandra_hosts,
-        port=settings.cassandra_port,
-        protocol_version=5,
-        schema_metadata_enabled=False,
-        token_metadata_enabled=False,
-    )
-    try:
-        return work(cluster.connect())
-    finally:
-        cluster.shutdown()
-
-
-def drop_keyspaces(settings: Settings) -> None:
-    """Drop ingest's keyspaces of a test: the shared Cassandra slows down as they pile up."""
-
-    def drop(session: Session) -> None:
-        for concern in ("records", "ingest"):
-            keyspace = f"{settings.cassandra_keyspace_prefix}_{concern}"
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
-
-    with_cassandra(settings, drop)
+    return await asyncio.to_thread(read_all)

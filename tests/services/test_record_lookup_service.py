@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,14 +20,15 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from service_support import BearerAuth, failure, fields, service_settings, ts
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.natid import make_national_id
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
-from healthbank.core.config import Settings, load_settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -41,7 +42,7 @@ from healthbank.records import (
     payload_aad,
     record_name,
 )
-from healthbank.rpc import ErrorDetails, ServiceHost, error_details, service_client_factory
+from healthbank.rpc import ErrorDetails, ServiceHost, service_client_factory
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -79,12 +80,6 @@ TIERING = Principal(PrincipalKind.SERVICE, "archive-tiering", purpose=Purpose.OP
 
 def patient(person_token: str) -> Principal:
     return Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
-
-
-def ts(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 @dataclass
@@ -150,7 +145,7 @@ class Seeder:
 
 
 @dataclass
-class Stack:
+class Stack(BearerAuth):
     """Record-lookup and the services it calls, running, with stubs to call them."""
 
     settings: Settings
@@ -161,10 +156,6 @@ class Stack:
     identity: identity_pb2_grpc.IdentityServiceAsyncStub
     archive: archive_pb2_grpc.ArchiveServiceAsyncStub
     seed: Seeder
-
-    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        secret = self.settings.auth_secret.get_secret_value().encode()
-        return (("authorization", f"Bearer {encode_token(principal, secret)}"),)
 
     async def history(
         self, principal: Principal, **request: Any
@@ -221,7 +212,7 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
+    settings = service_settings(tmp_path)
     async with AsyncExitStack() as exits:
         hosts: dict[str, ServiceHost] = {}
         addresses: dict[str, str] = {}
@@ -260,12 +251,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         )
 
 
-async def failure(call: Awaitable[Any]) -> ErrorDetails:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return error_details(raised.value)
-
-
 async def history_failure(stack: Stack, principal: Principal, **request: Any) -> ErrorDetails:
     received: list[record_lookup_pb2.HistoryItem] = []
 
@@ -280,10 +265,6 @@ async def history_failure(stack: Stack, principal: Principal, **request: Any) ->
     details = await failure(drain())
     assert received == [], "nothing may be streamed before a refusal"
     return details
-
-
-def fields(details: ErrorDetails) -> list[str]:
-    return [field for field, _ in details.field_violations]
 
 
 async def seed_history(stack: Stack) -> list[StoredRecord]:

@@ -1,0 +1,127 @@
+"""Helpers every service test shares: credentials, failed calls, health, settings.
+
+Imported by the test modules of tests/services (its conftest.py holds the fixtures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthbank.contracts.principal import Principal, encode_token
+from healthbank.core.config import Settings, load_settings
+from healthbank.rpc import ErrorDetails, error_details
+from healthbank.storage.cassandra import keyspace_for
+
+Metadata = tuple[tuple[str, str], ...]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# Runs a test on SQLite and on Cassandra through conftest.py's ``backend`` fixture (tests
+# without it run on SQLite only: request validation and authorization never reach the store).
+both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indirect=True)
+
+
+def service_settings(data_dir: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """A service's settings: its data dir, any free port, plus ``env`` (HEALTHBANK_*)."""
+    return load_settings(
+        {"HEALTHBANK_DATA_DIR": str(data_dir), "HEALTHBANK_PORT": "0", **(env or {})}
+    )
+
+
+def auth_metadata(settings: Settings, principal: Principal) -> Metadata:
+    """``authorization: Bearer <token>`` metadata for ``principal``, signed with the
+    services' secret (tokens are checked against the wall clock, not a service's clock)."""
+    token = encode_token(principal, settings.auth_secret.get_secret_value().encode())
+    return (("authorization", f"Bearer {token}"),)
+
+
+class BearerAuth:
+    """``auth(principal)`` for a test's client classes that hold the services' ``settings``."""
+
+    settings: Settings
+
+    def auth(self, principal: Principal) -> Metadata:
+        return auth_metadata(self.settings, principal)
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """Await a call that must fail; its gRPC error."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
+async def failure(call: Awaitable[Any]) -> ErrorDetails:
+    """Await a call that must fail; what its status says: code, reason, field violations."""
+    return error_details(await rpc_error(call))
+
+
+def fields(failed: ErrorDetails | grpc.aio.AioRpcError) -> list[str]:
+    """The fields a failure's BadRequest names, in the order the service lists them."""
+    details = failed if isinstance(failed, ErrorDetails) else error_details(failed)
+    return [name for name, _ in details.field_violations]
+
+
+def invalid_fields(error: grpc.aio.AioRpcError) -> set[str]:
+    """The fields an INVALID_ARGUMENT error names (asserts that code)."""
+    details = error_details(error)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT, details
+    return set(fields(details))
+
+
+async def wait_for_health(
+    channel: grpc.aio.Channel, service: str, wanted: int = SERVING, seconds: float = 30
+) -> None:
+    """Poll grpc.health.v1 for ``service`` until it reports ``wanted``; fail after ``seconds``.
+
+    Waiting for SERVING after start also keeps a fixture's teardown away from the first,
+    slow readiness check (keyring creation): on Python 3.11 the ``asyncio.wait_for`` in
+    ServiceHost's readiness loop can swallow the cancellation ``stop()`` sends when a check
+    completes at that moment, and ``stop()`` then never returns.
+    """
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=service)
+    status = None
+    for _ in range(int(seconds * 20)):
+        status = (await health.Check(request)).status
+        if status == wanted:
+            return
+        await asyncio.sleep(0.05)
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name
+    pytest.fail(f"{service} health stayed {name(status or 0)}, wanted {name(wanted)}")
+
+
+def ts(moment: datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp of ``moment``."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+async def store_rows(
+    settings: Settings, table: str, sqlite_file: str, service: str, migrations: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Every row of a table of a service's store, read past the service: from
+    ``<data dir>/<sqlite_file>`` on SQLite, from the service's keyspace on Cassandra."""
+    if settings.storage_backend == "sqlite":
+        with sqlite3.connect(settings.data_dir / sqlite_file) as connection:
+            connection.row_factory = sqlite3.Row
+            return [dict(row) for row in connection.execute(f"SELECT * FROM {table}")]
+    database = keyspace_for(settings, service, migrations)
+    await database.open()
+    try:
+        return [row._asdict() for row in await database.execute(f"SELECT * FROM {table}")]
+    finally:
+        await database.close()
