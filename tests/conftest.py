@@ -19,14 +19,13 @@ import itertools
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import hvac
 import pytest
 from engine_support import OpenBao, drop_keyspaces
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 _keyspace_counter = itertools.count()
 
 

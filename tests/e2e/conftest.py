@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,11 +14,12 @@ from healthbank.dev.devstack import LocalStack
 def any_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
-    """The stack on embedded defaults, then on the real engines."""
+    """The stack on embedded defaults, then on the real engines (in keyspaces that
+    ``module_keyspace_prefix`` drops once the module is done)."""
     env: dict[str, str] = {}
     if request.param == "real":
-        prefix = f"e2e_{uuid.uuid4().hex[:8]}"
-        env = real_engine_settings(request.getfixturevalue("engines"), prefix)
+        engines = request.getfixturevalue("engines")
+        env = real_engine_settings(engines, request.getfixturevalue("module_keyspace_prefix"))
     stack = start_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), env)
     yield stack
     stop_stack(stack)

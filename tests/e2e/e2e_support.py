@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from cassandra.cluster import Cluster
+from engine_support import cassandra_env, cassandra_session
 
 from healthbank.dev import synthetic
 from healthbank.dev.devstack import LocalStack
@@ -15,11 +15,11 @@ AUTH_SECRET = "e2e-auth-secret"
 
 
 def real_engine_settings(engines: dict[str, str], keyspace_prefix: str) -> dict[str, str]:
-    """Settings that put every service on Cassandra, OpenBao and Redis."""
+    """Settings that put every service on Cassandra (in keyspaces ``<keyspace_prefix>_*``),
+    OpenBao and Redis."""
     return {
         **engines,
-        "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-        "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
+        **cassandra_env(engines, keyspace_prefix),
         "HEALTHBANK_KEY_PROVIDER": "vault",
         "HEALTHBANK_CACHE_BACKEND": "redis",
     }
@@ -62,12 +62,8 @@ def cassandra_rows_containing(
     engines: dict[str, str], keyspace_prefix: str, needles: Sequence[bytes]
 ) -> tuple[int, list[str]]:
     """(tables read, hits): every row of every table of the stack's keyspaces, searched."""
-    cluster = Cluster(
-        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
-    )
-    session = cluster.connect()
-    try:
+    hosts, port = engines["HEALTHBANK_CASSANDRA_HOSTS"], engines["HEALTHBANK_CASSANDRA_PORT"]
+    with cassandra_session(hosts, port) as session:
         tables = [
             (row.keyspace_name, row.table_name)
             for row in session.execute("SELECT keyspace_name, table_name FROM system_schema.tables")
@@ -81,8 +77,6 @@ def cassandra_rows_containing(
                 )
                 hits += [f"{keyspace}.{table}: {n.decode()}" for n in needles if n in text]
         return len(tables), hits
-    finally:
-        cluster.shutdown()
 
 
 def engine_data_dir(engines_tool: ModuleType) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from types import ModuleType
 from typing import TypeVar
@@ -37,9 +36,9 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def stack(
-    engines: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    engines: dict[str, str], module_keyspace_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
-    env = real_engine_settings(engines, f"outage_{uuid.uuid4().hex[:8]}")
+    env = real_engine_settings(engines, module_keyspace_prefix)
     # No data-key reuse: every seal and open asks OpenBao, so its outage shows at once.
     env["HEALTHBANK_DATA_KEY_CACHE_SECONDS"] = "0"
     started = start_stack(tmp_path_factory.mktemp("outage-stack"), env)

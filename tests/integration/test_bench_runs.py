@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from repo_paths import REPO
 
 
 def test_ingest_benchmark_prints_baseline_and_flow() -> None:

@@ -13,13 +13,10 @@ a private one (and other ports) while others use the shared engines.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -31,28 +28,13 @@ from cassandra import InvalidRequest
 from cassandra.cluster import Cluster
 from cassandra.query import BatchStatement, BatchType
 
-REPO = Path(__file__).resolve().parents[2]
-ENGINES_PY = REPO / "tools" / "engines" / "engines.py"
-
 pytestmark = pytest.mark.engines
 
 
-def load_engines() -> ModuleType:
-    """tools/engines/engines.py, imported by path (it is a script, not a package module)."""
-    name = "healthbank_tools_engines"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ENGINES_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before exec: dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def engines() -> ModuleType:
-    return load_engines()
+def engines(engines_tool: ModuleType) -> ModuleType:
+    """Here ``engines`` is tools/engines/engines.py itself (loaded once, by tests/conftest.py)."""
+    return engines_tool
 
 
 @pytest.fixture(scope="module")

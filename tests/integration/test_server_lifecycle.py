@@ -20,11 +20,11 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from repo_paths import REPO
 
 from healthbank.core.config import Settings
 from healthbank.rpc import READY_LINE_PREFIX, ServiceHost
 
-REPO = Path(__file__).resolve().parents[2]
 LIFECYCLE_SERVER = Path(__file__).with_name("lifecycle_server.py")
 ECHO = "healthbank.test.v1.Echo"
 SERVING = health_pb2.HealthCheckResponse.SERVING

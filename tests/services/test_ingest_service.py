@@ -33,6 +33,7 @@ from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session
 from grpc_health.v1 import health_pb2
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from repo_paths import message as fixture
 from service_support import BearerAuth, rpc_error, wait_for_health
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
@@ -50,8 +51,6 @@ from services.identity.app import open_service as open_identity
 from services.ingest.app import SERVICE, SERVICE_NAME, open_service
 from services.ingest.app import open_store as open_ingest_store
 from services.ingest.store import WriteAudit
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "messages"
 
 HOSPITAL_A = "hospital-a"
 HOSPITAL_B = "hospital-b"
@@ -89,10 +88,6 @@ IDENTIFIERS = [
     "15855502468",
 ]
 CT_NATIONAL_ID = "310104197504120379"  # the CT belongs to the admission bundle's patient
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
 
 
 def ct_content(national_id: str = CT_NATIONAL_ID, mrn: str = "H1-0042001") -> bytes:

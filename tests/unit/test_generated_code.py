@@ -5,9 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from repo_paths import REPO
 
 
 def test_checked_in_stubs_match_a_fresh_generation() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from repo_paths import MESSAGES
 
 from healthbank.common.v1 import common_pb2
 from healthbank.core.ids import is_ulid, ulid_time
@@ -34,7 +34,6 @@ from services.ingest.model import (
     parse_fhir_datetime,
 )
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "messages"
 TOKEN = "a" * 64
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SOURCE = MessageSource("hospital-a", "msg-1", SourceFormat.FHIR_R4_JSON, "f" * 64)
@@ -102,7 +101,7 @@ def test_identity_reprs_hide_patient_data() -> None:
 
 
 def test_plan_records_ids_times_and_facts() -> None:
-    message = parse_fhir((FIXTURES / "fhir_lab_message_bundle.json").read_bytes())
+    message = parse_fhir((MESSAGES / "fhir_lab_message_bundle.json").read_bytes())
     planned = plan_records(message, TOKEN, SOURCE, NOW)
     assert len(planned) == 2
     first, second = planned
@@ -125,7 +124,7 @@ def test_plan_records_ids_times_and_facts() -> None:
 
 
 def test_entries_without_any_time_take_now_and_old_facts_get_valid_ids() -> None:
-    content = (FIXTURES / "hl7_adt_a08_custom_delimiters.er7").read_bytes()
+    content = (MESSAGES / "hl7_adt_a08_custom_delimiters.er7").read_bytes()
     message = parse_hl7v2(content)
     entry = message.entries[0]
     old = ClinicalEntry(
@@ -145,7 +144,7 @@ def test_entries_without_any_time_take_now_and_old_facts_get_valid_ids() -> None
 
 
 def test_emergency_fact_shape() -> None:
-    message = parse_fhir((FIXTURES / "fhir_admission_bundle.json").read_bytes())
+    message = parse_fhir((MESSAGES / "fhir_admission_bundle.json").read_bytes())
     planned = plan_records(message, TOKEN, SOURCE, NOW)
     with_facts = [record for record in planned if record.fact is not None]
     assert {record.entry.category for record in with_facts} == FACT_CATEGORIES

@@ -1,0 +1,13 @@
+"""Where things are, for every test folder: the repository and the sample messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MESSAGES = REPO / "tests" / "fixtures" / "messages"
+
+
+def message(name: str) -> bytes:
+    """A sample hospital message of tests/fixtures/messages (see the README there)."""
+    return (MESSAGES / name).read_bytes()
