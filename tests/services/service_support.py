@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.contracts.principal import Principal, encode_token
 from healthbank.core.config import Settings, load_settings
-from healthbank.rpc import ErrorDetails, error_details
+from healthbank.rpc import (
+    ClientFactory,
+    ErrorDetails,
+    ServiceHost,
+    error_details,
+    service_client_factory,
+)
 from healthbank.storage.cassandra import keyspace_for
 
 Metadata = tuple[tuple[str, str], ...]
@@ -125,3 +132,33 @@ async def store_rows(
         return [row._asdict() for row in await database.execute(f"SELECT * FROM {table}")]
     finally:
         await database.close()
+
+
+class RunningServices:
+    """Services a test started in one ``AsyncExitStack`` (stopped when it closes): their
+    hosts and addresses by name, clients between them, and channels to them."""
+
+    def __init__(self, exits: AsyncExitStack) -> None:
+        self.exits = exits
+        self.hosts: dict[str, ServiceHost] = {}
+        self.addresses: dict[str, str] = {}
+
+    async def start(self, name: str, opened: AbstractAsyncContextManager[ServiceHost]) -> int:
+        """Enter ``opened`` (a service's ``open_service(...)``), serve on a free port; the port."""
+        host = await self.exits.enter_async_context(opened)
+        port = await host.start(0)
+        self.hosts[name] = host
+        self.addresses[name] = f"127.0.0.1:{port}"
+        return port
+
+    def clients(self, settings: Settings, service: str) -> ClientFactory:
+        """Clients of ``service`` to the services started so far."""
+        clients = service_client_factory(settings, service, addresses=dict(self.addresses))
+        self.exits.push_async_callback(clients.close)
+        return clients
+
+    def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        """A channel to a started service (by name) or any address, closed with the stack."""
+        opened = grpc.aio.insecure_channel(self.addresses.get(address, address), options=options)
+        self.exits.push_async_callback(opened.close)
+        return opened

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
-from service_support import BearerAuth, failure, fields, service_settings, ts
+from service_support import BearerAuth, RunningServices, failure, fields, service_settings, ts
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -32,7 +32,7 @@ from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
-from healthbank.rpc import ServiceHost, service_client_factory
+from healthbank.rpc import ServiceHost
 from services.ai_alert.app import SERVICE, open_service
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -180,30 +180,17 @@ class Stack(BearerAuth):
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = service_settings(tmp_path)
     async with AsyncExitStack() as exits:
-        hosts: dict[str, ServiceHost] = {}
-        addresses: dict[str, str] = {}
+        running = RunningServices(exits)
         for name, opener in (("consent", open_consent), ("audit", open_audit)):
-            host = await exits.enter_async_context(opener(settings))
-            addresses[name] = f"127.0.0.1:{await host.start(0)}"
-            hosts[name] = host
-        clients = service_client_factory(settings, SERVICE, addresses=addresses)
-        exits.push_async_callback(clients.close)
-        host = await exits.enter_async_context(
-            open_service(settings, clients=clients, now=lambda: NOW)
-        )
-        addresses[SERVICE] = f"127.0.0.1:{await host.start(0)}"
-        hosts[SERVICE] = host
-
-        def channel(name: str) -> grpc.aio.Channel:
-            opened = grpc.aio.insecure_channel(addresses[name])
-            exits.push_async_callback(opened.close)
-            return opened
-
+            await running.start(name, opener(settings))
+        clients = running.clients(settings, SERVICE)
+        await running.start(SERVICE, open_service(settings, clients=clients, now=lambda: NOW))
+        channel = running.channel
         store = await SqliteRecordStore(settings.data_dir / "records.db").open()
         exits.push_async_callback(store.close)
         yield Stack(
             settings=settings,
-            hosts=hosts,
+            hosts=running.hosts,
             alert=ai_alert_pb2_grpc.AiAlertServiceStub(channel(SERVICE)),
             consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
             audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),

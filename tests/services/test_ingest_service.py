@@ -34,7 +34,7 @@ from grpc_health.v1 import health_pb2
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from repo_paths import message as fixture
-from service_support import BearerAuth, rpc_error, wait_for_health
+from service_support import BearerAuth, RunningServices, rpc_error, wait_for_health
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -131,8 +131,7 @@ class Stack(BearerAuth):
 
     settings: Settings  # of the dependencies (embedded defaults)
     ingest_env: dict[str, str]  # HEALTHBANK_* of ingest: the backend under test
-    addresses: dict[str, str]
-    exits: AsyncExitStack
+    running: RunningServices  # the dependencies
     records: RecordStore
     sealer: Sealer
     audit: audit_pb2_grpc.AuditServiceAsyncStub
@@ -145,11 +144,9 @@ class Stack(BearerAuth):
         return load_settings(self.ingest_env)
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        opened = grpc.aio.insecure_channel(
+        return self.running.channel(
             address, options=[("grpc.max_send_message_length", 80 * 1024 * 1024)]
         )
-        self.exits.push_async_callback(opened.close)
-        return opened
 
     async def open_ingest(
         self,
@@ -164,7 +161,7 @@ class Stack(BearerAuth):
         """
         settings = load_settings({**self.ingest_env, **(env or {})})
         clients = service_client_factory(
-            settings, SERVICE, addresses={**self.addresses, **(overrides or {})}
+            settings, SERVICE, addresses={**self.running.addresses, **(overrides or {})}
         )
         exits.push_async_callback(clients.close)
         host = await exits.enter_async_context(open_service(settings, clients=clients, now=now))
@@ -235,28 +232,26 @@ async def stack(
         # Single node: LOCAL_QUORUM works as well, ONE keeps the test independent of it.
         ingest_env["HEALTHBANK_CASSANDRA_CONSISTENCY"] = "ONE"
     async with AsyncExitStack() as exits:
-        addresses: dict[str, str] = {}
+        running = RunningServices(exits)
         for name, opener in (
             ("identity", open_identity),
             ("audit", open_audit),
             ("archive", open_archive),
         ):
-            host = await exits.enter_async_context(opener(settings))
-            addresses[name] = f"127.0.0.1:{await host.start(0)}"
+            await running.start(name, opener(settings))
         records = await open_record_store(load_settings(ingest_env))
         exits.push_async_callback(records.close)
         built = Stack(
             settings=settings,
             ingest_env=ingest_env,
-            addresses=addresses,
-            exits=exits,
+            running=running,
             records=records,
             sealer=build_sealer(settings, build_key_provider(settings)),
             audit=None,  # type: ignore[arg-type]
             archive=None,  # type: ignore[arg-type]
         )
-        built.audit = audit_pb2_grpc.AuditServiceStub(built.channel(addresses["audit"]))
-        built.archive = archive_pb2_grpc.ArchiveServiceStub(built.channel(addresses["archive"]))
+        built.audit = audit_pb2_grpc.AuditServiceStub(built.channel("audit"))
+        built.archive = archive_pb2_grpc.ArchiveServiceStub(built.channel("archive"))
         built.ingest = await built.open_ingest(exits)
         yield built
 

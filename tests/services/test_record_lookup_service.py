@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from service_support import BearerAuth, failure, fields, service_settings, ts
+from service_support import BearerAuth, RunningServices, failure, fields, service_settings, ts
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -42,7 +42,7 @@ from healthbank.records import (
     payload_aad,
     record_name,
 )
-from healthbank.rpc import ErrorDetails, ServiceHost, service_client_factory
+from healthbank.rpc import ErrorDetails, ServiceHost
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -214,34 +214,23 @@ class Stack(BearerAuth):
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = service_settings(tmp_path)
     async with AsyncExitStack() as exits:
-        hosts: dict[str, ServiceHost] = {}
-        addresses: dict[str, str] = {}
+        running = RunningServices(exits)
         for name, opener in (
             ("identity", open_identity),
             ("consent", open_consent),
             ("audit", open_audit),
             ("archive", open_archive),
         ):
-            host = await exits.enter_async_context(opener(settings))
-            addresses[name] = f"127.0.0.1:{await host.start(0)}"
-            hosts[name] = host
-        clients = service_client_factory(settings, SERVICE, addresses=addresses)
-        exits.push_async_callback(clients.close)
-        host = await exits.enter_async_context(open_service(settings, clients=clients))
-        addresses[SERVICE] = f"127.0.0.1:{await host.start(0)}"
-        hosts[SERVICE] = host
-
-        def channel(name: str) -> grpc.aio.Channel:
-            opened = grpc.aio.insecure_channel(addresses[name])
-            exits.push_async_callback(opened.close)
-            return opened
-
+            await running.start(name, opener(settings))
+        clients = running.clients(settings, SERVICE)
+        await running.start(SERVICE, open_service(settings, clients=clients))
+        channel = running.channel
         store = await SqliteRecordStore(settings.data_dir / "records.db").open()
         exits.push_async_callback(store.close)
         sealer = build_sealer(settings, build_key_provider(settings))
         yield Stack(
             settings=settings,
-            hosts=hosts,
+            hosts=running.hosts,
             lookup=record_lookup_pb2_grpc.RecordLookupServiceStub(channel(SERVICE)),
             consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
             audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
