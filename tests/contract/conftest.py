@@ -1,18 +1,32 @@
 """Fixtures for the contract suites: every backend of an interface, the real engines included.
 
 The engines, OpenBao (``vault_root``, ``transit_mount``) and the per-test keyspace prefix
-(dropped afterwards) come from tests/conftest.py; stores reach Cassandra through
-``engine_support.cassandra_database``.
+(dropped afterwards) come from tests/conftest.py; ``stores`` (contract_support.Stores) opens
+a suite's store instances on SQLite and on Cassandra.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import hvac
 import pytest
+from contract_support import Stores
 
 from healthbank.crypto import KeyProvider, LocalKeyring, VaultKeyProvider
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
+) -> AsyncIterator[Stores]:
+    """Each storage backend of a store interface: open store instances with
+    ``stores.opener(...)``; all are closed after the test, and the keyspaces dropped."""
+    engines = request.getfixturevalue("engines") if request.param == "cassandra" else None
+    opened = Stores(request.param, tmp_path, keyspace_prefix, engines)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture(params=["local", "vault"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from contract_support import Stores
 from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
@@ -36,27 +36,12 @@ def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> str:
     return f"{keyspace_prefix}_archive"
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> AsyncIterator[Opener]:
+@pytest.fixture
+def open_store(stores: Stores) -> Opener:
     """Opens another store instance on the same data (same file / same keyspace) per call."""
-    opened: list[ArchiveStore] = []
-
-    async def opener() -> ArchiveStore:
-        store: ArchiveStore
-        if request.param == "sqlite":
-            store = await SqliteArchiveStore(tmp_path / "archive.db").open()
-        else:
-            env = request.getfixturevalue("engines")
-            database = cassandra_database(env, f"{keyspace_prefix}_archive", MIGRATIONS)
-            store = await CassandraArchiveStore(database).open()
-        opened.append(store)
-        return store
-
-    yield opener
-    for store in opened:
-        await store.close()
+    return stores.of(
+        SqliteArchiveStore, "archive.db", CassandraArchiveStore, "archive", MIGRATIONS
+    ).open_store
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from contract_support import Stores
 from engine_support import cassandra_database
 
 from healthbank.ledger import merkle
@@ -40,27 +40,12 @@ def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> str:
     return f"{keyspace_prefix}_audit"
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> AsyncIterator[Opener]:
+@pytest.fixture
+def open_store(stores: Stores) -> Opener:
     """Opens another store instance on the same log (same file / same keyspace) per call."""
-    opened: list[AuditStore] = []
-
-    async def opener() -> AuditStore:
-        store: AuditStore
-        if request.param == "sqlite":
-            store = await SqliteAuditStore(tmp_path / "audit.db").open()
-        else:
-            env = request.getfixturevalue("engines")
-            database = cassandra_database(env, f"{keyspace_prefix}_audit", MIGRATIONS)
-            store = await CassandraAuditStore(database).open()
-        opened.append(store)
-        return store
-
-    yield opener
-    for store in opened:
-        await store.close()
+    return stores.of(
+        SqliteAuditStore, "audit.db", CassandraAuditStore, "audit", MIGRATIONS
+    ).open_store
 
 
 @pytest.fixture

@@ -9,16 +9,13 @@ opener and expiry. Times are whole milliseconds (Cassandra's precision).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from engine_support import cassandra_database
+from contract_support import Stores
 
 from healthbank.core.ids import MonotonicUlidGenerator
-from healthbank.storage.cassandra import CassandraDatabase
 from services.consent.domain import BreakGlassSession, Grant
 from services.consent.store import ConsentStore, SqliteConsentStore
 from services.consent.store_cassandra import MIGRATIONS, CassandraConsentStore
@@ -31,40 +28,14 @@ OTHER_HOSPITAL = "east-er"
 ALLERGY, IMAGING = 1, 5
 
 
-@dataclass
-class Backend:
-    """Opens store instances on one shared consent store (one file / one keyspace)."""
-
-    name: str
-    open_store: Callable[[], Awaitable[ConsentStore]]
-    # The Cassandra keyspace of the first store, for reaching past the interface.
-    database: CassandraDatabase | None = None
-    opened: list[ConsentStore] = field(default_factory=list)
+# backend.open_store(): one more store instance on the same data; backend.database: the
+# Cassandra keyspace of the first store, for reaching past the interface.
+Backend = Stores
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> AsyncIterator[Backend]:
-    keyspace = f"{keyspace_prefix}_consent"
-    env: dict[str, str] = request.getfixturevalue("engines") if request.param == "cassandra" else {}
-
-    async def open_store() -> ConsentStore:
-        store: ConsentStore
-        if request.param == "sqlite":
-            store = await SqliteConsentStore(tmp_path / "consent.db").open()
-        else:
-            database = cassandra_database(env, keyspace, MIGRATIONS)
-            store = await CassandraConsentStore(database).open()
-            if chosen.database is None:
-                chosen.database = database
-        chosen.opened.append(store)
-        return store
-
-    chosen = Backend(request.param, open_store)
-    yield chosen
-    for store in chosen.opened:
-        await store.close()
+@pytest.fixture
+def backend(stores: Stores) -> Backend:
+    return stores.of(SqliteConsentStore, "consent.db", CassandraConsentStore, "consent", MIGRATIONS)
 
 
 @pytest.fixture
@@ -288,7 +259,7 @@ async def test_break_glass_sessions_by_opener_and_expiry(
 # --- Cassandra: a claimed request whose grant was never written -----------------------------
 
 
-@pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
+@pytest.mark.parametrize("stores", ["cassandra"], indirect=True)
 async def test_a_retry_writes_the_grant_a_dead_attempt_claimed(
     backend: Backend, store: ConsentStore, new_id: MonotonicUlidGenerator
 ) -> None:
@@ -321,7 +292,7 @@ async def test_a_retry_writes_the_grant_a_dead_attempt_claimed(
     assert await store.grants_for_hospital(PERSON, HOSPITAL) == [claimed]
 
 
-@pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
+@pytest.mark.parametrize("stores", ["cassandra"], indirect=True)
 async def test_cassandra_keeps_milliseconds(store: ConsentStore) -> None:
     """What the store returns on create is what it returns later: times to the millisecond."""
     precise = T0 + timedelta(microseconds=456789)

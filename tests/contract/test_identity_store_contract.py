@@ -8,18 +8,13 @@ data: the master patient index never hands out two tokens for one national ID.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pytest
-from engine_support import cassandra_database
+from contract_support import Stores
 
 from healthbank.contracts.natid import make_national_id
 from healthbank.crypto import LocalKeyring, Sealer
-from healthbank.storage.cassandra import CassandraDatabase
 from services.identity.domain import (
     Demographics,
     HospitalLink,
@@ -38,50 +33,16 @@ NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
 OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
 
 
-@dataclass
-class Backend:
-    """Opens store instances on one shared index (one file / one keyspace) and counts rows."""
-
-    name: str
-    open_store: Callable[[], Awaitable[IdentityStore]]
-    count_rows: Callable[[str], Awaitable[int]]
-    # The Cassandra keyspace of the first store, for reaching past the interface.
-    database: CassandraDatabase | None = None
-    opened: list[IdentityStore] = field(default_factory=list)
+# backend.open_store(): one more store instance on the same index; backend.database: the
+# Cassandra keyspace of the first store; backend.count_rows(table): rows, read past the store.
+Backend = Stores
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> AsyncIterator[Backend]:
-    path = tmp_path / "identity.db"
-    keyspace = f"{keyspace_prefix}_identity"
-    env: dict[str, str] = request.getfixturevalue("engines") if request.param == "cassandra" else {}
-
-    async def open_store() -> IdentityStore:
-        store: IdentityStore
-        if request.param == "sqlite":
-            store = await SqliteIdentityStore(path).open()
-        else:
-            database = cassandra_database(env, keyspace, MIGRATIONS)
-            store = await CassandraIdentityStore(database).open()
-            if chosen.database is None:
-                chosen.database = database
-        chosen.opened.append(store)
-        return store
-
-    async def count_rows(table: str) -> int:
-        if chosen.database is not None:
-            rows = await chosen.database.execute(f"SELECT count(*) FROM {table}")
-            return int(rows[0].count)
-        with sqlite3.connect(path) as connection:
-            (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(count)
-
-    chosen = Backend(request.param, open_store, count_rows)
-    yield chosen
-    for store in chosen.opened:
-        await store.close()
+@pytest.fixture
+def backend(stores: Stores) -> Backend:
+    return stores.of(
+        SqliteIdentityStore, "identity.db", CassandraIdentityStore, "identity", MIGRATIONS
+    )
 
 
 @pytest.fixture
@@ -227,7 +188,7 @@ async def test_racing_resolves_of_two_people_for_one_mrn_link_only_one(
 # --- Cassandra: the per-person copy of a link -------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
+@pytest.mark.parametrize("stores", ["cassandra"], indirect=True)
 async def test_a_link_whose_copy_was_lost_is_listed_again(
     backend: Backend, store: IdentityStore
 ) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from contract_support import Stores
 from engine_support import cassandra_database
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
@@ -32,27 +32,12 @@ SOMEONE_ELSE = Principal(PrincipalKind.SERVICE, "someone-else", HOSPITAL)
 Opener = Callable[[], Awaitable[IngestStore]]
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> AsyncIterator[Opener]:
+@pytest.fixture
+def open_store(stores: Stores) -> Opener:
     """Opens another store instance on the same ledger (same file / keyspace) per call."""
-    opened: list[IngestStore] = []
-
-    async def opener() -> IngestStore:
-        store: IngestStore
-        if request.param == "sqlite":
-            store = await SqliteIngestStore(tmp_path / "ingest.db").open()
-        else:
-            engines = request.getfixturevalue("engines")
-            database = cassandra_database(engines, f"{keyspace_prefix}_ingest", MIGRATIONS)
-            store = await CassandraIngestStore(database).open()
-        opened.append(store)
-        return store
-
-    yield opener
-    for store in opened:
-        await store.close()
+    return stores.of(
+        SqliteIngestStore, "ingest.db", CassandraIngestStore, "ingest", MIGRATIONS
+    ).open_store
 
 
 @pytest.fixture

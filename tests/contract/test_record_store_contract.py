@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from engine_support import cassandra_database
+from contract_support import Stores
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
@@ -24,19 +22,12 @@ from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore
 T0 = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str
-) -> AsyncIterator[RecordStore]:
-    opened: RecordStore
-    if request.param == "sqlite":
-        opened = await SqliteRecordStore(tmp_path / "records.db").open()
-    else:
-        env = request.getfixturevalue("engines")
-        database = cassandra_database(env, f"{keyspace_prefix}_records", MIGRATIONS)
-        opened = await CassandraRecordStore(database).open()
-    yield opened
-    await opened.close()
+@pytest.fixture
+async def store(stores: Stores) -> RecordStore:
+    opened: RecordStore = await stores.of(
+        SqliteRecordStore, "records.db", CassandraRecordStore, "records", MIGRATIONS
+    ).open_store()
+    return opened
 
 
 def make_record(
