@@ -3,7 +3,6 @@ fetching cold records, crash-safe re-tiering, corruption and request validation.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -15,7 +14,6 @@ import grpc
 import grpc.aio
 import pytest
 from engine_support import TcpProxy
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
     NOT_SERVING,
     SERVING,
@@ -431,17 +429,7 @@ async def test_every_rpc_is_for_services_only(archive: ArchiveClient) -> None:
 
 
 async def test_health_reports_serving_once_ready(archive: ArchiveClient) -> None:
-    health = health_pb2_grpc.HealthStub(archive.channel)
-    status = None
-    for _ in range(50):
-        response = await health.Check(
-            health_pb2.HealthCheckRequest(service="healthbank.archive.v1.ArchiveService")
-        )
-        status = response.status
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            break
-        await asyncio.sleep(0.1)
-    assert status == health_pb2.HealthCheckResponse.SERVING
+    await wait_for_health(archive.channel, SERVICE_NAME, SERVING, seconds=5)
 
 
 # --- Cassandra unreachable ----------------------------------------------------------------

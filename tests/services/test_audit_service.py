@@ -13,7 +13,6 @@ import grpc
 import grpc.aio
 import pytest
 from engine_support import TcpProxy
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import NOT_SERVING, SERVING, BearerAuth, rpc_error, wait_for_health
 from service_support import invalid_fields as fields
 from service_support import service_settings as make_settings
@@ -463,17 +462,7 @@ async def test_log_survives_a_restart(settings: Settings) -> None:
 
 
 async def test_health_reports_serving_once_ready(audit: AuditClient) -> None:
-    health = health_pb2_grpc.HealthStub(audit.channel)
-    status = None
-    for _ in range(50):
-        response = await health.Check(
-            health_pb2.HealthCheckRequest(service="healthbank.audit.v1.AuditService")
-        )
-        status = response.status
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            break
-        await asyncio.sleep(0.1)
-    assert status == health_pb2.HealthCheckResponse.SERVING
+    await wait_for_health(audit.channel, SERVICE_NAME, SERVING, seconds=5)
 
 
 # --- Cassandra unreachable ----------------------------------------------------------------
