@@ -1,8 +1,10 @@
 """What the contract suites share: opening store instances of one interface on one backend.
 
 Each suite runs against SQLite and the real Cassandra; several store instances on the same
-file or keyspace stand for several processes. conftest.py's ``stores`` fixture makes a
-``Stores`` per test and closes what it opened; the keyspace goes with ``keyspace_prefix``.
+file or keyspace stand for several processes. A suite names its interface with a
+``store_kind`` fixture (a ``StoreKind``); conftest.py then gives it ``stores`` (alias
+``backend``), ``open_store``, ``store`` and ``cassandra_keyspace``, and closes what was
+opened after the test; the keyspace goes with ``keyspace_prefix``.
 """
 
 from __future__ import annotations
@@ -35,33 +37,25 @@ class Stores:
     ``<keyspace_prefix>_<concern>`` on Cassandra."""
 
     def __init__(
-        self, name: str, data_dir: Path, keyspace_prefix: str, engines: Mapping[str, str] | None
+        self,
+        kind: StoreKind,
+        name: str,
+        data_dir: Path,
+        keyspace_prefix: str,
+        engines: Mapping[str, str] | None,
     ) -> None:
+        self.kind = kind
         self.name = name  # "sqlite" or "cassandra"
         self.data_dir = data_dir
         self.keyspace_prefix = keyspace_prefix
         self.engines = engines
-        self.kind: StoreKind | None = None
         self.opened: list[Any] = []
         # The Cassandra keyspace of the first store, for reaching past the interface.
         self.database: CassandraDatabase | None = None
 
-    def of(
-        self,
-        sqlite: Callable[[Path], Any],
-        sqlite_file: str,
-        cassandra: Callable[[CassandraDatabase], Any],
-        concern: str,
-        migrations: Sequence[str],
-    ) -> Stores:
-        """Set which store interface ``open_store`` opens; returns ``self``."""
-        self.kind = StoreKind(sqlite, sqlite_file, cassandra, concern, migrations)
-        return self
-
     async def open_store(self) -> Any:
         """One more store instance on the same data (same file / same keyspace)."""
         kind = self.kind
-        assert kind is not None, "call Stores.of(...) first"
         if self.name == "sqlite":
             store = await kind.sqlite(self.data_dir / kind.sqlite_file).open()
         else:
@@ -79,7 +73,6 @@ class Stores:
         if self.database is not None:
             rows = await self.database.execute(f"SELECT count(*) FROM {table}")
             return int(rows[0].count)
-        assert self.kind is not None
         with sqlite3.connect(self.data_dir / self.kind.sqlite_file) as connection:
             (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(count)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from contract_support import Stores
+from contract_support import StoreKind
 from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
@@ -31,22 +31,8 @@ Opener = Callable[[], Awaitable[ArchiveStore]]
 
 
 @pytest.fixture
-def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> str:
-    """A fresh archive keyspace name for the Cassandra-only tests (``keyspace_prefix`` drops it)."""
-    return f"{keyspace_prefix}_archive"
-
-
-@pytest.fixture
-def open_store(stores: Stores) -> Opener:
-    """Opens another store instance on the same data (same file / same keyspace) per call."""
-    return stores.of(
-        SqliteArchiveStore, "archive.db", CassandraArchiveStore, "archive", MIGRATIONS
-    ).open_store
-
-
-@pytest.fixture
-async def store(open_store: Opener) -> ArchiveStore:
-    return await open_store()
+def store_kind() -> StoreKind:
+    return StoreKind(SqliteArchiveStore, "archive.db", CassandraArchiveStore, "archive", MIGRATIONS)
 
 
 def blob(content: bytes, person: str = PERSON, content_type: str = "application/dicom") -> BlobMeta:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from contract_support import Stores
+from contract_support import StoreKind
 from engine_support import cassandra_database
 
 from healthbank.ledger import merkle
@@ -35,22 +35,8 @@ Opener = Callable[[], Awaitable[AuditStore]]
 
 
 @pytest.fixture
-def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str) -> str:
-    """A fresh audit keyspace name for the Cassandra-only tests (``keyspace_prefix`` drops it)."""
-    return f"{keyspace_prefix}_audit"
-
-
-@pytest.fixture
-def open_store(stores: Stores) -> Opener:
-    """Opens another store instance on the same log (same file / same keyspace) per call."""
-    return stores.of(
-        SqliteAuditStore, "audit.db", CassandraAuditStore, "audit", MIGRATIONS
-    ).open_store
-
-
-@pytest.fixture
-async def store(open_store: Opener) -> AuditStore:
-    return await open_store()
+def store_kind() -> StoreKind:
+    return StoreKind(SqliteAuditStore, "audit.db", CassandraAuditStore, "audit", MIGRATIONS)
 
 
 def entry(

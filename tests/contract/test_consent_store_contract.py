@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from contract_support import Stores
+from contract_support import StoreKind, Stores
 
 from healthbank.core.ids import MonotonicUlidGenerator
 from services.consent.domain import BreakGlassSession, Grant
@@ -28,19 +28,12 @@ OTHER_HOSPITAL = "east-er"
 ALLERGY, IMAGING = 1, 5
 
 
-# backend.open_store(): one more store instance on the same data; backend.database: the
-# Cassandra keyspace of the first store, for reaching past the interface.
-Backend = Stores
+Backend = Stores  # conftest.py's ``backend``: open_store(), database
 
 
 @pytest.fixture
-def backend(stores: Stores) -> Backend:
-    return stores.of(SqliteConsentStore, "consent.db", CassandraConsentStore, "consent", MIGRATIONS)
-
-
-@pytest.fixture
-async def store(backend: Backend) -> ConsentStore:
-    return await backend.open_store()
+def store_kind() -> StoreKind:
+    return StoreKind(SqliteConsentStore, "consent.db", CassandraConsentStore, "consent", MIGRATIONS)
 
 
 @pytest.fixture

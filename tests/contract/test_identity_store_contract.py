@@ -11,7 +11,7 @@ import asyncio
 from datetime import UTC, date, datetime
 
 import pytest
-from contract_support import Stores
+from contract_support import StoreKind, Stores
 
 from healthbank.contracts.natid import make_national_id
 from healthbank.crypto import LocalKeyring, Sealer
@@ -33,21 +33,14 @@ NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
 OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
 
 
-# backend.open_store(): one more store instance on the same index; backend.database: the
-# Cassandra keyspace of the first store; backend.count_rows(table): rows, read past the store.
-Backend = Stores
+Backend = Stores  # conftest.py's ``backend``: open_store(), database, count_rows(table)
 
 
 @pytest.fixture
-def backend(stores: Stores) -> Backend:
-    return stores.of(
+def store_kind() -> StoreKind:
+    return StoreKind(
         SqliteIdentityStore, "identity.db", CassandraIdentityStore, "identity", MIGRATIONS
     )
-
-
-@pytest.fixture
-async def store(backend: Backend) -> IdentityStore:
-    return await backend.open_store()
 
 
 def index_on(store: IdentityStore, keyring: LocalKeyring) -> MasterPatientIndex:

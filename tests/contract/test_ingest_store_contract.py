@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from contract_support import Stores
+from contract_support import StoreKind
 from engine_support import cassandra_database
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
@@ -33,16 +33,8 @@ Opener = Callable[[], Awaitable[IngestStore]]
 
 
 @pytest.fixture
-def open_store(stores: Stores) -> Opener:
-    """Opens another store instance on the same ledger (same file / keyspace) per call."""
-    return stores.of(
-        SqliteIngestStore, "ingest.db", CassandraIngestStore, "ingest", MIGRATIONS
-    ).open_store
-
-
-@pytest.fixture
-async def store(open_store: Opener) -> IngestStore:
-    return await open_store()
+def store_kind() -> StoreKind:
+    return StoreKind(SqliteIngestStore, "ingest.db", CassandraIngestStore, "ingest", MIGRATIONS)
 
 
 def audit(
@@ -182,10 +174,10 @@ async def test_discarding(store: IngestStore) -> None:
 
 @pytest.fixture
 async def cassandra(
-    engines: dict[str, str], keyspace_prefix: str
+    engines: dict[str, str], cassandra_keyspace: str
 ) -> AsyncIterator[tuple[CassandraIngestStore, CassandraDatabase]]:
     """A Cassandra store and its keyspace, to write what a crash between two steps leaves."""
-    database = cassandra_database(engines, f"{keyspace_prefix}_ingest", MIGRATIONS)
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
     store = await CassandraIngestStore(database).open()
     yield store, database
     await store.close()

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from contract_support import Stores
+from contract_support import StoreKind
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
@@ -23,11 +23,8 @@ T0 = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(stores: Stores) -> RecordStore:
-    opened: RecordStore = await stores.of(
-        SqliteRecordStore, "records.db", CassandraRecordStore, "records", MIGRATIONS
-    ).open_store()
-    return opened
+def store_kind() -> StoreKind:
+    return StoreKind(SqliteRecordStore, "records.db", CassandraRecordStore, "records", MIGRATIONS)
 
 
 def make_record(
