@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
@@ -261,46 +263,55 @@ class Stack:
         return str(response.person_token)
 
 
+async def open_stack(
+    exits: AsyncExitStack, settings: Settings, lookup_settings: Settings | None = None
+) -> Stack:
+    """The stack on ``settings``; record-lookup and the seeder on ``lookup_settings`` (same
+    data directory) when given, e.g. with keys from another provider."""
+    lookup_settings = lookup_settings or settings
+    hosts: dict[str, ServiceHost] = {}
+    addresses: dict[str, str] = {}
+    for name, opener in (
+        ("identity", open_identity),
+        ("consent", open_consent),
+        ("audit", open_audit),
+        ("archive", open_archive),
+    ):
+        host = await exits.enter_async_context(opener(settings))
+        addresses[name] = f"127.0.0.1:{await host.start(0)}"
+        hosts[name] = host
+    clients = service_client_factory(settings, SERVICE, addresses=addresses)
+    exits.push_async_callback(clients.close)
+    host = await exits.enter_async_context(open_service(lookup_settings, clients=clients))
+    addresses[SERVICE] = f"127.0.0.1:{await host.start(0)}"
+    hosts[SERVICE] = host
+
+    def channel(name: str) -> grpc.aio.Channel:
+        opened = grpc.aio.insecure_channel(addresses[name])
+        exits.push_async_callback(opened.close)
+        return opened
+
+    store = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    exits.push_async_callback(store.close)
+    sealer = build_sealer(lookup_settings, build_key_provider(lookup_settings))
+    return Stack(
+        settings=settings,
+        hosts=hosts,
+        addresses=addresses,
+        lookup=record_lookup_pb2_grpc.RecordLookupServiceStub(channel(SERVICE)),
+        consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
+        audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
+        identity=identity_pb2_grpc.IdentityServiceStub(channel("identity")),
+        archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
+        seed=Seeder(store, sealer),
+    )
+
+
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = load_settings({"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"})
     async with AsyncExitStack() as exits:
-        hosts: dict[str, ServiceHost] = {}
-        addresses: dict[str, str] = {}
-        for name, opener in (
-            ("identity", open_identity),
-            ("consent", open_consent),
-            ("audit", open_audit),
-            ("archive", open_archive),
-        ):
-            host = await exits.enter_async_context(opener(settings))
-            addresses[name] = f"127.0.0.1:{await host.start(0)}"
-            hosts[name] = host
-        clients = service_client_factory(settings, SERVICE, addresses=addresses)
-        exits.push_async_callback(clients.close)
-        host = await exits.enter_async_context(open_service(settings, clients=clients))
-        addresses[SERVICE] = f"127.0.0.1:{await host.start(0)}"
-        hosts[SERVICE] = host
-
-        def channel(name: str) -> grpc.aio.Channel:
-            opened = grpc.aio.insecure_channel(addresses[name])
-            exits.push_async_callback(opened.close)
-            return opened
-
-        store = await SqliteRecordStore(settings.data_dir / "records.db").open()
-        exits.push_async_callback(store.close)
-        sealer = build_sealer(settings, build_key_provider(settings))
-        yield Stack(
-            settings=settings,
-            hosts=hosts,
-            addresses=addresses,
-            lookup=record_lookup_pb2_grpc.RecordLookupServiceStub(channel(SERVICE)),
-            consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
-            audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
-            identity=identity_pb2_grpc.IdentityServiceStub(channel("identity")),
-            archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
-            seed=Seeder(store, sealer),
-        )
+        yield await open_stack(exits, settings)
 
 
 async def failure(call: Awaitable[Any]) -> ErrorDetails:
@@ -483,6 +494,39 @@ async def test_history_is_refused_when_audit_cannot_record(stack: Stack) -> None
     refused = await history_failure(stack, CLINICIAN)
     assert refused.code == grpc.StatusCode.UNAVAILABLE
     assert refused.reason == "AUDIT_UNAVAILABLE"
+
+
+async def test_reads_during_a_key_provider_outage_are_unavailable_and_retryable(
+    engines: dict[str, str], tmp_path: Path
+) -> None:
+    vault = urlsplit(engines["HEALTHBANK_VAULT_ADDR"])
+    assert vault.hostname is not None and vault.port is not None
+    proxy = TcpProxy(vault.hostname, vault.port)  # an outage only this test sees
+    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
+    on_vault = {
+        **env,
+        "HEALTHBANK_KEY_PROVIDER": "vault",
+        "HEALTHBANK_VAULT_ADDR": f"http://127.0.0.1:{await proxy.start()}",
+        "HEALTHBANK_VAULT_TOKEN": engines["HEALTHBANK_VAULT_TOKEN"],
+        # Every open asks the key provider: the outage shows at once.
+        "HEALTHBANK_DATA_KEY_CACHE_SECONDS": "0",
+    }
+    async with AsyncExitStack() as exits:
+        exits.push_async_callback(proxy.cut)
+        stack = await open_stack(exits, load_settings(env), load_settings(on_vault))
+        await seed_history(stack)
+        assert len(await stack.history(patient(PERSON))) == 3
+
+        await proxy.cut()
+        refused = await history_failure(stack, patient(PERSON))
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "KEY_PROVIDER_UNAVAILABLE",
+        )
+        assert refused.retry_delay is not None and refused.retry_delay > 0
+
+        await proxy.start()
+        assert len(await stack.history(patient(PERSON))) == 3
 
 
 async def test_history_needs_credentials_and_a_clinical_reader(stack: Stack) -> None:
