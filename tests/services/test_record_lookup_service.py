@@ -426,6 +426,20 @@ async def test_patient_reads_own_history_within_an_interval(stack: Stack) -> Non
     assert event.basis == "SELF"
 
 
+async def test_patient_cannot_read_another_persons_history(stack: Stack) -> None:
+    await seed_history(stack)
+    other = "e5" * 32
+    refused = await history_failure(stack, patient(other))
+    # The same rule, and reason, as ai-alert's insights: both read through one gate.
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_DATA_SUBJECT")
+    (event,) = await stack.access_events(PERSON)
+    assert (event.action, event.basis, event.actor.subject) == (
+        audit_pb2.ACTION_DENIED,
+        "NOT_DATA_SUBJECT",
+        other,
+    )
+
+
 async def test_history_merges_cold_archive_records_oldest_first(stack: Stack) -> None:
     seeded = await seed_history(stack)
     moved = await stack.archive.TierRecords(
