@@ -145,6 +145,8 @@ class ConsentGate:
         recorded).
         """
         requested = sorted(set(categories))
+        # A patient is the data subject or nobody: consent would answer SELF too, but only
+        # the gate can say NOT_DATA_SUBJECT, and a patient's own read needs no consent call.
         if principal.kind == PrincipalKind.PATIENT:
             if principal.subject != person_token:
                 await self._refuse(
