@@ -16,7 +16,9 @@ from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.records import open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
+from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.server import readiness_of
+from services.ai_alert.flow import AiAlertFlow
 from services.ai_alert.servicer import SERVICE, AiAlertServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
@@ -43,12 +45,9 @@ async def open_service(
     own_clients = clients is None
     factory = clients or service_client_factory(settings, SERVICE)
     try:
-        servicer = AiAlertServicer(
-            records=records,
-            sealer=build_sealer(settings, provider),
-            clients=factory,
-            now=clock,
-        )
+        sealer = build_sealer(settings, provider)
+        gate = ConsentGate(clients=factory, sealer=sealer, service=SERVICE, now=clock)
+        servicer = AiAlertServicer(AiAlertFlow(records=records, gate=gate, now=clock))
 
         def register(server: grpc.aio.Server) -> None:
             ai_alert_pb2_grpc.add_AiAlertServiceServicer_to_server(servicer, server)

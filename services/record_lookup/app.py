@@ -11,14 +11,16 @@ from datetime import UTC, datetime
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
 from healthbank.core.config import Settings
 from healthbank.crypto import build_key_provider, build_sealer
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.records import open_record_store
 from healthbank.rpc import ClientFactory, ServiceHost, service_client_factory
+from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.server import readiness_of
 from healthbank.storage.cache import open_cache
+from services.record_lookup.clients import GrpcColdArchive, GrpcPersonDirectory
+from services.record_lookup.flow import RecordLookupFlow
 from services.record_lookup.servicer import SERVICE, RecordLookupServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
@@ -28,17 +30,6 @@ SERVICE_NAME = record_lookup_pb2.DESCRIPTOR.services_by_name["RecordLookupServic
 
 # Summaries are small (a few KiB sealed); ten thousand cover a busy city's emergency rooms.
 _SUMMARY_CACHE_ENTRIES = 10_000
-
-
-# Like service_client_factory's own tokens: minted per call, valid briefly.
-_SERVICE_TOKEN_SECONDS = 300
-
-
-def _service_token(settings: Settings) -> Callable[[], str]:
-    """Mints this service's own token (kind service), as ``service_client_factory`` does."""
-    secret = settings.auth_secret.get_secret_value().encode()
-    principal = Principal(PrincipalKind.SERVICE, SERVICE, purpose=Purpose.OPERATIONS)
-    return lambda: encode_token(principal, secret, ttl_seconds=_SERVICE_TOKEN_SECONDS)
 
 
 @asynccontextmanager
@@ -66,15 +57,17 @@ async def open_service(
     own_clients = clients is None
     factory = clients or service_client_factory(settings, SERVICE)
     try:
-        servicer = RecordLookupServicer(
+        flow = RecordLookupFlow(
             records=records,
+            gate=ConsentGate(clients=factory, sealer=sealer, service=SERVICE, now=clock),
+            directory=GrpcPersonDirectory(factory),
+            archive=GrpcColdArchive(factory),
             sealer=sealer,
             cache=cache,
-            clients=factory,
-            service_token=_service_token(settings),
             cache_ttl_seconds=settings.cache_ttl_seconds,
             now=clock,
         )
+        servicer = RecordLookupServicer(flow, now=clock)
 
         def register(server: grpc.aio.Server) -> None:
             record_lookup_pb2_grpc.add_RecordLookupServiceServicer_to_server(servicer, server)

@@ -305,7 +305,7 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     token = response.person_token
     assert len(token) == 64
     assert len(response.record_names) == 8
-    assert all(name.startswith(f"patients/{token}/records/") for name in response.record_names)
+    assert all(name.startswith(f"persons/{token}/records/") for name in response.record_names)
 
     records = await stack.records.list_records(token)
     assert sorted(r.name for r in records) == sorted(response.record_names)
@@ -692,7 +692,7 @@ async def test_a_crash_after_commit_is_audited_without_a_retry(stack: Stack) -> 
     assert event.event.action == audit_pb2.ACTION_WRITE
     assert event.event.actor.subject == ENGINE_A.subject
     assert sorted(event.event.resource_names) == sorted(
-        f"patients/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
+        f"persons/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
     )
 
 
