@@ -57,7 +57,8 @@ def _loaded_engine_clients(module: str) -> list[str]:
     probe = (
         "import importlib, json, sys\n"
         f"importlib.import_module({module!r})\n"
-        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({ENGINE_CLIENTS!r}))))"
+        "roots = {name.split('.')[0] for name in sys.modules}\n"
+        f"print(json.dumps(sorted(roots & set({ENGINE_CLIENTS!r}))))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
