@@ -19,7 +19,7 @@ import logging
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.rpc.errors import _REASON_PATTERN, ServiceError, error_details
+from healthbank.rpc.errors import REASON_PATTERN, ServiceError, error_details
 
 __all__ = ["TRANSIENT_CODES", "downstream_error"]
 
@@ -43,7 +43,7 @@ _PASSED_THROUGH = frozenset(
 )
 
 
-def downstream_error(error: grpc.aio.AioRpcError, dependency: str) -> ServiceError:
+def downstream_error(error: grpc.RpcError, dependency: str) -> ServiceError:
     """What our caller sees when the call to ``dependency`` (e.g. "audit") failed with
     ``error``; see the module docstring."""
     details = error_details(error)
@@ -56,7 +56,7 @@ def downstream_error(error: grpc.aio.AioRpcError, dependency: str) -> ServiceErr
             f"{dependency} is unavailable", reason=f"{label}_UNAVAILABLE"
         )
     if code in _PASSED_THROUGH:
-        reason = details.reason if _REASON_PATTERN.match(details.reason) else f"{label}_REFUSED"
+        reason = details.reason if REASON_PATTERN.match(details.reason) else f"{label}_REFUSED"
         return ServiceError(
             code,
             details.message or f"{dependency} refused the request",

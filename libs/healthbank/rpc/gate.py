@@ -43,7 +43,7 @@ from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.records.model import fact_aad, payload_aad
 from healthbank.rpc.clients import ClientFactory, caller_metadata
 from healthbank.rpc.downstream import downstream_error
-from healthbank.rpc.errors import _REASON_PATTERN, ServiceError
+from healthbank.rpc.errors import REASON_PATTERN, ServiceError
 
 __all__ = ["BASIS_BREAK_GLASS", "BASIS_SELF", "Admission", "ConsentGate"]
 
@@ -228,7 +228,7 @@ class ConsentGate:
             )
         except ServiceError:
             _log.warning("denied read of %s could not be audited", person_token)
-        reason = basis if _REASON_PATTERN.match(basis) else "CONSENT_DENIED"
+        reason = basis if REASON_PATTERN.match(basis) else "CONSENT_DENIED"
         raise ServiceError.permission_denied(message, reason=reason)
 
     async def _record(
