@@ -5,7 +5,9 @@
     healthbank demo              scenarios A and B against a running stack (or a fresh one)
 
 This launcher is the one place in libs that knows the services exist: it imports
-``services.<name>.app`` by name; services themselves only talk over gRPC.
+``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
+``demo`` import the development package (healthbank.dev) when they run, so ``serve``,
+what a pod runs, never loads it.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from healthbank.core.config import SERVICE_NAMES, ConfigError, Settings, load_settings
 from healthbank.core.logs import configure_logging
 from healthbank.core.telemetry import setup_telemetry
-from healthbank.dev.demo import format_table, run_demo
-from healthbank.dev.devstack import LocalStack, PortsTaken, running_stack_addresses
 from healthbank.rpc.server import run_until_signal
+
+if TYPE_CHECKING:
+    from healthbank.dev.devstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES_SCRIPT = REPO / "tools" / "engines" / "engines.py"
@@ -84,6 +88,8 @@ def real_engine_env() -> dict[str, str]:
 
 
 def _print_health(stack: LocalStack) -> None:
+    from healthbank.dev.demo import format_table
+
     print(
         format_table(
             "healthbank services", ["service", "address", "health", "pid"], stack.health_table()
@@ -94,6 +100,8 @@ def _print_health(stack: LocalStack) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the seven services, print their health, stop them all on Ctrl-C."""
+    from healthbank.dev.devstack import LocalStack, PortsTaken
+
     env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
     stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
     try:
@@ -134,6 +142,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     A stack started here lives in a temporary folder (or ``--data-dir``); a temporary
     folder is removed when the demo passes and kept, with its place printed, when not.
     """
+    from healthbank.dev.demo import run_demo
+    from healthbank.dev.devstack import LocalStack, running_stack_addresses
+
     settings = load_settings()
     secret = settings.auth_secret.get_secret_value().encode()
     addresses = None if args.fresh else running_stack_addresses()
