@@ -100,11 +100,13 @@ def _print_health(stack: LocalStack) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the seven services, print their health, stop them all on Ctrl-C."""
-    from healthbank.dev.devstack import LocalStack, PortsTaken
+    from healthbank.dev.devstack import LocalStack, PortsTaken, check_ports_free
 
-    env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
-    stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
     try:
+        # Before anything starts, the real engines included.
+        check_ports_free(os.environ)
+        env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
+        stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
         stack.start()
     except PortsTaken as taken:
         print(

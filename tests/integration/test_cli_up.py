@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from healthbank.core.config import DEFAULT_PORTS
 from healthbank.dev.devstack import address_env_name, free_port
 
 
-def test_up_names_a_taken_port_and_starts_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engines", ["embedded", "real"])
+def test_up_names_a_taken_port_and_starts_nothing(tmp_path: Path, engines: str) -> None:
     ports = {name: free_port() for name in DEFAULT_PORTS}
     env = {**os.environ}
     env.update({address_env_name(name): f"127.0.0.1:{port}" for name, port in ports.items()})
@@ -22,7 +25,11 @@ def test_up_names_a_taken_port_and_starts_nothing(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", ports["consent"]))
         squatter.listen()
         result = subprocess.run(
-            [sys.executable, "-m", "healthbank.cli", "up", "--data-dir", str(data_dir)],
+            [
+                sys.executable,
+                *("-m", "healthbank.cli", "up", "--engines", engines),
+                *("--data-dir", str(data_dir)),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -32,5 +39,7 @@ def test_up_names_a_taken_port_and_starts_nothing(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port already in use: {ports['consent']} (consent)" in result.stderr
     assert "SERVING" not in result.stdout
-    # Nothing was started: no data directory, no service logs.
+    # Nothing was started: no data directory, no service logs, no engine (tools/engines
+    # prints a line per engine it provisions or finds running).
     assert not data_dir.exists()
+    assert "cassandra" not in (result.stdout + result.stderr).lower()

@@ -69,6 +69,16 @@ def configured_ports(env: Mapping[str, str]) -> dict[str, int]:
     return ports
 
 
+def check_ports_free(env: Mapping[str, str]) -> dict[str, int]:
+    """The ports ``healthbank up`` will use (see configured_ports); PortsTaken if any is busy."""
+    ports = configured_ports(env)
+    host = env.get("HEALTHBANK_HOST") or "127.0.0.1"
+    taken = {name: port for name, port in ports.items() if not port_is_free(port, host)}
+    if taken:
+        raise PortsTaken(taken)
+    return ports
+
+
 @dataclass
 class ServiceProcess:
     """One running service."""
@@ -115,12 +125,7 @@ class LocalStack:
     def start(self, timeout: float = 60.0) -> None:
         """Start all services and wait until each reports SERVING."""
         if self.default_ports:
-            settings = {**os.environ, **self.env}
-            ports = configured_ports(settings)
-            host = settings.get("HEALTHBANK_HOST") or "127.0.0.1"
-            taken = {name: port for name, port in ports.items() if not port_is_free(port, host)}
-            if taken:
-                raise PortsTaken(taken)
+            ports = check_ports_free({**os.environ, **self.env})
         else:
             ports = {name: free_port() for name in SERVICES}
         self.data_dir.mkdir(parents=True, exist_ok=True)
