@@ -29,7 +29,7 @@ LIFECYCLE_SERVER = Path(__file__).with_name("lifecycle_server.py")
 ECHO = "healthbank.test.v1.Echo"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 10.0
 
 
 async def echo(request: bytes, context: Any) -> bytes:
@@ -136,11 +136,12 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) 
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(LIFECYCLE_SERVER),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             env=env,
         )
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stdin is not None
     try:
         ready_line = await asyncio.wait_for(
             _read_line_starting(process.stdout, READY_LINE_PREFIX), timeout=20
@@ -177,7 +178,10 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) 
             assert details.reason == "SHUTTING_DOWN"
             assert details.retry_delay is not None
 
-            # The in-flight call still completes normally.
+            # The in-flight call (released only now) still completes normally.
+            assert not slow.done()
+            process.stdin.write(b"release\n")
+            await process.stdin.drain()
             assert await slow == b"done:x"
 
         returncode = await asyncio.wait_for(process.wait(), timeout=GRACE_SECONDS + 5)
