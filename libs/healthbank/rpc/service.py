@@ -38,6 +38,7 @@ from healthbank.storage.backends import Unopened, open_store
 from healthbank.storage.cache import Cache, open_cache
 
 __all__ = [
+    "Assemble",
     "Clock",
     "OpenService",
     "ServiceResources",
