@@ -45,12 +45,12 @@ from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
 from healthbank.rpc import error_details, service_client_factory
+from healthbank.storage.backends import open_store
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
-from services.ingest.app import SERVICE, open_service
-from services.ingest.app import open_store as open_ingest_store
-from services.ingest.store import WriteAudit
+from services.ingest.app import CASSANDRA_STORE, SERVICE, open_service
+from services.ingest.store import SqliteIngestStore, WriteAudit
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "messages"
 
@@ -231,7 +231,9 @@ class Stack:
 
     async def unappended_audits(self) -> list[WriteAudit]:
         """What ingest's own ledger still has to append (read with its own store)."""
-        ledger = await open_ingest_store(self.ingest_settings)
+        ledger = await open_store(
+            self.ingest_settings, SERVICE, sqlite=SqliteIngestStore, cassandra=CASSANDRA_STORE
+        )
         try:
             return await ledger.list_unappended_audits(datetime.now(UTC) + timedelta(days=1), 10)
         finally:
