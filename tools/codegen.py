@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,13 @@ def proto_files() -> list[Path]:
     return sorted(PROTO_ROOT.glob("healthbank/**/*.proto"))
 
 
-def generate(out_dir: Path) -> list[Path]:
-    """Run protoc (from grpcio-tools) into out_dir; return the generated files."""
+def generate(out_dir: Path, *, quiet: bool = False) -> list[Path]:
+    """Run protoc (from grpcio-tools) into out_dir; return the generated files.
+
+    The mypy-protobuf plugins are found next to this interpreter, so the command works
+    from a virtual environment that is not activated. ``quiet`` keeps protoc's and the
+    plugins' chatter ("Writing mypy to ...") to itself unless protoc fails.
+    """
     import grpc_tools
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
@@ -46,7 +52,13 @@ def generate(out_dir: Path) -> list[Path]:
         f"--mypy_grpc_out={out_dir}",
         *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTO_ROOT)
+    scripts = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
+    result = subprocess.run(cmd, cwd=PROTO_ROOT, env=env, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        if quiet:
+            sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"protoc failed with exit code {result.returncode}")
     generated = sorted(p for p in out_dir.rglob("*") if p.name.endswith(GENERATED_SUFFIXES))
     # Every generated folder is a regular package, so mypy and setuptools find it.
     for folder in {p.parent for p in generated}:
@@ -68,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         fresh_root = Path(tmp)
-        fresh = {p.relative_to(fresh_root) for p in generate(fresh_root)}
+        fresh = {p.relative_to(fresh_root) for p in generate(fresh_root, quiet=args.check)}
         current = {p.relative_to(LIBS) for p in checked_in()}
         if args.check:
             stale = sorted(

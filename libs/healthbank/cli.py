@@ -5,7 +5,9 @@
     healthbank demo              scenarios A and B against a running stack (or a fresh one)
 
 This launcher is the one place in libs that knows the services exist: it imports
-``services.<name>.app`` by name; services themselves only talk over gRPC.
+``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
+``demo`` import the development package (healthbank.dev) when they run, so ``serve``,
+what a pod runs, never loads it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,13 +25,15 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from healthbank.core.config import SERVICE_NAMES, ConfigError, Settings, load_settings
 from healthbank.core.logs import configure_logging
 from healthbank.core.telemetry import setup_telemetry
-from healthbank.dev.demo import format_table, run_demo
-from healthbank.dev.devstack import LocalStack, running_stack_addresses
 from healthbank.rpc.server import run_until_signal
+
+if TYPE_CHECKING:
+    from healthbank.dev.devstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES_SCRIPT = REPO / "tools" / "engines" / "engines.py"
@@ -83,6 +88,8 @@ def real_engine_env() -> dict[str, str]:
 
 
 def _print_health(stack: LocalStack) -> None:
+    from healthbank.dev.demo import format_table
+
     print(
         format_table(
             "healthbank services", ["service", "address", "health", "pid"], stack.health_table()
@@ -93,9 +100,25 @@ def _print_health(stack: LocalStack) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the seven services, print their health, stop them all on Ctrl-C."""
-    env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
-    stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
-    stack.start()
+    from healthbank.dev.devstack import LocalStack, PortsTaken, check_ports_free
+
+    try:
+        # Before anything starts, the real engines included.
+        check_ports_free(os.environ)
+        env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
+        stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
+        stack.start()
+    except PortsTaken as taken:
+        print(
+            f"healthbank up: {taken}; nothing was started. Is another stack running "
+            "(`healthbank demo` uses it)? Stop it, or set HEALTHBANK_<SERVICE>_ADDR "
+            "to other ports.",
+            file=sys.stderr,
+        )
+        return 1
+    except (RuntimeError, TimeoutError) as error:
+        print(f"healthbank up: the stack did not start: {error}", file=sys.stderr)
+        return 1
     _print_health(stack)
     print(f"data directory: {stack.data_dir}\nCtrl-C stops all services.", flush=True)
     stop = threading.Event()
@@ -115,28 +138,56 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Play scenarios A and B against a running stack, or start one for the demo."""
+    """Play scenarios A and B against a running stack, or start one for the demo.
+
+    Every run invents its own patient, so the demo can be repeated against one stack.
+    A stack started here lives in a temporary folder (or ``--data-dir``); a temporary
+    folder is removed when the demo passes and kept, with its place printed, when not.
+    """
+    from healthbank.dev.demo import run_demo
+    from healthbank.dev.devstack import LocalStack, running_stack_addresses
+
     settings = load_settings()
     secret = settings.auth_secret.get_secret_value().encode()
     addresses = None if args.fresh else running_stack_addresses()
     stack: LocalStack | None = None
+    temporary: Path | None = None
+    problems: list[str] = []
     if addresses is None:
-        data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="healthbank-demo-")).resolve()
+        if args.data_dir:
+            data_dir = Path(args.data_dir).resolve()
+        else:
+            data_dir = temporary = Path(tempfile.mkdtemp(prefix="healthbank-demo-")).resolve()
         print(f"starting the seven services on embedded storage in {data_dir} …", flush=True)
         stack = LocalStack(data_dir)
-        stack.start()
+        try:
+            stack.start()
+        except (RuntimeError, TimeoutError) as error:
+            print(f"\ndemo FAILED: the stack did not start: {error}", file=sys.stderr)
+            print(f"service logs: {data_dir / 'logs'}", file=sys.stderr)
+            return 1
         _print_health(stack)
         addresses = stack.addresses
     else:
         print("using the running stack", flush=True)
     try:
-        report, ok = asyncio.run(run_demo(addresses, secret))
-        print("\n" + report)
+        report, problems = asyncio.run(run_demo(addresses, secret))
+        if report:
+            print("\n" + report)
     finally:
         if stack is not None:
-            stack.stop()
-    print("\ndemo " + ("PASSED: both scenarios behaved as designed" if ok else "FAILED"))
-    return 0 if ok else 1
+            codes = stack.stop()
+            problems += [f"{name} exited with {code}" for name, code in codes.items() if code]
+    if temporary is not None:
+        if problems:
+            print(f"\nservice logs and data kept in {temporary}", flush=True)
+        else:
+            shutil.rmtree(temporary, ignore_errors=True)
+    if problems:
+        print("\ndemo FAILED:", *problems, sep="\n  ")
+        return 1
+    print("\ndemo PASSED: both scenarios behaved as designed")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,9 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded: SQLite + local keyring + in-process cache; real: Cassandra, OpenBao, Redis",
     )
     up.set_defaults(run=cmd_up)
-    demo = commands.add_parser("demo", help="play scenarios A and B")
-    demo.add_argument("--fresh", action="store_true", help="always start a new stack")
-    demo.add_argument("--data-dir", default=None, help="data directory of a started stack")
+    demo = commands.add_parser(
+        "demo",
+        help="play scenarios A and B (repeatable: a new invented patient each run)",
+        description="Play scenarios A and B against the stack on 127.0.0.1:50051-50057 if all "
+        "seven services are SERVING, else on a stack started for the demo and stopped after it.",
+    )
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new stack for the demo even when one is running (on free ports)",
+    )
+    demo.add_argument(
+        "--data-dir",
+        default=None,
+        help="data directory of the stack the demo starts (kept); default: a temporary "
+        "folder, removed when the demo passes",
+    )
     demo.set_defaults(run=cmd_demo)
     return parser
 

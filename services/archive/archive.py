@@ -23,7 +23,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from healthbank.common.v1 import common_pb2
 from healthbank.core.ids import new_ulid
@@ -303,8 +303,3 @@ class Archive:
 def _check_same_owner(stored: BlobMeta, wanted: BlobMeta) -> None:
     if (stored.person_token, stored.content_type) != (wanted.person_token, wanted.content_type):
         raise BlobMetadataConflict(stored.sha256)
-
-
-def utc_now() -> datetime:
-    """The UTC wall clock (the default ``now``)."""
-    return datetime.now(UTC)

@@ -7,34 +7,12 @@ Emergency facts
 ---------------
 
 Every ALLERGY, PROCEDURE and CONDITION record also yields an emergency fact, stored next to
-the record in the hot store forever (``healthbank.records.EmergencyFact``). Its
-``sealed_fact`` is sealed with ``healthbank.records.fact_aad(person_token, record_id)`` and
-opens to UTF-8 JSON of this shape (:func:`emergency_fact_json`)::
-
-    {
-      "v": 1,                                   # shape version
-      "category": "RECORD_CATEGORY_ALLERGY",    # healthbank.common.v1.RecordCategory name:
-                                                #   ..._ALLERGY | ..._PROCEDURE | ..._CONDITION
-      "system": "http://snomed.info/sct",       # main code system ("" for a text-only concept)
-      "code": "764146007",                      # main code ("" for a text-only concept)
-      "display": "Penicillin",                  # coding display, or the concept's text
-      "severity": "high",                       # see below; "" when the source has none
-      "status": "active",                       # clinicalStatus code / Procedure.status
-      "effective_time": "2019-05-02T10:00:00Z", # ISO 8601, UTC, "Z" suffix
-      "source_hospital": "hospital-a",
-      "record_name": "patients/{person_token}/records/{record_id}"
-    }
-
-``severity`` is, lower case:
-
-- for an allergy, the FHIR criticality: ``"high"``, ``"low"`` or ``"unable-to-assess"``
-  (HL7 v2 AL1-4 ``SV`` → high, ``MO``/``MI`` → low, ``U`` → unable-to-assess);
-- for a condition, the severity's text or first coding display (``"severe"``,
-  ``"moderate"``, ``"mild"``);
-- empty for procedures.
-
-record-lookup reads these to compute the RED / YELLOW / GREEN light; readers must ignore keys
-they do not know, so fields can be added without bumping ``v``.
+the record in the hot store forever (``healthbank.records.EmergencyFact``), sealed with
+``healthbank.records.fact_aad(person_token, record_id)``. Its plaintext is written by
+:func:`emergency_fact_json` with the one codec, ``healthbank.contracts.facts`` (the shape is
+documented there). ``severity`` comes from the parsers: for an allergy the FHIR criticality
+(HL7 v2 AL1-4 ``SV`` → high, ``MO``/``MI`` → low, ``U`` → unable-to-assess); for a condition
+the severity's text or first coding display; empty for procedures.
 """
 
 from __future__ import annotations
@@ -46,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from healthbank.contracts.facts import Fact, encode_fact
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
     EmergencyFact,
@@ -57,7 +36,6 @@ from healthbank.records import (
 )
 from services.ingest.model import Category, ClinicalEntry, ParsedMessage, SourceFormat
 
-FACT_SHAPE_VERSION = 1
 FACT_CATEGORIES = frozenset({Category.ALLERGY, Category.PROCEDURE, Category.CONDITION})
 """Categories that feed the emergency summary."""
 
@@ -187,25 +165,20 @@ def emergency_fact_json(
     person_token: str,
     record_id: str,
 ) -> bytes:
-    """The emergency fact plaintext (shape in the module docstring)."""
-    fact = {
-        "v": FACT_SHAPE_VERSION,
-        "category": f"RECORD_CATEGORY_{entry.category.name}",
-        "system": entry.code.system,
-        "code": entry.code.code,
-        "display": entry.code.display,
-        "severity": entry.severity,
-        "status": entry.status,
-        "effective_time": iso_utc(effective_time),
-        "source_hospital": source_hospital,
-        "record_name": record_name(person_token, record_id),
-    }
-    return json.dumps(fact, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """The emergency fact plaintext (``healthbank.contracts.facts``)."""
+    return encode_fact(
+        Fact(
+            category=int(entry.category),
+            system=entry.code.system,
+            code=entry.code.code,
+            display=entry.code.display,
+            severity=entry.severity,
+            status=entry.status,
+            effective_time=effective_time,
+            source_hospital=source_hospital,
+            record_name=record_name(person_token, record_id),
+        )
+    )
 
 
 def receipt_for(

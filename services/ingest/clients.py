@@ -3,51 +3,36 @@
 The ClientFactory given must call as ingest itself (``service_client_factory(settings,
 "ingest")``): the audit service records the calling service as ``recorded_by``, and the
 hospital engine is named where it belongs, in the request (``ResolveRequest.hospital_id``,
-``AccessEvent.actor``). gRPC failures become the pipeline's exceptions: transient codes
-(UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED) → DependencyUnavailable,
-others → DependencyFailed, except the identity answers that concern the patient.
+``AccessEvent.actor``). gRPC failures become the pipeline's exceptions, judged by the one
+downstream policy (:func:`healthbank.rpc.downstream.downstream_error`): what it answers
+UNAVAILABLE → DependencyUnavailable; the identity answers that concern the patient →
+PatientRejected; anything else → DependencyFailed (ingest built the request itself, so a
+refusal is ingest's fault, not the hospital's).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
-from healthbank.common.v1 import common_pb2
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import principal_to_proto
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ClientFactory, error_details
+from healthbank.rpc.downstream import downstream_error
 from services.ingest.model import PatientIdentity
 from services.ingest.pipeline import DependencyFailed, DependencyUnavailable, PatientRejected
 from services.ingest.store import WriteAudit
 
-_log = logging.getLogger(__name__)
-
 RECORDED_BY = "ingest"
 AUDIT_BASIS = "INGEST"
 
-_TRANSIENT = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-    }
-)
-
 
 def _dependency_error(dependency: str, exc: grpc.aio.AioRpcError) -> Exception:
-    code = exc.code()
-    # Code names only: a dependency's message could echo request data.
-    _log.warning("%s call failed with %s", dependency, getattr(code, "name", code))
-    if code in _TRANSIENT:
+    if downstream_error(exc, dependency).code == grpc.StatusCode.UNAVAILABLE:
         return DependencyUnavailable(dependency)
     return DependencyFailed(dependency)
 
@@ -160,7 +145,7 @@ class GrpcAuditLog:
         occur_time.FromDatetime(audit.occur_time)
         event = audit_pb2.AccessEvent(
             event_id=audit.event_id,
-            actor=principal_proto(audit.actor),
+            actor=principal_to_proto(audit.actor),
             action=audit_pb2.ACTION_WRITE,
             person_token=person_token,
             resource_names=list(resource_names),
@@ -174,35 +159,3 @@ class GrpcAuditLog:
             await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
         except grpc.aio.AioRpcError as exc:
             raise _dependency_error("audit", exc) from None
-
-
-_KINDS: Mapping[PrincipalKind, Any] = MappingProxyType(
-    {
-        PrincipalKind.CLINICIAN: common_pb2.PRINCIPAL_KIND_CLINICIAN,
-        PrincipalKind.PATIENT: common_pb2.PRINCIPAL_KIND_PATIENT,
-        PrincipalKind.EMERGENCY: common_pb2.PRINCIPAL_KIND_EMERGENCY,
-        PrincipalKind.COMMITTEE: common_pb2.PRINCIPAL_KIND_COMMITTEE,
-        PrincipalKind.RESEARCHER: common_pb2.PRINCIPAL_KIND_RESEARCHER,
-        PrincipalKind.SERVICE: common_pb2.PRINCIPAL_KIND_SERVICE,
-    }
-)
-_PURPOSES: Mapping[Purpose, Any] = MappingProxyType(
-    {
-        Purpose.TREATMENT: common_pb2.PURPOSE_OF_USE_TREATMENT,
-        Purpose.EMERGENCY: common_pb2.PURPOSE_OF_USE_EMERGENCY,
-        Purpose.RESEARCH: common_pb2.PURPOSE_OF_USE_RESEARCH,
-        Purpose.PATIENT_ACCESS: common_pb2.PURPOSE_OF_USE_PATIENT_ACCESS,
-        Purpose.OPERATIONS: common_pb2.PURPOSE_OF_USE_OPERATIONS,
-    }
-)
-
-
-def principal_proto(principal: Principal) -> common_pb2.Principal:
-    """A principal as the ``healthbank.common.v1.Principal`` message."""
-    return common_pb2.Principal(
-        kind=_KINDS[principal.kind],
-        subject=principal.subject,
-        hospital_id=principal.hospital_id,
-        roles=list(principal.roles),
-        purpose=_PURPOSES[principal.purpose],
-    )

@@ -18,14 +18,11 @@ a missing warning is worse than a superfluous one.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any
 
+from healthbank.contracts.facts import Fact
 from healthbank.records import StoredRecord
 
 # healthbank.common.v1.RecordCategory numbers used here.
@@ -70,17 +67,6 @@ _CONDITION_NOT_ACTIVE = frozenset(
 )
 _ERRONEOUS = frozenset({"entered-in-error", "refuted"})
 
-_PERSON_TOKEN = re.compile(r"^[0-9a-f]{64}$")
-_PERSON_NAME = re.compile(r"^persons/([^/]+)$")
-
-# Category names a fact document may use instead of the enum number.
-_CATEGORY_NAMES = {
-    "allergy": CATEGORY_ALLERGY,
-    "allergyintolerance": CATEGORY_ALLERGY,
-    "condition": CATEGORY_CONDITION,
-    "procedure": CATEGORY_PROCEDURE,
-}
-
 
 class Light(IntEnum):
     """Traffic-light colour; the numbers are ``healthbank.record_lookup.v1.Light``."""
@@ -90,66 +76,36 @@ class Light(IntEnum):
     RED = 3
 
 
-def parse_person_name(name: str) -> str | None:
-    """The person token in ``persons/{person_token}``, or None when ``name`` is malformed."""
-    match = _PERSON_NAME.match(name)
-    if match is None or not _PERSON_TOKEN.match(match.group(1)):
-        return None
-    return match.group(1)
-
-
-def person_name(person_token: str) -> str:
-    """Resource name of a person: ``persons/{person_token}``."""
-    return f"persons/{person_token}"
-
-
 def summary_aad(person_token: str) -> bytes:
     """Associated data binding a sealed cached summary to its person."""
     return f"summary:{person_token}".encode()
 
 
-@dataclass(frozen=True)
-class SummaryFact:
-    """One emergency fact (allergy, procedure, condition) as ingest wrote it, opened."""
+def is_erroneous(fact: Fact) -> bool:
+    """True for facts the source marked as entered in error or refuted."""
+    return fact.status in _ERRONEOUS
 
-    category: int
-    system: str
-    code: str
-    display: str
-    severity: str
-    status: str
-    effective_time: datetime | None
-    source_hospital: str
-    record_name: str
 
-    @property
-    def is_erroneous(self) -> bool:
-        """True for facts the source marked as entered in error or refuted."""
-        return self.status in _ERRONEOUS
+def is_current_allergy(fact: Fact) -> bool:
+    """An allergy that still applies."""
+    return fact.category == CATEGORY_ALLERGY and fact.status not in _ALLERGY_NOT_CURRENT
 
-    @property
-    def is_current_allergy(self) -> bool:
-        """An allergy that still applies."""
-        return self.category == CATEGORY_ALLERGY and self.status not in _ALLERGY_NOT_CURRENT
 
-    @property
-    def is_active_condition(self) -> bool:
-        """A condition that is active (or of unknown status)."""
-        return self.category == CATEGORY_CONDITION and self.status not in _CONDITION_NOT_ACTIVE
+def is_active_condition(fact: Fact) -> bool:
+    """A condition that is active (or of unknown status)."""
+    return fact.category == CATEGORY_CONDITION and fact.status not in _CONDITION_NOT_ACTIVE
 
-    @property
-    def is_high_criticality_allergy(self) -> bool:
-        """A current allergy the source rated of high criticality (anaphylaxis-grade)."""
-        return self.is_current_allergy and self.severity == "high"
 
-    @property
-    def is_critical_condition(self) -> bool:
-        """An active condition that is severe or has a critical ICD-10 code."""
-        if not self.is_active_condition:
-            return False
-        return self.severity.startswith("severe") or is_critical_condition_code(
-            self.system, self.code
-        )
+def is_high_criticality_allergy(fact: Fact) -> bool:
+    """A current allergy the source rated of high criticality (anaphylaxis-grade)."""
+    return is_current_allergy(fact) and fact.severity == "high"
+
+
+def is_critical_condition(fact: Fact) -> bool:
+    """An active condition that is severe or has a critical ICD-10 code."""
+    if not is_active_condition(fact):
+        return False
+    return fact.severity.startswith("severe") or is_critical_condition_code(fact.system, fact.code)
 
 
 def is_critical_condition_code(system: str, code: str) -> bool:
@@ -158,66 +114,6 @@ def is_critical_condition_code(system: str, code: str) -> bool:
         return False
     normalized = code.replace(".", "").strip().upper()
     return any(normalized.startswith(stem.replace(".", "")) for stem in CRITICAL_CONDITION_CODES)
-
-
-class MalformedFact(ValueError):
-    """An opened fact document does not have the shape ingest writes."""
-
-
-def parse_fact(document: bytes, category: int) -> SummaryFact:
-    """Parse the JSON fact ingest seals: ``{category, system, code, display, severity, status,
-    effective_time, source_hospital, record_name}``.
-
-    ``category`` (from the store row) is used when the document does not name one. Text
-    fields are lower-cased where they are vocabulary (severity, status).
-    """
-    try:
-        raw: Any = json.loads(document)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedFact("fact is not JSON") from error
-    if not isinstance(raw, dict):
-        raise MalformedFact("fact is not a JSON object")
-    return SummaryFact(
-        category=_fact_category(raw.get("category"), category),
-        system=_text(raw, "system"),
-        code=_text(raw, "code"),
-        display=_text(raw, "display"),
-        severity=_text(raw, "severity").lower(),
-        status=_text(raw, "status").lower(),
-        effective_time=_time(raw.get("effective_time")),
-        source_hospital=_text(raw, "source_hospital"),
-        record_name=_text(raw, "record_name"),
-    )
-
-
-def _text(raw: Mapping[str, Any], key: str) -> str:
-    value = raw.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise MalformedFact(f"fact field {key} is not text")
-    return value.strip()
-
-
-def _fact_category(value: object, fallback: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value in KNOWN_CATEGORIES:
-        return value
-    if isinstance(value, str):
-        key = value.lower().removeprefix("record_category_")
-        if key in _CATEGORY_NAMES:
-            return _CATEGORY_NAMES[key]
-    return fallback
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    # A date without a zone is a clinical date, not a local time: read it as UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -233,19 +129,19 @@ class Summary:
     """The facts behind an emergency summary, newest first within each list."""
 
     light: TrafficLight
-    allergies: tuple[SummaryFact, ...]
-    surgeries: tuple[SummaryFact, ...]
-    conditions: tuple[SummaryFact, ...]
+    allergies: tuple[Fact, ...]
+    surgeries: tuple[Fact, ...]
+    conditions: tuple[Fact, ...]
 
 
-def traffic_light(facts: Iterable[SummaryFact]) -> TrafficLight:
+def traffic_light(facts: Iterable[Fact]) -> TrafficLight:
     """Colour a person's facts RED / YELLOW / GREEN (see the module docstring)."""
-    valid = [fact for fact in facts if not fact.is_erroneous]
-    allergies = [fact for fact in valid if fact.is_current_allergy]
-    high_allergies = [fact for fact in allergies if fact.is_high_criticality_allergy]
+    valid = [fact for fact in facts if not is_erroneous(fact)]
+    allergies = [fact for fact in valid if is_current_allergy(fact)]
+    high_allergies = [fact for fact in allergies if is_high_criticality_allergy(fact)]
     procedures = [fact for fact in valid if fact.category == CATEGORY_PROCEDURE]
-    conditions = [fact for fact in valid if fact.is_active_condition]
-    critical = [fact for fact in conditions if fact.is_critical_condition]
+    conditions = [fact for fact in valid if is_active_condition(fact)]
+    critical = [fact for fact in conditions if is_critical_condition(fact)]
 
     if high_allergies or critical:
         parts = []
@@ -269,17 +165,17 @@ def traffic_light(facts: Iterable[SummaryFact]) -> TrafficLight:
     return TrafficLight(Light.GREEN, "No allergies, procedures or active conditions on record.")
 
 
-def summarize(facts: Iterable[SummaryFact]) -> Summary:
+def summarize(facts: Iterable[Fact]) -> Summary:
     """The light and the facts behind it: current allergies, procedures, active conditions."""
-    valid = [fact for fact in facts if not fact.is_erroneous]
+    valid = [fact for fact in facts if not is_erroneous(fact)]
 
-    def newest_first(selected: Iterable[SummaryFact]) -> tuple[SummaryFact, ...]:
+    def newest_first(selected: Iterable[Fact]) -> tuple[Fact, ...]:
         # Critical facts lead so a glance at the top of a list is enough.
         return tuple(
             sorted(
                 selected,
                 key=lambda fact: (
-                    not (fact.is_high_criticality_allergy or fact.is_critical_condition),
+                    not (is_high_criticality_allergy(fact) or is_critical_condition(fact)),
                     -(fact.effective_time.timestamp() if fact.effective_time else 0.0),
                     fact.record_name,
                 ),
@@ -288,9 +184,9 @@ def summarize(facts: Iterable[SummaryFact]) -> Summary:
 
     return Summary(
         light=traffic_light(valid),
-        allergies=newest_first(fact for fact in valid if fact.is_current_allergy),
+        allergies=newest_first(fact for fact in valid if is_current_allergy(fact)),
         surgeries=newest_first(fact for fact in valid if fact.category == CATEGORY_PROCEDURE),
-        conditions=newest_first(fact for fact in valid if fact.is_active_condition),
+        conditions=newest_first(fact for fact in valid if is_active_condition(fact)),
     )
 
 

@@ -1,13 +1,15 @@
 """A tiny service for the SIGTERM drain test: ServiceHost + run_until_signal, one slow method.
 
 Run as a subprocess; prints ``HEALTHBANK_READY lifecycle <port>`` once serving and
-``SLOW_STARTED`` when a Slow call begins. Settings come from the environment
+``SLOW_STARTED`` when a Slow call begins; a Slow call answers once a line arrives on stdin,
+so the test decides how long it stays in flight. Settings come from the environment
 (``HEALTHBANK_SHUTDOWN_GRACE_SECONDS`` ...); the port is always picked freely.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
@@ -17,13 +19,12 @@ from healthbank.core.logs import configure_logging
 from healthbank.rpc import ServiceHost, run_until_signal
 
 SERVICE = "healthbank.test.v1.Lifecycle"
-SLOW_SECONDS = 2.0
 
 
 async def slow(request: bytes, context: Any) -> bytes:
-    """Answer after SLOW_SECONDS, long enough to be in flight when SIGTERM arrives."""
+    """Answer once the test writes a line to stdin (it is in flight until then)."""
     print("SLOW_STARTED", flush=True)
-    await asyncio.sleep(SLOW_SECONDS)
+    await asyncio.to_thread(sys.stdin.readline)
     return b"done:" + request
 
 

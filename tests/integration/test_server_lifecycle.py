@@ -23,13 +23,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from repo_paths import REPO
 
 from healthbank.core.config import Settings
-from healthbank.rpc import READY_LINE_PREFIX, ServiceHost
+from healthbank.rpc import READY_LINE_PREFIX, ServiceHost, error_details
 
 LIFECYCLE_SERVER = Path(__file__).with_name("lifecycle_server.py")
 ECHO = "healthbank.test.v1.Echo"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 10.0
 
 
 async def echo(request: bytes, context: Any) -> bytes:
@@ -136,11 +136,12 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) 
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(LIFECYCLE_SERVER),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             env=env,
         )
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stdin is not None
     try:
         ready_line = await asyncio.wait_for(
             _read_line_starting(process.stdout, READY_LINE_PREFIX), timeout=20
@@ -164,15 +165,23 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) 
             update = await asyncio.wait_for(watch.read(), timeout=5)
             assert update.status == NOT_SERVING
             watch.cancel()
-            # ... and new calls are turned away or told NOT_SERVING while draining.
-            try:
+            # ... health checks keep being answered NOT_SERVING while a call is in flight
+            # (the listener stays open; none of them is cancelled by the shutdown) ...
+            for _ in range(5):
                 response = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            except grpc.aio.AioRpcError as refused:
-                assert refused.code() == grpc.StatusCode.UNAVAILABLE
-            else:
                 assert response.status == NOT_SERVING
+            # ... and new application calls are refused, retryably, with the reason.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/healthbank.test.v1.Lifecycle/Slow")(b"y", timeout=2)
+            details = error_details(refused.value)
+            assert details.code == grpc.StatusCode.UNAVAILABLE
+            assert details.reason == "SHUTTING_DOWN"
+            assert details.retry_delay is not None
 
-            # The in-flight call still completes normally.
+            # The in-flight call (released only now) still completes normally.
+            assert not slow.done()
+            process.stdin.write(b"release\n")
+            await process.stdin.drain()
             assert await slow == b"done:x"
 
         returncode = await asyncio.wait_for(process.wait(), timeout=GRACE_SECONDS + 5)

@@ -45,12 +45,12 @@ from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
 from healthbank.rpc import error_details, service_client_factory
+from healthbank.storage.backends import open_store
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
-from services.ingest.app import SERVICE, SERVICE_NAME, open_service
-from services.ingest.app import open_store as open_ingest_store
-from services.ingest.store import WriteAudit
+from services.ingest.app import CASSANDRA_STORE, SERVICE, SERVICE_NAME, open_service
+from services.ingest.store import SqliteIngestStore, WriteAudit
 
 HOSPITAL_A = "hospital-a"
 HOSPITAL_B = "hospital-b"
@@ -206,7 +206,9 @@ class Stack(BearerAuth):
 
     async def unappended_audits(self) -> list[WriteAudit]:
         """What ingest's own ledger still has to append (read with its own store)."""
-        ledger = await open_ingest_store(self.ingest_settings)
+        ledger = await open_store(
+            self.ingest_settings, SERVICE, sqlite=SqliteIngestStore, cassandra=CASSANDRA_STORE
+        )
         try:
             return await ledger.list_unappended_audits(datetime.now(UTC) + timedelta(days=1), 10)
         finally:
@@ -270,7 +272,7 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     token = response.person_token
     assert len(token) == 64
     assert len(response.record_names) == 8
-    assert all(name.startswith(f"patients/{token}/records/") for name in response.record_names)
+    assert all(name.startswith(f"persons/{token}/records/") for name in response.record_names)
 
     records = await stack.records.list_records(token)
     assert sorted(r.name for r in records) == sorted(response.record_names)
@@ -657,7 +659,7 @@ async def test_a_crash_after_commit_is_audited_without_a_retry(stack: Stack) -> 
     assert event.event.action == audit_pb2.ACTION_WRITE
     assert event.event.actor.subject == ENGINE_A.subject
     assert sorted(event.event.resource_names) == sorted(
-        f"patients/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
+        f"persons/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
     )
 
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
 from service_support import BearerAuth, RunningServices, failure, fields, service_settings, ts
 
@@ -26,9 +28,10 @@ from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.facts import Fact, encode_fact
 from healthbank.contracts.natid import make_national_id
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
-from healthbank.core.config import Settings
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, decode_token
+from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -42,7 +45,7 @@ from healthbank.records import (
     payload_aad,
     record_name,
 )
-from healthbank.rpc import ErrorDetails, ServiceHost
+from healthbank.rpc import ErrorDetails, ServiceHost, service_client_factory
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -96,7 +99,7 @@ class Seeder:
         code: tuple[str, str],
         effective: datetime,
         *,
-        fact: dict[str, Any] | None = None,
+        fact: dict[str, str] | None = None,
     ) -> StoredRecord:
         record_id = new_ulid(effective)
         payload = json.dumps(
@@ -120,21 +123,19 @@ class Seeder:
         )
         facts = []
         if fact is not None:
-            document = {
-                "v": 1,
-                "category": common_pb2.RecordCategory.Name(category),
-                "system": code[0],
-                "code": code[1],
-                "display": "",
-                "severity": "",
-                "status": "active",
-                "effective_time": effective.isoformat().replace("+00:00", "Z"),
-                "source_hospital": "hospital-a",
-                "record_name": record_name(person_token, record_id),
-                **fact,
-            }
+            document = Fact(
+                category=category,
+                system=code[0],
+                code=code[1],
+                display=fact.get("display", ""),
+                severity=fact.get("severity", ""),
+                status=fact.get("status", "active"),
+                effective_time=effective,
+                source_hospital="hospital-a",
+                record_name=record_name(person_token, record_id),
+            )
             sealed = await self.sealer.seal(
-                json.dumps(document).encode(), fact_aad(person_token, record_id)
+                encode_fact(document), fact_aad(person_token, record_id)
             )
             facts.append(EmergencyFact(person_token, record_id, category, sealed))
         receipt = MessageReceipt(
@@ -144,12 +145,49 @@ class Seeder:
         return stored
 
 
+class RecordingRelay(grpc.GenericRpcHandler):
+    """A real gRPC server in front of ``target``: forwards server-streaming calls unchanged
+    and keeps the metadata each arrived with, i.e. what a service really sends on the wire."""
+
+    FORWARDED = ("authorization", "x-request-id")
+
+    def __init__(self, target: str) -> None:
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self._channel = grpc.aio.insecure_channel(target)
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers((self,))
+
+    async def start(self) -> str:
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        return f"127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        await self._server.stop(0)
+        await self._channel.close()
+
+    def service(self, handler_call_details: Any) -> Any:
+        method = handler_call_details.method
+
+        async def relay(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            metadata = {key: str(value) for key, value in context.invocation_metadata()}
+            self.calls.append((method, metadata))
+            forwarded = tuple((key, metadata[key]) for key in self.FORWARDED if key in metadata)
+            async for item in self._channel.unary_stream(method)(
+                request, metadata=forwarded, timeout=context.time_remaining()
+            ):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(relay)
+
+
 @dataclass
 class Stack(BearerAuth):
     """Record-lookup and the services it calls, running, with stubs to call them."""
 
     settings: Settings
     hosts: dict[str, ServiceHost]
+    addresses: dict[str, str]
     lookup: record_lookup_pb2_grpc.RecordLookupServiceAsyncStub
     consent: consent_pb2_grpc.ConsentServiceAsyncStub
     audit: audit_pb2_grpc.AuditServiceAsyncStub
@@ -210,34 +248,44 @@ class Stack(BearerAuth):
         return str(response.person_token)
 
 
+async def open_stack(
+    exits: AsyncExitStack, settings: Settings, lookup_settings: Settings | None = None
+) -> Stack:
+    """The stack on ``settings``; record-lookup and the seeder on ``lookup_settings`` (same
+    data directory) when given, e.g. with keys from another provider."""
+    lookup_settings = lookup_settings or settings
+    running = RunningServices(exits)
+    for name, opener in (
+        ("identity", open_identity),
+        ("consent", open_consent),
+        ("audit", open_audit),
+        ("archive", open_archive),
+    ):
+        await running.start(name, opener(settings))
+    clients = running.clients(settings, SERVICE)
+    await running.start(SERVICE, open_service(lookup_settings, clients=clients))
+    channel = running.channel
+    store = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    exits.push_async_callback(store.close)
+    sealer = build_sealer(lookup_settings, build_key_provider(lookup_settings))
+    return Stack(
+        settings=settings,
+        hosts=running.hosts,
+        addresses=running.addresses,
+        lookup=record_lookup_pb2_grpc.RecordLookupServiceStub(channel(SERVICE)),
+        consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
+        audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
+        identity=identity_pb2_grpc.IdentityServiceStub(channel("identity")),
+        archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
+        seed=Seeder(store, sealer),
+    )
+
+
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = service_settings(tmp_path)
     async with AsyncExitStack() as exits:
-        running = RunningServices(exits)
-        for name, opener in (
-            ("identity", open_identity),
-            ("consent", open_consent),
-            ("audit", open_audit),
-            ("archive", open_archive),
-        ):
-            await running.start(name, opener(settings))
-        clients = running.clients(settings, SERVICE)
-        await running.start(SERVICE, open_service(settings, clients=clients))
-        channel = running.channel
-        store = await SqliteRecordStore(settings.data_dir / "records.db").open()
-        exits.push_async_callback(store.close)
-        sealer = build_sealer(settings, build_key_provider(settings))
-        yield Stack(
-            settings=settings,
-            hosts=running.hosts,
-            lookup=record_lookup_pb2_grpc.RecordLookupServiceStub(channel(SERVICE)),
-            consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
-            audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
-            identity=identity_pb2_grpc.IdentityServiceStub(channel("identity")),
-            archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
-            seed=Seeder(store, sealer),
-        )
+        yield await open_stack(exits, settings)
 
 
 async def history_failure(stack: Stack, principal: Principal, **request: Any) -> ErrorDetails:
@@ -342,6 +390,20 @@ async def test_patient_reads_own_history_within_an_interval(stack: Stack) -> Non
     assert event.basis == "SELF"
 
 
+async def test_patient_cannot_read_another_persons_history(stack: Stack) -> None:
+    await seed_history(stack)
+    other = "e5" * 32
+    refused = await history_failure(stack, patient(other))
+    # The same rule, and reason, as ai-alert's insights: both read through one gate.
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_DATA_SUBJECT")
+    (event,) = await stack.access_events(PERSON)
+    assert (event.action, event.basis, event.actor.subject) == (
+        audit_pb2.ACTION_DENIED,
+        "NOT_DATA_SUBJECT",
+        other,
+    )
+
+
 async def test_history_merges_cold_archive_records_oldest_first(stack: Stack) -> None:
     seeded = await seed_history(stack)
     moved = await stack.archive.TierRecords(
@@ -365,6 +427,44 @@ async def test_history_merges_cold_archive_records_oldest_first(stack: Stack) ->
     assert [item.record.record_id for item in only_conditions] == [seeded[1].record_id]
 
 
+async def test_archive_stream_carries_this_services_credentials_and_the_request_id(
+    stack: Stack,
+) -> None:
+    seeded = await seed_history(stack)
+    await stack.archive.TierRecords(
+        archive_pb2.TierRecordsRequest(cutoff=ts(datetime(2024, 1, 1, tzinfo=UTC))),
+        metadata=stack.auth(TIERING),
+    )
+    relay = RecordingRelay(stack.addresses["archive"])
+    async with AsyncExitStack() as exits:
+        relayed = {**stack.addresses, "archive": await relay.start()}
+        exits.push_async_callback(relay.close)
+        clients = service_client_factory(stack.settings, SERVICE, addresses=relayed)
+        exits.push_async_callback(clients.close)
+        host = await exits.enter_async_context(open_service(stack.settings, clients=clients))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{await host.start(0)}")
+        exits.push_async_callback(channel.close)
+        lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
+        call = lookup.GetHistory(
+            record_lookup_pb2.GetHistoryRequest(parent=f"persons/{PERSON}"),
+            metadata=(*stack.auth(patient(PERSON)), ("x-request-id", "req-history-42")),
+        )
+        items = [item async for item in call]
+
+    # The archive accepted the relayed credentials: every record came back from the cold tier.
+    assert [(item.record.record_id, item.record.tier) for item in items] == [
+        (record.record_id, common_pb2.TIER_COLD) for record in seeded
+    ]
+    ((method, metadata),) = relay.calls
+    assert method == "/healthbank.archive.v1.ArchiveService/FetchRecords"
+    assert metadata["x-request-id"] == "req-history-42"
+    scheme, _, token = metadata["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    caller = decode_token(token, stack.settings.auth_secret.get_secret_value().encode())
+    # This service's own token, not the patient's.
+    assert (caller.kind, caller.subject) == (PrincipalKind.SERVICE, SERVICE)
+
+
 async def test_history_is_refused_when_audit_cannot_record(stack: Stack) -> None:
     await seed_history(stack)
     await stack.grant(PERSON)
@@ -372,6 +472,39 @@ async def test_history_is_refused_when_audit_cannot_record(stack: Stack) -> None
     refused = await history_failure(stack, CLINICIAN)
     assert refused.code == grpc.StatusCode.UNAVAILABLE
     assert refused.reason == "AUDIT_UNAVAILABLE"
+
+
+async def test_reads_during_a_key_provider_outage_are_unavailable_and_retryable(
+    engines: dict[str, str], tmp_path: Path
+) -> None:
+    vault = urlsplit(engines["HEALTHBANK_VAULT_ADDR"])
+    assert vault.hostname is not None and vault.port is not None
+    proxy = TcpProxy(vault.hostname, vault.port)  # an outage only this test sees
+    env = {"HEALTHBANK_DATA_DIR": str(tmp_path), "HEALTHBANK_PORT": "0"}
+    on_vault = {
+        **env,
+        "HEALTHBANK_KEY_PROVIDER": "vault",
+        "HEALTHBANK_VAULT_ADDR": f"http://127.0.0.1:{await proxy.start()}",
+        "HEALTHBANK_VAULT_TOKEN": engines["HEALTHBANK_VAULT_TOKEN"],
+        # Every open asks the key provider: the outage shows at once.
+        "HEALTHBANK_DATA_KEY_CACHE_SECONDS": "0",
+    }
+    async with AsyncExitStack() as exits:
+        exits.push_async_callback(proxy.cut)
+        stack = await open_stack(exits, load_settings(env), load_settings(on_vault))
+        await seed_history(stack)
+        assert len(await stack.history(patient(PERSON))) == 3
+
+        await proxy.cut()
+        refused = await history_failure(stack, patient(PERSON))
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "KEY_PROVIDER_UNAVAILABLE",
+        )
+        assert refused.retry_delay is not None and refused.retry_delay > 0
+
+        await proxy.start()
+        assert len(await stack.history(patient(PERSON))) == 3
 
 
 async def test_history_needs_credentials_and_a_clinical_reader(stack: Stack) -> None:

@@ -9,8 +9,9 @@ import pytest
 from repo_paths import MESSAGES
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.facts import Fact, decode_fact
 from healthbank.core.ids import is_ulid, ulid_time
-from healthbank.records import fact_aad, payload_aad
+from healthbank.records import fact_aad, payload_aad, record_name
 from services.ingest.canonical import (
     FACT_CATEGORIES,
     MessageSource,
@@ -112,7 +113,7 @@ def test_plan_records_ids_times_and_facts() -> None:
     assert first.fact is None  # observations do not feed the emergency summary
     assert json.loads(first.payload)["resourceType"] == "Observation"
     assert first.payload_aad == payload_aad(TOKEN, first.record_id)
-    assert first.name == f"patients/{TOKEN}/records/{first.record_id}"
+    assert first.name == record_name(TOKEN, first.record_id)
     stored = first.stored(SOURCE, b"sealed", blob_name="blobs/x")
     assert stored.category == common_pb2.RECORD_CATEGORY_OBSERVATION
     assert stored.source_format == common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
@@ -160,8 +161,20 @@ def test_emergency_fact_shape() -> None:
         "status": "active",
         "effective_time": "2009-06-15T00:00:00Z",
         "source_hospital": "hospital-a",
-        "record_name": f"patients/{TOKEN}/records/{allergy.record_id}",
+        "record_name": record_name(TOKEN, allergy.record_id),
     }
+    # What record-lookup reads back with the one codec.
+    assert decode_fact(allergy.fact, category=0) == Fact(
+        category=common_pb2.RECORD_CATEGORY_ALLERGY,
+        system="http://snomed.info/sct",
+        code="764146007",
+        display="Penicillin",
+        severity="high",
+        status="active",
+        effective_time=datetime(2009, 6, 15, tzinfo=UTC),
+        source_hospital="hospital-a",
+        record_name=record_name(TOKEN, allergy.record_id),
+    )
     assert allergy.fact_aad == fact_aad(TOKEN, allergy.record_id)
     fact = allergy.emergency_fact(b"sealed")
     assert (fact.category, fact.record_id) == (

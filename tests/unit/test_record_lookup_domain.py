@@ -1,12 +1,13 @@
-"""Record-lookup domain: traffic light, fact parsing, history merge."""
+"""Record-lookup domain: traffic light, summary, history merge (fact decoding: test_facts)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from healthbank.contracts.facts import Fact
+from healthbank.contracts.names import record_name
 from healthbank.records import StoredRecord
 from services.record_lookup import domain
 from services.record_lookup.domain import (
@@ -14,7 +15,6 @@ from services.record_lookup.domain import (
     CATEGORY_CONDITION,
     CATEGORY_PROCEDURE,
     Light,
-    SummaryFact,
 )
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -31,8 +31,8 @@ def fact(
     status: str = "active",
     days_ago: int = 10,
     name: str = "r",
-) -> SummaryFact:
-    return SummaryFact(
+) -> Fact:
+    return Fact(
         category=category,
         system=system,
         code=code,
@@ -41,19 +41,19 @@ def fact(
         status=status,
         effective_time=datetime(2024, 1, 1, tzinfo=UTC) - timedelta(days=days_ago),
         source_hospital="H1",
-        record_name=f"patients/{TOKEN}/records/{name}",
+        record_name=record_name(TOKEN, name),
     )
 
 
-def allergy(criticality: str = "low", status: str = "active") -> SummaryFact:
+def allergy(criticality: str = "low", status: str = "active") -> Fact:
     return fact(CATEGORY_ALLERGY, severity=criticality, status=status)
 
 
-def condition(code: str = "J45", severity: str = "", status: str = "active") -> SummaryFact:
+def condition(code: str = "J45", severity: str = "", status: str = "active") -> Fact:
     return fact(CATEGORY_CONDITION, system=ICD10, code=code, severity=severity, status=status)
 
 
-def procedure() -> SummaryFact:
+def procedure() -> Fact:
     return fact(CATEGORY_PROCEDURE, code="80146002")
 
 
@@ -95,7 +95,7 @@ LIGHT_CASES = [
     [case[1:] for case in LIGHT_CASES],
     ids=[case[0] for case in LIGHT_CASES],
 )
-def test_traffic_light(facts: list[SummaryFact], expected: Light) -> None:
+def test_traffic_light(facts: list[Fact], expected: Light) -> None:
     assert domain.traffic_light(facts).light == expected
 
 
@@ -116,7 +116,7 @@ REASON_CASES = [
 
 
 @pytest.mark.parametrize(("facts", "reason"), REASON_CASES)
-def test_light_reason_is_one_sentence_of_counts(facts: list[SummaryFact], reason: str) -> None:
+def test_light_reason_is_one_sentence_of_counts(facts: list[Fact], reason: str) -> None:
     assert domain.traffic_light(facts).reason == reason
 
 
@@ -131,63 +131,6 @@ def test_summarize_lists_only_current_facts_with_critical_first() -> None:
     assert [f.record_name.rsplit("/", 1)[1] for f in summary.allergies] == ["severe", "mild"]
     assert [f.record_name.rsplit("/", 1)[1] for f in summary.surgeries] == ["surgery"]
     assert summary.conditions == ()
-
-
-def test_parse_fact_reads_the_ingest_shape() -> None:
-    document = json.dumps(
-        {
-            "category": "allergy",
-            "system": SNOMED,
-            "code": "91936005",
-            "display": "Allergy to penicillin",
-            "severity": "High",
-            "status": "Active",
-            "effective_time": "2019-05-01T10:00:00Z",
-            "source_hospital": "H1",
-            "record_name": f"patients/{TOKEN}/records/R1",
-        }
-    ).encode()
-    parsed = domain.parse_fact(document, category=0)
-    assert parsed.category == CATEGORY_ALLERGY
-    assert parsed.severity == "high"
-    assert parsed.status == "active"
-    assert parsed.effective_time == datetime(2019, 5, 1, 10, tzinfo=UTC)
-    assert parsed.is_high_criticality_allergy
-
-
-@pytest.mark.parametrize(
-    ("category_field", "expected"),
-    [(2, CATEGORY_CONDITION), ("RECORD_CATEGORY_PROCEDURE", CATEGORY_PROCEDURE), (None, 1)],
-)
-def test_parse_fact_category_forms(category_field: object, expected: int) -> None:
-    document = json.dumps({"category": category_field, "code": "x"}).encode()
-    assert domain.parse_fact(document, category=1).category == expected
-
-
-def test_parse_fact_date_without_zone_is_utc() -> None:
-    parsed = domain.parse_fact(b'{"effective_time": "2020-02-03"}', category=1)
-    assert parsed.effective_time == datetime(2020, 2, 3, tzinfo=UTC)
-
-
-@pytest.mark.parametrize("document", [b"not json", b"[1, 2]", b'{"code": 5}'])
-def test_parse_fact_rejects_malformed_documents(document: bytes) -> None:
-    with pytest.raises(domain.MalformedFact):
-        domain.parse_fact(document, category=1)
-
-
-@pytest.mark.parametrize(
-    ("name", "token"),
-    [
-        (f"persons/{TOKEN}", TOKEN),
-        ("persons/", None),
-        (f"patients/{TOKEN}", None),
-        ("persons/" + "A" * 64, None),
-        ("persons/abc", None),
-        (f"persons/{TOKEN}/grants/1", None),
-    ],
-)
-def test_parse_person_name(name: str, token: str | None) -> None:
-    assert domain.parse_person_name(name) == token
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from healthbank.dev.synthetic import (
     Patient,
     ct_study,
     emergency_history_bundle,
-    patient,
+    fresh_patient,
 )
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.ledger.merkle import verify_inclusion
@@ -286,20 +286,47 @@ def report_b(result: ScenarioB) -> str:
     )
 
 
-async def run_demo(addresses: Mapping[str, str], auth_secret: bytes) -> tuple[str, bool]:
-    """Play both scenarios; return the printed report and whether everything held."""
+def demo_problems(a: ScenarioA, b: ScenarioB) -> list[str]:
+    """What the scenarios should have shown but did not (empty when all held)."""
+    problems = []
+    if a.denied_code != "PERMISSION_DENIED":
+        problems.append(
+            "scenario A: the doctor at hospital B was not refused before the grant "
+            f"(got {a.denied_code or 'the history'})"
+        )
+    if not any(r.category == common_pb2.RECORD_CATEGORY_IMAGING for r in a.history):
+        problems.append("scenario A: the CT is missing from the history after the grant")
+    if b.summary.light == record_lookup_pb2.LIGHT_UNSPECIFIED:
+        problems.append("scenario B: the emergency summary has no traffic light")
+    if not any(e.event.flagged_for_review for e in b.access_events):
+        problems.append("scenario B: the break-glass access is not flagged in the audit log")
+    if not b.inclusion_verified:
+        problems.append("scenario B: the audit inclusion proof did not verify")
+    return problems
+
+
+def describe_rpc_error(step: str, error: grpc.aio.AioRpcError) -> str:
+    """One line naming the failed step, its status and reason (messages are PHI-free)."""
+    details = error_details(error)
+    reason = f" ({details.reason})" if details.reason else ""
+    return f"{step}: {details.code.name}{reason}: {details.message}"
+
+
+async def run_demo(addresses: Mapping[str, str], auth_secret: bytes) -> tuple[str, list[str]]:
+    """Play both scenarios for a fresh invented patient.
+
+    Returns the printed report and the problems found: empty when everything held.
+    Each run uses its own patient, so the demo can be repeated against one stack.
+    """
     client = DemoClient(addresses, auth_secret)
+    person = fresh_patient()
+    step = "scenario A"
     try:
-        person = patient(0)
         a = await scenario_a(client, person)
+        step = "scenario B"
         b = await scenario_b(client, person, a.person_token)
+    except grpc.aio.AioRpcError as error:
+        return "", [describe_rpc_error(step, error)]
     finally:
         await client.close()
-    ok = (
-        a.denied_code == "PERMISSION_DENIED"
-        and any(r.category == common_pb2.RECORD_CATEGORY_IMAGING for r in a.history)
-        and b.summary.light != record_lookup_pb2.LIGHT_UNSPECIFIED
-        and any(e.event.flagged_for_review for e in b.access_events)
-        and b.inclusion_verified
-    )
-    return report_a(a) + "\n\n" + report_b(b), ok
+    return report_a(a) + "\n\n" + report_b(b), demo_problems(a, b)

@@ -40,6 +40,45 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class PortsTaken(RuntimeError):
+    """Ports the stack needs are already in use; nothing was started."""
+
+    def __init__(self, taken: Mapping[str, int]) -> None:
+        self.taken = dict(taken)
+        listed = ", ".join(f"{port} ({name})" for name, port in self.taken.items())
+        super().__init__(f"port already in use: {listed}")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (as grpc binds: SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def configured_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """service → port: from ``HEALTHBANK_<SERVICE>_ADDR`` when set, else 50051-50057."""
+    ports = {}
+    for name in SERVICES:
+        address = env.get(address_env_name(name))
+        ports[name] = int(address.rpartition(":")[2]) if address else DEFAULT_PORTS[name]
+    return ports
+
+
+def check_ports_free(env: Mapping[str, str]) -> dict[str, int]:
+    """The ports ``healthbank up`` will use (see configured_ports); PortsTaken if any is busy."""
+    ports = configured_ports(env)
+    host = env.get("HEALTHBANK_HOST") or "127.0.0.1"
+    taken = {name: port for name, port in ports.items() if not port_is_free(port, host)}
+    if taken:
+        raise PortsTaken(taken)
+    return ports
+
+
 @dataclass
 class ServiceProcess:
     """One running service."""
@@ -59,9 +98,10 @@ class ServiceProcess:
 class LocalStack:
     """Starts, health-checks and stops the seven services.
 
-    ``ports`` maps service → port; missing services get a free port (tests) or,
-    with ``default_ports=True``, the documented 50051-50057 (``healthbank up``).
-    ``env`` adds settings (HEALTHBANK_*) shared by every service.
+    Services get a free port each (tests) or, with ``default_ports=True``, the ports of
+    ``HEALTHBANK_<SERVICE>_ADDR`` or else the documented 50051-50057 (``healthbank up``);
+    then every port is checked before anything starts, and :class:`PortsTaken` names
+    the ones in use. ``env`` adds settings (HEALTHBANK_*) shared by every service.
     """
 
     data_dir: Path
@@ -84,10 +124,11 @@ class LocalStack:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start all services and wait until each reports SERVING."""
+        if self.default_ports:
+            ports = check_ports_free({**os.environ, **self.env})
+        else:
+            ports = {name: free_port() for name in SERVICES}
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        ports = {
-            name: DEFAULT_PORTS[name] if self.default_ports else free_port() for name in SERVICES
-        }
         env = self.child_env(ports)
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)

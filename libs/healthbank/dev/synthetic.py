@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -60,6 +61,26 @@ def patient(index: int, mrn_prefix: str = "A") -> Patient:
         phone=f"139{(40012345 + 7919 * index) % 100_000_000:08d}",
         national_id=make_national_id("110105", birth, 100 + index),
         mrn=f"{mrn_prefix}{700000 + index}",
+    )
+
+
+def fresh_patient() -> Patient:
+    """A new invented patient with a random birth date, ID sequence and MRN.
+
+    ``healthbank demo`` uses one per run, so a second run against the same stack meets
+    no grant, receipt or identity link left by the first.
+    """
+    rng = secrets.SystemRandom()
+    person = patient(rng.randrange(6))
+    birth = date(1940, 1, 1) + timedelta(days=rng.randrange(25_000))
+    return Patient(
+        family_name=person.family_name,
+        given_name=person.given_name,
+        birth_date=birth,
+        sex=person.sex,
+        phone=f"139{rng.randrange(100_000_000):08d}",
+        national_id=make_national_id("110105", birth, rng.randrange(1000)),
+        mrn=f"D{rng.randrange(10**9):09d}",
     )
 
 

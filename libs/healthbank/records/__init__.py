@@ -15,17 +15,17 @@ from healthbank.records.model import (
     to_micros,
 )
 from healthbank.records.sqlite import SqliteRecordStore
+from healthbank.storage.backends import open_store
 
 
 async def open_record_store(settings: Settings) -> RecordStore:
     """The hot record store the settings select, opened (and migrated)."""
-    if settings.storage_backend == "cassandra":
-        # Imported only here: the embedded default never loads the Cassandra driver.
-        from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore
-        from healthbank.storage.cassandra import keyspace_for
-
-        return await CassandraRecordStore(keyspace_for(settings, "records", MIGRATIONS)).open()
-    return await SqliteRecordStore(settings.data_dir / "records.db").open()
+    return await open_store(
+        settings,
+        "records",
+        sqlite=SqliteRecordStore,
+        cassandra="healthbank.records.cassandra:CassandraRecordStore",
+    )
 
 
 __all__ = [

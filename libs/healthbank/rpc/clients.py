@@ -1,6 +1,6 @@
 """Calling another healthbank service in one line.
 
-``factory.stub(ConsentStub, "consent")`` returns a stub on a cached channel whose
+``ConsentStub(factory.channel("consent"))`` is a stub on a cached channel whose
 interceptor carries the request id, the caller's credentials, a deadline and the trace
 context along, so servicers never thread them through by hand.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
@@ -23,8 +23,6 @@ from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
-
-T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -187,11 +185,6 @@ class ClientFactory:
                 )
             self._channels[address] = channel
         return channel
-
-    def stub(self, stub_cls: type[T], service: str) -> T:
-        """A ``stub_cls`` (a generated ``*Stub`` class) bound to ``service``'s channel."""
-        # Generated stubs take the channel as their only constructor argument.
-        return cast(Callable[[Any], T], stub_cls)(self.channel(service))
 
     async def close(self, grace: float | None = None) -> None:
         """Close every channel (pending calls get ``grace`` seconds)."""

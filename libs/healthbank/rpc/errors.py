@@ -38,7 +38,7 @@ __all__ = [
 DEFAULT_DOMAIN = "healthbank.io"
 
 # google.rpc.ErrorInfo.reason: UPPER_SNAKE_CASE, at most 63 characters.
-_REASON_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
+REASON_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
 
 # The trailer key grpc_status uses for the serialized google.rpc.Status.
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -63,7 +63,7 @@ class ServiceError(Exception):
     ) -> None:
         if code == grpc.StatusCode.OK:
             raise ValueError("a ServiceError cannot carry StatusCode.OK")
-        if not _REASON_PATTERN.match(reason):
+        if not REASON_PATTERN.match(reason):
             raise ValueError(f"ErrorInfo reason must be UPPER_SNAKE_CASE: {reason!r}")
         if retry_delay is not None and (retry_delay < 0 or not math.isfinite(retry_delay)):
             raise ValueError("retry_delay must be a finite, non-negative number of seconds")

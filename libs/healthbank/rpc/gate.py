@@ -1,38 +1,237 @@
-"""What every service that reads clinical data does around the read: record the access in
-the audit log first (no audit, no read), and open sealed payloads for the caller.
+"""The consent gate: the one way a reading service gets at a person's sealed clinical data.
 
-Shared by record-lookup and ai-alert, so the rules are written once: an access that cannot
-be audited is refused with UNAVAILABLE; a refused access is audited on a best-effort basis;
-a payload that fails authentication is DATA_LOSS, never silently skipped.
+Shared by record-lookup and ai-alert, so both decide and record access the same way::
+
+    who may read?  the patient themself → SELF (their own data only: NOT_DATA_SUBJECT else)
+                   anyone else          → consent.Check
+                   an emergency actor   → consent.BreakGlass (their own session)
+      ├ refused   → audit ACTION_DENIED (best effort) → PERMISSION_DENIED
+      └ permitted → audit the read (no audit, no read) → Admission
+                    → the service reads its rows → Admission.open_* decrypts them
+
+An :class:`Admission` exists only after the access event was appended, and it opens only
+the admitted person's payloads (the associated data names the person), so a service cannot
+decrypt what it did not record. A payload failing authentication, or a fact that does not
+decode, is DATA_LOSS, never skipped; a key provider outage is left to the error
+interceptor (UNAVAILABLE, ``KEY_PROVIDER_UNAVAILABLE``). Failed consent and audit calls
+follow the one downstream policy (:func:`healthbank.rpc.downstream.downstream_error`).
+
+Consent and audit are called with this service's own token (the ClientFactory's): the end
+user travels in ``CheckRequest.accessor`` and ``AccessEvent.actor``. BreakGlass is the
+exception: consent records who broke the glass and covers only that actor's later reads,
+so it carries the inbound caller's own credentials.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NoReturn, cast
 
-import grpc
+import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
-from healthbank.contracts.principal import Principal, principal_to_proto
+from healthbank.common.v1 import common_pb2
+from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
+from healthbank.contracts.facts import Fact, MalformedFact, decode_fact
+from healthbank.contracts.names import person_name
+from healthbank.contracts.principal import Principal, PrincipalKind, principal_to_proto
 from healthbank.core.ids import new_ulid
-from healthbank.crypto import KeyProviderUnavailable, Sealer, TamperedPayload
-from healthbank.rpc import ClientFactory, ServiceError
+from healthbank.crypto import Sealer, TamperedPayload
+from healthbank.records.model import fact_aad, payload_aad
+from healthbank.rpc.clients import ClientFactory, caller_metadata
+from healthbank.rpc.downstream import downstream_error
+from healthbank.rpc.errors import REASON_PATTERN, ServiceError
+
+__all__ = ["BASIS_BREAK_GLASS", "BASIS_SELF", "Admission", "ConsentGate"]
 
 _log = logging.getLogger(__name__)
 
+BASIS_SELF = "SELF"
+"""The basis of a patient reading their own data."""
 
-class AccessAuditor:
-    """Appends access events to the audit service as ``service`` (the recorder)."""
+BASIS_BREAK_GLASS = "BREAK_GLASS"
+"""The basis of an emergency read under a break-glass session."""
 
-    def __init__(self, clients: ClientFactory, service: str, now: Callable[[], datetime]) -> None:
-        """Call audit through ``clients``; stamp events with ``now()`` (UTC)."""
+_NOT_DATA_SUBJECT = "NOT_DATA_SUBJECT"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A permitted and audited access to one person's data; opens that person's payloads.
+
+    ``permitted_categories`` are the categories consent allows (empty: everything asked for);
+    ``authority_name`` names what permitted the read (a grant or break-glass session; "" for
+    SELF); ``audit_leaf_index`` is the access event's leaf in the audit log.
+    """
+
+    person_token: str
+    basis: str
+    permitted_categories: frozenset[int]
+    authority_name: str
+    audit_leaf_index: int
+    _sealer: Sealer = field(repr=False)
+
+    async def open_payload(self, record_id: str, sealed: bytes) -> bytes:
+        """The FHIR JSON of one of the person's records."""
+        return await self._open(sealed, payload_aad(self.person_token, record_id))
+
+    async def open_fact(self, record_id: str, sealed: bytes, category: int) -> Fact:
+        """The emergency fact of one of the person's records (``category``: the store row's).
+
+        A fact that does not decode is DATA_LOSS: a summary that silently dropped it could
+        show green over an anaphylaxis.
+        """
+        document = await self._open(sealed, fact_aad(self.person_token, record_id))
+        try:
+            return decode_fact(document, category)
+        except MalformedFact:
+            _log.error("emergency fact of record %s is malformed", record_id)
+            raise ServiceError(
+                grpc.StatusCode.DATA_LOSS,
+                "an emergency fact could not be read",
+                reason="FACT_UNREADABLE",
+            ) from None
+
+    async def _open(self, sealed: bytes, aad: bytes) -> bytes:
+        try:
+            return await self._sealer.open(sealed, aad)
+        except TamperedPayload:
+            _log.error("a sealed payload of %s failed authentication", self.person_token)
+            raise ServiceError(
+                grpc.StatusCode.DATA_LOSS,
+                "a stored payload failed its integrity check",
+                reason="PAYLOAD_TAMPERED",
+            ) from None
+
+
+class ConsentGate:
+    """Decides, records and opens reads of clinical data for the service ``service``.
+
+    Args:
+        clients: reaches "consent" and "audit" with this service's own credentials.
+        sealer: opens the sealed payloads of admitted reads.
+        service: the recording service (``AccessEvent.recorded_by``).
+        now: the clock (UTC) stamping access events.
+    """
+
+    def __init__(
+        self,
+        *,
+        clients: ClientFactory,
+        sealer: Sealer,
+        service: str,
+        now: Callable[[], datetime],
+    ) -> None:
         self._clients = clients
+        self._sealer = sealer
         self._service = service
         self._now = now
 
-    async def record(
+    async def admit(
+        self,
+        principal: Principal,
+        person_token: str,
+        *,
+        action: audit_pb2.Action,
+        categories: Iterable[int] = (),
+    ) -> Admission:
+        """Let ``principal`` read ``person_token``'s records in ``categories`` (empty: all).
+
+        Raises PERMISSION_DENIED (the refusal audited, best effort) or the error of a failed
+        consent or audit call (UNAVAILABLE ``AUDIT_UNAVAILABLE`` when the read cannot be
+        recorded).
+        """
+        requested = sorted(set(categories))
+        # A patient is the data subject or nobody: consent would answer SELF too, but only
+        # the gate can say NOT_DATA_SUBJECT, and a patient's own read needs no consent call.
+        if principal.kind == PrincipalKind.PATIENT:
+            if principal.subject != person_token:
+                await self._refuse(
+                    principal,
+                    person_token,
+                    _NOT_DATA_SUBJECT,
+                    "patients may read only their own data",
+                )
+            basis, authority, permitted = BASIS_SELF, "", frozenset[int]()
+        else:
+            decision = await self._check(principal, person_token, requested)
+            if decision.decision != consent_pb2.DECISION_PERMIT:
+                await self._refuse(
+                    principal, person_token, decision.basis, "consent does not permit this read"
+                )
+            basis, authority = decision.basis, decision.authority_name
+            permitted = frozenset(int(category) for category in decision.permitted_categories)
+        names = [person_name(person_token), *([authority] if authority else [])]
+        leaf = await self._record(principal, action, person_token, names, basis=basis)
+        return Admission(person_token, basis, permitted, authority, leaf, self._sealer)
+
+    async def admit_emergency(
+        self, principal: Principal, person_token: str, justification: str
+    ) -> Admission:
+        """Break the glass as ``principal`` (the inbound caller) and record the emergency
+        read, flagged for review; raises what consent or audit answered."""
+        stub = consent_pb2_grpc.ConsentServiceStub(self._clients.channel("consent"))
+        credentials = caller_metadata()
+        if not credentials:
+            raise ServiceError.unauthenticated("credentials required", "CREDENTIALS_REQUIRED")
+        try:
+            session = await stub.BreakGlass(
+                consent_pb2.BreakGlassRequest(
+                    person_token=person_token, justification=justification
+                ),
+                metadata=credentials,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise downstream_error(error, "consent") from None
+        leaf = await self._record(
+            principal,
+            audit_pb2.ACTION_READ_EMERGENCY,
+            person_token,
+            [session.name, person_name(person_token)],
+            basis=BASIS_BREAK_GLASS,
+            flagged_for_review=True,
+        )
+        return Admission(
+            person_token, BASIS_BREAK_GLASS, frozenset(), session.name, leaf, self._sealer
+        )
+
+    async def _check(
+        self, principal: Principal, person_token: str, categories: Sequence[int]
+    ) -> consent_pb2.CheckResponse:
+        stub = consent_pb2_grpc.ConsentServiceStub(self._clients.channel("consent"))
+        try:
+            response: consent_pb2.CheckResponse = await stub.Check(
+                consent_pb2.CheckRequest(
+                    person_token=person_token,
+                    accessor=principal_to_proto(principal),
+                    categories=cast(list[common_pb2.RecordCategory], list(categories)),
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            raise downstream_error(error, "consent") from None
+        return response
+
+    async def _refuse(
+        self, principal: Principal, person_token: str, basis: str, message: str
+    ) -> NoReturn:
+        """Audit a refused read (a failure here does not change the refusal), then refuse."""
+        try:
+            await self._record(
+                principal,
+                audit_pb2.ACTION_DENIED,
+                person_token,
+                [person_name(person_token)],
+                basis=basis,
+            )
+        except ServiceError:
+            _log.warning("denied read of %s could not be audited", person_token)
+        reason = basis if REASON_PATTERN.match(basis) else "CONSENT_DENIED"
+        raise ServiceError.permission_denied(message, reason=reason)
+
+    async def _record(
         self,
         principal: Principal,
         action: audit_pb2.Action,
@@ -42,7 +241,7 @@ class AccessAuditor:
         basis: str,
         flagged_for_review: bool = False,
     ) -> int:
-        """Append an access event and return its leaf index; UNAVAILABLE if it cannot."""
+        """Append an access event and return its leaf index."""
         now = self._now()
         event = audit_pb2.AccessEvent(
             event_id=new_ulid(now),
@@ -59,38 +258,5 @@ class AccessAuditor:
         try:
             response = await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
         except grpc.aio.AioRpcError as error:
-            _log.warning("audit append failed with %s; access refused", error.code().name)
-            raise ServiceError.unavailable(
-                "the access could not be audited, so it was refused", reason="AUDIT_UNAVAILABLE"
-            ) from None
+            raise downstream_error(error, "audit") from None
         return int(response.leaf_index)
-
-    async def record_denial(self, principal: Principal, person_token: str, basis: str) -> None:
-        """Record a refused read; a failure here does not change the refusal."""
-        try:
-            await self.record(
-                principal,
-                audit_pb2.ACTION_DENIED,
-                person_token,
-                [f"persons/{person_token}"],
-                basis=basis,
-            )
-        except ServiceError:
-            _log.warning("denied read of %s could not be audited", person_token)
-
-
-async def open_sealed(sealer: Sealer, blob: bytes, aad: bytes) -> bytes:
-    """Open a sealed payload for the caller, mapping key and integrity failures to statuses."""
-    try:
-        return await sealer.open(blob, aad)
-    except KeyProviderUnavailable:
-        raise ServiceError.unavailable(
-            "the key service is unavailable", reason="KEYS_UNAVAILABLE"
-        ) from None
-    except TamperedPayload:
-        _log.error("a sealed payload failed authentication")
-        raise ServiceError(
-            grpc.StatusCode.DATA_LOSS,
-            "a stored payload failed its integrity check",
-            reason="PAYLOAD_TAMPERED",
-        ) from None

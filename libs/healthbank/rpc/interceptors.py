@@ -37,6 +37,7 @@ from healthbank.core.logs import request_id_var
 from healthbank.core.phi import redact
 from healthbank.crypto.keys import KeyProviderUnavailable
 from healthbank.rpc.auth import AUTHORIZATION_KEY, current_principal, inbound_token
+from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import ServiceError, to_status
 from healthbank.storage.errors import StorageUnavailable
 
@@ -358,8 +359,9 @@ class ErrorInterceptor(_AroundInterceptor):
             # The servicer already chose a status with context.abort.
             raise
         except grpc.RpcError as err:
-            # A downstream call failed and the servicer did not handle it.
-            await context.abort_with_status(to_status(self._downstream_error(err, call_details)))
+            # A downstream call failed and the servicer did not name the dependency.
+            _log.warning("unhandled downstream failure in %s", call_details.method)
+            await context.abort_with_status(to_status(downstream_error(err, "dependency")))
         except (StorageUnavailable, KeyProviderUnavailable) as exc:
             # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
             _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, redact(str(exc)))
@@ -383,28 +385,6 @@ class ErrorInterceptor(_AroundInterceptor):
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
             )
-
-    def _downstream_error(self, err: Any, call_details: Any) -> ServiceError:
-        code_fn = getattr(err, "code", None)
-        code = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
-        request_id = request_id_var.get() or "-"
-        _log.warning(
-            "unhandled downstream %s in %s (request id %s)",
-            getattr(code, "name", code),
-            call_details.method,
-            request_id,
-        )
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return ServiceError.unavailable(
-                "a dependency is unavailable", reason="DEPENDENCY_UNAVAILABLE"
-            )
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ServiceError.deadline_exceeded("deadline exceeded waiting for a dependency")
-        return ServiceError(
-            grpc.StatusCode.INTERNAL,
-            f"internal error (request id {request_id})",
-            reason="DEPENDENCY_FAILED",
-        )
 
 
 def _engine_reason(exc: Exception) -> str:

@@ -5,6 +5,13 @@
 :func:`run_until_signal` runs a host until SIGTERM/SIGINT and drains it: health turns
 NOT_SERVING first, then in-flight calls get ``shutdown_grace_seconds`` to finish while
 new ones are refused.
+
+The drain keeps the listener open until the in-flight calls are done: health checks are
+answered (NOT_SERVING) and new application calls are refused with UNAVAILABLE
+(reason ``SHUTTING_DOWN``, retryable elsewhere) by the host's own interceptor. Only then
+does grpc's ``server.stop`` run. Calling ``server.stop`` straight away would make gRPC
+core cancel every call that had reached the server but was not yet picked up, so a
+client checking health during the drain could get CANCELLED instead of an answer.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
@@ -21,7 +29,13 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from healthbank.rpc.interceptors import RpcSettings, RpcTelemetry, default_interceptors
+from healthbank.rpc.errors import ServiceError, to_status
+from healthbank.rpc.interceptors import (
+    RpcSettings,
+    RpcTelemetry,
+    _AroundInterceptor,
+    default_interceptors,
+)
 
 __all__ = ["READY_LINE_PREFIX", "ServiceHost", "run_until_signal"]
 
@@ -36,16 +50,62 @@ Readiness = Callable[[], Awaitable[bool]]
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-# Without this, grpc sets SO_REUSEPORT and a second process on the same port "binds"
-# fine and silently shares traffic; a misconfigured port must fail loudly instead.
 # How long one readiness check may take before it counts as "not ready".
 _READINESS_TIMEOUT_SECONDS = 5.0
 
+# Without this, grpc sets SO_REUSEPORT and a second process on the same port "binds"
+# fine and silently shares traffic; a misconfigured port must fail loudly instead.
 _DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
+
+# Methods that keep answering during a drain and do not hold it open: health (probes
+# must see NOT_SERVING; Watch streams last until the server stops) and reflection.
+_DRAIN_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 # How long past the grace period stop() waits for grpc before giving up.
 _STOP_OVERRUN_SECONDS = 5.0
+
+
+class _DrainInterceptor(_AroundInterceptor):
+    """Counts the application calls in flight; once draining, refuses new ones."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        """Leave health and reflection alone; wrap every other method."""
+        if str(handler_call_details.method).startswith(_DRAIN_EXEMPT_PREFIXES):
+            return await continuation(handler_call_details)
+        return await super().intercept_service(continuation, handler_call_details)
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Refuse the call while draining; otherwise count it until it finishes."""
+        if self.draining:
+            refusal = ServiceError.unavailable(
+                "the service is shutting down; retry on another instance",
+                reason="SHUTTING_DOWN",
+            )
+            await context.abort_with_status(to_status(refusal))
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no application call is in flight."""
+        await self._idle.wait()
 
 
 class ServiceHost:
@@ -86,11 +146,15 @@ class ServiceHost:
         self._register = list(register)
         self._service_names = list(dict.fromkeys(service_names))
         self._readiness = readiness
-        self._interceptors = (
-            list(interceptors)
-            if interceptors is not None
-            else default_interceptors(name, settings, telemetry)
-        )
+        self._drain = _DrainInterceptor()
+        self._interceptors = [
+            self._drain,
+            *(
+                interceptors
+                if interceptors is not None
+                else default_interceptors(name, settings, telemetry)
+            ),
+        ]
         self._credentials = credentials
         self._options = [*_DEFAULT_OPTIONS, *options]
         self._readiness_interval = readiness_interval
@@ -198,14 +262,20 @@ class ServiceHost:
                 await self._readiness_task
         # Probes and load balancers must see NOT_SERVING before the listener goes away.
         await self._health.enter_graceful_shutdown()
+        self._drain.draining = True
         grace_seconds = self._settings.shutdown_grace_seconds if grace is None else grace
         _log.info("%s: draining for up to %.1f s", self.name, grace_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        # The listener stays open while calls are in flight (see the module docstring).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_seconds):
+                await self._drain.wait_idle()
+        remaining = max(0.0, deadline - loop.time())
         try:
             # grpc.aio's stop can, rarely, never return after the grace ran out (a shutdown
             # race inside grpc); a stuck pod would block the rollout, so bound the wait.
-            await asyncio.wait_for(
-                self._server.stop(grace_seconds), grace_seconds + _STOP_OVERRUN_SECONDS
-            )
+            await asyncio.wait_for(self._server.stop(remaining), remaining + _STOP_OVERRUN_SECONDS)
         except TimeoutError:
             _log.warning("%s: server did not stop after its grace period; exiting", self.name)
         _log.info("%s: stopped", self.name)

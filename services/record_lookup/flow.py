@@ -1,0 +1,201 @@
+"""Record-lookup's two reads, against the consent gate and narrow ports (no gRPC here).
+
+History::
+
+    gate.admit (SELF | consent.Check → audit; no audit, no read)
+      → hot store + archive (cold) → merge → open each payload → every item, oldest first
+
+Emergency summary::
+
+    identity (national ID → person) → gate.admit_emergency (consent.BreakGlass → audit,
+      flagged for review) → summary from the cache, or facts → open → decode → summarize
+
+Everything is read and opened before anything is returned: a failing archive or a tampered
+payload must not leave the caller with a silently truncated history. Every emergency read
+is audited, also when its summary comes from the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from healthbank.audit.v1 import audit_pb2
+from healthbank.contracts.facts import Fact, MalformedFact, decode_fact, encode_fact
+from healthbank.contracts.principal import Principal
+from healthbank.crypto import Sealer, TamperedPayload
+from healthbank.records import RecordStore, StoredRecord
+from healthbank.rpc.gate import Admission, ConsentGate
+from healthbank.storage.cache import Cache, emergency_summary_key
+from services.record_lookup import domain
+
+_log = logging.getLogger(__name__)
+
+
+class PersonDirectory(Protocol):
+    """Finds a person by national ID (the identity service)."""
+
+    async def person_of(self, national_id: str) -> str:
+        """The person token; NOT_FOUND (PERSON_NOT_FOUND) when nobody has that ID."""
+        ...
+
+
+class ColdArchive(Protocol):
+    """A person's records moved to the archive (the archive service)."""
+
+    async def cold_records(
+        self, person_token: str, start: datetime | None, end: datetime | None
+    ) -> list[StoredRecord]:
+        """Every cold record effective in [start, end) (open ends: unbounded), still sealed."""
+        ...
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One record of a history, its payload opened."""
+
+    record: StoredRecord
+    is_cold: bool
+    fhir_json: bytes
+
+
+@dataclass(frozen=True)
+class EmergencyReport:
+    """An emergency summary and the access behind it."""
+
+    person_token: str
+    summary: domain.Summary
+    generate_time: datetime
+    audit_leaf_index: int
+    break_glass_name: str
+
+
+class RecordLookupFlow:
+    """Runs history and emergency reads; one instance per process.
+
+    Args:
+        records: the shared hot record store.
+        gate: decides and audits each read and opens the admitted person's payloads.
+        directory: national ID → person token.
+        archive: cold records.
+        sealer: seals and opens this service's cached summaries.
+        cache: emergency summaries, sealed, per person.
+        cache_ttl_seconds: how long a computed summary is reused (0: never).
+        now: the clock (UTC).
+    """
+
+    def __init__(
+        self,
+        *,
+        records: RecordStore,
+        gate: ConsentGate,
+        directory: PersonDirectory,
+        archive: ColdArchive,
+        sealer: Sealer,
+        cache: Cache,
+        cache_ttl_seconds: float,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._records = records
+        self._gate = gate
+        self._directory = directory
+        self._archive = archive
+        self._sealer = sealer
+        self._cache = cache
+        self._cache_ttl_seconds = cache_ttl_seconds
+        self._now = now
+
+    async def history(
+        self,
+        principal: Principal,
+        person_token: str,
+        categories: Sequence[int],
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[HistoryEntry]:
+        """The person's records in ``categories`` (empty: all) effective in [start, end)."""
+        admission = await self._gate.admit(
+            principal, person_token, action=audit_pb2.ACTION_READ_HISTORY, categories=categories
+        )
+        readable = domain.readable_categories(categories, admission.permitted_categories)
+        hot = await self._records.list_records(
+            person_token, categories=sorted(readable), start=start, end=end
+        )
+        cold = [
+            record
+            for record in await self._archive.cold_records(person_token, start, end)
+            if _belongs_to(record, person_token)
+        ]
+        return [
+            HistoryEntry(
+                record,
+                is_cold,
+                await admission.open_payload(record.record_id, record.sealed_payload),
+            )
+            for record, is_cold in domain.merge_history(hot, cold, readable)
+        ]
+
+    async def emergency_summary(
+        self, principal: Principal, national_id: str, justification: str
+    ) -> EmergencyReport:
+        """Break the glass for the person with ``national_id`` and summarize their facts."""
+        person_token = await self._directory.person_of(national_id)
+        admission = await self._gate.admit_emergency(principal, person_token, justification)
+        facts, generate_time = await self._facts(admission)
+        return EmergencyReport(
+            person_token=person_token,
+            summary=domain.summarize(facts),
+            generate_time=generate_time,
+            audit_leaf_index=admission.audit_leaf_index,
+            break_glass_name=admission.authority_name,
+        )
+
+    async def _facts(self, admission: Admission) -> tuple[list[Fact], datetime]:
+        """The person's facts and when they were read: from the cache, or from the store."""
+        person_token = admission.person_token
+        key = emergency_summary_key(person_token)
+        aad = domain.summary_aad(person_token)
+        cached = await self._cache.get(key)
+        if cached is not None:
+            try:
+                return _decode_cached(await self._sealer.open(cached, aad))
+            except (TamperedPayload, MalformedFact):
+                _log.warning("cached emergency facts of %s unreadable; recomputing", person_token)
+                await self._cache.delete(key)
+        facts = [
+            await admission.open_fact(stored.record_id, stored.sealed_fact, stored.category)
+            for stored in await self._records.list_facts(person_token)
+        ]
+        generate_time = self._now()
+        if self._cache_ttl_seconds > 0:
+            sealed = await self._sealer.seal(_encode_cached(facts, generate_time), aad)
+            await self._cache.set(key, sealed, self._cache_ttl_seconds)
+        return facts, generate_time
+
+
+def _belongs_to(record: StoredRecord, person_token: str) -> bool:
+    if record.person_token == person_token:
+        return True
+    # Never hand out another person's record, whatever the archive says.
+    _log.error("archive returned a record of another person; dropped")
+    return False
+
+
+# A cached entry: the computation time, then one fact per line (compact JSON has no raw
+# newline), so the cache holds the same fact shape the store does.
+def _encode_cached(facts: Iterable[Fact], generate_time: datetime) -> bytes:
+    return b"\n".join([generate_time.isoformat().encode(), *(encode_fact(f) for f in facts)])
+
+
+def _decode_cached(entry: bytes) -> tuple[list[Fact], datetime]:
+    head, *lines = entry.split(b"\n")
+    try:
+        generate_time = datetime.fromisoformat(head.decode())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedFact("cached entry has no generation time") from error
+    if generate_time.tzinfo is None:
+        raise MalformedFact("cached generation time has no zone")
+    return [decode_fact(line, 0) for line in lines], generate_time
