@@ -1,4 +1,5 @@
-"""Helpers every service test shares: credentials, failed calls, health, settings.
+"""Helpers every service test shares: credentials (from tests/auth_support.py), failed
+calls, health, settings, running services.
 
 Imported by the test modules of tests/services (its conftest.py holds the fixtures).
 """
@@ -16,10 +17,12 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from auth_support import BearerAuth as BearerAuth
+from auth_support import Metadata as Metadata
+from auth_support import auth_metadata as auth_metadata
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from healthbank.contracts.principal import Principal, encode_token
 from healthbank.core.config import Settings, load_settings
 from healthbank.rpc import (
     ClientFactory,
@@ -29,8 +32,6 @@ from healthbank.rpc import (
     service_client_factory,
 )
 from healthbank.storage.cassandra import keyspace_for
-
-Metadata = tuple[tuple[str, str], ...]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,22 +46,6 @@ def service_settings(data_dir: Path, env: Mapping[str, str] | None = None) -> Se
     return load_settings(
         {"HEALTHBANK_DATA_DIR": str(data_dir), "HEALTHBANK_PORT": "0", **(env or {})}
     )
-
-
-def auth_metadata(settings: Settings, principal: Principal) -> Metadata:
-    """``authorization: Bearer <token>`` metadata for ``principal``, signed with the
-    services' secret (tokens are checked against the wall clock, not a service's clock)."""
-    token = encode_token(principal, settings.auth_secret.get_secret_value().encode())
-    return (("authorization", f"Bearer {token}"),)
-
-
-class BearerAuth:
-    """``auth(principal)`` for a test's client classes that hold the services' ``settings``."""
-
-    settings: Settings
-
-    def auth(self, principal: Principal) -> Metadata:
-        return auth_metadata(self.settings, principal)
 
 
 async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:

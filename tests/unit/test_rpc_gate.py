@@ -10,12 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from auth_support import BearerAuth
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.facts import Fact, encode_fact
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
@@ -47,19 +48,13 @@ def patient(person_token: str) -> Principal:
 
 
 @dataclass
-class Setup:
+class Setup(BearerAuth):
     settings: Settings
     hosts: dict[str, ServiceHost]
     gate: ConsentGate
     sealer: Sealer
     consent: consent_pb2_grpc.ConsentServiceAsyncStub
     audit: audit_pb2_grpc.AuditServiceAsyncStub
-
-    def token(self, principal: Principal) -> str:
-        return encode_token(principal, self.settings.auth_secret.get_secret_value().encode())
-
-    def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token(principal)}"),)
 
     async def events(self, person_token: str) -> list[audit_pb2.AccessEvent]:
         """The person's access events, newest first."""
