@@ -260,9 +260,11 @@ class ServiceHost:
             self._readiness_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._readiness_task
-        # Probes and load balancers must see NOT_SERVING before the listener goes away.
-        await self._health.enter_graceful_shutdown()
+        # Refuse new application calls first: entering graceful shutdown yields to the loop,
+        # and a call admitted then would hold the drain open. Probes and load balancers must
+        # see NOT_SERVING before the listener goes away.
         self._drain.draining = True
+        await self._health.enter_graceful_shutdown()
         grace_seconds = self._settings.shutdown_grace_seconds if grace is None else grace
         _log.info("%s: draining for up to %.1f s", self.name, grace_seconds)
         loop = asyncio.get_running_loop()
