@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 
 from healthbank.crypto import (
     DataKey,
@@ -340,7 +341,7 @@ def test_processes_racing_to_create_share_one_keyring(keyring_path: Path) -> Non
         f"keyring = LocalKeyring(Path(sys.argv[1]), {PASSPHRASE!r}, scrypt_n={FAST_SCRYPT})\n"
         f"print(asyncio.run(keyring.pseudonym('person', {NATIONAL_ID!r})))\n"
     )
-    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "libs")}
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "libs")}
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(keyring_path)],
