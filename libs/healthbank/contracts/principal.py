@@ -44,6 +44,7 @@ __all__ = [
     "Purpose",
     "decode_token",
     "encode_token",
+    "is_principal_subject",
     "principal_from_json",
     "principal_from_proto",
     "principal_log_fields",
@@ -218,6 +219,11 @@ def _expect_str(value: object) -> str:
     return value
 
 
+def is_principal_subject(value: str) -> bool:
+    """True if ``value`` may be a principal's subject (see :data:`SUBJECT_RULE`)."""
+    return _SUBJECT.fullmatch(value) is not None
+
+
 def principal_problems(subject: str, hospital_id: str) -> list[tuple[str, str]]:
     """What is wrong with a principal's free-text fields, as (field, rule) pairs.
 
@@ -226,7 +232,7 @@ def principal_problems(subject: str, hospital_id: str) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not subject:
         problems.append(("subject", "is required"))
-    elif _SUBJECT.fullmatch(subject) is None:
+    elif not is_principal_subject(subject):
         problems.append(("subject", SUBJECT_RULE))
     if hospital_id and not is_hospital_id(hospital_id):
         problems.append(("hospital_id", HOSPITAL_ID_RULE))
