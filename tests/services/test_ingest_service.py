@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.names import parse_record_name, record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
@@ -307,7 +308,8 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     token = response.person_token
     assert len(token) == 64
     assert len(response.record_names) == 8
-    assert all(name.startswith(f"persons/{token}/records/") for name in response.record_names)
+    parsed = [parse_record_name(name) for name in response.record_names]
+    assert all(names is not None and names[0] == token for names in parsed)
 
     records = await stack.records.list_records(token)
     assert sorted(r.name for r in records) == sorted(response.record_names)
@@ -694,7 +696,7 @@ async def test_a_crash_after_commit_is_audited_without_a_retry(stack: Stack) -> 
     assert event.event.action == audit_pb2.ACTION_WRITE
     assert event.event.actor.subject == ENGINE_A.subject
     assert sorted(event.event.resource_names) == sorted(
-        f"persons/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
+        record_name(receipt.person_token, rid) for rid in receipt.record_ids
     )
 
 
