@@ -15,9 +15,10 @@ Guarantees and how they hold:
   hot store. On SQLite that is one transaction; on Cassandra the records and facts land
   together before the receipt commits, and a failed attempt's rows are rewritten under the
   same ids by its retry (see :mod:`healthbank.records.model`). If identity, archive or the
-  key provider fail, nothing was written and the hospital retries (UNAVAILABLE). An imaging blob archived before a failed commit is sealed
-  ciphertext that no record points to (sealing is randomized, so a retry archives a new
-  blob): harmless garbage for the archive to collect, never a record without its blob.
+  key provider fail, nothing was written and the hospital retries (UNAVAILABLE). An imaging
+  blob archived before a failed commit is sealed ciphertext that no record points to
+  (sealing is randomized, so a retry archives a new blob): harmless garbage for the archive
+  to collect, never a record without its blob.
 - **Stored once.** ``put_message`` is idempotent by (hospital, message id, content hash). A
   retry is answered from the receipt before any identity call (``submit`` does not even
   parse it again); the same id with other content is refused (:class:`MessageIdReused`),
