@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -299,6 +300,22 @@ async def stack(
 
 async def test_health_reports_serving(stack: Stack) -> None:
     await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_stored_message_is_logged_with_the_submitter_log_form(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.ingest")
+    response = await stack.submit(request(fixture("fhir_admission_bundle.json"), "adm-log"))
+    (stored,) = [r for r in caplog.records if r.getMessage().startswith("message stored")]
+    assert response.person_token in stored.getMessage()
+    assert stored.__dict__["principal_kind"] == "service"
+    assert stored.__dict__["principal_service"] == ENGINE_A.subject
+    assert stored.__dict__["principal_hospital"] == HOSPITAL_A
+    # The patient of the fixture: names, national ID, phone number, MRN never reach a log.
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for identifier in ("Thornquist", "Aldric", "310104197504120379", "13955501234", "H1-0042001"):
+        assert identifier not in logged
 
 
 async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack) -> None:
