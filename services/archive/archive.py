@@ -7,13 +7,18 @@ Tiering order (nothing is lost, nothing is doubled):
 1. read the hot records effective before the cutoff;
 2. skip those already in the cold index (a previous run stopped after indexing);
 3. write each new segment (temp file, fsync, rename), read it back and verify it;
-4. index its records (one transaction, keyed by record id);
+4. index its records, keyed by record id (SQLite: one transaction; Cassandra: the
+   per-person rows first, the record-id index that step 2 trusts last, see
+   :mod:`services.archive.store_cassandra`);
 5. only then delete those records from the hot store.
 
-A crash before 4 leaves an unreferenced segment file and the records still hot; a crash
-between 4 and 5 leaves the records both hot and indexed, and the next run just deletes
-them from the hot store. FetchRecords reads through the index only, so it never sees a
-record twice.
+A crash before 4 leaves an unreferenced segment file and the records still hot. A crash
+during 4 on Cassandra leaves some per-person rows pointing at that segment while the
+records are still hot and not "archived": the next run tiers them again and overwrites
+those rows (same keys), never adding a second entry. A crash between 4 and 5 leaves the
+records both hot and indexed, and the next run just deletes them from the hot store.
+FetchRecords reads through the index only, so it never returns a record twice (but, like
+any read during tiering, it may return a record that is also still hot).
 """
 
 from __future__ import annotations

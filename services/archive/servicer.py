@@ -15,6 +15,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import timestamp_pb2
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+from healthbank.contracts.names import PERSON_TOKEN_RULE, is_person_token
 from healthbank.contracts.principal import PrincipalKind
 from healthbank.rpc import ServiceError, Violations, require_principal
 from services.archive.archive import (
@@ -30,7 +31,6 @@ MAX_BLOB_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 10_000
 MAX_RECORDS = 100_000
 
-_PERSON_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 _BLOB_NAME = re.compile(r"^blobs/([0-9a-f]{64})$")
 # RFC 6838 type/subtype, optionally with parameters.
 _CONTENT_TYPE = re.compile(
@@ -166,11 +166,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
 
 def _check_person_token(violations: Violations, value: str, field: str) -> None:
     if violations.require(value, field):
-        violations.check(
-            _PERSON_TOKEN.match(value) is not None,
-            field,
-            "must be a person token (letters, digits, '.', '_', '~', '-'; at most 128)",
-        )
+        violations.check(is_person_token(value), field, PERSON_TOKEN_RULE)
 
 
 def _valid_timestamp(timestamp: timestamp_pb2.Timestamp) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -10,8 +9,14 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import timestamp_pb2
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
-from healthbank.common.v1 import common_pb2
-from healthbank.contracts.principal import PrincipalKind
+from healthbank.contracts.names import (
+    PERSON_NAME_RULE,
+    PERSON_TOKEN_RULE,
+    is_person_token,
+    owning_person_token,
+    parse_person_name,
+)
+from healthbank.contracts.principal import InvalidPrincipal, PrincipalKind, principal_from_proto
 from healthbank.core.ids import is_ulid
 from healthbank.ledger import merkle
 from healthbank.rpc import ServiceError, Violations, require_principal
@@ -25,13 +30,9 @@ from services.audit.log import (
 )
 from services.audit.store import PersonCursor
 
-PERSON_PARENT_PREFIX = "persons/"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 
-# Person tokens are pseudonyms (64 hex digits from identity); accept any URL-safe id so
-# the resource name "persons/{person_token}" stays unambiguous.
-_PERSON_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 _MAX_RESOURCE_NAMES = 1000
 _MAX_RESOURCE_NAME_LENGTH = 512
 _MAX_SHORT_TEXT = 128
@@ -152,13 +153,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
         violations = Violations()
         person_token = ""
         if violations.require(request.parent, "parent"):
-            person_token = request.parent.removeprefix(PERSON_PARENT_PREFIX)
-            violations.check(
-                request.parent.startswith(PERSON_PARENT_PREFIX)
-                and _PERSON_TOKEN.match(person_token) is not None,
-                "parent",
-                "must be persons/{person_token}",
-            )
+            person_token = parse_person_name(request.parent) or ""
+            violations.check(bool(person_token), "parent", PERSON_NAME_RULE)
         violations.check(
             0 <= request.page_size <= MAX_PAGE_SIZE,
             "page_size",
@@ -206,24 +202,16 @@ def validated_event(
             is_ulid(event.event_id), "event.event_id", "must be a ULID (26 Crockford base32)"
         )
     if violations.check(event.HasField("actor"), "event.actor", "is required"):
-        actor = event.actor
-        known_kinds = set(common_pb2.PrincipalKind.values()) - {
-            common_pb2.PRINCIPAL_KIND_UNSPECIFIED
-        }
-        violations.check(actor.kind in known_kinds, "event.actor.kind", "is required")
-        if violations.require(actor.subject, "event.actor.subject"):
-            violations.check(
-                len(actor.subject) <= _MAX_SHORT_TEXT,
-                "event.actor.subject",
-                f"must be at most {_MAX_SHORT_TEXT} characters",
-            )
+        try:
+            principal_from_proto(event.actor)
+        except InvalidPrincipal as invalid:
+            for field, rule in invalid.violations:
+                violations.add(f"event.actor.{field}", rule)
     known_actions = set(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
     violations.check(event.action in known_actions, "event.action", "is required")
     if violations.require(event.person_token, "event.person_token"):
         violations.check(
-            _PERSON_TOKEN.match(event.person_token) is not None,
-            "event.person_token",
-            "must be a person token (letters, digits, '.', '_', '~', '-'; at most 128)",
+            is_person_token(event.person_token), "event.person_token", PERSON_TOKEN_RULE
         )
     if violations.check(event.HasField("occur_time"), "event.occur_time", "is required"):
         violations.check(
@@ -237,11 +225,17 @@ def validated_event(
         "event.resource_names",
         f"must hold at most {_MAX_RESOURCE_NAMES} names",
     )
-    violations.check(
+    if violations.check(
         all(0 < len(name) <= _MAX_RESOURCE_NAME_LENGTH for name in event.resource_names),
         "event.resource_names",
         f"each name must be 1 to {_MAX_RESOURCE_NAME_LENGTH} characters",
-    )
+    ):
+        # The ledger lists accesses per person: an event must not name another's resources.
+        violations.check(
+            all(owning_person_token(name) == event.person_token for name in event.resource_names),
+            "event.resource_names",
+            "each name must be persons/{person_token} of the event or a resource under it",
+        )
     violations.check(
         len(event.basis) <= _MAX_SHORT_TEXT,
         "event.basis",

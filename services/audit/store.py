@@ -1,7 +1,8 @@
 """What the audit service persists: leaves, the Merkle node table, the tree size.
 
 The store is the single writer of the log. Appends are serialized: one leaf index is
-allocated per event and the leaf, its new Merkle nodes and the new size commit together.
+allocated per event, and readers see the leaf and its new Merkle nodes only once the new
+size is published, never a part of them:
 
 - SQLite (embedded): one IMMEDIATE transaction per append (SQLite allows one writer).
 - Cassandra (:mod:`services.audit.store_cassandra`), same protocol: ``events_by_id``

@@ -3,6 +3,9 @@
 Pure functions and value types: no gRPC, no storage. :func:`decide` is the policy decision
 point every clinical read goes through; it denies unless a rule explicitly permits.
 
+Person tokens, person names and hospital ids follow :mod:`healthbank.contracts.names`;
+grants and break-glass sessions are resources under their person.
+
 Record categories are the ``healthbank.common.v1.RecordCategory`` enum numbers (as in
 ``healthbank.records``); an empty category set means "all categories".
 """
@@ -16,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from healthbank.contracts.names import is_person_token, person_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.ids import is_ulid
 
@@ -44,44 +48,17 @@ KNOWN_CATEGORIES = frozenset(range(1, 9))
 # Purposes a clinician's read under a patient grant may declare: grants are for care.
 _CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.EMERGENCY})
 
-# Person tokens are HMAC-SHA256 pseudonyms: 64 lowercase hex digits.
-_PERSON_TOKEN = re.compile(r"^[0-9a-f]{64}$")
-_HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PERSON_NAME = re.compile(r"^persons/([^/]+)$")
-_GRANT_NAME = re.compile(r"^persons/([^/]+)/grants/([^/]+)$")
-
-
-def is_person_token(value: str) -> bool:
-    """Tell whether ``value`` has the shape of a person token (64 lowercase hex digits)."""
-    return bool(_PERSON_TOKEN.match(value))
-
-
-def is_hospital_id(value: str) -> bool:
-    """Tell whether ``value`` is a well-formed hospital id (1-64 of ``A-Za-z0-9._-``)."""
-    return bool(_HOSPITAL_ID.match(value))
-
-
-def person_name(person_token: str) -> str:
-    """Resource name of a person: ``persons/{person_token}``."""
-    return f"persons/{person_token}"
-
-
-def parse_person_name(name: str) -> str | None:
-    """The person token in ``persons/{person_token}``, or None when ``name`` is malformed."""
-    match = _PERSON_NAME.match(name)
-    if match is None or not is_person_token(match.group(1)):
-        return None
-    return match.group(1)
+_GRANT_NAME = re.compile(r"persons/([^/]+)/grants/([^/]+)")
 
 
 def grant_name(person_token: str, grant_id: str) -> str:
     """Resource name of a grant: ``persons/{person_token}/grants/{grant_id}``."""
-    return f"persons/{person_token}/grants/{grant_id}"
+    return f"{person_name(person_token)}/grants/{grant_id}"
 
 
 def parse_grant_name(name: str) -> tuple[str, str] | None:
     """(person_token, grant_id) of a grant name, or None when ``name`` is malformed."""
-    match = _GRANT_NAME.match(name)
+    match = _GRANT_NAME.fullmatch(name)
     if match is None or not is_person_token(match.group(1)) or not is_ulid(match.group(2)):
         return None
     return match.group(1), match.group(2)
@@ -89,7 +66,7 @@ def parse_grant_name(name: str) -> tuple[str, str] | None:
 
 def break_glass_name(person_token: str, session_id: str) -> str:
     """Resource name of a break-glass session: ``persons/{person_token}/breakGlass/{id}``."""
-    return f"persons/{person_token}/breakGlass/{session_id}"
+    return f"{person_name(person_token)}/breakGlass/{session_id}"
 
 
 def max_grant_expiry(now: datetime) -> datetime:

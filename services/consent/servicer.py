@@ -9,13 +9,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from google.protobuf import timestamp_pb2
 
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.names import (
+    HOSPITAL_ID_RULE,
+    PERSON_NAME_RULE,
+    PERSON_TOKEN_RULE,
+    is_hospital_id,
+    is_person_token,
+    parse_person_name,
+)
+from healthbank.contracts.principal import (
+    SUBJECT_RULE,
+    InvalidPrincipal,
+    Principal,
+    PrincipalKind,
+    is_principal_subject,
+    principal_from_proto,
+)
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.rpc import ServiceError, Violations, require_principal
 from services.consent.domain import (
@@ -27,27 +42,18 @@ from services.consent.domain import (
     decode_page_token,
     encode_page_token,
     grant_period_problems,
-    is_hospital_id,
-    is_person_token,
     parse_grant_name,
-    parse_person_name,
 )
 from services.consent.registry import ConsentRegistry, GrantDraft
-
-_DomainEnum = TypeVar("_DomainEnum", PrincipalKind, Purpose)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 MAX_JUSTIFICATION_LENGTH = 2000
 
-# Client-chosen keys and actor ids: visible ASCII, no spaces, bounded.
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_SUBJECT = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Client-chosen idempotency keys: visible ASCII, no spaces, bounded.
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
-_PERSON_TOKEN_RULE = "must be a person token (64 lowercase hex digits)"
-_PERSON_NAME_RULE = "must be persons/{person_token}"
 _GRANT_NAME_RULE = "must be persons/{person_token}/grants/{grant_id}"
-_HOSPITAL_RULE = "must be 1-64 characters of letters, digits, '.', '_' or '-'"
 _CATEGORY_RULE = "must list known record categories (not RECORD_CATEGORY_UNSPECIFIED)"
 
 
@@ -68,7 +74,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         person_token = _person_parent(request.parent, "parent", violations)
         if violations.require(request.request_id, "request_id"):
             violations.check(
-                bool(_REQUEST_ID.match(request.request_id)),
+                _REQUEST_ID.fullmatch(request.request_id) is not None,
                 "request_id",
                 "must be 1-128 visible ASCII characters",
             )
@@ -149,7 +155,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         violations = Violations()
         if violations.require(request.person_token, "person_token"):
             violations.check(
-                is_person_token(request.person_token), "person_token", _PERSON_TOKEN_RULE
+                is_person_token(request.person_token), "person_token", PERSON_TOKEN_RULE
             )
         accessor = _accessor(request, violations)
         categories = _categories(request.categories, "categories", violations)
@@ -173,7 +179,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         violations = Violations()
         if violations.require(request.person_token, "person_token"):
             violations.check(
-                is_person_token(request.person_token), "person_token", _PERSON_TOKEN_RULE
+                is_person_token(request.person_token), "person_token", PERSON_TOKEN_RULE
             )
         justification = request.justification.strip()
         if violations.require(justification, "justification"):
@@ -197,7 +203,7 @@ def _person_parent(parent: str, field: str, violations: Violations) -> str | Non
     if not violations.require(parent, field):
         return None
     person_token = parse_person_name(parent)
-    violations.check(person_token is not None, field, _PERSON_NAME_RULE)
+    violations.check(person_token is not None, field, PERSON_NAME_RULE)
     return person_token
 
 
@@ -219,13 +225,16 @@ def _grant_fields(
     grant = request.grant
     if violations.require(grant.grantee_hospital_id, "grant.grantee_hospital_id"):
         violations.check(
-            is_hospital_id(grant.grantee_hospital_id), "grant.grantee_hospital_id", _HOSPITAL_RULE
+            is_hospital_id(grant.grantee_hospital_id),
+            "grant.grantee_hospital_id",
+            HOSPITAL_ID_RULE,
         )
     if grant.grantee_clinician_id:
         violations.check(
-            bool(_SUBJECT.match(grant.grantee_clinician_id)),
+            # Matched against accessor subjects, so it follows their rule.
+            is_principal_subject(grant.grantee_clinician_id),
             "grant.grantee_clinician_id",
-            "must be 1-128 visible ASCII characters",
+            SUBJECT_RULE,
         )
     categories = _categories(grant.categories, "grant.categories", violations)
     valid_from = None
@@ -267,50 +276,20 @@ def _accessor(request: consent_pb2.CheckRequest, violations: Violations) -> Prin
     if not request.HasField("accessor"):
         violations.add("accessor", "is required")
         return None
-    accessor = request.accessor
-    kind = _enum_member(PrincipalKind, common_pb2.PrincipalKind, accessor.kind, "PRINCIPAL_KIND_")
-    purpose = _enum_member(Purpose, common_pb2.PurposeOfUse, accessor.purpose, "PURPOSE_OF_USE_")
-    violations.check(kind is not None, "accessor.kind", "is required and must be a known kind")
-    if violations.require(accessor.subject, "accessor.subject"):
-        violations.check(
-            bool(_SUBJECT.match(accessor.subject)),
-            "accessor.subject",
-            "must be 1-128 visible ASCII characters",
-        )
-    violations.check(
-        purpose is not None, "accessor.purpose", "is required and must be a known purpose"
-    )
-    if accessor.hospital_id:
-        violations.check(
-            is_hospital_id(accessor.hospital_id), "accessor.hospital_id", _HOSPITAL_RULE
-        )
-    elif kind == PrincipalKind.CLINICIAN:
-        violations.add("accessor.hospital_id", "is required for clinicians")
-    if kind is None or purpose is None:
-        return None
-    return Principal(
-        kind=kind,
-        subject=accessor.subject,
-        hospital_id=accessor.hospital_id,
-        roles=tuple(accessor.roles),
-        purpose=purpose,
-    )
-
-
-def _enum_member(
-    domain_enum: type[_DomainEnum], proto_enum: Any, value: int, prefix: str
-) -> _DomainEnum | None:
-    """Map a proto enum number to the domain enum by name; None if unset or unknown."""
-    if value == 0:
-        return None
     try:
-        name: str = proto_enum.Name(value)
-    except ValueError:
-        return None
-    try:
-        return domain_enum(name.removeprefix(prefix).lower())
-    except ValueError:
-        return None
+        accessor = principal_from_proto(request.accessor)
+    except InvalidPrincipal as invalid:
+        for field, rule in invalid.violations:
+            violations.add(f"accessor.{field}", rule)
+        accessor = None
+    # Grants name hospitals: a clinician without one could never be matched to a grant.
+    if request.accessor.kind == common_pb2.PRINCIPAL_KIND_CLINICIAN:
+        violations.check(
+            bool(request.accessor.hospital_id),
+            "accessor.hospital_id",
+            "is required for clinicians",
+        )
+    return accessor
 
 
 def _datetime(timestamp: timestamp_pb2.Timestamp) -> datetime | None:

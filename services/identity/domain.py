@@ -1,8 +1,9 @@
 """Master patient index rules: what identifies a person and how a hospital patient matches one.
 
-Pure functions and value types: no gRPC, no storage, no keys. National ID numbers appear
-here only as arguments on their way to being pseudonymised; nothing here stores, logs or
-returns them.
+Pure functions and value types: no gRPC, no storage, no keys. Person tokens, person names
+and hospital ids follow :mod:`healthbank.contracts.names`. National ID numbers appear here
+only as arguments on their way to being pseudonymised; nothing here stores, logs or returns
+them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from enum import StrEnum
 
+from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
+
 # The pseudonym domain of person tokens: token = HMAC(pseudonym key, "national-id", id).
 NATIONAL_ID_DOMAIN = "national-id"
 
@@ -20,10 +23,6 @@ MAX_MRN_LENGTH = 64
 MAX_DEMOGRAPHIC_LENGTH = 200
 SEX_VALUES = frozenset({"male", "female", "other", "unknown"})
 
-# Person tokens are HMAC-SHA256 pseudonyms: 64 lowercase hex digits.
-_PERSON_TOKEN = re.compile(r"^[0-9a-f]{64}$")
-_HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PERSON_NAME = re.compile(r"^persons/([^/]+)$")
 _BIRTH_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -92,30 +91,12 @@ def demographics_aad(person_token: str) -> bytes:
     return f"person-demographics:{person_token}".encode()
 
 
-def is_person_token(value: str) -> bool:
-    """Tell whether ``value`` has the shape of a person token (64 lowercase hex digits)."""
-    return bool(_PERSON_TOKEN.match(value))
-
-
-def person_name(person_token: str) -> str:
-    """Resource name of a person: ``persons/{person_token}``."""
-    return f"persons/{person_token}"
-
-
-def parse_person_name(name: str) -> str | None:
-    """The person token in ``persons/{person_token}``, or None when ``name`` is malformed."""
-    match = _PERSON_NAME.match(name)
-    if match is None or not is_person_token(match.group(1)):
-        return None
-    return match.group(1)
-
-
 def hospital_id_problem(hospital_id: str) -> str | None:
     """Why ``hospital_id`` is unacceptable, or None if it is fine."""
     if not hospital_id:
         return "is required"
-    if not _HOSPITAL_ID.match(hospital_id):
-        return "must be 1-64 characters of letters, digits, '.', '_' or '-'"
+    if not is_hospital_id(hospital_id):
+        return HOSPITAL_ID_RULE
     return None
 
 

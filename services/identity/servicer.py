@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name, person_name
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from healthbank.contracts.principal import PrincipalKind
 from healthbank.crypto import KeyProviderUnavailable
@@ -24,8 +25,6 @@ from services.identity.domain import (
     demographics_problems,
     hospital_id_problem,
     mrn_problem,
-    parse_person_name,
-    person_name,
 )
 from services.identity.index import MasterPatientIndex
 
@@ -112,7 +111,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         person_token = None
         if violations.require(request.name, "name"):
             person_token = parse_person_name(request.name)
-            violations.check(person_token is not None, "name", "must be persons/{person_token}")
+            violations.check(person_token is not None, "name", PERSON_NAME_RULE)
         violations.raise_if_any()
         assert person_token is not None
         try:

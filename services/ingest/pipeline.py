@@ -4,18 +4,21 @@
        │ no                                                               │
     parse + validate → identity.Resolve → [DICOM: seal file, archive.PutBlob]
        → plan records → seal payloads and facts → reserve audit event     │
-       → RecordStore.put_message (atomic, idempotent) ─────────────────── ┤
+       → RecordStore.put_message (idempotent) ─────────────────────────── ┤
                                                                           ▼
                                       audit.AppendEvent (unless already appended) → ack
 
 Guarantees and how they hold:
 
-- **Never half-written.** Everything the message produces (receipt, records, facts, daily
-  counts) commits in one ``put_message`` transaction; nothing before it writes to the hot
-  store. If identity, archive or the key provider fail, nothing was committed and the
-  hospital retries (UNAVAILABLE). An imaging blob archived before a failed commit is sealed
-  ciphertext that no record points to (sealing is randomized, so a retry archives a new
-  blob): harmless garbage for the archive to collect, never a record without its blob.
+- **Never acknowledged half-written.** Everything the message produces (receipt, records,
+  facts, daily counts) is written by one ``put_message``; nothing before it writes to the
+  hot store. On SQLite that is one transaction; on Cassandra the records and facts land
+  together before the receipt commits, and a failed attempt's rows are rewritten under the
+  same ids by its retry (see :mod:`healthbank.records.model`). If identity, archive or the
+  key provider fail, nothing was written and the hospital retries (UNAVAILABLE). An imaging
+  blob archived before a failed commit is sealed ciphertext that no record points to
+  (sealing is randomized, so a retry archives a new blob): harmless garbage for the archive
+  to collect, never a record without its blob.
 - **Stored once.** ``put_message`` is idempotent by (hospital, message id, content hash). A
   retry is answered from the receipt before any identity call (``submit`` does not even
   parse it again); the same id with other content is refused (:class:`MessageIdReused`),
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from healthbank.contracts.principal import Principal
+from healthbank.contracts.principal import Principal, principal_log_fields
 from healthbank.core.ids import new_ulid
 from healthbank.records import MessageIdConflict, MessageReceipt, RecordStore, record_name
 from healthbank.storage.cache import Cache, emergency_summary_key
@@ -337,6 +340,7 @@ class IngestPipeline:
             person_token,
             len(outcome.receipt.record_ids),
             outcome.duplicate,
+            extra=principal_log_fields(submission.submitter),
         )
         # Same (hospital, message id, content hash) as the receipt, even if a concurrent
         # identical submission committed first: the reserved event is the message's event.

@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
 from healthbank.contracts.principal import Principal, PrincipalKind
 from healthbank.core.logs import request_id_var
 from healthbank.crypto import KeyProviderUnavailable
@@ -56,7 +56,6 @@ MAX_MESSAGE_ID_LENGTH = 256
 DEFAULT_STREAM_CONCURRENCY = 8
 RETRY_DELAY_SECONDS = 1.0
 
-_HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FORMATS = {
     common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
     common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
@@ -220,11 +219,7 @@ def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal
     """The request as a Submission; INVALID_ARGUMENT listing every bad field otherwise."""
     violations = Violations()
     if violations.require(request.hospital_id, "hospital_id"):
-        violations.check(
-            _HOSPITAL_ID.match(request.hospital_id) is not None,
-            "hospital_id",
-            "must be 1-64 characters of letters, digits, '.', '_' or '-'",
-        )
+        violations.check(is_hospital_id(request.hospital_id), "hospital_id", HOSPITAL_ID_RULE)
     if violations.require(request.message_id, "message_id"):
         violations.check(
             len(request.message_id) <= MAX_MESSAGE_ID_LENGTH,

@@ -25,14 +25,13 @@ gives two things:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import Principal, principal_from_json, principal_to_json
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.sqlite import SqliteDatabase
 
@@ -129,7 +128,7 @@ class SqliteIngestStore:
                     audit.content_hash,
                     audit.event_id,
                     to_micros(audit.occur_time),
-                    actor_to_json(audit.actor),
+                    principal_to_json(audit.actor),
                     int(audit.appended),
                 ),
             )
@@ -184,32 +183,6 @@ class SqliteIngestStore:
         await self._db.close()
 
 
-def actor_to_json(actor: Principal) -> str:
-    """The actor as compact JSON (the stored form in every backend)."""
-    return json.dumps(
-        {
-            "kind": actor.kind.value,
-            "subject": actor.subject,
-            "hospital_id": actor.hospital_id,
-            "roles": list(actor.roles),
-            "purpose": actor.purpose.value,
-        },
-        separators=(",", ":"),
-    )
-
-
-def actor_from_json(text: str) -> Principal:
-    """The actor stored by :func:`actor_to_json`."""
-    fields = json.loads(text)
-    return Principal(
-        kind=PrincipalKind(fields["kind"]),
-        subject=fields["subject"],
-        hospital_id=fields["hospital_id"],
-        roles=tuple(fields["roles"]),
-        purpose=Purpose(fields["purpose"]),
-    )
-
-
 def _audit_from_row(row: sqlite3.Row) -> WriteAudit:
     return WriteAudit(
         hospital_id=row["hospital_id"],
@@ -217,6 +190,6 @@ def _audit_from_row(row: sqlite3.Row) -> WriteAudit:
         content_hash=row["content_hash"],
         event_id=row["event_id"],
         occur_time=from_micros(row["occur_us"]),
-        actor=actor_from_json(row["actor"]),
+        actor=principal_from_json(row["actor"]),
         appended=bool(row["appended"]),
     )

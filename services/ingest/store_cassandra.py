@@ -38,9 +38,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from healthbank.contracts.principal import principal_from_json, principal_to_json
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
-from services.ingest.store import WriteAudit, actor_from_json, actor_to_json
+from services.ingest.store import WriteAudit
 
 MIGRATIONS = [
     """
@@ -108,7 +109,7 @@ class CassandraIngestStore:
                 *_key(audit),
                 audit.event_id,
                 to_micros(audit.occur_time),
-                actor_to_json(audit.actor),
+                principal_to_json(audit.actor),
                 audit.appended,
             ),
         )
@@ -252,6 +253,6 @@ def _audit_from_row(row: Any) -> WriteAudit:
         content_hash=row.content_hash,
         event_id=row.event_id,
         occur_time=from_micros(row.occur_us),
-        actor=actor_from_json(row.actor),
+        actor=principal_from_json(row.actor),
         appended=bool(row.appended),
     )

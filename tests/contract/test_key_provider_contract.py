@@ -99,12 +99,12 @@ async def test_rotation_and_rewrap(key_provider: KeyProvider) -> None:
 
 async def test_sealer_over_the_provider(key_provider: KeyProvider) -> None:
     sealer = Sealer(key_provider, cache_seconds=60, cache_uses=100)
-    blob = await sealer.seal(b'{"resourceType":"Patient"}', b"patients/t/records/r")
+    blob = await sealer.seal(b'{"resourceType":"Patient"}', b"persons/t/records/r")
     await key_provider.rotate()
     rewrapped = await sealer.rewrap(blob)
     assert parse_blob(rewrapped).key_version == 2
     fresh = Sealer(key_provider, cache_seconds=60, cache_uses=100)
-    assert await fresh.open(rewrapped, b"patients/t/records/r") == b'{"resourceType":"Patient"}'
+    assert await fresh.open(rewrapped, b"persons/t/records/r") == b'{"resourceType":"Patient"}'
 
 
 async def test_concurrent_use(key_provider: KeyProvider) -> None:

@@ -26,6 +26,7 @@ from service_support import invalid_fields as fields
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.names import PERSON_TOKEN_RULE
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
@@ -202,6 +203,17 @@ async def test_put_blob_validation(archive: ArchiveClient) -> None:
         )
     )
     assert fields(error) == {"person_token", "content_type"}
+    # Person tokens follow the one rule of every service: 64 lowercase hex digits.
+    for not_a_token in ("patient-7", PERSON.upper(), PERSON[:-1]):
+        error = await rpc_error(
+            archive.stub.PutBlob(
+                archive_pb2.PutBlobRequest(
+                    person_token=not_a_token, content_type="application/dicom", content=b"x"
+                ),
+                metadata=archive.auth(INGEST),
+            )
+        )
+        assert error_details(error).field_violations == [("person_token", PERSON_TOKEN_RULE)]
     assert blob_files(archive) == []
 
 

@@ -19,6 +19,7 @@ from service_support import service_settings as make_settings
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.names import PERSON_TOKEN_RULE, record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
@@ -79,7 +80,7 @@ def access_event(
         ),
         action=action,  # type: ignore[arg-type]
         person_token=person_token,
-        resource_names=[f"patients/{person_token}/records/{new_ulid()}"],
+        resource_names=[record_name(person_token, new_ulid())],
         basis="GRANT",
     )
     event.occur_time.FromDatetime(BASE_TIME + timedelta(minutes=minutes))
@@ -211,6 +212,31 @@ async def test_append_lists_every_violation(audit: AuditClient) -> None:
         audit_pb2.GetTreeHeadRequest(), metadata=audit.auth(SERVICE)
     )
     assert head.tree_size == 0
+
+
+async def test_append_uses_the_shared_name_and_principal_rules(audit: AuditClient) -> None:
+    async def violations(event: audit_pb2.AccessEvent) -> list[tuple[str, str]]:
+        return error_details(await rpc_error(append(audit, event))).field_violations
+
+    # A record of another person in this person's access history would be a false entry.
+    foreign = access_event()
+    foreign.resource_names.append(record_name(OTHER_PERSON, new_ulid()))
+    assert [field for field, _ in await violations(foreign)] == ["event.resource_names"]
+    # Under the person is fine whatever the resource is (grants, break-glass sessions).
+    own = access_event()
+    own.resource_names.extend([f"persons/{PERSON}", f"persons/{PERSON}/grants/{new_ulid()}"])
+    await append(audit, own)
+
+    not_a_token = access_event(person_token="patient-7")
+    not_a_token.resource_names[:] = []
+    assert await violations(not_a_token) == [("event.person_token", PERSON_TOKEN_RULE)]
+
+    bad_actor = access_event(actor_subject="dr 1")
+    bad_actor.actor.purpose = common_pb2.PURPOSE_OF_USE_UNSPECIFIED
+    assert [field for field, _ in await violations(bad_actor)] == [
+        "event.actor.subject",
+        "event.actor.purpose",
+    ]
 
 
 async def test_append_is_for_services_only(audit: AuditClient) -> None:
@@ -412,6 +438,12 @@ async def test_list_access_events_validation(audit: AuditClient) -> None:
 
     assert await violations() == {"parent"}
     assert await violations(parent=f"patients/{PERSON}", page_size=501) == {
+        "parent",
+        "page_size",
+    }
+    # The audit log lists persons by the one person-token rule: no other ids.
+    assert await violations(parent="persons/someone-else") == {"parent"}
+    assert await violations(parent=f"persons/{PERSON.upper()}", page_size=501) == {
         "parent",
         "page_size",
     }

@@ -31,7 +31,13 @@ from service_support import (
 
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.names import PERSON_NAME_RULE, PERSON_TOKEN_RULE
+from healthbank.contracts.principal import (
+    Principal,
+    PrincipalKind,
+    Purpose,
+    principal_to_proto,
+)
 from healthbank.core.config import Settings
 from healthbank.core.ids import is_ulid
 from healthbank.crypto import build_key_provider, build_sealer
@@ -70,31 +76,6 @@ class Clock:
         self.now += delta
 
 
-def accessor_proto(
-    principal: Principal,
-) -> common_pb2.Principal:
-    kinds = {
-        PrincipalKind.CLINICIAN: common_pb2.PRINCIPAL_KIND_CLINICIAN,
-        PrincipalKind.PATIENT: common_pb2.PRINCIPAL_KIND_PATIENT,
-        PrincipalKind.EMERGENCY: common_pb2.PRINCIPAL_KIND_EMERGENCY,
-        PrincipalKind.SERVICE: common_pb2.PRINCIPAL_KIND_SERVICE,
-        PrincipalKind.RESEARCHER: common_pb2.PRINCIPAL_KIND_RESEARCHER,
-    }
-    purposes = {
-        Purpose.TREATMENT: common_pb2.PURPOSE_OF_USE_TREATMENT,
-        Purpose.EMERGENCY: common_pb2.PURPOSE_OF_USE_EMERGENCY,
-        Purpose.PATIENT_ACCESS: common_pb2.PURPOSE_OF_USE_PATIENT_ACCESS,
-        Purpose.OPERATIONS: common_pb2.PURPOSE_OF_USE_OPERATIONS,
-        Purpose.RESEARCH: common_pb2.PURPOSE_OF_USE_RESEARCH,
-    }
-    return common_pb2.Principal(
-        kind=kinds[principal.kind],
-        subject=principal.subject,
-        hospital_id=principal.hospital_id,
-        purpose=purposes[principal.purpose],
-    )
-
-
 @dataclass
 class Consent(BearerAuth):
     """A running consent service, its clock and a stub to call it with."""
@@ -128,7 +109,9 @@ class Consent(BearerAuth):
         person_token: str = PERSON,
         categories: tuple[int, ...] = (),
     ) -> consent_pb2.CheckResponse:
-        proto = accessor if isinstance(accessor, common_pb2.Principal) else accessor_proto(accessor)
+        proto = (
+            accessor if isinstance(accessor, common_pb2.Principal) else principal_to_proto(accessor)
+        )
         response: consent_pb2.CheckResponse = await self.stub.Check(
             consent_pb2.CheckRequest(
                 person_token=person_token,
@@ -332,7 +315,7 @@ async def test_ten_years_is_the_limit(consent: Consent) -> None:
 )
 async def test_create_grant_malformed_parent(consent: Consent, parent: str) -> None:
     details = await failure(consent.create(RECORD_LOOKUP, parent=parent))
-    assert details.field_violations == [("parent", "must be persons/{person_token}")]
+    assert details.field_violations == [("parent", PERSON_NAME_RULE)]
 
 
 async def test_create_grant_malformed_request_id(consent: Consent) -> None:
@@ -610,8 +593,8 @@ async def test_check_incomplete_accessor(consent: Consent) -> None:
         "person_token",
         "accessor.kind",
         "accessor.subject",
-        "accessor.purpose",
         "accessor.hospital_id",
+        "accessor.purpose",
         "categories",
     ]
 
@@ -638,7 +621,7 @@ async def test_check_unknown_enum_numbers(consent: Consent) -> None:
 
 
 async def test_check_callers(consent: Consent) -> None:
-    request = consent_pb2.CheckRequest(person_token=PERSON, accessor=accessor_proto(CLINICIAN))
+    request = consent_pb2.CheckRequest(person_token=PERSON, accessor=principal_to_proto(CLINICIAN))
     assert (await failure(consent.stub.Check(request))).code == grpc.StatusCode.UNAUTHENTICATED
     for principal in (CLINICIAN, PATIENT, EMERGENCY):
         denied = await failure(consent.stub.Check(request, metadata=consent.auth(principal)))
@@ -693,7 +676,7 @@ async def test_break_glass_opens_four_hours_of_access(consent: Consent) -> None:
         (
             {"person_token": "ABC", "justification": "too short"},
             [
-                ("person_token", "must be a person token (64 lowercase hex digits)"),
+                ("person_token", PERSON_TOKEN_RULE),
                 ("justification", "must be 10-2000 characters"),
             ],
         ),

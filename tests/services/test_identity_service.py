@@ -26,6 +26,7 @@ from service_support import (
     wait_for_health,
 )
 
+from healthbank.contracts.names import PERSON_NAME_RULE
 from healthbank.contracts.natid import make_national_id
 from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
 from healthbank.core.config import Settings
@@ -410,9 +411,9 @@ async def test_get_person_unknown(identity: Identity) -> None:
     ("name", "violation"),
     [
         ("", ("name", "is required")),
-        ("c" * 64, ("name", "must be persons/{person_token}")),
-        ("persons/not-a-token", ("name", "must be persons/{person_token}")),
-        (f"persons/{'c' * 64}/links", ("name", "must be persons/{person_token}")),
+        ("c" * 64, ("name", PERSON_NAME_RULE)),
+        ("persons/not-a-token", ("name", PERSON_NAME_RULE)),
+        (f"persons/{'c' * 64}/links", ("name", PERSON_NAME_RULE)),
     ],
 )
 async def test_get_person_malformed(

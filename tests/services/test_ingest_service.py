@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -39,6 +40,7 @@ from service_support import BearerAuth, RunningServices, rpc_error, wait_for_hea
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.names import parse_record_name, record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
@@ -265,6 +267,22 @@ async def test_health_reports_serving(stack: Stack) -> None:
     await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
 
 
+async def test_stored_message_is_logged_with_the_submitter_log_form(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.ingest")
+    response = await stack.submit(request(fixture("fhir_admission_bundle.json"), "adm-log"))
+    (stored,) = [r for r in caplog.records if r.getMessage().startswith("message stored")]
+    assert response.person_token in stored.getMessage()
+    assert stored.__dict__["principal_kind"] == "service"
+    assert stored.__dict__["principal_service"] == ENGINE_A.subject
+    assert stored.__dict__["principal_hospital"] == HOSPITAL_A
+    # The patient of the fixture: names, national ID, phone number, MRN never reach a log.
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for identifier in ("Thornquist", "Aldric", "310104197504120379", "13955501234", "H1-0042001"):
+        assert identifier not in logged
+
+
 async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack) -> None:
     response = await stack.submit(request(fixture("fhir_admission_bundle.json"), "adm-0001"))
     assert response.outcome == ingest_pb2.OUTCOME_STORED
@@ -272,7 +290,8 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     token = response.person_token
     assert len(token) == 64
     assert len(response.record_names) == 8
-    assert all(name.startswith(f"persons/{token}/records/") for name in response.record_names)
+    parsed = [parse_record_name(name) for name in response.record_names]
+    assert all(names is not None and names[0] == token for names in parsed)
 
     records = await stack.records.list_records(token)
     assert sorted(r.name for r in records) == sorted(response.record_names)
@@ -659,7 +678,7 @@ async def test_a_crash_after_commit_is_audited_without_a_retry(stack: Stack) -> 
     assert event.event.action == audit_pb2.ACTION_WRITE
     assert event.event.actor.subject == ENGINE_A.subject
     assert sorted(event.event.resource_names) == sorted(
-        f"persons/{receipt.person_token}/records/{rid}" for rid in receipt.record_ids
+        record_name(receipt.person_token, rid) for rid in receipt.record_ids
     )
 
 

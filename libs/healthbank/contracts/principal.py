@@ -1,10 +1,21 @@
-"""Who is calling: the principal carried by every RPC.
+"""Who is calling: the principal carried by every RPC, and its one codec per form.
 
-A principal travels in the ``authorization`` metadata as ``Bearer <token>``. The token
-format here (``hb1.<payload>.<hmac>``, HMAC-SHA256 under a shared secret) is a
-development stand-in: the server side only depends on "a verifier turns a token into a
-:class:`Principal` or raises UNAUTHENTICATED", so mTLS identities and asymmetrically
-signed tokens (Vault Transit ``sign``) can replace it without touching servicers.
+A principal has four forms, each written once here:
+
+- token (:func:`encode_token` / :func:`decode_token`): travels in the ``authorization``
+  metadata as ``Bearer <token>``. The format (``hb1.<payload>.<hmac>``, HMAC-SHA256 under a
+  shared secret) is a development stand-in: the server side only depends on "a verifier
+  turns a token into a :class:`Principal` or raises UNAUTHENTICATED", so mTLS identities and
+  asymmetrically signed tokens (Vault Transit ``sign``) can replace it without touching
+  servicers;
+- proto (:func:`principal_to_proto` / :func:`principal_from_proto`): ``common.v1.Principal``
+  in consent checks and audit events;
+- stored (:func:`principal_to_json` / :func:`principal_from_json`): compact JSON, for a
+  service that keeps a principal in its own tables;
+- log (:func:`principal_log_fields`): the part of a principal a log line may carry.
+
+Every decoder applies the same rules (:func:`principal_problems`), so a principal one form
+accepts is accepted by all of them.
 """
 
 from __future__ import annotations
@@ -14,22 +25,31 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id, is_person_token
 
 __all__ = [
+    "SUBJECT_RULE",
     "TOKEN_VERSION",
+    "InvalidPrincipal",
     "InvalidToken",
     "Principal",
     "PrincipalKind",
     "Purpose",
     "decode_token",
     "encode_token",
+    "is_principal_subject",
+    "principal_from_json",
     "principal_from_proto",
+    "principal_log_fields",
+    "principal_problems",
+    "principal_to_json",
     "principal_to_proto",
 ]
 
@@ -37,6 +57,14 @@ TOKEN_VERSION = "hb1"
 
 # Refuse absurd inputs before doing any work on them.
 _MAX_TOKEN_LENGTH = 8192
+
+SUBJECT_RULE = "must be 1-128 visible ASCII characters"
+"""The field-violation description of a malformed principal subject."""
+
+# Subjects are opaque ids (staff id, person token, service name): visible ASCII, bounded.
+_SUBJECT = re.compile(r"[\x21-\x7e]{1,128}")
+_KIND_PREFIX = "PRINCIPAL_KIND_"
+_PURPOSE_PREFIX = "PURPOSE_OF_USE_"
 
 
 class InvalidToken(Exception):
@@ -46,6 +74,18 @@ class InvalidToken(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class InvalidPrincipal(ValueError):
+    """A principal that breaks the rules; ``violations`` are (field, rule) pairs.
+
+    Fields are named as in ``common.v1.Principal`` (``kind``, ``subject``, ``hospital_id``,
+    ``purpose``), so a servicer can prefix them with where the principal sat in its request.
+    """
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        super().__init__("invalid principal: " + ", ".join(field for field, _ in violations))
+        self.violations = violations
 
 
 class PrincipalKind(StrEnum):
@@ -74,7 +114,8 @@ class Principal:
     """A verified caller: kind, subject id, hospital, roles and declared purpose of use.
 
     ``subject`` is an opaque id (staff id, person token, service name), never a name or a
-    national ID number, because principals end up in logs and audit entries.
+    national ID number, because principals end up in audit entries (and, in the part
+    :func:`principal_log_fields` allows, in logs).
     """
 
     kind: PrincipalKind
@@ -138,9 +179,10 @@ def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Prin
     """Verify ``token`` and return its principal.
 
     Raises:
-        InvalidToken: if the token is malformed, its signature does not match, or it has
-            expired (the RPC layer answers UNAUTHENTICATED). The message never says which,
-            beyond "expired", so probing learns nothing.
+        InvalidToken: if the token is malformed, its signature does not match, its
+            principal breaks :func:`principal_problems`, or it has expired (the RPC layer
+            answers UNAUTHENTICATED). The message never says which, beyond "expired", so
+            probing learns nothing.
     """
     invalid = InvalidToken("INVALID_TOKEN", "invalid credentials")
     if not secret or len(token) > _MAX_TOKEN_LENGTH:
@@ -155,7 +197,7 @@ def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Prin
         raise invalid
     try:
         claims: Any = json.loads(_b64decode(payload))
-        principal = Principal(
+        principal = _checked(
             kind=PrincipalKind(claims["kind"]),
             subject=_expect_str(claims["sub"]),
             hospital_id=_expect_str(claims.get("hos", "")),
@@ -164,9 +206,8 @@ def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Prin
         )
         expires_at = int(claims["exp"])
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        # InvalidPrincipal is a ValueError: a signed but malformed principal is refused too.
         raise invalid from exc
-    if not principal.subject:
-        raise invalid
     if _epoch_seconds(now) >= expires_at:
         raise InvalidToken("TOKEN_EXPIRED", "credentials expired")
     return principal
@@ -178,27 +219,129 @@ def _expect_str(value: object) -> str:
     return value
 
 
+def is_principal_subject(value: str) -> bool:
+    """True if ``value`` may be a principal's subject (see :data:`SUBJECT_RULE`)."""
+    return _SUBJECT.fullmatch(value) is not None
+
+
+def principal_problems(subject: str, hospital_id: str) -> list[tuple[str, str]]:
+    """What is wrong with a principal's free-text fields, as (field, rule) pairs.
+
+    Kind and purpose are enums and checked by each decoder; values are never echoed.
+    """
+    problems: list[tuple[str, str]] = []
+    if not subject:
+        problems.append(("subject", "is required"))
+    elif not is_principal_subject(subject):
+        problems.append(("subject", SUBJECT_RULE))
+    if hospital_id and not is_hospital_id(hospital_id):
+        problems.append(("hospital_id", HOSPITAL_ID_RULE))
+    return problems
+
+
+def _checked(
+    kind: PrincipalKind,
+    subject: str,
+    hospital_id: str,
+    roles: tuple[str, ...],
+    purpose: Purpose,
+) -> Principal:
+    problems = principal_problems(subject, hospital_id)
+    if problems:
+        raise InvalidPrincipal(problems)
+    return Principal(kind, subject, hospital_id, roles, purpose)
+
+
+_DomainEnum = TypeVar("_DomainEnum", PrincipalKind, Purpose)
+
+
 def principal_to_proto(principal: Principal) -> common_pb2.Principal:
     """The principal as recorded in consent requests and audit events."""
     return common_pb2.Principal(
-        kind=f"PRINCIPAL_KIND_{principal.kind.name}",
+        kind=_KIND_PREFIX + principal.kind.name,
         subject=principal.subject,
         hospital_id=principal.hospital_id,
         roles=list(principal.roles),
-        purpose=f"PURPOSE_OF_USE_{principal.purpose.name}",
+        purpose=_PURPOSE_PREFIX + principal.purpose.name,
     )
 
 
 def principal_from_proto(message: common_pb2.Principal) -> Principal:
-    """Inverse of principal_to_proto; ValueError for an unspecified kind or purpose."""
-    kind = common_pb2.PrincipalKind.Name(message.kind).removeprefix("PRINCIPAL_KIND_")
-    purpose = common_pb2.PurposeOfUse.Name(message.purpose).removeprefix("PURPOSE_OF_USE_")
-    if kind == "UNSPECIFIED" or purpose == "UNSPECIFIED":
-        raise ValueError("principal kind and purpose must be specified")
-    return Principal(
-        kind=PrincipalKind[kind],
-        subject=message.subject,
-        hospital_id=message.hospital_id,
-        roles=tuple(message.roles),
-        purpose=Purpose[purpose],
+    """Inverse of :func:`principal_to_proto`.
+
+    Raises:
+        InvalidPrincipal: listing every field that is unset, unknown or malformed.
+    """
+    kind = _enum_member(PrincipalKind, common_pb2.PrincipalKind, message.kind, _KIND_PREFIX)
+    purpose = _enum_member(Purpose, common_pb2.PurposeOfUse, message.purpose, _PURPOSE_PREFIX)
+    problems: list[tuple[str, str]] = []
+    if kind is None:
+        problems.append(("kind", "is required and must be a known kind"))
+    problems += principal_problems(message.subject, message.hospital_id)
+    if purpose is None:
+        problems.append(("purpose", "is required and must be a known purpose"))
+    if problems or kind is None or purpose is None:
+        raise InvalidPrincipal(problems)
+    return Principal(kind, message.subject, message.hospital_id, tuple(message.roles), purpose)
+
+
+def _enum_member(
+    domain_enum: type[_DomainEnum], proto_enum: Any, number: int, prefix: str
+) -> _DomainEnum | None:
+    """The domain member named like proto enum ``number``; None if unset or unknown."""
+    try:
+        # Proto3 enums are open: an unknown number arrives as is and has no name.
+        proto_name: str = proto_enum.Name(number)
+        return domain_enum[proto_name.removeprefix(prefix)]
+    except (ValueError, KeyError):
+        return None
+
+
+def principal_to_json(principal: Principal) -> str:
+    """The principal as compact JSON: the stored form in every backend."""
+    return json.dumps(
+        {
+            "kind": principal.kind.value,
+            "subject": principal.subject,
+            "hospital_id": principal.hospital_id,
+            "roles": list(principal.roles),
+            "purpose": principal.purpose.value,
+        },
+        separators=(",", ":"),
     )
+
+
+def principal_from_json(text: str) -> Principal:
+    """Inverse of :func:`principal_to_json`; ValueError (InvalidPrincipal) when malformed."""
+    try:
+        fields: Any = json.loads(text)
+        return _checked(
+            kind=PrincipalKind(fields["kind"]),
+            subject=_expect_str(fields["subject"]),
+            hospital_id=_expect_str(fields["hospital_id"]),
+            roles=tuple(_expect_str(role) for role in fields["roles"]),
+            purpose=Purpose(fields["purpose"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError("not a stored principal") from exc
+
+
+def principal_log_fields(principal: Principal) -> dict[str, str]:
+    """What of ``principal`` a log line may carry (pass as ``extra=``).
+
+    Kind, purpose and hospital always; the subject only when it names no human being
+    directly: a service's name, or a patient's person token (a pseudonym). Staff ids of
+    clinicians, emergency staff, committee members and researchers identify a person, so
+    they stay in the access-controlled audit ledger and out of logs.
+    """
+    fields = {
+        "principal_kind": principal.kind.value,
+        "principal_purpose": principal.purpose.value,
+    }
+    if principal.hospital_id:
+        fields["principal_hospital"] = principal.hospital_id
+    if principal.kind == PrincipalKind.SERVICE:
+        fields["principal_service"] = principal.subject
+    elif principal.kind == PrincipalKind.PATIENT and is_person_token(principal.subject):
+        fields["principal_person_token"] = principal.subject
+    return fields

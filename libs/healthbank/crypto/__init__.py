@@ -18,10 +18,10 @@ from healthbank.crypto.keys import (
     wrapped_key_version,
 )
 from healthbank.crypto.local_keyring import LocalKeyring
-from healthbank.crypto.vault import VaultKeyProvider, vault_policy
 
 if TYPE_CHECKING:
     from healthbank.core.config import Settings
+    from healthbank.crypto.vault import VaultKeyProvider, vault_policy
 
 __all__ = [
     "DataKey",
@@ -44,9 +44,21 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> object:
+    # The Vault provider pulls in hvac and requests: load it only when someone asks for it,
+    # so domain modules that need a Sealer or KeyProviderUnavailable stay light.
+    if name in ("VaultKeyProvider", "vault_policy"):
+        from healthbank.crypto import vault
+
+        return getattr(vault, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_key_provider(settings: Settings) -> KeyProvider:
     """Build the key provider ``settings.key_provider`` names; contacts nothing yet."""
     if settings.key_provider == "vault":
+        from healthbank.crypto.vault import VaultKeyProvider
+
         return VaultKeyProvider(
             settings.vault_addr,
             token=_reveal(settings.vault_token),

@@ -2,9 +2,23 @@
 record-lookup, archive and ai-alert.
 
 Payloads are stored sealed (AES-256-GCM envelope, see healthbank.crypto); the
-store only sees pseudonymous person tokens, codes and times. Writes are per
-hospital message: the idempotency receipt, the records, the emergency facts and
-the daily code counts of one message commit together or not at all.
+store only sees pseudonymous person tokens, codes and times. Records are named
+``persons/{person_token}/records/{record_id}`` (healthbank.contracts.names).
+
+Writes are per hospital message (``put_message``), idempotent by hospital and
+message id. What a message's write guarantees depends on the backend:
+
+- SQLite: the receipt, the records, the emergency facts and the daily code
+  counts commit in one transaction, together or not at all.
+- Cassandra (no multi-partition transactions): the records and facts go in one
+  logged batch (applied completely, if need be by batchlog replay, but not
+  isolated: a reader may see part of it for a moment); the receipt is marked
+  committed only after that batch, and the counts are bumped only after that.
+  So an acknowledged message has all its records and facts; an attempt that
+  failed before the receipt committed may leave its records and facts readable
+  with no receipt, and its retry rewrites them under the same record ids (never
+  a second copy); a crash between receipt and counts undercounts that message
+  in the aggregates.
 """
 
 from __future__ import annotations
@@ -102,11 +116,12 @@ class RecordStore(Protocol):
         records: Sequence[StoredRecord],
         facts: Sequence[EmergencyFact],
     ) -> PutOutcome:
-        """Store a message's records atomically, once.
+        """Store a message's receipt, records, facts and counts once (see the module
+        docstring for what holds together on each backend).
 
         A retry with the same hospital, message id and content hash returns the
-        first receipt with ``duplicate=True`` and writes nothing. The same id with
-        other content raises MessageIdConflict.
+        first receipt with ``duplicate=True`` and writes nothing new. The same id
+        with other content raises MessageIdConflict.
         """
         ...
 

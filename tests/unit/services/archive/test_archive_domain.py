@@ -27,7 +27,7 @@ from services.archive.segment import (
 BASE = datetime(2015, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
 
-def stored(index: int, payload_size: int = 40, person: str = "p" * 64) -> StoredRecord:
+def stored(index: int, payload_size: int = 40, person: str = "e" * 64) -> StoredRecord:
     return StoredRecord(
         record_id=new_ulid(BASE + timedelta(days=index)),
         person_token=person,
@@ -73,7 +73,7 @@ def test_round_trip_keeps_metadata_and_sealed_payload() -> None:
 def test_cold_record_metadata_is_complete() -> None:
     record = stored(3)
     proto = cold_record(record)
-    assert proto.name == f"patients/{record.person_token}/records/{record.record_id}"
+    assert proto.name == f"persons/{record.person_token}/records/{record.record_id}"
     assert proto.tier == common_pb2.TIER_COLD
     assert proto.effective_time.ToDatetime(tzinfo=UTC) == record.effective_time
     assert (proto.code.system, proto.code.code, proto.code.display) == (

@@ -256,7 +256,7 @@ def test_leaf_bytes_are_deterministic() -> None:
         event_id="01J0000000000000000000000A",
         person_token="p1",
         action=audit_pb2.ACTION_READ_HISTORY,
-        resource_names=["patients/p1/records/r1"],
+        resource_names=["persons/p1/records/r1"],
     )
     again = audit_pb2.AccessEvent()
     again.ParseFromString(leaf_bytes(event))

@@ -27,7 +27,6 @@ from services.consent.domain import (
     grant_period_problems,
     max_grant_expiry,
     parse_grant_name,
-    parse_person_name,
 )
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -384,8 +383,9 @@ def test_ten_years_from_a_leap_day() -> None:
 
 def test_names_round_trip() -> None:
     grant_id = _ids(NOW)
-    assert parse_grant_name(grant_name(PERSON, grant_id)) == (PERSON, grant_id)
-    assert parse_person_name(f"persons/{PERSON}") == PERSON
+    name = grant_name(PERSON, grant_id)
+    assert name == f"persons/{PERSON}/grants/{grant_id}"
+    assert parse_grant_name(name) == (PERSON, grant_id)
 
 
 @pytest.mark.parametrize(
@@ -398,6 +398,8 @@ def test_names_round_trip() -> None:
         f"persons/{PERSON}/grants/not-a-ulid",
         f"patients/{PERSON}/grants/01HZY3M8Q6X0Z6E4J9T6R2K1AB",
         f"persons/{PERSON.upper()}/grants/01HZY3M8Q6X0Z6E4J9T6R2K1AB",
+        f"persons/{PERSON}/grants/01HZY3M8Q6X0Z6E4J9T6R2K1AB\n",
+        f"persons/{PERSON}/grants/01HZY3M8Q6X0Z6E4J9T6R2K1AB/x",
     ],
 )
 def test_malformed_grant_names(name: str) -> None:

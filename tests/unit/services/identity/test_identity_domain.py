@@ -12,35 +12,12 @@ from services.identity.domain import (
     demographics_aad,
     demographics_problems,
     hospital_id_problem,
-    is_person_token,
     match_existing_link,
     mrn_problem,
-    parse_person_name,
-    person_name,
 )
 
 TOKEN = "0123456789abcdef" * 4
 OTHER_TOKEN = "f" * 64
-
-
-def test_person_token_shape() -> None:
-    assert is_person_token(TOKEN)
-    assert not is_person_token(TOKEN.upper())
-    assert not is_person_token(TOKEN[:-1])
-    assert not is_person_token(TOKEN + "0")
-    assert not is_person_token("g" * 64)
-
-
-def test_person_name_round_trip() -> None:
-    assert person_name(TOKEN) == f"persons/{TOKEN}"
-    assert parse_person_name(person_name(TOKEN)) == TOKEN
-
-
-@pytest.mark.parametrize(
-    "name", ["", TOKEN, "persons/", "persons/abc", f"persons/{TOKEN}/x", f"people/{TOKEN}"]
-)
-def test_malformed_person_names(name: str) -> None:
-    assert parse_person_name(name) is None
 
 
 @pytest.mark.parametrize("hospital_id", ["h1", "city-general", "H.2_b", "a" * 64])
