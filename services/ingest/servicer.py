@@ -61,14 +61,6 @@ _FORMATS = {
     common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
     common_pb2.SOURCE_FORMAT_DICOM: SourceFormat.DICOM,
 }
-_RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-    }
-)
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -312,6 +304,6 @@ def _rejected(message_id: str, err: ServiceError) -> ingest_pb2.SubmitResponse:
                 ingest_pb2.FieldViolation(field=name, description=description)
                 for name, description in err.field_violations
             ],
-            retryable=err.code in _RETRYABLE,
+            retryable=err.retryable,
         ),
     )

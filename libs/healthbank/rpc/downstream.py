@@ -19,14 +19,11 @@ import logging
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.rpc.errors import REASON_PATTERN, ServiceError, error_details
+from healthbank.rpc.errors import REASON_PATTERN, TRANSIENT_CODES, ServiceError, error_details
 
-__all__ = ["TRANSIENT_CODES", "downstream_error"]
+__all__ = ["downstream_error"]
 
 _log = logging.getLogger(__name__)
-
-TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-"""Codes of a downstream failure that may succeed when retried as it is."""
 
 _PASSED_THROUGH = frozenset(
     {

@@ -37,6 +37,9 @@ __all__ = [
 
 DEFAULT_DOMAIN = "healthbank.io"
 
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""The codes of a failure that may succeed when retried as it is; every other is permanent."""
+
 # google.rpc.ErrorInfo.reason: UPPER_SNAKE_CASE, at most 63 characters.
 REASON_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
 
@@ -75,6 +78,11 @@ class ServiceError(Exception):
         self.field_violations: list[tuple[str, str]] = list(field_violations)
         self.retry_delay = retry_delay
         self.metadata: dict[str, str] = dict(metadata or {})
+
+    @property
+    def retryable(self) -> bool:
+        """True if the same request may succeed later (see TRANSIENT_CODES)."""
+        return self.code in TRANSIENT_CODES
 
     def __repr__(self) -> str:
         return f"ServiceError({self.code.name}, {self.message!r}, reason={self.reason!r})"

@@ -527,3 +527,18 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
 
     assert f"rpc method={PROBE}/Validate code=INVALID_ARGUMENT" in caplog.text
     assert "request_id=req-bad" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ServiceError.unavailable("down", reason="STORAGE_UNAVAILABLE"), True),
+        (ServiceError.deadline_exceeded("slow"), True),
+        (ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "too big", reason="TOO_BIG"), False),
+        (ServiceError(grpc.StatusCode.ABORTED, "conflict", reason="CONFLICT"), False),
+        (ServiceError.invalid_argument([("content", "must not be empty")]), False),
+    ],
+)
+def test_only_transient_errors_are_retryable(error: ServiceError, retryable: bool) -> None:
+    # One rule for every service: a permanent error is never presented as "retry".
+    assert error.retryable is retryable
