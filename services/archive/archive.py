@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.records import record_to_proto
 from healthbank.core.ids import new_ulid
 from healthbank.records import RecordStore, StoredRecord
 from services.archive.objects import ObjectMissing, ObjectStore
@@ -90,27 +91,7 @@ def segment_name(segment_id: str) -> str:
 
 def cold_record(record: StoredRecord) -> common_pb2.Record:
     """The archived metadata of a hot record (no payload, no plaintext)."""
-    proto = common_pb2.Record(
-        name=record.name,
-        record_id=record.record_id,
-        person_token=record.person_token,
-        source_hospital=record.source_hospital,
-        source=common_pb2.RecordSource(
-            format=record.source_format,  # type: ignore[arg-type]
-            message_id=record.message_id,
-            version=record.source_version,
-            content_hash=record.content_hash,
-        ),
-        category=record.category,  # type: ignore[arg-type]
-        code=common_pb2.Code(
-            system=record.code_system, code=record.code, display=record.code_display
-        ),
-        status=record.status,
-        tier=common_pb2.TIER_COLD,
-        blob_name=record.blob_name,
-    )
-    proto.effective_time.FromDatetime(record.effective_time)
-    return proto
+    return record_to_proto(record, tier=common_pb2.TIER_COLD)
 
 
 def plan_segments(
