@@ -39,29 +39,39 @@ class TcpProxy:
         self._target = (host, port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._listening = False
         self.port = 0
 
     async def start(self) -> int:
         """Listen (again, on the same port after a cut); return the port."""
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self._listening = True
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def cut(self) -> None:
         """Stop listening and drop every relayed connection."""
+        self._listening = False
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        # Connections go first: since Python 3.12, wait_closed() waits for every connection
+        # the server accepted, so waiting before aborting them would wait forever.
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
             writer.transport.abort()
+            return
+        if not self._listening:  # cut while this connection was being relayed
+            writer.transport.abort()
+            upstream_writer.transport.abort()
             return
         self._writers |= {writer, upstream_writer}
         await asyncio.gather(
