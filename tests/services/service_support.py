@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pytest
 from auth_support import BearerAuth as BearerAuth
 from auth_support import Metadata as Metadata
 from auth_support import auth_metadata as auth_metadata
+from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -93,6 +94,28 @@ async def wait_for_health(
         await asyncio.sleep(0.05)
     name = health_pb2.HealthCheckResponse.ServingStatus.Name
     pytest.fail(f"{service} health stayed {name(status or 0)}, wanted {name(wanted)}")
+
+
+@asynccontextmanager
+async def cassandra_behind_proxy(settings: Settings) -> AsyncIterator[tuple[TcpProxy, Settings]]:
+    """``settings`` reaching Cassandra through a relay the test can cut (an outage only this
+    test sees); the relay is cut on exit."""
+    proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
+    port = await proxy.start()
+    try:
+        yield (
+            proxy,
+            settings.model_copy(update={"cassandra_hosts": ["127.0.0.1"], "cassandra_port": port}),
+        )
+    finally:
+        await proxy.cut()
+
+
+def assert_storage_unavailable(details: ErrorDetails) -> None:
+    """A refusal during a storage outage: UNAVAILABLE, the reason, and when to retry."""
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "STORAGE_UNAVAILABLE"
+    assert details.retry_delay is not None and details.retry_delay > 0
 
 
 def ts(moment: datetime) -> timestamp_pb2.Timestamp:

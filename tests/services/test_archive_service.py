@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from engine_support import TcpProxy
 from service_support import (
     NOT_SERVING,
     SERVING,
     Metadata,
     auth_metadata,
+    cassandra_behind_proxy,
     rpc_error,
     wait_for_health,
 )
@@ -450,43 +450,38 @@ async def test_health_reports_serving_once_ready(archive: ArchiveClient) -> None
 async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
     engines: dict[str, str], keyspace_prefix: str, tmp_path: Path
 ) -> None:
-    proxy = TcpProxy(
-        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0],
-        int(engines["HEALTHBANK_CASSANDRA_PORT"]),
-    )
-    await proxy.start()
-    settings = load_settings(
+    direct = load_settings(
         {
             "HEALTHBANK_DATA_DIR": str(tmp_path),
             "HEALTHBANK_PORT": "0",
             "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-            "HEALTHBANK_CASSANDRA_HOSTS": "127.0.0.1",
-            "HEALTHBANK_CASSANDRA_PORT": str(proxy.port),
+            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
             "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
         }
     )
-    try:
-        async with open_service(settings, now=lambda: NOW) as host:
-            port = await host.start(0)
-            hot = await open_record_store(settings)
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    stub = archive_pb2_grpc.ArchiveServiceStub(channel)
-                    client = ArchiveClient(stub, settings, hot, channel)
-                    await wait_for_health(channel, SERVICE_NAME, SERVING)
-                    await put_blob(client, b"before the outage")
+    async with (
+        cassandra_behind_proxy(direct) as (proxy, settings),
+        open_service(settings, now=lambda: NOW) as host,
+    ):
+        port = await host.start(0)
+        hot = await open_record_store(settings)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = archive_pb2_grpc.ArchiveServiceStub(channel)
+                client = ArchiveClient(stub, settings, hot, channel)
+                await wait_for_health(channel, SERVICE_NAME, SERVING)
+                await put_blob(client, b"before the outage")
 
-                    await proxy.cut()
-                    await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
-                    error = await rpc_error(put_blob(client, b"during the outage"))
-                    assert error.code() == grpc.StatusCode.UNAVAILABLE
+                await proxy.cut()
+                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
+                error = await rpc_error(put_blob(client, b"during the outage"))
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
 
-                    await proxy.start()
-                    await wait_for_health(channel, SERVICE_NAME, SERVING)
-                    # The retry stores the blob; its bytes may already be on disk from the try.
-                    stored = await put_blob(client, b"during the outage")
-                    assert stored.size_bytes == len(b"during the outage")
-            finally:
-                await hot.close()
-    finally:
-        await proxy.cut()
+                await proxy.start()
+                await wait_for_health(channel, SERVICE_NAME, SERVING)
+                # The retry stores the blob; its bytes may already be on disk from the try.
+                stored = await put_blob(client, b"during the outage")
+                assert stored.size_bytes == len(b"during the outage")
+        finally:
+            await hot.close()

@@ -12,8 +12,14 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from engine_support import TcpProxy
-from service_support import NOT_SERVING, SERVING, BearerAuth, rpc_error, wait_for_health
+from service_support import (
+    NOT_SERVING,
+    SERVING,
+    BearerAuth,
+    cassandra_behind_proxy,
+    rpc_error,
+    wait_for_health,
+)
 from service_support import invalid_fields as fields
 from service_support import service_settings as make_settings
 
@@ -503,38 +509,33 @@ async def test_health_reports_serving_once_ready(audit: AuditClient) -> None:
 async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
     engines: dict[str, str], keyspace_prefix: str, tmp_path: Path
 ) -> None:
-    proxy = TcpProxy(
-        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0],
-        int(engines["HEALTHBANK_CASSANDRA_PORT"]),
-    )
-    await proxy.start()
-    settings = make_settings(
+    direct = make_settings(
         tmp_path,
         {
             "HEALTHBANK_STORAGE_BACKEND": "cassandra",
-            "HEALTHBANK_CASSANDRA_HOSTS": "127.0.0.1",
-            "HEALTHBANK_CASSANDRA_PORT": str(proxy.port),
+            "HEALTHBANK_CASSANDRA_HOSTS": engines["HEALTHBANK_CASSANDRA_HOSTS"],
+            "HEALTHBANK_CASSANDRA_PORT": engines["HEALTHBANK_CASSANDRA_PORT"],
             "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": keyspace_prefix,
         },
     )
-    try:
-        async with open_service(settings) as host:
-            port = await host.start(0)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                client = AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
-                await wait_for_health(channel, SERVICE_NAME, SERVING)
-                assert (await append(client, access_event())).leaf_index == 0
+    async with (
+        cassandra_behind_proxy(direct) as (proxy, settings),
+        open_service(settings) as host,
+    ):
+        port = await host.start(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
+            await wait_for_health(channel, SERVICE_NAME, SERVING)
+            assert (await append(client, access_event())).leaf_index == 0
 
-                await proxy.cut()
-                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
-                error = await rpc_error(append(client, access_event()))
-                # Retryable, and the log did not change: the client just sends it again.
-                assert error.code() == grpc.StatusCode.UNAVAILABLE
+            await proxy.cut()
+            await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
+            error = await rpc_error(append(client, access_event()))
+            # Retryable, and the log did not change: the client just sends it again.
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
 
-                await proxy.start()
-                await wait_for_health(channel, SERVICE_NAME, SERVING)
-                retried = access_event()
-                assert (await append(client, retried)).leaf_index == 1
-                assert (await append(client, retried)).leaf_index == 1
-    finally:
-        await proxy.cut()
+            await proxy.start()
+            await wait_for_health(channel, SERVICE_NAME, SERVING)
+            retried = access_event()
+            assert (await append(client, retried)).leaf_index == 1
+            assert (await append(client, retried)).leaf_index == 1

@@ -15,13 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
-from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
     NOT_SERVING,
     BearerAuth,
+    assert_storage_unavailable,
     both_backends,
+    cassandra_behind_proxy,
     failure,
     fields,
     store_rows,
@@ -726,45 +727,38 @@ async def test_health_reports_serving(consent: Consent) -> None:
 
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
-    proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
-    port = await proxy.start()
-    through_proxy = settings.model_copy(
-        update={"cassandra_hosts": ["127.0.0.1"], "cassandra_port": port}
-    )
     clock = Clock(START)
-    try:
-        async with open_service(through_proxy, now=clock) as host:
-            bound = await host.start(0)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
-                await wait_for_health(channel, SERVICE_NAME)
-                consent = Consent(
-                    consent_pb2_grpc.ConsentServiceStub(channel), channel, settings, clock
-                )
-                grant = await consent.create()
-                assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+    async with (
+        cassandra_behind_proxy(settings) as (proxy, through_proxy),
+        open_service(through_proxy, now=clock) as host,
+    ):
+        bound = await host.start(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
+            await wait_for_health(channel, SERVICE_NAME)
+            consent = Consent(
+                consent_pb2_grpc.ConsentServiceStub(channel), channel, settings, clock
+            )
+            grant = await consent.create()
+            assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
 
-                await proxy.cut()
+            await proxy.cut()
 
-                # Check answers from the cached grants: no grant can change while the store
-                # is down (revoke and create fail below), so the cached answer is current.
-                assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
-                # Changes cannot be made: UNAVAILABLE, retryable, nothing written.
-                refused = [
-                    await failure(
-                        consent.stub.RevokeGrant(
-                            consent_pb2.RevokeGrantRequest(name=grant.name),
-                            metadata=consent.auth(PATIENT),
-                        )
-                    ),
-                    await failure(consent.create(request_id="during-outage")),
-                ]
-                for details in refused:
-                    assert details.code == grpc.StatusCode.UNAVAILABLE
-                    assert details.reason == "STORAGE_UNAVAILABLE"
-                    assert details.retry_delay is not None and details.retry_delay > 0
-                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
-    finally:
-        await proxy.cut()
+            # Check answers from the cached grants: no grant can change while the store
+            # is down (revoke and create fail below), so the cached answer is current.
+            assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+            # Changes cannot be made: UNAVAILABLE, retryable, nothing written.
+            refused = [
+                await failure(
+                    consent.stub.RevokeGrant(
+                        consent_pb2.RevokeGrantRequest(name=grant.name),
+                        metadata=consent.auth(PATIENT),
+                    )
+                ),
+                await failure(consent.create(request_id="during-outage")),
+            ]
+            for details in refused:
+                assert_storage_unavailable(details)
+            await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
     # Read directly (not through the cut path): nothing refused was written.
     (stored,) = await stored_rows(settings, "grants")
     assert stored["revoke_time"] is None

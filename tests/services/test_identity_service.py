@@ -15,12 +15,13 @@ from typing import Any
 
 import grpc
 import pytest
-from engine_support import TcpProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
     NOT_SERVING,
     BearerAuth,
+    assert_storage_unavailable,
     both_backends,
+    cassandra_behind_proxy,
     failure,
     store_rows,
     wait_for_health,
@@ -452,42 +453,33 @@ async def test_health_reports_serving(identity: Identity) -> None:
 
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
-    proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
-    port = await proxy.start()
-    through_proxy = settings.model_copy(
-        update={"cassandra_hosts": ["127.0.0.1"], "cassandra_port": port}
-    )
-    try:
-        async with open_service(through_proxy) as host:
-            bound = await host.start(0)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
-                await wait_for_health(channel, SERVICE_NAME)
-                identity = Identity(
-                    identity_pb2_grpc.IdentityServiceStub(channel), channel, settings
-                )
-                await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
+    async with (
+        cassandra_behind_proxy(settings) as (proxy, through_proxy),
+        open_service(through_proxy) as host,
+    ):
+        bound = await host.start(0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
+            await wait_for_health(channel, SERVICE_NAME)
+            identity = Identity(identity_pb2_grpc.IdentityServiceStub(channel), channel, settings)
+            await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)
 
-                await proxy.cut()
+            await proxy.cut()
 
-                refused = [
-                    await failure(
-                        identity.resolve(hospital_id="h1", mrn="MRN-2", national_id=NATIONAL_ID)
-                    ),
-                    await failure(
-                        identity.stub.LookupByNationalId(
-                            identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
-                            metadata=identity.auth(EMERGENCY),
-                        )
-                    ),
-                ]
-                for details in refused:
-                    assert details.code == grpc.StatusCode.UNAVAILABLE
-                    assert details.reason == "STORAGE_UNAVAILABLE"
-                    assert details.retry_delay is not None and details.retry_delay > 0
-                    assert_no_national_id(details)
-                await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
-    finally:
-        await proxy.cut()
+            refused = [
+                await failure(
+                    identity.resolve(hospital_id="h1", mrn="MRN-2", national_id=NATIONAL_ID)
+                ),
+                await failure(
+                    identity.stub.LookupByNationalId(
+                        identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
+                        metadata=identity.auth(EMERGENCY),
+                    )
+                ),
+            ]
+            for details in refused:
+                assert_storage_unavailable(details)
+                assert_no_national_id(details)
+            await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
     # Read directly (not through the cut path): the refused link was not written.
     links = await stored_rows(settings, "mrn_links")
     assert [(row["hospital_id"], row["mrn"]) for row in links] == [("h1", "MRN-1")]

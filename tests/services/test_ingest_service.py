@@ -35,7 +35,13 @@ from grpc_health.v1 import health_pb2
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from repo_paths import message as fixture
-from service_support import BearerAuth, RunningServices, rpc_error, wait_for_health
+from service_support import (
+    BearerAuth,
+    RunningServices,
+    assert_storage_unavailable,
+    rpc_error,
+    wait_for_health,
+)
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -768,10 +774,7 @@ async def test_storage_down_is_retryable_and_not_serving(stack: Stack) -> None:
             await proxy.cut()
 
             error = await stack.failure(lab)
-            details = error_details(error)
-            assert error.code() == grpc.StatusCode.UNAVAILABLE
-            assert details.reason == "STORAGE_UNAVAILABLE"
-            assert details.retry_delay is not None and details.retry_delay > 0
+            assert_storage_unavailable(error_details(error))
             acks = await stack.stream([lab, admission])
             assert [ack.outcome for ack in acks] == [ingest_pb2.OUTCOME_REJECTED] * 2
             assert {ack.rejection.reason for ack in acks} == {"STORAGE_UNAVAILABLE"}
