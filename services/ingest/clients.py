@@ -32,7 +32,7 @@ AUDIT_BASIS = "INGEST"
 
 
 def _dependency_error(dependency: str, exc: grpc.aio.AioRpcError) -> Exception:
-    if downstream_error(exc, dependency).code == grpc.StatusCode.UNAVAILABLE:
+    if downstream_error(exc, dependency).retryable:
         return DependencyUnavailable(dependency)
     return DependencyFailed(dependency)
 
