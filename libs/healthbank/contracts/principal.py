@@ -97,6 +97,10 @@ class PrincipalKind(StrEnum):
     COMMITTEE = "committee"
     RESEARCHER = "researcher"
     SERVICE = "service"
+    HOSPITAL_ENGINE = "hospital_engine"
+    PRIVACY_OFFICER = "privacy_officer"
+    AUDITOR = "auditor"
+    PROXY = "proxy"
 
 
 class Purpose(StrEnum):

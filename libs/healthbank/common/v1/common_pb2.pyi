@@ -19,6 +19,10 @@ class PrincipalKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRINCIPAL_KIND_COMMITTEE: _ClassVar[PrincipalKind]
     PRINCIPAL_KIND_RESEARCHER: _ClassVar[PrincipalKind]
     PRINCIPAL_KIND_SERVICE: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_HOSPITAL_ENGINE: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_PRIVACY_OFFICER: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_AUDITOR: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_PROXY: _ClassVar[PrincipalKind]
 
 class PurposeOfUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -60,6 +64,10 @@ PRINCIPAL_KIND_EMERGENCY: PrincipalKind
 PRINCIPAL_KIND_COMMITTEE: PrincipalKind
 PRINCIPAL_KIND_RESEARCHER: PrincipalKind
 PRINCIPAL_KIND_SERVICE: PrincipalKind
+PRINCIPAL_KIND_HOSPITAL_ENGINE: PrincipalKind
+PRINCIPAL_KIND_PRIVACY_OFFICER: PrincipalKind
+PRINCIPAL_KIND_AUDITOR: PrincipalKind
+PRINCIPAL_KIND_PROXY: PrincipalKind
 PURPOSE_OF_USE_UNSPECIFIED: PurposeOfUse
 PURPOSE_OF_USE_TREATMENT: PurposeOfUse
 PURPOSE_OF_USE_EMERGENCY: PurposeOfUse
