@@ -27,7 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from healthbank.core.config import SERVICE_NAMES, ConfigError, Settings, load_settings
+from healthbank.core.config import (
+    SERVICE_NAMES,
+    ConfigError,
+    Settings,
+    UnsafeForProduction,
+    check_production_safe,
+    load_settings,
+)
 from healthbank.core.logs import configure_logging
 from healthbank.core.telemetry import setup_telemetry
 from healthbank.rpc.server import run_until_signal
@@ -46,6 +53,10 @@ def service_module(service: str) -> str:
 
 async def _serve(service: str, settings: Settings) -> None:
     configure_logging(service, settings.log_level)
+    if settings.real_engines and settings.allow_dev_security:
+        logging.getLogger(__name__).warning(
+            "HEALTHBANK_ALLOW_DEV_SECURITY is on: development credentials on real engines"
+        )
     # Global providers: the server interceptors and outgoing trace propagation use them.
     # Without HEALTHBANK_OTLP_ENDPOINT nothing is exported.
     telemetry = setup_telemetry(service, settings.otlp_endpoint, set_global=True)
@@ -58,8 +69,9 @@ async def _serve(service: str, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run one service until SIGTERM/SIGINT."""
+    """Run one service until SIGTERM/SIGINT; refuse development credentials on real engines."""
     settings = load_settings()
+    check_production_safe(settings)
     port = settings.listen_port(args.service)
     settings = settings.model_copy(update={"port": port})
     asyncio.run(_serve(args.service, settings))
@@ -67,7 +79,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def real_engine_env() -> dict[str, str]:
-    """Start Cassandra, OpenBao and Redis (tools/engines) and return the settings that use them."""
+    """Start Cassandra, OpenBao and Redis (tools/engines) and return the settings that use them.
+
+    The stack keeps development credentials, so it says so (HEALTHBANK_ALLOW_DEV_SECURITY)
+    to pass the production guard; a deployment configures real ones instead.
+    """
     subprocess.run([sys.executable, str(ENGINES_SCRIPT), "up"], check=True)
     output = subprocess.run(
         [sys.executable, str(ENGINES_SCRIPT), "env"], check=True, capture_output=True, text=True
@@ -82,6 +98,7 @@ def real_engine_env() -> dict[str, str]:
             "HEALTHBANK_STORAGE_BACKEND": "cassandra",
             "HEALTHBANK_KEY_PROVIDER": "vault",
             "HEALTHBANK_CACHE_BACKEND": "redis",
+            "HEALTHBANK_ALLOW_DEV_SECURITY": "true",
         }
     )
     return env
@@ -234,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     except ConfigError as error:
         print(error, file=sys.stderr)
+        return 2
+    except UnsafeForProduction as error:
+        # One line an operator (and a pod's last log line) can act on; never the values.
+        print(f"healthbank: refusing to start on real engines: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -16,12 +16,14 @@ AUTH_SECRET = "e2e-auth-secret"
 
 def real_engine_settings(engines: dict[str, str], keyspace_prefix: str) -> dict[str, str]:
     """Settings that put every service on Cassandra (in keyspaces ``<keyspace_prefix>_*``),
-    OpenBao and Redis."""
+    OpenBao and Redis, still with the tests' development tokens (so the production guard
+    is told this is a development stack)."""
     return {
         **engines,
         **cassandra_env(engines, keyspace_prefix),
         "HEALTHBANK_KEY_PROVIDER": "vault",
         "HEALTHBANK_CACHE_BACKEND": "redis",
+        "HEALTHBANK_ALLOW_DEV_SECURITY": "true",
     }
 
 

@@ -33,6 +33,12 @@ SERVICE_NAMES: tuple[str, ...] = (
 )
 DEFAULT_PORTS: dict[str, int] = {name: 50051 + index for index, name in enumerate(SERVICE_NAMES)}
 
+# The development defaults, public in this repository: never acceptable on real engines.
+DEV_AUTH_SECRET = "healthbank-dev-auth-secret"
+DEV_KEYRING_PASSPHRASE = "healthbank-dev-only"
+# Shortest secret or passphrase production_problems accepts (an HMAC-SHA256 key's size).
+MIN_SECRET_BYTES = 32
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; ``problems`` pairs each env variable with the reason."""
@@ -84,7 +90,7 @@ class Settings(BaseSettings):
 
     key_provider: Literal["local", "vault"] = "local"
     keyring_path: Path | None = None
-    keyring_passphrase: SecretStr = SecretStr("healthbank-dev-only")
+    keyring_passphrase: SecretStr = SecretStr(DEV_KEYRING_PASSPHRASE)
     vault_addr: str = "http://127.0.0.1:8200"
     vault_token: SecretStr | None = None
     vault_auth_method: Literal["token", "approle", "kubernetes"] = "token"
@@ -100,8 +106,21 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     cache_ttl_seconds: float = Field(default=30.0, ge=0)
 
-    # HMAC key for development principal tokens.
-    auth_secret: SecretStr = SecretStr("healthbank-dev-auth-secret")
+    # HMAC key for development principal tokens (hb1), accepted and minted while dev_tokens.
+    auth_secret: SecretStr = SecretStr(DEV_AUTH_SECRET)
+    dev_tokens: bool = True
+    # EdDSA user-token issuers: a JSON file of issuer id -> public key (contracts/tokens.py).
+    token_issuers_file: Path | None = None
+
+    # mTLS (rpc/tls.py): the CA every peer's certificate must chain to, and this process's
+    # own certificate and key. All three or none; none serves and dials plaintext.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    # Run development credentials against real engines anyway (the project's own tests and
+    # `healthbank up --engines real`); a deployment never sets it. See production_problems.
+    allow_dev_security: bool = False
 
     # Telemetry export is off when no endpoint is set.
     otlp_endpoint: str | None = None
@@ -163,6 +182,21 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def tls_enabled(self) -> bool:
+        """Whether this process serves and dials with mutual TLS."""
+        return self.tls_ca_file is not None
+
+    @property
+    def real_engines(self) -> list[str]:
+        """The real engines configured (the env variables that choose them); [] if embedded."""
+        chosen = {
+            "storage_backend": self.storage_backend == "cassandra",
+            "key_provider": self.key_provider == "vault",
+            "cache_backend": self.cache_backend == "redis",
+        }
+        return [env_name(field) for field, real in chosen.items() if real]
+
+    @property
     def keyring_file(self) -> Path:
         """The local keyring file: keyring_path, or keyring.json inside data_dir."""
         return self.keyring_path or self.data_dir / "keyring.json"
@@ -210,7 +244,56 @@ def _combination_problems(settings: Settings) -> list[tuple[str, str]]:
                 problems.append(
                     (env_name(field), f"required when key_provider=vault with auth {method}")
                 )
+    tls_files = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    if any(getattr(settings, field) is not None for field in tls_files):
+        problems += [
+            (env_name(field), "required when any HEALTHBANK_TLS_* file is set")
+            for field in tls_files
+            if getattr(settings, field) is None
+        ]
     return problems
+
+
+class UnsafeForProduction(Exception):
+    """Development credentials on real engines; ``problems`` pairs each variable with why."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{variable} {reason}" for variable, reason in problems))
+        self.problems = problems
+
+
+def production_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Why ``settings`` must not serve real data, as (env variable, reason); [] when safe.
+
+    Only a configuration with a real engine (Cassandra, Vault/OpenBao, Redis) is checked,
+    so embedded development keeps working with zero configuration; ``allow_dev_security``
+    opts a development stack on real engines out. Reasons never contain the values.
+    """
+    if not settings.real_engines or settings.allow_dev_security:
+        return []
+    problems: list[tuple[str, str]] = []
+    secrets = {"auth_secret": DEV_AUTH_SECRET}
+    if settings.key_provider == "local":
+        # The passphrase only protects anything while the local keyring holds the keys.
+        secrets["keyring_passphrase"] = DEV_KEYRING_PASSPHRASE
+    for field, development_value in secrets.items():
+        text = _secret_text(getattr(settings, field))
+        if text == development_value:
+            problems.append((env_name(field), "is the development value from the repository"))
+        elif len(text.encode("utf-8")) < MIN_SECRET_BYTES:
+            problems.append((env_name(field), f"is shorter than {MIN_SECRET_BYTES} bytes"))
+    if not settings.tls_enabled:
+        problems.append((env_name("tls_ca_file"), "is not set: gRPC would be plaintext"))
+    if settings.dev_tokens:
+        problems.append((env_name("dev_tokens"), "is on: HMAC development tokens accepted"))
+    return problems
+
+
+def check_production_safe(settings: Settings) -> None:
+    """Raise :class:`UnsafeForProduction` when :func:`production_problems` finds any."""
+    problems = production_problems(settings)
+    if problems:
+        raise UnsafeForProduction(problems)
 
 
 def _secret_text(value: SecretStr | str) -> str:

@@ -6,9 +6,20 @@ live in :mod:`healthbank.contracts.principal`; this module holds only the per-ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
+from functools import partial
+from pathlib import Path
+from typing import Protocol
 
-from healthbank.contracts.principal import Principal, PrincipalKind
+from healthbank.contracts.principal import (
+    TOKEN_VERSION,
+    InvalidToken,
+    Principal,
+    PrincipalKind,
+    decode_token,
+)
+from healthbank.contracts.tokens import IssuerRegistry, load_issuer_registry, verify_user_token
 from healthbank.rpc.errors import ServiceError
 
 __all__ = [
@@ -17,6 +28,7 @@ __all__ = [
     "current_principal",
     "inbound_token",
     "require_principal",
+    "token_verifier",
 ]
 
 AUTHORIZATION_KEY = "authorization"
@@ -45,3 +57,48 @@ def require_principal(*kinds: PrincipalKind) -> Principal:
             reason="PRINCIPAL_KIND_NOT_ALLOWED",
         )
     return principal
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class TokenSettings(Protocol):
+    """The token part of ``healthbank.core.config.Settings``."""
+
+    @property
+    def auth_secret(self) -> _Secret:
+        """HMAC key of development tokens."""
+        ...
+
+    @property
+    def dev_tokens(self) -> bool:
+        """Whether development (hb1) tokens are accepted."""
+        ...
+
+    @property
+    def token_issuers_file(self) -> Path | None:
+        """The registered JWT issuers (None: no JWT is accepted)."""
+        ...
+
+
+def token_verifier(settings: TokenSettings, service: str) -> Callable[[str], Principal]:
+    """The one verifier of ``service``'s inbound tokens: EdDSA JWTs from the registered
+    issuers with ``aud`` = ``service``, and development hb1 tokens only while
+    ``dev_tokens`` is on. Raises InvalidToken for anything else."""
+    registry = (
+        load_issuer_registry(settings.token_issuers_file)
+        if settings.token_issuers_file is not None
+        else IssuerRegistry()
+    )
+    secret = settings.auth_secret.get_secret_value().encode("utf-8")
+    development = partial(decode_token, secret=secret) if settings.dev_tokens else None
+
+    def verify(token: str) -> Principal:
+        if token.startswith(TOKEN_VERSION + "."):
+            if development is None:
+                raise InvalidToken("INVALID_TOKEN", "invalid credentials")
+            return development(token)
+        return verify_user_token(token, registry, service)
+
+    return verify

@@ -21,6 +21,7 @@ from healthbank.core.config import Settings
 from healthbank.core.logs import request_id_var
 from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
+from healthbank.rpc.tls import channel_credentials
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
 
@@ -40,9 +41,16 @@ class OutboundInterceptor:
     inbound call's deadline.
     """
 
-    def __init__(self, default_timeout: float, token: TokenSource | None = None) -> None:
+    def __init__(
+        self,
+        default_timeout: float,
+        token: TokenSource | None = None,
+        *,
+        forward_caller: bool = True,
+    ) -> None:
         self._default_timeout = default_timeout
         self._token = token
+        self._forward_caller = forward_caller
 
     def _own_token(self) -> str | None:
         if self._token is None or isinstance(self._token, str):
@@ -56,7 +64,7 @@ class OutboundInterceptor:
         if AUTHORIZATION_KEY not in metadata:
             # A service calls as itself (the end user travels in request fields); only a
             # factory without credentials of its own forwards its caller's token.
-            token = self._own_token() or inbound_token.get()
+            token = self._own_token() or (inbound_token.get() if self._forward_caller else None)
             if token:
                 metadata.add(AUTHORIZATION_KEY, f"Bearer {token}")
         carrier: dict[str, str] = {}
@@ -139,8 +147,11 @@ class ClientFactory:
             (so it never expires). Without it, the inbound caller's token is forwarded.
         addresses: overrides of ``address_of`` by service name (tests, local stack).
         default_timeout: timeout for calls that set none, in seconds.
-        credentials: channel credentials (mTLS); None uses plaintext (development).
+        credentials: channel credentials (mTLS); None uses plaintext (development). With
+            them, the server must hold a certificate in the service's own name.
         options: extra grpc channel arguments.
+        forward_caller: without a token of its own, send the inbound caller's (default);
+            False for a service known by its certificate, which calls as itself.
     """
 
     def __init__(
@@ -152,12 +163,15 @@ class ClientFactory:
         default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        forward_caller: bool = True,
     ) -> None:
         self._settings = settings
         self._addresses = dict(addresses or {})
         self._credentials = credentials
         self._options = list(options)
-        self._interceptor = OutboundInterceptor(default_timeout, token)
+        self._interceptor = OutboundInterceptor(
+            default_timeout, token, forward_caller=forward_caller
+        )
         self._channels: dict[str, Any] = {}
         self._closed = False
 
@@ -173,10 +187,11 @@ class ClientFactory:
         channel = self._channels.get(address)
         if channel is None:
             if self._credentials is not None:
+                # Whatever the address, the peer must prove it is this service.
                 channel = grpc.aio.secure_channel(
                     address,
                     self._credentials,
-                    options=self._options,
+                    options=[("grpc.ssl_target_name_override", service), *self._options],
                     interceptors=self._interceptor.interceptors(),
                 )
             else:
@@ -203,7 +218,17 @@ class ClientFactory:
 def service_client_factory(
     settings: Settings, service: str, *, addresses: Mapping[str, str] | None = None
 ) -> ClientFactory:
-    """The ClientFactory a service uses: every call carries ``service``'s own fresh token."""
+    """The ClientFactory a service uses: every call is made as ``service``.
+
+    With mTLS on, the service's certificate says so; while development tokens are on, each
+    call also carries a fresh hb1 token of the service (checked against the certificate).
+    Without development tokens no token travels, and the caller's is never forwarded.
+    """
+    credentials = channel_credentials(settings)
+    if not settings.dev_tokens:
+        return ClientFactory(
+            settings, addresses=addresses, credentials=credentials, forward_caller=False
+        )
     secret = settings.auth_secret.get_secret_value().encode()
     principal = Principal(PrincipalKind.SERVICE, service, purpose=Purpose.OPERATIONS)
 
@@ -211,7 +236,7 @@ def service_client_factory(
         # Short-lived and minted per call: an HMAC is cheaper than tracking expiry.
         return encode_token(principal, secret, ttl_seconds=300)
 
-    return ClientFactory(settings, token=mint, addresses=addresses)
+    return ClientFactory(settings, token=mint, addresses=addresses, credentials=credentials)
 
 
 def caller_metadata() -> tuple[tuple[str, str], ...]:

@@ -32,13 +32,20 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from healthbank.contracts.principal import InvalidToken, Principal, decode_token
+from healthbank.contracts.principal import InvalidToken, Principal
 from healthbank.core.logs import request_id_var
 from healthbank.core.phi import redact
 from healthbank.crypto.keys import KeyProviderUnavailable
-from healthbank.rpc.auth import AUTHORIZATION_KEY, current_principal, inbound_token
+from healthbank.rpc.auth import (
+    AUTHORIZATION_KEY,
+    TokenSettings,
+    current_principal,
+    inbound_token,
+    token_verifier,
+)
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import ServiceError, to_status
+from healthbank.rpc.tls import bind_principal, peer_identity
 from healthbank.storage.errors import StorageUnavailable
 
 __all__ = [
@@ -73,11 +80,7 @@ inbound_deadline: ContextVar[float | None] = ContextVar("inbound_deadline", defa
 _T = TypeVar("_T")
 
 
-class _Secret(Protocol):
-    def get_secret_value(self) -> str: ...
-
-
-class RpcSettings(Protocol):
+class RpcSettings(TokenSettings, Protocol):
     """The part of ``healthbank.core.config.Settings`` the rpc package relies on."""
 
     @property
@@ -88,11 +91,6 @@ class RpcSettings(Protocol):
     @property
     def shutdown_grace_seconds(self) -> float:
         """How long in-flight calls may run after a stop is requested."""
-        ...
-
-    @property
-    def auth_secret(self) -> _Secret:
-        """Shared secret for development principal tokens."""
         ...
 
     def address_of(self, service: str) -> str:
@@ -452,6 +450,8 @@ class PrincipalInterceptor(_AroundInterceptor):
                 principal = self._verify(token)
             except InvalidToken as error:
                 raise ServiceError.unauthenticated(error.message, reason=error.reason) from None
+        # Over mTLS the client certificate must back the token (and names a calling service).
+        principal = bind_principal(principal, peer_identity(context))
         principal_reset = current_principal.set(principal)
         token_reset = inbound_token.set(token)
         try:
@@ -467,11 +467,10 @@ def default_interceptors(
     telemetry: RpcTelemetry | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The standard interceptor chain for ``service``, outermost first."""
-    secret = settings.auth_secret.get_secret_value().encode("utf-8")
     return [
         RequestIdInterceptor(),
         TelemetryInterceptor(service, telemetry),
         ErrorInterceptor(service),
         DeadlineInterceptor(),
-        PrincipalInterceptor(partial(decode_token, secret=secret)),
+        PrincipalInterceptor(token_verifier(settings, service)),
     ]

@@ -34,6 +34,7 @@ from healthbank.crypto import KeyProvider, Sealer, build_key_provider, build_sea
 from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc.clients import ClientFactory, service_client_factory
 from healthbank.rpc.server import Checkable, ServiceHost, readiness_of
+from healthbank.rpc.tls import server_credentials
 from healthbank.storage.backends import Unopened, open_store
 from healthbank.storage.cache import Cache, open_cache
 
@@ -199,6 +200,7 @@ def service_opener(service: str, service_name: str, assemble: Assemble) -> OpenS
                 register=[partial(serving.add_to_server, serving.servicer)],
                 service_names=[service_name],
                 readiness=readiness_of(*serving.readiness),
+                credentials=server_credentials(settings),
                 options=serving.options,
             )
             # Pushed last, so it runs first: no call is in flight while things close.
