@@ -25,6 +25,7 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.core.config import Settings, load_settings
+from healthbank.crypto.pki import write_local_pki
 from healthbank.rpc import (
     ClientFactory,
     ErrorDetails,
@@ -32,6 +33,7 @@ from healthbank.rpc import (
     error_details,
     service_client_factory,
 )
+from healthbank.rpc.tls import channel_credentials
 from healthbank.storage.cassandra import keyspace_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -142,14 +144,58 @@ async def store_rows(
         await database.close()
 
 
+TEST_CLIENT = "client.tests"
+"""The certificate name of the test itself when it calls services over mTLS."""
+
+
+def mtls_settings(settings: Settings, pki_dir: Path, holder: str) -> Settings:
+    """``settings`` serving and dialing with ``holder``'s certificate from the local CA in
+    ``pki_dir`` (made on first use; see healthbank.crypto.pki for the names)."""
+    files = write_local_pki(pki_dir, [holder])[holder]
+    return settings.model_copy(
+        update={
+            "tls_ca_file": files.ca_file,
+            "tls_cert_file": files.cert_file,
+            "tls_key_file": files.key_file,
+        }
+    )
+
+
+def mtls_channel(
+    address: str,
+    pki_dir: Path,
+    holder: str = TEST_CLIENT,
+    *,
+    server_name: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel presenting ``holder``'s certificate, expecting ``server_name``'s."""
+    credentials = channel_credentials(mtls_settings(Settings(), pki_dir, holder))
+    if server_name is not None:
+        options = [("grpc.ssl_target_name_override", server_name), *options]
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 class RunningServices:
     """Services a test started in one ``AsyncExitStack`` (stopped when it closes): their
-    hosts and addresses by name, clients between them, and channels to them."""
+    hosts and addresses by name, clients between them, and channels to them.
 
-    def __init__(self, exits: AsyncExitStack) -> None:
+    With ``pki_dir`` every party uses mTLS with certificates from one local CA there:
+    open a service with :meth:`settings_of` its name; :meth:`clients` and :meth:`channel`
+    present the caller's certificate (the test's own is ``client.tests``).
+    """
+
+    def __init__(self, exits: AsyncExitStack, pki_dir: Path | None = None) -> None:
         self.exits = exits
+        self.pki_dir = pki_dir
         self.hosts: dict[str, ServiceHost] = {}
         self.addresses: dict[str, str] = {}
+
+    def settings_of(self, holder: str, settings: Settings) -> Settings:
+        """``settings`` with ``holder``'s certificate when mTLS is on; else unchanged."""
+        if self.pki_dir is None:
+            return settings
+        return mtls_settings(settings, self.pki_dir, holder)
 
     async def start(self, name: str, opened: AbstractAsyncContextManager[ServiceHost]) -> int:
         """Enter ``opened`` (a service's ``open_service(...)``), serve on a free port; the port."""
@@ -160,13 +206,29 @@ class RunningServices:
         return port
 
     def clients(self, settings: Settings, service: str) -> ClientFactory:
-        """Clients of ``service`` to the services started so far."""
-        clients = service_client_factory(settings, service, addresses=dict(self.addresses))
+        """Clients of ``service`` to the services started so far (as ``service``)."""
+        clients = service_client_factory(
+            self.settings_of(service, settings), service, addresses=dict(self.addresses)
+        )
         self.exits.push_async_callback(clients.close)
         return clients
 
-    def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-        """A channel to a started service (by name) or any address, closed with the stack."""
-        opened = grpc.aio.insecure_channel(self.addresses.get(address, address), options=options)
+    def channel(
+        self,
+        address: str,
+        options: Sequence[tuple[str, Any]] = (),
+        *,
+        holder: str = TEST_CLIENT,
+    ) -> grpc.aio.Channel:
+        """A channel to a started service (by name) or any address, closed with the stack;
+        over mTLS it presents ``holder``'s certificate."""
+        target = self.addresses.get(address, address)
+        if self.pki_dir is None:
+            opened = grpc.aio.insecure_channel(target, options=options)
+        else:
+            server_name = address if address in self.addresses else None
+            opened = mtls_channel(
+                target, self.pki_dir, holder, server_name=server_name, options=options
+            )
         self.exits.push_async_callback(opened.close)
         return opened
