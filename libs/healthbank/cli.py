@@ -123,7 +123,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         # Before anything starts, the real engines included.
         check_ports_free(os.environ)
         env: Mapping[str, str] = real_engine_env() if args.engines == "real" else {}
-        stack = LocalStack(Path(args.data_dir).resolve(), env=env, default_ports=True)
+        stack = LocalStack(
+            Path(args.data_dir).resolve(), env=env, default_ports=True, tls=args.mtls
+        )
         stack.start()
     except PortsTaken as taken:
         print(
@@ -138,6 +140,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     _print_health(stack)
     print(f"data directory: {stack.data_dir}\nCtrl-C stops all services.", flush=True)
+    if stack.client_files is not None:
+        files = stack.client_files
+        print(
+            f"mTLS on: a client presents {files.cert_file} (key {files.key_file}, "
+            f"CA {files.ca_file})",
+            flush=True,
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -221,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["embedded", "real"],
         default="embedded",
         help="embedded: SQLite + local keyring + in-process cache; real: Cassandra, OpenBao, Redis",
+    )
+    up.add_argument(
+        "--mtls",
+        action="store_true",
+        help="mutual TLS between all parties, with a local CA made in <data dir>/pki",
     )
     up.set_defaults(run=cmd_up)
     demo = commands.add_parser(

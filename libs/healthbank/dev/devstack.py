@@ -23,9 +23,31 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.core.config import DEFAULT_PORTS
+from healthbank.crypto.pki import CLIENT_PREFIX, IssuedFiles, write_local_pki
 
 SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
 _READY_PREFIX = "HEALTHBANK_READY"
+
+LOCAL_CLIENT = CLIENT_PREFIX + "local"
+"""The certificate name of the launcher itself (health checks) and of local tools."""
+
+
+def tls_env(files: IssuedFiles) -> dict[str, str]:
+    """The HEALTHBANK_TLS_* settings that make a process use ``files``."""
+    return {
+        "HEALTHBANK_TLS_CA_FILE": str(files.ca_file),
+        "HEALTHBANK_TLS_CERT_FILE": str(files.cert_file),
+        "HEALTHBANK_TLS_KEY_FILE": str(files.key_file),
+    }
+
+
+def client_credentials(files: IssuedFiles) -> grpc.ChannelCredentials:
+    """Channel credentials presenting the certificate in ``files``."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=files.ca_file.read_bytes(),
+        private_key=files.key_file.read_bytes(),
+        certificate_chain=files.cert_file.read_bytes(),
+    )
 
 
 def address_env_name(service: str) -> str:
@@ -102,12 +124,35 @@ class LocalStack:
     ``HEALTHBANK_<SERVICE>_ADDR`` or else the documented 50051-50057 (``healthbank up``);
     then every port is checked before anything starts, and :class:`PortsTaken` names
     the ones in use. ``env`` adds settings (HEALTHBANK_*) shared by every service.
+
+    With ``tls``, a local CA in ``<data dir>/pki`` issues a certificate per service and one
+    for local clients (:data:`LOCAL_CLIENT`, see :attr:`client_files`); the services serve
+    and call each other with mutual TLS, and the launcher checks health with that client's.
     """
 
     data_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
     default_ports: bool = False
+    tls: bool = False
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    _pki: dict[str, IssuedFiles] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def pki_dir(self) -> Path:
+        """Where the local CA and the certificates live (with ``tls``)."""
+        return self.data_dir / "pki"
+
+    @property
+    def client_files(self) -> IssuedFiles | None:
+        """The local client's CA, certificate and key (None without ``tls``)."""
+        return self._pki.get(LOCAL_CLIENT)
+
+    def _health(self, name: str, timeout: float = 1.0) -> str:
+        files = self.client_files
+        credentials = client_credentials(files) if files is not None else None
+        return health_status(
+            self.services[name].address, timeout, credentials=credentials, server_name=name
+        )
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -129,6 +174,8 @@ class LocalStack:
         else:
             ports = {name: free_port() for name in SERVICES}
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self._pki = write_local_pki(self.pki_dir, [*SERVICES, LOCAL_CLIENT])
         env = self.child_env(ports)
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -138,7 +185,11 @@ class LocalStack:
                 with log_path.open("ab") as log:
                     process = subprocess.Popen(
                         [sys.executable, "-m", "healthbank.cli", "serve", name],
-                        env={**env, "HEALTHBANK_PORT": str(ports[name])},
+                        env={
+                            **env,
+                            **(tls_env(self._pki[name]) if self.tls else {}),
+                            "HEALTHBANK_PORT": str(ports[name]),
+                        },
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -160,7 +211,7 @@ class LocalStack:
                     raise RuntimeError(
                         f"{name} exited with {proc.process.returncode}:\n{self.log_tail(name)}"
                     )
-                if health_status(proc.address) == "SERVING":
+                if self._health(name) == "SERVING":
                     pending.discard(name)
             if pending and time.monotonic() > deadline:
                 tails = "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in sorted(pending))
@@ -176,7 +227,7 @@ class LocalStack:
     def health_table(self) -> list[tuple[str, str, str, str]]:
         """(service, address, health, pid) rows."""
         return [
-            (name, proc.address, health_status(proc.address), str(proc.process.pid))
+            (name, proc.address, self._health(name), str(proc.process.pid))
             for name, proc in self.services.items()
         ]
 
@@ -197,10 +248,28 @@ class LocalStack:
         return codes
 
 
-async def check_health(address: str, rpc_timeout: float = 1.0) -> str:
-    """grpc.health.v1 status name of a server ("SERVING", ...), or "UNREACHABLE"."""
+def _channel(
+    address: str, credentials: grpc.ChannelCredentials | None, server_name: str | None
+) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+async def check_health(
+    address: str,
+    rpc_timeout: float = 1.0,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+) -> str:
+    """grpc.health.v1 status name of a server ("SERVING", ...), or "UNREACHABLE".
+
+    With ``credentials`` the check goes over (m)TLS to a server named ``server_name``.
+    """
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _channel(address, credentials, server_name) as channel:
             # The typeshed stub of HealthStub lists no methods.
             stub: Any = health_pb2_grpc.HealthStub(channel)
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=rpc_timeout)
@@ -209,9 +278,17 @@ async def check_health(address: str, rpc_timeout: float = 1.0) -> str:
         return "UNREACHABLE"
 
 
-def health_status(address: str, timeout: float = 1.0) -> str:
+def health_status(
+    address: str,
+    timeout: float = 1.0,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+) -> str:
     """check_health for synchronous callers (the CLI, the stack launcher)."""
-    return asyncio.run(check_health(address, timeout))
+    return asyncio.run(
+        check_health(address, timeout, credentials=credentials, server_name=server_name)
+    )
 
 
 def running_stack_addresses(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
