@@ -16,6 +16,7 @@ Deployments issue the same names from Vault/OpenBao PKI instead (docs/adr/0011).
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,6 +182,7 @@ def write_local_pki(directory: Path, common_names: list[str]) -> dict[str, Issue
 
 
 def _write(path: Path, content: bytes, *, secret: bool = False) -> None:
-    path.write_bytes(content)
-    if secret:
-        path.chmod(0o600)
+    # Keys are created owner-only, never readable for a moment in between.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(content)

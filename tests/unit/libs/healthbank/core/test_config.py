@@ -9,10 +9,14 @@ from pydantic import ValidationError
 
 from healthbank.core.config import (
     DEFAULT_PORTS,
+    MIN_SECRET_BYTES,
     SERVICE_NAMES,
     ConfigError,
     Settings,
+    UnsafeForProduction,
+    check_production_safe,
     load_settings,
+    production_problems,
 )
 
 
@@ -144,3 +148,62 @@ def test_settings_are_frozen_and_ignore_the_process_environment(
     assert load_settings().port == 1234
     with pytest.raises(ValidationError):
         settings.port = 5
+
+
+def test_tls_files_come_all_three_or_none() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"HEALTHBANK_TLS_CA_FILE": "/pki/ca.pem"})
+    assert [variable for variable, _ in raised.value.problems] == [
+        "HEALTHBANK_TLS_CERT_FILE",
+        "HEALTHBANK_TLS_KEY_FILE",
+    ]
+    assert load_settings({}).tls_enabled is False
+
+
+STRONG = "x" * MIN_SECRET_BYTES
+SAFE_ON_REAL_ENGINES = {
+    "HEALTHBANK_STORAGE_BACKEND": "cassandra",
+    "HEALTHBANK_AUTH_SECRET": STRONG,
+    "HEALTHBANK_KEYRING_PASSPHRASE": STRONG,
+    "HEALTHBANK_DEV_TOKENS": "false",
+    "HEALTHBANK_TLS_CA_FILE": "/pki/ca.pem",
+    "HEALTHBANK_TLS_CERT_FILE": "/pki/identity.pem",
+    "HEALTHBANK_TLS_KEY_FILE": "/pki/identity-key.pem",
+}
+
+
+def test_embedded_defaults_pass_the_production_guard() -> None:
+    assert production_problems(load_settings({})) == []
+    check_production_safe(load_settings({}))
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        {"HEALTHBANK_STORAGE_BACKEND": "cassandra"},
+        {"HEALTHBANK_KEY_PROVIDER": "vault", "HEALTHBANK_VAULT_TOKEN": "t"},
+        {"HEALTHBANK_CACHE_BACKEND": "redis"},
+    ],
+)
+def test_any_real_engine_turns_the_guard_on(engine: dict[str, str]) -> None:
+    problems = production_problems(load_settings(engine))
+    assert [variable for variable, _ in problems] == [
+        "HEALTHBANK_AUTH_SECRET",
+        *(["HEALTHBANK_KEYRING_PASSPHRASE"] if "HEALTHBANK_KEY_PROVIDER" not in engine else []),
+        "HEALTHBANK_TLS_CA_FILE",
+        "HEALTHBANK_DEV_TOKENS",
+    ]
+    assert (
+        production_problems(load_settings({**engine, "HEALTHBANK_ALLOW_DEV_SECURITY": "1"})) == []
+    )
+
+
+def test_a_safe_production_configuration_passes_and_values_are_never_echoed() -> None:
+    assert production_problems(load_settings(SAFE_ON_REAL_ENGINES)) == []
+    short = "s3cr3t-but-short"
+    with pytest.raises(UnsafeForProduction) as raised:
+        check_production_safe(
+            load_settings({**SAFE_ON_REAL_ENGINES, "HEALTHBANK_AUTH_SECRET": short})
+        )
+    assert str(raised.value) == "HEALTHBANK_AUTH_SECRET is shorter than 32 bytes"
+    assert short not in str(raised.value)
