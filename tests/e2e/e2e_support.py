@@ -27,9 +27,11 @@ def real_engine_settings(engines: dict[str, str], keyspace_prefix: str) -> dict[
     }
 
 
-def start_stack(data_dir: Path, env: dict[str, str]) -> LocalStack:
-    """Start the seven services; they share ``data_dir`` and ``env``."""
-    stack = LocalStack(data_dir, env={"HEALTHBANK_AUTH_SECRET": AUTH_SECRET, **env})
+def start_stack(data_dir: Path, env: dict[str, str], *, tls: bool = False) -> LocalStack:
+    """Start the seven services; they share ``data_dir`` and ``env``. With ``tls`` they use
+    mutual TLS with certificates from a local CA (``stack.client_files`` for the test's
+    own client)."""
+    stack = LocalStack(data_dir, env={"HEALTHBANK_AUTH_SECRET": AUTH_SECRET, **env}, tls=tls)
     stack.start(timeout=120)
     return stack
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,11 +15,18 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from service_support import RunningServices, auth_metadata, error_details, rpc_error
+from service_support import (
+    TEST_CLIENT,
+    RunningServices,
+    auth_metadata,
+    error_details,
+    rpc_error,
+)
 from service_support import service_settings as make_settings
 
 from healthbank.contracts.principal import Principal, PrincipalKind
 from healthbank.contracts.tokens import mint_user_token
+from healthbank.crypto.pki import engine_common_name
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity.app import open_service as open_identity
 
@@ -50,8 +58,19 @@ def bearer(jwt: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {jwt}"),)
 
 
+@dataclass
+class Identity:
+    running: RunningServices
+
+    def stub(self, holder: str = TEST_CLIENT) -> identity_pb2_grpc.IdentityServiceStub:
+        """A stub presenting ``holder``'s certificate."""
+        return identity_pb2_grpc.IdentityServiceStub(
+            self.running.channel("identity", holder=holder)
+        )
+
+
 @pytest.fixture
-async def identity(tmp_path: Path) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
+async def identity(tmp_path: Path) -> AsyncIterator[Identity]:
     issuers = tmp_path / "issuers.json"
     public_pem = HOSPITAL_KEY.public_key().public_bytes(
         Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
@@ -72,14 +91,14 @@ async def identity(tmp_path: Path) -> AsyncIterator[identity_pb2_grpc.IdentitySe
     async with AsyncExitStack() as exits:
         running = RunningServices(exits, pki_dir=tmp_path / "pki")
         await running.start("identity", open_identity(running.settings_of("identity", settings)))
-        yield identity_pb2_grpc.IdentityServiceStub(running.channel("identity"))
+        yield Identity(running)
 
 
 async def test_a_registered_hospitals_clinician_is_authenticated(
-    identity: identity_pb2_grpc.IdentityServiceStub,
+    identity: Identity,
 ) -> None:
     # Past authentication: the person is simply unknown.
-    error = await rpc_error(identity.GetPerson(GET_PERSON, metadata=bearer(token())))
+    error = await rpc_error(identity.stub().GetPerson(GET_PERSON, metadata=bearer(token())))
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -97,10 +116,10 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_TOKENS))
-async def test_bad_user_tokens_are_unauthenticated(
-    identity: identity_pb2_grpc.IdentityServiceStub, case: str
-) -> None:
-    error = await rpc_error(identity.GetPerson(GET_PERSON, metadata=bearer(BAD_TOKENS[case]())))
+async def test_bad_user_tokens_are_unauthenticated(identity: Identity, case: str) -> None:
+    error = await rpc_error(
+        identity.stub().GetPerson(GET_PERSON, metadata=bearer(BAD_TOKENS[case]()))
+    )
     details = error_details(error)
     assert details.code == grpc.StatusCode.UNAUTHENTICATED
     expected = "credentials expired" if case == "expired" else "invalid credentials"
@@ -109,8 +128,27 @@ async def test_bad_user_tokens_are_unauthenticated(
 
 
 async def test_development_tokens_are_refused_when_turned_off(
-    identity: identity_pb2_grpc.IdentityServiceStub, tmp_path: Path
+    identity: Identity, tmp_path: Path
 ) -> None:
     development = auth_metadata(make_settings(tmp_path), CLINICIAN)
-    error = await rpc_error(identity.GetPerson(GET_PERSON, metadata=development))
+    error = await rpc_error(identity.stub().GetPerson(GET_PERSON, metadata=development))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_hospital_engine_token_works_only_over_its_engine_certificate(
+    identity: Identity,
+) -> None:
+    engine = token(Principal(PrincipalKind.HOSPITAL_ENGINE, "engine-1", "hospital-a"))
+    own = await rpc_error(
+        identity.stub(engine_common_name("hospital-a")).GetPerson(
+            GET_PERSON, metadata=bearer(engine)
+        )
+    )
+    # Authenticated; whether an engine may read persons is authorization's answer.
+    assert own.code() != grpc.StatusCode.UNAUTHENTICATED
+    other = await rpc_error(
+        identity.stub(engine_common_name("hospital-b")).GetPerson(
+            GET_PERSON, metadata=bearer(engine)
+        )
+    )
+    assert error_details(other).reason == "PEER_MISMATCH"
