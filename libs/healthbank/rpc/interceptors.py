@@ -426,8 +426,10 @@ class PrincipalInterceptor(_AroundInterceptor):
     """Verify the ``authorization: Bearer <token>`` metadata and expose the principal.
 
     A call without credentials proceeds with ``current_principal`` None (health checks and
-    reflection need none; servicers call ``require_principal``). Bad credentials are
-    refused with UNAUTHENTICATED before the servicer runs.
+    reflection need none; servicers call ``require_principal``), or as the service its
+    mTLS certificate names. Bad credentials, or a service or hospital-engine token over a
+    certificate that is not its own (``healthbank.rpc.tls.bind_principal``), are refused
+    with UNAUTHENTICATED before the servicer runs.
     """
 
     def __init__(self, verify: Callable[[str], Principal]) -> None:
