@@ -184,7 +184,9 @@ class ClientFactory:
         if self._closed:
             raise RuntimeError("ClientFactory is closed")
         address = self.address_of(service)
-        channel = self._channels.get(address)
+        # Over TLS a channel expects one service's certificate, so it serves only that name.
+        key = address if self._credentials is None else f"{service}@{address}"
+        channel = self._channels.get(key)
         if channel is None:
             if self._credentials is not None:
                 # Whatever the address, the peer must prove it is this service.
@@ -198,7 +200,7 @@ class ClientFactory:
                 channel = grpc.aio.insecure_channel(
                     address, options=self._options, interceptors=self._interceptor.interceptors()
                 )
-            self._channels[address] = channel
+            self._channels[key] = channel
         return channel
 
     async def close(self, grace: float | None = None) -> None:
