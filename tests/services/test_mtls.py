@@ -1,15 +1,18 @@
 """Mutual TLS between services: identity served with a certificate from a local CA, called
-by ingest (as ingest would), by the test, and by parties that must be turned away."""
+by ingest (as ingest would), by the test, and by parties that must be turned away; and the
+same with certificates issued by the real OpenBao's PKI engine (ADR 11's recipe)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import grpc.aio
+import hvac
 import pytest
 from service_support import (
     RunningServices,
@@ -21,9 +24,10 @@ from service_support import (
 )
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
-from healthbank.core.config import Settings
+from healthbank.core.config import SERVICE_NAMES, Settings
 from healthbank.crypto.pki import create_ca, engine_common_name, issue_certificate
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+from healthbank.rpc import service_client_factory
 from services.identity.app import open_service as open_identity
 
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
@@ -146,3 +150,68 @@ async def test_a_hospital_engine_token_needs_that_hospitals_engine_certificate(
         identity.as_holder(engine_common_name("hospital-a")).Resolve(RESOLVE, metadata=metadata)
     )
     assert own.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture
+def vault_pki(vault_root: hvac.Client, tmp_path: Path) -> Iterator[Callable[[str], Settings]]:
+    """ADR 11's deployment recipe on the real OpenBao: a pki mount with a root CA and one
+    role for the services; yields settings_for(service) with a certificate it issued."""
+    mount = f"pki-{uuid.uuid4().hex[:12]}"
+    vault_root.sys.enable_secrets_engine("pki", path=mount, config={"max_lease_ttl": "72h"})
+    try:
+        vault_root.secrets.pki.generate_root(
+            "internal", "healthbank test CA", extra_params={"ttl": "72h"}, mount_point=mount
+        )
+        vault_root.secrets.pki.create_or_update_role(
+            "services",
+            extra_params={
+                "allowed_domains": ",".join(SERVICE_NAMES),
+                "allow_bare_domains": True,
+                "allow_localhost": True,
+                "allow_ip_sans": True,
+                "server_flag": True,
+                "client_flag": True,
+                "key_type": "ec",
+                "key_bits": 256,
+                "max_ttl": "72h",
+            },
+            mount_point=mount,
+        )
+
+        def settings_for(service: str) -> Settings:
+            issued = vault_root.secrets.pki.generate_certificate(
+                "services",
+                service,
+                extra_params={"alt_names": "localhost", "ip_sans": "127.0.0.1", "ttl": "1h"},
+                mount_point=mount,
+            )["data"]
+            folder = tmp_path / "vault-pki" / service
+            folder.mkdir(parents=True)
+            (folder / "ca.pem").write_text(issued["issuing_ca"])
+            (folder / "cert.pem").write_text(issued["certificate"])
+            (folder / "key.pem").write_text(issued["private_key"])
+            return service_settings(tmp_path / "data").model_copy(
+                update={
+                    "tls_ca_file": folder / "ca.pem",
+                    "tls_cert_file": folder / "cert.pem",
+                    "tls_key_file": folder / "key.pem",
+                }
+            )
+
+        yield settings_for
+    finally:
+        vault_root.sys.disable_secrets_engine(path=mount)
+
+
+async def test_certificates_from_vault_pki_work_the_same(
+    vault_pki: Callable[[str], Settings],
+) -> None:
+    async with AsyncExitStack() as exits:
+        running = RunningServices(exits)
+        await running.start("identity", open_identity(vault_pki("identity")))
+        # Production: no development token, the certificate names the calling service.
+        ingest = vault_pki("ingest").model_copy(update={"dev_tokens": False})
+        clients = service_client_factory(ingest, "ingest", addresses=running.addresses)
+        exits.push_async_callback(clients.close)
+        stub = identity_pb2_grpc.IdentityServiceStub(clients.channel("identity"))
+        assert len((await stub.Resolve(RESOLVE)).person_token) == 64
