@@ -150,6 +150,12 @@ async def test_a_hospital_engine_token_needs_that_hospitals_engine_certificate(
         identity.as_holder(engine_common_name("hospital-a")).Resolve(RESOLVE, metadata=metadata)
     )
     assert own.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The engine certificate alone authenticates the engine too (no token).
+    alone = await rpc_error(identity.as_holder(engine_common_name("hospital-a")).Resolve(RESOLVE))
+    assert alone.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Without a token, a client certificate says nobody in particular.
+    nobody = await rpc_error(identity.as_holder("client.tests").Resolve(RESOLVE))
+    assert nobody.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ peer (:func:`peer_identity`, from the certificate's common name, see
 :mod:`healthbank.crypto.pki` for the naming) and :func:`bind_principal` holds the token's
 principal to it: a service principal must come over that service's certificate, a hospital
 engine's over that hospital's engine certificate. A call without a token over a service
-certificate is that service (how services call each other without development tokens).
+certificate is that service (how services call each other without development tokens), and
+over an engine certificate that hospital's engine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import SERVICE_NAMES
-from healthbank.crypto.pki import CLIENT_PREFIX, ENGINE_PREFIX
+from healthbank.crypto.pki import CLIENT_PREFIX, ENGINE_PREFIX, engine_common_name
 from healthbank.rpc.errors import ServiceError
 
 __all__ = [
@@ -128,8 +129,17 @@ def bind_principal(principal: Principal | None, peer: Peer | None) -> Principal 
     if peer is None:
         return principal
     if principal is None:
+        # The certificate alone names a service or a hospital's engine; anyone else needs
+        # a token to say who they are.
         if peer.kind == PeerKind.SERVICE:
             return Principal(PrincipalKind.SERVICE, peer.name, purpose=Purpose.OPERATIONS)
+        if peer.kind == PeerKind.HOSPITAL_ENGINE:
+            return Principal(
+                PrincipalKind.HOSPITAL_ENGINE,
+                engine_common_name(peer.name),
+                hospital_id=peer.name,
+                purpose=Purpose.OPERATIONS,
+            )
         return None
     if principal.kind == PrincipalKind.SERVICE:
         matches = peer.kind == PeerKind.SERVICE and peer.name == principal.subject
