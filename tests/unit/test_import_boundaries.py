@@ -31,6 +31,7 @@ PURE_LIBRARY_MODULES = [
     "healthbank.contracts.natid",
     "healthbank.contracts.principal",
     "healthbank.contracts.records",
+    "healthbank.contracts.tokens",
     "healthbank.core.config",
     "healthbank.core.ids",
     "healthbank.core.phi",
