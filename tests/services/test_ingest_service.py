@@ -371,7 +371,8 @@ async def test_hl7_admission_update_and_results(stack: Stack) -> None:
         request(fixture("hl7_adt_a01.er7"), "ADT-B-000917", HL7, HOSPITAL_B), ENGINE_B
     )
     assert admission.outcome == ingest_pb2.OUTCOME_STORED
-    assert len(admission.record_names) == 6
+    assert len(admission.record_names) == 7  # six clinical facts and the kept Z-segment
+    assert admission.hl7_ack.split(b"\r")[1] == b"MSA|AA|ADT-B-000917"
     token = admission.person_token
     facts = await stack.records.list_facts(token)
     severities = {}
