@@ -59,6 +59,9 @@ MAX_MESSAGE_ID_LENGTH = 256
 DEFAULT_STREAM_CONCURRENCY = 8
 RETRY_DELAY_SECONDS = 1.0
 
+# Hospital integration engines (and the MLLP gateway, speaking for one) submit messages.
+SUBMITTERS = (PrincipalKind.SERVICE, PrincipalKind.HOSPITAL_ENGINE)
+
 _FORMATS = {
     common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
     common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
@@ -82,7 +85,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.SubmitRequest, context: Any
     ) -> ingest_pb2.SubmitResponse:
         """Store one message, or fail the call saying why."""
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*SUBMITTERS)
         submission = checked_submission(request, principal)
         try:
             ack = await self._pipeline.submit(submission)
@@ -99,7 +102,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         the stream with the same message id or the same patient (see
         ``PreparedMessage.ordering_keys``): a stream behaves as if processed in order.
         """
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*SUBMITTERS)
         slots = asyncio.Semaphore(self._stream_concurrency)
         acks: asyncio.Queue[asyncio.Task[ingest_pb2.SubmitResponse] | None] = asyncio.Queue()
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}
