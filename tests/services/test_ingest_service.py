@@ -52,7 +52,7 @@ from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
-from healthbank.rpc import error_details, service_client_factory
+from healthbank.rpc import ServiceError, error_details, service_client_factory
 from healthbank.storage.backends import open_store
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
@@ -485,6 +485,45 @@ async def test_malformed_messages_get_precise_violations(stack: Stack) -> None:
         assert [name for name, _ in details.field_violations] == fields
         assert "510107200102142083" not in str(details)
     assert await stack.records.get_receipt(HOSPITAL_A, "bad-0") is None
+
+
+async def test_a_message_with_thousands_of_violations_fits_a_default_client(
+    stack: Stack,
+) -> None:
+    """Submitted by the hospital's engine principal over a channel with gRPC defaults."""
+    msh = b"MSH|^~\\&|LAB|hospital-a|HB|CITY|20260305143000||ORU^R01|FLOOD-1|P|2.5"
+    segments = [msh, b"PID|1||M-1^^^hospital-a^MR"]
+    segments += [b"OBX|%d|NM|8310-5^Body temperature^LN||warm" % n for n in range(5000)]
+    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "his-a", HOSPITAL_A)
+    default_client = stack.running.channel(f"127.0.0.1:{stack.ingest_port}")  # no options
+    stub = ingest_pb2_grpc.IngestServiceStub(default_client)
+    error = await rpc_error(
+        stub.Submit(request(b"\r".join(segments), "flood-1", HL7), metadata=stack.auth(engine))
+    )
+    details = error_details(error)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.reason == "INVALID_HL7V2"
+    assert details.field_violations[0] == ("content.OBX[0].5", "must be a number for value type NM")
+    assert details.metadata["violations_total"] == "5000"
+    assert not ServiceError(error.code(), "x", reason="INVALID_HL7V2").retryable
+    # In a stream the same message is one rejection, with its AE ACK for the engine.
+    (rejected,) = await stack.stream([request(b"\r".join(segments), "flood-2", HL7)])
+    assert rejected.outcome == ingest_pb2.OUTCOME_REJECTED
+    assert not rejected.rejection.retryable
+    assert rejected.hl7_ack.split(b"\r")[1].startswith(b"MSA|AE|")
+
+
+async def test_pydicom_files_refused_for_what_they_are(stack: Stack) -> None:
+    cases = [
+        ("rtplan_truncated.dcm", "INVALID_DICOM", "is truncated"),
+        ("DICOMDIR", "DICOMDIR_NOT_AN_INSTANCE", "is a DICOMDIR"),
+    ]
+    for index, (name, reason, description) in enumerate(cases):
+        content = Path(get_testdata_file(name)).read_bytes()
+        details = error_details(await stack.failure(request(content, f"dcm-{index}", DICOM)))
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.reason == reason
+        assert details.field_violations[0][1].startswith(description)
 
 
 async def test_unknown_patient_needs_a_national_id(stack: Stack) -> None:
