@@ -1,4 +1,4 @@
-"""HL7 v2 (ER7 encoding): a small parser and the mapping of ADT and ORU messages to FHIR.
+"""HL7 v2 (ER7 encoding): a small parser and the mapping of clinical messages to FHIR.
 
 Parsing (:func:`parse_er7`): segments are separated by CR (LF and CRLF are accepted too, and
 MLLP framing bytes are stripped). The field separator is MSH-1 and the component, repetition,
@@ -6,28 +6,39 @@ escape and subcomponent characters are MSH-2, whatever they are. Escape sequence
 ``\\S\\`` ``\\T\\`` ``\\R\\`` ``\\E\\``, ``\\Xhh..\\`` and ``\\.br\\`` are decoded after splitting.
 Text is UTF-8, or GB 18030 when MSH-18 says so.
 
-Supported messages (:data:`SUPPORTED_MESSAGE_TYPES`): ADT^A01, ADT^A04, ADT^A08 and ORU^R01.
-Mapped segments, each through a FHIR R4 resource built here and the same table as FHIR input
+Supported messages (:data:`SUPPORTED_MESSAGE_TYPES`, HL7 v2.3-2.8): ADT A01-A08, A11, A13,
+A28, A31, A40; ORU R01; ORM O01, OML O21/O33; VXU V04; MDM T02. Mapped segments, each
+through a FHIR R4 resource built here and the same table as FHIR input
 (:func:`services.ingest.fhir.entry_from_resource`):
 
 =======  ===========================================================================
-PID      identity: PID-3 CX identifiers (type ``MR`` = record number, required; ``NNCHN``
-         or ``NI`` = national ID), PID-5 name, PID-7 birth date, PID-8 sex, PID-13 phone
-AL1      AllergyIntolerance: AL1-3 allergen, AL1-2 type, AL1-4 severity (``SV`` →
-         criticality high, ``MO``/``MI`` → low, ``U`` → unable-to-assess), AL1-5
+PID      identity: PID-3 CX identifiers (type ``MR`` = record number; without one, the
+         first identifier that is not a national ID; ``NNCHN`` or ``NI`` = national
+         ID), PID-5 name, PID-7 birth date, PID-8 sex (table 0001; a site code is not
+         forwarded), PID-13 phone
+AL1      AllergyIntolerance: AL1-3 allergen, AL1-2 type, AL1-4 severity (``SV`` ->
+         criticality high, ``MO``/``MI`` -> low, ``U`` -> unable-to-assess), AL1-5
          reaction, AL1-6 identification date
 DG1      Condition: DG1-3 diagnosis code, DG1-5 diagnosis date/time
 PR1      Procedure (completed): PR1-3 procedure code, PR1-5 procedure date/time
-OBR      DiagnosticReport (ORU): OBR-4 service, OBR-7 observation time, OBR-25 status
-OBX      Observation: OBX-3 code, OBX-2/5 value (NM → valueQuantity with OBX-6 units),
-         OBX-11 status, OBX-14 time (else the OBR's OBR-7)
+OBR      DiagnosticReport: OBR-4 service, OBR-7 observation time, OBR-25 status; in an
+         order (ORM/OML) status ``registered``
+OBX      Observation: OBX-3 code, OBX-2/5 value (NM -> valueQuantity with OBX-6 units),
+         OBX-11 status, OBX-14 time (else the OBR's OBR-7); in MDM, the document text
+RXA      MedicationStatement (VXU): RXA-5 vaccine, RXA-3 time, RXA-20 completion
+TXA      DocumentReference (MDM): TXA-2 type, TXA-4/6 time, the OBX-5 text attached
 PV1      Encounter (ADT^A01/A04 only): PV1-2 patient class, PV1-44/45 admit/discharge
+MRG      ADT^A40: a merge request record for identity (:func:`_merge_request`)
+Z..      every Z-segment, kept as sent in one DocumentReference (:func:`_z_segments`)
 =======  ===========================================================================
 
-Other segments (EVN, PD1, NK1, NTE, ORC, Z-segments ...) carry no record of their own and
-are ignored. An entry without a time of its own takes MSH-7. Coded fields (CE/CWE) need a
-coding system (component 3, HL7 table 0396) when they carry a code; a text-only value
-(``^Sulfonamide``) becomes a text-only concept.
+Other segments (EVN, PD1, NK1, NTE, ORC, ...) carry no record of their own and are
+ignored. An entry without a time of its own takes MSH-7. ``""`` (the explicit null) is read
+as no value. An AL1/DG1/PR1 with nothing but its set id is skipped. A coded field (CE/CWE)
+without a coding system (component 3, table 0396) is a local code
+(:data:`LOCAL_CODING_SYSTEM`); a text-only value (``^Sulfonamide``) becomes a text-only
+concept. The HL7 coding-system names are mapped in :data:`CODING_SYSTEMS` (one place, until
+a shared terminology module replaces it). See docs/adr/0015.
 """
 
 from __future__ import annotations
