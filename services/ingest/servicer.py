@@ -1,9 +1,9 @@
 """The gRPC edge of the ingest service: caller checks, request validation, status mapping.
 
 Callers are hospital integration engines: ``HOSPITAL_ENGINE`` principals (as the MLLP
-gateway submits) or service principals bound to a hospital. A caller may submit only for its own hospital
-(``HOSPITAL_MISMATCH`` otherwise). For HL7 v2 every answer carries the HL7 ACK
-(``SubmitResponse.hl7_ack``; ADR 15).
+gateway submits) or service principals bound to a hospital. A caller may submit only for
+its own hospital (``HOSPITAL_MISMATCH`` otherwise). For HL7 v2 every answer carries the
+HL7 ACK (``SubmitResponse.hl7_ack``; ADR 15).
 
 ``Submit`` fails the call for a bad message (INVALID_ARGUMENT with field violations, reason
 INVALID_FHIR / INVALID_HL7V2 / INVALID_DICOM ...). ``SubmitStream`` acknowledges every
