@@ -21,27 +21,19 @@ from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 
 import pydicom
 import pytest
-from repo_paths import REPO
+from pydicom_outcomes import TEST_FILES, pydicom_outcomes
 
 from services.ingest.dicom import parse_dicom
 from services.ingest.model import Category, InvalidMessage
 
-TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
-TABLE = REPO / "tests" / "fixtures" / "pydicom_testdata_outcomes.tsv"
 NOT_PART_10 = "must be a DICOM Part 10 file (preamble and DICM prefix)"
 TRUNCATED = "is truncated: an element claims more bytes than the file holds"
 
 
-def _table() -> dict[str, tuple[str, list[str]]]:
-    rows = [line.split("\t") for line in TABLE.read_text().splitlines() if not line.startswith("#")]
-    return {path: (outcome, [f for f in fields.split(",") if f]) for path, outcome, fields in rows}
-
-
-EXPECTED = _table()
+EXPECTED = pydicom_outcomes()
 
 
 def _pydicom_reads(content: bytes) -> bool:
