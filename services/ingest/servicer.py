@@ -38,6 +38,7 @@ from healthbank.core.logs import request_id_var
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
+from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY
 from healthbank.storage import StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
 from services.ingest.pipeline import (
@@ -344,5 +345,6 @@ def _rejected(
                 for name, description in err.field_violations
             ],
             retryable=err.retryable,
+            violations_total=int(err.metadata.get(VIOLATIONS_TOTAL_KEY, 0)),
         ),
     )

@@ -513,6 +513,8 @@ async def test_a_message_with_thousands_of_violations_fits_a_default_client(
     (rejected,) = await stack.stream([request(b"\r".join(segments), "flood-2", HL7)])
     assert rejected.outcome == ingest_pb2.OUTCOME_REJECTED
     assert not rejected.rejection.retryable
+    assert rejected.rejection.violations_total == 5000
+    assert 0 < len(rejected.rejection.field_violations) < 5000
     assert rejected.hl7_ack.split(b"\r")[1].startswith(b"MSA|AE|")
 
 

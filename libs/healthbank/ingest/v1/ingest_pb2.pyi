@@ -40,16 +40,18 @@ class FieldViolation(_message.Message):
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Rejection(_message.Message):
-    __slots__ = ("reason", "message", "field_violations", "retryable")
+    __slots__ = ("reason", "message", "field_violations", "retryable", "violations_total")
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FIELD_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     reason: str
     message: str
     field_violations: _containers.RepeatedCompositeFieldContainer[FieldViolation]
     retryable: bool
-    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., retryable: _Optional[bool] = ...) -> None: ...
+    violations_total: int
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., retryable: _Optional[bool] = ..., violations_total: _Optional[int] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack")
