@@ -6,6 +6,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MESSAGES = REPO / "tests" / "fixtures" / "messages"
+HL7_SAMPLES = REPO / "tests" / "fixtures" / "hl7_samples"
+"""HL7 v2 messages of public test suites (tools/fetch_hl7_samples.py; README there)."""
 
 
 def message(name: str) -> bytes:

@@ -216,6 +216,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_mllp(settings: Settings, args: argparse.Namespace) -> None:
+    gateway = importlib.import_module("services.mllp_gateway.app")
+    config = gateway.GatewayConfig(
+        hospital_id=args.hospital,
+        host=args.host,
+        port=args.port,
+        max_message_bytes=args.max_bytes,
+    )
+    async with gateway.open_gateway(settings, config) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"HEALTHBANK_READY mllp {port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+
+
+def cmd_mllp(args: argparse.Namespace) -> int:
+    """Run the MLLP listener in front of ingest until SIGTERM/SIGINT."""
+    settings = load_settings()
+    configure_logging("mllp-gateway", settings.log_level)
+    asyncio.run(_run_mllp(settings, args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `healthbank` command."""
     parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
@@ -255,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
         "folder, removed when the demo passes",
     )
     demo.set_defaults(run=cmd_demo)
+    mllp = commands.add_parser(
+        "mllp",
+        help="listen for HL7 v2 over MLLP and submit each message to ingest",
+        description="An MLLP listener for one hospital's engine: each framed message is "
+        "submitted to ingest (HEALTHBANK_INGEST_ADDR) and its HL7 ACK written back framed.",
+    )
+    mllp.add_argument("--hospital", required=True, help="the hospital id the engine sends for")
+    mllp.add_argument("--host", default="127.0.0.1")
+    mllp.add_argument("--port", type=int, default=2575, help="0 picks a free port")
+    mllp.add_argument(
+        "--max-bytes", type=int, default=16 * 1024 * 1024, help="largest message accepted"
+    )
+    mllp.set_defaults(run=cmd_mllp)
     return parser
 
 

@@ -5,8 +5,9 @@ Identity convention (DICOM has no standard attribute for a national ID):
 - ``PatientID`` (0010,0020) is the hospital record number (MRN); required.
 - The national ID is the ``PatientID`` of an item of ``OtherPatientIDsSequence``
   (0010,1002) whose ``IssuerOfPatientID`` (0010,0021) is :data:`NATIONAL_ID_ISSUER`
-  ("CN-NATIONAL-ID"). It is required: a file without it is rejected. The retired
-  ``OtherPatientIDs`` (0010,1000) is not read, because it does not say whose number it is.
+  ("CN-NATIONAL-ID"). It is optional: without it the identity service resolves the
+  patient by record number. The retired ``OtherPatientIDs`` (0010,1000) is not read,
+  because it does not say whose number it is.
 - ``PatientName``, ``PatientBirthDate``, ``PatientSex`` and ``PatientTelephoneNumbers``
   give the demographics.
 
@@ -14,13 +15,22 @@ The record is a FHIR ImagingStudy (category IMAGING, code = ``Modality`` in the 
 system, effective time = ``StudyDate``/``StudyTime``, in ``TimezoneOffsetFromUTC`` or else
 hospital local time) with the study, series and instance UIDs, ``StudyDescription`` and
 ``BodyPartExamined``. The whole file, pixel data included, goes to the archive blob store
-(sealed); the message carries it as :attr:`ParsedMessage.imaging`. Uncompressed pixel data
-shorter than the image attributes promise (a truncated file) is rejected.
+(sealed); the message carries it as :attr:`ParsedMessage.imaging`.
+
+Validation reads the whole file: pydicom parses it and decodes every value, and the
+encoded stream is walked once more (:func:`check_complete`) so that a file cut short
+anywhere, or an element claiming more bytes than the file holds (a pixel-data length of
+4 GB in a small file), is refused: pydicom itself reads such files silently. Uncompressed
+pixel data must be as long as the image attributes promise, by pydicom's arithmetic for
+every photometric interpretation and subsampling (encapsulated pixel data has no such
+length). A DICOMDIR is refused with its own reason, ``DICOMDIR_NOT_AN_INSTANCE``.
 """
 
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from types import MappingProxyType
@@ -28,6 +38,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
 
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from services.ingest.fhir import entry_from_resource
@@ -43,6 +54,8 @@ from services.ingest.model import (
 )
 
 REASON = "INVALID_DICOM"
+DICOMDIR_REASON = "DICOMDIR_NOT_AN_INSTANCE"
+MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 NATIONAL_ID_ISSUER = "CN-NATIONAL-ID"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 DICOM_CONTENT_TYPE = "application/dicom"
@@ -77,6 +90,7 @@ def parse_dicom(content: bytes) -> ParsedMessage:
         raise InvalidMessage(
             REASON, [("content", "must be a DICOM Part 10 file (preamble and DICM prefix)")]
         ) from None
+    _check_whole(content, dataset)
     problems = Problems(REASON)
     text = _Reader(dataset, problems)
     paths: dict[str, str] = {"identifiers": "content.PatientID"}
@@ -138,6 +152,28 @@ class _Reader:
             return None
 
 
+def _check_whole(content: bytes, dataset: Dataset) -> None:
+    """Refuse a DICOMDIR, and a file whose elements do not all fit in it (cut short, or a
+    length claim beyond the data), before anything else is looked at."""
+    sop_class = dataset.file_meta.get("MediaStorageSOPClassUID") if dataset.file_meta else None
+    if str(sop_class or "") == MEDIA_DIRECTORY_SOP_CLASS:
+        raise InvalidMessage(
+            DICOMDIR_REASON,
+            [("content", "is a DICOMDIR (a media directory): send the instances it lists")],
+        )
+    try:
+        check_complete(content, dataset)
+        for element in dataset.iterall():  # decode every value: the whole dataset is read
+            _ = element.value
+    except Truncated:
+        raise InvalidMessage(
+            REASON,
+            [("content", "is truncated: an element claims more bytes than the file holds")],
+        ) from None
+    except Exception:
+        raise InvalidMessage(REASON, [("content", "could not be read completely")]) from None
+
+
 def _check_pixel_data(dataset: Dataset, problems: Problems) -> None:
     """Refuse a file cut short: the archive must not keep an image that cannot be shown.
 
@@ -151,15 +187,9 @@ def _check_pixel_data(dataset: Dataset, problems: Problems) -> None:
         transfer_syntax = dataset.file_meta.get("TransferSyntaxUID")
         if transfer_syntax is None or transfer_syntax.is_compressed:
             return
-        frames = int(dataset.get("NumberOfFrames") or 1)
-        bits = (
-            int(dataset.Rows)
-            * int(dataset.Columns)
-            * int(dataset.get("SamplesPerPixel") or 1)
-            * int(dataset.BitsAllocated)
-            * frames
-        )
-        complete = len(dataset.PixelData) >= (bits + 7) // 8
+        # pydicom's arithmetic knows every photometric interpretation and subsampling
+        # (YBR_FULL_422 holds two samples a pixel, YBR_PARTIAL_420 one and a half).
+        complete = len(dataset.PixelData) >= get_expected_length(dataset, "bytes")
     except Exception:
         problems.add("content.PixelData", "could not be checked against the image attributes")
         return
@@ -182,11 +212,7 @@ def _national_id(dataset: Dataset, problems: Problems, paths: dict[str, str]) ->
             return ""
         paths["national_id"] = f"{where}.PatientID"
         return national_id
-    problems.add(
-        "content.OtherPatientIDsSequence",
-        f"must contain an item with IssuerOfPatientID {NATIONAL_ID_ISSUER} holding the national ID",
-    )
-    return ""
+    return ""  # none: the identity service resolves the patient by record number
 
 
 def _demographics(
@@ -230,7 +256,7 @@ def _study_time(text: Callable[[str], str], problems: Problems) -> str:
         ("AcquisitionDate", "AcquisitionTime"),
         ("ContentDate", "ContentTime"),
     ):
-        day = text(date_keyword)
+        day = text(date_keyword).replace(".", "")  # ACR-NEMA wrote yyyy.mm.dd
         if not day:
             continue
         clock = text(time_keyword).replace(":", "")
@@ -294,3 +320,125 @@ def _imaging_study(
     if description:
         resource["description"] = description
     return resource
+
+
+# -- the length walk -------------------------------------------------------------------------
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+# Explicit VRs whose length field is 4 bytes (after 2 reserved bytes); the others have 2.
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"} | {b"UR", b"UT", b"UV"}
+)
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+class Truncated(Exception):
+    """An element claims more bytes than the file has, or the file ends inside a header."""
+
+
+def check_complete(content: bytes, dataset: Dataset) -> None:
+    """Raise :class:`Truncated` unless every element's length fits in the data after it.
+
+    pydicom reads a file cut short without complaint (the last values are just shorter),
+    so the encoded stream is walked once more: element headers and declared lengths, items
+    and delimiters of undefined-length sequences and encapsulated pixel data, for the file
+    meta (explicit VR little endian) and then the dataset in its transfer syntax.
+    """
+    position = 132 if content[128:132] == b"DICM" else 0
+    position = _walk(content, position, len(content), explicit=True, little=True, meta=True)
+    body, start = content, position
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", "")) if dataset.file_meta else ""
+    if syntax == _DEFLATED:
+        try:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            body, start = inflater.decompress(content[position:]), 0
+        except zlib.error:
+            raise Truncated from None
+        if not inflater.eof:
+            raise Truncated
+    # As pydicom found the dataset encoded, which may differ from what the meta declares.
+    implicit, little = dataset.original_encoding
+    _walk(body, start, len(body), explicit=not implicit, little=little is not False)
+
+
+def _walk(
+    data: bytes,
+    position: int,
+    end: int,
+    *,
+    explicit: bool,
+    little: bool,
+    meta: bool = False,
+    until: int = 0,
+) -> int:
+    """Walk elements from ``position`` to ``end`` (or to the delimiter tag ``until``)."""
+    order = "<" if little else ">"
+    if explicit and not meta and end - position >= 6 and not _looks_like_vr(data, position):
+        # Like pydicom: a dataset whose first element has no VR is read as implicit VR.
+        explicit = False
+    while position < end:
+        if end - position < 8:
+            raise Truncated
+        group, element = struct.unpack_from(order + "HH", data, position)
+        tag = (group << 16) | element
+        if meta and group != 0x0002:
+            return position
+        if tag in (_ITEM_END, _SEQUENCE_END) or tag == _ITEM:
+            (length,) = struct.unpack_from(order + "L", data, position + 4)
+            position += 8
+            if tag == until:
+                return position
+            raise Truncated  # a delimiter where an element belongs
+        vr = b""
+        if explicit:
+            vr = data[position + 4 : position + 6]
+            if vr in _LONG_VRS:
+                if end - position < 12:
+                    raise Truncated
+                (length,) = struct.unpack_from(order + "L", data, position + 8)
+                position += 12
+            else:
+                (length,) = struct.unpack_from(order + "H", data, position + 6)
+                position += 8
+        else:
+            (length,) = struct.unpack_from(order + "L", data, position + 4)
+            position += 8
+        if length == _UNDEFINED_LENGTH and vr == b"UN":
+            # An undefined-length UN is a sequence encoded implicit VR little endian.
+            position = _walk_items(data, position, end, explicit=False, little=True)
+        elif length == _UNDEFINED_LENGTH:
+            position = _walk_items(data, position, end, explicit=explicit, little=little)
+        elif length > end - position:
+            raise Truncated
+        else:
+            position += length
+    if until:
+        raise Truncated  # the data ended before the delimiter
+    return position
+
+
+def _looks_like_vr(data: bytes, position: int) -> bool:
+    vr = data[position + 4 : position + 6]
+    return len(vr) == 2 and all(65 <= byte <= 90 for byte in vr)
+
+
+def _walk_items(data: bytes, position: int, end: int, *, explicit: bool, little: bool) -> int:
+    """Items of an undefined-length sequence (datasets) or pixel data (fragments)."""
+    order = "<" if little else ">"
+    while True:
+        if end - position < 8:
+            raise Truncated
+        group, element, length = struct.unpack_from(order + "HHL", data, position)
+        tag = (group << 16) | element
+        position += 8
+        if tag == _SEQUENCE_END:
+            return position
+        if tag != _ITEM:
+            raise Truncated
+        if length == _UNDEFINED_LENGTH:
+            position = _walk(data, position, end, explicit=explicit, little=little, until=_ITEM_END)
+        elif length > end - position:
+            raise Truncated
+        else:
+            position += length

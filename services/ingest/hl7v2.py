@@ -1,4 +1,4 @@
-"""HL7 v2 (ER7 encoding): a small parser and the mapping of ADT and ORU messages to FHIR.
+"""HL7 v2 (ER7 encoding): a small parser and the mapping of clinical messages to FHIR.
 
 Parsing (:func:`parse_er7`): segments are separated by CR (LF and CRLF are accepted too, and
 MLLP framing bytes are stripped). The field separator is MSH-1 and the component, repetition,
@@ -6,32 +6,45 @@ escape and subcomponent characters are MSH-2, whatever they are. Escape sequence
 ``\\S\\`` ``\\T\\`` ``\\R\\`` ``\\E\\``, ``\\Xhh..\\`` and ``\\.br\\`` are decoded after splitting.
 Text is UTF-8, or GB 18030 when MSH-18 says so.
 
-Supported messages (:data:`SUPPORTED_MESSAGE_TYPES`): ADT^A01, ADT^A04, ADT^A08 and ORU^R01.
-Mapped segments, each through a FHIR R4 resource built here and the same table as FHIR input
+Supported messages (:data:`SUPPORTED_MESSAGE_TYPES`, HL7 v2.3-2.8): ADT A01-A08, A11, A13,
+A28, A31, A40; ORU R01; ORM O01, OML O21/O33; VXU V04; MDM T02. Mapped segments, each
+through a FHIR R4 resource built here and the same table as FHIR input
 (:func:`services.ingest.fhir.entry_from_resource`):
 
 =======  ===========================================================================
-PID      identity: PID-3 CX identifiers (type ``MR`` = record number, required; ``NNCHN``
-         or ``NI`` = national ID), PID-5 name, PID-7 birth date, PID-8 sex, PID-13 phone
-AL1      AllergyIntolerance: AL1-3 allergen, AL1-2 type, AL1-4 severity (``SV`` →
-         criticality high, ``MO``/``MI`` → low, ``U`` → unable-to-assess), AL1-5
+PID      identity: PID-3 CX identifiers (type ``MR`` = record number; without one, the
+         first identifier that is not a national ID; ``NNCHN`` or ``NI`` = national
+         ID), PID-5 name, PID-7 birth date, PID-8 sex (table 0001; a site code is not
+         forwarded), PID-13 phone
+AL1      AllergyIntolerance: AL1-3 allergen, AL1-2 type, AL1-4 severity (``SV`` ->
+         criticality high, ``MO``/``MI`` -> low, ``U`` -> unable-to-assess), AL1-5
          reaction, AL1-6 identification date
 DG1      Condition: DG1-3 diagnosis code, DG1-5 diagnosis date/time
 PR1      Procedure (completed): PR1-3 procedure code, PR1-5 procedure date/time
-OBR      DiagnosticReport (ORU): OBR-4 service, OBR-7 observation time, OBR-25 status
-OBX      Observation: OBX-3 code, OBX-2/5 value (NM → valueQuantity with OBX-6 units),
-         OBX-11 status, OBX-14 time (else the OBR's OBR-7)
+OBR      DiagnosticReport: OBR-4 service, OBR-7 observation time, OBR-25 status; in an
+         order (ORM/OML) status ``registered``
+OBX      Observation: OBX-3 code, OBX-2/5 value (NM -> valueQuantity with OBX-6 units),
+         OBX-11 status, OBX-14 time (else the OBR's OBR-7); in MDM, the document text
+RXA      MedicationStatement (VXU): RXA-5 vaccine, RXA-3 time, RXA-20 completion
+TXA      DocumentReference (MDM): TXA-2 type, TXA-4/6 time, the OBX-5 text attached
 PV1      Encounter (ADT^A01/A04 only): PV1-2 patient class, PV1-44/45 admit/discharge
+MRG      ADT^A40: a merge request record for identity (:func:`_merge_request`)
+Z..      every Z-segment, kept as sent in one DocumentReference (:func:`_z_segments`)
 =======  ===========================================================================
 
-Other segments (EVN, PD1, NK1, NTE, ORC, Z-segments ...) carry no record of their own and
-are ignored. An entry without a time of its own takes MSH-7. Coded fields (CE/CWE) need a
-coding system (component 3, HL7 table 0396) when they carry a code; a text-only value
-(``^Sulfonamide``) becomes a text-only concept.
+Other segments (EVN, PD1, NK1, NTE, ORC, ...) carry no record of their own and are
+ignored. An entry without a time of its own takes MSH-7. ``""`` (the explicit null) is read
+as no value. An AL1/DG1/PR1 with nothing but its set id is skipped. A coded field (CE/CWE)
+without a coding system (component 3, table 0396) is a local code
+(:data:`LOCAL_CODING_SYSTEM`); a text-only value (``^Sulfonamide``) becomes a text-only
+concept. The HL7 coding-system names are mapped in :data:`CODING_SYSTEMS` (one place, until
+a shared terminology module replaces it). See docs/adr/0015.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,7 +69,16 @@ from services.ingest.model import (
 
 REASON = "INVALID_HL7V2"
 
-SUPPORTED_MESSAGE_TYPES = frozenset({"ADT^A01", "ADT^A04", "ADT^A08", "ORU^R01"})
+ADT_EVENTS = frozenset(
+    {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A13", "A28", "A31", "A40"}
+)
+ORDER_TYPES = frozenset({"ORM^O01", "OML^O21", "OML^O33"})
+SUPPORTED_MESSAGE_TYPES = frozenset(
+    {f"ADT^{event}" for event in ADT_EVENTS} | ORDER_TYPES | {"ORU^R01", "VXU^V04", "MDM^T02"}
+)
+MERGE_TYPE = "ADT^A40"
+EXPLICIT_NULL = '""'
+"""HL7's explicit null: the sender clears the field. Read as no value, never stored as one."""
 
 NATIONAL_ID_TYPE_CODES = frozenset({"NNCHN", "NI"})
 """PID-3 identifier type codes (HL7 table 0203) of the resident identity number."""
@@ -69,7 +91,10 @@ CODING_SYSTEMS: Mapping[str, str] = MappingProxyType(
         "ICD10": "http://hl7.org/fhir/sid/icd-10",
         "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
         "I10P": "http://www.cms.gov/Medicare/Coding/ICD10",
+        "I9": "http://hl7.org/fhir/sid/icd-9-cm",
         "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
+        "ICD9": "http://hl7.org/fhir/sid/icd-9-cm",
+        "CVX": "http://hl7.org/fhir/sid/cvx",
         "I9CDX": "http://hl7.org/fhir/sid/icd-9-cm",
         "LN": "http://loinc.org",
         "SCT": "http://snomed.info/sct",
@@ -85,6 +110,14 @@ CODING_SYSTEMS: Mapping[str, str] = MappingProxyType(
     }
 )
 UNKNOWN_CODING_SYSTEM_PREFIX = "urn:hl7-v2:coding-system:"
+LOCAL_CODING_SYSTEM = UNKNOWN_CODING_SYSTEM_PREFIX + "L"
+"""A code sent without component 3: CE.3 is optional, and table 0396's ``L`` is "local code"."""
+Z_SEGMENTS_TYPE = {"system": "urn:hl7-v2:segment", "code": "Z", "display": "Z-segments"}
+MERGE_REQUEST_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/v2-0003",
+    "code": "A40",
+    "display": "merge patient - patient identifier list",
+}
 
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _MLLP_FRAMING = "\x0b\x1c"
@@ -139,6 +172,7 @@ _PATIENT_CLASS: Mapping[str, tuple[str, str]] = MappingProxyType(
     }
 )
 _ENCOUNTER_EVENTS = frozenset({"ADT^A01", "ADT^A04"})
+_FACT_SEGMENTS = frozenset({"AL1", "DG1", "PR1"})
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
 
@@ -172,8 +206,9 @@ class Segment:
         return f"content.{self.name}[{self.occurrence}]"
 
     def raw(self, number: int) -> str:
-        """Field ``number`` as sent (escaped, all repetitions); empty if absent."""
-        return self.fields[number] if 0 <= number < len(self.fields) else ""
+        """Field ``number`` as sent (escaped, all repetitions); empty if absent or ``""``."""
+        value = self.fields[number] if 0 <= number < len(self.fields) else ""
+        return "" if value == EXPLICIT_NULL else value
 
     def repetitions(self, number: int) -> list[str]:
         """The raw repetitions of field ``number`` (an absent field has none)."""
@@ -210,7 +245,7 @@ def component_of(raw: str, component: int, delimiters: Delimiters, sub: int = 1)
     if component > len(components):
         return ""
     subcomponents = components[component - 1].split(delimiters.subcomponent)
-    if sub > len(subcomponents):
+    if sub > len(subcomponents) or subcomponents[sub - 1] == EXPLICIT_NULL:
         return ""
     return unescape(subcomponents[sub - 1], delimiters).strip()
 
@@ -343,10 +378,13 @@ def parse_hl7v2(content: bytes) -> ParsedMessage:
         for extra in pids[1:]:
             problems.add(extra.path, "a message may describe only one patient")
     mrn = patient.mrn if patient is not None else ""
-    entries: list[ClinicalEntry] = []
+    located: list[tuple[str, dict[str, Any]]] = []
     report_time = ""
+    is_document = message_type == "MDM^T02"
     for segment in message.segments:
         resource: dict[str, Any] | None = None
+        if segment.name in _FACT_SEGMENTS and _is_placeholder(segment):
+            continue
         if segment.name == "AL1":
             resource = _allergy(segment, problems)
         elif segment.name == "DG1":
@@ -354,21 +392,44 @@ def parse_hl7v2(content: bytes) -> ParsedMessage:
         elif segment.name == "PR1":
             resource = _procedure(segment, problems)
         elif segment.name == "OBR":
-            resource = _report(segment, problems)
+            resource = _report(segment, problems, ordered=message_type in ORDER_TYPES)
             report_time = resource.get("effectiveDateTime", "") if resource else ""
-        elif segment.name == "OBX":
+        elif segment.name == "OBX" and not is_document:
             resource = _observation(segment, report_time, problems)
+        elif segment.name == "RXA":
+            resource = _immunization(segment, problems)
+        elif segment.name == "TXA" and is_document:
+            resource = _document(segment, message, problems)
         elif segment.name == "PV1" and message_type in _ENCOUNTER_EVENTS:
             resource = _encounter(segment, problems)
-        if resource is None:
-            continue
+        if resource is not None:
+            located.append((segment.path, resource))
+    if message_type == MERGE_TYPE:
+        merge = _merge_request(message, mrn, problems)
+        if merge is not None:
+            located.append(("content.MRG[0]", merge))
+    z_segments = [segment for segment in message.segments if segment.name.startswith("Z")]
+    if z_segments:
+        located.append((z_segments[0].path, _z_segments(z_segments, msh.delimiters)))
+    entries: list[ClinicalEntry] = []
+    for path, resource in located:
         resource[_subject_element(resource)] = mr_reference(mrn)
-        entry = entry_from_resource(resource, segment.path, problems)
+        entry = entry_from_resource(resource, path, problems)
         if entry is not None:
             entries.append(entry)
     problems.raise_if_any()
     assert patient is not None
     return ParsedMessage(patient, tuple(entries), message_time)
+
+
+def _is_placeholder(segment: Segment) -> bool:
+    """An AL1/DG1/PR1 with nothing but its set id (``AL1|1||^^|||``): engines send these for
+    "none recorded"; it states no fact, so it is skipped rather than refused."""
+    delimiters = segment.delimiters
+    filler = set(delimiters.component + delimiters.repetition + delimiters.subcomponent)
+    return all(
+        not value or value == EXPLICIT_NULL or set(value) <= filler for value in segment.fields[2:]
+    )
 
 
 def _subject_element(resource: Mapping[str, Any]) -> str:
@@ -401,6 +462,7 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
     if not has_identifiers:
         problems.add(f"{pid.path}.3", "is required (patient identifiers)")
     saw_mrn = False
+    first_usable = first_value = ""
     for index, raw in enumerate(identifiers):
         type_code = component_of(raw, 5, pid.delimiters).upper()
         value = component_of(raw, 1, pid.delimiters)
@@ -411,16 +473,24 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
                 problems.add(f"{where}.1", "is required")
             elif not mrn:
                 mrn, paths["mrn"] = value, f"{where}.1"
-        elif type_code in NATIONAL_ID_TYPE_CODES and not national_id:
-            try:
-                national_id = validate_national_id(value)
-                paths["national_id"] = f"{where}.1"
-            except InvalidNationalId as exc:
-                problems.add(f"{where}.1", f"invalid national ID: {exc.reason}")
-    if has_identifiers and not saw_mrn:
+        elif type_code in NATIONAL_ID_TYPE_CODES:
+            if not national_id:
+                try:
+                    national_id = validate_national_id(value)
+                    paths["national_id"] = f"{where}.1"
+                except InvalidNationalId as exc:
+                    problems.add(f"{where}.1", f"invalid national ID: {exc.reason}")
+        elif value and not first_usable:
+            first_usable = f"{where}.1"
+            first_value = value
+    if has_identifiers and not saw_mrn and first_usable:
+        # Many engines send PID-3 without a type code (or a local one such as PI, PK, EPI):
+        # the first identifier that is not a national ID is the hospital's record number.
+        mrn, paths["mrn"] = first_value, first_usable
+    elif has_identifiers and not saw_mrn:
         problems.add(
             f"{pid.path}.3",
-            "must include the hospital record number: an identifier with type code MR",
+            "must include the hospital record number: an identifier other than the national ID",
         )
     family, given = pid.get(5, 1), pid.get(5, 2)
     if family:
@@ -433,13 +503,11 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
         birth_date = born[:10]
         paths["demographics.birth_date"] = f"{pid.path}.7"
     sex = ""
+    # Table 0001 is user-defined: a site's own code is not an error, only not forwarded.
     sex_code = pid.get(8).upper()
-    if sex_code:
-        if sex_code in _SEXES:
-            sex = _SEXES[sex_code]
-            paths["demographics.sex"] = f"{pid.path}.8"
-        else:
-            problems.add(f"{pid.path}.8", "must be one of F, M, O, U, A, N (HL7 table 0001)")
+    if sex_code in _SEXES:
+        sex = _SEXES[sex_code]
+        paths["demographics.sex"] = f"{pid.path}.8"
     phone = pid.get(13, 1) or (pid.get(13, 6) + pid.get(13, 7)) or pid.get(13, 12)
     if phone:
         paths["demographics.phone"] = f"{pid.path}.13"
@@ -466,13 +534,10 @@ def _concept(
         text = text or text_alt
     text = text or fallback_text
     if code:
-        if not system:
-            problems.add(
-                f"{segment.path}.{number}.3",
-                "must name the coding system (HL7 table 0396) when a code is given",
-            )
-            return None
-        coding = {"system": coding_system_uri(system), "code": code}
+        coding = {
+            "system": coding_system_uri(system) if system else LOCAL_CODING_SYSTEM,
+            "code": code,
+        }
         if text:
             coding["display"] = text
         return {"coding": [coding]}
@@ -553,14 +618,16 @@ def _procedure(segment: Segment, problems: Problems) -> dict[str, Any] | None:
     return resource
 
 
-def _report(segment: Segment, problems: Problems) -> dict[str, Any] | None:
+def _report(segment: Segment, problems: Problems, *, ordered: bool) -> dict[str, Any] | None:
+    """OBR as a DiagnosticReport; an order (ORM/OML) is one that is registered, not resulted."""
     concept = _concept(segment, 4, problems, required=True)
     observed = _fhir_time(segment, 7, problems)
     if concept is None:
         return None
+    status = "registered" if ordered else _RESULT_STATUS.get(segment.get(25).upper(), "unknown")
     resource: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "status": _RESULT_STATUS.get(segment.get(25).upper(), "unknown"),
+        "status": status,
         "code": concept,
     }
     if observed:
@@ -659,22 +726,125 @@ def _encounter(segment: Segment, problems: Problems) -> dict[str, Any] | None:
     patient_class = segment.get(2).upper()
     if not patient_class or patient_class == "N":
         return None  # "not applicable": there is no visit to record
-    if patient_class not in _PATIENT_CLASS:
-        problems.add(f"{segment.path}.2", "must be a patient class of HL7 table 0004")
-        return None
-    code, display = _PATIENT_CLASS[patient_class]
+    # Table 0004 is user-defined: a site's own class is kept in the v2 code system.
+    system = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    code, display = _PATIENT_CLASS.get(patient_class, ("", ""))
+    if not code:
+        system, code = "http://terminology.hl7.org/CodeSystem/v2-0004", patient_class
     admitted = _fhir_time(segment, 44, problems)
     discharged = _fhir_time(segment, 45, problems)
     resource: dict[str, Any] = {
         "resourceType": "Encounter",
         "status": "finished" if discharged else "in-progress",
-        "class": {
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-            "code": code,
-            "display": display,
-        },
+        "class": {"system": system, "code": code, **({"display": display} if display else {})},
     }
     period = {bound: value for bound, value in (("start", admitted), ("end", discharged)) if value}
     if period:
         resource["period"] = period
     return resource
+
+
+def _immunization(segment: Segment, problems: Problems) -> dict[str, Any] | None:
+    """RXA (VXU) as a MedicationStatement of the vaccine given.
+
+    RXA-5 the vaccine (CVX), RXA-3 when, RXA-20 completion status (``RE`` refused, ``NA``
+    not administered → not-taken). A MedicationStatement until the shared FHIR mapping
+    gains Immunization.
+    """
+    concept = _concept(segment, 5, problems, required=True)
+    given = _fhir_time(segment, 3, problems)
+    if concept is None:
+        return None
+    completion = segment.get(20).upper()
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationStatement",
+        "status": "not-taken" if completion in ("RE", "NA") else "completed",
+        "medicationCodeableConcept": concept,
+    }
+    if given:
+        resource["effectiveDateTime"] = given
+    return resource
+
+
+def _document(segment: Segment, message: Er7Message, problems: Problems) -> dict[str, Any]:
+    """TXA (MDM^T02) and the message's OBX text as one DocumentReference.
+
+    TXA-2 the document type (HL7 table 0270), TXA-4 (else TXA-6) its time, TXA-17 the
+    completion status; the OBX-5 values, in order, are the document's text.
+    """
+    document_type = segment.get(2) or "DOC"
+    when = _fhir_time(segment, 4, problems) or _fhir_time(segment, 6, problems)
+    lines: list[str] = []
+    for obx in message.all("OBX"):
+        for raw in obx.repetitions(5):
+            if raw != EXPLICIT_NULL:
+                lines.append(unescape(raw, obx.delimiters))
+    resource: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "docStatus": "preliminary" if segment.get(17).upper() in ("IP", "IN", "PA") else "final",
+        "type": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v2-0270", "code": document_type}
+            ]
+        },
+        "content": [_text_attachment("text/plain", "\n".join(lines))],
+    }
+    if when and "T" in when:
+        resource["date"] = when
+    return resource
+
+
+def _merge_request(message: Er7Message, mrn: str, problems: Problems) -> dict[str, Any] | None:
+    """An A40's MRG as a merge request for the identity service (see docs/adr/0015).
+
+    The record (a DocumentReference typed v2-0003 ``A40``, under the surviving patient)
+    carries JSON ``{"surviving_mrn": ..., "prior_mrns": [...]}``: MRG-1's identifiers, by
+    the same rule as PID-3 (type MR, else the first that is not a national ID).
+    """
+    mrg = message.first("MRG")
+    if mrg is None:
+        problems.add("content.MRG", "is required in ADT^A40 (the prior patient identifiers)")
+        return None
+    prior: list[str] = []
+    typed = [
+        component_of(raw, 1, mrg.delimiters)
+        for raw in mrg.repetitions(1)
+        if component_of(raw, 5, mrg.delimiters).upper() == MR_TYPE_CODE
+    ]
+    untyped = [
+        component_of(raw, 1, mrg.delimiters)
+        for raw in mrg.repetitions(1)
+        if component_of(raw, 5, mrg.delimiters).upper() not in NATIONAL_ID_TYPE_CODES
+    ]
+    prior = [value for value in (typed or untyped[:1]) if value]
+    if not prior:
+        problems.add(f"{mrg.path}.1", "is required (the prior patient identifier list)")
+        return None
+    body = json.dumps({"surviving_mrn": mrn, "prior_mrns": prior}, separators=(",", ":"))
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {"coding": [dict(MERGE_REQUEST_TYPE)]},
+        "content": [_text_attachment("application/json", body)],
+    }
+
+
+def _z_segments(segments: list[Segment], delimiters: Delimiters) -> dict[str, Any]:
+    """Site-defined Z-segments, kept as sent (ER7, CR-separated) in one DocumentReference."""
+    text = "\r".join(delimiters.field.join(segment.fields) for segment in segments)
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {"coding": [dict(Z_SEGMENTS_TYPE)]},
+        "content": [_text_attachment("x-application/hl7-v2+er7", text)],
+    }
+
+
+def _text_attachment(content_type: str, text: str) -> dict[str, Any]:
+    return {
+        "attachment": {
+            "contentType": content_type,
+            "data": base64.b64encode(text.encode()).decode(),
+        }
+    }

@@ -1,7 +1,9 @@
 """The gRPC edge of the ingest service: caller checks, request validation, status mapping.
 
-Callers are hospital integration engines: service principals bound to a hospital. A caller
-may submit only for its own hospital (``HOSPITAL_MISMATCH`` otherwise).
+Callers are hospital integration engines: ``HOSPITAL_ENGINE`` principals (as the MLLP
+gateway submits) or service principals bound to a hospital. A caller may submit only for
+its own hospital (``HOSPITAL_MISMATCH`` otherwise). For HL7 v2 every answer carries the
+HL7 ACK (``SubmitResponse.hl7_ack``; ADR 15).
 
 ``Submit`` fails the call for a bad message (INVALID_ARGUMENT with field violations, reason
 INVALID_FHIR / INVALID_HL7V2 / INVALID_DICOM ...). ``SubmitStream`` acknowledges every
@@ -22,17 +24,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.hl7ack import ack_code, build_ack
 from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
 from healthbank.contracts.principal import Principal, PrincipalKind
+from healthbank.core.ids import new_ulid
 from healthbank.core.logs import request_id_var
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
+from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY
 from healthbank.storage import StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
 from services.ingest.pipeline import (
@@ -55,6 +61,9 @@ MAX_DICOM_BYTES = MAX_CONTENT_BYTES - 4096
 MAX_MESSAGE_ID_LENGTH = 256
 DEFAULT_STREAM_CONCURRENCY = 8
 RETRY_DELAY_SECONDS = 1.0
+
+# Hospital integration engines (and the MLLP gateway, speaking for one) submit messages.
+SUBMITTERS = (PrincipalKind.SERVICE, PrincipalKind.HOSPITAL_ENGINE)
 
 _FORMATS = {
     common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
@@ -79,13 +88,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.SubmitRequest, context: Any
     ) -> ingest_pb2.SubmitResponse:
         """Store one message, or fail the call saying why."""
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*SUBMITTERS)
         submission = checked_submission(request, principal)
         try:
             ack = await self._pipeline.submit(submission)
         except _PIPELINE_FAILURES as exc:
             raise service_error(exc) from None
-        return _response(ack)
+        return _response(ack, submission)
 
     async def SubmitStream(
         self, request_iterator: AsyncIterator[ingest_pb2.SubmitRequest], context: Any
@@ -96,7 +105,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         the stream with the same message id or the same patient (see
         ``PreparedMessage.ordering_keys``): a stream behaves as if processed in order.
         """
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*SUBMITTERS)
         slots = asyncio.Semaphore(self._stream_concurrency)
         acks: asyncio.Queue[asyncio.Task[ingest_pb2.SubmitResponse] | None] = asyncio.Queue()
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}
@@ -136,9 +145,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             prepared = self._pipeline.prepare(checked_submission(request, principal))
         except ServiceError as err:
-            return asyncio.create_task(_ready(_rejected(request.message_id, err)))
+            return asyncio.create_task(_ready(_rejected(request, err)))
         except Exception as exc:
-            return asyncio.create_task(_ready(_internal_rejection(request.message_id, exc)))
+            return asyncio.create_task(_ready(_internal_rejection(request, exc)))
         keys = prepared.ordering_keys()
         earlier = {latest[key] for key in keys if key in latest}
         task = asyncio.create_task(self._acknowledge(prepared, earlier))
@@ -157,15 +166,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, prepared: PreparedMessage, earlier: set[asyncio.Task[ingest_pb2.SubmitResponse]]
     ) -> ingest_pb2.SubmitResponse:
         """One stream message's ack; every failure becomes a Rejection."""
-        message_id = prepared.submission.message_id
+        submission = prepared.submission
         if earlier:
             await asyncio.wait(earlier)
         try:
-            return _response(await self._pipeline.submit_prepared(prepared))
+            return _response(await self._pipeline.submit_prepared(prepared), submission)
         except _PIPELINE_FAILURES as exc:
-            return _rejected(message_id, service_error(exc))
+            return _rejected(submission, service_error(exc))
         except Exception as exc:
-            return _internal_rejection(message_id, exc)
+            return _internal_rejection(submission, exc)
 
 
 _PIPELINE_FAILURES = (
@@ -183,12 +192,14 @@ async def _ready(response: ingest_pb2.SubmitResponse) -> ingest_pb2.SubmitRespon
     return response
 
 
-def _internal_rejection(message_id: str, exc: Exception) -> ingest_pb2.SubmitResponse:
+def _internal_rejection(
+    submitted: Submission | ingest_pb2.SubmitRequest, exc: Exception
+) -> ingest_pb2.SubmitResponse:
     # Type only: the text of an unexpected error may hold message content.
     request_id = request_id_var.get() or "-"
     _log.error("unhandled %s in SubmitStream (request id %s)", type(exc).__name__, request_id)
     return _rejected(
-        message_id,
+        submitted,
         ServiceError(
             grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", reason="INTERNAL"
         ),
@@ -284,18 +295,47 @@ def service_error(exc: Exception) -> ServiceError:
     raise TypeError(f"not a pipeline failure: {type(exc).__name__}")
 
 
-def _response(ack: Ack) -> ingest_pb2.SubmitResponse:
+def _response(ack: Ack, submission: Submission) -> ingest_pb2.SubmitResponse:
     return ingest_pb2.SubmitResponse(
         message_id=ack.message_id,
         outcome=ingest_pb2.OUTCOME_DUPLICATE if ack.duplicate else ingest_pb2.OUTCOME_STORED,
         person_token=ack.person_token,
         record_names=list(ack.record_names),
+        hl7_ack=hl7_ack_for(submission.source_format, submission.content, None),
     )
 
 
-def _rejected(message_id: str, err: ServiceError) -> ingest_pb2.SubmitResponse:
+def hl7_ack_for(
+    source_format: SourceFormat | int, content: bytes, err: ServiceError | None
+) -> bytes:
+    """The HL7 ACK of an HL7 v2 message (empty for other formats): AA, or AE/AR from ``err``."""
+    if source_format not in (SourceFormat.HL7V2, common_pb2.SOURCE_FORMAT_HL7V2):
+        return b""
+    violations = err.field_violations if err is not None else []
+    return build_ack(
+        content,
+        ack_code(
+            accepted=err is None,
+            retryable=err is not None and err.retryable,
+            violations=violations,
+        ),
+        control_id=new_ulid(),
+        now=datetime.now(UTC),
+        reason=err.reason if err is not None else "",
+        violations=violations,
+        retryable=err is not None and err.retryable,
+    )
+
+
+def _rejected(
+    submitted: Submission | ingest_pb2.SubmitRequest, err: ServiceError
+) -> ingest_pb2.SubmitResponse:
+    source_format = (
+        submitted.source_format if isinstance(submitted, Submission) else submitted.format
+    )
     return ingest_pb2.SubmitResponse(
-        message_id=message_id,
+        message_id=submitted.message_id,
+        hl7_ack=hl7_ack_for(source_format, submitted.content, err),
         outcome=ingest_pb2.OUTCOME_REJECTED,
         rejection=ingest_pb2.Rejection(
             reason=err.reason,
@@ -305,5 +345,6 @@ def _rejected(message_id: str, err: ServiceError) -> ingest_pb2.SubmitResponse:
                 for name, description in err.field_violations
             ],
             retryable=err.retryable,
+            violations_total=int(err.metadata.get(VIOLATIONS_TOTAL_KEY, 0)),
         ),
     )

@@ -32,8 +32,11 @@ import pytest
 from cassandra.cluster import Session
 from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session
 from grpc_health.v1 import health_pb2
+from hl7_sample_outcomes import SAMPLE_ACCEPTED, SAMPLE_REFUSED
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom_outcomes import TEST_FILES, pydicom_outcomes
+from repo_paths import HL7_SAMPLES
 from repo_paths import message as fixture
 from service_support import (
     BearerAuth,
@@ -52,7 +55,7 @@ from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
-from healthbank.rpc import error_details, service_client_factory
+from healthbank.rpc import ServiceError, error_details, service_client_factory
 from healthbank.storage.backends import open_store
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
@@ -371,7 +374,8 @@ async def test_hl7_admission_update_and_results(stack: Stack) -> None:
         request(fixture("hl7_adt_a01.er7"), "ADT-B-000917", HL7, HOSPITAL_B), ENGINE_B
     )
     assert admission.outcome == ingest_pb2.OUTCOME_STORED
-    assert len(admission.record_names) == 6
+    assert len(admission.record_names) == 7  # six clinical facts and the kept Z-segment
+    assert admission.hl7_ack.split(b"\r")[1] == b"MSA|AA|ADT-B-000917"
     token = admission.person_token
     facts = await stack.records.list_facts(token)
     severities = {}
@@ -484,6 +488,99 @@ async def test_malformed_messages_get_precise_violations(stack: Stack) -> None:
         assert [name for name, _ in details.field_violations] == fields
         assert "510107200102142083" not in str(details)
     assert await stack.records.get_receipt(HOSPITAL_A, "bad-0") is None
+
+
+async def test_a_message_with_thousands_of_violations_fits_a_default_client(
+    stack: Stack,
+) -> None:
+    """Submitted by the hospital's engine principal over a channel with gRPC defaults."""
+    msh = b"MSH|^~\\&|LAB|hospital-a|HB|CITY|20260305143000||ORU^R01|FLOOD-1|P|2.5"
+    segments = [msh, b"PID|1||M-1^^^hospital-a^MR"]
+    segments += [b"OBX|%d|NM|8310-5^Body temperature^LN||warm" % n for n in range(5000)]
+    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "his-a", HOSPITAL_A)
+    default_client = stack.running.channel(f"127.0.0.1:{stack.ingest_port}")  # no options
+    stub = ingest_pb2_grpc.IngestServiceStub(default_client)
+    error = await rpc_error(
+        stub.Submit(request(b"\r".join(segments), "flood-1", HL7), metadata=stack.auth(engine))
+    )
+    details = error_details(error)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.reason == "INVALID_HL7V2"
+    assert details.field_violations[0] == ("content.OBX[0].5", "must be a number for value type NM")
+    assert details.metadata["violations_total"] == "5000"
+    assert not ServiceError(error.code(), "x", reason="INVALID_HL7V2").retryable
+    # In a stream the same message is one rejection, with its AE ACK for the engine.
+    (rejected,) = await stack.stream([request(b"\r".join(segments), "flood-2", HL7)])
+    assert rejected.outcome == ingest_pb2.OUTCOME_REJECTED
+    assert not rejected.rejection.retryable
+    assert rejected.rejection.violations_total == 5000
+    assert 0 < len(rejected.rejection.field_violations) < 5000
+    assert rejected.hl7_ack.split(b"\r")[1].startswith(b"MSA|AE|")
+
+
+async def test_public_hl7_samples_through_the_stream(stack: Stack) -> None:
+    """The samples of tests/fixtures/hl7_samples, with the outcomes their unit test lists.
+
+    None carries a national ID: until identity creates persons without one (its own issue),
+    a sample that passes ingest's validation is refused by identity alone (UNKNOWN_PATIENT);
+    after that, it is stored.
+    """
+    names = sorted(SAMPLE_ACCEPTED) + sorted(SAMPLE_REFUSED)
+    messages = [
+        request((HL7_SAMPLES / name).read_bytes(), f"sample-{index}", HL7)
+        for index, name in enumerate(names)
+    ]
+    acks = await stack.stream(messages)
+    for name, ack in zip(names, acks, strict=True):
+        msa = ack.hl7_ack.split(b"\r")[1].split(b"|")[1]
+        if name in SAMPLE_ACCEPTED:
+            assert (ack.rejection.reason, ack.outcome) in (
+                ("UNKNOWN_PATIENT", ingest_pb2.OUTCOME_REJECTED),
+                ("", ingest_pb2.OUTCOME_STORED),
+            ), name
+            assert msa == (b"AA" if ack.outcome == ingest_pb2.OUTCOME_STORED else b"AE"), name
+        else:
+            assert ack.rejection.reason == "INVALID_HL7V2", name
+            violations = [(v.field, v.description) for v in ack.rejection.field_violations]
+            assert violations == SAMPLE_REFUSED[name], name
+            assert msa == b"AE", name
+
+
+async def test_pydicom_test_files_through_the_stream(stack: Stack) -> None:
+    """Every file of pydicom's test data, with the outcome the reviewed table lists; an
+    accepted one is refused by identity alone (no national ID) until identity creates
+    persons without one, then stored."""
+    expected = pydicom_outcomes()
+    names = sorted(expected)
+    messages = [
+        request((TEST_FILES / name).read_bytes(), f"dcm-{index}", DICOM)
+        for index, name in enumerate(names)
+    ]
+    for name, ack in zip(names, await stack.stream(messages), strict=True):
+        outcome, fields = expected[name]
+        if outcome == "accepted":
+            assert (ack.rejection.reason, ack.outcome) in (
+                ("UNKNOWN_PATIENT", ingest_pb2.OUTCOME_REJECTED),
+                ("", ingest_pb2.OUTCOME_STORED),
+            ), name
+        else:
+            assert ack.rejection.reason == outcome, name
+            violated = list(dict.fromkeys(v.field for v in ack.rejection.field_violations))
+            assert violated == fields, name
+        assert not ack.hl7_ack
+
+
+async def test_pydicom_files_refused_for_what_they_are(stack: Stack) -> None:
+    cases = [
+        ("rtplan_truncated.dcm", "INVALID_DICOM", "is truncated"),
+        ("DICOMDIR", "DICOMDIR_NOT_AN_INSTANCE", "is a DICOMDIR"),
+    ]
+    for index, (name, reason, description) in enumerate(cases):
+        content = Path(get_testdata_file(name)).read_bytes()
+        details = error_details(await stack.failure(request(content, f"dcm-{index}", DICOM)))
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.reason == reason
+        assert details.field_violations[0][1].startswith(description)
 
 
 async def test_unknown_patient_needs_a_national_id(stack: Stack) -> None:

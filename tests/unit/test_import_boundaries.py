@@ -121,7 +121,7 @@ def test_the_library_imports_no_service() -> None:
 
 def test_what_a_pod_runs_loads_no_development_code() -> None:
     apps = [f"services.{path.parent.name}.app" for path in SERVICES.glob("*/app.py")]
-    assert len(apps) == 7
+    assert len(apps) == 8  # the seven services and the MLLP gateway
     probe = (
         "import importlib, json, sys\n"
         f"for name in {['healthbank.cli', *apps]!r}: importlib.import_module(name)\n"

@@ -27,10 +27,13 @@ from grpc_status import rpc_status
 
 __all__ = [
     "DEFAULT_DOMAIN",
+    "MAX_REPORTED_VIOLATIONS",
+    "VIOLATIONS_TOTAL_KEY",
     "ErrorDetails",
     "ServiceError",
     "Violations",
     "error_details",
+    "fit_violations",
     "to_rich_status",
     "to_status",
 ]
@@ -45,6 +48,46 @@ REASON_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
 
 # The trailer key grpc_status uses for the serialized google.rpc.Status.
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+MAX_REPORTED_VIOLATIONS = 50
+"""At most this many field violations travel with an error; the rest are only counted."""
+
+VIOLATIONS_TOTAL_KEY = "violations_total"
+"""ErrorInfo metadata key: how many violations were found when some were left out."""
+
+# gRPC clients refuse trailing metadata over 8 KiB (soft) / 16 KiB (hard) with
+# RESOURCE_EXHAUSTED, which reads as "retry": the reported violations, base64-encoded in the
+# details trailer beside the status message, must stay well under that.
+_VIOLATIONS_BYTE_BUDGET = 3072
+_MAX_FIELD_CHARS = 160
+_MAX_DESCRIPTION_CHARS = 240
+_MAX_FIELDS_IN_MESSAGE = 8
+
+
+def fit_violations(
+    violations: Sequence[tuple[str, str]],
+) -> tuple[list[tuple[str, str]], int]:
+    """The first violations that fit in a status trailer, and how many were left out.
+
+    Keeps at most :data:`MAX_REPORTED_VIOLATIONS` and about 3 KiB of text (long paths and
+    descriptions are shortened), so a message with thousands of problems still gets its
+    INVALID_ARGUMENT through a default gRPC client instead of RESOURCE_EXHAUSTED.
+    """
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for name, description in violations:
+        name = _shorten(name, _MAX_FIELD_CHARS)
+        description = _shorten(description, _MAX_DESCRIPTION_CHARS)
+        cost = len(name.encode()) + len(description.encode()) + 8
+        if len(kept) >= MAX_REPORTED_VIOLATIONS or used + cost > _VIOLATIONS_BYTE_BUDGET:
+            break
+        kept.append((name, description))
+        used += cost
+    return kept, len(violations) - len(kept)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ServiceError(Exception):
@@ -70,14 +113,18 @@ class ServiceError(Exception):
             raise ValueError(f"ErrorInfo reason must be UPPER_SNAKE_CASE: {reason!r}")
         if retry_delay is not None and (retry_delay < 0 or not math.isfinite(retry_delay)):
             raise ValueError("retry_delay must be a finite, non-negative number of seconds")
+        reported, omitted = fit_violations(field_violations)
+        self.metadata: dict[str, str] = dict(metadata or {})
+        if omitted:
+            self.metadata[VIOLATIONS_TOTAL_KEY] = str(len(field_violations))
+            message = f"{message} ({omitted} more violations not listed)"
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason
         self.domain = domain
-        self.field_violations: list[tuple[str, str]] = list(field_violations)
+        self.field_violations = reported
         self.retry_delay = retry_delay
-        self.metadata: dict[str, str] = dict(metadata or {})
 
     @property
     def retryable(self) -> bool:
@@ -136,9 +183,14 @@ class ServiceError(Exception):
 
 
 def _invalid_request_message(violations: Sequence[tuple[str, str]]) -> str:
-    # Field names only: descriptions may be long and values never belong in a message.
+    # Field names only: descriptions may be long and values never belong in a message. The
+    # message travels as a header too, so only the first few fields are named.
     fields = list(dict.fromkeys(name for name, _ in violations))
-    return f"invalid request: {', '.join(fields)}" if fields else "invalid request"
+    if not fields:
+        return "invalid request"
+    named = [_shorten(name, _MAX_FIELD_CHARS) for name in fields[:_MAX_FIELDS_IN_MESSAGE]]
+    rest = len(fields) - len(named)
+    return f"invalid request: {', '.join(named)}" + (f" and {rest} more fields" if rest else "")
 
 
 class Violations:

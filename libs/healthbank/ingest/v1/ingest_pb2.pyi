@@ -40,27 +40,31 @@ class FieldViolation(_message.Message):
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Rejection(_message.Message):
-    __slots__ = ("reason", "message", "field_violations", "retryable")
+    __slots__ = ("reason", "message", "field_violations", "retryable", "violations_total")
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FIELD_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     reason: str
     message: str
     field_violations: _containers.RepeatedCompositeFieldContainer[FieldViolation]
     retryable: bool
-    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., retryable: _Optional[bool] = ...) -> None: ...
+    violations_total: int
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., retryable: _Optional[bool] = ..., violations_total: _Optional[int] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection")
+    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RECORD_NAMES_FIELD_NUMBER: _ClassVar[int]
     REJECTION_FIELD_NUMBER: _ClassVar[int]
+    HL7_ACK_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     outcome: Outcome
     person_token: str
     record_names: _containers.RepeatedScalarFieldContainer[str]
     rejection: Rejection
-    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ...) -> None: ...
+    hl7_ack: bytes
+    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ...) -> None: ...

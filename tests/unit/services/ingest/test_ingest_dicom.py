@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -107,25 +108,60 @@ def test_file_cut_in_the_header_is_rejected() -> None:
     assert "content.PatientID" in [field for field, _ in _violations(content[:400])]
 
 
+TRUNCATED = ("content", "is truncated: an element claims more bytes than the file holds")
+
+
 def test_file_cut_in_the_pixel_data_is_rejected() -> None:
     content = _bytes(_ct())
-    assert _violations(content[:-5000]) == [
+    assert _violations(content[:-5000]) == [TRUNCATED]
+
+
+@pytest.mark.parametrize("cut", [1, 100, 1000, 2000])
+def test_a_file_cut_anywhere_is_rejected(cut: int) -> None:
+    # pydicom reads these without complaint: an RT plan missing its last elements.
+    content = Path(get_testdata_file("rtplan.dcm")).read_bytes()
+    assert _violations(content[:-cut]) == [TRUNCATED]
+
+
+def test_a_length_claim_beyond_the_data_is_rejected() -> None:
+    content = bytearray(_bytes(_ct()))
+    header = content.rindex(b"\xe0\x7f\x10\x00OW\x00\x00")  # (7FE0,0010) OW
+    content[header + 8 : header + 12] = (0xFFFFFFF0).to_bytes(4, "little")  # 4 GB
+    assert _violations(bytes(content)) == [TRUNCATED]
+
+
+def test_pixel_data_shorter_than_the_image_is_rejected() -> None:
+    dataset = _ct()
+    dataset.PixelData = dataset.PixelData[:-4096]  # consistent lengths, too few pixels
+    assert _violations(_bytes(dataset)) == [
         ("content.PixelData", "is shorter than the image attributes say: truncated")
     ]
 
 
-def test_missing_national_id_item_is_rejected() -> None:
-    violations = _violations(_bytes(_ct(OtherPatientIDsSequence=None)))
-    assert [field for field, _ in violations] == ["content.OtherPatientIDsSequence"]
-    assert NATIONAL_ID_ISSUER in violations[0][1]
+def test_ybr_full_422_frame_size_counts_the_subsampling() -> None:
+    content = Path(get_testdata_file("SC_ybr_full_422_uncompressed.dcm")).read_bytes()
+    (entry,) = parse_dicom(content).entries
+    assert entry.category == Category.IMAGING
+
+
+def test_dicomdir_has_its_own_reason() -> None:
+    content = Path(get_testdata_file("DICOMDIR")).read_bytes()
+    violations = rejection(parse_dicom, content, "DICOMDIR_NOT_AN_INSTANCE", ())
+    assert violations == [
+        ("content", "is a DICOMDIR (a media directory): send the instances it lists")
+    ]
+
+
+def test_without_a_national_id_identity_resolves_by_record_number() -> None:
+    patient = parse_dicom(_bytes(_ct(OtherPatientIDsSequence=None))).patient
+    assert patient.national_id == ""
+    assert patient.mrn
 
 
 def test_other_issuer_is_not_a_national_id() -> None:
     dataset = _ct()
     dataset.OtherPatientIDsSequence[0].IssuerOfPatientID = "HOSPITAL-X"
-    assert [field for field, _ in _violations(_bytes(dataset))] == [
-        "content.OtherPatientIDsSequence"
-    ]
+    assert parse_dicom(_bytes(dataset)).patient.national_id == ""
 
 
 def test_invalid_national_id_check_digit() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -126,7 +128,7 @@ def test_not_utf8_unless_gb18030_is_declared() -> None:
 
 
 def test_unsupported_message_type() -> None:
-    content = _message(msh=MSH.replace("ADT^A04", "ORM^O01"))
+    content = _message(msh=MSH.replace("ADT^A04", "SIU^S12"))
     violations = _violations(content)
     assert [field for field, _ in violations] == ["content.MSH[0].9"]
     assert "ADT^A01" in violations[0][1]
@@ -156,7 +158,23 @@ def test_pid_without_mrn() -> None:
     pid = f"PID|1||{NATIONAL_ID}^^^CHN^NNCHN||{FAMILY}^Juniper"
     violations = _violations(_message(pid=pid))
     assert [field for field, _ in violations] == ["content.PID[0].3"]
-    assert "MR" in violations[0][1]
+    assert "other than the national ID" in violations[0][1]
+
+
+@pytest.mark.parametrize(
+    "identifiers",
+    ["M-9", "M-9^^^hospital-b", "M-9^^^hospital-b^PI", '""~M-9^^^^EPI', "^^^x~M-9^^^^PK"],
+)
+def test_pid3_without_mr_takes_the_first_usable_identifier(identifiers: str) -> None:
+    pid = f"PID|1||{identifiers}~{NATIONAL_ID}^^^CHN^NNCHN||{FAMILY}^Juniper"
+    patient = parse_hl7v2(_message(pid=pid)).patient
+    assert patient.mrn == "M-9"
+    assert patient.national_id == NATIONAL_ID
+
+
+def test_an_mr_typed_identifier_wins_over_an_earlier_untyped_one() -> None:
+    pid = f"PID|1||OTHER-1~M-9^^^hospital-b^MR||{FAMILY}"
+    assert parse_hl7v2(_message(pid=pid)).patient.mrn == "M-9"
 
 
 def test_invalid_national_id_check_digit() -> None:
@@ -172,9 +190,31 @@ def test_ni_type_code_is_a_national_id_too() -> None:
     assert parse_hl7v2(_message(pid=pid)).patient.national_id == NATIONAL_ID
 
 
-def test_bad_birth_date_and_sex() -> None:
-    pid = PID.replace("19901201|F", "19901341|Female")
-    assert _fields(_message(pid=pid)) == ["content.PID[0].7", "content.PID[0].8"]
+def test_bad_birth_date() -> None:
+    pid = PID.replace("19901201|F", "19901341|F")
+    assert _fields(_message(pid=pid)) == ["content.PID[0].7"]
+
+
+@pytest.mark.parametrize("code", ["Female", "1", "X"])
+def test_a_site_sex_code_is_accepted_and_not_forwarded(code: str) -> None:
+    # Table 0001 is user-defined: local codes are allowed by the standard.
+    pid = PID.replace("19901201|F", f"19901201|{code}")
+    patient = parse_hl7v2(_message(pid=pid)).patient
+    assert patient.demographics.sex == ""
+    assert "demographics.sex" not in patient.field_paths
+
+
+def test_a_site_patient_class_is_kept_in_the_v2_table() -> None:
+    (encounter,) = parse_hl7v2(_message("PV1||OP")).entries
+    assert encounter.resource["class"] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v2-0004",
+        "code": "OP",
+    }
+
+
+def test_empty_placeholder_segments_state_no_fact() -> None:
+    assert parse_hl7v2(_message("AL1|1||^^|||", "DG1|1", 'PR1|1|""')).entries == ()
+    assert _fields(_message("AL1|1|DA||SV")) == ["content.AL1[0].3"]
 
 
 def test_bad_message_time() -> None:
@@ -183,17 +223,114 @@ def test_bad_message_time() -> None:
     ]
 
 
-def test_coded_field_needs_a_coding_system() -> None:
-    assert _violations(_message("DG1|1||E11^Diabetes")) == [
-        (
-            "content.DG1[0].3.3",
-            "must name the coding system (HL7 table 0396) when a code is given",
-        )
-    ]
+def test_a_code_without_coding_system_is_a_local_code() -> None:
+    # CE.3 is optional in the standard; table 0396 calls a local code "L".
+    (condition,) = parse_hl7v2(_message("DG1|1||E11^Diabetes")).entries
+    assert (condition.code.system, condition.code.code) == ("urn:hl7-v2:coding-system:L", "E11")
+
+
+@pytest.mark.parametrize("name", ["I9", "I9C", "ICD9"])
+def test_icd9_coding_system_names(name: str) -> None:
+    (condition,) = parse_hl7v2(_message(f"DG1|1||410.91^AMI^{name}")).entries
+    assert condition.code.system == "http://hl7.org/fhir/sid/icd-9-cm"
+
+
+def test_explicit_null_clears_and_is_never_a_value() -> None:
+    content = _message(
+        'PV1|1|I|||||||||||||||||||||||||||||||||||||||||""|""',
+        'OBX|1|NM|8310-5^Body temperature^LN||38.9|Cel^^UCUM|""|""|||F|||""',
+        'DG1|1||J18.9^Pneumonia^I10||""',
+        pid=f'PID|1||M-9^^^h^MR||{FAMILY}^""||""|""|||||""',
+    )
+    message = parse_hl7v2(content)
+    demographics = message.patient.demographics
+    assert (demographics.given_name, demographics.birth_date, demographics.sex) == ("", "", "")
+    assert demographics.phone == ""
+    encounter, observation, condition = message.entries
+    assert "period" not in encounter.resource
+    assert "interpretation" not in observation.resource
+    assert "referenceRange" not in observation.resource
+    assert "recordedDate" not in condition.resource
+    assert '""' not in json.dumps([entry.resource for entry in message.entries])
+
+
+def test_z_segments_are_kept_with_the_message() -> None:
+    message = parse_hl7v2(_message("ZPI|custom|x^y", "ZNM|||(763)257-8511"))
+    (kept,) = message.entries
+    assert kept.category == Category.DOCUMENT
+    assert kept.code.code == "Z"
+    attachment = kept.resource["content"][0]["attachment"]
+    assert base64.b64decode(attachment["data"]) == b"ZPI|custom|x^y\rZNM|||(763)257-8511"
+
+
+@pytest.mark.parametrize(
+    "event", ["A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A13", "A28", "A31"]
+)
+def test_adt_events_are_accepted(event: str) -> None:
+    message = parse_hl7v2(_message("DG1|1||J18.9^Pneumonia^I10", msh=MSH.replace("A04", event)))
+    assert message.patient.mrn == "M-9"
+    assert [entry.category for entry in message.entries] == [Category.CONDITION]
+
+
+def test_a40_merge_becomes_a_merge_request_record() -> None:
+    msh = MSH.replace("ADT^A04", "ADT^A40^ADT_A39")
+    message = parse_hl7v2(_message("MRG|OLD-1^^^hospital-b^MR~OLD-2^^^hospital-b^MR", msh=msh))
+    (merge,) = message.entries
+    assert merge.category == Category.DOCUMENT
+    assert (merge.code.system, merge.code.code) == (
+        "http://terminology.hl7.org/CodeSystem/v2-0003",
+        "A40",
+    )
+    body = json.loads(base64.b64decode(merge.resource["content"][0]["attachment"]["data"]))
+    assert body == {"surviving_mrn": "M-9", "prior_mrns": ["OLD-1", "OLD-2"]}
+
+
+def test_a40_without_mrg_is_refused() -> None:
+    msh = MSH.replace("ADT^A04", "ADT^A40")
+    assert _fields(_message(msh=msh)) == ["content.MRG"]
+
+
+@pytest.mark.parametrize("message_type", ["ORM^O01", "OML^O21"])
+def test_orders_are_registered_reports(message_type: str) -> None:
+    msh = MSH.replace("ADT^A04", message_type)
+    content = _message("ORC|NW|1", "OBR|1|1||003038^Urinalysis^L|||20060307110114", msh=msh)
+    (order,) = parse_hl7v2(content).entries
+    assert order.category == Category.DOCUMENT
+    assert order.status == "registered"
+    assert order.code.code == "003038"
+
+
+def test_vxu_v04_vaccine_given_and_refused() -> None:
+    msh = MSH.replace("ADT^A04", "VXU^V04")
+    content = _message(
+        "RXA|0|1|20260301||08^HepB pediatric^CVX|0.5|mL",
+        "RXA|0|1|20260301||20^DTaP^CVX|||||||||||||||RE",
+        msh=msh,
+    )
+    given, refused = parse_hl7v2(content).entries
+    assert given.category == Category.MEDICATION
+    assert (given.code.system, given.code.code) == ("http://hl7.org/fhir/sid/cvx", "08")
+    assert given.effective_time == datetime(2026, 3, 1, tzinfo=UTC)
+    assert refused.status == "not-taken"
+
+
+def test_mdm_t02_is_one_document_with_its_text() -> None:
+    msh = MSH.replace("ADT^A04", "MDM^T02")
+    content = _message(
+        "TXA|1|CN|TX|20260301101500",
+        "OBX|1|TX|||Patient seen for follow-up.",
+        "OBX|2|TX|||Plan: continue \\T\\ review.",
+        msh=msh,
+    )
+    (document,) = parse_hl7v2(content).entries
+    assert document.category == Category.DOCUMENT
+    assert document.code.code == "CN"
+    text = base64.b64decode(document.resource["content"][0]["attachment"]["data"]).decode()
+    assert text == "Patient seen for follow-up.\nPlan: continue & review."
 
 
 def test_segments_without_their_code() -> None:
-    content = _message("AL1|1|DA||SV", "DG1|1", "PR1|1||||20200101", "OBX|1|NM|||5")
+    content = _message("AL1|1|DA||SV", "DG1|1||||20200101", "PR1|1||||20200101", "OBX|1|NM|||5")
     assert _fields(content) == [
         "content.AL1[0].3",
         "content.DG1[0].3",
@@ -219,7 +356,6 @@ def test_every_problem_is_reported_at_once() -> None:
     pid = PID.replace("|F|", "|Q|")
     content = _message("AL1|1|DA||ZZ", "OBX|1|NM|x^y^LN||n/a", msh=MSH, pid=pid)
     assert _fields(content) == [
-        "content.PID[0].8",
         "content.AL1[0].3",
         "content.AL1[0].4",
         "content.OBX[0].5",
@@ -267,8 +403,9 @@ def test_adt_a01_fixture() -> None:
         Category.CONDITION,
         Category.PROCEDURE,
         Category.OBSERVATION,
+        Category.DOCUMENT,  # the Z-segment, kept
     ]
-    encounter, penicillin, peanut, pneumonia, intubation, temperature = message.entries
+    encounter, penicillin, peanut, pneumonia, intubation, temperature, _ = message.entries
     assert encounter.code.code == "IMP"
     assert encounter.effective_time == datetime(2026, 3, 5, 6, 0, tzinfo=UTC)
     assert penicillin.severity == "high"  # AL1-4 SV

@@ -45,6 +45,7 @@ from healthbank.rpc import (
     inbound_deadline,
     require_principal,
 )
+from healthbank.rpc.errors import MAX_REPORTED_VIOLATIONS, VIOLATIONS_TOTAL_KEY, fit_violations
 from healthbank.storage import StorageUnavailable
 
 SECRET = "unit-test-secret"
@@ -74,6 +75,14 @@ class ProbeServicer:
         violations.require(None, "message_id")
         violations.check(len(request) < 3, "payload", "must be shorter than 3 bytes")
         violations.raise_if_any()
+        return b"ok"
+
+    async def flood(self, request: bytes, context: Any) -> bytes:
+        """Thousands of violations with long paths, as a badly broken message produces."""
+        violations = Violations()
+        for index in range(int(request)):
+            violations.add(f"content.OBX[{index}].5" + ".x" * 60, "must be a number " * 30)
+        violations.raise_if_any(reason="INVALID_HL7V2")
         return b"ok"
 
     async def crash(self, request: bytes, context: Any) -> bytes:
@@ -142,6 +151,7 @@ class ProbeServicer:
 def probe_handler(servicer: ProbeServicer) -> grpc.GenericRpcHandler:
     unary = {
         "Validate": servicer.validate,
+        "Flood": servicer.flood,
         "Crash": servicer.crash,
         "EngineDown": servicer.engine_down,
         "Busy": servicer.busy,
@@ -228,6 +238,31 @@ async def test_violations_reach_the_client_as_bad_request(probe: Any) -> None:
     assert details.reason == "INVALID_ARGUMENT"
     assert details.domain == "healthbank.io"
     assert details.retry_delay is None
+
+
+async def test_thousands_of_violations_fit_a_default_client(probe: Any) -> None:
+    """A default gRPC client (16 KiB trailer cap) gets INVALID_ARGUMENT, not RESOURCE_EXHAUSTED."""
+    channel, _ = probe
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(channel, "Flood", b"5000")
+    details = error_details(raised.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.reason == "INVALID_HL7V2"
+    assert 0 < len(details.field_violations) <= MAX_REPORTED_VIOLATIONS
+    assert details.field_violations[0][0].startswith("content.OBX[0].5")
+    assert details.metadata[VIOLATIONS_TOTAL_KEY] == "5000"
+    assert f"{5000 - len(details.field_violations)} more violations not listed" in details.message
+    trailer = dict(raised.value.trailing_metadata())["grpc-status-details-bin"]
+    assert len(trailer) < 8 * 1024
+    assert not ServiceError.invalid_argument([("a", "b")] * 5000).retryable
+
+
+def test_few_violations_are_reported_whole() -> None:
+    violations = [(f"content.PID[0].{n}", "is required") for n in range(3)]
+    assert fit_violations(violations) == (violations, 0)
+    err = ServiceError.invalid_argument(violations)
+    assert err.field_violations == violations
+    assert VIOLATIONS_TOTAL_KEY not in err.metadata
 
 
 @pytest.mark.parametrize(
