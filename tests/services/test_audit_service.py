@@ -560,6 +560,7 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
 # --- GetEntries, who the event says ---------------------------------------------------------
 
 AUDITOR = Principal(PrincipalKind.AUDITOR, "auditor-1", purpose=Purpose.OPERATIONS)
+PRIVACY_OFFICER = Principal(PrincipalKind.PRIVACY_OFFICER, "po-1", purpose=Purpose.OPERATIONS)
 
 
 async def test_get_entries_returns_the_events_in_log_order(audit: AuditClient) -> None:
@@ -589,7 +590,7 @@ async def test_get_entries_validation_and_callers(audit: AuditClient) -> None:
     assert await violations(1, 1) == {"end_index"}
     assert await violations(0, 2) == {"end_index"}  # beyond the tree
     request = audit_pb2.GetEntriesRequest(start_index=0, end_index=1)
-    for allowed in (AUDITOR, COMMITTEE, SERVICE):
+    for allowed in (AUDITOR, PRIVACY_OFFICER, COMMITTEE, SERVICE):
         assert len((await audit.stub.GetEntries(request, metadata=audit.auth(allowed))).entries)
     for refused in (PATIENT, CLINICIAN):
         error = await rpc_error(audit.stub.GetEntries(request, metadata=audit.auth(refused)))
