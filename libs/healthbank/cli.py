@@ -3,6 +3,9 @@
     healthbank serve <service>   one service in the foreground (what a pod runs)
     healthbank up                all seven services on localhost, Ctrl-C stops them
     healthbank demo              scenarios A and B against a running stack (or a fresh one)
+    healthbank audit verify      recompute the whole audit log against its signed tree head
+    healthbank audit public-key  the key that signs tree heads (hand it to verifiers, witnesses)
+    healthbank witness           keep, check and co-sign the audit log's tree heads
 
 This launcher is the one place in libs that knows the services exist: it imports
 ``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -242,6 +246,123 @@ def cmd_mllp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_key_argument(value: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise argparse.ArgumentTypeError("must be 64 hex digits (a raw Ed25519 public key)")
+    return key
+
+
+def _audit_credentials(args: argparse.Namespace, settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Call metadata for GetEntries: --token, else a development AUDITOR token."""
+    from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+
+    token = args.token or encode_token(
+        Principal(PrincipalKind.AUDITOR, "audit-verify", purpose=Purpose.OPERATIONS),
+        settings.auth_secret.get_secret_value().encode(),
+    )
+    return (("authorization", f"Bearer {token}"),)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the whole audit log; print a one-line verdict; non-zero on any failure."""
+    import grpc.aio
+
+    from healthbank.ledger.verify import Verdict
+    from healthbank.rpc.audit_verify import verify_audit_log
+
+    settings = load_settings()
+    if args.public_key is None:
+        print(
+            "healthbank audit verify: the log's public key is required "
+            "(--public-key or HEALTHBANK_AUDIT_PUBLIC_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    address = args.audit_addr or settings.audit_addr
+
+    async def verify() -> Verdict:
+        async with grpc.aio.insecure_channel(address) as channel:
+            return await verify_audit_log(
+                channel, args.public_key, _audit_credentials(args, settings)
+            )
+
+    verdict = asyncio.run(verify())
+    print(verdict.line())
+    return 0 if verdict.ok else 1
+
+
+def cmd_audit_public_key(args: argparse.Namespace) -> int:
+    """Print the key provider's tree-head public key (the operator's side, out of band)."""
+    from healthbank.crypto import build_key_provider
+
+    key = asyncio.run(build_key_provider(load_settings()).public_key())
+    print(key.hex())
+    return 0
+
+
+# Exit codes of `healthbank witness`: an alarm is not a crash.
+WITNESS_ALARM_EXIT = 3
+WITNESS_UNREACHABLE_EXIT = 1
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    """Watch the audit log's heads until stopped; exit WITNESS_ALARM_EXIT on an alarm."""
+    import grpc.aio
+
+    from healthbank.witness.runner import Witness, load_or_create_key
+    from healthbank.witness.store import WitnessStore
+
+    settings = load_settings()
+    configure_logging("witness", settings.log_level)
+    if args.log_public_key is None:
+        print(
+            "healthbank witness: the log's public key is required "
+            "(--log-public-key or HEALTHBANK_AUDIT_PUBLIC_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    witness_dir = Path(args.dir).resolve()
+    address = args.audit_addr or settings.audit_addr
+
+    async def watch() -> int:
+        store = await WitnessStore(witness_dir / "witness.db").open()
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                witness = Witness(
+                    store,
+                    channel,
+                    args.log_public_key,
+                    load_or_create_key(witness_dir / "witness.key"),
+                    lambda: datetime.now(UTC),
+                    publish=witness_dir / "cosigned-head.json",
+                )
+                if args.once:
+                    try:
+                        finding = await witness.observe()
+                    except grpc.aio.AioRpcError as error:
+                        print(f"witness: audit log unreachable ({error.code().name})")
+                        return WITNESS_UNREACHABLE_EXIT
+                else:
+                    stop = asyncio.Event()
+                    loop = asyncio.get_running_loop()
+                    for signum in (signal.SIGINT, signal.SIGTERM):
+                        loop.add_signal_handler(signum, stop.set)
+                    alarm = await witness.run(args.interval, stop)
+                    if alarm is None:
+                        return 0
+                    finding = alarm
+        finally:
+            await store.close()
+        print(f"witness: {finding.value}")
+        return WITNESS_ALARM_EXIT if finding.is_alarm else 0
+
+    return asyncio.run(watch())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `healthbank` command."""
     parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
@@ -294,6 +415,65 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-bytes", type=int, default=16 * 1024 * 1024, help="largest message accepted"
     )
     mllp.set_defaults(run=cmd_mllp)
+
+    env_key = os.environ.get("HEALTHBANK_AUDIT_PUBLIC_KEY")
+    audit = commands.add_parser("audit", help="check the audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser(
+        "verify",
+        help="recompute every leaf from the events and check them against the signed head",
+        description="Fetch the signed tree head and every event 0..size-1, recompute each "
+        "leaf hash from the event, rebuild the Merkle root and compare; exit 1 naming the "
+        "first bad sequence number on any failure.",
+    )
+    verify.add_argument(
+        "--public-key",
+        type=_public_key_argument,
+        default=env_key,  # argparse applies the type to a string default
+        help="the log's Ed25519 public key, 64 hex digits (default: HEALTHBANK_AUDIT_PUBLIC_KEY)",
+    )
+    verify.add_argument("--audit-addr", help="default: HEALTHBANK_AUDIT_ADDR")
+    verify.add_argument(
+        "--token",
+        default=os.environ.get("HEALTHBANK_AUDIT_TOKEN"),
+        help="bearer token of an auditor (default: HEALTHBANK_AUDIT_TOKEN, else a development "
+        "token from HEALTHBANK_AUTH_SECRET)",
+    )
+    verify.set_defaults(run=cmd_audit_verify)
+    public_key = audit.add_parser(
+        "public-key", help="print the tree-head public key from the configured key provider"
+    )
+    public_key.set_defaults(run=cmd_audit_public_key)
+
+    witness = commands.add_parser(
+        "witness",
+        help="keep, check and co-sign the audit log's signed tree heads",
+        description="Fetch the audit log's signed tree head every --interval seconds, check it "
+        "against the last head held (consistency proof), co-sign and keep it in DIR/witness.db, "
+        "publish the latest in DIR/cosigned-head.json; on a shrink, a fork or a bad proof or "
+        f"signature log at ERROR and exit {WITNESS_ALARM_EXIT}.",
+    )
+    witness.add_argument(
+        "--log-public-key",
+        type=_public_key_argument,
+        default=env_key,  # argparse applies the type to a string default
+        help="the log's Ed25519 public key, 64 hex digits (default: HEALTHBANK_AUDIT_PUBLIC_KEY)",
+    )
+    witness.add_argument("--audit-addr", help="default: HEALTHBANK_AUDIT_ADDR")
+    witness.add_argument(
+        "--dir",
+        default=os.environ.get("HEALTHBANK_WITNESS_DIR", ".healthbank-witness"),
+        help="the witness's own folder: store, key, published head (HEALTHBANK_WITNESS_DIR)",
+    )
+    witness.add_argument(
+        "--interval",
+        type=float,
+        default=float(os.environ.get("HEALTHBANK_WITNESS_INTERVAL_SECONDS", "60")),
+        help="seconds between observations (HEALTHBANK_WITNESS_INTERVAL_SECONDS, default 60)",
+    )
+    witness.add_argument("--once", action="store_true", help="observe once and exit")
+    witness.set_defaults(run=cmd_witness)
     return parser
 
 

@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from google.protobuf.message import DecodeError
+
 from healthbank.audit.v1 import audit_pb2
 from healthbank.ledger import merkle
 from healthbank.ledger.tree_head import leaf_bytes, to_millis, tree_head_bytes
 from services.audit.store import AuditStore, LeafEntry, PersonCursor
+
+# Entries per GetEntries answer: a page of events a verifier hashes in one go.
+MAX_ENTRIES = 1000
 
 # A signed head is reused until the tree grows or it is this old, so reading the head does
 # not cost a signature (a Vault round trip) per call.
@@ -103,6 +108,15 @@ class LoggedEvent:
 
     event: audit_pb2.AccessEvent
     leaf_index: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A leaf of the log: its index, its stored bytes and the event parsed from them."""
+
+    leaf_index: int
+    event: audit_pb2.AccessEvent
+    leaf: bytes
 
 
 @dataclass(frozen=True)
@@ -226,6 +240,21 @@ class AuditLog:
             proof=merkle.consistency_proof(first, size, nodes),
         )
 
+    async def entries(self, start: int, end: int) -> list[LogEntry]:
+        """The stored leaves of indexes ``[start, end)`` in log order (at most MAX_ENTRIES).
+
+        Stored bytes are passed on as they are, so a verifier sees what is stored: an
+        index with no leaf is absent, and bytes that do not parse come with an empty event.
+        """
+        current = await self._store.tree_size()
+        if end > current:
+            raise TreeRangeError([("end_index", "must not exceed the current tree size")])
+        leaves = await self._store.get_leaves(start, end, limit=MAX_ENTRIES)
+        return [
+            LogEntry(leaf_index=stored.leaf_index, event=_parsed(stored.leaf), leaf=stored.leaf)
+            for stored in leaves
+        ]
+
     async def list_events(
         self, person_token: str, page_size: int, after: PersonCursor | None
     ) -> EventPage:
@@ -245,6 +274,16 @@ class AuditLog:
             last = page[-1]
             next_cursor = PersonCursor(occur_us=last.occur_us, leaf_index=last.leaf_index)
         return EventPage(events=events, next_cursor=next_cursor)
+
+
+def _parsed(leaf: bytes) -> audit_pb2.AccessEvent:
+    event = audit_pb2.AccessEvent()
+    try:
+        event.ParseFromString(leaf)
+    except DecodeError:
+        # Damaged bytes: the verifier finds that the (empty) event does not match them.
+        return audit_pb2.AccessEvent()
+    return event
 
 
 def _person_tag(person_token: str) -> str:

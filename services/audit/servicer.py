@@ -43,6 +43,14 @@ _MAX_SECONDS = 253_402_300_799
 
 T = TypeVar("T")
 
+# Who may read whole log entries (every person's access events) to verify the log.
+ENTRY_READERS = (
+    PrincipalKind.AUDITOR,
+    PrincipalKind.PRIVACY_OFFICER,
+    PrincipalKind.COMMITTEE,
+    PrincipalKind.SERVICE,
+)
+
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, unused-ignore]
     """healthbank.audit.v1.AuditService over an :class:`AuditLog`."""
@@ -72,8 +80,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetTreeHead(
         self, request: audit_pb2.GetTreeHeadRequest, context: Any
     ) -> audit_pb2.SignedTreeHead:
-        """The latest signed tree head (any authenticated caller)."""
-        require_principal()
+        """The latest signed tree head. Public: no credentials needed."""
         head = await _guard(self._log.tree_head())
         timestamp = timestamp_pb2.Timestamp()
         timestamp.FromDatetime(head.timestamp)
@@ -113,8 +120,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetConsistencyProof(
         self, request: audit_pb2.GetConsistencyProofRequest, context: Any
     ) -> audit_pb2.GetConsistencyProofResponse:
-        """Proof that a smaller tree is a prefix of a larger one (any authenticated caller)."""
-        require_principal()
+        """Proof that a smaller tree is a prefix of a larger one. Public: witnesses call it."""
         violations = Violations()
         violations.check(request.first_tree_size >= 1, "first_tree_size", "must be >= 1")
         if (
@@ -138,6 +144,28 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
             first_tree_size=proof.first_tree_size,
             second_tree_size=proof.second_tree_size,
             proof=proof.proof,
+        )
+
+    async def GetEntries(
+        self, request: audit_pb2.GetEntriesRequest, context: Any
+    ) -> audit_pb2.GetEntriesResponse:
+        """The log's entries of a leaf range, with contents, for verifiers.
+
+        Callers: auditors, privacy officers, committee members and services.
+        """
+        require_principal(*ENTRY_READERS)
+        violations = Violations()
+        violations.check(request.start_index >= 0, "start_index", "must be >= 0")
+        violations.check(
+            request.end_index > request.start_index, "end_index", "must be greater than start_index"
+        )
+        violations.raise_if_any()
+        entries = await _guard(self._log.entries(request.start_index, request.end_index))
+        return audit_pb2.GetEntriesResponse(
+            entries=[
+                audit_pb2.LogEntry(leaf_index=entry.leaf_index, event=entry.event, leaf=entry.leaf)
+                for entry in entries
+            ]
         )
 
     async def ListAccessEvents(
@@ -190,6 +218,11 @@ def validated_event(
 ) -> audit_pb2.AccessEvent:
     """The event to log: validated, with ``recorded_by`` set to the calling service.
 
+    The recorder is the authenticated caller, never the body: ``recorded_by`` is set to
+    ``calling_service`` (another value is refused). ``actor`` is the principal the calling
+    service acted for, as that service asserts it; an internal service as actor (kind
+    SERVICE, no hospital) must be the calling service itself: a service cannot attribute
+    an act to another service.
     Raises INVALID_ARGUMENT listing every problem.
     """
     violations = Violations()
@@ -203,10 +236,19 @@ def validated_event(
         )
     if violations.check(event.HasField("actor"), "event.actor", "is required"):
         try:
-            principal_from_proto(event.actor)
+            actor = principal_from_proto(event.actor)
         except InvalidPrincipal as invalid:
             for field, rule in invalid.violations:
                 violations.add(f"event.actor.{field}", rule)
+        else:
+            # Hospital engines that still authenticate as services carry their hospital.
+            violations.check(
+                actor.kind != PrincipalKind.SERVICE
+                or bool(actor.hospital_id)
+                or actor.subject == calling_service,
+                "event.actor.subject",
+                "an actor of kind SERVICE without a hospital must be the calling service",
+            )
     known_actions = set(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
     violations.check(event.action in known_actions, "event.action", "is required")
     if violations.require(event.person_token, "event.person_token"):

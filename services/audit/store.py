@@ -59,6 +59,14 @@ class LoggedLeaf:
 
 
 @dataclass(frozen=True)
+class IndexedLeaf:
+    """A stored leaf and its index in the log."""
+
+    leaf_index: int
+    leaf: bytes
+
+
+@dataclass(frozen=True)
 class PersonCursor:
     """Position in a person's newest-first history: list what sorts strictly after it.
 
@@ -92,6 +100,13 @@ class AuditStore(Protocol):
         self, person_token: str, *, after: PersonCursor | None, limit: int
     ) -> list[LoggedLeaf]:
         """A person's leaves, newest occur_time first (ties: higher leaf index first)."""
+        ...
+
+    async def get_leaves(self, start: int, end: int, *, limit: int) -> list[IndexedLeaf]:
+        """The stored leaves with ``start <= leaf_index < end``, ascending, at most ``limit``.
+
+        Indexes with no stored leaf are left out (verifiers notice the gap).
+        """
         ...
 
     async def check(self) -> None:
@@ -209,6 +224,17 @@ class SqliteAuditStore:
             )
             for row in rows
         ]
+
+    async def get_leaves(self, start: int, end: int, *, limit: int) -> list[IndexedLeaf]:
+        """See AuditStore.get_leaves."""
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT leaf_index, leaf FROM leaves WHERE leaf_index >= ? AND leaf_index < ?"
+                " ORDER BY leaf_index LIMIT ?",
+                (start, end, limit),
+            ).fetchall()
+        )
+        return [IndexedLeaf(leaf_index=row["leaf_index"], leaf=bytes(row["leaf"])) for row in rows]
 
     async def check(self) -> None:
         """See AuditStore.check."""

@@ -47,7 +47,13 @@ from healthbank.ledger import merkle
 from healthbank.ledger.merkle import NodeKey
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
-from services.audit.store import AppendOutcome, LeafEntry, LoggedLeaf, PersonCursor
+from services.audit.store import (
+    AppendOutcome,
+    IndexedLeaf,
+    LeafEntry,
+    LoggedLeaf,
+    PersonCursor,
+)
 
 MIGRATIONS = [
     """
@@ -306,6 +312,22 @@ class CassandraAuditStore:
             )
             if len(found) >= limit:
                 break
+        return found
+
+    async def get_leaves(self, start: int, end: int, *, limit: int) -> list[IndexedLeaf]:
+        """See AuditStore.get_leaves."""
+        found: list[IndexedLeaf] = []
+        bucket = start >> _LEAF_BUCKET_BITS
+        # Bucket by bucket in log order until the range or the limit is exhausted.
+        while start < end and len(found) < limit and bucket <= (end - 1) >> _LEAF_BUCKET_BITS:
+            rows = await self._db.execute(
+                "SELECT leaf_index, leaf FROM leaves"
+                " WHERE bucket = ? AND leaf_index >= ? AND leaf_index < ? LIMIT ?",
+                (bucket, start, end, limit - len(found)),
+            )
+            found.extend(IndexedLeaf(leaf_index=int(r.leaf_index), leaf=r.leaf) for r in rows)
+            bucket += 1
+            start = bucket << _LEAF_BUCKET_BITS
         return found
 
     async def check(self) -> None:

@@ -304,3 +304,17 @@ async def test_cassandra_a_leaf_left_pending_is_finished_by_the_next_appender(
         assert sorted(leaf.leaf_index for leaf in listed) == [0, 1, 2]
     finally:
         await store.close()
+
+
+# --- reading the log in order ----------------------------------------------------------------
+
+
+async def test_get_leaves_reads_a_range_in_log_order(store: AuditStore) -> None:
+    for i in range(6):
+        await store.append(entry(f"r{i}"))
+    leaves = await store.get_leaves(1, 5, limit=10)
+    assert [(leaf.leaf_index, leaf.leaf) for leaf in leaves] == [
+        (i, entry(f"r{i}").leaf) for i in range(1, 5)
+    ]
+    assert [leaf.leaf_index for leaf in await store.get_leaves(0, 6, limit=2)] == [0, 1]
+    assert await store.get_leaves(6, 9, limit=10) == []

@@ -272,8 +272,24 @@ async def test_tree_head_of_the_empty_log_is_signed(audit: AuditClient, settings
     assert head.public_key == await build_key_provider(settings).public_key()
 
 
-async def test_tree_head_needs_credentials(audit: AuditClient) -> None:
-    error = await rpc_error(audit.stub.GetTreeHead(audit_pb2.GetTreeHeadRequest()))
+async def test_tree_head_and_consistency_proofs_are_public(audit: AuditClient) -> None:
+    # A witness or a patient's app needs no login, and so no PHI access, to hold the log
+    # to what it signed.
+    for minutes in range(3):
+        await append(audit, access_event(minutes=minutes))
+    first = await audit.stub.GetTreeHead(audit_pb2.GetTreeHeadRequest())
+    assert first.tree_size == 3
+    assert verify_tree_head(first)
+    await append(audit, access_event(minutes=3))
+    second = await audit.stub.GetTreeHead(audit_pb2.GetTreeHeadRequest())
+    proof = await audit.stub.GetConsistencyProof(
+        audit_pb2.GetConsistencyProofRequest(first_tree_size=3, second_tree_size=4)
+    )
+    assert merkle.verify_consistency(3, 4, first.root_hash, second.root_hash, list(proof.proof))
+    # Entries and inclusion proofs still need credentials.
+    error = await rpc_error(
+        audit.stub.GetEntries(audit_pb2.GetEntriesRequest(start_index=0, end_index=1))
+    )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -539,3 +555,65 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
             retried = access_event()
             assert (await append(client, retried)).leaf_index == 1
             assert (await append(client, retried)).leaf_index == 1
+
+
+# --- GetEntries, who the event says ---------------------------------------------------------
+
+AUDITOR = Principal(PrincipalKind.AUDITOR, "auditor-1", purpose=Purpose.OPERATIONS)
+PRIVACY_OFFICER = Principal(PrincipalKind.PRIVACY_OFFICER, "po-1", purpose=Purpose.OPERATIONS)
+
+
+async def test_get_entries_returns_the_events_in_log_order(audit: AuditClient) -> None:
+    events = [access_event(minutes=m) for m in (3, 1, 2, 0)]
+    for event in events:
+        await append(audit, event)
+    entries = await audit.stub.GetEntries(
+        audit_pb2.GetEntriesRequest(start_index=1, end_index=4), metadata=audit.auth(AUDITOR)
+    )
+    assert [entry.leaf_index for entry in entries.entries] == [1, 2, 3]
+    for entry, sent in zip(entries.entries, events[1:], strict=True):
+        assert entry.event.event_id == sent.event_id
+        assert entry.event.recorded_by == "record-lookup"
+        # The stored bytes are the event's canonical bytes: the leaf a verifier recomputes.
+        assert entry.leaf == as_recorded(sent) == leaf_bytes(entry.event)
+
+
+async def test_get_entries_validation_and_callers(audit: AuditClient) -> None:
+    await append(audit, access_event())
+    reader = audit.auth(AUDITOR)
+
+    async def violations(start: int, end: int) -> set[str]:
+        request = audit_pb2.GetEntriesRequest(start_index=start, end_index=end)
+        return fields(await rpc_error(audit.stub.GetEntries(request, metadata=reader)))
+
+    assert await violations(-1, -1) == {"start_index", "end_index"}
+    assert await violations(1, 1) == {"end_index"}
+    assert await violations(0, 2) == {"end_index"}  # beyond the tree
+    request = audit_pb2.GetEntriesRequest(start_index=0, end_index=1)
+    for allowed in (AUDITOR, PRIVACY_OFFICER, COMMITTEE, SERVICE):
+        assert len((await audit.stub.GetEntries(request, metadata=audit.auth(allowed))).entries)
+    for refused in (PATIENT, CLINICIAN):
+        error = await rpc_error(audit.stub.GetEntries(request, metadata=audit.auth(refused)))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_service_cannot_name_another_service_as_the_actor(audit: AuditClient) -> None:
+    forged = access_event()
+    forged.actor.CopyFrom(
+        common_pb2.Principal(
+            kind=common_pb2.PRINCIPAL_KIND_SERVICE,
+            subject="ingest",
+            purpose=common_pb2.PURPOSE_OF_USE_OPERATIONS,
+        )
+    )
+    assert fields(await rpc_error(append(audit, forged))) == {"event.actor.subject"}
+    # Itself, or the hospital engine (of a hospital) it served, it may name.
+    own = access_event()
+    own.actor.CopyFrom(forged.actor)
+    own.actor.subject = "record-lookup"
+    await append(audit, own)
+    engine = access_event()
+    engine.actor.CopyFrom(forged.actor)
+    engine.actor.subject = "hospital-a-engine"
+    engine.actor.hospital_id = "hospital-a"
+    await append(audit, engine)

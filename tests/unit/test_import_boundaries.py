@@ -37,6 +37,8 @@ PURE_LIBRARY_MODULES = [
     "healthbank.core.phi",
     "healthbank.ledger.merkle",
     "healthbank.ledger.tree_head",
+    "healthbank.ledger.verify",
+    "healthbank.witness.judge",
 ]
 
 

@@ -35,6 +35,7 @@ from healthbank.dev.synthetic import (
 )
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.ledger.merkle import verify_inclusion
+from healthbank.ledger.tree_head import event_leaf_hash
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc.errors import error_details
 
@@ -194,8 +195,15 @@ async def scenario_b(client: DemoClient, person: Patient, person_token: str) -> 
         metadata=patient_auth,
         timeout=30,
     )
-    verified = verify_inclusion(
-        proof.leaf_hash, proof.leaf_index, proof.tree_size, list(proof.audit_path), head.root_hash
+    # The leaf hash is recomputed from the event the patient was shown, never taken from
+    # the proof: an event changed in the store no longer verifies.
+    shown = [e.event for e in events.events if e.leaf_index == summary.audit_leaf_index]
+    verified = bool(shown) and verify_inclusion(
+        event_leaf_hash(shown[0]),
+        proof.leaf_index,
+        proof.tree_size,
+        list(proof.audit_path),
+        head.root_hash,
     )
     return ScenarioB(summary, list(events.events), head, verified)
 

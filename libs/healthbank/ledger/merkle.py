@@ -91,6 +91,30 @@ def append_nodes(
     return written
 
 
+class RootBuilder:
+    """Rebuilds Merkle roots from leaf hashes streamed in log order, in O(log n) memory.
+
+    It keeps only the complete subtrees the root of the current size folds from (the
+    tree's right edge), which are also all that the next append reads.
+    """
+
+    def __init__(self) -> None:
+        """An empty tree."""
+        self.size = 0
+        self._edge: dict[NodeKey, bytes] = {}
+
+    def append(self, new_leaf_hash: bytes) -> None:
+        """Add the next leaf (its RFC 6962 leaf hash)."""
+        nodes = dict(self._edge)
+        nodes.update(append_nodes(self.size, new_leaf_hash, self._edge))
+        self.size += 1
+        self._edge = {key: nodes[key] for key in root_keys(self.size)}
+
+    def root(self) -> bytes:
+        """MTH of the leaves added so far."""
+        return root_hash(self.size, self._edge)
+
+
 # --- subtrees as ranges ---------------------------------------------------------------
 
 

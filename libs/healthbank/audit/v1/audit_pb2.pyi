@@ -145,3 +145,27 @@ class LoggedEvent(_message.Message):
     event: AccessEvent
     leaf_index: int
     def __init__(self, event: _Optional[_Union[AccessEvent, _Mapping]] = ..., leaf_index: _Optional[int] = ...) -> None: ...
+
+class GetEntriesRequest(_message.Message):
+    __slots__ = ("start_index", "end_index")
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    start_index: int
+    end_index: int
+    def __init__(self, start_index: _Optional[int] = ..., end_index: _Optional[int] = ...) -> None: ...
+
+class GetEntriesResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("leaf_index", "event", "leaf")
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    leaf_index: int
+    event: AccessEvent
+    leaf: bytes
+    def __init__(self, leaf_index: _Optional[int] = ..., event: _Optional[_Union[AccessEvent, _Mapping]] = ..., leaf: _Optional[bytes] = ...) -> None: ...

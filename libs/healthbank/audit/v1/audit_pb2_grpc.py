@@ -61,6 +61,11 @@ class AuditServiceStub:
                 request_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.ListAccessEventsRequest.SerializeToString,
                 response_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.ListAccessEventsResponse.FromString,
                 _registered_method=True)
+        self.GetEntries = channel.unary_unary(
+                '/healthbank.audit.v1.AuditService/GetEntries',
+                request_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.GetEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -76,7 +81,7 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTreeHead(self, request, context):
-        """The latest signed tree head.
+        """The latest signed tree head. Public: readable without credentials.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,7 +95,8 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetConsistencyProof(self, request, context):
-        """Proof that a smaller tree is a prefix of a larger one.
+        """Proof that a smaller tree is a prefix of a larger one. Public: readable without
+        credentials (witnesses call it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +104,14 @@ class AuditServiceServicer:
 
     def ListAccessEvents(self, request, context):
         """Who accessed a person's data, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """The log's entries of a range of leaf indexes, in log order, with their contents, so a
+        verifier recomputes every leaf hash instead of trusting a stored one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +144,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListAccessEvents,
                     request_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.ListAccessEventsRequest.FromString,
                     response_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.ListAccessEventsResponse.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.GetEntriesRequest.FromString,
+                    response_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.GetEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +288,33 @@ class AuditService:
             '/healthbank.audit.v1.AuditService/ListAccessEvents',
             healthbank_dot_audit_dot_v1_dot_audit__pb2.ListAccessEventsRequest.SerializeToString,
             healthbank_dot_audit_dot_v1_dot_audit__pb2.ListAccessEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.audit.v1.AuditService/GetEntries',
+            healthbank_dot_audit_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+            healthbank_dot_audit_dot_v1_dot_audit__pb2.GetEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

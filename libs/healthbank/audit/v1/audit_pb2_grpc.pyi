@@ -38,13 +38,19 @@ class AuditServiceStub:
     AppendEvent: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AppendEventRequest, _audit_pb2.AppendEventResponse]
     """Appends an access event. Idempotent by event_id."""
     GetTreeHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetTreeHeadRequest, _audit_pb2.SignedTreeHead]
-    """The latest signed tree head."""
+    """The latest signed tree head. Public: readable without credentials."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
     """Audit path proving a leaf is in the tree of a given size."""
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
-    """Proof that a smaller tree is a prefix of a larger one."""
+    """Proof that a smaller tree is a prefix of a larger one. Public: readable without
+    credentials (witnesses call it).
+    """
     ListAccessEvents: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListAccessEventsRequest, _audit_pb2.ListAccessEventsResponse]
     """Who accessed a person's data, newest first."""
+    GetEntries: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetEntriesRequest, _audit_pb2.GetEntriesResponse]
+    """The log's entries of a range of leaf indexes, in log order, with their contents, so a
+    verifier recomputes every leaf hash instead of trusting a stored one.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -56,13 +62,19 @@ class AuditServiceAsyncStub(AuditServiceStub):
     AppendEvent: _aio.UnaryUnaryMultiCallable[_audit_pb2.AppendEventRequest, _audit_pb2.AppendEventResponse]  # type: ignore[assignment]
     """Appends an access event. Idempotent by event_id."""
     GetTreeHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetTreeHeadRequest, _audit_pb2.SignedTreeHead]  # type: ignore[assignment]
-    """The latest signed tree head."""
+    """The latest signed tree head. Public: readable without credentials."""
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """Audit path proving a leaf is in the tree of a given size."""
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
-    """Proof that a smaller tree is a prefix of a larger one."""
+    """Proof that a smaller tree is a prefix of a larger one. Public: readable without
+    credentials (witnesses call it).
+    """
     ListAccessEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAccessEventsRequest, _audit_pb2.ListAccessEventsResponse]  # type: ignore[assignment]
     """Who accessed a person's data, newest first."""
+    GetEntries: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetEntriesRequest, _audit_pb2.GetEntriesResponse]  # type: ignore[assignment]
+    """The log's entries of a range of leaf indexes, in log order, with their contents, so a
+    verifier recomputes every leaf hash instead of trusting a stored one.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """Every access to clinical data becomes a leaf. Anyone holding a signed tree
@@ -83,7 +95,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetTreeHeadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.SignedTreeHead, _abc.Awaitable[_audit_pb2.SignedTreeHead]]:
-        """The latest signed tree head."""
+        """The latest signed tree head. Public: readable without credentials."""
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
@@ -99,7 +111,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetConsistencyProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]:
-        """Proof that a smaller tree is a prefix of a larger one."""
+        """Proof that a smaller tree is a prefix of a larger one. Public: readable without
+        credentials (witnesses call it).
+        """
 
     @_abc_1.abstractmethod
     def ListAccessEvents(
@@ -108,5 +122,15 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.ListAccessEventsResponse, _abc.Awaitable[_audit_pb2.ListAccessEventsResponse]]:
         """Who accessed a person's data, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetEntries(
+        self,
+        request: _audit_pb2.GetEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetEntriesResponse, _abc.Awaitable[_audit_pb2.GetEntriesResponse]]:
+        """The log's entries of a range of leaf indexes, in log order, with their contents, so a
+        verifier recomputes every leaf hash instead of trusting a stored one.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
