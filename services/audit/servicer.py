@@ -16,7 +16,7 @@ from healthbank.contracts.names import (
     owning_person_token,
     parse_person_name,
 )
-from healthbank.contracts.principal import InvalidPrincipal, PrincipalKind, principal_from_proto
+from healthbank.contracts.principal import InvalidPrincipal, principal_from_proto
 from healthbank.core.ids import is_ulid
 from healthbank.ledger import merkle
 from healthbank.rpc import ServiceError, Violations, require_principal
@@ -55,7 +55,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
         self, request: audit_pb2.AppendEventRequest, context: Any
     ) -> audit_pb2.AppendEventResponse:
         """Append an access event (callers: services only). Idempotent by event_id."""
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal()
         event = validated_event(request, principal.subject)
         try:
             appended = await self._log.append(event)
@@ -72,8 +72,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetTreeHead(
         self, request: audit_pb2.GetTreeHeadRequest, context: Any
     ) -> audit_pb2.SignedTreeHead:
-        """The latest signed tree head (any authenticated caller)."""
-        require_principal()
+        """The latest signed tree head (public: no PHI)."""
         head = await _guard(self._log.tree_head())
         timestamp = timestamp_pb2.Timestamp()
         timestamp.FromDatetime(head.timestamp)
@@ -88,8 +87,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetInclusionProof(
         self, request: audit_pb2.GetInclusionProofRequest, context: Any
     ) -> audit_pb2.GetInclusionProofResponse:
-        """Audit path of a leaf (any authenticated caller)."""
-        require_principal()
+        """Audit path of a leaf (callers: see the authorization table)."""
         violations = Violations()
         violations.check(request.leaf_index >= 0, "leaf_index", "must be >= 0")
         if (
@@ -113,8 +111,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetConsistencyProof(
         self, request: audit_pb2.GetConsistencyProofRequest, context: Any
     ) -> audit_pb2.GetConsistencyProofResponse:
-        """Proof that a smaller tree is a prefix of a larger one (any authenticated caller)."""
-        require_principal()
+        """Proof that a smaller tree is a prefix of a larger one (public)."""
         violations = Violations()
         violations.check(request.first_tree_size >= 1, "first_tree_size", "must be >= 1")
         if (
@@ -147,9 +144,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
 
         Callers: the patient themself, committee members and services.
         """
-        principal = require_principal(
-            PrincipalKind.PATIENT, PrincipalKind.COMMITTEE, PrincipalKind.SERVICE
-        )
         violations = Violations()
         person_token = ""
         if violations.require(request.parent, "parent"):
@@ -167,10 +161,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
             except InvalidPageToken:
                 violations.add("page_token", "must be a token returned for this parent")
         violations.raise_if_any()
-        if principal.kind == PrincipalKind.PATIENT and principal.subject != person_token:
-            raise ServiceError.permission_denied(
-                "patients may only list accesses to their own data", reason="NOT_DATA_SUBJECT"
-            )
         page = await _guard(
             self._log.list_events(person_token, request.page_size or DEFAULT_PAGE_SIZE, cursor)
         )
