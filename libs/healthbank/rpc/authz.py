@@ -167,12 +167,6 @@ class MethodRule:
     services: frozenset[str] = frozenset()
     public: bool = False
 
-    def admits_kind(self, kind: PrincipalKind) -> bool:
-        """True if principals of ``kind`` may call the method (some services, for SERVICE)."""
-        if kind == PrincipalKind.SERVICE:
-            return bool(self.services)
-        return kind in self.callers
-
 
 def _services(*names: str) -> frozenset[str]:
     return frozenset(names)
