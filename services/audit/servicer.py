@@ -142,7 +142,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     ) -> audit_pb2.ListAccessEventsResponse:
         """A person's access history, newest first.
 
-        Callers: the patient themself, committee members and services.
+        Callers (the authorization table): the patient themself, auditors, privacy officers
+        and committee members.
         """
         violations = Violations()
         person_token = ""
