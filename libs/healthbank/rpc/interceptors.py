@@ -164,12 +164,22 @@ async def _drive_stream(result: Any, context: Any) -> None:
             await context.write(message)
 
 
+_END_OF_STREAM = object()
+
+
 async def _each_checked(
-    request_iterator: AsyncIterator[Any], check: Callable[[Any], None]
+    first: Any, rest: AsyncIterator[Any], check: Callable[[Any], None] | None
 ) -> AsyncIterator[Any]:
-    """The request stream, each message passed to ``check`` (which may raise) as it arrives."""
-    async for message in request_iterator:
-        check(message)
+    """The request stream (``first``, then ``rest``), each message passed to ``check`` (which
+    may raise) as it arrives."""
+    if first is _END_OF_STREAM:
+        return
+    if check is not None:
+        check(first)
+    yield first
+    async for message in rest:
+        if check is not None:
+            check(message)
         yield message
 
 
@@ -190,11 +200,14 @@ def _wrap_handler(
             message_check(request)
         return request
 
-    def checked_stream(request_iterator: Any, context: Any) -> Any:
-        message_check = check(context) if check is not None else None
-        if message_check is None:
+    async def checked_stream(request_iterator: Any, context: Any) -> Any:
+        if check is None:
             return request_iterator
-        return _each_checked(request_iterator, message_check)
+        # Decide once the first message (or the end of the stream) is in: a refusal sent
+        # while the client is still writing reaches grpc.aio clients as INTERNAL now and then.
+        requests = aiter(request_iterator)
+        first = await anext(requests, _END_OF_STREAM)
+        return _each_checked(first, requests, check(context))
 
     common = {
         "request_deserializer": handler.request_deserializer,
@@ -221,7 +234,7 @@ def _wrap_handler(
 
         async def wrapped_stream_unary(request_iterator: Any, context: Any) -> Any:
             async with around(context):
-                requests = checked_stream(request_iterator, context)
+                requests = await checked_stream(request_iterator, context)
                 return await _finish(stream_unary(requests, context))
 
         return grpc.stream_unary_rpc_method_handler(wrapped_stream_unary, **common)
@@ -230,7 +243,7 @@ def _wrap_handler(
 
         async def wrapped_stream_stream(request_iterator: Any, context: Any) -> None:
             async with around(context):
-                requests = checked_stream(request_iterator, context)
+                requests = await checked_stream(request_iterator, context)
                 await _drive_stream(stream_stream(requests, context), context)
 
         return grpc.stream_stream_rpc_method_handler(wrapped_stream_stream, **common)
