@@ -45,7 +45,7 @@ def msh_fields(message: bytes) -> tuple[str, str]:
 async def submit(address: str, message: bytes, secret: str) -> int:
     """Submit ``message``; print what healthbank answered; return an exit code."""
     hospital_id, control_id = msh_fields(message)
-    engine = Principal(PrincipalKind.SERVICE, f"{hospital_id}-engine", hospital_id)
+    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, f"{hospital_id}-engine", hospital_id)
     token = encode_token(engine, secret.encode())
     async with grpc.aio.insecure_channel(address) as channel:
         ingest = ingest_pb2_grpc.IngestServiceStub(channel)

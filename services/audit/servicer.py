@@ -43,14 +43,6 @@ _MAX_SECONDS = 253_402_300_799
 
 T = TypeVar("T")
 
-# Who may read whole log entries (every person's access events) to verify the log.
-ENTRY_READERS = (
-    PrincipalKind.AUDITOR,
-    PrincipalKind.PRIVACY_OFFICER,
-    PrincipalKind.COMMITTEE,
-    PrincipalKind.SERVICE,
-)
-
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, unused-ignore]
     """healthbank.audit.v1.AuditService over an :class:`AuditLog`."""
@@ -63,7 +55,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
         self, request: audit_pb2.AppendEventRequest, context: Any
     ) -> audit_pb2.AppendEventResponse:
         """Append an access event (callers: services only). Idempotent by event_id."""
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal()
         event = validated_event(request, principal.subject)
         try:
             appended = await self._log.append(event)
@@ -80,7 +72,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetTreeHead(
         self, request: audit_pb2.GetTreeHeadRequest, context: Any
     ) -> audit_pb2.SignedTreeHead:
-        """The latest signed tree head. Public: no credentials needed."""
+        """The latest signed tree head (public: no PHI)."""
         head = await _guard(self._log.tree_head())
         timestamp = timestamp_pb2.Timestamp()
         timestamp.FromDatetime(head.timestamp)
@@ -95,8 +87,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetInclusionProof(
         self, request: audit_pb2.GetInclusionProofRequest, context: Any
     ) -> audit_pb2.GetInclusionProofResponse:
-        """Audit path of a leaf (any authenticated caller)."""
-        require_principal()
+        """Audit path of a leaf (callers: see the authorization table)."""
         violations = Violations()
         violations.check(request.leaf_index >= 0, "leaf_index", "must be >= 0")
         if (
@@ -120,7 +111,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     async def GetConsistencyProof(
         self, request: audit_pb2.GetConsistencyProofRequest, context: Any
     ) -> audit_pb2.GetConsistencyProofResponse:
-        """Proof that a smaller tree is a prefix of a larger one. Public: witnesses call it."""
+        """Proof that a smaller tree is a prefix of a larger one (public)."""
         violations = Violations()
         violations.check(request.first_tree_size >= 1, "first_tree_size", "must be >= 1")
         if (
@@ -151,9 +142,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     ) -> audit_pb2.GetEntriesResponse:
         """The log's entries of a leaf range, with contents, for verifiers.
 
-        Callers: auditors, privacy officers, committee members and services.
+        Callers: auditors, privacy officers and committee members (the authorization table).
         """
-        require_principal(*ENTRY_READERS)
         violations = Violations()
         violations.check(request.start_index >= 0, "start_index", "must be >= 0")
         violations.check(
@@ -173,11 +163,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
     ) -> audit_pb2.ListAccessEventsResponse:
         """A person's access history, newest first.
 
-        Callers: the patient themself, committee members and services.
+        Callers (the authorization table): the patient themself, auditors, privacy officers
+        and committee members.
         """
-        principal = require_principal(
-            PrincipalKind.PATIENT, PrincipalKind.COMMITTEE, PrincipalKind.SERVICE
-        )
         violations = Violations()
         person_token = ""
         if violations.require(request.parent, "parent"):
@@ -195,10 +183,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
             except InvalidPageToken:
                 violations.add("page_token", "must be a token returned for this parent")
         violations.raise_if_any()
-        if principal.kind == PrincipalKind.PATIENT and principal.subject != person_token:
-            raise ServiceError.permission_denied(
-                "patients may only list accesses to their own data", reason="NOT_DATA_SUBJECT"
-            )
         page = await _guard(
             self._log.list_events(person_token, request.page_size or DEFAULT_PAGE_SIZE, cursor)
         )
@@ -221,7 +205,7 @@ def validated_event(
     The recorder is the authenticated caller, never the body: ``recorded_by`` is set to
     ``calling_service`` (another value is refused). ``actor`` is the principal the calling
     service acted for, as that service asserts it; an internal service as actor (kind
-    SERVICE, no hospital) must be the calling service itself: a service cannot attribute
+    SERVICE) must be the calling service itself: a service cannot attribute
     an act to another service.
     Raises INVALID_ARGUMENT listing every problem.
     """
@@ -241,13 +225,10 @@ def validated_event(
             for field, rule in invalid.violations:
                 violations.add(f"event.actor.{field}", rule)
         else:
-            # Hospital engines that still authenticate as services carry their hospital.
             violations.check(
-                actor.kind != PrincipalKind.SERVICE
-                or bool(actor.hospital_id)
-                or actor.subject == calling_service,
+                actor.kind != PrincipalKind.SERVICE or actor.subject == calling_service,
                 "event.actor.subject",
-                "an actor of kind SERVICE without a hospital must be the calling service",
+                "an actor of kind SERVICE must be the calling service",
             )
     known_actions = set(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
     violations.check(event.action in known_actions, "event.action", "is required")

@@ -27,7 +27,6 @@ from healthbank.contracts.principal import (
     SUBJECT_RULE,
     InvalidPrincipal,
     Principal,
-    PrincipalKind,
     is_principal_subject,
     principal_from_proto,
 )
@@ -69,7 +68,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.CreateGrantRequest, context: Any
     ) -> consent_pb2.Grant:
         """Create a grant (idempotent by request_id for the parent)."""
-        caller = require_principal(PrincipalKind.PATIENT, PrincipalKind.SERVICE)
         violations = Violations()
         person_token = _person_parent(request.parent, "parent", violations)
         if violations.require(request.request_id, "request_id"):
@@ -81,7 +79,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         draft_fields = _grant_fields(request, self._now(), violations)
         violations.raise_if_any()
         assert person_token is not None and draft_fields is not None  # checked above
-        _require_subject_or_service(caller, person_token)
         hospital_id, clinician_id, categories, valid_from, expire_time = draft_fields
         grant = await self._registry.create_grant(
             GrantDraft(
@@ -100,7 +97,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.RevokeGrantRequest, context: Any
     ) -> consent_pb2.Grant:
         """Revoke a grant; revoking twice returns the same revoked grant."""
-        caller = require_principal(PrincipalKind.PATIENT, PrincipalKind.SERVICE)
         violations = Violations()
         parsed = None
         if violations.require(request.name, "name"):
@@ -109,7 +105,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         violations.raise_if_any()
         assert parsed is not None
         person_token, grant_id = parsed
-        _require_subject_or_service(caller, person_token)
         try:
             grant = await self._registry.revoke_grant(person_token, grant_id)
         except GrantNotFound:
@@ -120,7 +115,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.ListGrantsRequest, context: Any
     ) -> consent_pb2.ListGrantsResponse:
         """List a person's grants, newest first, a page at a time."""
-        caller = require_principal(PrincipalKind.PATIENT, PrincipalKind.SERVICE)
         violations = Violations()
         person_token = _person_parent(request.parent, "parent", violations)
         violations.check(request.page_size >= 0, "page_size", "must not be negative")
@@ -134,7 +128,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             )
         violations.raise_if_any()
         assert person_token is not None
-        _require_subject_or_service(caller, person_token)
         # Larger pages are served as the maximum rather than refused (AIP-158).
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         grants, last_grant_id = await self._registry.list_grants(
@@ -151,7 +144,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.CheckRequest, context: Any
     ) -> consent_pb2.CheckResponse:
         """Decide whether the accessor may read the person's records now."""
-        require_principal(PrincipalKind.SERVICE)
         violations = Violations()
         if violations.require(request.person_token, "person_token"):
             violations.check(
@@ -175,7 +167,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.BreakGlassRequest, context: Any
     ) -> consent_pb2.BreakGlassResponse:
         """Open emergency access to a person for the calling emergency actor."""
-        caller = require_principal(PrincipalKind.EMERGENCY)
+        caller = require_principal()
         violations = Violations()
         if violations.require(request.person_token, "person_token"):
             violations.check(
@@ -205,14 +197,6 @@ def _person_parent(parent: str, field: str, violations: Violations) -> str | Non
     person_token = parse_person_name(parent)
     violations.check(person_token is not None, field, PERSON_NAME_RULE)
     return person_token
-
-
-def _require_subject_or_service(caller: Principal, person_token: str) -> None:
-    """A patient may act only on their own grants; services act for patients."""
-    if caller.kind == PrincipalKind.PATIENT and caller.subject != person_token:
-        raise ServiceError.permission_denied(
-            "a patient may manage only their own grants", reason="NOT_DATA_SUBJECT"
-        )
 
 
 def _grant_fields(

@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 
 from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name, person_name
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
-from healthbank.contracts.principal import PrincipalKind
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.rpc import ServiceError, Violations, require_principal
+from healthbank.rpc import ServiceError, Violations
 from services.identity.domain import (
     Demographics,
     MatchMethod,
@@ -49,7 +48,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.ResolveRequest, context: Any
     ) -> identity_pb2.ResolveResponse:
         """Find or create the person behind a hospital patient and link the MRN."""
-        require_principal(PrincipalKind.SERVICE)
         violations = Violations()
         hospital_problem = hospital_id_problem(request.hospital_id)
         if hospital_problem is not None:
@@ -89,7 +87,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.LookupByNationalIdRequest, context: Any
     ) -> identity_pb2.LookupByNationalIdResponse:
         """The person token of a national ID; NOT_FOUND when nobody has it."""
-        require_principal(PrincipalKind.SERVICE, PrincipalKind.EMERGENCY)
         violations = Violations()
         national_id = None
         if violations.require(request.national_id, "national_id"):
@@ -106,7 +103,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.GetPersonRequest, context: Any
     ) -> identity_pb2.Person:
         """A person's hospital record numbers (no demographics)."""
-        require_principal(PrincipalKind.SERVICE, PrincipalKind.CLINICIAN)
         violations = Violations()
         person_token = None
         if violations.require(request.name, "name"):

@@ -1,17 +1,18 @@
-"""The gRPC edge of the ingest service: caller checks, request validation, status mapping.
+"""The gRPC edge of the ingest service: request validation, status mapping.
 
-Callers are hospital integration engines: ``HOSPITAL_ENGINE`` principals (as the MLLP
-gateway submits) or service principals bound to a hospital. A caller may submit only for
-its own hospital (``HOSPITAL_MISMATCH`` otherwise). For HL7 v2 every answer carries the
-HL7 ACK (``SubmitResponse.hl7_ack``; ADR 15).
+Callers are hospital integration engines bound to a hospital; the authorization table
+(:mod:`healthbank.rpc.authz`) admits only those and only for their own hospital
+(``HOSPITAL_MISMATCH`` otherwise, which ends a stream at the first such message). For HL7 v2
+every answer carries the HL7 ACK (``SubmitResponse.hl7_ack``; ADR 15).
 
 ``Submit`` fails the call for a bad message (INVALID_ARGUMENT with field violations, reason
 INVALID_FHIR / INVALID_HL7V2 / INVALID_DICOM ...). ``SubmitStream`` acknowledges every
 message in the order received and turns the same errors into ``OUTCOME_REJECTED`` with a
 ``Rejection`` (``retryable`` for UNAVAILABLE-type causes); only a caller that may not submit
-at all fails the whole stream. Engine outages (the key provider, the storage) answer
-UNAVAILABLE (``KEY_PROVIDER_UNAVAILABLE``, ``STORAGE_UNAVAILABLE``; retryable in a stream):
-the message was not acknowledged, and its retry stores it once.
+at all, or a message of another hospital, fails the whole stream. Engine outages (the key
+provider, the storage) answer UNAVAILABLE (``KEY_PROVIDER_UNAVAILABLE``,
+``STORAGE_UNAVAILABLE``; retryable in a stream): the message was not acknowledged, and its
+retry stores it once.
 
 Messages of one stream are processed concurrently, at most ``stream_concurrency`` at a
 time, except that a message waits for the earlier ones about the same patient or with the
@@ -32,7 +33,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.hl7ack import ack_code, build_ack
 from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
-from healthbank.contracts.principal import Principal, PrincipalKind
+from healthbank.contracts.principal import Principal
 from healthbank.core.ids import new_ulid
 from healthbank.core.logs import request_id_var
 from healthbank.crypto import KeyProviderUnavailable
@@ -62,9 +63,6 @@ MAX_MESSAGE_ID_LENGTH = 256
 DEFAULT_STREAM_CONCURRENCY = 8
 RETRY_DELAY_SECONDS = 1.0
 
-# Hospital integration engines (and the MLLP gateway, speaking for one) submit messages.
-SUBMITTERS = (PrincipalKind.SERVICE, PrincipalKind.HOSPITAL_ENGINE)
-
 _FORMATS = {
     common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
     common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
@@ -88,8 +86,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.SubmitRequest, context: Any
     ) -> ingest_pb2.SubmitResponse:
         """Store one message, or fail the call saying why."""
-        principal = require_principal(*SUBMITTERS)
-        submission = checked_submission(request, principal)
+        principal = require_principal()
+        submission = validated_submission(request, principal)
         try:
             ack = await self._pipeline.submit(submission)
         except _PIPELINE_FAILURES as exc:
@@ -105,7 +103,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         the stream with the same message id or the same patient (see
         ``PreparedMessage.ordering_keys``): a stream behaves as if processed in order.
         """
-        principal = require_principal(*SUBMITTERS)
+        principal = require_principal()
         slots = asyncio.Semaphore(self._stream_concurrency)
         acks: asyncio.Queue[asyncio.Task[ingest_pb2.SubmitResponse] | None] = asyncio.Queue()
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}
@@ -143,7 +141,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> asyncio.Task[ingest_pb2.SubmitResponse]:
         """Start a stream message's work after the earlier messages it depends on."""
         try:
-            prepared = self._pipeline.prepare(checked_submission(request, principal))
+            prepared = self._pipeline.prepare(validated_submission(request, principal))
         except ServiceError as err:
             return asyncio.create_task(_ready(_rejected(request, err)))
         except Exception as exc:
@@ -204,18 +202,6 @@ def _internal_rejection(
             grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", reason="INTERNAL"
         ),
     )
-
-
-def checked_submission(request: ingest_pb2.SubmitRequest, principal: Principal) -> Submission:
-    """The request as a Submission, if this caller may submit it and it is well-formed.
-
-    Raises PERMISSION_DENIED (HOSPITAL_MISMATCH) or INVALID_ARGUMENT listing every bad field.
-    """
-    if request.hospital_id and request.hospital_id != principal.hospital_id:
-        raise ServiceError.permission_denied(
-            "the caller may only submit messages of its own hospital", reason="HOSPITAL_MISMATCH"
-        )
-    return validated_submission(request, principal)
 
 
 def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal) -> Submission:

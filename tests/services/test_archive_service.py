@@ -42,6 +42,7 @@ MIB = 1024 * 1024
 
 OPERATOR = Principal(PrincipalKind.SERVICE, "archive-tiering", purpose=Purpose.OPERATIONS)
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+READER = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "dr-1", hospital_id="hospital-a")
 
 
@@ -139,7 +140,7 @@ async def test_get_blob_streams_verified_chunks(archive: ArchiveClient) -> None:
     responses = [
         response
         async for response in archive.stub.GetBlob(
-            archive_pb2.GetBlobRequest(name=blob.name), metadata=archive.auth()
+            archive_pb2.GetBlobRequest(name=blob.name), metadata=archive.auth(READER)
         )
     ]
     assert [len(r.chunk) for r in responses] == [MIB, MIB, 7]
@@ -157,7 +158,9 @@ async def test_get_blob_detects_corruption(archive: ArchiveClient) -> None:
     path.write_bytes(bytes(damaged))
 
     received, error = await stream_error(
-        archive.stub.GetBlob(archive_pb2.GetBlobRequest(name=blob.name), metadata=archive.auth())
+        archive.stub.GetBlob(
+            archive_pb2.GetBlobRequest(name=blob.name), metadata=archive.auth(READER)
+        )
     )
     assert error.code() == grpc.StatusCode.DATA_LOSS
     assert error_details(error).reason == "BLOB_CORRUPT"
@@ -166,7 +169,9 @@ async def test_get_blob_detects_corruption(archive: ArchiveClient) -> None:
 
     path.unlink()
     _, error = await stream_error(
-        archive.stub.GetBlob(archive_pb2.GetBlobRequest(name=blob.name), metadata=archive.auth())
+        archive.stub.GetBlob(
+            archive_pb2.GetBlobRequest(name=blob.name), metadata=archive.auth(READER)
+        )
     )
     assert error.code() == grpc.StatusCode.DATA_LOSS
 
@@ -178,13 +183,17 @@ async def test_get_blob_detects_corruption(archive: ArchiveClient) -> None:
 async def test_get_blob_not_found_and_malformed(archive: ArchiveClient) -> None:
     unknown = "blobs/" + hashlib.sha256(b"never stored").hexdigest()
     _, error = await stream_error(
-        archive.stub.GetBlob(archive_pb2.GetBlobRequest(name=unknown), metadata=archive.auth())
+        archive.stub.GetBlob(
+            archive_pb2.GetBlobRequest(name=unknown), metadata=archive.auth(READER)
+        )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error_details(error).reason == "BLOB_NOT_FOUND"
     for name in ("", "blobs/xyz", "blobs/" + "A" * 64, "records/" + "a" * 64):
         _, error = await stream_error(
-            archive.stub.GetBlob(archive_pb2.GetBlobRequest(name=name), metadata=archive.auth())
+            archive.stub.GetBlob(
+                archive_pb2.GetBlobRequest(name=name), metadata=archive.auth(READER)
+            )
         )
         assert fields(error) == {"name"}
 
@@ -276,7 +285,7 @@ async def fetch(
         request.effective.start.FromDatetime(start)
     if end is not None:
         request.effective.end.FromDatetime(end)
-    return [item async for item in client.stub.FetchRecords(request, metadata=client.auth())]
+    return [item async for item in client.stub.FetchRecords(request, metadata=client.auth(READER))]
 
 
 def years(*values: int) -> list[datetime]:
@@ -381,7 +390,7 @@ async def test_fetch_detects_a_damaged_segment(archive: ArchiveClient) -> None:
 
     request = archive_pb2.FetchRecordsRequest(person_token=PERSON)
     received, error = await stream_error(
-        archive.stub.FetchRecords(request, metadata=archive.auth())
+        archive.stub.FetchRecords(request, metadata=archive.auth(READER))
     )
     assert received == []
     assert error.code() == grpc.StatusCode.DATA_LOSS
@@ -405,7 +414,7 @@ async def test_fetch_validation(archive: ArchiveClient) -> None:
     request = archive_pb2.FetchRecordsRequest()
     request.effective.start.FromDatetime(years(2015)[0])
     request.effective.end.FromDatetime(years(2010)[0])
-    _, error = await stream_error(archive.stub.FetchRecords(request, metadata=archive.auth()))
+    _, error = await stream_error(archive.stub.FetchRecords(request, metadata=archive.auth(READER)))
     assert fields(error) == {"person_token", "effective.end"}
 
 

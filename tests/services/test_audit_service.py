@@ -42,6 +42,7 @@ BASE_TIME = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 SERVICE = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "dr-1", hospital_id="hospital-a")
 COMMITTEE = Principal(PrincipalKind.COMMITTEE, "member-1", purpose=Purpose.OPERATIONS)
+AUDITOR = Principal(PrincipalKind.AUDITOR, "auditor-1", purpose=Purpose.OPERATIONS)
 PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCESS)
 OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
 
@@ -156,7 +157,7 @@ async def test_concurrent_appends_get_distinct_contiguous_leaves(audit: AuditCli
     for response in responses[:30]:
         proof = await audit.stub.GetInclusionProof(
             audit_pb2.GetInclusionProofRequest(leaf_index=response.leaf_index, tree_size=30),
-            metadata=audit.auth(SERVICE),
+            metadata=audit.auth(AUDITOR),
         )
         assert merkle.verify_inclusion(
             response.leaf_hash, response.leaf_index, 30, list(proof.audit_path), head.root_hash
@@ -168,7 +169,7 @@ async def test_append_records_the_calling_service(audit: AuditClient) -> None:
     event.recorded_by = "record-lookup"
     await append(audit, event)
     listed = await audit.stub.ListAccessEvents(
-        audit_pb2.ListAccessEventsRequest(parent=f"persons/{PERSON}"), metadata=audit.auth(SERVICE)
+        audit_pb2.ListAccessEventsRequest(parent=f"persons/{PERSON}"), metadata=audit.auth(AUDITOR)
     )
     assert listed.events[0].event.recorded_by == "record-lookup"
 
@@ -243,6 +244,22 @@ async def test_append_uses_the_shared_name_and_principal_rules(audit: AuditClien
         "event.actor.subject",
         "event.actor.purpose",
     ]
+
+
+async def test_tree_heads_and_consistency_proofs_need_no_credentials(audit: AuditClient) -> None:
+    await append(audit, access_event())
+    await append(audit, access_event(minutes=1))
+    first = await audit.stub.GetTreeHead(audit_pb2.GetTreeHeadRequest())
+    assert first.tree_size == 2 and verify_tree_head(first)
+    proof = await audit.stub.GetConsistencyProof(
+        audit_pb2.GetConsistencyProofRequest(first_tree_size=1, second_tree_size=2)
+    )
+    assert proof.second_tree_size == 2
+    # Inclusion proofs and the access listing still need someone the table admits.
+    error = await rpc_error(
+        audit.stub.GetInclusionProof(audit_pb2.GetInclusionProofRequest(leaf_index=0))
+    )
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_append_is_for_services_only(audit: AuditClient) -> None:
@@ -439,10 +456,10 @@ async def test_list_access_events_newest_first_with_pages(audit: AuditClient) ->
 async def test_list_access_events_callers(audit: AuditClient) -> None:
     await append(audit, access_event())
     request = audit_pb2.ListAccessEventsRequest(parent=f"persons/{PERSON}")
-    for allowed in (PATIENT, COMMITTEE, SERVICE):
+    for allowed in (PATIENT, COMMITTEE, AUDITOR):
         page = await audit.stub.ListAccessEvents(request, metadata=audit.auth(allowed))
         assert len(page.events) == 1
-    for refused in (OTHER_PATIENT, CLINICIAN):
+    for refused in (OTHER_PATIENT, CLINICIAN, SERVICE):
         error = await rpc_error(audit.stub.ListAccessEvents(request, metadata=audit.auth(refused)))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     error = await rpc_error(audit.stub.ListAccessEvents(request))

@@ -58,6 +58,7 @@ IMAGING = common_pb2.RECORD_CATEGORY_IMAGING
 PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCESS)
 OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
 RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
+PRIVACY_OFFICER = Principal(PrincipalKind.PRIVACY_OFFICER, "po-1", purpose=Purpose.OPERATIONS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
 EMERGENCY = Principal(
     PrincipalKind.EMERGENCY, "er-doc-1", hospital_id="east-er", purpose=Purpose.EMERGENCY
@@ -196,9 +197,12 @@ async def test_concurrent_retries_create_one_grant(consent: Consent) -> None:
     assert len({grant.name for grant in grants}) == 1
 
 
-async def test_a_service_may_create_grants_for_a_patient(consent: Consent) -> None:
-    grant = await consent.create(RECORD_LOOKUP)
-    assert grant.person_token == PERSON
+async def test_services_and_hospital_engines_may_not_create_grants(consent: Consent) -> None:
+    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", hospital_id=HOSPITAL)
+    for principal in (RECORD_LOOKUP, engine):
+        denied = await failure(consent.create(principal))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert await stored_rows(consent.settings, "grants") == []
 
 
 async def test_create_grant_callers(consent: Consent) -> None:
@@ -315,7 +319,7 @@ async def test_ten_years_is_the_limit(consent: Consent) -> None:
     "parent", ["persons/", "persons/xyz", PERSON, f"persons/{PERSON}/grants", "people/x"]
 )
 async def test_create_grant_malformed_parent(consent: Consent, parent: str) -> None:
-    details = await failure(consent.create(RECORD_LOOKUP, parent=parent))
+    details = await failure(consent.create(PATIENT, parent=parent))
     assert details.field_violations == [("parent", PERSON_NAME_RULE)]
 
 
@@ -342,7 +346,7 @@ async def test_revoke_is_immediate_and_idempotent(consent: Consent) -> None:
 
     consent.clock.advance(timedelta(hours=1))
     again = await consent.stub.RevokeGrant(
-        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(RECORD_LOOKUP)
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PATIENT)
     )
     assert again == revoked
 
@@ -444,7 +448,7 @@ async def test_list_grants_default_page_and_revoked_state(consent: Consent) -> N
     )
     page = await consent.stub.ListGrants(
         consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}", page_size=1000),
-        metadata=consent.auth(RECORD_LOOKUP),
+        metadata=consent.auth(PATIENT),
     )
     assert [g.name for g in page.grants] == [grant.name]
     assert page.grants[0].HasField("revoke_time")
@@ -482,7 +486,7 @@ async def test_list_grants_token_from_another_list_is_invalid(consent: Consent) 
         await consent.create(OTHER_PATIENT, parent=f"persons/{OTHER_PERSON}", request_id=f"{index}")
     page = await consent.stub.ListGrants(
         consent_pb2.ListGrantsRequest(parent=f"persons/{OTHER_PERSON}", page_size=1),
-        metadata=consent.auth(RECORD_LOOKUP),
+        metadata=consent.auth(PRIVACY_OFFICER),
     )
     assert page.next_page_token
     details = await failure(
@@ -490,7 +494,7 @@ async def test_list_grants_token_from_another_list_is_invalid(consent: Consent) 
             consent_pb2.ListGrantsRequest(
                 parent=f"persons/{PERSON}", page_token=page.next_page_token
             ),
-            metadata=consent.auth(RECORD_LOOKUP),
+            metadata=consent.auth(PRIVACY_OFFICER),
         )
     )
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -502,7 +506,7 @@ async def test_list_grants_callers(consent: Consent) -> None:
     assert (await failure(consent.stub.ListGrants(request))).code == (
         grpc.StatusCode.UNAUTHENTICATED
     )
-    for principal in (OTHER_PATIENT, CLINICIAN, EMERGENCY):
+    for principal in (OTHER_PATIENT, CLINICIAN, EMERGENCY, RECORD_LOOKUP):
         denied = await failure(consent.stub.ListGrants(request, metadata=consent.auth(principal)))
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 

@@ -44,6 +44,8 @@ OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
 BAD_CHECK_DIGIT = NATIONAL_ID[:-1] + ("0" if NATIONAL_ID[-1] != "0" else "1")
 
 INGEST = Principal(PrincipalKind.SERVICE, "ingest")
+RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup")
+PRIVACY_OFFICER = Principal(PrincipalKind.PRIVACY_OFFICER, "po-1")
 EMERGENCY = Principal(PrincipalKind.EMERGENCY, "er-doc-1", hospital_id="city-general")
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id="city-general")
 PATIENT = Principal(PrincipalKind.PATIENT, "a" * 64)
@@ -294,7 +296,8 @@ async def test_twenty_concurrent_resolves_make_one_person(identity: Identity) ->
 
     (token,) = tokens
     person = await identity.stub.GetPerson(
-        identity_pb2.GetPersonRequest(name=f"persons/{token}"), metadata=identity.auth(INGEST)
+        identity_pb2.GetPersonRequest(name=f"persons/{token}"),
+        metadata=identity.auth(PRIVACY_OFFICER),
     )
     assert len(person.links) == 21
     assert len(await stored_rows(identity.settings, "persons")) == 1
@@ -324,12 +327,11 @@ async def test_concurrent_resolves_of_different_people_for_one_mrn_link_only_one
 @both_backends
 async def test_lookup_finds_a_known_person(identity: Identity) -> None:
     created = await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
-    for principal in (INGEST, EMERGENCY):
-        found = await identity.stub.LookupByNationalId(
-            identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
-            metadata=identity.auth(principal),
-        )
-        assert found.person_token == created.person_token
+    found = await identity.stub.LookupByNationalId(
+        identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
+        metadata=identity.auth(RECORD_LOOKUP),
+    )
+    assert found.person_token == created.person_token
 
 
 @both_backends
@@ -337,7 +339,7 @@ async def test_lookup_unknown_person_is_not_found(identity: Identity) -> None:
     details = await failure(
         identity.stub.LookupByNationalId(
             identity_pb2.LookupByNationalIdRequest(national_id=OTHER_NATIONAL_ID),
-            metadata=identity.auth(EMERGENCY),
+            metadata=identity.auth(RECORD_LOOKUP),
         )
     )
     assert details.code == grpc.StatusCode.NOT_FOUND
@@ -348,7 +350,7 @@ async def test_lookup_unknown_person_is_not_found(identity: Identity) -> None:
 async def test_lookup_malformed(identity: Identity) -> None:
     empty = await failure(
         identity.stub.LookupByNationalId(
-            identity_pb2.LookupByNationalIdRequest(), metadata=identity.auth(EMERGENCY)
+            identity_pb2.LookupByNationalIdRequest(), metadata=identity.auth(RECORD_LOOKUP)
         )
     )
     assert empty.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -357,7 +359,7 @@ async def test_lookup_malformed(identity: Identity) -> None:
     invalid = await failure(
         identity.stub.LookupByNationalId(
             identity_pb2.LookupByNationalIdRequest(national_id=BAD_CHECK_DIGIT),
-            metadata=identity.auth(EMERGENCY),
+            metadata=identity.auth(RECORD_LOOKUP),
         )
     )
     assert invalid.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -369,7 +371,8 @@ async def test_lookup_callers(identity: Identity) -> None:
     request = identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID)
     unauthenticated = await failure(identity.stub.LookupByNationalId(request))
     assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
-    for principal in (CLINICIAN, PATIENT):
+    # Emergency staff look people up only through record-lookup's audited break-glass flow.
+    for principal in (CLINICIAN, PATIENT, EMERGENCY, INGEST):
         denied = await failure(
             identity.stub.LookupByNationalId(request, metadata=identity.auth(principal))
         )
@@ -384,16 +387,15 @@ async def test_get_person_lists_links(identity: Identity) -> None:
     created = await identity.resolve(hospital_id="h2", mrn="B-7", national_id=NATIONAL_ID)
     await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
     name = f"persons/{created.person_token}"
-    for principal in (INGEST, CLINICIAN):
-        person = await identity.stub.GetPerson(
-            identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(principal)
-        )
-        assert person.name == name
-        assert person.person_token == created.person_token
-        assert [(link.hospital_id, link.mrn) for link in person.links] == [
-            ("h1", "A-1"),
-            ("h2", "B-7"),
-        ]
+    person = await identity.stub.GetPerson(
+        identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    assert person.name == name
+    assert person.person_token == created.person_token
+    assert [(link.hospital_id, link.mrn) for link in person.links] == [
+        ("h1", "A-1"),
+        ("h2", "B-7"),
+    ]
 
 
 @both_backends
@@ -401,7 +403,7 @@ async def test_get_person_unknown(identity: Identity) -> None:
     details = await failure(
         identity.stub.GetPerson(
             identity_pb2.GetPersonRequest(name=f"persons/{'c' * 64}"),
-            metadata=identity.auth(INGEST),
+            metadata=identity.auth(PRIVACY_OFFICER),
         )
     )
     assert details.code == grpc.StatusCode.NOT_FOUND
@@ -422,7 +424,7 @@ async def test_get_person_malformed(
 ) -> None:
     details = await failure(
         identity.stub.GetPerson(
-            identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(INGEST)
+            identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(PRIVACY_OFFICER)
         )
     )
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -433,7 +435,8 @@ async def test_get_person_callers(identity: Identity) -> None:
     request = identity_pb2.GetPersonRequest(name=f"persons/{'c' * 64}")
     unauthenticated = await failure(identity.stub.GetPerson(request))
     assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
-    for principal in (PATIENT, EMERGENCY):
+    # MRNs of every hospital: not for clinicians, and no service needs them.
+    for principal in (PATIENT, EMERGENCY, CLINICIAN, INGEST):
         denied = await failure(identity.stub.GetPerson(request, metadata=identity.auth(principal)))
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 

@@ -65,9 +65,9 @@ from services.ingest.store import SqliteIngestStore, WriteAudit
 
 HOSPITAL_A = "hospital-a"
 HOSPITAL_B = "hospital-b"
-ENGINE_A = Principal(PrincipalKind.SERVICE, "hospital-a-engine", HOSPITAL_A)
-ENGINE_B = Principal(PrincipalKind.SERVICE, "hospital-b-engine", HOSPITAL_B)
-AUDIT_READER = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
+ENGINE_A = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", HOSPITAL_A)
+ENGINE_B = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-b-engine", HOSPITAL_B)
+AUDIT_READER = Principal(PrincipalKind.AUDITOR, "auditor-1", purpose=Purpose.OPERATIONS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "dr-7", HOSPITAL_A)
 
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
@@ -283,8 +283,8 @@ async def test_stored_message_is_logged_with_the_submitter_log_form(
     response = await stack.submit(request(fixture("fhir_admission_bundle.json"), "adm-log"))
     (stored,) = [r for r in caplog.records if r.getMessage().startswith("message stored")]
     assert response.person_token in stored.getMessage()
-    assert stored.__dict__["principal_kind"] == "service"
-    assert stored.__dict__["principal_service"] == ENGINE_A.subject
+    assert stored.__dict__["principal_kind"] == "hospital_engine"
+    assert stored.__dict__["principal_engine"] == ENGINE_A.subject
     assert stored.__dict__["principal_hospital"] == HOSPITAL_A
     # The patient of the fixture: names, national ID, phone number, MRN never reach a log.
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
@@ -337,7 +337,7 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     assert event.event.action == audit_pb2.ACTION_WRITE
     assert event.event.actor.subject == ENGINE_A.subject
     assert event.event.actor.hospital_id == HOSPITAL_A
-    assert event.event.actor.kind == common_pb2.PRINCIPAL_KIND_SERVICE
+    assert event.event.actor.kind == common_pb2.PRINCIPAL_KIND_HOSPITAL_ENGINE
     assert event.event.recorded_by == "ingest"
     assert sorted(event.event.resource_names) == sorted(response.record_names)
 
@@ -627,9 +627,12 @@ async def test_caller_checks(stack: Stack) -> None:
     other_hospital = await stack.failure(request(content, "p-1", hospital=HOSPITAL_A), ENGINE_B)
     assert other_hospital.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_details(other_hospital).reason == "HOSPITAL_MISMATCH"
-    internal = Principal(PrincipalKind.SERVICE, "archive")  # a service of no hospital
-    unbound = await stack.failure(request(content, "p-1"), principal=internal)
-    assert error_details(unbound).reason == "HOSPITAL_MISMATCH"
+    internal = Principal(PrincipalKind.SERVICE, "archive")  # a service is no hospital engine
+    not_an_engine = await stack.failure(request(content, "p-1"), principal=internal)
+    assert error_details(not_an_engine).reason == "SERVICE_NOT_ALLOWED"
+    unbound_engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "stray-engine")
+    unbound = await stack.failure(request(content, "p-1"), principal=unbound_engine)
+    assert error_details(unbound).reason == "HOSPITAL_REQUIRED"
 
 
 # -- the stream -------------------------------------------------------------------------------
@@ -643,8 +646,7 @@ async def test_stream_acks_in_order_and_rejects_without_ending(stack: Stack) -> 
         request(bundle, "s-1"),  # a retry inside the stream
         request(ct_content(), "s-4", DICOM),
         request(fixture("fhir_patient_update.json"), "s-1"),  # id reused
-        request(fixture("hl7_adt_a01.er7"), "s-6", HL7, HOSPITAL_B),  # not this caller's
-        ingest_pb2.SubmitRequest(hospital_id=HOSPITAL_A, message_id="s-7"),  # no format/content
+        ingest_pb2.SubmitRequest(hospital_id=HOSPITAL_A, message_id="s-6"),  # no format/content
         *(
             request(
                 fixture("fhir_lab_message_bundle.json").replace(b"lab-7781", f"b-{i}".encode()),
@@ -662,25 +664,23 @@ async def test_stream_acks_in_order_and_rejects_without_ending(stack: Stack) -> 
     acks = [ack async for ack in call]
     assert [ack.message_id for ack in acks] == [m.message_id for m in messages]
     outcomes = [ack.outcome for ack in acks]
-    assert outcomes[:7] == [
+    assert outcomes[:6] == [
         ingest_pb2.OUTCOME_STORED,
         ingest_pb2.OUTCOME_REJECTED,
         ingest_pb2.OUTCOME_DUPLICATE,
         ingest_pb2.OUTCOME_STORED,
         ingest_pb2.OUTCOME_REJECTED,
         ingest_pb2.OUTCOME_REJECTED,
-        ingest_pb2.OUTCOME_REJECTED,
     ]
-    assert all(outcome == ingest_pb2.OUTCOME_STORED for outcome in outcomes[7:])
+    assert all(outcome == ingest_pb2.OUTCOME_STORED for outcome in outcomes[6:])
     assert acks[1].rejection.reason == "INVALID_HL7V2"
     assert [v.field for v in acks[1].rejection.field_violations] == ["content.MSH[0].2"]
     assert not acks[1].rejection.retryable
     assert acks[4].rejection.reason == "MESSAGE_ID_REUSED"
-    assert acks[5].rejection.reason == "HOSPITAL_MISMATCH"
-    assert [v.field for v in acks[6].rejection.field_violations] == ["format", "content"]
+    assert [v.field for v in acks[5].rejection.field_violations] == ["format", "content"]
     assert acks[0].person_token == acks[3].person_token  # the bundle's patient owns the CT
     assert list(acks[2].record_names) == list(acks[0].record_names)
-    bulk_tokens = {ack.person_token for ack in acks[7:]}
+    bulk_tokens = {ack.person_token for ack in acks[6:]}
     assert len(bulk_tokens) == 1
 
 
@@ -701,6 +701,28 @@ async def test_stream_keeps_the_order_of_one_patients_messages(stack: Stack) -> 
     acks = [ack async for ack in call]
     assert [ack.outcome for ack in acks] == [ingest_pb2.OUTCOME_STORED] * 3
     assert acks[0].person_token == acks[1].person_token != acks[2].person_token
+
+
+async def test_stream_ends_at_a_message_of_another_hospital_after_acking_the_earlier(
+    stack: Stack,
+) -> None:
+    async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+        yield request(fixture("fhir_patient_update.json"), "own-1")
+        yield request(fixture("hl7_adt_a01.er7"), "theirs-1", HL7, HOSPITAL_B)
+        yield request(fixture("fhir_admission_bundle.json"), "own-2")
+
+    acks: list[ingest_pb2.SubmitResponse] = []
+    call = stack.ingest.SubmitStream(requests(), metadata=stack.auth(ENGINE_A))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for ack in call:
+            acks.append(ack)
+    assert [ack.message_id for ack in acks] == ["own-1"]  # acked before the refusal
+    details = error_details(caught.value)
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "HOSPITAL_MISMATCH",
+    )
+    assert HOSPITAL_B not in (caught.value.details() or "")
 
 
 async def test_stream_refuses_a_caller_that_may_not_submit(stack: Stack) -> None:

@@ -334,7 +334,8 @@ def principal_log_fields(principal: Principal) -> dict[str, str]:
     """What of ``principal`` a log line may carry (pass as ``extra=``).
 
     Kind, purpose and hospital always; the subject only when it names no human being
-    directly: a service's name, or a patient's person token (a pseudonym). Staff ids of
+    directly: a service's or a hospital engine's name, or a patient's person token (a
+    pseudonym). Staff ids of
     clinicians, emergency staff, committee members and researchers identify a person, so
     they stay in the access-controlled audit ledger and out of logs.
     """
@@ -346,6 +347,8 @@ def principal_log_fields(principal: Principal) -> dict[str, str]:
         fields["principal_hospital"] = principal.hospital_id
     if principal.kind == PrincipalKind.SERVICE:
         fields["principal_service"] = principal.subject
+    elif principal.kind == PrincipalKind.HOSPITAL_ENGINE:
+        fields["principal_engine"] = principal.subject
     elif principal.kind == PrincipalKind.PATIENT and is_person_token(principal.subject):
         fields["principal_person_token"] = principal.subject
     return fields

@@ -50,8 +50,10 @@ EMERGENCY_B = Principal(
 
 
 def engine_principal(hospital: Hospital) -> Principal:
-    """The integration engine of a hospital: a service principal bound to the hospital."""
-    return Principal(PrincipalKind.SERVICE, f"{hospital.hospital_id}-engine", hospital.hospital_id)
+    """The integration engine of a hospital, bound to that hospital."""
+    return Principal(
+        PrincipalKind.HOSPITAL_ENGINE, f"{hospital.hospital_id}-engine", hospital.hospital_id
+    )
 
 
 def patient_principal(person_token: str) -> Principal:

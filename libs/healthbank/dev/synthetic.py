@@ -24,7 +24,7 @@ LOINC = "http://loinc.org"
 
 @dataclass(frozen=True)
 class Hospital:
-    """A hospital sending data (its integration engine acts as a service principal)."""
+    """A hospital sending data (its integration engine is a hospital-engine principal)."""
 
     hospital_id: str
     display: str

@@ -16,7 +16,6 @@ from healthbank.contracts.principal import (
     TOKEN_VERSION,
     InvalidToken,
     Principal,
-    PrincipalKind,
     decode_token,
 )
 from healthbank.contracts.tokens import IssuerRegistry, load_issuer_registry, verify_user_token
@@ -41,21 +40,18 @@ inbound_token: ContextVar[str | None] = ContextVar("inbound_token", default=None
 """The raw token of the RPC being served, forwarded on outgoing calls made on its behalf."""
 
 
-def require_principal(*kinds: PrincipalKind) -> Principal:
-    """Return the current call's principal, checking its kind when ``kinds`` are given.
+def require_principal() -> Principal:
+    """Return the current call's principal, for what the servicer records about the caller.
+
+    Who may call which method is decided before the servicer runs, by the authorization
+    table (:mod:`healthbank.rpc.authz`) in the server's principal interceptor.
 
     Raises:
-        ServiceError: UNAUTHENTICATED when the call carried no credentials;
-            PERMISSION_DENIED when the principal's kind is not one of ``kinds``.
+        ServiceError: UNAUTHENTICATED when the call carried no credentials.
     """
     principal = current_principal.get()
     if principal is None:
         raise ServiceError.unauthenticated("credentials required", reason="CREDENTIALS_REQUIRED")
-    if kinds and principal.kind not in kinds:
-        raise ServiceError.permission_denied(
-            f"caller kind {principal.kind.value} may not call this method",
-            reason="PRINCIPAL_KIND_NOT_ALLOWED",
-        )
     return principal
 
 

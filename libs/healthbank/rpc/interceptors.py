@@ -36,6 +36,7 @@ from healthbank.contracts.principal import InvalidToken, Principal
 from healthbank.core.logs import request_id_var
 from healthbank.core.phi import redact
 from healthbank.crypto.keys import KeyProviderUnavailable
+from healthbank.rpc import authz
 from healthbank.rpc.auth import (
     AUTHORIZATION_KEY,
     TokenSettings,
@@ -161,8 +162,51 @@ async def _drive_stream(result: Any, context: Any) -> None:
             await context.write(message)
 
 
-def _wrap_handler(handler: Any, around: _Around) -> Any:
-    """Return ``handler`` with each behaviour run inside ``around(context)``."""
+_END_OF_STREAM = object()
+
+
+async def _each_checked(
+    first: Any, rest: AsyncIterator[Any], check: Callable[[Any], None] | None
+) -> AsyncIterator[Any]:
+    """The request stream (``first``, then ``rest``), each message passed to ``check`` (which
+    may raise) as it arrives."""
+    if first is _END_OF_STREAM:
+        return
+    if check is not None:
+        check(first)
+    yield first
+    async for message in rest:
+        if check is not None:
+            check(message)
+        yield message
+
+
+def _wrap_handler(
+    handler: Any,
+    around: _Around,
+    check: Callable[[Any], Callable[[Any], None] | None] | None = None,
+) -> Any:
+    """Return ``handler`` with each behaviour run inside ``around(context)``.
+
+    ``check(context)``, if given, is asked inside ``around`` for a per-message check, which
+    then sees the request (unary) or every message of the request stream as it arrives.
+    """
+
+    def checked(request: Any, context: Any) -> Any:
+        message_check = check(context) if check is not None else None
+        if message_check is not None:
+            message_check(request)
+        return request
+
+    async def checked_stream(request_iterator: Any, context: Any) -> Any:
+        if check is None:
+            return request_iterator
+        # Decide once the first message (or the end of the stream) is in: a refusal sent
+        # while the client is still writing reaches grpc.aio clients as INTERNAL now and then.
+        requests = aiter(request_iterator)
+        first = await anext(requests, _END_OF_STREAM)
+        return _each_checked(first, requests, check(context))
+
     common = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -172,7 +216,7 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
 
         async def wrapped_unary_unary(request: Any, context: Any) -> Any:
             async with around(context):
-                return await _finish(unary_unary(request, context))
+                return await _finish(unary_unary(checked(request, context), context))
 
         return grpc.unary_unary_rpc_method_handler(wrapped_unary_unary, **common)
     if handler.unary_stream is not None:
@@ -180,7 +224,7 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
 
         async def wrapped_unary_stream(request: Any, context: Any) -> None:
             async with around(context):
-                await _drive_stream(unary_stream(request, context), context)
+                await _drive_stream(unary_stream(checked(request, context), context), context)
 
         return grpc.unary_stream_rpc_method_handler(wrapped_unary_stream, **common)
     if handler.stream_unary is not None:
@@ -188,7 +232,8 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
 
         async def wrapped_stream_unary(request_iterator: Any, context: Any) -> Any:
             async with around(context):
-                return await _finish(stream_unary(request_iterator, context))
+                requests = await checked_stream(request_iterator, context)
+                return await _finish(stream_unary(requests, context))
 
         return grpc.stream_unary_rpc_method_handler(wrapped_stream_unary, **common)
     if handler.stream_stream is not None:
@@ -196,7 +241,8 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
 
         async def wrapped_stream_stream(request_iterator: Any, context: Any) -> None:
             async with around(context):
-                await _drive_stream(stream_stream(request_iterator, context), context)
+                requests = await checked_stream(request_iterator, context)
+                await _drive_stream(stream_stream(requests, context), context)
 
         return grpc.stream_stream_rpc_method_handler(wrapped_stream_stream, **common)
     return handler
@@ -423,17 +469,42 @@ class DeadlineInterceptor(_AroundInterceptor):
 
 
 class PrincipalInterceptor(_AroundInterceptor):
-    """Verify the ``authorization: Bearer <token>`` metadata and expose the principal.
+    """Verify the ``authorization: Bearer <token>`` metadata, then apply the authorization table.
 
-    A call without credentials proceeds with ``current_principal`` None (health checks and
-    reflection need none; servicers call ``require_principal``), or as the service its
-    mTLS certificate names. Bad credentials, or a service or hospital-engine token over a
-    certificate that is not its own (``healthbank.rpc.tls.bind_principal``), are refused
-    with UNAUTHENTICATED before the servicer runs.
+    Bad credentials, or a service or hospital-engine token over a certificate that is not its
+    own (``healthbank.rpc.tls.bind_principal``), are refused with UNAUTHENTICATED before the
+    servicer runs; a call without a token over an mTLS certificate acts as the service (or
+    hospital engine) the certificate names. Then :mod:`healthbank.rpc.authz` decides, in this
+    one place for every service: a method not in its table is refused, a public method needs
+    no credentials, any other needs them (UNAUTHENTICATED) and a principal the table admits
+    (PERMISSION_DENIED otherwise). Scopes that read the request are checked on the request,
+    or on each message of a request stream as the servicer reads it. The servicer sees the
+    principal in ``current_principal``.
     """
 
-    def __init__(self, verify: Callable[[str], Principal]) -> None:
+    def __init__(
+        self,
+        verify: Callable[[str], Principal],
+        authorization: authz.AuthorizationTable = authz.AUTHORIZATION_TABLE,
+    ) -> None:
         self._verify = verify
+        self._authorization = authorization
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        """Wrap the handler so that each call is authenticated and authorized first."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = _method_name(handler_call_details)
+        return _wrap_handler(
+            handler,
+            partial(self.around, handler_call_details),
+            lambda _context: authz.check_call(method, current_principal.get(), self._authorization),
+        )
 
     @asynccontextmanager
     async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
@@ -463,16 +534,28 @@ class PrincipalInterceptor(_AroundInterceptor):
             _restore(current_principal, principal_reset)
 
 
+def _method_name(call_details: Any) -> str:
+    method = call_details.method
+    if isinstance(method, bytes):
+        return method.decode("utf-8", "replace")
+    return str(method)
+
+
 def default_interceptors(
     service: str,
     settings: RpcSettings,
     telemetry: RpcTelemetry | None = None,
+    authorization: authz.AuthorizationTable = authz.AUTHORIZATION_TABLE,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The standard interceptor chain for ``service``, outermost first."""
+    """The standard interceptor chain for ``service``, outermost first.
+
+    ``authorization`` is the table calls are checked against (tests that serve a service of
+    their own extend the real one).
+    """
     return [
         RequestIdInterceptor(),
         TelemetryInterceptor(service, telemetry),
         ErrorInterceptor(service),
         DeadlineInterceptor(),
-        PrincipalInterceptor(token_verifier(settings, service)),
+        PrincipalInterceptor(token_verifier(settings, service), authorization),
     ]

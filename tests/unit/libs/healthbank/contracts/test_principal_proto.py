@@ -141,6 +141,15 @@ def test_token_decoder_applies_the_same_rules() -> None:
             },
         ),
         (
+            Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", "hospital-a"),
+            {
+                "principal_kind": "hospital_engine",
+                "principal_purpose": "treatment",
+                "principal_hospital": "hospital-a",
+                "principal_engine": "hospital-a-engine",
+            },
+        ),
+        (
             Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCESS),
             {
                 "principal_kind": "patient",

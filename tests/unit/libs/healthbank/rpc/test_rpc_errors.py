@@ -41,10 +41,12 @@ from healthbank.rpc import (
     Violations,
     caller_metadata,
     current_principal,
+    default_interceptors,
     error_details,
     inbound_deadline,
     require_principal,
 )
+from healthbank.rpc.authz import ANY, MethodRule, with_public_methods
 from healthbank.rpc.errors import MAX_REPORTED_VIOLATIONS, VIOLATIONS_TOTAL_KEY, fit_violations
 from healthbank.storage import StorageUnavailable
 
@@ -97,7 +99,7 @@ class ProbeServicer:
         raise ServiceError.unavailable("store busy", reason="STORE_BUSY", retry_delay=1.5)
 
     async def who_am_i(self, request: bytes, context: Any) -> bytes:
-        principal = require_principal(PrincipalKind.CLINICIAN, PrincipalKind.EMERGENCY)
+        principal = require_principal()
         return f"{principal.kind}:{principal.subject}:{principal.hospital_id}".encode()
 
     async def request_id(self, request: bytes, context: Any) -> bytes:
@@ -170,6 +172,41 @@ def probe_handler(servicer: ProbeServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(PROBE, handlers)
 
 
+PROBE_METHODS = (
+    "Validate",
+    "Crash",
+    "EngineDown",
+    "Busy",
+    "RequestId",
+    "DescribeCall",
+    "Forward",
+    "NumbersThenMissing",
+    "Chat",
+    "Ticks",
+    "DescribeStream",
+)
+# The probe is open to anyone, so these tests see the interceptors' other paths; only
+# WhoAmI is for clinicians and emergency staff, to see the table's refusals.
+PROBE_AUTHORIZATION = {
+    **with_public_methods(*(f"/{PROBE}/{name}" for name in PROBE_METHODS), why="test probe"),
+    f"/{PROBE}/WhoAmI": MethodRule(
+        "test probe", callers={PrincipalKind.CLINICIAN: ANY, PrincipalKind.EMERGENCY: ANY}
+    ),
+}
+
+
+def probe_host(settings: Settings, servicer: ProbeServicer, telemetry: Any) -> ServiceHost:
+    return ServiceHost(
+        "ingest",
+        settings,
+        register=[lambda server: server.add_generic_rpc_handlers((probe_handler(servicer),))],
+        service_names=[PROBE],
+        port=0,
+        telemetry=telemetry,
+        interceptors=default_interceptors("ingest", settings, telemetry, PROBE_AUTHORIZATION),
+    )
+
+
 def make_settings() -> Settings:
     return Settings(auth_secret=SecretStr(SECRET), shutdown_grace_seconds=1.0)
 
@@ -178,14 +215,7 @@ def make_settings() -> Settings:
 async def probe() -> AsyncIterator[tuple[grpc.aio.Channel, ServiceHost]]:
     settings = make_settings()
     servicer = ProbeServicer()
-    host = ServiceHost(
-        "ingest",
-        settings,
-        register=[lambda server: server.add_generic_rpc_handlers((probe_handler(servicer),))],
-        service_names=[PROBE],
-        port=0,
-        telemetry=setup_telemetry("ingest", None),
-    )
+    host = probe_host(settings, servicer, setup_telemetry("ingest", None))
     port = await host.start()
     # The server calls itself as "identity" to exercise the client factory.
     servicer.downstream = ClientFactory(
@@ -514,14 +544,7 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
         span_processors=[SimpleSpanProcessor(spans)],
         metric_readers=[metric_reader],
     )
-    host = ServiceHost(
-        "ingest",
-        make_settings(),
-        register=[lambda server: server.add_generic_rpc_handlers((probe_handler(servicer),))],
-        service_names=[PROBE],
-        telemetry=telemetry,
-        port=0,
-    )
+    host = probe_host(make_settings(), servicer, telemetry)
     port = await host.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
