@@ -40,7 +40,8 @@ def every_rpc() -> list[str]:
 
 def test_the_table_covers_every_method_of_every_service() -> None:
     rpcs = every_rpc()
-    assert len(rpcs) == 23
+    # Every one of the seven services contributes methods (the enumeration is not empty).
+    assert {method.split("/")[1].split(".")[1] for method in rpcs} == set(SERVICES)
     assert [method for method in rpcs if method not in AUTHORIZATION_TABLE] == []
 
 

@@ -174,6 +174,7 @@ def probe_handler(servicer: ProbeServicer) -> grpc.GenericRpcHandler:
 
 PROBE_METHODS = (
     "Validate",
+    "Flood",
     "Crash",
     "EngineDown",
     "Busy",
