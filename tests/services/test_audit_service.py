@@ -607,9 +607,10 @@ async def test_get_entries_validation_and_callers(audit: AuditClient) -> None:
     assert await violations(1, 1) == {"end_index"}
     assert await violations(0, 2) == {"end_index"}  # beyond the tree
     request = audit_pb2.GetEntriesRequest(start_index=0, end_index=1)
-    for allowed in (AUDITOR, PRIVACY_OFFICER, COMMITTEE, SERVICE):
+    for allowed in (AUDITOR, PRIVACY_OFFICER, COMMITTEE):
         assert len((await audit.stub.GetEntries(request, metadata=audit.auth(allowed))).entries)
-    for refused in (PATIENT, CLINICIAN):
+    # No service needs whole entries (least privilege; docs/authorization.md).
+    for refused in (PATIENT, CLINICIAN, SERVICE):
         error = await rpc_error(audit.stub.GetEntries(request, metadata=audit.auth(refused)))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
@@ -631,6 +632,12 @@ async def test_a_service_cannot_name_another_service_as_the_actor(audit: AuditCl
     await append(audit, own)
     engine = access_event()
     engine.actor.CopyFrom(forged.actor)
+    engine.actor.kind = common_pb2.PRINCIPAL_KIND_HOSPITAL_ENGINE
     engine.actor.subject = "hospital-a-engine"
     engine.actor.hospital_id = "hospital-a"
     await append(audit, engine)
+    # A service cannot pass itself off as a hospital's engine-less service either.
+    disguised = access_event()
+    disguised.actor.CopyFrom(forged.actor)
+    disguised.actor.hospital_id = "hospital-a"
+    assert fields(await rpc_error(append(audit, disguised))) == {"event.actor.subject"}

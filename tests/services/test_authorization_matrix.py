@@ -235,6 +235,7 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "GetTreeHead": audit_pb2.GetTreeHeadRequest,
         "GetInclusionProof": lambda: audit_pb2.GetInclusionProofRequest(leaf_index=0),
         "GetConsistencyProof": lambda: audit_pb2.GetConsistencyProofRequest(first_tree_size=1),
+        "GetEntries": lambda: audit_pb2.GetEntriesRequest(start_index=0, end_index=1),
         "ListAccessEvents": lambda: audit_pb2.ListAccessEventsRequest(parent=parent),
         "GetForecast": lambda: ai_alert_pb2.GetForecastRequest(horizon_days=7),
         "GetPersonalInsights": lambda: ai_alert_pb2.GetPersonalInsightsRequest(parent=parent),

@@ -97,9 +97,10 @@ async def identity(tmp_path: Path) -> AsyncIterator[Identity]:
 async def test_a_registered_hospitals_clinician_is_authenticated(
     identity: Identity,
 ) -> None:
-    # Past authentication: the person is simply unknown.
+    # Past authentication: the authorization table answers (clinicians may not read persons).
     error = await rpc_error(identity.stub().GetPerson(GET_PERSON, metadata=bearer(token())))
-    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(error).reason == "PRINCIPAL_KIND_NOT_ALLOWED"
 
 
 BAD_TOKENS: dict[str, Callable[[], str]] = {
