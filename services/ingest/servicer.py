@@ -63,6 +63,11 @@ _FORMATS = {
 }
 
 
+# A hospital's integration engine submits its own hospital's messages; service principals
+# bound to a hospital are the older form of the same caller.
+_SUBMITTERS = (PrincipalKind.HOSPITAL_ENGINE, PrincipalKind.SERVICE)
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     """ingest.v1.IngestService over an :class:`IngestPipeline`."""
 
@@ -79,7 +84,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.SubmitRequest, context: Any
     ) -> ingest_pb2.SubmitResponse:
         """Store one message, or fail the call saying why."""
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*_SUBMITTERS)
         submission = checked_submission(request, principal)
         try:
             ack = await self._pipeline.submit(submission)
@@ -96,7 +101,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         the stream with the same message id or the same patient (see
         ``PreparedMessage.ordering_keys``): a stream behaves as if processed in order.
         """
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*_SUBMITTERS)
         slots = asyncio.Semaphore(self._stream_concurrency)
         acks: asyncio.Queue[asyncio.Task[ingest_pb2.SubmitResponse] | None] = asyncio.Queue()
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}

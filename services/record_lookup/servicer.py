@@ -13,16 +13,27 @@ from google.protobuf import timestamp_pb2
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.facts import Fact
-from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name
+from healthbank.contracts.names import (
+    PERSON_NAME_RULE,
+    RECORD_NAME_RULE,
+    parse_person_name,
+    parse_record_name,
+)
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from healthbank.contracts.principal import PrincipalKind
 from healthbank.contracts.records import record_to_proto
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
-from healthbank.rpc import Violations, require_principal
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.record_lookup import domain
-from services.record_lookup.flow import EmergencyReport, RecordLookupFlow
+from services.record_lookup.flow import EmergencyReport, ImageNotFound, RecordLookupFlow
 
 SERVICE = "record-lookup"
+
+# Image chunks stay well under gRPC's default 4 MiB message limit.
+IMAGE_CHUNK_BYTES = 1024 * 1024
+
+# Who reads clinical data; consent decides which of them may read whose.
+_CLINICAL_READERS = (PrincipalKind.CLINICIAN, PrincipalKind.PATIENT, PrincipalKind.EMERGENCY)
 
 # google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS = -62_135_596_800
@@ -41,9 +52,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         self, request: record_lookup_pb2.GetHistoryRequest, context: object
     ) -> AsyncIterator[record_lookup_pb2.HistoryItem]:
         """Stream a person's records, oldest first, after consent and audit."""
-        principal = require_principal(
-            PrincipalKind.CLINICIAN, PrincipalKind.PATIENT, PrincipalKind.EMERGENCY
-        )
+        principal = require_principal(*_CLINICAL_READERS)
         person_token, start, end = _validate_history(request)
         # The flow reads and opens everything first: no silently truncated history.
         for entry in await self._flow.history(
@@ -56,6 +65,35 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
                     fhir_json=entry.fhir_json,
                 )
             )
+
+    async def GetImage(
+        self, request: record_lookup_pb2.GetImageRequest, context: object
+    ) -> AsyncIterator[record_lookup_pb2.ImageChunk]:
+        """Stream a record's image after consent (IMAGING) and audit; metadata first."""
+        principal = require_principal(*_CLINICAL_READERS)
+        violations = Violations()
+        parsed = None
+        if violations.require(request.name, "name"):
+            parsed = parse_record_name(request.name)
+            violations.check(parsed is not None, "name", RECORD_NAME_RULE)
+        violations.raise_if_any()
+        assert parsed is not None
+        person_token, record_id = parsed
+        try:
+            image = await self._flow.image(principal, person_token, record_id)
+        except ImageNotFound:
+            raise ServiceError.not_found(
+                "the record does not exist or carries no image", reason="IMAGE_NOT_FOUND"
+            ) from None
+        content = image.content
+        for offset in range(0, max(len(content), 1), IMAGE_CHUNK_BYTES):
+            chunk = record_lookup_pb2.ImageChunk(chunk=content[offset : offset + IMAGE_CHUNK_BYTES])
+            if offset == 0:
+                chunk.record_name = image.record_name
+                chunk.blob_name = image.blob_name
+                chunk.content_type = image.content_type
+                chunk.size_bytes = len(content)
+            yield chunk
 
     async def GetEmergencySummary(
         self, request: record_lookup_pb2.GetEmergencySummaryRequest, context: object
