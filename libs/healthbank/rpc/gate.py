@@ -9,12 +9,18 @@ Shared by record-lookup and ai-alert, so both decide and record access the same 
       └ permitted → audit the read (no audit, no read) → Admission
                     → the service reads its rows → Admission.open_* decrypts them
 
+A read permitted under a break-glass session (basis BREAK_GLASS) is flagged for review,
+whether the session was opened by the emergency flow or by a direct consent.BreakGlass call
+(which consent records itself, as ACTION_BREAK_GLASS). Events are appended through
+:class:`healthbank.rpc.access_log.AccessLog`.
+
 An :class:`Admission` exists only after the access event was appended, and it opens only
-the admitted person's payloads (the associated data names the person), so a service cannot
-decrypt what it did not record. A payload failing authentication, or a fact that does not
-decode, is DATA_LOSS, never skipped; a key provider outage is left to the error
-interceptor (UNAVAILABLE, ``KEY_PROVIDER_UNAVAILABLE``). Failed consent and audit calls
-follow the one downstream policy (:func:`healthbank.rpc.downstream.downstream_error`).
+the admitted person's payloads, facts and imaging blobs (the associated data names the
+person), so a service cannot decrypt what it did not record. A payload failing
+authentication, or a fact that does not decode, is DATA_LOSS, never skipped; a key
+provider outage is left to the error interceptor (UNAVAILABLE,
+``KEY_PROVIDER_UNAVAILABLE``). Failed consent and audit calls follow the one downstream
+policy (:func:`healthbank.rpc.downstream.downstream_error`).
 
 Consent and audit are called with this service's own token (the ClientFactory's): the end
 user travels in ``CheckRequest.accessor`` and ``AccessEvent.actor``. BreakGlass is the
