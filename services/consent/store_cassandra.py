@@ -16,7 +16,8 @@ Tables, one per query:
 - ``break_glass_sessions``: partitioned by (person, opener) and clustered by expiry, so
   "sessions still open" is a clustering slice.
 - ``proxies``: a person's registered proxies, one partition per person; registration is
-  ``INSERT ... IF NOT EXISTS`` so the first registration time stays.
+  ``INSERT ... IF NOT EXISTS`` so the first registration time stays, removal
+  ``DELETE ... IF EXISTS``.
 
 Revocation is ``UPDATE ... IF revoke_time = null AND create_time != null``: the first revoke
 time stays, and a revoke can never create a grant row that does not exist. Cassandra keeps
@@ -274,9 +275,10 @@ class CassandraConsentStore:
         return _proxy_from_row(rows[0]) if rows else None
 
     async def remove_proxy(self, person_token: str, proxy_id: str) -> None:
-        """See ConsentStore.remove_proxy."""
+        """See ConsentStore.remove_proxy (a lightweight transaction like the registration:
+        mixing Paxos and plain writes on one row can order them wrongly)."""
         await self._db.execute(
-            "DELETE FROM proxies WHERE person_token = ? AND proxy_id = ?",
+            "DELETE FROM proxies WHERE person_token = ? AND proxy_id = ? IF EXISTS",
             (person_token, proxy_id),
         )
 

@@ -334,3 +334,7 @@ async def test_proxies_are_registered_once_listed_oldest_first_and_removed(
     assert await store.list_proxies(PERSON) == [parent]
     # Another person's registration of the same proxy is untouched.
     assert await store.get_proxy(OTHER, "guardian-17") == Proxy(OTHER, "guardian-17", T0)
+    # Registered again after removal: a new registration with its own time.
+    again = Proxy(PERSON, "guardian-17", T0 + timedelta(days=2))
+    assert await store.add_proxy(again) == again
+    assert await store.list_proxies(PERSON) == [parent, again]
