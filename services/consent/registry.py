@@ -11,7 +11,9 @@ revoke, a second registration) returns what exists without a new event.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -144,6 +146,11 @@ class ConsentRegistry:
         self._cache_ttl = cache_ttl_seconds
         # Monotonic ids keep "newest first" exact even for grants made in one millisecond.
         self._new_id = MonotonicUlidGenerator()
+        # Retries of one CreateGrant racing in this process take turns, so only the first
+        # records and stores a grant and the others find it (one event per grant).
+        self._creating: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def require_grant_manager(self, actor: Principal, person_token: str) -> None:
         """Return if ``actor`` may manage ``person_token``'s grants (the patient, or a proxy
@@ -160,6 +167,11 @@ class ConsentRegistry:
         """Record and store a grant for ``draft``, or return the one an earlier try with its
         request id created. Raises NotPermitted for a caller who may not manage grants."""
         await self.require_grant_manager(actor, draft.person_token)
+        turn = self._creating.setdefault((draft.person_token, draft.request_id), asyncio.Lock())
+        async with turn:
+            return await self._create_once(actor, draft)
+
+    async def _create_once(self, actor: Principal, draft: GrantDraft) -> Grant:
         earlier = await self._store.grant_for_request(draft.person_token, draft.request_id)
         if earlier is not None:
             return earlier

@@ -239,6 +239,9 @@ async def test_create_grant_is_idempotent_by_request_id(consent: Consent) -> Non
 async def test_concurrent_retries_create_one_grant(consent: Consent) -> None:
     grants = await asyncio.gather(*(consent.create(request_id="burst") for _ in range(10)))
     assert len({grant.name for grant in grants}) == 1
+    # One grant, one event: the retries found the grant instead of recording their own.
+    changes = [event.basis for event in await consent.events()]
+    assert changes == ["GRANT_CREATED"]
 
 
 async def test_a_service_may_not_create_grants_for_a_patient(consent: Consent) -> None:
