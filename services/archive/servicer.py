@@ -1,7 +1,8 @@
 """The gRPC edge of the archive service: authorization, request validation, proto conversion.
 
 Every RPC is for services only: ingest stores imaging blobs, record-lookup reads blobs and
-cold records (and decrypts after its own consent check), operators' tooling tiers.
+cold records (and decrypts after its own consent check), operators' tooling tiers. A user's
+blob read is recorded by record-lookup's consent gate (GetImage), not here (ADR 13).
 """
 
 from __future__ import annotations

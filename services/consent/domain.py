@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from healthbank.contracts.names import is_person_token, person_name
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import (
+    Principal,
+    PrincipalKind,
+    Purpose,
+    is_principal_subject,
+)
 from healthbank.core.ids import is_ulid
 
 # An emergency episode (arrival, stabilisation, handover to a ward) fits in a few hours;
@@ -49,6 +54,18 @@ KNOWN_CATEGORIES = frozenset(range(1, 9))
 _CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.EMERGENCY})
 
 _GRANT_NAME = re.compile(r"persons/([^/]+)/grants/([^/]+)")
+_PROXY_NAME = re.compile(r"persons/([^/]+)/proxies/([^/]+)")
+
+# What a consent change was, in its audit event's basis (ACTION_CONSENT_CHANGE).
+CHANGE_GRANT_CREATED = "GRANT_CREATED"
+CHANGE_GRANT_REVOKED = "GRANT_REVOKED"
+CHANGE_PROXY_REGISTERED = "PROXY_REGISTERED"
+CHANGE_PROXY_REMOVED = "PROXY_REMOVED"
+
+# Why a caller may not manage a person's grants (the PERMISSION_DENIED reason).
+REFUSAL_NOT_DATA_SUBJECT = "NOT_DATA_SUBJECT"
+REFUSAL_PROXY_NOT_REGISTERED = "PROXY_NOT_REGISTERED"
+REFUSAL_KIND_NOT_ALLOWED = "PRINCIPAL_KIND_NOT_ALLOWED"
 
 
 def grant_name(person_token: str, grant_id: str) -> str:
@@ -62,6 +79,38 @@ def parse_grant_name(name: str) -> tuple[str, str] | None:
     if match is None or not is_person_token(match.group(1)) or not is_ulid(match.group(2)):
         return None
     return match.group(1), match.group(2)
+
+
+def proxy_name(person_token: str, proxy_id: str) -> str:
+    """Resource name of a proxy registration: ``persons/{person_token}/proxies/{proxy_id}``."""
+    return f"{person_name(person_token)}/proxies/{proxy_id}"
+
+
+def parse_proxy_name(name: str) -> tuple[str, str] | None:
+    """(person_token, proxy_id) of a proxy name, or None when ``name`` is malformed."""
+    match = _PROXY_NAME.fullmatch(name)
+    if match is None or not is_person_token(match.group(1)):
+        return None
+    if not is_principal_subject(match.group(2)):
+        return None
+    return match.group(1), match.group(2)
+
+
+def grant_manager_refusal(
+    actor: Principal, person_token: str, *, registered_proxy: bool
+) -> str | None:
+    """Why ``actor`` may not create, revoke or list ``person_token``'s grants, or None.
+
+    Consent is the patient's: the patient themself, or a proxy they registered
+    (``registered_proxy``: the actor is a PROXY registered for this person). Nobody else,
+    services included: a service acting "for" a patient is how a compromised one would
+    forge consent.
+    """
+    if actor.kind == PrincipalKind.PATIENT:
+        return None if actor.subject == person_token else REFUSAL_NOT_DATA_SUBJECT
+    if actor.kind == PrincipalKind.PROXY:
+        return None if registered_proxy else REFUSAL_PROXY_NOT_REGISTERED
+    return REFUSAL_KIND_NOT_ALLOWED
 
 
 def break_glass_name(person_token: str, session_id: str) -> str:
@@ -80,6 +129,18 @@ def max_grant_expiry(now: datetime) -> datetime:
 
 class GrantNotFound(Exception):
     """The person has no grant with the given id."""
+
+
+class ProxyNotFound(Exception):
+    """The person has no proxy with the given id."""
+
+
+class NotPermitted(Exception):
+    """The caller may not make this change for this person; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def grant_period_problems(
@@ -176,6 +237,20 @@ class Grant:
         if not requested:
             return self.categories
         return self.categories & requested
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """Someone the patient registered to manage their grants (a PROXY principal's subject)."""
+
+    person_token: str
+    proxy_id: str
+    create_time: datetime
+
+    @property
+    def name(self) -> str:
+        """Resource name of this registration."""
+        return proxy_name(self.person_token, self.proxy_id)
 
 
 @dataclass(frozen=True)

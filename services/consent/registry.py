@@ -1,14 +1,23 @@
-"""The consent registry: grants, revocation, break-glass and decisions over the store.
+"""The consent registry: grants, revocation, proxies, break-glass and decisions over the store.
 
 Holds no protocol concerns: callers pass validated domain values and get domain values back.
+
+Every change (a grant created or revoked, a proxy registered or removed, a break-glass
+session opened) is appended to the audit log *before* it is stored, with the caller as the
+actor: no audit, no change. When the log cannot record it the :class:`ChangeLog` raises and
+nothing is stored. A repeated request that changes nothing (a retried CreateGrant, a second
+revoke, a second registration) returns what exists without a new event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from healthbank.contracts.principal import Principal, PrincipalKind
 from healthbank.core.ids import MonotonicUlidGenerator
@@ -16,12 +25,22 @@ from healthbank.crypto import Sealer
 from healthbank.storage.cache import Cache
 from services.consent.domain import (
     BREAK_GLASS_DURATION,
+    CHANGE_GRANT_CREATED,
+    CHANGE_GRANT_REVOKED,
+    CHANGE_PROXY_REGISTERED,
+    CHANGE_PROXY_REMOVED,
+    REFUSAL_KIND_NOT_ALLOWED,
+    REFUSAL_NOT_DATA_SUBJECT,
     BreakGlassSession,
     Decision,
     Grant,
     GrantNotFound,
+    NotPermitted,
+    Proxy,
+    ProxyNotFound,
     break_glass_name,
     decide,
+    grant_manager_refusal,
 )
 from services.consent.store import ConsentStore
 
@@ -37,6 +56,21 @@ class GrantDraft:
     valid_from: datetime | None
     expire_time: datetime
     request_id: str
+
+
+class ChangeLog(Protocol):
+    """Where consent records its changes (the audit service); each call appends one event
+    and raises when it cannot (the change must then not happen)."""
+
+    async def consent_changed(
+        self, actor: Principal, person_token: str, resource_name: str, change: str
+    ) -> None:
+        """Record that ``actor`` made ``change`` (``CHANGE_*``) to ``resource_name``."""
+        ...
+
+    async def glass_broken(self, actor: Principal, person_token: str, session_name: str) -> None:
+        """Record that ``actor`` opened the break-glass session ``session_name``."""
+        ...
 
 
 def grants_cache_key(person_token: str, hospital_id: str) -> str:
@@ -97,22 +131,50 @@ class ConsentRegistry:
         store: ConsentStore,
         sealer: Sealer,
         now: Callable[[], datetime],
+        changes: ChangeLog,
         cache: Cache | None = None,
         cache_ttl_seconds: float = 0.0,
     ) -> None:
-        """Use ``store`` for persistence, ``sealer`` for free text, ``now`` as the clock, and
-        ``cache`` (Redis at scale) for the grants Check reads, invalidated on every change."""
+        """Use ``store`` for persistence, ``sealer`` for free text, ``now`` as the clock,
+        ``changes`` to record every change first, and ``cache`` (Redis at scale) for the
+        grants Check reads, invalidated on every change."""
         self._store = store
+        self._changes = changes
         self._sealer = sealer
         self._now = now
         self._cache = cache
         self._cache_ttl = cache_ttl_seconds
         # Monotonic ids keep "newest first" exact even for grants made in one millisecond.
         self._new_id = MonotonicUlidGenerator()
+        # Retries of one CreateGrant racing in this process take turns, so only the first
+        # records and stores a grant and the others find it (one event per grant).
+        self._creating: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
-    async def create_grant(self, draft: GrantDraft) -> Grant:
-        """Store a grant for ``draft``, or return the one an earlier try with its request id
-        created."""
+    async def require_grant_manager(self, actor: Principal, person_token: str) -> None:
+        """Return if ``actor`` may manage ``person_token``'s grants (the patient, or a proxy
+        they registered); raise NotPermitted otherwise."""
+        registered = (
+            actor.kind == PrincipalKind.PROXY
+            and await self._store.get_proxy(person_token, actor.subject) is not None
+        )
+        refusal = grant_manager_refusal(actor, person_token, registered_proxy=registered)
+        if refusal is not None:
+            raise NotPermitted(refusal)
+
+    async def create_grant(self, actor: Principal, draft: GrantDraft) -> Grant:
+        """Record and store a grant for ``draft``, or return the one an earlier try with its
+        request id created. Raises NotPermitted for a caller who may not manage grants."""
+        await self.require_grant_manager(actor, draft.person_token)
+        turn = self._creating.setdefault((draft.person_token, draft.request_id), asyncio.Lock())
+        async with turn:
+            return await self._create_once(actor, draft)
+
+    async def _create_once(self, actor: Principal, draft: GrantDraft) -> Grant:
+        earlier = await self._store.grant_for_request(draft.person_token, draft.request_id)
+        if earlier is not None:
+            return earlier
         now = self._now()
         grant = Grant(
             grant_id=self._new_id(now),
@@ -125,15 +187,27 @@ class ConsentRegistry:
             create_time=now,
             request_id=draft.request_id,
         )
+        await self._changes.consent_changed(
+            actor, grant.person_token, grant.name, CHANGE_GRANT_CREATED
+        )
         created = await self._store.create_grant(grant)
         await self._forget_grants(created)
         return created
 
-    async def revoke_grant(self, person_token: str, grant_id: str) -> Grant:
-        """Revoke the grant now (idempotent: a revoked grant keeps its first revoke time).
+    async def revoke_grant(self, actor: Principal, person_token: str, grant_id: str) -> Grant:
+        """Record and revoke the grant now (idempotent: a revoked grant keeps its first
+        revoke time, and revoking it again records nothing).
 
-        Raises GrantNotFound when the person has no such grant.
+        Raises NotPermitted for a caller who may not manage grants, GrantNotFound when the
+        person has no such grant.
         """
+        await self.require_grant_manager(actor, person_token)
+        current = await self._store.get_grant(person_token, grant_id)
+        if current is None:
+            raise GrantNotFound(grant_id)
+        if current.revoke_time is not None:
+            return current
+        await self._changes.consent_changed(actor, person_token, current.name, CHANGE_GRANT_REVOKED)
         grant = await self._store.revoke_grant(person_token, grant_id, self._now())
         if grant is None:
             raise GrantNotFound(grant_id)
@@ -142,9 +216,13 @@ class ConsentRegistry:
         return grant
 
     async def list_grants(
-        self, person_token: str, page_size: int, after_grant_id: str | None
+        self, actor: Principal, person_token: str, page_size: int, after_grant_id: str | None
     ) -> tuple[list[Grant], str | None]:
-        """A page of the person's grants, newest first, and the last id if more follow."""
+        """A page of the person's grants, newest first, and the last id if more follow.
+
+        Raises NotPermitted for a caller who may not manage the person's grants.
+        """
+        await self.require_grant_manager(actor, person_token)
         # One extra row tells whether another page exists without a second query.
         rows = await self._store.list_grants(person_token, page_size + 1, after_grant_id)
         page = rows[:page_size]
@@ -207,5 +285,42 @@ class ConsentRegistry:
             expire_time=now + BREAK_GLASS_DURATION,
             sealed_justification=sealed,
         )
+        await self._changes.glass_broken(opened_by, person_token, session.name)
         await self._store.add_break_glass(session)
         return session
+
+    async def register_proxy(self, actor: Principal, person_token: str, proxy_id: str) -> Proxy:
+        """Record and register ``proxy_id`` for the person (the patient only); a second
+        registration returns the first and records nothing."""
+        _require_data_subject(actor, person_token)
+        existing = await self._store.get_proxy(person_token, proxy_id)
+        if existing is not None:
+            return existing
+        proxy = Proxy(person_token=person_token, proxy_id=proxy_id, create_time=self._now())
+        await self._changes.consent_changed(
+            actor, person_token, proxy.name, CHANGE_PROXY_REGISTERED
+        )
+        return await self._store.add_proxy(proxy)
+
+    async def remove_proxy(self, actor: Principal, person_token: str, proxy_id: str) -> Proxy:
+        """Record and remove a registered proxy (the patient only); ProxyNotFound if none."""
+        _require_data_subject(actor, person_token)
+        proxy = await self._store.get_proxy(person_token, proxy_id)
+        if proxy is None:
+            raise ProxyNotFound(proxy_id)
+        await self._changes.consent_changed(actor, person_token, proxy.name, CHANGE_PROXY_REMOVED)
+        await self._store.remove_proxy(person_token, proxy_id)
+        return proxy
+
+    async def list_proxies(self, actor: Principal, person_token: str) -> list[Proxy]:
+        """The person's proxies, oldest first (the patient only)."""
+        _require_data_subject(actor, person_token)
+        return await self._store.list_proxies(person_token)
+
+
+def _require_data_subject(actor: Principal, person_token: str) -> None:
+    """Only the patient themself chooses who acts for them (a proxy cannot add another)."""
+    if actor.kind != PrincipalKind.PATIENT:
+        raise NotPermitted(REFUSAL_KIND_NOT_ALLOWED)
+    if actor.subject != person_token:
+        raise NotPermitted(REFUSAL_NOT_DATA_SUBJECT)

@@ -7,7 +7,8 @@ field at once (``BadRequest`` field violations named by proto field path).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -35,13 +36,19 @@ from healthbank.rpc import ServiceError, Violations, require_principal
 from services.consent.domain import (
     KNOWN_CATEGORIES,
     MIN_JUSTIFICATION_LENGTH,
+    REFUSAL_NOT_DATA_SUBJECT,
+    REFUSAL_PROXY_NOT_REGISTERED,
     BreakGlassSession,
     Grant,
     GrantNotFound,
+    NotPermitted,
+    Proxy,
+    ProxyNotFound,
     decode_page_token,
     encode_page_token,
     grant_period_problems,
     parse_grant_name,
+    parse_proxy_name,
 )
 from services.consent.registry import ConsentRegistry, GrantDraft
 
@@ -53,6 +60,8 @@ MAX_JUSTIFICATION_LENGTH = 2000
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 _GRANT_NAME_RULE = "must be persons/{person_token}/grants/{grant_id}"
+_PROXY_NAME_RULE = "must be persons/{person_token}/proxies/{proxy_id}"
+
 _CATEGORY_RULE = "must list known record categories (not RECORD_CATEGORY_UNSPECIFIED)"
 
 
@@ -68,6 +77,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.CreateGrantRequest, context: Any
     ) -> consent_pb2.Grant:
         """Create a grant (idempotent by request_id for the parent)."""
+        caller = require_principal()
         violations = Violations()
         person_token = _person_parent(request.parent, "parent", violations)
         if violations.require(request.request_id, "request_id"):
@@ -80,23 +90,26 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         violations.raise_if_any()
         assert person_token is not None and draft_fields is not None  # checked above
         hospital_id, clinician_id, categories, valid_from, expire_time = draft_fields
-        grant = await self._registry.create_grant(
-            GrantDraft(
-                person_token=person_token,
-                grantee_hospital_id=hospital_id,
-                grantee_clinician_id=clinician_id,
-                categories=categories,
-                valid_from=valid_from,
-                expire_time=expire_time,
-                request_id=request.request_id,
+        with _refusals():
+            grant = await self._registry.create_grant(
+                caller,
+                GrantDraft(
+                    person_token=person_token,
+                    grantee_hospital_id=hospital_id,
+                    grantee_clinician_id=clinician_id,
+                    categories=categories,
+                    valid_from=valid_from,
+                    expire_time=expire_time,
+                    request_id=request.request_id,
+                ),
             )
-        )
         return _grant_proto(grant)
 
     async def RevokeGrant(
         self, request: consent_pb2.RevokeGrantRequest, context: Any
     ) -> consent_pb2.Grant:
         """Revoke a grant; revoking twice returns the same revoked grant."""
+        caller = require_principal()
         violations = Violations()
         parsed = None
         if violations.require(request.name, "name"):
@@ -106,7 +119,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         assert parsed is not None
         person_token, grant_id = parsed
         try:
-            grant = await self._registry.revoke_grant(person_token, grant_id)
+            with _refusals():
+                grant = await self._registry.revoke_grant(caller, person_token, grant_id)
         except GrantNotFound:
             raise ServiceError.not_found("grant not found", reason="GRANT_NOT_FOUND") from None
         return _grant_proto(grant)
@@ -114,7 +128,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     async def ListGrants(
         self, request: consent_pb2.ListGrantsRequest, context: Any
     ) -> consent_pb2.ListGrantsResponse:
-        """List a person's grants, newest first, a page at a time."""
+        """List a person's grants (revoked ones too), newest first, a page at a time."""
+        caller = require_principal()
         violations = Violations()
         person_token = _person_parent(request.parent, "parent", violations)
         violations.check(request.page_size >= 0, "page_size", "must not be negative")
@@ -130,9 +145,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         assert person_token is not None
         # Larger pages are served as the maximum rather than refused (AIP-158).
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        grants, last_grant_id = await self._registry.list_grants(
-            person_token, page_size, after_grant_id
-        )
+        with _refusals():
+            grants, last_grant_id = await self._registry.list_grants(
+                caller, person_token, page_size, after_grant_id
+            )
         return consent_pb2.ListGrantsResponse(
             grants=[_grant_proto(grant) for grant in grants],
             next_page_token=(
@@ -188,6 +204,72 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 "the key provider is unavailable", reason="KEY_PROVIDER_UNAVAILABLE"
             ) from None
         return _break_glass_proto(session)
+
+    async def RegisterProxy(
+        self, request: consent_pb2.RegisterProxyRequest, context: Any
+    ) -> consent_pb2.Proxy:
+        """Register someone to manage the calling patient's grants (idempotent)."""
+        caller = require_principal()
+        violations = Violations()
+        person_token = _person_parent(request.parent, "parent", violations)
+        if violations.require(request.proxy_id, "proxy_id"):
+            violations.check(is_principal_subject(request.proxy_id), "proxy_id", SUBJECT_RULE)
+        violations.raise_if_any()
+        assert person_token is not None
+        with _refusals():
+            proxy = await self._registry.register_proxy(caller, person_token, request.proxy_id)
+        return _proxy_proto(proxy)
+
+    async def RemoveProxy(
+        self, request: consent_pb2.RemoveProxyRequest, context: Any
+    ) -> consent_pb2.Proxy:
+        """Remove one of the calling patient's proxies."""
+        caller = require_principal()
+        violations = Violations()
+        parsed = None
+        if violations.require(request.name, "name"):
+            parsed = parse_proxy_name(request.name)
+            violations.check(parsed is not None, "name", _PROXY_NAME_RULE)
+        violations.raise_if_any()
+        assert parsed is not None
+        person_token, proxy_id = parsed
+        try:
+            with _refusals():
+                proxy = await self._registry.remove_proxy(caller, person_token, proxy_id)
+        except ProxyNotFound:
+            raise ServiceError.not_found("proxy not found", reason="PROXY_NOT_FOUND") from None
+        return _proxy_proto(proxy)
+
+    async def ListProxies(
+        self, request: consent_pb2.ListProxiesRequest, context: Any
+    ) -> consent_pb2.ListProxiesResponse:
+        """The calling patient's proxies, oldest first."""
+        caller = require_principal()
+        violations = Violations()
+        person_token = _person_parent(request.parent, "parent", violations)
+        violations.raise_if_any()
+        assert person_token is not None
+        with _refusals():
+            proxies = await self._registry.list_proxies(caller, person_token)
+        return consent_pb2.ListProxiesResponse(proxies=[_proxy_proto(proxy) for proxy in proxies])
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The registry's person-level refusals as PERMISSION_DENIED with their reason."""
+    try:
+        yield
+    except NotPermitted as refused:
+        raise ServiceError.permission_denied(
+            _REFUSAL_MESSAGES.get(refused.reason, "the caller may not manage this consent"),
+            reason=refused.reason,
+        ) from None
+
+
+_REFUSAL_MESSAGES = {
+    REFUSAL_NOT_DATA_SUBJECT: "a patient may manage only their own consent",
+    REFUSAL_PROXY_NOT_REGISTERED: "the caller is not a registered proxy of this person",
+}
 
 
 def _person_parent(parent: str, field: str, violations: Violations) -> str | None:
@@ -304,6 +386,15 @@ def _grant_proto(grant: Grant) -> consent_pb2.Grant:
     if grant.revoke_time is not None:
         message.revoke_time.CopyFrom(_timestamp(grant.revoke_time))
     return message
+
+
+def _proxy_proto(proxy: Proxy) -> consent_pb2.Proxy:
+    return consent_pb2.Proxy(
+        name=proxy.name,
+        person_token=proxy.person_token,
+        proxy_id=proxy.proxy_id,
+        create_time=_timestamp(proxy.create_time),
+    )
 
 
 def _break_glass_proto(session: BreakGlassSession) -> consent_pb2.BreakGlassResponse:

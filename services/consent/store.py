@@ -1,4 +1,5 @@
-"""What the consent service persists: grants, break-glass sessions, request-id idempotency.
+"""What the consent service persists: grants, break-glass sessions, proxy registrations,
+request-id idempotency.
 
 :class:`ConsentStore` is the backend-neutral interface; :class:`SqliteConsentStore` is the
 embedded implementation (``consent.db`` in the data dir);
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.sqlite import SqliteDatabase
-from services.consent.domain import BreakGlassSession, Grant
+from services.consent.domain import BreakGlassSession, Grant, Proxy
 
 
 class ConsentStore(Protocol):
@@ -33,6 +34,10 @@ class ConsentStore(Protocol):
 
     async def get_grant(self, person_token: str, grant_id: str) -> Grant | None:
         """The grant, or None if the person has no grant with that id."""
+        ...
+
+    async def grant_for_request(self, person_token: str, request_id: str) -> Grant | None:
+        """The grant the person's request id created, or None if it created none yet."""
         ...
 
     async def revoke_grant(
@@ -62,6 +67,22 @@ class ConsentStore(Protocol):
         self, person_token: str, opened_by: str, expiring_after: datetime
     ) -> list[BreakGlassSession]:
         """Sessions for the person opened by ``opened_by`` that end after ``expiring_after``."""
+        ...
+
+    async def add_proxy(self, proxy: Proxy) -> Proxy:
+        """Register ``proxy`` unless the person has that proxy already; the stored one."""
+        ...
+
+    async def get_proxy(self, person_token: str, proxy_id: str) -> Proxy | None:
+        """The person's registration of ``proxy_id``, or None."""
+        ...
+
+    async def remove_proxy(self, person_token: str, proxy_id: str) -> None:
+        """Remove the registration (nothing happens if there is none)."""
+        ...
+
+    async def list_proxies(self, person_token: str) -> list[Proxy]:
+        """The person's proxies, oldest registration first."""
         ...
 
     async def check(self) -> None:
@@ -99,6 +120,14 @@ _SQLITE_MIGRATIONS = [
         expire_time INTEGER NOT NULL,
         sealed_justification BLOB NOT NULL,
         PRIMARY KEY (person_token, opened_by, session_id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE proxies (
+        person_token TEXT NOT NULL,
+        proxy_id TEXT NOT NULL,
+        create_time INTEGER NOT NULL,
+        PRIMARY KEY (person_token, proxy_id)
     ) WITHOUT ROWID
     """,
 ]
@@ -146,6 +175,18 @@ class SqliteConsentStore:
             row = connection.execute(
                 f"SELECT {_GRANT_COLUMNS} FROM grants WHERE person_token = ? AND grant_id = ?",
                 (person_token, grant_id),
+            ).fetchone()
+            return None if row is None else _grant_from_row(row)
+
+        return await self._db.read(work)
+
+    async def grant_for_request(self, person_token: str, request_id: str) -> Grant | None:
+        """See ConsentStore.grant_for_request."""
+
+        def work(connection: sqlite3.Connection) -> Grant | None:
+            row = connection.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE person_token = ? AND request_id = ?",
+                (person_token, request_id),
             ).fetchone()
             return None if row is None else _grant_from_row(row)
 
@@ -253,6 +294,59 @@ class SqliteConsentStore:
 
         return await self._db.read(work)
 
+    async def add_proxy(self, proxy: Proxy) -> Proxy:
+        """See ConsentStore.add_proxy."""
+
+        def work(connection: sqlite3.Connection) -> Proxy:
+            connection.execute(
+                "INSERT OR IGNORE INTO proxies (person_token, proxy_id, create_time) "
+                "VALUES (?, ?, ?)",
+                (proxy.person_token, proxy.proxy_id, to_micros(proxy.create_time)),
+            )
+            row = connection.execute(
+                f"SELECT {_PROXY_COLUMNS} FROM proxies WHERE person_token = ? AND proxy_id = ?",
+                (proxy.person_token, proxy.proxy_id),
+            ).fetchone()
+            return _proxy_from_row(row)
+
+        return await self._db.write(work)
+
+    async def get_proxy(self, person_token: str, proxy_id: str) -> Proxy | None:
+        """See ConsentStore.get_proxy."""
+
+        def work(connection: sqlite3.Connection) -> Proxy | None:
+            row = connection.execute(
+                f"SELECT {_PROXY_COLUMNS} FROM proxies WHERE person_token = ? AND proxy_id = ?",
+                (person_token, proxy_id),
+            ).fetchone()
+            return None if row is None else _proxy_from_row(row)
+
+        return await self._db.read(work)
+
+    async def remove_proxy(self, person_token: str, proxy_id: str) -> None:
+        """See ConsentStore.remove_proxy."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "DELETE FROM proxies WHERE person_token = ? AND proxy_id = ?",
+                (person_token, proxy_id),
+            )
+
+        await self._db.write(work)
+
+    async def list_proxies(self, person_token: str) -> list[Proxy]:
+        """See ConsentStore.list_proxies."""
+
+        def work(connection: sqlite3.Connection) -> list[Proxy]:
+            rows = connection.execute(
+                f"SELECT {_PROXY_COLUMNS} FROM proxies WHERE person_token = ? "
+                "ORDER BY create_time, proxy_id",
+                (person_token,),
+            ).fetchall()
+            return [_proxy_from_row(row) for row in rows]
+
+        return await self._db.read(work)
+
     async def check(self) -> None:
         """See ConsentStore.check."""
         await self._db.read(lambda connection: connection.execute("SELECT 1").fetchone())
@@ -260,6 +354,17 @@ class SqliteConsentStore:
     async def close(self) -> None:
         """See ConsentStore.close."""
         await self._db.close()
+
+
+_PROXY_COLUMNS = "person_token, proxy_id, create_time"
+
+
+def _proxy_from_row(row: sqlite3.Row) -> Proxy:
+    return Proxy(
+        person_token=row["person_token"],
+        proxy_id=row["proxy_id"],
+        create_time=from_micros(row["create_time"]),
+    )
 
 
 def _grant_row(grant: Grant) -> tuple[object, ...]:

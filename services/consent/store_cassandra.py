@@ -15,6 +15,9 @@ Tables, one per query:
   ``grants``: revocation lives in one row only, so a revoked grant is never seen active.
 - ``break_glass_sessions``: partitioned by (person, opener) and clustered by expiry, so
   "sessions still open" is a clustering slice.
+- ``proxies``: a person's registered proxies, one partition per person; registration is
+  ``INSERT ... IF NOT EXISTS`` so the first registration time stays, removal
+  ``DELETE ... IF EXISTS``.
 
 Revocation is ``UPDATE ... IF revoke_time = null AND create_time != null``: the first revoke
 time stays, and a revoke can never create a grant row that does not exist. Cassandra keeps
@@ -30,7 +33,7 @@ from typing import Any
 
 from healthbank.storage.cassandra import CassandraDatabase
 from healthbank.storage.errors import StorageUnavailable
-from services.consent.domain import BreakGlassSession, Grant
+from services.consent.domain import BreakGlassSession, Grant, Proxy
 
 MIGRATIONS = [
     """
@@ -55,6 +58,12 @@ MIGRATIONS = [
         hospital_id text, open_time timestamp, sealed_justification blob,
         PRIMARY KEY ((person_token, opened_by), expire_time, session_id)
     ) WITH CLUSTERING ORDER BY (expire_time DESC, session_id DESC)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS proxies (
+        person_token text, proxy_id text, create_time timestamp,
+        PRIMARY KEY ((person_token), proxy_id)
+    )
     """,
 ]
 
@@ -139,6 +148,17 @@ class CassandraConsentStore:
             (person_token, grant_id),
         )
         return _grant_from_row(rows[0]) if rows else None
+
+    async def grant_for_request(self, person_token: str, request_id: str) -> Grant | None:
+        """See ConsentStore.grant_for_request (the claim names the grant; the grant row
+        holds its revocation)."""
+        claims = await self._db.execute(
+            "SELECT grant_id FROM grant_requests WHERE person_token = ? AND request_id = ?",
+            (person_token, request_id),
+        )
+        if not claims:
+            return None
+        return await self.get_grant(person_token, claims[0].grant_id)
 
     async def revoke_grant(
         self, person_token: str, grant_id: str, revoke_time: datetime
@@ -233,6 +253,43 @@ class CassandraConsentStore:
             for row in rows
         ]
 
+    async def add_proxy(self, proxy: Proxy) -> Proxy:
+        """See ConsentStore.add_proxy."""
+        create_time = _millis(proxy.create_time)
+        rows = await self._db.execute(
+            "INSERT INTO proxies (person_token, proxy_id, create_time) VALUES (?, ?, ?)"
+            " IF NOT EXISTS",
+            (proxy.person_token, proxy.proxy_id, create_time),
+        )
+        outcome = rows[0]
+        if outcome.applied:
+            return replace(proxy, create_time=create_time)
+        return _proxy_from_row(outcome)
+
+    async def get_proxy(self, person_token: str, proxy_id: str) -> Proxy | None:
+        """See ConsentStore.get_proxy."""
+        rows = await self._db.execute(
+            f"SELECT {_PROXY_COLUMNS} FROM proxies WHERE person_token = ? AND proxy_id = ?",
+            (person_token, proxy_id),
+        )
+        return _proxy_from_row(rows[0]) if rows else None
+
+    async def remove_proxy(self, person_token: str, proxy_id: str) -> None:
+        """See ConsentStore.remove_proxy (a lightweight transaction like the registration:
+        mixing Paxos and plain writes on one row can order them wrongly)."""
+        await self._db.execute(
+            "DELETE FROM proxies WHERE person_token = ? AND proxy_id = ? IF EXISTS",
+            (person_token, proxy_id),
+        )
+
+    async def list_proxies(self, person_token: str) -> list[Proxy]:
+        """See ConsentStore.list_proxies (one partition, ordered here by registration)."""
+        rows = await self._db.execute(
+            f"SELECT {_PROXY_COLUMNS} FROM proxies WHERE person_token = ?", (person_token,)
+        )
+        proxies = [_proxy_from_row(row) for row in rows]
+        return sorted(proxies, key=lambda proxy: (proxy.create_time, proxy.proxy_id))
+
     async def check(self) -> None:
         """See ConsentStore.check."""
         await self._db.check()
@@ -240,6 +297,15 @@ class CassandraConsentStore:
     async def close(self) -> None:
         """See ConsentStore.close."""
         await self._db.close()
+
+
+_PROXY_COLUMNS = "person_token, proxy_id, create_time"
+
+
+def _proxy_from_row(row: Any) -> Proxy:
+    return Proxy(
+        person_token=row.person_token, proxy_id=row.proxy_id, create_time=_utc(row.create_time)
+    )
 
 
 def _grant_values(grant: Grant) -> Sequence[Any]:

@@ -47,11 +47,6 @@ def content_hash(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def blob_aad(person_token: str) -> bytes:
-    """Associated data of a sealed imaging blob: binds it to its person."""
-    return f"blob:{person_token}".encode()
-
-
 @dataclass(frozen=True)
 class MessageSource:
     """Where a message came from: the same for every record it produces."""

@@ -46,11 +46,16 @@ from typing import Protocol
 
 from healthbank.contracts.principal import Principal, principal_log_fields
 from healthbank.core.ids import new_ulid
-from healthbank.records import MessageIdConflict, MessageReceipt, RecordStore, record_name
+from healthbank.records import (
+    MessageIdConflict,
+    MessageReceipt,
+    RecordStore,
+    blob_aad,
+    record_name,
+)
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
-    blob_aad,
     content_hash,
     plan_records,
     receipt_for,

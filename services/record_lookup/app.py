@@ -1,8 +1,8 @@
 """Assembles the record-lookup service: the record store, keys, the summary cache, clients.
 
 ``clients`` (default: a factory carrying this service's own token) reaches identity,
-consent, audit and archive. ``now`` (default: the UTC wall clock) stamps audit events and
-summaries.
+consent, audit and archive (cold records and imaging blobs). ``now`` (default: the UTC
+wall clock) stamps audit events and summaries.
 """
 
 from __future__ import annotations
@@ -10,7 +10,11 @@ from __future__ import annotations
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
-from services.record_lookup.clients import GrpcColdArchive, GrpcPersonDirectory
+from services.record_lookup.clients import (
+    GrpcColdArchive,
+    GrpcImageArchive,
+    GrpcPersonDirectory,
+)
 from services.record_lookup.flow import RecordLookupFlow
 from services.record_lookup.servicer import SERVICE, RecordLookupServicer
 
@@ -34,6 +38,7 @@ async def _assemble(resources: ServiceResources) -> Serving:
         ),
         directory=GrpcPersonDirectory(resources.clients),
         archive=GrpcColdArchive(resources.clients),
+        images=GrpcImageArchive(resources.clients),
         sealer=sealer,
         cache=cache,
         cache_ttl_seconds=resources.settings.cache_ttl_seconds,

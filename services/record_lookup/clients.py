@@ -1,6 +1,7 @@
-"""The record-lookup flow's ports over gRPC: identity.LookupByNationalId, archive.FetchRecords.
+"""The record-lookup flow's ports over gRPC: identity.LookupByNationalId,
+archive.FetchRecords and archive.GetBlob.
 
-Both calls carry this service's own credentials and the request id (the ClientFactory's
+Every call carries this service's own credentials and the request id (the ClientFactory's
 interceptors, streaming calls included); failures follow the one downstream policy
 (:func:`healthbank.rpc.downstream.downstream_error`).
 """
@@ -17,6 +18,7 @@ from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.records import StoredRecord
 from healthbank.rpc import ClientFactory
 from healthbank.rpc.downstream import downstream_error
+from services.record_lookup.flow import SealedBlob
 
 
 class GrpcPersonDirectory:
@@ -62,3 +64,33 @@ class GrpcColdArchive:
             ]
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "archive") from None
+
+
+class GrpcImageArchive:
+    """ImageArchive over archive.v1.ArchiveService/GetBlob (service-only: record-lookup asks
+    with its own token after the consent gate admitted and recorded the reader)."""
+
+    def __init__(self, clients: ClientFactory) -> None:
+        """Call the "archive" service through ``clients``."""
+        self._clients = clients
+
+    async def sealed_blob(self, blob_name: str) -> SealedBlob:
+        """See ImageArchive.sealed_blob."""
+        stub = archive_pb2_grpc.ArchiveServiceStub(self._clients.channel("archive"))
+        metadata: archive_pb2.Blob | None = None
+        chunks: list[bytes] = []
+        try:
+            async for response in stub.GetBlob(archive_pb2.GetBlobRequest(name=blob_name)):
+                if response.HasField("blob"):
+                    metadata = response.blob
+                chunks.append(response.chunk)
+        except grpc.aio.AioRpcError as error:
+            raise downstream_error(error, "archive") from None
+        if metadata is None:
+            # An empty stream: the archive holds no such blob after all.
+            return SealedBlob(person_token="", content_type="", sealed=b"")
+        return SealedBlob(
+            person_token=metadata.person_token,
+            content_type=metadata.content_type,
+            sealed=b"".join(chunks),
+        )

@@ -1,4 +1,4 @@
-"""Record-lookup's two reads, against the consent gate and narrow ports (no gRPC here).
+"""Record-lookup's reads, against the consent gate and narrow ports (no gRPC here).
 
 History::
 
@@ -9,6 +9,12 @@ Emergency summary::
 
     identity (national ID → person) → gate.admit_emergency (consent.BreakGlass → audit,
       flagged for review) → summary from the cache, or facts → open → decode → summarize
+
+Image::
+
+    gate.admit (the IMAGING category; audited as ACTION_READ_IMAGE naming the record)
+      → the record, hot or cold → its blob from the archive (with this service's token)
+      → open it (sealed by ingest for this person) → the DICOM bytes
 
 Everything is read and opened before anything is returned: a failing archive or a tampered
 payload must not leave the caller with a silently truncated history. Every emergency read
@@ -24,7 +30,9 @@ from datetime import datetime
 from typing import Protocol
 
 from healthbank.audit.v1 import audit_pb2
+from healthbank.common.v1 import common_pb2
 from healthbank.contracts.facts import Fact, MalformedFact, decode_fact, encode_fact
+from healthbank.contracts.names import record_name
 from healthbank.contracts.principal import Principal
 from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.records import RecordStore, StoredRecord
@@ -51,6 +59,37 @@ class ColdArchive(Protocol):
     ) -> list[StoredRecord]:
         """Every cold record effective in [start, end) (open ends: unbounded), still sealed."""
         ...
+
+
+@dataclass(frozen=True)
+class SealedBlob:
+    """An imaging blob as the archive keeps it: sealed by ingest, bound to its person."""
+
+    person_token: str
+    content_type: str
+    sealed: bytes
+
+
+class ImageArchive(Protocol):
+    """Imaging blobs (the archive service, read with this service's own credentials)."""
+
+    async def sealed_blob(self, blob_name: str) -> SealedBlob:
+        """The blob named ``blobs/{sha256}``; NOT_FOUND (BLOB_NOT_FOUND) when absent."""
+        ...
+
+
+class ImageNotFound(Exception):
+    """The person has no such record, or the record carries no image."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A record's image, opened for an admitted reader."""
+
+    record_name: str
+    blob_name: str
+    content_type: str
+    content: bytes
 
 
 @dataclass(frozen=True)
@@ -81,6 +120,7 @@ class RecordLookupFlow:
         gate: decides and audits each read and opens the admitted person's payloads.
         directory: national ID → person token.
         archive: cold records.
+        images: imaging blobs.
         sealer: seals and opens this service's cached summaries.
         cache: emergency summaries, sealed, per person.
         cache_ttl_seconds: how long a computed summary is reused (0: never).
@@ -94,6 +134,7 @@ class RecordLookupFlow:
         gate: ConsentGate,
         directory: PersonDirectory,
         archive: ColdArchive,
+        images: ImageArchive,
         sealer: Sealer,
         cache: Cache,
         cache_ttl_seconds: float,
@@ -103,6 +144,7 @@ class RecordLookupFlow:
         self._gate = gate
         self._directory = directory
         self._archive = archive
+        self._images = images
         self._sealer = sealer
         self._cache = cache
         self._cache_ttl_seconds = cache_ttl_seconds
@@ -137,6 +179,46 @@ class RecordLookupFlow:
             )
             for record, is_cold in domain.merge_history(hot, cold, readable)
         ]
+
+    async def image(self, principal: Principal, person_token: str, record_id: str) -> Image:
+        """The image of one of the person's records, for a reader consent admits to the
+        IMAGING category; the read is audited before the record is even looked up.
+
+        Raises ImageNotFound when the record does not exist or has no image.
+        """
+        name = record_name(person_token, record_id)
+        admission = await self._gate.admit(
+            principal,
+            person_token,
+            action=audit_pb2.ACTION_READ_IMAGE,
+            categories=[common_pb2.RECORD_CATEGORY_IMAGING],
+            resource_names=[name],
+        )
+        record = await self._imaging_record(person_token, record_id)
+        if record is None or not record.blob_name:
+            raise ImageNotFound(name)
+        blob = await self._images.sealed_blob(record.blob_name)
+        if blob.person_token != person_token:
+            # Never open (or hand out) another person's blob, whatever a record points to.
+            _log.error("record %s points to a blob of another person", name)
+            raise ImageNotFound(name)
+        return Image(
+            record_name=name,
+            blob_name=record.blob_name,
+            content_type=blob.content_type,
+            content=await admission.open_blob(blob.sealed),
+        )
+
+    async def _imaging_record(self, person_token: str, record_id: str) -> StoredRecord | None:
+        """The person's imaging record ``record_id``, hot tier first, then the archive."""
+        imaging = [common_pb2.RECORD_CATEGORY_IMAGING]
+        for record in await self._records.list_records(person_token, categories=imaging):
+            if record.record_id == record_id:
+                return record
+        for record in await self._archive.cold_records(person_token, None, None):
+            if record.record_id == record_id and _belongs_to(record, person_token):
+                return record
+        return None
 
     async def emergency_summary(
         self, principal: Principal, national_id: str, justification: str

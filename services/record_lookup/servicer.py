@@ -13,15 +13,25 @@ from google.protobuf import timestamp_pb2
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.facts import Fact
-from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name
+from healthbank.contracts.names import (
+    PERSON_NAME_RULE,
+    RECORD_NAME_RULE,
+    parse_person_name,
+    parse_record_name,
+)
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from healthbank.contracts.records import record_to_proto
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
-from healthbank.rpc import Violations, require_principal
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.record_lookup import domain
-from services.record_lookup.flow import EmergencyReport, RecordLookupFlow
+from services.record_lookup.flow import EmergencyReport, ImageNotFound, RecordLookupFlow
 
 SERVICE = "record-lookup"
+
+# Image chunks stay well under gRPC's default 4 MiB message limit.
+IMAGE_CHUNK_BYTES = 1024 * 1024
+
+# Who reads clinical data; consent decides which of them may read whose.
 
 # google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS = -62_135_596_800
@@ -53,6 +63,35 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
                     fhir_json=entry.fhir_json,
                 )
             )
+
+    async def GetImage(
+        self, request: record_lookup_pb2.GetImageRequest, context: object
+    ) -> AsyncIterator[record_lookup_pb2.ImageChunk]:
+        """Stream a record's image after consent (IMAGING) and audit; metadata first."""
+        principal = require_principal()
+        violations = Violations()
+        parsed = None
+        if violations.require(request.name, "name"):
+            parsed = parse_record_name(request.name)
+            violations.check(parsed is not None, "name", RECORD_NAME_RULE)
+        violations.raise_if_any()
+        assert parsed is not None
+        person_token, record_id = parsed
+        try:
+            image = await self._flow.image(principal, person_token, record_id)
+        except ImageNotFound:
+            raise ServiceError.not_found(
+                "the record does not exist or carries no image", reason="IMAGE_NOT_FOUND"
+            ) from None
+        content = image.content
+        for offset in range(0, max(len(content), 1), IMAGE_CHUNK_BYTES):
+            chunk = record_lookup_pb2.ImageChunk(chunk=content[offset : offset + IMAGE_CHUNK_BYTES])
+            if offset == 0:
+                chunk.record_name = image.record_name
+                chunk.blob_name = image.blob_name
+                chunk.content_type = image.content_type
+                chunk.size_bytes = len(content)
+            yield chunk
 
     async def GetEmergencySummary(
         self, request: record_lookup_pb2.GetEmergencySummaryRequest, context: object

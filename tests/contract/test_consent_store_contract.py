@@ -2,8 +2,9 @@
 
 Both backends must keep one grant per (person, request id) however many retries race in
 however many store instances, keep the first revoke time, list a person's grants newest
-first in exact pages, and find grants by grantee hospital and break-glass sessions by
-opener and expiry. Times are whole milliseconds (Cassandra's precision).
+first in exact pages, find grants by grantee hospital and by request id, break-glass
+sessions by opener and expiry, and keep a person's proxies (first registration time kept).
+Times are whole milliseconds (Cassandra's precision).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from contract_support import StoreKind, Stores
 
 from healthbank.core.ids import MonotonicUlidGenerator
-from services.consent.domain import BreakGlassSession, Grant
+from services.consent.domain import BreakGlassSession, Grant, Proxy
 from services.consent.store import ConsentStore, SqliteConsentStore
 from services.consent.store_cassandra import MIGRATIONS, CassandraConsentStore
 
@@ -121,6 +122,18 @@ async def test_racing_retries_across_instances_create_one_grant(
     for store in stores:
         assert await store.list_grants(PERSON, 100) == [grant]
         assert await store.grants_for_hospital(PERSON, HOSPITAL) == [grant]
+
+
+async def test_a_grant_is_found_by_its_request_id(
+    store: ConsentStore, new_id: MonotonicUlidGenerator
+) -> None:
+    assert await store.grant_for_request(PERSON, "req-1") is None
+    grant = await store.create_grant(make_grant(new_id(T0)))
+    assert await store.grant_for_request(PERSON, "req-1") == grant
+    assert await store.grant_for_request(OTHER, "req-1") is None
+    revoked = await store.revoke_grant(PERSON, grant.grant_id, T0 + timedelta(hours=2))
+    # The grant as it is now, revocation included.
+    assert await store.grant_for_request(PERSON, "req-1") == revoked
 
 
 # --- revoking ------------------------------------------------------------------------------
@@ -296,3 +309,32 @@ async def test_cassandra_keeps_milliseconds(store: ConsentStore) -> None:
     revoked = await store.revoke_grant(PERSON, grant.grant_id, precise)
     assert revoked is not None and revoked.revoke_time == created.create_time
     assert await store.get_grant(PERSON, grant.grant_id) == revoked
+
+
+# --- proxies ---------------------------------------------------------------------------------
+
+
+async def test_proxies_are_registered_once_listed_oldest_first_and_removed(
+    store: ConsentStore,
+) -> None:
+    guardian = Proxy(PERSON, "guardian-17", T0)
+    parent = Proxy(PERSON, "parent-3", T0 + timedelta(minutes=1))
+    assert await store.get_proxy(PERSON, "guardian-17") is None
+    assert await store.add_proxy(parent) == parent
+    assert await store.add_proxy(guardian) == guardian
+    # A second registration keeps the first time.
+    assert await store.add_proxy(replace(guardian, create_time=T0 + timedelta(days=1))) == guardian
+    assert await store.add_proxy(Proxy(OTHER, "guardian-17", T0)) == Proxy(OTHER, "guardian-17", T0)
+    assert await store.list_proxies(PERSON) == [guardian, parent]
+    assert await store.get_proxy(PERSON, "guardian-17") == guardian
+
+    await store.remove_proxy(PERSON, "guardian-17")
+    await store.remove_proxy(PERSON, "never-registered")
+    assert await store.get_proxy(PERSON, "guardian-17") is None
+    assert await store.list_proxies(PERSON) == [parent]
+    # Another person's registration of the same proxy is untouched.
+    assert await store.get_proxy(OTHER, "guardian-17") == Proxy(OTHER, "guardian-17", T0)
+    # Registered again after removal: a new registration with its own time.
+    again = Proxy(PERSON, "guardian-17", T0 + timedelta(days=2))
+    assert await store.add_proxy(again) == again
+    assert await store.list_proxies(PERSON) == [parent, again]

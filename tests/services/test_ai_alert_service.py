@@ -173,7 +173,8 @@ class Stack(BearerAuth):
                 Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
             ),
         )
-        return [logged.event for logged in response.events]
+        # The reads ai-alert recorded; consent records its grants beside them.
+        return [logged.event for logged in response.events if logged.event.recorded_by == SERVICE]
 
 
 @pytest.fixture
@@ -181,8 +182,10 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = service_settings(tmp_path)
     async with AsyncExitStack() as exits:
         running = RunningServices(exits)
-        for name, opener in (("consent", open_consent), ("audit", open_audit)):
-            await running.start(name, opener(settings))
+        # Audit first: consent records every grant there.
+        await running.start("audit", open_audit(settings))
+        consent_clients = running.clients(settings, "consent")
+        await running.start("consent", open_consent(settings, clients=consent_clients))
         clients = running.clients(settings, SERVICE)
         await running.start(SERVICE, open_service(settings, clients=clients, now=lambda: NOW))
         channel = running.channel

@@ -104,6 +104,8 @@ CONSENT_DECIDES = {
     ("/healthbank.consent.v1.ConsentService/CreateGrant", PK.PROXY),
     ("/healthbank.consent.v1.ConsentService/RevokeGrant", PK.PROXY),
     ("/healthbank.consent.v1.ConsentService/ListGrants", PK.PROXY),
+    ("/healthbank.record_lookup.v1.RecordLookupService/GetImage", PK.CLINICIAN),
+    ("/healthbank.record_lookup.v1.RecordLookupService/GetImage", PK.EMERGENCY),
 }
 
 
@@ -212,6 +214,11 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         ),
         "RevokeGrant": lambda: consent_pb2.RevokeGrantRequest(name=stack.revocable_grant),
         "ListGrants": lambda: consent_pb2.ListGrantsRequest(parent=parent),
+        "RegisterProxy": lambda: consent_pb2.RegisterProxyRequest(
+            parent=parent, proxy_id="matrix-proxy"
+        ),
+        "RemoveProxy": lambda: consent_pb2.RemoveProxyRequest(name=f"{parent}/proxies/nobody"),
+        "ListProxies": lambda: consent_pb2.ListProxiesRequest(parent=parent),
         "Check": lambda: consent_pb2.CheckRequest(
             person_token=token, accessor=principal_to_proto(PRINCIPALS["clinician:own-hospital"])
         ),
@@ -219,6 +226,9 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
             person_token=token, justification=JUSTIFICATION
         ),
         "GetHistory": lambda: record_lookup_pb2.GetHistoryRequest(parent=parent),
+        "GetImage": lambda: record_lookup_pb2.GetImageRequest(
+            name=f"{parent}/records/01ARZ3NDEKTSV4RRFFQ69G5FAV"
+        ),
         "GetEmergencySummary": lambda: record_lookup_pb2.GetEmergencySummaryRequest(
             national_id=person.national_id, justification=JUSTIFICATION
         ),

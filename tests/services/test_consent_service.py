@@ -1,14 +1,17 @@
-"""The consent service over real gRPC: grants, revocation, listing, Check and BreakGlass.
+"""The consent service over real gRPC: grants, revocation, listing, proxies, Check and
+BreakGlass, and the audit events every change leaves.
 
 The service runs in-process from its own ``open_service`` on a free port with an injected
-clock, so expiry is tested by moving time rather than by waiting. Tests marked
-``both_backends`` run again on the real Cassandra (a fresh keyspace each).
+clock, so expiry is tested by moving time rather than by waiting; the real audit service
+runs beside it (consent records every change there first). Tests marked ``both_backends``
+run again on the real Cassandra (a fresh keyspace each).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
     NOT_SERVING,
     BearerAuth,
+    RunningServices,
     assert_storage_unavailable,
     both_backends,
     cassandra_behind_proxy,
@@ -30,10 +34,12 @@ from service_support import (
     wait_for_health,
 )
 
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.names import PERSON_NAME_RULE, PERSON_TOKEN_RULE
 from healthbank.contracts.principal import (
+    SUBJECT_RULE,
     Principal,
     PrincipalKind,
     Purpose,
@@ -42,6 +48,7 @@ from healthbank.contracts.principal import (
 from healthbank.core.config import Settings
 from healthbank.core.ids import is_ulid
 from healthbank.crypto import build_key_provider, build_sealer
+from services.audit.app import open_service as open_audit
 from services.consent.app import SERVICE, SERVICE_NAME, open_service
 from services.consent.registry import justification_aad
 from services.consent.store_cassandra import MIGRATIONS
@@ -63,6 +70,9 @@ CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
 EMERGENCY = Principal(
     PrincipalKind.EMERGENCY, "er-doc-1", hospital_id="east-er", purpose=Purpose.EMERGENCY
 )
+# The patient's registered proxy (a parent, say), and someone who is nobody's proxy.
+PROXY = Principal(PrincipalKind.PROXY, "guardian-17", purpose=Purpose.PATIENT_ACCESS)
+STRANGER_PROXY = Principal(PrincipalKind.PROXY, "guardian-99", purpose=Purpose.PATIENT_ACCESS)
 
 
 class Clock:
@@ -86,6 +96,7 @@ class Consent(BearerAuth):
     channel: grpc.aio.Channel
     settings: Settings
     clock: Clock
+    running: RunningServices
 
     async def create(
         self,
@@ -124,6 +135,45 @@ class Consent(BearerAuth):
         )
         return response
 
+    async def register_proxy(
+        self, proxy_id: str = PROXY.subject, principal: Principal = PATIENT
+    ) -> consent_pb2.Proxy:
+        response: consent_pb2.Proxy = await self.stub.RegisterProxy(
+            consent_pb2.RegisterProxyRequest(parent=f"persons/{PERSON}", proxy_id=proxy_id),
+            metadata=self.auth(principal),
+        )
+        return response
+
+    async def events(self, person_token: str = PERSON) -> list[audit_pb2.AccessEvent]:
+        """The person's audit events, oldest first."""
+        audit = audit_pb2_grpc.AuditServiceStub(self.running.channel("audit"))
+        response = await audit.ListAccessEvents(
+            audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}", page_size=500),
+            metadata=self.auth(patient_of(person_token)),
+        )
+        return [logged.event for logged in reversed(response.events)]
+
+    async def stop_audit(self) -> None:
+        await self.running.hosts["audit"].stop(0)
+
+
+def patient_of(person_token: str) -> Principal:
+    return Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
+
+
+async def open_consent(exits: AsyncExitStack, settings: Settings, clock: Clock) -> Consent:
+    """The audit service (embedded: only consent's backend is under test here, and a fresh
+    audit keyspace per test would double the schema work), then consent on ``settings``
+    recording its changes there."""
+    running = RunningServices(exits)
+    embedded = settings.model_copy(update={"storage_backend": "sqlite"})
+    await running.start("audit", open_audit(embedded))
+    clients = running.clients(settings, SERVICE)
+    await running.start(SERVICE, open_service(settings, clients=clients, now=clock))
+    channel = running.channel(SERVICE)
+    await wait_for_health(channel, SERVICE_NAME)
+    return Consent(consent_pb2_grpc.ConsentServiceStub(channel), channel, settings, clock, running)
+
 
 async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
     """Every row of one of the consent store's tables, read past the service."""
@@ -132,13 +182,8 @@ async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def consent(settings: Settings) -> AsyncIterator[Consent]:
-    clock = Clock(START)
-    async with open_service(settings, now=clock) as host:
-        port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await wait_for_health(channel, SERVICE_NAME)
-            stub = consent_pb2_grpc.ConsentServiceStub(channel)
-            yield Consent(stub, channel, settings, clock)
+    async with AsyncExitStack() as exits:
+        yield await open_consent(exits, settings, Clock(START))
 
 
 # --- CreateGrant ---------------------------------------------------------------------------
@@ -195,14 +240,15 @@ async def test_create_grant_is_idempotent_by_request_id(consent: Consent) -> Non
 async def test_concurrent_retries_create_one_grant(consent: Consent) -> None:
     grants = await asyncio.gather(*(consent.create(request_id="burst") for _ in range(10)))
     assert len({grant.name for grant in grants}) == 1
+    # One grant, one event: the retries found the grant instead of recording their own.
+    changes = [event.basis for event in await consent.events()]
+    assert changes == ["GRANT_CREATED"]
 
 
-async def test_services_and_hospital_engines_may_not_create_grants(consent: Consent) -> None:
-    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", hospital_id=HOSPITAL)
-    for principal in (RECORD_LOOKUP, engine):
-        denied = await failure(consent.create(principal))
-        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
-    assert await stored_rows(consent.settings, "grants") == []
+async def test_a_service_may_not_create_grants_for_a_patient(consent: Consent) -> None:
+    denied = await failure(consent.create(RECORD_LOOKUP))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert (await consent.check()).decision == consent_pb2.DECISION_DENY
 
 
 async def test_create_grant_callers(consent: Consent) -> None:
@@ -215,7 +261,7 @@ async def test_create_grant_callers(consent: Consent) -> None:
     )
     unauthenticated = await failure(consent.stub.CreateGrant(request))
     assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
-    for principal in (CLINICIAN, EMERGENCY):
+    for principal in (CLINICIAN, EMERGENCY, RECORD_LOOKUP):
         denied = await failure(consent.stub.CreateGrant(request, metadata=consent.auth(principal)))
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
     not_theirs = await failure(
@@ -319,7 +365,7 @@ async def test_ten_years_is_the_limit(consent: Consent) -> None:
     "parent", ["persons/", "persons/xyz", PERSON, f"persons/{PERSON}/grants", "people/x"]
 )
 async def test_create_grant_malformed_parent(consent: Consent, parent: str) -> None:
-    details = await failure(consent.create(PATIENT, parent=parent))
+    details = await failure(consent.create(parent=parent))
     assert details.field_violations == [("parent", PERSON_NAME_RULE)]
 
 
@@ -404,7 +450,7 @@ async def test_revoke_callers(consent: Consent) -> None:
     assert (await failure(consent.stub.RevokeGrant(request))).code == (
         grpc.StatusCode.UNAUTHENTICATED
     )
-    for principal in (OTHER_PATIENT, CLINICIAN):
+    for principal in (OTHER_PATIENT, CLINICIAN, RECORD_LOOKUP, STRANGER_PROXY):
         denied = await failure(consent.stub.RevokeGrant(request, metadata=consent.auth(principal)))
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 
@@ -486,7 +532,7 @@ async def test_list_grants_token_from_another_list_is_invalid(consent: Consent) 
         await consent.create(OTHER_PATIENT, parent=f"persons/{OTHER_PERSON}", request_id=f"{index}")
     page = await consent.stub.ListGrants(
         consent_pb2.ListGrantsRequest(parent=f"persons/{OTHER_PERSON}", page_size=1),
-        metadata=consent.auth(PRIVACY_OFFICER),
+        metadata=consent.auth(OTHER_PATIENT),
     )
     assert page.next_page_token
     details = await failure(
@@ -494,7 +540,7 @@ async def test_list_grants_token_from_another_list_is_invalid(consent: Consent) 
             consent_pb2.ListGrantsRequest(
                 parent=f"persons/{PERSON}", page_token=page.next_page_token
             ),
-            metadata=consent.auth(PRIVACY_OFFICER),
+            metadata=consent.auth(PATIENT),
         )
     )
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -506,7 +552,7 @@ async def test_list_grants_callers(consent: Consent) -> None:
     assert (await failure(consent.stub.ListGrants(request))).code == (
         grpc.StatusCode.UNAUTHENTICATED
     )
-    for principal in (OTHER_PATIENT, CLINICIAN, EMERGENCY, RECORD_LOOKUP):
+    for principal in (OTHER_PATIENT, CLINICIAN, EMERGENCY, RECORD_LOOKUP, STRANGER_PROXY):
         denied = await failure(consent.stub.ListGrants(request, metadata=consent.auth(principal)))
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 
@@ -716,6 +762,226 @@ async def test_break_glass_callers(consent: Consent) -> None:
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 
 
+# --- proxies ------------------------------------------------------------------------------
+
+
+@both_backends
+async def test_a_registered_proxy_manages_the_patients_grants_until_removed(
+    consent: Consent,
+) -> None:
+    registered = await consent.register_proxy()
+    assert registered.name == f"persons/{PERSON}/proxies/{PROXY.subject}"
+    assert registered.create_time.ToDatetime(tzinfo=UTC) == START
+    listed = await consent.stub.ListProxies(
+        consent_pb2.ListProxiesRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PATIENT)
+    )
+    assert list(listed.proxies) == [registered]
+
+    grant = await consent.create(PROXY, request_id="by-proxy")
+    assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+    revoked = await consent.stub.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PROXY)
+    )
+    assert revoked.HasField("revoke_time")
+    # The proxy sees the grants and revocations, like the patient.
+    page = await consent.stub.ListGrants(
+        consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PROXY)
+    )
+    assert list(page.grants) == [revoked]
+
+    removed = await consent.stub.RemoveProxy(
+        consent_pb2.RemoveProxyRequest(name=registered.name), metadata=consent.auth(PATIENT)
+    )
+    assert removed == registered
+    refused = await failure(consent.create(PROXY, request_id="after-removal"))
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.reason == "PROXY_NOT_REGISTERED"
+    listed = await consent.stub.ListProxies(
+        consent_pb2.ListProxiesRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PATIENT)
+    )
+    assert list(listed.proxies) == []
+
+
+async def test_a_proxy_acts_only_for_the_person_who_registered_them(consent: Consent) -> None:
+    await consent.register_proxy()
+    grant = await consent.create(OTHER_PATIENT, parent=f"persons/{OTHER_PERSON}")
+    attempts = [
+        consent.create(STRANGER_PROXY, request_id="stranger"),
+        consent.create(PROXY, parent=f"persons/{OTHER_PERSON}", request_id="other-person"),
+        consent.stub.RevokeGrant(
+            consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PROXY)
+        ),
+        consent.stub.ListGrants(
+            consent_pb2.ListGrantsRequest(parent=f"persons/{OTHER_PERSON}"),
+            metadata=consent.auth(PROXY),
+        ),
+    ]
+    for attempt in attempts:
+        refused = await failure(attempt)
+        assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.reason == "PROXY_NOT_REGISTERED"
+    assert (await consent.check(person_token=OTHER_PERSON)).decision == (
+        consent_pb2.DECISION_PERMIT
+    )
+    page = await consent.stub.ListGrants(
+        consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PATIENT)
+    )
+    assert list(page.grants) == []
+
+
+async def test_only_the_patient_registers_and_removes_proxies(consent: Consent) -> None:
+    registered = await consent.register_proxy()
+    # Registering again returns the first registration.
+    consent.clock.advance(timedelta(hours=1))
+    assert await consent.register_proxy() == registered
+    register = consent_pb2.RegisterProxyRequest(parent=f"persons/{PERSON}", proxy_id="x-1")
+    remove = consent_pb2.RemoveProxyRequest(name=registered.name)
+    listing = consent_pb2.ListProxiesRequest(parent=f"persons/{PERSON}")
+    for principal, reason in (
+        (OTHER_PATIENT, "NOT_DATA_SUBJECT"),
+        (PROXY, "PRINCIPAL_KIND_NOT_ALLOWED"),
+        (CLINICIAN, "PRINCIPAL_KIND_NOT_ALLOWED"),
+        (RECORD_LOOKUP, "PRINCIPAL_KIND_NOT_ALLOWED"),
+    ):
+        for call in (
+            consent.stub.RegisterProxy(register, metadata=consent.auth(principal)),
+            consent.stub.RemoveProxy(remove, metadata=consent.auth(principal)),
+            consent.stub.ListProxies(listing, metadata=consent.auth(principal)),
+        ):
+            refused = await failure(call)
+            assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, reason)
+    unauthenticated = await failure(consent.stub.RegisterProxy(register))
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+
+    unknown = await failure(
+        consent.stub.RemoveProxy(
+            consent_pb2.RemoveProxyRequest(name=f"persons/{PERSON}/proxies/nobody"),
+            metadata=consent.auth(PATIENT),
+        )
+    )
+    assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "PROXY_NOT_FOUND")
+
+
+async def test_malformed_proxy_requests_name_every_field(consent: Consent) -> None:
+    empty = await failure(
+        consent.stub.RegisterProxy(
+            consent_pb2.RegisterProxyRequest(), metadata=consent.auth(PATIENT)
+        )
+    )
+    assert empty.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert empty.field_violations == [("parent", "is required"), ("proxy_id", "is required")]
+    bad = await failure(
+        consent.stub.RegisterProxy(
+            consent_pb2.RegisterProxyRequest(parent="people/x", proxy_id="has space"),
+            metadata=consent.auth(PATIENT),
+        )
+    )
+    assert bad.field_violations == [("parent", PERSON_NAME_RULE), ("proxy_id", SUBJECT_RULE)]
+    for name in ("", f"persons/{PERSON}/grants/x", f"persons/{PERSON}/proxies/a b"):
+        details = await failure(
+            consent.stub.RemoveProxy(
+                consent_pb2.RemoveProxyRequest(name=name), metadata=consent.auth(PATIENT)
+            )
+        )
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert fields(details) == ["name"]
+    listing = await failure(
+        consent.stub.ListProxies(consent_pb2.ListProxiesRequest(), metadata=consent.auth(PATIENT))
+    )
+    assert listing.field_violations == [("parent", "is required")]
+
+
+# --- audit of every change -------------------------------------------------------------------
+
+
+def summary(event: audit_pb2.AccessEvent) -> tuple[str, str, str, bool]:
+    """(action, actor subject, basis, flagged) of an event."""
+    return (
+        audit_pb2.Action.Name(event.action),
+        event.actor.subject,
+        event.basis,
+        event.flagged_for_review,
+    )
+
+
+@both_backends
+async def test_every_change_is_audited_once_with_the_caller_as_actor(consent: Consent) -> None:
+    grant = await consent.create(request_id="once")
+    assert await consent.create(request_id="once") == grant  # a retry records nothing new
+    await consent.stub.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PATIENT)
+    )
+    await consent.stub.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PATIENT)
+    )
+    proxy = await consent.register_proxy()
+    await consent.register_proxy()
+    by_proxy = await consent.create(PROXY, request_id="by-proxy")
+    await consent.stub.RemoveProxy(
+        consent_pb2.RemoveProxyRequest(name=proxy.name), metadata=consent.auth(PATIENT)
+    )
+    session = await consent.stub.BreakGlass(
+        consent_pb2.BreakGlassRequest(person_token=PERSON, justification="cardiac arrest, ER"),
+        metadata=consent.auth(EMERGENCY),
+    )
+    # Refused attempts change nothing and record nothing here.
+    await failure(consent.create(STRANGER_PROXY, request_id="refused"))
+
+    events = await consent.events()
+    assert [summary(event) for event in events] == [
+        ("ACTION_CONSENT_CHANGE", PATIENT.subject, "GRANT_CREATED", False),
+        ("ACTION_CONSENT_CHANGE", PATIENT.subject, "GRANT_REVOKED", False),
+        ("ACTION_CONSENT_CHANGE", PATIENT.subject, "PROXY_REGISTERED", False),
+        ("ACTION_CONSENT_CHANGE", PROXY.subject, "GRANT_CREATED", False),
+        ("ACTION_CONSENT_CHANGE", PATIENT.subject, "PROXY_REMOVED", False),
+        ("ACTION_BREAK_GLASS", EMERGENCY.subject, "BREAK_GLASS", True),
+    ]
+    named = [event.resource_names[-1] for event in events]
+    assert named == [grant.name, grant.name, proxy.name, by_proxy.name, proxy.name, session.name]
+    assert {event.recorded_by for event in events} == {SERVICE}
+    assert events[3].actor.kind == common_pb2.PRINCIPAL_KIND_PROXY
+    assert events[5].actor.kind == common_pb2.PRINCIPAL_KIND_EMERGENCY
+
+
+async def test_no_audit_no_change(consent: Consent) -> None:
+    """When audit cannot record a change, consent makes none and answers UNAVAILABLE."""
+    grant = await consent.create(request_id="before")
+    await consent.register_proxy()
+    await consent.stop_audit()
+    attempts = [
+        consent.create(request_id="during"),
+        consent.stub.RevokeGrant(
+            consent_pb2.RevokeGrantRequest(name=grant.name), metadata=consent.auth(PATIENT)
+        ),
+        consent.register_proxy("parent-3"),
+        consent.stub.RemoveProxy(
+            consent_pb2.RemoveProxyRequest(name=f"persons/{PERSON}/proxies/{PROXY.subject}"),
+            metadata=consent.auth(PATIENT),
+        ),
+        consent.stub.BreakGlass(
+            consent_pb2.BreakGlassRequest(person_token=PERSON, justification="cardiac arrest"),
+            metadata=consent.auth(EMERGENCY),
+        ),
+    ]
+    for attempt in attempts:
+        refused = await failure(attempt)
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "AUDIT_UNAVAILABLE",
+        )
+        assert refused.retry_delay is not None
+    page = await consent.stub.ListGrants(
+        consent_pb2.ListGrantsRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PATIENT)
+    )
+    assert [(g.name, g.HasField("revoke_time")) for g in page.grants] == [(grant.name, False)]
+    proxies = await consent.stub.ListProxies(
+        consent_pb2.ListProxiesRequest(parent=f"persons/{PERSON}"), metadata=consent.auth(PATIENT)
+    )
+    assert [proxy.proxy_id for proxy in proxies.proxies] == [PROXY.subject]
+    assert (await consent.check(EMERGENCY)).decision == consent_pb2.DECISION_DENY
+    assert await stored_rows(consent.settings, "break_glass_sessions") == []
+
+
 # --- health ------------------------------------------------------------------------------------
 
 
@@ -731,38 +997,33 @@ async def test_health_reports_serving(consent: Consent) -> None:
 
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
-    clock = Clock(START)
     async with (
         cassandra_behind_proxy(settings) as (proxy, through_proxy),
-        open_service(through_proxy, now=clock) as host,
+        AsyncExitStack() as exits,
     ):
-        bound = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
-            await wait_for_health(channel, SERVICE_NAME)
-            consent = Consent(
-                consent_pb2_grpc.ConsentServiceStub(channel), channel, settings, clock
-            )
-            grant = await consent.create()
-            assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+        consent = await open_consent(exits, through_proxy, Clock(START))
+        channel = consent.channel
+        grant = await consent.create()
+        assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
 
-            await proxy.cut()
+        await proxy.cut()
 
-            # Check answers from the cached grants: no grant can change while the store
-            # is down (revoke and create fail below), so the cached answer is current.
-            assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
-            # Changes cannot be made: UNAVAILABLE, retryable, nothing written.
-            refused = [
-                await failure(
-                    consent.stub.RevokeGrant(
-                        consent_pb2.RevokeGrantRequest(name=grant.name),
-                        metadata=consent.auth(PATIENT),
-                    )
-                ),
-                await failure(consent.create(request_id="during-outage")),
-            ]
-            for details in refused:
-                assert_storage_unavailable(details)
-            await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
+        # Check answers from the cached grants: no grant can change while the store
+        # is down (revoke and create fail below), so the cached answer is current.
+        assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
+        # Changes cannot be made: UNAVAILABLE, retryable, nothing written.
+        refused = [
+            await failure(
+                consent.stub.RevokeGrant(
+                    consent_pb2.RevokeGrantRequest(name=grant.name),
+                    metadata=consent.auth(PATIENT),
+                )
+            ),
+            await failure(consent.create(request_id="during-outage")),
+        ]
+        for details in refused:
+            assert_storage_unavailable(details)
+        await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
     # Read directly (not through the cut path): nothing refused was written.
     (stored,) = await stored_rows(settings, "grants")
     assert stored["revoke_time"] is None

@@ -635,6 +635,26 @@ async def test_caller_checks(stack: Stack) -> None:
     assert error_details(unbound).reason == "HOSPITAL_REQUIRED"
 
 
+async def test_a_hospital_engine_submits_its_own_hospitals_messages_only(stack: Stack) -> None:
+    content = fixture("fhir_patient_update.json")
+    engine_a = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", HOSPITAL_A)
+    engine_b = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-b-engine", HOSPITAL_B)
+    stored = await stack.submit(request(content, "engine-1"), engine_a)
+    assert stored.outcome == ingest_pb2.OUTCOME_STORED
+    (write,) = [
+        logged.event
+        for logged in await stack.events(stored.person_token)
+        if logged.event.action == audit_pb2.ACTION_WRITE
+    ]
+    assert (write.actor.kind, write.actor.hospital_id) == (
+        common_pb2.PRINCIPAL_KIND_HOSPITAL_ENGINE,
+        HOSPITAL_A,
+    )
+    refused = await stack.failure(request(content, "engine-2", hospital=HOSPITAL_A), engine_b)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(refused).reason == "HOSPITAL_MISMATCH"
+
+
 # -- the stream -------------------------------------------------------------------------------
 
 

@@ -30,7 +30,13 @@ from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.facts import Fact, encode_fact
 from healthbank.contracts.natid import make_national_id
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, decode_token
+from healthbank.contracts.principal import (
+    Principal,
+    PrincipalKind,
+    Purpose,
+    decode_token,
+    principal_to_proto,
+)
 from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
@@ -41,6 +47,7 @@ from healthbank.records import (
     MessageReceipt,
     SqliteRecordStore,
     StoredRecord,
+    blob_aad,
     fact_aad,
     payload_aad,
     record_name,
@@ -62,6 +69,7 @@ ALLERGY = common_pb2.RECORD_CATEGORY_ALLERGY
 CONDITION = common_pb2.RECORD_CATEGORY_CONDITION
 PROCEDURE = common_pb2.RECORD_CATEGORY_PROCEDURE
 OBSERVATION = common_pb2.RECORD_CATEGORY_OBSERVATION
+IMAGING = common_pb2.RECORD_CATEGORY_IMAGING
 
 SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -100,6 +108,7 @@ class Seeder:
         effective: datetime,
         *,
         fact: dict[str, str] | None = None,
+        blob_name: str = "",
     ) -> StoredRecord:
         record_id = new_ulid(effective)
         payload = json.dumps(
@@ -120,6 +129,7 @@ class Seeder:
             effective_time=effective,
             status="active",
             sealed_payload=await self.sealer.seal(payload, payload_aad(person_token, record_id)),
+            blob_name=blob_name,
         )
         facts = []
         if fact is not None:
@@ -231,12 +241,18 @@ class Stack(BearerAuth):
             metadata=self.auth(patient(person_token)),
         )
 
-    async def access_events(self, person_token: str) -> list[audit_pb2.AccessEvent]:
+    async def access_events(
+        self, person_token: str, recorded_by: str = SERVICE
+    ) -> list[audit_pb2.AccessEvent]:
+        """The person's events ``recorded_by`` one service (default: record-lookup's reads;
+        consent records grants and break-glass beside them), newest first."""
         response = await self.audit.ListAccessEvents(
             audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}"),
             metadata=self.auth(patient(person_token)),
         )
-        return [logged.event for logged in response.events]
+        return [
+            logged.event for logged in response.events if logged.event.recorded_by == recorded_by
+        ]
 
     async def resolve(self, national_id: str = NATIONAL_ID) -> str:
         response = await self.identity.Resolve(
@@ -257,11 +273,14 @@ async def open_stack(
     running = RunningServices(exits)
     for name, opener in (
         ("identity", open_identity),
-        ("consent", open_consent),
         ("audit", open_audit),
         ("archive", open_archive),
     ):
         await running.start(name, opener(settings))
+    # Consent records every grant and break-glass in audit, started above.
+    await running.start(
+        "consent", open_consent(settings, clients=running.clients(settings, "consent"))
+    )
     clients = running.clients(settings, SERVICE)
     await running.start(SERVICE, open_service(lookup_settings, clients=clients))
     channel = running.channel
@@ -638,7 +657,35 @@ async def test_break_glass_lets_the_emergency_doctor_read_history(stack: Stack) 
     await stack.emergency()
     items = await stack.history(EMERGENCY, parent=f"persons/{person}")
     assert [item.record.record_id for item in items] == [record.record_id]
-    assert (await stack.access_events(person))[0].basis == "BREAK_GLASS"
+    read = (await stack.access_events(person))[0]
+    assert read.action == audit_pb2.ACTION_READ_HISTORY
+    assert read.basis == "BREAK_GLASS"
+    assert read.flagged_for_review
+
+
+async def test_a_read_after_a_direct_break_glass_is_flagged(stack: Stack) -> None:
+    """BreakGlass called on consent directly, not through the emergency summary: consent
+    records the session, and the reads under it are flagged for review like any other."""
+    person = await stack.resolve()
+    await stack.seed.record(
+        person, OBSERVATION, (LOINC, "1558-6"), datetime(2023, 1, 1, tzinfo=UTC)
+    )
+    session = await stack.consent.BreakGlass(
+        consent_pb2.BreakGlassRequest(person_token=person, justification="collapsed in the lobby"),
+        metadata=stack.auth(EMERGENCY),
+    )
+    await stack.history(EMERGENCY, parent=f"persons/{person}")
+    (opened,) = await stack.access_events(person, recorded_by="consent")
+    assert opened.action == audit_pb2.ACTION_BREAK_GLASS
+    assert opened.flagged_for_review
+    assert opened.actor.subject == EMERGENCY.subject
+    (read,) = await stack.access_events(person)
+    assert (read.action, read.basis, read.flagged_for_review) == (
+        audit_pb2.ACTION_READ_HISTORY,
+        "BREAK_GLASS",
+        True,
+    )
+    assert session.name in read.resource_names
 
 
 async def test_emergency_summary_of_an_unknown_national_id_is_not_found(stack: Stack) -> None:
@@ -658,7 +705,14 @@ async def test_emergency_summary_is_refused_when_audit_cannot_record(stack: Stac
     await stack.hosts["audit"].stop(0)
     details = await failure(stack.emergency())
     assert details.code == grpc.StatusCode.UNAVAILABLE
-    assert details.reason == "AUDIT_UNAVAILABLE"
+    # Consent cannot record the break-glass, so it opens none and is unavailable itself.
+    assert details.reason == "CONSENT_UNAVAILABLE"
+    person_token = await stack.resolve()
+    decision = await stack.consent.Check(
+        consent_pb2.CheckRequest(person_token=person_token, accessor=principal_to_proto(EMERGENCY)),
+        metadata=stack.auth(Principal(PrincipalKind.SERVICE, SERVICE, purpose=Purpose.OPERATIONS)),
+    )
+    assert decision.decision == consent_pb2.DECISION_DENY
 
 
 @pytest.mark.parametrize(
@@ -685,3 +739,138 @@ async def test_malformed_emergency_requests_are_invalid(
     text = details.message + " ".join(description for _, description in details.field_violations)
     if len(national_id) > 5:
         assert national_id not in text
+
+
+# --- GetImage --------------------------------------------------------------------------------
+
+# Over two 1 MiB chunks, so the stream is reassembled from several messages.
+DICOM_FILE = b"DICM" + bytes(range(256)) * 10_000
+INGEST_ARCHIVE = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+
+
+async def seed_image(stack: Stack, person_token: str = PERSON) -> StoredRecord:
+    """A CT as ingest stores it: the DICOM file sealed in the archive, a record naming it."""
+    sealed = await stack.seed.sealer.seal(DICOM_FILE, blob_aad(person_token))
+    blob = await stack.archive.PutBlob(
+        archive_pb2.PutBlobRequest(
+            person_token=person_token, content_type="application/dicom", content=sealed
+        ),
+        metadata=stack.auth(INGEST_ARCHIVE),
+    )
+    return await stack.seed.record(
+        person_token,
+        IMAGING,
+        ("http://dicom.nema.org/resources/ontology/DCM", "CT"),
+        datetime(2024, 3, 1, tzinfo=UTC),
+        blob_name=blob.name,
+    )
+
+
+async def image_of(
+    stack: Stack, principal: Principal, name: str
+) -> list[record_lookup_pb2.ImageChunk]:
+    call = stack.lookup.GetImage(
+        record_lookup_pb2.GetImageRequest(name=name), metadata=stack.auth(principal)
+    )
+    return [chunk async for chunk in call]
+
+
+async def test_a_clinician_with_consent_streams_the_image_a_history_item_links_to(
+    stack: Stack,
+) -> None:
+    ct = await seed_image(stack)
+    denied = await failure(image_of(stack, CLINICIAN, ct.name))
+    assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_GRANT")
+
+    await stack.grant(PERSON)
+    (item,) = await stack.history(CLINICIAN)
+    assert item.record.blob_name == ct.blob_name
+    chunks = await image_of(stack, CLINICIAN, item.record.name)
+    assert len(chunks) == 3
+    assert b"".join(chunk.chunk for chunk in chunks) == DICOM_FILE
+    first = chunks[0]
+    assert (first.record_name, first.blob_name, first.content_type, first.size_bytes) == (
+        ct.name,
+        ct.blob_name,
+        "application/dicom",
+        len(DICOM_FILE),
+    )
+    assert not chunks[1].record_name and not chunks[1].content_type
+
+    read = (await stack.access_events(PERSON))[0]
+    assert read.action == audit_pb2.ACTION_READ_IMAGE
+    assert (read.actor.kind, read.actor.subject) == (
+        common_pb2.PRINCIPAL_KIND_CLINICIAN,
+        CLINICIAN.subject,
+    )
+    assert read.basis == "GRANT"
+    assert ct.name in read.resource_names
+    assert not read.flagged_for_review
+
+
+async def test_an_image_needs_a_grant_covering_imaging(stack: Stack) -> None:
+    ct = await seed_image(stack)
+    await stack.grant(PERSON, categories=[ALLERGY])
+    denied = await failure(image_of(stack, CLINICIAN, ct.name))
+    assert (denied.code, denied.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CATEGORY_NOT_GRANTED",
+    )
+    (refusal,) = await stack.access_events(PERSON)
+    assert refusal.action == audit_pb2.ACTION_DENIED
+
+
+async def test_the_patient_streams_their_own_image_and_no_one_elses(stack: Stack) -> None:
+    ct = await seed_image(stack)
+    chunks = await image_of(stack, patient(PERSON), ct.name)
+    assert b"".join(chunk.chunk for chunk in chunks) == DICOM_FILE
+    assert (await stack.access_events(PERSON))[0].basis == "SELF"
+    other = await failure(image_of(stack, patient("d4" * 32), ct.name))
+    assert (other.code, other.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_DATA_SUBJECT")
+
+
+async def test_an_emergency_read_of_an_image_is_flagged(stack: Stack) -> None:
+    person = await stack.resolve()
+    ct = await seed_image(stack, person)
+    await stack.emergency()
+    chunks = await image_of(stack, EMERGENCY, ct.name)
+    assert b"".join(chunk.chunk for chunk in chunks) == DICOM_FILE
+    read = (await stack.access_events(person))[0]
+    assert (read.action, read.basis, read.flagged_for_review) == (
+        audit_pb2.ACTION_READ_IMAGE,
+        "BREAK_GLASS",
+        True,
+    )
+
+
+async def test_a_record_without_an_image_is_not_found(stack: Stack) -> None:
+    (allergy, *_) = await seed_history(stack)
+    missing = await failure(image_of(stack, patient(PERSON), allergy.name))
+    assert (missing.code, missing.reason) == (grpc.StatusCode.NOT_FOUND, "IMAGE_NOT_FOUND")
+    unknown = await failure(image_of(stack, patient(PERSON), record_name(PERSON, new_ulid())))
+    assert unknown.code == grpc.StatusCode.NOT_FOUND
+    # The attempt was admitted, so it is on record.
+    assert [e.action for e in await stack.access_events(PERSON)] == [
+        audit_pb2.ACTION_READ_IMAGE,
+        audit_pb2.ACTION_READ_IMAGE,
+    ]
+
+
+async def test_image_requests_are_validated_and_need_a_clinical_reader(stack: Stack) -> None:
+    for name in ("", "persons/x/records/y", f"persons/{PERSON}"):
+        details = await failure(image_of(stack, CLINICIAN, name))
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert fields(details) == ["name"]
+    ct = await seed_image(stack)
+    for principal in (RESEARCHER, INGEST):
+        refused = await failure(image_of(stack, principal, ct.name))
+        assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    unauthenticated = await failure(
+        _drain(stack.lookup.GetImage(record_lookup_pb2.GetImageRequest(name=ct.name)))
+    )
+    assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _drain(call: Any) -> None:
+    async for _ in call:
+        pass

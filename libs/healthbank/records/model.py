@@ -36,6 +36,12 @@ def payload_aad(person_token: str, record_id: str) -> bytes:
     return f"record:{person_token}:{record_id}".encode()
 
 
+def blob_aad(person_token: str) -> bytes:
+    """Associated data of a sealed imaging blob: binds it to its person (ingest seals it,
+    record-lookup opens it for an admitted reader)."""
+    return f"blob:{person_token}".encode()
+
+
 def fact_aad(person_token: str, record_id: str) -> bytes:
     """Associated data binding a sealed emergency fact to its record."""
     return f"fact:{person_token}:{record_id}".encode()

@@ -239,6 +239,15 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         "emergency staff of a hospital; record-lookup forwards their own token",
         callers={_PK.EMERGENCY: HOSPITAL_BOUND},
     ),
+    _CONSENT_V1 + "RegisterProxy": MethodRule(
+        "only the patient names who may act for them", callers={_PK.PATIENT: _own_person("parent")}
+    ),
+    _CONSENT_V1 + "RemoveProxy": MethodRule(
+        "only the patient removes a proxy", callers={_PK.PATIENT: _own_person("name")}
+    ),
+    _CONSENT_V1 + "ListProxies": MethodRule(
+        "the patient sees who may act for them", callers={_PK.PATIENT: _own_person("parent")}
+    ),
     # --- record-lookup: reads of a person's history, through the consent gate ---
     _LOOKUP_V1 + "GetHistory": MethodRule(
         "clinicians and emergency staff under consent or break-glass; patients their own",
@@ -246,6 +255,15 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
             _PK.CLINICIAN: HOSPITAL_BOUND,
             _PK.EMERGENCY: HOSPITAL_BOUND,
             _PK.PATIENT: _own_person("parent"),
+        },
+    ),
+    _LOOKUP_V1 + "GetImage": MethodRule(
+        "the images behind a history, read like the history: consent (imaging) or break-glass; "
+        "patients their own",
+        callers={
+            _PK.CLINICIAN: HOSPITAL_BOUND,
+            _PK.EMERGENCY: HOSPITAL_BOUND,
+            _PK.PATIENT: _own_person("name"),
         },
     ),
     _LOOKUP_V1 + "GetEmergencySummary": MethodRule(

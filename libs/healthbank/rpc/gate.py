@@ -9,12 +9,18 @@ Shared by record-lookup and ai-alert, so both decide and record access the same 
       └ permitted → audit the read (no audit, no read) → Admission
                     → the service reads its rows → Admission.open_* decrypts them
 
+A read permitted under a break-glass session (basis BREAK_GLASS) is flagged for review,
+whether the session was opened by the emergency flow or by a direct consent.BreakGlass call
+(which consent records itself, as ACTION_BREAK_GLASS). Events are appended through
+:class:`healthbank.rpc.access_log.AccessLog`.
+
 An :class:`Admission` exists only after the access event was appended, and it opens only
-the admitted person's payloads (the associated data names the person), so a service cannot
-decrypt what it did not record. A payload failing authentication, or a fact that does not
-decode, is DATA_LOSS, never skipped; a key provider outage is left to the error
-interceptor (UNAVAILABLE, ``KEY_PROVIDER_UNAVAILABLE``). Failed consent and audit calls
-follow the one downstream policy (:func:`healthbank.rpc.downstream.downstream_error`).
+the admitted person's payloads, facts and imaging blobs (the associated data names the
+person), so a service cannot decrypt what it did not record. A payload failing
+authentication, or a fact that does not decode, is DATA_LOSS, never skipped; a key
+provider outage is left to the error interceptor (UNAVAILABLE,
+``KEY_PROVIDER_UNAVAILABLE``). Failed consent and audit calls follow the one downstream
+policy (:func:`healthbank.rpc.downstream.downstream_error`).
 
 Consent and audit are called with this service's own token (the ClientFactory's): the end
 user travels in ``CheckRequest.accessor`` and ``AccessEvent.actor``. BreakGlass is the
@@ -32,15 +38,15 @@ from typing import NoReturn, cast
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.facts import Fact, MalformedFact, decode_fact
 from healthbank.contracts.names import person_name
 from healthbank.contracts.principal import Principal, PrincipalKind, principal_to_proto
-from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, TamperedPayload
-from healthbank.records.model import fact_aad, payload_aad
+from healthbank.records.model import blob_aad, fact_aad, payload_aad
+from healthbank.rpc.access_log import AccessLog
 from healthbank.rpc.clients import ClientFactory, caller_metadata
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import REASON_PATTERN, ServiceError
@@ -77,6 +83,10 @@ class Admission:
     async def open_payload(self, record_id: str, sealed: bytes) -> bytes:
         """The FHIR JSON of one of the person's records."""
         return await self._open(sealed, payload_aad(self.person_token, record_id))
+
+    async def open_blob(self, sealed: bytes) -> bytes:
+        """The content of one of the person's imaging blobs (sealed by ingest)."""
+        return await self._open(sealed, blob_aad(self.person_token))
 
     async def open_fact(self, record_id: str, sealed: bytes, category: int) -> Fact:
         """The emergency fact of one of the person's records (``category``: the store row's).
@@ -127,8 +137,7 @@ class ConsentGate:
     ) -> None:
         self._clients = clients
         self._sealer = sealer
-        self._service = service
-        self._now = now
+        self._log = AccessLog(clients=clients, service=service, now=now)
 
     async def admit(
         self,
@@ -137,8 +146,13 @@ class ConsentGate:
         *,
         action: audit_pb2.Action,
         categories: Iterable[int] = (),
+        resource_names: Sequence[str] = (),
     ) -> Admission:
-        """Let ``principal`` read ``person_token``'s records in ``categories`` (empty: all).
+        """Let ``principal`` read ``person_token``'s records in ``categories`` (empty: all);
+        ``resource_names`` (under the person) name what is read beyond the person itself.
+
+        A read under a break-glass session is flagged for review like the emergency summary,
+        whichever way the session was opened.
 
         Raises PERMISSION_DENIED (the refusal audited, best effort) or the error of a failed
         consent or audit call (UNAVAILABLE ``AUDIT_UNAVAILABLE`` when the read cannot be
@@ -164,8 +178,15 @@ class ConsentGate:
                 )
             basis, authority = decision.basis, decision.authority_name
             permitted = frozenset(int(category) for category in decision.permitted_categories)
-        names = [person_name(person_token), *([authority] if authority else [])]
-        leaf = await self._record(principal, action, person_token, names, basis=basis)
+        names = [person_name(person_token), *resource_names, *([authority] if authority else [])]
+        leaf = await self._log.record(
+            principal,
+            action,
+            person_token,
+            names,
+            basis=basis,
+            flagged_for_review=basis == BASIS_BREAK_GLASS,
+        )
         return Admission(person_token, basis, permitted, authority, leaf, self._sealer)
 
     async def admit_emergency(
@@ -186,7 +207,7 @@ class ConsentGate:
             )
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "consent") from None
-        leaf = await self._record(
+        leaf = await self._log.record(
             principal,
             audit_pb2.ACTION_READ_EMERGENCY,
             person_token,
@@ -219,7 +240,7 @@ class ConsentGate:
     ) -> NoReturn:
         """Audit a refused read (a failure here does not change the refusal), then refuse."""
         try:
-            await self._record(
+            await self._log.record(
                 principal,
                 audit_pb2.ACTION_DENIED,
                 person_token,
@@ -230,33 +251,3 @@ class ConsentGate:
             _log.warning("denied read of %s could not be audited", person_token)
         reason = basis if REASON_PATTERN.match(basis) else "CONSENT_DENIED"
         raise ServiceError.permission_denied(message, reason=reason)
-
-    async def _record(
-        self,
-        principal: Principal,
-        action: audit_pb2.Action,
-        person_token: str,
-        resource_names: Sequence[str],
-        *,
-        basis: str,
-        flagged_for_review: bool = False,
-    ) -> int:
-        """Append an access event and return its leaf index."""
-        now = self._now()
-        event = audit_pb2.AccessEvent(
-            event_id=new_ulid(now),
-            actor=principal_to_proto(principal),
-            action=action,
-            person_token=person_token,
-            resource_names=resource_names,
-            basis=basis,
-            flagged_for_review=flagged_for_review,
-            recorded_by=self._service,
-        )
-        event.occur_time.FromDatetime(now)
-        stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
-        try:
-            response = await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
-        except grpc.aio.AioRpcError as error:
-            raise downstream_error(error, "audit") from None
-        return int(response.leaf_index)

@@ -74,7 +74,9 @@ class ArchiveServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBlob(self, request, context):
-        """Streams a blob back in chunks.
+        """Streams a blob back in chunks (still sealed). For services only: users
+        reach images through record-lookup GetImage, whose consent check and audit
+        event are the record of the read, so the archive records none itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,10 @@ class ArchiveServiceStub:
     stores nothing new.
     """
     GetBlob: _grpc.UnaryStreamMultiCallable[_archive_pb2.GetBlobRequest, _archive_pb2.GetBlobResponse]
-    """Streams a blob back in chunks."""
+    """Streams a blob back in chunks (still sealed). For services only: users
+    reach images through record-lookup GetImage, whose consent check and audit
+    event are the record of the read, so the archive records none itself.
+    """
     TierRecords: _grpc.UnaryUnaryMultiCallable[_archive_pb2.TierRecordsRequest, _archive_pb2.TierRecordsResponse]
     """Moves hot records effective before a cutoff into a cold segment."""
     FetchRecords: _grpc.UnaryStreamMultiCallable[_archive_pb2.FetchRecordsRequest, _archive_pb2.FetchRecordsResponse]
@@ -62,7 +65,10 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     stores nothing new.
     """
     GetBlob: _aio.UnaryStreamMultiCallable[_archive_pb2.GetBlobRequest, _archive_pb2.GetBlobResponse]  # type: ignore[assignment]
-    """Streams a blob back in chunks."""
+    """Streams a blob back in chunks (still sealed). For services only: users
+    reach images through record-lookup GetImage, whose consent check and audit
+    event are the record of the read, so the archive records none itself.
+    """
     TierRecords: _aio.UnaryUnaryMultiCallable[_archive_pb2.TierRecordsRequest, _archive_pb2.TierRecordsResponse]  # type: ignore[assignment]
     """Moves hot records effective before a cutoff into a cold segment."""
     FetchRecords: _aio.UnaryStreamMultiCallable[_archive_pb2.FetchRecordsRequest, _archive_pb2.FetchRecordsResponse]  # type: ignore[assignment]
@@ -92,7 +98,10 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _archive_pb2.GetBlobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_archive_pb2.GetBlobResponse], _abc.AsyncIterator[_archive_pb2.GetBlobResponse]]:
-        """Streams a blob back in chunks."""
+        """Streams a blob back in chunks (still sealed). For services only: users
+        reach images through record-lookup GetImage, whose consent check and audit
+        event are the record of the read, so the archive records none itself.
+        """
 
     @_abc_1.abstractmethod
     def TierRecords(

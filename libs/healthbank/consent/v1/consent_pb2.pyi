@@ -113,3 +113,41 @@ class BreakGlassResponse(_message.Message):
     name: str
     expire_time: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Proxy(_message.Message):
+    __slots__ = ("name", "person_token", "proxy_id", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROXY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    person_token: str
+    proxy_id: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., person_token: _Optional[str] = ..., proxy_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterProxyRequest(_message.Message):
+    __slots__ = ("parent", "proxy_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PROXY_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    proxy_id: str
+    def __init__(self, parent: _Optional[str] = ..., proxy_id: _Optional[str] = ...) -> None: ...
+
+class RemoveProxyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListProxiesRequest(_message.Message):
+    __slots__ = ("parent",)
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    def __init__(self, parent: _Optional[str] = ...) -> None: ...
+
+class ListProxiesResponse(_message.Message):
+    __slots__ = ("proxies",)
+    PROXIES_FIELD_NUMBER: _ClassVar[int]
+    proxies: _containers.RepeatedCompositeFieldContainer[Proxy]
+    def __init__(self, proxies: _Optional[_Iterable[_Union[Proxy, _Mapping]]] = ...) -> None: ...

@@ -26,8 +26,11 @@ if _version_not_supported:
 
 
 class ConsentServiceStub:
-    """Patients grant and revoke access; every read of clinical data asks Check
-    first. Break-glass opens emergency access that is always flagged for review.
+    """Patients (or the proxies they registered) grant and revoke access; every read
+    of clinical data asks Check first. Break-glass opens emergency access that is
+    always flagged for review. Every grant, revocation, proxy change and
+    break-glass is appended to the audit log before it takes effect: when the
+    log cannot record it, nothing changes and the call is UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -61,29 +64,49 @@ class ConsentServiceStub:
                 request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.BreakGlassRequest.SerializeToString,
                 response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.BreakGlassResponse.FromString,
                 _registered_method=True)
+        self.RegisterProxy = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/RegisterProxy',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.RegisterProxyRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.Proxy.FromString,
+                _registered_method=True)
+        self.RemoveProxy = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/RemoveProxy',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.RemoveProxyRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.Proxy.FromString,
+                _registered_method=True)
+        self.ListProxies = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/ListProxies',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesResponse.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
-    """Patients grant and revoke access; every read of clinical data asks Check
-    first. Break-glass opens emergency access that is always flagged for review.
+    """Patients (or the proxies they registered) grant and revoke access; every read
+    of clinical data asks Check first. Break-glass opens emergency access that is
+    always flagged for review. Every grant, revocation, proxy change and
+    break-glass is appended to the audit log before it takes effect: when the
+    log cannot record it, nothing changes and the call is UNAVAILABLE.
     """
 
     def CreateGrant(self, request, context):
         """Grants a hospital (or one clinician in it) access to a person's records.
+        Callers: the patient, or a proxy registered for them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeGrant(self, request, context):
-        """Revokes a grant; later Checks deny at once.
+        """Revokes a grant; later Checks deny at once. Callers as CreateGrant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListGrants(self, request, context):
-        """Lists a person's grants, newest first.
+        """Lists a person's grants (revoked ones with their revoke_time), newest
+        first. Callers as CreateGrant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +122,30 @@ class ConsentServiceServicer:
     def BreakGlass(self, request, context):
         """Opens time-limited emergency access without consent; always audited and
         flagged for review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterProxy(self, request, context):
+        """Registers a proxy (a parent, a guardian) who may then manage the patient's
+        grants. Caller: the patient. Idempotent: registering twice returns the
+        first registration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveProxy(self, request, context):
+        """Removes a proxy; their later grant changes are PERMISSION_DENIED. Caller:
+        the patient. NOT_FOUND when no such proxy is registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProxies(self, request, context):
+        """Lists a person's registered proxies, oldest first. Caller: the patient.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +179,21 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.BreakGlassRequest.FromString,
                     response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.BreakGlassResponse.SerializeToString,
             ),
+            'RegisterProxy': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterProxy,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.RegisterProxyRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.Proxy.SerializeToString,
+            ),
+            'RemoveProxy': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveProxy,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.RemoveProxyRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.Proxy.SerializeToString,
+            ),
+            'ListProxies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProxies,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'healthbank.consent.v1.ConsentService', rpc_method_handlers)
@@ -141,8 +203,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ConsentService:
-    """Patients grant and revoke access; every read of clinical data asks Check
-    first. Break-glass opens emergency access that is always flagged for review.
+    """Patients (or the proxies they registered) grant and revoke access; every read
+    of clinical data asks Check first. Break-glass opens emergency access that is
+    always flagged for review. Every grant, revocation, proxy change and
+    break-glass is appended to the audit log before it takes effect: when the
+    log cannot record it, nothing changes and the call is UNAVAILABLE.
     """
 
     @staticmethod
@@ -270,6 +335,87 @@ class ConsentService:
             '/healthbank.consent.v1.ConsentService/BreakGlass',
             healthbank_dot_consent_dot_v1_dot_consent__pb2.BreakGlassRequest.SerializeToString,
             healthbank_dot_consent_dot_v1_dot_consent__pb2.BreakGlassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterProxy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/RegisterProxy',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.RegisterProxyRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.Proxy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveProxy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/RemoveProxy',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.RemoveProxyRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.Proxy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProxies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/ListProxies',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ConsentServiceStub:
-    """Patients grant and revoke access; every read of clinical data asks Check
-    first. Break-glass opens emergency access that is always flagged for review.
+    """Patients (or the proxies they registered) grant and revoke access; every read
+    of clinical data asks Check first. Break-glass opens emergency access that is
+    always flagged for review. Every grant, revocation, proxy change and
+    break-glass is appended to the audit log before it takes effect: when the
+    log cannot record it, nothing changes and the call is UNAVAILABLE.
     """
 
     @_typing.overload
@@ -36,41 +39,77 @@ class ConsentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ConsentServiceAsyncStub: ...
     CreateGrant: _grpc.UnaryUnaryMultiCallable[_consent_pb2.CreateGrantRequest, _consent_pb2.Grant]
-    """Grants a hospital (or one clinician in it) access to a person's records."""
+    """Grants a hospital (or one clinician in it) access to a person's records.
+    Callers: the patient, or a proxy registered for them.
+    """
     RevokeGrant: _grpc.UnaryUnaryMultiCallable[_consent_pb2.RevokeGrantRequest, _consent_pb2.Grant]
-    """Revokes a grant; later Checks deny at once."""
+    """Revokes a grant; later Checks deny at once. Callers as CreateGrant."""
     ListGrants: _grpc.UnaryUnaryMultiCallable[_consent_pb2.ListGrantsRequest, _consent_pb2.ListGrantsResponse]
-    """Lists a person's grants, newest first."""
+    """Lists a person's grants (revoked ones with their revoke_time), newest
+    first. Callers as CreateGrant.
+    """
     Check: _grpc.UnaryUnaryMultiCallable[_consent_pb2.CheckRequest, _consent_pb2.CheckResponse]
     """Decides whether an actor may read a person's records now."""
     BreakGlass: _grpc.UnaryUnaryMultiCallable[_consent_pb2.BreakGlassRequest, _consent_pb2.BreakGlassResponse]
     """Opens time-limited emergency access without consent; always audited and
     flagged for review.
     """
+    RegisterProxy: _grpc.UnaryUnaryMultiCallable[_consent_pb2.RegisterProxyRequest, _consent_pb2.Proxy]
+    """Registers a proxy (a parent, a guardian) who may then manage the patient's
+    grants. Caller: the patient. Idempotent: registering twice returns the
+    first registration.
+    """
+    RemoveProxy: _grpc.UnaryUnaryMultiCallable[_consent_pb2.RemoveProxyRequest, _consent_pb2.Proxy]
+    """Removes a proxy; their later grant changes are PERMISSION_DENIED. Caller:
+    the patient. NOT_FOUND when no such proxy is registered.
+    """
+    ListProxies: _grpc.UnaryUnaryMultiCallable[_consent_pb2.ListProxiesRequest, _consent_pb2.ListProxiesResponse]
+    """Lists a person's registered proxies, oldest first. Caller: the patient."""
 
 @_typing.type_check_only
 class ConsentServiceAsyncStub(ConsentServiceStub):
-    """Patients grant and revoke access; every read of clinical data asks Check
-    first. Break-glass opens emergency access that is always flagged for review.
+    """Patients (or the proxies they registered) grant and revoke access; every read
+    of clinical data asks Check first. Break-glass opens emergency access that is
+    always flagged for review. Every grant, revocation, proxy change and
+    break-glass is appended to the audit log before it takes effect: when the
+    log cannot record it, nothing changes and the call is UNAVAILABLE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateGrant: _aio.UnaryUnaryMultiCallable[_consent_pb2.CreateGrantRequest, _consent_pb2.Grant]  # type: ignore[assignment]
-    """Grants a hospital (or one clinician in it) access to a person's records."""
+    """Grants a hospital (or one clinician in it) access to a person's records.
+    Callers: the patient, or a proxy registered for them.
+    """
     RevokeGrant: _aio.UnaryUnaryMultiCallable[_consent_pb2.RevokeGrantRequest, _consent_pb2.Grant]  # type: ignore[assignment]
-    """Revokes a grant; later Checks deny at once."""
+    """Revokes a grant; later Checks deny at once. Callers as CreateGrant."""
     ListGrants: _aio.UnaryUnaryMultiCallable[_consent_pb2.ListGrantsRequest, _consent_pb2.ListGrantsResponse]  # type: ignore[assignment]
-    """Lists a person's grants, newest first."""
+    """Lists a person's grants (revoked ones with their revoke_time), newest
+    first. Callers as CreateGrant.
+    """
     Check: _aio.UnaryUnaryMultiCallable[_consent_pb2.CheckRequest, _consent_pb2.CheckResponse]  # type: ignore[assignment]
     """Decides whether an actor may read a person's records now."""
     BreakGlass: _aio.UnaryUnaryMultiCallable[_consent_pb2.BreakGlassRequest, _consent_pb2.BreakGlassResponse]  # type: ignore[assignment]
     """Opens time-limited emergency access without consent; always audited and
     flagged for review.
     """
+    RegisterProxy: _aio.UnaryUnaryMultiCallable[_consent_pb2.RegisterProxyRequest, _consent_pb2.Proxy]  # type: ignore[assignment]
+    """Registers a proxy (a parent, a guardian) who may then manage the patient's
+    grants. Caller: the patient. Idempotent: registering twice returns the
+    first registration.
+    """
+    RemoveProxy: _aio.UnaryUnaryMultiCallable[_consent_pb2.RemoveProxyRequest, _consent_pb2.Proxy]  # type: ignore[assignment]
+    """Removes a proxy; their later grant changes are PERMISSION_DENIED. Caller:
+    the patient. NOT_FOUND when no such proxy is registered.
+    """
+    ListProxies: _aio.UnaryUnaryMultiCallable[_consent_pb2.ListProxiesRequest, _consent_pb2.ListProxiesResponse]  # type: ignore[assignment]
+    """Lists a person's registered proxies, oldest first. Caller: the patient."""
 
 class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Patients grant and revoke access; every read of clinical data asks Check
-    first. Break-glass opens emergency access that is always flagged for review.
+    """Patients (or the proxies they registered) grant and revoke access; every read
+    of clinical data asks Check first. Break-glass opens emergency access that is
+    always flagged for review. Every grant, revocation, proxy change and
+    break-glass is appended to the audit log before it takes effect: when the
+    log cannot record it, nothing changes and the call is UNAVAILABLE.
     """
 
     @_abc_1.abstractmethod
@@ -79,7 +118,9 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _consent_pb2.CreateGrantRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_consent_pb2.Grant, _abc.Awaitable[_consent_pb2.Grant]]:
-        """Grants a hospital (or one clinician in it) access to a person's records."""
+        """Grants a hospital (or one clinician in it) access to a person's records.
+        Callers: the patient, or a proxy registered for them.
+        """
 
     @_abc_1.abstractmethod
     def RevokeGrant(
@@ -87,7 +128,7 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _consent_pb2.RevokeGrantRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_consent_pb2.Grant, _abc.Awaitable[_consent_pb2.Grant]]:
-        """Revokes a grant; later Checks deny at once."""
+        """Revokes a grant; later Checks deny at once. Callers as CreateGrant."""
 
     @_abc_1.abstractmethod
     def ListGrants(
@@ -95,7 +136,9 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _consent_pb2.ListGrantsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_consent_pb2.ListGrantsResponse, _abc.Awaitable[_consent_pb2.ListGrantsResponse]]:
-        """Lists a person's grants, newest first."""
+        """Lists a person's grants (revoked ones with their revoke_time), newest
+        first. Callers as CreateGrant.
+        """
 
     @_abc_1.abstractmethod
     def Check(
@@ -114,5 +157,34 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Opens time-limited emergency access without consent; always audited and
         flagged for review.
         """
+
+    @_abc_1.abstractmethod
+    def RegisterProxy(
+        self,
+        request: _consent_pb2.RegisterProxyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.Proxy, _abc.Awaitable[_consent_pb2.Proxy]]:
+        """Registers a proxy (a parent, a guardian) who may then manage the patient's
+        grants. Caller: the patient. Idempotent: registering twice returns the
+        first registration.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveProxy(
+        self,
+        request: _consent_pb2.RemoveProxyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.Proxy, _abc.Awaitable[_consent_pb2.Proxy]]:
+        """Removes a proxy; their later grant changes are PERMISSION_DENIED. Caller:
+        the patient. NOT_FOUND when no such proxy is registered.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProxies(
+        self,
+        request: _consent_pb2.ListProxiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.ListProxiesResponse, _abc.Awaitable[_consent_pb2.ListProxiesResponse]]:
+        """Lists a person's registered proxies, oldest first. Caller: the patient."""
 
 def add_ConsentServiceServicer_to_server(servicer: ConsentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

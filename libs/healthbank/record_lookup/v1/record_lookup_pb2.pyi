@@ -38,6 +38,26 @@ class HistoryItem(_message.Message):
     record: _common_pb2.Record
     def __init__(self, record: _Optional[_Union[_common_pb2.Record, _Mapping]] = ...) -> None: ...
 
+class GetImageRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ImageChunk(_message.Message):
+    __slots__ = ("record_name", "blob_name", "content_type", "size_bytes", "chunk")
+    RECORD_NAME_FIELD_NUMBER: _ClassVar[int]
+    BLOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    record_name: str
+    blob_name: str
+    content_type: str
+    size_bytes: int
+    chunk: bytes
+    def __init__(self, record_name: _Optional[str] = ..., blob_name: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
 class GetEmergencySummaryRequest(_message.Message):
     __slots__ = ("national_id", "justification")
     NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]

@@ -46,6 +46,11 @@ class RecordLookupServiceStub:
                 request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetEmergencySummaryRequest.SerializeToString,
                 response_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.EmergencySummary.FromString,
                 _registered_method=True)
+        self.GetImage = channel.unary_stream(
+                '/healthbank.record_lookup.v1.RecordLookupService/GetImage',
+                request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.ImageChunk.FromString,
+                _registered_method=True)
 
 
 class RecordLookupServiceServicer:
@@ -69,6 +74,17 @@ class RecordLookupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImage(self, request, context):
+        """Streams the imaging blob (the DICOM file) of one record, decrypted, in
+        chunks of at most 1 MiB; the first message carries the metadata. The
+        same consent check as GetHistory for the IMAGING category, and the read
+        is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
+        the record does not exist or carries no image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordLookupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +97,11 @@ def add_RecordLookupServiceServicer_to_server(servicer, server):
                     servicer.GetEmergencySummary,
                     request_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetEmergencySummaryRequest.FromString,
                     response_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.EmergencySummary.SerializeToString,
+            ),
+            'GetImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetImage,
+                    request_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetImageRequest.FromString,
+                    response_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.ImageChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +160,33 @@ class RecordLookupService:
             '/healthbank.record_lookup.v1.RecordLookupService/GetEmergencySummary',
             healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetEmergencySummaryRequest.SerializeToString,
             healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.EmergencySummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/healthbank.record_lookup.v1.RecordLookupService/GetImage',
+            healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetImageRequest.SerializeToString,
+            healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.ImageChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,13 @@ class RecordLookupServiceStub:
     """The emergency "health traffic light" for a national ID card swipe.
     Opens break-glass access; the access is audited and flagged.
     """
+    GetImage: _grpc.UnaryStreamMultiCallable[_record_lookup_pb2.GetImageRequest, _record_lookup_pb2.ImageChunk]
+    """Streams the imaging blob (the DICOM file) of one record, decrypted, in
+    chunks of at most 1 MiB; the first message carries the metadata. The
+    same consent check as GetHistory for the IMAGING category, and the read
+    is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
+    the record does not exist or carries no image.
+    """
 
 @_typing.type_check_only
 class RecordLookupServiceAsyncStub(RecordLookupServiceStub):
@@ -58,6 +65,13 @@ class RecordLookupServiceAsyncStub(RecordLookupServiceStub):
     GetEmergencySummary: _aio.UnaryUnaryMultiCallable[_record_lookup_pb2.GetEmergencySummaryRequest, _record_lookup_pb2.EmergencySummary]  # type: ignore[assignment]
     """The emergency "health traffic light" for a national ID card swipe.
     Opens break-glass access; the access is audited and flagged.
+    """
+    GetImage: _aio.UnaryStreamMultiCallable[_record_lookup_pb2.GetImageRequest, _record_lookup_pb2.ImageChunk]  # type: ignore[assignment]
+    """Streams the imaging blob (the DICOM file) of one record, decrypted, in
+    chunks of at most 1 MiB; the first message carries the metadata. The
+    same consent check as GetHistory for the IMAGING category, and the read
+    is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
+    the record does not exist or carries no image.
     """
 
 class RecordLookupServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +97,19 @@ class RecordLookupServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_record_lookup_pb2.EmergencySummary, _abc.Awaitable[_record_lookup_pb2.EmergencySummary]]:
         """The emergency "health traffic light" for a national ID card swipe.
         Opens break-glass access; the access is audited and flagged.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImage(
+        self,
+        request: _record_lookup_pb2.GetImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_record_lookup_pb2.ImageChunk], _abc.AsyncIterator[_record_lookup_pb2.ImageChunk]]:
+        """Streams the imaging blob (the DICOM file) of one record, decrypted, in
+        chunks of at most 1 MiB; the first message carries the metadata. The
+        same consent check as GetHistory for the IMAGING category, and the read
+        is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
+        the record does not exist or carries no image.
         """
 
 def add_RecordLookupServiceServicer_to_server(servicer: RecordLookupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,10 +23,13 @@ from services.consent.domain import (
     decide,
     decode_page_token,
     encode_page_token,
+    grant_manager_refusal,
     grant_name,
     grant_period_problems,
     max_grant_expiry,
     parse_grant_name,
+    parse_proxy_name,
+    proxy_name,
 )
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -417,3 +420,43 @@ def test_page_token_round_trip_and_binding() -> None:
 @pytest.mark.parametrize("token", ["!!!", "abc", "Z3JhbnRzLnYxOmFhYTp4", "\u00e9t\u00e9"])
 def test_malformed_page_tokens(token: str) -> None:
     assert decode_page_token(token, PERSON) is None
+
+
+# --- who manages a person's grants -----------------------------------------------------------
+
+PROXY_ID = "guardian-17"
+
+
+@pytest.mark.parametrize(
+    ("actor", "registered", "refusal"),
+    [
+        (Principal(PrincipalKind.PATIENT, PERSON), False, None),
+        (Principal(PrincipalKind.PATIENT, OTHER_PERSON), False, "NOT_DATA_SUBJECT"),
+        (Principal(PrincipalKind.PROXY, PROXY_ID), True, None),
+        (Principal(PrincipalKind.PROXY, PROXY_ID), False, "PROXY_NOT_REGISTERED"),
+        (Principal(PrincipalKind.SERVICE, "record-lookup"), False, "PRINCIPAL_KIND_NOT_ALLOWED"),
+        (Principal(PrincipalKind.CLINICIAN, "doc-7", "h1"), False, "PRINCIPAL_KIND_NOT_ALLOWED"),
+        (
+            Principal(PrincipalKind.HOSPITAL_ENGINE, "h1-engine", "h1"),
+            False,
+            "PRINCIPAL_KIND_NOT_ALLOWED",
+        ),
+    ],
+)
+def test_only_the_patient_or_a_registered_proxy_manages_grants(
+    actor: Principal, registered: bool, refusal: str | None
+) -> None:
+    assert grant_manager_refusal(actor, PERSON, registered_proxy=registered) == refusal
+
+
+def test_proxy_names_round_trip_and_reject_malformed_ones() -> None:
+    name = proxy_name(PERSON, PROXY_ID)
+    assert name == f"persons/{PERSON}/proxies/{PROXY_ID}"
+    assert parse_proxy_name(name) == (PERSON, PROXY_ID)
+    for malformed in (
+        f"persons/{PERSON}/proxies/",
+        f"persons/{PERSON}/proxies/a b",
+        f"persons/ABC/proxies/{PROXY_ID}",
+        f"persons/{PERSON}/grants/{PROXY_ID}",
+    ):
+        assert parse_proxy_name(malformed) is None

@@ -11,11 +11,10 @@ from repo_paths import MESSAGES
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.facts import Fact, decode_fact
 from healthbank.core.ids import is_ulid, ulid_time
-from healthbank.records import fact_aad, payload_aad, record_name
+from healthbank.records import blob_aad, fact_aad, payload_aad, record_name
 from services.ingest.canonical import (
     FACT_CATEGORIES,
     MessageSource,
-    blob_aad,
     content_hash,
     emergency_fact_json,
     plan_records,

@@ -57,12 +57,13 @@ class Setup(BearerAuth):
     audit: audit_pb2_grpc.AuditServiceAsyncStub
 
     async def events(self, person_token: str) -> list[audit_pb2.AccessEvent]:
-        """The person's access events, newest first."""
+        """The person's access events the gate recorded, newest first (consent records its
+        own changes beside them)."""
         response = await self.audit.ListAccessEvents(
             audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}"),
             metadata=self.auth(patient(person_token)),
         )
-        return [logged.event for logged in response.events]
+        return [logged.event for logged in response.events if logged.event.recorded_by == RECORDER]
 
     async def grant(self, person_token: str, categories: list[int]) -> None:
         expire = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
@@ -82,8 +83,15 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     async with AsyncExitStack() as exits:
         hosts: dict[str, ServiceHost] = {}
         addresses: dict[str, str] = {}
-        for name, opener in (("consent", open_consent), ("audit", open_audit)):
-            host = await exits.enter_async_context(opener(settings))
+        # Audit first: consent records every grant there.
+        for name in ("audit", "consent"):
+            if name == "audit":
+                opened = open_audit(settings)
+            else:
+                consent_clients = service_client_factory(settings, name, addresses=addresses)
+                exits.push_async_callback(consent_clients.close)
+                opened = open_consent(settings, clients=consent_clients)
+            host = await exits.enter_async_context(opened)
             addresses[name] = f"127.0.0.1:{await host.start(0)}"
             hosts[name] = host
         clients = service_client_factory(settings, RECORDER, addresses=addresses)
