@@ -1,7 +1,9 @@
 """The gRPC edge of the identity service: validation, proto <-> domain, status codes.
 
-National ID numbers are validated here and handed to the index; no error message, field
-violation or log line ever contains one (violations use ``InvalidNationalId.reason``).
+National ID numbers and record numbers are validated here and handed to the index; no
+error message, field violation or log line ever contains one (violations use
+``InvalidNationalId.reason``). The caller of a read is the authenticated principal, whom
+the index records in the audit log.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from services.identity.domain import (
     Demographics,
     MatchMethod,
     MrnLinkedToOtherPerson,
-    NationalIdRequired,
     PersonNotFound,
     demographics_problems,
     hospital_id_problem,
@@ -70,14 +71,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             resolution = await _with_keys(
                 self._index.resolve(request.hospital_id, request.mrn, national_id, demographics)
             )
-        except NationalIdRequired:
-            raise ServiceError.invalid_argument(
-                [("national_id", "required for a patient not yet known")],
-                reason="NATIONAL_ID_REQUIRED",
-            ) from None
         except MrnLinkedToOtherPerson:
             raise ServiceError.failed_precondition(
-                "the hospital record number is linked to another person",
+                "the hospital record number and the national ID belong to different persons",
                 reason="MRN_LINKED_TO_OTHER_PERSON",
             ) from None
         return identity_pb2.ResolveResponse(
@@ -89,7 +85,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.LookupByNationalIdRequest, context: Any
     ) -> identity_pb2.LookupByNationalIdResponse:
         """The person token of a national ID; NOT_FOUND when nobody has it."""
-        require_principal(PrincipalKind.SERVICE, PrincipalKind.EMERGENCY)
+        caller = require_principal(PrincipalKind.SERVICE, PrincipalKind.EMERGENCY)
         violations = Violations()
         national_id = None
         if violations.require(request.national_id, "national_id"):
@@ -97,7 +93,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         assert national_id is not None
         try:
-            person_token = await _with_keys(self._index.lookup(national_id))
+            person_token = await _with_keys(self._index.lookup(caller, national_id))
         except PersonNotFound:
             raise _person_not_found("no person with that national ID is known") from None
         return identity_pb2.LookupByNationalIdResponse(person_token=person_token)
@@ -105,8 +101,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def GetPerson(
         self, request: identity_pb2.GetPersonRequest, context: Any
     ) -> identity_pb2.Person:
-        """A person's hospital record numbers (no demographics)."""
-        require_principal(PrincipalKind.SERVICE, PrincipalKind.CLINICIAN)
+        """The hospitals linked to a person (no record numbers, no demographics)."""
+        caller = require_principal(PrincipalKind.SERVICE, PrincipalKind.PRIVACY_OFFICER)
         violations = Violations()
         person_token = None
         if violations.require(request.name, "name"):
@@ -115,16 +111,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         assert person_token is not None
         try:
-            links = await self._index.links_of(person_token)
+            links = await self._index.links_of(caller, person_token)
         except PersonNotFound:
             raise _person_not_found("person not found") from None
         return identity_pb2.Person(
             name=person_name(person_token),
             person_token=person_token,
-            links=[
-                identity_pb2.HospitalLink(hospital_id=link.hospital_id, mrn=link.mrn)
-                for link in links
-            ],
+            # Record numbers are stored only as keyed hashes: the hospitals are what is known.
+            links=[identity_pb2.HospitalLink(hospital_id=link.hospital_id) for link in links],
         )
 
     def _national_id(self, raw: str, violations: Violations) -> str | None:

@@ -5,7 +5,7 @@ Identity convention (DICOM has no standard attribute for a national ID):
 - ``PatientID`` (0010,0020) is the hospital record number (MRN); required.
 - The national ID is the ``PatientID`` of an item of ``OtherPatientIDsSequence``
   (0010,1002) whose ``IssuerOfPatientID`` (0010,0021) is :data:`NATIONAL_ID_ISSUER`
-  ("CN-NATIONAL-ID"). It is required: a file without it is rejected. The retired
+  ("CN-NATIONAL-ID"). It is optional (the hospital's PatientID is enough). The retired
   ``OtherPatientIDs`` (0010,1000) is not read, because it does not say whose number it is.
 - ``PatientName``, ``PatientBirthDate``, ``PatientSex`` and ``PatientTelephoneNumbers``
   give the demographics.
@@ -182,10 +182,7 @@ def _national_id(dataset: Dataset, problems: Problems, paths: dict[str, str]) ->
             return ""
         paths["national_id"] = f"{where}.PatientID"
         return national_id
-    problems.add(
-        "content.OtherPatientIDsSequence",
-        f"must contain an item with IssuerOfPatientID {NATIONAL_ID_ISSUER} holding the national ID",
-    )
+    # Optional: the hospital's PatientID is enough to find or create the person.
     return ""
 
 

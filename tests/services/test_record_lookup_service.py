@@ -256,12 +256,14 @@ async def open_stack(
     lookup_settings = lookup_settings or settings
     running = RunningServices(exits)
     for name, opener in (
-        ("identity", open_identity),
         ("consent", open_consent),
         ("audit", open_audit),
         ("archive", open_archive),
     ):
         await running.start(name, opener(settings))
+    # Identity audits its national-ID lookups: it reaches the audit service started above.
+    identity_clients = running.clients(settings, "identity")
+    await running.start("identity", open_identity(settings, clients=identity_clients))
     clients = running.clients(settings, SERVICE)
     await running.start(SERVICE, open_service(lookup_settings, clients=clients))
     channel = running.channel
@@ -599,7 +601,10 @@ async def test_emergency_summary_is_red_with_a_high_criticality_allergy(stack: S
     assert summary.break_glass_name.startswith(f"persons/{person}/breakGlass/")
     assert summary.HasField("generate_time")
 
-    (event,) = await stack.access_events(person)
+    # Newest first: the emergency read, after identity's audited national-ID lookup.
+    event, lookup = await stack.access_events(person)
+    assert lookup.action == audit_pb2.ACTION_LOOKUP_NATIONAL_ID
+    assert lookup.recorded_by == "identity"
     assert event.action == audit_pb2.ACTION_READ_EMERGENCY
     assert event.basis == "BREAK_GLASS"
     assert event.flagged_for_review
@@ -621,8 +626,13 @@ async def test_every_emergency_read_is_audited_even_when_cached(stack: Stack) ->
     assert first.generate_time == second.generate_time
     assert second.audit_leaf_index > first.audit_leaf_index
     events = await stack.access_events(person)
-    assert [event.action for event in events] == [audit_pb2.ACTION_READ_EMERGENCY] * 2
-    assert all(event.flagged_for_review for event in events)
+    # Each read also looked the card's national ID up at identity, which audits it too.
+    assert [event.action for event in events] == [
+        audit_pb2.ACTION_READ_EMERGENCY,
+        audit_pb2.ACTION_LOOKUP_NATIONAL_ID,
+    ] * 2
+    emergency_reads = [e for e in events if e.action == audit_pb2.ACTION_READ_EMERGENCY]
+    assert all(event.flagged_for_review for event in emergency_reads)
 
 
 async def test_emergency_summary_of_a_person_without_facts_is_green(stack: Stack) -> None:
@@ -662,7 +672,8 @@ async def test_emergency_summary_is_refused_when_audit_cannot_record(stack: Stac
     await stack.hosts["audit"].stop(0)
     details = await failure(stack.emergency())
     assert details.code == grpc.StatusCode.UNAVAILABLE
-    assert details.reason == "AUDIT_UNAVAILABLE"
+    # Refused at the first read: identity does not answer a lookup it cannot audit.
+    assert details.reason == "IDENTITY_UNAVAILABLE"
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,16 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_READ_EMERGENCY: _ClassVar[Action]
     ACTION_CONSENT_CHANGE: _ClassVar[Action]
     ACTION_DENIED: _ClassVar[Action]
+    ACTION_LOOKUP_NATIONAL_ID: _ClassVar[Action]
+    ACTION_READ_PERSON: _ClassVar[Action]
 ACTION_UNSPECIFIED: Action
 ACTION_WRITE: Action
 ACTION_READ_HISTORY: Action
 ACTION_READ_EMERGENCY: Action
 ACTION_CONSENT_CHANGE: Action
 ACTION_DENIED: Action
+ACTION_LOOKUP_NATIONAL_ID: Action
+ACTION_READ_PERSON: Action
 
 class AccessEvent(_message.Message):
     __slots__ = ("event_id", "actor", "action", "person_token", "resource_names", "basis", "flagged_for_review", "occur_time", "recorded_by")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class IdentityServiceStub:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
@@ -54,13 +55,16 @@ class IdentityServiceStub:
 
 
 class IdentityServiceServicer:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
     def Resolve(self, request, context):
         """Finds or creates the person a hospital message is about, and links the
-        hospital's record number to it.
+        hospital's record number to it. A national ID is optional: a patient the
+        hospital knows only by record number is a person too, and a national ID
+        sent later for that record number is attached to the same person.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,14 +72,17 @@ class IdentityServiceServicer:
 
     def LookupByNationalId(self, request, context):
         """Finds the person token for a national ID (emergency ID-card swipe).
-        NOT_FOUND when nobody with that ID is known.
+        NOT_FOUND when nobody with that ID is known. Every answer is audited
+        (ACTION_LOOKUP_NATIONAL_ID); UNAVAILABLE when the audit cannot record it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPerson(self, request, context):
-        """Returns a person's linked hospital record numbers (no demographics).
+        """Returns the hospitals linked to a person (no record numbers, no
+        demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
+        cannot record it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,7 +115,8 @@ def add_IdentityServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IdentityService:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 

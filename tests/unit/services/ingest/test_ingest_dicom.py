@@ -114,18 +114,16 @@ def test_file_cut_in_the_pixel_data_is_rejected() -> None:
     ]
 
 
-def test_missing_national_id_item_is_rejected() -> None:
-    violations = _violations(_bytes(_ct(OtherPatientIDsSequence=None)))
-    assert [field for field, _ in violations] == ["content.OtherPatientIDsSequence"]
-    assert NATIONAL_ID_ISSUER in violations[0][1]
+def test_a_file_without_a_national_id_is_accepted_by_its_mrn() -> None:
+    message = parse_dicom(_bytes(_ct(OtherPatientIDsSequence=None)))
+    assert (message.patient.mrn, message.patient.national_id) == ("IMG-5501", "")
 
 
 def test_other_issuer_is_not_a_national_id() -> None:
     dataset = _ct()
     dataset.OtherPatientIDsSequence[0].IssuerOfPatientID = "HOSPITAL-X"
-    assert [field for field, _ in _violations(_bytes(dataset))] == [
-        "content.OtherPatientIDsSequence"
-    ]
+    message = parse_dicom(_bytes(dataset))
+    assert (message.patient.mrn, message.patient.national_id) == ("IMG-5501", "")
 
 
 def test_invalid_national_id_check_digit() -> None:
