@@ -8,6 +8,7 @@ the index records in the audit log.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,6 +32,10 @@ from services.identity.index import MasterPatientIndex
 
 _T = TypeVar("_T")
 
+MAX_BATCH_REQUESTS = 1000
+# Requests of one batch resolved at once (each is a few store round trips).
+BATCH_CONCURRENCY = 16
+
 _MATCH_METHODS = {
     MatchMethod.NATIONAL_ID: identity_pb2.MATCH_METHOD_NATIONAL_ID,
     MatchMethod.HOSPITAL_MRN: identity_pb2.MATCH_METHOD_HOSPITAL_MRN,
@@ -51,6 +56,38 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.ResolveResponse:
         """Find or create the person behind a hospital patient and link the MRN."""
         require_principal(PrincipalKind.SERVICE)
+        return await self._resolve(request)
+
+    async def ResolveBatch(
+        self, request: identity_pb2.ResolveBatchRequest, context: Any
+    ) -> identity_pb2.ResolveBatchResponse:
+        """Resolve each request; a refusal is that request's result, an outage the call's."""
+        require_principal(PrincipalKind.SERVICE)
+        count = len(request.requests)
+        violations = Violations()
+        violations.check(count > 0, "requests", "is required")
+        violations.check(
+            count <= MAX_BATCH_REQUESTS, "requests", f"at most {MAX_BATCH_REQUESTS} per call"
+        )
+        violations.raise_if_any()
+        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(item: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResult:
+            async with slots:
+                try:
+                    return identity_pb2.ResolveResult(resolution=await self._resolve(item))
+                except ServiceError as refused:
+                    if refused.retryable:
+                        raise
+                    return identity_pb2.ResolveResult(failure=_failure(refused))
+
+        # A task group: the first outage cancels the rest, and the call fails as a whole.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(item)) for item in request.requests]
+        return identity_pb2.ResolveBatchResponse(results=[task.result() for task in tasks])
+
+    async def _resolve(self, request: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResponse:
+        """Resolve's work for one request; raises ServiceError when it refuses."""
         violations = Violations()
         hospital_problem = hospital_id_problem(request.hospital_id)
         if hospital_problem is not None:
@@ -129,6 +166,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             # The reason says what is wrong without repeating the number.
             violations.add("national_id", invalid.reason)
             return None
+
+
+def _failure(refused: ServiceError) -> identity_pb2.ResolveFailure:
+    return identity_pb2.ResolveFailure(
+        code=refused.code.name,
+        reason=refused.reason,
+        message=refused.message,
+        field_violations=[
+            identity_pb2.ResolveFieldViolation(field=field, description=description)
+            for field, description in refused.field_violations
+        ],
+    )
 
 
 def _demographics(message: identity_pb2.Demographics) -> Demographics:

@@ -431,6 +431,71 @@ async def test_concurrent_resolves_of_different_people_for_one_mrn_link_only_one
             assert error_details(result).reason == "MRN_LINKED_TO_OTHER_PERSON"
 
 
+# --- ResolveBatch --------------------------------------------------------------------------
+
+
+@both_backends
+async def test_resolve_batch_answers_each_request_in_order(identity: Identity) -> None:
+    by_id = await identity.resolve(hospital_id="h2", mrn="B-1", national_id=NATIONAL_ID)
+    batch = identity_pb2.ResolveBatchRequest(
+        requests=[
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="A-1"),
+            identity_pb2.ResolveRequest(hospital_id="h3", mrn="C-1", national_id=NATIONAL_ID),
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="x" * 65),
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID),
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="A-1"),
+        ]
+    )
+    response = await identity.stub.ResolveBatch(batch, metadata=identity.auth(INGEST))
+    kinds = [result.WhichOneof("result") for result in response.results]
+    assert kinds == ["resolution", "resolution", "failure", "failure", "resolution"]
+    first, with_id, invalid, conflict, again = response.results
+    assert first.resolution.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert with_id.resolution.person_token == by_id.person_token
+    assert with_id.resolution.match_method == identity_pb2.MATCH_METHOD_NATIONAL_ID
+    assert (invalid.failure.code, invalid.failure.reason) == (
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+    )
+    assert [(v.field, v.description) for v in invalid.failure.field_violations] == [
+        ("mrn", "must be at most 64 characters")
+    ]
+    assert (conflict.failure.code, conflict.failure.reason) == (
+        "FAILED_PRECONDITION",
+        "MRN_LINKED_TO_OTHER_PERSON",
+    )
+    assert NATIONAL_ID not in str(response)
+    assert again.resolution.person_token == first.resolution.person_token
+    # The same answers one by one.
+    single = await identity.resolve(hospital_id="h1", mrn="A-1")
+    assert single.person_token == first.resolution.person_token
+
+
+async def test_resolve_batch_size_and_callers(identity: Identity) -> None:
+    empty = await failure(
+        identity.stub.ResolveBatch(
+            identity_pb2.ResolveBatchRequest(), metadata=identity.auth(INGEST)
+        )
+    )
+    assert empty.field_violations == [("requests", "is required")]
+    item = identity_pb2.ResolveRequest(hospital_id="h1", mrn="1")
+    too_many = await failure(
+        identity.stub.ResolveBatch(
+            identity_pb2.ResolveBatchRequest(requests=[item] * 1001),
+            metadata=identity.auth(INGEST),
+        )
+    )
+    assert too_many.field_violations == [("requests", "at most 1000 per call")]
+    for principal in (CLINICIAN, EMERGENCY, PATIENT):
+        denied = await failure(
+            identity.stub.ResolveBatch(
+                identity_pb2.ResolveBatchRequest(requests=[item]),
+                metadata=identity.auth(principal),
+            )
+        )
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
 # --- LookupByNationalId ----------------------------------------------------------------------
 
 

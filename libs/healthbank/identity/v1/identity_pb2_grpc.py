@@ -42,6 +42,11 @@ class IdentityServiceStub:
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.ResolveBatch = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/ResolveBatch',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchResponse.FromString,
+                _registered_method=True)
         self.LookupByNationalId = channel.unary_unary(
                 '/healthbank.identity.v1.IdentityService/LookupByNationalId',
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.LookupByNationalIdRequest.SerializeToString,
@@ -65,6 +70,16 @@ class IdentityServiceServicer:
         hospital's record number to it. A national ID is optional: a patient the
         hospital knows only by record number is a person too, and a national ID
         sent later for that record number is attached to the same person.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveBatch(self, request, context):
+        """Resolve for many patients at once (a bulk load): one result per request, in
+        order, each the resolution or why Resolve would have refused it. A failure
+        that retrying may cure (storage or keys unavailable) fails the whole call
+        UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +110,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveRequest.FromString,
                     response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveResponse.SerializeToString,
+            ),
+            'ResolveBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveBatch,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchResponse.SerializeToString,
             ),
             'LookupByNationalId': grpc.unary_unary_rpc_method_handler(
                     servicer.LookupByNationalId,
@@ -137,6 +157,33 @@ class IdentityService:
             '/healthbank.identity.v1.IdentityService/Resolve',
             healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveRequest.SerializeToString,
             healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/ResolveBatch',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,12 @@ class IdentityServiceStub:
     hospital knows only by record number is a person too, and a national ID
     sent later for that record number is attached to the same person.
     """
+    ResolveBatch: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ResolveBatchRequest, _identity_pb2.ResolveBatchResponse]
+    """Resolve for many patients at once (a bulk load): one result per request, in
+    order, each the resolution or why Resolve would have refused it. A failure
+    that retrying may cure (storage or keys unavailable) fails the whole call
+    UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
+    """
     LookupByNationalId: _grpc.UnaryUnaryMultiCallable[_identity_pb2.LookupByNationalIdRequest, _identity_pb2.LookupByNationalIdResponse]
     """Finds the person token for a national ID (emergency ID-card swipe).
     NOT_FOUND when nobody with that ID is known. Every answer is audited
@@ -68,6 +74,12 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     hospital's record number to it. A national ID is optional: a patient the
     hospital knows only by record number is a person too, and a national ID
     sent later for that record number is attached to the same person.
+    """
+    ResolveBatch: _aio.UnaryUnaryMultiCallable[_identity_pb2.ResolveBatchRequest, _identity_pb2.ResolveBatchResponse]  # type: ignore[assignment]
+    """Resolve for many patients at once (a bulk load): one result per request, in
+    order, each the resolution or why Resolve would have refused it. A failure
+    that retrying may cure (storage or keys unavailable) fails the whole call
+    UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
     """
     LookupByNationalId: _aio.UnaryUnaryMultiCallable[_identity_pb2.LookupByNationalIdRequest, _identity_pb2.LookupByNationalIdResponse]  # type: ignore[assignment]
     """Finds the person token for a national ID (emergency ID-card swipe).
@@ -96,6 +108,18 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         hospital's record number to it. A national ID is optional: a patient the
         hospital knows only by record number is a person too, and a national ID
         sent later for that record number is attached to the same person.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveBatch(
+        self,
+        request: _identity_pb2.ResolveBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ResolveBatchResponse, _abc.Awaitable[_identity_pb2.ResolveBatchResponse]]:
+        """Resolve for many patients at once (a bulk load): one result per request, in
+        order, each the resolution or why Resolve would have refused it. A failure
+        that retrying may cure (storage or keys unavailable) fails the whole call
+        UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
         """
 
     @_abc_1.abstractmethod
