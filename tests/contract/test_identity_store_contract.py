@@ -401,6 +401,53 @@ async def test_index_reads_are_reported_to_the_audit(
     ]
 
 
+@dataclass
+class CountingKeys:
+    """The real keyring, counting the pseudonym calls that reach it (Vault round trips)."""
+
+    keyring: LocalKeyring
+    pseudonym_calls: int = 0
+
+    async def pseudonym(self, domain: str, value: str) -> str:
+        self.pseudonym_calls += 1
+        return await self.keyring.pseudonym(domain, value)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.keyring, name)
+
+
+async def test_a_known_patient_resolves_without_the_key_provider(
+    store: IdentityStore, keyring: LocalKeyring
+) -> None:
+    keys = CountingKeys(keyring)
+    index = MasterPatientIndex(
+        store,
+        keys,
+        Sealer(keyring, 60, 1000),
+        lambda: T0,
+        RecordedReads(),  # type: ignore[arg-type]
+    )
+    token = (await index.resolve("h1", "MRN-1", NATIONAL_ID, None)).person_token
+    warmed = keys.pseudonym_calls
+    for _ in range(3):
+        assert (await index.resolve("h1", "MRN-1", NATIONAL_ID, None)).person_token == token
+        assert (await index.resolve("h1", "MRN-1", None, None)).person_token == token
+    assert keys.pseudonym_calls == warmed
+
+    # A restarted process derives its MRN key once, then resolves known MRNs locally.
+    restarted_keys = CountingKeys(keyring)
+    restarted = MasterPatientIndex(
+        store,
+        restarted_keys,
+        Sealer(keyring, 60, 1000),
+        lambda: T0,
+        RecordedReads(),  # type: ignore[arg-type]
+    )
+    for _ in range(3):
+        assert (await restarted.resolve("h1", "MRN-1", None, None)).person_token == token
+    assert restarted_keys.pseudonym_calls == 1
+
+
 # --- Cassandra: the per-person copy of a link -------------------------------------------
 
 
