@@ -425,7 +425,7 @@ async def test_a_known_patient_resolves_without_the_key_provider(
         keys,
         Sealer(keyring, 60, 1000),
         lambda: T0,
-        RecordedReads(),  # type: ignore[arg-type]
+        RecordedReads(),
     )
     token = (await index.resolve("h1", "MRN-1", NATIONAL_ID, None)).person_token
     warmed = keys.pseudonym_calls
@@ -441,7 +441,7 @@ async def test_a_known_patient_resolves_without_the_key_provider(
         restarted_keys,
         Sealer(keyring, 60, 1000),
         lambda: T0,
-        RecordedReads(),  # type: ignore[arg-type]
+        RecordedReads(),
     )
     for _ in range(3):
         assert (await restarted.resolve("h1", "MRN-1", None, None)).person_token == token
