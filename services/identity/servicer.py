@@ -70,21 +70,33 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             count <= MAX_BATCH_REQUESTS, "requests", f"at most {MAX_BATCH_REQUESTS} per call"
         )
         violations.raise_if_any()
+        # Requests for one (hospital, MRN) run in request order, as separate Resolve calls
+        # would; different patients run concurrently.
+        patients: dict[tuple[str, str], list[int]] = {}
+        for position, item in enumerate(request.requests):
+            patients.setdefault((item.hospital_id, item.mrn), []).append(position)
+        results: list[identity_pb2.ResolveResult] = [identity_pb2.ResolveResult()] * count
         slots = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-        async def one(item: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResult:
+        async def resolve_in_order(positions: list[int]) -> None:
             async with slots:
-                try:
-                    return identity_pb2.ResolveResult(resolution=await self._resolve(item))
-                except ServiceError as refused:
-                    if refused.retryable:
-                        raise
-                    return identity_pb2.ResolveResult(failure=_failure(refused))
+                for position in positions:
+                    results[position] = await self._result(request.requests[position])
 
         # A task group: the first outage cancels the rest, and the call fails as a whole.
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(item)) for item in request.requests]
-        return identity_pb2.ResolveBatchResponse(results=[task.result() for task in tasks])
+            for positions in patients.values():
+                group.create_task(resolve_in_order(positions))
+        return identity_pb2.ResolveBatchResponse(results=results)
+
+    async def _result(self, item: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResult:
+        """One request's result; a refusal retrying cannot cure is the result, not raised."""
+        try:
+            return identity_pb2.ResolveResult(resolution=await self._resolve(item))
+        except ServiceError as refused:
+            if refused.retryable:
+                raise
+            return identity_pb2.ResolveResult(failure=_failure(refused))
 
     async def _resolve(self, request: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResponse:
         """Resolve's work for one request; raises ServiceError when it refuses."""

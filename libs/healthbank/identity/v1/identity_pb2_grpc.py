@@ -77,7 +77,8 @@ class IdentityServiceServicer:
 
     def ResolveBatch(self, request, context):
         """Resolve for many patients at once (a bulk load): one result per request, in
-        order, each the resolution or why Resolve would have refused it. A failure
+        order, each the resolution or why Resolve would have refused it. Requests
+        for one (hospital, record number) are resolved in request order. A failure
         that retrying may cure (storage or keys unavailable) fails the whole call
         UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
         """

@@ -46,7 +46,8 @@ class IdentityServiceStub:
     """
     ResolveBatch: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ResolveBatchRequest, _identity_pb2.ResolveBatchResponse]
     """Resolve for many patients at once (a bulk load): one result per request, in
-    order, each the resolution or why Resolve would have refused it. A failure
+    order, each the resolution or why Resolve would have refused it. Requests
+    for one (hospital, record number) are resolved in request order. A failure
     that retrying may cure (storage or keys unavailable) fails the whole call
     UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
     """
@@ -77,7 +78,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     ResolveBatch: _aio.UnaryUnaryMultiCallable[_identity_pb2.ResolveBatchRequest, _identity_pb2.ResolveBatchResponse]  # type: ignore[assignment]
     """Resolve for many patients at once (a bulk load): one result per request, in
-    order, each the resolution or why Resolve would have refused it. A failure
+    order, each the resolution or why Resolve would have refused it. Requests
+    for one (hospital, record number) are resolved in request order. A failure
     that retrying may cure (storage or keys unavailable) fails the whole call
     UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
     """
@@ -117,7 +119,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.ResolveBatchResponse, _abc.Awaitable[_identity_pb2.ResolveBatchResponse]]:
         """Resolve for many patients at once (a bulk load): one result per request, in
-        order, each the resolution or why Resolve would have refused it. A failure
+        order, each the resolution or why Resolve would have refused it. Requests
+        for one (hospital, record number) are resolved in request order. A failure
         that retrying may cure (storage or keys unavailable) fails the whole call
         UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
         """
