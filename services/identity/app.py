@@ -1,13 +1,14 @@
-"""Assembles the identity service: its store, keys and the master patient index.
+"""Assembles the identity service: its store, keys, the audit client and the master patient index.
 
-``clients`` is accepted for the common service signature; identity calls no other service.
-``now`` (default: the UTC wall clock) stamps links and bounds birth dates.
+``clients`` reaches the audit service (every read of the index is audited); ``now``
+(default: the UTC wall clock) stamps links and audit events and bounds birth dates.
 """
 
 from __future__ import annotations
 
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
+from services.identity.clients import GrpcReadAudit
 from services.identity.index import MasterPatientIndex
 from services.identity.servicer import IdentityServicer
 from services.identity.store import SqliteIdentityStore
@@ -23,7 +24,8 @@ async def _assemble(resources: ServiceResources) -> Serving:
         sqlite=SqliteIdentityStore,
         cassandra="services.identity.store_cassandra:CassandraIdentityStore",
     )
-    index = MasterPatientIndex(store, resources.keys, resources.sealer, resources.now)
+    audit = GrpcReadAudit(resources.clients, resources.now)
+    index = MasterPatientIndex(store, resources.keys, resources.sealer, resources.now, audit)
     return Serving(
         IdentityServicer(index, resources.now),
         identity_pb2_grpc.add_IdentityServiceServicer_to_server,

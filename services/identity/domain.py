@@ -1,9 +1,9 @@
 """Master patient index rules: what identifies a person and how a hospital patient matches one.
 
 Pure functions and value types: no gRPC, no storage, no keys. Person tokens, person names
-and hospital ids follow :mod:`healthbank.contracts.names`. National ID numbers appear here
-only as arguments on their way to being pseudonymised; nothing here stores, logs or returns
-them.
+and hospital ids follow :mod:`healthbank.contracts.names`. National ID numbers and hospital
+record numbers appear here only as arguments on their way to being hashed under a key;
+nothing here stores, logs or returns them.
 """
 
 from __future__ import annotations
@@ -11,13 +11,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 
 from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
 
-# The pseudonym domain of person tokens: token = HMAC(pseudonym key, "national-id", id).
+# Keyed-hash domains (ADR 16). A person created from a national ID keeps the token rule of
+# ADR 4: token = HMAC(pseudonym key, "national-id", id), which also keys the ID's claim.
 NATIONAL_ID_DOMAIN = "national-id"
+# The stored form of a hospital record number: a keyed hash of (hospital, MRN).
+MRN_LINK_DOMAIN = "hospital-mrn"
+# The token of a person first known by a hospital record number only: another keyed hash
+# of (hospital, MRN), so racing first messages agree on one person without coordination.
+MRN_PERSON_DOMAIN = "hospital-mrn-person"
 
 MAX_MRN_LENGTH = 64
 MAX_DEMOGRAPHIC_LENGTH = 200
@@ -34,12 +40,15 @@ class MatchMethod(StrEnum):
     CREATED = "created"
 
 
+class IdentityRead(StrEnum):
+    """A read of the index that reveals something about a person (each one is audited)."""
+
+    NATIONAL_ID_LOOKUP = "national_id_lookup"
+    PERSON = "person"
+
+
 class MrnLinkedToOtherPerson(Exception):
     """The hospital's record number already belongs to a different person."""
-
-
-class NationalIdRequired(Exception):
-    """The patient is not known yet, and a new person needs a national ID."""
 
 
 class PersonNotFound(Exception):
@@ -56,10 +65,24 @@ class Resolution:
 
 @dataclass(frozen=True)
 class HospitalLink:
-    """A hospital's medical record number for a person."""
+    """A hospital's medical record number for a person, as stored: its keyed hash."""
 
     hospital_id: str
-    mrn: str
+    mrn_hash: str
+
+
+@dataclass(frozen=True)
+class PendingMerge:
+    """Two persons that a message says are one: left for the MPI's review, never merged here.
+
+    ``mrn_person_token`` holds the hospital's record number, ``national_id_person_token``
+    the national ID the message carried; ``hospital_id`` sent the message.
+    """
+
+    mrn_person_token: str
+    national_id_person_token: str
+    hospital_id: str
+    detect_time: datetime
 
 
 @dataclass(frozen=True)
@@ -136,12 +159,6 @@ def _is_iso_date(value: str) -> bool:
     return True
 
 
-def match_existing_link(linked_token: str, national_token: str | None) -> Resolution:
-    """Resolve a patient whose (hospital, MRN) is already linked to ``linked_token``.
-
-    A national ID that pseudonymises to another person means the hospital's record number
-    and the ID disagree: never silently move the link (raises MrnLinkedToOtherPerson).
-    """
-    if national_token is not None and national_token != linked_token:
-        raise MrnLinkedToOtherPerson()
-    return Resolution(linked_token, MatchMethod.HOSPITAL_MRN)
+def hospital_mrn(hospital_id: str, mrn: str) -> str:
+    """The value hashed for a (hospital, MRN) pair (hospital ids never contain NUL)."""
+    return f"{hospital_id}\x00{mrn}"

@@ -1,11 +1,14 @@
 """The gRPC edge of the identity service: validation, proto <-> domain, status codes.
 
-National ID numbers are validated here and handed to the index; no error message, field
-violation or log line ever contains one (violations use ``InvalidNationalId.reason``).
+National ID numbers and record numbers are validated here and handed to the index; no
+error message, field violation or log line ever contains one (violations use
+``InvalidNationalId.reason``). The caller of a read is the authenticated principal, whom
+the index records in the audit log.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -19,7 +22,6 @@ from services.identity.domain import (
     Demographics,
     MatchMethod,
     MrnLinkedToOtherPerson,
-    NationalIdRequired,
     PersonNotFound,
     demographics_problems,
     hospital_id_problem,
@@ -28,6 +30,10 @@ from services.identity.domain import (
 from services.identity.index import MasterPatientIndex
 
 _T = TypeVar("_T")
+
+MAX_BATCH_REQUESTS = 1000
+# Requests of one batch resolved at once (each is a few store round trips).
+BATCH_CONCURRENCY = 16
 
 _MATCH_METHODS = {
     MatchMethod.NATIONAL_ID: identity_pb2.MATCH_METHOD_NATIONAL_ID,
@@ -48,6 +54,51 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.ResolveRequest, context: Any
     ) -> identity_pb2.ResolveResponse:
         """Find or create the person behind a hospital patient and link the MRN."""
+        require_principal()
+        return await self._resolve(request)
+
+    async def ResolveBatch(
+        self, request: identity_pb2.ResolveBatchRequest, context: Any
+    ) -> identity_pb2.ResolveBatchResponse:
+        """Resolve each request; a refusal is that request's result, an outage the call's."""
+        require_principal()
+        count = len(request.requests)
+        violations = Violations()
+        violations.check(count > 0, "requests", "is required")
+        violations.check(
+            count <= MAX_BATCH_REQUESTS, "requests", f"at most {MAX_BATCH_REQUESTS} per call"
+        )
+        violations.raise_if_any()
+        # Requests for one (hospital, MRN) run in request order, as separate Resolve calls
+        # would; different patients run concurrently.
+        patients: dict[tuple[str, str], list[int]] = {}
+        for position, item in enumerate(request.requests):
+            patients.setdefault((item.hospital_id, item.mrn), []).append(position)
+        results: list[identity_pb2.ResolveResult] = [identity_pb2.ResolveResult()] * count
+        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def resolve_in_order(positions: list[int]) -> None:
+            async with slots:
+                for position in positions:
+                    results[position] = await self._result(request.requests[position])
+
+        # A task group: the first outage cancels the rest, and the call fails as a whole.
+        async with asyncio.TaskGroup() as group:
+            for positions in patients.values():
+                group.create_task(resolve_in_order(positions))
+        return identity_pb2.ResolveBatchResponse(results=results)
+
+    async def _result(self, item: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResult:
+        """One request's result; a refusal retrying cannot cure is the result, not raised."""
+        try:
+            return identity_pb2.ResolveResult(resolution=await self._resolve(item))
+        except ServiceError as refused:
+            if refused.retryable:
+                raise
+            return identity_pb2.ResolveResult(failure=_failure(refused))
+
+    async def _resolve(self, request: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResponse:
+        """Resolve's work for one request; raises ServiceError when it refuses."""
         violations = Violations()
         hospital_problem = hospital_id_problem(request.hospital_id)
         if hospital_problem is not None:
@@ -68,14 +119,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             resolution = await _with_keys(
                 self._index.resolve(request.hospital_id, request.mrn, national_id, demographics)
             )
-        except NationalIdRequired:
-            raise ServiceError.invalid_argument(
-                [("national_id", "required for a patient not yet known")],
-                reason="NATIONAL_ID_REQUIRED",
-            ) from None
         except MrnLinkedToOtherPerson:
             raise ServiceError.failed_precondition(
-                "the hospital record number is linked to another person",
+                "the hospital record number and the national ID belong to different persons",
                 reason="MRN_LINKED_TO_OTHER_PERSON",
             ) from None
         return identity_pb2.ResolveResponse(
@@ -87,6 +133,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.LookupByNationalIdRequest, context: Any
     ) -> identity_pb2.LookupByNationalIdResponse:
         """The person token of a national ID; NOT_FOUND when nobody has it."""
+        caller = require_principal()
         violations = Violations()
         national_id = None
         if violations.require(request.national_id, "national_id"):
@@ -94,7 +141,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         assert national_id is not None
         try:
-            person_token = await _with_keys(self._index.lookup(national_id))
+            person_token = await _with_keys(self._index.lookup(caller, national_id))
         except PersonNotFound:
             raise _person_not_found("no person with that national ID is known") from None
         return identity_pb2.LookupByNationalIdResponse(person_token=person_token)
@@ -102,7 +149,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def GetPerson(
         self, request: identity_pb2.GetPersonRequest, context: Any
     ) -> identity_pb2.Person:
-        """A person's hospital record numbers (no demographics)."""
+        """The hospitals linked to a person (no record numbers, no demographics)."""
+        caller = require_principal()
         violations = Violations()
         person_token = None
         if violations.require(request.name, "name"):
@@ -111,16 +159,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         assert person_token is not None
         try:
-            links = await self._index.links_of(person_token)
+            links = await self._index.links_of(caller, person_token)
         except PersonNotFound:
             raise _person_not_found("person not found") from None
         return identity_pb2.Person(
             name=person_name(person_token),
             person_token=person_token,
-            links=[
-                identity_pb2.HospitalLink(hospital_id=link.hospital_id, mrn=link.mrn)
-                for link in links
-            ],
+            # Record numbers are stored only as keyed hashes: the hospitals are what is known.
+            links=[identity_pb2.HospitalLink(hospital_id=link.hospital_id) for link in links],
         )
 
     def _national_id(self, raw: str, violations: Violations) -> str | None:
@@ -131,6 +177,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             # The reason says what is wrong without repeating the number.
             violations.add("national_id", invalid.reason)
             return None
+
+
+def _failure(refused: ServiceError) -> identity_pb2.ResolveFailure:
+    return identity_pb2.ResolveFailure(
+        code=refused.code.name,
+        reason=refused.reason,
+        message=refused.message,
+        field_violations=[
+            identity_pb2.ResolveFieldViolation(field=field, description=description)
+            for field, description in refused.field_violations
+        ],
+    )
 
 
 def _demographics(message: identity_pb2.Demographics) -> Demographics:

@@ -1,13 +1,14 @@
-"""What the identity service persists: persons (by token) and hospital record-number links.
+"""What the identity service persists: persons, hospital record-number links, national-ID
+claims and pending merges; never a record number or national ID in clear.
 
 :class:`IdentityStore` is the backend-neutral interface; :class:`SqliteIdentityStore` is the
-embedded implementation (``identity.db`` in the data dir). Uniqueness rests on two
-conditional inserts, :meth:`~IdentityStore.create_person_if_absent` and
-:meth:`~IdentityStore.link_mrn_if_absent`, which map one-to-one onto Cassandra lightweight
-transactions (``INSERT ... IF NOT EXISTS``) on the person row and on the (hospital, MRN) row
+embedded implementation (``identity.db`` in the data dir). Uniqueness rests on three
+conditional inserts, :meth:`~IdentityStore.create_person_if_absent`,
+:meth:`~IdentityStore.link_mrn_if_absent` and :meth:`~IdentityStore.claim_national_id`,
+which map one-to-one onto Cassandra lightweight transactions (``INSERT ... IF NOT EXISTS``)
 in :class:`~services.identity.store_cassandra.CassandraIdentityStore`. The contract suite in
 tests/contract/test_identity_store_contract.py holds both backends to the same behaviour.
-No national ID number is ever given to the store: only person tokens.
+The store is given keyed hashes only: person tokens, record-number hashes, ID hashes.
 """
 
 from __future__ import annotations
@@ -17,18 +18,38 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from healthbank.records import to_micros
+from healthbank.records import from_micros, to_micros
 from healthbank.storage.sqlite import SqliteDatabase
-from services.identity.domain import HospitalLink
+from services.identity.domain import HospitalLink, PendingMerge
 
 
 class IdentityStore(Protocol):
     """Persistence of the master patient index."""
 
     async def create_person_if_absent(
-        self, person_token: str, sealed_demographics: bytes | None, create_time: datetime
+        self,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        create_time: datetime,
+        national_id_hash: str | None = None,
     ) -> bool:
-        """Create the person unless it exists; True if this call created it."""
+        """Create the person unless it exists; True if this call created it.
+
+        ``national_id_hash`` fills the person's one national-ID slot (see
+        :meth:`reserve_national_id`) for a person created from a national ID.
+        """
+        ...
+
+    async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
+        """Fill an existing person's national-ID slot unless it is filled already.
+
+        Returns the hash in the slot after the call. The slot keeps a person from taking two
+        national IDs; :meth:`claim_national_id` decides who holds an ID.
+        """
+        ...
+
+    async def release_national_id(self, person_token: str, national_id_hash: str) -> None:
+        """Empty the person's slot if it holds ``national_id_hash`` (a claim that was lost)."""
         ...
 
     async def person_exists(self, person_token: str) -> bool:
@@ -36,21 +57,42 @@ class IdentityStore(Protocol):
         ...
 
     async def link_mrn_if_absent(
-        self, hospital_id: str, mrn: str, person_token: str, link_time: datetime
+        self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> str:
-        """Link (hospital, MRN) to the person unless it is linked already.
+        """Link (hospital, MRN hash) to the person unless it is linked already.
 
         Returns the person token the link points to after the call: ``person_token``, or the
         token an earlier (possibly concurrent) call linked it to.
         """
         ...
 
-    async def linked_person(self, hospital_id: str, mrn: str) -> str | None:
-        """The person token (hospital, MRN) is linked to, or None."""
+    async def linked_person(self, hospital_id: str, mrn_hash: str) -> str | None:
+        """The person token (hospital, MRN hash) is linked to, or None."""
         ...
 
     async def links_of(self, person_token: str) -> list[HospitalLink]:
-        """The person's hospital record numbers, ordered by hospital then MRN."""
+        """The person's hospital links, ordered by hospital then MRN hash."""
+        ...
+
+    async def claim_national_id(
+        self, national_id_hash: str, person_token: str, claim_time: datetime
+    ) -> str:
+        """Make ``person_token`` the holder of a national ID unless someone holds it already.
+
+        Returns the holder after the call: ``person_token`` or the earlier claimant.
+        """
+        ...
+
+    async def national_id_holder(self, national_id_hash: str) -> str | None:
+        """The person token holding a national ID, or None."""
+        ...
+
+    async def record_pending_merge(self, merge: PendingMerge) -> None:
+        """Remember two persons a message says are one (the first report of a pair is kept)."""
+        ...
+
+    async def pending_merges(self) -> list[PendingMerge]:
+        """Every pending merge, ordered by the two person tokens."""
         ...
 
     async def check(self) -> None:
@@ -78,6 +120,36 @@ _SQLITE_MIGRATIONS = [
     ) WITHOUT ROWID;
     CREATE INDEX mrn_links_by_person ON mrn_links (person_token, hospital_id, mrn)
     """,
+    # ADR 16: record numbers only as keyed hashes (the clear links are dropped), national
+    # IDs claimed by a person, and pending merges. Every person created before was created
+    # from a national ID, and its token is that ID's hash: that fills its slot and claim.
+    """
+    DROP TABLE mrn_links;
+    CREATE TABLE mrn_hash_links (
+        hospital_id TEXT NOT NULL,
+        mrn_hash TEXT NOT NULL,
+        person_token TEXT NOT NULL REFERENCES persons (person_token),
+        link_time INTEGER NOT NULL,
+        PRIMARY KEY (hospital_id, mrn_hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX mrn_hash_links_by_person ON mrn_hash_links (person_token, hospital_id, mrn_hash);
+    CREATE TABLE national_ids (
+        national_id_hash TEXT PRIMARY KEY,
+        person_token TEXT NOT NULL,
+        claim_time INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pending_merges (
+        mrn_person_token TEXT NOT NULL,
+        national_id_person_token TEXT NOT NULL,
+        hospital_id TEXT NOT NULL,
+        detect_time INTEGER NOT NULL,
+        PRIMARY KEY (mrn_person_token, national_id_person_token)
+    ) WITHOUT ROWID;
+    ALTER TABLE persons ADD COLUMN national_id_hash TEXT;
+    UPDATE persons SET national_id_hash = person_token;
+    INSERT INTO national_ids (national_id_hash, person_token, claim_time)
+        SELECT person_token, person_token, create_time FROM persons
+    """,
 ]
 
 
@@ -94,19 +166,53 @@ class SqliteIdentityStore:
         return self
 
     async def create_person_if_absent(
-        self, person_token: str, sealed_demographics: bytes | None, create_time: datetime
+        self,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        create_time: datetime,
+        national_id_hash: str | None = None,
     ) -> bool:
         """See IdentityStore.create_person_if_absent."""
 
         def work(connection: sqlite3.Connection) -> bool:
             cursor = connection.execute(
-                "INSERT OR IGNORE INTO persons (person_token, sealed_demographics, create_time) "
-                "VALUES (?, ?, ?)",
-                (person_token, sealed_demographics, to_micros(create_time)),
+                "INSERT OR IGNORE INTO persons"
+                " (person_token, sealed_demographics, create_time, national_id_hash)"
+                " VALUES (?, ?, ?, ?)",
+                (person_token, sealed_demographics, to_micros(create_time), national_id_hash),
             )
             return cursor.rowcount == 1
 
         return await self._db.write(work)
+
+    async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
+        """See IdentityStore.reserve_national_id."""
+
+        def work(connection: sqlite3.Connection) -> str:
+            connection.execute(
+                "UPDATE persons SET national_id_hash = ?"
+                " WHERE person_token = ? AND national_id_hash IS NULL",
+                (national_id_hash, person_token),
+            )
+            row = connection.execute(
+                "SELECT national_id_hash FROM persons WHERE person_token = ?", (person_token,)
+            ).fetchone()
+            reserved: str = row["national_id_hash"]
+            return reserved
+
+        return await self._db.write(work)
+
+    async def release_national_id(self, person_token: str, national_id_hash: str) -> None:
+        """See IdentityStore.release_national_id."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE persons SET national_id_hash = NULL"
+                " WHERE person_token = ? AND national_id_hash = ?",
+                (person_token, national_id_hash),
+            )
+
+        await self._db.write(work)
 
     async def person_exists(self, person_token: str) -> bool:
         """See IdentityStore.person_exists."""
@@ -120,32 +226,32 @@ class SqliteIdentityStore:
         return await self._db.read(work)
 
     async def link_mrn_if_absent(
-        self, hospital_id: str, mrn: str, person_token: str, link_time: datetime
+        self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> str:
         """See IdentityStore.link_mrn_if_absent."""
 
         def work(connection: sqlite3.Connection) -> str:
             connection.execute(
-                "INSERT OR IGNORE INTO mrn_links (hospital_id, mrn, person_token, link_time) "
-                "VALUES (?, ?, ?, ?)",
-                (hospital_id, mrn, person_token, to_micros(link_time)),
+                "INSERT OR IGNORE INTO mrn_hash_links"
+                " (hospital_id, mrn_hash, person_token, link_time) VALUES (?, ?, ?, ?)",
+                (hospital_id, mrn_hash, person_token, to_micros(link_time)),
             )
             row = connection.execute(
-                "SELECT person_token FROM mrn_links WHERE hospital_id = ? AND mrn = ?",
-                (hospital_id, mrn),
+                "SELECT person_token FROM mrn_hash_links WHERE hospital_id = ? AND mrn_hash = ?",
+                (hospital_id, mrn_hash),
             ).fetchone()
             linked: str = row["person_token"]
             return linked
 
         return await self._db.write(work)
 
-    async def linked_person(self, hospital_id: str, mrn: str) -> str | None:
+    async def linked_person(self, hospital_id: str, mrn_hash: str) -> str | None:
         """See IdentityStore.linked_person."""
 
         def work(connection: sqlite3.Connection) -> str | None:
             row = connection.execute(
-                "SELECT person_token FROM mrn_links WHERE hospital_id = ? AND mrn = ?",
-                (hospital_id, mrn),
+                "SELECT person_token FROM mrn_hash_links WHERE hospital_id = ? AND mrn_hash = ?",
+                (hospital_id, mrn_hash),
             ).fetchone()
             return None if row is None else str(row["person_token"])
 
@@ -156,11 +262,79 @@ class SqliteIdentityStore:
 
         def work(connection: sqlite3.Connection) -> list[HospitalLink]:
             rows = connection.execute(
-                "SELECT hospital_id, mrn FROM mrn_links WHERE person_token = ? "
-                "ORDER BY hospital_id, mrn",
+                "SELECT hospital_id, mrn_hash FROM mrn_hash_links WHERE person_token = ? "
+                "ORDER BY hospital_id, mrn_hash",
                 (person_token,),
             ).fetchall()
-            return [HospitalLink(row["hospital_id"], row["mrn"]) for row in rows]
+            return [HospitalLink(row["hospital_id"], row["mrn_hash"]) for row in rows]
+
+        return await self._db.read(work)
+
+    async def claim_national_id(
+        self, national_id_hash: str, person_token: str, claim_time: datetime
+    ) -> str:
+        """See IdentityStore.claim_national_id."""
+
+        def work(connection: sqlite3.Connection) -> str:
+            connection.execute(
+                "INSERT OR IGNORE INTO national_ids (national_id_hash, person_token, claim_time)"
+                " VALUES (?, ?, ?)",
+                (national_id_hash, person_token, to_micros(claim_time)),
+            )
+            row = connection.execute(
+                "SELECT person_token FROM national_ids WHERE national_id_hash = ?",
+                (national_id_hash,),
+            ).fetchone()
+            holder: str = row["person_token"]
+            return holder
+
+        return await self._db.write(work)
+
+    async def national_id_holder(self, national_id_hash: str) -> str | None:
+        """See IdentityStore.national_id_holder."""
+
+        def work(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute(
+                "SELECT person_token FROM national_ids WHERE national_id_hash = ?",
+                (national_id_hash,),
+            ).fetchone()
+            return None if row is None else str(row["person_token"])
+
+        return await self._db.read(work)
+
+    async def record_pending_merge(self, merge: PendingMerge) -> None:
+        """See IdentityStore.record_pending_merge."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR IGNORE INTO pending_merges (mrn_person_token,"
+                " national_id_person_token, hospital_id, detect_time) VALUES (?, ?, ?, ?)",
+                (
+                    merge.mrn_person_token,
+                    merge.national_id_person_token,
+                    merge.hospital_id,
+                    to_micros(merge.detect_time),
+                ),
+            )
+
+        await self._db.write(work)
+
+    async def pending_merges(self) -> list[PendingMerge]:
+        """See IdentityStore.pending_merges."""
+
+        def work(connection: sqlite3.Connection) -> list[PendingMerge]:
+            rows = connection.execute(
+                "SELECT * FROM pending_merges ORDER BY mrn_person_token, national_id_person_token"
+            ).fetchall()
+            return [
+                PendingMerge(
+                    row["mrn_person_token"],
+                    row["national_id_person_token"],
+                    row["hospital_id"],
+                    from_micros(row["detect_time"]),
+                )
+                for row in rows
+            ]
 
         return await self._db.read(work)
 

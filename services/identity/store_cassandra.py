@@ -3,48 +3,67 @@
 Tables, one per query:
 
 - ``persons``: one row per person token, created only by ``INSERT ... IF NOT EXISTS``, so
-  concurrent resolves of one national ID (in any number of processes) create it once.
-- ``mrn_links``: the (hospital, MRN) → person link, partitioned by (hospital, MRN) and
-  created only by ``INSERT ... IF NOT EXISTS``: the first link wins and never moves.
-- ``person_links``: the same links partitioned by person and clustered by (hospital, MRN),
-  for GetPerson. It is a copy written after the link's lightweight transaction; the link row
-  carries ``listed = true`` once its copy exists, and whoever next finds the link unlisted
-  (a crash between the two writes) writes the copy again. Copies are idempotent upserts.
+  concurrent resolves of one person (in any number of processes) create it once.
+- ``national_ids``: a national ID's keyed hash → the person holding it, claimed only by
+  ``INSERT ... IF NOT EXISTS``: the first claim wins and never moves, so two hospitals
+  registering one ID at the same moment get one person.
+- ``mrn_hash_links``: the (hospital, MRN hash) → person link, partitioned by (hospital, MRN
+  hash) and created only by ``INSERT ... IF NOT EXISTS``: the first link wins, never moves.
+- ``person_mrn_hashes``: the same links partitioned by person and clustered by (hospital,
+  MRN hash), for GetPerson. It is a copy written after the link's lightweight transaction;
+  the link row carries ``listed = true`` once its copy exists, and whoever next finds the
+  link unlisted (a crash between the two writes) writes the copy again. Copies are
+  idempotent upserts.
+- ``pending_merges``: pairs of persons a message said are one, for the MPI's review.
 
-Only person tokens reach this store, never national ID numbers; demographics arrive sealed.
+Only keyed hashes reach this store: person tokens, MRN hashes, national-ID hashes;
+demographics arrive sealed.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from healthbank.storage.cassandra import CassandraDatabase
-from services.identity.domain import HospitalLink
+from services.identity.domain import HospitalLink, PendingMerge
 
 MIGRATIONS = [
+    # Version 1 once also created the clear-MRN tables ``mrn_links`` and ``person_links``
+    # and persons without ``national_id_hash``; a fresh keyspace gets the current persons
+    # table here, and version 2 (idempotent) brings an old keyspace to the same place.
     """
     CREATE TABLE IF NOT EXISTS persons (
         person_token text PRIMARY KEY,
         sealed_demographics blob,
-        create_time timestamp
+        create_time timestamp,
+        national_id_hash text
+    )
+    """,
+    # ADR 16: record numbers as keyed hashes (the clear ones are dropped: they cannot be
+    # rehashed without the key), national-ID claims, pending merges.
+    """
+    ALTER TABLE persons ADD IF NOT EXISTS national_id_hash text;
+    DROP TABLE IF EXISTS mrn_links;
+    DROP TABLE IF EXISTS person_links;
+    CREATE TABLE IF NOT EXISTS mrn_hash_links (
+        hospital_id text, mrn_hash text, person_token text, link_time timestamp,
+        listed boolean,
+        PRIMARY KEY ((hospital_id, mrn_hash))
     );
-    CREATE TABLE IF NOT EXISTS mrn_links (
-        hospital_id text, mrn text, person_token text, link_time timestamp, listed boolean,
-        PRIMARY KEY ((hospital_id, mrn))
+    CREATE TABLE IF NOT EXISTS person_mrn_hashes (
+        person_token text, hospital_id text, mrn_hash text, link_time timestamp,
+        PRIMARY KEY ((person_token), hospital_id, mrn_hash)
+    ) WITH CLUSTERING ORDER BY (hospital_id ASC, mrn_hash ASC);
+    CREATE TABLE IF NOT EXISTS national_ids (
+        national_id_hash text PRIMARY KEY, person_token text, claim_time timestamp
     );
-    CREATE TABLE IF NOT EXISTS person_links (
-        person_token text, hospital_id text, mrn text, link_time timestamp,
-        PRIMARY KEY ((person_token), hospital_id, mrn)
-    ) WITH CLUSTERING ORDER BY (hospital_id ASC, mrn ASC)
+    CREATE TABLE IF NOT EXISTS pending_merges (
+        mrn_person_token text, national_id_person_token text, hospital_id text,
+        detect_time timestamp,
+        PRIMARY KEY ((mrn_person_token), national_id_person_token)
+    )
     """,
 ]
-
-# Two forms so a person without demographics gets no null cell (a tombstone) at all.
-_CREATE_PERSON = (
-    "INSERT INTO persons (person_token, sealed_demographics, create_time) VALUES (?, ?, ?)"
-    " IF NOT EXISTS"
-)
-_CREATE_BARE_PERSON = "INSERT INTO persons (person_token, create_time) VALUES (?, ?) IF NOT EXISTS"
 
 
 class CassandraIdentityStore:
@@ -60,16 +79,44 @@ class CassandraIdentityStore:
         return self
 
     async def create_person_if_absent(
-        self, person_token: str, sealed_demographics: bytes | None, create_time: datetime
+        self,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        create_time: datetime,
+        national_id_hash: str | None = None,
     ) -> bool:
         """See IdentityStore.create_person_if_absent."""
-        if sealed_demographics is None:
-            rows = await self._db.execute(_CREATE_BARE_PERSON, (person_token, create_time))
-        else:
-            rows = await self._db.execute(
-                _CREATE_PERSON, (person_token, sealed_demographics, create_time)
-            )
+        # Only the columns that have values: a null cell would be a tombstone.
+        values: dict[str, object] = {"person_token": person_token, "create_time": create_time}
+        if sealed_demographics is not None:
+            values["sealed_demographics"] = sealed_demographics
+        if national_id_hash is not None:
+            values["national_id_hash"] = national_id_hash
+        rows = await self._db.execute(
+            f"INSERT INTO persons ({', '.join(values)})"
+            f" VALUES ({', '.join('?' for _ in values)}) IF NOT EXISTS",
+            tuple(values.values()),
+        )
         return bool(rows[0].applied)
+
+    async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
+        """See IdentityStore.reserve_national_id."""
+        rows = await self._db.execute(
+            "UPDATE persons SET national_id_hash = ? WHERE person_token = ?"
+            " IF national_id_hash = null",
+            (national_id_hash, person_token),
+        )
+        reservation = rows[0]
+        reserved: str = national_id_hash if reservation.applied else reservation.national_id_hash
+        return reserved
+
+    async def release_national_id(self, person_token: str, national_id_hash: str) -> None:
+        """See IdentityStore.release_national_id."""
+        await self._db.execute(
+            "UPDATE persons SET national_id_hash = null WHERE person_token = ?"
+            " IF national_id_hash = ?",
+            (person_token, national_id_hash),
+        )
 
     async def person_exists(self, person_token: str) -> bool:
         """See IdentityStore.person_exists."""
@@ -79,46 +126,100 @@ class CassandraIdentityStore:
         return bool(rows)
 
     async def link_mrn_if_absent(
-        self, hospital_id: str, mrn: str, person_token: str, link_time: datetime
+        self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> str:
         """See IdentityStore.link_mrn_if_absent."""
         rows = await self._db.execute(
-            "INSERT INTO mrn_links (hospital_id, mrn, person_token, link_time) VALUES (?, ?, ?, ?)"
-            " IF NOT EXISTS",
-            (hospital_id, mrn, person_token, link_time),
+            "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time)"
+            " VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            (hospital_id, mrn_hash, person_token, link_time),
         )
         claim = rows[0]
         if claim.applied:
-            await self._list(hospital_id, mrn, person_token, link_time)
+            await self._list(hospital_id, mrn_hash, person_token, link_time)
             return person_token
         # Linked before (maybe by a concurrent call that has not listed it yet, or by an
         # attempt that died before listing it): listing again is harmless.
         linked: str = claim.person_token
         if linked == person_token and not claim.listed:
-            await self._list(hospital_id, mrn, linked, claim.link_time)
+            await self._list(hospital_id, mrn_hash, linked, claim.link_time)
         return linked
 
-    async def linked_person(self, hospital_id: str, mrn: str) -> str | None:
+    async def linked_person(self, hospital_id: str, mrn_hash: str) -> str | None:
         """See IdentityStore.linked_person."""
         rows = await self._db.execute(
-            "SELECT person_token, link_time, listed FROM mrn_links"
-            " WHERE hospital_id = ? AND mrn = ?",
-            (hospital_id, mrn),
+            "SELECT person_token, link_time, listed FROM mrn_hash_links"
+            " WHERE hospital_id = ? AND mrn_hash = ?",
+            (hospital_id, mrn_hash),
         )
         if not rows:
             return None
         link = rows[0]
         if not link.listed:
-            await self._list(hospital_id, mrn, link.person_token, link.link_time)
+            await self._list(hospital_id, mrn_hash, link.person_token, link.link_time)
         linked: str = link.person_token
         return linked
 
     async def links_of(self, person_token: str) -> list[HospitalLink]:
-        """See IdentityStore.links_of (the clustering order is hospital, then MRN)."""
+        """See IdentityStore.links_of (the clustering order is hospital, then MRN hash)."""
         rows = await self._db.execute(
-            "SELECT hospital_id, mrn FROM person_links WHERE person_token = ?", (person_token,)
+            "SELECT hospital_id, mrn_hash FROM person_mrn_hashes WHERE person_token = ?",
+            (person_token,),
         )
-        return [HospitalLink(row.hospital_id, row.mrn) for row in rows]
+        return [HospitalLink(row.hospital_id, row.mrn_hash) for row in rows]
+
+    async def claim_national_id(
+        self, national_id_hash: str, person_token: str, claim_time: datetime
+    ) -> str:
+        """See IdentityStore.claim_national_id."""
+        rows = await self._db.execute(
+            "INSERT INTO national_ids (national_id_hash, person_token, claim_time)"
+            " VALUES (?, ?, ?) IF NOT EXISTS",
+            (national_id_hash, person_token, claim_time),
+        )
+        claim = rows[0]
+        holder: str = person_token if claim.applied else claim.person_token
+        return holder
+
+    async def national_id_holder(self, national_id_hash: str) -> str | None:
+        """See IdentityStore.national_id_holder."""
+        rows = await self._db.execute(
+            "SELECT person_token FROM national_ids WHERE national_id_hash = ?",
+            (national_id_hash,),
+        )
+        return str(rows[0].person_token) if rows else None
+
+    async def record_pending_merge(self, merge: PendingMerge) -> None:
+        """See IdentityStore.record_pending_merge (conditional: the first report is kept)."""
+        await self._db.execute(
+            "INSERT INTO pending_merges (mrn_person_token, national_id_person_token,"
+            " hospital_id, detect_time) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            (
+                merge.mrn_person_token,
+                merge.national_id_person_token,
+                merge.hospital_id,
+                merge.detect_time,
+            ),
+        )
+
+    async def pending_merges(self) -> list[PendingMerge]:
+        """See IdentityStore.pending_merges (a scan: the table is a small review queue)."""
+        rows = await self._db.execute(
+            "SELECT mrn_person_token, national_id_person_token, hospital_id, detect_time"
+            " FROM pending_merges"
+        )
+        merges = [
+            PendingMerge(
+                row.mrn_person_token,
+                row.national_id_person_token,
+                row.hospital_id,
+                _utc(row.detect_time),
+            )
+            for row in rows
+        ]
+        return sorted(
+            merges, key=lambda merge: (merge.mrn_person_token, merge.national_id_person_token)
+        )
 
     async def check(self) -> None:
         """See IdentityStore.check."""
@@ -129,16 +230,21 @@ class CassandraIdentityStore:
         await self._db.close()
 
     async def _list(
-        self, hospital_id: str, mrn: str, person_token: str, link_time: datetime
+        self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> None:
         """Copy a won link into its person's partition, then mark the link listed."""
         await self._db.execute(
-            "INSERT INTO person_links (person_token, hospital_id, mrn, link_time)"
+            "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash, link_time)"
             " VALUES (?, ?, ?, ?)",
-            (person_token, hospital_id, mrn, link_time),
+            (person_token, hospital_id, mrn_hash, link_time),
         )
         # A plain write to a column no lightweight transaction reads or conditions on.
         await self._db.execute(
-            "UPDATE mrn_links SET listed = true WHERE hospital_id = ? AND mrn = ?",
-            (hospital_id, mrn),
+            "UPDATE mrn_hash_links SET listed = true WHERE hospital_id = ? AND mrn_hash = ?",
+            (hospital_id, mrn_hash),
         )
+
+
+def _utc(moment: datetime) -> datetime:
+    """Cassandra returns naive UTC timestamps."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -83,12 +83,6 @@ def _identity_error(exc: grpc.aio.AioRpcError, paths: Mapping[str, str]) -> Exce
             (_content_path(field, paths), description)
             for field, description in details.field_violations
         ] or [(paths.get("identifiers", "content"), "the patient's identity was rejected")]
-        if details.reason == "NATIONAL_ID_REQUIRED":
-            return PatientRejected(
-                "UNKNOWN_PATIENT",
-                "the patient is not known yet: the message must carry the national ID",
-                violations,
-            )
         return PatientRejected(
             "IDENTITY_REJECTED", "the patient's identity was rejected", violations
         )

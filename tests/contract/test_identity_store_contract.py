@@ -1,25 +1,32 @@
 """One contract for the identity store, run against SQLite and real Cassandra.
 
-Both backends must create a person once and link a (hospital, MRN) once however many
-resolves race, also when they run in separate store instances (processes) on the same
-data: the master patient index never hands out two tokens for one national ID.
+Both backends must create a person once, link a (hospital, MRN hash) once and give a
+national ID one holder however many resolves race, also when they run in separate store
+instances (processes) on the same data: the master patient index never hands out two tokens
+for one national ID, also for patients first known by a record number only. Neither backend
+ever holds a record number or national ID in clear.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import pytest
 from contract_support import StoreKind, Stores
 
 from healthbank.contracts.natid import make_national_id
+from healthbank.contracts.principal import Principal, PrincipalKind
 from healthbank.crypto import LocalKeyring, Sealer
 from services.identity.domain import (
     Demographics,
     HospitalLink,
+    IdentityRead,
     MatchMethod,
     MrnLinkedToOtherPerson,
+    PendingMerge,
+    PersonNotFound,
     Resolution,
 )
 from services.identity.index import MasterPatientIndex
@@ -29,6 +36,9 @@ from services.identity.store_cassandra import MIGRATIONS, CassandraIdentityStore
 T0 = datetime(2024, 5, 1, 8, 0, 0, 123000, tzinfo=UTC)
 PERSON = "a" * 64
 OTHER = "b" * 64
+# Stored forms of record numbers (keyed hashes; the store never sees an MRN).
+MRN_HASH = "d" * 64
+MRN_HASH_2 = "e" * 64
 NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
 OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
 
@@ -43,8 +53,23 @@ def store_kind() -> StoreKind:
     )
 
 
+RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup")
+
+
+@dataclass
+class RecordedReads:
+    """The reads an index reported (the audit service's part is tested in tests/services)."""
+
+    reads: list[tuple[Principal, str, IdentityRead]] = field(default_factory=list)
+
+    async def record_read(self, actor: Principal, person_token: str, read: IdentityRead) -> None:
+        self.reads.append((actor, person_token, read))
+
+
 def index_on(store: IdentityStore, keyring: LocalKeyring) -> MasterPatientIndex:
-    return MasterPatientIndex(store, keyring, Sealer(keyring, 60, 1000), lambda: T0)
+    return MasterPatientIndex(
+        store, keyring, Sealer(keyring, 60, 1000), lambda: T0, RecordedReads()
+    )
 
 
 # --- persons -------------------------------------------------------------------------------
@@ -79,28 +104,75 @@ async def test_racing_creates_across_instances_create_one_person(backend: Backen
 async def test_first_link_wins_and_never_moves(store: IdentityStore) -> None:
     await store.create_person_if_absent(PERSON, None, T0)
     await store.create_person_if_absent(OTHER, None, T0)
-    assert await store.linked_person("h1", "MRN-1") is None
-    assert await store.link_mrn_if_absent("h1", "MRN-1", PERSON, T0) == PERSON
-    assert await store.link_mrn_if_absent("h1", "MRN-1", PERSON, T0) == PERSON
-    assert await store.link_mrn_if_absent("h1", "MRN-1", OTHER, T0) == PERSON
-    assert await store.linked_person("h1", "MRN-1") == PERSON
+    assert await store.linked_person("h1", MRN_HASH) is None
+    assert await store.link_mrn_if_absent("h1", MRN_HASH, PERSON, T0) == PERSON
+    assert await store.link_mrn_if_absent("h1", MRN_HASH, PERSON, T0) == PERSON
+    assert await store.link_mrn_if_absent("h1", MRN_HASH, OTHER, T0) == PERSON
+    assert await store.linked_person("h1", MRN_HASH) == PERSON
     # The same MRN at another hospital is another patient record.
-    assert await store.link_mrn_if_absent("h2", "MRN-1", OTHER, T0) == OTHER
-    assert await store.links_of(PERSON) == [HospitalLink("h1", "MRN-1")]
-    assert await store.links_of(OTHER) == [HospitalLink("h2", "MRN-1")]
+    assert await store.link_mrn_if_absent("h2", MRN_HASH, OTHER, T0) == OTHER
+    assert await store.links_of(PERSON) == [HospitalLink("h1", MRN_HASH)]
+    assert await store.links_of(OTHER) == [HospitalLink("h2", MRN_HASH)]
 
 
-async def test_links_are_ordered_by_hospital_then_mrn(store: IdentityStore) -> None:
+async def test_links_are_ordered_by_hospital_then_mrn_hash(store: IdentityStore) -> None:
     await store.create_person_if_absent(PERSON, None, T0)
-    for hospital_id, mrn in [("h2", "b"), ("h1", "z"), ("h2", "a"), ("h1", "a")]:
-        await store.link_mrn_if_absent(hospital_id, mrn, PERSON, T0)
+    for hospital_id, mrn_hash in [("h2", "b"), ("h1", "z"), ("h2", "a"), ("h1", "a")]:
+        await store.link_mrn_if_absent(hospital_id, mrn_hash * 64, PERSON, T0)
     assert await store.links_of(PERSON) == [
-        HospitalLink("h1", "a"),
-        HospitalLink("h1", "z"),
-        HospitalLink("h2", "a"),
-        HospitalLink("h2", "b"),
+        HospitalLink("h1", "a" * 64),
+        HospitalLink("h1", "z" * 64),
+        HospitalLink("h2", "a" * 64),
+        HospitalLink("h2", "b" * 64),
     ]
     assert await store.links_of(OTHER) == []
+
+
+# --- national IDs and pending merges ------------------------------------------------------
+
+
+async def test_a_national_id_has_one_holder(store: IdentityStore) -> None:
+    assert await store.national_id_holder("1" * 64) is None
+    assert await store.claim_national_id("1" * 64, PERSON, T0) == PERSON
+    assert await store.claim_national_id("1" * 64, OTHER, T0) == PERSON
+    assert await store.national_id_holder("1" * 64) == PERSON
+
+
+async def test_a_person_takes_one_national_id(store: IdentityStore) -> None:
+    await store.create_person_if_absent(PERSON, None, T0)
+    assert await store.reserve_national_id(PERSON, "1" * 64) == "1" * 64
+    assert await store.reserve_national_id(PERSON, "2" * 64) == "1" * 64
+    # Releasing another ID than the one held changes nothing; releasing the held one frees it.
+    await store.release_national_id(PERSON, "2" * 64)
+    assert await store.reserve_national_id(PERSON, "2" * 64) == "1" * 64
+    await store.release_national_id(PERSON, "1" * 64)
+    assert await store.reserve_national_id(PERSON, "2" * 64) == "2" * 64
+    # A person created from a national ID holds it from the start.
+    await store.create_person_if_absent(OTHER, None, T0, "3" * 64)
+    assert await store.reserve_national_id(OTHER, "4" * 64) == "3" * 64
+
+
+async def test_pending_merges_keep_the_first_report(store: IdentityStore) -> None:
+    assert await store.pending_merges() == []
+    first = PendingMerge(PERSON, OTHER, "h1", T0)
+    await store.record_pending_merge(first)
+    await store.record_pending_merge(PendingMerge(PERSON, OTHER, "h2", datetime.now(UTC)))
+    assert await store.pending_merges() == [first]
+
+
+async def test_racing_claims_across_instances_agree_on_one_holder(backend: Backend) -> None:
+    stores = [await backend.open_store(), await backend.open_store()]
+    people = [f"{index:064x}" for index in range(10)]
+    holders = await asyncio.gather(
+        *(
+            stores[attempt % 2].claim_national_id("1" * 64, people[attempt % 10], T0)
+            for attempt in range(20)
+        )
+    )
+    (holder,) = set(holders)
+    assert holder in people
+    for store in stores:
+        assert await store.national_id_holder("1" * 64) == holder
 
 
 async def test_racing_links_across_instances_agree_on_one_person(backend: Backend) -> None:
@@ -153,8 +225,9 @@ async def test_twenty_racing_resolves_make_one_person(
 
     (token,) = tokens
     assert await backend.count_rows("persons") == 1
-    assert len(await indexes[0].links_of(token)) == 21
-    assert await indexes[1].links_of(token) == await indexes[0].links_of(token)
+    links = await indexes[0].links_of(RECORD_LOOKUP, token)
+    assert len(links) == 21
+    assert await indexes[1].links_of(RECORD_LOOKUP, token) == links
 
 
 async def test_racing_resolves_of_two_people_for_one_mrn_link_only_one(
@@ -175,7 +248,204 @@ async def test_racing_resolves_of_two_people_for_one_mrn_link_only_one(
     # The loser's national ID resolves to a different person: every one of its calls refused.
     assert len(refused) == 10
     (winner,) = winners
-    assert await indexes[0].links_of(winner) == [HospitalLink("h1", "shared")]
+    assert [link.hospital_id for link in await indexes[0].links_of(RECORD_LOOKUP, winner)] == ["h1"]
+
+
+async def test_a_patient_without_a_national_id_is_a_person(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    index = index_on(await backend.open_store(), keyring)
+    created = await index.resolve("h1", "MRN-1", None, Demographics(family_name="Zhang"))
+    assert created.match_method == MatchMethod.CREATED
+    assert len(created.person_token) == 64
+    again = await index.resolve("h1", "MRN-1", None, None)
+    assert again == Resolution(created.person_token, MatchMethod.HOSPITAL_MRN)
+    # Another hospital's record number with the same value is another patient.
+    other = await index.resolve("h2", "MRN-1", None, None)
+    assert other.person_token != created.person_token
+    # Another index (process) agrees on both.
+    second = index_on(await backend.open_store(), keyring)
+    assert (await second.resolve("h1", "MRN-1", None, None)).person_token == created.person_token
+    with pytest.raises(PersonNotFound):
+        await index.lookup(RECORD_LOOKUP, NATIONAL_ID)
+
+
+async def test_a_national_id_arriving_later_is_attached_to_the_person(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    index = index_on(await backend.open_store(), keyring)
+    first = await index.resolve("h1", "MRN-1", None, None)
+    attached = await index.resolve("h1", "MRN-1", NATIONAL_ID, None)
+    assert attached == Resolution(first.person_token, MatchMethod.HOSPITAL_MRN)
+    assert await index.lookup(RECORD_LOOKUP, NATIONAL_ID) == first.person_token
+    # The ID now finds the same person from another hospital.
+    elsewhere = await index.resolve("h2", "X-9", NATIONAL_ID, None)
+    assert elsewhere == Resolution(first.person_token, MatchMethod.NATIONAL_ID)
+    assert [
+        link.hospital_id for link in await index.links_of(RECORD_LOOKUP, first.person_token)
+    ] == [
+        "h1",
+        "h2",
+    ]
+    # A second national ID for the same person is refused, and nothing moves.
+    with pytest.raises(MrnLinkedToOtherPerson):
+        await index.resolve("h1", "MRN-1", OTHER_NATIONAL_ID, None)
+    with pytest.raises(PersonNotFound):
+        await index.lookup(RECORD_LOOKUP, OTHER_NATIONAL_ID)
+    assert await index.pending_merges() == []
+
+
+async def test_a_national_id_held_by_another_person_is_a_pending_merge(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    index = index_on(await backend.open_store(), keyring)
+    by_id = await index.resolve("h2", "B-1", NATIONAL_ID, None)
+    by_mrn = await index.resolve("h1", "A-1", None, None)
+    assert by_id.person_token != by_mrn.person_token
+    with pytest.raises(MrnLinkedToOtherPerson):
+        await index.resolve("h1", "A-1", NATIONAL_ID, None)
+    # Not merged: each keeps what it had, and the pair waits for the MPI's review.
+    assert await index.lookup(RECORD_LOOKUP, NATIONAL_ID) == by_id.person_token
+    assert (await index.resolve("h1", "A-1", None, None)).person_token == by_mrn.person_token
+    assert await index.pending_merges() == [
+        PendingMerge(by_mrn.person_token, by_id.person_token, "h1", T0)
+    ]
+
+
+async def test_racing_attaches_of_one_national_id_give_it_one_holder(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    """Two hospitals that each know the patient by record number only send the ID at once."""
+    indexes = [index_on(await backend.open_store(), keyring) for _ in range(2)]
+    persons = [
+        (await indexes[0].resolve(hospital_id, "M", None, None)).person_token
+        for hospital_id in ("h1", "h2")
+    ]
+    results = await asyncio.gather(
+        *(
+            indexes[attempt % 2].resolve(("h1", "h2")[attempt % 2], "M", NATIONAL_ID, None)
+            for attempt in range(10)
+        ),
+        return_exceptions=True,
+    )
+    holder = await indexes[0].lookup(RECORD_LOOKUP, NATIONAL_ID)
+    assert holder in persons
+    (loser,) = set(persons) - {holder}
+    for result in results:
+        if isinstance(result, Resolution):
+            assert result.person_token == holder
+        else:
+            assert isinstance(result, MrnLinkedToOtherPerson)
+    assert [
+        (m.mrn_person_token, m.national_id_person_token) for m in await indexes[1].pending_merges()
+    ] == [(loser, holder)]
+
+
+async def test_hospitals_registering_one_new_national_id_at_once_get_one_person(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    indexes = [index_on(await backend.open_store(), keyring) for _ in range(2)]
+    hospitals = [f"h{number}" for number in range(6)]
+    results = await asyncio.gather(
+        *(
+            indexes[attempt % 2].resolve(hospital_id, f"M-{attempt}", NATIONAL_ID, None)
+            for attempt, hospital_id in enumerate(hospitals * 2)
+        )
+    )
+    (token,) = {result.person_token for result in results}
+    assert [result.match_method for result in results].count(MatchMethod.CREATED) == 1
+    assert await indexes[0].lookup(RECORD_LOOKUP, NATIONAL_ID) == token
+    links = await indexes[1].links_of(RECORD_LOOKUP, token)
+    assert sorted(link.hospital_id for link in links) == sorted(hospitals * 2)
+    assert await backend.count_rows("persons") == 1
+
+
+async def test_nothing_identifying_is_stored_in_clear(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    index = index_on(await backend.open_store(), keyring)
+    mrn = "MRN-5551234"
+    await index.resolve("h1", mrn, None, Demographics(family_name="Zhangsanfeng"))
+    await index.resolve("h1", mrn, NATIONAL_ID, None)
+    await index.resolve("h2", "MRN-7770001", NATIONAL_ID, None)
+    if backend.database is None:
+        stored = b"".join(path.read_bytes() for path in backend.data_dir.glob("identity.db*"))
+    else:
+        stored = b""
+        for table in ("persons", "national_ids", "mrn_hash_links", "person_mrn_hashes"):
+            for row in await backend.database.execute(f"SELECT * FROM {table}"):
+                stored += b"".join(
+                    value if isinstance(value, bytes) else str(value).encode() for value in row
+                )
+    assert b"h1" in stored  # the search does see the rows
+    for secret in (mrn, "MRN-7770001", "5551234", NATIONAL_ID, "Zhangsanfeng"):
+        assert secret.encode() not in stored
+
+
+async def test_index_reads_are_reported_to_the_audit(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    reads = RecordedReads()
+    index = MasterPatientIndex(
+        await backend.open_store(), keyring, Sealer(keyring, 60, 1000), lambda: T0, reads
+    )
+    token = (await index.resolve("h1", "1", NATIONAL_ID, None)).person_token
+    assert reads.reads == []  # resolving is a write, audited by ingest
+    await index.lookup(RECORD_LOOKUP, NATIONAL_ID)
+    await index.links_of(RECORD_LOOKUP, token)
+    with pytest.raises(PersonNotFound):
+        await index.lookup(RECORD_LOOKUP, OTHER_NATIONAL_ID)
+    assert reads.reads == [
+        (RECORD_LOOKUP, token, IdentityRead.NATIONAL_ID_LOOKUP),
+        (RECORD_LOOKUP, token, IdentityRead.PERSON),
+    ]
+
+
+@dataclass
+class CountingKeys:
+    """The real keyring, counting the pseudonym calls that reach it (Vault round trips)."""
+
+    keyring: LocalKeyring
+    pseudonym_calls: int = 0
+
+    async def pseudonym(self, domain: str, value: str) -> str:
+        self.pseudonym_calls += 1
+        return await self.keyring.pseudonym(domain, value)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.keyring, name)
+
+
+async def test_a_known_patient_resolves_without_the_key_provider(
+    store: IdentityStore, keyring: LocalKeyring
+) -> None:
+    keys = CountingKeys(keyring)
+    index = MasterPatientIndex(
+        store,
+        keys,
+        Sealer(keyring, 60, 1000),
+        lambda: T0,
+        RecordedReads(),
+    )
+    token = (await index.resolve("h1", "MRN-1", NATIONAL_ID, None)).person_token
+    warmed = keys.pseudonym_calls
+    for _ in range(3):
+        assert (await index.resolve("h1", "MRN-1", NATIONAL_ID, None)).person_token == token
+        assert (await index.resolve("h1", "MRN-1", None, None)).person_token == token
+    assert keys.pseudonym_calls == warmed
+
+    # A restarted process derives its MRN key once, then resolves known MRNs locally.
+    restarted_keys = CountingKeys(keyring)
+    restarted = MasterPatientIndex(
+        store,
+        restarted_keys,
+        Sealer(keyring, 60, 1000),
+        lambda: T0,
+        RecordedReads(),
+    )
+    for _ in range(3):
+        assert (await restarted.resolve("h1", "MRN-1", None, None)).person_token == token
+    assert restarted_keys.pseudonym_calls == 1
 
 
 # --- Cassandra: the per-person copy of a link -------------------------------------------
@@ -190,24 +460,24 @@ async def test_a_link_whose_copy_was_lost_is_listed_again(
     await store.create_person_if_absent(PERSON, None, T0)
     # What a process that died right after winning the link leaves behind.
     await backend.database.execute(
-        "INSERT INTO mrn_links (hospital_id, mrn, person_token, link_time) VALUES (?, ?, ?, ?)"
-        " IF NOT EXISTS",
-        ("h1", "MRN-1", PERSON, T0),
+        "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time)"
+        " VALUES (?, ?, ?, ?) IF NOT EXISTS",
+        ("h1", MRN_HASH, PERSON, T0),
     )
     await backend.database.execute(
-        "INSERT INTO mrn_links (hospital_id, mrn, person_token, link_time) VALUES (?, ?, ?, ?)"
-        " IF NOT EXISTS",
-        ("h1", "MRN-2", PERSON, T0),
+        "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time)"
+        " VALUES (?, ?, ?, ?) IF NOT EXISTS",
+        ("h1", MRN_HASH_2, PERSON, T0),
     )
     assert await store.links_of(PERSON) == []
 
     # A resolve's fast path (an existing link) lists it ...
-    assert await store.linked_person("h1", "MRN-1") == PERSON
+    assert await store.linked_person("h1", MRN_HASH) == PERSON
     # ... and so does a retried link.
-    assert await store.link_mrn_if_absent("h1", "MRN-2", PERSON, T0) == PERSON
+    assert await store.link_mrn_if_absent("h1", MRN_HASH_2, PERSON, T0) == PERSON
     assert await store.links_of(PERSON) == [
-        HospitalLink("h1", "MRN-1"),
-        HospitalLink("h1", "MRN-2"),
+        HospitalLink("h1", MRN_HASH),
+        HospitalLink("h1", MRN_HASH_2),
     ]
-    rows = await backend.database.execute("SELECT listed FROM mrn_links")
+    rows = await backend.database.execute("SELECT listed FROM mrn_hash_links")
     assert [row.listed for row in rows] == [True, True]

@@ -5,6 +5,7 @@ Cassandra + OpenBao + Redis."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from healthbank.common.v1 import common_pb2
 from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient, scenario_a, scenario_b, submit
 from healthbank.dev.devstack import LocalStack, check_health
+from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 
 
@@ -56,6 +58,40 @@ async def test_scenarios_a_and_b(any_stack: LocalStack) -> None:
     assert emergency[0].event.flagged_for_review
     assert emergency[0].leaf_index == b.summary.audit_leaf_index
     assert b.inclusion_verified
+
+
+async def test_a_patient_known_only_by_mrn_is_one_person_and_linked_later(
+    any_stack: LocalStack,
+) -> None:
+    """A bundle whose Patient has only the hospital MRN is stored under one person; the
+    same MRN later with the national ID links the ID to that person, so an emergency swipe
+    of the ID card finds the records (and the lookup is audited)."""
+    client = DemoClient(any_stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(21, mrn_prefix="N")
+    fhir = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+    with_id = synthetic.emergency_history_bundle(person, "noid-2")
+    bundle = json.loads(with_id)
+    patient = bundle["entry"][0]["resource"]
+    patient["identifier"] = [
+        item for item in patient["identifier"] if item.get("system") != synthetic.NATIONAL_ID_SYSTEM
+    ]
+    assert person.national_id not in json.dumps(bundle)
+    try:
+        first = await submit(
+            client, synthetic.HOSPITAL_A, fhir, json.dumps(bundle).encode(), "noid-1"
+        )
+        assert first.outcome == ingest_pb2.OUTCOME_STORED
+        assert len(first.record_names) == 3
+        linked = await submit(client, synthetic.HOSPITAL_A, fhir, with_id, "noid-2")
+        assert linked.person_token == first.person_token
+        b = await scenario_b(client, person, first.person_token)
+    finally:
+        await client.close()
+    assert b.summary.person_token == first.person_token
+    assert b.summary.light == record_lookup_pb2.LIGHT_RED
+    actions = [logged.event.action for logged in b.access_events]
+    assert actions.count(audit_pb2.ACTION_LOOKUP_NATIONAL_ID) == 1
+    assert actions.count(audit_pb2.ACTION_READ_EMERGENCY) == 1
 
 
 async def test_no_identifier_in_files_logs_or_rows(

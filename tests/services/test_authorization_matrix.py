@@ -202,6 +202,13 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "Resolve": lambda: identity_pb2.ResolveRequest(
             hospital_id=HOSPITAL_A, mrn=person.mrn, national_id=person.national_id
         ),
+        "ResolveBatch": lambda: identity_pb2.ResolveBatchRequest(
+            requests=[
+                identity_pb2.ResolveRequest(
+                    hospital_id=HOSPITAL_A, mrn=person.mrn, national_id=person.national_id
+                )
+            ]
+        ),
         "LookupByNationalId": lambda: identity_pb2.LookupByNationalIdRequest(
             national_id=person.national_id
         ),

@@ -1,14 +1,16 @@
 """The identity service over real gRPC: Resolve, LookupByNationalId, GetPerson.
 
-The service runs in-process from its own ``open_service`` on a free port, with the local
-keyring and an SQLite store in a temporary data dir; calls carry signed principal tokens.
-Tests marked ``both_backends`` run again on the real Cassandra (a fresh keyspace each).
+The service runs in-process from its own ``open_service`` on a free port beside the real
+audit service (every read of the index is audited), with the local keyring and SQLite
+stores in a temporary data dir; calls carry signed principal tokens. Tests marked
+``both_backends`` run again on the real Cassandra (fresh keyspaces each).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -19,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
     NOT_SERVING,
     BearerAuth,
+    RunningServices,
     assert_storage_unavailable,
     both_backends,
     cassandra_behind_proxy,
@@ -27,13 +30,20 @@ from service_support import (
     wait_for_health,
 )
 
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.contracts.names import PERSON_NAME_RULE
 from healthbank.contracts.natid import make_national_id
-from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
+from healthbank.contracts.principal import (
+    Principal,
+    PrincipalKind,
+    encode_token,
+    principal_from_proto,
+)
 from healthbank.core.config import Settings
 from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ErrorDetails, error_details
+from services.audit.app import open_service as open_audit
 from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad
 from services.identity.store_cassandra import MIGRATIONS
@@ -53,11 +63,12 @@ PATIENT = Principal(PrincipalKind.PATIENT, "a" * 64)
 
 @dataclass
 class Identity(BearerAuth):
-    """A running identity service and a stub to call it with."""
+    """A running identity service (beside the audit service) and stubs to call them with."""
 
     stub: identity_pb2_grpc.IdentityServiceAsyncStub
     channel: grpc.aio.Channel
     settings: Settings
+    running: RunningServices | None = None
 
     async def resolve(
         self, principal: Principal = INGEST, **fields: Any
@@ -68,15 +79,44 @@ class Identity(BearerAuth):
         )
         return response
 
+    async def lookup(self, national_id: str, principal: Principal = RECORD_LOOKUP) -> str:
+        response = await self.stub.LookupByNationalId(
+            identity_pb2.LookupByNationalIdRequest(national_id=national_id),
+            metadata=self.auth(principal),
+        )
+        return str(response.person_token)
+
+    async def get_person(
+        self, person_token: str, principal: Principal = PRIVACY_OFFICER
+    ) -> identity_pb2.Person:
+        person: identity_pb2.Person = await self.stub.GetPerson(
+            identity_pb2.GetPersonRequest(name=f"persons/{person_token}"),
+            metadata=self.auth(principal),
+        )
+        return person
+
+    async def access_events(self, person_token: str) -> list[audit_pb2.AccessEvent]:
+        """What the audit log lists for the person (asked as the patient), oldest first."""
+        assert self.running is not None
+        audit = audit_pb2_grpc.AuditServiceStub(self.running.channel("audit"))
+        response = await audit.ListAccessEvents(
+            audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}"),
+            metadata=self.auth(Principal(PrincipalKind.PATIENT, person_token)),
+        )
+        return [logged.event for logged in reversed(response.events)]
+
 
 @pytest.fixture
 async def identity(settings: Settings) -> AsyncIterator[Identity]:
-    async with open_service(settings) as host:
-        port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await wait_for_health(channel, SERVICE_NAME)
-            stub = identity_pb2_grpc.IdentityServiceStub(channel)
-            yield Identity(stub, channel, settings)
+    async with AsyncExitStack() as exits:
+        running = RunningServices(exits)
+        await running.start("audit", open_audit(settings))
+        clients = running.clients(settings, SERVICE)
+        await running.start(SERVICE, open_service(settings, clients=clients))
+        channel = running.channel(SERVICE)
+        await wait_for_health(channel, SERVICE_NAME)
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        yield Identity(stub, channel, settings, running)
 
 
 async def stored_rows(settings: Settings, table: str) -> list[dict[str, Any]]:
@@ -90,7 +130,7 @@ async def stored_bytes(settings: Settings) -> bytes:
         return b"".join(path.read_bytes() for path in settings.data_dir.glob("identity.db*"))
     rows = [
         row
-        for table in ("persons", "mrn_links", "person_links")
+        for table in ("persons", "national_ids", "mrn_hash_links", "person_mrn_hashes")
         for row in await stored_rows(settings, table)
     ]
     return b"".join(
@@ -161,10 +201,77 @@ async def test_resolve_refuses_to_move_an_mrn(identity: Identity) -> None:
     assert_no_national_id(details)
 
 
-async def test_resolve_unknown_patient_needs_a_national_id(identity: Identity) -> None:
-    details = await failure(identity.resolve(hospital_id="h1", mrn="new"))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert details.field_violations == [("national_id", "required for a patient not yet known")]
+@both_backends
+async def test_a_patient_without_a_national_id_is_found_by_record_number(
+    identity: Identity,
+) -> None:
+    created = await identity.resolve(hospital_id="h1", mrn="NEWBORN-1")
+    assert created.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert len(created.person_token) == 64
+    again = await identity.resolve(hospital_id="h1", mrn="NEWBORN-1")
+    assert again.person_token == created.person_token
+    assert again.match_method == identity_pb2.MATCH_METHOD_HOSPITAL_MRN
+    # The same record number at another hospital is another patient.
+    elsewhere = await identity.resolve(hospital_id="h2", mrn="NEWBORN-1")
+    assert elsewhere.person_token != created.person_token
+
+
+@both_backends
+async def test_a_national_id_sent_later_is_attached_to_the_person(identity: Identity) -> None:
+    created = await identity.resolve(hospital_id="h1", mrn="UNKNOWN-7")
+    details = await failure(
+        identity.stub.LookupByNationalId(
+            identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
+            metadata=identity.auth(RECORD_LOOKUP),
+        )
+    )
+    assert details.code == grpc.StatusCode.NOT_FOUND
+
+    linked = await identity.resolve(hospital_id="h1", mrn="UNKNOWN-7", national_id=NATIONAL_ID)
+    assert linked.person_token == created.person_token
+    assert await identity.lookup(NATIONAL_ID) == created.person_token
+    from_elsewhere = await identity.resolve(hospital_id="h2", mrn="B-1", national_id=NATIONAL_ID)
+    assert from_elsewhere.person_token == created.person_token
+    assert from_elsewhere.match_method == identity_pb2.MATCH_METHOD_NATIONAL_ID
+
+
+@both_backends
+async def test_a_national_id_held_by_another_person_is_refused_not_merged(
+    identity: Identity,
+) -> None:
+    by_id = await identity.resolve(hospital_id="h2", mrn="B-1", national_id=NATIONAL_ID)
+    by_mrn = await identity.resolve(hospital_id="h1", mrn="A-1")
+    details = await failure(identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID))
+    assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.reason == "MRN_LINKED_TO_OTHER_PERSON"
+    assert details.retry_delay is None
+    assert_no_national_id(details)
+    assert "A-1" not in details.message
+    # Nothing moved; the pair waits for review in the pending merges.
+    assert await identity.lookup(NATIONAL_ID) == by_id.person_token
+    assert (await identity.resolve(hospital_id="h1", mrn="A-1")).person_token == by_mrn.person_token
+    merges = await stored_rows(identity.settings, "pending_merges")
+    assert [
+        (row["mrn_person_token"], row["national_id_person_token"], row["hospital_id"])
+        for row in merges
+    ] == [(by_mrn.person_token, by_id.person_token, "h1")]
+
+
+@both_backends
+async def test_hospitals_registering_one_national_id_at_once_get_one_person(
+    identity: Identity,
+) -> None:
+    results = await asyncio.gather(
+        *(
+            identity.resolve(hospital_id=f"h{index % 5}", mrn=f"M-{index}", national_id=NATIONAL_ID)
+            for index in range(15)
+        )
+    )
+    (token,) = {result.person_token for result in results}
+    methods = [result.match_method for result in results]
+    assert methods.count(identity_pb2.MATCH_METHOD_CREATED) == 1
+    assert await identity.lookup(NATIONAL_ID) == token
+    assert len((await identity.get_person(token)).links) == 15
 
 
 async def test_resolve_empty_request_lists_every_missing_field(identity: Identity) -> None:
@@ -245,7 +352,9 @@ async def test_resolve_rejects_a_forged_token(identity: Identity) -> None:
 
 
 @both_backends
-async def test_national_id_and_demographics_are_never_stored_in_clear(identity: Identity) -> None:
+async def test_national_id_mrn_and_demographics_are_never_stored_in_clear(
+    identity: Identity,
+) -> None:
     demographics = identity_pb2.Demographics(
         family_name="Zhangsanfeng",
         given_name="Wudangpai",
@@ -254,16 +363,18 @@ async def test_national_id_and_demographics_are_never_stored_in_clear(identity: 
         phone="13912345678",
     )
     response = await identity.resolve(
-        hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID, demographics=demographics
+        hospital_id="h1", mrn="MRN-5550123", national_id=NATIONAL_ID, demographics=demographics
     )
+    await identity.resolve(hospital_id="h2", mrn="NOID-7770456")
     stored = await stored_bytes(identity.settings)
     assert response.person_token.encode() in stored
-    for secret in (NATIONAL_ID, "Zhangsanfeng", "Wudangpai", "13912345678", "1980-05-17"):
+    secrets = ("MRN-5550123", "5550123", "NOID-7770456", "7770456", NATIONAL_ID)
+    for secret in (*secrets, "Zhangsanfeng", "Wudangpai", "13912345678", "1980-05-17"):
         assert secret.encode() not in stored
 
     # The sealed profile opens only for its own person.
-    (person,) = await stored_rows(identity.settings, "persons")
-    assert person["person_token"] == response.person_token
+    persons = await stored_rows(identity.settings, "persons")
+    (person,) = [row for row in persons if row["person_token"] == response.person_token]
     sealed = person["sealed_demographics"]
     sealer = build_sealer(identity.settings, build_key_provider(identity.settings))
     opened = await sealer.open(sealed, demographics_aad(response.person_token))
@@ -319,6 +430,71 @@ async def test_concurrent_resolves_of_different_people_for_one_mrn_link_only_one
     for result in results:
         if isinstance(result, grpc.aio.AioRpcError):
             assert error_details(result).reason == "MRN_LINKED_TO_OTHER_PERSON"
+
+
+# --- ResolveBatch --------------------------------------------------------------------------
+
+
+@both_backends
+async def test_resolve_batch_answers_each_request_in_order(identity: Identity) -> None:
+    by_id = await identity.resolve(hospital_id="h2", mrn="B-1", national_id=NATIONAL_ID)
+    batch = identity_pb2.ResolveBatchRequest(
+        requests=[
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="A-1"),
+            identity_pb2.ResolveRequest(hospital_id="h3", mrn="C-1", national_id=NATIONAL_ID),
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="x" * 65),
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID),
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn="A-1"),
+        ]
+    )
+    response = await identity.stub.ResolveBatch(batch, metadata=identity.auth(INGEST))
+    kinds = [result.WhichOneof("result") for result in response.results]
+    assert kinds == ["resolution", "resolution", "failure", "failure", "resolution"]
+    first, with_id, invalid, conflict, again = response.results
+    assert first.resolution.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert with_id.resolution.person_token == by_id.person_token
+    assert with_id.resolution.match_method == identity_pb2.MATCH_METHOD_NATIONAL_ID
+    assert (invalid.failure.code, invalid.failure.reason) == (
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+    )
+    assert [(v.field, v.description) for v in invalid.failure.field_violations] == [
+        ("mrn", "must be at most 64 characters")
+    ]
+    assert (conflict.failure.code, conflict.failure.reason) == (
+        "FAILED_PRECONDITION",
+        "MRN_LINKED_TO_OTHER_PERSON",
+    )
+    assert NATIONAL_ID not in str(response)
+    assert again.resolution.person_token == first.resolution.person_token
+    # The same answers one by one.
+    single = await identity.resolve(hospital_id="h1", mrn="A-1")
+    assert single.person_token == first.resolution.person_token
+
+
+async def test_resolve_batch_size_and_callers(identity: Identity) -> None:
+    empty = await failure(
+        identity.stub.ResolveBatch(
+            identity_pb2.ResolveBatchRequest(), metadata=identity.auth(INGEST)
+        )
+    )
+    assert empty.field_violations == [("requests", "is required")]
+    item = identity_pb2.ResolveRequest(hospital_id="h1", mrn="1")
+    too_many = await failure(
+        identity.stub.ResolveBatch(
+            identity_pb2.ResolveBatchRequest(requests=[item] * 1001),
+            metadata=identity.auth(INGEST),
+        )
+    )
+    assert too_many.field_violations == [("requests", "at most 1000 per call")]
+    for principal in (CLINICIAN, EMERGENCY, PATIENT):
+        denied = await failure(
+            identity.stub.ResolveBatch(
+                identity_pb2.ResolveBatchRequest(requests=[item]),
+                metadata=identity.auth(principal),
+            )
+        )
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- LookupByNationalId ----------------------------------------------------------------------
@@ -383,19 +559,73 @@ async def test_lookup_callers(identity: Identity) -> None:
 
 
 @both_backends
-async def test_get_person_lists_links(identity: Identity) -> None:
+async def test_get_person_lists_hospitals_without_record_numbers(identity: Identity) -> None:
     created = await identity.resolve(hospital_id="h2", mrn="B-7", national_id=NATIONAL_ID)
     await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
+    await identity.resolve(hospital_id="h1", mrn="A-2", national_id=NATIONAL_ID)
     name = f"persons/{created.person_token}"
-    person = await identity.stub.GetPerson(
-        identity_pb2.GetPersonRequest(name=name), metadata=identity.auth(PRIVACY_OFFICER)
-    )
+    person = await identity.get_person(created.person_token, PRIVACY_OFFICER)
     assert person.name == name
     assert person.person_token == created.person_token
     assert [(link.hospital_id, link.mrn) for link in person.links] == [
-        ("h1", "A-1"),
-        ("h2", "B-7"),
+        ("h1", ""),
+        ("h1", ""),
+        ("h2", ""),
     ]
+
+
+# --- every read is audited -----------------------------------------------------------------
+
+
+@both_backends
+async def test_lookups_and_person_reads_are_audited_as_the_caller(identity: Identity) -> None:
+    token = (
+        await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+    ).person_token
+    assert await identity.access_events(token) == []  # Resolve is ingest's write, not a read
+
+    await identity.lookup(NATIONAL_ID, RECORD_LOOKUP)
+    await identity.get_person(token, PRIVACY_OFFICER)
+    events = await identity.access_events(token)
+    assert [
+        (event.action, principal_from_proto(event.actor), event.recorded_by) for event in events
+    ] == [
+        (audit_pb2.ACTION_LOOKUP_NATIONAL_ID, RECORD_LOOKUP, "identity"),
+        (audit_pb2.ACTION_READ_PERSON, PRIVACY_OFFICER, "identity"),
+    ]
+    for event in events:
+        assert list(event.resource_names) == [f"persons/{token}"]
+        assert NATIONAL_ID not in str(event)
+
+
+async def test_reads_are_refused_when_audit_cannot_record(identity: Identity) -> None:
+    token = (
+        await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+    ).person_token
+    assert identity.running is not None
+    await identity.running.hosts["audit"].stop(0)
+    refused = [
+        await failure(
+            identity.stub.LookupByNationalId(
+                identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
+                metadata=identity.auth(RECORD_LOOKUP),
+            )
+        ),
+        await failure(
+            identity.stub.GetPerson(
+                identity_pb2.GetPersonRequest(name=f"persons/{token}"),
+                metadata=identity.auth(PRIVACY_OFFICER),
+            )
+        ),
+    ]
+    for details in refused:
+        assert details.code == grpc.StatusCode.UNAVAILABLE
+        assert details.reason == "AUDIT_UNAVAILABLE"
+        assert details.retry_delay is not None
+        assert_no_national_id(details)
+    # Writes need no audit from identity: ingest audits what it stores.
+    again = await identity.resolve(hospital_id="h1", mrn="1", national_id=NATIONAL_ID)
+    assert again.person_token == token
 
 
 @both_backends
@@ -484,5 +714,5 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
                 assert_no_national_id(details)
             await wait_for_health(channel, SERVICE_NAME, NOT_SERVING)
     # Read directly (not through the cut path): the refused link was not written.
-    links = await stored_rows(settings, "mrn_links")
-    assert [(row["hospital_id"], row["mrn"]) for row in links] == [("h1", "MRN-1")]
+    links = await stored_rows(settings, "mrn_hash_links")
+    assert [row["hospital_id"] for row in links] == ["h1"]

@@ -584,12 +584,36 @@ async def test_pydicom_files_refused_for_what_they_are(stack: Stack) -> None:
 
 
 async def test_unknown_patient_needs_a_national_id(stack: Stack) -> None:
+async def test_a_patient_known_only_by_record_number_is_stored_and_linked_later(
+    stack: Stack,
+) -> None:
+    # An update for a patient never seen before, without a national ID: the hospital's
+    # record number is enough to find or create the person.
     content = fixture("hl7_adt_a08_custom_delimiters.er7").replace(b"H2-77032", b"H2-99999")
-    error = await stack.failure(request(content, "a08-unknown", HL7, HOSPITAL_B), ENGINE_B)
-    details = error_details(error)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details.reason == "UNKNOWN_PATIENT"
-    assert [name for name, _ in details.field_violations] == ["content.PID[0].3"]
+    unknown = await stack.submit(request(content, "a08-unknown", HL7, HOSPITAL_B), ENGINE_B)
+    assert unknown.outcome == ingest_pb2.OUTCOME_STORED
+    assert len(await stack.records.list_records(unknown.person_token)) == len(unknown.record_names)
+
+    # A FHIR bundle whose Patient carries only the MRN: stored under one person.
+    bundle = json.loads(fixture("fhir_admission_bundle.json"))
+    patient = bundle["entry"][0]["resource"]
+    national = patient["identifier"].pop(1)
+    assert national["system"] == "urn:oid:2.16.156.10011.1.1"
+    first = await stack.submit(request(json.dumps(bundle).encode(), "mrn-only-1"))
+    assert first.outcome == ingest_pb2.OUTCOME_STORED
+    stored = await stack.records.list_records(first.person_token)
+    assert len(stored) == len(first.record_names) > 0
+
+    # The same MRN later with the national ID: the ID is linked to that person, so another
+    # hospital's message with the ID alone finds the same person.
+    with_id = await stack.submit(request(fixture("fhir_admission_bundle.json"), "mrn-and-id"))
+    assert with_id.person_token == first.person_token
+    elsewhere = json.loads(fixture("fhir_admission_bundle.json"))
+    elsewhere["entry"][0]["resource"]["identifier"][0]["value"] = "B-5511"
+    other_hospital = await stack.submit(
+        request(json.dumps(elsewhere).encode(), "b-with-id", FHIR, HOSPITAL_B), ENGINE_B
+    )
+    assert other_hospital.person_token == first.person_token
 
 
 async def test_request_validation(stack: Stack) -> None:

@@ -35,7 +35,6 @@ from healthbank.contracts.principal import (
     PrincipalKind,
     Purpose,
     decode_token,
-    principal_to_proto,
 )
 from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
@@ -272,7 +271,6 @@ async def open_stack(
     lookup_settings = lookup_settings or settings
     running = RunningServices(exits)
     for name, opener in (
-        ("identity", open_identity),
         ("audit", open_audit),
         ("archive", open_archive),
     ):
@@ -281,6 +279,9 @@ async def open_stack(
     await running.start(
         "consent", open_consent(settings, clients=running.clients(settings, "consent"))
     )
+    # Identity audits its national-ID lookups: it reaches the audit service started above.
+    identity_clients = running.clients(settings, "identity")
+    await running.start("identity", open_identity(settings, clients=identity_clients))
     clients = running.clients(settings, SERVICE)
     await running.start(SERVICE, open_service(lookup_settings, clients=clients))
     channel = running.channel
@@ -614,7 +615,10 @@ async def test_emergency_summary_is_red_with_a_high_criticality_allergy(stack: S
     assert summary.break_glass_name.startswith(f"persons/{person}/breakGlass/")
     assert summary.HasField("generate_time")
 
-    (event,) = await stack.access_events(person)
+    # Newest first: the emergency read, after identity's audited national-ID lookup.
+    event, lookup = await stack.access_events(person)
+    assert lookup.action == audit_pb2.ACTION_LOOKUP_NATIONAL_ID
+    assert lookup.recorded_by == "identity"
     assert event.action == audit_pb2.ACTION_READ_EMERGENCY
     assert event.basis == "BREAK_GLASS"
     assert event.flagged_for_review
@@ -636,8 +640,13 @@ async def test_every_emergency_read_is_audited_even_when_cached(stack: Stack) ->
     assert first.generate_time == second.generate_time
     assert second.audit_leaf_index > first.audit_leaf_index
     events = await stack.access_events(person)
-    assert [event.action for event in events] == [audit_pb2.ACTION_READ_EMERGENCY] * 2
-    assert all(event.flagged_for_review for event in events)
+    # Each read also looked the card's national ID up at identity, which audits it too.
+    assert [event.action for event in events] == [
+        audit_pb2.ACTION_READ_EMERGENCY,
+        audit_pb2.ACTION_LOOKUP_NATIONAL_ID,
+    ] * 2
+    emergency_reads = [e for e in events if e.action == audit_pb2.ACTION_READ_EMERGENCY]
+    assert all(event.flagged_for_review for event in emergency_reads)
 
 
 async def test_emergency_summary_of_a_person_without_facts_is_green(stack: Stack) -> None:
@@ -705,14 +714,8 @@ async def test_emergency_summary_is_refused_when_audit_cannot_record(stack: Stac
     await stack.hosts["audit"].stop(0)
     details = await failure(stack.emergency())
     assert details.code == grpc.StatusCode.UNAVAILABLE
-    # Consent cannot record the break-glass, so it opens none and is unavailable itself.
-    assert details.reason == "CONSENT_UNAVAILABLE"
-    person_token = await stack.resolve()
-    decision = await stack.consent.Check(
-        consent_pb2.CheckRequest(person_token=person_token, accessor=principal_to_proto(EMERGENCY)),
-        metadata=stack.auth(Principal(PrincipalKind.SERVICE, SERVICE, purpose=Purpose.OPERATIONS)),
-    )
-    assert decision.decision == consent_pb2.DECISION_DENY
+    # Refused at the first read: identity does not answer a lookup it cannot audit.
+    assert details.reason == "IDENTITY_UNAVAILABLE"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from healthbank.crypto.envelope import SealedParts, Sealer, TamperedPayload, parse_blob
+from healthbank.crypto.keyed_hash import KeyedHasher
 from healthbank.crypto.keys import (
     DataKey,
     InvalidWrappedKey,
@@ -29,6 +30,7 @@ __all__ = [
     "KeyProvider",
     "KeyProviderError",
     "KeyProviderUnavailable",
+    "KeyedHasher",
     "LocalKeyring",
     "SealedParts",
     "Sealer",

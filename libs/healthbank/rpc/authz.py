@@ -209,6 +209,10 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         "ingest links each message's hospital patient to a person; nobody else creates persons",
         services=_services(INGEST),
     ),
+    _IDENTITY_V1 + "ResolveBatch": MethodRule(
+        "Resolve for many patients at once (streams); the same caller as Resolve",
+        services=_services(INGEST),
+    ),
     _IDENTITY_V1 + "LookupByNationalId": MethodRule(
         "national IDs are looked up only inside record-lookup's audited break-glass flow",
         services=_services(RECORD_LOOKUP),

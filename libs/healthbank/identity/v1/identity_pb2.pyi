@@ -52,6 +52,46 @@ class ResolveResponse(_message.Message):
     match_method: MatchMethod
     def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ...) -> None: ...
 
+class ResolveBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ResolveRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ResolveRequest, _Mapping]]] = ...) -> None: ...
+
+class ResolveBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ResolveResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ResolveResult, _Mapping]]] = ...) -> None: ...
+
+class ResolveResult(_message.Message):
+    __slots__ = ("resolution", "failure")
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    resolution: ResolveResponse
+    failure: ResolveFailure
+    def __init__(self, resolution: _Optional[_Union[ResolveResponse, _Mapping]] = ..., failure: _Optional[_Union[ResolveFailure, _Mapping]] = ...) -> None: ...
+
+class ResolveFailure(_message.Message):
+    __slots__ = ("code", "reason", "message", "field_violations")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    reason: str
+    message: str
+    field_violations: _containers.RepeatedCompositeFieldContainer[ResolveFieldViolation]
+    def __init__(self, code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[ResolveFieldViolation, _Mapping]]] = ...) -> None: ...
+
+class ResolveFieldViolation(_message.Message):
+    __slots__ = ("field", "description")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
 class LookupByNationalIdRequest(_message.Message):
     __slots__ = ("national_id",)
     NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]

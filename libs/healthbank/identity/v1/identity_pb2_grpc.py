@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class IdentityServiceStub:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
@@ -41,6 +42,11 @@ class IdentityServiceStub:
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.ResolveBatch = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/ResolveBatch',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchResponse.FromString,
+                _registered_method=True)
         self.LookupByNationalId = channel.unary_unary(
                 '/healthbank.identity.v1.IdentityService/LookupByNationalId',
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.LookupByNationalIdRequest.SerializeToString,
@@ -54,13 +60,27 @@ class IdentityServiceStub:
 
 
 class IdentityServiceServicer:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
     def Resolve(self, request, context):
         """Finds or creates the person a hospital message is about, and links the
-        hospital's record number to it.
+        hospital's record number to it. A national ID is optional: a patient the
+        hospital knows only by record number is a person too, and a national ID
+        sent later for that record number is attached to the same person.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveBatch(self, request, context):
+        """Resolve for many patients at once (a bulk load): one result per request, in
+        order, each the resolution or why Resolve would have refused it. Requests
+        for one (hospital, record number) are resolved in request order. A failure
+        that retrying may cure (storage or keys unavailable) fails the whole call
+        UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,14 +88,17 @@ class IdentityServiceServicer:
 
     def LookupByNationalId(self, request, context):
         """Finds the person token for a national ID (emergency ID-card swipe).
-        NOT_FOUND when nobody with that ID is known.
+        NOT_FOUND when nobody with that ID is known. Every answer is audited
+        (ACTION_LOOKUP_NATIONAL_ID); UNAVAILABLE when the audit cannot record it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPerson(self, request, context):
-        """Returns a person's linked hospital record numbers (no demographics).
+        """Returns the hospitals linked to a person (no record numbers, no
+        demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
+        cannot record it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,6 +111,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveRequest.FromString,
                     response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveResponse.SerializeToString,
+            ),
+            'ResolveBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveBatch,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchResponse.SerializeToString,
             ),
             'LookupByNationalId': grpc.unary_unary_rpc_method_handler(
                     servicer.LookupByNationalId,
@@ -108,7 +136,8 @@ def add_IdentityServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IdentityService:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
@@ -129,6 +158,33 @@ class IdentityService:
             '/healthbank.identity.v1.IdentityService/Resolve',
             healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveRequest.SerializeToString,
             healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/ResolveBatch',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ResolveBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

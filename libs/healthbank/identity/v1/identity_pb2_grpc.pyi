@@ -29,7 +29,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IdentityServiceStub:
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
@@ -39,35 +40,63 @@ class IdentityServiceStub:
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
     Resolve: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ResolveRequest, _identity_pb2.ResolveResponse]
     """Finds or creates the person a hospital message is about, and links the
-    hospital's record number to it.
+    hospital's record number to it. A national ID is optional: a patient the
+    hospital knows only by record number is a person too, and a national ID
+    sent later for that record number is attached to the same person.
+    """
+    ResolveBatch: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ResolveBatchRequest, _identity_pb2.ResolveBatchResponse]
+    """Resolve for many patients at once (a bulk load): one result per request, in
+    order, each the resolution or why Resolve would have refused it. Requests
+    for one (hospital, record number) are resolved in request order. A failure
+    that retrying may cure (storage or keys unavailable) fails the whole call
+    UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
     """
     LookupByNationalId: _grpc.UnaryUnaryMultiCallable[_identity_pb2.LookupByNationalIdRequest, _identity_pb2.LookupByNationalIdResponse]
     """Finds the person token for a national ID (emergency ID-card swipe).
-    NOT_FOUND when nobody with that ID is known.
+    NOT_FOUND when nobody with that ID is known. Every answer is audited
+    (ACTION_LOOKUP_NATIONAL_ID); UNAVAILABLE when the audit cannot record it.
     """
     GetPerson: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetPersonRequest, _identity_pb2.Person]
-    """Returns a person's linked hospital record numbers (no demographics)."""
+    """Returns the hospitals linked to a person (no record numbers, no
+    demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
+    cannot record it.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Resolve: _aio.UnaryUnaryMultiCallable[_identity_pb2.ResolveRequest, _identity_pb2.ResolveResponse]  # type: ignore[assignment]
     """Finds or creates the person a hospital message is about, and links the
-    hospital's record number to it.
+    hospital's record number to it. A national ID is optional: a patient the
+    hospital knows only by record number is a person too, and a national ID
+    sent later for that record number is attached to the same person.
+    """
+    ResolveBatch: _aio.UnaryUnaryMultiCallable[_identity_pb2.ResolveBatchRequest, _identity_pb2.ResolveBatchResponse]  # type: ignore[assignment]
+    """Resolve for many patients at once (a bulk load): one result per request, in
+    order, each the resolution or why Resolve would have refused it. Requests
+    for one (hospital, record number) are resolved in request order. A failure
+    that retrying may cure (storage or keys unavailable) fails the whole call
+    UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
     """
     LookupByNationalId: _aio.UnaryUnaryMultiCallable[_identity_pb2.LookupByNationalIdRequest, _identity_pb2.LookupByNationalIdResponse]  # type: ignore[assignment]
     """Finds the person token for a national ID (emergency ID-card swipe).
-    NOT_FOUND when nobody with that ID is known.
+    NOT_FOUND when nobody with that ID is known. Every answer is audited
+    (ACTION_LOOKUP_NATIONAL_ID); UNAVAILABLE when the audit cannot record it.
     """
     GetPerson: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetPersonRequest, _identity_pb2.Person]  # type: ignore[assignment]
-    """Returns a person's linked hospital record numbers (no demographics)."""
+    """Returns the hospitals linked to a person (no record numbers, no
+    demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
+    cannot record it.
+    """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The master patient index. National ID numbers enter here and never leave:
+    """The master patient index. National ID numbers and hospital record numbers
+    enter here and never leave: they are stored only as keyed hashes, and
     everything downstream sees person tokens only.
     """
 
@@ -78,7 +107,22 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.ResolveResponse, _abc.Awaitable[_identity_pb2.ResolveResponse]]:
         """Finds or creates the person a hospital message is about, and links the
-        hospital's record number to it.
+        hospital's record number to it. A national ID is optional: a patient the
+        hospital knows only by record number is a person too, and a national ID
+        sent later for that record number is attached to the same person.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveBatch(
+        self,
+        request: _identity_pb2.ResolveBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ResolveBatchResponse, _abc.Awaitable[_identity_pb2.ResolveBatchResponse]]:
+        """Resolve for many patients at once (a bulk load): one result per request, in
+        order, each the resolution or why Resolve would have refused it. Requests
+        for one (hospital, record number) are resolved in request order. A failure
+        that retrying may cure (storage or keys unavailable) fails the whole call
+        UNAVAILABLE; resolving is idempotent, so the batch can be sent again.
         """
 
     @_abc_1.abstractmethod
@@ -88,7 +132,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.LookupByNationalIdResponse, _abc.Awaitable[_identity_pb2.LookupByNationalIdResponse]]:
         """Finds the person token for a national ID (emergency ID-card swipe).
-        NOT_FOUND when nobody with that ID is known.
+        NOT_FOUND when nobody with that ID is known. Every answer is audited
+        (ACTION_LOOKUP_NATIONAL_ID); UNAVAILABLE when the audit cannot record it.
         """
 
     @_abc_1.abstractmethod
@@ -97,6 +142,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.GetPersonRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.Person, _abc.Awaitable[_identity_pb2.Person]]:
-        """Returns a person's linked hospital record numbers (no demographics)."""
+        """Returns the hospitals linked to a person (no record numbers, no
+        demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
+        cannot record it.
+        """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

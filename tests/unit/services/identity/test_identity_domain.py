@@ -7,12 +7,10 @@ import pytest
 from services.identity.domain import (
     MAX_MRN_LENGTH,
     Demographics,
-    MatchMethod,
-    MrnLinkedToOtherPerson,
     demographics_aad,
     demographics_problems,
     hospital_id_problem,
-    match_existing_link,
+    hospital_mrn,
     mrn_problem,
 )
 
@@ -50,19 +48,10 @@ def test_mrn_rules() -> None:
         assert "M7" not in problem
 
 
-def test_match_existing_link_without_national_id() -> None:
-    resolution = match_existing_link(TOKEN, None)
-    assert resolution.person_token == TOKEN
-    assert resolution.match_method == MatchMethod.HOSPITAL_MRN
-
-
-def test_match_existing_link_with_same_person() -> None:
-    assert match_existing_link(TOKEN, TOKEN).match_method == MatchMethod.HOSPITAL_MRN
-
-
-def test_match_existing_link_with_other_person_refuses() -> None:
-    with pytest.raises(MrnLinkedToOtherPerson):
-        match_existing_link(TOKEN, OTHER_TOKEN)
+def test_hospital_mrn_pairs_are_unambiguous() -> None:
+    # Hospital ids cannot contain the separator, so no two pairs hash the same value.
+    assert hospital_mrn("h1", "23") != hospital_mrn("h12", "3")
+    assert hospital_mrn("h1", "MRN-1") == "h1\x00MRN-1"
 
 
 def test_demographics_round_trip() -> None:

@@ -152,16 +152,16 @@ def test_dicomdir_has_its_own_reason() -> None:
     ]
 
 
-def test_without_a_national_id_identity_resolves_by_record_number() -> None:
-    patient = parse_dicom(_bytes(_ct(OtherPatientIDsSequence=None))).patient
-    assert patient.national_id == ""
-    assert patient.mrn
+def test_a_file_without_a_national_id_is_accepted_by_its_mrn() -> None:
+    message = parse_dicom(_bytes(_ct(OtherPatientIDsSequence=None)))
+    assert (message.patient.mrn, message.patient.national_id) == ("IMG-5501", "")
 
 
 def test_other_issuer_is_not_a_national_id() -> None:
     dataset = _ct()
     dataset.OtherPatientIDsSequence[0].IssuerOfPatientID = "HOSPITAL-X"
-    assert parse_dicom(_bytes(dataset)).patient.national_id == ""
+    message = parse_dicom(_bytes(dataset))
+    assert (message.patient.mrn, message.patient.national_id) == ("IMG-5501", "")
 
 
 def test_invalid_national_id_check_digit() -> None:
