@@ -17,7 +17,7 @@ from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name, pers
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.rpc import ServiceError, Violations
+from healthbank.rpc import ServiceError, Violations, require_principal
 from services.identity.domain import (
     Demographics,
     MatchMethod,

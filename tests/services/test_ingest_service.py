@@ -583,7 +583,6 @@ async def test_pydicom_files_refused_for_what_they_are(stack: Stack) -> None:
         assert details.field_violations[0][1].startswith(description)
 
 
-async def test_unknown_patient_needs_a_national_id(stack: Stack) -> None:
 async def test_a_patient_known_only_by_record_number_is_stored_and_linked_later(
     stack: Stack,
 ) -> None:
