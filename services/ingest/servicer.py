@@ -56,10 +56,14 @@ MAX_MESSAGE_ID_LENGTH = 256
 DEFAULT_STREAM_CONCURRENCY = 8
 RETRY_DELAY_SECONDS = 1.0
 
+# Hospital integration engines submit; SERVICE stays for callers made before that kind.
+SUBMITTER_KINDS = (PrincipalKind.HOSPITAL_ENGINE, PrincipalKind.SERVICE)
+
 _FORMATS = {
     common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
     common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
     common_pb2.SOURCE_FORMAT_DICOM: SourceFormat.DICOM,
+    common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON: SourceFormat.FHIR_R4_NDJSON,
 }
 
 
@@ -79,7 +83,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.SubmitRequest, context: Any
     ) -> ingest_pb2.SubmitResponse:
         """Store one message, or fail the call saying why."""
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*SUBMITTER_KINDS)
         submission = checked_submission(request, principal)
         try:
             ack = await self._pipeline.submit(submission)
@@ -96,7 +100,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         the stream with the same message id or the same patient (see
         ``PreparedMessage.ordering_keys``): a stream behaves as if processed in order.
         """
-        principal = require_principal(PrincipalKind.SERVICE)
+        principal = require_principal(*SUBMITTER_KINDS)
         slots = asyncio.Semaphore(self._stream_concurrency)
         acks: asyncio.Queue[asyncio.Task[ingest_pb2.SubmitResponse] | None] = asyncio.Queue()
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}
@@ -224,7 +228,9 @@ def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal
             "must be printable characters without leading or trailing spaces",
         )
     source_format = _FORMATS.get(request.format)
-    violations.check(source_format is not None, "format", "must be FHIR_R4_JSON, HL7V2 or DICOM")
+    violations.check(
+        source_format is not None, "format", "must be FHIR_R4_JSON, FHIR_R4_NDJSON, HL7V2 or DICOM"
+    )
     if violations.require(request.content, "content"):
         limit = MAX_DICOM_BYTES if source_format == SourceFormat.DICOM else MAX_CONTENT_BYTES
         violations.check(len(request.content) <= limit, "content", f"must be at most {limit} bytes")
@@ -290,6 +296,16 @@ def _response(ack: Ack) -> ingest_pb2.SubmitResponse:
         outcome=ingest_pb2.OUTCOME_DUPLICATE if ack.duplicate else ingest_pb2.OUTCOME_STORED,
         person_token=ack.person_token,
         record_names=list(ack.record_names),
+        resources=[
+            ingest_pb2.ResourceOutcome(
+                resource_type=resource.resource_type,
+                resource_id=resource.resource_id,
+                disposition=f"RESOURCE_DISPOSITION_{resource.disposition.name}",
+                record_name=resource.record_name,
+                reason=resource.reason,
+            )
+            for resource in ack.resources
+        ],
     )
 
 

@@ -501,7 +501,7 @@ async def test_request_validation(stack: Stack) -> None:
     assert error_details(error).field_violations == [
         ("hospital_id", "is required"),
         ("message_id", "is required"),
-        ("format", "must be FHIR_R4_JSON, HL7V2 or DICOM"),
+        ("format", "must be FHIR_R4_JSON, FHIR_R4_NDJSON, HL7V2 or DICOM"),
         ("content", "is required"),
     ]
     odd = ingest_pb2.SubmitRequest(

@@ -12,8 +12,8 @@ from unit_support import field_names, rejection
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.natid import make_national_id
-from services.ingest.fhir import RESOURCE_MAPPINGS, parse_fhir
-from services.ingest.model import Category
+from services.ingest.fhir import RESOURCE_MAPPINGS, RESOURCE_TYPE_SYSTEM, parse_fhir
+from services.ingest.model import Category, Coding, Disposition
 
 NATIONAL_ID = make_national_id("320102", date(1979, 8, 21), 515)
 PHONE = "13955507777"
@@ -217,15 +217,31 @@ def test_entry_without_resource() -> None:
     assert _fields(_encode(bundle)) == ["content.entry[2].resource"]
 
 
-def test_unknown_resource_type_is_rejected_but_context_is_ignored() -> None:
-    care_plan = {"resourceType": "CarePlan", "status": "active"}
-    organization = {"resourceType": "Organization", "name": "Hospital A"}
-    bundle = _bundle(organization, _allergy(), care_plan)
-    violations = _violations(_encode(bundle))
-    assert [field for field, _ in violations] == ["content.entry[3].resource.resourceType"]
-    assert "unsupported resource type" in violations[0][1]
-    accepted = parse_fhir(_encode(_bundle(organization, _allergy())))
-    assert [e.category for e in accepted.entries] == [Category.ALLERGY]
+def test_every_resource_type_is_kept_as_record_document_or_directory() -> None:
+    claim = {"resourceType": "Claim", "id": "c1", "status": "active", "created": "2020-01-02"}
+    organization = {"resourceType": "Organization", "id": "o1", "name": "Hospital A"}
+    header = {"resourceType": "MessageHeader", "id": "h1"}
+    message = parse_fhir(_encode(_bundle(organization, _allergy(), claim, header)))
+    assert [e.category for e in message.entries] == [Category.ALLERGY, Category.DOCUMENT]
+    document = message.entries[1]
+    assert document.code == Coding(RESOURCE_TYPE_SYSTEM, "Claim", "Claim")
+    assert document.resource == claim
+    assert document.effective_time == datetime(2020, 1, 2, tzinfo=UTC)
+    assert [(o.resource_type, o.disposition, o.entry_index) for o in message.outcomes] == [
+        ("Organization", Disposition.DIRECTORY, None),
+        ("AllergyIntolerance", Disposition.RECORD, 0),
+        ("Claim", Disposition.DOCUMENT, 1),
+        ("MessageHeader", Disposition.SKIPPED, None),
+    ]
+    assert message.outcomes[3].reason
+    assert [(d.resource_type, d.resource_id) for d in message.directory] == [("Organization", "o1")]
+
+
+def test_a_bad_element_of_an_unmapped_type_never_rejects_the_message() -> None:
+    goal = {"resourceType": "Goal", "status": 7, "date": "yesterday", "code": {"coding": [{}]}}
+    message = parse_fhir(_encode(_bundle(_allergy(), goal)))
+    assert message.entries[1].code == Coding(RESOURCE_TYPE_SYSTEM, "Goal", "Goal")
+    assert message.entries[1].effective_time is None
 
 
 def test_missing_code() -> None:
