@@ -320,7 +320,8 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     assert payload["patient"] == {"reference": "urn:uuid:7d0f6f2a-4a57-4a52-9d1c-2f1c7c1b0001"}
 
     facts = await stack.records.list_facts(token)
-    assert sorted(f.category for f in facts) == [1, 2, 3]  # allergy, condition, procedure
+    # allergy, condition, procedure, and the MedicationStatement (anticoagulants, ADR 14)
+    assert sorted(f.category for f in facts) == [1, 2, 3, 6]
     opened = {
         f.category: json.loads(await stack.sealer.open(f.sealed_fact, fact_aad(token, f.record_id)))
         for f in facts
