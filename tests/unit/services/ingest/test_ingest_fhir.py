@@ -12,7 +12,12 @@ from unit_support import field_names, rejection
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.natid import make_national_id
-from services.ingest.fhir import RESOURCE_MAPPINGS, RESOURCE_TYPE_SYSTEM, parse_fhir
+from services.ingest.fhir import (
+    RESOURCE_MAPPINGS,
+    RESOURCE_TYPE_SYSTEM,
+    parse_fhir,
+    parse_fhir_ndjson,
+)
 from services.ingest.model import Category, Coding, Disposition
 
 NATIONAL_ID = make_national_id("320102", date(1979, 8, 21), 515)
@@ -399,3 +404,89 @@ def test_parser_does_not_modify_shared_input() -> None:
     before = copy.deepcopy(bundle)
     parse_fhir(_encode(bundle))
     assert bundle == before
+
+
+def _medication_request(medication: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "authoredOn": "2021-03-04",
+        "subject": {"reference": "Patient/p1"},
+        **medication,
+    }
+
+
+def test_medication_reference_resolves_by_full_url_contained_or_keeps_the_reference() -> None:
+    warfarin = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "855332",
+                    "display": "Warfarin",
+                }
+            ]
+        },
+    }
+    by_url = _medication_request({"medicationReference": {"reference": "urn:uuid:m-1"}})
+    contained = _medication_request(
+        {"contained": [warfarin], "medicationReference": {"reference": "#m1"}}
+    )
+    dangling = _medication_request(
+        {"medicationReference": {"reference": "Medication/elsewhere", "display": "Apixaban"}}
+    )
+    bundle = _bundle(by_url, contained, dangling)
+    bundle["entry"].append({"fullUrl": "urn:uuid:m-1", "resource": warfarin})
+    message = parse_fhir(_encode(bundle))
+    codes = [entry.code for entry in message.entries if entry.category == Category.MEDICATION]
+    assert [c.code for c in codes] == ["855332", "855332", ""]
+    assert codes[2] == Coding("", "", "Apixaban")
+    assert message.entries[2].resource == dangling  # kept exactly as sent
+    # The Medication itself is kept too, as a document record.
+    assert message.entries[3].category == Category.DOCUMENT
+
+
+def test_a_directory_bundle_has_no_patient_and_no_records() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": {"resourceType": "Organization", "id": "o1"}},
+            {"fullUrl": "urn:uuid:pr1", "resource": {"resourceType": "Practitioner"}},
+        ],
+    }
+    message = parse_fhir(_encode(bundle))
+    assert message.patient is None and message.entries == ()
+    assert [(d.resource_type, d.resource_id) for d in message.directory] == [
+        ("Organization", "o1"),
+        ("Practitioner", "urn:uuid:pr1"),
+    ]
+    single = parse_fhir(_encode({"resourceType": "Location", "id": "l1"}))
+    assert single.patient is None and [d.resource_id for d in single.directory] == ["l1"]
+
+
+def test_a_bundle_of_clinical_resources_without_a_patient_is_still_rejected() -> None:
+    bundle = _bundle(_allergy(), {"resourceType": "Organization", "id": "o1"})
+    del bundle["entry"][0]
+    assert _fields(_encode(bundle)) == ["content.entry"]
+
+
+def test_ndjson_lines_read_as_a_collection_bundle() -> None:
+    lines = [_patient(), _allergy(), {"resourceType": "Claim", "id": "c1"}]
+    message = parse_fhir_ndjson(("\n".join(json.dumps(r) for r in lines) + "\n\n").encode())
+    assert message.patient is not None and message.patient.mrn == "MRN-1"
+    assert [e.category for e in message.entries] == [Category.ALLERGY, Category.DOCUMENT]
+    assert [(o.resource_type, o.disposition) for o in message.outcomes] == [
+        ("AllergyIntolerance", Disposition.RECORD),
+        ("Claim", Disposition.DOCUMENT),
+    ]
+
+
+def test_ndjson_problems_name_the_line() -> None:
+    content = (json.dumps(_patient()) + "\n{not json}\n[1]\n").encode()
+    violations = rejection(
+        parse_fhir_ndjson, content, "INVALID_FHIR", (NATIONAL_ID, PHONE, FAMILY, "MRN-1")
+    )
+    assert field_names(violations) == ["content.line[2]", "content.line[3]"]
