@@ -167,6 +167,27 @@ def test_directory_bundles_load_as_the_hospital_directory(
     assert asyncio.run(directory()) == expected
 
 
+def test_a_rejected_file_is_reported_with_its_reason_and_exit_code_1(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    (tmp_path / "broken.json").write_bytes(b'{"resourceType": "Bundle", "type": "batch"}')
+    (tmp_path / "readme.txt").write_bytes(b"not a message")
+    result = _ingest(stack, tmp_path)
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {
+        "files": 2,
+        "messages": 1,
+        "accepted": 0,
+        "rejected": 1,
+        "reasons": {"INVALID_FHIR": 1},
+        "skipped": 1,
+        "records": 0,
+    }
+    table = _ingest(stack, tmp_path, as_json=False)
+    assert "REJECTED" in table.stdout and "content.entry" in table.stdout
+    assert "SKIPPED" in table.stdout
+
+
 def test_synthea_bundles_store_every_resource_as_sent(stack: LocalStack, tmp_path: Path) -> None:
     # Two patients: the smallest, and the largest grown past 2,000 entries (no entry cap;
     # reported by several audit events). A national ID is added so this runs before

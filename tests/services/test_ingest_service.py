@@ -340,6 +340,53 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     assert sorted(event.event.resource_names) == sorted(response.record_names)
 
 
+async def test_every_resource_gets_an_outcome_in_the_ack_and_directories_are_stored(
+    stack: Stack,
+) -> None:
+    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", HOSPITAL_A)
+    bundle = json.loads(fixture("fhir_admission_bundle.json"))
+    bundle["entry"] += [
+        {"resource": {"resourceType": "Claim", "id": "claim-1", "status": "active"}},
+        {"resource": {"resourceType": "MessageHeader", "id": "header-1"}},
+    ]
+    response = await stack.submit(request(json.dumps(bundle).encode(), "adm-outcomes"), engine)
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    outcomes = {(r.resource_type, r.disposition) for r in response.resources}
+    assert ("Practitioner", ingest_pb2.RESOURCE_DISPOSITION_DIRECTORY) in outcomes
+    assert ("Claim", ingest_pb2.RESOURCE_DISPOSITION_DOCUMENT) in outcomes
+    assert ("AllergyIntolerance", ingest_pb2.RESOURCE_DISPOSITION_RECORD) in outcomes
+    (skipped,) = [r for r in response.resources if r.resource_type == "MessageHeader"]
+    assert skipped.disposition == ingest_pb2.RESOURCE_DISPOSITION_SKIPPED and skipped.reason
+    stored = [r.record_name for r in response.resources if r.record_name]
+    assert sorted(stored) == sorted(response.record_names)
+    # A directory-only message: no person, no records; stored in the hospital's directory.
+    directory = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": {"resourceType": "Location", "id": "ward-3"}}],
+    }
+    ndjson = json.dumps(directory["entry"][0]["resource"]).encode() + b"\n"
+    acks = await stack.stream(
+        [
+            request(json.dumps(directory).encode(), "dir-1"),
+            request(ndjson, "dir-2", common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON),
+        ],
+        engine,
+    )
+    assert [a.outcome for a in acks] == [ingest_pb2.OUTCOME_STORED] * 2
+    assert [a.person_token for a in acks] == ["", ""]
+    assert [r.resource_id for a in acks for r in a.resources] == ["ward-3", "ward-3"]
+    ledger = await open_store(
+        stack.ingest_settings, SERVICE, sqlite=SqliteIngestStore, cassandra=CASSANDRA_STORE
+    )
+    try:
+        entries = await ledger.list_directory(HOSPITAL_A)
+    finally:
+        await ledger.close()
+    assert {(e.resource_type, e.resource_id) for e in entries} >= {("Location", "ward-3")}
+    assert "Practitioner" in {e.resource_type for e in entries}
+
+
 async def test_retry_is_a_duplicate_and_writes_nothing(stack: Stack) -> None:
     content = fixture("fhir_lab_message_bundle.json")
     first = await stack.submit(request(content, "lab-7781"))
