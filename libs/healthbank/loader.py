@@ -6,6 +6,13 @@ Every file is one message; its format comes from its name (:data:`FORMATS_BY_SUF
 member, both in name order; files of other types are listed as skipped. Contents are read
 one at a time as the stream needs them, so a large load does not sit in memory.
 
+NDJSON is the exception: a Bulk Data export has one file per resource type with many
+patients in each, while ingest takes one patient per message. All NDJSON files of a load
+are read together and regrouped (:func:`group_ndjson`): one message per Patient with every
+resource referring to it (``subject``, ``patient`` or ``beneficiary``), one message of the
+directory resources, and the resources that refer to no Patient of the load reported as
+skipped.
+
 The loader calls as the hospital's integration engine (a HOSPITAL_ENGINE principal of
 ``--hospital``). A message's id is its file name plus a hash of its bytes
 (:func:`message_id_for`), so loading the same files again answers DUPLICATE and stores
@@ -25,7 +32,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
@@ -68,16 +75,20 @@ class FileOutcome:
 
 @dataclass
 class LoadReport:
-    """The outcome of every file, and the totals ``--json`` prints."""
+    """The outcome of every message (or skipped file), and the totals ``--json`` prints.
+
+    ``files`` is how many files were found (NDJSON files are regrouped into messages).
+    """
 
     outcomes: list[FileOutcome] = field(default_factory=list)
+    files: int | None = None
 
     def summary(self) -> dict[str, object]:
         """{"files", "messages", "accepted", "rejected", "reasons": {reason: count}, ...}."""
         submitted = [o for o in self.outcomes if o.outcome != "SKIPPED"]
         rejected = [o for o in submitted if o.outcome == "REJECTED"]
         return {
-            "files": len(self.outcomes),
+            "files": len(self.outcomes) if self.files is None else self.files,
             "messages": len(submitted),
             "accepted": len(submitted) - len(rejected),
             "rejected": len(rejected),
@@ -123,6 +134,117 @@ def _source(name: str, suffix: str, read: Callable[[], bytes]) -> Source | FileO
     if source_format is None:
         return FileOutcome(name, "SKIPPED", detail="unknown file type")
     return Source(name, source_format, read)
+
+
+_PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+DIRECTORY_TYPES = frozenset(
+    {
+        "Organization",
+        "OrganizationAffiliation",
+        "Practitioner",
+        "PractitionerRole",
+        "Location",
+        "HealthcareService",
+        "Endpoint",
+    }
+)
+
+
+def group_ndjson(sources: list[Source]) -> tuple[list[Source], list[FileOutcome]]:
+    """NDJSON files regrouped into one message per Patient, plus one of directory resources.
+
+    Returns the messages (as in-memory Sources named ``<first file>#Patient/<id>``) and a
+    SKIPPED outcome per resource that refers to no Patient of the load (or is not JSON).
+    """
+    patients: dict[str, list[bytes]] = {}
+    others: list[tuple[str, dict[str, Any], bytes]] = []  # (file:line, resource, line)
+    directory: list[bytes] = []
+    skipped: list[FileOutcome] = []
+    first = sources[0].name if sources else ""
+    for source in sources:
+        for number, line in enumerate(source.read().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                resource = json.loads(line)
+            except ValueError:
+                skipped.append(FileOutcome(f"{source.name}:{number}", "SKIPPED", detail="not JSON"))
+                continue
+            kind = resource.get("resourceType") if isinstance(resource, dict) else None
+            if kind == "Patient" and isinstance(resource.get("id"), str):
+                patients.setdefault(resource["id"], []).insert(0, line)
+            elif kind in DIRECTORY_TYPES:
+                directory.append(line)
+            else:
+                others.append((f"{source.name}:{number}", resource, line))
+    # Whose each resource is: its own patient reference; else (a Medication, a Provenance)
+    # the patient of a resource it refers to or that refers to it.
+    owner = {f"Patient/{pid}": pid for pid in patients}
+    unplaced = []
+    for where, resource, line in others:
+        patient_id = _patient_id(resource)
+        if patient_id in patients:
+            owner[_relative(resource)] = patient_id
+        else:
+            unplaced.append((where, resource, line))
+    referenced_by: dict[str, str] = {}
+    for _, resource, _ in others:
+        for reference in _references(resource):
+            if _relative(resource) in owner:
+                referenced_by.setdefault(reference, owner[_relative(resource)])
+    for where, resource, line in others:
+        patient_id = owner.get(_relative(resource), "")
+        if not patient_id:
+            candidates = [owner[r] for r in _references(resource) if r in owner]
+            patient_id = candidates[0] if candidates else referenced_by.get(_relative(resource), "")
+        if patient_id:
+            patients[patient_id].append(line)
+        else:
+            skipped.append(FileOutcome(where, "SKIPPED", detail="refers to no Patient of the load"))
+    messages = [("directory", directory)] if directory else []
+    messages += [(f"Patient/{pid}", lines) for pid, lines in patients.items()]
+    grouped = [
+        Source(
+            f"{first}#{label}",
+            common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON,
+            _constant(b"\n".join(lines) + b"\n"),
+        )
+        for label, lines in messages
+    ]
+    return grouped, skipped
+
+
+def _patient_id(resource: object) -> str:
+    if not isinstance(resource, dict):
+        return ""
+    for element in _PATIENT_ELEMENTS:
+        reference = resource.get(element)
+        if isinstance(reference, dict) and isinstance(reference.get("reference"), str):
+            kind, _, patient_id = reference["reference"].rpartition("/")
+            if kind.endswith("Patient"):
+                return patient_id
+    return ""
+
+
+def _relative(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _references(value: object) -> Iterator[str]:
+    """Every ``reference`` string inside a resource, as ``Type/id``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                yield "/".join(item.rsplit("/", 2)[-2:])
+            else:
+                yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def _constant(content: bytes) -> Callable[[], bytes]:
+    return lambda: content
 
 
 def hospital_engine_token(settings: Settings, hospital_id: str) -> Callable[[], str]:
@@ -267,7 +389,12 @@ async def run_ingest(
     """Discover, submit and report: what `healthbank ingest` does."""
     found = list(discover(paths))
     sources = [item for item in found if isinstance(item, Source)]
-    report = LoadReport([item for item in found if isinstance(item, FileOutcome)])
+    report = LoadReport([item for item in found if isinstance(item, FileOutcome)], len(found))
+    ndjson = [s for s in sources if s.format == common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON]
+    if ndjson:
+        grouped, unplaced = group_ndjson(ndjson)
+        sources = [s for s in sources if s not in ndjson] + grouped
+        report.outcomes += unplaced
     progress = Progress(len(sources), stderr)
     clients = ClientFactory(
         settings,

@@ -211,6 +211,37 @@ def test_synthea_bundles_store_every_resource_as_sent(stack: LocalStack, tmp_pat
     assert json.loads(again.stdout)["records"] == 0
 
 
+def test_a_bulk_data_export_loads_one_message_per_patient(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # A Synthea patient as a Bulk Data export writes it: one NDJSON file per resource type,
+    # references as ResourceType/id (a national ID added, as above).
+    patients = sorted(
+        (d for n, d in synthea_bundles().items() if not n.startswith(DIRECTORY_PREFIXES)),
+        key=len,
+    )
+    bundle = json.loads(_with_national_id(patients[1], 103))
+    ids = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle["entry"]
+    }
+    by_type: dict[str, list[str]] = {}
+    for entry in bundle["entry"]:
+        line = json.dumps(entry["resource"])
+        for full_url, relative in ids.items():
+            line = line.replace(f'"{full_url}"', f'"{relative}"')
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(line)
+    export = tmp_path / "export"
+    export.mkdir()
+    for resource_type, lines in by_type.items():
+        (export / f"{resource_type}.ndjson").write_text("\n".join(lines) + "\n")
+    result = _ingest(stack, export)
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (summary["files"], summary["messages"], summary["accepted"]) == (len(by_type), 1, 1)
+    assert summary["records"] == len(bundle["entry"]) - 1
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,

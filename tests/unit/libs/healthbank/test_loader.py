@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from healthbank.loader import (
     Source,
     discover,
     format_report,
+    group_ndjson,
     message_id_for,
 )
 
@@ -76,3 +78,34 @@ def test_the_progress_bar_is_silent_unless_stderr_is_a_terminal() -> None:
     progress.step(FileOutcome("a", "STORED"))
     progress.close()
     assert stream.getvalue() == ""
+
+
+def _ndjson(*resources: dict[str, object]) -> bytes:
+    return b"".join(json.dumps(resource).encode() + b"\n" for resource in resources)
+
+
+def test_bulk_data_ndjson_is_regrouped_one_message_per_patient() -> None:
+    patients = _ndjson(
+        {"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"}
+    )
+    conditions = _ndjson(
+        {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p2"}},
+        {"resourceType": "Claim", "id": "x1", "patient": {"reference": "Patient/p1"}},
+        {"resourceType": "Condition", "id": "c9", "subject": {"reference": "Patient/nobody"}},
+        {"resourceType": "Organization", "id": "o1"},
+    )
+    sources = [
+        Source("Condition.ndjson", common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON, lambda: conditions),
+        Source("Patient.ndjson", common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON, lambda: patients),
+    ]
+    grouped, skipped = group_ndjson(sources)
+    contents = {
+        source.name: [json.loads(line)["id"] for line in source.read().splitlines()]
+        for source in grouped
+    }
+    assert contents == {
+        "Condition.ndjson#directory": ["o1"],
+        "Condition.ndjson#Patient/p2": ["p2", "c1"],
+        "Condition.ndjson#Patient/p1": ["p1", "x1"],
+    }
+    assert [(s.name, s.outcome) for s in skipped] == [("Condition.ndjson:3", "SKIPPED")]
