@@ -50,6 +50,7 @@ FORMATS_BY_SUFFIX: dict[str, common_pb2.SourceFormat] = {
 ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 2.0
 STREAM_TIMEOUT_SECONDS = 3600.0
+MAX_ACK_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -401,6 +402,8 @@ async def run_ingest(
         token=hospital_engine_token(settings, hospital_id),
         addresses={"ingest": address} if address else None,
         default_timeout=STREAM_TIMEOUT_SECONDS,
+        # An ack lists every resource of its message: large bundles have large acks.
+        options=[("grpc.max_receive_message_length", MAX_ACK_BYTES)],
     )
     try:
         report.outcomes += await load(sources, hospital_id, clients, progress)
