@@ -193,9 +193,7 @@ SURGICAL_PROCEDURES = ValueSet(
         _sct("392021009", "Lumpectomy of breast (procedure)"),
         _sct("69031006", "Excision of breast tissue (procedure)"),
         _sct("307280005", "Implantation of cardiac pacemaker (procedure)"),
-        _sct("447365002", "Insertion of biventricular implantable cardioverter defibrillator"),
         _sct("34068001", "Heart valve replacement (procedure)"),
-        _sct("173171007", "Laparoscopic appendectomy (procedure)"),
         Concept(ICD10_PCS, "0", "ICD-10-PCS section 0: Medical and Surgical", prefix=True),
     ),
 )
@@ -248,9 +246,6 @@ IMPLANTED_CARDIAC_DEVICES = ValueSet(
     (
         _sct("14106009", "Cardiac pacemaker, device (physical object)"),
         _sct("72506001", "Implantable defibrillator, device (physical object)"),
-        _sct("704708004", "Cardiac resynchronization therapy implantable pacemaker"),
-        _sct("704707009", "Cardiac resynchronization therapy implantable defibrillator"),
-        _sct("360066001", "Ventricular assist device (physical object)"),
     ),
 )
 
