@@ -6,6 +6,7 @@
     healthbank audit verify      recompute the whole audit log against its signed tree head
     healthbank audit public-key  the key that signs tree heads (hand it to verifiers, witnesses)
     healthbank witness           keep, check and co-sign the audit log's tree heads
+    healthbank ingest PATH…      load files, folders, NDJSON and zips into ingest
 
 This launcher is the one place in libs that knows the services exist: it imports
 ``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
@@ -363,6 +364,33 @@ def cmd_witness(args: argparse.Namespace) -> int:
     return asyncio.run(watch())
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Load files into ingest as ``--hospital``'s integration engine; 1 if any was rejected."""
+    import grpc  # type: ignore[import-untyped, unused-ignore]
+
+    from healthbank.loader import format_report, report_json, run_ingest
+    from healthbank.rpc import error_details
+
+    settings = load_settings()
+    missing = [str(path) for path in args.paths if not Path(path).exists()]
+    if missing:
+        print(f"healthbank ingest: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            run_ingest(settings, [Path(p) for p in args.paths], args.hospital, address=args.ingest)
+        )
+    except grpc.aio.AioRpcError as error:
+        details = error_details(error)
+        print(
+            f"healthbank ingest: {details.code.name} ({details.reason}): {details.message}",
+            file=sys.stderr,
+        )
+        return 1
+    print(report_json(report) if args.json else format_report(report), flush=True)
+    return 0 if report.summary()["rejected"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `healthbank` command."""
     parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
@@ -474,6 +502,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     witness.add_argument("--once", action="store_true", help="observe once and exit")
     witness.set_defaults(run=cmd_witness)
+    ingest = commands.add_parser(
+        "ingest",
+        help="load files, folders, NDJSON and zips into ingest (as a hospital's engine)",
+        description="Stream every file under PATH to ingest's SubmitStream as the hospital's "
+        "integration engine: .json FHIR R4, .ndjson FHIR Bulk Data, .hl7/.er7 HL7 v2, .dcm "
+        "DICOM; zips member by member. Prints each file's outcome and a summary; exits 1 "
+        "when any message was rejected.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--hospital", required=True, help="the sending hospital's id")
+    ingest.add_argument(
+        "--ingest", default=None, help="ingest's host:port (default: HEALTHBANK_INGEST_ADDR)"
+    )
+    ingest.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"files", "messages", "accepted", "rejected", "reasons"} as JSON',
+    )
+    ingest.set_defaults(run=cmd_ingest)
     return parser
 
 

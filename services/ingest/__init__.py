@@ -1,4 +1,5 @@
-"""The ingest service: hospital messages (FHIR R4 JSON, HL7 v2, DICOM) into canonical records.
+"""The ingest service: hospital messages (FHIR R4 JSON and NDJSON, HL7 v2, DICOM) into
+canonical records.
 
 Modules, from the inside out:
 
@@ -10,7 +11,8 @@ Modules, from the inside out:
   parsed message (pure).
 - :mod:`services.ingest.pipeline`: the intake flow against narrow ports (identity, archive,
   audit, record store, sealer); no gRPC.
-- :mod:`services.ingest.store`: ingest's own store, the audit ledger of submitted messages.
+- :mod:`services.ingest.store`: ingest's own store, the audit ledger of submitted messages
+  and the hospitals' FHIR directories.
 - :mod:`services.ingest.store_cassandra`: the same store on Cassandra.
 - :mod:`services.ingest.clients`: the gRPC adapters behind the pipeline's ports.
 - :mod:`services.ingest.servicer`, :mod:`services.ingest.app`: the protocol edge and the

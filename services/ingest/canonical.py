@@ -6,7 +6,9 @@ with *which* associated data, and builds the stored rows around the sealed bytes
 Emergency facts
 ---------------
 
-Every ALLERGY, PROCEDURE and CONDITION record also yields an emergency fact, stored next to
+Every ALLERGY, PROCEDURE and CONDITION record, and every medication (MedicationRequest,
+MedicationStatement, MedicationAdministration) and Device record (anticoagulants and
+implanted cardiac devices colour the light), also yields an emergency fact, stored next to
 the record in the hot store forever (``healthbank.records.EmergencyFact``), sealed with
 ``healthbank.records.fact_aad(person_token, record_id)``. Its plaintext is written by
 :func:`emergency_fact_json` with the one codec, ``healthbank.contracts.facts`` (the shape is
@@ -38,6 +40,20 @@ from services.ingest.model import Category, ClinicalEntry, ParsedMessage, Source
 
 FACT_CATEGORIES = frozenset({Category.ALLERGY, Category.PROCEDURE, Category.CONDITION})
 """Categories that feed the emergency summary."""
+
+FACT_RESOURCE_TYPES = frozenset(
+    {"MedicationRequest", "MedicationStatement", "MedicationAdministration", "Device"}
+)
+"""Other resource types that feed the emergency summary, whatever their category."""
+
+
+def feeds_emergency_summary(entry: ClinicalEntry) -> bool:
+    """Tell whether an entry gets an emergency fact next to its record."""
+    return (
+        entry.category in FACT_CATEGORIES
+        or entry.resource.get("resourceType") in FACT_RESOURCE_TYPES
+    )
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -140,7 +156,7 @@ def plan_records(
                     emergency_fact_json(
                         entry, effective, source.hospital_id, person_token, record_id
                     )
-                    if entry.category in FACT_CATEGORIES
+                    if feeds_emergency_summary(entry)
                     else None
                 ),
             )

@@ -1,42 +1,51 @@
-"""FHIR R4 JSON: a Bundle or a single resource into a :class:`ParsedMessage`.
+"""FHIR R4: a Bundle, a single resource or Bulk Data NDJSON into a :class:`ParsedMessage`.
 
 Accepted input:
 
-- a Bundle of type transaction, batch, collection or message with exactly one Patient and
-  any number of clinical resources;
+- a Bundle (transaction, batch, collection, message or document) with
+  exactly one Patient and any number of other resources, of any type and any count;
+- a Bundle, or NDJSON, with no Patient whose resources are all of the hospital's directory
+  (:data:`DIRECTORY_RESOURCE_TYPES`: Organization, Practitioner, Location ...);
 - a single Patient (a demographics update: no records);
-- a single clinical resource carrying its Patient in ``contained``.
+- a single clinical resource carrying its Patient in ``contained``;
+- FHIR Bulk Data NDJSON (:func:`parse_fhir_ndjson`): one resource per line, read as a
+  collection Bundle of those resources (problem paths ``content.line[<n>]``, 1-based).
 
 The Patient gives the identity: the national ID is the identifier whose system is one of
-:data:`NATIONAL_ID_SYSTEMS`, the hospital record number (MRN, required) the identifier whose
-``type`` has a coding with code ``MR``; name (``official`` use first), birthDate, gender and
-the first ``phone`` telecom become the demographics.
+:data:`NATIONAL_ID_SYSTEMS` (optional), the hospital record number (MRN, required) the
+identifier whose ``type`` has a coding with code ``MR``; name (``official`` use first),
+birthDate, gender and the first ``phone`` telecom become the demographics.
 
-Each clinical resource becomes one record through :data:`RESOURCE_MAPPINGS`, one row per
-resource type: its category, the element holding the main code (first coding), the date
-elements that give the effective time (first present wins), the status element, the element
-referring to the patient and, for the emergency summary, the severity element. HL7 v2 and
-DICOM input is mapped to FHIR resources and goes through the same table
-(:func:`entry_from_resource`), so every format yields the same records.
+Every other resource of a patient message has one outcome (:class:`ResourceOutcome`, in
+the acknowledgement), and none is dropped silently:
 
-Resource types that are neither clinical nor Patient:
+- RECORD: the types of :data:`RESOURCE_MAPPINGS` become canonical records of their category
+  (one row per type: the element holding the main code, the date elements giving the
+  effective time, status, the element referring to the patient, the severity). They are
+  validated strictly: a wrong code or date is the hospital's to fix. HL7 v2 and DICOM are
+  mapped to FHIR resources and go through the same table (:func:`entry_from_resource`).
+- DOCUMENT: any other type (Claim, ExplanationOfBenefit, CareTeam, Goal, Provenance,
+  Medication, SupplyDelivery ...) becomes a DOCUMENT record under the patient, its code the
+  first usable of ``code``/``type``/``category`` (else the resource type in
+  :data:`RESOURCE_TYPE_SYSTEM`), its time the first valid common date element. Nothing in
+  such a resource is a reason to reject the message.
+- DIRECTORY: directory types inside a patient message join the hospital's directory.
+- SKIPPED: only the message envelope (MessageHeader), with the reason.
 
-- the usual context of a message (:data:`CONTEXT_RESOURCE_TYPES`: MessageHeader, Practitioner,
-  Organization ...) is accepted and not stored: it is not about the patient's health;
-- any other type is **rejected** (``...resource.resourceType``): the data center is the
-  hospitals' backup, and silently dropping a resource the hospital meant to store would lose
-  data without anyone noticing. A rejection tells the hospital to split the message or ask
-  for the type to be mapped.
+``medication[x]`` is read in both forms: ``medicationCodeableConcept``, or
+``medicationReference`` resolved to a Medication inside the message (by ``fullUrl`` such as
+``urn:uuid:...``, ``Medication/<id>`` or ``#<id>`` in ``contained``) whose ``code`` becomes
+the record's code; a reference that does not resolve is kept as it is (in the stored
+resource) and the record's code is the reference's display as text.
 
-A clinical resource without any date element takes the Bundle's ``timestamp``, else the time
-of ingest, as its effective time. A coding without a system or code is rejected; a concept
-with only ``text`` is accepted as a text-only concept.
+A resource without any date element takes the Bundle's ``timestamp``, else the time of
+ingest, as its effective time. Records store the resource exactly as sent.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -48,10 +57,13 @@ from services.ingest.model import (
     ClinicalEntry,
     Coding,
     Demographics,
+    DirectoryEntry,
+    Disposition,
     InvalidMessage,
     ParsedMessage,
     PatientIdentity,
     Problems,
+    ResourceOutcome,
     parse_fhir_datetime,
 )
 
@@ -62,23 +74,48 @@ NATIONAL_ID_SYSTEMS = frozenset(
 )
 """Identifier systems of the resident identity number (the OID is the Chinese national one)."""
 
-BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "message"})
+BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "message", "document"})
 
-CONTEXT_RESOURCE_TYPES = frozenset(
+DIRECTORY_RESOURCE_TYPES = frozenset(
     {
-        "MessageHeader",
-        "Provenance",
+        "Organization",
+        "OrganizationAffiliation",
         "Practitioner",
         "PractitionerRole",
-        "Organization",
         "Location",
-        "Device",
-        "Specimen",
-        "Medication",
-        "RelatedPerson",
+        "HealthcareService",
+        "Endpoint",
     }
 )
-"""Resources that give a message context; accepted, not stored as records."""
+"""Resources describing the hospital, not a patient: stored as the hospital's directory."""
+
+ENVELOPE_RESOURCE_TYPES = frozenset({"MessageHeader"})
+"""Resources that only carry a message: skipped (with the reason in the outcome)."""
+
+RESOURCE_TYPE_SYSTEM = "http://hl7.org/fhir/fhir-types"
+"""Code system of a document record coded by its resource type (no code of its own)."""
+
+# Elements tried, in order, for a document record's code and effective time.
+_DOCUMENT_CODE_ELEMENTS = ("code", "type", "category", "vaccineCode", "class")
+_DOCUMENT_TIME_ELEMENTS = (
+    "effectiveDateTime",
+    "effectivePeriod",
+    "occurrenceDateTime",
+    "occurrencePeriod",
+    "performedDateTime",
+    "performedPeriod",
+    "onsetDateTime",
+    "authoredOn",
+    "created",
+    "date",
+    "issued",
+    "recorded",
+    "recordedDate",
+    "period",
+    "billablePeriod",
+    "started",
+    "sent",
+)
 
 _GENDERS = frozenset({"male", "female", "other", "unknown"})
 
@@ -90,7 +127,9 @@ class ResourceMapping:
     ``code`` and ``effective`` list element names tried in order (the first present wins); a
     list-valued element contributes its first item. Effective elements may be a dateTime,
     an instant or a Period (its start). ``status`` and ``severity`` elements may be a code
-    string or a CodeableConcept.
+    string or a CodeableConcept. A ``medication`` mapping also reads ``medicationReference``
+    when no code element is present. ``code_optional``: a resource without a code element
+    is coded by its resource type instead of rejected (the element is optional in R4).
     """
 
     category: Category
@@ -99,6 +138,8 @@ class ResourceMapping:
     status: str
     subject: str = "subject"
     severity: str = ""
+    medication: bool = False
+    code_optional: bool = False
 
 
 RESOURCE_MAPPINGS: Mapping[str, ResourceMapping] = MappingProxyType(
@@ -135,18 +176,36 @@ RESOURCE_MAPPINGS: Mapping[str, ResourceMapping] = MappingProxyType(
             code=("modality", "procedureCode"),
             effective=("started",),
             status="status",
+            code_optional=True,
         ),
         "MedicationStatement": ResourceMapping(
             Category.MEDICATION,
             code=("medicationCodeableConcept",),
             effective=("effectiveDateTime", "effectivePeriod", "dateAsserted"),
             status="status",
+            medication=True,
         ),
         "MedicationRequest": ResourceMapping(
             Category.MEDICATION,
             code=("medicationCodeableConcept",),
             effective=("authoredOn",),
             status="status",
+            medication=True,
+        ),
+        "MedicationAdministration": ResourceMapping(
+            Category.MEDICATION,
+            code=("medicationCodeableConcept",),
+            effective=("effectiveDateTime", "effectivePeriod"),
+            status="status",
+            medication=True,
+        ),
+        # A vaccination is a medication given; its CVX (or SNOMED) code says which.
+        "Immunization": ResourceMapping(
+            Category.MEDICATION,
+            code=("vaccineCode",),
+            effective=("occurrenceDateTime", "recorded"),
+            status="status",
+            subject="patient",
         ),
         "Encounter": ResourceMapping(
             Category.ENCOUNTER,
@@ -166,6 +225,23 @@ RESOURCE_MAPPINGS: Mapping[str, ResourceMapping] = MappingProxyType(
             effective=("date",),
             status="status",
         ),
+        # A device used by or implanted in the patient (pacemaker, CPAP, dialysis machine):
+        # its type feeds the emergency summary (implanted cardiac devices).
+        "Device": ResourceMapping(
+            Category.DOCUMENT,
+            code=("type",),
+            effective=("manufactureDate",),
+            status="status",
+            subject="patient",
+            code_optional=True,
+        ),
+        "CarePlan": ResourceMapping(
+            Category.DOCUMENT,
+            code=("category",),
+            effective=("period", "created"),
+            status="status",
+            code_optional=True,
+        ),
     }
 )
 
@@ -181,22 +257,52 @@ def parse_fhir(content: bytes) -> ParsedMessage:
         raise InvalidMessage(REASON, [("content.resourceType", "is required")])
     if resource_type == "Bundle":
         return _parse_bundle(document, problems)
+    if resource_type in DIRECTORY_RESOURCE_TYPES:
+        return _message(None, [_Located("content", document)], problems)
     return _parse_single(document, resource_type, problems)
 
 
-def _load_json(content: bytes) -> Any:
+def parse_fhir_ndjson(content: bytes) -> ParsedMessage:
+    """Parse FHIR Bulk Data NDJSON (one resource per line) as a collection Bundle would be."""
+    problems = Problems(REASON)
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidMessage(REASON, [("content", "must be UTF-8 encoded JSON")]) from None
+        raise InvalidMessage(REASON, [("content", "must be UTF-8 encoded NDJSON")]) from None
+    located: list[_Located] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        path = f"content.line[{number}]"
+        try:
+            resource = _load_json(line.encode(), path)
+        except InvalidMessage as invalid:
+            for where, description in invalid.violations:
+                problems.add(where, description)
+            continue
+        if not isinstance(resource, dict):
+            problems.add(path, "must be a JSON object: a FHIR resource")
+            continue
+        located.append(_Located(path, resource, _relative_url(resource)))
+    if not located and not problems:
+        problems.add("content", "must hold at least one resource")
+    problems.raise_if_any()
+    return _message(None, located, problems)
+
+
+def _load_json(content: bytes, path: str = "content") -> Any:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidMessage(REASON, [(path, "must be UTF-8 encoded JSON")]) from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         # Line and column locate the error without quoting the content.
         where = f"line {exc.lineno} column {exc.colno}"
-        raise InvalidMessage(REASON, [("content", f"is not valid JSON ({where})")]) from None
+        raise InvalidMessage(REASON, [(path, f"is not valid JSON ({where})")]) from None
     except (ValueError, RecursionError):
-        raise InvalidMessage(REASON, [("content", "is not valid JSON")]) from None
+        raise InvalidMessage(REASON, [(path, "is not valid JSON")]) from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -208,6 +314,48 @@ class _Located:
     path: str
     resource: dict[str, Any]
     full_url: str = ""
+
+    @property
+    def resource_type(self) -> str:
+        value = self.resource.get("resourceType")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def resource_id(self) -> str:
+        value = self.resource.get("id")
+        return value if isinstance(value, str) and value else self.full_url
+
+
+def _relative_url(resource: Mapping[str, Any]) -> str:
+    resource_type, resource_id = resource.get("resourceType"), resource.get("id")
+    if isinstance(resource_type, str) and isinstance(resource_id, str) and resource_id:
+        return f"{resource_type}/{resource_id}"
+    return ""
+
+
+class _Resolver:
+    """Finds resources of the message by the references that point at them."""
+
+    def __init__(self, located: Iterable[_Located]) -> None:
+        self._by_reference: dict[str, Mapping[str, Any]] = {}
+        for item in located:
+            for key in (item.full_url, _relative_url(item.resource)):
+                if key:
+                    self._by_reference.setdefault(key, item.resource)
+
+    def resolve(self, reference: str, holder: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The resource ``reference`` points at (in the message or ``holder.contained``)."""
+        if reference.startswith("#"):
+            contained = holder.get("contained")
+            for item in contained if isinstance(contained, list) else []:
+                if isinstance(item, dict) and item.get("id") == reference[1:]:
+                    return item
+            return None
+        found = self._by_reference.get(reference)
+        if found is None and "/" in reference:
+            # Absolute form of a relative reference: https://hospital/fhir/Medication/m1.
+            found = self._by_reference.get("/".join(reference.rsplit("/", 2)[-2:]))
+        return found
 
 
 def _parse_bundle(bundle: dict[str, Any], problems: Problems) -> ParsedMessage:
@@ -235,9 +383,32 @@ def _parse_bundle(bundle: dict[str, Any], problems: Problems) -> ParsedMessage:
         located.append(
             _Located(f"{path}.resource", resource, full_url if isinstance(full_url, str) else "")
         )
-    patients = [item for item in located if item.resource.get("resourceType") == "Patient"]
-    if not patients and entries:
-        problems.add("content.entry", "must contain a Patient resource")
+    return _message(message_time, located, problems, patient_required=bool(entries))
+
+
+def _message(
+    message_time: Any,
+    located: list[_Located],
+    problems: Problems,
+    *,
+    patient_required: bool = True,
+) -> ParsedMessage:
+    """The message of a list of located resources: a patient's, or the hospital directory."""
+    for item in located:
+        if not item.resource_type:
+            problems.add(f"{item.path}.resourceType", "is required")
+    patients = [item for item in located if item.resource_type == "Patient"]
+    if not patients:
+        if located and all(item.resource_type in DIRECTORY_RESOURCE_TYPES for item in located):
+            problems.raise_if_any()
+            return _directory_message(located, message_time)
+        if patient_required:
+            problems.add(
+                "content.entry"
+                if located and located[0].path.startswith("content.entry")
+                else "content",
+                "must contain a Patient resource",
+            )
     for extra in patients[1:]:
         problems.add(extra.path, "a message may describe only one Patient")
     patient = None
@@ -245,16 +416,59 @@ def _parse_bundle(bundle: dict[str, Any], problems: Problems) -> ParsedMessage:
     if patients:
         patient = _patient(patients[0].resource, patients[0].path, problems)
         references = _references_to(patients[0].resource, patients[0].full_url)
+    resolver = _Resolver(located)
     clinical: list[ClinicalEntry] = []
+    outcomes: list[ResourceOutcome] = []
+    directory: list[DirectoryEntry] = []
     for item in located:
-        if item.resource.get("resourceType") == "Patient":
+        resource_type = item.resource_type
+        if resource_type == "Patient" or not resource_type:
             continue
-        entry = _clinical(item, references, problems)
+        if resource_type in ENVELOPE_RESOURCE_TYPES:
+            outcomes.append(
+                ResourceOutcome(
+                    resource_type,
+                    item.resource_id,
+                    Disposition.SKIPPED,
+                    reason="the message envelope, not patient data",
+                )
+            )
+            continue
+        if resource_type in DIRECTORY_RESOURCE_TYPES:
+            directory.append(DirectoryEntry(resource_type, item.resource_id, item.resource))
+            outcomes.append(ResourceOutcome(resource_type, item.resource_id, Disposition.DIRECTORY))
+            continue
+        if resource_type in RESOURCE_MAPPINGS:
+            entry = _clinical(item, references, resolver, problems)
+            disposition = Disposition.RECORD
+        else:
+            entry = document_entry(item.resource, item.path)
+            disposition = Disposition.DOCUMENT
         if entry is not None:
+            outcomes.append(
+                ResourceOutcome(resource_type, item.resource_id, disposition, len(clinical))
+            )
             clinical.append(entry)
     problems.raise_if_any()
     assert patient is not None  # no problems means the Patient was found and parsed
-    return ParsedMessage(patient, tuple(clinical), message_time)
+    return ParsedMessage(
+        patient,
+        tuple(clinical),
+        message_time,
+        outcomes=tuple(outcomes),
+        directory=tuple(directory),
+    )
+
+
+def _directory_message(located: list[_Located], message_time: Any) -> ParsedMessage:
+    directory = tuple(
+        DirectoryEntry(item.resource_type, item.resource_id, item.resource) for item in located
+    )
+    outcomes = tuple(
+        ResourceOutcome(entry.resource_type, entry.resource_id, Disposition.DIRECTORY)
+        for entry in directory
+    )
+    return ParsedMessage(None, (), message_time, outcomes=outcomes, directory=directory)
 
 
 def _parse_single(
@@ -265,8 +479,6 @@ def _parse_single(
         problems.raise_if_any()
         assert patient is not None
         return ParsedMessage(patient, ())
-    if resource_type not in RESOURCE_MAPPINGS:
-        raise InvalidMessage(REASON, [("content.resourceType", _unsupported_type())])
     contained = resource.get("contained")
     found = [
         (index, item)
@@ -288,18 +500,18 @@ def _parse_single(
     patient = _patient(patient_resource, f"content.contained[{index}]", problems)
     local_id = patient_resource.get("id")
     references = frozenset({f"#{local_id}"}) if isinstance(local_id, str) else frozenset()
-    entry = _clinical(_Located("content", resource), references, problems)
+    item = _Located("content", resource)
+    resolver = _Resolver(())
+    if resource_type in RESOURCE_MAPPINGS:
+        entry = _clinical(item, references, resolver, problems)
+        disposition = Disposition.RECORD
+    else:
+        entry = document_entry(resource, "content")
+        disposition = Disposition.DOCUMENT
     problems.raise_if_any()
     assert patient is not None and entry is not None
-    return ParsedMessage(patient, (entry,))
-
-
-def _unsupported_type() -> str:
-    return (
-        "unsupported resource type; clinical types are "
-        + ", ".join(sorted(RESOURCE_MAPPINGS))
-        + " (plus Patient and message context such as MessageHeader)"
-    )
+    outcome = ResourceOutcome(resource_type, item.resource_id, disposition, 0)
+    return ParsedMessage(patient, (entry,), outcomes=(outcome,))
 
 
 def _patient(resource: dict[str, Any], path: str, problems: Problems) -> PatientIdentity | None:
@@ -437,18 +649,9 @@ def _refers_to_patient(reference: str, references: frozenset[str]) -> bool:
 
 
 def _clinical(
-    item: _Located, references: frozenset[str] | None, problems: Problems
+    item: _Located, references: frozenset[str] | None, resolver: _Resolver, problems: Problems
 ) -> ClinicalEntry | None:
-    resource_type = item.resource.get("resourceType")
-    if not isinstance(resource_type, str) or not resource_type:
-        problems.add(f"{item.path}.resourceType", "is required")
-        return None
-    if resource_type in CONTEXT_RESOURCE_TYPES:
-        return None
-    if resource_type not in RESOURCE_MAPPINGS:
-        problems.add(f"{item.path}.resourceType", _unsupported_type())
-        return None
-    mapping = RESOURCE_MAPPINGS[resource_type]
+    mapping = RESOURCE_MAPPINGS[item.resource_type]
     subject = item.resource.get(mapping.subject)
     subject_path = f"{item.path}.{mapping.subject}"
     if subject is not None and references is not None:
@@ -458,23 +661,30 @@ def _clinical(
             subject["reference"], references
         ):
             problems.add(f"{subject_path}.reference", "must refer to the message's Patient")
-    return entry_from_resource(item.resource, item.path, problems)
+    return entry_from_resource(item.resource, item.path, problems, resolver)
 
 
 def entry_from_resource(
-    resource: Mapping[str, Any], path: str, problems: Problems
+    resource: Mapping[str, Any],
+    path: str,
+    problems: Problems,
+    resolver: _Resolver | None = None,
 ) -> ClinicalEntry | None:
     """The canonical entry of one clinical FHIR resource, via :data:`RESOURCE_MAPPINGS`.
 
-    ``path`` is where the resource sits in the message, for problem paths. Returns None (with
-    problems recorded) when the resource cannot become a record.
+    ``path`` is where the resource sits in the message, for problem paths; ``resolver``
+    finds the Medication a ``medicationReference`` points at. Returns None (with problems
+    recorded) when the resource cannot become a record.
     """
     resource_type = resource.get("resourceType")
     mapping = RESOURCE_MAPPINGS.get(resource_type) if isinstance(resource_type, str) else None
     if mapping is None:
-        problems.add(f"{path}.resourceType", _unsupported_type())
+        problems.add(
+            f"{path}.resourceType", "must be one of " + ", ".join(sorted(RESOURCE_MAPPINGS))
+        )
         return None
-    code = _code(resource, mapping, path, problems)
+    assert isinstance(resource_type, str)
+    code = _code(resource, resource_type, mapping, path, problems, resolver or _Resolver(()))
     effective = None
     for name in mapping.effective:
         if name in resource:
@@ -483,8 +693,6 @@ def entry_from_resource(
     _check_quantity(resource, path, problems)
     if code is None:
         return None
-    meta = resource.get("meta")
-    version = meta.get("versionId") if isinstance(meta, dict) else None
     return ClinicalEntry(
         category=mapping.category,
         code=code,
@@ -493,18 +701,85 @@ def entry_from_resource(
         resource=resource,
         path=path,
         severity=_severity(resource.get(mapping.severity)) if mapping.severity else "",
-        source_version=version if isinstance(version, str) else "",
+        source_version=_version(resource),
     )
 
 
+def document_entry(resource: Mapping[str, Any], path: str) -> ClinicalEntry:
+    """A DOCUMENT record of a resource of any type; never fails (nothing here is rejected).
+
+    The code is the first of :data:`_DOCUMENT_CODE_ELEMENTS` that is a usable concept, else
+    the resource type; the time the first of :data:`_DOCUMENT_TIME_ELEMENTS` that parses.
+    """
+    resource_type = str(resource.get("resourceType"))
+    code = None
+    for name in _DOCUMENT_CODE_ELEMENTS:
+        if name in resource:
+            code = _concept(resource[name], path, Problems(REASON))
+            if code is not None:
+                break
+    effective = None
+    for name in _DOCUMENT_TIME_ELEMENTS:
+        if name in resource:
+            effective = _datetime_at(resource[name], path, Problems(REASON))
+            if effective is not None:
+                break
+    status = resource.get("status", resource.get("clinicalStatus"))
+    return ClinicalEntry(
+        category=Category.DOCUMENT,
+        code=code or Coding(RESOURCE_TYPE_SYSTEM, resource_type, resource_type),
+        effective_time=effective,
+        status=_status(status),
+        resource=resource,
+        path=path,
+        source_version=_version(resource),
+    )
+
+
+def _version(resource: Mapping[str, Any]) -> str:
+    meta = resource.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) else ""
+
+
 def _code(
-    resource: Mapping[str, Any], mapping: ResourceMapping, path: str, problems: Problems
+    resource: Mapping[str, Any],
+    resource_type: str,
+    mapping: ResourceMapping,
+    path: str,
+    problems: Problems,
+    resolver: _Resolver,
 ) -> Coding | None:
     for name in mapping.code:
         if name in resource:
             return _concept(resource[name], f"{path}.{name}", problems)
+    if mapping.medication and "medicationReference" in resource:
+        return _medication_reference(resource, f"{path}.medicationReference", problems, resolver)
+    if mapping.code_optional:
+        return Coding(RESOURCE_TYPE_SYSTEM, resource_type, resource_type)
     problems.add(f"{path}.{mapping.code[0]}", "is required")
     return None
+
+
+def _medication_reference(
+    resource: Mapping[str, Any], path: str, problems: Problems, resolver: _Resolver
+) -> Coding | None:
+    """The code of the Medication a medicationReference points at; its display if unresolved."""
+    reference = resource["medicationReference"]
+    if not isinstance(reference, dict):
+        problems.add(path, "must be a Reference")
+        return None
+    target = reference.get("reference")
+    medication = resolver.resolve(target, resource) if isinstance(target, str) else None
+    if (
+        medication is not None
+        and medication.get("resourceType") == "Medication"
+        and "code" in medication
+    ):
+        return _concept(medication["code"], f"{path}.reference(code)", problems)
+    display = reference.get("display")
+    # Kept as the reference it is: the stored resource still names the medication.
+    return Coding("", "", display.strip() if isinstance(display, str) else "")
 
 
 def _concept(value: Any, path: str, problems: Problems) -> Coding | None:

@@ -55,6 +55,16 @@ class SourceFormat(IntEnum):
     FHIR_R4_JSON = 1
     HL7V2 = 2
     DICOM = 3
+    FHIR_R4_NDJSON = 4
+
+
+class Disposition(IntEnum):
+    """What became of one resource of a FHIR message; ``ingest.v1.ResourceDisposition``."""
+
+    RECORD = 1  # a mapped type: a canonical record of its category
+    DOCUMENT = 2  # any other type: a document record under the patient
+    DIRECTORY = 3  # Organization, Practitioner, Location ...: the hospital's directory
+    SKIPPED = 4  # not stored, and the outcome says why
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,34 @@ class ClinicalEntry:
 
 
 @dataclass(frozen=True)
+class ResourceOutcome:
+    """What became of one resource of a message, for the acknowledgement.
+
+    ``entry_index`` is the index in :attr:`ParsedMessage.entries` of the record the resource
+    became (RECORD and DOCUMENT), else None; ``reason`` says why a resource was skipped.
+    """
+
+    resource_type: str
+    resource_id: str
+    disposition: Disposition
+    entry_index: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """A resource of the hospital's directory (Organization, Practitioner, Location ...).
+
+    Not about a patient: stored in ingest's own store per hospital, replacing an earlier
+    version of the same (type, id).
+    """
+
+    resource_type: str
+    resource_id: str
+    resource: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ImagingContent:
     """Bytes that go to the archive blob store (sealed) instead of the hot store."""
 
@@ -135,13 +173,18 @@ class ParsedMessage:
     """A hospital message, parsed and validated, not yet resolved to a person.
 
     ``message_time`` (when the hospital produced the message, if it says) is the fallback
-    effective time of entries that carry no time of their own.
+    effective time of entries that carry no time of their own. ``patient`` is None only for
+    a directory message (FHIR resources describing the hospital, no patient): then
+    ``entries`` is empty and ``directory`` holds its resources. ``outcomes`` (FHIR input)
+    says what became of each resource, in message order.
     """
 
-    patient: PatientIdentity
+    patient: PatientIdentity | None
     entries: tuple[ClinicalEntry, ...]
     message_time: datetime | None = None
     imaging: ImagingContent | None = None
+    outcomes: tuple[ResourceOutcome, ...] = ()
+    directory: tuple[DirectoryEntry, ...] = ()
 
 
 class InvalidMessage(Exception):

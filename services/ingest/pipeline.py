@@ -38,9 +38,10 @@ Guarantees and how they hold:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -61,9 +62,16 @@ from services.ingest.canonical import (
     receipt_for,
 )
 from services.ingest.dicom import parse_dicom
-from services.ingest.fhir import parse_fhir
+from services.ingest.fhir import parse_fhir, parse_fhir_ndjson
 from services.ingest.hl7v2 import parse_hl7v2
-from services.ingest.model import InvalidMessage, ParsedMessage, PatientIdentity, SourceFormat
+from services.ingest.model import (
+    Disposition,
+    InvalidMessage,
+    ParsedMessage,
+    PatientIdentity,
+    ResourceOutcome,
+    SourceFormat,
+)
 from services.ingest.store import IngestStore, WriteAudit
 
 _log = logging.getLogger(__name__)
@@ -72,11 +80,13 @@ PARSERS: dict[SourceFormat, Callable[[bytes], ParsedMessage]] = {
     SourceFormat.FHIR_R4_JSON: parse_fhir,
     SourceFormat.HL7V2: parse_hl7v2,
     SourceFormat.DICOM: parse_dicom,
+    SourceFormat.FHIR_R4_NDJSON: parse_fhir_ndjson,
 }
 
-# One audit event names every record a message wrote, and the audit service takes at most
-# 1000 resource names per event: larger messages must be split by the sender.
-MAX_RECORDS_PER_MESSAGE = 1000
+# The audit service takes at most this many resource names per event: a message with more
+# records is reported by several events (see :func:`audit_event_ids`).
+MAX_NAMES_PER_AUDIT_EVENT = 1000
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 # A reserved audit event older than this without a stored message belongs to a submission
 # that failed before its commit; younger ones may still be committing.
@@ -175,13 +185,29 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class ResourceAck:
+    """What became of one resource of a message; ``record_name`` for RECORD and DOCUMENT."""
+
+    resource_type: str
+    resource_id: str
+    disposition: Disposition
+    record_name: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Ack:
-    """What happened to a message: stored now, or stored by an earlier identical submission."""
+    """What happened to a message: stored now, or stored by an earlier identical submission.
+
+    ``resources`` says what became of each resource of a FHIR message stored now (empty for
+    a duplicate, which is answered from its receipt).
+    """
 
     message_id: str
     duplicate: bool
     person_token: str
     record_names: tuple[str, ...]
+    resources: tuple[ResourceAck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,7 +235,7 @@ class PreparedMessage:
         """
         hospital = self.source.hospital_id
         keys: set[tuple[str, ...]] = {("message", hospital, self.source.message_id)}
-        if self.message is not None:
+        if self.message is not None and self.message.patient is not None:
             patient = self.message.patient
             keys.add(("mrn", hospital, patient.mrn))
             if patient.national_id:
@@ -218,19 +244,39 @@ class PreparedMessage:
 
 
 def parse_message(submission: Submission) -> ParsedMessage:
-    """Parse and validate a submission's content with its format's parser."""
-    message = PARSERS[submission.source_format](submission.content)
-    if len(message.entries) > MAX_RECORDS_PER_MESSAGE:
-        raise InvalidMessage(
-            "MESSAGE_TOO_LARGE",
-            [
-                (
-                    "content",
-                    f"at most {MAX_RECORDS_PER_MESSAGE} clinical entries per message; split it",
-                )
-            ],
+    """Parse and validate a submission's content with its format's parser (any size)."""
+    return PARSERS[submission.source_format](submission.content)
+
+
+def acknowledged_resources(
+    outcomes: Sequence[ResourceOutcome], record_names: Sequence[str]
+) -> tuple[ResourceAck, ...]:
+    """Each resource's outcome with the name of the record it became (entries' order)."""
+    return tuple(
+        ResourceAck(
+            outcome.resource_type,
+            outcome.resource_id,
+            outcome.disposition,
+            record_names[outcome.entry_index] if outcome.entry_index is not None else "",
+            outcome.reason,
         )
-    return message
+        for outcome in outcomes
+    )
+
+
+def audit_event_ids(event_id: str, count: int) -> list[str]:
+    """The ids of the ``count`` audit events reporting one message: ``event_id`` first.
+
+    The others keep its time part and take their random part from a hash of it and their
+    position, so a retry re-appends the very same events (the audit log is idempotent by id).
+    """
+    ids = [event_id]
+    for position in range(1, count):
+        digest = hashlib.sha256(f"{event_id}/{position}".encode()).digest()
+        number = int.from_bytes(digest[:10], "big")  # 80 bits: the ULID's random part
+        random_part = "".join(_CROCKFORD[(number >> shift) & 31] for shift in range(75, -1, -5))
+        ids.append(event_id[:10] + random_part)
+    return ids
 
 
 def _source(submission: Submission) -> MessageSource:
@@ -309,8 +355,15 @@ class IngestPipeline:
             return await self._acknowledge(receipt, submission.submitter, duplicate=True)
 
         message = parse()
-        person_token = await self._identity.resolve(source.hospital_id, message.patient)
         now = self._now()
+        if message.directory:
+            # Before the records: a retry that finds the receipt never gets here again.
+            await self._store.put_directory(source.hospital_id, message.directory, now)
+        if message.patient is None:
+            _log.info("directory stored entries=%d", len(message.directory))
+            resources = acknowledged_resources(message.outcomes, ())
+            return Ack(source.message_id, False, "", (), resources)
+        person_token = await self._identity.resolve(source.hospital_id, message.patient)
         blob_name = ""
         if message.imaging is not None:
             sealed_blob = await self._sealer.seal(message.imaging.data, blob_aad(person_token))
@@ -349,9 +402,12 @@ class IngestPipeline:
         )
         # Same (hospital, message id, content hash) as the receipt, even if a concurrent
         # identical submission committed first: the reserved event is the message's event.
-        return await self._acknowledge(
+        ack = await self._acknowledge(
             outcome.receipt, submission.submitter, duplicate=outcome.duplicate, audit=audit
         )
+        if outcome.duplicate:
+            return ack
+        return replace(ack, resources=acknowledged_resources(message.outcomes, ack.record_names))
 
     async def _reserve(self, receipt: MessageReceipt, submitter: Principal) -> WriteAudit:
         now = self._now()
@@ -381,11 +437,24 @@ class IngestPipeline:
             audit = await self._reserve(receipt, submitter)
         names = _record_names(receipt)
         if not audit.appended:
-            await self._audit.append_write(audit, receipt.person_token, names)
+            await self._append_audit(audit, receipt.person_token, names)
             await self._store.mark_audit_appended(
                 audit.hospital_id, audit.message_id, audit.content_hash
             )
         return Ack(receipt.message_id, duplicate, receipt.person_token, names)
+
+    async def _append_audit(
+        self, audit: WriteAudit, person_token: str, names: Sequence[str]
+    ) -> None:
+        """Append the message's write event(s): one per MAX_NAMES_PER_AUDIT_EVENT names."""
+        chunks = [
+            names[start : start + MAX_NAMES_PER_AUDIT_EVENT]
+            for start in range(0, len(names), MAX_NAMES_PER_AUDIT_EVENT)
+        ] or [names]
+        for event_id, chunk in zip(
+            audit_event_ids(audit.event_id, len(chunks)), chunks, strict=True
+        ):
+            await self._audit.append_write(replace(audit, event_id=event_id), person_token, chunk)
 
     async def flush_pending_audits(self, limit: int = 100) -> int:
         """Append audit events of stored messages whose append never happened; forget the rest.
@@ -404,7 +473,7 @@ class IngestPipeline:
                 )
                 continue
             try:
-                await self._audit.append_write(audit, receipt.person_token, _record_names(receipt))
+                await self._append_audit(audit, receipt.person_token, _record_names(receipt))
             except DependencyUnavailable:
                 return appended
             await self._store.mark_audit_appended(

@@ -67,6 +67,7 @@ _FORMATS = {
     common_pb2.SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat.FHIR_R4_JSON,
     common_pb2.SOURCE_FORMAT_HL7V2: SourceFormat.HL7V2,
     common_pb2.SOURCE_FORMAT_DICOM: SourceFormat.DICOM,
+    common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON: SourceFormat.FHIR_R4_NDJSON,
 }
 
 
@@ -221,7 +222,9 @@ def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal
             "must be printable characters without leading or trailing spaces",
         )
     source_format = _FORMATS.get(request.format)
-    violations.check(source_format is not None, "format", "must be FHIR_R4_JSON, HL7V2 or DICOM")
+    violations.check(
+        source_format is not None, "format", "must be FHIR_R4_JSON, FHIR_R4_NDJSON, HL7V2 or DICOM"
+    )
     if violations.require(request.content, "content"):
         limit = MAX_DICOM_BYTES if source_format == SourceFormat.DICOM else MAX_CONTENT_BYTES
         violations.check(len(request.content) <= limit, "content", f"must be at most {limit} bytes")
@@ -288,6 +291,16 @@ def _response(ack: Ack, submission: Submission) -> ingest_pb2.SubmitResponse:
         person_token=ack.person_token,
         record_names=list(ack.record_names),
         hl7_ack=hl7_ack_for(submission.source_format, submission.content, None),
+        resources=[
+            ingest_pb2.ResourceOutcome(
+                resource_type=resource.resource_type,
+                resource_id=resource.resource_id,
+                disposition=f"RESOURCE_DISPOSITION_{resource.disposition.name}",
+                record_name=resource.record_name,
+                reason=resource.reason,
+            )
+            for resource in ack.resources
+        ],
     )
 
 

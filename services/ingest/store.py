@@ -1,4 +1,5 @@
-"""What the ingest service persists itself: the audit ledger of submitted messages.
+"""What the ingest service persists itself: the audit ledger of submitted messages, and the
+hospitals' directories.
 
 The records, emergency facts and idempotency receipts live in the shared hot record store
 (``healthbank.records``). Ingest's own store holds one row per accepted message content
@@ -21,11 +22,18 @@ gives two things:
 :class:`SqliteIngestStore` is the embedded implementation (``ingest.db`` in the data dir),
 :class:`services.ingest.store_cassandra.CassandraIngestStore` the one at scale (keyspace
 ``<prefix>_ingest``). No patient data is stored here.
+
+The directory (``directory_entries``): the FHIR Organization, Practitioner, Location ...
+resources a hospital sent, one row per (hospital, resource type, resource id), the latest
+version winning. They describe the hospital, not a patient, so they are kept here, unsealed,
+and not in the record store (whose every row belongs to a person).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +42,7 @@ from typing import Protocol
 from healthbank.contracts.principal import Principal, principal_from_json, principal_to_json
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.sqlite import SqliteDatabase
+from services.ingest.model import DirectoryEntry
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,17 @@ class IngestStore(Protocol):
         """Forget a reservation whose message was never stored."""
         ...
 
+    async def put_directory(
+        self, hospital_id: str, entries: Sequence[DirectoryEntry], now: datetime
+    ) -> None:
+        """Store a hospital's directory resources, replacing earlier versions of each
+        (type, id): a retried message writes the same rows again."""
+        ...
+
+    async def list_directory(self, hospital_id: str) -> list[DirectoryEntry]:
+        """A hospital's directory, ordered by resource type and id."""
+        ...
+
     async def check(self) -> None:
         """Return if the store is usable; raise if it is not."""
         ...
@@ -100,6 +120,16 @@ _SQLITE_MIGRATIONS = [
         PRIMARY KEY (hospital_id, message_id, content_hash)
     ) WITHOUT ROWID;
     CREATE INDEX write_audits_pending ON write_audits (appended, occur_us)
+    """,
+    """
+    CREATE TABLE directory_entries (
+        hospital_id TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        updated_us INTEGER NOT NULL,
+        PRIMARY KEY (hospital_id, resource_type, resource_id)
+    ) WITHOUT ROWID
     """,
 ]
 
@@ -174,6 +204,39 @@ class SqliteIngestStore:
             )
         )
 
+    async def put_directory(
+        self, hospital_id: str, entries: Sequence[DirectoryEntry], now: datetime
+    ) -> None:
+        """See IngestStore.put_directory."""
+        rows = [
+            (
+                hospital_id,
+                entry.resource_type,
+                entry.resource_id,
+                directory_json(entry),
+                to_micros(now),
+            )
+            for entry in entries
+        ]
+        await self._db.write(
+            lambda c: c.executemany(
+                "INSERT INTO directory_entries VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+                " SET resource = excluded.resource, updated_us = excluded.updated_us",
+                rows,
+            )
+        )
+
+    async def list_directory(self, hospital_id: str) -> list[DirectoryEntry]:
+        """See IngestStore.list_directory."""
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT resource_type, resource_id, resource FROM directory_entries"
+                " WHERE hospital_id = ? ORDER BY resource_type, resource_id",
+                (hospital_id,),
+            ).fetchall()
+        )
+        return [DirectoryEntry(row[0], row[1], json.loads(row[2])) for row in rows]
+
     async def check(self) -> None:
         """See IngestStore.check."""
         await self._db.read(lambda c: c.execute("SELECT 1 FROM write_audits LIMIT 1").fetchall())
@@ -181,6 +244,11 @@ class SqliteIngestStore:
     async def close(self) -> None:
         """See IngestStore.close."""
         await self._db.close()
+
+
+def directory_json(entry: DirectoryEntry) -> str:
+    """A directory resource as stored: the JSON the hospital sent, compact."""
+    return json.dumps(entry.resource, ensure_ascii=False, separators=(",", ":"))
 
 
 def _audit_from_row(row: sqlite3.Row) -> WriteAudit:

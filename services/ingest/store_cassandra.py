@@ -33,6 +33,7 @@ process could lose its marker to a concurrent scan; the hospital's retry still a
 from __future__ import annotations
 
 import asyncio
+import json
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -41,7 +42,8 @@ from typing import Any
 from healthbank.contracts.principal import principal_from_json, principal_to_json
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
-from services.ingest.store import WriteAudit
+from services.ingest.model import DirectoryEntry
+from services.ingest.store import WriteAudit, directory_json
 
 MIGRATIONS = [
     """
@@ -59,6 +61,12 @@ MIGRATIONS = [
         shard int, minute bigint,
         PRIMARY KEY ((shard), minute)
     ) WITH gc_grace_seconds = 3600
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS directory_entries (
+        hospital_id text, resource_type text, resource_id text, resource text, updated_us bigint,
+        PRIMARY KEY ((hospital_id), resource_type, resource_id)
+    )
     """,
 ]
 
@@ -80,6 +88,13 @@ _INDEX = (
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
 _UNINDEX = f"DELETE FROM pending_audits WHERE minute = ? AND shard = ? AND occur_us = ? AND {_KEY}"
+_PUT_DIRECTORY = (
+    "INSERT INTO directory_entries (hospital_id, resource_type, resource_id, resource,"
+    " updated_us) VALUES (?, ?, ?, ?, ?)"
+)
+_LIST_DIRECTORY = (
+    "SELECT resource_type, resource_id, resource FROM directory_entries WHERE hospital_id = ?"
+)
 _MARK_MINUTE = "INSERT INTO pending_minutes (shard, minute) VALUES (?, ?)"
 _UNMARK_MINUTE = "DELETE FROM pending_minutes WHERE shard = ? AND minute = ?"
 _MINUTES = "SELECT minute FROM pending_minutes WHERE shard = ? AND minute <= ?"
@@ -118,6 +133,36 @@ class CassandraIngestStore:
             # Also on a lost race or a retry: an earlier reserver may have died before this.
             await self._index(stored)
         return stored
+
+    async def put_directory(
+        self, hospital_id: str, entries: Sequence[DirectoryEntry], now: datetime
+    ) -> None:
+        """See IngestStore.put_directory (an upsert per entry: the latest version wins)."""
+        updated_us = to_micros(now)
+        for start in range(0, len(entries), _READ_CONCURRENCY):
+            await asyncio.gather(
+                *(
+                    self._db.execute(
+                        _PUT_DIRECTORY,
+                        (
+                            hospital_id,
+                            entry.resource_type,
+                            entry.resource_id,
+                            directory_json(entry),
+                            updated_us,
+                        ),
+                    )
+                    for entry in entries[start : start + _READ_CONCURRENCY]
+                )
+            )
+
+    async def list_directory(self, hospital_id: str) -> list[DirectoryEntry]:
+        """See IngestStore.list_directory."""
+        rows = await self._db.execute(_LIST_DIRECTORY, (hospital_id,))
+        return [
+            DirectoryEntry(row.resource_type, row.resource_id, json.loads(row.resource))
+            for row in rows
+        ]
 
     async def mark_audit_appended(
         self, hospital_id: str, message_id: str, content_hash: str

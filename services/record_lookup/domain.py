@@ -3,68 +3,62 @@
 Pure functions and value types: no gRPC, no storage, no keys. Categories are the
 ``healthbank.common.v1.RecordCategory`` enum numbers (as in ``healthbank.records``).
 
-The traffic light, most severe first:
+The traffic light, most severe first, over the reviewed value sets of
+:mod:`services.record_lookup.value_sets` (tables in docs/value-sets.md):
 
-- RED when any (current) allergy has criticality ``high``, or any active condition has
-  severity ``severe`` or an ICD-10 code in :data:`CRITICAL_CONDITION_CODES` (prefix match).
-- YELLOW when there is any current allergy, any procedure (a past surgery matters for
-  anaesthesia and imaging) or any active condition.
+- RED when any current allergy has criticality ``high`` or is to an anaphylaxis-class
+  allergen (unless rated ``low``); any active condition has severity ``severe`` or is a
+  critical condition (acute myocardial infarction, epilepsy, haemophilia ...); any current
+  medication is an anticoagulant; or any active device is an implanted cardiac device.
+- YELLOW when there is any current allergy, any surgery (a past operation matters for
+  anaesthesia and imaging) or any active clinical condition.
 - GREEN otherwise.
 
-Facts entered in error, refuted or resolved do not colour the light: an emergency room
-needs what is true now. A fact without a status counts as current, because in an emergency
-a missing warning is worse than a superfluous one.
+Conditions in the social-and-administrative set (employment, education, "Has a criminal
+record" ...) are neither listed nor counted; procedures coded in SNOMED CT or ICD-10-PCS
+are surgeries only when in the surgical set (screenings and assessments are not). Facts
+entered in error, refuted or resolved do not colour the light: an emergency room needs what
+is true now. A fact without a status counts as current, because in an emergency a missing
+warning is worse than a superfluous one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
 from healthbank.contracts.facts import Fact
 from healthbank.records import StoredRecord
+from services.record_lookup.value_sets import (
+    ANAPHYLAXIS_CLASS_ALLERGENS,
+    ANTICOAGULANTS,
+    CRITICAL_CONDITIONS,
+    IMPLANTED_CARDIAC_DEVICES,
+    SOCIAL_AND_ADMINISTRATIVE,
+    SURGICAL_PROCEDURES,
+)
 
 # healthbank.common.v1.RecordCategory numbers used here.
 CATEGORY_ALLERGY = 1
 CATEGORY_CONDITION = 2
 CATEGORY_PROCEDURE = 3
+CATEGORY_MEDICATION = 6
+CATEGORY_DOCUMENT = 8
 KNOWN_CATEGORIES = frozenset(range(1, 9))
 
 MIN_JUSTIFICATION_LENGTH = 10
-
-# ICD-10 codes (WHO edition; ICD-10-CM uses the same stems) whose presence alone makes the
-# light red, matched as prefixes of the recorded code with dots ignored. Each changes what
-# an emergency team does in the first minutes:
-CRITICAL_CONDITION_CODES: Mapping[str, str] = {
-    "I21": "acute myocardial infarction",
-    "I22": "subsequent myocardial infarction",
-    "E10": "type 1 diabetes mellitus (insulin dependent)",
-    "G40": "epilepsy",
-    "D66": "haemophilia A",
-    "D67": "haemophilia B",
-    "Z95.0": "cardiac pacemaker in place",
-}
-
-# Code systems treated as ICD-10 (FHIR URIs and the HL7 v2 table 0396 mnemonics); ingest
-# records the system as the hospital sent it.
-ICD10_SYSTEMS = frozenset(
-    {
-        "http://hl7.org/fhir/sid/icd-10",
-        "http://hl7.org/fhir/sid/icd-10-cm",
-        "http://hl7.org/fhir/sid/icd-10-nl",
-        "I10",
-        "I10C",
-        "ICD10",
-        "ICD-10",
-    }
-)
 
 # Statuses (FHIR clinicalStatus / verificationStatus values) that mean "not true now".
 _ALLERGY_NOT_CURRENT = frozenset({"inactive", "resolved", "refuted", "entered-in-error"})
 _CONDITION_NOT_ACTIVE = frozenset(
     {"inactive", "resolved", "remission", "refuted", "entered-in-error"}
 )
+# MedicationRequest / Statement / Administration and Device statuses that mean "not now".
+_MEDICATION_NOT_CURRENT = frozenset(
+    {"completed", "stopped", "cancelled", "not-taken", "not-done", "entered-in-error", "draft"}
+)
+_DEVICE_NOT_ACTIVE = frozenset({"inactive", "entered-in-error"})
 _ERRONEOUS = frozenset({"entered-in-error", "refuted"})
 
 
@@ -92,28 +86,70 @@ def is_current_allergy(fact: Fact) -> bool:
 
 
 def is_active_condition(fact: Fact) -> bool:
-    """A condition that is active (or of unknown status)."""
-    return fact.category == CATEGORY_CONDITION and fact.status not in _CONDITION_NOT_ACTIVE
+    """An active (or unknown-status) condition about health, not social circumstances."""
+    return (
+        fact.category == CATEGORY_CONDITION
+        and fact.status not in _CONDITION_NOT_ACTIVE
+        and not SOCIAL_AND_ADMINISTRATIVE.contains(fact.system, fact.code)
+    )
+
+
+def is_surgery(fact: Fact) -> bool:
+    """A procedure that is surgical: in the surgical set, or coded where the set cannot say."""
+    if fact.category != CATEGORY_PROCEDURE:
+        return False
+    if SURGICAL_PROCEDURES.covers(fact.system) and fact.code:
+        return SURGICAL_PROCEDURES.contains(fact.system, fact.code)
+    return True
 
 
 def is_high_criticality_allergy(fact: Fact) -> bool:
-    """A current allergy the source rated of high criticality (anaphylaxis-grade)."""
-    return is_current_allergy(fact) and fact.severity == "high"
+    """A current allergy rated of high criticality, or to an anaphylaxis-class allergen
+    that the source did not rate low."""
+    if not is_current_allergy(fact):
+        return False
+    if fact.severity == "high":
+        return True
+    return fact.severity != "low" and ANAPHYLAXIS_CLASS_ALLERGENS.contains(fact.system, fact.code)
 
 
 def is_critical_condition(fact: Fact) -> bool:
-    """An active condition that is severe or has a critical ICD-10 code."""
+    """An active condition that is severe or in the critical-conditions value set."""
     if not is_active_condition(fact):
         return False
     return fact.severity.startswith("severe") or is_critical_condition_code(fact.system, fact.code)
 
 
 def is_critical_condition_code(system: str, code: str) -> bool:
-    """Tell whether an ICD-10 ``code`` starts with one of :data:`CRITICAL_CONDITION_CODES`."""
-    if system not in ICD10_SYSTEMS:
-        return False
-    normalized = code.replace(".", "").strip().upper()
-    return any(normalized.startswith(stem.replace(".", "")) for stem in CRITICAL_CONDITION_CODES)
+    """Tell whether a (system, code) is in the critical-conditions value set."""
+    return CRITICAL_CONDITIONS.contains(system, code)
+
+
+def is_critical_medication(fact: Fact) -> bool:
+    """A current medication that is an anticoagulant."""
+    return (
+        fact.category == CATEGORY_MEDICATION
+        and fact.status not in _MEDICATION_NOT_CURRENT
+        and ANTICOAGULANTS.contains(fact.system, fact.code)
+    )
+
+
+def is_implanted_cardiac_device(fact: Fact) -> bool:
+    """An active device that is an implanted cardiac device (facts of Device records)."""
+    return (
+        fact.category not in (CATEGORY_ALLERGY, CATEGORY_CONDITION, CATEGORY_PROCEDURE)
+        and fact.status not in _DEVICE_NOT_ACTIVE
+        and IMPLANTED_CARDIAC_DEVICES.contains(fact.system, fact.code)
+    )
+
+
+def _is_red(fact: Fact) -> bool:
+    return (
+        is_high_criticality_allergy(fact)
+        or is_critical_condition(fact)
+        or is_critical_medication(fact)
+        or is_implanted_cardiac_device(fact)
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +168,8 @@ class Summary:
     allergies: tuple[Fact, ...]
     surgeries: tuple[Fact, ...]
     conditions: tuple[Fact, ...]
+    medications: tuple[Fact, ...] = ()
+    devices: tuple[Fact, ...] = ()
 
 
 def traffic_light(facts: Iterable[Fact]) -> TrafficLight:
@@ -139,11 +177,13 @@ def traffic_light(facts: Iterable[Fact]) -> TrafficLight:
     valid = [fact for fact in facts if not is_erroneous(fact)]
     allergies = [fact for fact in valid if is_current_allergy(fact)]
     high_allergies = [fact for fact in allergies if is_high_criticality_allergy(fact)]
-    procedures = [fact for fact in valid if fact.category == CATEGORY_PROCEDURE]
+    surgeries = [fact for fact in valid if is_surgery(fact)]
     conditions = [fact for fact in valid if is_active_condition(fact)]
     critical = [fact for fact in conditions if is_critical_condition(fact)]
+    medications = [fact for fact in valid if is_critical_medication(fact)]
+    devices = [fact for fact in valid if is_implanted_cardiac_device(fact)]
 
-    if high_allergies or critical:
+    if high_allergies or critical or medications or devices:
         parts = []
         if high_allergies:
             parts.append(
@@ -152,13 +192,17 @@ def traffic_light(facts: Iterable[Fact]) -> TrafficLight:
             )
         if critical:
             parts.append(_count(len(critical), "critical or severe active condition", None))
-        return TrafficLight(Light.RED, _sentence(" and ".join(parts)))
-    if allergies or procedures or conditions:
+        if medications:
+            parts.append(_count(len(medications), "current anticoagulant", None))
+        if devices:
+            parts.append(_count(len(devices), "implanted cardiac device", None))
+        return TrafficLight(Light.RED, _sentence(_join(parts)))
+    if allergies or surgeries or conditions:
         parts = []
         if allergies:
             parts.append(_count(len(allergies), "allergy", "allergies"))
-        if procedures:
-            parts.append(_count(len(procedures), "past procedure", None))
+        if surgeries:
+            parts.append(_count(len(surgeries), "past procedure", None))
         if conditions:
             parts.append(_count(len(conditions), "active condition", None))
         return TrafficLight(Light.YELLOW, _sentence(_join(parts) + ", none critical"))
@@ -166,7 +210,8 @@ def traffic_light(facts: Iterable[Fact]) -> TrafficLight:
 
 
 def summarize(facts: Iterable[Fact]) -> Summary:
-    """The light and the facts behind it: current allergies, procedures, active conditions."""
+    """The light and the facts behind it: current allergies, surgeries, active conditions,
+    and the anticoagulants and implanted cardiac devices that made it RED."""
     valid = [fact for fact in facts if not is_erroneous(fact)]
 
     def newest_first(selected: Iterable[Fact]) -> tuple[Fact, ...]:
@@ -175,7 +220,7 @@ def summarize(facts: Iterable[Fact]) -> Summary:
             sorted(
                 selected,
                 key=lambda fact: (
-                    not (is_high_criticality_allergy(fact) or is_critical_condition(fact)),
+                    not _is_red(fact),
                     -(fact.effective_time.timestamp() if fact.effective_time else 0.0),
                     fact.record_name,
                 ),
@@ -185,8 +230,10 @@ def summarize(facts: Iterable[Fact]) -> Summary:
     return Summary(
         light=traffic_light(valid),
         allergies=newest_first(fact for fact in valid if is_current_allergy(fact)),
-        surgeries=newest_first(fact for fact in valid if fact.category == CATEGORY_PROCEDURE),
+        surgeries=newest_first(fact for fact in valid if is_surgery(fact)),
         conditions=newest_first(fact for fact in valid if is_active_condition(fact)),
+        medications=newest_first(fact for fact in valid if is_critical_medication(fact)),
+        devices=newest_first(fact for fact in valid if is_implanted_cardiac_device(fact)),
     )
 
 

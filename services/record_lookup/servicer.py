@@ -192,6 +192,8 @@ def _summary_proto(report: EmergencyReport) -> record_lookup_pb2.EmergencySummar
         allergies=[_fact_proto(fact) for fact in summary.allergies],
         surgeries=[_fact_proto(fact) for fact in summary.surgeries],
         conditions=[_fact_proto(fact) for fact in summary.conditions],
+        medications=[_fact_proto(fact) for fact in summary.medications],
+        devices=[_fact_proto(fact) for fact in summary.devices],
         audit_leaf_index=report.audit_leaf_index,
         break_glass_name=report.break_glass_name,
     )

@@ -19,6 +19,7 @@ from engine_support import cassandra_database
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.ids import new_ulid
 from healthbank.storage.cassandra import CassandraDatabase
+from services.ingest.model import DirectoryEntry
 from services.ingest.store import IngestStore, SqliteIngestStore, WriteAudit
 from services.ingest.store_cassandra import MIGRATIONS, CassandraIngestStore
 
@@ -53,6 +54,33 @@ def audit(
 
 async def pending_ids(store: IngestStore, before: datetime, limit: int = 1000) -> list[str]:
     return [a.message_id for a in await store.list_unappended_audits(before, limit)]
+
+
+# --- the hospital directory ----------------------------------------------------------------
+
+
+async def test_directory_entries_are_kept_per_hospital_and_the_latest_version_wins(
+    store: IngestStore,
+) -> None:
+    ward = {"resourceType": "Location", "id": "l1", "name": "Ward 3 病房"}
+    clinic = {"resourceType": "Organization", "id": "o1", "name": "Clinic"}
+    renamed = {**ward, "name": "Ward 3 east"}
+    await store.put_directory(HOSPITAL, [DirectoryEntry("Location", "l1", ward)], T0)
+    await store.put_directory(
+        HOSPITAL,
+        [
+            DirectoryEntry("Organization", "o1", clinic),
+            DirectoryEntry("Location", "l1", renamed),
+        ],
+        T0 + timedelta(minutes=1),
+    )
+    await store.put_directory("hospital-b", [DirectoryEntry("Location", "l1", ward)], T0)
+    assert await store.list_directory(HOSPITAL) == [
+        DirectoryEntry("Location", "l1", renamed),
+        DirectoryEntry("Organization", "o1", clinic),
+    ]
+    assert await store.list_directory("hospital-b") == [DirectoryEntry("Location", "l1", ward)]
+    assert await store.list_directory("hospital-c") == []
 
 
 # --- reserving -------------------------------------------------------------------------------

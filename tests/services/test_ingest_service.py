@@ -323,7 +323,8 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     assert payload["patient"] == {"reference": "urn:uuid:7d0f6f2a-4a57-4a52-9d1c-2f1c7c1b0001"}
 
     facts = await stack.records.list_facts(token)
-    assert sorted(f.category for f in facts) == [1, 2, 3]  # allergy, condition, procedure
+    # allergy, condition, procedure, and the MedicationStatement (anticoagulants, ADR 14)
+    assert sorted(f.category for f in facts) == [1, 2, 3, 6]
     opened = {
         f.category: json.loads(await stack.sealer.open(f.sealed_fact, fact_aad(token, f.record_id)))
         for f in facts
@@ -340,6 +341,53 @@ async def test_fhir_bundle_is_stored_sealed_with_facts_and_audited(stack: Stack)
     assert event.event.actor.kind == common_pb2.PRINCIPAL_KIND_HOSPITAL_ENGINE
     assert event.event.recorded_by == "ingest"
     assert sorted(event.event.resource_names) == sorted(response.record_names)
+
+
+async def test_every_resource_gets_an_outcome_in_the_ack_and_directories_are_stored(
+    stack: Stack,
+) -> None:
+    engine = Principal(PrincipalKind.HOSPITAL_ENGINE, "hospital-a-engine", HOSPITAL_A)
+    bundle = json.loads(fixture("fhir_admission_bundle.json"))
+    bundle["entry"] += [
+        {"resource": {"resourceType": "Claim", "id": "claim-1", "status": "active"}},
+        {"resource": {"resourceType": "MessageHeader", "id": "header-1"}},
+    ]
+    response = await stack.submit(request(json.dumps(bundle).encode(), "adm-outcomes"), engine)
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    outcomes = {(r.resource_type, r.disposition) for r in response.resources}
+    assert ("Practitioner", ingest_pb2.RESOURCE_DISPOSITION_DIRECTORY) in outcomes
+    assert ("Claim", ingest_pb2.RESOURCE_DISPOSITION_DOCUMENT) in outcomes
+    assert ("AllergyIntolerance", ingest_pb2.RESOURCE_DISPOSITION_RECORD) in outcomes
+    (skipped,) = [r for r in response.resources if r.resource_type == "MessageHeader"]
+    assert skipped.disposition == ingest_pb2.RESOURCE_DISPOSITION_SKIPPED and skipped.reason
+    stored = [r.record_name for r in response.resources if r.record_name]
+    assert sorted(stored) == sorted(response.record_names)
+    # A directory-only message: no person, no records; stored in the hospital's directory.
+    directory = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": {"resourceType": "Location", "id": "ward-3"}}],
+    }
+    ndjson = json.dumps(directory["entry"][0]["resource"]).encode() + b"\n"
+    acks = await stack.stream(
+        [
+            request(json.dumps(directory).encode(), "dir-1"),
+            request(ndjson, "dir-2", common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON),
+        ],
+        engine,
+    )
+    assert [a.outcome for a in acks] == [ingest_pb2.OUTCOME_STORED] * 2
+    assert [a.person_token for a in acks] == ["", ""]
+    assert [r.resource_id for a in acks for r in a.resources] == ["ward-3", "ward-3"]
+    ledger = await open_store(
+        stack.ingest_settings, SERVICE, sqlite=SqliteIngestStore, cassandra=CASSANDRA_STORE
+    )
+    try:
+        entries = await ledger.list_directory(HOSPITAL_A)
+    finally:
+        await ledger.close()
+    assert {(e.resource_type, e.resource_id) for e in entries} >= {("Location", "ward-3")}
+    assert "Practitioner" in {e.resource_type for e in entries}
 
 
 async def test_retry_is_a_duplicate_and_writes_nothing(stack: Stack) -> None:
@@ -621,7 +669,7 @@ async def test_request_validation(stack: Stack) -> None:
     assert error_details(error).field_violations == [
         ("hospital_id", "is required"),
         ("message_id", "is required"),
-        ("format", "must be FHIR_R4_JSON, HL7V2 or DICOM"),
+        ("format", "must be FHIR_R4_JSON, FHIR_R4_NDJSON, HL7V2 or DICOM"),
         ("content", "is required"),
     ]
     odd = ingest_pb2.SubmitRequest(

@@ -628,6 +628,38 @@ async def test_emergency_summary_is_red_with_a_high_criticality_allergy(stack: S
     assert summary.break_glass_name in event.resource_names
 
 
+async def test_emergency_summary_over_value_sets_snomed_mi_anticoagulant_no_social_finding(
+    stack: Stack,
+) -> None:
+    person = await stack.resolve()
+    nstemi = await stack.seed.record(
+        person, CONDITION, (SNOMED, "401314000"), datetime(2024, 2, 1, tzinfo=UTC), fact={}
+    )
+    await stack.seed.record(  # "Has a criminal record (finding)": not a condition
+        person, CONDITION, (SNOMED, "266948004"), datetime(2024, 1, 1, tzinfo=UTC), fact={}
+    )
+    await stack.seed.record(  # "Depression screening": not a surgery
+        person,
+        PROCEDURE,
+        (SNOMED, "171207006"),
+        datetime(2024, 1, 2, tzinfo=UTC),
+        fact={"status": "completed"},
+    )
+    warfarin = await stack.seed.record(
+        person,
+        common_pb2.RECORD_CATEGORY_MEDICATION,
+        ("http://www.nlm.nih.gov/research/umls/rxnorm", "855332"),
+        datetime(2024, 2, 2, tzinfo=UTC),
+        fact={},
+    )
+    summary = await stack.emergency()
+    assert summary.light == record_lookup_pb2.LIGHT_RED
+    assert [fact.record_name for fact in summary.conditions] == [nstemi.name]
+    assert list(summary.surgeries) == []
+    assert [fact.record_name for fact in summary.medications] == [warfarin.name]
+    assert list(summary.devices) == []
+
+
 async def test_every_emergency_read_is_audited_even_when_cached(stack: Stack) -> None:
     person = await stack.resolve()
     await stack.seed.record(

@@ -29,6 +29,7 @@ ENGINE_CLIENTS = ("grpc", "hvac", "cassandra", "redis")
 PURE_LIBRARY_MODULES = [
     "healthbank.contracts.names",
     "healthbank.contracts.natid",
+    "healthbank.contracts.terminology",
     "healthbank.contracts.principal",
     "healthbank.contracts.records",
     "healthbank.contracts.tokens",

@@ -39,6 +39,7 @@ class SourceFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SOURCE_FORMAT_FHIR_R4_JSON: _ClassVar[SourceFormat]
     SOURCE_FORMAT_HL7V2: _ClassVar[SourceFormat]
     SOURCE_FORMAT_DICOM: _ClassVar[SourceFormat]
+    SOURCE_FORMAT_FHIR_R4_NDJSON: _ClassVar[SourceFormat]
 
 class RecordCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -78,6 +79,7 @@ SOURCE_FORMAT_UNSPECIFIED: SourceFormat
 SOURCE_FORMAT_FHIR_R4_JSON: SourceFormat
 SOURCE_FORMAT_HL7V2: SourceFormat
 SOURCE_FORMAT_DICOM: SourceFormat
+SOURCE_FORMAT_FHIR_R4_NDJSON: SourceFormat
 RECORD_CATEGORY_UNSPECIFIED: RecordCategory
 RECORD_CATEGORY_ALLERGY: RecordCategory
 RECORD_CATEGORY_CONDITION: RecordCategory

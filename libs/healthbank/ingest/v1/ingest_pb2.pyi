@@ -14,10 +14,23 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_STORED: _ClassVar[Outcome]
     OUTCOME_DUPLICATE: _ClassVar[Outcome]
     OUTCOME_REJECTED: _ClassVar[Outcome]
+
+class ResourceDisposition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOURCE_DISPOSITION_UNSPECIFIED: _ClassVar[ResourceDisposition]
+    RESOURCE_DISPOSITION_RECORD: _ClassVar[ResourceDisposition]
+    RESOURCE_DISPOSITION_DOCUMENT: _ClassVar[ResourceDisposition]
+    RESOURCE_DISPOSITION_DIRECTORY: _ClassVar[ResourceDisposition]
+    RESOURCE_DISPOSITION_SKIPPED: _ClassVar[ResourceDisposition]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_STORED: Outcome
 OUTCOME_DUPLICATE: Outcome
 OUTCOME_REJECTED: Outcome
+RESOURCE_DISPOSITION_UNSPECIFIED: ResourceDisposition
+RESOURCE_DISPOSITION_RECORD: ResourceDisposition
+RESOURCE_DISPOSITION_DOCUMENT: ResourceDisposition
+RESOURCE_DISPOSITION_DIRECTORY: ResourceDisposition
+RESOURCE_DISPOSITION_SKIPPED: ResourceDisposition
 
 class SubmitRequest(_message.Message):
     __slots__ = ("hospital_id", "message_id", "format", "content")
@@ -53,18 +66,34 @@ class Rejection(_message.Message):
     violations_total: int
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., retryable: _Optional[bool] = ..., violations_total: _Optional[int] = ...) -> None: ...
 
+class ResourceOutcome(_message.Message):
+    __slots__ = ("resource_type", "resource_id", "disposition", "record_name", "reason")
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_FIELD_NUMBER: _ClassVar[int]
+    RECORD_NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    resource_type: str
+    resource_id: str
+    disposition: ResourceDisposition
+    record_name: str
+    reason: str
+    def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., disposition: _Optional[_Union[ResourceDisposition, str]] = ..., record_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class SubmitResponse(_message.Message):
-    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack")
+    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack", "resources")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RECORD_NAMES_FIELD_NUMBER: _ClassVar[int]
     REJECTION_FIELD_NUMBER: _ClassVar[int]
     HL7_ACK_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     outcome: Outcome
     person_token: str
     record_names: _containers.RepeatedScalarFieldContainer[str]
     rejection: Rejection
     hl7_ack: bytes
-    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ...) -> None: ...
+    resources: _containers.RepeatedCompositeFieldContainer[ResourceOutcome]
+    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ..., resources: _Optional[_Iterable[_Union[ResourceOutcome, _Mapping]]] = ...) -> None: ...

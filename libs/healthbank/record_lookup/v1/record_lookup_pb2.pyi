@@ -83,7 +83,7 @@ class Fact(_message.Message):
     def __init__(self, category: _Optional[_Union[_common_pb2.RecordCategory, str]] = ..., code: _Optional[_Union[_common_pb2.Code, _Mapping]] = ..., severity: _Optional[str] = ..., effective_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_hospital: _Optional[str] = ..., record_name: _Optional[str] = ...) -> None: ...
 
 class EmergencySummary(_message.Message):
-    __slots__ = ("person_token", "light", "light_reason", "allergies", "surgeries", "conditions", "audit_leaf_index", "break_glass_name", "generate_time")
+    __slots__ = ("person_token", "light", "light_reason", "allergies", "surgeries", "conditions", "audit_leaf_index", "break_glass_name", "generate_time", "medications", "devices")
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LIGHT_FIELD_NUMBER: _ClassVar[int]
     LIGHT_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,8 @@ class EmergencySummary(_message.Message):
     AUDIT_LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     GENERATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MEDICATIONS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     person_token: str
     light: Light
     light_reason: str
@@ -102,4 +104,6 @@ class EmergencySummary(_message.Message):
     audit_leaf_index: int
     break_glass_name: str
     generate_time: _timestamp_pb2.Timestamp
-    def __init__(self, person_token: _Optional[str] = ..., light: _Optional[_Union[Light, str]] = ..., light_reason: _Optional[str] = ..., allergies: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., surgeries: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., audit_leaf_index: _Optional[int] = ..., break_glass_name: _Optional[str] = ..., generate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    medications: _containers.RepeatedCompositeFieldContainer[Fact]
+    devices: _containers.RepeatedCompositeFieldContainer[Fact]
+    def __init__(self, person_token: _Optional[str] = ..., light: _Optional[_Union[Light, str]] = ..., light_reason: _Optional[str] = ..., allergies: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., surgeries: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., audit_leaf_index: _Optional[int] = ..., break_glass_name: _Optional[str] = ..., generate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., medications: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ...) -> None: ...

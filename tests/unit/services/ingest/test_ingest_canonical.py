@@ -14,6 +14,7 @@ from healthbank.core.ids import is_ulid, ulid_time
 from healthbank.records import blob_aad, fact_aad, payload_aad, record_name
 from services.ingest.canonical import (
     FACT_CATEGORIES,
+    FACT_RESOURCE_TYPES,
     MessageSource,
     content_hash,
     emergency_fact_json,
@@ -147,7 +148,15 @@ def test_emergency_fact_shape() -> None:
     message = parse_fhir((MESSAGES / "fhir_admission_bundle.json").read_bytes())
     planned = plan_records(message, TOKEN, SOURCE, NOW)
     with_facts = [record for record in planned if record.fact is not None]
-    assert {record.entry.category for record in with_facts} == FACT_CATEGORIES
+    # The allergy, condition and procedure, and the MedicationStatement (anticoagulants).
+    assert {record.entry.category for record in with_facts} == FACT_CATEGORIES | {
+        Category.MEDICATION
+    }
+    assert all(
+        record.entry.category in FACT_CATEGORIES
+        or record.entry.resource["resourceType"] in FACT_RESOURCE_TYPES
+        for record in with_facts
+    )
     allergy = next(r for r in with_facts if r.entry.category == Category.ALLERGY)
     assert allergy.fact is not None
     assert json.loads(allergy.fact) == {

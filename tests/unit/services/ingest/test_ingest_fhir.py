@@ -12,8 +12,13 @@ from unit_support import field_names, rejection
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.natid import make_national_id
-from services.ingest.fhir import RESOURCE_MAPPINGS, parse_fhir
-from services.ingest.model import Category
+from services.ingest.fhir import (
+    RESOURCE_MAPPINGS,
+    RESOURCE_TYPE_SYSTEM,
+    parse_fhir,
+    parse_fhir_ndjson,
+)
+from services.ingest.model import Category, Coding, Disposition
 
 NATIONAL_ID = make_national_id("320102", date(1979, 8, 21), 515)
 PHONE = "13955507777"
@@ -217,15 +222,31 @@ def test_entry_without_resource() -> None:
     assert _fields(_encode(bundle)) == ["content.entry[2].resource"]
 
 
-def test_unknown_resource_type_is_rejected_but_context_is_ignored() -> None:
-    care_plan = {"resourceType": "CarePlan", "status": "active"}
-    organization = {"resourceType": "Organization", "name": "Hospital A"}
-    bundle = _bundle(organization, _allergy(), care_plan)
-    violations = _violations(_encode(bundle))
-    assert [field for field, _ in violations] == ["content.entry[3].resource.resourceType"]
-    assert "unsupported resource type" in violations[0][1]
-    accepted = parse_fhir(_encode(_bundle(organization, _allergy())))
-    assert [e.category for e in accepted.entries] == [Category.ALLERGY]
+def test_every_resource_type_is_kept_as_record_document_or_directory() -> None:
+    claim = {"resourceType": "Claim", "id": "c1", "status": "active", "created": "2020-01-02"}
+    organization = {"resourceType": "Organization", "id": "o1", "name": "Hospital A"}
+    header = {"resourceType": "MessageHeader", "id": "h1"}
+    message = parse_fhir(_encode(_bundle(organization, _allergy(), claim, header)))
+    assert [e.category for e in message.entries] == [Category.ALLERGY, Category.DOCUMENT]
+    document = message.entries[1]
+    assert document.code == Coding(RESOURCE_TYPE_SYSTEM, "Claim", "Claim")
+    assert document.resource == claim
+    assert document.effective_time == datetime(2020, 1, 2, tzinfo=UTC)
+    assert [(o.resource_type, o.disposition, o.entry_index) for o in message.outcomes] == [
+        ("Organization", Disposition.DIRECTORY, None),
+        ("AllergyIntolerance", Disposition.RECORD, 0),
+        ("Claim", Disposition.DOCUMENT, 1),
+        ("MessageHeader", Disposition.SKIPPED, None),
+    ]
+    assert message.outcomes[3].reason
+    assert [(d.resource_type, d.resource_id) for d in message.directory] == [("Organization", "o1")]
+
+
+def test_a_bad_element_of_an_unmapped_type_never_rejects_the_message() -> None:
+    goal = {"resourceType": "Goal", "status": 7, "date": "yesterday", "code": {"coding": [{}]}}
+    message = parse_fhir(_encode(_bundle(_allergy(), goal)))
+    assert message.entries[1].code == Coding(RESOURCE_TYPE_SYSTEM, "Goal", "Goal")
+    assert message.entries[1].effective_time is None
 
 
 def test_missing_code() -> None:
@@ -383,3 +404,89 @@ def test_parser_does_not_modify_shared_input() -> None:
     before = copy.deepcopy(bundle)
     parse_fhir(_encode(bundle))
     assert bundle == before
+
+
+def _medication_request(medication: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "authoredOn": "2021-03-04",
+        "subject": {"reference": "Patient/p1"},
+        **medication,
+    }
+
+
+def test_medication_reference_resolves_by_full_url_contained_or_keeps_the_reference() -> None:
+    warfarin = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "855332",
+                    "display": "Warfarin",
+                }
+            ]
+        },
+    }
+    by_url = _medication_request({"medicationReference": {"reference": "urn:uuid:m-1"}})
+    contained = _medication_request(
+        {"contained": [warfarin], "medicationReference": {"reference": "#m1"}}
+    )
+    dangling = _medication_request(
+        {"medicationReference": {"reference": "Medication/elsewhere", "display": "Apixaban"}}
+    )
+    bundle = _bundle(by_url, contained, dangling)
+    bundle["entry"].append({"fullUrl": "urn:uuid:m-1", "resource": warfarin})
+    message = parse_fhir(_encode(bundle))
+    codes = [entry.code for entry in message.entries if entry.category == Category.MEDICATION]
+    assert [c.code for c in codes] == ["855332", "855332", ""]
+    assert codes[2] == Coding("", "", "Apixaban")
+    assert message.entries[2].resource == dangling  # kept exactly as sent
+    # The Medication itself is kept too, as a document record.
+    assert message.entries[3].category == Category.DOCUMENT
+
+
+def test_a_directory_bundle_has_no_patient_and_no_records() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": {"resourceType": "Organization", "id": "o1"}},
+            {"fullUrl": "urn:uuid:pr1", "resource": {"resourceType": "Practitioner"}},
+        ],
+    }
+    message = parse_fhir(_encode(bundle))
+    assert message.patient is None and message.entries == ()
+    assert [(d.resource_type, d.resource_id) for d in message.directory] == [
+        ("Organization", "o1"),
+        ("Practitioner", "urn:uuid:pr1"),
+    ]
+    single = parse_fhir(_encode({"resourceType": "Location", "id": "l1"}))
+    assert single.patient is None and [d.resource_id for d in single.directory] == ["l1"]
+
+
+def test_a_bundle_of_clinical_resources_without_a_patient_is_still_rejected() -> None:
+    bundle = _bundle(_allergy(), {"resourceType": "Organization", "id": "o1"})
+    del bundle["entry"][0]
+    assert _fields(_encode(bundle)) == ["content.entry"]
+
+
+def test_ndjson_lines_read_as_a_collection_bundle() -> None:
+    lines = [_patient(), _allergy(), {"resourceType": "Claim", "id": "c1"}]
+    message = parse_fhir_ndjson(("\n".join(json.dumps(r) for r in lines) + "\n\n").encode())
+    assert message.patient is not None and message.patient.mrn == "MRN-1"
+    assert [e.category for e in message.entries] == [Category.ALLERGY, Category.DOCUMENT]
+    assert [(o.resource_type, o.disposition) for o in message.outcomes] == [
+        ("AllergyIntolerance", Disposition.RECORD),
+        ("Claim", Disposition.DOCUMENT),
+    ]
+
+
+def test_ndjson_problems_name_the_line() -> None:
+    content = (json.dumps(_patient()) + "\n{not json}\n[1]\n").encode()
+    violations = rejection(
+        parse_fhir_ndjson, content, "INVALID_FHIR", (NATIONAL_ID, PHONE, FAMILY, "MRN-1")
+    )
+    assert field_names(violations) == ["content.line[2]", "content.line[3]"]

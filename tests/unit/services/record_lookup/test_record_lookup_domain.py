@@ -124,7 +124,7 @@ def test_summarize_lists_only_current_facts_with_critical_first() -> None:
     mild_recent = fact(CATEGORY_ALLERGY, severity="low", days_ago=1, name="mild")
     severe_old = fact(CATEGORY_ALLERGY, severity="high", days_ago=400, name="severe")
     resolved = fact(CATEGORY_ALLERGY, status="resolved", name="resolved")
-    surgery = fact(CATEGORY_PROCEDURE, status="completed", name="surgery")
+    surgery = fact(CATEGORY_PROCEDURE, code="80146002", status="completed", name="surgery")
     old_condition = fact(CATEGORY_CONDITION, status="resolved", name="old")
     summary = domain.summarize([mild_recent, severe_old, resolved, surgery, old_condition])
     assert summary.light.light == Light.RED
