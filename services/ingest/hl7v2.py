@@ -37,8 +37,9 @@ ignored. An entry without a time of its own takes MSH-7. ``""`` (the explicit nu
 as no value. An AL1/DG1/PR1 with nothing but its set id is skipped. A coded field (CE/CWE)
 without a coding system (component 3, table 0396) is a local code
 (:data:`LOCAL_CODING_SYSTEM`); a text-only value (``^Sulfonamide``) becomes a text-only
-concept. The HL7 coding-system names are mapped in :data:`CODING_SYSTEMS` (one place, until
-a shared terminology module replaces it). See docs/adr/0015.
+concept. Coding-system names of clinical terminologies are mapped by
+:func:`healthbank.contracts.terminology.system_for_hl7_name`; a few others in
+:data:`OTHER_CODING_SYSTEMS`. See docs/adr/0015.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from types import MappingProxyType
 from typing import Any
 
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.terminology import system_for_hl7_name
 from services.ingest.fhir import entry_from_resource
 from services.ingest.model import (
     MR_TYPE_CODE,
@@ -83,25 +85,11 @@ EXPLICIT_NULL = '""'
 NATIONAL_ID_TYPE_CODES = frozenset({"NNCHN", "NI"})
 """PID-3 identifier type codes (HL7 table 0203) of the resident identity number."""
 
-# HL7 table 0396 names of coding systems → FHIR system URIs. Other names become
-# "urn:hl7-v2:coding-system:<name>", so a code never loses the system it came with.
-CODING_SYSTEMS: Mapping[str, str] = MappingProxyType(
+# HL7 table 0396 names of systems that are not clinical terminologies (those are named in
+# healthbank.contracts.terminology, the one place for them) → FHIR system URIs. Other names
+# become "urn:hl7-v2:coding-system:<name>", so a code never loses the system it came with.
+OTHER_CODING_SYSTEMS: Mapping[str, str] = MappingProxyType(
     {
-        "I10": "http://hl7.org/fhir/sid/icd-10",
-        "ICD10": "http://hl7.org/fhir/sid/icd-10",
-        "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
-        "I10P": "http://www.cms.gov/Medicare/Coding/ICD10",
-        "I9": "http://hl7.org/fhir/sid/icd-9-cm",
-        "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
-        "ICD9": "http://hl7.org/fhir/sid/icd-9-cm",
-        "CVX": "http://hl7.org/fhir/sid/cvx",
-        "I9CDX": "http://hl7.org/fhir/sid/icd-9-cm",
-        "LN": "http://loinc.org",
-        "SCT": "http://snomed.info/sct",
-        "SNM": "http://snomed.info/sct",
-        "SNM3": "http://snomed.info/sct",
-        "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
-        "RXN": "http://www.nlm.nih.gov/research/umls/rxnorm",
         "C4": "http://www.ama-assn.org/go/cpt",
         "CPT4": "http://www.ama-assn.org/go/cpt",
         "NDC": "http://hl7.org/fhir/sid/ndc",
@@ -520,7 +508,11 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
 
 def coding_system_uri(name: str) -> str:
     """FHIR system URI of an HL7 table 0396 coding system name."""
-    return CODING_SYSTEMS.get(name.upper(), UNKNOWN_CODING_SYSTEM_PREFIX + name)
+    return (
+        system_for_hl7_name(name)
+        or OTHER_CODING_SYSTEMS.get(name.upper())
+        or UNKNOWN_CODING_SYSTEM_PREFIX + name
+    )
 
 
 def _concept(
