@@ -277,13 +277,16 @@ async def _open_stack(
     exits: AsyncExitStack, settings: Settings, consent_clock: ConsentClock
 ) -> RunningServices:
     running = RunningServices(exits)
-    await running.start("consent", open_consent(settings, now=consent_clock))
-    for name, opener in (
-        ("identity", open_identity),
-        ("audit", open_audit),
-        ("archive", open_archive),
-    ):
+    for name, opener in (("audit", open_audit), ("archive", open_archive)):
         await running.start(name, opener(settings))
+    # Consent and identity record their changes and reads in audit, started above.
+    await running.start(
+        "consent",
+        open_consent(settings, now=consent_clock, clients=running.clients(settings, "consent")),
+    )
+    await running.start(
+        "identity", open_identity(settings, clients=running.clients(settings, "identity"))
+    )
     for name, opener in (
         ("ingest", open_ingest),
         ("record-lookup", open_record_lookup),

@@ -232,8 +232,8 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         callers={_PK.PATIENT: _own_person("name"), _PK.PROXY: ANY},
     ),
     _CONSENT_V1 + "ListGrants": MethodRule(
-        "the patient and their proxy see their grants; privacy officers review them",
-        callers={_PK.PATIENT: _own_person("parent"), _PK.PROXY: ANY, _PK.PRIVACY_OFFICER: ANY},
+        "the patient and their registered proxy see the grants (consent checks the proxy)",
+        callers={_PK.PATIENT: _own_person("parent"), _PK.PROXY: ANY},
     ),
     _CONSENT_V1 + "Check": MethodRule(
         "the consent gate of the reading services asks before every read",
