@@ -20,6 +20,7 @@ from healthbank.contracts.principal import InvalidPrincipal, PrincipalKind, prin
 from healthbank.core.ids import is_ulid
 from healthbank.ledger import merkle
 from healthbank.rpc import ServiceError, Violations, require_principal
+from healthbank.rpc.authz import services_calling
 from services.audit.log import (
     AuditLog,
     EventIdConflict,
@@ -205,8 +206,9 @@ def validated_event(
     The recorder is the authenticated caller, never the body: ``recorded_by`` is set to
     ``calling_service`` (another value is refused). ``actor`` is the principal the calling
     service acted for, as that service asserts it; an internal service as actor (kind
-    SERVICE) must be the calling service itself: a service cannot attribute
-    an act to another service.
+    SERVICE) must be the calling service itself or a service the authorization table lets
+    call it (identity records which service looked a national ID up); any other service
+    cannot be named.
     Raises INVALID_ARGUMENT listing every problem.
     """
     violations = Violations()
@@ -226,9 +228,11 @@ def validated_event(
                 violations.add(f"event.actor.{field}", rule)
         else:
             violations.check(
-                actor.kind != PrincipalKind.SERVICE or actor.subject == calling_service,
+                actor.kind != PrincipalKind.SERVICE
+                or actor.subject == calling_service
+                or actor.subject in services_calling(calling_service),
                 "event.actor.subject",
-                "an actor of kind SERVICE must be the calling service",
+                "an actor of kind SERVICE must be the calling service or a service that calls it",
             )
     known_actions = set(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
     violations.check(event.action in known_actions, "event.action", "is required")

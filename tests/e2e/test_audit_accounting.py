@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import grpc
 from e2e_support import AUTH_SECRET
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -25,6 +26,7 @@ from healthbank.core.ids import new_ulid
 from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient
 from healthbank.dev.devstack import LocalStack
+from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 
@@ -92,13 +94,18 @@ def wanted(expected: Expected) -> tuple[str, str, int, str, str, bool]:
     )
 
 
-def identity_lookup_events(actor: Principal) -> list[Expected]:
-    """The identity service's own events for a national-ID lookup made for ``actor``.
+RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
+PRIVACY_OFFICER = Principal(PrincipalKind.PRIVACY_OFFICER, "po-0001", purpose=Purpose.OPERATIONS)
 
-    Place-holder for the identity work (audited LookupByNationalId and GetPerson): none are
-    recorded yet. When identity records them, return them here and the count below holds.
+
+def national_id_lookup_event() -> Expected:
+    """Identity's own event for the emergency flow's national-ID lookup.
+
+    Only record-lookup may look a national ID up (docs/authorization.md), with its own
+    service identity: identity records that caller; the ER physician is the actor of the
+    break-glass and read events that follow.
     """
-    return []
+    return Expected(audit_pb2.ACTION_LOOKUP_NATIONAL_ID, "identity", RECORD_LOOKUP, "IDENTITY")
 
 
 def patient(person_token: str) -> Principal:
@@ -220,7 +227,7 @@ async def test_every_call_is_audited_once_with_its_actor(any_stack: LocalStack) 
             timeout=TIMEOUT,
         )
         assert summary.person_token == person_token
-        expected += identity_lookup_events(EMERGENCY_B)
+        expected.append(national_id_lookup_event())
         expected += [
             Expected(audit_pb2.ACTION_BREAK_GLASS, "consent", EMERGENCY_B, "BREAK_GLASS", True),
             Expected(
@@ -249,6 +256,20 @@ async def test_every_call_is_audited_once_with_its_actor(any_stack: LocalStack) 
             Expected(
                 audit_pb2.ACTION_READ_HISTORY, "record-lookup", EMERGENCY_B2, "BREAK_GLASS", True
             )
+        )
+
+        # A privacy officer reads which hospitals hold the person: identity records it.
+        identity = identity_pb2_grpc.IdentityServiceStub(
+            grpc.aio.insecure_channel(any_stack.addresses["identity"])
+        )
+        person_view = await identity.GetPerson(
+            identity_pb2.GetPersonRequest(name=parent),
+            metadata=client.auth(PRIVACY_OFFICER),
+            timeout=TIMEOUT,
+        )
+        assert {link.hospital_id for link in person_view.links} == {ENGINE_A.hospital_id}
+        expected.append(
+            Expected(audit_pb2.ACTION_READ_PERSON, "identity", PRIVACY_OFFICER, "IDENTITY")
         )
 
         await client.consent.RemoveProxy(

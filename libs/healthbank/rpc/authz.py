@@ -37,6 +37,7 @@ __all__ = [
     "check_call",
     "check_request",
     "refusal",
+    "services_calling",
     "with_public_methods",
 ]
 
@@ -460,3 +461,22 @@ def authorization_markdown() -> str:
     ]
     lines += [f"| `{method}` | {callers} | {why} |" for method, callers, why in _rows()]
     return "\n".join(lines) + "\n"
+
+
+def services_calling(
+    service: str, table: AuthorizationTable = AUTHORIZATION_TABLE
+) -> frozenset[str]:
+    """The internal services the table lets call some method of ``service``.
+
+    ``service`` is a service's name (``identity``, ``record-lookup``): its methods are those
+    of the ``healthbank.<name>.v1`` package. The audit log uses this to accept an event in
+    which a service names the service it served as the actor (identity recording which
+    service looked a national ID up), and no other.
+    """
+    prefix = f"/healthbank.{service.replace('-', '_')}.v1."
+    return frozenset(
+        caller
+        for method, rule in table.items()
+        if method.startswith(prefix)
+        for caller in rule.services
+    )

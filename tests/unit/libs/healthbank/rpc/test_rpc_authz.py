@@ -19,6 +19,7 @@ from healthbank.rpc.authz import (
     authorization_markdown,
     check_call,
     refusal,
+    services_calling,
 )
 
 SERVICES = ("ingest", "identity", "consent", "record_lookup", "archive", "audit", "ai_alert")
@@ -152,3 +153,9 @@ def test_the_doc_command_writes_the_table_and_check_fails_when_stale(
     assert tool.main([]) == 0
     assert doc.read_text() == authorization_markdown()
     assert tool.main(["--check"]) == 0
+
+
+def test_services_calling_follows_the_call_graph() -> None:
+    assert services_calling("identity") == {"ingest", "record-lookup"}
+    assert services_calling("archive") >= {"ingest", "record-lookup"}
+    assert services_calling("ingest") == frozenset()  # only hospital engines submit
