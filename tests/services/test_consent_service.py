@@ -841,7 +841,7 @@ async def test_only_the_patient_registers_and_removes_proxies(consent: Consent) 
         (OTHER_PATIENT, "NOT_DATA_SUBJECT"),
         (PROXY, "PRINCIPAL_KIND_NOT_ALLOWED"),
         (CLINICIAN, "PRINCIPAL_KIND_NOT_ALLOWED"),
-        (RECORD_LOOKUP, "PRINCIPAL_KIND_NOT_ALLOWED"),
+        (RECORD_LOOKUP, "SERVICE_NOT_ALLOWED"),
     ):
         for call in (
             consent.stub.RegisterProxy(register, metadata=consent.auth(principal)),
