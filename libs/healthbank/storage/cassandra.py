@@ -10,7 +10,12 @@ Driver errors that mean "the cluster is not reachable right now" become
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
+import socket
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cassandra import ConsistencyLevel, DriverException, OperationTimedOut
@@ -32,6 +37,65 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from healthbank.core.config import Settings
 from healthbank.storage.errors import StorageUnavailable
+
+# Without it, any request past ~4 KB waits for the peer's delayed ACK (~40 ms per batch).
+_NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+# A conditional write (lightweight transaction): ``... IF NOT EXISTS`` / ``... IF <cond>``.
+_CONDITIONAL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b.*\bIF\s", re.I | re.S)
+_SERIAL_LEVELS = (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL)
+
+
+@dataclass
+class StatementCounts:
+    """What this process sent to Cassandra through :class:`CassandraDatabase`.
+
+    ``requests`` are round trips (a batch is one), ``statements`` count each statement of a
+    batch, ``lwts`` the conditional writes (Paxos), ``serial_reads`` the SERIAL reads (Paxos
+    too). Health checks are not counted. The benchmark and the budget tests read the
+    difference around a piece of work (:meth:`since`).
+    """
+
+    requests: int = 0
+    statements: int = 0
+    lwts: int = 0
+    serial_reads: int = 0
+
+    def snapshot(self) -> StatementCounts:
+        """A copy of the counts now."""
+        return StatementCounts(self.requests, self.statements, self.lwts, self.serial_reads)
+
+    def since(self, before: StatementCounts) -> StatementCounts:
+        """What was sent after ``before`` (a snapshot) was taken."""
+        return StatementCounts(
+            self.requests - before.requests,
+            self.statements - before.statements,
+            self.lwts - before.lwts,
+            self.serial_reads - before.serial_reads,
+        )
+
+
+# Process-wide, like a metric: every keyspace of the process adds to it.
+STATEMENT_COUNTS = StatementCounts()
+
+
+@functools.lru_cache(maxsize=1024)
+def is_conditional(cql: str) -> bool:
+    """Whether ``cql`` is a lightweight transaction (``INSERT ... IF NOT EXISTS``, ``... IF``)."""
+    return _CONDITIONAL.match(cql) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_class(column_names: tuple[str, ...]) -> Any:
+    # "[applied]" of a conditional write is read as ``row.applied``, as the driver names it.
+    return namedtuple("Row", [re.sub(r"\W", "", name) for name in column_names], rename=True)
+
+
+def _row_factory(column_names: list[str], rows: list[Any]) -> list[Any]:
+    """Rows as named tuples whose class is built once per column list, not per result set
+    (the driver's default builds a namedtuple class for every result: ~10% of a service)."""
+    make = _row_class(tuple(column_names))._make
+    return [make(row) for row in rows]
+
 
 _UNAVAILABLE_ERRORS = (
     NoHostAvailable,
@@ -82,13 +146,17 @@ class CassandraDatabase:
             control_connection_timeout=self._connect_timeout,
             # Keep retrying every second so a restarted node is picked up without a restart here.
             reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+            sockopts=_NO_DELAY,
             execution_profiles={
                 EXEC_PROFILE_DEFAULT: ExecutionProfile(
                     consistency_level=self._consistency,
                     # Serial (LWT) consistency follows the locality of the regular one.
                     serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
                     request_timeout=10.0,
+                    # Statements go to a replica of their partition (prepared statements
+                    # carry the routing key), not to a coordinator that forwards them.
                     load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                    row_factory=_row_factory,
                 )
             },
         )
@@ -142,10 +210,17 @@ class CassandraDatabase:
         self, cql: str, params: Sequence[Any] = (), *, consistency: str | None = None
     ) -> list[Any]:
         """Run a prepared statement and return all rows (every page)."""
+        return await self._execute(cql, params, consistency=consistency, counted=True)
+
+    async def _execute(
+        self, cql: str, params: Sequence[Any], *, consistency: str | None, counted: bool
+    ) -> list[Any]:
         try:
             bound = (await self._statement(cql)).bind(params)
             if consistency is not None:
                 bound.consistency_level = ConsistencyLevel.name_to_value[consistency]
+            if counted:
+                _count([cql], serial=bound.consistency_level in _SERIAL_LEVELS)
             return await _all_pages(self.session.execute_async(bound))
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
@@ -160,6 +235,7 @@ class CassandraDatabase:
             batch = BatchStatement(batch_type=BatchType.LOGGED)
             for cql, params in statements:
                 batch.add(await self._statement(cql), params)
+            _count([cql for cql, _ in statements], serial=False)
             await _all_pages(self.session.execute_async(batch))
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
@@ -180,13 +256,22 @@ class CassandraDatabase:
 
     async def check(self) -> None:
         """Raise StorageUnavailable unless a query on this node answers now."""
-        await self.execute("SELECT release_version FROM system.local")
+        await self._execute(
+            "SELECT release_version FROM system.local", (), consistency=None, counted=False
+        )
 
     async def close(self) -> None:
         """Shut the driver down."""
         if self._cluster is not None:
             cluster, self._cluster, self._session = self._cluster, None, None
             await asyncio.to_thread(cluster.shutdown)
+
+
+def _count(cqls: Sequence[str], *, serial: bool) -> None:
+    STATEMENT_COUNTS.requests += 1
+    STATEMENT_COUNTS.statements += len(cqls)
+    STATEMENT_COUNTS.lwts += sum(1 for cql in cqls if is_conditional(cql))
+    STATEMENT_COUNTS.serial_reads += int(serial)
 
 
 async def _all_pages(response: ResponseFuture) -> list[Any]:
