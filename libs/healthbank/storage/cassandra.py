@@ -42,6 +42,8 @@ from healthbank.storage.errors import StorageUnavailable
 _NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 # A conditional write (lightweight transaction): ``... IF NOT EXISTS`` / ``... IF <cond>``.
 _CONDITIONAL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b.*\bIF\s", re.I | re.S)
+# Schema changes flush and wait for agreement: on a busy node they outlast a query's timeout.
+_SCHEMA_TIMEOUT = 60.0
 _SERIAL_LEVELS = (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL)
 
 
@@ -167,12 +169,14 @@ class CassandraDatabase:
             raise StorageUnavailable("cassandra is not reachable") from error
         session.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self._replication_factor}}}"
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self._replication_factor}}}",
+            timeout=_SCHEMA_TIMEOUT,
         )
         session.set_keyspace(self.keyspace)
         session.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
-            " (version int PRIMARY KEY, applied boolean)"
+            " (version int PRIMARY KEY, applied boolean)",
+            timeout=_SCHEMA_TIMEOUT,
         )
         done = {row.version for row in session.execute("SELECT version FROM schema_migrations")}
         for version, migration in enumerate(self._migrations, start=1):
@@ -180,7 +184,7 @@ class CassandraDatabase:
                 continue
             # Every statement is idempotent (IF NOT EXISTS), so a crash half-way re-runs safely.
             for statement in _split_statements(migration):
-                session.execute(statement)
+                session.execute(statement, timeout=_SCHEMA_TIMEOUT)
             session.execute(
                 "INSERT INTO schema_migrations (version, applied) VALUES (%s, true)", (version,)
             )
@@ -229,10 +233,15 @@ class CassandraDatabase:
 
     async def execute_logged_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Apply statements as one LOGGED batch: all of them eventually, or none."""
+        await self._apply_batch(statements, BatchType.LOGGED)
+
+    async def _apply_batch(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], batch_type: Any
+    ) -> None:
         if not statements:
             return
         try:
-            batch = BatchStatement(batch_type=BatchType.LOGGED)
+            batch = BatchStatement(batch_type=batch_type)
             for cql, params in statements:
                 batch.add(await self._statement(cql), params)
             _count([cql for cql, _ in statements], serial=False)
@@ -241,6 +250,29 @@ class CassandraDatabase:
             raise StorageUnavailable(
                 f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
             ) from error
+
+    async def execute_unlogged(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        max_statements: int = 50,
+        concurrency: int = 8,
+    ) -> None:
+        """Apply idempotent statements in UNLOGGED batches of up to ``max_statements``,
+        several at once: one round trip per batch instead of per statement, no atomicity
+        (the caller must be able to write them all again after a failure)."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(chunk: Sequence[tuple[str, Sequence[Any]]]) -> None:
+            async with limit:
+                await self._apply_batch(chunk, BatchType.UNLOGGED)
+
+        await asyncio.gather(
+            *(
+                one(statements[start : start + max_statements])
+                for start in range(0, len(statements), max_statements)
+            )
+        )
 
     async def execute_many(
         self, cql: str, rows: Iterable[Sequence[Any]], *, concurrency: int = 32
