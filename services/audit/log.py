@@ -5,6 +5,7 @@ No grpc here: the servicer validates requests and maps the errors below to statu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -22,6 +23,9 @@ from services.audit.store import AuditStore, LeafEntry, PersonCursor
 # A signed head is reused until the tree grows or it is this old, so reading the head does
 # not cost a signature (a Vault round trip) per call.
 DEFAULT_HEAD_MAX_AGE = timedelta(seconds=30)
+# While the tree grows, a new head is signed at least this often (witnesses and monitors
+# follow these heads; a reader asking for the head still gets the current one).
+HEAD_INTERVAL = timedelta(seconds=1)
 
 
 class Signer(Protocol):
@@ -198,6 +202,18 @@ class AuditLog:
         )
         self._head = head
         return head
+
+    @property
+    def latest_head(self) -> TreeHead | None:
+        """The last head signed by this process (None before the first)."""
+        return self._head
+
+    async def sign_heads(self, interval: timedelta = HEAD_INTERVAL) -> None:
+        """Sign the current head every ``interval`` (a no-op while the tree does not grow,
+        until the head ages out); runs until cancelled, letting errors propagate."""
+        while True:
+            await self.tree_head()
+            await asyncio.sleep(interval.total_seconds())
 
     async def _root(self, size: int) -> bytes:
         nodes = await self._store.get_nodes(merkle.root_keys(size))

@@ -4,9 +4,11 @@ appends, keep their order, stay idempotent, and are refused all together when on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -19,9 +21,12 @@ from healthbank.contracts.names import record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
+from healthbank.crypto import LocalKeyring
 from healthbank.ledger import merkle
-from healthbank.ledger.tree_head import leaf_bytes
+from healthbank.ledger.tree_head import leaf_bytes, verify_tree_head
 from services.audit.app import open_service
+from services.audit.log import AuditLog
+from services.audit.store import SqliteAuditStore
 
 PERSON = "c" * 64
 OTHER = "d" * 64
@@ -132,3 +137,35 @@ async def test_only_services_append_batches(audit: AuditClient) -> None:
     )
     assert details.code == grpc.StatusCode.PERMISSION_DENIED
     assert await tree_size(audit) == 0
+
+
+async def test_heads_are_signed_at_a_steady_interval_while_the_tree_grows(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteAuditStore(tmp_path / "audit.db").open()
+    keys = LocalKeyring(tmp_path / "keyring.json", "steady-heads", scrypt_n=2**10)
+    log = AuditLog(store, keys, lambda: datetime.now(UTC))
+    signer = asyncio.create_task(log.sign_heads(timedelta(milliseconds=10)))
+    try:
+        for size in range(1, 4):
+            # Appends ask for no head; the background signer covers each new size by itself.
+            await log.append(write_event(minute=size))
+            for _ in range(500):
+                head = log.latest_head
+                if head is not None and head.tree_size == size:
+                    break
+                await asyncio.sleep(0.01)
+            assert head is not None and head.tree_size == size
+            signed = audit_pb2.SignedTreeHead(
+                tree_size=head.tree_size,
+                root_hash=head.root_hash,
+                signature=head.signature,
+                public_key=head.public_key,
+            )
+            signed.timestamp.FromDatetime(head.timestamp)
+            assert verify_tree_head(signed)
+    finally:
+        signer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signer
+        await store.close()
