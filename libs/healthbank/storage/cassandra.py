@@ -54,7 +54,7 @@ class StatementCounts:
     ``requests`` are round trips (a batch is one), ``statements`` count each statement of a
     batch, ``lwts`` the conditional writes (Paxos), ``serial_reads`` the SERIAL reads (Paxos
     too). Health checks are not counted. The benchmark and the budget tests read the
-    difference around a piece of work (:meth:`since`).
+    difference around a piece of work (:meth:`since`), per keyspace (:data:`STATEMENT_COUNTS`).
     """
 
     requests: int = 0
@@ -75,9 +75,30 @@ class StatementCounts:
             self.serial_reads - before.serial_reads,
         )
 
+    def __add__(self, other: StatementCounts) -> StatementCounts:
+        return StatementCounts(
+            self.requests + other.requests,
+            self.statements + other.statements,
+            self.lwts + other.lwts,
+            self.serial_reads + other.serial_reads,
+        )
 
-# Process-wide, like a metric: every keyspace of the process adds to it.
-STATEMENT_COUNTS = StatementCounts()
+
+# Process-wide, like a metric: what each keyspace of the process sent, by keyspace name.
+STATEMENT_COUNTS: dict[str, StatementCounts] = {}
+
+
+def counts_since(before: dict[str, StatementCounts]) -> dict[str, StatementCounts]:
+    """Per keyspace, what was sent since ``before`` (a copy taken with :func:`counts_now`)."""
+    return {
+        keyspace: counts.since(before.get(keyspace, StatementCounts()))
+        for keyspace, counts in STATEMENT_COUNTS.items()
+    }
+
+
+def counts_now() -> dict[str, StatementCounts]:
+    """A copy of :data:`STATEMENT_COUNTS`."""
+    return {keyspace: counts.snapshot() for keyspace, counts in STATEMENT_COUNTS.items()}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -224,7 +245,7 @@ class CassandraDatabase:
             if consistency is not None:
                 bound.consistency_level = ConsistencyLevel.name_to_value[consistency]
             if counted:
-                _count([cql], serial=bound.consistency_level in _SERIAL_LEVELS)
+                _count(self.keyspace, [cql], serial=bound.consistency_level in _SERIAL_LEVELS)
             return await _all_pages(self.session.execute_async(bound))
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
@@ -244,7 +265,7 @@ class CassandraDatabase:
             batch = BatchStatement(batch_type=batch_type)
             for cql, params in statements:
                 batch.add(await self._statement(cql), params)
-            _count([cql for cql, _ in statements], serial=False)
+            _count(self.keyspace, [cql for cql, _ in statements], serial=False)
             await _all_pages(self.session.execute_async(batch))
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
@@ -299,11 +320,12 @@ class CassandraDatabase:
             await asyncio.to_thread(cluster.shutdown)
 
 
-def _count(cqls: Sequence[str], *, serial: bool) -> None:
-    STATEMENT_COUNTS.requests += 1
-    STATEMENT_COUNTS.statements += len(cqls)
-    STATEMENT_COUNTS.lwts += sum(1 for cql in cqls if is_conditional(cql))
-    STATEMENT_COUNTS.serial_reads += int(serial)
+def _count(keyspace: str, cqls: Sequence[str], *, serial: bool) -> None:
+    counts = STATEMENT_COUNTS.setdefault(keyspace, StatementCounts())
+    counts.requests += 1
+    counts.statements += len(cqls)
+    counts.lwts += sum(1 for cql in cqls if is_conditional(cql))
+    counts.serial_reads += int(serial)
 
 
 async def _all_pages(response: ResponseFuture) -> list[Any]:
