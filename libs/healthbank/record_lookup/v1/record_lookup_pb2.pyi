@@ -38,6 +38,12 @@ class HistoryItem(_message.Message):
     record: _common_pb2.Record
     def __init__(self, record: _Optional[_Union[_common_pb2.Record, _Mapping]] = ...) -> None: ...
 
+class HistoryPage(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[HistoryItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[HistoryItem, _Mapping]]] = ...) -> None: ...
+
 class GetEmergencySummaryRequest(_message.Message):
     __slots__ = ("national_id", "justification")
     NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
