@@ -338,38 +338,59 @@ class CassandraAuditStore:
             return
         # The complete subtrees left of first_index are all a later leaf can need.
         nodes = await self.get_nodes(merkle.range_keys(0, first_index)) if first_index else {}
-        statements: list[tuple[str, Sequence[Any]]] = []
+        # One list per table, each in partition order, so most unlogged batches touch one
+        # partition (all of a batch's leaves share a bucket; a person's rows sit together).
+        in_log: list[tuple[str, Sequence[Any]]] = []
+        by_person: list[tuple[tuple[str, int], tuple[str, Sequence[Any]]]] = []
+        person_years: set[tuple[str, int]] = set()
+        lookups: list[tuple[str, Sequence[Any]]] = []
+        node_rows: list[tuple[str, Sequence[Any]]] = []
         for index, leaf in enumerate(leaves, start=first_index):
             new_nodes = merkle.append_nodes(index, merkle.leaf_hash(leaf.leaf), nodes)
             nodes.update(new_nodes)
             year = from_micros(leaf.occur_us).year
-            statements += [
+            in_log.append(
                 (
                     "INSERT INTO leaves (bucket, leaf_index, event_id, leaf) VALUES (?, ?, ?, ?)",
                     (index >> _LEAF_BUCKET_BITS, index, leaf.event_id, leaf.leaf),
-                ),
+                )
+            )
+            by_person.append(
                 (
-                    "INSERT INTO leaves_by_person (person_token, year, occur_us, leaf_index, leaf)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (leaf.person_token, year, leaf.occur_us, index, leaf.leaf),
-                ),
-                (
-                    "INSERT INTO person_years (person_token, year) VALUES (?, ?)",
                     (leaf.person_token, year),
-                ),
+                    (
+                        "INSERT INTO leaves_by_person"
+                        " (person_token, year, occur_us, leaf_index, leaf) VALUES (?, ?, ?, ?, ?)",
+                        (leaf.person_token, year, leaf.occur_us, index, leaf.leaf),
+                    ),
+                )
+            )
+            person_years.add((leaf.person_token, year))
+            lookups.append(
                 (
                     "UPDATE events_by_id SET leaf = ?, person_token = ?, occur_us = ?,"
                     " leaf_index = ? WHERE event_id = ?",
                     (leaf.leaf, leaf.person_token, leaf.occur_us, index, leaf.event_id),
-                ),
-                *(
-                    (
-                        "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
-                        (level, node_index, value),
-                    )
-                    for (level, node_index), value in new_nodes
-                ),
+                )
+            )
+            node_rows += [
+                (
+                    "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
+                    (level, node_index, value),
+                )
+                for (level, node_index), value in new_nodes
             ]
+        by_person.sort(key=lambda keyed: keyed[0])
+        statements = [
+            *in_log,
+            *(statement for _, statement in by_person),
+            *(
+                ("INSERT INTO person_years (person_token, year) VALUES (?, ?)", key)
+                for key in sorted(person_years)
+            ),
+            *lookups,
+            *node_rows,
+        ]
         await self._db.execute_unlogged(statements)
 
     async def tree_size(self) -> int:
