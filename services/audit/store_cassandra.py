@@ -34,10 +34,10 @@ for a crash at any step:
    pending_batch = b``, then the aside copy is deleted.
 
 The head only moves ``(n, none) -> (n, b) -> (n + k, none)``, so an event is placed at most
-once and indexes are dense: two LWTs per batch, not two per event. Readers read ``size``
-with a serial read and see only nodes written before it advanced, never a half-built
-subtree. A head left with a single ``pending_event`` by an older version is finished the
-same way, as a batch of one.
+once and indexes are dense: two LWTs per batch, where there were three per event. Readers
+read ``size`` with a serial read and see only nodes written before it advanced, never a
+half-built subtree. A head left with a single ``pending_event`` by an older version is
+finished the same way, as a batch of one.
 
 A batch whose process died before step 2 was never acknowledged; its events' retries log
 them. The audit client retries until it gets an answer.
