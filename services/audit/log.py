@@ -5,11 +5,12 @@ No grpc here: the servicer validates requests and maps the errors below to statu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -27,6 +28,9 @@ MAX_ENTRIES = 1000
 # A signed head is reused until the tree grows or it is this old, so reading the head does
 # not cost a signature (a Vault round trip) per call.
 DEFAULT_HEAD_MAX_AGE = timedelta(seconds=30)
+# While the tree grows, a new head is signed at least this often (witnesses and monitors
+# follow these heads; a reader asking for the head still gets the current one).
+HEAD_INTERVAL = timedelta(seconds=1)
 
 
 class Signer(Protocol):
@@ -150,25 +154,42 @@ class AuditLog:
 
         Raises EventIdConflict when the id is logged with different content.
         """
-        leaf = leaf_bytes(event)
-        entry = LeafEntry(
-            event_id=event.event_id,
-            person_token=event.person_token,
-            occur_time=event.occur_time.ToDatetime(tzinfo=UTC),
-            leaf=leaf,
-            leaf_hash=merkle.leaf_hash(leaf),
-        )
-        outcome = await self._store.append(entry)
-        if outcome.duplicate and outcome.leaf != leaf:
-            raise EventIdConflict(event.event_id, outcome.leaf_index)
-        # Appends are serialized, so the tree right after this leaf has index + 1 leaves;
-        # a retry answers exactly what the first call answered.
-        return Appended(
-            leaf_index=outcome.leaf_index,
-            leaf_hash=outcome.leaf_hash,
-            tree_size=outcome.leaf_index + 1,
-            duplicate=outcome.duplicate,
-        )
+        return (await self.append_many([event]))[0]
+
+    async def append_many(self, events: Sequence[audit_pb2.AccessEvent]) -> list[Appended]:
+        """Append ``events`` in order (validated, complete), each once per event_id; they
+        share a group commit with whatever else is being appended.
+
+        Raises EventIdConflict for the first id logged with different content (the other
+        events are appended all the same: each append stands alone).
+        """
+        entries = []
+        for event in events:
+            leaf = leaf_bytes(event)
+            entries.append(
+                LeafEntry(
+                    event_id=event.event_id,
+                    person_token=event.person_token,
+                    occur_time=event.occur_time.ToDatetime(tzinfo=UTC),
+                    leaf=leaf,
+                    leaf_hash=merkle.leaf_hash(leaf),
+                )
+            )
+        outcomes = await self._store.append_many(entries)
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if outcome.duplicate and outcome.leaf != entry.leaf:
+                raise EventIdConflict(entry.event_id, outcome.leaf_index)
+        # Indexes are dense and each batch is placed in order, so the tree right after a
+        # leaf has index + 1 leaves; a retry answers exactly what the first call answered.
+        return [
+            Appended(
+                leaf_index=outcome.leaf_index,
+                leaf_hash=outcome.leaf_hash,
+                tree_size=outcome.leaf_index + 1,
+                duplicate=outcome.duplicate,
+            )
+            for outcome in outcomes
+        ]
 
     async def tree_head(self) -> TreeHead:
         """The signed head of the current tree (reused while fresh and the size is unchanged)."""
@@ -195,6 +216,18 @@ class AuditLog:
         )
         self._head = head
         return head
+
+    @property
+    def latest_head(self) -> TreeHead | None:
+        """The last head signed by this process (None before the first)."""
+        return self._head
+
+    async def sign_heads(self, interval: timedelta = HEAD_INTERVAL) -> None:
+        """Sign the current head every ``interval`` (a no-op while the tree does not grow,
+        until the head ages out); runs until cancelled, letting errors propagate."""
+        while True:
+            await self.tree_head()
+            await asyncio.sleep(interval.total_seconds())
 
     async def _root(self, size: int) -> bytes:
         nodes = await self._store.get_nodes(merkle.root_keys(size))

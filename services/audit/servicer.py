@@ -32,6 +32,7 @@ from services.audit.log import (
 from services.audit.store import PersonCursor
 
 DEFAULT_PAGE_SIZE = 100
+MAX_EVENTS_PER_CALL = 1000
 MAX_PAGE_SIZE = 500
 
 _MAX_RESOURCE_NAMES = 1000
@@ -68,6 +69,43 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
             leaf_index=appended.leaf_index,
             leaf_hash=appended.leaf_hash,
             tree_size=appended.tree_size,
+        )
+
+    async def AppendEvents(
+        self, request: audit_pb2.AppendEventsRequest, context: Any
+    ) -> audit_pb2.AppendEventsResponse:
+        """Append many events (callers: services only); all valid, or none appended."""
+        principal = require_principal()
+        violations = Violations()
+        events: list[audit_pb2.AccessEvent] = []
+        if violations.check(
+            0 < len(request.events) <= MAX_EVENTS_PER_CALL,
+            "events",
+            f"must hold 1 to {MAX_EVENTS_PER_CALL} events",
+        ):
+            for position, event in enumerate(request.events):
+                try:
+                    single = audit_pb2.AppendEventRequest(event=event)
+                    events.append(validated_event(single, principal.subject))
+                except ServiceError as invalid:
+                    if invalid.code != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    for field, rule in invalid.field_violations:
+                        violations.add(f"events[{position}]{field.removeprefix('event')}", rule)
+        violations.raise_if_any()
+        try:
+            appended = await self._log.append_many(events)
+        except EventIdConflict:
+            raise ServiceError.already_exists(
+                "an event_id is already logged with different content", reason="EVENT_ID_CONFLICT"
+            ) from None
+        return audit_pb2.AppendEventsResponse(
+            results=[
+                audit_pb2.AppendEventResponse(
+                    leaf_index=one.leaf_index, leaf_hash=one.leaf_hash, tree_size=one.tree_size
+                )
+                for one in appended
+            ]
         )
 
     async def GetTreeHead(

@@ -1,22 +1,24 @@
 """What the audit service persists: leaves, the Merkle node table, the tree size.
 
-The store is the single writer of the log. Appends are serialized: one leaf index is
-allocated per event, and readers see the leaf and its new Merkle nodes only once the new
-size is published, never a part of them:
+The store is the single writer of the log. Appends are group-committed
+(:class:`GroupCommit`): the appends that arrive while one batch is being committed become
+the next batch (up to 1,000 events), which takes its leaf indexes in one step; each caller
+still returns only once its own event is durable. Readers see a batch's leaves and Merkle
+nodes only once the new size is published, never a part of them:
 
-- SQLite (embedded): one IMMEDIATE transaction per append (SQLite allows one writer).
-- Cassandra (:mod:`services.audit.store_cassandra`), same protocol: ``events_by_id``
-  claimed with ``INSERT ... IF NOT EXISTS`` (idempotency), the leaf index allocated by
-  lightweight transactions on one sequencer row (``log_head``: committed size plus the
-  leaf pending at that index), then leaf and nodes written under that index before the
-  size advances; nodes are immutable once written, so readers never see a half-built
-  subtree at a published size.
+- SQLite (embedded): one IMMEDIATE transaction per batch (SQLite allows one writer).
+- Cassandra (:mod:`services.audit.store_cassandra`): the batch is written aside, one
+  lightweight transaction on the sequencer row (``log_head``) makes it pending at the
+  current size, its leaves, nodes and lookups are written in unlogged batches, and one
+  more advances the size; nodes are immutable once written, so readers never see a
+  half-built subtree at a published size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +79,56 @@ class PersonCursor:
     leaf_index: int
 
 
+# Larger batches would hold one commit's callers back longer for little gain.
+MAX_BATCH = 1000
+
+CommitBatch = Callable[[list[LeafEntry]], Awaitable[list[AppendOutcome]]]
+
+
+class GroupCommit:
+    """Gathers concurrent appends into batches committed one at a time.
+
+    No timer: while a batch is being committed the appends that arrive queue up and become
+    the next batch (up to ``max_batch`` events), so a lone append is committed at once and
+    a busy log commits many events per round of storage writes. Each caller's awaitable
+    completes only after the batch holding its events is durable, or fails with the
+    batch's error (a retry with the same event ids is then safe: appends are idempotent).
+    """
+
+    def __init__(self, commit: CommitBatch, *, max_batch: int = MAX_BATCH) -> None:
+        """Commit batches with ``commit`` (entries in, one outcome per entry out)."""
+        self._commit = commit
+        self._max_batch = max_batch
+        self._queue: list[tuple[LeafEntry, asyncio.Future[AppendOutcome]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def append(self, entries: Sequence[LeafEntry]) -> list[AppendOutcome]:
+        """Append ``entries`` (in order) with whatever else is waiting; their outcomes."""
+        loop = asyncio.get_running_loop()
+        waiting = [(entry, loop.create_future()) for entry in entries]
+        self._queue.extend(waiting)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
+        return list(await asyncio.gather(*(future for _, future in waiting)))
+
+    async def _commit_queued(self) -> None:
+        while self._queue:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: len(batch)]
+            try:
+                outcomes = await self._commit([entry for entry, _ in batch])
+            except BaseException as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+
+
 class AuditStore(Protocol):
     """Persistence of the audit log. Implementations: SQLite (embedded) and Cassandra."""
 
@@ -86,6 +138,11 @@ class AuditStore(Protocol):
         A repeated event_id writes nothing and returns the first append's outcome (with
         the leaf bytes stored then, so the caller can tell a retry from a conflict).
         """
+        ...
+
+    async def append_many(self, entries: Sequence[LeafEntry]) -> list[AppendOutcome]:
+        """Append ``entries`` in order, as :meth:`append` each (an id repeated within
+        ``entries`` is a duplicate of its first occurrence); one outcome per entry."""
         ...
 
     async def tree_size(self) -> int:
@@ -149,6 +206,7 @@ class SqliteAuditStore:
     def __init__(self, path: Path) -> None:
         """Use the file at ``path``; call open() before use."""
         self._db = SqliteDatabase(path, _SQLITE_MIGRATIONS)
+        self._group = GroupCommit(self._commit_batch)
 
     async def open(self) -> SqliteAuditStore:
         """Open the file and migrate; returns self for chaining."""
@@ -157,41 +215,15 @@ class SqliteAuditStore:
 
     async def append(self, entry: LeafEntry) -> AppendOutcome:
         """See AuditStore.append."""
+        return (await self._group.append([entry]))[0]
 
-        def work(connection: sqlite3.Connection) -> AppendOutcome:
-            existing = connection.execute(
-                "SELECT leaf_index, leaf FROM leaves WHERE event_id = ?", (entry.event_id,)
-            ).fetchone()
-            if existing is not None:
-                stored_leaf = bytes(existing["leaf"])
-                return AppendOutcome(
-                    leaf_index=existing["leaf_index"],
-                    leaf_hash=merkle.leaf_hash(stored_leaf),
-                    leaf=stored_leaf,
-                    duplicate=True,
-                )
-            index = _size(connection)
-            siblings = _nodes(connection, merkle.append_keys(index))
-            new_nodes = merkle.append_nodes(index, entry.leaf_hash, siblings)
-            connection.execute(
-                "INSERT INTO leaves (leaf_index, event_id, person_token, occur_us, leaf)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    index,
-                    entry.event_id,
-                    entry.person_token,
-                    to_micros(entry.occur_time),
-                    entry.leaf,
-                ),
-            )
-            connection.executemany(
-                "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
-                [(level, node_index, value) for (level, node_index), value in new_nodes],
-            )
-            connection.execute("UPDATE tree_state SET size = ? WHERE id = 0", (index + 1,))
-            return AppendOutcome(
-                leaf_index=index, leaf_hash=entry.leaf_hash, leaf=entry.leaf, duplicate=False
-            )
+    async def append_many(self, entries: Sequence[LeafEntry]) -> list[AppendOutcome]:
+        """See AuditStore.append_many."""
+        return await self._group.append(entries)
+
+    async def _commit_batch(self, entries: list[LeafEntry]) -> list[AppendOutcome]:
+        def work(connection: sqlite3.Connection) -> list[AppendOutcome]:
+            return [_append_one(connection, entry) for entry in entries]
 
         return await self._db.write(work)
 
@@ -243,6 +275,37 @@ class SqliteAuditStore:
     async def close(self) -> None:
         """See AuditStore.close."""
         await self._db.close()
+
+
+def _append_one(connection: sqlite3.Connection, entry: LeafEntry) -> AppendOutcome:
+    """Append one entry inside the batch's transaction (a repeated id returns the first)."""
+    existing = connection.execute(
+        "SELECT leaf_index, leaf FROM leaves WHERE event_id = ?", (entry.event_id,)
+    ).fetchone()
+    if existing is not None:
+        stored_leaf = bytes(existing["leaf"])
+        return AppendOutcome(
+            leaf_index=existing["leaf_index"],
+            leaf_hash=merkle.leaf_hash(stored_leaf),
+            leaf=stored_leaf,
+            duplicate=True,
+        )
+    index = _size(connection)
+    siblings = _nodes(connection, merkle.append_keys(index))
+    new_nodes = merkle.append_nodes(index, entry.leaf_hash, siblings)
+    connection.execute(
+        "INSERT INTO leaves (leaf_index, event_id, person_token, occur_us, leaf)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (index, entry.event_id, entry.person_token, to_micros(entry.occur_time), entry.leaf),
+    )
+    connection.executemany(
+        "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
+        [(level, node_index, value) for (level, node_index), value in new_nodes],
+    )
+    connection.execute("UPDATE tree_state SET size = ? WHERE id = 0", (index + 1,))
+    return AppendOutcome(
+        leaf_index=index, leaf_hash=entry.leaf_hash, leaf=entry.leaf, duplicate=False
+    )
 
 
 def _size(connection: sqlite3.Connection) -> int:

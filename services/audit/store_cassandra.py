@@ -14,32 +14,40 @@ Tables, shaped by their queries:
 - ``leaves_by_person`` (newest first) partitioned by ``(person_token, year)`` so no
   partition grows without bound, and ``person_years`` listing a person's partitions.
 
-Appending an event is a small state machine on ``log_head``, safe for any number of
-processes and for a crash at any step:
+Appends are group-committed (:class:`services.audit.store.GroupCommit`): a batch of events
+is placed by a small state machine on ``log_head``, safe for any number of processes and
+for a crash at any step:
 
-1. claim the event id (LWT ``IF NOT EXISTS``); a retry finds the first leaf (and its
-   index once placed);
-2. with the head at ``(size = n, no pending)``: check that the event has no index yet,
-   then ``UPDATE log_head SET pending_* = event IF size = n AND pending_event = null``;
-3. whoever sees a pending leaf at ``n`` (its owner, or any later appender helping after
-   a crash) writes the leaf, its person rows, its new Merkle nodes and the event's
-   ``leaf_index``. All of these are determined by the pending leaf and the committed
-   nodes, so helpers write identical values;
-4. ``UPDATE log_head SET size = n + 1, pending_* = null IF size = n AND pending_event = e``.
+1. read ``events_by_id`` for the batch's ids: an id with a leaf index is a duplicate
+   (answered from the stored leaf) and leaves the batch; an id claimed without an index (by
+   an appender of an older version that died) keeps its claimed leaf bytes;
+2. write the batch aside (``pending_batches``, keyed by a new uuid), then with the head at
+   ``(size = n, nothing pending)``: ``UPDATE log_head SET pending_batch = b IF size = n AND
+   pending_event = null AND pending_batch = null`` -- one sequence reservation per batch;
+3. whoever sees batch ``b`` pending at ``n`` (its owner, or any later appender helping after
+   a crash) places it: an event whose ``events_by_id.leaf_index`` is below ``n`` was placed
+   by an earlier batch and is skipped, as is a second copy of an id; the others take
+   ``n, n + 1, ...`` in batch order. It writes their leaves, person rows, ``events_by_id``
+   rows and the Merkle nodes they complete, in unlogged batches. All of these follow from
+   the pending batch and the committed tree, so helpers write identical values;
+4. ``UPDATE log_head SET size = n + k, pending_batch = null IF size = n AND
+   pending_batch = b``, then the aside copy is deleted.
 
-The head only moves ``(n, none) -> (n, e) -> (n + 1, none)``, so an event is placed at most
-once and indexes are dense. Readers read ``size`` with a serial read and see only nodes
-written before it advanced, never a half-built subtree. Within one process appends queue
-on a lock, so the LWT contention is one appender per process.
+The head only moves ``(n, none) -> (n, b) -> (n + k, none)``, so an event is placed at most
+once and indexes are dense: two LWTs per batch, where there were three per event. Readers
+read ``size`` with a serial read and see only nodes written before it advanced, never a
+half-built subtree. A head left with a single ``pending_event`` by an older version is
+finished the same way, as a batch of one.
 
-A claim whose process died before step 2 is logged by the event's retry (with the first
-leaf bytes); the audit client retries until it gets an answer.
+A batch whose process died before step 2 was never acknowledged; its events' retries log
+them. The audit client retries until it gets an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +57,7 @@ from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.audit.store import (
     AppendOutcome,
+    GroupCommit,
     IndexedLeaf,
     LeafEntry,
     LoggedLeaf,
@@ -89,6 +98,14 @@ MIGRATIONS = [
         PRIMARY KEY ((person_token), year)
     ) WITH CLUSTERING ORDER BY (year DESC)
     """,
+    # Group commit: the head reserves indexes for a batch written aside.
+    """
+    ALTER TABLE log_head ADD IF NOT EXISTS pending_batch uuid;
+    CREATE TABLE IF NOT EXISTS pending_batches (
+        batch_id uuid PRIMARY KEY,
+        leaves list<frozen<tuple<text, blob, text, bigint>>>
+    )
+    """,
 ]
 
 _HEAD = 0
@@ -97,17 +114,25 @@ _LEAF_BUCKET_BITS = 12
 _SERIAL = "LOCAL_SERIAL"
 
 _READ_HEAD = (
-    "SELECT size, pending_event, pending_leaf, pending_person, pending_occur_us"
+    "SELECT size, pending_batch, pending_event, pending_leaf, pending_person, pending_occur_us"
     " FROM log_head WHERE id = ?"
 )
 _SET_PENDING = (
-    "UPDATE log_head SET pending_event = ?, pending_leaf = ?, pending_person = ?,"
-    " pending_occur_us = ? WHERE id = ? IF size = ? AND pending_event = null"
+    "UPDATE log_head SET pending_batch = ? WHERE id = ?"
+    " IF size = ? AND pending_event = null AND pending_batch = null"
 )
 _ADVANCE = (
+    "UPDATE log_head SET size = ?, pending_batch = null WHERE id = ?"
+    " IF size = ? AND pending_batch = ?"
+)
+# A single event left pending by an older version of this store.
+_ADVANCE_EVENT = (
     "UPDATE log_head SET size = ?, pending_event = null, pending_leaf = null,"
     " pending_person = null, pending_occur_us = null WHERE id = ? IF size = ? AND pending_event = ?"
 )
+_READ_EVENT = "SELECT event_id, leaf, person_token, occur_us, leaf_index FROM events_by_id"
+# Ids per multi-partition read of events_by_id.
+_READ_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -120,12 +145,26 @@ class _Leaf:
     occur_us: int
 
 
+# Where a batch put an event: its index, its leaf, and whether this batch placed it (False:
+# an earlier batch had).
+_Placed = tuple[int, "_Leaf", bool]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A batch reserved at the head's size: its aside copy's id (None: an older version's
+    single pending event) and its leaves in order."""
+
+    batch_id: uuid.UUID | None
+    leaves: list[_Leaf]
+
+
 @dataclass(frozen=True)
 class _Head:
-    """The sequencer row: committed size and the leaf being placed at that index, if any."""
+    """The sequencer row: committed size and the batch being placed at that index, if any."""
 
     size: int
-    pending: _Leaf | None
+    pending: _Pending | None
 
 
 class CassandraAuditStore:
@@ -134,9 +173,8 @@ class CassandraAuditStore:
     def __init__(self, database: CassandraDatabase) -> None:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
-        # One appender per process at a time: appends are serial anyway, and this keeps
-        # the LWT contention on the head row down to one contender per process.
-        self._sequencing = asyncio.Lock()
+        # One batch at a time per process: the head takes one reservation at a time anyway.
+        self._group = GroupCommit(self._commit_batch)
         # The last head this process saw; a stale one only costs a failed LWT and a re-read.
         self._head: _Head | None = None
 
@@ -154,52 +192,119 @@ class CassandraAuditStore:
 
     async def append(self, entry: LeafEntry) -> AppendOutcome:
         """See AuditStore.append."""
-        claim = (
-            await self._db.execute(
-                "INSERT INTO events_by_id (event_id, leaf, person_token, occur_us)"
-                " VALUES (?, ?, ?, ?) IF NOT EXISTS",
-                (entry.event_id, entry.leaf, entry.person_token, to_micros(entry.occur_time)),
-            )
-        )[0]
-        if claim.applied:
-            leaf = _Leaf(
-                entry.event_id, entry.leaf, entry.person_token, to_micros(entry.occur_time)
-            )
-        else:
-            leaf = _Leaf(entry.event_id, claim.leaf, claim.person_token, claim.occur_us)
-            if claim.leaf_index is not None:
-                return _outcome(claim.leaf_index, leaf, duplicate=True)
-            # Claimed by an attempt that is still running or died: place its leaf once.
-        async with self._sequencing:
-            index = await self._place(leaf)
-        return _outcome(index, leaf, duplicate=not claim.applied)
+        return (await self._group.append([entry]))[0]
 
-    async def _place(self, leaf: _Leaf) -> int:
-        """Drive the head until ``leaf`` has an index; returns that index."""
+    async def append_many(self, entries: Sequence[LeafEntry]) -> list[AppendOutcome]:
+        """See AuditStore.append_many."""
+        return await self._group.append(entries)
+
+    async def _commit_batch(self, entries: list[LeafEntry]) -> list[AppendOutcome]:
+        """Steps 1-4 of the module docstring for one batch; one outcome per entry."""
+        known = await self._events([entry.event_id for entry in entries])
+        to_place: dict[str, _Leaf] = {}
+        for entry in entries:
+            row = known.get(entry.event_id)
+            if entry.event_id in to_place or (row is not None and row.leaf_index is not None):
+                continue
+            if row is not None:
+                # Claimed by an older version's attempt that died: its bytes are the event.
+                to_place[entry.event_id] = _Leaf(
+                    entry.event_id, row.leaf, row.person_token, row.occur_us
+                )
+            else:
+                to_place[entry.event_id] = _Leaf(
+                    entry.event_id, entry.leaf, entry.person_token, to_micros(entry.occur_time)
+                )
+        placed = await self._place(list(to_place.values())) if to_place else {}
+        outcomes: list[AppendOutcome] = []
+        answered: set[str] = set()
+        for entry in entries:
+            row = known.get(entry.event_id)
+            if entry.event_id in to_place:
+                # An event an earlier batch placed (a racing retry elsewhere) is a duplicate,
+                # answered with the leaf stored then.
+                index, leaf, fresh = placed[entry.event_id]
+                first = fresh and row is None and entry.event_id not in answered
+                outcomes.append(_outcome(index, leaf, duplicate=not first))
+            else:
+                assert row is not None  # only ids already logged are left out of to_place
+                stored = _Leaf(entry.event_id, row.leaf, row.person_token, row.occur_us)
+                outcomes.append(_outcome(row.leaf_index, stored, duplicate=True))
+            answered.add(entry.event_id)
+        return outcomes
+
+    async def _events(self, event_ids: Sequence[str]) -> dict[str, Any]:
+        """The ``events_by_id`` rows of ``event_ids`` that exist, by id."""
+        wanted = list(dict.fromkeys(event_ids))
+        chunks = [
+            wanted[start : start + _READ_CHUNK] for start in range(0, len(wanted), _READ_CHUNK)
+        ]
+        results = await asyncio.gather(
+            *(
+                self._db.execute(
+                    f"{_READ_EVENT} WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk
+                )
+                for chunk in chunks
+            )
+        )
+        return {row.event_id: row for rows in results for row in rows}
+
+    async def _place(self, leaves: list[_Leaf]) -> dict[str, _Placed]:
+        """Drive the head until ``leaves`` are placed; where each id is."""
+        batch_id = uuid.uuid4()
+        await self._db.execute(
+            "INSERT INTO pending_batches (batch_id, leaves) VALUES (?, ?)",
+            (
+                batch_id,
+                [(leaf.event_id, leaf.leaf, leaf.person_token, leaf.occur_us) for leaf in leaves],
+            ),
+        )
         head = self._head or await self._read_head()
         while True:
             if head.pending is not None:
-                placed, index = head.pending, head.size
-                await self._write_leaf(index, placed)
-                advanced = await self._db.execute(
-                    _ADVANCE, (index + 1, _HEAD, index, placed.event_id)
-                )
-                # Applied or not, the head only leaves (n, e) for (n + 1, none): e is at n.
-                head = _Head(index + 1, None) if advanced[0].applied else await self._read_head()
-                self._head = head
-                if placed.event_id == leaf.event_id:
-                    return index
+                pending = head.pending
+                placed = await self._finish(head.size, pending)
+                added = sum(fresh for _, _, fresh in placed.values())
+                self._head = head = _Head(head.size + added, None)
+                if pending.batch_id == batch_id:
+                    return placed
                 continue
-            logged = await self._logged_index(leaf.event_id)
-            if logged is not None:
-                # Another attempt of this event placed it (the head moved past it already).
-                return logged
-            claimed = await self._db.execute(
-                _SET_PENDING,
-                (leaf.event_id, leaf.leaf, leaf.person_token, leaf.occur_us, _HEAD, head.size),
-            )
-            head = _Head(head.size, leaf) if claimed[0].applied else await self._read_head()
+            claimed = await self._db.execute(_SET_PENDING, (batch_id, _HEAD, head.size))
+            if claimed[0].applied:
+                head = _Head(head.size, _Pending(batch_id, leaves))
+            else:
+                head = await self._read_head()
             self._head = head
+
+    async def _finish(self, size: int, pending: _Pending) -> dict[str, _Placed]:
+        """Step 3 and 4 for the batch pending at ``size``; idempotent (see the docstring)."""
+        known = await self._events([leaf.event_id for leaf in pending.leaves])
+        placed: dict[str, _Placed] = {}
+        new_leaves: list[_Leaf] = []
+        for leaf in pending.leaves:
+            if leaf.event_id in placed:
+                continue
+            row = known.get(leaf.event_id)
+            if row is not None and row.leaf_index is not None and row.leaf_index < size:
+                stored = _Leaf(row.event_id, row.leaf, row.person_token, row.occur_us)
+                placed[leaf.event_id] = (int(row.leaf_index), stored, False)
+                continue
+            placed[leaf.event_id] = (size + len(new_leaves), leaf, True)
+            new_leaves.append(leaf)
+        await self._write_leaves(size, new_leaves)
+        new_size = size + len(new_leaves)
+        if pending.batch_id is None:
+            # An older version's single pending event: the head only moves past it once.
+            await self._db.execute(
+                _ADVANCE_EVENT, (new_size, _HEAD, size, pending.leaves[0].event_id)
+            )
+        else:
+            # Applied or not, the head only leaves (n, b) for (n + k, none).
+            await self._db.execute(_ADVANCE, (new_size, _HEAD, size, pending.batch_id))
+            await self._db.execute(
+                "DELETE FROM pending_batches WHERE batch_id = ?", (pending.batch_id,)
+            )
+        return placed
 
     async def _read_head(self) -> _Head:
         rows = await self._db.execute(_READ_HEAD, (_HEAD,), consistency=_SERIAL)
@@ -207,53 +312,87 @@ class CassandraAuditStore:
             return _Head(0, None)
         row = rows[0]
         pending = None
-        if row.pending_event is not None:
-            pending = _Leaf(
-                row.pending_event, row.pending_leaf, row.pending_person, row.pending_occur_us
+        if row.pending_batch is not None:
+            aside = await self._db.execute(
+                "SELECT leaves FROM pending_batches WHERE batch_id = ?", (row.pending_batch,)
+            )
+            leaves = [_Leaf(*fields) for fields in (aside[0].leaves if aside else [])]
+            pending = _Pending(row.pending_batch, leaves)
+        elif row.pending_event is not None:
+            pending = _Pending(
+                None,
+                [
+                    _Leaf(
+                        row.pending_event,
+                        row.pending_leaf,
+                        row.pending_person,
+                        row.pending_occur_us,
+                    )
+                ],
             )
         return _Head(int(row.size or 0), pending)
 
-    async def _logged_index(self, event_id: str) -> int | None:
-        rows = await self._db.execute(
-            "SELECT leaf_index FROM events_by_id WHERE event_id = ?", (event_id,)
-        )
-        if not rows or rows[0].leaf_index is None:
-            return None
-        return int(rows[0].leaf_index)
-
-    async def _write_leaf(self, index: int, leaf: _Leaf) -> None:
-        """Write everything leaf ``index`` adds; idempotent (helpers write the same values)."""
-        siblings = await self.get_nodes(merkle.append_keys(index))
-        new_nodes = merkle.append_nodes(index, merkle.leaf_hash(leaf.leaf), siblings)
-        year = from_micros(leaf.occur_us).year
-        writes: list[Awaitable[list[Any]]] = [
-            self._db.execute(
-                "INSERT INTO leaves (bucket, leaf_index, event_id, leaf) VALUES (?, ?, ?, ?)",
-                (index >> _LEAF_BUCKET_BITS, index, leaf.event_id, leaf.leaf),
-            ),
-            self._db.execute(
-                "INSERT INTO leaves_by_person (person_token, year, occur_us, leaf_index, leaf)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (leaf.person_token, year, leaf.occur_us, index, leaf.leaf),
-            ),
-            self._db.execute(
-                "INSERT INTO person_years (person_token, year) VALUES (?, ?)",
-                (leaf.person_token, year),
-            ),
-            self._db.execute(
-                "UPDATE events_by_id SET leaf_index = ? WHERE event_id = ?",
-                (index, leaf.event_id),
-            ),
-            *(
-                self._db.execute(
+    async def _write_leaves(self, first_index: int, leaves: list[_Leaf]) -> None:
+        """Write everything ``leaves`` add from ``first_index`` on; idempotent (helpers
+        write the same values). All of it lands before the head advances."""
+        if not leaves:
+            return
+        # The complete subtrees left of first_index are all a later leaf can need.
+        nodes = await self.get_nodes(merkle.range_keys(0, first_index)) if first_index else {}
+        # One list per table, each in partition order, so most unlogged batches touch one
+        # partition (all of a batch's leaves share a bucket; a person's rows sit together).
+        in_log: list[tuple[str, Sequence[Any]]] = []
+        by_person: list[tuple[tuple[str, int], tuple[str, Sequence[Any]]]] = []
+        person_years: set[tuple[str, int]] = set()
+        lookups: list[tuple[str, Sequence[Any]]] = []
+        node_rows: list[tuple[str, Sequence[Any]]] = []
+        for index, leaf in enumerate(leaves, start=first_index):
+            new_nodes = merkle.append_nodes(index, merkle.leaf_hash(leaf.leaf), nodes)
+            nodes.update(new_nodes)
+            year = from_micros(leaf.occur_us).year
+            in_log.append(
+                (
+                    "INSERT INTO leaves (bucket, leaf_index, event_id, leaf) VALUES (?, ?, ?, ?)",
+                    (index >> _LEAF_BUCKET_BITS, index, leaf.event_id, leaf.leaf),
+                )
+            )
+            by_person.append(
+                (
+                    (leaf.person_token, year),
+                    (
+                        "INSERT INTO leaves_by_person"
+                        " (person_token, year, occur_us, leaf_index, leaf) VALUES (?, ?, ?, ?, ?)",
+                        (leaf.person_token, year, leaf.occur_us, index, leaf.leaf),
+                    ),
+                )
+            )
+            person_years.add((leaf.person_token, year))
+            lookups.append(
+                (
+                    "UPDATE events_by_id SET leaf = ?, person_token = ?, occur_us = ?,"
+                    " leaf_index = ? WHERE event_id = ?",
+                    (leaf.leaf, leaf.person_token, leaf.occur_us, index, leaf.event_id),
+                )
+            )
+            node_rows += [
+                (
                     "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
                     (level, node_index, value),
                 )
                 for (level, node_index), value in new_nodes
+            ]
+        by_person.sort(key=lambda keyed: keyed[0])
+        statements = [
+            *in_log,
+            *(statement for _, statement in by_person),
+            *(
+                ("INSERT INTO person_years (person_token, year) VALUES (?, ?)", key)
+                for key in sorted(person_years)
             ),
+            *lookups,
+            *node_rows,
         ]
-        # A handful of writes (4 + log2 n at most); all must land before the head advances.
-        await asyncio.gather(*writes)
+        await self._db.execute_unlogged(statements)
 
     async def tree_size(self) -> int:
         """See AuditStore.tree_size."""

@@ -20,6 +20,7 @@ from healthbank.contracts.names import (
     parse_record_name,
 )
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
+from healthbank.contracts.principal import Principal
 from healthbank.contracts.records import record_to_proto
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
@@ -27,11 +28,11 @@ from services.record_lookup import domain
 from services.record_lookup.flow import EmergencyReport, ImageNotFound, RecordLookupFlow
 
 SERVICE = "record-lookup"
+# Records per GetHistoryPages message: one message per record cost half of the service's time.
+HISTORY_PAGE_SIZE = 100
 
 # Image chunks stay well under gRPC's default 4 MiB message limit.
 IMAGE_CHUNK_BYTES = 1024 * 1024
-
-# Who reads clinical data; consent decides which of them may read whose.
 
 # google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS = -62_135_596_800
@@ -51,18 +52,35 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
     ) -> AsyncIterator[record_lookup_pb2.HistoryItem]:
         """Stream a person's records, oldest first, after consent and audit."""
         principal = require_principal()
+        for item in await self._history_items(request, principal):
+            yield item
+
+    async def GetHistoryPages(
+        self, request: record_lookup_pb2.GetHistoryRequest, context: object
+    ) -> AsyncIterator[record_lookup_pb2.HistoryPage]:
+        """GetHistory in pages of up to HISTORY_PAGE_SIZE records (one gRPC message each)."""
+        principal = require_principal()
+        items = await self._history_items(request, principal)
+        for start in range(0, len(items), HISTORY_PAGE_SIZE):
+            yield record_lookup_pb2.HistoryPage(items=items[start : start + HISTORY_PAGE_SIZE])
+
+    async def _history_items(
+        self, request: record_lookup_pb2.GetHistoryRequest, principal: Principal
+    ) -> list[record_lookup_pb2.HistoryItem]:
         person_token, start, end = _validate_history(request)
         # The flow reads and opens everything first: no silently truncated history.
-        for entry in await self._flow.history(
-            principal, person_token, list(request.categories), start, end
-        ):
-            yield record_lookup_pb2.HistoryItem(
+        return [
+            record_lookup_pb2.HistoryItem(
                 record=record_to_proto(
                     entry.record,
                     tier=common_pb2.TIER_COLD if entry.is_cold else common_pb2.TIER_HOT,
                     fhir_json=entry.fhir_json,
                 )
             )
+            for entry in await self._flow.history(
+                principal, person_token, list(request.categories), start, end
+            )
+        ]
 
     async def GetImage(
         self, request: record_lookup_pb2.GetImageRequest, context: object

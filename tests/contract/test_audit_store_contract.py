@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -318,3 +319,76 @@ async def test_get_leaves_reads_a_range_in_log_order(store: AuditStore) -> None:
     ]
     assert [leaf.leaf_index for leaf in await store.get_leaves(0, 6, limit=2)] == [0, 1]
     assert await store.get_leaves(6, 9, limit=10) == []
+
+
+# --- group commit ---------------------------------------------------------------------------
+
+
+async def test_append_many_places_a_batch_in_order_and_answers_repeats(store: AuditStore) -> None:
+    first = await store.append_many([entry("m0"), entry("m1"), entry("m0"), entry("m2")])
+    assert [o.leaf_index for o in first] == [0, 1, 0, 2]
+    assert [o.duplicate for o in first] == [False, False, True, False]
+    second = await store.append_many([entry("m1"), entry("m3", person=OTHER)])
+    assert [(o.leaf_index, o.duplicate) for o in second] == [(1, True), (3, False)]
+    assert await store.tree_size() == 4
+    leaves = [entry(f"m{i}", person=OTHER if i == 3 else PERSON).leaf for i in range(4)]
+    assert await root_of(store, 4) == mth(leaves)
+    assert await root_of(store, 3) == mth(leaves[:3])
+
+
+async def test_concurrent_appends_on_one_instance_are_committed_together_densely(
+    store: AuditStore,
+) -> None:
+    entries = [entry(f"g{i:03}") for i in range(120)]
+    outcomes = await asyncio.gather(
+        *(store.append(added) for added in entries[:60]), store.append_many(entries[60:])
+    )
+    singles, batch = outcomes[:60], outcomes[60]
+    assert isinstance(batch, list)
+    indexes = [o.leaf_index for o in singles] + [o.leaf_index for o in batch]
+    assert sorted(indexes) == list(range(120))
+    by_index = sorted(zip(indexes, entries, strict=True))
+    assert await root_of(store, 120) == mth([added.leaf for _, added in by_index])
+
+
+async def test_cassandra_a_batch_left_pending_is_finished_by_the_next_appender(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    store = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        await store.append(entry("zero"))
+        # An appender wrote its batch aside and reserved index 1 for it, then died.
+        stuck = [entry("s1"), entry("s2", person=OTHER)]
+        batch_id = uuid.uuid4()
+        database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+        await database.open()
+        try:
+            await database.execute(
+                "INSERT INTO pending_batches (batch_id, leaves) VALUES (?, ?)",
+                (
+                    batch_id,
+                    [(e.event_id, e.leaf, e.person_token, to_micros(T0)) for e in stuck],
+                ),
+            )
+            applied = await database.execute(
+                "UPDATE log_head SET pending_batch = ? WHERE id = 0"
+                " IF size = 1 AND pending_event = null AND pending_batch = null",
+                (batch_id,),
+            )
+            assert applied[0].applied
+        finally:
+            await database.close()
+        assert await store.tree_size() == 1
+        other = await cassandra_store(engines, cassandra_keyspace)
+        try:
+            nxt = await other.append(entry("next"))
+        finally:
+            await other.close()
+        assert nxt.leaf_index == 3
+        retried = await store.append_many(stuck)
+        assert [(o.leaf_index, o.duplicate) for o in retried] == [(1, True), (2, True)]
+        assert await store.tree_size() == 4
+        expected = mth([entry("zero").leaf, stuck[0].leaf, stuck[1].leaf, entry("next").leaf])
+        assert await root_of(store, 4) == expected
+    finally:
+        await store.close()

@@ -1,10 +1,12 @@
-"""The ingest benchmark keeps working: a tiny run prints both figures."""
+"""The benchmarks keep working: tiny runs print their figures."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import pytest
 from repo_paths import REPO
 
 
@@ -20,3 +22,37 @@ def test_ingest_benchmark_prints_baseline_and_flow() -> None:
     lines = result.stdout.splitlines()
     assert any(line.startswith("baseline:") and "/s" in line for line in lines)
     assert any(line.startswith("ingest: Submit") and "n=4" in line for line in lines)
+
+
+def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/bench/run.py"), "--json", "--scale", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["engines"] == "embedded"
+    measured = [
+        "baseline_check_rps",
+        "baseline_check_p99_ms",
+        "ingest_messages_per_s",
+        "ingest_resources_per_s",
+        "ingest_p99_ms",
+        "bulk_resources_per_s",
+        "emergency_p50_ms",
+        "emergency_p99_ms",
+        "history_1000_p50_ms",
+        "audit_appends_per_s",
+        "identity_known_resolves_per_s",
+        "load1",
+    ]
+    for name in measured:
+        assert isinstance(figures[name], float) and figures[name] >= 0, name
+    # Three records and the patient per emergency bundle: resources are 4 per message.
+    assert figures["ingest_resources_per_s"] == pytest.approx(4 * figures["ingest_messages_per_s"])
+    # Without Cassandra there is nothing to count.
+    assert figures["cassandra_statements_per_submit"] is None
+    assert figures["lwt_per_submit"] is None

@@ -104,6 +104,8 @@ CONSENT_DECIDES = {
     ("/healthbank.consent.v1.ConsentService/CreateGrant", PK.PROXY),
     ("/healthbank.consent.v1.ConsentService/RevokeGrant", PK.PROXY),
     ("/healthbank.consent.v1.ConsentService/ListGrants", PK.PROXY),
+    ("/healthbank.record_lookup.v1.RecordLookupService/GetHistoryPages", PK.CLINICIAN),
+    ("/healthbank.record_lookup.v1.RecordLookupService/GetHistoryPages", PK.EMERGENCY),
     ("/healthbank.record_lookup.v1.RecordLookupService/GetImage", PK.CLINICIAN),
     ("/healthbank.record_lookup.v1.RecordLookupService/GetImage", PK.EMERGENCY),
 }
@@ -233,6 +235,7 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
             person_token=token, justification=JUSTIFICATION
         ),
         "GetHistory": lambda: record_lookup_pb2.GetHistoryRequest(parent=parent),
+        "GetHistoryPages": lambda: record_lookup_pb2.GetHistoryRequest(parent=parent),
         "GetImage": lambda: record_lookup_pb2.GetImageRequest(
             name=f"{parent}/records/01ARZ3NDEKTSV4RRFFQ69G5FAV"
         ),
@@ -249,6 +252,7 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         ),
         "FetchRecords": lambda: archive_pb2.FetchRecordsRequest(person_token=token),
         "AppendEvent": lambda: audit_pb2.AppendEventRequest(event=_access_event(token)),
+        "AppendEvents": lambda: audit_pb2.AppendEventsRequest(events=[_access_event(token)]),
         "GetTreeHead": audit_pb2.GetTreeHeadRequest,
         "GetInclusionProof": lambda: audit_pb2.GetInclusionProofRequest(leaf_index=0),
         "GetConsistencyProof": lambda: audit_pb2.GetConsistencyProofRequest(first_tree_size=1),

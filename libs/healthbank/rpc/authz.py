@@ -262,6 +262,14 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
             _PK.PATIENT: _own_person("parent"),
         },
     ),
+    _LOOKUP_V1 + "GetHistoryPages": MethodRule(
+        "GetHistory in pages of up to 100 records: the same readers",
+        callers={
+            _PK.CLINICIAN: HOSPITAL_BOUND,
+            _PK.EMERGENCY: HOSPITAL_BOUND,
+            _PK.PATIENT: _own_person("parent"),
+        },
+    ),
     _LOOKUP_V1 + "GetImage": MethodRule(
         "the images behind a history, read like the history: consent (imaging) or break-glass; "
         "patients their own",
@@ -296,6 +304,10 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
     _AUDIT_V1 + "AppendEvent": MethodRule(
         "only services record accesses (the ledger notes which); users and engines would "
         "forge them",
+        services=_services(INGEST, IDENTITY, CONSENT, RECORD_LOOKUP, ARCHIVE, AI_ALERT),
+    ),
+    _AUDIT_V1 + "AppendEvents": MethodRule(
+        "AppendEvent for callers with many events: the same services",
         services=_services(INGEST, IDENTITY, CONSENT, RECORD_LOOKUP, ARCHIVE, AI_ALERT),
     ),
     _AUDIT_V1 + "GetTreeHead": MethodRule(

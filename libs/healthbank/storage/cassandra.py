@@ -10,7 +10,12 @@ Driver errors that mean "the cluster is not reachable right now" become
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
+import socket
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cassandra import ConsistencyLevel, DriverException, OperationTimedOut
@@ -32,6 +37,88 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from healthbank.core.config import Settings
 from healthbank.storage.errors import StorageUnavailable
+
+# Without it, any request past ~4 KB waits for the peer's delayed ACK (~40 ms per batch).
+_NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+# A conditional write (lightweight transaction): ``... IF NOT EXISTS`` / ``... IF <cond>``.
+_CONDITIONAL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b.*\bIF\s", re.I | re.S)
+# Schema changes flush and wait for agreement: on a busy node they outlast a query's timeout.
+_SCHEMA_TIMEOUT = 60.0
+_SERIAL_LEVELS = (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL)
+
+
+@dataclass
+class StatementCounts:
+    """What this process sent to Cassandra through :class:`CassandraDatabase`.
+
+    ``requests`` are round trips (a batch is one), ``statements`` count each statement of a
+    batch, ``lwts`` the conditional writes (Paxos), ``serial_reads`` the SERIAL reads (Paxos
+    too). Health checks are not counted. The benchmark and the budget tests read the
+    difference around a piece of work (:meth:`since`), per keyspace (:data:`STATEMENT_COUNTS`).
+    """
+
+    requests: int = 0
+    statements: int = 0
+    lwts: int = 0
+    serial_reads: int = 0
+
+    def snapshot(self) -> StatementCounts:
+        """A copy of the counts now."""
+        return StatementCounts(self.requests, self.statements, self.lwts, self.serial_reads)
+
+    def since(self, before: StatementCounts) -> StatementCounts:
+        """What was sent after ``before`` (a snapshot) was taken."""
+        return StatementCounts(
+            self.requests - before.requests,
+            self.statements - before.statements,
+            self.lwts - before.lwts,
+            self.serial_reads - before.serial_reads,
+        )
+
+    def __add__(self, other: StatementCounts) -> StatementCounts:
+        return StatementCounts(
+            self.requests + other.requests,
+            self.statements + other.statements,
+            self.lwts + other.lwts,
+            self.serial_reads + other.serial_reads,
+        )
+
+
+# Process-wide, like a metric: what each keyspace of the process sent, by keyspace name.
+STATEMENT_COUNTS: dict[str, StatementCounts] = {}
+
+
+def counts_since(before: dict[str, StatementCounts]) -> dict[str, StatementCounts]:
+    """Per keyspace, what was sent since ``before`` (a copy taken with :func:`counts_now`)."""
+    return {
+        keyspace: counts.since(before.get(keyspace, StatementCounts()))
+        for keyspace, counts in STATEMENT_COUNTS.items()
+    }
+
+
+def counts_now() -> dict[str, StatementCounts]:
+    """A copy of :data:`STATEMENT_COUNTS`."""
+    return {keyspace: counts.snapshot() for keyspace, counts in STATEMENT_COUNTS.items()}
+
+
+@functools.lru_cache(maxsize=1024)
+def is_conditional(cql: str) -> bool:
+    """Whether ``cql`` is a lightweight transaction (``INSERT ... IF NOT EXISTS``, ``... IF``)."""
+    return _CONDITIONAL.match(cql) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_class(column_names: tuple[str, ...]) -> Any:
+    # "[applied]" of a conditional write is read as ``row.applied``, as the driver names it.
+    return namedtuple("Row", [re.sub(r"\W", "", name) for name in column_names], rename=True)
+
+
+def _row_factory(column_names: list[str], rows: list[Any]) -> list[Any]:
+    """Rows as named tuples whose class is built once per column list, not per result set
+    (the driver's default builds a namedtuple class for every result: ~10% of a service)."""
+    make = _row_class(tuple(column_names))._make
+    return [make(row) for row in rows]
+
 
 _UNAVAILABLE_ERRORS = (
     NoHostAvailable,
@@ -82,13 +169,17 @@ class CassandraDatabase:
             control_connection_timeout=self._connect_timeout,
             # Keep retrying every second so a restarted node is picked up without a restart here.
             reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+            sockopts=_NO_DELAY,
             execution_profiles={
                 EXEC_PROFILE_DEFAULT: ExecutionProfile(
                     consistency_level=self._consistency,
                     # Serial (LWT) consistency follows the locality of the regular one.
                     serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
                     request_timeout=10.0,
+                    # Statements go to a replica of their partition (prepared statements
+                    # carry the routing key), not to a coordinator that forwards them.
                     load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                    row_factory=_row_factory,
                 )
             },
         )
@@ -99,12 +190,14 @@ class CassandraDatabase:
             raise StorageUnavailable("cassandra is not reachable") from error
         session.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self._replication_factor}}}"
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self._replication_factor}}}",
+            timeout=_SCHEMA_TIMEOUT,
         )
         session.set_keyspace(self.keyspace)
         session.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
-            " (version int PRIMARY KEY, applied boolean)"
+            " (version int PRIMARY KEY, applied boolean)",
+            timeout=_SCHEMA_TIMEOUT,
         )
         done = {row.version for row in session.execute("SELECT version FROM schema_migrations")}
         for version, migration in enumerate(self._migrations, start=1):
@@ -112,7 +205,7 @@ class CassandraDatabase:
                 continue
             # Every statement is idempotent (IF NOT EXISTS), so a crash half-way re-runs safely.
             for statement in _split_statements(migration):
-                session.execute(statement)
+                session.execute(statement, timeout=_SCHEMA_TIMEOUT)
             session.execute(
                 "INSERT INTO schema_migrations (version, applied) VALUES (%s, true)", (version,)
             )
@@ -142,10 +235,17 @@ class CassandraDatabase:
         self, cql: str, params: Sequence[Any] = (), *, consistency: str | None = None
     ) -> list[Any]:
         """Run a prepared statement and return all rows (every page)."""
+        return await self._execute(cql, params, consistency=consistency, counted=True)
+
+    async def _execute(
+        self, cql: str, params: Sequence[Any], *, consistency: str | None, counted: bool
+    ) -> list[Any]:
         try:
             bound = (await self._statement(cql)).bind(params)
             if consistency is not None:
                 bound.consistency_level = ConsistencyLevel.name_to_value[consistency]
+            if counted:
+                _count(self.keyspace, [cql], serial=bound.consistency_level in _SERIAL_LEVELS)
             return await _all_pages(self.session.execute_async(bound))
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
@@ -154,17 +254,46 @@ class CassandraDatabase:
 
     async def execute_logged_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Apply statements as one LOGGED batch: all of them eventually, or none."""
+        await self._apply_batch(statements, BatchType.LOGGED)
+
+    async def _apply_batch(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], batch_type: Any
+    ) -> None:
         if not statements:
             return
         try:
-            batch = BatchStatement(batch_type=BatchType.LOGGED)
+            batch = BatchStatement(batch_type=batch_type)
             for cql, params in statements:
                 batch.add(await self._statement(cql), params)
+            _count(self.keyspace, [cql for cql, _ in statements], serial=False)
             await _all_pages(self.session.execute_async(batch))
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
                 f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
             ) from error
+
+    async def execute_unlogged(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        max_statements: int = 50,
+        concurrency: int = 8,
+    ) -> None:
+        """Apply idempotent statements in UNLOGGED batches of up to ``max_statements``,
+        several at once: one round trip per batch instead of per statement, no atomicity
+        (the caller must be able to write them all again after a failure)."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(chunk: Sequence[tuple[str, Sequence[Any]]]) -> None:
+            async with limit:
+                await self._apply_batch(chunk, BatchType.UNLOGGED)
+
+        await asyncio.gather(
+            *(
+                one(statements[start : start + max_statements])
+                for start in range(0, len(statements), max_statements)
+            )
+        )
 
     async def execute_many(
         self, cql: str, rows: Iterable[Sequence[Any]], *, concurrency: int = 32
@@ -180,13 +309,23 @@ class CassandraDatabase:
 
     async def check(self) -> None:
         """Raise StorageUnavailable unless a query on this node answers now."""
-        await self.execute("SELECT release_version FROM system.local")
+        await self._execute(
+            "SELECT release_version FROM system.local", (), consistency=None, counted=False
+        )
 
     async def close(self) -> None:
         """Shut the driver down."""
         if self._cluster is not None:
             cluster, self._cluster, self._session = self._cluster, None, None
             await asyncio.to_thread(cluster.shutdown)
+
+
+def _count(keyspace: str, cqls: Sequence[str], *, serial: bool) -> None:
+    counts = STATEMENT_COUNTS.setdefault(keyspace, StatementCounts())
+    counts.requests += 1
+    counts.statements += len(cqls)
+    counts.lwts += sum(1 for cql in cqls if is_conditional(cql))
+    counts.serial_reads += int(serial)
 
 
 async def _all_pages(response: ResponseFuture) -> list[Any]:

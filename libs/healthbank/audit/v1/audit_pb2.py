@@ -26,45 +26,49 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from healthbank.common.v1 import common_pb2 as healthbank_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhealthbank/audit/v1/audit.proto\x12\x13healthbank.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!healthbank/common/v1/common.proto\"\x9a\x02\n\x0b\x41\x63\x63\x65ssEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x1f.healthbank.common.v1.Principal\x12+\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1b.healthbank.audit.v1.Action\x12\x14\n\x0cperson_token\x18\x04 \x01(\t\x12\x16\n\x0eresource_names\x18\x05 \x03(\t\x12\r\n\x05\x62\x61sis\x18\x06 \x01(\t\x12\x1a\n\x12\x66lagged_for_review\x18\x07 \x01(\x08\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0brecorded_by\x18\t \x01(\t\"E\n\x12\x41ppendEventRequest\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .healthbank.audit.v1.AccessEvent\"O\n\x13\x41ppendEventResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\tleaf_hash\x18\x02 \x01(\x0c\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"\x14\n\x12GetTreeHeadRequest\"\x8c\x01\n\x0eSignedTreeHead\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"i\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x12\n\naudit_path\x18\x04 \x03(\x0c\"O\n\x1aGetConsistencyProofRequest\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\"_\n\x1bGetConsistencyProofResponse\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\x12\r\n\x05proof\x18\x03 \x03(\x0c\"P\n\x17ListAccessEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x18ListAccessEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .healthbank.audit.v1.LoggedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x0bLoggedEvent\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .healthbank.audit.v1.AccessEvent\x12\x12\n\nleaf_index\x18\x02 \x01(\x03\";\n\x11GetEntriesRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x03\x12\x11\n\tend_index\x18\x02 \x01(\x03\"D\n\x12GetEntriesResponse\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.healthbank.audit.v1.LogEntry\"]\n\x08LogEntry\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12/\n\x05\x65vent\x18\x02 \x01(\x0b\x32 .healthbank.audit.v1.AccessEvent\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c*\xfa\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_WRITE\x10\x01\x12\x17\n\x13\x41\x43TION_READ_HISTORY\x10\x02\x12\x19\n\x15\x41\x43TION_READ_EMERGENCY\x10\x03\x12\x19\n\x15\x41\x43TION_CONSENT_CHANGE\x10\x04\x12\x11\n\rACTION_DENIED\x10\x05\x12\x16\n\x12\x41\x43TION_BREAK_GLASS\x10\x06\x12\x15\n\x11\x41\x43TION_READ_IMAGE\x10\x07\x12\x1d\n\x19\x41\x43TION_LOOKUP_NATIONAL_ID\x10\x10\x12\x16\n\x12\x41\x43TION_READ_PERSON\x10\x11\x32\x8b\x05\n\x0c\x41uditService\x12`\n\x0b\x41ppendEvent\x12\'.healthbank.audit.v1.AppendEventRequest\x1a(.healthbank.audit.v1.AppendEventResponse\x12[\n\x0bGetTreeHead\x12\'.healthbank.audit.v1.GetTreeHeadRequest\x1a#.healthbank.audit.v1.SignedTreeHead\x12r\n\x11GetInclusionProof\x12-.healthbank.audit.v1.GetInclusionProofRequest\x1a..healthbank.audit.v1.GetInclusionProofResponse\x12x\n\x13GetConsistencyProof\x12/.healthbank.audit.v1.GetConsistencyProofRequest\x1a\x30.healthbank.audit.v1.GetConsistencyProofResponse\x12o\n\x10ListAccessEvents\x12,.healthbank.audit.v1.ListAccessEventsRequest\x1a-.healthbank.audit.v1.ListAccessEventsResponse\x12]\n\nGetEntries\x12&.healthbank.audit.v1.GetEntriesRequest\x1a\'.healthbank.audit.v1.GetEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhealthbank/audit/v1/audit.proto\x12\x13healthbank.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!healthbank/common/v1/common.proto\"\x9a\x02\n\x0b\x41\x63\x63\x65ssEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x1f.healthbank.common.v1.Principal\x12+\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1b.healthbank.audit.v1.Action\x12\x14\n\x0cperson_token\x18\x04 \x01(\t\x12\x16\n\x0eresource_names\x18\x05 \x03(\t\x12\r\n\x05\x62\x61sis\x18\x06 \x01(\t\x12\x1a\n\x12\x66lagged_for_review\x18\x07 \x01(\x08\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0brecorded_by\x18\t \x01(\t\"E\n\x12\x41ppendEventRequest\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .healthbank.audit.v1.AccessEvent\"O\n\x13\x41ppendEventResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\tleaf_hash\x18\x02 \x01(\x0c\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"G\n\x13\x41ppendEventsRequest\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .healthbank.audit.v1.AccessEvent\"Q\n\x14\x41ppendEventsResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.healthbank.audit.v1.AppendEventResponse\"\x14\n\x12GetTreeHeadRequest\"\x8c\x01\n\x0eSignedTreeHead\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"i\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x12\n\naudit_path\x18\x04 \x03(\x0c\"O\n\x1aGetConsistencyProofRequest\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\"_\n\x1bGetConsistencyProofResponse\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\x12\r\n\x05proof\x18\x03 \x03(\x0c\"P\n\x17ListAccessEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x18ListAccessEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .healthbank.audit.v1.LoggedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x0bLoggedEvent\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .healthbank.audit.v1.AccessEvent\x12\x12\n\nleaf_index\x18\x02 \x01(\x03\";\n\x11GetEntriesRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x03\x12\x11\n\tend_index\x18\x02 \x01(\x03\"D\n\x12GetEntriesResponse\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.healthbank.audit.v1.LogEntry\"]\n\x08LogEntry\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12/\n\x05\x65vent\x18\x02 \x01(\x0b\x32 .healthbank.audit.v1.AccessEvent\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c*\xfa\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_WRITE\x10\x01\x12\x17\n\x13\x41\x43TION_READ_HISTORY\x10\x02\x12\x19\n\x15\x41\x43TION_READ_EMERGENCY\x10\x03\x12\x19\n\x15\x41\x43TION_CONSENT_CHANGE\x10\x04\x12\x11\n\rACTION_DENIED\x10\x05\x12\x16\n\x12\x41\x43TION_BREAK_GLASS\x10\x06\x12\x15\n\x11\x41\x43TION_READ_IMAGE\x10\x07\x12\x1d\n\x19\x41\x43TION_LOOKUP_NATIONAL_ID\x10\x10\x12\x16\n\x12\x41\x43TION_READ_PERSON\x10\x11\x32\xf0\x05\n\x0c\x41uditService\x12`\n\x0b\x41ppendEvent\x12\'.healthbank.audit.v1.AppendEventRequest\x1a(.healthbank.audit.v1.AppendEventResponse\x12\x63\n\x0c\x41ppendEvents\x12(.healthbank.audit.v1.AppendEventsRequest\x1a).healthbank.audit.v1.AppendEventsResponse\x12[\n\x0bGetTreeHead\x12\'.healthbank.audit.v1.GetTreeHeadRequest\x1a#.healthbank.audit.v1.SignedTreeHead\x12r\n\x11GetInclusionProof\x12-.healthbank.audit.v1.GetInclusionProofRequest\x1a..healthbank.audit.v1.GetInclusionProofResponse\x12x\n\x13GetConsistencyProof\x12/.healthbank.audit.v1.GetConsistencyProofRequest\x1a\x30.healthbank.audit.v1.GetConsistencyProofResponse\x12o\n\x10ListAccessEvents\x12,.healthbank.audit.v1.ListAccessEventsRequest\x1a-.healthbank.audit.v1.ListAccessEventsResponse\x12]\n\nGetEntries\x12&.healthbank.audit.v1.GetEntriesRequest\x1a\'.healthbank.audit.v1.GetEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'healthbank.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1574
-  _globals['_ACTION']._serialized_end=1824
+  _globals['_ACTION']._serialized_start=1730
+  _globals['_ACTION']._serialized_end=1980
   _globals['_ACCESSEVENT']._serialized_start=125
   _globals['_ACCESSEVENT']._serialized_end=407
   _globals['_APPENDEVENTREQUEST']._serialized_start=409
   _globals['_APPENDEVENTREQUEST']._serialized_end=478
   _globals['_APPENDEVENTRESPONSE']._serialized_start=480
   _globals['_APPENDEVENTRESPONSE']._serialized_end=559
-  _globals['_GETTREEHEADREQUEST']._serialized_start=561
-  _globals['_GETTREEHEADREQUEST']._serialized_end=581
-  _globals['_SIGNEDTREEHEAD']._serialized_start=584
-  _globals['_SIGNEDTREEHEAD']._serialized_end=724
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=726
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=791
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=793
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=898
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=900
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=979
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=981
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1076
-  _globals['_LISTACCESSEVENTSREQUEST']._serialized_start=1078
-  _globals['_LISTACCESSEVENTSREQUEST']._serialized_end=1158
-  _globals['_LISTACCESSEVENTSRESPONSE']._serialized_start=1160
-  _globals['_LISTACCESSEVENTSRESPONSE']._serialized_end=1261
-  _globals['_LOGGEDEVENT']._serialized_start=1263
-  _globals['_LOGGEDEVENT']._serialized_end=1345
-  _globals['_GETENTRIESREQUEST']._serialized_start=1347
-  _globals['_GETENTRIESREQUEST']._serialized_end=1406
-  _globals['_GETENTRIESRESPONSE']._serialized_start=1408
-  _globals['_GETENTRIESRESPONSE']._serialized_end=1476
-  _globals['_LOGENTRY']._serialized_start=1478
-  _globals['_LOGENTRY']._serialized_end=1571
-  _globals['_AUDITSERVICE']._serialized_start=1827
-  _globals['_AUDITSERVICE']._serialized_end=2478
+  _globals['_APPENDEVENTSREQUEST']._serialized_start=561
+  _globals['_APPENDEVENTSREQUEST']._serialized_end=632
+  _globals['_APPENDEVENTSRESPONSE']._serialized_start=634
+  _globals['_APPENDEVENTSRESPONSE']._serialized_end=715
+  _globals['_GETTREEHEADREQUEST']._serialized_start=717
+  _globals['_GETTREEHEADREQUEST']._serialized_end=737
+  _globals['_SIGNEDTREEHEAD']._serialized_start=740
+  _globals['_SIGNEDTREEHEAD']._serialized_end=880
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=882
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=947
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=949
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1054
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1056
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1135
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1137
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1232
+  _globals['_LISTACCESSEVENTSREQUEST']._serialized_start=1234
+  _globals['_LISTACCESSEVENTSREQUEST']._serialized_end=1314
+  _globals['_LISTACCESSEVENTSRESPONSE']._serialized_start=1316
+  _globals['_LISTACCESSEVENTSRESPONSE']._serialized_end=1417
+  _globals['_LOGGEDEVENT']._serialized_start=1419
+  _globals['_LOGGEDEVENT']._serialized_end=1501
+  _globals['_GETENTRIESREQUEST']._serialized_start=1503
+  _globals['_GETENTRIESREQUEST']._serialized_end=1562
+  _globals['_GETENTRIESRESPONSE']._serialized_start=1564
+  _globals['_GETENTRIESRESPONSE']._serialized_end=1632
+  _globals['_LOGENTRY']._serialized_start=1634
+  _globals['_LOGENTRY']._serialized_end=1727
+  _globals['_AUDITSERVICE']._serialized_start=1983
+  _globals['_AUDITSERVICE']._serialized_end=2735
 # @@protoc_insertion_point(module_scope)

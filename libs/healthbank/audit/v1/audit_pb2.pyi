@@ -72,6 +72,18 @@ class AppendEventResponse(_message.Message):
     tree_size: int
     def __init__(self, leaf_index: _Optional[int] = ..., leaf_hash: _Optional[bytes] = ..., tree_size: _Optional[int] = ...) -> None: ...
 
+class AppendEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AccessEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[AccessEvent, _Mapping]]] = ...) -> None: ...
+
+class AppendEventsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AppendEventResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendEventResponse, _Mapping]]] = ...) -> None: ...
+
 class GetTreeHeadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

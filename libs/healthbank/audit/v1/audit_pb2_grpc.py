@@ -41,6 +41,11 @@ class AuditServiceStub:
                 request_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventRequest.SerializeToString,
                 response_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventResponse.FromString,
                 _registered_method=True)
+        self.AppendEvents = channel.unary_unary(
+                '/healthbank.audit.v1.AuditService/AppendEvents',
+                request_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventsResponse.FromString,
+                _registered_method=True)
         self.GetTreeHead = channel.unary_unary(
                 '/healthbank.audit.v1.AuditService/GetTreeHead',
                 request_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.GetTreeHeadRequest.SerializeToString,
@@ -75,6 +80,14 @@ class AuditServiceServicer:
 
     def AppendEvent(self, request, context):
         """Appends an access event. Idempotent by event_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendEvents(self, request, context):
+        """Appends up to 1,000 events at once, in order, each idempotent by event_id.
+        All or nothing: one invalid event refuses the call and appends none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +137,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.AppendEvent,
                     request_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventRequest.FromString,
                     response_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventResponse.SerializeToString,
+            ),
+            'AppendEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendEvents,
+                    request_deserializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventsRequest.FromString,
+                    response_serializer=healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventsResponse.SerializeToString,
             ),
             'GetTreeHead': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTreeHead,
@@ -180,6 +198,33 @@ class AuditService:
             '/healthbank.audit.v1.AuditService/AppendEvent',
             healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventRequest.SerializeToString,
             healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.audit.v1.AuditService/AppendEvents',
+            healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventsRequest.SerializeToString,
+            healthbank_dot_audit_dot_v1_dot_audit__pb2.AppendEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class AuditServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     AppendEvent: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AppendEventRequest, _audit_pb2.AppendEventResponse]
     """Appends an access event. Idempotent by event_id."""
+    AppendEvents: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AppendEventsRequest, _audit_pb2.AppendEventsResponse]
+    """Appends up to 1,000 events at once, in order, each idempotent by event_id.
+    All or nothing: one invalid event refuses the call and appends none.
+    """
     GetTreeHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetTreeHeadRequest, _audit_pb2.SignedTreeHead]
     """The latest signed tree head. Public: readable without credentials."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
@@ -61,6 +65,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     AppendEvent: _aio.UnaryUnaryMultiCallable[_audit_pb2.AppendEventRequest, _audit_pb2.AppendEventResponse]  # type: ignore[assignment]
     """Appends an access event. Idempotent by event_id."""
+    AppendEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.AppendEventsRequest, _audit_pb2.AppendEventsResponse]  # type: ignore[assignment]
+    """Appends up to 1,000 events at once, in order, each idempotent by event_id.
+    All or nothing: one invalid event refuses the call and appends none.
+    """
     GetTreeHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetTreeHeadRequest, _audit_pb2.SignedTreeHead]  # type: ignore[assignment]
     """The latest signed tree head. Public: readable without credentials."""
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
@@ -88,6 +96,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.AppendEventResponse, _abc.Awaitable[_audit_pb2.AppendEventResponse]]:
         """Appends an access event. Idempotent by event_id."""
+
+    @_abc_1.abstractmethod
+    def AppendEvents(
+        self,
+        request: _audit_pb2.AppendEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.AppendEventsResponse, _abc.Awaitable[_audit_pb2.AppendEventsResponse]]:
+        """Appends up to 1,000 events at once, in order, each idempotent by event_id.
+        All or nothing: one invalid event refuses the call and appends none.
+        """
 
     @_abc_1.abstractmethod
     def GetTreeHead(

@@ -58,6 +58,12 @@ class ImageChunk(_message.Message):
     chunk: bytes
     def __init__(self, record_name: _Optional[str] = ..., blob_name: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class HistoryPage(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[HistoryItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[HistoryItem, _Mapping]]] = ...) -> None: ...
+
 class GetEmergencySummaryRequest(_message.Message):
     __slots__ = ("national_id", "justification")
     NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]

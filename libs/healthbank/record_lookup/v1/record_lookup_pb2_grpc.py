@@ -41,6 +41,11 @@ class RecordLookupServiceStub:
                 request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.HistoryItem.FromString,
                 _registered_method=True)
+        self.GetHistoryPages = channel.unary_stream(
+                '/healthbank.record_lookup.v1.RecordLookupService/GetHistoryPages',
+                request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetHistoryRequest.SerializeToString,
+                response_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.HistoryPage.FromString,
+                _registered_method=True)
         self.GetEmergencySummary = channel.unary_unary(
                 '/healthbank.record_lookup.v1.RecordLookupService/GetEmergencySummary',
                 request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetEmergencySummaryRequest.SerializeToString,
@@ -61,6 +66,14 @@ class RecordLookupServiceServicer:
     def GetHistory(self, request, context):
         """Streams a person's records from every hospital, oldest first, hot tier
         then archive. PERMISSION_DENIED without consent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHistoryPages(self, request, context):
+        """The same history in pages of up to 100 records per message: the same
+        consent, audit and order, far fewer messages for a long history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +105,11 @@ def add_RecordLookupServiceServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetHistoryRequest.FromString,
                     response_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.HistoryItem.SerializeToString,
+            ),
+            'GetHistoryPages': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetHistoryPages,
+                    request_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetHistoryRequest.FromString,
+                    response_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.HistoryPage.SerializeToString,
             ),
             'GetEmergencySummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEmergencySummary,
@@ -133,6 +151,33 @@ class RecordLookupService:
             '/healthbank.record_lookup.v1.RecordLookupService/GetHistory',
             healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetHistoryRequest.SerializeToString,
             healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.HistoryItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHistoryPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/healthbank.record_lookup.v1.RecordLookupService/GetHistoryPages',
+            healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetHistoryRequest.SerializeToString,
+            healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.HistoryPage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class RecordLookupServiceStub:
     """Streams a person's records from every hospital, oldest first, hot tier
     then archive. PERMISSION_DENIED without consent.
     """
+    GetHistoryPages: _grpc.UnaryStreamMultiCallable[_record_lookup_pb2.GetHistoryRequest, _record_lookup_pb2.HistoryPage]
+    """The same history in pages of up to 100 records per message: the same
+    consent, audit and order, far fewer messages for a long history.
+    """
     GetEmergencySummary: _grpc.UnaryUnaryMultiCallable[_record_lookup_pb2.GetEmergencySummaryRequest, _record_lookup_pb2.EmergencySummary]
     """The emergency "health traffic light" for a national ID card swipe.
     Opens break-glass access; the access is audited and flagged.
@@ -61,6 +65,10 @@ class RecordLookupServiceAsyncStub(RecordLookupServiceStub):
     GetHistory: _aio.UnaryStreamMultiCallable[_record_lookup_pb2.GetHistoryRequest, _record_lookup_pb2.HistoryItem]  # type: ignore[assignment]
     """Streams a person's records from every hospital, oldest first, hot tier
     then archive. PERMISSION_DENIED without consent.
+    """
+    GetHistoryPages: _aio.UnaryStreamMultiCallable[_record_lookup_pb2.GetHistoryRequest, _record_lookup_pb2.HistoryPage]  # type: ignore[assignment]
+    """The same history in pages of up to 100 records per message: the same
+    consent, audit and order, far fewer messages for a long history.
     """
     GetEmergencySummary: _aio.UnaryUnaryMultiCallable[_record_lookup_pb2.GetEmergencySummaryRequest, _record_lookup_pb2.EmergencySummary]  # type: ignore[assignment]
     """The emergency "health traffic light" for a national ID card swipe.
@@ -87,6 +95,16 @@ class RecordLookupServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_record_lookup_pb2.HistoryItem], _abc.AsyncIterator[_record_lookup_pb2.HistoryItem]]:
         """Streams a person's records from every hospital, oldest first, hot tier
         then archive. PERMISSION_DENIED without consent.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHistoryPages(
+        self,
+        request: _record_lookup_pb2.GetHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_record_lookup_pb2.HistoryPage], _abc.AsyncIterator[_record_lookup_pb2.HistoryPage]]:
+        """The same history in pages of up to 100 records per message: the same
+        consent, audit and order, far fewer messages for a long history.
         """
 
     @_abc_1.abstractmethod

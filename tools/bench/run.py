@@ -1,0 +1,537 @@
+"""Every speed figure of healthbank in one run, each read beside a bare grpc.health Check on
+the same service in the same run (so a figure is judged against this machine's round trip,
+not against a number from elsewhere).
+
+    python tools/bench/run.py [--engines embedded|real] [--json] [--scale 1.0]
+
+Starts a fresh local stack (``healthbank up``'s processes; on ``real`` engines a new
+keyspace prefix), measures, stops it. With ``--json`` prints one JSON object (the keys of
+:data:`FIGURES`); otherwise a table. Statements and lightweight transactions per Submit
+are counted, not guessed: on the real engines ingest, identity and audit also run in this
+process for a few messages, and the driver's per-keyspace counter
+(healthbank.storage.cassandra.STATEMENT_COUNTS) is read around them. ``--scale`` shrinks or
+grows every workload (the smoke test runs a tiny one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthbank.audit.v1 import audit_pb2
+from healthbank.cli import real_engine_env
+from healthbank.common.v1 import common_pb2
+from healthbank.consent.v1 import consent_pb2
+from healthbank.contracts.natid import make_national_id
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.config import load_settings
+from healthbank.core.ids import new_ulid
+from healthbank.dev import synthetic
+from healthbank.dev.demo import (
+    CLINICIAN_B,
+    EMERGENCY_B,
+    DemoClient,
+    engine_principal,
+    patient_principal,
+    submit,
+)
+from healthbank.dev.devstack import LocalStack
+from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+from healthbank.ingest.v1 import ingest_pb2
+from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.storage.cassandra import StatementCounts, counts_now, counts_since
+
+SECRET = "bench-auth-secret"
+FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+INGEST_SERVICE = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+
+# The JSON keys, in table order, with their units.
+FIGURES = {
+    "baseline_check_rps": "/s",
+    "baseline_check_p99_ms": "ms",
+    "ingest_messages_per_s": "/s",
+    "ingest_resources_per_s": "/s",
+    "ingest_p99_ms": "ms",
+    "bulk_resources_per_s": "/s",
+    "emergency_p50_ms": "ms",
+    "emergency_p99_ms": "ms",
+    "history_1000_p50_ms": "ms",
+    "audit_appends_per_s": "/s",
+    "identity_known_resolves_per_s": "/s",
+    "cassandra_statements_per_submit": "",
+    "cassandra_requests_per_submit": "",
+    "lwt_per_submit": "",
+    "serial_reads_per_submit": "",
+    "load1": "",
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How much of each thing one run does (``scaled`` by --scale)."""
+
+    concurrency: int = 32
+    checks: int = 2000
+    messages: int = 400
+    bulk_bundles: int = 40
+    bulk_observations: int = 50
+    history_records: int = 1000
+    history_reads: int = 30
+    emergency_reads: int = 400
+    audit_events: int = 20000
+    audit_batch: int = 1000
+    resolves: int = 2000
+    counted_messages: int = 20
+
+    def scaled(self, factor: float) -> Workload:
+        """Every count times ``factor`` (at least 1; history and bundle sizes kept)."""
+
+        def n(value: int) -> int:
+            return max(1, round(value * factor))
+
+        return Workload(
+            concurrency=self.concurrency,
+            checks=n(self.checks),
+            messages=n(self.messages),
+            bulk_bundles=n(self.bulk_bundles),
+            bulk_observations=self.bulk_observations,
+            history_records=self.history_records if factor >= 1 else n(self.history_records),
+            history_reads=n(self.history_reads),
+            emergency_reads=n(self.emergency_reads),
+            audit_events=n(self.audit_events),
+            audit_batch=min(self.audit_batch, n(self.audit_events)),
+            resolves=n(self.resolves),
+            counted_messages=n(self.counted_messages),
+        )
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Latencies (ms) of calls made over ``seconds``."""
+
+    latencies: list[float]
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        """Calls per second."""
+        return len(self.latencies) / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        """The latency below which ``fraction`` of the calls finished (nearest rank)."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        """Median latency."""
+        return statistics.median(self.latencies)
+
+
+async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> Timed:
+    """Run ``calls`` with at most ``concurrency`` in flight."""
+    limit = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(call: Callable[[], Awaitable[object]]) -> None:
+        async with limit:
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(call) for call in calls))
+    return Timed(latencies, time.perf_counter() - started)
+
+
+def bundle_resources(bundle: bytes) -> int:
+    """FHIR resources in a bundle (entries)."""
+    return len(json.loads(bundle)["entry"])
+
+
+def observations(count: int, start: datetime) -> list[tuple[str, float]]:
+    """``count`` glucose results, one a day from ``start``."""
+    return [
+        ((start + timedelta(days=day)).strftime("%Y-%m-%dT08:00:00Z"), 5.0 + (day % 30) / 10)
+        for day in range(count)
+    ]
+
+
+def run_patient(run_id: str, index: int) -> synthetic.Patient:
+    """The index-th patient of run ``run_id``: a distinct ID number per index (birth date
+    and sequence), an MRN new in every run."""
+    base = synthetic.patient(index % 6)
+    birth = date(1940, 1, 1) + timedelta(days=index // 1000)
+    return dataclasses.replace(
+        base,
+        birth_date=birth,
+        national_id=make_national_id("110105", birth, index % 1000),
+        mrn=f"B{run_id}{index:07d}",
+    )
+
+
+class Bench:
+    """One run's clients and figures."""
+
+    def __init__(self, addresses: Mapping[str, str], workload: Workload, run_id: str) -> None:
+        """Measure the stack at ``addresses``; ``run_id`` keeps message ids and MRNs new."""
+        self.addresses = addresses
+        self.workload = workload
+        self.run_id = run_id
+        self.client = DemoClient(addresses, SECRET.encode())
+        self.figures: dict[str, float | None] = {}
+        self._identity_channel = grpc.aio.insecure_channel(addresses["identity"])
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self._identity_channel)
+        self._ingest_channel = grpc.aio.insecure_channel(addresses["ingest"])
+
+    def person(self, index: int) -> synthetic.Patient:
+        """The index-th patient of this run."""
+        return run_patient(self.run_id, index)
+
+    async def close(self) -> None:
+        """Close the channels."""
+        await self.client.close()
+        await self._identity_channel.close()
+        await self._ingest_channel.close()
+
+    async def baseline(self) -> None:
+        """Bare grpc.health Check on ingest over one channel, at the same concurrency."""
+        health: Any = health_pb2_grpc.HealthStub(self._ingest_channel)
+        request = health_pb2.HealthCheckRequest()
+        result = await timed(
+            [lambda: health.Check(request) for _ in range(self.workload.checks)],
+            self.workload.concurrency,
+        )
+        self.figures["baseline_check_rps"] = result.per_second
+        self.figures["baseline_check_p99_ms"] = result.percentile(0.99)
+
+    async def ingest(self) -> None:
+        """Single-message Submit of new patients' emergency bundles."""
+        people = [self.person(i) for i in range(self.workload.messages)]
+        bundles = [
+            (synthetic.emergency_history_bundle(p, f"s-{p.mrn}"), f"s-{p.mrn}") for p in people
+        ]
+
+        def call(content: bytes, message_id: str) -> Callable[[], Awaitable[object]]:
+            return lambda: submit(self.client, synthetic.HOSPITAL_A, FHIR, content, message_id)
+
+        result = await timed([call(*b) for b in bundles], self.workload.concurrency)
+        self.figures["ingest_messages_per_s"] = result.per_second
+        self.figures["ingest_resources_per_s"] = result.per_second * bundle_resources(bundles[0][0])
+        self.figures["ingest_p99_ms"] = result.percentile(0.99)
+
+    async def bulk(self, history_person: synthetic.Patient) -> None:
+        """SubmitStream of ~50-resource bundles over a few streams; the first bundles are
+        the history patient's records (``history_records`` of them)."""
+        w = self.workload
+        per_bundle = w.bulk_observations
+        history_bundles = -(-w.history_records // per_bundle)
+        start = datetime(2015, 1, 1, tzinfo=UTC)
+        messages: list[tuple[bytes, str]] = []
+        for i in range(max(w.bulk_bundles, history_bundles)):
+            person = history_person if i < history_bundles else self.person(100_000 + i)
+            count = per_bundle
+            if i < history_bundles:
+                count = min(per_bundle, w.history_records - i * per_bundle)
+            values = observations(count, start + timedelta(days=i * per_bundle))
+            message_id = f"b-{self.run_id}-{i}"
+            messages.append((synthetic.glucose_bundle(person, message_id, values), message_id))
+        streams = 4
+        auth = self.client.auth(engine_principal(synthetic.HOSPITAL_A))
+
+        async def stream(part: list[tuple[bytes, str]]) -> None:
+            async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+                for content, message_id in part:
+                    yield ingest_pb2.SubmitRequest(
+                        hospital_id=synthetic.HOSPITAL_A.hospital_id,
+                        message_id=message_id,
+                        format=FHIR,
+                        content=content,
+                    )
+
+            async for response in self.client.ingest.SubmitStream(
+                requests(), metadata=auth, timeout=600
+            ):
+                if response.outcome not in (
+                    ingest_pb2.OUTCOME_STORED,
+                    ingest_pb2.OUTCOME_DUPLICATE,
+                ):
+                    raise RuntimeError(f"bulk message refused: {response.rejection.reason}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(stream(messages[k::streams]) for k in range(streams)))
+        seconds = time.perf_counter() - started
+        resources = sum(bundle_resources(content) for content, _ in messages)
+        self.figures["bulk_resources_per_s"] = resources / seconds
+
+    async def history(self, person_token: str) -> None:
+        """GetHistoryPages of the patient with ``history_records`` records, one read at a
+        time (GetHistory's per-record stream is kept for older clients)."""
+        expire = Timestamp()
+        expire.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+        await self.client.consent.CreateGrant(
+            consent_pb2.CreateGrantRequest(
+                parent=f"persons/{person_token}",
+                grant=consent_pb2.Grant(
+                    grantee_hospital_id=synthetic.HOSPITAL_B.hospital_id, expire_time=expire
+                ),
+                request_id=new_ulid(),
+            ),
+            metadata=self.client.auth(patient_principal(person_token)),
+            timeout=30,
+        )
+        request = record_lookup_pb2.GetHistoryRequest(parent=f"persons/{person_token}")
+        auth = self.client.auth(CLINICIAN_B)
+        received: list[int] = []
+
+        async def read() -> None:
+            count = 0
+            pages = self.client.lookup.GetHistoryPages(request, metadata=auth, timeout=60)
+            async for page in pages:
+                count += len(page.items)
+            received.append(count)
+
+        result = await timed([read for _ in range(self.workload.history_reads)], 1)
+        if min(received) < self.workload.history_records:
+            raise RuntimeError(f"history returned {min(received)} records")
+        self.figures["history_1000_p50_ms"] = result.p50
+
+    async def emergency(self) -> None:
+        """GetEmergencySummary of the patients ingested by :meth:`ingest`."""
+        auth = self.client.auth(EMERGENCY_B)
+        people = [
+            self.person(i % self.workload.messages) for i in range(self.workload.emergency_reads)
+        ]
+
+        def call(person: synthetic.Patient) -> Callable[[], Awaitable[object]]:
+            request = record_lookup_pb2.GetEmergencySummaryRequest(
+                national_id=person.national_id, justification="benchmark: unconscious on arrival"
+            )
+            return lambda: self.client.lookup.GetEmergencySummary(
+                request, metadata=auth, timeout=60
+            )
+
+        result = await timed([call(p) for p in people], self.workload.concurrency)
+        self.figures["emergency_p50_ms"] = result.p50
+        self.figures["emergency_p99_ms"] = result.percentile(0.99)
+
+    async def audit(self, person_token: str) -> None:
+        """AppendEvents batches (the path for callers with many events), a few at once."""
+        w = self.workload
+        auth = self.client.auth(INGEST_SERVICE)
+        stub = self.client.audit
+        actor = common_pb2.Principal(
+            kind=common_pb2.PRINCIPAL_KIND_SERVICE,
+            subject="ingest",
+            purpose=common_pb2.PURPOSE_OF_USE_OPERATIONS,
+        )
+
+        def batch(size: int) -> audit_pb2.AppendEventsRequest:
+            events = []
+            for _ in range(size):
+                event = audit_pb2.AccessEvent(
+                    event_id=new_ulid(),
+                    actor=actor,
+                    action=audit_pb2.ACTION_WRITE,
+                    person_token=person_token,
+                )
+                event.occur_time.GetCurrentTime()
+                events.append(event)
+            return audit_pb2.AppendEventsRequest(events=events)
+
+        def call(request: audit_pb2.AppendEventsRequest) -> Callable[[], Awaitable[object]]:
+            return lambda: stub.AppendEvents(request, metadata=auth, timeout=120)
+
+        batches = [batch(w.audit_batch) for _ in range(max(1, w.audit_events // w.audit_batch))]
+        result = await timed([call(b) for b in batches], 4)
+        self.figures["audit_appends_per_s"] = result.per_second * w.audit_batch
+
+    async def identity_known(self) -> None:
+        """Resolve of (hospital, MRN) pairs that are already linked (the ingest patients)."""
+        auth = self.client.auth(INGEST_SERVICE)
+        people = [self.person(i % self.workload.messages) for i in range(self.workload.resolves)]
+
+        def call(person: synthetic.Patient) -> Callable[[], Awaitable[object]]:
+            request = identity_pb2.ResolveRequest(
+                hospital_id=synthetic.HOSPITAL_A.hospital_id,
+                mrn=person.mrn,
+                national_id=person.national_id,
+            )
+            return lambda: self.identity.Resolve(request, metadata=auth, timeout=60)
+
+        result = await timed([call(p) for p in people], self.workload.concurrency)
+        self.figures["identity_known_resolves_per_s"] = result.per_second
+
+
+async def count_statements(
+    env: Mapping[str, str], messages: int, run_id: str
+) -> dict[str, StatementCounts]:
+    """What ``messages`` Submits on the happy path send to Cassandra, per keyspace, counted
+    by the driver in this process: identity, audit and ingest run here on ``env``'s engines,
+    one warm-up message prepares the statements, then new patients are sent one by one.
+    (Audit's counts include the background head signer's reads in that time.)"""
+    from services.audit.app import open_service as open_audit
+    from services.identity.app import open_service as open_identity
+    from services.ingest.app import open_service as open_ingest
+
+    data_dir = Path(tempfile.mkdtemp(prefix="healthbank-count-"))
+    base = {
+        **env,
+        "HEALTHBANK_AUTH_SECRET": SECRET,
+        "HEALTHBANK_DATA_DIR": str(data_dir),
+        "HEALTHBANK_PORT": "0",
+        "HEALTHBANK_LOG_LEVEL": "WARNING",
+    }
+    async with AsyncExitStack() as exits:
+        addresses: dict[str, str] = {}
+        for name, opener in (("identity", open_identity), ("audit", open_audit)):
+            host = await exits.enter_async_context(opener(load_settings(base)))
+            addresses[name] = f"127.0.0.1:{await host.start(0)}"
+        ingest_env = {
+            **base,
+            "HEALTHBANK_IDENTITY_ADDR": addresses["identity"],
+            "HEALTHBANK_AUDIT_ADDR": addresses["audit"],
+        }
+        ingest = await exits.enter_async_context(open_ingest(load_settings(ingest_env)))
+        addresses["ingest"] = f"127.0.0.1:{await ingest.start(0)}"
+        # DemoClient opens a channel per service; the two not running here are never called.
+        client = DemoClient(
+            {**addresses, "consent": addresses["ingest"], "record-lookup": addresses["ingest"]},
+            SECRET.encode(),
+        )
+        exits.push_async_callback(client.close)
+
+        async def send(index: int) -> None:
+            person = run_patient(run_id + "c", index)
+            message_id = f"c-{person.mrn}"
+            response = await submit(
+                client,
+                synthetic.HOSPITAL_A,
+                FHIR,
+                synthetic.emergency_history_bundle(person, message_id),
+                message_id,
+            )
+            if response.outcome != ingest_pb2.OUTCOME_STORED:
+                raise RuntimeError("a counted message was not stored")
+
+        await send(0)
+        before = counts_now()
+        for index in range(1, messages + 1):
+            await send(index)
+        return counts_since(before)
+
+
+def per_submit(spent: StatementCounts, messages: int) -> dict[str, float]:
+    """Counts divided by the messages sent, under the benchmark's figure names."""
+    return {
+        "cassandra_statements_per_submit": spent.statements / messages,
+        "cassandra_requests_per_submit": spent.requests / messages,
+        "lwt_per_submit": spent.lwts / messages,
+        "serial_reads_per_submit": spent.serial_reads / messages,
+    }
+
+
+async def measure(
+    addresses: Mapping[str, str], workload: Workload, run_id: str
+) -> dict[str, float | None]:
+    """Every figure against the stack at ``addresses``."""
+    bench = Bench(addresses, workload, run_id)
+    try:
+        await bench.baseline()
+        await bench.ingest()
+        history_person = bench.person(900_000)
+        await bench.bulk(history_person)
+        resolved = await bench.identity.Resolve(
+            identity_pb2.ResolveRequest(
+                hospital_id=synthetic.HOSPITAL_A.hospital_id,
+                mrn=history_person.mrn,
+                national_id=history_person.national_id,
+            ),
+            metadata=bench.client.auth(INGEST_SERVICE),
+        )
+        await bench.history(resolved.person_token)
+        await bench.emergency()
+        await bench.identity_known()
+        await bench.audit(resolved.person_token)
+    finally:
+        await bench.close()
+    return bench.figures
+
+
+def table(figures: Mapping[str, float | None], header: str) -> str:
+    """The figures as a plain table."""
+    lines = [header, f"{'figure':<36} {'value':>12}"]
+    for name, unit in FIGURES.items():
+        value = figures.get(name)
+        shown = "n/a" if value is None else f"{value:,.1f}"
+        lines.append(f"{name:<36} {shown:>12} {unit}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Start a stack, measure, stop it, print."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--scale", type=float, default=1.0, help="workload size factor")
+    args = parser.parse_args()
+    workload = Workload().scaled(args.scale)
+    run_id = f"{int(time.time()) % 10**8:08d}"
+    env = real_engine_env() if args.engines == "real" else {}
+    if args.engines == "real":
+        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{run_id}"
+    stack = LocalStack(
+        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
+        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
+    )
+    stack.start(timeout=180)
+    try:
+        figures = asyncio.run(measure(stack.addresses, workload, run_id))
+    finally:
+        stack.stop()
+    figures.update(
+        dict.fromkeys(
+            (
+                "cassandra_statements_per_submit",
+                "cassandra_requests_per_submit",
+                "lwt_per_submit",
+                "serial_reads_per_submit",
+            )
+        )
+    )
+    if args.engines == "real":
+        counted_env = {**env, "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": f"bench_{run_id}_count"}
+        counted = asyncio.run(count_statements(counted_env, workload.counted_messages, run_id))
+        total = sum(counted.values(), StatementCounts())
+        figures.update(per_submit(total, workload.counted_messages))
+    figures["load1"] = os.getloadavg()[0]
+    if args.json:
+        print(json.dumps({"engines": args.engines, **figures}, sort_keys=False))
+    else:
+        header = (
+            f"{args.engines} engines, {platform.machine()}, {os.cpu_count()} cores,"
+            f" concurrency {workload.concurrency}, scale {args.scale}"
+        )
+        print(table(figures, header))
+
+
+if __name__ == "__main__":
+    main()
