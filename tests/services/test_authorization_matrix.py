@@ -19,8 +19,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +30,7 @@ import pytest
 from auth_support import auth_metadata
 from engine_support import cassandra_env
 from google.protobuf import message_factory
-from service_support import RunningServices, service_settings, ts
+from service_support import TEST_CLIENT, RunningServices, service_settings, ts
 
 from healthbank.ai_alert.v1 import ai_alert_pb2
 from healthbank.archive.v1 import archive_pb2
@@ -39,6 +40,7 @@ from healthbank.consent.v1 import consent_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, principal_to_proto
 from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
+from healthbank.crypto.pki import engine_common_name
 from healthbank.dev import synthetic
 from healthbank.identity.v1 import identity_pb2
 from healthbank.ingest.v1 import ingest_pb2
@@ -144,15 +146,16 @@ class ConsentClock:
 
 @dataclass
 class Stack:
-    """The seven services running, the seeded person, and one channel per service."""
+    """The seven services running over mTLS, the seeded person, and channels to them."""
 
     settings: Settings
-    channels: dict[str, grpc.aio.Channel]
+    running: RunningServices
     person: synthetic.Patient
     consent_clock: ConsentClock
     person_token: str = ""
     revocable_grant: str = ""
     blob_name: str = ""
+    channels: dict[tuple[str, str], grpc.aio.Channel] = field(default_factory=dict)
 
     def principal(self, caller: str) -> Principal | None:
         if caller == OWN_PATIENT:
@@ -166,7 +169,10 @@ class Stack:
         """Call ``method`` as ``principal`` (a request stream of one for streams): every
         response."""
         descriptor = METHODS[method]
-        channel = self.channels[method.split(".")[1].replace("_", "-")]
+        service, holder = method.split(".")[1].replace("_", "-"), certificate_holder(principal)
+        if (service, holder) not in self.channels:
+            self.channels[service, holder] = self.running.channel(service, holder=holder)
+        channel = self.channels[service, holder]
         codecs = {
             "request_serializer": type(request).SerializeToString,
             "response_deserializer": message_factory.GetMessageClass(
@@ -185,6 +191,16 @@ class Stack:
             unary_stream = channel.unary_stream(method, **codecs)
             return [item async for item in unary_stream(request, **options)]
         return [await channel.unary_unary(method, **codecs)(request, **options)]
+
+
+def certificate_holder(principal: Principal | None) -> str:
+    """Whose client certificate a call as ``principal`` presents: a service's or a hospital
+    engine's own (the interceptor binds those tokens to them), the test's for everyone else."""
+    if principal is not None and principal.kind == PK.SERVICE:
+        return principal.subject
+    if principal is not None and principal.kind == PK.HOSPITAL_ENGINE:
+        return engine_common_name(principal.hospital_id)
+    return TEST_CLIENT
 
 
 def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
@@ -278,25 +294,37 @@ def _access_event(person_token: str) -> audit_pb2.AccessEvent:
 
 
 async def _open_stack(
-    exits: AsyncExitStack, settings: Settings, consent_clock: ConsentClock
+    exits: AsyncExitStack, settings: Settings, consent_clock: ConsentClock, pki_dir: Path
 ) -> RunningServices:
-    running = RunningServices(exits)
+    """The seven services, each serving and dialing with its own certificate (mTLS)."""
+    running = RunningServices(exits, pki_dir=pki_dir)
     for name, opener in (("audit", open_audit), ("archive", open_archive)):
-        await running.start(name, opener(settings))
+        await running.start(name, opener(running.settings_of(name, settings)))
     # Consent and identity record their changes and reads in audit, started above.
     await running.start(
         "consent",
-        open_consent(settings, now=consent_clock, clients=running.clients(settings, "consent")),
+        open_consent(
+            running.settings_of("consent", settings),
+            now=consent_clock,
+            clients=running.clients(settings, "consent"),
+        ),
     )
     await running.start(
-        "identity", open_identity(settings, clients=running.clients(settings, "identity"))
+        "identity",
+        open_identity(
+            running.settings_of("identity", settings),
+            clients=running.clients(settings, "identity"),
+        ),
     )
     for name, opener in (
         ("ingest", open_ingest),
         ("record-lookup", open_record_lookup),
         ("ai-alert", open_ai_alert),
     ):
-        await running.start(name, opener(settings, clients=running.clients(settings, name)))
+        await running.start(
+            name,
+            opener(running.settings_of(name, settings), clients=running.clients(settings, name)),
+        )
     return running
 
 
@@ -352,9 +380,9 @@ async def stack(
     settings = service_settings(tmp_path_factory.mktemp(f"matrix-{request.param}"), env)
     async with AsyncExitStack() as exits:
         consent_clock = ConsentClock()
-        running = await _open_stack(exits, settings, consent_clock)
-        channels = {name: running.channel(name) for name in running.addresses}
-        seeded = Stack(settings, channels, synthetic.fresh_patient(), consent_clock)
+        pki_dir = tmp_path_factory.mktemp(f"matrix-pki-{request.param}")
+        running = await _open_stack(exits, settings, consent_clock, pki_dir)
+        seeded = Stack(settings, running, synthetic.fresh_patient(), consent_clock)
         await _seed(seeded)
         yield seeded
 
@@ -380,6 +408,15 @@ async def test_every_principal_calling_every_rpc_gets_the_tables_decision(
     principal = stack.principal(caller)
     request = _request(stack, method)
     code, reason = await _outcome(stack.call(method, request, principal))
+    if (
+        principal is not None
+        and principal.kind == PK.SERVICE
+        and principal.subject not in INTERNAL_SERVICES
+    ):
+        # No certificate names an unknown service: over mTLS its token is refused at the
+        # door, before the table (even for public methods: a token sent is a token checked).
+        assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "PEER_MISMATCH")
+        return
     refused = refusal(method, principal, request)
     if refused is not None:
         expected = (

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
-from healthbank.core.config import SERVICE_NAMES
 from healthbank.crypto.pki import CLIENT_PREFIX, ENGINE_PREFIX, engine_common_name
+from healthbank.rpc.authz import INTERNAL_SERVICES
 from healthbank.rpc.errors import ServiceError
 
 __all__ = [
@@ -112,7 +112,8 @@ def peer_identity(context: Any) -> Peer | None:
     if not names:
         return None
     common_name = names[0].decode("utf-8", "replace")
-    if common_name in SERVICE_NAMES:
+    # The service identities are the authorization table's (the seven services and jobs).
+    if common_name in INTERNAL_SERVICES:
         return Peer(PeerKind.SERVICE, common_name)
     if common_name.startswith(ENGINE_PREFIX):
         return Peer(PeerKind.HOSPITAL_ENGINE, common_name.removeprefix(ENGINE_PREFIX))
