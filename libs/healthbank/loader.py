@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES
 from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
 from healthbank.core.config import Settings
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -138,17 +139,6 @@ def _source(name: str, suffix: str, read: Callable[[], bytes]) -> Source | FileO
 
 
 _PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
-DIRECTORY_TYPES = frozenset(
-    {
-        "Organization",
-        "OrganizationAffiliation",
-        "Practitioner",
-        "PractitionerRole",
-        "Location",
-        "HealthcareService",
-        "Endpoint",
-    }
-)
 
 
 def group_ndjson(sources: list[Source]) -> tuple[list[Source], list[FileOutcome]]:
@@ -174,7 +164,7 @@ def group_ndjson(sources: list[Source]) -> tuple[list[Source], list[FileOutcome]
             kind = resource.get("resourceType") if isinstance(resource, dict) else None
             if kind == "Patient" and isinstance(resource.get("id"), str):
                 patients.setdefault(resource["id"], []).insert(0, line)
-            elif kind in DIRECTORY_TYPES:
+            elif kind in DIRECTORY_RESOURCE_TYPES:
                 directory.append(line)
             else:
                 others.append((f"{source.name}:{number}", resource, line))

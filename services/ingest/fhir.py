@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from services.ingest.model import (
     MR_TYPE_CODE,
@@ -76,18 +77,6 @@ NATIONAL_ID_SYSTEMS = frozenset(
 
 BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "message", "document"})
 
-DIRECTORY_RESOURCE_TYPES = frozenset(
-    {
-        "Organization",
-        "OrganizationAffiliation",
-        "Practitioner",
-        "PractitionerRole",
-        "Location",
-        "HealthcareService",
-        "Endpoint",
-    }
-)
-"""Resources describing the hospital, not a patient: stored as the hospital's directory."""
 
 ENVELOPE_RESOURCE_TYPES = frozenset({"MessageHeader"})
 """Resources that only carry a message: skipped (with the reason in the outcome)."""
