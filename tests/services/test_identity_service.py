@@ -705,7 +705,7 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
                 await failure(
                     identity.stub.LookupByNationalId(
                         identity_pb2.LookupByNationalIdRequest(national_id=NATIONAL_ID),
-                        metadata=identity.auth(EMERGENCY),
+                        metadata=identity.auth(RECORD_LOOKUP),
                     )
                 ),
             ]

@@ -299,7 +299,6 @@ async def run_until_signal(host: ServiceHost) -> None:
     """
     port = await host.start()
     _log.info("serving name=%s port=%d", host.name, port)
-    print(f"{READY_LINE_PREFIX} {host.name} {port}", flush=True)
 
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -314,6 +313,9 @@ async def run_until_signal(host: ServiceHost) -> None:
     handled = (signal.SIGTERM, signal.SIGINT)
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
+    # Ready only once a SIGTERM would drain: a parent that stops us right after this line
+    # gets a clean exit, not a process killed by the default handler.
+    print(f"{READY_LINE_PREFIX} {host.name} {port}", flush=True)
     try:
         await host.wait_for_termination()
         for task in stopping:
