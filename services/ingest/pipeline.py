@@ -61,9 +61,6 @@ from services.ingest.canonical import (
     plan_records,
     receipt_for,
 )
-from services.ingest.dicom import parse_dicom
-from services.ingest.fhir import parse_fhir, parse_fhir_ndjson
-from services.ingest.hl7v2 import parse_hl7v2
 from services.ingest.model import (
     Disposition,
     InvalidMessage,
@@ -72,16 +69,10 @@ from services.ingest.model import (
     ResourceOutcome,
     SourceFormat,
 )
+from services.ingest.parse_pool import ParsePool, parse_content
 from services.ingest.store import IngestStore, WriteAudit
 
 _log = logging.getLogger(__name__)
-
-PARSERS: dict[SourceFormat, Callable[[bytes], ParsedMessage]] = {
-    SourceFormat.FHIR_R4_JSON: parse_fhir,
-    SourceFormat.HL7V2: parse_hl7v2,
-    SourceFormat.DICOM: parse_dicom,
-    SourceFormat.FHIR_R4_NDJSON: parse_fhir_ndjson,
-}
 
 # The audit service takes at most this many resource names per event: a message with more
 # records is reported by several events (see :func:`audit_event_ids`).
@@ -244,8 +235,8 @@ class PreparedMessage:
 
 
 def parse_message(submission: Submission) -> ParsedMessage:
-    """Parse and validate a submission's content with its format's parser (any size)."""
-    return PARSERS[submission.source_format](submission.content)
+    """Parse and validate a submission's content here, in this thread (tests, tools)."""
+    return parse_content(submission.source_format, submission.content)
 
 
 def acknowledged_resources(
@@ -301,10 +292,12 @@ class IngestPipeline:
         audit: AuditLog,
         sealer: PayloadSealer,
         now: Callable[[], datetime],
+        parsers: ParsePool,
         summaries: Cache | None = None,
     ) -> None:
-        """Wire the flow to its ports; ``now`` is the UTC clock; ``summaries`` is the cache
-        of emergency summaries that new facts make stale."""
+        """Wire the flow to its ports; ``now`` is the UTC clock; ``parsers`` parse messages
+        off the event loop; ``summaries`` is the cache of emergency summaries that new facts
+        make stale."""
         self._records = records
         self._store = store
         self._identity = identity
@@ -312,17 +305,19 @@ class IngestPipeline:
         self._audit = audit
         self._sealer = sealer
         self._now = now
+        self._parsers = parsers
         self._summaries = summaries
 
-    def prepare(self, submission: Submission) -> PreparedMessage:
-        """Parse a message now (pure CPU, never raises for bad content).
+    async def prepare(self, submission: Submission) -> PreparedMessage:
+        """Parse a message in the parse pool (never raises for bad content).
 
         Streams prepare messages as they arrive, in order, to learn which earlier messages a
         message must wait for (:meth:`PreparedMessage.ordering_keys`).
         """
         source = _source(submission)
         try:
-            return PreparedMessage(submission, source, parse_message(submission), None)
+            message = await self._parse(submission)
+            return PreparedMessage(submission, source, message, None)
         except InvalidMessage as problem:
             return PreparedMessage(submission, source, None, problem)
 
@@ -337,16 +332,17 @@ class IngestPipeline:
         finishes the audit.
         """
         # A retry is answered from its receipt without parsing the content again.
-        return await self._submit(
-            submission, _source(submission), lambda: parse_message(submission)
-        )
+        return await self._submit(submission, _source(submission), None)
 
     async def submit_prepared(self, prepared: PreparedMessage) -> Ack:
         """:meth:`submit` for a message :meth:`prepare` already parsed."""
-        return await self._submit(prepared.submission, prepared.source, prepared.parsed)
+        return await self._submit(prepared.submission, prepared.source, prepared)
+
+    async def _parse(self, submission: Submission) -> ParsedMessage:
+        return await self._parsers.parse(submission.source_format, submission.content)
 
     async def _submit(
-        self, submission: Submission, source: MessageSource, parse: Callable[[], ParsedMessage]
+        self, submission: Submission, source: MessageSource, prepared: PreparedMessage | None
     ) -> Ack:
         receipt = await self._records.get_receipt(source.hospital_id, source.message_id)
         if receipt is not None:
@@ -354,7 +350,7 @@ class IngestPipeline:
                 raise MessageIdReused(source.message_id)
             return await self._acknowledge(receipt, submission.submitter, duplicate=True)
 
-        message = parse()
+        message = prepared.parsed() if prepared is not None else await self._parse(submission)
         now = self._now()
         if message.directory:
             # Before the records: a retry that finds the receipt never gets here again.

@@ -114,7 +114,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 async for request in request_iterator:
                     # A slot is held from arrival until the ack is sent: bounded work in flight.
                     await slots.acquire()
-                    acks.put_nowait(self._schedule(request, principal, latest))
+                    acks.put_nowait(await self._schedule(request, principal, latest))
             finally:
                 acks.put_nowait(None)
 
@@ -134,15 +134,19 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    def _schedule(
+    async def _schedule(
         self,
         request: ingest_pb2.SubmitRequest,
         principal: Principal,
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]],
     ) -> asyncio.Task[ingest_pb2.SubmitResponse]:
-        """Start a stream message's work after the earlier messages it depends on."""
+        """Start a stream message's work after the earlier messages it depends on.
+
+        Parsing (in the parse pool) comes first and in arrival order: it says which earlier
+        messages this one depends on.
+        """
         try:
-            prepared = self._pipeline.prepare(validated_submission(request, principal))
+            prepared = await self._pipeline.prepare(validated_submission(request, principal))
         except ServiceError as err:
             return asyncio.create_task(_ready(_rejected(request, err)))
         except Exception as exc:

@@ -31,7 +31,7 @@ import pydicom
 import pytest
 from cassandra.cluster import Session
 from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hl7_sample_outcomes import SAMPLE_ACCEPTED, SAMPLE_REFUSED
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -274,6 +274,40 @@ async def stack(
 
 async def test_health_reports_serving(stack: Stack) -> None:
     await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+
+
+def huge_hl7_result(segments: int) -> bytes:
+    """An ORU^R01 with ``segments`` OBX segments, the last without its code (OBX-3)."""
+    head = (
+        "MSH|^~\\&|LAB|H1|HB|CITY|20260301120000||ORU^R01|HUGE-1|P|2.5\r"
+        "PID|1||H1-0099001^^^H1^MR||Doe^Jay||19800101|M\r"
+        "OBR|1|||24323-8^Metabolic panel^LN\r"
+    )
+    observations = "".join(
+        f"OBX|{n}|NM|2345-7^Glucose^LN||{n % 200}|mg/dL|||||F\r" for n in range(1, segments)
+    )
+    return (head + observations + f"OBX|{segments}|NM|||5|mg/dL|||||F\r").encode()
+
+
+async def test_health_checks_are_answered_while_a_huge_message_is_parsed(stack: Stack) -> None:
+    # Parsing 100,000 segments takes seconds of CPU; it runs in ingest's parse pool, so
+    # the event loop keeps answering other callers meanwhile.
+    content = huge_hl7_result(100_000)
+    health = health_pb2_grpc.HealthStub(stack.channel(f"127.0.0.1:{stack.ingest_port}"))
+    submit = asyncio.ensure_future(stack.failure(request(content, "huge-1", HL7)))
+    answered = []
+    while not submit.done() and len(answered) < 100:
+        answered.append(await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)))
+    assert len(answered) == 100
+    assert not submit.done()  # the 100 checks were answered while the parse still ran
+    assert {reply.status for reply in answered} == {health_pb2.HealthCheckResponse.SERVING}
+    # Error mapping is unchanged: the parse error crosses the process boundary whole.
+    error = await submit
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "INVALID_HL7V2"
+    assert details.field_violations == [("content.OBX[99999].3", "is required")]
+    assert details.retry_delay is None  # permanent: never "retry"
 
 
 async def test_stored_message_is_logged_with_the_submitter_log_form(
