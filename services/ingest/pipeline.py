@@ -48,6 +48,7 @@ from typing import Protocol
 from healthbank.contracts.principal import Principal, principal_log_fields
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
+    MAX_PAYLOAD_BYTES,
     MessageIdConflict,
     MessageReceipt,
     RecordStore,
@@ -57,6 +58,7 @@ from healthbank.records import (
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
+    PlannedRecord,
     content_hash,
     plan_records,
     receipt_for,
@@ -66,6 +68,7 @@ from services.ingest.model import (
     InvalidMessage,
     ParsedMessage,
     PatientIdentity,
+    Problems,
     ResourceOutcome,
     SourceFormat,
 )
@@ -367,6 +370,7 @@ class IngestPipeline:
                 person_token, message.imaging.content_type, sealed_blob
             )
         planned = plan_records(message, person_token, source, now)
+        _refuse_oversized(planned)
         sealed_payloads = await asyncio.gather(
             *(self._sealer.seal(record.payload, record.payload_aad) for record in planned)
         )
@@ -479,6 +483,17 @@ class IngestPipeline:
         if appended:
             _log.info("appended %d pending write audit events", appended)
         return appended
+
+
+def _refuse_oversized(planned: Sequence[PlannedRecord]) -> None:
+    """INVALID_ARGUMENT naming each resource too large to be one record, before any write."""
+    problems = Problems("RESOURCE_TOO_LARGE")
+    for record in planned:
+        if len(record.payload) > MAX_PAYLOAD_BYTES:
+            problems.add(
+                record.entry.path, f"is larger than the {MAX_PAYLOAD_BYTES} bytes a record holds"
+            )
+    problems.raise_if_any()
 
 
 def _record_names(receipt: MessageReceipt) -> tuple[str, ...]:

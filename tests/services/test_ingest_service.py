@@ -13,6 +13,8 @@ left in plaintext anywhere under the data directory or in the Cassandra keyspace
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
 import logging
@@ -54,13 +56,20 @@ from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
+from healthbank.records import (
+    MAX_PAYLOAD_BYTES,
+    RecordStore,
+    fact_aad,
+    open_record_store,
+    payload_aad,
+)
 from healthbank.rpc import ServiceError, error_details, service_client_factory
 from healthbank.storage.backends import open_store
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
 from services.ingest.app import CASSANDRA_STORE, SERVICE, SERVICE_NAME, open_service
+from services.ingest.canonical import payload_json
 from services.ingest.store import SqliteIngestStore, WriteAudit
 
 HOSPITAL_A = "hospital-a"
@@ -308,6 +317,65 @@ async def test_health_checks_are_answered_while_a_huge_message_is_parsed(stack: 
     assert details.reason == "INVALID_HL7V2"
     assert details.field_violations == [("content.OBX[99999].3", "is required")]
     assert details.retry_delay is None  # permanent: never "retry"
+
+
+def large_document_bundle(documents: int, document_bytes: int) -> tuple[bytes, list[bytes]]:
+    """The admission bundle plus ``documents`` clinical notes of ``document_bytes`` each
+    (base64 attachments, as scanned letters arrive); and each note's stored payload."""
+    bundle = json.loads(fixture("fhir_admission_bundle.json"))
+    notes = []
+    for n in range(documents):
+        text = base64.b64encode(hashlib.shake_256(f"note {n}".encode()).digest(document_bytes))
+        notes.append(
+            {
+                "resourceType": "DocumentReference",
+                "id": f"note-{n}",
+                "status": "current",
+                "type": {"coding": [{"system": "http://loinc.org", "code": "34133-9"}]},
+                "subject": {"reference": bundle["entry"][0]["fullUrl"]},
+                "date": "2024-05-01T10:00:00+08:00",
+                "content": [
+                    {"attachment": {"contentType": "application/pdf", "data": text.decode()}}
+                ],
+            }
+        )
+    bundle["entry"] += [
+        {"fullUrl": f"urn:uuid:note-{n}", "resource": note} for n, note in enumerate(notes)
+    ]
+    return json.dumps(bundle).encode(), [payload_json(note) for note in notes]
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("backend", ["cassandra"])
+async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(stack: Stack) -> None:
+    # One request of 50 MB would be far over the node's cap (4 MiB batches, 8 MiB requests):
+    # the records go in logged batches of at most 2 MiB.
+    content, payloads = large_document_bundle(documents=400, document_bytes=96 * 1024)
+    assert len(content) > 50_000_000
+    response = await stack.submit(request(content, "large-1"))
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    records = await stack.records.list_records(response.person_token)
+    assert sorted(r.name for r in records) == sorted(response.record_names)
+    stored = {
+        await stack.sealer.open(r.sealed_payload, payload_aad(r.person_token, r.record_id))
+        for r in records
+    }
+    assert set(payloads) <= stored
+    # Its retry is answered from the receipt: stored once.
+    again = await stack.submit(request(content, "large-1"))
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert len(await stack.records.list_records(response.person_token)) == len(records)
+
+
+async def test_a_resource_too_large_for_one_record_is_refused_naming_it(stack: Stack) -> None:
+    content, _ = large_document_bundle(documents=1, document_bytes=MAX_PAYLOAD_BYTES)
+    error = await stack.failure(request(content, "too-large-1"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "RESOURCE_TOO_LARGE"
+    assert [path for path, _ in details.field_violations] == ["content.entry[10].resource"]
+    assert details.retry_delay is None
+    assert await stack.records.get_receipt(HOSPITAL_A, "too-large-1") is None
 
 
 async def test_stored_message_is_logged_with_the_submitter_log_form(
