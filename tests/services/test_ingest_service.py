@@ -13,8 +13,6 @@ left in plaintext anywhere under the data directory or in the Cassandra keyspace
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import io
 import json
 import logging
@@ -55,6 +53,7 @@ from healthbank.contracts.names import parse_record_name, record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
+from healthbank.dev import synthetic
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.records import (
     MAX_PAYLOAD_BYTES,
@@ -285,24 +284,12 @@ async def test_health_reports_serving(stack: Stack) -> None:
     await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
 
 
-def huge_hl7_result(segments: int) -> bytes:
-    """An ORU^R01 with ``segments`` OBX segments, the last without its code (OBX-3)."""
-    head = (
-        "MSH|^~\\&|LAB|H1|HB|CITY|20260301120000||ORU^R01|HUGE-1|P|2.5\r"
-        "PID|1||H1-0099001^^^H1^MR||Doe^Jay||19800101|M\r"
-        "OBR|1|||24323-8^Metabolic panel^LN\r"
-    )
-    observations = "".join(
-        f"OBX|{n}|NM|2345-7^Glucose^LN||{n % 200}|mg/dL|||||F\r" for n in range(1, segments)
-    )
-    return (head + observations + f"OBX|{segments}|NM|||5|mg/dL|||||F\r").encode()
-
-
 async def test_health_checks_are_answered_while_a_huge_message_is_parsed(stack: Stack) -> None:
     # Parsing 100,000 segments takes seconds of CPU; it runs in ingest's parse pool, so
     # the event loop keeps answering other callers meanwhile.
-    content = huge_hl7_result(100_000)
+    content = synthetic.oru_with_segments(LARGE_PATIENT, "huge-1", synthetic.HOSPITAL_A, 100_000)
     health = health_pb2_grpc.HealthStub(stack.channel(f"127.0.0.1:{stack.ingest_port}"))
+    await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
     submit = asyncio.ensure_future(stack.failure(request(content, "huge-1", HL7)))
     answered = []
     while not submit.done() and len(answered) < 100:
@@ -319,30 +306,14 @@ async def test_health_checks_are_answered_while_a_huge_message_is_parsed(stack: 
     assert details.retry_delay is None  # permanent: never "retry"
 
 
-def large_document_bundle(documents: int, document_bytes: int) -> tuple[bytes, list[bytes]]:
-    """The admission bundle plus ``documents`` clinical notes of ``document_bytes`` each
-    (base64 attachments, as scanned letters arrive); and each note's stored payload."""
-    bundle = json.loads(fixture("fhir_admission_bundle.json"))
-    notes = []
-    for n in range(documents):
-        text = base64.b64encode(hashlib.shake_256(f"note {n}".encode()).digest(document_bytes))
-        notes.append(
-            {
-                "resourceType": "DocumentReference",
-                "id": f"note-{n}",
-                "status": "current",
-                "type": {"coding": [{"system": "http://loinc.org", "code": "34133-9"}]},
-                "subject": {"reference": bundle["entry"][0]["fullUrl"]},
-                "date": "2024-05-01T10:00:00+08:00",
-                "content": [
-                    {"attachment": {"contentType": "application/pdf", "data": text.decode()}}
-                ],
-            }
-        )
-    bundle["entry"] += [
-        {"fullUrl": f"urn:uuid:note-{n}", "resource": note} for n, note in enumerate(notes)
-    ]
-    return json.dumps(bundle).encode(), [payload_json(note) for note in notes]
+LARGE_PATIENT = synthetic.patient(800, mrn_prefix="L")
+
+
+def letters_of(bundle: bytes) -> list[bytes]:
+    """The stored payload of each DocumentReference of a bundle."""
+    entries = json.loads(bundle)["entry"]
+    resources = [entry["resource"] for entry in entries]
+    return [payload_json(r) for r in resources if r["resourceType"] == "DocumentReference"]
 
 
 @pytest.mark.engines
@@ -350,7 +321,8 @@ def large_document_bundle(documents: int, document_bytes: int) -> tuple[bytes, l
 async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(stack: Stack) -> None:
     # One request of 50 MB would be far over the node's cap (4 MiB batches, 8 MiB requests):
     # the records go in logged batches of at most 2 MiB.
-    content, payloads = large_document_bundle(documents=400, document_bytes=96 * 1024)
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "large-1", 400, 96 * 1024)
+    payloads = letters_of(content)
     assert len(content) > 50_000_000
     response = await stack.submit(request(content, "large-1"))
     assert response.outcome == ingest_pb2.OUTCOME_STORED
@@ -368,12 +340,12 @@ async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(sta
 
 
 async def test_a_resource_too_large_for_one_record_is_refused_naming_it(stack: Stack) -> None:
-    content, _ = large_document_bundle(documents=1, document_bytes=MAX_PAYLOAD_BYTES)
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "big-1", 1, MAX_PAYLOAD_BYTES)
     error = await stack.failure(request(content, "too-large-1"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = error_details(error)
     assert details.reason == "RESOURCE_TOO_LARGE"
-    assert [path for path, _ in details.field_violations] == ["content.entry[10].resource"]
+    assert [path for path, _ in details.field_violations] == ["content.entry[1].resource"]
     assert details.retry_delay is None
     assert await stack.records.get_receipt(HOSPITAL_A, "too-large-1") is None
 
