@@ -74,6 +74,11 @@ class ParsePool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, parse_content, source_format, content)
 
+    def worker_pids(self) -> set[int]:
+        """The process ids of the workers alive now (a replaced worker's id is gone)."""
+        processes = self._executor._processes or {}  # the executor keeps no public list
+        return {pid for pid, process in processes.items() if process.is_alive()}
+
     async def close(self) -> None:
         """Stop the workers (a parse still running finishes first), off the event loop."""
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
