@@ -59,6 +59,7 @@ async def _assemble(resources: ServiceResources) -> Serving:
         tasks_per_worker=resources.settings.ingest_parse_tasks_per_worker,
     )
     resources.close_on_exit(parsers.close)
+    await parsers.start()
     pipeline = IngestPipeline(
         records=records,
         store=store,

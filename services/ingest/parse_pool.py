@@ -58,7 +58,7 @@ class ParsePool:
         self, workers: int = 0, *, tasks_per_worker: int = DEFAULT_TASKS_PER_WORKER
     ) -> None:
         """``workers`` processes (0: :func:`default_workers`), each replaced after
-        ``tasks_per_worker`` messages. Workers start on first use."""
+        ``tasks_per_worker`` messages. Workers start with :meth:`start` or on first use."""
         if workers < 0 or tasks_per_worker < 1:
             raise ValueError("workers must be >= 0 and tasks_per_worker >= 1")
         context = multiprocessing.get_context("forkserver")
@@ -68,6 +68,11 @@ class ParsePool:
             mp_context=context,
             max_tasks_per_child=tasks_per_worker,
         )
+
+    async def start(self) -> None:
+        """Start the fork server and a worker now, off the event loop: the first message
+        would otherwise start them on the loop (seconds of imports)."""
+        await asyncio.to_thread(lambda: self._executor.submit(os.getpid).result())
 
     async def parse(self, source_format: SourceFormat, content: bytes) -> ParsedMessage:
         """:func:`parse_content` in a worker; the event loop keeps serving meanwhile."""
