@@ -69,6 +69,7 @@ from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
 from services.ingest.app import CASSANDRA_STORE, SERVICE, SERVICE_NAME, open_service
 from services.ingest.canonical import payload_json
+from services.ingest.servicer import MAX_CONTENT_BYTES
 from services.ingest.store import SqliteIngestStore, WriteAudit
 
 HOSPITAL_A = "hospital-a"
@@ -337,6 +338,62 @@ async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(sta
     again = await stack.submit(request(content, "large-1"))
     assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
     assert len(await stack.records.list_records(response.person_token)) == len(records)
+
+
+def in_pieces(content: bytes, message_id: str, piece_bytes: int) -> list[ingest_pb2.SubmitRequest]:
+    """A FHIR message as SubmitStream requests of at most ``piece_bytes`` of content each."""
+    starts = range(0, len(content), piece_bytes)
+    return [
+        ingest_pb2.SubmitRequest(
+            hospital_id=HOSPITAL_A,
+            message_id=message_id,
+            format=FHIR,
+            content=content[start : start + piece_bytes],
+            more_content=start + piece_bytes < len(content),
+        )
+        for start in starts
+    ]
+
+
+async def test_a_bundle_over_the_request_limit_is_streamed_in_pieces_and_stored_once(
+    stack: Stack,
+) -> None:
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "pieces-1", 540, 96 * 1024)
+    assert len(content) > MAX_CONTENT_BYTES  # more than one request may carry
+    (ack,) = await stack.stream(in_pieces(content, "pieces-1", 8 * 1024 * 1024))
+    assert ack.outcome == ingest_pb2.OUTCOME_STORED, ack.rejection
+    assert len(ack.record_names) == 540
+    records = await stack.records.list_records(ack.person_token)
+    stored = {
+        await stack.sealer.open(r.sealed_payload, payload_aad(r.person_token, r.record_id))
+        for r in records
+    }
+    assert set(letters_of(content)) <= stored
+
+
+async def test_pieces_of_two_messages_interleaved_fail_the_stream(stack: Stack) -> None:
+    first = in_pieces(fixture("fhir_admission_bundle.json"), "mixed-1", 1000)
+    second = in_pieces(fixture("fhir_admission_bundle.json"), "mixed-2", 1000)
+    error = await rpc_error(stack.stream([first[0], second[0]]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "INCOMPLETE_MESSAGE"
+    assert [name for name, _ in details.field_violations] == ["more_content"]
+    assert await stack.records.get_receipt(HOSPITAL_A, "mixed-1") is None
+
+
+async def test_a_stream_ending_mid_message_fails_and_stores_nothing(stack: Stack) -> None:
+    pieces = in_pieces(fixture("fhir_admission_bundle.json"), "cut-1", 1000)
+    error = await rpc_error(stack.stream(pieces[:-1]))
+    assert error_details(error).reason == "INCOMPLETE_MESSAGE"
+    assert await stack.records.get_receipt(HOSPITAL_A, "cut-1") is None
+
+
+async def test_submit_refuses_a_piece(stack: Stack) -> None:
+    (piece, *_) = in_pieces(fixture("fhir_admission_bundle.json"), "piece-1", 1000)
+    error = await stack.failure(piece)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in error_details(error).field_violations] == ["more_content"]
 
 
 async def test_a_resource_too_large_for_one_record_is_refused_naming_it(stack: Stack) -> None:
