@@ -55,6 +55,7 @@ from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.dev import synthetic
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from healthbank.loader import message_pieces
 from healthbank.records import (
     MAX_PAYLOAD_BYTES,
     RecordStore,
@@ -342,17 +343,7 @@ async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(sta
 
 def in_pieces(content: bytes, message_id: str, piece_bytes: int) -> list[ingest_pb2.SubmitRequest]:
     """A FHIR message as SubmitStream requests of at most ``piece_bytes`` of content each."""
-    starts = range(0, len(content), piece_bytes)
-    return [
-        ingest_pb2.SubmitRequest(
-            hospital_id=HOSPITAL_A,
-            message_id=message_id,
-            format=FHIR,
-            content=content[start : start + piece_bytes],
-            more_content=start + piece_bytes < len(content),
-        )
-        for start in starts
-    ]
+    return message_pieces(HOSPITAL_A, message_id, FHIR, content, piece_bytes)
 
 
 async def test_a_bundle_over_the_request_limit_is_streamed_in_pieces_and_stored_once(
