@@ -369,7 +369,8 @@ class IngestPipeline:
             blob_name = await self._archive.put_blob(
                 person_token, message.imaging.content_type, sealed_blob
             )
-        planned = plan_records(message, person_token, source, now)
+        # Serializing every payload is CPU work that grows with the message: not on the loop.
+        planned = await asyncio.to_thread(plan_records, message, person_token, source, now)
         _refuse_oversized(planned)
         sealed_payloads = await asyncio.gather(
             *(self._sealer.seal(record.payload, record.payload_aad) for record in planned)
