@@ -52,6 +52,8 @@ ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 2.0
 STREAM_TIMEOUT_SECONDS = 3600.0
 MAX_ACK_BYTES = 64 * 1024 * 1024
+# Content per SubmitStream request: a larger file goes in pieces (ingest joins them).
+PIECE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,28 @@ async def load(
     return [outcomes[source.name] for source in sources]
 
 
+def message_pieces(
+    hospital_id: str,
+    message_id: str,
+    source_format: int,
+    content: bytes,
+    piece_bytes: int = PIECE_BYTES,
+) -> list[ingest_pb2.SubmitRequest]:
+    """One message as SubmitStream requests: pieces of at most ``piece_bytes`` of content,
+    each but the last marked ``more_content`` (a file larger than one request still goes)."""
+    starts = range(0, max(len(content), 1), piece_bytes)
+    return [
+        ingest_pb2.SubmitRequest(
+            hospital_id=hospital_id,
+            message_id=message_id,
+            format=source_format,  # type: ignore[arg-type]
+            content=content[start : start + piece_bytes],
+            more_content=start + piece_bytes < len(content),
+        )
+        for start in starts
+    ]
+
+
 async def _stream(
     sources: list[Source], hospital_id: str, clients: ClientFactory
 ) -> list[FileOutcome]:
@@ -308,12 +332,9 @@ async def _stream(
         for source in sources:
             content = source.read()
             sent.append(source.name)
-            yield ingest_pb2.SubmitRequest(
-                hospital_id=hospital_id,
-                message_id=message_id_for(source.name, content),
-                format=source.format,
-                content=content,
-            )
+            message_id = message_id_for(source.name, content)
+            for piece in message_pieces(hospital_id, message_id, source.format, content):
+                yield piece
 
     answered: list[FileOutcome] = []
     call = stub.SubmitStream(requests(), timeout=STREAM_TIMEOUT_SECONDS)

@@ -13,6 +13,7 @@ import logging
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.ingest.clients import GrpcAuditLog, GrpcBlobArchive, GrpcIdentityResolver
+from services.ingest.parse_pool import ParsePool
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.servicer import MAX_CONTENT_BYTES, IngestServicer
 from services.ingest.store import SqliteIngestStore
@@ -53,6 +54,12 @@ async def _assemble(resources: ServiceResources) -> Serving:
     # Calls go out as ingest itself. gRPC clients send messages of any size by default, so
     # 64 MiB DICOM blobs reach the archive (whose server accepts them).
     clients = resources.clients
+    parsers = ParsePool(
+        resources.settings.ingest_parse_workers,
+        tasks_per_worker=resources.settings.ingest_parse_tasks_per_worker,
+    )
+    resources.close_on_exit(parsers.close)
+    await parsers.start()
     pipeline = IngestPipeline(
         records=records,
         store=store,
@@ -61,6 +68,7 @@ async def _assemble(resources: ServiceResources) -> Serving:
         audit=GrpcAuditLog(clients),
         sealer=resources.sealer,
         now=resources.now,
+        parsers=parsers,
         summaries=summaries,
     )
     resources.run_in_background("audit-repair", lambda: _flush_pending_audits(pipeline))

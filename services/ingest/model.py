@@ -195,6 +195,10 @@ class InvalidMessage(Exception):
         self.reason = reason
         self.violations = list(violations)
 
+    def __reduce__(self) -> tuple[type[InvalidMessage], tuple[str, list[tuple[str, str]]]]:
+        # Raised in a parse worker process and re-raised here: rebuilt from its fields.
+        return (InvalidMessage, (self.reason, self.violations))
+
 
 class Problems:
     """Collects what is wrong with a message, so the hospital learns everything at once."""

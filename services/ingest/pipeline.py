@@ -48,6 +48,7 @@ from typing import Protocol
 from healthbank.contracts.principal import Principal, principal_log_fields
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
+    MAX_PAYLOAD_BYTES,
     MessageIdConflict,
     MessageReceipt,
     RecordStore,
@@ -57,31 +58,24 @@ from healthbank.records import (
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
+    PlannedRecord,
     content_hash,
     plan_records,
     receipt_for,
 )
-from services.ingest.dicom import parse_dicom
-from services.ingest.fhir import parse_fhir, parse_fhir_ndjson
-from services.ingest.hl7v2 import parse_hl7v2
 from services.ingest.model import (
     Disposition,
     InvalidMessage,
     ParsedMessage,
     PatientIdentity,
+    Problems,
     ResourceOutcome,
     SourceFormat,
 )
+from services.ingest.parse_pool import ParsePool, parse_content
 from services.ingest.store import IngestStore, WriteAudit
 
 _log = logging.getLogger(__name__)
-
-PARSERS: dict[SourceFormat, Callable[[bytes], ParsedMessage]] = {
-    SourceFormat.FHIR_R4_JSON: parse_fhir,
-    SourceFormat.HL7V2: parse_hl7v2,
-    SourceFormat.DICOM: parse_dicom,
-    SourceFormat.FHIR_R4_NDJSON: parse_fhir_ndjson,
-}
 
 # The audit service takes at most this many resource names per event: a message with more
 # records is reported by several events (see :func:`audit_event_ids`).
@@ -244,8 +238,8 @@ class PreparedMessage:
 
 
 def parse_message(submission: Submission) -> ParsedMessage:
-    """Parse and validate a submission's content with its format's parser (any size)."""
-    return PARSERS[submission.source_format](submission.content)
+    """Parse and validate a submission's content here, in this thread (tests, tools)."""
+    return parse_content(submission.source_format, submission.content)
 
 
 def acknowledged_resources(
@@ -301,10 +295,12 @@ class IngestPipeline:
         audit: AuditLog,
         sealer: PayloadSealer,
         now: Callable[[], datetime],
+        parsers: ParsePool,
         summaries: Cache | None = None,
     ) -> None:
-        """Wire the flow to its ports; ``now`` is the UTC clock; ``summaries`` is the cache
-        of emergency summaries that new facts make stale."""
+        """Wire the flow to its ports; ``now`` is the UTC clock; ``parsers`` parse messages
+        off the event loop; ``summaries`` is the cache of emergency summaries that new facts
+        make stale."""
         self._records = records
         self._store = store
         self._identity = identity
@@ -312,17 +308,19 @@ class IngestPipeline:
         self._audit = audit
         self._sealer = sealer
         self._now = now
+        self._parsers = parsers
         self._summaries = summaries
 
-    def prepare(self, submission: Submission) -> PreparedMessage:
-        """Parse a message now (pure CPU, never raises for bad content).
+    async def prepare(self, submission: Submission) -> PreparedMessage:
+        """Parse a message in the parse pool (never raises for bad content).
 
         Streams prepare messages as they arrive, in order, to learn which earlier messages a
         message must wait for (:meth:`PreparedMessage.ordering_keys`).
         """
         source = _source(submission)
         try:
-            return PreparedMessage(submission, source, parse_message(submission), None)
+            message = await self._parse(submission)
+            return PreparedMessage(submission, source, message, None)
         except InvalidMessage as problem:
             return PreparedMessage(submission, source, None, problem)
 
@@ -337,16 +335,17 @@ class IngestPipeline:
         finishes the audit.
         """
         # A retry is answered from its receipt without parsing the content again.
-        return await self._submit(
-            submission, _source(submission), lambda: parse_message(submission)
-        )
+        return await self._submit(submission, _source(submission), None)
 
     async def submit_prepared(self, prepared: PreparedMessage) -> Ack:
         """:meth:`submit` for a message :meth:`prepare` already parsed."""
-        return await self._submit(prepared.submission, prepared.source, prepared.parsed)
+        return await self._submit(prepared.submission, prepared.source, prepared)
+
+    async def _parse(self, submission: Submission) -> ParsedMessage:
+        return await self._parsers.parse(submission.source_format, submission.content)
 
     async def _submit(
-        self, submission: Submission, source: MessageSource, parse: Callable[[], ParsedMessage]
+        self, submission: Submission, source: MessageSource, prepared: PreparedMessage | None
     ) -> Ack:
         receipt = await self._records.get_receipt(source.hospital_id, source.message_id)
         if receipt is not None:
@@ -354,7 +353,7 @@ class IngestPipeline:
                 raise MessageIdReused(source.message_id)
             return await self._acknowledge(receipt, submission.submitter, duplicate=True)
 
-        message = parse()
+        message = prepared.parsed() if prepared is not None else await self._parse(submission)
         now = self._now()
         if message.directory:
             # Before the records: a retry that finds the receipt never gets here again.
@@ -370,7 +369,9 @@ class IngestPipeline:
             blob_name = await self._archive.put_blob(
                 person_token, message.imaging.content_type, sealed_blob
             )
-        planned = plan_records(message, person_token, source, now)
+        # Serializing every payload is CPU work that grows with the message: not on the loop.
+        planned = await asyncio.to_thread(plan_records, message, person_token, source, now)
+        _refuse_oversized(planned)
         sealed_payloads = await asyncio.gather(
             *(self._sealer.seal(record.payload, record.payload_aad) for record in planned)
         )
@@ -483,6 +484,17 @@ class IngestPipeline:
         if appended:
             _log.info("appended %d pending write audit events", appended)
         return appended
+
+
+def _refuse_oversized(planned: Sequence[PlannedRecord]) -> None:
+    """INVALID_ARGUMENT naming each resource too large to be one record, before any write."""
+    problems = Problems("RESOURCE_TOO_LARGE")
+    for record in planned:
+        if len(record.payload) > MAX_PAYLOAD_BYTES:
+            problems.add(
+                record.entry.path, f"is larger than the {MAX_PAYLOAD_BYTES} bytes a record holds"
+            )
+    problems.raise_if_any()
 
 
 def _record_names(receipt: MessageReceipt) -> tuple[str, ...]:

@@ -14,6 +14,10 @@ provider, the storage) answer UNAVAILABLE (``KEY_PROVIDER_UNAVAILABLE``,
 ``STORAGE_UNAVAILABLE``; retryable in a stream): the message was not acknowledged, and its
 retry stores it once.
 
+A message larger than one request (64 MiB) goes through ``SubmitStream`` in pieces
+(``more_content`` on every piece but the last, :class:`ContentPieces`), up to 256 MiB; it is
+acknowledged once, whole.
+
 Messages of one stream are processed concurrently, at most ``stream_concurrency`` at a
 time, except that a message waits for the earlier ones about the same patient or with the
 same message id, so the outcome is that of in-order processing.
@@ -56,6 +60,8 @@ from services.ingest.pipeline import (
 _log = logging.getLogger(__name__)
 
 MAX_CONTENT_BYTES = 64 * 1024 * 1024
+# A message SubmitStream receives in pieces (``more_content``) may be larger than one request.
+MAX_STREAMED_CONTENT_BYTES = 256 * 1024 * 1024
 # A DICOM file is archived sealed, and the archive takes blobs of at most 64 MiB: leave room
 # for the envelope (header, wrapped data key, nonce, tag).
 MAX_DICOM_BYTES = MAX_CONTENT_BYTES - 4096
@@ -110,11 +116,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]] = {}
 
         async def read() -> None:
+            pieces = ContentPieces()
             try:
-                async for request in request_iterator:
+                async for piece in request_iterator:
+                    request = pieces.add(piece)
+                    if request is None:
+                        continue  # more of the message follows
                     # A slot is held from arrival until the ack is sent: bounded work in flight.
                     await slots.acquire()
-                    acks.put_nowait(self._schedule(request, principal, latest))
+                    acks.put_nowait(await self._schedule(request, principal, latest))
+                pieces.finish()
             finally:
                 acks.put_nowait(None)
 
@@ -134,15 +145,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    def _schedule(
+    async def _schedule(
         self,
         request: ingest_pb2.SubmitRequest,
         principal: Principal,
         latest: dict[tuple[str, ...], asyncio.Task[ingest_pb2.SubmitResponse]],
     ) -> asyncio.Task[ingest_pb2.SubmitResponse]:
-        """Start a stream message's work after the earlier messages it depends on."""
+        """Start a stream message's work after the earlier messages it depends on.
+
+        Parsing (in the parse pool) comes first and in arrival order: it says which earlier
+        messages this one depends on.
+        """
         try:
-            prepared = self._pipeline.prepare(validated_submission(request, principal))
+            submission = validated_submission(request, principal, MAX_STREAMED_CONTENT_BYTES)
+            prepared = await self._pipeline.prepare(submission)
         except ServiceError as err:
             return asyncio.create_task(_ready(_rejected(request, err)))
         except Exception as exc:
@@ -205,9 +221,73 @@ def _internal_rejection(
     )
 
 
-def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal) -> Submission:
-    """The request as a Submission; INVALID_ARGUMENT listing every bad field otherwise."""
+class ContentPieces:
+    """Joins a stream message sent in pieces (``more_content``) back into one request.
+
+    Pieces of one message follow each other; anything else (another message id, hospital or
+    format before the last piece, a stream ending mid-message, more than
+    MAX_STREAMED_CONTENT_BYTES) breaks the stream's framing and fails the stream with
+    INVALID_ARGUMENT, as a message of another hospital does.
+    """
+
+    def __init__(self) -> None:
+        self._first: ingest_pb2.SubmitRequest | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, piece: ingest_pb2.SubmitRequest) -> ingest_pb2.SubmitRequest | None:
+        """The whole request once ``piece`` completes it, else None (wait for more)."""
+        first = self._first
+        if first is None and not piece.more_content:
+            return piece
+        if first is not None and (piece.hospital_id, piece.message_id, piece.format) != (
+            first.hospital_id,
+            first.message_id,
+            first.format,
+        ):
+            raise ServiceError.invalid_argument(
+                [("more_content", "the next request must continue the same message")],
+                reason="INCOMPLETE_MESSAGE",
+            )
+        self._first = first or piece
+        self._parts.append(piece.content)
+        self._size += len(piece.content)
+        if self._size > MAX_STREAMED_CONTENT_BYTES:
+            raise ServiceError.invalid_argument(
+                [("content", f"must be at most {MAX_STREAMED_CONTENT_BYTES} bytes in all pieces")],
+                reason="MESSAGE_TOO_LARGE",
+            )
+        if piece.more_content:
+            return None
+        whole = ingest_pb2.SubmitRequest()
+        whole.CopyFrom(self._first)
+        whole.content = b"".join(self._parts)
+        whole.more_content = False
+        self._first, self._parts, self._size = None, [], 0
+        return whole
+
+    def finish(self) -> None:
+        """The stream ended: INVALID_ARGUMENT if it stopped before a message's last piece."""
+        if self._first is not None:
+            raise ServiceError.invalid_argument(
+                [("more_content", "the stream ended before the message's last piece")],
+                reason="INCOMPLETE_MESSAGE",
+            )
+
+
+def validated_submission(
+    request: ingest_pb2.SubmitRequest,
+    principal: Principal,
+    max_content_bytes: int = MAX_CONTENT_BYTES,
+) -> Submission:
+    """The request as a Submission; INVALID_ARGUMENT listing every bad field otherwise.
+
+    ``max_content_bytes``: larger for a stream message joined from pieces.
+    """
     violations = Violations()
+    violations.check(
+        not request.more_content, "more_content", "is for SubmitStream only (pieces of a message)"
+    )
     if violations.require(request.hospital_id, "hospital_id"):
         violations.check(is_hospital_id(request.hospital_id), "hospital_id", HOSPITAL_ID_RULE)
     if violations.require(request.message_id, "message_id"):
@@ -226,7 +306,7 @@ def validated_submission(request: ingest_pb2.SubmitRequest, principal: Principal
         source_format is not None, "format", "must be FHIR_R4_JSON, FHIR_R4_NDJSON, HL7V2 or DICOM"
     )
     if violations.require(request.content, "content"):
-        limit = MAX_DICOM_BYTES if source_format == SourceFormat.DICOM else MAX_CONTENT_BYTES
+        limit = MAX_DICOM_BYTES if source_format == SourceFormat.DICOM else max_content_bytes
         violations.check(len(request.content) <= limit, "content", f"must be at most {limit} bytes")
     violations.raise_if_any()
     assert source_format is not None

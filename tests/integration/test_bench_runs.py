@@ -24,6 +24,26 @@ def test_ingest_benchmark_prints_baseline_and_flow() -> None:
     assert any(line.startswith("ingest: Submit") and "n=4" in line for line in lines)
 
 
+def test_isolation_benchmark_prints_check_latencies_beside_a_baseline_and_rss() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools/bench/isolation.py"),
+            *("--segments", "2000", "--messages", "2", "--megabytes", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("Check, idle ingest (baseline)") and "p99" in line for line in lines)
+    assert any(line.startswith("Check, while 2000 segments parse") for line in lines)
+    assert any("INVALID_ARGUMENT" in line for line in lines)
+    assert [line.split()[0] for line in lines[-4:]] == ["before", "peak", "after", "+5"]
+
+
 def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "tools/bench/run.py"), "--json", "--scale", "0.01"],

@@ -31,7 +31,7 @@ import pydicom
 import pytest
 from cassandra.cluster import Session
 from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hl7_sample_outcomes import SAMPLE_ACCEPTED, SAMPLE_REFUSED
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -53,14 +53,24 @@ from healthbank.contracts.names import parse_record_name, record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
+from healthbank.dev import synthetic
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from healthbank.records import RecordStore, fact_aad, open_record_store, payload_aad
+from healthbank.loader import message_pieces
+from healthbank.records import (
+    MAX_PAYLOAD_BYTES,
+    RecordStore,
+    fact_aad,
+    open_record_store,
+    payload_aad,
+)
 from healthbank.rpc import ServiceError, error_details, service_client_factory
 from healthbank.storage.backends import open_store
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
 from services.ingest.app import CASSANDRA_STORE, SERVICE, SERVICE_NAME, open_service
+from services.ingest.canonical import payload_json
+from services.ingest.servicer import MAX_CONTENT_BYTES
 from services.ingest.store import SqliteIngestStore, WriteAudit
 
 HOSPITAL_A = "hospital-a"
@@ -274,6 +284,118 @@ async def stack(
 
 async def test_health_reports_serving(stack: Stack) -> None:
     await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_health_checks_are_answered_while_a_huge_message_is_parsed(stack: Stack) -> None:
+    # Parsing 100,000 segments takes seconds of CPU; it runs in ingest's parse pool, so
+    # the event loop keeps answering other callers meanwhile.
+    content = synthetic.oru_with_segments(LARGE_PATIENT, "huge-1", synthetic.HOSPITAL_A, 100_000)
+    health = health_pb2_grpc.HealthStub(stack.channel(f"127.0.0.1:{stack.ingest_port}"))
+    await stack.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+    submit = asyncio.ensure_future(stack.failure(request(content, "huge-1", HL7)))
+    answered = []
+    while not submit.done() and len(answered) < 100:
+        answered.append(await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)))
+    assert len(answered) == 100
+    assert not submit.done()  # the 100 checks were answered while the parse still ran
+    assert {reply.status for reply in answered} == {health_pb2.HealthCheckResponse.SERVING}
+    # Error mapping is unchanged: the parse error crosses the process boundary whole.
+    error = await submit
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "INVALID_HL7V2"
+    assert details.field_violations == [("content.OBX[99999].3", "is required")]
+    assert details.retry_delay is None  # permanent: never "retry"
+
+
+LARGE_PATIENT = synthetic.patient(800, mrn_prefix="L")
+
+
+def letters_of(bundle: bytes) -> list[bytes]:
+    """The stored payload of each DocumentReference of a bundle."""
+    entries = json.loads(bundle)["entry"]
+    resources = [entry["resource"] for entry in entries]
+    return [payload_json(r) for r in resources if r["resourceType"] == "DocumentReference"]
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("backend", ["cassandra"])
+async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(stack: Stack) -> None:
+    # One request of 50 MB would be far over the node's cap (4 MiB batches, 8 MiB requests):
+    # the records go in logged batches of at most 2 MiB.
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "large-1", 400, 96 * 1024)
+    payloads = letters_of(content)
+    assert len(content) > 50_000_000
+    response = await stack.submit(request(content, "large-1"))
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    records = await stack.records.list_records(response.person_token)
+    assert sorted(r.name for r in records) == sorted(response.record_names)
+    stored = {
+        await stack.sealer.open(r.sealed_payload, payload_aad(r.person_token, r.record_id))
+        for r in records
+    }
+    assert set(payloads) <= stored
+    # Its retry is answered from the receipt: stored once.
+    again = await stack.submit(request(content, "large-1"))
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert len(await stack.records.list_records(response.person_token)) == len(records)
+
+
+def in_pieces(content: bytes, message_id: str, piece_bytes: int) -> list[ingest_pb2.SubmitRequest]:
+    """A FHIR message as SubmitStream requests of at most ``piece_bytes`` of content each."""
+    return message_pieces(HOSPITAL_A, message_id, FHIR, content, piece_bytes)
+
+
+async def test_a_bundle_over_the_request_limit_is_streamed_in_pieces_and_stored_once(
+    stack: Stack,
+) -> None:
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "pieces-1", 540, 96 * 1024)
+    assert len(content) > MAX_CONTENT_BYTES  # more than one request may carry
+    (ack,) = await stack.stream(in_pieces(content, "pieces-1", 8 * 1024 * 1024))
+    assert ack.outcome == ingest_pb2.OUTCOME_STORED, ack.rejection
+    assert len(ack.record_names) == 540
+    records = await stack.records.list_records(ack.person_token)
+    stored = {
+        await stack.sealer.open(r.sealed_payload, payload_aad(r.person_token, r.record_id))
+        for r in records
+    }
+    assert set(letters_of(content)) <= stored
+
+
+async def test_pieces_of_two_messages_interleaved_fail_the_stream(stack: Stack) -> None:
+    first = in_pieces(fixture("fhir_admission_bundle.json"), "mixed-1", 1000)
+    second = in_pieces(fixture("fhir_admission_bundle.json"), "mixed-2", 1000)
+    error = await rpc_error(stack.stream([first[0], second[0]]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "INCOMPLETE_MESSAGE"
+    assert [name for name, _ in details.field_violations] == ["more_content"]
+    assert await stack.records.get_receipt(HOSPITAL_A, "mixed-1") is None
+
+
+async def test_a_stream_ending_mid_message_fails_and_stores_nothing(stack: Stack) -> None:
+    pieces = in_pieces(fixture("fhir_admission_bundle.json"), "cut-1", 1000)
+    error = await rpc_error(stack.stream(pieces[:-1]))
+    assert error_details(error).reason == "INCOMPLETE_MESSAGE"
+    assert await stack.records.get_receipt(HOSPITAL_A, "cut-1") is None
+
+
+async def test_submit_refuses_a_piece(stack: Stack) -> None:
+    (piece, *_) = in_pieces(fixture("fhir_admission_bundle.json"), "piece-1", 1000)
+    error = await stack.failure(piece)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in error_details(error).field_violations] == ["more_content"]
+
+
+async def test_a_resource_too_large_for_one_record_is_refused_naming_it(stack: Stack) -> None:
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "big-1", 1, MAX_PAYLOAD_BYTES)
+    error = await stack.failure(request(content, "too-large-1"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "RESOURCE_TOO_LARGE"
+    assert [path for path, _ in details.field_violations] == ["content.entry[1].resource"]
+    assert details.retry_delay is None
+    assert await stack.records.get_receipt(HOSPITAL_A, "too-large-1") is None
 
 
 async def test_stored_message_is_logged_with_the_submitter_log_form(

@@ -7,6 +7,8 @@ them ever reaches a log line or a storage file in plaintext.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import secrets
@@ -159,6 +161,49 @@ def glucose_bundle(person: Patient, bundle_id: str, values: list[tuple[str, floa
             }
         )
     return _bundle(bundle_id, resources)
+
+
+def scanned_letters_bundle(
+    person: Patient, bundle_id: str, letters: int, letter_bytes: int
+) -> bytes:
+    """A FHIR R4 Bundle: the patient and ``letters`` DocumentReferences, each a scanned
+    letter of ``letter_bytes`` (base64 in the attachment): a large message of few resources."""
+    resources: list[dict[str, object]] = [_patient_resource(person)]
+    for n in range(letters):
+        scan = hashlib.shake_256(f"{bundle_id}/{n}".encode()).digest(letter_bytes)
+        resources.append(
+            {
+                "resourceType": "DocumentReference",
+                "id": f"letter-{n}",
+                "status": "current",
+                "type": {"coding": [{"system": LOINC, "code": "34133-9"}]},
+                "subject": {"reference": "Patient/p1"},
+                "date": "2024-05-01T10:00:00+08:00",
+                "content": [
+                    {
+                        "attachment": {
+                            "contentType": "application/pdf",
+                            "data": base64.b64encode(scan).decode(),
+                        }
+                    }
+                ],
+            }
+        )
+    return _bundle(bundle_id, resources)
+
+
+def oru_with_segments(person: Patient, control_id: str, hospital: Hospital, segments: int) -> bytes:
+    """An HL7 v2.5 ORU^R01 with ``segments`` OBX results, the last one without its code
+    (OBX-3): slow to parse, then refused as ``content.OBX[<segments - 1>].3``."""
+    head = [
+        f"MSH|^~\\&|LAB|{hospital.hospital_id}|HEALTHBANK|CITY|20260301120000||ORU^R01|"
+        f"{control_id}|P|2.5",
+        f"PID|1||{person.mrn}^^^{hospital.hospital_id}^MR||{person.family_name}^"
+        f"{person.given_name}||{person.birth_date.strftime('%Y%m%d')}",
+        "OBR|1|||24323-8^Metabolic panel^LN",
+    ]
+    results = [f"OBX|{n}|NM|2345-7^Glucose^LN||{n % 200}|mg/dL|||||F" for n in range(1, segments)]
+    return "\r".join([*head, *results, f"OBX|{segments}|NM|||5|mg/dL|||||F", ""]).encode()
 
 
 def _bundle(bundle_id: str, resources: list[dict[str, object]]) -> bytes:

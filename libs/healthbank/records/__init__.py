@@ -2,6 +2,7 @@
 
 from healthbank.core.config import Settings
 from healthbank.records.model import (
+    MAX_PAYLOAD_BYTES,
     EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
@@ -30,6 +31,7 @@ async def open_record_store(settings: Settings) -> RecordStore:
 
 
 __all__ = [
+    "MAX_PAYLOAD_BYTES",
     "EmergencyFact",
     "MessageIdConflict",
     "MessageReceipt",

@@ -11,11 +11,13 @@ Tables are shaped by their queries:
   state = 'pending' commits it.
 - ``code_day_counts``: counters for the outbreak forecast.
 
-A message is stored as: claim the receipt (LWT) → one LOGGED batch with all its
-records and facts (Cassandra applies a logged batch completely or, after a
-coordinator failure, replays it from the batchlog) → commit the receipt (LWT) →
-counters. A retry of a message whose earlier attempt died after the claim
-re-writes the batch with the record ids of the claim, so nothing is stored twice.
+A message is stored as: claim the receipt (LWT) → LOGGED batches of its records
+and facts, each under :data:`MAX_BATCH_BYTES` (Cassandra applies a logged batch
+completely or, after a coordinator failure, replays it from the batchlog; one
+batch per message would exceed the node's request cap for a large message, ADR
+18) → commit the receipt (LWT) → counters. A retry of a message whose earlier
+attempt died after the claim re-writes the batches with the record ids of the
+claim, so nothing is stored twice.
 Counters are not idempotent: they are bumped only by the attempt that commits,
 so a crash between commit and bump undercounts one message (aggregates only).
 """
@@ -70,6 +72,12 @@ MIGRATIONS = [
     )
     """,
 ]
+
+# What one logged batch may carry (sealed payloads and facts plus a row's other columns):
+# the node refuses batches over 4 MiB and requests over 8 MiB (cassandra.yaml.template).
+# A record's payload is at most healthbank.records.MAX_PAYLOAD_BYTES, so it fits alone.
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+_ROW_OVERHEAD_BYTES = 512
 
 # record_days is one small partition of distinct days (tens of thousands of rows at most).
 _DAYS_SHARD = 0
@@ -152,19 +160,40 @@ class CassandraRecordStore:
     async def _write_batch(
         self, records: Sequence[StoredRecord], facts: Sequence[EmergencyFact]
     ) -> None:
-        statements: list[tuple[str, tuple[Any, ...]]] = []
+        batches: list[list[tuple[str, tuple[Any, ...]]]] = [[]]
+        size = 0
+
+        def add(statements: list[tuple[str, tuple[Any, ...]]], nbytes: int) -> None:
+            nonlocal size
+            if batches[-1] and size + nbytes > MAX_BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].extend(statements)
+            size += nbytes
+
         for record in records:
             when = record.effective_time
-            statements += [
-                (_INSERT_RECORD, _record_values(record)),
-                (_INSERT_YEAR, (record.person_token, when.year)),
-                (_INSERT_DAY, (when.date(), when, record.person_token, record.record_id)),
-                (_INSERT_DAYS, (_DAYS_SHARD, when.date())),
-            ]
-        statements += [
-            (_INSERT_FACT, (f.person_token, f.record_id, f.category, f.sealed_fact)) for f in facts
-        ]
-        await self._db.execute_logged_batch(statements)
+            add(
+                [
+                    (_INSERT_RECORD, _record_values(record)),
+                    (_INSERT_YEAR, (record.person_token, when.year)),
+                    (_INSERT_DAY, (when.date(), when, record.person_token, record.record_id)),
+                    (_INSERT_DAYS, (_DAYS_SHARD, when.date())),
+                ],
+                len(record.sealed_payload) + _ROW_OVERHEAD_BYTES,
+            )
+        for fact in facts:
+            add(
+                [
+                    (
+                        _INSERT_FACT,
+                        (fact.person_token, fact.record_id, fact.category, fact.sealed_fact),
+                    )
+                ],
+                len(fact.sealed_fact) + _ROW_OVERHEAD_BYTES,
+            )
+        for batch in batches:
+            await self._db.execute_logged_batch(batch)
 
     async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
         """See RecordStore.get_receipt (committed messages only)."""

@@ -10,10 +10,11 @@ message id. What a message's write guarantees depends on the backend:
 
 - SQLite: the receipt, the records, the emergency facts and the daily code
   counts commit in one transaction, together or not at all.
-- Cassandra (no multi-partition transactions): the records and facts go in one
-  logged batch (applied completely, if need be by batchlog replay, but not
-  isolated: a reader may see part of it for a moment); the receipt is marked
-  committed only after that batch, and the counts are bumped only after that.
+- Cassandra (no multi-partition transactions): the records and facts go in
+  logged batches of at most 2 MiB each (each applied completely, if need be by
+  batchlog replay, but not isolated: a reader may see part of a message while it
+  is written); the receipt is marked committed only after the last batch, and the
+  counts are bumped only after that.
   So an acknowledged message has all its records and facts; an attempt that
   failed before the receipt committed may leave its records and facts readable
   with no receipt, and its retry rewrites them under the same record ids (never
@@ -45,6 +46,11 @@ def blob_aad(person_token: str) -> bytes:
 def fact_aad(person_token: str, record_id: str) -> bytes:
     """Associated data binding a sealed emergency fact to its record."""
     return f"fact:{person_token}:{record_id}".encode()
+
+
+MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
+"""The largest record payload (plaintext) either backend stores: one record must fit one
+Cassandra request with room to spare (ADR 18). Larger resources are refused up front."""
 
 
 @dataclass(frozen=True)

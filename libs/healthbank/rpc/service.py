@@ -149,6 +149,10 @@ class ServiceResources:
         self._exits.push_async_callback(cache.close)
         return cache
 
+    def close_on_exit(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Await ``close()`` when the service closes (after the host has stopped)."""
+        self._exits.push_async_callback(close)
+
     def run_in_background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work()`` as a task from now until the service closes (then it is cancelled)."""
         task = asyncio.create_task(work(), name=f"{self.service}-{name}")

@@ -18,7 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cassandra import ConsistencyLevel, DriverException, OperationTimedOut
+from cassandra import (
+    ConsistencyLevel,
+    DriverException,
+    OperationTimedOut,
+    RequestValidationException,
+)
 from cassandra import Unavailable as CassandraUnavailable
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -36,7 +41,7 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from healthbank.core.config import Settings
-from healthbank.storage.errors import StorageUnavailable
+from healthbank.storage.errors import StorageRefused, StorageUnavailable
 
 # Without it, any request past ~4 KB waits for the peer's delayed ACK (~40 ms per batch).
 _NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -247,6 +252,11 @@ class CassandraDatabase:
             if counted:
                 _count(self.keyspace, [cql], serial=bound.consistency_level in _SERIAL_LEVELS)
             return await _all_pages(self.session.execute_async(bound))
+        except RequestValidationException as error:
+            # Refused as invalid (e.g. "Batch too large"): retrying cannot help.
+            raise StorageRefused(
+                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
+            ) from error
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
                 f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
@@ -267,6 +277,11 @@ class CassandraDatabase:
                 batch.add(await self._statement(cql), params)
             _count(self.keyspace, [cql for cql, _ in statements], serial=False)
             await _all_pages(self.session.execute_async(batch))
+        except RequestValidationException as error:
+            # Refused as invalid (e.g. "Batch too large"): retrying cannot help.
+            raise StorageRefused(
+                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
+            ) from error
         except _UNAVAILABLE_ERRORS as error:
             raise StorageUnavailable(
                 f"cassandra keyspace {self.keyspace}: {type(error).__name__}"

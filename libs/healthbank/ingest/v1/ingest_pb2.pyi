@@ -33,16 +33,18 @@ RESOURCE_DISPOSITION_DIRECTORY: ResourceDisposition
 RESOURCE_DISPOSITION_SKIPPED: ResourceDisposition
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("hospital_id", "message_id", "format", "content")
+    __slots__ = ("hospital_id", "message_id", "format", "content", "more_content")
     HOSPITAL_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    MORE_CONTENT_FIELD_NUMBER: _ClassVar[int]
     hospital_id: str
     message_id: str
     format: _common_pb2.SourceFormat
     content: bytes
-    def __init__(self, hospital_id: _Optional[str] = ..., message_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.SourceFormat, str]] = ..., content: _Optional[bytes] = ...) -> None: ...
+    more_content: bool
+    def __init__(self, hospital_id: _Optional[str] = ..., message_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.SourceFormat, str]] = ..., content: _Optional[bytes] = ..., more_content: _Optional[bool] = ...) -> None: ...
 
 class FieldViolation(_message.Message):
     __slots__ = ("field", "description")

@@ -17,6 +17,7 @@ from healthbank.loader import (
     format_report,
     group_ndjson,
     message_id_for,
+    message_pieces,
 )
 
 
@@ -109,3 +110,14 @@ def test_bulk_data_ndjson_is_regrouped_one_message_per_patient() -> None:
         "Condition.ndjson#Patient/p1": ["p1", "x1"],
     }
     assert [(s.name, s.outcome) for s in skipped] == [("Condition.ndjson:3", "SKIPPED")]
+
+
+def test_a_file_larger_than_a_piece_goes_in_pieces_only_the_last_unmarked() -> None:
+    content = bytes(range(256)) * 40  # 10,240 bytes
+    pieces = message_pieces("hospital-a", "m-1", 1, content, piece_bytes=4096)
+    assert [len(p.content) for p in pieces] == [4096, 4096, 2048]
+    assert [p.more_content for p in pieces] == [True, True, False]
+    assert b"".join(p.content for p in pieces) == content
+    assert {(p.hospital_id, p.message_id, p.format) for p in pieces} == {("hospital-a", "m-1", 1)}
+    (whole,) = message_pieces("hospital-a", "m-2", 1, b"small")
+    assert (whole.content, whole.more_content) == (b"small", False)

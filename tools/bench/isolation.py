@@ -1,0 +1,173 @@
+"""Isolation benchmark (ADR 18): does one huge message stall ingest, and does its memory return?
+
+    python tools/bench/isolation.py [--engines embedded|real] [--segments 100000]
+                                    [--messages 8] [--megabytes 60]
+
+Against a fresh local stack (ingest as its own process):
+
+1. Health-check latency on an idle ingest (the baseline), then while a ``--segments``-segment
+   HL7 v2 message is parsed: p50 / p99 / max of sequential ``grpc.health`` Checks, side by side.
+2. Ingest's resident memory (the service process, and with its parse workers) before, after
+   ``--messages`` FHIR bundles of ``--megabytes`` each, and after a short settle.
+
+Figures are printed, never asserted (timings and RSS depend on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthbank.cli import real_engine_env
+from healthbank.common.v1 import common_pb2
+from healthbank.dev import synthetic
+from healthbank.dev.demo import DemoClient, engine_principal
+from healthbank.dev.devstack import LocalStack
+from healthbank.ingest.v1 import ingest_pb2
+
+SECRET = "bench-auth-secret"
+INGEST = "healthbank.ingest.v1.IngestService"
+LETTER_BYTES = 96 * 1024  # base64 makes each ~128 KiB in the bundle
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of one process, MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (the fork server and parse workers)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(service process, service process and its workers) RSS in MiB."""
+    own = rss_mib(pid)
+    return own, own + sum(rss_mib(child) for child in descendants(pid))
+
+
+def percentiles(latencies: list[float]) -> str:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return (
+        f"p50 {statistics.median(ordered):7.2f} ms   p99 {p99:7.2f} ms"
+        f"   max {ordered[-1]:8.2f} ms   n={len(ordered)}"
+    )
+
+
+async def checks(
+    health: health_pb2_grpc.HealthStub, until: asyncio.Future[object] | int
+) -> list[float]:
+    """Sequential Check latencies (ms): ``until`` calls, or until the future is done."""
+    latencies = []
+    while (len(latencies) < until) if isinstance(until, int) else not until.done():
+        started = time.perf_counter()
+        await health.Check(health_pb2.HealthCheckRequest(service=INGEST))
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+async def measure(stack: LocalStack, segments: int, messages: int, megabytes: int) -> None:
+    client = DemoClient(stack.addresses, SECRET.encode())
+    channel = grpc.aio.insecure_channel(stack.addresses["ingest"])
+    health = health_pb2_grpc.HealthStub(channel)
+    hospital = synthetic.HOSPITAL_A
+    auth = client.auth(engine_principal(hospital))
+    person = synthetic.patient(7, mrn_prefix="ISO")
+
+    baseline = await checks(health, 500)
+    huge = synthetic.oru_with_segments(person, "iso-huge", hospital, segments)
+    request = ingest_pb2.SubmitRequest(
+        hospital_id=hospital.hospital_id,
+        message_id="iso-huge",
+        format=common_pb2.SOURCE_FORMAT_HL7V2,
+        content=huge,
+    )
+    started = time.perf_counter()
+    submit = asyncio.ensure_future(client.ingest.Submit(request, metadata=auth, timeout=600))
+    during = await checks(health, submit)
+    parse_seconds = time.perf_counter() - started
+    outcome = "STORED"
+    try:
+        await submit
+    except grpc.aio.AioRpcError as refused:  # the last OBX has no code: refused after the parse
+        outcome = refused.code().name
+    print(f"Check, idle ingest (baseline)      {percentiles(baseline)}")
+    print(f"Check, while {segments} segments parse  {percentiles(during)}")
+    print(f"  the huge message: {len(huge) / 1e6:.1f} MB, {outcome} after {parse_seconds:.1f} s")
+
+    pid = stack.services["ingest"].process.pid
+    before = memory(pid)
+    letters = max(1, megabytes * 1024 * 1024 // (LETTER_BYTES * 4 // 3))
+    peak = before
+    for n in range(messages):
+        bundle = synthetic.scanned_letters_bundle(person, f"iso-big-{n}", letters, LETTER_BYTES)
+        await client.ingest.Submit(
+            ingest_pb2.SubmitRequest(
+                hospital_id=hospital.hospital_id,
+                message_id=f"iso-big-{n}",
+                format=common_pb2.SOURCE_FORMAT_FHIR_R4_JSON,
+                content=bundle,
+            ),
+            metadata=auth,
+            timeout=600,
+        )
+        now = memory(pid)
+        peak = (max(peak[0], now[0]), max(peak[1], now[1]))
+    after = memory(pid)
+    await asyncio.sleep(5)
+    settled = memory(pid)
+    print(f"ingest RSS MiB (process / with parse workers), {messages} x {megabytes} MB bundles:")
+    for label, figure in (("before", before), ("peak", peak), ("after", after), ("+5 s", settled)):
+        print(f"  {label:<7} {figure[0]:8.1f} / {figure[1]:8.1f}")
+    await channel.close()
+    await client.close()
+
+
+def main() -> None:
+    """Start a stack, measure, stop it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
+    parser.add_argument("--segments", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=8)
+    parser.add_argument("--megabytes", type=int, default=60)
+    args = parser.parse_args()
+    env = real_engine_env() if args.engines == "real" else {}
+    if args.engines == "real":
+        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_iso_{int(time.time())}"
+    stack = LocalStack(
+        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
+        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
+    )
+    stack.start(timeout=180)
+    try:
+        print(f"{args.engines} engines")
+        asyncio.run(measure(stack, args.segments, args.messages, args.megabytes))
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
