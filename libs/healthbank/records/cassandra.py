@@ -6,18 +6,21 @@ Tables are shaped by their queries:
   partition grows without bound; ``person_years`` lists a person's partitions.
 - ``records_by_day``: what the archive tiers, partitioned by day.
 - ``facts``: emergency facts per person (never tiered).
-- ``receipts``: the idempotency key (hospital, message id), written only with
-  lightweight transactions: INSERT IF NOT EXISTS claims a message, UPDATE IF
-  state = 'pending' commits it.
+- ``receipts``: the idempotency key (hospital, message id). INSERT IF NOT EXISTS
+  (the one lightweight transaction of a message) claims it with its record ids and
+  the writer's ``claim_note``; the plain ``committed`` cell, which no LWT ever writes
+  (so Paxos and client timestamps never compete for it), commits it. Receipts of the
+  earlier protocol are committed by ``state = 'committed'``.
 - ``code_day_counts``: counters for the outbreak forecast.
 
 A message is stored as: claim the receipt (LWT) → one LOGGED batch with all its
-records and facts (Cassandra applies a logged batch completely or, after a
-coordinator failure, replays it from the batchlog) → commit the receipt (LWT) →
+records, facts and the receipt's ``committed`` cell (Cassandra applies a logged
+batch completely or, after a coordinator failure, replays it from the batchlog) →
 counters. A retry of a message whose earlier attempt died after the claim
 re-writes the batch with the record ids of the claim, so nothing is stored twice.
-Counters are not idempotent: they are bumped only by the attempt that commits,
-so a crash between commit and bump undercounts one message (aggregates only).
+Counters are not idempotent: they are bumped only by the attempt whose claim
+applied, so a crash before the bump, or a claimant that died and was finished by a
+retry, undercounts one message (aggregates only).
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ MIGRATIONS = [
         PRIMARY KEY ((code_system, code), day)
     )
     """,
+    """
+    ALTER TABLE receipts ADD IF NOT EXISTS claim_note text;
+    ALTER TABLE receipts ADD IF NOT EXISTS committed boolean
+    """,
 ]
 
 # record_days is one small partition of distinct days (tens of thousands of rows at most).
@@ -88,6 +95,7 @@ _INSERT_DAYS = "INSERT INTO record_days (shard, day) VALUES (?, ?)"
 _INSERT_FACT = (
     "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
 )
+_COMMIT_RECEIPT = "UPDATE receipts SET committed = true WHERE hospital_id = ? AND message_id = ?"
 _RECORD_COLUMNS = (
     "person_token, effective_time, record_id, source_hospital, source_format, message_id,"
     " source_version, content_hash, category, code_system, code, code_display, status,"
@@ -116,13 +124,14 @@ class CassandraRecordStore:
         """See RecordStore.put_message."""
         claim = await self._db.execute(
             "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
-            " record_ids, state) VALUES (?, ?, ?, ?, ?, 'pending') IF NOT EXISTS",
+            " record_ids, claim_note, state) VALUES (?, ?, ?, ?, ?, ?, 'pending') IF NOT EXISTS",
             (
                 receipt.hospital_id,
                 receipt.message_id,
                 receipt.content_hash,
                 receipt.person_token,
                 list(receipt.record_ids),
+                receipt.claim_note,
             ),
         )
         row = claim[0]
@@ -130,18 +139,13 @@ class CassandraRecordStore:
             if row.content_hash != receipt.content_hash:
                 raise MessageIdConflict(receipt.message_id)
             first = _receipt_from_row(row)
-            if row.state == "committed":
+            if _committed(row):
                 return PutOutcome(duplicate=True, receipt=first)
             # An earlier attempt claimed the message and died: finish it with its record ids.
             records, facts = _adopt_ids(first, receipt, records, facts)
             receipt = first
-        await self._write_batch(records, facts)
-        commit = await self._db.execute(
-            "UPDATE receipts SET state = 'committed' WHERE hospital_id = ? AND message_id = ?"
-            " IF state = 'pending'",
-            (receipt.hospital_id, receipt.message_id),
-        )
-        if commit[0].applied:
+        await self._write_batch(receipt, records, facts)
+        if row.applied:
             await self._db.execute_many(
                 "UPDATE code_day_counts SET count = count + 1"
                 " WHERE code_system = ? AND code = ? AND day = ?",
@@ -150,7 +154,10 @@ class CassandraRecordStore:
         return PutOutcome(duplicate=False, receipt=receipt)
 
     async def _write_batch(
-        self, records: Sequence[StoredRecord], facts: Sequence[EmergencyFact]
+        self,
+        receipt: MessageReceipt,
+        records: Sequence[StoredRecord],
+        facts: Sequence[EmergencyFact],
     ) -> None:
         statements: list[tuple[str, tuple[Any, ...]]] = []
         for record in records:
@@ -164,16 +171,20 @@ class CassandraRecordStore:
         statements += [
             (_INSERT_FACT, (f.person_token, f.record_id, f.category, f.sealed_fact)) for f in facts
         ]
+        statements.append((_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id)))
         await self._db.execute_logged_batch(statements)
 
-    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
-        """See RecordStore.get_receipt (committed messages only)."""
+    async def get_receipt(
+        self, hospital_id: str, message_id: str, *, linearizable: bool = True
+    ) -> MessageReceipt | None:
+        """See RecordStore.get_receipt (committed messages only; SERIAL when linearizable,
+        which also completes a claim left in flight)."""
         rows = await self._db.execute(
             "SELECT * FROM receipts WHERE hospital_id = ? AND message_id = ?",
             (hospital_id, message_id),
-            consistency="SERIAL",
+            consistency="SERIAL" if linearizable else None,
         )
-        if not rows or rows[0].state != "committed":
+        if not rows or not _committed(rows[0]):
             return None
         return _receipt_from_row(rows[0])
 
@@ -351,7 +362,12 @@ def _receipt_from_row(row: Any) -> MessageReceipt:
         content_hash=row.content_hash,
         person_token=row.person_token,
         record_ids=tuple(row.record_ids or ()),
+        claim_note=row.claim_note or "",
     )
+
+
+def _committed(row: Any) -> bool:
+    return bool(row.committed) or row.state == "committed"
 
 
 def _utc(moment: datetime) -> datetime:
