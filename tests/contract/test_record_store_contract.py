@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -81,6 +82,25 @@ async def test_retry_is_stored_once(store: RecordStore) -> None:
     assert len(await store.list_records("tok2")) == 1
     receipt = await store.get_receipt("hospital-a", "m2")
     assert receipt is not None and receipt.record_ids == (first[0].record_id,)
+
+
+async def test_the_first_claims_note_is_the_messages_whoever_commits(
+    store: RecordStore,
+) -> None:
+    first = [make_record("tok5", T0)]
+    stored = await store.put_message(
+        replace(receipt_for("m5", "tok5", first), claim_note="first"), first, []
+    )
+    assert stored.receipt.claim_note == "first"
+    retry = [make_record("tok5", T0)]
+    outcome = await store.put_message(
+        replace(receipt_for("m5", "tok5", retry), claim_note="retry"), retry, []
+    )
+    assert outcome.duplicate and outcome.receipt.claim_note == "first"
+    for linearizable in (True, False):
+        receipt = await store.get_receipt("hospital-a", "m5", linearizable=linearizable)
+        assert receipt is not None and receipt.claim_note == "first"
+    assert await store.get_receipt("hospital-a", "never", linearizable=False) is None
 
 
 async def test_concurrent_retries_store_once(store: RecordStore) -> None:
