@@ -441,14 +441,11 @@ class IngestPipeline:
             actor=submitter,
         )
 
-    def _claimed_audit(self, receipt: MessageReceipt, submitter: Principal) -> WriteAudit:
-        """The event the receipt's claim reserved; a new one for a receipt claimed without
-        (stored before ADR 0019)."""
-        if receipt.claim_note:
-            return write_audit_from_json(receipt.claim_note)
-        return self._new_audit(
-            receipt.hospital_id, receipt.message_id, receipt.content_hash, submitter
-        )
+    @staticmethod
+    def _claimed_audit(receipt: MessageReceipt, fallback: WriteAudit) -> WriteAudit:
+        """The event the receipt's claim reserved; ``fallback`` for a receipt claimed
+        without one (before ADR 0019, when ingest's own store held the reservation)."""
+        return write_audit_from_json(receipt.claim_note) if receipt.claim_note else fallback
 
     async def _acknowledge(
         self,
@@ -462,7 +459,12 @@ class IngestPipeline:
 
         ``unappended``: the caller knows the event was never appended (it just committed).
         """
-        audit = self._claimed_audit(receipt, submitter)
+        audit = self._claimed_audit(
+            receipt,
+            self._new_audit(
+                receipt.hospital_id, receipt.message_id, receipt.content_hash, submitter
+            ),
+        )
         names = _record_names(receipt)
         if unappended or not await self._store.is_audit_appended(
             audit.hospital_id, audit.message_id, audit.content_hash
@@ -499,7 +501,7 @@ class IngestPipeline:
                 await self._store.discard_audit(noted)
                 continue
             # The claim's event: the note may be a losing attempt's.
-            audit = self._claimed_audit(receipt, noted.actor)
+            audit = self._claimed_audit(receipt, noted)
             try:
                 await self._append_audit(audit, receipt.person_token, _record_names(receipt))
             except DependencyUnavailable:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from contract_support import StoreKind
+from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
@@ -168,3 +169,46 @@ async def test_tiering_reads_old_records_and_deletes(store: RecordStore) -> None
 
 async def test_check_answers_when_up(store: RecordStore) -> None:
     await store.check()
+
+
+# --- Cassandra only: a claim whose attempt died, and receipts of the earlier protocol -------
+
+
+async def test_cassandra_a_retry_finishes_a_dead_claim_with_its_ids_and_note(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    store = await CassandraRecordStore(database).open()
+    try:
+        dead = [make_record("tok-dead", T0)]
+        # The first attempt claimed the message, then died before its records batch.
+        await database.execute(
+            "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
+            " record_ids, claim_note, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            ("hospital-a", "m-dead", "h1", "tok-dead", [dead[0].record_id], "dead's event"),
+        )
+        assert await store.get_receipt("hospital-a", "m-dead") is None
+        assert await store.get_receipt("hospital-a", "m-dead", linearizable=False) is None
+        retry = [make_record("tok-dead", T0)]
+        outcome = await store.put_message(
+            replace(receipt_for("m-dead", "tok-dead", retry), claim_note="retry's event"),
+            retry,
+            [],
+        )
+        assert not outcome.duplicate
+        assert outcome.receipt.claim_note == "dead's event"
+        assert [r.record_id for r in await store.list_records("tok-dead")] == [dead[0].record_id]
+        assert await store.get_receipt("hospital-a", "m-dead") == outcome.receipt
+        again = await store.put_message(receipt_for("m-dead", "tok-dead", retry), retry, [])
+        assert again.duplicate and again.receipt == outcome.receipt
+
+        # A receipt the earlier protocol committed (an LWT on `state`, no note) still counts.
+        await database.execute(
+            "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
+            " record_ids, state) VALUES (?, ?, ?, ?, ?, 'committed')",
+            ("hospital-a", "m-old", "h1", "tok-old", ["r1"]),
+        )
+        old = await store.get_receipt("hospital-a", "m-old", linearizable=False)
+        assert old == MessageReceipt("hospital-a", "m-old", "h1", "tok-old", ("r1",))
+    finally:
+        await store.close()
