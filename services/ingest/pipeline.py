@@ -3,8 +3,8 @@
     receipt? ─ yes, same content ─────────────────────────────────────────┐
        │ no                                                               │
     parse + validate → identity.Resolve → [DICOM: seal file, archive.PutBlob]
-       → plan records → seal payloads and facts → reserve audit event     │
-       → RecordStore.put_message (idempotent) ─────────────────────────── ┤
+       → plan records → seal payloads and facts → note the audit pending  │
+       → RecordStore.put_message (claim carrying the audit event) ─────── ┤
                                                                           ▼
                                       audit.AppendEvent (unless already appended) → ack
 
@@ -25,7 +25,9 @@ Guarantees and how they hold:
   whatever that content is.
 - **Audited once, even across crashes.** The audit event is appended only after the commit
   (the log never names records that do not exist). Its id, occur time and actor are reserved
-  in ingest's own store *before* the commit (:mod:`services.ingest.store`), so:
+  in the receipt claim itself (``claim_note``; the first claim's event is the message's),
+  and the message is noted as pending in ingest's own store *before* the claim
+  (:mod:`services.ingest.store`, ADR 0019), so:
 
   * audit unreachable after the commit → the hospital gets UNAVAILABLE and retries; the
     retry finds the receipt, re-appends the reserved event (the audit service is idempotent
@@ -73,7 +75,12 @@ from services.ingest.model import (
     SourceFormat,
 )
 from services.ingest.parse_pool import ParsePool, parse_content
-from services.ingest.store import IngestStore, WriteAudit
+from services.ingest.store import (
+    IngestStore,
+    WriteAudit,
+    write_audit_from_json,
+    write_audit_json,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -82,7 +89,7 @@ _log = logging.getLogger(__name__)
 MAX_NAMES_PER_AUDIT_EVENT = 1000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-# A reserved audit event older than this without a stored message belongs to a submission
+# A pending audit note older than this without a stored message belongs to a submission
 # that failed before its commit; younger ones may still be committing.
 PENDING_AUDIT_GRACE = timedelta(minutes=5)
 
@@ -347,7 +354,10 @@ class IngestPipeline:
     async def _submit(
         self, submission: Submission, source: MessageSource, prepared: PreparedMessage | None
     ) -> Ack:
-        receipt = await self._records.get_receipt(source.hospital_id, source.message_id)
+        # A hint: a commit this read misses is found by the claim in put_message.
+        receipt = await self._records.get_receipt(
+            source.hospital_id, source.message_id, linearizable=False
+        )
         if receipt is not None:
             if receipt.content_hash != source.content_hash:
                 raise MessageIdReused(source.message_id)
@@ -384,9 +394,15 @@ class IngestPipeline:
             for record in planned
             if record.fact is not None
         ]
-        receipt = receipt_for(source, person_token, planned)
-        # Reserved before the commit: a committed message always has its audit event on file.
-        audit = await self._reserve(receipt, submission.submitter)
+        # The claim carries the audit event, noted pending first: a committed message always
+        # has its event on file, and is found if its append never happens.
+        audit = self._new_audit(
+            source.hospital_id, source.message_id, source.content_hash, submission.submitter
+        )
+        receipt = replace(
+            receipt_for(source, person_token, planned), claim_note=write_audit_json(audit)
+        )
+        await self._store.note_pending(audit)
         try:
             outcome = await self._records.put_message(receipt, stored, facts)
         except MessageIdConflict:
@@ -401,27 +417,36 @@ class IngestPipeline:
             outcome.duplicate,
             extra=principal_log_fields(submission.submitter),
         )
-        # Same (hospital, message id, content hash) as the receipt, even if a concurrent
-        # identical submission committed first: the reserved event is the message's event.
+        # The claim's event, ours or an earlier attempt's; a message committed now cannot
+        # have been appended yet.
         ack = await self._acknowledge(
-            outcome.receipt, submission.submitter, duplicate=outcome.duplicate, audit=audit
+            outcome.receipt,
+            submission.submitter,
+            duplicate=outcome.duplicate,
+            unappended=not outcome.duplicate,
         )
         if outcome.duplicate:
             return ack
         return replace(ack, resources=acknowledged_resources(message.outcomes, ack.record_names))
 
-    async def _reserve(self, receipt: MessageReceipt, submitter: Principal) -> WriteAudit:
+    def _new_audit(
+        self, hospital_id: str, message_id: str, content_hash: str, submitter: Principal
+    ) -> WriteAudit:
         now = self._now()
-        return await self._store.reserve_audit(
-            WriteAudit(
-                hospital_id=receipt.hospital_id,
-                message_id=receipt.message_id,
-                content_hash=receipt.content_hash,
-                event_id=new_ulid(now),
-                occur_time=now,
-                actor=submitter,
-            )
+        return WriteAudit(
+            hospital_id=hospital_id,
+            message_id=message_id,
+            content_hash=content_hash,
+            event_id=new_ulid(now),
+            occur_time=now,
+            actor=submitter,
         )
+
+    @staticmethod
+    def _claimed_audit(receipt: MessageReceipt, fallback: WriteAudit) -> WriteAudit:
+        """The event the receipt's claim reserved; ``fallback`` for a receipt claimed
+        without one (before ADR 0019, when ingest's own store held the reservation)."""
+        return write_audit_from_json(receipt.claim_note) if receipt.claim_note else fallback
 
     async def _acknowledge(
         self,
@@ -429,19 +454,24 @@ class IngestPipeline:
         submitter: Principal,
         *,
         duplicate: bool,
-        audit: WriteAudit | None = None,
+        unappended: bool = False,
     ) -> Ack:
-        """Make sure the write is audited, then acknowledge from the receipt."""
-        if audit is None:
-            # A retry: finds the event reserved before the first commit; creates one only when
-            # the message was stored without it (ingest's own store lost or restored).
-            audit = await self._reserve(receipt, submitter)
+        """Make sure the write is audited, then acknowledge from the receipt.
+
+        ``unappended``: the caller knows the event was never appended (it just committed).
+        """
+        audit = self._claimed_audit(
+            receipt,
+            self._new_audit(
+                receipt.hospital_id, receipt.message_id, receipt.content_hash, submitter
+            ),
+        )
         names = _record_names(receipt)
-        if not audit.appended:
+        if unappended or not await self._store.is_audit_appended(
+            audit.hospital_id, audit.message_id, audit.content_hash
+        ):
             await self._append_audit(audit, receipt.person_token, names)
-            await self._store.mark_audit_appended(
-                audit.hospital_id, audit.message_id, audit.content_hash
-            )
+            await self._store.mark_audit_appended(audit)
         return Ack(receipt.message_id, duplicate, receipt.person_token, names)
 
     async def _append_audit(
@@ -465,21 +495,21 @@ class IngestPipeline:
         """
         appended = 0
         pending = await self._store.list_unappended_audits(self._now() - PENDING_AUDIT_GRACE, limit)
-        for audit in pending:
-            receipt = await self._records.get_receipt(audit.hospital_id, audit.message_id)
-            if receipt is None or receipt.content_hash != audit.content_hash:
+        for noted in pending:
+            receipt = await self._records.get_receipt(noted.hospital_id, noted.message_id)
+            if receipt is None or receipt.content_hash != noted.content_hash:
                 # That submission failed before its commit: there is no write to report.
-                await self._store.discard_audit(
-                    audit.hospital_id, audit.message_id, audit.content_hash
-                )
+                await self._store.discard_audit(noted)
                 continue
+            # The claim's event: the note may be a losing attempt's.
+            audit = self._claimed_audit(receipt, noted)
             try:
                 await self._append_audit(audit, receipt.person_token, _record_names(receipt))
             except DependencyUnavailable:
                 return appended
-            await self._store.mark_audit_appended(
-                audit.hospital_id, audit.message_id, audit.content_hash
-            )
+            await self._store.mark_audit_appended(audit)
+            if audit.event_id != noted.event_id:
+                await self._store.discard_audit(noted)
             appended += 1
         if appended:
             _log.info("appended %d pending write audit events", appended)

@@ -1,27 +1,24 @@
-"""What the ingest service persists itself: the audit ledger of submitted messages, and the
-hospitals' directories.
+"""What the ingest service persists itself: which submitted messages may still owe their
+audit event, and the hospitals' directories.
 
 The records, emergency facts and idempotency receipts live in the shared hot record store
-(``healthbank.records``). Ingest's own store holds one row per accepted message content
-(hospital, message id, content hash) with the audit event that reports the write: its
-event id, occur time and actor, and whether the audit service has it yet.
+(``healthbank.records``). A message's write audit event (its id, occur time and actor) is
+reserved *in its receipt claim* (``MessageReceipt.claim_note``, see ADR 0019): the first
+claim's event is the message's event, whoever commits it, so a retry re-appends the very
+same event and the audit service's idempotency by event id leaves one write per message.
 
 Why a store at all: the audit event is appended *after* the records commit (the audit log
 must never name records that do not exist), so a crash or an unreachable audit service can
-leave a committed message without its event. The row is written *before* the commit, which
-gives two things:
+leave a committed message without its event. Before its claim, an attempt notes its message
+here as pending (:meth:`IngestStore.note_pending`, a plain write); after the append it marks
+it appended. :meth:`services.ingest.pipeline.IngestPipeline.flush_pending_audits` appends the
+event of a committed message noted but never marked, even if the hospital never retries,
+taking the event from the receipt (the note may be a losing attempt's).
 
-- a retry of the message re-appends the very same event (same id, same occur time, same
-  actor), so the audit service's idempotency by event id applies and the ledger shows one
-  write per message, however often the hospital retried;
-- a committed message whose event never made it is found and appended later by
-  :meth:`services.ingest.pipeline.IngestPipeline.flush_pending_audits`, even if the hospital
-  never retries.
-
-:class:`IngestStore` is backend-neutral; ``reserve_audit`` is an insert-if-absent.
-:class:`SqliteIngestStore` is the embedded implementation (``ingest.db`` in the data dir),
-:class:`services.ingest.store_cassandra.CassandraIngestStore` the one at scale (keyspace
-``<prefix>_ingest``). No patient data is stored here.
+:class:`IngestStore` is backend-neutral and needs no lightweight transaction: the receipt
+claim decides everything. :class:`SqliteIngestStore` is the embedded implementation
+(``ingest.db`` in the data dir), :class:`services.ingest.store_cassandra.CassandraIngestStore`
+the one at scale (keyspace ``<prefix>_ingest``). No patient data is stored here.
 
 The directory (``directory_entries``): the FHIR Organization, Practitioner, Location ...
 resources a hospital sent, one row per (hospital, resource type, resource id), the latest
@@ -34,7 +31,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -55,36 +52,32 @@ class WriteAudit:
     event_id: str
     occur_time: datetime
     actor: Principal
-    appended: bool = False
-
-    def appended_copy(self) -> WriteAudit:
-        """This event, marked as appended to the audit log."""
-        return replace(self, appended=True)
 
 
 class IngestStore(Protocol):
-    """Persistence of the ingest service's audit ledger."""
+    """Persistence of the ingest service's pending audit events and directories."""
 
-    async def reserve_audit(self, audit: WriteAudit) -> WriteAudit:
-        """Store ``audit`` unless an event exists for its message content; return the stored one.
+    async def note_pending(self, audit: WriteAudit) -> None:
+        """Note that ``audit``'s message may be committed without its event appended.
 
-        The first reservation wins, so concurrent and retried submissions of one message
-        agree on one event.
+        Idempotent; a message noted by several attempts may keep any of their notes.
         """
         ...
 
-    async def mark_audit_appended(
-        self, hospital_id: str, message_id: str, content_hash: str
-    ) -> None:
-        """Record that the audit service holds the event."""
+    async def mark_audit_appended(self, audit: WriteAudit) -> None:
+        """Record that the audit service holds the event of ``audit``'s message."""
+        ...
+
+    async def is_audit_appended(self, hospital_id: str, message_id: str, content_hash: str) -> bool:
+        """Whether the event of this message content was marked appended."""
         ...
 
     async def list_unappended_audits(self, before: datetime, limit: int) -> list[WriteAudit]:
-        """Events reserved before ``before`` and not yet appended, oldest first."""
+        """Notes made before ``before`` whose message is not marked appended, oldest first."""
         ...
 
-    async def discard_audit(self, hospital_id: str, message_id: str, content_hash: str) -> None:
-        """Forget a reservation whose message was never stored."""
+    async def discard_audit(self, audit: WriteAudit) -> None:
+        """Forget the note of a message that was never stored (never one marked appended)."""
         ...
 
     async def put_directory(
@@ -134,6 +127,9 @@ _SQLITE_MIGRATIONS = [
 ]
 
 
+_SQLITE_KEY = "hospital_id = ? AND message_id = ? AND content_hash = ?"
+
+
 class SqliteIngestStore:
     """IngestStore on an embedded SQLite file."""
 
@@ -146,12 +142,11 @@ class SqliteIngestStore:
         await self._db.open()
         return self
 
-    async def reserve_audit(self, audit: WriteAudit) -> WriteAudit:
-        """See IngestStore.reserve_audit."""
-
-        def work(connection: sqlite3.Connection) -> WriteAudit:
-            connection.execute(
-                "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    async def note_pending(self, audit: WriteAudit) -> None:
+        """See IngestStore.note_pending."""
+        await self._db.write(
+            lambda c: c.execute(
+                "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
                 (
                     audit.hospital_id,
                     audit.message_id,
@@ -159,29 +154,36 @@ class SqliteIngestStore:
                     audit.event_id,
                     to_micros(audit.occur_time),
                     principal_to_json(audit.actor),
-                    int(audit.appended),
                 ),
             )
-            row = connection.execute(
-                "SELECT * FROM write_audits WHERE hospital_id = ? AND message_id = ?"
-                " AND content_hash = ?",
-                (audit.hospital_id, audit.message_id, audit.content_hash),
-            ).fetchone()
-            return _audit_from_row(row)
+        )
 
-        return await self._db.write(work)
-
-    async def mark_audit_appended(
-        self, hospital_id: str, message_id: str, content_hash: str
-    ) -> None:
+    async def mark_audit_appended(self, audit: WriteAudit) -> None:
         """See IngestStore.mark_audit_appended."""
         await self._db.write(
             lambda c: c.execute(
-                "UPDATE write_audits SET appended = 1 WHERE hospital_id = ? AND message_id = ?"
-                " AND content_hash = ?",
-                (hospital_id, message_id, content_hash),
+                "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 1)"
+                " ON CONFLICT DO UPDATE SET appended = 1",
+                (
+                    audit.hospital_id,
+                    audit.message_id,
+                    audit.content_hash,
+                    audit.event_id,
+                    to_micros(audit.occur_time),
+                    principal_to_json(audit.actor),
+                ),
             )
         )
+
+    async def is_audit_appended(self, hospital_id: str, message_id: str, content_hash: str) -> bool:
+        """See IngestStore.is_audit_appended."""
+        row = await self._db.read(
+            lambda c: c.execute(
+                f"SELECT appended FROM write_audits WHERE {_SQLITE_KEY}",
+                (hospital_id, message_id, content_hash),
+            ).fetchone()
+        )
+        return row is not None and bool(row["appended"])
 
     async def list_unappended_audits(self, before: datetime, limit: int) -> list[WriteAudit]:
         """See IngestStore.list_unappended_audits."""
@@ -194,13 +196,12 @@ class SqliteIngestStore:
         )
         return [_audit_from_row(row) for row in rows]
 
-    async def discard_audit(self, hospital_id: str, message_id: str, content_hash: str) -> None:
+    async def discard_audit(self, audit: WriteAudit) -> None:
         """See IngestStore.discard_audit."""
         await self._db.write(
             lambda c: c.execute(
-                "DELETE FROM write_audits WHERE hospital_id = ? AND message_id = ?"
-                " AND content_hash = ? AND appended = 0",
-                (hospital_id, message_id, content_hash),
+                f"DELETE FROM write_audits WHERE {_SQLITE_KEY} AND appended = 0",
+                (audit.hospital_id, audit.message_id, audit.content_hash),
             )
         )
 
@@ -259,5 +260,32 @@ def _audit_from_row(row: sqlite3.Row) -> WriteAudit:
         event_id=row["event_id"],
         occur_time=from_micros(row["occur_us"]),
         actor=principal_from_json(row["actor"]),
-        appended=bool(row["appended"]),
+    )
+
+
+def write_audit_json(audit: WriteAudit) -> str:
+    """A reserved audit event as its receipt claim carries it (and Cassandra's notes)."""
+    return json.dumps(
+        {
+            "hospital_id": audit.hospital_id,
+            "message_id": audit.message_id,
+            "content_hash": audit.content_hash,
+            "event_id": audit.event_id,
+            "occur_us": to_micros(audit.occur_time),
+            "actor": principal_to_json(audit.actor),
+        },
+        separators=(",", ":"),
+    )
+
+
+def write_audit_from_json(text: str) -> WriteAudit:
+    """The inverse of :func:`write_audit_json`."""
+    fields = json.loads(text)
+    return WriteAudit(
+        hospital_id=fields["hospital_id"],
+        message_id=fields["message_id"],
+        content_hash=fields["content_hash"],
+        event_id=fields["event_id"],
+        occur_time=from_micros(fields["occur_us"]),
+        actor=principal_from_json(fields["actor"]),
     )

@@ -1,32 +1,29 @@
-"""IngestStore on Apache Cassandra (keyspace ``<prefix>_ingest``).
+"""IngestStore on Apache Cassandra (keyspace ``<prefix>_ingest``), without a single
+lightweight transaction: the receipt claim in the record store decides (ADR 0019).
 
 Tables, shaped by their queries:
 
-- ``write_audits``: the reservation of one message content, one partition per
-  (hospital, message id, content hash). Only written with lightweight transactions:
-  ``INSERT ... IF NOT EXISTS`` reserves (the first reservation wins, and a losing one gets
-  the winner back in the same round trip), ``UPDATE ... IF event_id = ?`` marks the event
-  appended and ``DELETE ... IF appended = false AND event_id = ?`` discards, so marking and
-  discarding never act on a reservation that replaced the one they read.
-- ``pending_audits``: the index of reservations not yet appended, for the background
-  repair's "oldest pending before T" query. Partitioned by (minute of the occur time,
-  shard): each partition holds one minute of one shard, so writes spread over
-  ``PENDING_SHARDS`` partitions and the tombstones left by appended events (every message
-  writes and soon deletes one row) stay a few hundred per partition instead of piling up
-  in one partition that every scan would have to read through.
+- ``pending_audits``: the notes of messages that may owe their audit event, with the
+  noted event (``audit``, JSON), for the background repair's "oldest pending before T"
+  query. Partitioned by (minute of the occur time, shard): each partition holds one minute
+  of one shard, so writes spread over ``PENDING_SHARDS`` partitions and the tombstones left
+  by appended events (every message writes and soon deletes one row) stay a few hundred
+  per partition instead of piling up in one partition that every scan would read through.
 - ``pending_minutes``: which (shard, minute) partitions of ``pending_audits`` may hold
   rows, one partition per shard; a scan reads these markers instead of guessing minutes.
   A marker is deleted when a scan finds its minute empty and wholly before ``before``.
+- ``appended_audits``: one row per message content whose event the audit service holds.
+- ``write_audits``: the reservations of the earlier protocol (reserved with LWTs), only
+  read: an older reservation's appended flag and its note still count.
 
-Order of writes: the reservation (LWT), then its index row and marker in one logged batch;
-appending marks the reservation (LWT) and then deletes the index row. A crash between two
-steps leaves an index row that disagrees with ``write_audits`` (missing, appended, or of an
-older reservation); scans check every index row against ``write_audits`` and delete the
-stale ones, and a retried reservation writes its index again.
+Order of writes: the note (its index row and marker in one logged batch) before the claim;
+after the append, the appended row and the deletion of the note in one logged batch. A note
+whose message is appended, or was never stored, is stale: scans check every note against
+``appended_audits`` and delete stale ones; the pipeline discards the never-stored ones.
 
 The index tables use ``gc_grace_seconds = 3600``: a deleted row that a lagging replica
 resurrects is harmless (the scan finds it stale, or the marker empty, and deletes it again).
-A reservation made with a clock more than the pipeline's grace period behind the scanning
+A note made with a clock more than the pipeline's grace period behind the scanning
 process could lose its marker to a concurrent scan; the hospital's retry still appends it.
 """
 
@@ -39,11 +36,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from healthbank.contracts.principal import principal_from_json, principal_to_json
+from healthbank.contracts.principal import principal_from_json
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.ingest.model import DirectoryEntry
-from services.ingest.store import WriteAudit, directory_json
+from services.ingest.store import (
+    WriteAudit,
+    directory_json,
+    write_audit_from_json,
+    write_audit_json,
+)
 
 MIGRATIONS = [
     """
@@ -68,6 +70,13 @@ MIGRATIONS = [
         PRIMARY KEY ((hospital_id), resource_type, resource_id)
     )
     """,
+    """
+    ALTER TABLE pending_audits ADD IF NOT EXISTS audit text;
+    CREATE TABLE IF NOT EXISTS appended_audits (
+        hospital_id text, message_id text, content_hash text, event_id text,
+        PRIMARY KEY ((hospital_id, message_id, content_hash))
+    )
+    """,
 ]
 
 PENDING_SHARDS = 8
@@ -76,16 +85,15 @@ _MINUTE_US = 60_000_000
 _READ_CONCURRENCY = 32
 
 _KEY = "hospital_id = ? AND message_id = ? AND content_hash = ?"
-_RESERVE = (
-    "INSERT INTO write_audits (hospital_id, message_id, content_hash, event_id, occur_us,"
-    " actor, appended) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+_READ_LEGACY = f"SELECT * FROM write_audits WHERE {_KEY}"
+_READ_APPENDED = f"SELECT event_id FROM appended_audits WHERE {_KEY}"
+_MARK = (
+    "INSERT INTO appended_audits (hospital_id, message_id, content_hash, event_id)"
+    " VALUES (?, ?, ?, ?)"
 )
-_READ = f"SELECT * FROM write_audits WHERE {_KEY}"
-_MARK = f"UPDATE write_audits SET appended = true WHERE {_KEY} IF event_id = ?"
-_DISCARD = f"DELETE FROM write_audits WHERE {_KEY} IF appended = false AND event_id = ?"
 _INDEX = (
-    "INSERT INTO pending_audits (minute, shard, occur_us, hospital_id, message_id, content_hash)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO pending_audits (minute, shard, occur_us, hospital_id, message_id, content_hash,"
+    " audit) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _UNINDEX = f"DELETE FROM pending_audits WHERE minute = ? AND shard = ? AND occur_us = ? AND {_KEY}"
 _PUT_DIRECTORY = (
@@ -99,7 +107,7 @@ _MARK_MINUTE = "INSERT INTO pending_minutes (shard, minute) VALUES (?, ?)"
 _UNMARK_MINUTE = "DELETE FROM pending_minutes WHERE shard = ? AND minute = ?"
 _MINUTES = "SELECT minute FROM pending_minutes WHERE shard = ? AND minute <= ?"
 _PENDING = (
-    "SELECT occur_us, hospital_id, message_id, content_hash FROM pending_audits"
+    "SELECT occur_us, hospital_id, message_id, content_hash, audit FROM pending_audits"
     " WHERE minute = ? AND shard = ? AND occur_us < ? LIMIT ?"
 )
 
@@ -116,23 +124,18 @@ class CassandraIngestStore:
         await self._db.open()
         return self
 
-    async def reserve_audit(self, audit: WriteAudit) -> WriteAudit:
-        """See IngestStore.reserve_audit."""
-        rows = await self._db.execute(
-            _RESERVE,
-            (
-                *_key(audit),
-                audit.event_id,
-                to_micros(audit.occur_time),
-                principal_to_json(audit.actor),
-                audit.appended,
-            ),
+    async def note_pending(self, audit: WriteAudit) -> None:
+        """See IngestStore.note_pending (the note row and its minute's marker, both or
+        neither)."""
+        key = _key(audit)
+        occur_us = to_micros(audit.occur_time)
+        minute, shard = _minute(occur_us), _shard(key)
+        await self._db.execute_logged_batch(
+            [
+                (_INDEX, (minute, shard, occur_us, *key, write_audit_json(audit))),
+                (_MARK_MINUTE, (shard, minute)),
+            ]
         )
-        stored = audit if rows[0].applied else _audit_from_row(rows[0])
-        if not stored.appended:
-            # Also on a lost race or a retry: an earlier reserver may have died before this.
-            await self._index(stored)
-        return stored
 
     async def put_directory(
         self, hospital_id: str, entries: Sequence[DirectoryEntry], now: datetime
@@ -164,17 +167,20 @@ class CassandraIngestStore:
             for row in rows
         ]
 
-    async def mark_audit_appended(
-        self, hospital_id: str, message_id: str, content_hash: str
-    ) -> None:
+    async def mark_audit_appended(self, audit: WriteAudit) -> None:
         """See IngestStore.mark_audit_appended."""
-        key = (hospital_id, message_id, content_hash)
-        row = await self._read(key)
-        if row is None:
-            return
-        if not row.appended:
-            await self._db.execute(_MARK, (*key, row.event_id))
-        await self._unindex(key, row.occur_us)
+        key = _key(audit)
+        occur_us = to_micros(audit.occur_time)
+        await self._db.execute_logged_batch(
+            [
+                (_MARK, (*key, audit.event_id)),
+                (_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key)),
+            ]
+        )
+
+    async def is_audit_appended(self, hospital_id: str, message_id: str, content_hash: str) -> bool:
+        """See IngestStore.is_audit_appended."""
+        return await self._appended((hospital_id, message_id, content_hash))
 
     async def list_unappended_audits(self, before: datetime, limit: int) -> list[WriteAudit]:
         """See IngestStore.list_unappended_audits."""
@@ -210,20 +216,28 @@ class CassandraIngestStore:
 
         reads = asyncio.Semaphore(_READ_CONCURRENCY)
 
-        async def current(pending: Any) -> Any:
+        async def noted(pending: Any) -> WriteAudit | None:
+            """The note's event, or None if the note is stale."""
+            key = (pending.hospital_id, pending.message_id, pending.content_hash)
             async with reads:
-                return await self._read(
-                    (pending.hospital_id, pending.message_id, pending.content_hash)
-                )
+                if await self._appended(key):
+                    return None
+                if pending.audit is not None:
+                    return write_audit_from_json(pending.audit)
+                # A note of the earlier protocol: its event is its reservation's.
+                rows = await self._db.execute(_READ_LEGACY, key)
+            if not rows or rows[0].occur_us != pending.occur_us:
+                return None
+            return _audit_from_row(rows[0])
 
-        stored = await asyncio.gather(*(current(pending) for pending in candidates))
+        found_audits = await asyncio.gather(*(noted(pending) for pending in candidates))
         result: list[WriteAudit] = []
         stale: list[Any] = []
-        for pending, row in zip(candidates, stored, strict=True):
-            if row is None or row.appended or row.occur_us != pending.occur_us:
+        for pending, found_audit in zip(candidates, found_audits, strict=True):
+            if found_audit is None:
                 stale.append(pending)
             else:
-                result.append(_audit_from_row(row))
+                result.append(found_audit)
         await self._db.execute_many(
             _UNINDEX,
             [
@@ -240,15 +254,11 @@ class CassandraIngestStore:
         )
         return result
 
-    async def discard_audit(self, hospital_id: str, message_id: str, content_hash: str) -> None:
+    async def discard_audit(self, audit: WriteAudit) -> None:
         """See IngestStore.discard_audit."""
-        key = (hospital_id, message_id, content_hash)
-        row = await self._read(key)
-        if row is None or row.appended:
-            return
-        outcome = await self._db.execute(_DISCARD, (*key, row.event_id))
-        if outcome[0].applied:
-            await self._unindex(key, row.occur_us)
+        occur_us = to_micros(audit.occur_time)
+        key = _key(audit)
+        await self._db.execute(_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key))
 
     async def check(self) -> None:
         """See IngestStore.check."""
@@ -258,24 +268,12 @@ class CassandraIngestStore:
         """See IngestStore.close."""
         await self._db.close()
 
-    async def _read(self, key: tuple[str, str, str]) -> Any | None:
-        rows = await self._db.execute(_READ, key)
-        return rows[0] if rows else None
-
-    async def _index(self, audit: WriteAudit) -> None:
-        """Write the reservation's pending row and its minute's marker, both or neither."""
-        key = _key(audit)
-        occur_us = to_micros(audit.occur_time)
-        minute, shard = _minute(occur_us), _shard(key)
-        await self._db.execute_logged_batch(
-            [
-                (_INDEX, (minute, shard, occur_us, *key)),
-                (_MARK_MINUTE, (shard, minute)),
-            ]
-        )
-
-    async def _unindex(self, key: tuple[str, str, str], occur_us: int) -> None:
-        await self._db.execute(_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key))
+    async def _appended(self, key: tuple[str, str, str]) -> bool:
+        if await self._db.execute(_READ_APPENDED, key):
+            return True
+        # Marked appended under the earlier protocol?
+        legacy = await self._db.execute(_READ_LEGACY, key)
+        return bool(legacy and legacy[0].appended)
 
 
 def _key(audit: WriteAudit) -> tuple[str, str, str]:
@@ -299,5 +297,4 @@ def _audit_from_row(row: Any) -> WriteAudit:
         event_id=row.event_id,
         occur_time=from_micros(row.occur_us),
         actor=principal_from_json(row.actor),
-        appended=bool(row.appended),
     )

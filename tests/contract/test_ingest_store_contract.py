@@ -1,9 +1,10 @@
-"""One contract for ingest's audit ledger (IngestStore), run against SQLite and real Cassandra.
+"""One contract for ingest's pending audit notes (IngestStore), run against SQLite and real
+Cassandra.
 
-Both backends must let the first reservation of a message content win (also across store
-instances, i.e. processes), return the stored event exactly as reserved (occur times to the
-microsecond: a retry re-appends it and the audit service compares), and list unappended
-reservations before a cutoff oldest first, however far apart in time they are.
+Both backends must return a noted event exactly as noted (occur times to the microsecond:
+the flush appends a claim's event and the audit service compares), list notes of messages
+not marked appended before a cutoff oldest first, however far apart in time they are, and
+remember what was marked appended (also across store instances, i.e. processes).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import pytest
 from contract_support import StoreKind
 from engine_support import cassandra_database
 
-from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, principal_to_json
 from healthbank.core.ids import new_ulid
+from healthbank.records import to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.ingest.model import DirectoryEntry
 from services.ingest.store import IngestStore, SqliteIngestStore, WriteAudit
@@ -83,14 +85,13 @@ async def test_directory_entries_are_kept_per_hospital_and_the_latest_version_wi
     assert await store.list_directory("hospital-c") == []
 
 
-# --- reserving -------------------------------------------------------------------------------
+# --- noting --------------------------------------------------------------------------------
 
 
-async def test_first_reservation_wins_and_round_trips_exactly(store: IngestStore) -> None:
+async def test_a_note_round_trips_exactly(store: IngestStore) -> None:
     first = audit("m1")
-    later = audit("m1", T0 + timedelta(hours=1), actor=SOMEONE_ELSE)
-    assert await store.reserve_audit(first) == first
-    assert await store.reserve_audit(later) == first
+    await store.note_pending(first)
+    await store.note_pending(first)  # idempotent
     (listed,) = await store.list_unappended_audits(T0 + timedelta(seconds=1), 10)
     assert listed == first
     assert listed.occur_time == T0  # microseconds kept
@@ -99,12 +100,9 @@ async def test_first_reservation_wins_and_round_trips_exactly(store: IngestStore
     await store.check()
 
 
-async def test_other_content_or_hospital_is_another_reservation(store: IngestStore) -> None:
-    first = audit("m1")
-    other_content = audit("m1", content_hash="h2")
-    other_hospital = audit("m1", hospital="hospital-b")
-    for reserved in (first, other_content, other_hospital):
-        assert await store.reserve_audit(reserved) == reserved
+async def test_other_content_or_hospital_is_another_note(store: IngestStore) -> None:
+    for noted in (audit("m1"), audit("m1", content_hash="h2"), audit("m1", hospital="hospital-b")):
+        await store.note_pending(noted)
     pending = await store.list_unappended_audits(T0 + timedelta(seconds=1), 10)
     assert sorted((a.hospital_id, a.content_hash) for a in pending) == [
         ("hospital-a", "h1"),
@@ -113,18 +111,22 @@ async def test_other_content_or_hospital_is_another_reservation(store: IngestSto
     ]
 
 
-async def test_concurrent_reservations_from_several_instances_agree(open_store: Opener) -> None:
+async def test_concurrent_notes_from_several_instances_end_with_one_mark(
+    open_store: Opener,
+) -> None:
     stores = [await open_store() for _ in range(3)]
     attempts = [
         audit("race", T0 + timedelta(milliseconds=i), actor=ENGINE if i % 2 else SOMEONE_ELSE)
         for i in range(12)
     ]
-    outcomes = await asyncio.gather(
-        *(stores[i % 3].reserve_audit(attempt) for i, attempt in enumerate(attempts))
+    await asyncio.gather(
+        *(stores[i % 3].note_pending(attempt) for i, attempt in enumerate(attempts))
     )
-    assert len({outcome.event_id for outcome in outcomes}) == 1
-    assert outcomes[0] in attempts
-    assert await stores[1].list_unappended_audits(T0 + timedelta(days=1), 10) == [outcomes[0]]
+    listed = await stores[1].list_unappended_audits(T0 + timedelta(days=1), 20)
+    assert listed and all(one in attempts for one in listed)
+    await stores[2].mark_audit_appended(attempts[5])
+    assert await stores[0].list_unappended_audits(T0 + timedelta(days=1), 20) == []
+    assert await stores[0].is_audit_appended(HOSPITAL, "race", "h1")
 
 
 # --- listing ---------------------------------------------------------------------------------
@@ -132,21 +134,21 @@ async def test_concurrent_reservations_from_several_instances_agree(open_store: 
 
 async def test_pending_are_listed_oldest_first_before_the_cutoff(store: IngestStore) -> None:
     # 40 messages 17 s apart: spread over a dozen minutes (and every shard).
-    reserved = [audit(f"m{i:02d}", T0 + timedelta(seconds=17 * i)) for i in range(40)]
-    for one in reversed(reserved):
-        await store.reserve_audit(one)
-    cutoff = reserved[20].occur_time  # exclusive
-    assert await pending_ids(store, cutoff) == [a.message_id for a in reserved[:20]]
-    assert await store.list_unappended_audits(cutoff, 7) == reserved[:7]
+    noted = [audit(f"m{i:02d}", T0 + timedelta(seconds=17 * i)) for i in range(40)]
+    for one in reversed(noted):
+        await store.note_pending(one)
+    cutoff = noted[20].occur_time  # exclusive
+    assert await pending_ids(store, cutoff) == [a.message_id for a in noted[:20]]
+    assert await store.list_unappended_audits(cutoff, 7) == noted[:7]
     assert await pending_ids(store, T0) == []
-    assert await pending_ids(store, T0 + timedelta(days=1)) == [a.message_id for a in reserved]
+    assert await pending_ids(store, T0 + timedelta(days=1)) == [a.message_id for a in noted]
     assert await store.list_unappended_audits(T0 + timedelta(days=1), 0) == []
 
 
-async def test_old_reservations_are_found_however_old(store: IngestStore) -> None:
-    await store.reserve_audit(audit("recent"))
-    await store.reserve_audit(audit("last-month", T0 - timedelta(days=30)))
-    await store.reserve_audit(audit("last-year", T0 - timedelta(days=400)))
+async def test_old_notes_are_found_however_old(store: IngestStore) -> None:
+    await store.note_pending(audit("recent"))
+    await store.note_pending(audit("last-month", T0 - timedelta(days=30)))
+    await store.note_pending(audit("last-year", T0 - timedelta(days=400)))
     assert await pending_ids(store, T0 + timedelta(minutes=1)) == [
         "last-year",
         "last-month",
@@ -154,14 +156,15 @@ async def test_old_reservations_are_found_however_old(store: IngestStore) -> Non
     ]
 
 
-async def test_a_scan_does_not_hide_later_reservations(store: IngestStore) -> None:
-    # Scans with a late cutoff first (nothing pending), then reservations in that past.
+async def test_a_scan_does_not_hide_later_notes(store: IngestStore) -> None:
+    # Scans with a late cutoff first (nothing pending), then notes in that past.
     assert await pending_ids(store, T0 + timedelta(days=1)) == []
-    await store.reserve_audit(audit("m1"))
+    first = audit("m1")
+    await store.note_pending(first)
     assert await pending_ids(store, T0 + timedelta(days=1)) == ["m1"]
-    await store.mark_audit_appended(HOSPITAL, "m1", "h1")
+    await store.mark_audit_appended(first)
     assert await pending_ids(store, T0 + timedelta(days=1)) == []
-    await store.reserve_audit(audit("m2", T0 + timedelta(seconds=1)))
+    await store.note_pending(audit("m2", T0 + timedelta(seconds=1)))
     assert await pending_ids(store, T0 + timedelta(days=1)) == ["m2"]
 
 
@@ -170,34 +173,36 @@ async def test_a_scan_does_not_hide_later_reservations(store: IngestStore) -> No
 
 async def test_marking_appended(store: IngestStore) -> None:
     first = audit("m1")
-    await store.reserve_audit(first)
-    await store.reserve_audit(audit("m2", T0 + timedelta(seconds=1)))
-    await store.mark_audit_appended(HOSPITAL, "m1", "h1")
-    await store.mark_audit_appended(HOSPITAL, "m1", "h1")  # idempotent
-    await store.mark_audit_appended(HOSPITAL, "unknown", "h1")  # nothing to mark
+    await store.note_pending(first)
+    await store.note_pending(audit("m2", T0 + timedelta(seconds=1)))
+    await store.mark_audit_appended(first)
+    await store.mark_audit_appended(first)  # idempotent
+    await store.mark_audit_appended(audit("unnoted"))  # appended without a note
     assert await pending_ids(store, T0 + timedelta(days=1)) == ["m2"]
-    # A retry of the message finds the appended event: nothing to send again.
-    again = await store.reserve_audit(audit("m1", T0 + timedelta(hours=1)))
-    assert again == first.appended_copy()
-    assert await pending_ids(store, T0 + timedelta(days=1)) == ["m2"]
+    # A retry of the message finds the event appended: nothing to send again.
+    assert await store.is_audit_appended(HOSPITAL, "m1", "h1")
+    assert await store.is_audit_appended(HOSPITAL, "unnoted", "h1")
+    assert not await store.is_audit_appended(HOSPITAL, "m2", "h1")
+    assert not await store.is_audit_appended(HOSPITAL, "m1", "h2")
 
 
 async def test_discarding(store: IngestStore) -> None:
     failed = audit("failed")
     appended = audit("appended", T0 + timedelta(seconds=1))
-    await store.reserve_audit(failed)
-    await store.reserve_audit(appended)
-    await store.mark_audit_appended(HOSPITAL, "appended", "h1")
+    await store.note_pending(failed)
+    await store.note_pending(appended)
+    await store.mark_audit_appended(appended)
 
-    await store.discard_audit(HOSPITAL, "failed", "h1")
-    await store.discard_audit(HOSPITAL, "appended", "h1")  # an appended event stays
-    await store.discard_audit(HOSPITAL, "unknown", "h1")
+    await store.discard_audit(failed)
+    await store.discard_audit(appended)  # an appended event stays appended
+    await store.discard_audit(audit("unknown"))
     assert await pending_ids(store, T0 + timedelta(days=1)) == []
-    assert (await store.reserve_audit(audit("appended", T0 + timedelta(hours=2)))).appended
+    assert await store.is_audit_appended(HOSPITAL, "appended", "h1")
+    assert not await store.is_audit_appended(HOSPITAL, "failed", "h1")
 
-    # A discarded reservation is gone: the next submission reserves a new event.
+    # A discarded note is gone: the next submission notes again.
     fresh = audit("failed", T0 + timedelta(hours=1))
-    assert await store.reserve_audit(fresh) == fresh
+    await store.note_pending(fresh)
     assert await store.list_unappended_audits(T0 + timedelta(days=1), 10) == [fresh]
 
 
@@ -215,41 +220,58 @@ async def cassandra(
     await store.close()
 
 
-async def test_stale_index_rows_are_skipped_and_removed(
+async def test_stale_notes_are_skipped_and_removed(
     cassandra: tuple[CassandraIngestStore, CassandraDatabase],
 ) -> None:
     store, database = cassandra
-    for message_id in ("appended", "discarded", "kept"):
-        await store.reserve_audit(audit(message_id))
-    # Crashes after the reservation's LWT and before its index row was deleted.
+    for message_id in ("appended", "kept"):
+        await store.note_pending(audit(message_id))
+    # A crash after the appended row and before the note was deleted (one logged batch
+    # normally writes both; a batchlog replay may lag).
     await database.execute(
-        "UPDATE write_audits SET appended = true WHERE hospital_id = ? AND message_id = ?"
-        " AND content_hash = ? IF EXISTS",
-        (HOSPITAL, "appended", "h1"),
+        "INSERT INTO appended_audits (hospital_id, message_id, content_hash, event_id)"
+        " VALUES (?, ?, ?, ?)",
+        (HOSPITAL, "appended", "h1", "event"),
     )
-    await database.execute(
-        "DELETE FROM write_audits WHERE hospital_id = ? AND message_id = ? AND content_hash = ?"
-        " IF EXISTS",
-        (HOSPITAL, "discarded", "h1"),
-    )
-    assert len(await database.execute("SELECT * FROM pending_audits")) == 3
+    assert len(await database.execute("SELECT * FROM pending_audits")) == 2
     assert await pending_ids(store, T0 + timedelta(days=1)) == ["kept"]
     left = await database.execute("SELECT message_id FROM pending_audits")
     assert [row.message_id for row in left] == ["kept"]
+    # Scans drop the markers of minutes they found empty, and only those.
+    (kept,) = await store.list_unappended_audits(T0 + timedelta(days=1), 10)
+    await store.mark_audit_appended(kept)
+    assert await pending_ids(store, T0 + timedelta(days=1)) == []
+    assert await database.execute("SELECT * FROM pending_minutes") == []
 
 
-async def test_a_retry_restores_a_missing_index_row(
+async def test_reservations_of_the_earlier_protocol_still_count(
     cassandra: tuple[CassandraIngestStore, CassandraDatabase],
 ) -> None:
     store, database = cassandra
-    first = audit("m1")
-    await store.reserve_audit(first)
-    # A crash after the reservation's LWT and before its index row was written.
-    await database.execute("TRUNCATE pending_audits")
-    assert await pending_ids(store, T0 + timedelta(days=1)) == []
-    assert await store.reserve_audit(audit("m1", T0 + timedelta(minutes=3))) == first
-    assert await store.list_unappended_audits(T0 + timedelta(days=1), 10) == [first]
-    # Scans drop the markers of minutes they found empty, and only those.
-    await store.mark_audit_appended(HOSPITAL, "m1", "h1")
-    assert await pending_ids(store, T0 + timedelta(days=1)) == []
-    assert await database.execute("SELECT * FROM pending_minutes") == []
+    occur_us = to_micros(T0)
+    for message_id, appended in (("old-pending", False), ("old-appended", True)):
+        await database.execute(
+            "INSERT INTO write_audits (hospital_id, message_id, content_hash, event_id,"
+            " occur_us, actor, appended) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                HOSPITAL,
+                message_id,
+                "h1",
+                new_ulid(T0),
+                occur_us,
+                principal_to_json(ENGINE),
+                appended,
+            ),
+        )
+        await database.execute(
+            "INSERT INTO pending_audits (minute, shard, occur_us, hospital_id, message_id,"
+            " content_hash) VALUES (?, ?, ?, ?, ?, ?)",
+            (occur_us // 60_000_000, 0, occur_us, HOSPITAL, message_id, "h1"),
+        )
+    await database.execute(
+        "INSERT INTO pending_minutes (shard, minute) VALUES (0, ?)", (occur_us // 60_000_000,)
+    )
+    (pending,) = await store.list_unappended_audits(T0 + timedelta(days=1), 10)
+    assert (pending.message_id, pending.occur_time, pending.actor) == ("old-pending", T0, ENGINE)
+    assert await store.is_audit_appended(HOSPITAL, "old-appended", "h1")
+    assert not await store.is_audit_appended(HOSPITAL, "old-pending", "h1")

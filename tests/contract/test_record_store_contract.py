@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from contract_support import StoreKind
+from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
@@ -83,6 +85,25 @@ async def test_retry_is_stored_once(store: RecordStore) -> None:
     assert receipt is not None and receipt.record_ids == (first[0].record_id,)
 
 
+async def test_the_first_claims_note_is_the_messages_whoever_commits(
+    store: RecordStore,
+) -> None:
+    first = [make_record("tok5", T0)]
+    stored = await store.put_message(
+        replace(receipt_for("m5", "tok5", first), claim_note="first"), first, []
+    )
+    assert stored.receipt.claim_note == "first"
+    retry = [make_record("tok5", T0)]
+    outcome = await store.put_message(
+        replace(receipt_for("m5", "tok5", retry), claim_note="retry"), retry, []
+    )
+    assert outcome.duplicate and outcome.receipt.claim_note == "first"
+    for linearizable in (True, False):
+        receipt = await store.get_receipt("hospital-a", "m5", linearizable=linearizable)
+        assert receipt is not None and receipt.claim_note == "first"
+    assert await store.get_receipt("hospital-a", "never", linearizable=False) is None
+
+
 async def test_concurrent_retries_store_once(store: RecordStore) -> None:
     attempts = [[make_record("tok3", T0)] for _ in range(8)]
     outcomes = await asyncio.gather(
@@ -148,3 +169,46 @@ async def test_tiering_reads_old_records_and_deletes(store: RecordStore) -> None
 
 async def test_check_answers_when_up(store: RecordStore) -> None:
     await store.check()
+
+
+# --- Cassandra only: a claim whose attempt died, and receipts of the earlier protocol -------
+
+
+async def test_cassandra_a_retry_finishes_a_dead_claim_with_its_ids_and_note(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    store = await CassandraRecordStore(database).open()
+    try:
+        dead = [make_record("tok-dead", T0)]
+        # The first attempt claimed the message, then died before its records batch.
+        await database.execute(
+            "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
+            " record_ids, claim_note, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            ("hospital-a", "m-dead", "h1", "tok-dead", [dead[0].record_id], "dead's event"),
+        )
+        assert await store.get_receipt("hospital-a", "m-dead") is None
+        assert await store.get_receipt("hospital-a", "m-dead", linearizable=False) is None
+        retry = [make_record("tok-dead", T0)]
+        outcome = await store.put_message(
+            replace(receipt_for("m-dead", "tok-dead", retry), claim_note="retry's event"),
+            retry,
+            [],
+        )
+        assert not outcome.duplicate
+        assert outcome.receipt.claim_note == "dead's event"
+        assert [r.record_id for r in await store.list_records("tok-dead")] == [dead[0].record_id]
+        assert await store.get_receipt("hospital-a", "m-dead") == outcome.receipt
+        again = await store.put_message(receipt_for("m-dead", "tok-dead", retry), retry, [])
+        assert again.duplicate and again.receipt == outcome.receipt
+
+        # A receipt the earlier protocol committed (an LWT on `state`, no note) still counts.
+        await database.execute(
+            "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
+            " record_ids, state) VALUES (?, ?, ?, ?, ?, 'committed')",
+            ("hospital-a", "m-old", "h1", "tok-old", ["r1"]),
+        )
+        old = await store.get_receipt("hospital-a", "m-old", linearizable=False)
+        assert old == MessageReceipt("hospital-a", "m-old", "h1", "tok-old", ("r1",))
+    finally:
+        await store.close()

@@ -1148,7 +1148,7 @@ async def test_no_plaintext_identifiers_in_the_data_dir(stack: Stack) -> None:
             for table, content in (await keyspace_contents(settings, keyspace)).items():
                 stored[f"{keyspace}.{table}"] = content
         assert stored[f"{settings.cassandra_keyspace_prefix}_records.receipts"]
-        assert stored[f"{settings.cassandra_keyspace_prefix}_ingest.write_audits"]
+        assert stored[f"{settings.cassandra_keyspace_prefix}_ingest.appended_audits"]
     needles = [value.encode() for value in IDENTIFIERS]
     leaks = [
         (where, needle.decode())

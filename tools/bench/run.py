@@ -382,11 +382,12 @@ class Bench:
 
 
 async def count_statements(
-    env: Mapping[str, str], messages: int, run_id: str
+    env: Mapping[str, str], messages: int, run_id: str, *, known_patient: bool = False
 ) -> dict[str, StatementCounts]:
     """What ``messages`` Submits on the happy path send to Cassandra, per keyspace, counted
     by the driver in this process: identity, audit and ingest run here on ``env``'s engines,
-    one warm-up message prepares the statements, then new patients are sent one by one.
+    one warm-up message prepares the statements, then new patients are sent one by one
+    (with ``known_patient``, new messages of the warm-up's patient).
     (Audit's counts include the background head signer's reads in that time.)"""
     from services.audit.app import open_service as open_audit
     from services.identity.app import open_service as open_identity
@@ -420,8 +421,8 @@ async def count_statements(
         exits.push_async_callback(client.close)
 
         async def send(index: int) -> None:
-            person = run_patient(run_id + "c", index)
-            message_id = f"c-{person.mrn}"
+            person = run_patient(run_id + "c", 0 if known_patient else index)
+            message_id = f"c-{person.mrn}-{index}"
             response = await submit(
                 client,
                 synthetic.HOSPITAL_A,

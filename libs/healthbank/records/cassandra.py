@@ -6,20 +6,24 @@ Tables are shaped by their queries:
   partition grows without bound; ``person_years`` lists a person's partitions.
 - ``records_by_day``: what the archive tiers, partitioned by day.
 - ``facts``: emergency facts per person (never tiered).
-- ``receipts``: the idempotency key (hospital, message id), written only with
-  lightweight transactions: INSERT IF NOT EXISTS claims a message, UPDATE IF
-  state = 'pending' commits it.
+- ``receipts``: the idempotency key (hospital, message id). INSERT IF NOT EXISTS
+  (the one lightweight transaction of a message) claims it with its record ids and
+  the writer's ``claim_note``; the plain ``committed`` cell, which no LWT ever writes
+  (so Paxos and client timestamps never compete for it), commits it. Receipts of the
+  earlier protocol are committed by ``state = 'committed'``.
 - ``code_day_counts``: counters for the outbreak forecast.
 
-A message is stored as: claim the receipt (LWT) → LOGGED batches of its records
+A message is stored as: claim the receipt (the LWT) → LOGGED batches of its records
 and facts, each under :data:`MAX_BATCH_BYTES` (Cassandra applies a logged batch
-completely or, after a coordinator failure, replays it from the batchlog; one
-batch per message would exceed the node's request cap for a large message, ADR
-18) → commit the receipt (LWT) → counters. A retry of a message whose earlier
-attempt died after the claim re-writes the batches with the record ids of the
-claim, so nothing is stored twice.
-Counters are not idempotent: they are bumped only by the attempt that commits,
-so a crash between commit and bump undercounts one message (aggregates only).
+completely or, after a coordinator failure, replays it from the batchlog; one batch
+per message would exceed the node's request cap for a large message, ADR 18), the
+last of them also carrying the receipt's ``committed`` cell, so a message is
+committed only once all its batches are written (ADR 19) → counters. A retry of a
+message whose earlier attempt died after the claim re-writes the batches with the
+record ids of the claim, so nothing is stored twice.
+Counters are not idempotent: they are bumped only by the attempt whose claim
+applied, so a crash before the bump, or a claimant that died and was finished by a
+retry, undercounts one message (aggregates only).
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ MIGRATIONS = [
         PRIMARY KEY ((code_system, code), day)
     )
     """,
+    """
+    ALTER TABLE receipts ADD IF NOT EXISTS claim_note text;
+    ALTER TABLE receipts ADD IF NOT EXISTS committed boolean
+    """,
 ]
 
 # What one logged batch may carry (sealed payloads and facts plus a row's other columns):
@@ -96,6 +104,7 @@ _INSERT_DAYS = "INSERT INTO record_days (shard, day) VALUES (?, ?)"
 _INSERT_FACT = (
     "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
 )
+_COMMIT_RECEIPT = "UPDATE receipts SET committed = true WHERE hospital_id = ? AND message_id = ?"
 _RECORD_COLUMNS = (
     "person_token, effective_time, record_id, source_hospital, source_format, message_id,"
     " source_version, content_hash, category, code_system, code, code_display, status,"
@@ -124,13 +133,14 @@ class CassandraRecordStore:
         """See RecordStore.put_message."""
         claim = await self._db.execute(
             "INSERT INTO receipts (hospital_id, message_id, content_hash, person_token,"
-            " record_ids, state) VALUES (?, ?, ?, ?, ?, 'pending') IF NOT EXISTS",
+            " record_ids, claim_note, state) VALUES (?, ?, ?, ?, ?, ?, 'pending') IF NOT EXISTS",
             (
                 receipt.hospital_id,
                 receipt.message_id,
                 receipt.content_hash,
                 receipt.person_token,
                 list(receipt.record_ids),
+                receipt.claim_note,
             ),
         )
         row = claim[0]
@@ -138,18 +148,13 @@ class CassandraRecordStore:
             if row.content_hash != receipt.content_hash:
                 raise MessageIdConflict(receipt.message_id)
             first = _receipt_from_row(row)
-            if row.state == "committed":
+            if _committed(row):
                 return PutOutcome(duplicate=True, receipt=first)
             # An earlier attempt claimed the message and died: finish it with its record ids.
             records, facts = _adopt_ids(first, receipt, records, facts)
             receipt = first
-        await self._write_batch(records, facts)
-        commit = await self._db.execute(
-            "UPDATE receipts SET state = 'committed' WHERE hospital_id = ? AND message_id = ?"
-            " IF state = 'pending'",
-            (receipt.hospital_id, receipt.message_id),
-        )
-        if commit[0].applied:
+        await self._write_batches(receipt, records, facts)
+        if row.applied:
             await self._db.execute_many(
                 "UPDATE code_day_counts SET count = count + 1"
                 " WHERE code_system = ? AND code = ? AND day = ?",
@@ -157,8 +162,11 @@ class CassandraRecordStore:
             )
         return PutOutcome(duplicate=False, receipt=receipt)
 
-    async def _write_batch(
-        self, records: Sequence[StoredRecord], facts: Sequence[EmergencyFact]
+    async def _write_batches(
+        self,
+        receipt: MessageReceipt,
+        records: Sequence[StoredRecord],
+        facts: Sequence[EmergencyFact],
     ) -> None:
         batches: list[list[tuple[str, tuple[Any, ...]]]] = [[]]
         size = 0
@@ -192,17 +200,22 @@ class CassandraRecordStore:
                 ],
                 len(fact.sealed_fact) + _ROW_OVERHEAD_BYTES,
             )
+        # The last batch commits the receipt: only after every record and fact is written.
+        batches[-1].append((_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id)))
         for batch in batches:
             await self._db.execute_logged_batch(batch)
 
-    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
-        """See RecordStore.get_receipt (committed messages only)."""
+    async def get_receipt(
+        self, hospital_id: str, message_id: str, *, linearizable: bool = True
+    ) -> MessageReceipt | None:
+        """See RecordStore.get_receipt (committed messages only; SERIAL when linearizable,
+        which also completes a claim left in flight)."""
         rows = await self._db.execute(
             "SELECT * FROM receipts WHERE hospital_id = ? AND message_id = ?",
             (hospital_id, message_id),
-            consistency="SERIAL",
+            consistency="SERIAL" if linearizable else None,
         )
-        if not rows or rows[0].state != "committed":
+        if not rows or not _committed(rows[0]):
             return None
         return _receipt_from_row(rows[0])
 
@@ -380,7 +393,12 @@ def _receipt_from_row(row: Any) -> MessageReceipt:
         content_hash=row.content_hash,
         person_token=row.person_token,
         record_ids=tuple(row.record_ids or ()),
+        claim_note=row.claim_note or "",
     )
+
+
+def _committed(row: Any) -> bool:
+    return bool(row.committed) or row.state == "committed"
 
 
 def _utc(moment: datetime) -> datetime:

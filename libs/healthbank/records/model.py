@@ -13,8 +13,8 @@ message id. What a message's write guarantees depends on the backend:
 - Cassandra (no multi-partition transactions): the records and facts go in
   logged batches of at most 2 MiB each (each applied completely, if need be by
   batchlog replay, but not isolated: a reader may see part of a message while it
-  is written); the receipt is marked committed only after the last batch, and the
-  counts are bumped only after that.
+  is written); the last batch also marks the receipt committed, and the counts
+  are bumped only after that.
   So an acknowledged message has all its records and facts; an attempt that
   failed before the receipt committed may leave its records and facts readable
   with no receipt, and its retry rewrites them under the same record ids (never
@@ -105,6 +105,9 @@ class MessageReceipt:
     content_hash: str
     person_token: str
     record_ids: tuple[str, ...] = field(default_factory=tuple)
+    # What the writer attached to its claim (ingest: the reserved audit event), opaque to
+    # the store; the first claim's note is the message's, whoever commits it.
+    claim_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,14 @@ class RecordStore(Protocol):
         """
         ...
 
-    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
-        """The receipt of an already stored message, if any."""
+    async def get_receipt(
+        self, hospital_id: str, message_id: str, *, linearizable: bool = True
+    ) -> MessageReceipt | None:
+        """The receipt of an already stored message, if any.
+
+        ``linearizable=False`` allows a cheaper read that may miss a commit still in flight
+        (a hint, for callers whose next write decides anyway).
+        """
         ...
 
     async def list_records(

@@ -62,6 +62,7 @@ _SQLITE_MIGRATIONS = [
         PRIMARY KEY (code_system, code, day)
     )
     """,
+    "ALTER TABLE receipts ADD COLUMN claim_note TEXT NOT NULL DEFAULT ''",
 ]
 
 
@@ -92,13 +93,14 @@ class SqliteRecordStore:
                     raise MessageIdConflict(receipt.message_id)
                 return PutOutcome(duplicate=True, receipt=existing)
             connection.execute(
-                "INSERT INTO receipts VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     receipt.hospital_id,
                     receipt.message_id,
                     receipt.content_hash,
                     receipt.person_token,
                     ",".join(receipt.record_ids),
+                    receipt.claim_note,
                 ),
             )
             connection.executemany(
@@ -118,8 +120,10 @@ class SqliteRecordStore:
 
         return await self._db.write(work)
 
-    async def get_receipt(self, hospital_id: str, message_id: str) -> MessageReceipt | None:
-        """See RecordStore.get_receipt."""
+    async def get_receipt(
+        self, hospital_id: str, message_id: str, *, linearizable: bool = True
+    ) -> MessageReceipt | None:
+        """See RecordStore.get_receipt (every read is linearizable here)."""
         return await self._db.read(lambda c: _receipt_row(c, hospital_id, message_id))
 
     async def list_records(
@@ -217,6 +221,7 @@ def _receipt_row(
         content_hash=row["content_hash"],
         person_token=row["person_token"],
         record_ids=tuple(filter(None, row["record_ids"].split(","))),
+        claim_note=row["claim_note"],
     )
 
 
