@@ -56,7 +56,7 @@ async def _assemble(resources: ServiceResources) -> Serving:
     clients = resources.clients
     parsers = ParsePool(
         resources.settings.ingest_parse_workers,
-        tasks_per_worker=resources.settings.ingest_parse_tasks_per_worker,
+        large_message_bytes=resources.settings.ingest_parse_large_message_bytes,
     )
     resources.close_on_exit(parsers.close)
     await parsers.start()

@@ -1,17 +1,25 @@
-"""Parsing and mapping off the event loop: a pool of worker processes (ADR 18).
+"""Parsing and mapping off the event loop: worker processes (ADR 18, ADR 20).
 
 Parsing a message (FHIR, HL7 v2, DICOM) and mapping it to FHIR resources is pure CPU work
 whose cost grows with the message: a 100,000-segment HL7 message takes seconds. On the
 event loop it would stall every other caller, health checks included. :class:`ParsePool`
-runs :func:`parse_content` — the one function the workers run — in a
-``ProcessPoolExecutor``; the submission's bytes go in, a picklable ``ParsedMessage`` (or the
-``InvalidMessage`` it raised, with the same violations) comes back.
+runs :func:`parse_content` — the one function the workers run — in worker processes; the
+submission's bytes go in, a picklable ``ParsedMessage`` (or the ``InvalidMessage`` it
+raised, with the same violations) comes back.
 
-Memory per message is bounded by recycling: a worker exits after ``tasks_per_worker``
-messages and a fresh one takes its place, so what a huge message made the worker's heap grow
-to is returned to the operating system instead of being kept for the process's lifetime.
-Workers are started by a fork server (never by forking the gRPC process, whose threads a
-plain fork would copy mid-flight) with the parsers preloaded, so a fresh worker is cheap.
+Two kinds of worker, by the message's size:
+
+* Messages below ``large_message_bytes`` go to a long-lived pool: a round trip costs well
+  under a millisecond, and what such a message allocates is reused by the next one.
+* A large message gets a worker process of its own that exits after it, so whatever its
+  heap grew to is returned to the operating system; at most ``workers`` run at once, which
+  bounds the memory large messages can hold together.
+
+Workers are never recycled with ``max_tasks_per_child``: on CPython 3.11 to 3.13 an executor
+whose worker retires under a backlog stops scheduling (gh-115634) and every later message
+waits forever. Workers are started by a fork server (never by forking the gRPC process,
+whose threads a plain fork would copy mid-flight) with the parsers preloaded, so a fresh
+worker is cheap (tens of milliseconds, next to the seconds a large message takes).
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ PARSERS: dict[SourceFormat, Callable[[bytes], ParsedMessage]] = {
     SourceFormat.FHIR_R4_NDJSON: parse_fhir_ndjson,
 }
 
-DEFAULT_TASKS_PER_WORKER = 16
-"""Messages a worker parses before it is replaced (its memory returned)."""
+DEFAULT_LARGE_MESSAGE_BYTES = 1024 * 1024
+"""Messages of at least this size are parsed in a worker of their own."""
 
 
 def default_workers() -> int:
@@ -46,7 +54,7 @@ def default_workers() -> int:
 def parse_content(source_format: SourceFormat, content: bytes) -> ParsedMessage:
     """Parse and validate one message's content with its format's parser (any size).
 
-    What the pool's workers run; raises ``InvalidMessage`` listing every problem.
+    What the workers run; raises ``InvalidMessage`` listing every problem.
     """
     return PARSERS[source_format](content)
 
@@ -55,19 +63,20 @@ class ParsePool:
     """Worker processes that parse messages; ``await parse(...)`` from the event loop."""
 
     def __init__(
-        self, workers: int = 0, *, tasks_per_worker: int = DEFAULT_TASKS_PER_WORKER
+        self, workers: int = 0, *, large_message_bytes: int = DEFAULT_LARGE_MESSAGE_BYTES
     ) -> None:
-        """``workers`` processes (0: :func:`default_workers`), each replaced after
-        ``tasks_per_worker`` messages. Workers start with :meth:`start` or on first use."""
-        if workers < 0 or tasks_per_worker < 1:
-            raise ValueError("workers must be >= 0 and tasks_per_worker >= 1")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers or default_workers(),
-            mp_context=context,
-            max_tasks_per_child=tasks_per_worker,
-        )
+        """``workers`` long-lived processes (0: :func:`default_workers`) for messages below
+        ``large_message_bytes``, and as many single-use ones at most for larger messages.
+        The long-lived workers start with :meth:`start` or on first use."""
+        if workers < 0 or large_message_bytes < 1:
+            raise ValueError("workers must be >= 0 and large_message_bytes >= 1")
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload([__name__])
+        self._workers = workers or default_workers()
+        self._large_message_bytes = large_message_bytes
+        self._executor = ProcessPoolExecutor(max_workers=self._workers, mp_context=self._context)
+        self._large = asyncio.Semaphore(self._workers)
+        self._large_pids: set[int] = set()
 
     async def start(self) -> None:
         """Start the fork server and a worker now, off the event loop: the first message
@@ -76,13 +85,34 @@ class ParsePool:
 
     async def parse(self, source_format: SourceFormat, content: bytes) -> ParsedMessage:
         """:func:`parse_content` in a worker; the event loop keeps serving meanwhile."""
+        if len(content) >= self._large_message_bytes:
+            return await self._parse_alone(source_format, content)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, parse_content, source_format, content)
 
+    async def _parse_alone(self, source_format: SourceFormat, content: bytes) -> ParsedMessage:
+        """Parse in a fresh worker that exits afterwards (its memory goes with it)."""
+        async with self._large:
+            executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+            loop = asyncio.get_running_loop()
+            pid = 0
+            try:
+                pid = await loop.run_in_executor(executor, os.getpid)
+                self._large_pids.add(pid)
+                return await loop.run_in_executor(executor, parse_content, source_format, content)
+            finally:
+                # Off the loop: shutting down joins the worker process.
+                await asyncio.to_thread(executor.shutdown, wait=True)
+                self._large_pids.discard(pid)
+
     def worker_pids(self) -> set[int]:
-        """The process ids of the workers alive now (a replaced worker's id is gone)."""
+        """The process ids of the long-lived workers alive now."""
         processes = self._executor._processes or {}  # the executor keeps no public list
         return {pid for pid, process in processes.items() if process.is_alive()}
+
+    def large_message_pids(self) -> set[int]:
+        """The process ids of the single-use workers parsing large messages now."""
+        return set(self._large_pids)
 
     async def close(self) -> None:
         """Stop the workers (a parse still running finishes first), off the event loop."""

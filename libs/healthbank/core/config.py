@@ -128,10 +128,11 @@ class Settings(BaseSettings):
 
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
-    # Ingest parses messages in worker processes (ADR 18): how many (0: min(2, CPUs)), and
-    # after how many messages a worker is replaced so a huge message's memory is returned.
+    # Ingest parses messages in worker processes (ADRs 18, 20): how many (0: min(2, CPUs)),
+    # and from what size a message gets a worker of its own that exits after it (so a huge
+    # message's memory is returned).
     ingest_parse_workers: int = Field(default=0, ge=0, le=64)
-    ingest_parse_tasks_per_worker: int = Field(default=16, ge=1)
+    ingest_parse_large_message_bytes: int = Field(default=1024 * 1024, ge=1)
 
     @classmethod
     def settings_customise_sources(

@@ -1,8 +1,11 @@
-"""The parse pool: same results and errors as parsing in process; workers are replaced."""
+"""The parse pool: same results and errors as parsing in process; a backlog never stalls;
+a large message's worker exits after it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from repo_paths import message as fixture
@@ -20,7 +23,7 @@ BAD_HL7 = (
 
 @pytest.fixture
 async def pool() -> AsyncIterator[ParsePool]:
-    parsers = ParsePool(1, tasks_per_worker=1)
+    parsers = ParsePool(1)
     yield parsers
     await parsers.close()
 
@@ -44,22 +47,44 @@ async def test_a_parse_error_crosses_the_process_boundary_whole(pool: ParsePool)
     assert there.value.violations == [("content.OBX[0].3", "is required")]
 
 
-async def test_a_worker_is_replaced_after_its_messages_so_its_memory_returns() -> None:
+async def test_a_backlog_far_beyond_the_workers_is_all_parsed() -> None:
+    # max_tasks_per_child would deadlock here on CPython 3.11-3.13 (gh-115634).
     content = fixture("fhir_admission_bundle.json")
-    pool = ParsePool(1, tasks_per_worker=2)
+    pool = ParsePool(1)
     try:
-        await pool.parse(SourceFormat.FHIR_R4_JSON, content)
-        first = pool.worker_pids()  # waits for its second message
-        await pool.parse(SourceFormat.FHIR_R4_JSON, content)  # its last: then it exits
-        await pool.parse(SourceFormat.FHIR_R4_JSON, content)
-        replacement = pool.worker_pids()
+        parsed = await asyncio.wait_for(
+            asyncio.gather(*(pool.parse(SourceFormat.FHIR_R4_JSON, content) for _ in range(200))),
+            timeout=60,
+        )
     finally:
         await pool.close()
-    assert len(first) == 1
-    assert len(replacement) == 1
-    assert not first & replacement
+    assert len(parsed) == 200
+    assert all(len(message.entries) == 8 for message in parsed)
+
+
+async def test_a_large_message_is_parsed_in_a_worker_that_exits_after_it() -> None:
+    content = fixture("fhir_admission_bundle.json")
+    pool = ParsePool(1, large_message_bytes=len(content))
+    try:
+        await pool.start()
+        long_lived = pool.worker_pids()
+        seen: set[int] = set()
+        parsing = asyncio.ensure_future(pool.parse(SourceFormat.FHIR_R4_JSON, content))
+        while not parsing.done():
+            seen |= pool.large_message_pids()
+            await asyncio.sleep(0.001)
+        parsed = await parsing
+        seen_after_large = pool.large_message_pids()
+        small = await pool.parse(SourceFormat.FHIR_R4_JSON, content.rstrip())  # one byte less
+    finally:
+        await pool.close()
+    assert parsed == small == parse_content(SourceFormat.FHIR_R4_JSON, content)
+    assert len(seen) == 1 and not seen & long_lived
+    assert seen_after_large == set()
+    (pid,) = seen
+    assert not Path(f"/proc/{pid}").exists()
 
 
 def test_pool_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="tasks_per_worker"):
-        ParsePool(1, tasks_per_worker=0)
+    with pytest.raises(ValueError, match="large_message_bytes"):
+        ParsePool(1, large_message_bytes=0)
