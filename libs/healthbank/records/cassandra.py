@@ -28,6 +28,7 @@ retry, undercounts one message (aggregates only).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -104,6 +105,9 @@ _INSERT_DAYS = "INSERT INTO record_days (shard, day) VALUES (?, ?)"
 _INSERT_FACT = (
     "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
 )
+_BUMP_COUNT = (
+    "UPDATE code_day_counts SET count = count + ? WHERE code_system = ? AND code = ? AND day = ?"
+)
 _COMMIT_RECEIPT = "UPDATE receipts SET committed = true WHERE hospital_id = ? AND message_id = ?"
 _RECORD_COLUMNS = (
     "person_token, effective_time, record_id, source_hospital, source_format, message_id,"
@@ -155,10 +159,13 @@ class CassandraRecordStore:
             receipt = first
         await self._write_batches(receipt, records, facts)
         if row.applied:
-            await self._db.execute_many(
-                "UPDATE code_day_counts SET count = count + 1"
-                " WHERE code_system = ? AND code = ? AND day = ?",
-                [(r.code_system, r.code, r.effective_time.date()) for r in records],
+            # One COUNTER batch, one update per (code, day): a 50-observation bundle is one
+            # round trip, not fifty.
+            per_code_day = Counter(
+                (r.code_system, r.code, r.effective_time.date()) for r in records
+            )
+            await self._db.execute_counter_batch(
+                [(_BUMP_COUNT, (n, *key)) for key, n in per_code_day.items()]
             )
         return PutOutcome(duplicate=False, receipt=receipt)
 
@@ -179,14 +186,25 @@ class CassandraRecordStore:
             batches[-1].extend(statements)
             size += nbytes
 
+        # The index rows (a person's years, the days that have records) repeat across a
+        # message's records: each is written once (the receipt commits only after every
+        # batch is written, so which batch carries it does not matter).
+        indexed: set[tuple[str, tuple[Any, ...]]] = set()
+
+        def index(statement: tuple[str, tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
+            if statement in indexed:
+                return []
+            indexed.add(statement)
+            return [statement]
+
         for record in records:
             when = record.effective_time
             add(
                 [
                     (_INSERT_RECORD, _record_values(record)),
-                    (_INSERT_YEAR, (record.person_token, when.year)),
+                    *index((_INSERT_YEAR, (record.person_token, when.year))),
                     (_INSERT_DAY, (when.date(), when, record.person_token, record.record_id)),
-                    (_INSERT_DAYS, (_DAYS_SHARD, when.date())),
+                    *index((_INSERT_DAYS, (_DAYS_SHARD, when.date()))),
                 ],
                 len(record.sealed_payload) + _ROW_OVERHEAD_BYTES,
             )

@@ -266,6 +266,11 @@ class CassandraDatabase:
         """Apply statements as one LOGGED batch: all of them eventually, or none."""
         await self._apply_batch(statements, BatchType.LOGGED)
 
+    async def execute_counter_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Apply counter updates as one COUNTER batch (one round trip; counters are not
+        idempotent, so a timed-out batch may or may not have counted)."""
+        await self._apply_batch(statements, BatchType.COUNTER)
+
     async def _apply_batch(
         self, statements: Sequence[tuple[str, Sequence[Any]]], batch_type: Any
     ) -> None:
