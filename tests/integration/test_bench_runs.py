@@ -76,3 +76,23 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     # Without Cassandra there is nothing to count.
     assert figures["cassandra_statements_per_submit"] is None
     assert figures["lwt_per_submit"] is None
+
+
+def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_trip() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/bench/cassandra_floor.py"), "--operations", "200"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("statement"))) + 1 :]
+    names = [line[:42].strip() for line in table[:7]]
+    assert names[0] == "baseline: system.local read"
+    assert "insert IF NOT EXISTS (LWT)" in names and "counter update" in names
+    # Rates are positive; CPU is counted in clock ticks, so a tiny run may read zero.
+    assert all(float(line.split()[-2].replace(",", "")) > 0 for line in table[:7])
+    assert all(float(line.split()[-1]) >= 0 for line in table[:7])
+    assert "Submits/s" in lines[-1]

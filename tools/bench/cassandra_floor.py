@@ -1,0 +1,183 @@
+"""What one statement costs this machine's Cassandra node: the floor under every figure of
+tools/bench/run.py on the real engines.
+
+    python tools/bench/cassandra_floor.py [--operations 4000] [--concurrency 32]
+                                          [--requests 8] [--statements 27]
+
+Starts the engines (tools/engines), creates a scratch keyspace, and runs each statement
+kind the services send, at ``--concurrency`` in flight from this process: statements per
+second and the Cassandra process's CPU per statement (user + system time from
+/proc/<pid>/stat, read around the run). The baseline, first row, is the cheapest round trip
+there is (``SELECT release_version FROM system.local``) in the same run. The last line turns
+the CPU per request (a plain insert) and per further row of a batch (an UNLOGGED batch's
+row) into the most Submits per second the node allows for a Submit of ``--requests`` round
+trips carrying ``--statements`` statements (defaults: a known patient's Submit without the
+audit's share, tests/integration/test_speed_budgets.py), every core given to Cassandra: an
+upper bound. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cassandra.cluster import Cluster, Session
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
+from cassandra.query import BatchStatement, BatchType
+
+from healthbank.cli import real_engine_env
+
+KEYSPACE = "bench_floor"
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def cassandra_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the Cassandra process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+
+
+def engines_dir() -> Path:
+    """Where tools/engines keeps its state (pid files)."""
+    default = Path(__file__).resolve().parents[2] / ".engines"
+    return Path(os.environ.get("HEALTHBANK_ENGINES_DIR", str(default)))
+
+
+def measure(
+    session: Session,
+    pid: int,
+    name: str,
+    run: Callable[[int], None],
+    operations: int,
+) -> tuple[str, float, float]:
+    """(name, per second, Cassandra CPU ms per operation) of ``run(operations)``."""
+    cpu = cassandra_cpu_seconds(pid)
+    started = time.perf_counter()
+    run(operations)
+    elapsed = time.perf_counter() - started
+    spent = cassandra_cpu_seconds(pid) - cpu
+    return name, operations / elapsed, spent / operations * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--operations", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=float, default=8.0)
+    parser.add_argument("--statements", type=float, default=27.0)
+    args = parser.parse_args()
+    env = real_engine_env()
+    pid = int((engines_dir() / "cassandra.pid").read_text().split()[0])
+    cluster = Cluster(
+        [env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0]],
+        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=5,
+        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    )
+    session = cluster.connect()
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication ="
+        " {'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
+    session.execute(f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.rows (k text PRIMARY KEY, v blob)")
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.counts (k text, day int, n counter,"
+        " PRIMARY KEY ((k), day))"
+    )
+    local = session.prepare("SELECT release_version FROM system.local")
+    insert = session.prepare(f"INSERT INTO {KEYSPACE}.rows (k, v) VALUES (?, ?)")
+    claim = session.prepare(f"INSERT INTO {KEYSPACE}.rows (k, v) VALUES (?, ?) IF NOT EXISTS")
+    read = session.prepare(f"SELECT v FROM {KEYSPACE}.rows WHERE k = ?")
+    bump = session.prepare(f"UPDATE {KEYSPACE}.counts SET n = n + 1 WHERE k = ? AND day = ?")
+    payload = os.urandom(512)
+
+    def concurrently(statement: Any, make: Callable[[], Sequence[Any]]) -> Callable[[int], None]:
+        def run(operations: int) -> None:
+            execute_concurrent_with_args(
+                session, statement, [make() for _ in range(operations)], args.concurrency
+            )
+
+        return run
+
+    def batches(batch_type: Any, rows: int) -> Callable[[int], None]:
+        def run(operations: int) -> None:
+            statements = []
+            for _ in range(operations // rows):
+                batch = BatchStatement(batch_type=batch_type)
+                for _ in range(rows):
+                    batch.add(insert, (uuid.uuid4().hex, payload))
+                statements.append(batch)
+            execute_concurrent(session, [(b, None) for b in statements], args.concurrency)
+
+        return run
+
+    rows = [
+        measure(
+            session, pid, "baseline: system.local read", concurrently(local, tuple), args.operations
+        ),
+        measure(
+            session, pid, "point read", concurrently(read, lambda: ("absent",)), args.operations
+        ),
+        measure(
+            session,
+            pid,
+            "insert (one partition)",
+            concurrently(insert, lambda: (uuid.uuid4().hex, payload)),
+            args.operations,
+        ),
+        measure(
+            session,
+            pid,
+            "insert IF NOT EXISTS (LWT)",
+            concurrently(claim, lambda: (uuid.uuid4().hex, payload)),
+            args.operations // 2,
+        ),
+        measure(
+            session,
+            pid,
+            "counter update",
+            concurrently(bump, lambda: (uuid.uuid4().hex[:2], 1)),
+            args.operations,
+        ),
+        measure(
+            session,
+            pid,
+            "LOGGED batch, 10 partitions (per row)",
+            batches(BatchType.LOGGED, 10),
+            args.operations,
+        ),
+        measure(
+            session,
+            pid,
+            "UNLOGGED batch, 10 partitions (per row)",
+            batches(BatchType.UNLOGGED, 10),
+            args.operations,
+        ),
+    ]
+    cluster.shutdown()
+    print(
+        f"Cassandra node cost per statement ({args.concurrency} in flight, {os.cpu_count()} cores)"
+    )
+    print(f"{'statement':<42} {'per s':>9} {'node CPU ms':>12}")
+    for name, rate, cpu_ms in rows:
+        print(f"{name:<42} {rate:>9,.0f} {cpu_ms:>12.3f}")
+    cost = {name: cpu_ms for name, _, cpu_ms in rows}
+    per_request = cost["insert (one partition)"]
+    per_row = cost["UNLOGGED batch, 10 partitions (per row)"]
+    submit_ms = args.requests * per_request + (args.statements - args.requests) * per_row
+    ceiling = (os.cpu_count() or 1) * 1000 / submit_ms
+    print(
+        f"\na Submit of {args.requests:g} requests carrying {args.statements:g} statements costs"
+        f" the node about {submit_ms:.1f} ms of CPU: at most {ceiling:,.0f} Submits/s with"
+        " every core given to Cassandra"
+    )
+
+
+if __name__ == "__main__":
+    main()
