@@ -46,6 +46,11 @@ from services.identity.store import IdentityStore
 # ID itself), so a known patient's next message needs no key-provider call.
 NATIONAL_ID_CACHE_ENTRIES = 65_536
 _NATIONAL_ID_CACHE_DOMAIN = "national-id-cache"
+# Resolutions of known patients kept in process, keyed by the (hospital, MRN) hash and the
+# national ID's pseudonym (or none): an MRN link and a national ID's holder, once written,
+# are never changed or removed, so a replica can answer a known patient again without the
+# store. (Merge and unmerge, when they come, must clear this cache: they change links.)
+KNOWN_PATIENT_CACHE_ENTRIES = 262_144
 
 
 class ReadAudit(Protocol):
@@ -76,6 +81,7 @@ class MasterPatientIndex:
         self._now = now
         self._audit = audit
         self._national_id_hashes: OrderedDict[str, str] = OrderedDict()
+        self._known_patients: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def national_id_hash(self, national_id: str) -> str:
         """The pseudonym of a normalized, validated national ID (whether known or not)."""
@@ -115,6 +121,26 @@ class MasterPatientIndex:
         """
         mrn_hash = await self.mrn_hash(hospital_id, mrn)
         id_hash = await self.national_id_hash(national_id) if national_id else None
+        known = (mrn_hash, id_hash or "")
+        cached = self._known_patients.get(known)
+        if cached is not None:
+            self._known_patients.move_to_end(known)
+            return Resolution(cached, MatchMethod.HOSPITAL_MRN)
+        resolution = await self._resolve(hospital_id, mrn, mrn_hash, id_hash, demographics)
+        # Only now is the link written and the national ID (if any) held by this person.
+        self._known_patients[known] = resolution.person_token
+        if len(self._known_patients) > KNOWN_PATIENT_CACHE_ENTRIES:
+            self._known_patients.popitem(last=False)
+        return resolution
+
+    async def _resolve(
+        self,
+        hospital_id: str,
+        mrn: str,
+        mrn_hash: str,
+        id_hash: str | None,
+        demographics: Demographics | None,
+    ) -> Resolution:
         now = self._now()
         linked = await self._store.linked_person(hospital_id, mrn_hash)
         if linked is not None:
