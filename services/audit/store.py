@@ -1,7 +1,8 @@
 """What the audit service persists: leaves, the Merkle node table, the tree size.
 
 The store is the single writer of the log. Appends are group-committed
-(:class:`GroupCommit`): the appends that arrive while one batch is being committed become
+(:class:`healthbank.core.group_commit.GroupCommit`): the appends that arrive while one batch
+is being committed become
 the next batch (up to 1,000 events), which takes its leaf indexes in one step; each caller
 still returns only once its own event is durable. Readers see a batch's leaves and Merkle
 nodes only once the new size is published, never a part of them:
@@ -16,14 +17,14 @@ nodes only once the new size is published, never a part of them:
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from healthbank.core.group_commit import GroupCommit
 from healthbank.ledger import merkle
 from healthbank.ledger.merkle import NodeKey
 from healthbank.records import to_micros
@@ -81,52 +82,6 @@ class PersonCursor:
 
 # Larger batches would hold one commit's callers back longer for little gain.
 MAX_BATCH = 1000
-
-CommitBatch = Callable[[list[LeafEntry]], Awaitable[list[AppendOutcome]]]
-
-
-class GroupCommit:
-    """Gathers concurrent appends into batches committed one at a time.
-
-    No timer: while a batch is being committed the appends that arrive queue up and become
-    the next batch (up to ``max_batch`` events), so a lone append is committed at once and
-    a busy log commits many events per round of storage writes. Each caller's awaitable
-    completes only after the batch holding its events is durable, or fails with the
-    batch's error (a retry with the same event ids is then safe: appends are idempotent).
-    """
-
-    def __init__(self, commit: CommitBatch, *, max_batch: int = MAX_BATCH) -> None:
-        """Commit batches with ``commit`` (entries in, one outcome per entry out)."""
-        self._commit = commit
-        self._max_batch = max_batch
-        self._queue: list[tuple[LeafEntry, asyncio.Future[AppendOutcome]]] = []
-        self._committer: asyncio.Task[None] | None = None
-
-    async def append(self, entries: Sequence[LeafEntry]) -> list[AppendOutcome]:
-        """Append ``entries`` (in order) with whatever else is waiting; their outcomes."""
-        loop = asyncio.get_running_loop()
-        waiting = [(entry, loop.create_future()) for entry in entries]
-        self._queue.extend(waiting)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_queued())
-        return list(await asyncio.gather(*(future for _, future in waiting)))
-
-    async def _commit_queued(self) -> None:
-        while self._queue:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: len(batch)]
-            try:
-                outcomes = await self._commit([entry for entry, _ in batch])
-            except BaseException as error:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                if not isinstance(error, Exception):
-                    raise
-                continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
 
 
 class AuditStore(Protocol):
@@ -206,7 +161,9 @@ class SqliteAuditStore:
     def __init__(self, path: Path) -> None:
         """Use the file at ``path``; call open() before use."""
         self._db = SqliteDatabase(path, _SQLITE_MIGRATIONS)
-        self._group = GroupCommit(self._commit_batch)
+        self._group: GroupCommit[LeafEntry, AppendOutcome] = GroupCommit(
+            self._commit_batch, max_batch=MAX_BATCH
+        )
 
     async def open(self) -> SqliteAuditStore:
         """Open the file and migrate; returns self for chaining."""

@@ -14,7 +14,7 @@ Tables, shaped by their queries:
 - ``leaves_by_person`` (newest first) partitioned by ``(person_token, year)`` so no
   partition grows without bound, and ``person_years`` listing a person's partitions.
 
-Appends are group-committed (:class:`services.audit.store.GroupCommit`): a batch of events
+Appends are group-committed (:class:`healthbank.core.group_commit.GroupCommit`): a batch of events
 is placed by a small state machine on ``log_head``, safe for any number of processes and
 for a crash at any step:
 
@@ -51,13 +51,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from healthbank.core.group_commit import GroupCommit
 from healthbank.ledger import merkle
 from healthbank.ledger.merkle import NodeKey
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
 from services.audit.store import (
+    MAX_BATCH,
     AppendOutcome,
-    GroupCommit,
     IndexedLeaf,
     LeafEntry,
     LoggedLeaf,
@@ -174,7 +175,9 @@ class CassandraAuditStore:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
         # One batch at a time per process: the head takes one reservation at a time anyway.
-        self._group = GroupCommit(self._commit_batch)
+        self._group: GroupCommit[LeafEntry, AppendOutcome] = GroupCommit(
+            self._commit_batch, max_batch=MAX_BATCH
+        )
         # The last head this process saw; a stale one only costs a failed LWT and a re-read.
         self._head: _Head | None = None
 

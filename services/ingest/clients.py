@@ -18,10 +18,11 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
-from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.audit.v1 import audit_pb2
 from healthbank.contracts.principal import principal_to_proto
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ClientFactory, error_details
+from healthbank.rpc.access_log import AuditAppender
 from healthbank.rpc.downstream import downstream_error
 from services.ingest.model import PatientIdentity
 from services.ingest.pipeline import DependencyFailed, DependencyUnavailable, PatientRejected
@@ -125,11 +126,11 @@ class GrpcBlobArchive:
 
 
 class GrpcAuditLog:
-    """AuditLog over audit.v1.AuditService/AppendEvent."""
+    """AuditLog over the audit service (concurrent messages' events in one call)."""
 
     def __init__(self, clients: ClientFactory) -> None:
         """Call the "audit" service through ``clients``."""
-        self._clients = clients
+        self._appender = AuditAppender(clients)
 
     async def append_write(
         self, audit: WriteAudit, person_token: str, resource_names: Sequence[str]
@@ -148,8 +149,7 @@ class GrpcAuditLog:
             occur_time=occur_time,
             recorded_by=RECORDED_BY,
         )
-        stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
         try:
-            await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
+            await self._appender.append(event)
         except grpc.aio.AioRpcError as exc:
             raise _dependency_error("audit", exc) from None

@@ -6,10 +6,16 @@ token (the ClientFactory's); the end user travels in ``AccessEvent.actor``. A fa
 follows the one downstream policy (:func:`healthbank.rpc.downstream.downstream_error`):
 UNAVAILABLE ``AUDIT_UNAVAILABLE`` when the log cannot be reached, so a caller that must not
 act unrecorded ("no audit, no read", "no audit, no change") just lets it propagate.
+
+Appends of one process go through one :class:`AuditAppender`: the events that arrive while
+an append is in flight leave together in one ``AppendEvents`` call (group commit,
+:mod:`healthbank.core.group_commit`), so a busy service makes one call per round, not one
+per event, and each caller still returns only once its own event is logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -17,11 +23,56 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.contracts.principal import Principal, principal_to_proto
+from healthbank.core.group_commit import GroupCommit
 from healthbank.core.ids import new_ulid
 from healthbank.rpc.clients import ClientFactory
 from healthbank.rpc.downstream import downstream_error
 
-__all__ = ["AccessLog"]
+__all__ = ["AccessLog", "AuditAppender"]
+
+# The audit service takes at most 1,000 events per AppendEvents call.
+MAX_EVENTS_PER_CALL = 1000
+# Refusals that name one event of a batch: the batch's events are then sent one by one, so
+# only the faulty event fails.
+_ONE_EVENTS_FAULT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS)
+
+
+class AuditAppender:
+    """Appends events to the audit log, concurrent ones in one ``AppendEvents`` call.
+
+    :meth:`append` raises the call's ``grpc.aio.AioRpcError`` (each caller maps it to its
+    own error policy). Appends are idempotent by event id, so a failed batch's callers may
+    each retry.
+    """
+
+    def __init__(self, clients: ClientFactory) -> None:
+        """Reach "audit" through ``clients`` (with this service's own credentials)."""
+        self._clients = clients
+        self._group: GroupCommit[audit_pb2.AccessEvent, audit_pb2.AppendEventResponse] = (
+            GroupCommit(self._send, max_batch=MAX_EVENTS_PER_CALL)
+        )
+
+    async def append(self, event: audit_pb2.AccessEvent) -> audit_pb2.AppendEventResponse:
+        """Append ``event``; its leaf index and the tree size once it is logged."""
+        (appended,) = await self._group.append([event])
+        return appended
+
+    async def _send(
+        self, events: list[audit_pb2.AccessEvent]
+    ) -> list[audit_pb2.AppendEventResponse | BaseException]:
+        stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
+        if len(events) > 1:
+            try:
+                response = await stub.AppendEvents(audit_pb2.AppendEventsRequest(events=events))
+                return list(response.results)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _ONE_EVENTS_FAULT:
+                    raise
+        # One event, or a batch refused for one event's fault: each on its own.
+        return await asyncio.gather(
+            *(stub.AppendEvent(audit_pb2.AppendEventRequest(event=event)) for event in events),
+            return_exceptions=True,
+        )
 
 
 class AccessLog:
@@ -36,7 +87,7 @@ class AccessLog:
     def __init__(
         self, *, clients: ClientFactory, service: str, now: Callable[[], datetime]
     ) -> None:
-        self._clients = clients
+        self._appender = AuditAppender(clients)
         self._service = service
         self._now = now
 
@@ -64,9 +115,8 @@ class AccessLog:
             recorded_by=self._service,
         )
         event.occur_time.FromDatetime(now)
-        stub = audit_pb2_grpc.AuditServiceStub(self._clients.channel("audit"))
         try:
-            response = await stub.AppendEvent(audit_pb2.AppendEventRequest(event=event))
+            response = await self._appender.append(event)
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "audit") from None
         return int(response.leaf_index)
