@@ -773,6 +773,7 @@ async def test_an_anonymised_dicom_file_is_stored_under_its_studys_unidentified_
     again = await stack.submit(request(jpeg, "anon-1", DICOM))
     assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
     assert (again.person_token, again.record_names) == (first.person_token, first.record_names)
+    assert not again.patient_unidentified  # answered from the receipt, without parsing
 
     # Another image of the study lands on the same person; another study on another one.
     second = await stack.submit(request(decompressed, "anon-2", DICOM))
