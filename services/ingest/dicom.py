@@ -72,7 +72,8 @@ NATIONAL_ID_ISSUER = "CN-NATIONAL-ID"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 DICOM_CONTENT_TYPE = "application/dicom"
 UNIDENTIFIED_MRN_PREFIX = "~UNIDENTIFIED-DICOM-"
-"""Starts every placeholder record number; hospital MRNs never start with ``~``."""
+"""Starts every placeholder record number, and no PatientID (hospital MRNs do not start with
+``~``; a file whose PatientID does is refused, so a placeholder is never a real number)."""
 OTHER_MODALITY = "OT"  # DICOM's "other", for a file that names no modality
 # DICOM's root for UIDs made from a 128-bit number (PS3.5 B.2): a UID for the content hash.
 _DERIVED_UID_ROOT = "2.25."
@@ -118,11 +119,12 @@ def parse_dicom(content: bytes) -> ParsedMessage:
     if study_uid and (not _UID.match(study_uid) or len(study_uid) > 64):
         problems.add("content.StudyInstanceUID", "must be a DICOM UID (digits and dots)")
     study_uid = study_key(study_uid, text("SOPInstanceUID"), content)
-    mrn = text("PatientID")
-    if mrn:
+    patient_id = text("PatientID")
+    if patient_id.startswith(UNIDENTIFIED_MRN_PREFIX):
+        problems.add("content.PatientID", f"must not start with {UNIDENTIFIED_MRN_PREFIX}")
+    elif patient_id:
         paths["mrn"] = "content.PatientID"
-    else:
-        mrn = unidentified_patient_mrn(study_uid)
+    mrn = patient_id or unidentified_patient_mrn(study_uid)
     modality = text("Modality").upper() or OTHER_MODALITY
     _check_pixel_data(dataset, problems)
     started = _study_time(text, problems)
@@ -130,7 +132,7 @@ def parse_dicom(content: bytes) -> ParsedMessage:
     entry = entry_from_resource(resource, "content", problems)
     problems.raise_if_any()
     assert entry is not None
-    unidentified = "mrn" not in paths and not national_id
+    unidentified = not patient_id and not national_id
     return ParsedMessage(
         PatientIdentity(mrn, national_id, demographics, paths, unidentified=unidentified),
         (entry,),
@@ -233,8 +235,7 @@ def _check_pixel_data(dataset: Dataset, problems: Problems) -> None:
             return  # opaque bytes: the walk already bounded their length by the file
         # pydicom's arithmetic knows every photometric interpretation and subsampling
         # (YBR_FULL_422 holds two samples a pixel, YBR_PARTIAL_420 one and a half).
-        expected = get_expected_length(dataset, "bytes")
-        complete = len(dataset.PixelData) >= expected
+        complete = len(dataset.PixelData) >= get_expected_length(dataset, "bytes")
     except Exception:
         problems.add("content.PixelData", "could not be checked against the image attributes")
         return

@@ -219,6 +219,13 @@ def test_a_file_with_patient_id_is_identified() -> None:
     assert patient is not None and not patient.unidentified and patient.mrn == "IMG-5501"
 
 
+def test_a_patient_id_looking_like_a_placeholder_is_refused() -> None:
+    placeholder = unidentified_patient_mrn(str(_ct().StudyInstanceUID))
+    assert _violations(_bytes(_ct(PatientID=placeholder))) == [
+        ("content.PatientID", f"must not start with {UNIDENTIFIED_MRN_PREFIX}")
+    ]
+
+
 def test_a_national_id_without_patient_id_identifies_the_patient() -> None:
     patient = parse_dicom(_bytes(_ct(PatientID=None))).patient
     assert patient is not None and not patient.unidentified
