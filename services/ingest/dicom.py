@@ -22,7 +22,8 @@ system, effective time = ``StudyDate``/``StudyTime``, in ``TimezoneOffsetFromUTC
 hospital local time) with the study, series and instance UIDs, ``StudyDescription`` and
 ``BodyPartExamined``. A file without ``StudyInstanceUID`` is filed under a stand-in study
 UID (:func:`study_key`: its ``SOPInstanceUID``, else a UID derived from the content hash);
-one without ``Modality`` under ``OT``, DICOM's "other". The whole file, pixel data
+one without ``Modality`` under ``OT``, DICOM's "other"; a stand-in study identifier and a
+placeholder subject have FHIR identifier use ``temp``. The whole file, pixel data
 included, goes to the archive blob store (sealed); the message carries it as
 :attr:`ParsedMessage.imaging`.
 
@@ -115,10 +116,10 @@ def parse_dicom(content: bytes) -> ParsedMessage:
     national_id = _national_id(dataset, problems, paths)
     demographics = _demographics(text, problems, paths)
 
-    study_uid = text("StudyInstanceUID")
-    if study_uid and (not _UID.match(study_uid) or len(study_uid) > 64):
+    sent_study_uid = text("StudyInstanceUID")
+    if sent_study_uid and (not _UID.match(sent_study_uid) or len(sent_study_uid) > 64):
         problems.add("content.StudyInstanceUID", "must be a DICOM UID (digits and dots)")
-    study_uid = study_key(study_uid, text("SOPInstanceUID"), content)
+    study_uid = study_key(sent_study_uid, text("SOPInstanceUID"), content)
     patient_id = text("PatientID")
     if patient_id.startswith(UNIDENTIFIED_MRN_PREFIX):
         problems.add("content.PatientID", f"must not start with {UNIDENTIFIED_MRN_PREFIX}")
@@ -129,6 +130,11 @@ def parse_dicom(content: bytes) -> ParsedMessage:
     _check_pixel_data(dataset, problems)
     started = _study_time(text, problems)
     resource = _imaging_study(text, study_uid, modality, started, mrn)
+    # FHIR's "temp" use: a stand-in the hospital did not send, stored with the record.
+    if not sent_study_uid:
+        resource["identifier"][0]["use"] = "temp"
+    if not patient_id:
+        resource["subject"]["identifier"]["use"] = "temp"
     entry = entry_from_resource(resource, "content", problems)
     problems.raise_if_any()
     assert entry is not None

@@ -210,13 +210,18 @@ def test_a_file_without_patient_id_is_an_unidentified_patient_of_its_study() -> 
     assert same_study.patient is not None and same_study.patient.mrn == patient.mrn
     other_study = parse_dicom(_bytes(_anonymised(StudyInstanceUID="1.2.826.0.1.3680043.9.9")))
     assert other_study.patient is not None and other_study.patient.mrn != patient.mrn
-    subject = first.entries[0].resource["subject"]["identifier"]["value"]
-    assert subject == patient.mrn
+    # The stored record says so too: its subject is a temporary identifier.
+    subject = first.entries[0].resource["subject"]["identifier"]
+    assert (subject["value"], subject["use"]) == (patient.mrn, "temp")
+    assert "use" not in first.entries[0].resource["identifier"][0]  # the study UID was sent
 
 
 def test_a_file_with_patient_id_is_identified() -> None:
-    patient = parse_dicom(_bytes(_ct(OtherPatientIDsSequence=None))).patient
+    message = parse_dicom(_bytes(_ct(OtherPatientIDsSequence=None)))
+    patient = message.patient
     assert patient is not None and not patient.unidentified and patient.mrn == "IMG-5501"
+    assert message.entries[0].resource["subject"]["identifier"]["value"] == "IMG-5501"
+    assert "use" not in message.entries[0].resource["subject"]["identifier"]
 
 
 def test_a_patient_id_looking_like_a_placeholder_is_refused() -> None:
@@ -237,7 +242,11 @@ def test_the_study_stand_in_is_the_instance_uid_else_the_content_hash() -> None:
     instance_uid = str(_ct().SOPInstanceUID)
     without_study = _bytes(_anonymised(StudyInstanceUID=None))
     message = parse_dicom(without_study)
-    assert message.entries[0].resource["identifier"][0]["value"] == f"urn:oid:{instance_uid}"
+    assert message.entries[0].resource["identifier"][0] == {
+        "system": "urn:dicom:uid",
+        "value": f"urn:oid:{instance_uid}",
+        "use": "temp",  # a stand-in, not the study's own UID
+    }
     assert message.patient is not None
     assert message.patient.mrn == unidentified_patient_mrn(instance_uid)
 
