@@ -75,6 +75,7 @@ class FileOutcome:
     detail: str = ""
     records: int = 0
     retryable: bool = False
+    unidentified: bool = False  # stored under a placeholder patient (DICOM without PatientID)
 
 
 @dataclass
@@ -88,7 +89,8 @@ class LoadReport:
     files: int | None = None
 
     def summary(self) -> dict[str, object]:
-        """{"files", "messages", "accepted", "rejected", "reasons": {reason: count}, ...}."""
+        """{"files", "messages", "accepted", "rejected", "reasons": {reason: count}, ...};
+        ``unidentified`` counts messages stored now under a placeholder patient."""
         submitted = [o for o in self.outcomes if o.outcome != "SKIPPED"]
         rejected = [o for o in submitted if o.outcome == "REJECTED"]
         return {
@@ -99,6 +101,7 @@ class LoadReport:
             "reasons": dict(sorted(Counter(o.reason for o in rejected).items())),
             "skipped": len(self.outcomes) - len(submitted),
             "records": sum(o.records for o in submitted if o.outcome == "STORED"),
+            "unidentified": sum(o.unidentified for o in submitted if o.outcome == "STORED"),
         }
 
 
@@ -365,7 +368,15 @@ def _file_outcome(name: str, response: ingest_pb2.SubmitResponse) -> FileOutcome
     detail = f"{len(response.record_names)} records"
     if directory:
         detail += f", {directory} directory entries"
-    return FileOutcome(name, outcome, detail=detail, records=len(response.record_names))
+    if response.patient_unidentified:
+        detail += ", patient unidentified"
+    return FileOutcome(
+        name,
+        outcome,
+        detail=detail,
+        records=len(response.record_names),
+        unidentified=response.patient_unidentified,
+    )
 
 
 def format_report(report: LoadReport) -> str:
@@ -381,7 +392,15 @@ def format_report(report: LoadReport) -> str:
     assert isinstance(reasons, dict)
     rows = [
         (key, str(summary[key]))
-        for key in ("files", "messages", "accepted", "rejected", "skipped", "records")
+        for key in (
+            "files",
+            "messages",
+            "accepted",
+            "rejected",
+            "skipped",
+            "records",
+            "unidentified",
+        )
     ]
     rows += [(f"  {reason}", str(count)) for reason, count in reasons.items()]
     width = max(len(key) for key, _ in rows)

@@ -2,7 +2,13 @@
 
 Identity convention (DICOM has no standard attribute for a national ID):
 
-- ``PatientID`` (0010,0020) is the hospital record number (MRN); required.
+- ``PatientID`` (0010,0020) is the hospital record number (MRN). A file without one
+  (an anonymised study, a PACS export of an unknown patient) is filed under an
+  *unidentified* patient of the submitting hospital, as an emergency department registers
+  an unknown patient: the record number becomes :func:`unidentified_patient_mrn` of the
+  study, so a retry and every image of one study land on one placeholder person, and two
+  studies never share one. Such a number starts with :data:`UNIDENTIFIED_MRN_PREFIX`,
+  which no hospital record number uses.
 - The national ID is the ``PatientID`` of an item of ``OtherPatientIDsSequence``
   (0010,1002) whose ``IssuerOfPatientID`` (0010,0021) is :data:`NATIONAL_ID_ISSUER`
   ("CN-NATIONAL-ID"). It is optional: without it the identity service resolves the
@@ -14,8 +20,12 @@ Identity convention (DICOM has no standard attribute for a national ID):
 The record is a FHIR ImagingStudy (category IMAGING, code = ``Modality`` in the DICOM DCM
 system, effective time = ``StudyDate``/``StudyTime``, in ``TimezoneOffsetFromUTC`` or else
 hospital local time) with the study, series and instance UIDs, ``StudyDescription`` and
-``BodyPartExamined``. The whole file, pixel data included, goes to the archive blob store
-(sealed); the message carries it as :attr:`ParsedMessage.imaging`.
+``BodyPartExamined``. A file without ``StudyInstanceUID`` is filed under a stand-in study
+UID (:func:`study_key`: its ``SOPInstanceUID``, else a UID derived from the content hash);
+one without ``Modality`` under ``OT``, DICOM's "other"; a stand-in study identifier and a
+placeholder subject have FHIR identifier use ``temp``. The whole file, pixel data
+included, goes to the archive blob store (sealed); the message carries it as
+:attr:`ParsedMessage.imaging`.
 
 Validation reads the whole file: pydicom parses it and decodes every value, and the
 encoded stream is walked once more (:func:`check_complete`) so that a file cut short
@@ -23,11 +33,14 @@ anywhere, or an element claiming more bytes than the file holds (a pixel-data le
 4 GB in a small file), is refused: pydicom itself reads such files silently. Uncompressed
 pixel data must be as long as the image attributes promise, by pydicom's arithmetic for
 every photometric interpretation and subsampling (encapsulated pixel data has no such
-length). A DICOMDIR is refused with its own reason, ``DICOMDIR_NOT_AN_INSTANCE``.
+length); when the attributes that size it are missing or not numbers, it is kept as opaque
+bytes, bounded only by the file like every other element. A DICOMDIR is refused with its
+own reason, ``DICOMDIR_NOT_AN_INSTANCE``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 import zlib
@@ -59,6 +72,12 @@ MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 NATIONAL_ID_ISSUER = "CN-NATIONAL-ID"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 DICOM_CONTENT_TYPE = "application/dicom"
+UNIDENTIFIED_MRN_PREFIX = "~UNIDENTIFIED-DICOM-"
+"""Starts every placeholder record number, and no PatientID (hospital MRNs do not start with
+``~``; a file whose PatientID does is refused, so a placeholder is never a real number)."""
+OTHER_MODALITY = "OT"  # DICOM's "other", for a file that names no modality
+# DICOM's root for UIDs made from a 128-bit number (PS3.5 B.2): a UID for the content hash.
+_DERIVED_UID_ROOT = "2.25."
 
 # Display names of common modalities (DICOM PS3.16 CID 29).
 MODALITY_DISPLAY: Mapping[str, str] = MappingProxyType(
@@ -94,33 +113,64 @@ def parse_dicom(content: bytes) -> ParsedMessage:
     problems = Problems(REASON)
     text = _Reader(dataset, problems)
     paths: dict[str, str] = {"identifiers": "content.PatientID"}
-    mrn = text("PatientID")
-    if mrn:
-        paths["mrn"] = "content.PatientID"
-    else:
-        problems.add("content.PatientID", "is required (the hospital record number)")
     national_id = _national_id(dataset, problems, paths)
     demographics = _demographics(text, problems, paths)
 
-    study_uid = text("StudyInstanceUID")
-    if not study_uid:
-        problems.add("content.StudyInstanceUID", "is required")
-    elif not _UID.match(study_uid) or len(study_uid) > 64:
+    sent_study_uid = text("StudyInstanceUID")
+    if sent_study_uid and (not _UID.match(sent_study_uid) or len(sent_study_uid) > 64):
         problems.add("content.StudyInstanceUID", "must be a DICOM UID (digits and dots)")
-    modality = text("Modality").upper()
-    if not modality:
-        problems.add("content.Modality", "is required")
+    study_uid = study_key(sent_study_uid, text("SOPInstanceUID"), content)
+    patient_id = text("PatientID")
+    if patient_id.startswith(UNIDENTIFIED_MRN_PREFIX):
+        problems.add("content.PatientID", f"must not start with {UNIDENTIFIED_MRN_PREFIX}")
+    elif patient_id:
+        paths["mrn"] = "content.PatientID"
+    mrn = patient_id or unidentified_patient_mrn(study_uid)
+    modality = text("Modality").upper() or OTHER_MODALITY
     _check_pixel_data(dataset, problems)
     started = _study_time(text, problems)
     resource = _imaging_study(text, study_uid, modality, started, mrn)
-    entry = entry_from_resource(resource, "content", problems) if modality else None
+    # FHIR's "temp" use: a stand-in the hospital did not send, stored with the record.
+    if not sent_study_uid:
+        resource["identifier"][0]["use"] = "temp"
+    if not patient_id:
+        resource["subject"]["identifier"]["use"] = "temp"
+    entry = entry_from_resource(resource, "content", problems)
     problems.raise_if_any()
     assert entry is not None
+    unidentified = not patient_id and not national_id
     return ParsedMessage(
-        PatientIdentity(mrn, national_id, demographics, paths),
+        PatientIdentity(mrn, national_id, demographics, paths, unidentified=unidentified),
         (entry,),
         imaging=ImagingContent(DICOM_CONTENT_TYPE, content),
     )
+
+
+def study_key(study_uid: str, sop_instance_uid: str, content: bytes) -> str:
+    """The study a file is filed under: its StudyInstanceUID, else a deterministic stand-in.
+
+    The stand-in is the file's SOPInstanceUID (one instance, one study) when that is a UID,
+    else a UID derived from the content's SHA-256 (DICOM's ``2.25`` root), so a retry of
+    the same file always finds the same study.
+    """
+    if study_uid:
+        return study_uid
+    if sop_instance_uid and _UID.match(sop_instance_uid) and len(sop_instance_uid) <= 64:
+        return sop_instance_uid
+    digest = hashlib.sha256(content).digest()
+    return _DERIVED_UID_ROOT + str(int.from_bytes(digest[:16], "big"))
+
+
+def unidentified_patient_mrn(study_uid: str) -> str:
+    """The placeholder record number of the unidentified patient of a study.
+
+    Deterministic (retries and every image of the study agree), distinct per study (a
+    SHA-256 of the UID, 160 bits kept: UIDs are up to 64 characters, record numbers too),
+    and scoped to the hospital by identity, which links (hospital, record number) pairs.
+    Like any record number it is never logged.
+    """
+    digest = hashlib.sha256(f"dicom-study:{study_uid}".encode()).hexdigest()
+    return UNIDENTIFIED_MRN_PREFIX + digest[:40]
 
 
 class _Reader:
@@ -187,6 +237,8 @@ def _check_pixel_data(dataset: Dataset, problems: Problems) -> None:
         transfer_syntax = dataset.file_meta.get("TransferSyntaxUID")
         if transfer_syntax is None or transfer_syntax.is_compressed:
             return
+        if not _sizes_pixel_data(dataset):
+            return  # opaque bytes: the walk already bounded their length by the file
         # pydicom's arithmetic knows every photometric interpretation and subsampling
         # (YBR_FULL_422 holds two samples a pixel, YBR_PARTIAL_420 one and a half).
         complete = len(dataset.PixelData) >= get_expected_length(dataset, "bytes")
@@ -195,6 +247,25 @@ def _check_pixel_data(dataset: Dataset, problems: Problems) -> None:
         return
     if not complete:
         problems.add("content.PixelData", "is shorter than the image attributes say: truncated")
+
+
+_SIZING_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated")
+_SIZING_DEFAULT_ONE = ("SamplesPerPixel", "NumberOfFrames")
+
+
+def _sizes_pixel_data(dataset: Dataset) -> bool:
+    """Whether the attributes that give uncompressed pixel data its length are all numbers.
+
+    A file without Rows (nested_priv_SQ) or with a NumberOfFrames pydicom reads only with a
+    warning ("1A" in badVR) cannot be sized; its pixel data is then opaque.
+    """
+    for keyword in _SIZING_ATTRIBUTES + _SIZING_DEFAULT_ONE:
+        value = dataset.get(keyword)
+        if value is None and keyword in _SIZING_DEFAULT_ONE:
+            continue
+        if not isinstance(value, int) or value < 0:
+            return False
+    return True
 
 
 def _national_id(dataset: Dataset, problems: Problems, paths: dict[str, str]) -> str:

@@ -98,13 +98,16 @@ class PatientIdentity:
     ``field_paths`` maps identity request fields ("mrn", "national_id",
     "demographics.birth_date" ...) to where they came from in the message, so a rejection by
     the identity service can point at the offending part of the content; "identifiers" is
-    where the patient's identifiers are (or should be).
+    where the patient's identifiers are (or should be). ``unidentified`` marks a message
+    that does not say who the patient is: ``mrn`` is then a placeholder the parser derived
+    (a DICOM file without PatientID), and the acknowledgement says so.
     """
 
     mrn: str
     national_id: str  # normalized, validated; empty when the message carries none
     demographics: Demographics
     field_paths: Mapping[str, str] = field(default_factory=dict)
+    unidentified: bool = False
 
     def __repr__(self) -> str:
         return "PatientIdentity(<redacted>)"

@@ -201,7 +201,9 @@ class Ack:
     """What happened to a message: stored now, or stored by an earlier identical submission.
 
     ``resources`` says what became of each resource of a FHIR message stored now (empty for
-    a duplicate, which is answered from its receipt).
+    a duplicate, which is answered from its receipt); ``patient_unidentified`` that a message
+    stored now named no patient and was filed under a placeholder person (False for a
+    duplicate, for the same reason).
     """
 
     message_id: str
@@ -209,6 +211,7 @@ class Ack:
     person_token: str
     record_names: tuple[str, ...]
     resources: tuple[ResourceAck, ...] = ()
+    patient_unidentified: bool = False
 
 
 @dataclass(frozen=True)
@@ -427,7 +430,11 @@ class IngestPipeline:
         )
         if outcome.duplicate:
             return ack
-        return replace(ack, resources=acknowledged_resources(message.outcomes, ack.record_names))
+        return replace(
+            ack,
+            resources=acknowledged_resources(message.outcomes, ack.record_names),
+            patient_unidentified=message.patient.unidentified,
+        )
 
     def _new_audit(
         self, hospital_id: str, message_id: str, content_hash: str, submitter: Principal

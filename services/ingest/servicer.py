@@ -381,6 +381,7 @@ def _response(ack: Ack, submission: Submission) -> ingest_pb2.SubmitResponse:
             )
             for resource in ack.resources
         ],
+        patient_unidentified=ack.patient_unidentified,
     )
 
 

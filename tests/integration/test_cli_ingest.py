@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom_outcomes import TEST_FILES
 from repo_paths import SYNTHEA_SAMPLE, synthea_bundles
 
 from healthbank.contracts.natid import make_national_id
@@ -182,10 +183,46 @@ def test_a_rejected_file_is_reported_with_its_reason_and_exit_code_1(
         "reasons": {"INVALID_FHIR": 1},
         "skipped": 1,
         "records": 0,
+        "unidentified": 0,
     }
     table = _ingest(stack, tmp_path, as_json=False)
     assert "REJECTED" in table.stdout and "content.entry" in table.stdout
     assert "SKIPPED" in table.stdout
+
+
+def test_an_anonymised_dicom_study_loads_under_one_unidentified_patient(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # Two files of one study without PatientID (the JPEG and the same image decompressed).
+    names = ("SC_rgb_jpeg.dcm", "SC_rgb_jpeg_dcmd.dcm")
+    for name in names:
+        (tmp_path / name).write_bytes((TEST_FILES / name).read_bytes())
+    result = _ingest(stack, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("messages", "accepted", "unidentified")} == {
+        "messages": 2,
+        "accepted": 2,
+        "unidentified": 2,
+    }
+
+    async def persons() -> set[str]:
+        records = await open_record_store(_settings(stack))
+        try:
+            receipts = [
+                await records.get_receipt(
+                    HOSPITAL, message_id_for(str(tmp_path / n), (tmp_path / n).read_bytes())
+                )
+                for n in names
+            ]
+            return {receipt.person_token for receipt in receipts if receipt is not None}
+        finally:
+            await records.close()
+
+    assert len(asyncio.run(persons())) == 1
+    again = _ingest(stack, tmp_path, as_json=False)  # already loaded: duplicates
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("DUPLICATE") == 2
 
 
 def test_synthea_bundles_store_every_resource_as_sent(stack: LocalStack, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import socket
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
 from services.ingest.app import CASSANDRA_STORE, SERVICE, SERVICE_NAME, open_service
 from services.ingest.canonical import payload_json
+from services.ingest.dicom import UNIDENTIFIED_MRN_PREFIX, unidentified_patient_mrn
 from services.ingest.servicer import MAX_CONTENT_BYTES
 from services.ingest.store import SqliteIngestStore, WriteAudit
 
@@ -717,27 +719,83 @@ async def test_public_hl7_samples_through_the_stream(stack: Stack) -> None:
 
 
 async def test_pydicom_test_files_through_the_stream(stack: Stack) -> None:
-    """Every file of pydicom's test data, with the outcome the reviewed table lists; an
-    accepted one is refused by identity alone (no national ID) until identity creates
-    persons without one, then stored."""
+    """Every file of pydicom's test data, with the outcome the reviewed table lists: an
+    accepted one is stored, under an unidentified patient when it has no PatientID."""
     expected = pydicom_outcomes()
     names = sorted(expected)
-    messages = [
-        request((TEST_FILES / name).read_bytes(), f"dcm-{index}", DICOM)
-        for index, name in enumerate(names)
-    ]
-    for name, ack in zip(names, await stack.stream(messages), strict=True):
+    contents = [(TEST_FILES / name).read_bytes() for name in names]
+    messages = [request(content, f"dcm-{index}", DICOM) for index, content in enumerate(contents)]
+    acks = await stack.stream(messages)
+    for name, content, ack in zip(names, contents, acks, strict=True):
         outcome, fields = expected[name]
         if outcome == "accepted":
-            assert (ack.rejection.reason, ack.outcome) in (
-                ("UNKNOWN_PATIENT", ingest_pb2.OUTCOME_REJECTED),
-                ("", ingest_pb2.OUTCOME_STORED),
-            ), name
+            assert (ack.rejection.reason, ack.outcome) == ("", ingest_pb2.OUTCOME_STORED), name
+            assert ack.patient_unidentified == (not _patient_id(content)), name
         else:
             assert ack.rejection.reason == outcome, name
             violated = list(dict.fromkeys(v.field for v in ack.rejection.field_violations))
             assert violated == fields, name
         assert not ack.hl7_ack
+
+
+def _attribute(content: bytes, keyword: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's notes on files it reads all the same
+        return str(pydicom.dcmread(io.BytesIO(content)).get(keyword, "")).strip()
+
+
+def _patient_id(content: bytes) -> str:
+    return _attribute(content, "PatientID")
+
+
+def pydicom_file(name: str) -> bytes:
+    """One file of pydicom's bundled test data, as it is."""
+    return (TEST_FILES / name).read_bytes()
+
+
+async def test_an_anonymised_dicom_file_is_stored_under_its_studys_unidentified_patient(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Two files of one study without PatientID: the JPEG and the same image decompressed.
+    jpeg, decompressed = pydicom_file("SC_rgb_jpeg.dcm"), pydicom_file("SC_rgb_jpeg_dcmd.dcm")
+    study_uid = _attribute(jpeg, "StudyInstanceUID")
+    assert not _patient_id(jpeg) and not _patient_id(decompressed)
+    assert study_uid and _attribute(decompressed, "StudyInstanceUID") == study_uid
+
+    first = await stack.submit(request(jpeg, "anon-1", DICOM))
+    assert first.outcome == ingest_pb2.OUTCOME_STORED
+    assert first.patient_unidentified
+    (record,) = await stack.records.list_records(first.person_token)
+    assert [record.name] == list(first.record_names)
+
+    # Its retry is a duplicate: nothing stored twice, the same placeholder person.
+    again = await stack.submit(request(jpeg, "anon-1", DICOM))
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert (again.person_token, again.record_names) == (first.person_token, first.record_names)
+    assert not again.patient_unidentified  # answered from the receipt, without parsing
+
+    # Another image of the study lands on the same person; another study on another one.
+    second = await stack.submit(request(decompressed, "anon-2", DICOM))
+    assert (second.outcome, second.patient_unidentified) == (ingest_pb2.OUTCOME_STORED, True)
+    assert second.person_token == first.person_token
+    stored = await stack.records.list_records(first.person_token)
+    assert sorted(r.name for r in stored) == sorted([*first.record_names, *second.record_names])
+    other = await stack.submit(request(pydicom_file("image_dfl.dcm"), "anon-3", DICOM))
+    assert other.patient_unidentified and other.person_token != first.person_token
+
+    # Placeholders are per hospital: the same study from hospital B is B's unknown patient.
+    elsewhere = await stack.submit(request(jpeg, "anon-1", DICOM, HOSPITAL_B), ENGINE_B)
+    assert elsewhere.patient_unidentified and elsewhere.person_token != first.person_token
+
+    # A file that names its patient is not unidentified.
+    named = await stack.submit(request(ct_content(), "ct-named", DICOM))
+    assert named.outcome == ingest_pb2.OUTCOME_STORED and not named.patient_unidentified
+
+    # The placeholder is a record number like any other: it never reaches a log.
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert unidentified_patient_mrn(study_uid) not in logged
+    assert UNIDENTIFIED_MRN_PREFIX not in logged
 
 
 async def test_pydicom_files_refused_for_what_they_are(stack: Stack) -> None:

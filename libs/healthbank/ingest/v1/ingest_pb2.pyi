@@ -83,7 +83,7 @@ class ResourceOutcome(_message.Message):
     def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., disposition: _Optional[_Union[ResourceDisposition, str]] = ..., record_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack", "resources")
+    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack", "resources", "patient_unidentified")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class SubmitResponse(_message.Message):
     REJECTION_FIELD_NUMBER: _ClassVar[int]
     HL7_ACK_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_UNIDENTIFIED_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     outcome: Outcome
     person_token: str
@@ -98,4 +99,5 @@ class SubmitResponse(_message.Message):
     rejection: Rejection
     hl7_ack: bytes
     resources: _containers.RepeatedCompositeFieldContainer[ResourceOutcome]
-    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ..., resources: _Optional[_Iterable[_Union[ResourceOutcome, _Mapping]]] = ...) -> None: ...
+    patient_unidentified: bool
+    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ..., resources: _Optional[_Iterable[_Union[ResourceOutcome, _Mapping]]] = ..., patient_unidentified: _Optional[bool] = ...) -> None: ...

@@ -54,19 +54,21 @@ def test_the_summary_counts_files_messages_and_reasons() -> None:
         [
             FileOutcome("a", "STORED", records=3),
             FileOutcome("b", "DUPLICATE", records=3),
+            FileOutcome("f", "STORED", records=1, unidentified=True),
             FileOutcome("c", "REJECTED", reason="INVALID_FHIR"),
             FileOutcome("d", "REJECTED", reason="INVALID_FHIR"),
             FileOutcome("e", "SKIPPED"),
         ]
     )
     assert report.summary() == {
-        "files": 5,
-        "messages": 4,
-        "accepted": 2,
+        "files": 6,
+        "messages": 5,
+        "accepted": 3,
         "rejected": 2,
         "reasons": {"INVALID_FHIR": 2},
         "skipped": 1,
-        "records": 3,
+        "records": 4,
+        "unidentified": 1,
     }
     table = format_report(report)
     assert "REJECTED  c  INVALID_FHIR" in table
