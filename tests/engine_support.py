@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import hvac
 from cassandra.cluster import Cluster, Session
 
+from healthbank.storage import cassandra as storage_cassandra
 from healthbank.storage.cassandra import CassandraDatabase
 
 
@@ -110,17 +111,10 @@ def cassandra_session(hosts: str | Sequence[str], port: int | str) -> Iterator[S
 
 
 def drop_keyspaces(engines: Mapping[str, str], prefix: str) -> None:
-    """Drop every keyspace named ``<prefix>_*`` on the engines ``engines`` points at.
-
-    Only the ``keyspace_prefix`` fixtures call this: hundreds of leftover keyspaces slow
-    every new connection (the driver reads the whole schema) and every schema change.
-    """
+    """Drop every keyspace named ``<prefix>_*`` on the engines ``engines`` points at (the
+    ``keyspace_prefix`` fixtures call this after each test)."""
     hosts, port = engines["HEALTHBANK_CASSANDRA_HOSTS"], engines["HEALTHBANK_CASSANDRA_PORT"]
-    with cassandra_session(hosts, port) as session:
-        rows = session.execute("SELECT keyspace_name FROM system_schema.keyspaces")
-        for row in rows:
-            if row.keyspace_name.startswith(f"{prefix}_"):
-                session.execute(f"DROP KEYSPACE IF EXISTS {row.keyspace_name}", timeout=60)
+    storage_cassandra.drop_keyspaces(hosts.split(","), int(port), prefix)
 
 
 def cassandra_env(engines: Mapping[str, str], keyspace_prefix: str) -> dict[str, str]:

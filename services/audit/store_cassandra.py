@@ -180,6 +180,8 @@ class CassandraAuditStore:
         )
         # The last head this process saw; a stale one only costs a failed LWT and a re-read.
         self._head: _Head | None = None
+        # Deletions of placed batches' aside copies, awaited on close (not by the callers).
+        self._cleanups: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> CassandraAuditStore:
         """Connect, migrate and create the head row of an empty log; returns self."""
@@ -304,9 +306,15 @@ class CassandraAuditStore:
         else:
             # Applied or not, the head only leaves (n, b) for (n + k, none).
             await self._db.execute(_ADVANCE, (new_size, _HEAD, size, pending.batch_id))
-            await self._db.execute(
-                "DELETE FROM pending_batches WHERE batch_id = ?", (pending.batch_id,)
+            # The aside copy is garbage now (nothing reads a batch the head moved past): its
+            # deletion need not hold the batch's callers back.
+            cleanup = asyncio.create_task(
+                self._db.execute(
+                    "DELETE FROM pending_batches WHERE batch_id = ?", (pending.batch_id,)
+                )
             )
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
         return placed
 
     async def _read_head(self) -> _Head:
@@ -478,6 +486,7 @@ class CassandraAuditStore:
 
     async def close(self) -> None:
         """See AuditStore.close."""
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self._db.close()
 
 

@@ -57,10 +57,16 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
-from healthbank.storage.cassandra import StatementCounts, counts_now, counts_since
+from healthbank.storage.cassandra import (
+    StatementCounts,
+    counts_now,
+    counts_since,
+    drop_keyspaces,
+)
 
 SECRET = "bench-auth-secret"
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+RESOLVE_BATCH = 100  # patients per ResolveBatch call
 INGEST_SERVICE = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
 
 # The JSON keys, in table order, with their units.
@@ -76,6 +82,7 @@ FIGURES = {
     "history_1000_p50_ms": "ms",
     "audit_appends_per_s": "/s",
     "identity_known_resolves_per_s": "/s",
+    "identity_known_batch_resolves_per_s": "/s",
     "cassandra_statements_per_submit": "",
     "cassandra_requests_per_submit": "",
     "lwt_per_submit": "",
@@ -380,6 +387,27 @@ class Bench:
         result = await timed([call(p) for p in people], self.workload.concurrency)
         self.figures["identity_known_resolves_per_s"] = result.per_second
 
+        # The same patients through ResolveBatch (the call for many patients at once).
+        def batch(part: list[synthetic.Patient]) -> Callable[[], Awaitable[object]]:
+            request = identity_pb2.ResolveBatchRequest(
+                requests=[
+                    identity_pb2.ResolveRequest(
+                        hospital_id=synthetic.HOSPITAL_A.hospital_id,
+                        mrn=person.mrn,
+                        national_id=person.national_id,
+                    )
+                    for person in part
+                ]
+            )
+            return lambda: self.identity.ResolveBatch(request, metadata=auth, timeout=60)
+
+        size = RESOLVE_BATCH
+        parts = [people[start : start + size] for start in range(0, len(people), size)]
+        result = await timed([batch(part) for part in parts], 4)
+        self.figures["identity_known_batch_resolves_per_s"] = (
+            result.per_second * len(people) / max(1, len(parts))
+        )
+
 
 async def count_statements(
     env: Mapping[str, str], messages: int, run_id: str, *, known_patient: bool = False
@@ -487,6 +515,12 @@ def table(figures: Mapping[str, float | None], header: str) -> str:
     return "\n".join(lines)
 
 
+def drop_bench_keyspaces(env: Mapping[str, str], prefix: str) -> None:
+    """Drop the run's keyspaces (``<prefix>_*``) on the real engines."""
+    hosts = env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")
+    drop_keyspaces(hosts, int(env["HEALTHBANK_CASSANDRA_PORT"]), prefix)
+
+
 def main() -> None:
     """Start a stack, measure, stop it, print."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -508,6 +542,8 @@ def main() -> None:
         figures = asyncio.run(measure(stack.addresses, workload, run_id))
     finally:
         stack.stop()
+        if args.engines == "real":
+            drop_bench_keyspaces(env, f"bench_{run_id}")
     figures.update(
         dict.fromkeys(
             (
@@ -520,7 +556,10 @@ def main() -> None:
     )
     if args.engines == "real":
         counted_env = {**env, "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": f"bench_{run_id}_count"}
-        counted = asyncio.run(count_statements(counted_env, workload.counted_messages, run_id))
+        try:
+            counted = asyncio.run(count_statements(counted_env, workload.counted_messages, run_id))
+        finally:
+            drop_bench_keyspaces(env, f"bench_{run_id}_count")
         total = sum(counted.values(), StatementCounts())
         figures.update(per_submit(total, workload.counted_messages))
     figures["load1"] = os.getloadavg()[0]

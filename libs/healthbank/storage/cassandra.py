@@ -393,3 +393,28 @@ def keyspace_for(settings: Settings, concern: str, migrations: Sequence[str]) ->
         consistency=settings.cassandra_consistency,
         replication_factor=settings.cassandra_replication_factor,
     )
+
+
+def drop_keyspaces(hosts: Sequence[str], port: int, prefix: str) -> list[str]:
+    """Drop every keyspace named ``<prefix>_*`` (a test's or a benchmark's own); their names.
+
+    Leftover keyspaces are not free: every new connection reads the whole schema and every
+    schema change waits on it, so whoever creates keyspaces per run drops them after.
+    """
+    cluster = Cluster(
+        contact_points=list(hosts),
+        port=port,
+        protocol_version=5,
+        schema_metadata_enabled=False,
+        token_metadata_enabled=False,
+    )
+    dropped: list[str] = []
+    try:
+        session = cluster.connect()
+        for row in session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
+            if row.keyspace_name.startswith(f"{prefix}_"):
+                session.execute(f"DROP KEYSPACE IF EXISTS {row.keyspace_name}", timeout=60)
+                dropped.append(row.keyspace_name)
+    finally:
+        cluster.shutdown()
+    return dropped
