@@ -180,6 +180,10 @@ class CassandraAuditStore:
         )
         # The last head this process saw; a stale one only costs a failed LWT and a re-read.
         self._head: _Head | None = None
+        # The complete subtrees tiling the first ``size`` leaves, as this process last wrote
+        # them: the next batch at that size needs exactly these (immutable) nodes, so it
+        # need not read them back. Another process's batch moves the size on: then read.
+        self._frontier: tuple[int, dict[NodeKey, bytes]] | None = None
         # Deletions of placed batches' aside copies, awaited on close (not by the callers).
         self._cleanups: set[asyncio.Task[Any]] = set()
 
@@ -349,7 +353,12 @@ class CassandraAuditStore:
         if not leaves:
             return
         # The complete subtrees left of first_index are all a later leaf can need.
-        nodes = await self.get_nodes(merkle.range_keys(0, first_index)) if first_index else {}
+        if not first_index:
+            nodes: dict[NodeKey, bytes] = {}
+        elif self._frontier is not None and self._frontier[0] == first_index:
+            nodes = dict(self._frontier[1])
+        else:
+            nodes = await self.get_nodes(merkle.range_keys(0, first_index))
         # One list per table, each in partition order, so most unlogged batches touch one
         # partition (all of a batch's leaves share a bucket; a person's rows sit together).
         in_log: list[tuple[str, Sequence[Any]]] = []
@@ -403,7 +412,12 @@ class CassandraAuditStore:
             *lookups,
             *node_rows,
         ]
+        self._frontier = None
         await self._db.execute_unlogged(statements)
+        end = first_index + len(leaves)
+        frontier = merkle.range_keys(0, end)
+        if all(key in nodes for key in frontier):
+            self._frontier = (end, {key: nodes[key] for key in frontier})
 
     async def tree_size(self) -> int:
         """See AuditStore.tree_size."""
