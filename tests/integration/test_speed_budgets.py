@@ -29,9 +29,10 @@ from healthbank.storage.cassandra import StatementCounts
 MESSAGES = 5
 # Per Submit of a 3-record FHIR bundle of a patient the index already knows: one LWT (the
 # receipt claim, which carries the audit event) and no SERIAL read (ADR 0019); the records
-# and their index rows in one logged batch, the counters in one COUNTER batch. Measured
-# 2026-12-01: 8 round trips, 27 statements.
-KNOWN_PATIENT = StatementCounts(requests=8, statements=27, lwts=1, serial_reads=0)
+# and their index rows in one logged batch, the counters in one COUNTER batch; identity
+# answers from its cache of known patients (ADR 24). Measured 2026-12-01: 6 round trips,
+# 25 statements.
+KNOWN_PATIENT = StatementCounts(requests=6, statements=25, lwts=1, serial_reads=0)
 # A new patient adds identity's conditional inserts (national ID claim, person, MRN link);
 # measured after ADR 19: 16 round trips, 33 statements, 4 LWTs, no SERIAL read.
 NEW_PATIENT = StatementCounts(requests=16, statements=33, lwts=4, serial_reads=0)

@@ -2,7 +2,7 @@
 tools/bench/run.py on the real engines.
 
     python tools/bench/cassandra_floor.py [--operations 4000] [--concurrency 32]
-                                          [--requests 8] [--statements 27]
+                                          [--requests 6] [--statements 25]
 
 Starts the engines (tools/engines), creates a scratch keyspace, and runs each statement
 kind the services send, at ``--concurrency`` in flight from this process: statements per
@@ -69,8 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--operations", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--requests", type=float, default=8.0)
-    parser.add_argument("--statements", type=float, default=27.0)
+    parser.add_argument("--requests", type=float, default=6.0)
+    parser.add_argument("--statements", type=float, default=25.0)
     args = parser.parse_args()
     env = real_engine_env()
     pid = int((engines_dir() / "cassandra.pid").read_text().split()[0])
