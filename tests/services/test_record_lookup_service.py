@@ -475,7 +475,7 @@ async def test_archive_stream_carries_this_services_credentials_and_the_request_
         (record.record_id, common_pb2.TIER_COLD) for record in seeded
     ]
     ((method, metadata),) = relay.calls
-    assert method == "healthbank.archive.v1.ArchiveService/FetchRecords"
+    assert method == "/healthbank.archive.v1.ArchiveService/FetchRecords"
     assert metadata["x-request-id"] == "req-history-42"
     scheme, _, token = metadata["authorization"].partition(" ")
     assert scheme == "Bearer"
@@ -750,6 +750,40 @@ async def test_emergency_summary_is_refused_when_audit_cannot_record(stack: Stac
     assert details.code == grpc.StatusCode.UNAVAILABLE
     # Refused at the first read: identity does not answer a lookup it cannot audit.
     assert details.reason == "IDENTITY_UNAVAILABLE"
+
+
+async def test_a_cached_emergency_summary_is_refused_when_its_read_cannot_be_audited(
+    stack: Stack,
+) -> None:
+    person = await stack.resolve()
+    await stack.seed.record(
+        person, ALLERGY, (SNOMED, "91936005"), datetime(2020, 1, 1, tzinfo=UTC), fact={}
+    )
+    audit_host, audit_port = stack.addresses["audit"].rsplit(":", 1)
+    # Only this record-lookup reaches audit through the proxy: identity and consent still
+    # record their part, so the refusal is record-lookup's own "no audit, no read", taken
+    # while the cached facts are fetched beside the append (ADR 23).
+    proxy = TcpProxy(audit_host, int(audit_port))
+    async with AsyncExitStack() as exits:
+        proxied = {**stack.addresses, "audit": f"127.0.0.1:{await proxy.start()}"}
+        exits.push_async_callback(proxy.cut)
+        clients = service_client_factory(stack.settings, SERVICE, addresses=proxied)
+        exits.push_async_callback(clients.close)
+        host = await exits.enter_async_context(open_service(stack.settings, clients=clients))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{await host.start(0)}")
+        exits.push_async_callback(channel.close)
+        lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
+        request = record_lookup_pb2.GetEmergencySummaryRequest(
+            national_id=NATIONAL_ID, justification="unconscious after a road accident"
+        )
+        warm = await lookup.GetEmergencySummary(request, metadata=stack.auth(EMERGENCY))
+        assert warm.light == record_lookup_pb2.LIGHT_RED  # the summary is now cached
+        await proxy.cut()
+        details = await failure(lookup.GetEmergencySummary(request, metadata=stack.auth(EMERGENCY)))
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "AUDIT_UNAVAILABLE")
+    # Identity and consent recorded the refused attempt; record-lookup only the first read.
+    assert len(await stack.access_events(person)) == 1
+    assert len(await stack.access_events(person, "identity")) == 2
 
 
 @pytest.mark.parametrize(
