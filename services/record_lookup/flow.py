@@ -2,13 +2,16 @@
 
 History::
 
-    gate.admit (SELF | consent.Check → audit; no audit, no read)
-      → hot store + archive (cold) → merge → open each payload → every item, oldest first
+    gate.admit_reading (SELF | consent.Check → audit ‖ hot store ‖ archive (cold))
+      → merge → open each payload → every item, oldest first
 
 Emergency summary::
 
     identity (national ID → person) → gate.admit_emergency (consent.BreakGlass → audit,
-      flagged for review) → summary from the cache, or facts → open → decode → summarize
+      flagged for review ‖ the cached summary or the sealed facts) → open → decode → summarize
+
+"‖": concurrently (ADR 0023). The rows are fetched while the read is audited, but opened and
+returned only once the audit answered: no audit, no read.
 
 Image::
 
@@ -23,6 +26,7 @@ is audited, also when its summary comes from the cache.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ from healthbank.contracts.facts import Fact, MalformedFact, decode_fact, encode_
 from healthbank.contracts.names import record_name
 from healthbank.contracts.principal import Principal
 from healthbank.crypto import Sealer, TamperedPayload
-from healthbank.records import RecordStore, StoredRecord
+from healthbank.records import EmergencyFact, RecordStore, StoredRecord
 from healthbank.rpc.gate import Admission, ConsentGate
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.record_lookup import domain
@@ -159,25 +163,34 @@ class RecordLookupFlow:
         end: datetime | None,
     ) -> list[HistoryEntry]:
         """The person's records in ``categories`` (empty: all) effective in [start, end)."""
-        admission = await self._gate.admit(
-            principal, person_token, action=audit_pb2.ACTION_READ_HISTORY, categories=categories
+
+        async def sealed_records(
+            permitted: frozenset[int],
+        ) -> tuple[frozenset[int], list[StoredRecord], list[StoredRecord]]:
+            readable = domain.readable_categories(categories, permitted)
+            hot, cold = await asyncio.gather(
+                self._records.list_records(
+                    person_token, categories=sorted(readable), start=start, end=end
+                ),
+                self._archive.cold_records(person_token, start, end),
+            )
+            return readable, hot, cold
+
+        admission, (readable, hot, cold) = await self._gate.admit_reading(
+            principal,
+            person_token,
+            sealed_records,
+            action=audit_pb2.ACTION_READ_HISTORY,
+            categories=categories,
         )
-        readable = domain.readable_categories(categories, admission.permitted_categories)
-        hot = await self._records.list_records(
-            person_token, categories=sorted(readable), start=start, end=end
-        )
-        cold = [
-            record
-            for record in await self._archive.cold_records(person_token, start, end)
-            if _belongs_to(record, person_token)
-        ]
+        mine = [record for record in cold if _belongs_to(record, person_token)]
         return [
             HistoryEntry(
                 record,
                 is_cold,
                 await admission.open_payload(record.record_id, record.sealed_payload),
             )
-            for record, is_cold in domain.merge_history(hot, cold, readable)
+            for record, is_cold in domain.merge_history(hot, mine, readable)
         ]
 
     async def image(self, principal: Principal, person_token: str, record_id: str) -> Image:
@@ -225,8 +238,10 @@ class RecordLookupFlow:
     ) -> EmergencyReport:
         """Break the glass for the person with ``national_id`` and summarize their facts."""
         person_token = await self._directory.person_of(national_id)
-        admission = await self._gate.admit_emergency(principal, person_token, justification)
-        facts, generate_time = await self._facts(admission)
+        admission, stored = await self._gate.admit_emergency(
+            principal, person_token, justification, lambda _: self._stored_facts(person_token)
+        )
+        facts, generate_time = await self._facts(admission, stored)
         return EmergencyReport(
             person_token=person_token,
             summary=domain.summarize(facts),
@@ -235,21 +250,31 @@ class RecordLookupFlow:
             break_glass_name=admission.authority_name,
         )
 
-    async def _facts(self, admission: Admission) -> tuple[list[Fact], datetime]:
-        """The person's facts and when they were read: from the cache, or from the store."""
+    async def _stored_facts(self, person_token: str) -> bytes | list[EmergencyFact]:
+        """The person's cached entry, sealed; or, on a miss, their sealed facts."""
+        cached = await self._cache.get(emergency_summary_key(person_token))
+        if cached is not None:
+            return cached
+        return await self._records.list_facts(person_token)
+
+    async def _facts(
+        self, admission: Admission, stored: bytes | list[EmergencyFact]
+    ) -> tuple[list[Fact], datetime]:
+        """The person's facts and when they were read: from the cached entry, or from the
+        store's rows (then cached)."""
         person_token = admission.person_token
         key = emergency_summary_key(person_token)
         aad = domain.summary_aad(person_token)
-        cached = await self._cache.get(key)
-        if cached is not None:
+        if isinstance(stored, bytes):
             try:
-                return _decode_cached(await self._sealer.open(cached, aad))
+                return _decode_cached(await self._sealer.open(stored, aad))
             except (TamperedPayload, MalformedFact):
                 _log.warning("cached emergency facts of %s unreadable; recomputing", person_token)
                 await self._cache.delete(key)
+            stored = await self._records.list_facts(person_token)
         facts = [
-            await admission.open_fact(stored.record_id, stored.sealed_fact, stored.category)
-            for stored in await self._records.list_facts(person_token)
+            await admission.open_fact(row.record_id, row.sealed_fact, row.category)
+            for row in stored
         ]
         generate_time = self._now()
         if self._cache_ttl_seconds > 0:

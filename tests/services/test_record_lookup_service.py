@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -749,6 +752,40 @@ async def test_emergency_summary_is_refused_when_audit_cannot_record(stack: Stac
     assert details.reason == "IDENTITY_UNAVAILABLE"
 
 
+async def test_a_cached_emergency_summary_is_refused_when_its_read_cannot_be_audited(
+    stack: Stack,
+) -> None:
+    person = await stack.resolve()
+    await stack.seed.record(
+        person, ALLERGY, (SNOMED, "91936005"), datetime(2020, 1, 1, tzinfo=UTC), fact={}
+    )
+    audit_host, audit_port = stack.addresses["audit"].rsplit(":", 1)
+    # Only this record-lookup reaches audit through the proxy: identity and consent still
+    # record their part, so the refusal is record-lookup's own "no audit, no read", taken
+    # while the cached facts are fetched beside the append (ADR 23).
+    proxy = TcpProxy(audit_host, int(audit_port))
+    async with AsyncExitStack() as exits:
+        proxied = {**stack.addresses, "audit": f"127.0.0.1:{await proxy.start()}"}
+        exits.push_async_callback(proxy.cut)
+        clients = service_client_factory(stack.settings, SERVICE, addresses=proxied)
+        exits.push_async_callback(clients.close)
+        host = await exits.enter_async_context(open_service(stack.settings, clients=clients))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{await host.start(0)}")
+        exits.push_async_callback(channel.close)
+        lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
+        request = record_lookup_pb2.GetEmergencySummaryRequest(
+            national_id=NATIONAL_ID, justification="unconscious after a road accident"
+        )
+        warm = await lookup.GetEmergencySummary(request, metadata=stack.auth(EMERGENCY))
+        assert warm.light == record_lookup_pb2.LIGHT_RED  # the summary is now cached
+        await proxy.cut()
+        details = await failure(lookup.GetEmergencySummary(request, metadata=stack.auth(EMERGENCY)))
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "AUDIT_UNAVAILABLE")
+    # Identity and consent recorded the refused attempt; record-lookup only the first read.
+    assert len(await stack.access_events(person)) == 1
+    assert len(await stack.access_events(person, "identity")) == 2
+
+
 @pytest.mark.parametrize(
     ("national_id", "justification", "violations"),
     [
@@ -944,3 +981,96 @@ async def test_history_pages_are_refused_like_history_without_a_grant(stack: Sta
 
 async def _drain(call: Any) -> list[Any]:
     return [page async for page in call]
+
+
+# --- gRPC calls per request (a budget that does not depend on the machine) ------------------
+#
+# Counted from every service's access log line ("rpc method=... request_id=..."): the request
+# id of the inbound call travels with every call it causes, so the lines carrying it are the
+# request's calls across all services. A change that makes more calls fails here; one that
+# makes fewer should lower the budget (README, "Speed").
+
+_ACCESS_LINE = re.compile(r"^rpc method=(\S+) code=(\S+) duration_ms=\S+ request_id=(\S+)$")
+_LOOKUP = "healthbank.record_lookup.v1.RecordLookupService/"
+_APPEND = "healthbank.audit.v1.AuditService/AppendEvent"
+_APPEND_BATCH = f"{_APPEND}s"
+
+# The summary, identity's national-ID lookup, consent's break-glass session, and three audit
+# appends: identity's lookup, consent's session and record-lookup's READ_EMERGENCY read
+# (three services, so three calls even through each one's group commit). Measured
+# 2026-12-01, the same with a cached summary.
+EMERGENCY_CALLS = Counter(
+    {
+        f"{_LOOKUP}GetEmergencySummary": 1,
+        "healthbank.identity.v1.IdentityService/LookupByNationalId": 1,
+        "healthbank.consent.v1.ConsentService/BreakGlass": 1,
+        _APPEND: 3,
+    }
+)
+# The history, consent's decision, the read's audit append and the cold tier's fetch.
+HISTORY_CALLS = Counter(
+    {
+        f"{_LOOKUP}GetHistoryPages": 1,
+        "healthbank.consent.v1.ConsentService/Check": 1,
+        _APPEND: 1,
+        "healthbank.archive.v1.ArchiveService/FetchRecords": 1,
+    }
+)
+
+
+def calls_of(caplog: pytest.LogCaptureFixture, request_id: str) -> Counter[str]:
+    """The calls (audit's batch append counted as AppendEvent) the request made, all OK."""
+    calls: Counter[str] = Counter()
+    for record in caplog.records:
+        line = _ACCESS_LINE.match(record.getMessage())
+        if line is None or line[3] != request_id:
+            continue
+        assert line[2] == "OK", record.getMessage()
+        calls[_APPEND if line[1] == _APPEND_BATCH else line[1]] += 1
+    return calls
+
+
+def within(calls: Counter[str], budget: Counter[str]) -> bool:
+    return all(calls[method] <= budget[method] for method in calls)
+
+
+async def test_an_emergency_summary_stays_within_its_grpc_call_budget(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    person = await stack.resolve()
+    await stack.seed.record(
+        person, ALLERGY, (SNOMED, "91936005"), datetime(2020, 1, 1, tzinfo=UTC), fact={}
+    )
+    caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
+    for attempt in ("computed", "cached"):
+        request_id = f"budget-emergency-{attempt}"
+        summary = await stack.lookup.GetEmergencySummary(
+            record_lookup_pb2.GetEmergencySummaryRequest(
+                national_id=NATIONAL_ID, justification="unconscious after a road accident"
+            ),
+            metadata=(*stack.auth(EMERGENCY), ("x-request-id", request_id)),
+        )
+        assert summary.light == record_lookup_pb2.LIGHT_RED
+        calls = calls_of(caplog, request_id)
+        assert within(calls, EMERGENCY_CALLS), (attempt, calls)
+        # Counted for real: the request itself and every audit append it needs were seen.
+        assert calls[f"{_LOOKUP}GetEmergencySummary"] == 1, calls
+        assert calls[_APPEND] == EMERGENCY_CALLS[_APPEND], calls
+
+
+async def test_a_history_stays_within_its_grpc_call_budget(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    await seed_history(stack)
+    await stack.grant(PERSON)
+    caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
+    request_id = "budget-history"
+    call = stack.lookup.GetHistoryPages(
+        record_lookup_pb2.GetHistoryRequest(parent=f"persons/{PERSON}"),
+        metadata=(*stack.auth(CLINICIAN), ("x-request-id", request_id)),
+    )
+    (page,) = await _drain(call)
+    assert len(page.items) == 3
+    calls = calls_of(caplog, request_id)
+    assert within(calls, HISTORY_CALLS), calls
+    assert calls[f"{_LOOKUP}GetHistoryPages"] == 1 and calls[_APPEND] == 1, calls

@@ -7,13 +7,17 @@ cold records back with :func:`record_from_proto`.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import cast
+
+from google.protobuf import timestamp_pb2
 
 from healthbank.common.v1 import common_pb2
 from healthbank.records.model import StoredRecord
 
 __all__ = ["record_from_proto", "record_to_proto"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def record_to_proto(
@@ -40,8 +44,18 @@ def record_to_proto(
         fhir_json=fhir_json,
         blob_name=record.blob_name,
     )
-    message.effective_time.FromDatetime(record.effective_time)
+    _set_timestamp(message.effective_time, record.effective_time)
     return message
+
+
+def _set_timestamp(timestamp: timestamp_pb2.Timestamp, moment: datetime) -> None:
+    """``timestamp.FromDatetime(moment)`` (naive: UTC) at a fifth of its cost, which a
+    1,000-record history pays per record (ADR 23)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    since_epoch = moment - _EPOCH
+    timestamp.seconds = since_epoch.days * 86_400 + since_epoch.seconds
+    timestamp.nanos = since_epoch.microseconds * 1000
 
 
 def record_from_proto(message: common_pb2.Record, sealed_payload: bytes) -> StoredRecord:

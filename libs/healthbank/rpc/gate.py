@@ -6,14 +6,18 @@ Shared by record-lookup and ai-alert, so both decide and record access the same 
                    anyone else          → consent.Check
                    an emergency actor   → consent.BreakGlass (their own session)
       ├ refused   → audit ACTION_DENIED (best effort) → PERMISSION_DENIED
-      └ permitted → audit the read (no audit, no read) → Admission
-                    → the service reads its rows → Admission.open_* decrypts them
+      └ permitted → audit the read  ┐ concurrently (no audit, no read: the rows are
+                    read the rows   ┘ dropped unopened when the audit fails)
+                  → Admission → Admission.open_* decrypts them
 
 A read permitted under a break-glass session (basis BREAK_GLASS) is flagged for review,
 whether the session was opened by the emergency flow or by a direct consent.BreakGlass call
 (which consent records itself, as ACTION_BREAK_GLASS). Events are appended through
 :class:`healthbank.rpc.access_log.AccessLog`.
 
+A caller may hand the gate its read of the sealed rows (``read``): it starts once consent
+has permitted and runs while the access event is appended, so a read costs the longer of the
+two, not their sum; nothing it fetched is returned unless the event was logged (ADR 0023).
 An :class:`Admission` exists only after the access event was appended, and it opens only
 the admitted person's payloads, facts and imaging blobs (the associated data names the
 person), so a service cannot decrypt what it did not record. A payload failing
@@ -30,11 +34,12 @@ so it carries the inbound caller's own credentials.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NoReturn, cast
+from typing import NoReturn, TypeVar, cast
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
@@ -51,7 +56,7 @@ from healthbank.rpc.clients import ClientFactory, caller_metadata
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import REASON_PATTERN, ServiceError
 
-__all__ = ["BASIS_BREAK_GLASS", "BASIS_SELF", "Admission", "ConsentGate"]
+__all__ = ["BASIS_BREAK_GLASS", "BASIS_SELF", "Admission", "ConsentGate", "RowsRead"]
 
 _log = logging.getLogger(__name__)
 
@@ -62,6 +67,15 @@ BASIS_BREAK_GLASS = "BREAK_GLASS"
 """The basis of an emergency read under a break-glass session."""
 
 _NOT_DATA_SUBJECT = "NOT_DATA_SUBJECT"
+
+_Rows = TypeVar("_Rows")
+
+RowsRead = Callable[[frozenset[int]], Awaitable[_Rows]]
+"""A caller's read of sealed rows, given the permitted categories (empty: all asked for)."""
+
+
+async def _nothing(permitted: frozenset[int]) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -151,12 +165,37 @@ class ConsentGate:
         """Let ``principal`` read ``person_token``'s records in ``categories`` (empty: all);
         ``resource_names`` (under the person) name what is read beyond the person itself.
 
+        The same as :meth:`admit_reading` with nothing read beside the audit append.
+        """
+        admission, _ = await self.admit_reading(
+            principal,
+            person_token,
+            _nothing,
+            action=action,
+            categories=categories,
+            resource_names=resource_names,
+        )
+        return admission
+
+    async def admit_reading(
+        self,
+        principal: Principal,
+        person_token: str,
+        read: RowsRead[_Rows],
+        *,
+        action: audit_pb2.Action,
+        categories: Iterable[int] = (),
+        resource_names: Sequence[str] = (),
+    ) -> tuple[Admission, _Rows]:
+        """:meth:`admit`, running ``read`` (the caller's fetch of sealed rows, given the
+        permitted categories) while the read is audited; both done, the admission and rows.
+
         A read under a break-glass session is flagged for review like the emergency summary,
         whichever way the session was opened.
 
-        Raises PERMISSION_DENIED (the refusal audited, best effort) or the error of a failed
-        consent or audit call (UNAVAILABLE ``AUDIT_UNAVAILABLE`` when the read cannot be
-        recorded).
+        Raises PERMISSION_DENIED (the refusal audited, best effort; ``read`` never started),
+        the error of a failed consent or audit call (UNAVAILABLE ``AUDIT_UNAVAILABLE`` when
+        the read cannot be recorded; ``read`` is then cancelled), or what ``read`` raised.
         """
         requested = sorted(set(categories))
         # A patient is the data subject or nobody: consent would answer SELF too, but only
@@ -179,21 +218,30 @@ class ConsentGate:
             basis, authority = decision.basis, decision.authority_name
             permitted = frozenset(int(category) for category in decision.permitted_categories)
         names = [person_name(person_token), *resource_names, *([authority] if authority else [])]
-        leaf = await self._log.record(
-            principal,
-            action,
-            person_token,
-            names,
-            basis=basis,
-            flagged_for_review=basis == BASIS_BREAK_GLASS,
+        leaf, rows = await _audited_while_read(
+            self._log.record(
+                principal,
+                action,
+                person_token,
+                names,
+                basis=basis,
+                flagged_for_review=basis == BASIS_BREAK_GLASS,
+            ),
+            read(permitted),
         )
-        return Admission(person_token, basis, permitted, authority, leaf, self._sealer)
+        return Admission(person_token, basis, permitted, authority, leaf, self._sealer), rows
 
     async def admit_emergency(
-        self, principal: Principal, person_token: str, justification: str
-    ) -> Admission:
+        self,
+        principal: Principal,
+        person_token: str,
+        justification: str,
+        read: RowsRead[_Rows],
+    ) -> tuple[Admission, _Rows]:
         """Break the glass as ``principal`` (the inbound caller) and record the emergency
-        read, flagged for review; raises what consent or audit answered."""
+        read, flagged for review, while ``read`` (started once the session is open) fetches
+        the sealed rows; raises what consent or audit answered (``read`` then never started
+        or is cancelled), or what ``read`` raised."""
         stub = consent_pb2_grpc.ConsentServiceStub(self._clients.channel("consent"))
         credentials = caller_metadata()
         if not credentials:
@@ -207,17 +255,21 @@ class ConsentGate:
             )
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "consent") from None
-        leaf = await self._log.record(
-            principal,
-            audit_pb2.ACTION_READ_EMERGENCY,
-            person_token,
-            [session.name, person_name(person_token)],
-            basis=BASIS_BREAK_GLASS,
-            flagged_for_review=True,
+        leaf, rows = await _audited_while_read(
+            self._log.record(
+                principal,
+                audit_pb2.ACTION_READ_EMERGENCY,
+                person_token,
+                [session.name, person_name(person_token)],
+                basis=BASIS_BREAK_GLASS,
+                flagged_for_review=True,
+            ),
+            read(frozenset()),
         )
-        return Admission(
+        admission = Admission(
             person_token, BASIS_BREAK_GLASS, frozenset(), session.name, leaf, self._sealer
         )
+        return admission, rows
 
     async def _check(
         self, principal: Principal, person_token: str, categories: Sequence[int]
@@ -251,3 +303,21 @@ class ConsentGate:
             _log.warning("denied read of %s could not be audited", person_token)
         reason = basis if REASON_PATTERN.match(basis) else "CONSENT_DENIED"
         raise ServiceError.permission_denied(message, reason=reason)
+
+
+async def _audited_while_read(audit: Awaitable[int], read: Awaitable[_Rows]) -> tuple[int, _Rows]:
+    """The access event's leaf and the rows, the append and the read run concurrently.
+
+    The audit's outcome decides first: when the append fails, the read is cancelled and its
+    rows dropped, so nothing unrecorded is ever opened or returned.
+    """
+    appending = asyncio.ensure_future(audit)
+    reading = asyncio.ensure_future(read)
+    try:
+        leaf = await appending
+    except BaseException:
+        reading.cancel()
+        # Wait for the cancelled read so no task outlives the request; its outcome is moot.
+        await asyncio.gather(reading, return_exceptions=True)
+        raise
+    return leaf, await reading

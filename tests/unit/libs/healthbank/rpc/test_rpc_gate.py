@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -115,6 +116,27 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         )
 
 
+class ReadProbe:
+    """A caller's read of sealed rows: notes each start; ``blocked`` holds it until released
+    (so a test can see what happens while the audit append is still in flight)."""
+
+    def __init__(self, *, blocked: bool = False) -> None:
+        self.started: list[frozenset[int]] = []
+        self.cancelled = False
+        self._release = asyncio.Event()
+        if not blocked:
+            self._release.set()
+
+    async def __call__(self, permitted: frozenset[int]) -> str:
+        self.started.append(permitted)
+        try:
+            await self._release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return "rows"
+
+
 async def admit(
     setup: Setup, principal: Principal, person_token: str = PERSON, categories: tuple[int, ...] = ()
 ) -> Admission:
@@ -126,6 +148,14 @@ async def admit(
 async def refusal(setup: Setup, principal: Principal, person_token: str = PERSON) -> ServiceError:
     with pytest.raises(ServiceError) as raised:
         await admit(setup, principal, person_token)
+    return raised.value
+
+
+async def refusal_reading(setup: Setup, principal: Principal, read: ReadProbe) -> ServiceError:
+    with pytest.raises(ServiceError) as raised:
+        await setup.gate.admit_reading(
+            principal, PERSON, read, action=audit_pb2.ACTION_READ_HISTORY
+        )
     return raised.value
 
 
@@ -187,6 +217,43 @@ async def test_no_audit_no_admission_and_a_refusal_stays_a_refusal(setup: Setup)
     assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_DATA_SUBJECT")
 
 
+async def test_the_rows_are_read_with_the_permitted_categories_beside_the_audit(
+    setup: Setup,
+) -> None:
+    read = ReadProbe()
+    refused = await refusal_reading(setup, CLINICIAN, read)
+    assert refused.reason == "NO_GRANT"
+    assert read.started == []  # a refused reader's rows are never even fetched
+
+    await setup.grant(PERSON, [OBSERVATION])
+    admission, rows = await setup.gate.admit_reading(
+        CLINICIAN,
+        PERSON,
+        read,
+        action=audit_pb2.ACTION_READ_HISTORY,
+        categories=(OBSERVATION, ALLERGY),
+    )
+    assert (rows, read.started) == ("rows", [frozenset({OBSERVATION})])
+    logged, denied = await setup.events(PERSON)
+    assert (logged.action, denied.action) == (
+        audit_pb2.ACTION_READ_HISTORY,
+        audit_pb2.ACTION_DENIED,
+    )
+    assert admission.authority_name in logged.resource_names
+
+
+async def test_a_read_whose_audit_fails_is_cancelled_and_nothing_returned(setup: Setup) -> None:
+    await setup.hosts["audit"].stop(0)
+    read = ReadProbe(blocked=True)  # still fetching when the append fails
+    unaudited = await refusal_reading(setup, patient(PERSON), read)
+    assert (unaudited.code, unaudited.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "AUDIT_UNAVAILABLE",
+    )
+    assert read.started == [frozenset()]
+    assert read.cancelled
+
+
 async def test_a_consent_outage_is_unavailable(setup: Setup) -> None:
     await setup.hosts["consent"].stop(0)
     refused = await refusal(setup, CLINICIAN)
@@ -221,14 +288,19 @@ async def test_an_admission_opens_only_its_persons_payloads_and_facts(setup: Set
 
 
 async def test_an_emergency_admission_breaks_the_glass_as_the_caller(setup: Setup) -> None:
+    read = ReadProbe()
     with pytest.raises(ServiceError) as anonymous:
-        await setup.gate.admit_emergency(EMERGENCY, PERSON, "unconscious after a road accident")
+        await setup.gate.admit_emergency(
+            EMERGENCY, PERSON, "unconscious after a road accident", read
+        )
     assert anonymous.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert read.started == []  # no session, no read
 
     inbound_token.set(setup.token(EMERGENCY))  # what the server's principal interceptor sets
-    admission = await setup.gate.admit_emergency(
-        EMERGENCY, PERSON, "unconscious after a road accident"
+    admission, rows = await setup.gate.admit_emergency(
+        EMERGENCY, PERSON, "unconscious after a road accident", read
     )
+    assert (rows, read.started) == ("rows", [frozenset()])
     assert admission.basis == "BREAK_GLASS"
     assert admission.authority_name.startswith(f"persons/{PERSON}/breakGlass/")
     (event,) = await setup.events(PERSON)
