@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from healthbank.core.memory import MemoryReleaser
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.ingest.clients import GrpcAuditLog, GrpcBlobArchive, GrpcIdentityResolver
@@ -72,8 +73,15 @@ async def _assemble(resources: ServiceResources) -> Serving:
         summaries=summaries,
     )
     resources.run_in_background("audit-repair", lambda: _flush_pending_audits(pipeline))
+    # After a large message its freed heap goes back to the system (ADR 22).
+    memory = MemoryReleaser()
+    resources.close_on_exit(memory.close)
     return Serving(
-        IngestServicer(pipeline),
+        IngestServicer(
+            pipeline,
+            memory=memory,
+            large_message_bytes=resources.settings.ingest_parse_large_message_bytes,
+        ),
         ingest_pb2_grpc.add_IngestServiceServicer_to_server,
         # Identity, archive and audit are not part of readiness: when one is down, each
         # message gets a retryable UNAVAILABLE; going out of rotation too would turn a

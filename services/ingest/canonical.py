@@ -100,7 +100,8 @@ class PlannedRecord:
         return fact_aad(self.person_token, self.record_id)
 
     def stored(self, source: MessageSource, sealed_payload: bytes, blob_name: str) -> StoredRecord:
-        """The stored row, around the sealed payload."""
+        """The stored row, around the sealed payload, naming ``blob_name`` (its image, or its
+        whole payload when the record keeps a stub; ADR 22)."""
         code = self.entry.code
         return StoredRecord(
             record_id=self.record_id,
@@ -119,7 +120,7 @@ class PlannedRecord:
             effective_time=self.effective_time,
             status=self.entry.status,
             sealed_payload=sealed_payload,
-            blob_name=blob_name if self.entry.category == Category.IMAGING else "",
+            blob_name=blob_name,
         )
 
     def emergency_fact(self, sealed_fact: bytes) -> EmergencyFact:

@@ -51,10 +51,12 @@ from healthbank.contracts.principal import Principal, principal_log_fields
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
     MAX_PAYLOAD_BYTES,
+    PLACED_PAYLOAD_CONTENT_TYPE,
     MessageIdConflict,
     MessageReceipt,
     RecordStore,
     blob_aad,
+    placed_payload_stub,
     record_name,
 )
 from healthbank.storage.cache import Cache, emergency_summary_key
@@ -66,6 +68,7 @@ from services.ingest.canonical import (
     receipt_for,
 )
 from services.ingest.model import (
+    Category,
     Disposition,
     InvalidMessage,
     ParsedMessage,
@@ -88,6 +91,10 @@ _log = logging.getLogger(__name__)
 # records is reported by several events (see :func:`audit_event_ids`).
 MAX_NAMES_PER_AUDIT_EVENT = 1000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+# The largest payload placed in the archive's blob store: one PutBlob request (64 MiB) holds
+# it sealed, with room for the envelope.
+MAX_PLACED_PAYLOAD_BYTES = 64 * 1024 * 1024 - 64 * 1024
 
 # A pending audit note older than this without a stored message belongs to a submission
 # that failed before its commit; younger ones may still be committing.
@@ -167,6 +174,10 @@ class PayloadSealer(Protocol):
 
     async def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt ``plaintext`` bound to ``aad``."""
+        ...
+
+    async def seal_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """Encrypt each ``(plaintext, aad)``, in order (large ones off the event loop)."""
         ...
 
 
@@ -283,12 +294,18 @@ def audit_event_ids(event_id: str, count: int) -> list[str]:
     return ids
 
 
-def _source(submission: Submission) -> MessageSource:
+# From this size a message's SHA-256 is computed in a thread (60 MB take ~0.1 s of CPU).
+_HASH_OFF_LOOP_BYTES = 1024 * 1024
+
+
+async def _source(submission: Submission) -> MessageSource:
+    content = submission.content
+    if len(content) < _HASH_OFF_LOOP_BYTES:
+        digest = content_hash(content)
+    else:
+        digest = await asyncio.to_thread(content_hash, content)
     return MessageSource(
-        submission.hospital_id,
-        submission.message_id,
-        submission.source_format,
-        content_hash(submission.content),
+        submission.hospital_id, submission.message_id, submission.source_format, digest
     )
 
 
@@ -327,7 +344,7 @@ class IngestPipeline:
         Streams prepare messages as they arrive, in order, to learn which earlier messages a
         message must wait for (:meth:`PreparedMessage.ordering_keys`).
         """
-        source = _source(submission)
+        source = await _source(submission)
         try:
             message = await self._parse(submission)
             return PreparedMessage(submission, source, message, None)
@@ -345,7 +362,7 @@ class IngestPipeline:
         finishes the audit.
         """
         # A retry is answered from its receipt without parsing the content again.
-        return await self._submit(submission, _source(submission), None)
+        return await self._submit(submission, await _source(submission), None)
 
     async def submit_prepared(self, prepared: PreparedMessage) -> Ack:
         """:meth:`submit` for a message :meth:`prepare` already parsed."""
@@ -384,18 +401,27 @@ class IngestPipeline:
             )
         # Serializing every payload is CPU work that grows with the message: not on the loop.
         planned = await asyncio.to_thread(plan_records, message, person_token, source, now)
-        _refuse_oversized(planned)
-        sealed_payloads = await asyncio.gather(
-            *(self._sealer.seal(record.payload, record.payload_aad) for record in planned)
+        _refuse_unplaceable(planned, has_image=bool(blob_name))
+        planned, placed_blobs = await self._place_large_payloads(planned, person_token)
+        sealed_payloads = await self._sealer.seal_many(
+            [(record.payload, record.payload_aad) for record in planned]
         )
         stored = [
-            record.stored(source, sealed, blob_name)
+            record.stored(
+                source,
+                sealed,
+                placed_blobs.get(record.record_id)
+                or (blob_name if record.entry.category == Category.IMAGING else ""),
+            )
             for record, sealed in zip(planned, sealed_payloads, strict=True)
         ]
+        with_facts = [(record, record.fact) for record in planned if record.fact is not None]
+        sealed_facts = await self._sealer.seal_many(
+            [(fact, record.fact_aad) for record, fact in with_facts]
+        )
         facts = [
-            record.emergency_fact(await self._sealer.seal(record.fact, record.fact_aad))
-            for record in planned
-            if record.fact is not None
+            record.emergency_fact(sealed)
+            for (record, _), sealed in zip(with_facts, sealed_facts, strict=True)
         ]
         # The claim carries the audit event, noted pending first: a committed message always
         # has its event on file, and is found if its append never happens.
@@ -435,6 +461,29 @@ class IngestPipeline:
             resources=acknowledged_resources(message.outcomes, ack.record_names),
             patient_unidentified=message.patient.unidentified,
         )
+
+    async def _place_large_payloads(
+        self, planned: Sequence[PlannedRecord], person_token: str
+    ) -> tuple[list[PlannedRecord], dict[str, str]]:
+        """Put each payload over MAX_PAYLOAD_BYTES in the archive's blob store, sealed and
+        bound to its person as an image is, and keep a stub in its record (ADR 22).
+
+        Returns the records to store and the blob name of each placed record, by record id.
+        Like an image, a blob archived before a failed commit is garbage no record names.
+        """
+        kept, placed = [], {}
+        for record in planned:
+            if len(record.payload) <= MAX_PAYLOAD_BYTES:
+                kept.append(record)
+                continue
+            sealed = await self._sealer.seal(record.payload, blob_aad(person_token))
+            placed[record.record_id] = await self._archive.put_blob(
+                person_token, PLACED_PAYLOAD_CONTENT_TYPE, sealed
+            )
+            kept.append(replace(record, payload=placed_payload_stub(record.entry.resource)))
+        if placed:
+            _log.info("placed %d large payloads in the blob store", len(placed))
+        return kept, placed
 
     def _new_audit(
         self, hospital_id: str, message_id: str, content_hash: str, submitter: Principal
@@ -523,11 +572,19 @@ class IngestPipeline:
         return appended
 
 
-def _refuse_oversized(planned: Sequence[PlannedRecord]) -> None:
-    """INVALID_ARGUMENT naming each resource too large to be one record, before any write."""
+def _refuse_unplaceable(planned: Sequence[PlannedRecord], *, has_image: bool) -> None:
+    """INVALID_ARGUMENT naming each resource too large to store, before any write: over
+    what one archive blob holds, or an image's record (its blob is the image) over what a
+    record holds."""
     problems = Problems("RESOURCE_TOO_LARGE")
     for record in planned:
-        if len(record.payload) > MAX_PAYLOAD_BYTES:
+        size = len(record.payload)
+        if size > MAX_PLACED_PAYLOAD_BYTES:
+            problems.add(
+                record.entry.path,
+                f"is larger than the {MAX_PLACED_PAYLOAD_BYTES} bytes one resource may have",
+            )
+        elif size > MAX_PAYLOAD_BYTES and has_image and record.entry.category == Category.IMAGING:
             problems.add(
                 record.entry.path, f"is larger than the {MAX_PAYLOAD_BYTES} bytes a record holds"
             )

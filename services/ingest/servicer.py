@@ -40,12 +40,14 @@ from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
 from healthbank.contracts.principal import Principal
 from healthbank.core.ids import new_ulid
 from healthbank.core.logs import request_id_var
+from healthbank.core.memory import MemoryReleaser
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
 from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY
 from healthbank.storage import StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
+from services.ingest.parse_pool import DEFAULT_LARGE_MESSAGE_BYTES
 from services.ingest.pipeline import (
     Ack,
     DependencyFailed,
@@ -81,13 +83,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     """ingest.v1.IngestService over an :class:`IngestPipeline`."""
 
     def __init__(
-        self, pipeline: IngestPipeline, *, stream_concurrency: int = DEFAULT_STREAM_CONCURRENCY
+        self,
+        pipeline: IngestPipeline,
+        *,
+        stream_concurrency: int = DEFAULT_STREAM_CONCURRENCY,
+        memory: MemoryReleaser | None = None,
+        large_message_bytes: int = DEFAULT_LARGE_MESSAGE_BYTES,
     ) -> None:
-        """Serve ``pipeline``; streams process up to ``stream_concurrency`` messages at once."""
+        """Serve ``pipeline``; streams process up to ``stream_concurrency`` messages at once;
+        ``memory`` releases free heap memory after each message of ``large_message_bytes``
+        or more."""
         if stream_concurrency < 1:
             raise ValueError("stream_concurrency must be at least 1")
         self._pipeline = pipeline
         self._stream_concurrency = stream_concurrency
+        self._memory = memory
+        self._large_message_bytes = large_message_bytes
 
     async def Submit(
         self, request: ingest_pb2.SubmitRequest, context: Any
@@ -99,6 +110,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             ack = await self._pipeline.submit(submission)
         except _PIPELINE_FAILURES as exc:
             raise service_error(exc) from None
+        finally:
+            self._done_with(submission)
         return _response(ack, submission)
 
     async def SubmitStream(
@@ -190,6 +203,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return _rejected(submission, service_error(exc))
         except Exception as exc:
             return _internal_rejection(submission, exc)
+        finally:
+            self._done_with(submission)
+
+    def _done_with(self, submission: Submission) -> None:
+        """After a large message, hand the memory it needed back to the system."""
+        if self._memory is not None and len(submission.content) >= self._large_message_bytes:
+            self._memory.after_large_message()
 
 
 _PIPELINE_FAILURES = (

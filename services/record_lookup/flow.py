@@ -3,7 +3,8 @@
 History::
 
     gate.admit_reading (SELF | consent.Check → audit ‖ hot store ‖ archive (cold))
-      → merge → open each payload → every item, oldest first
+      → merge → open each payload (a stub: its blob from the archive, ADR 22) → every item,
+      oldest first
 
 Emergency summary::
 
@@ -39,7 +40,7 @@ from healthbank.contracts.facts import Fact, MalformedFact, decode_fact, encode_
 from healthbank.contracts.names import record_name
 from healthbank.contracts.principal import Principal
 from healthbank.crypto import Sealer, TamperedPayload
-from healthbank.records import EmergencyFact, RecordStore, StoredRecord
+from healthbank.records import EmergencyFact, RecordStore, StoredRecord, is_placed_payload_stub
 from healthbank.rpc.gate import Admission, ConsentGate
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.record_lookup import domain
@@ -185,13 +186,29 @@ class RecordLookupFlow:
         )
         mine = [record for record in cold if _belongs_to(record, person_token)]
         return [
-            HistoryEntry(
-                record,
-                is_cold,
-                await admission.open_payload(record.record_id, record.sealed_payload),
-            )
+            HistoryEntry(record, is_cold, await self._payload(admission, record))
             for record, is_cold in domain.merge_history(hot, mine, readable)
         ]
+
+    async def _payload(self, admission: Admission, record: StoredRecord) -> bytes:
+        """A record's FHIR JSON: from the record, or from the blob its stub points to when
+        the resource was too large for a record (ADR 22)."""
+        payload = await admission.open_payload(record.record_id, record.sealed_payload)
+        if not record.blob_name or not is_placed_payload_stub(payload):
+            return payload
+        _, content = await self._open_blob(admission, record)
+        return content
+
+    async def _open_blob(self, admission: Admission, record: StoredRecord) -> tuple[str, bytes]:
+        """(content type, content) of the blob a record names, opened for the admitted
+        reader; ImageNotFound if the blob belongs to someone else."""
+        name = record_name(admission.person_token, record.record_id)
+        blob = await self._images.sealed_blob(record.blob_name)
+        if blob.person_token != admission.person_token:
+            # Never open (or hand out) another person's blob, whatever a record points to.
+            _log.error("record %s points to a blob of another person", name)
+            raise ImageNotFound(name)
+        return blob.content_type, await admission.open_blob(blob.sealed)
 
     async def image(self, principal: Principal, person_token: str, record_id: str) -> Image:
         """The image of one of the person's records, for a reader consent admits to the
@@ -210,16 +227,9 @@ class RecordLookupFlow:
         record = await self._imaging_record(person_token, record_id)
         if record is None or not record.blob_name:
             raise ImageNotFound(name)
-        blob = await self._images.sealed_blob(record.blob_name)
-        if blob.person_token != person_token:
-            # Never open (or hand out) another person's blob, whatever a record points to.
-            _log.error("record %s points to a blob of another person", name)
-            raise ImageNotFound(name)
+        content_type, content = await self._open_blob(admission, record)
         return Image(
-            record_name=name,
-            blob_name=record.blob_name,
-            content_type=blob.content_type,
-            content=await admission.open_blob(blob.sealed),
+            record_name=name, blob_name=record.blob_name, content_type=content_type, content=content
         )
 
     async def _imaging_record(self, person_token: str, record_id: str) -> StoredRecord | None:

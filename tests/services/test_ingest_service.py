@@ -59,8 +59,12 @@ from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.loader import message_pieces
 from healthbank.records import (
     MAX_PAYLOAD_BYTES,
+    PLACED_PAYLOAD_CONTENT_TYPE,
     RecordStore,
+    StoredRecord,
+    blob_aad,
     fact_aad,
+    is_placed_payload_stub,
     open_record_store,
     payload_aad,
 )
@@ -389,15 +393,75 @@ async def test_submit_refuses_a_piece(stack: Stack) -> None:
     assert [name for name, _ in error_details(error).field_violations] == ["more_content"]
 
 
-async def test_a_resource_too_large_for_one_record_is_refused_naming_it(stack: Stack) -> None:
-    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "big-1", 1, MAX_PAYLOAD_BYTES)
-    error = await stack.failure(request(content, "too-large-1"))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    details = error_details(error)
-    assert details.reason == "RESOURCE_TOO_LARGE"
-    assert [path for path, _ in details.field_violations] == ["content.entry[1].resource"]
-    assert details.retry_delay is None
-    assert await stack.records.get_receipt(HOSPITAL_A, "too-large-1") is None
+async def archived_blob(stack: Stack, blob_name: str) -> tuple[archive_pb2.Blob, bytes]:
+    """A blob's metadata and sealed content, read from the archive as record-lookup does."""
+    chunks = [
+        part
+        async for part in stack.archive.GetBlob(
+            archive_pb2.GetBlobRequest(name=blob_name),
+            metadata=stack.auth(Principal(PrincipalKind.SERVICE, "record-lookup")),
+        )
+    ]
+    return chunks[0].blob, b"".join(part.chunk for part in chunks)
+
+
+async def assert_letters_read_back_identical(
+    stack: Stack, person_token: str, content: bytes
+) -> list[StoredRecord]:
+    """Every letter of ``content`` comes back byte-identical: from its record, or, when it
+    was placed in the blob store (ADR 22), from the person's blob its record names.
+    Returns the records that keep a stub."""
+    placed, payloads = [], set()
+    for record in await stack.records.list_records(person_token):
+        payload = await stack.sealer.open(
+            record.sealed_payload, payload_aad(person_token, record.record_id)
+        )
+        if is_placed_payload_stub(payload):
+            blob, sealed = await archived_blob(stack, record.blob_name)
+            assert (blob.person_token, blob.content_type) == (
+                person_token,
+                PLACED_PAYLOAD_CONTENT_TYPE,
+            )
+            payload = await stack.sealer.open(sealed, blob_aad(person_token))
+            placed.append(record)
+        payloads.add(payload)
+    assert set(letters_of(content)) <= payloads
+    return placed
+
+
+async def test_a_resource_too_large_for_one_record_is_placed_in_the_blob_store(
+    stack: Stack,
+) -> None:
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "big-1", 3, MAX_PAYLOAD_BYTES // 2)
+    bundle = json.loads(content)
+    # The second letter alone is over what a record holds; the others are not.
+    letter = bundle["entry"][2]["resource"]["content"][0]["attachment"]
+    letter["data"] = letter["data"] * 3
+    content = json.dumps(bundle).encode()
+    response = await stack.submit(request(content, "big-1"))
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    assert len(response.record_names) == 3
+    (placed,) = await assert_letters_read_back_identical(stack, response.person_token, content)
+    assert placed.name == response.record_names[1]
+    assert placed.category == common_pb2.RECORD_CATEGORY_DOCUMENT
+    assert (placed.code_system, placed.code) == ("http://loinc.org", "34133-9")
+    # Its retry is answered from the receipt: no second record, no second blob named.
+    again = await stack.submit(request(content, "big-1"))
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert len(await stack.records.list_records(response.person_token)) == 3
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("backend", ["cassandra"])
+async def test_a_50_mb_resource_is_stored_on_cassandra_and_read_back_identical(
+    stack: Stack,
+) -> None:
+    content = synthetic.scanned_letters_bundle(LARGE_PATIENT, "huge-letter-1", 1, 38 << 20)
+    assert len(content) > 50_000_000
+    response = await stack.submit(request(content, "huge-letter-1"))
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    (placed,) = await assert_letters_read_back_identical(stack, response.person_token, content)
+    assert placed.name == response.record_names[0]
 
 
 async def test_stored_message_is_logged_with_the_submitter_log_form(
@@ -608,17 +672,9 @@ async def test_dicom_file_is_archived_sealed_and_indexed(stack: Stack) -> None:
     )
     assert study["resourceType"] == "ImagingStudy"
 
-    chunks = [
-        part
-        async for part in stack.archive.GetBlob(
-            archive_pb2.GetBlobRequest(name=record.blob_name),
-            metadata=stack.auth(Principal(PrincipalKind.SERVICE, "record-lookup")),
-        )
-    ]
-    assert chunks[0].blob.person_token == token
-    assert chunks[0].blob.content_type == "application/dicom"
-    sealed = b"".join(part.chunk for part in chunks)
-    assert await stack.sealer.open(sealed, f"blob:{token}".encode()) == content
+    blob, sealed = await archived_blob(stack, record.blob_name)
+    assert (blob.person_token, blob.content_type) == (token, "application/dicom")
+    assert await stack.sealer.open(sealed, blob_aad(token)) == content
 
     again = await stack.submit(request(content, "dicom-0001", DICOM))
     assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE

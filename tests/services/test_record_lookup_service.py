@@ -45,6 +45,7 @@ from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.records import (
+    PLACED_PAYLOAD_CONTENT_TYPE,
     EmergencyFact,
     MessageReceipt,
     SqliteRecordStore,
@@ -52,6 +53,7 @@ from healthbank.records import (
     blob_aad,
     fact_aad,
     payload_aad,
+    placed_payload_stub,
     record_name,
 )
 from healthbank.rpc import ErrorDetails, ServiceHost, service_client_factory
@@ -72,6 +74,7 @@ CONDITION = common_pb2.RECORD_CATEGORY_CONDITION
 PROCEDURE = common_pb2.RECORD_CATEGORY_PROCEDURE
 OBSERVATION = common_pb2.RECORD_CATEGORY_OBSERVATION
 IMAGING = common_pb2.RECORD_CATEGORY_IMAGING
+DOCUMENT = common_pb2.RECORD_CATEGORY_DOCUMENT
 
 SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -111,11 +114,15 @@ class Seeder:
         *,
         fact: dict[str, str] | None = None,
         blob_name: str = "",
+        payload: bytes = b"",
     ) -> StoredRecord:
         record_id = new_ulid(effective)
-        payload = json.dumps(
-            {"resourceType": "Basic", "id": record_id, "code": {"text": code[1]}}
-        ).encode()
+        payload = (
+            payload
+            or json.dumps(
+                {"resourceType": "Basic", "id": record_id, "code": {"text": code[1]}}
+            ).encode()
+        )
         stored = StoredRecord(
             record_id=record_id,
             person_token=person_token,
@@ -835,6 +842,45 @@ async def seed_image(stack: Stack, person_token: str = PERSON) -> StoredRecord:
         datetime(2024, 3, 1, tzinfo=UTC),
         blob_name=blob.name,
     )
+
+
+async def seed_placed_document(stack: Stack, letter: bytes) -> StoredRecord:
+    """A document too large for a record, as ingest stores it (ADR 22): the whole resource
+    sealed in the archive, the record keeping a stub that names the blob."""
+    sealed = await stack.seed.sealer.seal(letter, blob_aad(PERSON))
+    blob = await stack.archive.PutBlob(
+        archive_pb2.PutBlobRequest(
+            person_token=PERSON, content_type=PLACED_PAYLOAD_CONTENT_TYPE, content=sealed
+        ),
+        metadata=stack.auth(INGEST_ARCHIVE),
+    )
+    return await stack.seed.record(
+        PERSON,
+        DOCUMENT,
+        (LOINC, "34133-9"),
+        datetime(2024, 5, 1, tzinfo=UTC),
+        blob_name=blob.name,
+        payload=placed_payload_stub(json.loads(letter)),
+    )
+
+
+async def test_history_returns_a_placed_resource_whole_from_its_blob(stack: Stack) -> None:
+    letter = json.dumps(
+        {"resourceType": "DocumentReference", "id": "letter-1", "content": ["x" * 2_000_000]}
+    ).encode()
+    placed = await seed_placed_document(stack, letter)
+    small = await stack.seed.record(
+        PERSON, OBSERVATION, (LOINC, "1558-6"), datetime(2024, 6, 1, tzinfo=UTC)
+    )
+    await stack.grant(PERSON)
+    items = await stack.history(CLINICIAN)
+    assert [item.record.name for item in items] == [placed.name, small.name]
+    assert items[0].record.fhir_json == letter
+    assert items[0].record.blob_name == placed.blob_name
+    assert json.loads(items[1].record.fhir_json)["resourceType"] == "Basic"
+    # The consent gate is the record's own category, not imaging.
+    await stack.grant(PERSON, hospital=OTHER_HOSPITAL, categories=[DOCUMENT])
+    assert [item.record.fhir_json for item in await stack.history(OTHER_CLINICIAN)] == [letter]
 
 
 async def image_of(

@@ -21,7 +21,7 @@ import asyncio
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -38,6 +38,11 @@ _LENGTH_BYTES = 2
 _TAG_BYTES = 16
 # 2**32 random 96-bit nonces per key is the NIST SP 800-38D limit.
 _MAX_USES_PER_KEY = 2**32
+
+OFF_LOOP_BYTES = 256 * 1024
+"""From this many plaintext (or ciphertext) bytes per call, AES-GCM runs in a worker thread:
+50 MB take tens of milliseconds that the event loop would not answer anyone (cryptography
+releases the GIL while it encrypts, so the thread really runs beside the loop)."""
 
 
 class TamperedPayload(ValueError):
@@ -124,17 +129,37 @@ class Sealer:
 
     async def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt ``plaintext`` bound to ``aad`` and return the sealed blob."""
-        key = await self._take_sealing_key()
-        nonce = os.urandom(NONCE_BYTES)
-        ciphertext = key.aead.encrypt(nonce, plaintext, _HEADER + aad)
-        return _assemble(key.wrapped, nonce, ciphertext)
+        (sealed,) = await self.seal_many([(plaintext, aad)])
+        return sealed
+
+    async def seal_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """Seal each ``(plaintext, aad)``, in order; off the event loop when they are large
+        together (:data:`OFF_LOOP_BYTES`), in one thread hop for all of them."""
+        keys = [await self._take_sealing_key() for _ in items]
+
+        def encrypt_all() -> list[bytes]:
+            sealed = []
+            for key, (plaintext, aad) in zip(keys, items, strict=True):
+                nonce = os.urandom(NONCE_BYTES)
+                ciphertext = key.aead.encrypt(nonce, plaintext, _HEADER + aad)
+                sealed.append(_assemble(key.wrapped, nonce, ciphertext))
+            return sealed
+
+        if sum(len(plaintext) for plaintext, _ in items) < OFF_LOOP_BYTES:
+            return encrypt_all()
+        return await asyncio.to_thread(encrypt_all)
 
     async def open(self, blob: bytes, aad: bytes) -> bytes:
-        """Decrypt a sealed blob; TamperedPayload if it, its key or ``aad`` does not match."""
+        """Decrypt a sealed blob; TamperedPayload if it, its key or ``aad`` does not match.
+
+        A large blob (:data:`OFF_LOOP_BYTES`) is decrypted in a worker thread."""
         parts = parse_blob(blob)
         aead = await self._take_opening_key(parts.wrapped_key)
+        header_aad = _HEADER + aad
         try:
-            return aead.decrypt(parts.nonce, parts.ciphertext, _HEADER + aad)
+            if len(parts.ciphertext) < OFF_LOOP_BYTES:
+                return aead.decrypt(parts.nonce, parts.ciphertext, header_aad)
+            return await asyncio.to_thread(aead.decrypt, parts.nonce, parts.ciphertext, header_aad)
         except InvalidTag:
             raise TamperedPayload("sealed payload failed authentication") from None
 

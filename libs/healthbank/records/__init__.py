@@ -3,6 +3,7 @@
 from healthbank.core.config import Settings
 from healthbank.records.model import (
     MAX_PAYLOAD_BYTES,
+    PLACED_PAYLOAD_CONTENT_TYPE,
     EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
@@ -12,7 +13,9 @@ from healthbank.records.model import (
     blob_aad,
     fact_aad,
     from_micros,
+    is_placed_payload_stub,
     payload_aad,
+    placed_payload_stub,
     record_name,
     to_micros,
 )
@@ -32,6 +35,7 @@ async def open_record_store(settings: Settings) -> RecordStore:
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "PLACED_PAYLOAD_CONTENT_TYPE",
     "EmergencyFact",
     "MessageIdConflict",
     "MessageReceipt",
@@ -42,8 +46,10 @@ __all__ = [
     "blob_aad",
     "fact_aad",
     "from_micros",
+    "is_placed_payload_stub",
     "open_record_store",
     "payload_aad",
+    "placed_payload_stub",
     "record_name",
     "to_micros",
 ]

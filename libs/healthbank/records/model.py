@@ -24,10 +24,11 @@ message id. What a message's write guarantees depends on the backend:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from healthbank.contracts.names import record_name
 
@@ -49,8 +50,39 @@ def fact_aad(person_token: str, record_id: str) -> bytes:
 
 
 MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
-"""The largest record payload (plaintext) either backend stores: one record must fit one
-Cassandra request with room to spare (ADR 18). Larger resources are refused up front."""
+"""The largest record payload (plaintext) either backend stores in the record itself: one
+record must fit one Cassandra request with room to spare (ADR 18). A larger payload is
+placed in the archive's blob store and the record keeps a stub pointing at it (ADR 22)."""
+
+PLACED_PAYLOAD_CONTENT_TYPE = "application/fhir+json"
+"""Content type of a blob that holds a record's payload (not an image)."""
+
+_PLACEMENT_TAG = {"system": "urn:healthbank:payload-placement", "code": "blob"}
+# A stub is a few hundred bytes; anything longer is a payload of its own.
+_MAX_STUB_BYTES = 1024
+
+
+def placed_payload_stub(resource: Mapping[str, Any]) -> bytes:
+    """The payload a record keeps when its resource is placed in the blob store (ADR 22):
+    the resource's type and id, tagged so readers fetch the whole resource from the blob
+    the record names."""
+    stub: dict[str, Any] = {"resourceType": str(resource.get("resourceType", ""))}
+    if isinstance(resource.get("id"), str):
+        stub["id"] = resource["id"]
+    stub["meta"] = {"tag": [_PLACEMENT_TAG]}
+    return json.dumps(stub, separators=(",", ":")).encode()
+
+
+def is_placed_payload_stub(payload: bytes) -> bool:
+    """Tell whether an opened payload is a :func:`placed_payload_stub`."""
+    if len(payload) > _MAX_STUB_BYTES or b"urn:healthbank:payload-placement" not in payload:
+        return False
+    try:
+        resource = json.loads(payload)
+    except ValueError:
+        return False
+    tags = resource.get("meta", {}).get("tag") if isinstance(resource, dict) else None
+    return isinstance(tags, list) and _PLACEMENT_TAG in tags
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def test_plan_records_ids_times_and_facts() -> None:
     assert stored.category == common_pb2.RECORD_CATEGORY_OBSERVATION
     assert stored.source_format == common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
     assert stored.code_display == "Hemoglobin A1c"
-    assert stored.blob_name == ""  # only imaging records point at a blob
+    assert stored.blob_name == "blobs/x"  # the pipeline says which blob a record names
     receipt = receipt_for(SOURCE, TOKEN, planned)
     assert receipt.record_ids == (first.record_id, second.record_id)
     assert receipt.content_hash == SOURCE.content_hash

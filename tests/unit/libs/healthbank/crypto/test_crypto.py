@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from repo_paths import REPO
@@ -24,6 +27,7 @@ from healthbank.crypto import (
     verify_signature,
     wrapped_key_version,
 )
+from healthbank.crypto.envelope import OFF_LOOP_BYTES
 from healthbank.crypto.local_keyring import _Secrets
 
 # Low scrypt cost keeps the tests fast; the format is the same as with the default.
@@ -115,6 +119,54 @@ async def test_wrong_aad_fails(keyring: LocalKeyring) -> None:
     blob = await sealer.seal(b"secret", b"patients/p1/records/r1")
     with pytest.raises(TamperedPayload):
         await sealer.open(blob, b"patients/p2/records/r1")
+
+
+async def _loop_turns_during(work: Coroutine[Any, Any, bytes]) -> tuple[int, bytes]:
+    """How often another task ran on the event loop while ``work`` ran, and its result."""
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = turns
+    result = await work
+    ticking.cancel()
+    return turns - before, result
+
+
+async def test_large_payloads_are_sealed_and_opened_off_the_event_loop(
+    keyring: LocalKeyring,
+) -> None:
+    sealer = Sealer(keyring, 60, 100)
+    await sealer.seal(b"warm", b"r")  # the data key is cached: no provider call below
+    large = os.urandom(OFF_LOOP_BYTES)
+    turns, blob = await _loop_turns_during(sealer.seal(large, b"r"))
+    assert turns > 0
+    turns, opened = await _loop_turns_during(sealer.open(blob, b"r"))
+    assert turns > 0
+    assert opened == large
+    # Small payloads stay on the loop: a thread hop would cost more than the encryption.
+    turns, blob = await _loop_turns_during(sealer.seal(b"small", b"r"))
+    assert turns == 0
+    assert await sealer.open(blob, b"r") == b"small"
+
+
+async def test_seal_many_seals_each_item_with_its_own_aad(keyring: LocalKeyring) -> None:
+    sealer = Sealer(keyring, 60, cache_uses=2)
+    items = [(os.urandom(OFF_LOOP_BYTES // 2), f"r{n}".encode()) for n in range(5)]
+    sealed = await sealer.seal_many(items)
+    assert [await sealer.open(blob, aad) for blob, (_, aad) in zip(sealed, items, strict=True)] == [
+        plaintext for plaintext, _ in items
+    ]
+    # Each item counts one use of a data key: 5 items at 2 uses per key take 3 keys.
+    assert len({parse_blob(blob).wrapped_key for blob in sealed}) == 3
+    with pytest.raises(TamperedPayload):
+        await sealer.open(sealed[0], b"r1")
 
 
 @pytest.mark.parametrize("where", ["ciphertext", "nonce", "wrapped key", "format version"])
