@@ -10,34 +10,29 @@ import pytest
 from repo_paths import REPO
 
 
-def test_ingest_benchmark_prints_baseline_and_flow() -> None:
+def run_tool(script: str, *args: str, timeout: int) -> list[str]:
+    """Run tools/bench/<script> with ``args``; its output lines (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools/bench/ingest.py"), "--messages", "4"],
+        [sys.executable, str(REPO / "tools/bench" / script), *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_ingest_benchmark_prints_baseline_and_flow() -> None:
+    lines = run_tool("ingest.py", "--messages", "4", timeout=180)
     assert any(line.startswith("baseline:") and "/s" in line for line in lines)
     assert any(line.startswith("ingest: Submit") and "n=4" in line for line in lines)
 
 
 def test_isolation_benchmark_prints_check_latencies_beside_a_baseline_and_rss() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools/bench/isolation.py"),
-            *("--segments", "2000", "--messages", "2", "--megabytes", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    lines = run_tool(
+        "isolation.py", "--segments", "2000", "--messages", "2", "--megabytes", "2", timeout=240
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
     assert any(line.startswith("Check, idle ingest (baseline)") and "p99" in line for line in lines)
     assert any(line.startswith("Check, while 2000 segments parse") for line in lines)
     assert any("INVALID_ARGUMENT" in line for line in lines)
@@ -45,15 +40,8 @@ def test_isolation_benchmark_prints_check_latencies_beside_a_baseline_and_rss() 
 
 
 def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools/bench/run.py"), "--json", "--scale", "0.01"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = run_tool("run.py", "--json", "--scale", "0.01", timeout=300)
+    figures = json.loads(lines[-1])
     assert figures["engines"] == "embedded"
     measured = [
         "baseline_check_rps",
@@ -80,15 +68,7 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
 
 
 def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_trip() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools/bench/cassandra_floor.py"), "--operations", "200"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    lines = run_tool("cassandra_floor.py", "--operations", "200", timeout=300)
     table = lines[lines.index(next(line for line in lines if line.startswith("statement"))) + 1 :]
     names = [line[:42].strip() for line in table[:7]]
     assert names[0] == "baseline: system.local read"
