@@ -5,10 +5,17 @@ Tables, shaped by their queries:
 - ``log_head``: one row (``id = 0``): the committed tree ``size`` and the ``pending_*``
   leaf being appended at index ``size`` (or none). Written only with lightweight
   transactions; it is the log's sequencer.
-- ``events_by_id``: the idempotency key. ``INSERT ... IF NOT EXISTS`` claims an event id
-  and keeps the first leaf bytes; ``leaf_index`` is filled in once the leaf is placed.
-- ``nodes``: the Merkle node table, one tiny partition per complete subtree
-  ``(level, node_index)``; immutable once written, read by point lookups.
+- ``event_ids``: the idempotency key, an event id's leaf and index, partitioned by the
+  id's ULID time in buckets of ~16 s, so a batch of events made together is read and
+  written as one or two partitions rather than one each.
+- ``node_chunks``: the Merkle node table, one row per complete subtree
+  ``(level, node_index)``, 1,024 nodes of a level per partition (a batch's new nodes land in
+  a few partitions); immutable once written.
+- ``events_by_id`` and ``nodes``: the same, one partition per row, as versions before
+  ADR 28 wrote them. Still read, never written: a node missing from ``node_chunks`` is
+  looked up there, and so is an event id older than ``log_head.events_bucketed_since_ms``
+  (the time this version first opened the log, plus an hour for callers' clock skew; 0 for
+  a log this version created).
 - ``leaves``: the leaves in log order, partitioned in buckets of 4096 indexes (for
   verifiers and rebuilds that walk the log).
 - ``leaves_by_person`` (newest first) partitioned by ``(person_token, year)`` so no
@@ -46,12 +53,14 @@ them. The audit client retries until it gets an answer.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from healthbank.core.group_commit import GroupCommit
+from healthbank.core.ids import is_ulid, ulid_millis
 from healthbank.ledger import merkle
 from healthbank.ledger.merkle import NodeKey
 from healthbank.records import from_micros, to_micros
@@ -107,6 +116,19 @@ MIGRATIONS = [
         leaves list<frozen<tuple<text, blob, text, bigint>>>
     )
     """,
+    # Fewer partitions per event (ADR 28): ids bucketed by time, nodes in chunks.
+    """
+    ALTER TABLE log_head ADD IF NOT EXISTS events_bucketed_since_ms bigint;
+    CREATE TABLE IF NOT EXISTS event_ids (
+        bucket bigint, event_id text, leaf blob, person_token text, occur_us bigint,
+        leaf_index bigint,
+        PRIMARY KEY ((bucket), event_id)
+    );
+    CREATE TABLE IF NOT EXISTS node_chunks (
+        level int, chunk bigint, node_index bigint, hash blob,
+        PRIMARY KEY ((level, chunk), node_index)
+    )
+    """,
 ]
 
 _HEAD = 0
@@ -131,9 +153,19 @@ _ADVANCE_EVENT = (
     "UPDATE log_head SET size = ?, pending_event = null, pending_leaf = null,"
     " pending_person = null, pending_occur_us = null WHERE id = ? IF size = ? AND pending_event = ?"
 )
-_READ_EVENT = "SELECT event_id, leaf, person_token, occur_us, leaf_index FROM events_by_id"
-# Ids per multi-partition read of events_by_id.
+_EVENT_COLUMNS = "event_id, leaf, person_token, occur_us, leaf_index"
+# Ids per read of event_ids (one partition) or of events_by_id (one partition per id).
 _READ_CHUNK = 100
+# An event id's bucket: its ULID time in units of 2**14 ms (~16 s).
+_EVENT_BUCKET_BITS = 14
+# A node's partition: 1,024 consecutive nodes of one level (chunk = node_index >> this).
+NODE_CHUNK_BITS = 10
+# Event ids made up to this long after the upgrade may still sit in events_by_id (their
+# callers' clocks may run ahead of the audit service's).
+_LEGACY_ID_MARGIN_MS = 3_600_000
+# Persons' years this process has written to person_years (the row is immutable), so later
+# batches skip them; cleared when it grows past this many.
+_PERSON_YEARS_REMEMBERED = 100_000
 
 
 @dataclass(frozen=True)
@@ -186,18 +218,41 @@ class CassandraAuditStore:
         self._frontier: tuple[int, dict[NodeKey, bytes]] | None = None
         # Deletions of placed batches' aside copies, awaited on close (not by the callers).
         self._cleanups: set[asyncio.Task[Any]] = set()
+        # Event ids with a ULID time before this (ms) may be in events_by_id; 0: none are.
+        self._legacy_ids_before_ms = 0
+        self._person_years: set[tuple[str, int]] = set()
 
     async def open(self) -> CassandraAuditStore:
         """Connect, migrate and create the head row of an empty log; returns self."""
         await self._db.open()
         try:
-            await self._db.execute(
-                "INSERT INTO log_head (id, size) VALUES (?, 0) IF NOT EXISTS", (_HEAD,)
-            )
+            since = await self._events_bucketed_since()
         except BaseException:
             await self._db.close()
             raise
+        self._legacy_ids_before_ms = since + _LEGACY_ID_MARGIN_MS if since else 0
         return self
+
+    async def _events_bucketed_since(self) -> int:
+        """When event ids started going to ``event_ids`` (ms; 0: from the start): set once,
+        by whichever process of this version opens the log first."""
+        created = await self._db.execute(
+            "INSERT INTO log_head (id, size, events_bucketed_since_ms) VALUES (?, 0, 0)"
+            " IF NOT EXISTS",
+            (_HEAD,),
+        )
+        if created[0].applied:
+            return 0
+        since = created[0].events_bucketed_since_ms
+        if since is None:
+            now_ms = time.time_ns() // 1_000_000
+            marked = await self._db.execute(
+                "UPDATE log_head SET events_bucketed_since_ms = ? WHERE id = ?"
+                " IF events_bucketed_since_ms = null",
+                (now_ms, _HEAD),
+            )
+            since = now_ms if marked[0].applied else marked[0].events_bucketed_since_ms
+        return int(since)
 
     async def append(self, entry: LeafEntry) -> AppendOutcome:
         """See AuditStore.append."""
@@ -209,6 +264,8 @@ class CassandraAuditStore:
 
     async def _commit_batch(self, entries: list[LeafEntry]) -> list[AppendOutcome]:
         """Steps 1-4 of the module docstring for one batch; one outcome per entry."""
+        # The size this process last saw, before step 1 reads the ids (see _place).
+        seen = self._head.size if self._head is not None and self._head.pending is None else None
         known = await self._events([entry.event_id for entry in entries])
         to_place: dict[str, _Leaf] = {}
         for entry in entries:
@@ -224,7 +281,7 @@ class CassandraAuditStore:
                 to_place[entry.event_id] = _Leaf(
                     entry.event_id, entry.leaf, entry.person_token, to_micros(entry.occur_time)
                 )
-        placed = await self._place(list(to_place.values())) if to_place else {}
+        placed = await self._place(list(to_place.values()), seen) if to_place else {}
         outcomes: list[AppendOutcome] = []
         answered: set[str] = set()
         for entry in entries:
@@ -243,23 +300,53 @@ class CassandraAuditStore:
         return outcomes
 
     async def _events(self, event_ids: Sequence[str]) -> dict[str, Any]:
-        """The ``events_by_id`` rows of ``event_ids`` that exist, by id."""
-        wanted = list(dict.fromkeys(event_ids))
-        chunks = [
-            wanted[start : start + _READ_CHUNK] for start in range(0, len(wanted), _READ_CHUNK)
-        ]
+        """The stored rows of ``event_ids`` that exist, by id."""
+        by_bucket: dict[int, list[str]] = {}
+        for event_id in dict.fromkeys(event_ids):
+            by_bucket.setdefault(_event_bucket(event_id), []).append(event_id)
         results = await asyncio.gather(
             *(
                 self._db.execute(
-                    f"{_READ_EVENT} WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk
+                    f"SELECT {_EVENT_COLUMNS} FROM event_ids"
+                    f" WHERE bucket = ? AND event_id IN ({', '.join('?' * len(chunk))})",
+                    (bucket, *chunk),
                 )
-                for chunk in chunks
+                for bucket, ids in by_bucket.items()
+                for chunk in _chunks(ids, _READ_CHUNK)
             )
         )
-        return {row.event_id: row for rows in results for row in rows}
+        found = {row.event_id: row for rows in results for row in rows}
+        legacy = [
+            event_id
+            for ids in by_bucket.values()
+            for event_id in ids
+            if event_id not in found and self._maybe_legacy(event_id)
+        ]
+        if legacy:
+            results = await asyncio.gather(
+                *(
+                    self._db.execute(
+                        f"SELECT {_EVENT_COLUMNS} FROM events_by_id"
+                        f" WHERE event_id IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                    for chunk in _chunks(legacy, _READ_CHUNK)
+                )
+            )
+            found.update((row.event_id, row) for rows in results for row in rows)
+        return found
 
-    async def _place(self, leaves: list[_Leaf]) -> dict[str, _Placed]:
-        """Drive the head until ``leaves`` are placed; where each id is."""
+    def _maybe_legacy(self, event_id: str) -> bool:
+        """Whether ``event_id`` may have been logged by a version before ADR 28."""
+        if not self._legacy_ids_before_ms:
+            return False
+        return not is_ulid(event_id) or ulid_millis(event_id) < self._legacy_ids_before_ms
+
+    async def _place(self, leaves: list[_Leaf], seen: int | None) -> dict[str, _Placed]:
+        """Drive the head until ``leaves`` are placed; where each id is. ``seen``: the size
+        this process knew (nothing pending) before it read the ids of ``leaves``; if the
+        batch is reserved at that size, no batch was placed since that read, so the read
+        still holds and step 3 need not repeat it."""
         batch_id = uuid.uuid4()
         await self._db.execute(
             "INSERT INTO pending_batches (batch_id, leaves) VALUES (?, ?)",
@@ -272,7 +359,8 @@ class CassandraAuditStore:
         while True:
             if head.pending is not None:
                 pending = head.pending
-                placed = await self._finish(head.size, pending)
+                ours = pending.batch_id == batch_id and head.size == seen
+                placed = await self._finish(head.size, pending, ids_checked=ours)
                 added = sum(fresh for _, _, fresh in placed.values())
                 self._head = head = _Head(head.size + added, None)
                 if pending.batch_id == batch_id:
@@ -285,9 +373,13 @@ class CassandraAuditStore:
                 head = await self._read_head()
             self._head = head
 
-    async def _finish(self, size: int, pending: _Pending) -> dict[str, _Placed]:
-        """Step 3 and 4 for the batch pending at ``size``; idempotent (see the docstring)."""
-        known = await self._events([leaf.event_id for leaf in pending.leaves])
+    async def _finish(
+        self, size: int, pending: _Pending, *, ids_checked: bool = False
+    ) -> dict[str, _Placed]:
+        """Step 3 and 4 for the batch pending at ``size``; idempotent (see the docstring).
+        ``ids_checked``: none of the batch's ids was placed before ``size`` (see _place)."""
+        ids = [leaf.event_id for leaf in pending.leaves]
+        known = {} if ids_checked else await self._events(ids)
         placed: dict[str, _Placed] = {}
         new_leaves: list[_Leaf] = []
         for leaf in pending.leaves:
@@ -364,8 +456,8 @@ class CassandraAuditStore:
         in_log: list[tuple[str, Sequence[Any]]] = []
         by_person: list[tuple[tuple[str, int], tuple[str, Sequence[Any]]]] = []
         person_years: set[tuple[str, int]] = set()
-        lookups: list[tuple[str, Sequence[Any]]] = []
-        node_rows: list[tuple[str, Sequence[Any]]] = []
+        lookups: list[tuple[int, tuple[str, Sequence[Any]]]] = []
+        node_rows: list[tuple[tuple[int, int], tuple[str, Sequence[Any]]]] = []
         for index, leaf in enumerate(leaves, start=first_index):
             new_nodes = merkle.append_nodes(index, merkle.leaf_hash(leaf.leaf), nodes)
             nodes.update(new_nodes)
@@ -386,22 +478,39 @@ class CassandraAuditStore:
                     ),
                 )
             )
-            person_years.add((leaf.person_token, year))
+            if (leaf.person_token, year) not in self._person_years:
+                person_years.add((leaf.person_token, year))
             lookups.append(
                 (
-                    "UPDATE events_by_id SET leaf = ?, person_token = ?, occur_us = ?,"
-                    " leaf_index = ? WHERE event_id = ?",
-                    (leaf.leaf, leaf.person_token, leaf.occur_us, index, leaf.event_id),
+                    _event_bucket(leaf.event_id),
+                    (
+                        "UPDATE event_ids SET leaf = ?, person_token = ?, occur_us = ?,"
+                        " leaf_index = ? WHERE bucket = ? AND event_id = ?",
+                        (
+                            leaf.leaf,
+                            leaf.person_token,
+                            leaf.occur_us,
+                            index,
+                            _event_bucket(leaf.event_id),
+                            leaf.event_id,
+                        ),
+                    ),
                 )
             )
             node_rows += [
                 (
-                    "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
-                    (level, node_index, value),
+                    (level, node_index >> NODE_CHUNK_BITS),
+                    (
+                        "INSERT INTO node_chunks (level, chunk, node_index, hash)"
+                        " VALUES (?, ?, ?, ?)",
+                        (level, node_index >> NODE_CHUNK_BITS, node_index, value),
+                    ),
                 )
                 for (level, node_index), value in new_nodes
             ]
         by_person.sort(key=lambda keyed: keyed[0])
+        lookups.sort(key=lambda keyed: keyed[0])
+        node_rows.sort(key=lambda keyed: keyed[0])
         statements = [
             *in_log,
             *(statement for _, statement in by_person),
@@ -409,11 +518,14 @@ class CassandraAuditStore:
                 ("INSERT INTO person_years (person_token, year) VALUES (?, ?)", key)
                 for key in sorted(person_years)
             ),
-            *lookups,
-            *node_rows,
+            *(statement for _, statement in lookups),
+            *(statement for _, statement in node_rows),
         ]
         self._frontier = None
         await self._db.execute_unlogged(statements)
+        if len(self._person_years) > _PERSON_YEARS_REMEMBERED:
+            self._person_years.clear()
+        self._person_years |= person_years
         end = first_index + len(leaves)
         frontier = merkle.range_keys(0, end)
         if all(key in nodes for key in frontier):
@@ -428,18 +540,41 @@ class CassandraAuditStore:
 
     async def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         """See AuditStore.get_nodes."""
-        wanted = list(dict.fromkeys(keys))
-        # O(log n) point lookups of immutable rows, issued together.
+        by_chunk: dict[tuple[int, int], list[int]] = {}
+        for level, node_index in dict.fromkeys(keys):
+            by_chunk.setdefault((level, node_index >> NODE_CHUNK_BITS), []).append(node_index)
+        # One read per partition touched (O(log n) of them for a proof), issued together.
         results = await asyncio.gather(
             *(
                 self._db.execute(
-                    "SELECT hash FROM nodes WHERE level = ? AND node_index = ?",
-                    (level, node_index),
+                    "SELECT level, node_index, hash FROM node_chunks WHERE level = ? AND chunk = ?"
+                    f" AND node_index IN ({', '.join('?' * len(chunk))})",
+                    (level, chunk_index, *chunk),
                 )
-                for level, node_index in wanted
+                for (level, chunk_index), indexes in by_chunk.items()
+                for chunk in _chunks(indexes, _READ_CHUNK)
             )
         )
-        return {key: rows[0].hash for key, rows in zip(wanted, results, strict=True) if rows}
+        found = {(row.level, row.node_index): row.hash for rows in results for row in rows}
+        missing = [
+            (level, node_index)
+            for (level, _), indexes in by_chunk.items()
+            for node_index in indexes
+            if (level, node_index) not in found
+        ]
+        if missing and self._legacy_ids_before_ms:
+            # Nodes written before ADR 28 (a log this version did not create).
+            legacy = await asyncio.gather(
+                *(
+                    self._db.execute(
+                        "SELECT hash FROM nodes WHERE level = ? AND node_index = ?", key
+                    )
+                    for key in missing
+                )
+            )
+            pairs = zip(missing, legacy, strict=True)
+            found.update((key, rows[0].hash) for key, rows in pairs if rows)
+        return found
 
     async def list_person_leaves(
         self, person_token: str, *, after: PersonCursor | None, limit: int
@@ -502,6 +637,15 @@ class CassandraAuditStore:
         """See AuditStore.close."""
         await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self._db.close()
+
+
+def _event_bucket(event_id: str) -> int:
+    """The ``event_ids`` partition of ``event_id`` (-1 for an id that is not a ULID)."""
+    return ulid_millis(event_id) >> _EVENT_BUCKET_BITS if is_ulid(event_id) else -1
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _outcome(index: int, leaf: _Leaf, *, duplicate: bool) -> AppendOutcome:

@@ -234,24 +234,38 @@ async def cassandra_store(engines: dict[str, str], keyspace: str) -> CassandraAu
     return await CassandraAuditStore(cassandra_database(engines, keyspace, MIGRATIONS)).open()
 
 
+async def written_before_adr_28(engines: dict[str, str], keyspace: str, *cql: str) -> None:
+    """Make the log look like one an older version wrote: run ``cql`` on it, and mark it
+    as first opened by this version now (so its old tables are read again)."""
+    database = cassandra_database(engines, keyspace, MIGRATIONS)
+    await database.open()
+    try:
+        for statement in cql:
+            await database.execute(statement, ())
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        await database.execute(
+            "UPDATE log_head SET events_bucketed_since_ms = ? WHERE id = 0", (now_ms,)
+        )
+    finally:
+        await database.close()
+
+
 async def test_cassandra_a_claim_whose_appender_died_is_placed_by_its_retry(
     engines: dict[str, str], cassandra_keyspace: str
 ) -> None:
+    first = await cassandra_store(engines, cassandra_keyspace)
+    await first.append(entry("before"))
+    await first.close()
+    # An older version's first attempt claimed the id with its content, then its process died.
+    crashed = entry("crashed", body=b"first attempt content")
+    await written_before_adr_28(
+        engines,
+        cassandra_keyspace,
+        "INSERT INTO events_by_id (event_id, leaf, person_token, occur_us) VALUES"
+        f" ('{crashed.event_id}', 0x{crashed.leaf.hex()}, '{PERSON}', {to_micros(T0)})",
+    )
     store = await cassandra_store(engines, cassandra_keyspace)
     try:
-        await store.append(entry("before"))
-        # The first attempt claimed the id with its content, then its process died.
-        crashed = entry("crashed", body=b"first attempt content")
-        database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
-        await database.open()
-        try:
-            await database.execute(
-                "INSERT INTO events_by_id (event_id, leaf, person_token, occur_us)"
-                " VALUES (?, ?, ?, ?) IF NOT EXISTS",
-                (crashed.event_id, crashed.leaf, PERSON, to_micros(T0)),
-            )
-        finally:
-            await database.close()
         assert await store.tree_size() == 1
         retry = await store.append(entry("crashed", body=b"retry content"))
         # The claim's content is logged, once, and the retry is told it is a duplicate.
@@ -266,10 +280,14 @@ async def test_cassandra_a_claim_whose_appender_died_is_placed_by_its_retry(
 async def test_cassandra_a_leaf_left_pending_is_finished_by_the_next_appender(
     engines: dict[str, str], cassandra_keyspace: str
 ) -> None:
+    first = await cassandra_store(engines, cassandra_keyspace)
+    await first.append(entry("zero"))
+    await first.close()
+    await written_before_adr_28(engines, cassandra_keyspace)
     store = await cassandra_store(engines, cassandra_keyspace)
     try:
-        await store.append(entry("zero"))
-        # An appender claimed its event and index 1, then died before writing the leaf.
+        # An older version's appender claimed its event and index 1, then died before
+        # writing the leaf.
         stuck = entry("stuck")
         database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
         await database.open()
@@ -303,6 +321,51 @@ async def test_cassandra_a_leaf_left_pending_is_finished_by_the_next_appender(
         assert await root_of(store, 3) == expected
         listed = await store.list_person_leaves(PERSON, after=None, limit=10)
         assert sorted(leaf.leaf_index for leaf in listed) == [0, 1, 2]
+    finally:
+        await store.close()
+
+
+async def test_cassandra_a_log_written_before_adr_28_is_read_from_its_old_tables(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    first = await cassandra_store(engines, cassandra_keyspace)
+    await first.append_many([entry(f"old{i}") for i in range(5)])
+    await first.close()
+    # Move every id and node where versions before ADR 28 kept them.
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    await database.open()
+    try:
+        ids = await database.execute(
+            "SELECT event_id, leaf, person_token, occur_us, leaf_index FROM event_ids", ()
+        )
+        nodes = await database.execute("SELECT level, node_index, hash FROM node_chunks", ())
+        for row in ids:
+            await database.execute(
+                "INSERT INTO events_by_id (event_id, leaf, person_token, occur_us, leaf_index)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (row.event_id, row.leaf, row.person_token, row.occur_us, row.leaf_index),
+            )
+        for row in nodes:
+            await database.execute(
+                "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
+                (row.level, row.node_index, row.hash),
+            )
+    finally:
+        await database.close()
+    assert len(ids) == 5 and len(nodes) >= 5
+    await written_before_adr_28(
+        engines, cassandra_keyspace, "TRUNCATE event_ids", "TRUNCATE node_chunks"
+    )
+    store = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        # Old ids are still known (a retry is a duplicate), old nodes still prove.
+        again = await store.append(entry("old3"))
+        assert again.duplicate and again.leaf_index == 3
+        new = await store.append(entry("new"))
+        assert (new.leaf_index, new.duplicate) == (5, False)
+        leaves = [entry(f"old{i}").leaf for i in range(5)] + [entry("new").leaf]
+        assert await root_of(store, 6) == mth(leaves)
+        assert await root_of(store, 4) == mth(leaves[:4])
     finally:
         await store.close()
 

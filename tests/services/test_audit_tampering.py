@@ -51,7 +51,7 @@ from healthbank.witness.runner import Witness
 from healthbank.witness.store import WitnessStore
 from services.audit.app import open_service
 from services.audit.log import DEFAULT_HEAD_MAX_AGE
-from services.audit.store_cassandra import MIGRATIONS
+from services.audit.store_cassandra import MIGRATIONS, NODE_CHUNK_BITS
 
 PERSON = "c" * 64
 BASE_TIME = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
@@ -124,8 +124,8 @@ class Insider:
             return
         for (level, index), value in nodes:
             await self._cql(
-                "INSERT INTO nodes (level, node_index, hash) VALUES (?, ?, ?)",
-                (level, index, value),
+                "INSERT INTO node_chunks (level, chunk, node_index, hash) VALUES (?, ?, ?, ?)",
+                (level, index >> NODE_CHUNK_BITS, index, value),
             )
 
     async def set_size(self, size: int) -> None:

@@ -27,9 +27,14 @@ def new_ulid(now: datetime | None = None) -> str:
     return _encode((_millis(now) << _RANDOM_BITS) | randomness)
 
 
+def ulid_millis(ulid: str) -> int:
+    """Return the milliseconds since the Unix epoch encoded in ``ulid``."""
+    return _decode(ulid) >> _RANDOM_BITS
+
+
 def ulid_time(ulid: str) -> datetime:
     """Return the UTC timestamp (millisecond precision) encoded in ``ulid``."""
-    millis = _decode(ulid) >> _RANDOM_BITS
+    millis = ulid_millis(ulid)
     try:
         return _EPOCH + timedelta(milliseconds=millis)
     except OverflowError:
