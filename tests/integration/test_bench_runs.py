@@ -67,6 +67,16 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     assert figures["lwt_per_submit"] is None
 
 
+def test_full_benchmark_measures_only_the_parts_asked_for_and_what_they_need() -> None:
+    lines = run_tool("run.py", "--json", "--scale", "0.01", "--only", "emergency", timeout=300)
+    figures = json.loads(lines[-1])
+    # Emergency reads the patients the ingest part stored; the baseline is always measured.
+    for name in ("baseline_check_p99_ms", "ingest_messages_per_s", "emergency_p99_ms"):
+        assert isinstance(figures[name], float), name
+    for name in ("bulk_resources_per_s", "history_1000_p50_ms", "audit_appends_per_s"):
+        assert name not in figures, name
+
+
 def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_trip() -> None:
     lines = run_tool("cassandra_floor.py", "--operations", "200", timeout=300)
     table = lines[lines.index(next(line for line in lines if line.startswith("statement"))) + 1 :]

@@ -2,7 +2,7 @@
 the same service in the same run (so a figure is judged against this machine's round trip,
 not against a number from elsewhere).
 
-    python tools/bench/run.py [--engines embedded|real] [--json] [--scale 1.0]
+    python tools/bench/run.py [--engines embedded|real] [--json] [--scale 1.0] [--only audit,...]
 
 Starts a fresh local stack (``healthbank up``'s processes; on ``real`` engines a new
 keyspace prefix), measures, stops it. With ``--json`` prints one JSON object (the keys of
@@ -10,7 +10,9 @@ keyspace prefix), measures, stops it. With ``--json`` prints one JSON object (th
 are counted, not guessed: on the real engines ingest, identity and audit also run in this
 process for a few messages, and the driver's per-keyspace counter
 (healthbank.storage.cassandra.STATEMENT_COUNTS) is read around them. ``--scale`` shrinks or
-grows every workload (the smoke test runs a tiny one).
+grows every workload (the smoke test runs a tiny one); ``--only`` measures some parts
+(:data:`PARTS`) beside the baseline, with what they need (emergency reads the ingest's
+patients, history the bulk load's), and leaves the other figures out.
 """
 
 from __future__ import annotations
@@ -68,6 +70,17 @@ SECRET = "bench-auth-secret"
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
 RESOLVE_BATCH = 100  # patients per ResolveBatch call
 INGEST_SERVICE = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+
+# What --only can pick, and what each part needs measured before it.
+PARTS = {
+    "ingest": (),
+    "bulk": (),
+    "history": ("bulk",),
+    "emergency": ("ingest",),
+    "identity": ("ingest",),
+    "audit": (),
+    "counts": (),
+}
 
 # The JSON keys, in table order, with their units.
 FIGURES = {
@@ -478,16 +491,29 @@ def per_submit(spent: StatementCounts, messages: int) -> dict[str, float]:
     }
 
 
+def parts_to_run(only: str | None) -> set[str]:
+    """The parts named in ``only`` (comma-separated; None: all) and what they need."""
+    if only is None:
+        return set(PARTS)
+    wanted = {part.strip() for part in only.split(",") if part.strip()}
+    unknown = wanted - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}; choose from {sorted(PARTS)}")
+    return wanted | {need for part in wanted for need in PARTS[part]}
+
+
 async def measure(
-    addresses: Mapping[str, str], workload: Workload, run_id: str
+    addresses: Mapping[str, str], workload: Workload, run_id: str, parts: set[str]
 ) -> dict[str, float | None]:
-    """Every figure against the stack at ``addresses``."""
+    """The figures of ``parts`` (and the baseline) against the stack at ``addresses``."""
     bench = Bench(addresses, workload, run_id)
     try:
         await bench.baseline()
-        await bench.ingest()
+        if "ingest" in parts:
+            await bench.ingest()
         history_person = bench.person(900_000)
-        await bench.bulk(history_person)
+        if "bulk" in parts:
+            await bench.bulk(history_person)
         resolved = await bench.identity.Resolve(
             identity_pb2.ResolveRequest(
                 hospital_id=synthetic.HOSPITAL_A.hospital_id,
@@ -496,10 +522,14 @@ async def measure(
             ),
             metadata=bench.client.auth(INGEST_SERVICE),
         )
-        await bench.history(resolved.person_token)
-        await bench.emergency()
-        await bench.identity_known()
-        await bench.audit(resolved.person_token)
+        if "history" in parts:
+            await bench.history(resolved.person_token)
+        if "emergency" in parts:
+            await bench.emergency()
+        if "identity" in parts:
+            await bench.identity_known()
+        if "audit" in parts:
+            await bench.audit(resolved.person_token)
     finally:
         await bench.close()
     return bench.figures
@@ -527,7 +557,9 @@ def main() -> None:
     parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--scale", type=float, default=1.0, help="workload size factor")
+    parser.add_argument("--only", help=f"comma-separated parts of {', '.join(PARTS)}")
     args = parser.parse_args()
+    parts = parts_to_run(args.only)
     workload = Workload().scaled(args.scale)
     run_id = f"{int(time.time()) % 10**8:08d}"
     env = real_engine_env() if args.engines == "real" else {}
@@ -539,7 +571,7 @@ def main() -> None:
     )
     stack.start(timeout=180)
     try:
-        figures = asyncio.run(measure(stack.addresses, workload, run_id))
+        figures = asyncio.run(measure(stack.addresses, workload, run_id, parts))
     finally:
         stack.stop()
         if args.engines == "real":
@@ -554,7 +586,7 @@ def main() -> None:
             )
         )
     )
-    if args.engines == "real":
+    if args.engines == "real" and "counts" in parts:
         counted_env = {**env, "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": f"bench_{run_id}_count"}
         try:
             counted = asyncio.run(count_statements(counted_env, workload.counted_messages, run_id))
