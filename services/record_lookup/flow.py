@@ -9,7 +9,8 @@ History::
 Emergency summary::
 
     identity (national ID → person) → gate.admit_emergency (consent.BreakGlass → audit,
-      flagged for review ‖ the cached summary or the sealed facts) → open → decode → summarize
+      flagged for review ‖ the facts version → the summary cached at that version, or the
+      sealed facts) → open → decode → summarize
 
 "‖": concurrently (ADR 0023). The rows are fetched while the read is audited, but opened and
 returned only once the audit answered: no audit, no read.
@@ -260,37 +261,56 @@ class RecordLookupFlow:
             break_glass_name=admission.authority_name,
         )
 
-    async def _stored_facts(self, person_token: str) -> bytes | list[EmergencyFact]:
-        """The person's cached entry, sealed; or, on a miss, their sealed facts."""
-        cached = await self._cache.get(emergency_summary_key(person_token))
+    async def _stored_facts(self, person_token: str) -> _StoredFacts:
+        """The person's facts version, then their cached entry if it was computed at that
+        version, else their sealed facts (read after the version, so at least that new)."""
+        version, cached = await asyncio.gather(
+            self._records.facts_version(person_token),
+            self._cache.get(emergency_summary_key(person_token)),
+        )
+        version = version or ""
         if cached is not None:
-            return cached
-        return await self._records.list_facts(person_token)
+            cached_version, _, sealed = cached.partition(b"\n")
+            if cached_version == version.encode():
+                return _StoredFacts(version, sealed, [])
+        return _StoredFacts(version, None, await self._records.list_facts(person_token))
 
     async def _facts(
-        self, admission: Admission, stored: bytes | list[EmergencyFact]
+        self, admission: Admission, stored: _StoredFacts
     ) -> tuple[list[Fact], datetime]:
         """The person's facts and when they were read: from the cached entry, or from the
-        store's rows (then cached)."""
+        store's rows (then cached, under the facts version they were read at)."""
         person_token = admission.person_token
         key = emergency_summary_key(person_token)
-        aad = domain.summary_aad(person_token)
-        if isinstance(stored, bytes):
+        # The version is bound in: an entry cannot be passed off as another version's.
+        aad = domain.summary_aad(person_token) + b":" + stored.version.encode()
+        rows = stored.rows
+        if stored.cached is not None:
             try:
-                return _decode_cached(await self._sealer.open(stored, aad))
+                return _decode_cached(await self._sealer.open(stored.cached, aad))
             except (TamperedPayload, MalformedFact):
                 _log.warning("cached emergency facts of %s unreadable; recomputing", person_token)
                 await self._cache.delete(key)
-            stored = await self._records.list_facts(person_token)
+            rows = await self._records.list_facts(person_token)
         facts = [
-            await admission.open_fact(row.record_id, row.sealed_fact, row.category)
-            for row in stored
+            await admission.open_fact(row.record_id, row.sealed_fact, row.category) for row in rows
         ]
         generate_time = self._now()
         if self._cache_ttl_seconds > 0:
             sealed = await self._sealer.seal(_encode_cached(facts, generate_time), aad)
-            await self._cache.set(key, sealed, self._cache_ttl_seconds)
+            entry = stored.version.encode() + b"\n" + sealed
+            await self._cache.set(key, entry, self._cache_ttl_seconds)
         return facts, generate_time
+
+
+@dataclass(frozen=True)
+class _StoredFacts:
+    """What the emergency read fetched while it was audited: the facts version, and the
+    entry cached at that version (sealed) or else the sealed facts."""
+
+    version: str
+    cached: bytes | None
+    rows: list[EmergencyFact]
 
 
 def _belongs_to(record: StoredRecord, person_token: str) -> bool:
@@ -301,8 +321,9 @@ def _belongs_to(record: StoredRecord, person_token: str) -> bool:
     return False
 
 
-# A cached entry: the computation time, then one fact per line (compact JSON has no raw
-# newline), so the cache holds the same fact shape the store does.
+# A cached entry is the facts version, a newline, and this sealed: the computation time,
+# then one fact per line (compact JSON has no raw newline), so the cache holds the same fact
+# shape the store does. A version is a ULID or "" (no facts yet): no newline.
 def _encode_cached(facts: Iterable[Fact], generate_time: datetime) -> bytes:
     return b"\n".join([generate_time.isoformat().encode(), *(encode_fact(f) for f in facts)])
 

@@ -156,6 +156,37 @@ async def test_facts_and_daily_counts(store: RecordStore) -> None:
     assert counts == {date(2024, 3, 1): 1}
 
 
+async def test_facts_version_changes_with_every_message_that_writes_facts(
+    store: RecordStore,
+) -> None:
+    assert await store.facts_version("tok9") is None
+    first = [make_record("tok9", T0)]
+    await store.put_message(
+        receipt_for("m9a", "tok9", first),
+        first,
+        [EmergencyFact("tok9", first[0].record_id, 1, b"allergy")],
+    )
+    version = await store.facts_version("tok9")
+    assert version is not None
+    # A message without facts leaves it; a retry writes nothing; new facts change it.
+    plain = [make_record("tok9", T0, code="J10")]
+    await store.put_message(receipt_for("m9b", "tok9", plain), plain, [])
+    await store.put_message(
+        receipt_for("m9a", "tok9", first),
+        first,
+        [EmergencyFact("tok9", first[0].record_id, 1, b"allergy")],
+    )
+    assert await store.facts_version("tok9") == version
+    second = [make_record("tok9", T0, code="91936005")]
+    await store.put_message(
+        receipt_for("m9c", "tok9", second),
+        second,
+        [EmergencyFact("tok9", second[0].record_id, 1, b"second allergy")],
+    )
+    assert await store.facts_version("tok9") not in (None, version)
+    assert await store.facts_version("tok10") is None
+
+
 async def test_tiering_reads_old_records_and_deletes(store: RecordStore) -> None:
     old = make_record("tok7", T0 - timedelta(days=3000))
     new = make_record("tok7", T0)

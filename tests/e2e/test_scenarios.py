@@ -148,3 +148,24 @@ async def test_every_service_is_serving_and_reflected(any_stack: LocalStack) -> 
             responses = [r async for r in stub.ServerReflectionInfo(iter([request]))]
         listed = {s.name for s in responses[0].list_services_response.service}
         assert {EXPECTED_SERVICES[name], "grpc.health.v1.Health"} <= listed
+
+
+async def test_a_new_allergy_shows_in_the_next_emergency_summary(any_stack: LocalStack) -> None:
+    """Record-lookup keeps summaries in its cache; an allergy stored by ingest (another
+    process) must show in the very next summary, on embedded defaults as on Redis."""
+    client = DemoClient(any_stack.addresses, AUTH_SECRET.encode())
+    person = synthetic.patient(26)
+    try:
+        before = await scenario_a(client, person)
+        first = await scenario_b(client, person, before.person_token)  # now cached
+        assert len(first.summary.allergies) == 1
+        adt_id = f"adt-{person.mrn}"
+        adt = synthetic.adt_a04(person, adt_id, synthetic.HOSPITAL_B)
+        ack = await submit(
+            client, synthetic.HOSPITAL_B, common_pb2.SOURCE_FORMAT_HL7V2, adt, adt_id
+        )
+        assert ack.outcome == ingest_pb2.OUTCOME_STORED
+        second = await scenario_b(client, person, before.person_token)
+        assert len(second.summary.allergies) == 2
+    finally:
+        await client.close()

@@ -30,12 +30,12 @@ MESSAGES = 5
 # Per Submit of a 3-record FHIR bundle of a patient the index already knows: one LWT (the
 # receipt claim, which carries the audit event) and no SERIAL read (ADR 0019); the records
 # and their index rows in one logged batch, the counters in one COUNTER batch; identity
-# answers from its cache of known patients (ADR 24). Measured 2026-12-01: 6 round trips,
-# 25 statements.
-KNOWN_PATIENT = StatementCounts(requests=6, statements=25, lwts=1, serial_reads=0)
+# answers from its cache of known patients (ADR 24); the facts version, in the last batch
+# (ADR 28). Measured 2026-12-02: 6 round trips, 26 statements.
+KNOWN_PATIENT = StatementCounts(requests=6, statements=26, lwts=1, serial_reads=0)
 # A new patient adds identity's conditional inserts (national ID claim, person, MRN link);
-# measured after ADR 19: 16 round trips, 33 statements, 4 LWTs, no SERIAL read.
-NEW_PATIENT = StatementCounts(requests=16, statements=33, lwts=4, serial_reads=0)
+# measured after ADR 28: 16 round trips, 34 statements, 4 LWTs, no SERIAL read.
+NEW_PATIENT = StatementCounts(requests=16, statements=34, lwts=4, serial_reads=0)
 # Audit's group commit, a message alone in its batch: reserve and advance the head.
 AUDIT_LWTS_PER_LONE_MESSAGE = 2
 

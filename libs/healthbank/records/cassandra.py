@@ -34,6 +34,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from healthbank.core.ids import new_ulid
 from healthbank.records.model import (
     EmergencyFact,
     MessageIdConflict,
@@ -80,6 +81,7 @@ MIGRATIONS = [
     ALTER TABLE receipts ADD IF NOT EXISTS claim_note text;
     ALTER TABLE receipts ADD IF NOT EXISTS committed boolean
     """,
+    "ALTER TABLE facts ADD IF NOT EXISTS facts_version text STATIC",
 ]
 
 # What one logged batch may carry (sealed payloads and facts plus a row's other columns):
@@ -105,6 +107,7 @@ _INSERT_DAYS = "INSERT INTO record_days (shard, day) VALUES (?, ?)"
 _INSERT_FACT = (
     "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
 )
+_SET_FACTS_VERSION = "UPDATE facts SET facts_version = ? WHERE person_token = ?"
 _BUMP_COUNT = (
     "UPDATE code_day_counts SET count = count + ? WHERE code_system = ? AND code = ? AND day = ?"
 )
@@ -218,6 +221,11 @@ class CassandraRecordStore:
                 ],
                 len(fact.sealed_fact) + _ROW_OVERHEAD_BYTES,
             )
+        # In the last batch, so a version is never seen before all of its facts.
+        batches[-1].extend(
+            (_SET_FACTS_VERSION, (new_ulid(), person))
+            for person in sorted({fact.person_token for fact in facts})
+        )
         # The last batch commits the receipt: only after every record and fact is written.
         batches[-1].append((_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id)))
         for batch in batches:
@@ -267,6 +275,13 @@ class CassandraRecordStore:
             wanted = set(categories)
             found = [record for record in found if record.category in wanted]
         return found
+
+    async def facts_version(self, person_token: str) -> str | None:
+        """See RecordStore.facts_version (a static column of the facts partition)."""
+        rows = await self._db.execute(
+            "SELECT facts_version FROM facts WHERE person_token = ? LIMIT 1", (person_token,)
+        )
+        return str(rows[0].facts_version) if rows and rows[0].facts_version else None
 
     async def list_facts(self, person_token: str) -> list[EmergencyFact]:
         """See RecordStore.list_facts."""

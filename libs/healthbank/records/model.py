@@ -197,6 +197,13 @@ class RecordStore(Protocol):
         """A person's emergency facts."""
         ...
 
+    async def facts_version(self, person_token: str) -> str | None:
+        """A value that changes whenever the person's facts do (None: no facts yet). Each
+        message with facts sets a new one, written after its facts, so facts read after
+        reading the version are at least that new: whatever is computed from them stays
+        current while the version stays the same (record-lookup's cached summaries)."""
+        ...
+
     async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
         """Hot records effective before ``cutoff`` (for tiering), oldest first."""
         ...

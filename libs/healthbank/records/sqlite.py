@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+from healthbank.core.ids import new_ulid
 from healthbank.records.model import (
     EmergencyFact,
     MessageIdConflict,
@@ -63,6 +64,12 @@ _SQLITE_MIGRATIONS = [
     )
     """,
     "ALTER TABLE receipts ADD COLUMN claim_note TEXT NOT NULL DEFAULT ''",
+    """
+    CREATE TABLE facts_versions (
+        person_token TEXT NOT NULL PRIMARY KEY,
+        version TEXT NOT NULL
+    )
+    """,
 ]
 
 
@@ -112,6 +119,10 @@ class SqliteRecordStore:
                 [(f.person_token, f.record_id, f.category, f.sealed_fact) for f in facts],
             )
             connection.executemany(
+                "INSERT OR REPLACE INTO facts_versions VALUES (?, ?)",
+                [(person, new_ulid()) for person in sorted({f.person_token for f in facts})],
+            )
+            connection.executemany(
                 "INSERT INTO code_day_counts VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE"
                 " SET count = count + 1",
                 [(r.code_system, r.code, r.effective_time.date().isoformat()) for r in records],
@@ -146,6 +157,15 @@ class SqliteRecordStore:
         sql += " ORDER BY effective_us, record_id"
         rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
         return [_record_from_row(row) for row in rows]
+
+    async def facts_version(self, person_token: str) -> str | None:
+        """See RecordStore.facts_version (set in the message's transaction)."""
+        row = await self._db.read(
+            lambda c: c.execute(
+                "SELECT version FROM facts_versions WHERE person_token = ?", (person_token,)
+            ).fetchone()
+        )
+        return None if row is None else str(row["version"])
 
     async def list_facts(self, person_token: str) -> list[EmergencyFact]:
         """See RecordStore.list_facts."""

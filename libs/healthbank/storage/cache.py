@@ -133,6 +133,8 @@ async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
 
 
 def emergency_summary_key(person_token: str) -> str:
-    """Cache key of a person's emergency summary: filled by record-lookup, deleted by
-    ingest when new emergency facts arrive (so a new allergy shows at once)."""
+    """Cache key of a person's emergency summary: filled by record-lookup and used only
+    while the person's facts version (RecordStore.facts_version) is the one it was computed
+    at, so a new allergy shows at once even where ingest cannot reach record-lookup's cache
+    (the embedded default: one in-process cache per service); ingest deletes it too."""
     return f"emergency-summary:{person_token}"
