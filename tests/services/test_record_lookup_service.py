@@ -988,11 +988,6 @@ async def test_image_requests_are_validated_and_need_a_clinical_reader(stack: St
     assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def _drain(call: Any) -> None:
-    async for _ in call:
-        pass
-
-
 # --- GetHistoryPages -------------------------------------------------------------------------
 
 
