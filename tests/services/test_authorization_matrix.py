@@ -299,6 +299,15 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "ListAccessEvents": lambda: audit_pb2.ListAccessEventsRequest(parent=parent),
         "GetForecast": lambda: ai_alert_pb2.GetForecastRequest(horizon_days=7),
         "GetPersonalInsights": lambda: ai_alert_pb2.GetPersonalInsightsRequest(parent=parent),
+        # A grant nobody holds: an admitted researcher is answered NOT_FOUND by consent.
+        "RunAggregate": lambda: ai_alert_pb2.RunAggregateRequest(
+            grant_name=f"researchGrants/{new_ulid()}",
+            spec=ai_alert_pb2.AggregateSpec(kind=ai_alert_pb2.AGGREGATE_KIND_COUNT),
+            query_id=new_ulid(),
+        ),
+        "Synthesize": lambda: ai_alert_pb2.SynthesizeRequest(
+            grant_name=f"researchGrants/{new_ulid()}"
+        ),
     }
     requests["SubmitStream"] = requests["Submit"]
     return requests[name]()

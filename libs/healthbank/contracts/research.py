@@ -57,11 +57,11 @@ EXTRACT_FIELDS: dict[str, ExtractField] = {
         ExtractField(
             "first_quarter", "quarter (1-4) of the first cohort record (shifted per grant)", True
         ),
-        ExtractField("record_count", "records in the period", False, 0, 1000),
-        ExtractField("condition_count", "condition records in the period", False, 0, 200),
-        ExtractField("observation_count", "observation records in the period", False, 0, 500),
-        ExtractField("medication_count", "medication records in the period", False, 0, 200),
-        ExtractField("encounter_count", "encounter records in the period", False, 0, 200),
+        ExtractField("record_count", "records in the period", False, 0, 200),
+        ExtractField("condition_count", "condition records in the period", False, 0, 100),
+        ExtractField("observation_count", "observation records in the period", False, 0, 200),
+        ExtractField("medication_count", "medication records in the period", False, 0, 100),
+        ExtractField("encounter_count", "encounter records in the period", False, 0, 100),
         ExtractField("span_days", "days from the first to the last record", False, 0, 3660),
     )
 }

@@ -381,6 +381,15 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
             _PK.PRIVACY_OFFICER: ANY,
         },
     ),
+    _AI_ALERT_V1 + "RunAggregate": MethodRule(
+        "the black room: noisy aggregates for the researcher holding the grant (ai-alert "
+        "checks the holder, consent the budget)",
+        callers={_PK.RESEARCHER: ANY},
+    ),
+    _AI_ALERT_V1 + "Synthesize": MethodRule(
+        "a synthetic cohort for the researcher holding a grant that allows it",
+        callers={_PK.RESEARCHER: ANY},
+    ),
     _AI_ALERT_V1 + "GetPersonalInsights": MethodRule(
         "one person's lab trends: the patient, or a clinician under consent",
         callers={_PK.PATIENT: _own_person("parent"), _PK.CLINICIAN: HOSPITAL_BOUND},
