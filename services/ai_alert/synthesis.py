@@ -39,6 +39,7 @@ DISTANCE_THRESHOLD = 0.001
 MAX_MEMBERSHIP_AUC = 0.65
 HOLDOUT_SHARE = 0.2
 _MAX_DRAW_ROUNDS = 20
+_BLOCK_FLOATS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -211,11 +212,13 @@ def _nearest_distances(rows: np.ndarray, reference: np.ndarray, scale: np.ndarra
     categorical = scale == 0
     weights = np.where(categorical, 1.0, 1.0 / np.where(categorical, 1.0, scale))
     nearest = np.empty(len(rows))
-    for start in range(0, len(rows), 512):
-        block = rows[start : start + 512]
+    # Blocks of rows whose differences with every reference row fit ~16 MB of floats.
+    step = max(1, _BLOCK_FLOATS // max(1, reference.size))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
         differences = np.abs(block[:, None, :] - reference[None, :, :])
         differences = np.where(categorical, differences > 0, differences * weights)
-        nearest[start : start + 512] = differences.mean(axis=2).min(axis=1)
+        nearest[start : start + step] = differences.mean(axis=2).min(axis=1)
     return nearest
 
 
