@@ -31,7 +31,9 @@ async def _assemble(resources: ServiceResources) -> Serving:
         records=records,
         grants=GrpcResearchGrants(resources.clients),
         log=GrpcResearchLog(
-            AccessLog(clients=resources.clients, service=SERVICE, now=resources.now)
+            AccessLog(clients=resources.clients, service=SERVICE, now=resources.now),
+            resources.clients,
+            resources.now,
         ),
         now=resources.now,
         min_cell_size=resources.settings.research_min_cell_size,

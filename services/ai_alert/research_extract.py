@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from healthbank.contracts.research import EXTRACT_FIELDS
@@ -46,10 +46,13 @@ class Cohort:
 
 @dataclass(frozen=True)
 class Extract:
-    """The extract's columns (``person_key`` first, then the grant's fields) and rows."""
+    """The extract's columns (``person_key`` first, then the grant's fields) and rows, and
+    the person tokens of its rows (``subjects``: never a column, never released; the black
+    room records each person's research use in their own access log with them)."""
 
     columns: tuple[str, ...]
     rows: tuple[tuple[str | int, ...], ...]
+    subjects: frozenset[str] = field(default_factory=frozenset)
 
     def column_types(self) -> dict[str, str]:
         """SQL type of each column (VARCHAR for dimensions and the key, BIGINT otherwise)."""
@@ -78,6 +81,7 @@ def build_extract(
             by_person.setdefault(record.person_token, []).append(record)
     columns = ("person_key", *cohort.fields)
     rows = []
+    subjects = set()
     for person_token, held in by_person.items():
         cohort_records = sorted(
             (
@@ -91,8 +95,9 @@ def build_extract(
             continue
         row = _person_row(person_token, held, cohort_records[0], key)
         rows.append(tuple(row[column] for column in columns))
+        subjects.add(person_token)
     rows.sort()
-    return Extract(columns, tuple(rows))
+    return Extract(columns, tuple(rows), frozenset(subjects))
 
 
 def _person_row(
@@ -111,8 +116,8 @@ def _person_row(
         "record_count": len(held),
         "span_days": (max(times) - min(times)).days,
     }
-    for field, category in _COUNTED.items():
-        values[field] = sum(record.category == category for record in held)
+    for counted, category in _COUNTED.items():
+        values[counted] = sum(record.category == category for record in held)
     for name, column in EXTRACT_FIELDS.items():
         if not column.dimension:
             values[name] = min(max(int(values[name]), column.lower), column.upper)

@@ -2,8 +2,9 @@
 
 RunAggregate: the grant (from consent) → the caller holds it, it has not expired, the
 field and groupings are within it → spend the query's epsilon (consent's atomic ledger;
-nothing is computed unless it is spent) → build the extract and run the exact query in a
-thread → suppress small cells, add noise → audit the run → release.
+nothing is computed unless it is spent) → build the extract → record, once per grant, in
+each cohort person's own access log that their data is used in aggregates → run the exact
+query in a thread → suppress small cells, add noise → audit the run → release.
 
 Synthesize: the grant allows synthetic output → build the extract → fit a Gaussian copula
 and draw (a thread) → utility and privacy reports; a failed privacy report releases
@@ -33,6 +34,8 @@ MAX_EXTRACT_RECORDS = 2_000_000
 OUTPUT_SYNTHETIC = 2
 STEP_AGGREGATE = "AGGREGATE_RUN"
 STEP_SYNTHESIZED = "COHORT_SYNTHESIZED"
+USE_AGGREGATES = "AGGREGATES"
+USE_SYNTHETIC = "SYNTHETIC_COHORT"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class GrantView:
     period_start: datetime
     period_end: datetime
     expire_time: datetime
+    create_time: datetime
 
 
 class Grants(Protocol):
@@ -68,6 +72,13 @@ class ResearchLog(Protocol):
 
     async def research_step(self, actor: Principal, grant_id: str, step: str) -> None:
         """Record ``step`` of ``actor`` under the grant's research ledger token."""
+        ...
+
+    async def cohort_used(
+        self, actor: Principal, grant: GrantView, person_tokens: frozenset[str], use: str
+    ) -> None:
+        """Record in each person's own access log, once per grant, that their data is used
+        by the grant's research as ``use`` (AGGREGATES or SYNTHETIC_COHORT)."""
         ...
 
 
@@ -134,6 +145,7 @@ class ResearchFlow:
         epsilon = epsilon or self._default_epsilon
         remaining = await self._grants.spend(grant_id, epsilon, query_id)
         extract = await self._extract(grant)
+        await self._log.cohort_used(researcher, grant, extract.subjects, USE_AGGREGATES)
         cells, mechanism = await asyncio.to_thread(
             _run_and_release, extract, spec, epsilon, self._min_cell_size
         )
@@ -163,6 +175,7 @@ class ResearchFlow:
                 "numeric field",
                 precondition=True,
             )
+        await self._log.cohort_used(researcher, grant, extract.subjects, USE_SYNTHETIC)
         released = await asyncio.to_thread(
             synthesis.synthesize, extract, row_count or len(extract.rows), seed, parquet
         )

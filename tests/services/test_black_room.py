@@ -113,6 +113,20 @@ class BlackRoom(BearerAuth):
         )
         return float(grant.epsilon_spent)
 
+    async def research_uses(self, person_token: str) -> list[str]:
+        """The research events in the person's own access report, oldest first."""
+        response = await self.audit.ListAccessEvents(
+            audit_pb2.ListAccessEventsRequest(parent=f"persons/{person_token}"),
+            metadata=self.auth(
+                Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
+            ),
+        )
+        return [
+            logged.event.basis
+            for logged in reversed(response.events)
+            if logged.event.action == audit_pb2.ACTION_RESEARCH
+        ]
+
     async def steps(self, grant_name: str) -> list[str]:
         grant_id = parse_research_grant_name(grant_name)
         assert grant_id is not None
@@ -214,6 +228,24 @@ async def test_counts_by_an_allowed_grouping_are_noisy_and_small_cells_suppresse
     assert result.epsilon_remaining == pytest.approx(0.9)
     assert await room.spent(grant) == pytest.approx(0.1)
     assert (await room.steps(grant))[-2:] == ["BUDGET_SPENT", "AGGREGATE_RUN"]
+
+
+async def test_a_patients_access_report_shows_research_use_once_per_grant_and_use(
+    room: BlackRoom,
+) -> None:
+    grant = await room.grant()
+    spec = ai_alert_pb2.AggregateSpec(kind=COUNT, group_by=["hospital"])
+    await room.run(grant, spec)
+    await room.run(grant, spec)
+    await room.alert.Synthesize(
+        ai_alert_pb2.SynthesizeRequest(grant_name=grant, seed=3), metadata=room.auth(RESEARCHER)
+    )
+    in_cohort, outsider = f"{1:064x}", f"{10_000:064x}"
+    assert await room.research_uses(in_cohort) == [
+        f"RESEARCH_USE {grant} AGGREGATES",
+        f"RESEARCH_USE {grant} SYNTHETIC_COHORT",
+    ]
+    assert await room.research_uses(outsider) == []
 
 
 async def test_means_quantiles_and_histograms_are_released(room: BlackRoom) -> None:
