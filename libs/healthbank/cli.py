@@ -7,6 +7,8 @@
     healthbank audit public-key  the key that signs tree heads (hand it to verifiers, witnesses)
     healthbank witness           keep, check and co-sign the audit log's tree heads
     healthbank ingest PATH…      load files, folders, NDJSON and zips into ingest
+    healthbank committee …       the data security committee: list, show, vote (ADR 26)
+    healthbank research …        submit, status, aggregate, synthesize (ADR 26)
 
 This launcher is the one place in libs that knows the services exist: it imports
 ``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
@@ -42,6 +44,7 @@ from healthbank.core.config import (
 )
 from healthbank.core.logs import configure_logging
 from healthbank.core.telemetry import setup_telemetry
+from healthbank.research_cli import add_commands as add_research_commands
 from healthbank.rpc.server import run_until_signal
 
 if TYPE_CHECKING:
@@ -521,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='print {"files", "messages", "accepted", "rejected", "reasons"} as JSON',
     )
     ingest.set_defaults(run=cmd_ingest)
+    add_research_commands(commands)
     return parser
 
 

@@ -1,15 +1,19 @@
 """Assembles the ai-alert service: the record store, keys and clients.
 
-``clients`` (default: a factory carrying this service's own token) reaches consent and
-audit. ``now`` (default: the UTC wall clock) fixes "today" for forecasts and trends.
+``clients`` (default: a factory carrying this service's own token) reaches consent (the
+consent gate; research grants and their budgets) and audit. ``now`` (default: the UTC wall
+clock) fixes "today" for forecasts and trends and the expiry of research grants.
 """
 
 from __future__ import annotations
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
+from healthbank.rpc.access_log import AccessLog
 from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
+from services.ai_alert.clients import GrpcResearchGrants, GrpcResearchLog
 from services.ai_alert.flow import AiAlertFlow
+from services.ai_alert.research_flow import ResearchFlow
 from services.ai_alert.servicer import SERVICE, AiAlertServicer
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
@@ -22,7 +26,20 @@ async def _assemble(resources: ServiceResources) -> Serving:
     gate = ConsentGate(
         clients=resources.clients, sealer=resources.sealer, service=SERVICE, now=resources.now
     )
-    servicer = AiAlertServicer(AiAlertFlow(records=records, gate=gate, now=resources.now))
+    # The black room (ADR 26): grants and their budgets in consent, its steps in audit.
+    research = ResearchFlow(
+        records=records,
+        grants=GrpcResearchGrants(resources.clients),
+        log=GrpcResearchLog(
+            AccessLog(clients=resources.clients, service=SERVICE, now=resources.now),
+            resources.clients,
+            resources.now,
+        ),
+        now=resources.now,
+        min_cell_size=resources.settings.research_min_cell_size,
+        default_epsilon=resources.settings.research_query_epsilon,
+    )
+    servicer = AiAlertServicer(AiAlertFlow(records=records, gate=gate, now=resources.now), research)
     return Serving(
         servicer,
         ai_alert_pb2_grpc.add_AiAlertServiceServicer_to_server,

@@ -6,24 +6,141 @@ The reads themselves (and the consent gate for personal insights) are
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, time
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.names import PERSON_NAME_RULE, parse_person_name
-from healthbank.rpc import Violations, require_principal
-from services.ai_alert import forecast, trends
+from healthbank.contracts.research import GRANT_NAME_RULE, parse_research_grant_name
+from healthbank.core.ids import is_ulid
+from healthbank.rpc import ServiceError, Violations, require_principal
+from services.ai_alert import forecast, synthesis, trends
+from services.ai_alert.aggregates import AggregateKind, AggregateSpec, spec_problems
 from services.ai_alert.flow import AiAlertFlow, DailyCount
+from services.ai_alert.research_flow import ResearchFlow, ResearchRefused
 
 SERVICE = "ai-alert"
 
 
 class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
-    """Serves GetForecast and GetPersonalInsights over an :class:`AiAlertFlow`."""
+    """Serves GetForecast and GetPersonalInsights over an :class:`AiAlertFlow`, and the
+    black room's RunAggregate and Synthesize over a :class:`ResearchFlow`."""
 
-    def __init__(self, flow: AiAlertFlow) -> None:
-        """Serve ``flow``."""
+    def __init__(self, flow: AiAlertFlow, research: ResearchFlow) -> None:
+        """Serve ``flow`` and ``research``."""
         self._flow = flow
+        self._research = research
+
+    async def RunAggregate(
+        self, request: ai_alert_pb2.RunAggregateRequest, context: object
+    ) -> ai_alert_pb2.AggregateResult:
+        """One noisy aggregate under a research grant."""
+        principal = require_principal()
+        violations = Violations()
+        grant_id = _grant_id(request.grant_name, violations)
+        spec = None
+        if not request.HasField("spec"):
+            violations.add("spec", "is required")
+        elif request.spec.kind not in AggregateKind._value2member_map_:
+            violations.add("spec.kind", "must be COUNT, SUM, MEAN, QUANTILES or HISTOGRAM")
+        else:
+            spec = AggregateSpec(
+                kind=AggregateKind(request.spec.kind),
+                field=request.spec.field,
+                group_by=tuple(request.spec.group_by),
+                quantiles=tuple(request.spec.quantiles),
+                bin_edges=tuple(request.spec.bin_edges),
+            )
+            for field, rule in spec_problems(spec):
+                violations.add(f"spec.{field}", rule)
+        violations.check(0 <= request.epsilon <= 10, "epsilon", "must be 0 (default) to 10")
+        if violations.require(request.query_id, "query_id"):
+            violations.check(is_ulid(request.query_id), "query_id", "must be a ULID")
+        violations.raise_if_any()
+        assert grant_id is not None and spec is not None
+        with _research_refusals():
+            outcome = await self._research.aggregate(
+                principal, grant_id, spec, request.epsilon, request.query_id
+            )
+        return ai_alert_pb2.AggregateResult(
+            query_id=request.query_id,
+            cells=[
+                ai_alert_pb2.AggregateCell(
+                    group_values=cell.group,
+                    bin=cell.bin_label,
+                    suppressed=cell.suppressed,
+                    value=cell.value,
+                    quantile_values=cell.quantile_values,
+                )
+                for cell in outcome.cells
+            ],
+            epsilon=outcome.epsilon,
+            epsilon_remaining=outcome.epsilon_remaining,
+            min_cell_size=outcome.min_cell_size,
+            mechanism=outcome.mechanism,
+        )
+
+    async def Synthesize(
+        self, request: ai_alert_pb2.SynthesizeRequest, context: object
+    ) -> ai_alert_pb2.SyntheticCohort:
+        """A synthetic cohort with its utility and privacy reports."""
+        principal = require_principal()
+        violations = Violations()
+        grant_id = _grant_id(request.grant_name, violations)
+        violations.check(
+            0 <= request.row_count <= synthesis.MAX_ROWS,
+            "row_count",
+            f"must be 0 (the cohort's size) to {synthesis.MAX_ROWS}",
+        )
+        violations.check(
+            request.format in ai_alert_pb2.SyntheticFormat.values(),
+            "format",
+            "must be CSV or PARQUET",
+        )
+        violations.raise_if_any()
+        assert grant_id is not None
+        with _research_refusals():
+            cohort = await self._research.synthesize(
+                principal,
+                grant_id,
+                request.row_count,
+                request.format == ai_alert_pb2.SYNTHETIC_FORMAT_PARQUET,
+                request.seed,
+            )
+        utility, privacy = cohort.utility, cohort.privacy
+        return ai_alert_pb2.SyntheticCohort(
+            content=cohort.content,
+            media_type=cohort.media_type,
+            columns=cohort.columns,
+            row_count=cohort.row_count,
+            utility=ai_alert_pb2.UtilityReport(
+                marginals=[
+                    ai_alert_pb2.MarginalComparison(
+                        field=marginal.field,
+                        real_mean=marginal.real_mean,
+                        synthetic_mean=marginal.synthetic_mean,
+                        real_sd=marginal.real_sd,
+                        synthetic_sd=marginal.synthetic_sd,
+                        ks_statistic=marginal.ks_statistic,
+                    )
+                    for marginal in utility.marginals
+                ],
+                max_correlation_difference=utility.max_correlation_difference,
+                tstr_target=utility.tstr_target,
+                tstr_accuracy=utility.tstr_accuracy,
+                trtr_accuracy=utility.trtr_accuracy,
+            ),
+            privacy=ai_alert_pb2.PrivacyReport(
+                min_distance_to_real=privacy.min_distance_to_real,
+                median_distance_to_real=privacy.median_distance_to_real,
+                exact_copies=privacy.exact_copies,
+                distance_threshold=privacy.distance_threshold,
+                membership_inference_auc=privacy.membership_inference_auc,
+                passed=privacy.passed,
+            ),
+        )
 
     async def GetForecast(
         self, request: ai_alert_pb2.GetForecastRequest, context: object
@@ -90,3 +207,23 @@ def _trend_proto(trend: trends.Trend) -> ai_alert_pb2.Trend:
     if trend.projected_crossing is not None:
         message.projected_crossing_time.FromDatetime(trend.projected_crossing)
     return message
+
+
+def _grant_id(name: str, violations: Violations) -> str | None:
+    if not violations.require(name, "grant_name"):
+        return None
+    grant_id = parse_research_grant_name(name)
+    violations.check(grant_id is not None, "grant_name", GRANT_NAME_RULE)
+    return grant_id
+
+
+@contextmanager
+def _research_refusals() -> Iterator[None]:
+    """The black room's refusals: outside the grant is PERMISSION_DENIED, a state of the
+    grant or cohort FAILED_PRECONDITION; both name their reason and are never retryable."""
+    try:
+        yield
+    except ResearchRefused as refused:
+        if refused.precondition:
+            raise ServiceError.failed_precondition(refused.message, reason=refused.reason) from None
+        raise ServiceError.permission_denied(refused.message, reason=refused.reason) from None

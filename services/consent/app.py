@@ -11,10 +11,13 @@ from __future__ import annotations
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.rpc.access_log import AccessLog
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
-from services.consent.clients import GrpcChangeLog
+from healthbank.storage.backends import open_store
+from services.consent.clients import GrpcChangeLog, GrpcResearchLog
 from services.consent.registry import ConsentRegistry
+from services.consent.research_desk import CommitteeRules, ResearchDesk
 from services.consent.servicer import ConsentServicer
 from services.consent.store import SqliteConsentStore
+from services.consent.store_research import SqliteResearchStore
 
 __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
 
@@ -28,9 +31,16 @@ async def _assemble(resources: ServiceResources) -> Serving:
         cassandra="services.consent.store_cassandra:CassandraConsentStore",
     )
     cache = await resources.open_cache()
-    changes = GrpcChangeLog(
-        AccessLog(clients=resources.clients, service=SERVICE, now=resources.now)
+    # The committee's own store ("research.db" / keyspace <prefix>_research, ADR 26).
+    research_store = await open_store(
+        resources.settings,
+        "research",
+        sqlite=SqliteResearchStore,
+        cassandra="services.consent.store_research_cassandra:CassandraResearchStore",
     )
+    resources.close_on_exit(research_store.close)
+    access_log = AccessLog(clients=resources.clients, service=SERVICE, now=resources.now)
+    changes = GrpcChangeLog(access_log)
     registry = ConsentRegistry(
         store,
         resources.sealer,
@@ -39,10 +49,20 @@ async def _assemble(resources: ServiceResources) -> Serving:
         cache,
         resources.settings.cache_ttl_seconds,
     )
+    settings = resources.settings
+    desk = ResearchDesk(
+        research_store,
+        GrpcResearchLog(access_log),
+        CommitteeRules(
+            quorum=settings.research_committee_quorum,
+            veto_allowed=settings.research_committee_veto,
+        ),
+        resources.now,
+    )
     return Serving(
-        ConsentServicer(registry, resources.now),
+        ConsentServicer(registry, resources.now, desk, settings.research_max_epsilon),
         consent_pb2_grpc.add_ConsentServiceServicer_to_server,
-        readiness=[store, resources.keys],
+        readiness=[store, research_store, resources.keys],
     )
 
 

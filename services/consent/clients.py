@@ -10,6 +10,7 @@ from __future__ import annotations
 from healthbank.audit.v1 import audit_pb2
 from healthbank.contracts.names import person_name
 from healthbank.contracts.principal import Principal
+from healthbank.contracts.research import research_ledger_token
 from healthbank.rpc.access_log import AccessLog
 from services.consent.domain import BASIS_BREAK_GLASS
 
@@ -42,4 +43,24 @@ class GrpcChangeLog:
             [person_name(person_token), session_name],
             basis=BASIS_BREAK_GLASS,
             flagged_for_review=True,
+        )
+
+
+class GrpcResearchLog:
+    """The committee desk's :class:`~services.consent.research_desk.ResearchLog` over audit:
+    ACTION_RESEARCH under the request's research ledger token, the step as its basis."""
+
+    def __init__(self, log: AccessLog) -> None:
+        """Append through ``log`` (recorded_by "consent")."""
+        self._log = log
+
+    async def research_step(self, actor: Principal, request_id: str, step: str) -> None:
+        """See ResearchLog.research_step."""
+        ledger_token = research_ledger_token(request_id)
+        await self._log.record(
+            actor,
+            audit_pb2.ACTION_RESEARCH,
+            ledger_token,
+            [person_name(ledger_token)],
+            basis=step,
         )

@@ -51,6 +51,8 @@ from services.consent.domain import (
     parse_proxy_name,
 )
 from services.consent.registry import ConsentRegistry, GrantDraft
+from services.consent.research_desk import ResearchDesk
+from services.consent.servicer_research import CommitteeEdge
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -65,13 +67,23 @@ _PROXY_NAME_RULE = "must be persons/{person_token}/proxies/{proxy_id}"
 _CATEGORY_RULE = "must list known record categories (not RECORD_CATEGORY_UNSPECIFIED)"
 
 
-class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
-    """consent.v1.ConsentService over a :class:`ConsentRegistry`."""
+class ConsentServicer(CommitteeEdge, consent_pb2_grpc.ConsentServiceServicer):
+    """consent.v1.ConsentService over a :class:`ConsentRegistry` and, for the committee's
+    RPCs (:class:`CommitteeEdge`), a :class:`ResearchDesk`."""
 
-    def __init__(self, registry: ConsentRegistry, now: Callable[[], datetime]) -> None:
-        """Serve ``registry``; ``now`` is the clock request validation checks times against."""
+    def __init__(
+        self,
+        registry: ConsentRegistry,
+        now: Callable[[], datetime],
+        desk: ResearchDesk,
+        max_epsilon: float,
+    ) -> None:
+        """Serve ``registry`` and ``desk``; ``now`` is the clock request validation checks
+        times against; ``max_epsilon`` bounds a research request's privacy budget."""
         self._registry = registry
         self._now = now
+        self._desk = desk
+        self._max_epsilon = max_epsilon
 
     async def CreateGrant(
         self, request: consent_pb2.CreateGrantRequest, context: Any

@@ -10,7 +10,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from healthbank.consent.v1 import consent_pb2
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto.pki import write_local_pki
 from healthbank.rpc import (
@@ -232,3 +233,24 @@ class RunningServices:
             )
         self.exits.push_async_callback(opened.close)
         return opened
+
+
+def research_request_example(
+    access_until: timestamp_pb2.Timestamp,
+) -> consent_pb2.ResearchRequest:
+    """A research request that passes screening (ADR 26): influenza cohort, aggregates."""
+    return consent_pb2.ResearchRequest(
+        purpose="influenza burden by hospital for vaccine planning",
+        protocol="protocol FLU-2026-01: counts and record spans per hospital",
+        ethics_approval_reference="IRB-2026-0042",
+        cohort=consent_pb2.CohortDefinition(
+            code_system="http://hl7.org/fhir/sid/icd-10", codes=["J10.1", "J11.1"]
+        ),
+        fields=["hospital", "first_year", "record_count", "span_days"],
+        groupings=["hospital"],
+        output_kind=consent_pb2.RESEARCH_OUTPUT_KIND_SYNTHETIC,
+        period_start=ts(datetime(2020, 1, 1, tzinfo=UTC)),
+        period_end=ts(datetime(2030, 1, 1, tzinfo=UTC)),
+        epsilon_budget=1.0,
+        access_until=access_until,
+    )

@@ -30,7 +30,13 @@ import pytest
 from auth_support import auth_metadata
 from engine_support import cassandra_env
 from google.protobuf import message_factory
-from service_support import TEST_CLIENT, RunningServices, service_settings, ts
+from service_support import (
+    TEST_CLIENT,
+    RunningServices,
+    research_request_example,
+    service_settings,
+    ts,
+)
 
 from healthbank.ai_alert.v1 import ai_alert_pb2
 from healthbank.archive.v1 import archive_pb2
@@ -250,6 +256,23 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "BreakGlass": lambda: consent_pb2.BreakGlassRequest(
             person_token=token, justification=JUSTIFICATION
         ),
+        "SubmitResearchRequest": lambda: consent_pb2.SubmitResearchRequestRequest(
+            research_request=research_request_example(later), request_id=new_ulid()
+        ),
+        # Ids nobody filed: an admitted caller is answered NOT_FOUND by the committee desk.
+        "GetResearchRequest": lambda: consent_pb2.GetResearchRequestRequest(
+            name=f"researchRequests/{new_ulid()}"
+        ),
+        "ListResearchRequests": consent_pb2.ListResearchRequestsRequest,
+        "CastCommitteeVote": lambda: consent_pb2.CastCommitteeVoteRequest(
+            name=f"researchRequests/{new_ulid()}", choice=consent_pb2.VOTE_CHOICE_APPROVE
+        ),
+        "GetResearchGrant": lambda: consent_pb2.GetResearchGrantRequest(
+            name=f"researchGrants/{new_ulid()}"
+        ),
+        "SpendPrivacyBudget": lambda: consent_pb2.SpendPrivacyBudgetRequest(
+            grant_name=f"researchGrants/{new_ulid()}", epsilon=0.1, query_id=new_ulid()
+        ),
         "GetHistory": lambda: record_lookup_pb2.GetHistoryRequest(parent=parent),
         "GetHistoryPages": lambda: record_lookup_pb2.GetHistoryRequest(parent=parent),
         "GetImage": lambda: record_lookup_pb2.GetImageRequest(
@@ -276,6 +299,15 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "ListAccessEvents": lambda: audit_pb2.ListAccessEventsRequest(parent=parent),
         "GetForecast": lambda: ai_alert_pb2.GetForecastRequest(horizon_days=7),
         "GetPersonalInsights": lambda: ai_alert_pb2.GetPersonalInsightsRequest(parent=parent),
+        # A grant nobody holds: an admitted researcher is answered NOT_FOUND by consent.
+        "RunAggregate": lambda: ai_alert_pb2.RunAggregateRequest(
+            grant_name=f"researchGrants/{new_ulid()}",
+            spec=ai_alert_pb2.AggregateSpec(kind=ai_alert_pb2.AGGREGATE_KIND_COUNT),
+            query_id=new_ulid(),
+        ),
+        "Synthesize": lambda: ai_alert_pb2.SynthesizeRequest(
+            grant_name=f"researchGrants/{new_ulid()}"
+        ),
     }
     requests["SubmitStream"] = requests["Submit"]
     return requests[name]()

@@ -24,6 +24,9 @@ LIBS = REPO / "libs" / "healthbank"
 
 # The edge of a service: where gRPC, storage engines and other services are reached.
 EDGE_MODULES = {"app", "servicer", "clients", "flow", "store", "store_cassandra"}
+# ADR 8's ``store*``: a service with a second store (consent's committee, ADR 26) names its
+# modules store_<concern>[_cassandra] and the edge of their RPCs servicer_<concern>.
+EDGE_PREFIXES = ("store_", "servicer_")
 ENGINE_CLIENTS = ("grpc", "hvac", "cassandra", "redis")
 # Library packages that domain code builds on; they must stay as light as the domain.
 PURE_LIBRARY_MODULES = [
@@ -52,7 +55,9 @@ def _domain_modules() -> list[str]:
     return sorted(
         _module_name(path)
         for path in SERVICES.glob("*/*.py")
-        if path.stem not in EDGE_MODULES and path.stem != "__init__"
+        if path.stem not in EDGE_MODULES
+        and not path.stem.startswith(EDGE_PREFIXES)
+        and path.stem != "__init__"
     )
 
 

@@ -134,6 +134,16 @@ class Settings(BaseSettings):
     ingest_parse_workers: int = Field(default=0, ge=0, le=64)
     ingest_parse_large_message_bytes: int = Field(default=1024 * 1024, ge=1)
 
+    # Research (ADR 26): the data security committee decides once this many members have
+    # voted; a veto rejects at once when allowed. A request's privacy budget is at most
+    # research_max_epsilon; the black room suppresses result cells of fewer persons than
+    # research_min_cell_size and spends research_query_epsilon per query unless asked.
+    research_committee_quorum: int = Field(default=3, ge=1, le=50)
+    research_committee_veto: bool = True
+    research_max_epsilon: float = Field(default=10.0, gt=0, le=100)
+    research_min_cell_size: int = Field(default=10, ge=1)
+    research_query_epsilon: float = Field(default=0.1, gt=0, le=10)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -7,6 +7,7 @@ order is random unless they come from one :class:`MonotonicUlidGenerator`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,13 @@ def ulid_time(ulid: str) -> datetime:
     except OverflowError:
         # Valid ULIDs reach the year 10889; datetime stops at 9999.
         raise ValueError("ULID time is beyond the year 9999") from None
+
+
+def derived_ulid(moment: datetime, seed: bytes) -> str:
+    """The ULID of ``moment`` whose random part is a hash of ``seed``: the same inputs give
+    the same id, so an event recorded twice under it is appended once (idempotency)."""
+    digest = int.from_bytes(hashlib.sha256(seed).digest()[: _RANDOM_BITS // 8], "big")
+    return _encode((_millis(moment) << _RANDOM_BITS) | digest)
 
 
 def is_ulid(value: str) -> bool:

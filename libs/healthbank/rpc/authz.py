@@ -253,6 +253,31 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
     _CONSENT_V1 + "ListProxies": MethodRule(
         "the patient sees who may act for them", callers={_PK.PATIENT: _own_person("parent")}
     ),
+    # --- consent: the data security committee (ADR 26) ---
+    _CONSENT_V1 + "SubmitResearchRequest": MethodRule(
+        "researchers ask the committee; screening and votes decide",
+        callers={_PK.RESEARCHER: ANY},
+    ),
+    _CONSENT_V1 + "GetResearchRequest": MethodRule(
+        "the committee reviews every request; a researcher sees their own (consent checks)",
+        callers={_PK.COMMITTEE: ANY, _PK.RESEARCHER: ANY},
+    ),
+    _CONSENT_V1 + "ListResearchRequests": MethodRule(
+        "the committee's docket; a researcher lists their own (consent filters)",
+        callers={_PK.COMMITTEE: ANY, _PK.RESEARCHER: ANY},
+    ),
+    _CONSENT_V1 + "CastCommitteeVote": MethodRule(
+        "only committee members vote", callers={_PK.COMMITTEE: ANY}
+    ),
+    _CONSENT_V1 + "GetResearchGrant": MethodRule(
+        "the grant's researcher and the committee read it; the black room enforces it",
+        callers={_PK.COMMITTEE: ANY, _PK.RESEARCHER: ANY},
+        services=_services(AI_ALERT),
+    ),
+    _CONSENT_V1 + "SpendPrivacyBudget": MethodRule(
+        "only the black room spends a grant's privacy budget, before it releases a result",
+        services=_services(AI_ALERT),
+    ),
     # --- record-lookup: reads of a person's history, through the consent gate ---
     _LOOKUP_V1 + "GetHistory": MethodRule(
         "clinicians and emergency staff under consent or break-glass; patients their own",
@@ -355,6 +380,15 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
             _PK.RESEARCHER: ANY,
             _PK.PRIVACY_OFFICER: ANY,
         },
+    ),
+    _AI_ALERT_V1 + "RunAggregate": MethodRule(
+        "the black room: noisy aggregates for the researcher holding the grant (ai-alert "
+        "checks the holder, consent the budget)",
+        callers={_PK.RESEARCHER: ANY},
+    ),
+    _AI_ALERT_V1 + "Synthesize": MethodRule(
+        "a synthetic cohort for the researcher holding a grant that allows it",
+        callers={_PK.RESEARCHER: ANY},
     ),
     _AI_ALERT_V1 + "GetPersonalInsights": MethodRule(
         "one person's lab trends: the patient, or a clinician under consent",

@@ -46,6 +46,16 @@ class AiAlertServiceStub:
                 request_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetPersonalInsightsRequest.SerializeToString,
                 response_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.PersonalInsights.FromString,
                 _registered_method=True)
+        self.RunAggregate = channel.unary_unary(
+                '/healthbank.ai_alert.v1.AiAlertService/RunAggregate',
+                request_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.RunAggregateRequest.SerializeToString,
+                response_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.AggregateResult.FromString,
+                _registered_method=True)
+        self.Synthesize = channel.unary_unary(
+                '/healthbank.ai_alert.v1.AiAlertService/Synthesize',
+                request_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.SynthesizeRequest.SerializeToString,
+                response_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.SyntheticCohort.FromString,
+                _registered_method=True)
 
 
 class AiAlertServiceServicer:
@@ -69,6 +79,27 @@ class AiAlertServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunAggregate(self, request, context):
+        """The black room (ADR 26): one aggregate over a research grant's de-identified
+        cohort, grouped only by the grant's groupings, with differential-privacy
+        noise; the query's epsilon is spent from the grant's budget first
+        (FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it is gone). Cells of
+        fewer persons than the configured minimum are suppressed. Caller: the
+        grant's researcher.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Synthesize(self, request, context):
+        """A synthetic cohort fitted inside the black room on the grant's extract,
+        with its utility and privacy reports; refused when the privacy report
+        fails. Caller: the researcher of a grant whose output kind is synthetic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiAlertServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +112,16 @@ def add_AiAlertServiceServicer_to_server(servicer, server):
                     servicer.GetPersonalInsights,
                     request_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetPersonalInsightsRequest.FromString,
                     response_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.PersonalInsights.SerializeToString,
+            ),
+            'RunAggregate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunAggregate,
+                    request_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.RunAggregateRequest.FromString,
+                    response_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.AggregateResult.SerializeToString,
+            ),
+            'Synthesize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Synthesize,
+                    request_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.SynthesizeRequest.FromString,
+                    response_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.SyntheticCohort.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +180,60 @@ class AiAlertService:
             '/healthbank.ai_alert.v1.AiAlertService/GetPersonalInsights',
             healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetPersonalInsightsRequest.SerializeToString,
             healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.PersonalInsights.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunAggregate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.ai_alert.v1.AiAlertService/RunAggregate',
+            healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.RunAggregateRequest.SerializeToString,
+            healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.AggregateResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Synthesize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.ai_alert.v1.AiAlertService/Synthesize',
+            healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.SynthesizeRequest.SerializeToString,
+            healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.SyntheticCohort.FromString,
             options,
             channel_credentials,
             insecure,

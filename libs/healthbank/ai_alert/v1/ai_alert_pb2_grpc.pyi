@@ -43,6 +43,19 @@ class AiAlertServiceStub:
     """Long-term lab trends of one person (for example fasting glucose) with
     a reminder when a trend heads towards a threshold.
     """
+    RunAggregate: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.RunAggregateRequest, _ai_alert_pb2.AggregateResult]
+    """The black room (ADR 26): one aggregate over a research grant's de-identified
+    cohort, grouped only by the grant's groupings, with differential-privacy
+    noise; the query's epsilon is spent from the grant's budget first
+    (FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it is gone). Cells of
+    fewer persons than the configured minimum are suppressed. Caller: the
+    grant's researcher.
+    """
+    Synthesize: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.SynthesizeRequest, _ai_alert_pb2.SyntheticCohort]
+    """A synthetic cohort fitted inside the black room on the grant's extract,
+    with its utility and privacy reports; refused when the privacy report
+    fails. Caller: the researcher of a grant whose output kind is synthetic.
+    """
 
 @_typing.type_check_only
 class AiAlertServiceAsyncStub(AiAlertServiceStub):
@@ -58,6 +71,19 @@ class AiAlertServiceAsyncStub(AiAlertServiceStub):
     GetPersonalInsights: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]  # type: ignore[assignment]
     """Long-term lab trends of one person (for example fasting glucose) with
     a reminder when a trend heads towards a threshold.
+    """
+    RunAggregate: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.RunAggregateRequest, _ai_alert_pb2.AggregateResult]  # type: ignore[assignment]
+    """The black room (ADR 26): one aggregate over a research grant's de-identified
+    cohort, grouped only by the grant's groupings, with differential-privacy
+    noise; the query's epsilon is spent from the grant's budget first
+    (FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it is gone). Cells of
+    fewer persons than the configured minimum are suppressed. Caller: the
+    grant's researcher.
+    """
+    Synthesize: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.SynthesizeRequest, _ai_alert_pb2.SyntheticCohort]  # type: ignore[assignment]
+    """A synthetic cohort fitted inside the black room on the grant's extract,
+    with its utility and privacy reports; refused when the privacy report
+    fails. Caller: the researcher of a grant whose output kind is synthetic.
     """
 
 class AiAlertServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +109,31 @@ class AiAlertServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ai_alert_pb2.PersonalInsights, _abc.Awaitable[_ai_alert_pb2.PersonalInsights]]:
         """Long-term lab trends of one person (for example fasting glucose) with
         a reminder when a trend heads towards a threshold.
+        """
+
+    @_abc_1.abstractmethod
+    def RunAggregate(
+        self,
+        request: _ai_alert_pb2.RunAggregateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ai_alert_pb2.AggregateResult, _abc.Awaitable[_ai_alert_pb2.AggregateResult]]:
+        """The black room (ADR 26): one aggregate over a research grant's de-identified
+        cohort, grouped only by the grant's groupings, with differential-privacy
+        noise; the query's epsilon is spent from the grant's budget first
+        (FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it is gone). Cells of
+        fewer persons than the configured minimum are suppressed. Caller: the
+        grant's researcher.
+        """
+
+    @_abc_1.abstractmethod
+    def Synthesize(
+        self,
+        request: _ai_alert_pb2.SynthesizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ai_alert_pb2.SyntheticCohort, _abc.Awaitable[_ai_alert_pb2.SyntheticCohort]]:
+        """A synthetic cohort fitted inside the black room on the grant's extract,
+        with its utility and privacy reports; refused when the privacy report
+        fails. Caller: the researcher of a grant whose output kind is synthetic.
         """
 
 def add_AiAlertServiceServicer_to_server(servicer: AiAlertServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -79,6 +79,36 @@ class ConsentServiceStub:
                 request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesRequest.SerializeToString,
                 response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesResponse.FromString,
                 _registered_method=True)
+        self.SubmitResearchRequest = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/SubmitResearchRequest',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.SubmitResearchRequestRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.FromString,
+                _registered_method=True)
+        self.GetResearchRequest = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/GetResearchRequest',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.GetResearchRequestRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.FromString,
+                _registered_method=True)
+        self.ListResearchRequests = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/ListResearchRequests',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListResearchRequestsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListResearchRequestsResponse.FromString,
+                _registered_method=True)
+        self.CastCommitteeVote = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/CastCommitteeVote',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.CastCommitteeVoteRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.FromString,
+                _registered_method=True)
+        self.GetResearchGrant = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/GetResearchGrant',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.GetResearchGrantRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchGrant.FromString,
+                _registered_method=True)
+        self.SpendPrivacyBudget = channel.unary_unary(
+                '/healthbank.consent.v1.ConsentService/SpendPrivacyBudget',
+                request_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.SpendPrivacyBudgetRequest.SerializeToString,
+                response_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.SpendPrivacyBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
@@ -151,6 +181,60 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitResearchRequest(self, request, context):
+        """--- The data security committee (ADR 26) ---
+
+        A researcher asks to study the city's data without seeing anyone. The
+        request is screened at once by named rules (direct identifiers asked for,
+        no ethics approval, a deny-listed purpose); a request that breaks one is
+        answered REJECTED_BY_SCREENING citing the rule, else it awaits the
+        committee. Idempotent by request_id. Caller: a researcher.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResearchRequest(self, request, context):
+        """One research request with its screening, votes and decision. Callers:
+        committee members; the researcher who submitted it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResearchRequests(self, request, context):
+        """Research requests, newest first (a researcher sees only their own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CastCommitteeVote(self, request, context):
+        """A committee member's vote and comment. Once the quorum has voted the
+        request is decided (a veto, when configured, rejects at once); an
+        approval creates the research grant. Caller: a committee member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResearchGrant(self, request, context):
+        """A research grant with its privacy budget. Callers: the grant's
+        researcher, committee members, and ai-alert (the black room).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SpendPrivacyBudget(self, request, context):
+        """Spends epsilon of a grant's privacy budget atomically, once per query_id;
+        FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it would overspend,
+        RESEARCH_GRANT_EXPIRED after expiry. Caller: ai-alert (the black room).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +277,36 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.ListProxies,
                     request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesRequest.FromString,
                     response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesResponse.SerializeToString,
+            ),
+            'SubmitResearchRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitResearchRequest,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.SubmitResearchRequestRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.SerializeToString,
+            ),
+            'GetResearchRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResearchRequest,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.GetResearchRequestRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.SerializeToString,
+            ),
+            'ListResearchRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResearchRequests,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListResearchRequestsRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ListResearchRequestsResponse.SerializeToString,
+            ),
+            'CastCommitteeVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.CastCommitteeVote,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.CastCommitteeVoteRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.SerializeToString,
+            ),
+            'GetResearchGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResearchGrant,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.GetResearchGrantRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchGrant.SerializeToString,
+            ),
+            'SpendPrivacyBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SpendPrivacyBudget,
+                    request_deserializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.SpendPrivacyBudgetRequest.FromString,
+                    response_serializer=healthbank_dot_consent_dot_v1_dot_consent__pb2.SpendPrivacyBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -416,6 +530,168 @@ class ConsentService:
             '/healthbank.consent.v1.ConsentService/ListProxies',
             healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesRequest.SerializeToString,
             healthbank_dot_consent_dot_v1_dot_consent__pb2.ListProxiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitResearchRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/SubmitResearchRequest',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.SubmitResearchRequestRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResearchRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/GetResearchRequest',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.GetResearchRequestRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResearchRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/ListResearchRequests',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ListResearchRequestsRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ListResearchRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CastCommitteeVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/CastCommitteeVote',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.CastCommitteeVoteRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResearchGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/GetResearchGrant',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.GetResearchGrantRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.ResearchGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SpendPrivacyBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.consent.v1.ConsentService/SpendPrivacyBudget',
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.SpendPrivacyBudgetRequest.SerializeToString,
+            healthbank_dot_consent_dot_v1_dot_consent__pb2.SpendPrivacyBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

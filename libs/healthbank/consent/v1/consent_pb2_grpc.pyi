@@ -65,6 +65,35 @@ class ConsentServiceStub:
     """
     ListProxies: _grpc.UnaryUnaryMultiCallable[_consent_pb2.ListProxiesRequest, _consent_pb2.ListProxiesResponse]
     """Lists a person's registered proxies, oldest first. Caller: the patient."""
+    SubmitResearchRequest: _grpc.UnaryUnaryMultiCallable[_consent_pb2.SubmitResearchRequestRequest, _consent_pb2.ResearchRequest]
+    """--- The data security committee (ADR 26) ---
+
+    A researcher asks to study the city's data without seeing anyone. The
+    request is screened at once by named rules (direct identifiers asked for,
+    no ethics approval, a deny-listed purpose); a request that breaks one is
+    answered REJECTED_BY_SCREENING citing the rule, else it awaits the
+    committee. Idempotent by request_id. Caller: a researcher.
+    """
+    GetResearchRequest: _grpc.UnaryUnaryMultiCallable[_consent_pb2.GetResearchRequestRequest, _consent_pb2.ResearchRequest]
+    """One research request with its screening, votes and decision. Callers:
+    committee members; the researcher who submitted it.
+    """
+    ListResearchRequests: _grpc.UnaryUnaryMultiCallable[_consent_pb2.ListResearchRequestsRequest, _consent_pb2.ListResearchRequestsResponse]
+    """Research requests, newest first (a researcher sees only their own)."""
+    CastCommitteeVote: _grpc.UnaryUnaryMultiCallable[_consent_pb2.CastCommitteeVoteRequest, _consent_pb2.ResearchRequest]
+    """A committee member's vote and comment. Once the quorum has voted the
+    request is decided (a veto, when configured, rejects at once); an
+    approval creates the research grant. Caller: a committee member.
+    """
+    GetResearchGrant: _grpc.UnaryUnaryMultiCallable[_consent_pb2.GetResearchGrantRequest, _consent_pb2.ResearchGrant]
+    """A research grant with its privacy budget. Callers: the grant's
+    researcher, committee members, and ai-alert (the black room).
+    """
+    SpendPrivacyBudget: _grpc.UnaryUnaryMultiCallable[_consent_pb2.SpendPrivacyBudgetRequest, _consent_pb2.SpendPrivacyBudgetResponse]
+    """Spends epsilon of a grant's privacy budget atomically, once per query_id;
+    FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it would overspend,
+    RESEARCH_GRANT_EXPIRED after expiry. Caller: ai-alert (the black room).
+    """
 
 @_typing.type_check_only
 class ConsentServiceAsyncStub(ConsentServiceStub):
@@ -103,6 +132,35 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     """
     ListProxies: _aio.UnaryUnaryMultiCallable[_consent_pb2.ListProxiesRequest, _consent_pb2.ListProxiesResponse]  # type: ignore[assignment]
     """Lists a person's registered proxies, oldest first. Caller: the patient."""
+    SubmitResearchRequest: _aio.UnaryUnaryMultiCallable[_consent_pb2.SubmitResearchRequestRequest, _consent_pb2.ResearchRequest]  # type: ignore[assignment]
+    """--- The data security committee (ADR 26) ---
+
+    A researcher asks to study the city's data without seeing anyone. The
+    request is screened at once by named rules (direct identifiers asked for,
+    no ethics approval, a deny-listed purpose); a request that breaks one is
+    answered REJECTED_BY_SCREENING citing the rule, else it awaits the
+    committee. Idempotent by request_id. Caller: a researcher.
+    """
+    GetResearchRequest: _aio.UnaryUnaryMultiCallable[_consent_pb2.GetResearchRequestRequest, _consent_pb2.ResearchRequest]  # type: ignore[assignment]
+    """One research request with its screening, votes and decision. Callers:
+    committee members; the researcher who submitted it.
+    """
+    ListResearchRequests: _aio.UnaryUnaryMultiCallable[_consent_pb2.ListResearchRequestsRequest, _consent_pb2.ListResearchRequestsResponse]  # type: ignore[assignment]
+    """Research requests, newest first (a researcher sees only their own)."""
+    CastCommitteeVote: _aio.UnaryUnaryMultiCallable[_consent_pb2.CastCommitteeVoteRequest, _consent_pb2.ResearchRequest]  # type: ignore[assignment]
+    """A committee member's vote and comment. Once the quorum has voted the
+    request is decided (a veto, when configured, rejects at once); an
+    approval creates the research grant. Caller: a committee member.
+    """
+    GetResearchGrant: _aio.UnaryUnaryMultiCallable[_consent_pb2.GetResearchGrantRequest, _consent_pb2.ResearchGrant]  # type: ignore[assignment]
+    """A research grant with its privacy budget. Callers: the grant's
+    researcher, committee members, and ai-alert (the black room).
+    """
+    SpendPrivacyBudget: _aio.UnaryUnaryMultiCallable[_consent_pb2.SpendPrivacyBudgetRequest, _consent_pb2.SpendPrivacyBudgetResponse]  # type: ignore[assignment]
+    """Spends epsilon of a grant's privacy budget atomically, once per query_id;
+    FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it would overspend,
+    RESEARCH_GRANT_EXPIRED after expiry. Caller: ai-alert (the black room).
+    """
 
 class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Patients (or the proxies they registered) grant and revoke access; every read
@@ -186,5 +244,70 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_consent_pb2.ListProxiesResponse, _abc.Awaitable[_consent_pb2.ListProxiesResponse]]:
         """Lists a person's registered proxies, oldest first. Caller: the patient."""
+
+    @_abc_1.abstractmethod
+    def SubmitResearchRequest(
+        self,
+        request: _consent_pb2.SubmitResearchRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.ResearchRequest, _abc.Awaitable[_consent_pb2.ResearchRequest]]:
+        """--- The data security committee (ADR 26) ---
+
+        A researcher asks to study the city's data without seeing anyone. The
+        request is screened at once by named rules (direct identifiers asked for,
+        no ethics approval, a deny-listed purpose); a request that breaks one is
+        answered REJECTED_BY_SCREENING citing the rule, else it awaits the
+        committee. Idempotent by request_id. Caller: a researcher.
+        """
+
+    @_abc_1.abstractmethod
+    def GetResearchRequest(
+        self,
+        request: _consent_pb2.GetResearchRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.ResearchRequest, _abc.Awaitable[_consent_pb2.ResearchRequest]]:
+        """One research request with its screening, votes and decision. Callers:
+        committee members; the researcher who submitted it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListResearchRequests(
+        self,
+        request: _consent_pb2.ListResearchRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.ListResearchRequestsResponse, _abc.Awaitable[_consent_pb2.ListResearchRequestsResponse]]:
+        """Research requests, newest first (a researcher sees only their own)."""
+
+    @_abc_1.abstractmethod
+    def CastCommitteeVote(
+        self,
+        request: _consent_pb2.CastCommitteeVoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.ResearchRequest, _abc.Awaitable[_consent_pb2.ResearchRequest]]:
+        """A committee member's vote and comment. Once the quorum has voted the
+        request is decided (a veto, when configured, rejects at once); an
+        approval creates the research grant. Caller: a committee member.
+        """
+
+    @_abc_1.abstractmethod
+    def GetResearchGrant(
+        self,
+        request: _consent_pb2.GetResearchGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.ResearchGrant, _abc.Awaitable[_consent_pb2.ResearchGrant]]:
+        """A research grant with its privacy budget. Callers: the grant's
+        researcher, committee members, and ai-alert (the black room).
+        """
+
+    @_abc_1.abstractmethod
+    def SpendPrivacyBudget(
+        self,
+        request: _consent_pb2.SpendPrivacyBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consent_pb2.SpendPrivacyBudgetResponse, _abc.Awaitable[_consent_pb2.SpendPrivacyBudgetResponse]]:
+        """Spends epsilon of a grant's privacy budget atomically, once per query_id;
+        FAILED_PRECONDITION PRIVACY_BUDGET_EXHAUSTED when it would overspend,
+        RESEARCH_GRANT_EXPIRED after expiry. Caller: ai-alert (the black room).
+        """
 
 def add_ConsentServiceServicer_to_server(servicer: ConsentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

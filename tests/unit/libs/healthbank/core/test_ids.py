@@ -9,6 +9,7 @@ import pytest
 from healthbank.core.ids import (
     CROCKFORD_ALPHABET,
     MonotonicUlidGenerator,
+    derived_ulid,
     is_ulid,
     new_ulid,
     ulid_time,
@@ -80,3 +81,12 @@ def test_malformed_ulids(bad: str) -> None:
     assert not is_ulid(bad)
     with pytest.raises(ValueError):
         ulid_time(bad)
+
+
+def test_a_derived_ulid_is_the_same_for_the_same_moment_and_seed() -> None:
+    moment = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    first = derived_ulid(moment, b"grant:person")
+    assert is_ulid(first)
+    assert derived_ulid(moment, b"grant:person") == first
+    assert derived_ulid(moment, b"grant:other") != first
+    assert first[:10] == new_ulid(moment)[:10]  # the time part is the moment's
