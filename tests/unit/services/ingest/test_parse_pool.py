@@ -4,6 +4,8 @@ a large message's worker exits after it."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -83,6 +85,20 @@ async def test_a_large_message_is_parsed_in_a_worker_that_exits_after_it() -> No
     assert seen_after_large == set()
     (pid,) = seen
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_new_worker_inherits_the_main_module_instead_of_importing_it_again() -> None:
+    # Every worker runs the parent's main module again (healthbank.cli: seconds of imports
+    # per large message) unless the fork server loaded it first.
+    probe = subprocess.run(
+        [sys.executable, "-m", "probe_main"],
+        cwd=Path(__file__).parent / "forkserver_probe",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert probe.stdout.split() == ["inherited"]
 
 
 def test_pool_settings_are_checked() -> None:

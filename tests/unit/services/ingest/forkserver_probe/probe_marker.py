@@ -1,0 +1,5 @@
+"""Remembers which process imported it."""
+
+import os
+
+IMPORTED_IN = os.getpid()
