@@ -32,6 +32,7 @@ from datetime import datetime
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.records import record_to_proto
+from healthbank.core.digest import sha256_hex_off_loop
 from healthbank.core.ids import new_ulid
 from healthbank.records import RecordStore, StoredRecord
 from services.archive.objects import ObjectMissing, ObjectStore
@@ -146,7 +147,7 @@ class Archive:
         Raises BlobMetadataConflict if the same content is stored for another person or
         content type.
         """
-        sha256 = hashlib.sha256(content).hexdigest()
+        sha256 = await sha256_hex_off_loop(content)
         wanted = BlobMeta(
             sha256=sha256,
             size_bytes=len(content),

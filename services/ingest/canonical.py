@@ -19,7 +19,6 @@ the severity's text or first coding display; empty for procedures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from healthbank.contracts.facts import Fact, encode_fact
+from healthbank.core.digest import sha256_hex
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
     EmergencyFact,
@@ -60,7 +60,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def content_hash(content: bytes) -> str:
     """SHA-256 of the message bytes, lowercase hex (the receipt's idempotency check)."""
-    return hashlib.sha256(content).hexdigest()
+    return sha256_hex(content)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from healthbank.contracts.principal import Principal, principal_log_fields
+from healthbank.core.digest import sha256_hex_off_loop
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
     MAX_PAYLOAD_BYTES,
@@ -63,7 +64,6 @@ from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
     PlannedRecord,
-    content_hash,
     plan_records,
     receipt_for,
 )
@@ -294,16 +294,9 @@ def audit_event_ids(event_id: str, count: int) -> list[str]:
     return ids
 
 
-# From this size a message's SHA-256 is computed in a thread (60 MB take ~0.1 s of CPU).
-_HASH_OFF_LOOP_BYTES = 1024 * 1024
-
-
 async def _source(submission: Submission) -> MessageSource:
-    content = submission.content
-    if len(content) < _HASH_OFF_LOOP_BYTES:
-        digest = content_hash(content)
-    else:
-        digest = await asyncio.to_thread(content_hash, content)
+    # The receipt's content hash (canonical.content_hash), off the loop for a large message.
+    digest = await sha256_hex_off_loop(submission.content)
     return MessageSource(
         submission.hospital_id, submission.message_id, submission.source_format, digest
     )
