@@ -7,6 +7,7 @@
     healthbank audit public-key  the key that signs tree heads (hand it to verifiers, witnesses)
     healthbank witness           keep, check and co-sign the audit log's tree heads
     healthbank ingest PATH…      load files, folders, NDJSON and zips into ingest
+    healthbank archive tier      move old records to the cold tier (the scheduled job)
 
 This launcher is the one place in libs that knows the services exist: it imports
 ``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
@@ -391,6 +392,45 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if report.summary()["rejected"] == 0 else 1
 
 
+# The service name the scheduled tiering job calls archive as (authz.ARCHIVE_TIERING).
+ARCHIVE_TIERING_SERVICE = "archive-tiering"
+
+
+def cmd_archive_tier(args: argparse.Namespace) -> int:
+    """Call archive.TierRecords once as the tiering job; print how many records moved."""
+    from datetime import timedelta
+
+    import grpc.aio
+    from google.protobuf import timestamp_pb2
+
+    from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+    from healthbank.rpc import error_details
+    from healthbank.rpc.clients import service_client_factory
+
+    settings = load_settings()
+    cutoff = timestamp_pb2.Timestamp()
+    cutoff.FromDatetime(datetime.now(UTC) - timedelta(days=args.older_than_days))
+
+    async def tier() -> archive_pb2.TierRecordsResponse:
+        async with service_client_factory(settings, ARCHIVE_TIERING_SERVICE) as clients:
+            stub = archive_pb2_grpc.ArchiveServiceStub(clients.channel("archive"))
+            request = archive_pb2.TierRecordsRequest(cutoff=cutoff, max_records=args.max_records)
+            response: archive_pb2.TierRecordsResponse = await stub.TierRecords(request)
+            return response
+
+    try:
+        response = asyncio.run(tier())
+    except grpc.aio.AioRpcError as error:
+        details = error_details(error)
+        print(
+            f"healthbank archive tier: {details.code.name} ({details.reason}): {details.message}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"archive tier: {response.records_moved} records moved", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `healthbank` command."""
     parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
@@ -521,6 +561,18 @@ def build_parser() -> argparse.ArgumentParser:
         help='print {"files", "messages", "accepted", "rejected", "reasons"} as JSON',
     )
     ingest.set_defaults(run=cmd_ingest)
+    archive = commands.add_parser("archive", help="archive maintenance").add_subparsers(
+        dest="archive_command", required=True
+    )
+    tier = archive.add_parser(
+        "tier",
+        help="move records older than --older-than-days to the cold tier",
+        description="One archive.TierRecords call as the archive-tiering service (what the "
+        "chart's CronJob runs); exits non-zero when archive refuses or is unreachable.",
+    )
+    tier.add_argument("--older-than-days", type=int, default=365)
+    tier.add_argument("--max-records", type=int, default=10000, help="1-100000 per run")
+    tier.set_defaults(run=cmd_archive_tier)
     return parser
 
 
