@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from opentelemetry import metrics, trace
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -188,6 +186,10 @@ def setup_telemetry(
     readers = list(metric_readers)
     if otlp_endpoint:
         otlp_endpoint = otlp_endpoint_url(otlp_endpoint)
+        # Imported here: they load grpc, which modules that only count things must not.
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
         span_exporter = OTLPSpanExporter(endpoint=otlp_endpoint, timeout=export_timeout_seconds)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         metric_exporter = OTLPMetricExporter(endpoint=otlp_endpoint, timeout=export_timeout_seconds)
