@@ -6,12 +6,14 @@ The call graph the NetworkPolicies admit is checked against the authorization ta
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deploy_tools import (
     CHART,
     KUBERNETES_VERSION,
@@ -37,6 +39,25 @@ def _component(obj: dict[str, Any]) -> str:
 
 def _of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {_component(obj): obj for obj in objects if obj["kind"] == kind}
+
+
+def _services_of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """The objects of the seven healthbank services (not the collector, not the jobs)."""
+    return {name: obj for name, obj in _of_kind(objects, kind).items() if name in SERVICE_NAMES}
+
+
+def _settings_config_maps(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ConfigMaps workloads read their settings from (envFrom), by component."""
+    names = {
+        source["configMapRef"]["name"]
+        for _, pod in pod_specs(objects)
+        for source in pod["containers"][0].get("envFrom", [])
+    }
+    return {
+        _component(obj): obj
+        for obj in objects
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] in names
+    }
 
 
 def authorized_call_graph() -> dict[str, set[str]]:
@@ -74,7 +95,7 @@ def test_helm_lint_strict_is_clean(helm: Path, value_set: str) -> None:
 
 def test_every_value_set_renders_all_seven_services(rendered: dict[str, str]) -> None:
     for value_set, manifest in rendered.items():
-        deployments = _of_kind(documents(manifest), "Deployment")
+        deployments = _services_of_kind(documents(manifest), "Deployment")
         assert sorted(deployments) == sorted(SERVICE_NAMES), value_set
 
 
@@ -132,14 +153,16 @@ def test_every_workload_has_probes_resources_and_a_locked_down_security_context(
         assert security["capabilities"]["drop"] == ["ALL"], name
         assert "add" not in security["capabilities"], name
         assert container["resources"]["requests"] and container["resources"]["limits"], name
-        if name.startswith("Deployment/"):
+        if name.startswith("Deployment/") and name.rsplit("-", 1)[-1] != "collector":
             port = container["ports"][0]["containerPort"]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert container[probe]["grpc"] == {"port": port}, (name, probe)
+        elif name.startswith("Deployment/"):
+            assert container["readinessProbe"] and container["livenessProbe"], name
 
 
 def test_deployments_spread_and_outlive_their_drain(objects: list[dict[str, Any]]) -> None:
-    for component, deployment in _of_kind(objects, "Deployment").items():
+    for component, deployment in _services_of_kind(objects, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         config = _of_kind(objects, "ConfigMap")[component]["data"]
         drain = float(config[env_name("shutdown_grace_seconds")])
@@ -194,9 +217,8 @@ def _cli_environment_variables() -> set[str]:
 def test_every_variable_the_chart_sets_is_a_known_setting(objects: list[dict[str, Any]]) -> None:
     known = {env_name(field) for field in Settings.model_fields} | _cli_environment_variables()
     seen: set[str] = set()
-    for obj in objects:
-        if obj["kind"] == "ConfigMap":
-            seen |= set(obj["data"])
+    for config in _settings_config_maps(objects).values():
+        seen |= set(config["data"])
     for _, pod in pod_specs(objects):
         seen |= {item["name"] for item in pod["containers"][0].get("env", [])}
     assert seen, "the chart sets no variable"
@@ -220,14 +242,16 @@ def test_the_rendered_settings_load(rendered: dict[str, str]) -> None:
     from healthbank.core.config import load_settings
 
     for value_set, manifest in rendered.items():
-        for component, config in _of_kind(documents(manifest), "ConfigMap").items():
+        for component, config in _settings_config_maps(documents(manifest)).items():
             settings = load_settings(config["data"])
             if component in SERVICE_NAMES:
                 assert settings.listen_port(component) == settings.port, (value_set, component)
 
 
 def test_tls_material_comes_from_each_services_own_secret(rendered: dict[str, str]) -> None:
-    for component, deployment in _of_kind(documents(rendered["prod"]), "Deployment").items():
+    for component, deployment in _services_of_kind(
+        documents(rendered["prod"]), "Deployment"
+    ).items():
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         assert volumes["tls"]["secret"]["secretName"] == f"hb-healthbank-{component}-tls"
 
@@ -264,7 +288,7 @@ def test_every_service_account_maps_to_its_own_vault_role(rendered: dict[str, st
     accounts = _of_kind(objects, "ServiceAccount")
     configs = _of_kind(objects, "ConfigMap")
     roles = {}
-    for component, deployment in _of_kind(objects, "Deployment").items():
+    for component, deployment in _services_of_kind(objects, "Deployment").items():
         account = accounts[component]
         assert (
             deployment["spec"]["template"]["spec"]["serviceAccountName"]
@@ -275,3 +299,91 @@ def test_every_service_account_maps_to_its_own_vault_role(rendered: dict[str, st
         assert account["automountServiceAccountToken"] is True  # Kubernetes auth needs it
         roles[component] = role
     assert roles == {name: f"healthbank-{name}" for name in SERVICE_NAMES}
+
+
+# --- what the README's SRE section says ---
+
+
+def test_a_changed_setting_rolls_the_pods(helm: Path) -> None:
+    def checksum(*sets: str) -> str:
+        deployment = _of_kind(documents(render(helm, (), *sets)), "Deployment")["audit"]
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/settings"])
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("logLevel=DEBUG")
+
+
+def test_prod_archive_keeps_its_objects_on_the_claim(rendered: dict[str, str]) -> None:
+    archive = _of_kind(documents(rendered["prod"]), "Deployment")["archive"]
+    pod = archive["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "healthbank-archive"}
+    mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+    assert mounts["data"] == "/var/lib/healthbank"
+    config = _of_kind(documents(rendered["prod"]), "ConfigMap")["archive"]["data"]
+    assert config[env_name("data_dir")] == "/var/lib/healthbank"
+    assert archive["spec"]["replicas"] == 1
+
+
+def test_readme_names_the_transit_keys_and_metrics_the_code_uses() -> None:
+    from healthbank.core.telemetry import BusinessMetrics
+    from healthbank.crypto import vault
+
+    readme = (REPO / "README.md").read_text()
+    for key in (vault.DATA_KEY_NAME, vault.PSEUDONYM_KEY_NAME, vault.SIGNING_KEY_NAME):
+        assert f"`{key}`" in readme
+    for field in BusinessMetrics.__dataclass_fields__:
+        assert f"`healthbank.{field.replace('_', '.', 1)}`" in readme, field
+
+
+# --- dashboard, alert rules, collector ---
+
+
+def _prometheus_names() -> set[str]:
+    """The Prometheus series the services' metrics become behind the Collector's exporter."""
+    from healthbank.core.telemetry import BusinessMetrics
+
+    counters = {f"healthbank_{field}_total" for field in BusinessMetrics.__dataclass_fields__}
+    duration = "rpc_server_duration_milliseconds"
+    return {
+        *counters,
+        *(f"{duration}_{suffix}" for suffix in ("bucket", "count", "sum")),
+        "process_cpu_time_seconds_total",
+        "process_memory_max_rss_bytes",
+    }
+
+
+def test_dashboard_and_alerts_use_only_metrics_the_services_export(
+    rendered: dict[str, str],
+) -> None:
+    configs = {
+        obj["metadata"]["name"]: obj["data"]
+        for obj in documents(rendered["default"])
+        if obj["kind"] == "ConfigMap"
+    }
+    dashboard = json.loads(configs["hb-healthbank-dashboard"]["healthbank.json"])
+    alerts = yaml.safe_load(configs["hb-healthbank-alerts"]["healthbank-alerts.yaml"])
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions += [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    used = {
+        name
+        for expression in expressions
+        for name in re.findall(r"\b([a-z_]+_(?:total|bucket|count|sum|bytes))\b", expression)
+    }
+    assert used and used <= _prometheus_names(), sorted(used - _prometheus_names())
+    # Every business counter is on the dashboard and behind at least one alert.
+    business = {name for name in _prometheus_names() if name.startswith("healthbank_")}
+    on_dashboard = " ".join(target["expr"] for p in dashboard["panels"] for target in p["targets"])
+    assert all(name in on_dashboard for name in business)
+    alerted = " ".join(rule["expr"] for group in alerts["groups"] for rule in group["rules"])
+    assert all(name in alerted for name in business)
+
+
+def test_dev_services_export_to_the_releases_collector(rendered: dict[str, str]) -> None:
+    objects = documents(rendered["dev"])
+    (collector,) = [
+        o for o in objects if o["kind"] == "Service" and "otel" in o["metadata"]["name"]
+    ]
+    endpoint = f"{collector['metadata']['name']}:4317"
+    for config in _settings_config_maps(objects).values():
+        assert config["data"][env_name("otlp_endpoint")] == endpoint

@@ -48,7 +48,7 @@ names of healthbank.core.config.Settings; tests/deploy checks every one is a rea
   "storage_backend" $v.storage.backend
   "key_provider" $v.keys.provider
   "cache_backend" $v.cache.backend
-  "otlp_endpoint" $v.telemetry.otlpEndpoint
+  "otlp_endpoint" (include "healthbank.otlpEndpoint" .root)
 -}}
 {{- range $name, $service := $v.services -}}
 {{- $_ := set $out (printf "%s_addr" ($name | replace "-" "_")) (printf "%s-%s:%v" $fullname $name $service.port) -}}
@@ -145,4 +145,13 @@ capabilities:
   mountPath: /etc/healthbank/tls
   readOnly: true
 {{- end }}
+{{- end -}}
+
+{{/* Where the services export: telemetry.otlpEndpoint, else the release's own collector. */}}
+{{- define "healthbank.otlpEndpoint" -}}
+{{- if .Values.telemetry.otlpEndpoint -}}
+{{- .Values.telemetry.otlpEndpoint -}}
+{{- else if .Values.observability.collector.enabled -}}
+{{- printf "%s-otel-collector:4317" (include "healthbank.fullname" .) -}}
+{{- end -}}
 {{- end -}}
