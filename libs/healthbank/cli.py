@@ -66,6 +66,9 @@ async def _serve(service: str, settings: Settings) -> None:
     # Global providers: the server interceptors and outgoing trace propagation use them.
     # Without HEALTHBANK_OTLP_ENDPOINT nothing is exported.
     telemetry = setup_telemetry(service, settings.otlp_endpoint, set_global=True)
+    log_export = telemetry.log_handler()
+    if log_export is not None:
+        logging.getLogger().addHandler(log_export)
     app = importlib.import_module(service_module(service))
     try:
         async with app.open_service(settings) as host:

@@ -1,5 +1,6 @@
-"""Telemetry as an SRE receives it: the seven services as processes exporting over OTLP/gRPC
-to a real receiver (opentelemetry-proto's collector services, served by this test).
+"""Telemetry as an SRE receives it: the seven services as processes exporting traces, metrics
+and logs over OTLP/gRPC to a real receiver (opentelemetry-proto's collector services,
+served by this test).
 
 One user call (a hospital engine's Submit, with a national ID, a name and a phone number
 smuggled into its request id and headers) must arrive as one trace of client and server
@@ -20,11 +21,13 @@ from typing import Any
 import grpc
 import pytest
 from e2e_support import AUTH_SECRET, files_containing, identifiers, start_stack, stop_stack
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
     metrics_service_pb2_grpc,
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from healthbank.common.v1 import common_pb2
@@ -45,6 +48,7 @@ class Receiver:
     spans: list[tuple[str, trace_pb2.Span]] = field(default_factory=list)
     versions: set[str] = field(default_factory=set)
     metric_points: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    logs: list[tuple[str, logs_pb2.LogRecord]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,6 +91,24 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
+class _Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+    def __init__(self, receiver: Receiver) -> None:
+        self._receiver = receiver
+
+    def Export(self, request: Any, context: Any) -> Any:
+        with self._receiver.lock:
+            self._receiver.raw.append(request.SerializeToString())
+            for resource_logs in request.resource_logs:
+                service = next(
+                    a.value.string_value
+                    for a in resource_logs.resource.attributes
+                    if a.key == "service.name"
+                )
+                for scope in resource_logs.scope_logs:
+                    self._receiver.logs.extend((service, record) for record in scope.log_records)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, int]]:
     """A real OTLP/gRPC receiver on a free port."""
@@ -94,6 +116,7 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(received), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(received), server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(received), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield received, port
@@ -223,3 +246,24 @@ def test_no_identifier_in_any_export_log_or_echoed_request_id(
     ingest_log = (data_dir / "logs" / "ingest.log").read_text()
     assert f'"request_id": "{echoed}"' in ingest_log
     assert '"span_id": "' in ingest_log
+
+
+def test_logs_arrive_over_otlp_inside_the_calls_trace(
+    exported: tuple[Receiver, ingest_pb2.SubmitResponse, str, Path],
+) -> None:
+    received, _, _, _ = exported
+    (submit,) = [
+        span
+        for service, span in received.spans
+        if service == "ingest"
+        and span.name == SUBMIT
+        and span.kind == trace_pb2.Span.SPAN_KIND_SERVER
+    ]
+    access_lines = [
+        record
+        for service, record in received.logs
+        if service == "ingest" and SUBMIT in record.body.string_value
+    ]
+    assert access_lines, "ingest's access log line of the Submit was not exported"
+    assert all(record.trace_id == submit.trace_id for record in access_lines)
+    assert all(len(record.span_id) == 8 for record in access_lines)

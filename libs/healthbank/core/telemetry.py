@@ -22,6 +22,7 @@ uses.
 from __future__ import annotations
 
 import functools
+import logging
 import resource
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from opentelemetry import metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -36,6 +39,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from healthbank.core.config import otlp_endpoint_url
+from healthbank.core.logs import PhiRedactingFilter
 from healthbank.core.phi import value_contains_phi
 
 INSTRUMENTATION_NAME = "healthbank"
@@ -62,6 +66,21 @@ class Telemetry:
     meter_provider: MeterProvider
     tracer: trace.Tracer
     meter: metrics.Meter
+    # Log export over OTLP, only when an endpoint is configured.
+    logger_provider: LoggerProvider | None = None
+
+    def log_handler(self) -> logging.Handler | None:
+        """A logging handler exporting records over OTLP (None without an endpoint).
+
+        Records are PHI-redacted first, as on stderr; the OpenTelemetry SDK's own records
+        stay local so an export failure cannot feed itself.
+        """
+        if self.logger_provider is None:
+            return None
+        handler = LoggingHandler(logger_provider=self.logger_provider)
+        handler.addFilter(PhiRedactingFilter())
+        handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
+        return handler
 
     def shutdown(self, timeout_seconds: float = SHUTDOWN_TIMEOUT_SECONDS) -> bool:
         """Flush pending spans and metrics and stop exporting; call once at process exit.
@@ -70,9 +89,10 @@ class Telemetry:
         daemon thread that is abandoned at the deadline (the process is exiting anyway).
         Returns whether the flush finished in time.
         """
-        return run_bounded(
-            (self.tracer_provider.shutdown, self.meter_provider.shutdown), timeout_seconds
-        )
+        steps: list[object] = [self.tracer_provider.shutdown, self.meter_provider.shutdown]
+        if self.logger_provider is not None:
+            steps.append(self.logger_provider.shutdown)
+        return run_bounded(steps, timeout_seconds)
 
 
 def run_bounded(steps: Iterable[object], timeout_seconds: float) -> bool:
@@ -184,14 +204,22 @@ def setup_telemetry(
     # shutdown() is the one, bounded, exit path: no unbounded atexit flush after it.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     readers = list(metric_readers)
+    logger_provider = None
     if otlp_endpoint:
         otlp_endpoint = otlp_endpoint_url(otlp_endpoint)
         # Imported here: they load grpc, which modules that only count things must not.
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         span_exporter = OTLPSpanExporter(endpoint=otlp_endpoint, timeout=export_timeout_seconds)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(
+                OTLPLogExporter(endpoint=otlp_endpoint, timeout=export_timeout_seconds)
+            )
+        )
         metric_exporter = OTLPMetricExporter(endpoint=otlp_endpoint, timeout=export_timeout_seconds)
         readers.append(
             PeriodicExportingMetricReader(
@@ -214,6 +242,7 @@ def setup_telemetry(
         meter_provider=meter_provider,
         tracer=tracer_provider.get_tracer(INSTRUMENTATION_NAME, service_version),
         meter=meter,
+        logger_provider=logger_provider,
     )
 
 
