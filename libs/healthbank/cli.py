@@ -8,6 +8,7 @@
     healthbank witness           keep, check and co-sign the audit log's tree heads
     healthbank ingest PATH…      load files, folders, NDJSON and zips into ingest
     healthbank archive tier      move old records to the cold tier (the scheduled job)
+    healthbank cluster status    rollout and health of each service in a Kubernetes namespace
 
 This launcher is the one place in libs that knows the services exist: it imports
 ``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
@@ -434,6 +435,27 @@ def cmd_archive_tier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    """Print each service's rollout and health in ``--namespace``; 1 unless all are SERVING."""
+    from healthbank.cluster import fetch_statuses
+    from healthbank.dev.demo import format_table
+
+    statuses = fetch_statuses(args.namespace, args.release)
+    if not statuses:
+        print(f"healthbank cluster status: no healthbank Deployment in {args.namespace}")
+        return 1
+    print(
+        format_table(
+            f"healthbank in {args.namespace}",
+            ["service", "ready", "updated", "rollout", "health"],
+            [status.row() for status in statuses],
+        ),
+        flush=True,
+    )
+    healthy = all(s.health == "SERVING" and s.rollout == "complete" for s in statuses)
+    return 0 if healthy else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `healthbank` command."""
     parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
@@ -576,6 +598,16 @@ def build_parser() -> argparse.ArgumentParser:
     tier.add_argument("--older-than-days", type=int, default=365)
     tier.add_argument("--max-records", type=int, default=10000, help="1-100000 per run")
     tier.set_defaults(run=cmd_archive_tier)
+    cluster = commands.add_parser("cluster", help="the release in Kubernetes").add_subparsers(
+        dest="cluster_command", required=True
+    )
+    status = cluster.add_parser(
+        "status",
+        help="rollout and health of each service in a namespace (kubeconfig or in-cluster)",
+    )
+    status.add_argument("--namespace", "-n", default="healthbank")
+    status.add_argument("--release", default=None, help="one Helm release (default: all)")
+    status.set_defaults(run=cmd_cluster_status)
     return parser
 
 
