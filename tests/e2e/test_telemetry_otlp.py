@@ -214,6 +214,14 @@ def test_one_call_is_one_trace_of_client_and_server_spans(
     assert client_attributes["rpc.system"].string_value == "grpc"
     assert client_attributes["server.address"].string_value == "127.0.0.1"
     assert received.versions == {metadata.version("healthbank")}
+    # Key and cache work has spans of its own inside the call's trace.
+    internal = {
+        (service, span.name)
+        for service, span in in_trace
+        if span.kind == trace_pb2.Span.SPAN_KIND_INTERNAL
+    }
+    assert ("ingest", "seal") in internal, sorted(internal)
+    assert ("ingest", "cache delete") in internal, sorted(internal)
 
 
 def test_business_metrics_arrive(

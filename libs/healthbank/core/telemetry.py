@@ -25,7 +25,8 @@ import functools
 import logging
 import resource
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -244,6 +245,30 @@ def setup_telemetry(
         meter=meter,
         logger_provider=logger_provider,
     )
+
+
+@contextmanager
+def traced(
+    name: str, attributes: Mapping[str, str | int | bool] | None = None
+) -> Iterator[trace.Span]:
+    """An INTERNAL span around storage, key or cache work, on the global tracer.
+
+    A failure marks the span an error with the exception's type only: messages may hold
+    PHI. Attributes must be sizes, counts and names of things, never identifiers.
+    """
+    tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+    with tracer.start_as_current_span(
+        name,
+        attributes=dict(attributes or {}),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except BaseException as error:
+            span.set_attribute("error.type", type(error).__name__)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+            raise
 
 
 def attributes_are_safe(attrs: Mapping[str, object]) -> bool:

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry.metrics import Counter
 
 from healthbank.core.config import Settings
-from healthbank.core.telemetry import business_metrics
+from healthbank.core.telemetry import business_metrics, traced
 
 __all__ = ["Cache", "CountedCache", "MemoryCache", "emergency_summary_key", "open_cache"]
 
@@ -126,7 +126,8 @@ class MemoryCache:
 
 
 class CountedCache:
-    """A :class:`Cache` that counts its reads as hits and misses (healthbank.cache.lookups)."""
+    """A :class:`Cache` that counts its reads as hits and misses (healthbank.cache.lookups)
+    and traces each operation (spans ``cache get|set|delete``, never the key)."""
 
     def __init__(self, inner: Cache, lookups: Counter) -> None:
         """Count the reads of ``inner`` on ``lookups``."""
@@ -135,17 +136,21 @@ class CountedCache:
 
     async def get(self, key: str) -> bytes | None:
         """See :meth:`Cache.get`; counted with result hit or miss (never the key)."""
-        value = await self._inner.get(key)
+        with traced("cache get") as span:
+            value = await self._inner.get(key)
+            span.set_attribute("cache.hit", value is not None)
         self._lookups.add(1, {"result": "miss" if value is None else "hit"})
         return value
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         """See :meth:`Cache.set`."""
-        await self._inner.set(key, value, ttl_seconds)
+        with traced("cache set", {"cache.value_bytes": len(value)}):
+            await self._inner.set(key, value, ttl_seconds)
 
     async def delete(self, key: str) -> None:
         """See :meth:`Cache.delete`."""
-        await self._inner.delete(key)
+        with traced("cache delete"):
+            await self._inner.delete(key)
 
     async def close(self) -> None:
         """See :meth:`Cache.close`."""
