@@ -437,10 +437,14 @@ def cmd_archive_tier(args: argparse.Namespace) -> int:
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     """Print each service's rollout and health in ``--namespace``; 1 unless all are SERVING."""
-    from healthbank.cluster import fetch_statuses
+    from healthbank.cluster import ClusterUnreachable, fetch_statuses
     from healthbank.dev.demo import format_table
 
-    statuses = fetch_statuses(args.namespace, args.release)
+    try:
+        statuses = fetch_statuses(args.namespace, args.release)
+    except ClusterUnreachable as error:
+        print(f"healthbank cluster status: {error}", file=sys.stderr)
+        return 2
     if not statuses:
         print(f"healthbank cluster status: no healthbank Deployment in {args.namespace}")
         return 1

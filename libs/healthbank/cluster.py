@@ -19,6 +19,10 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
+class ClusterUnreachable(Exception):
+    """No kubeconfig and not in a pod, or the API server refused or did not answer."""
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     """One service of a release: its rollout and how many replicas answer their probes."""
@@ -120,12 +124,24 @@ def fetch_statuses(namespace: str, release: str | None) -> list[ServiceStatus]:
     """Read the release's Deployments and pods with the ``kubernetes`` client (kubeconfig or,
     inside a pod, the service account) and return their statuses."""
     from kubernetes import client, config  # type: ignore[import-untyped, unused-ignore]
+    from urllib3.exceptions import HTTPError
 
     try:
         config.load_kube_config()
     except config.ConfigException:
-        config.load_incluster_config()
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            raise ClusterUnreachable("no kubeconfig, and not running in a pod") from None
     selector = label_selector(release)
-    deployments = client.AppsV1Api().list_namespaced_deployment(namespace, label_selector=selector)
-    pods = client.CoreV1Api().list_namespaced_pod(namespace, label_selector=selector)
+    try:
+        deployments = client.AppsV1Api().list_namespaced_deployment(
+            namespace, label_selector=selector
+        )
+        pods = client.CoreV1Api().list_namespaced_pod(namespace, label_selector=selector)
+    except client.ApiException as error:
+        raise ClusterUnreachable(f"the API server answered {error.status} {error.reason}") from None
+    except HTTPError as error:
+        unreachable = f"the API server is unreachable ({type(error).__name__})"
+        raise ClusterUnreachable(unreachable) from None
     return service_statuses(deployments.items, pods.items)

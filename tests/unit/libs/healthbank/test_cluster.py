@@ -4,11 +4,14 @@ deserializer (tests/fixtures/kubernetes), so the rules meet the models a cluster
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes.client import ApiClient  # type: ignore[import-untyped]
 from repo_paths import REPO
 
+from healthbank.cli import main
 from healthbank.cluster import label_selector, service_statuses
 
 FIXTURES = REPO / "tests" / "fixtures" / "kubernetes"
@@ -45,3 +48,15 @@ def test_the_selector_is_the_charts_labels() -> None:
     # The fixtures carry the labels the chart renders.
     deployment = json.loads((FIXTURES / "deployments.json").read_text())["items"][0]
     assert deployment["metadata"]["labels"]["app.kubernetes.io/name"] == "healthbank"
+
+
+def test_without_a_cluster_the_command_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No kubeconfig file and no service account: a clear line and exit code 2.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["cluster", "status", "-n", "healthbank"]) == 2
+    assert capsys.readouterr().err == (
+        "healthbank cluster status: no kubeconfig, and not running in a pod\n"
+    )
