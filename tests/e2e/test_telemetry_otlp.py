@@ -2,8 +2,9 @@
 and logs over OTLP/gRPC to a real receiver (opentelemetry-proto's collector services,
 served by this test).
 
-One user call (a hospital engine's Submit, with a national ID, a name and a phone number
-smuggled into its request id and headers) must arrive as one trace of client and server
+On embedded storage and on the real engines, one user call (a hospital engine's Submit,
+with a national ID, a name, a phone number and the MRN smuggled into its request id and
+headers) must arrive as one trace of client and server
 spans across ingest, identity and audit; the business metrics must arrive; and no
 identifier of the patient may appear in any exported byte or log line.
 """
@@ -20,7 +21,14 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e_support import AUTH_SECRET, files_containing, identifiers, start_stack, stop_stack
+from e2e_support import (
+    AUTH_SECRET,
+    files_containing,
+    identifiers,
+    real_engine_settings,
+    start_stack,
+    stop_stack,
+)
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
@@ -50,6 +58,7 @@ class Receiver:
     metric_points: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     logs: list[tuple[str, logs_pb2.LogRecord]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
+    engines: str = "embedded"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -109,9 +118,8 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[tuple[Receiver, int]]:
-    """A real OTLP/gRPC receiver on a free port."""
+def _start_receiver() -> tuple[grpc.Server, Receiver, int]:
+    """A real OTLP/gRPC receiver (traces, metrics, logs) on a free port."""
     received = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(received), server)
@@ -119,26 +127,35 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(received), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    yield received, port
-    server.stop(grace=None)
+    return server, received, port
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["embedded", "real"])
 def exported(
-    receiver: tuple[Receiver, int], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Receiver, ingest_pb2.SubmitResponse, str, Path]:
-    """Run the stack exporting to the receiver (host:port form), make one call, stop it.
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Receiver, ingest_pb2.SubmitResponse, str, Path]]:
+    """Run the stack (embedded, then on the real engines) exporting to its own receiver
+    (the host:port form), make one call, stop it.
 
-    Stopping flushes every service's spans and metrics, so everything is there afterwards.
+    Stopping flushes every service's spans, metrics and logs, so everything is there after.
     """
-    received, port = receiver
-    data_dir = tmp_path_factory.mktemp("otlp-stack")
-    stack: LocalStack = start_stack(data_dir, {"HEALTHBANK_OTLP_ENDPOINT": f"127.0.0.1:{port}"})
+    env: dict[str, str] = {}
+    if request.param == "real":
+        engines = request.getfixturevalue("engines")
+        env = real_engine_settings(engines, request.getfixturevalue("module_keyspace_prefix"))
+    server, received, port = _start_receiver()
+    received.engines = request.param
+    data_dir = tmp_path_factory.mktemp(f"otlp-stack-{request.param}")
     try:
-        response, echoed = _submit_with_identifiers_in_metadata(stack)
+        env["HEALTHBANK_OTLP_ENDPOINT"] = f"127.0.0.1:{port}"
+        stack: LocalStack = start_stack(data_dir, env)
+        try:
+            response, echoed = _submit_with_identifiers_in_metadata(stack)
+        finally:
+            stop_stack(stack)
+        yield received, response, echoed, data_dir
     finally:
-        stop_stack(stack)
-    return received, response, echoed, data_dir
+        server.stop(grace=None)
 
 
 def _submit_with_identifiers_in_metadata(
@@ -222,6 +239,12 @@ def test_one_call_is_one_trace_of_client_and_server_spans(
     }
     assert ("ingest", "seal") in internal, sorted(internal)
     assert ("ingest", "cache delete") in internal, sorted(internal)
+    if received.engines == "real":
+        # Key work on OpenBao is traced too: its data keys come from Transit.
+        vault_calls = {
+            name for service, span in received.spans if (name := span.name).startswith("vault ")
+        }
+        assert vault_calls, sorted(internal)
 
 
 def test_business_metrics_arrive(
