@@ -150,9 +150,6 @@ async def _end_span_when_done(span: Span, call: Any) -> None:
         span.end()
 
 
-Augment = Callable[[Any], Any]
-
-
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc, unused-ignore]
     def __init__(self, traced: _TracedCall) -> None:
         self._traced = traced
