@@ -47,6 +47,8 @@ from healthbank.core.telemetry import setup_telemetry
 from healthbank.rpc.server import run_until_signal
 
 if TYPE_CHECKING:
+    import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+
     from healthbank.dev.devstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -273,9 +275,23 @@ def _audit_credentials(args: argparse.Namespace, settings: Settings) -> tuple[tu
     return (("authorization", f"Bearer {token}"),)
 
 
+def _audit_channel(address: str, settings: Settings) -> grpc.aio.Channel:
+    """A channel to audit: mutual TLS with this process's certificate when HEALTHBANK_TLS_*
+    are set (the scrub CronJob in production), plaintext otherwise."""
+    import grpc.aio
+
+    from healthbank.rpc.tls import channel_credentials
+
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    # Whatever the address, the server must prove it is audit.
+    override = [("grpc.ssl_target_name_override", "audit")]
+    return grpc.aio.secure_channel(address, credentials, options=override)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Verify the whole audit log; print a one-line verdict; non-zero on any failure."""
-    import grpc.aio
 
     from healthbank.ledger.verify import Verdict
     from healthbank.rpc.audit_verify import verify_audit_log
@@ -291,7 +307,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     address = args.audit_addr or settings.audit_addr
 
     async def verify() -> Verdict:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _audit_channel(address, settings) as channel:
             return await verify_audit_log(
                 channel, args.public_key, _audit_credentials(args, settings)
             )

@@ -203,6 +203,12 @@ def test_audit_scrub_cronjob_verifies_the_log_with_the_auditor_token(helm: Path)
     assert container["args"] == ["audit", "verify", "--public-key", key]
     (token,) = [item for item in container["env"] if item["name"] == "HEALTHBANK_AUDIT_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "auditor", "key": "auditor-token"}
+    # Audit's NetworkPolicy lets the job in, and nothing else changes in the graph.
+    graph, _ = _network_graph(objects)
+    assert graph["audit"] == authorized_call_graph()["audit"] | {"audit-scrub"}
+    assert {k: v for k, v in graph.items() if k != "audit"} == {
+        k: v for k, v in authorized_call_graph().items() if k != "audit"
+    }
 
 
 # --- settings: what the chart sets is what the code reads ---
