@@ -105,6 +105,9 @@ step "ruff format" "$bin/ruff" format --check .
 echo "== types (mypy)"
 step mypy "$bin/mypy" libs/healthbank services examples
 
+echo "== deploy tools: helm, kubeconform, Kubernetes schemas (cached in ~/.cache/healthbank)"
+step "deploy tools" env PYTHON="$main_python" bash tools/deploy/install_tools.sh
+
 echo "== tests on Python $MAIN (pytest, the whole suite)"
 # Exit code 5 (no tests collected) must fail CI, and does: only 0 passes.
 step "pytest $MAIN" env PATH="$bin:$PATH" "$main_python" -m pytest "$@"

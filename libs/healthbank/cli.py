@@ -9,6 +9,8 @@
     healthbank ingest PATH…      load files, folders, NDJSON and zips into ingest
     healthbank committee …       the data security committee: list, show, vote (ADR 26)
     healthbank research …        submit, status, aggregate, synthesize (ADR 26)
+    healthbank archive tier      move old records to the cold tier (the scheduled job)
+    healthbank cluster status    rollout and health of each service in a Kubernetes namespace
 
 This launcher is the one place in libs that knows the services exist: it imports
 ``services.<name>.app`` by name; services themselves only talk over gRPC. ``up`` and
@@ -48,6 +50,8 @@ from healthbank.research_cli import add_commands as add_research_commands
 from healthbank.rpc.server import run_until_signal
 
 if TYPE_CHECKING:
+    import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+
     from healthbank.dev.devstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +72,9 @@ async def _serve(service: str, settings: Settings) -> None:
     # Global providers: the server interceptors and outgoing trace propagation use them.
     # Without HEALTHBANK_OTLP_ENDPOINT nothing is exported.
     telemetry = setup_telemetry(service, settings.otlp_endpoint, set_global=True)
+    log_export = telemetry.log_handler()
+    if log_export is not None:
+        logging.getLogger().addHandler(log_export)
     app = importlib.import_module(service_module(service))
     try:
         async with app.open_service(settings) as host:
@@ -271,9 +278,23 @@ def _audit_credentials(args: argparse.Namespace, settings: Settings) -> tuple[tu
     return (("authorization", f"Bearer {token}"),)
 
 
+def _audit_channel(address: str, settings: Settings) -> grpc.aio.Channel:
+    """A channel to audit: mutual TLS with this process's certificate when HEALTHBANK_TLS_*
+    are set (the scrub CronJob in production), plaintext otherwise."""
+    import grpc.aio
+
+    from healthbank.rpc.tls import channel_credentials
+
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    # Whatever the address, the server must prove it is audit.
+    override = [("grpc.ssl_target_name_override", "audit")]
+    return grpc.aio.secure_channel(address, credentials, options=override)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Verify the whole audit log; print a one-line verdict; non-zero on any failure."""
-    import grpc.aio
 
     from healthbank.ledger.verify import Verdict
     from healthbank.rpc.audit_verify import verify_audit_log
@@ -289,7 +310,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     address = args.audit_addr or settings.audit_addr
 
     async def verify() -> Verdict:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _audit_channel(address, settings) as channel:
             return await verify_audit_log(
                 channel, args.public_key, _audit_credentials(args, settings)
             )
@@ -392,6 +413,70 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return 1
     print(report_json(report) if args.json else format_report(report), flush=True)
     return 0 if report.summary()["rejected"] == 0 else 1
+
+
+# The service name the scheduled tiering job calls archive as (authz.ARCHIVE_TIERING).
+ARCHIVE_TIERING_SERVICE = "archive-tiering"
+
+
+def cmd_archive_tier(args: argparse.Namespace) -> int:
+    """Call archive.TierRecords once as the tiering job; print how many records moved."""
+    from datetime import timedelta
+
+    import grpc.aio
+    from google.protobuf import timestamp_pb2
+
+    from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+    from healthbank.rpc import error_details
+    from healthbank.rpc.clients import service_client_factory
+
+    settings = load_settings()
+    cutoff = timestamp_pb2.Timestamp()
+    cutoff.FromDatetime(datetime.now(UTC) - timedelta(days=args.older_than_days))
+
+    async def tier() -> archive_pb2.TierRecordsResponse:
+        async with service_client_factory(settings, ARCHIVE_TIERING_SERVICE) as clients:
+            stub = archive_pb2_grpc.ArchiveServiceStub(clients.channel("archive"))
+            request = archive_pb2.TierRecordsRequest(cutoff=cutoff, max_records=args.max_records)
+            response: archive_pb2.TierRecordsResponse = await stub.TierRecords(request)
+            return response
+
+    try:
+        response = asyncio.run(tier())
+    except grpc.aio.AioRpcError as error:
+        details = error_details(error)
+        print(
+            f"healthbank archive tier: {details.code.name} ({details.reason}): {details.message}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"archive tier: {response.records_moved} records moved", flush=True)
+    return 0
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    """Print each service's rollout and health in ``--namespace``; 1 unless all are SERVING."""
+    from healthbank.cluster import ClusterUnreachable, fetch_statuses
+    from healthbank.dev.demo import format_table
+
+    try:
+        statuses = fetch_statuses(args.namespace, args.release)
+    except ClusterUnreachable as error:
+        print(f"healthbank cluster status: {error}", file=sys.stderr)
+        return 2
+    if not statuses:
+        print(f"healthbank cluster status: no healthbank Deployment in {args.namespace}")
+        return 1
+    print(
+        format_table(
+            f"healthbank in {args.namespace}",
+            ["service", "ready", "updated", "rollout", "health"],
+            [status.row() for status in statuses],
+        ),
+        flush=True,
+    )
+    healthy = all(s.health == "SERVING" and s.rollout == "complete" for s in statuses)
+    return 0 if healthy else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -525,6 +610,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(run=cmd_ingest)
     add_research_commands(commands)
+    archive = commands.add_parser("archive", help="archive maintenance").add_subparsers(
+        dest="archive_command", required=True
+    )
+    tier = archive.add_parser(
+        "tier",
+        help="move records older than --older-than-days to the cold tier",
+        description="One archive.TierRecords call as the archive-tiering service (what the "
+        "chart's CronJob runs); exits non-zero when archive refuses or is unreachable.",
+    )
+    tier.add_argument("--older-than-days", type=int, default=365)
+    tier.add_argument("--max-records", type=int, default=10000, help="1-100000 per run")
+    tier.set_defaults(run=cmd_archive_tier)
+    cluster = commands.add_parser("cluster", help="the release in Kubernetes").add_subparsers(
+        dest="cluster_command", required=True
+    )
+    status = cluster.add_parser(
+        "status",
+        help="rollout and health of each service in a namespace (kubeconfig or in-cluster)",
+    )
+    status.add_argument("--namespace", "-n", default="healthbank")
+    status.add_argument("--release", default=None, help="one Helm release (default: all)")
+    status.set_defaults(run=cmd_cluster_status)
     return parser
 
 

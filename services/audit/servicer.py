@@ -18,6 +18,7 @@ from healthbank.contracts.names import (
 )
 from healthbank.contracts.principal import InvalidPrincipal, PrincipalKind, principal_from_proto
 from healthbank.core.ids import is_ulid
+from healthbank.core.telemetry import business_metrics
 from healthbank.ledger import merkle
 from healthbank.rpc import ServiceError, Violations, require_principal
 from healthbank.rpc.authz import services_calling
@@ -61,6 +62,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
         event = validated_event(request, principal.subject)
         try:
             appended = await self._log.append(event)
+            business_metrics().audit_appends.add(1)
         except EventIdConflict:
             raise ServiceError.already_exists(
                 "event_id is already logged with different content", reason="EVENT_ID_CONFLICT"
@@ -95,6 +97,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
         violations.raise_if_any()
         try:
             appended = await self._log.append_many(events)
+            business_metrics().audit_appends.add(len(events))
         except EventIdConflict:
             raise ServiceError.already_exists(
                 "an event_id is already logged with different content", reason="EVENT_ID_CONFLICT"

@@ -41,6 +41,7 @@ from healthbank.contracts.principal import Principal
 from healthbank.core.ids import new_ulid
 from healthbank.core.logs import request_id_var
 from healthbank.core.memory import MemoryReleaser
+from healthbank.core.telemetry import business_metrics
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
@@ -385,6 +386,10 @@ def service_error(exc: Exception) -> ServiceError:
 
 
 def _response(ack: Ack, submission: Submission) -> ingest_pb2.SubmitResponse:
+    counters = business_metrics()
+    counters.messages_ingested.add(1, {"outcome": "duplicate" if ack.duplicate else "stored"})
+    if not ack.duplicate:
+        counters.records_stored.add(len(ack.record_names))
     return ingest_pb2.SubmitResponse(
         message_id=ack.message_id,
         outcome=ingest_pb2.OUTCOME_DUPLICATE if ack.duplicate else ingest_pb2.OUTCOME_STORED,
@@ -433,6 +438,8 @@ def _rejected(
     source_format = (
         submitted.source_format if isinstance(submitted, Submission) else submitted.format
     )
+    # The reason is a code from a fixed set, never the message's content.
+    business_metrics().messages_ingested.add(1, {"outcome": "rejected", "reason": err.reason})
     return ingest_pb2.SubmitResponse(
         message_id=submitted.message_id,
         hl7_ack=hl7_ack_for(source_format, submitted.content, err),

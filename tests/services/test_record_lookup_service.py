@@ -473,7 +473,10 @@ async def test_archive_stream_carries_this_services_credentials_and_the_request_
         lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
         call = lookup.GetHistory(
             record_lookup_pb2.GetHistoryRequest(parent=f"persons/{PERSON}"),
-            metadata=(*stack.auth(patient(PERSON)), ("x-request-id", "req-history-42")),
+            metadata=(
+                *stack.auth(patient(PERSON)),
+                ("x-request-id", "4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e42"),
+            ),
         )
         items = [item async for item in call]
 
@@ -483,7 +486,7 @@ async def test_archive_stream_carries_this_services_credentials_and_the_request_
     ]
     ((method, metadata),) = relay.calls
     assert method == "/healthbank.archive.v1.ArchiveService/FetchRecords"
-    assert metadata["x-request-id"] == "req-history-42"
+    assert metadata["x-request-id"] == "4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e42"
     scheme, _, token = metadata["authorization"].partition(" ")
     assert scheme == "Bearer"
     caller = decode_token(token, stack.settings.auth_secret.get_secret_value().encode())
@@ -1084,7 +1087,7 @@ async def test_an_emergency_summary_stays_within_its_grpc_call_budget(
     )
     caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
     for attempt in ("computed", "cached"):
-        request_id = f"budget-emergency-{attempt}"
+        request_id = {"computed": "ec" * 16, "cached": "ca" * 16}[attempt]
         summary = await stack.lookup.GetEmergencySummary(
             record_lookup_pb2.GetEmergencySummaryRequest(
                 national_id=NATIONAL_ID, justification="unconscious after a road accident"
@@ -1105,7 +1108,7 @@ async def test_a_history_stays_within_its_grpc_call_budget(
     await seed_history(stack)
     await stack.grant(PERSON)
     caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
-    request_id = "budget-history"
+    request_id = "b0" * 16
     call = stack.lookup.GetHistoryPages(
         record_lookup_pb2.GetHistoryRequest(parent=f"persons/{PERSON}"),
         metadata=(*stack.auth(CLINICIAN), ("x-request-id", request_id)),

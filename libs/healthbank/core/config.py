@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     # `healthbank up --engines real`); a deployment never sets it. See production_problems.
     allow_dev_security: bool = False
 
-    # Telemetry export is off when no endpoint is set.
+    # Telemetry export is off when no endpoint is set; host:port (plaintext) and
+    # http(s)://host:port are accepted and kept as a URL (see otlp_endpoint_url).
     otlp_endpoint: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -182,6 +183,11 @@ class Settings(BaseSettings):
         _validate_address(value)
         return value
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else otlp_endpoint_url(value)
+
     @field_validator("vault_addr", "redis_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
@@ -240,6 +246,25 @@ def _validate_address(address: str) -> None:
         raise ValueError("an IPv6 host must be in brackets, e.g. [::1]:50051")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError("port must be a number from 1 to 65535")
+
+
+def otlp_endpoint_url(endpoint: str) -> str:
+    """Return an OTLP/gRPC endpoint as ``http(s)://host:port``, or raise ValueError.
+
+    ``host:port`` means plaintext (an in-cluster collector), ``http://`` plaintext and
+    ``https://`` TLS; a path, another scheme or a missing port is refused, because the
+    exporter would otherwise start and silently export nothing.
+    """
+    scheme, sep, rest = endpoint.strip().partition("://")
+    if not sep:
+        scheme, rest = "http", endpoint.strip()
+    if scheme not in ("http", "https"):
+        raise ValueError("must be host:port, http://host:port or https://host:port")
+    rest = rest.removesuffix("/")
+    if "/" in rest:
+        raise ValueError("must not have a path: OTLP/gRPC takes host:port only")
+    _validate_address(rest)
+    return f"{scheme}://{rest}"
 
 
 def _combination_problems(settings: Settings) -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """JSON-lines logging for every healthbank process, with a last-line-of-defence PHI filter.
 
 One object per line: ``ts`` (UTC, ISO 8601), ``level``, ``service``, ``logger``, ``msg``,
-``request_id`` (from :data:`request_id_var`), ``trace_id`` (from the current OpenTelemetry span),
+``request_id`` (from :data:`request_id_var`), ``trace_id`` and ``span_id`` (from the current
+OpenTelemetry span),
 the keys passed with ``extra=``, and ``exc`` when an exception is attached.
 
 Callers must never log names, national ID numbers, phone numbers or addresses. The
@@ -76,7 +77,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
-            "trace_id": _current_trace_id(),
+            **_current_span_ids(),
         }
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRIBUTES and key not in entry:
@@ -109,7 +110,12 @@ def configure_logging(service: str, level: str, stream: TextIO | None = None) ->
     return handler
 
 
-def _current_trace_id() -> str | None:
-    """The current span's trace id as 32 hex digits, or None outside a recorded trace."""
+def _current_span_ids() -> dict[str, str | None]:
+    """The current span's trace id (32 hex digits) and span id (16), None outside a trace."""
     context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+    if not context.is_valid:
+        return {"trace_id": None, "span_id": None}
+    return {
+        "trace_id": trace.format_trace_id(context.trace_id),
+        "span_id": trace.format_span_id(context.span_id),
+    }

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from healthbank.core.telemetry import traced
 from healthbank.crypto.keys import InvalidWrappedKey, KeyProvider, wrapped_key_version
 
 BLOB_MAGIC = b"HBE"
@@ -135,6 +136,11 @@ class Sealer:
     async def seal_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
         """Seal each ``(plaintext, aad)``, in order; off the event loop when they are large
         together (:data:`OFF_LOOP_BYTES`), in one thread hop for all of them."""
+        size = sum(len(plaintext) for plaintext, _ in items)
+        with traced("seal", {"healthbank.payloads": len(items), "healthbank.payload_bytes": size}):
+            return await self._seal_many(items, size)
+
+    async def _seal_many(self, items: Sequence[tuple[bytes, bytes]], size: int) -> list[bytes]:
         keys = [await self._take_sealing_key() for _ in items]
 
         def encrypt_all() -> list[bytes]:
@@ -145,7 +151,7 @@ class Sealer:
                 sealed.append(_assemble(key.wrapped, nonce, ciphertext))
             return sealed
 
-        if sum(len(plaintext) for plaintext, _ in items) < OFF_LOOP_BYTES:
+        if size < OFF_LOOP_BYTES:
             return encrypt_all()
         return await asyncio.to_thread(encrypt_all)
 
@@ -153,6 +159,10 @@ class Sealer:
         """Decrypt a sealed blob; TamperedPayload if it, its key or ``aad`` does not match.
 
         A large blob (:data:`OFF_LOOP_BYTES`) is decrypted in a worker thread."""
+        with traced("open sealed", {"healthbank.payload_bytes": len(blob)}):
+            return await self._open(blob, aad)
+
+    async def _open(self, blob: bytes, aad: bytes) -> bytes:
         parts = parse_blob(blob)
         aead = await self._take_opening_key(parts.wrapped_key)
         header_aad = _HEADER + aad

@@ -30,6 +30,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from healthbank.core.telemetry import traced
 from healthbank.crypto.keys import (
     DATA_KEY_BYTES,
     DataKey,
@@ -238,7 +239,10 @@ class VaultKeyProvider:
         await self._run(lambda client: self._latest_version(client, DATA_KEY_NAME))
 
     async def _run(self, operation: Callable[[hvac.Client], _T]) -> _T:
-        return await asyncio.to_thread(self._call, operation)
+        # Named after the provider method it serves (rotate, wrap_data_key ...).
+        method = operation.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
+        with traced(f"vault {method}", {"healthbank.key_provider": "vault"}):
+            return await asyncio.to_thread(self._call, operation)
 
     def _call(self, operation: Callable[[hvac.Client], _T]) -> _T:
         """Run ``operation`` with a ready client, translating hvac and network errors."""

@@ -2,19 +2,22 @@
 
 ``ConsentStub(factory.channel("consent"))`` is a stub on a cached channel whose
 interceptor carries the request id, the caller's credentials, a deadline and the trace
-context along, so servicers never thread them through by hand.
+context along, so servicers never thread them through by hand. Every outgoing call gets a
+CLIENT span (the conventions of :mod:`healthbank.rpc.tracing`), the parent of the callee's
+server span.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
 from healthbank.core.config import Settings
@@ -22,6 +25,7 @@ from healthbank.core.logs import request_id_var
 from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
 from healthbank.rpc.tls import channel_credentials
+from healthbank.rpc.tracing import new_request_id, record_status, rpc_attributes
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
 
@@ -60,7 +64,7 @@ class OutboundInterceptor:
     def _augment(self, details: Any) -> Any:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if REQUEST_ID_KEY not in metadata:
-            metadata.add(REQUEST_ID_KEY, request_id_var.get() or uuid.uuid4().hex)
+            metadata.add(REQUEST_ID_KEY, request_id_var.get() or new_request_id())
         if AUTHORIZATION_KEY not in metadata:
             # A service calls as itself (the end user travels in request fields); only a
             # factory without credentials of its own forwards its caller's token.
@@ -80,62 +84,110 @@ class OutboundInterceptor:
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
-    def interceptors(self) -> list[Any]:
-        """One grpc.aio interceptor per call type.
+    def interceptors(self, address: str | None = None) -> list[Any]:
+        """One grpc.aio interceptor per call type, for a channel to ``address``.
 
         grpc.aio files an interceptor under the first call type it implements only, so a
         single class implementing all four would leave streaming calls without credentials.
         """
-        augment = self._augment
+        traced = _TracedCall(self._augment, address)
         return [
-            _UnaryUnary(augment),
-            _UnaryStream(augment),
-            _StreamUnary(augment),
-            _StreamStream(augment),
+            _UnaryUnary(traced),
+            _UnaryStream(traced),
+            _StreamUnary(traced),
+            _StreamStream(traced),
         ]
 
 
-Augment = Callable[[Any], Any]
+class _TracedCall:
+    """Starts a CLIENT span, sends the call under it, ends the span with the final status."""
+
+    def __init__(self, augment: Callable[[Any], Any], address: str | None) -> None:
+        self._augment = augment
+        self._attributes: dict[str, Any] = {}
+        if address:
+            host, _, port = address.rpartition(":")
+            self._attributes["server.address"] = host.strip("[]")
+            if port.isdigit():
+                self._attributes["server.port"] = int(port)
+        # Tasks that end spans when their calls finish; held so they are not collected.
+        self._finishing: set[asyncio.Task[None]] = set()
+
+    async def __call__(
+        self, continuation: Callable[[Any, Any], Any], details: Any, payload: Any
+    ) -> Any:
+        method = details.method
+        if isinstance(method, bytes):
+            method = method.decode("utf-8", "replace")
+        span = trace.get_tracer("healthbank.rpc").start_span(
+            method.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={**rpc_attributes(method), **self._attributes},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        # The callee's server span becomes this span's child (traceparent injected here).
+        with trace.use_span(span, end_on_exit=False):
+            augmented = self._augment(details)
+        try:
+            call = await continuation(augmented, payload)
+        except BaseException:
+            record_status(span, grpc.StatusCode.UNKNOWN)
+            span.end()
+            raise
+        task = asyncio.get_running_loop().create_task(_end_span_when_done(span, call))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return call
+
+
+async def _end_span_when_done(span: Span, call: Any) -> None:
+    code = grpc.StatusCode.CANCELLED  # if the loop stops first, the outcome is unknown
+    try:
+        code = await call.code()
+    finally:
+        record_status(span, code)
+        span.end()
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc, unused-ignore]
-    def __init__(self, augment: Augment) -> None:
-        self._augment = augment
+    def __init__(self, traced: _TracedCall) -> None:
+        self._traced = traced
 
     async def intercept_unary_unary(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(self._augment(client_call_details), request)
+        return await self._traced(continuation, client_call_details, request)
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc, unused-ignore]
-    def __init__(self, augment: Augment) -> None:
-        self._augment = augment
+    def __init__(self, traced: _TracedCall) -> None:
+        self._traced = traced
 
     async def intercept_unary_stream(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(self._augment(client_call_details), request)
+        return await self._traced(continuation, client_call_details, request)
 
 
 class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc, unused-ignore]
-    def __init__(self, augment: Augment) -> None:
-        self._augment = augment
+    def __init__(self, traced: _TracedCall) -> None:
+        self._traced = traced
 
     async def intercept_stream_unary(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, requests: Any
     ) -> Any:
-        return await continuation(self._augment(client_call_details), requests)
+        return await self._traced(continuation, client_call_details, requests)
 
 
 class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc, unused-ignore]
-    def __init__(self, augment: Augment) -> None:
-        self._augment = augment
+    def __init__(self, traced: _TracedCall) -> None:
+        self._traced = traced
 
     async def intercept_stream_stream(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, requests: Any
     ) -> Any:
-        return await continuation(self._augment(client_call_details), requests)
+        return await self._traced(continuation, client_call_details, requests)
 
 
 class ClientFactory:
@@ -194,11 +246,13 @@ class ClientFactory:
                     address,
                     self._credentials,
                     options=[("grpc.ssl_target_name_override", service), *self._options],
-                    interceptors=self._interceptor.interceptors(),
+                    interceptors=self._interceptor.interceptors(address),
                 )
             else:
                 channel = grpc.aio.insecure_channel(
-                    address, options=self._options, interceptors=self._interceptor.interceptors()
+                    address,
+                    options=self._options,
+                    interceptors=self._interceptor.interceptors(address),
                 )
             self._channels[key] = channel
         return channel

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import re
 import time
 import traceback
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from contextvars import ContextVar, Token
@@ -30,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from healthbank.contracts.principal import InvalidToken, Principal
 from healthbank.core.logs import request_id_var
@@ -47,6 +45,7 @@ from healthbank.rpc.auth import (
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import ServiceError, to_status
 from healthbank.rpc.tls import bind_principal, peer_identity
+from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
 from healthbank.storage.errors import StorageUnavailable
 
 __all__ = [
@@ -67,10 +66,6 @@ _log = logging.getLogger(__name__)
 _access_log = logging.getLogger("healthbank.rpc.access")
 
 REQUEST_ID_KEY = "x-request-id"
-
-# Request ids are echoed into logs and responses: accept only a conservative charset so a
-# caller cannot inject log lines or smuggle data through them.
-_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 # Infrastructure methods polled by probes; their access lines go to DEBUG to keep logs useful.
 _QUIET_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
@@ -268,7 +263,10 @@ class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc, unus
 
 
 class RequestIdInterceptor(_AroundInterceptor):
-    """Adopt the caller's ``x-request-id`` (or mint one), expose it and echo it back.
+    """Adopt the caller's ``x-request-id`` if well-formed (or mint one), expose it, echo it.
+
+    See :func:`healthbank.rpc.tracing.adopt_request_id`: an id that could carry an
+    identifier is replaced, so it never reaches logs, spans or the response.
 
     The id is echoed in the initial metadata, which this interceptor therefore sends
     before the servicer runs: servicers must put their own response metadata in the
@@ -279,11 +277,7 @@ class RequestIdInterceptor(_AroundInterceptor):
     async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
         """Set ``request_id_var`` for the call and send the id in initial metadata."""
         offered = metadata_value(call_details.invocation_metadata, REQUEST_ID_KEY)
-        request_id = (
-            offered
-            if offered is not None and _REQUEST_ID_PATTERN.match(offered)
-            else uuid.uuid4().hex
-        )
+        request_id = adopt_request_id(offered)
         token = request_id_var.set(request_id)
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
@@ -316,7 +310,7 @@ class TelemetryInterceptor(_AroundInterceptor):
         if isinstance(method, bytes):
             method = method.decode("utf-8", "replace")
         full_name = method.lstrip("/")
-        rpc_service, _, rpc_method = full_name.partition("/")
+        rpc_service = full_name.partition("/")[0]
         # Continue the caller's trace (W3C traceparent) if it sent one.
         carrier = {
             key: value
@@ -331,9 +325,7 @@ class TelemetryInterceptor(_AroundInterceptor):
             context=propagate.extract(carrier),
             kind=SpanKind.SERVER,
             attributes={
-                "rpc.system": "grpc",
-                "rpc.service": rpc_service,
-                "rpc.method": rpc_method,
+                **rpc_attributes(full_name),
                 "healthbank.service": self._service,
                 "healthbank.request_id": request_id,
             },
@@ -352,9 +344,7 @@ class TelemetryInterceptor(_AroundInterceptor):
                 raise
             finally:
                 duration_ms = (time.perf_counter() - started) * 1000.0
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code != grpc.StatusCode.OK:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
+                record_status(span, code)
                 self._duration.record(
                     duration_ms,
                     {"rpc.method": full_name, "rpc.grpc.status_code": code.value[0]},

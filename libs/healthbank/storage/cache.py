@@ -17,9 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from healthbank.core.config import Settings
+from opentelemetry.metrics import Counter
 
-__all__ = ["Cache", "MemoryCache", "emergency_summary_key", "open_cache"]
+from healthbank.core.config import Settings
+from healthbank.core.telemetry import business_metrics, traced
+
+__all__ = ["Cache", "CountedCache", "MemoryCache", "emergency_summary_key", "open_cache"]
 
 
 @runtime_checkable
@@ -122,14 +125,49 @@ class MemoryCache:
             raise RuntimeError("cache is closed")
 
 
+class CountedCache:
+    """A :class:`Cache` that counts its reads as hits and misses (healthbank.cache.lookups)
+    and traces each operation (spans ``cache get|set|delete``, never the key)."""
+
+    def __init__(self, inner: Cache, lookups: Counter) -> None:
+        """Count the reads of ``inner`` on ``lookups``."""
+        self._inner = inner
+        self._lookups = lookups
+
+    async def get(self, key: str) -> bytes | None:
+        """See :meth:`Cache.get`; counted with result hit or miss (never the key)."""
+        with traced("cache get") as span:
+            value = await self._inner.get(key)
+            span.set_attribute("cache.hit", value is not None)
+        self._lookups.add(1, {"result": "miss" if value is None else "hit"})
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """See :meth:`Cache.set`."""
+        with traced("cache set", {"cache.value_bytes": len(value)}):
+            await self._inner.set(key, value, ttl_seconds)
+
+    async def delete(self, key: str) -> None:
+        """See :meth:`Cache.delete`."""
+        with traced("cache delete"):
+            await self._inner.delete(key)
+
+    async def close(self) -> None:
+        """See :meth:`Cache.close`."""
+        await self._inner.close()
+
+
 async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
-    """The cache the settings select: in-process (embedded) or Redis with pub/sub."""
+    """The cache the settings select: in-process (embedded) or Redis with pub/sub; counted."""
+    inner: Cache
     if settings.cache_backend == "redis":
         # Imported here so the embedded default never loads the Redis client.
         from healthbank.storage.redis_cache import RedisCache
 
-        return await RedisCache(settings.redis_url, near_entries=max_entries).open()
-    return MemoryCache(max_entries)
+        inner = await RedisCache(settings.redis_url, near_entries=max_entries).open()
+    else:
+        inner = MemoryCache(max_entries)
+    return CountedCache(inner, business_metrics().cache_lookups)
 
 
 def emergency_summary_key(person_token: str) -> str:

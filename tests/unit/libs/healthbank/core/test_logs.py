@@ -67,6 +67,7 @@ def test_json_lines_with_context(log_stream: io.StringIO) -> None:
                 "appended %d leaves", 3, extra={"tree_size": 42}
             )
             trace_id = format(span.get_span_context().trace_id, "032x")
+            span_id = format(span.get_span_context().span_id, "016x")
     finally:
         request_id_var.reset(token)
     (entry,) = lines(log_stream)
@@ -76,6 +77,7 @@ def test_json_lines_with_context(log_stream: io.StringIO) -> None:
     assert entry["msg"] == "appended 3 leaves"
     assert entry["request_id"] == "req-1"
     assert entry["trace_id"] == trace_id
+    assert entry["span_id"] == span_id
     assert entry["tree_size"] == 42
     assert str(entry["ts"]).endswith("+00:00")
 

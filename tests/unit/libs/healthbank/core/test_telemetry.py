@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from importlib import metadata
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from healthbank.core.telemetry import attributes_are_safe, setup_telemetry
+from healthbank.core.config import ConfigError, load_settings, otlp_endpoint_url
+from healthbank.core.telemetry import (
+    BusinessMetrics,
+    attributes_are_safe,
+    run_bounded,
+    setup_telemetry,
+)
 
 
 def test_spans_and_metrics_without_an_endpoint() -> None:
@@ -34,7 +43,9 @@ def test_spans_and_metrics_without_an_endpoint() -> None:
         for scope in resource_metrics.scope_metrics
         for metric in scope.metrics
     ]
-    assert names == ["healthbank.consent.checks"]
+    assert names[0] == "healthbank.consent.checks"
+    # Runtime gauges come with every provider.
+    assert {"process.cpu.time", "process.memory.max_rss"} <= set(names)
     assert trace.get_tracer_provider() is global_provider  # globals untouched
     telemetry.shutdown()
 
@@ -57,3 +68,78 @@ def test_attributes_are_safe() -> None:
     assert not attributes_are_safe({"phones": ["x", "13812345678"]})
     assert not attributes_are_safe({"number": 13812345678})
     assert not attributes_are_safe({"raw": b"pid=11010519491231002X"})
+
+
+def test_service_version_is_the_installed_package_version() -> None:
+    exporter = InMemorySpanExporter()
+    telemetry = setup_telemetry("audit", None, span_processors=[SimpleSpanProcessor(exporter)])
+    with telemetry.tracer.start_as_current_span("x"):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.resource.attributes["service.version"] == metadata.version("healthbank")
+    telemetry.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("otel-collector:4317", "http://otel-collector:4317"),
+        ("http://otel-collector:4317", "http://otel-collector:4317"),
+        ("https://otel.example:4317/", "https://otel.example:4317"),
+        ("[::1]:4317", "http://[::1]:4317"),
+    ],
+)
+def test_every_endpoint_form_becomes_one_url(given: str, url: str) -> None:
+    assert otlp_endpoint_url(given) == url
+    assert load_settings({"HEALTHBANK_OTLP_ENDPOINT": given}).otlp_endpoint == url
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["otel-collector", "grpc://otel:4317", "http://otel:4317/v1/traces", "otel:99999", "http://"],
+)
+def test_an_unusable_endpoint_is_refused_at_start_up(bad: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"HEALTHBANK_OTLP_ENDPOINT": bad})
+    ((variable, reason),) = refused.value.problems
+    assert variable == "HEALTHBANK_OTLP_ENDPOINT"
+    assert reason and bad not in reason
+    with pytest.raises(ValueError):
+        setup_telemetry("audit", bad)
+
+
+def test_shutdown_gives_up_on_a_flush_that_hangs() -> None:
+    released = threading.Event()
+    finished: list[str] = []
+    # A flush stuck on an unreachable collector: the wait is abandoned, never joined.
+    assert run_bounded([released.wait, lambda: finished.append("done")], 0.05) is False
+    assert finished == []
+    released.set()
+    assert run_bounded([lambda: finished.append("quick")], 5) is True
+    assert "quick" in finished
+
+
+def test_business_metrics_are_counted_with_safe_attributes() -> None:
+    reader = InMemoryMetricReader()
+    telemetry = setup_telemetry("ingest", None, metric_readers=[reader])
+    business = BusinessMetrics.from_meter(telemetry.meter)
+    business.messages_ingested.add(2, {"outcome": "stored"})
+    business.records_stored.add(5)
+    business.audit_appends.add(1)
+    business.cache_lookups.add(1, {"result": "hit"})
+    data = reader.get_metrics_data()
+    assert data is not None
+    sums = {
+        metric.name: sum(point.value for point in metric.data.data_points)
+        for resource_metrics in data.resource_metrics
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name.startswith("healthbank.")
+    }
+    assert sums == {
+        "healthbank.messages.ingested": 2,
+        "healthbank.records.stored": 5,
+        "healthbank.audit.appends": 1,
+        "healthbank.cache.lookups": 1,
+    }
+    telemetry.shutdown()

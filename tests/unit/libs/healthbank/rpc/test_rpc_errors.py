@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from pydantic import SecretStr
 
 from healthbank.contracts.principal import (
@@ -318,15 +319,17 @@ async def test_unexpected_exception_is_internal_without_its_text(
     channel, _ = probe
     caplog.set_level(logging.INFO)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call(channel, "Crash", metadata=(("x-request-id", "req-crash-1"),))
+        await call(
+            channel, "Crash", metadata=(("x-request-id", "acedacedacedacedacedacedacedac01"),)
+        )
     err = raised.value
     assert err.code() == grpc.StatusCode.INTERNAL
-    assert err.details() == "internal error (request id req-crash-1)"
+    assert err.details() == "internal error (request id acedacedacedacedacedacedacedac01)"
     assert FAKE_NATIONAL_ID not in (err.details() or "")
     assert all(FAKE_NATIONAL_ID not in str(value) for _, value in err.trailing_metadata() or ())
     # The log names the exception type and where it happened, never its text.
     assert "ValueError" in caplog.text
-    assert "req-crash-1" in caplog.text
+    assert "acedacedacedacedacedacedacedac01" in caplog.text
     assert FAKE_NATIONAL_ID not in caplog.text
 
 
@@ -423,17 +426,27 @@ async def test_missing_or_wrong_kind_of_principal(probe: Any) -> None:
 async def test_request_id_is_adopted_and_echoed(probe: Any) -> None:
     channel, _ = probe
     rpc = channel.unary_unary(f"/{PROBE}/RequestId")
-    sent = rpc(b"", metadata=(("x-request-id", "req-abc-123"),), timeout=5)
-    assert await sent == b"req-abc-123"
-    assert ("x-request-id", "req-abc-123") in list(await sent.initial_metadata())
+    sent = rpc(b"", metadata=(("x-request-id", "abcabcabcabcabcabcabcabcabcab123"),), timeout=5)
+    assert await sent == b"abcabcabcabcabcabcabcabcabcab123"
+    assert ("x-request-id", "abcabcabcabcabcabcabcabcabcab123") in list(
+        await sent.initial_metadata()
+    )
 
     minted = rpc(b"", timeout=5)
     seen = (await minted).decode()
     assert len(seen) == 32 and all(c in "0123456789abcdef" for c in seen)
     assert ("x-request-id", seen) in list(await minted.initial_metadata())
 
-    # Ids that could forge log fields or bloat logs are replaced, not echoed.
-    for unsafe in ("id=1 level=ERROR", "x" * 200):
+    # Ids that could forge log fields, bloat logs or carry an identifier (free text, a
+    # national ID, one hidden in hex) are replaced, not echoed.
+    for unsafe in (
+        "id=1 level=ERROR",
+        "x" * 200,
+        "req-abc-123",
+        "jane-doe",
+        "11010519491231002X",
+        "11010519491231002a" + "b" * 14,
+    ):
         replaced = (await rpc(b"", metadata=(("x-request-id", unsafe),), timeout=5)).decode()
         assert replaced != unsafe and len(replaced) == 32
 
@@ -447,7 +460,7 @@ async def test_client_factory_forwards_caller_context(probe: Any) -> None:
             "Forward",
             metadata=(
                 *bearer(token),
-                ("x-request-id", "req-fwd-7"),
+                ("x-request-id", "fdfdfdfdfdfdfdfdfdfdfdfdfdfdfd07"),
                 ("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01"),
             ),
             rpc_timeout=3.0,
@@ -458,7 +471,7 @@ async def test_client_factory_forwards_caller_context(probe: Any) -> None:
     assert described["caller"]["subject"] == "staff-0042"
     described = described["service"]
     # Request id, deadline and trace travel downstream.
-    assert described["request_id"] == "req-fwd-7"
+    assert described["request_id"] == "fdfdfdfdfdfdfdfdfdfdfdfdfdfdfd07"
     # grpc rounds the wire timeout up a little, hence the margin.
     assert 0 < described["remaining"] < 3.1
     assert described["traceparent"].split("-")[1] == TRACE_ID
@@ -504,12 +517,12 @@ def test_violations_require_semantics() -> None:
 async def test_bidi_stream_runs_inside_the_interceptors(probe: Any) -> None:
     channel, _ = probe
     chat = channel.stream_stream(f"/{PROBE}/Chat")(
-        metadata=(("x-request-id", "req-chat"),), timeout=5
+        metadata=(("x-request-id", "cccccccccccccccccccccccccccccccc"),), timeout=5
     )
     await chat.write(b"a")
-    assert await chat.read() == b"a@req-chat"
+    assert await chat.read() == b"a@cccccccccccccccccccccccccccccccc"
     await chat.write(b"b")
-    assert await chat.read() == b"b@req-chat"
+    assert await chat.read() == b"b@cccccccccccccccccccccccccccccccc"
     await chat.done_writing()
     assert await chat.read() == grpc.aio.EOF
     assert await chat.code() == grpc.StatusCode.OK
@@ -524,9 +537,9 @@ async def test_client_cancelling_a_stream_is_not_an_error(
     assert await ticks.read() == b"1"
     ticks.cancel()
     # The server is unharmed and nothing was reported as an unhandled error.
-    assert await call(channel, "RequestId", metadata=(("x-request-id", "after-cancel"),)) == (
-        b"after-cancel"
-    )
+    assert await call(
+        channel, "RequestId", metadata=(("x-request-id", "afafafafafafafafafafafafafafafaf"),)
+    ) == (b"afafafafafafafafafafafafafafafaf")
     await asyncio.sleep(0.1)
     assert "unhandled" not in caplog.text
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
@@ -549,9 +562,19 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
     port = await host.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await call(channel, "RequestId", b"secret-payload", (("x-request-id", "req-ok"),))
+            await call(
+                channel,
+                "RequestId",
+                b"secret-payload",
+                (("x-request-id", "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0"),),
+            )
             with pytest.raises(grpc.aio.AioRpcError):
-                await call(channel, "Validate", b"12345", (("x-request-id", "req-bad"),))
+                await call(
+                    channel,
+                    "Validate",
+                    b"12345",
+                    (("x-request-id", "bad0bad0bad0bad0bad0bad0bad0bad0"),),
+                )
     finally:
         await host.stop(grace=0)
 
@@ -563,9 +586,11 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
     assert ok_span.attributes["rpc.service"] == PROBE
     assert ok_span.attributes["rpc.method"] == "RequestId"
     assert ok_span.attributes["rpc.grpc.status_code"] == 0
-    assert ok_span.attributes["healthbank.request_id"] == "req-ok"
+    assert ok_span.attributes["healthbank.request_id"] == "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0"
     assert bad_span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert not bad_span.status.is_ok
+    # A refusal is an answer, not a fault: no span error, no error.type.
+    assert bad_span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in bad_span.attributes
     assert all("secret-payload" not in str(value) for value in ok_span.attributes.values())
 
     metrics_data = metric_reader.get_metrics_data()
@@ -585,7 +610,7 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
     }
 
     assert f"rpc method={PROBE}/Validate code=INVALID_ARGUMENT" in caplog.text
-    assert "request_id=req-bad" in caplog.text
+    assert "request_id=bad0bad0bad0bad0bad0bad0bad0bad0" in caplog.text
 
 
 @pytest.mark.parametrize(
