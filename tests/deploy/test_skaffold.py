@@ -1,17 +1,15 @@
 """skaffold.yaml: one artifact (the Containerfile), the chart, dev and prod profiles.
 
-`skaffold render --offline` runs when tools/deploy/install_tools.sh could build skaffold;
-the Go module proxy refuses its module today (ADR 27), so the structure is also checked
-here directly, against the files it names.
+skaffold itself cannot be had here: the Go module proxy answers 403 "This module version is
+not available" for github.com/GoogleContainerTools/skaffold (and /v2), so `skaffold render
+--offline` is not run (ADR 27); the structure is checked directly, against the files it
+names, and the chart it deploys is rendered and validated by test_chart.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import yaml
-from deploy_tools import CHART, documents, run, tool
+from deploy_tools import CHART
 from repo_paths import REPO
 
 SKAFFOLD = REPO / "skaffold.yaml"
@@ -29,26 +27,3 @@ def test_skaffold_builds_the_containerfile_and_deploys_the_chart() -> None:
         (patch,) = profile["patches"]
         assert patch["value"] == [f"charts/healthbank/values-{name}.yaml"]
         assert (REPO / patch["value"][0]).is_file()
-
-
-@pytest.mark.parametrize("profile", ["dev", "prod"])
-def test_skaffold_render_offline(profile: str, tmp_path: Path) -> None:
-    skaffold = tool("skaffold")
-    if skaffold is None:
-        pytest.skip("skaffold is not installable from the Go module proxy (ADR 27)")
-    result = run(
-        [
-            skaffold,
-            "render",
-            "--offline",
-            "--digest-source=tag",
-            "-p",
-            profile,
-            "--filename",
-            SKAFFOLD,
-        ],
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr
-    kinds = {obj["kind"] for obj in documents(result.stdout)}
-    assert {"Deployment", "Service", "NetworkPolicy"} <= kinds

@@ -4,8 +4,8 @@
 #
 #   bin/helm          go install helm.sh/helm/v3/cmd/helm@v3.22.0
 #   bin/kubeconform   go install github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
-#   bin/skaffold      go install github.com/GoogleContainerTools/skaffold/v2@v2.x (best effort:
-#                     the tests skip only the skaffold render check when it is missing)
+# (skaffold is not among them: the Go module proxy answers 403 "This module version is not
+# available" for github.com/GoogleContainerTools/skaffold and /v2; ADR 27.)
 #   kubernetes-json-schema/v1.37.0-local-strict/   JSON schemas from PyPI kubernetes-validate,
 #                     made self-contained so kubeconform validates offline
 #
@@ -15,8 +15,6 @@ set -euo pipefail
 TOOLS_DIR=${HEALTHBANK_TOOLS_DIR:-$HOME/.cache/healthbank/tools}
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
-SKAFFOLD_MODULE=github.com/GoogleContainerTools/skaffold/v2
-SKAFFOLD_VERSION=v2.18.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # The Kubernetes version whose schemas kubeconform validates against (tests/deploy).
 KUBERNETES_VERSION=1.37.0
@@ -38,11 +36,6 @@ go_tool() {
 
 go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 go_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
-# skaffold is large; a failure here is reported and the chart tests stand in for it.
-if [[ "${HEALTHBANK_SKIP_SKAFFOLD:-}" != 1 ]]; then
-    go_tool skaffold "$SKAFFOLD_MODULE@$SKAFFOLD_VERSION" ||
-        echo "   skaffold could not be built; its render test will be skipped" >&2
-fi
 
 schemas="$TOOLS_DIR/kubernetes-json-schema"
 stamp="$TOOLS_DIR/stamps/kubernetes-json-schema"
