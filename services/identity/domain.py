@@ -24,6 +24,11 @@ MRN_LINK_DOMAIN = "hospital-mrn"
 # The token of a person first known by a hospital record number only: another keyed hash
 # of (hospital, MRN), so racing first messages agree on one person without coordination.
 MRN_PERSON_DOMAIN = "hospital-mrn-person"
+# Blocking keys of probabilistic matching (ADR 25), stored only as keyed hashes.
+MATCH_BLOCK_DOMAIN = "match-block"
+# The claim two registrations of one new person race for: a keyed hash of the romanized
+# name and birth date, so simultaneous first registrations at two hospitals make one person.
+MATCH_CLAIM_DOMAIN = "match-claim"
 
 MAX_MRN_LENGTH = 64
 MAX_DEMOGRAPHIC_LENGTH = 200
@@ -38,6 +43,7 @@ class MatchMethod(StrEnum):
     NATIONAL_ID = "national_id"
     HOSPITAL_MRN = "hospital_mrn"
     CREATED = "created"
+    DEMOGRAPHICS = "demographics"
 
 
 class IdentityRead(StrEnum):
@@ -61,6 +67,7 @@ class Resolution:
 
     person_token: str
     match_method: MatchMethod
+    review_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class Demographics:
     birth_date: str = ""
     sex: str = ""
     phone: str = ""
+    address: str = ""
 
     def is_empty(self) -> bool:
         """True when no field is set."""
@@ -107,6 +115,31 @@ class Demographics:
     def from_bytes(cls, plaintext: bytes) -> Demographics:
         """Inverse of :meth:`to_bytes`."""
         return cls(**json.loads(plaintext))
+
+
+@dataclass(frozen=True)
+class SealedProfile:
+    """What matching needs of a stored person: sealed demographics, national ID's hash."""
+
+    person_token: str
+    sealed_demographics: bytes | None
+    national_id_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A new person who resembles a known one: the MPI's review decides if they are one.
+
+    ``levels`` says, per compared field, how the two agreed ("exact", "one_edit",
+    "different", "missing" ...); never a value.
+    """
+
+    review_id: str
+    person_token: str
+    candidate_token: str
+    probability: float
+    levels: dict[str, str]
+    create_time: datetime
 
 
 def demographics_aad(person_token: str) -> bytes:

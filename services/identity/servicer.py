@@ -39,6 +39,7 @@ _MATCH_METHODS = {
     MatchMethod.NATIONAL_ID: identity_pb2.MATCH_METHOD_NATIONAL_ID,
     MatchMethod.HOSPITAL_MRN: identity_pb2.MATCH_METHOD_HOSPITAL_MRN,
     MatchMethod.CREATED: identity_pb2.MATCH_METHOD_CREATED,
+    MatchMethod.DEMOGRAPHICS: identity_pb2.MATCH_METHOD_DEMOGRAPHICS,
 }
 
 
@@ -127,6 +128,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.ResolveResponse(
             person_token=resolution.person_token,
             match_method=_MATCH_METHODS[resolution.match_method],
+            review_pending=resolution.review_pending,
         )
 
     async def LookupByNationalId(
@@ -198,6 +200,7 @@ def _demographics(message: identity_pb2.Demographics) -> Demographics:
         birth_date=message.birth_date,
         sex=message.sex,
         phone=message.phone,
+        address=message.address,
     )
 
 

@@ -13,14 +13,16 @@ The store is given keyed hashes only: person tokens, record-number hashes, ID ha
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.sqlite import SqliteDatabase
-from services.identity.domain import HospitalLink, PendingMerge
+from services.identity.domain import HospitalLink, PendingMerge, ReviewItem, SealedProfile
 
 
 class IdentityStore(Protocol):
@@ -95,6 +97,42 @@ class IdentityStore(Protocol):
         """Every pending merge, ordered by the two person tokens."""
         ...
 
+    async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
+        """File the person under the keyed hashes of its blocking keys (ADR 25)."""
+        ...
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        """The persons filed under any of ``block_hashes`` (at most ``limit`` per key),
+        each once, in no particular order."""
+        ...
+
+    async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
+        """The sealed demographics and national-ID hash of each existing person given."""
+        ...
+
+    async def claim_match(
+        self,
+        claim_hash: str,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        claim_time: datetime,
+    ) -> SealedProfile:
+        """Make ``person_token`` the holder of a match claim unless someone holds it.
+
+        Returns the holder after the call with the sealed demographics it claimed with, so
+        a registration that lost the race can score itself against the winner even before
+        the winner's person row exists.
+        """
+        ...
+
+    async def record_review(self, item: ReviewItem) -> None:
+        """Queue a pair for the MPI's review (idempotent by ``review_id``)."""
+        ...
+
+    async def reviews(self) -> list[ReviewItem]:
+        """Every queued review, oldest first."""
+        ...
+
     async def check(self) -> None:
         """Return if the store is usable; raise if it is not."""
         ...
@@ -149,6 +187,28 @@ _SQLITE_MIGRATIONS = [
     UPDATE persons SET national_id_hash = person_token;
     INSERT INTO national_ids (national_id_hash, person_token, claim_time)
         SELECT person_token, person_token, create_time FROM persons
+    """,
+    # ADR 25: blocking keys (keyed hashes) of persons, match claims, the review queue.
+    """
+    CREATE TABLE match_blocks (
+        block_hash TEXT NOT NULL,
+        person_token TEXT NOT NULL,
+        PRIMARY KEY (block_hash, person_token)
+    ) WITHOUT ROWID;
+    CREATE TABLE match_claims (
+        claim_hash TEXT PRIMARY KEY,
+        person_token TEXT NOT NULL,
+        sealed_demographics BLOB,
+        claim_time INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE match_reviews (
+        review_id TEXT PRIMARY KEY,
+        person_token TEXT NOT NULL,
+        candidate_token TEXT NOT NULL,
+        probability REAL NOT NULL,
+        levels TEXT NOT NULL,
+        create_time INTEGER NOT NULL
+    ) WITHOUT ROWID
     """,
 ]
 
@@ -332,6 +392,114 @@ class SqliteIdentityStore:
                     row["national_id_person_token"],
                     row["hospital_id"],
                     from_micros(row["detect_time"]),
+                )
+                for row in rows
+            ]
+
+        return await self._db.read(work)
+
+    async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
+        """See IdentityStore.add_match_keys."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "INSERT OR IGNORE INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
+                [(block_hash, person_token) for block_hash in block_hashes],
+            )
+
+        await self._db.write(work)
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        """See IdentityStore.persons_matching."""
+
+        def work(connection: sqlite3.Connection) -> list[str]:
+            found: dict[str, None] = {}
+            for block_hash in block_hashes:
+                rows = connection.execute(
+                    "SELECT person_token FROM match_blocks WHERE block_hash = ? LIMIT ?",
+                    (block_hash, limit),
+                ).fetchall()
+                found.update((row["person_token"], None) for row in rows)
+            return list(found)
+
+        return await self._db.read(work)
+
+    async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
+        """See IdentityStore.profiles."""
+
+        def work(connection: sqlite3.Connection) -> list[SealedProfile]:
+            profiles = []
+            for token in person_tokens:
+                row = connection.execute(
+                    "SELECT sealed_demographics, national_id_hash FROM persons"
+                    " WHERE person_token = ?",
+                    (token,),
+                ).fetchone()
+                if row is not None:
+                    profiles.append(
+                        SealedProfile(token, row["sealed_demographics"], row["national_id_hash"])
+                    )
+            return profiles
+
+        return await self._db.read(work)
+
+    async def claim_match(
+        self,
+        claim_hash: str,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        claim_time: datetime,
+    ) -> SealedProfile:
+        """See IdentityStore.claim_match."""
+
+        def work(connection: sqlite3.Connection) -> SealedProfile:
+            connection.execute(
+                "INSERT OR IGNORE INTO match_claims"
+                " (claim_hash, person_token, sealed_demographics, claim_time) VALUES (?, ?, ?, ?)",
+                (claim_hash, person_token, sealed_demographics, to_micros(claim_time)),
+            )
+            row = connection.execute(
+                "SELECT person_token, sealed_demographics FROM match_claims WHERE claim_hash = ?",
+                (claim_hash,),
+            ).fetchone()
+            return SealedProfile(row["person_token"], row["sealed_demographics"])
+
+        return await self._db.write(work)
+
+    async def record_review(self, item: ReviewItem) -> None:
+        """See IdentityStore.record_review."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR IGNORE INTO match_reviews (review_id, person_token, candidate_token,"
+                " probability, levels, create_time) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    item.review_id,
+                    item.person_token,
+                    item.candidate_token,
+                    item.probability,
+                    json.dumps(item.levels, sort_keys=True),
+                    to_micros(item.create_time),
+                ),
+            )
+
+        await self._db.write(work)
+
+    async def reviews(self) -> list[ReviewItem]:
+        """See IdentityStore.reviews."""
+
+        def work(connection: sqlite3.Connection) -> list[ReviewItem]:
+            rows = connection.execute(
+                "SELECT * FROM match_reviews ORDER BY create_time, review_id"
+            ).fetchall()
+            return [
+                ReviewItem(
+                    row["review_id"],
+                    row["person_token"],
+                    row["candidate_token"],
+                    row["probability"],
+                    json.loads(row["levels"]),
+                    from_micros(row["create_time"]),
                 )
                 for row in rows
             ]

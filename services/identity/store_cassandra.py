@@ -15,6 +15,10 @@ Tables, one per query:
   link unlisted (a crash between the two writes) writes the copy again. Copies are
   idempotent upserts.
 - ``pending_merges``: pairs of persons a message said are one, for the MPI's review.
+- ``match_blocks``: a blocking key's keyed hash → the persons filed under it (ADR 25).
+- ``match_claims``: the claim racing first registrations of one new person compete for,
+  by ``INSERT ... IF NOT EXISTS``, carrying the winner's sealed demographics.
+- ``match_reviews``: the review queue of probabilistic matching.
 
 Only keyed hashes reach this store: person tokens, MRN hashes, national-ID hashes;
 demographics arrive sealed.
@@ -22,10 +26,13 @@ demographics arrive sealed.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from healthbank.storage.cassandra import CassandraDatabase
-from services.identity.domain import HospitalLink, PendingMerge
+from services.identity.domain import HospitalLink, PendingMerge, ReviewItem, SealedProfile
 
 MIGRATIONS = [
     # Version 1 once also created the clear-MRN tables ``mrn_links`` and ``person_links``
@@ -61,6 +68,20 @@ MIGRATIONS = [
         mrn_person_token text, national_id_person_token text, hospital_id text,
         detect_time timestamp,
         PRIMARY KEY ((mrn_person_token), national_id_person_token)
+    )
+    """,
+    # ADR 25: probabilistic matching.
+    """
+    CREATE TABLE IF NOT EXISTS match_blocks (
+        block_hash text, person_token text, PRIMARY KEY ((block_hash), person_token)
+    );
+    CREATE TABLE IF NOT EXISTS match_claims (
+        claim_hash text PRIMARY KEY, person_token text, sealed_demographics blob,
+        claim_time timestamp
+    );
+    CREATE TABLE IF NOT EXISTS match_reviews (
+        review_id text PRIMARY KEY, person_token text, candidate_token text,
+        probability double, levels text, create_time timestamp
     )
     """,
 ]
@@ -220,6 +241,108 @@ class CassandraIdentityStore:
         return sorted(
             merges, key=lambda merge: (merge.mrn_person_token, merge.national_id_person_token)
         )
+
+    async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
+        """See IdentityStore.add_match_keys (idempotent upserts, one unlogged batch)."""
+        await self._db.execute_unlogged(
+            [
+                (
+                    "INSERT INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
+                    (block_hash, person_token),
+                )
+                for block_hash in block_hashes
+            ]
+        )
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        """See IdentityStore.persons_matching (one partition read per key, all at once)."""
+        blocks = await asyncio.gather(
+            *(
+                self._db.execute(
+                    "SELECT person_token FROM match_blocks WHERE block_hash = ? LIMIT ?",
+                    (block_hash, limit),
+                )
+                for block_hash in block_hashes
+            )
+        )
+        return list(dict.fromkeys(row.person_token for rows in blocks for row in rows))
+
+    async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
+        """See IdentityStore.profiles."""
+        found = await asyncio.gather(
+            *(
+                self._db.execute(
+                    "SELECT person_token, sealed_demographics, national_id_hash FROM persons"
+                    " WHERE person_token = ?",
+                    (token,),
+                )
+                for token in person_tokens
+            )
+        )
+        return [
+            SealedProfile(row.person_token, row.sealed_demographics, row.national_id_hash)
+            for rows in found
+            for row in rows
+        ]
+
+    async def claim_match(
+        self,
+        claim_hash: str,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        claim_time: datetime,
+    ) -> SealedProfile:
+        """See IdentityStore.claim_match (a lightweight transaction)."""
+        values: dict[str, object] = {
+            "claim_hash": claim_hash,
+            "person_token": person_token,
+            "claim_time": claim_time,
+        }
+        if sealed_demographics is not None:
+            values["sealed_demographics"] = sealed_demographics
+        rows = await self._db.execute(
+            f"INSERT INTO match_claims ({', '.join(values)})"
+            f" VALUES ({', '.join('?' for _ in values)}) IF NOT EXISTS",
+            tuple(values.values()),
+        )
+        claim = rows[0]
+        if claim.applied:
+            return SealedProfile(person_token, sealed_demographics)
+        return SealedProfile(claim.person_token, claim.sealed_demographics)
+
+    async def record_review(self, item: ReviewItem) -> None:
+        """See IdentityStore.record_review (an upsert of the same values is idempotent)."""
+        await self._db.execute(
+            "INSERT INTO match_reviews (review_id, person_token, candidate_token, probability,"
+            " levels, create_time) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                item.review_id,
+                item.person_token,
+                item.candidate_token,
+                item.probability,
+                json.dumps(item.levels, sort_keys=True),
+                item.create_time,
+            ),
+        )
+
+    async def reviews(self) -> list[ReviewItem]:
+        """See IdentityStore.reviews (a scan: the queue is small)."""
+        rows = await self._db.execute(
+            "SELECT review_id, person_token, candidate_token, probability, levels, create_time"
+            " FROM match_reviews"
+        )
+        items = [
+            ReviewItem(
+                row.review_id,
+                row.person_token,
+                row.candidate_token,
+                row.probability,
+                json.loads(row.levels),
+                _utc(row.create_time),
+            )
+            for row in rows
+        ]
+        return sorted(items, key=lambda item: (item.create_time, item.review_id))
 
     async def check(self) -> None:
         """See IdentityStore.check."""

@@ -9,10 +9,11 @@ stores in a temporary data dir; calls carry signed principal tokens. Tests marke
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -44,6 +45,7 @@ from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ErrorDetails, error_details
 from services.audit.app import open_service as open_audit
+from services.identity import matching
 from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad
 from services.identity.store_cassandra import MIGRATIONS
@@ -716,3 +718,164 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
     # Read directly (not through the cut path): the refused link was not written.
     links = await stored_rows(settings, "mrn_hash_links")
     assert [row["hospital_id"] for row in links] == ["h1"]
+
+
+# --- probabilistic matching of registrations without a national ID (ADR 25) ---
+
+HOME = "北京市朝阳区建国路88号3单元502"
+
+
+def registration(**fields: str) -> identity_pb2.Demographics:
+    return identity_pb2.Demographics(**fields)
+
+
+@both_backends
+async def test_a_patient_without_an_id_at_two_hospitals_is_one_person(identity: Identity) -> None:
+    first = await identity.resolve(
+        hospital_id="h1",
+        mrn="A-100",
+        demographics=registration(
+            family_name="王", given_name="晓明", birth_date="1975-06-08", sex="male",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2",
+        mrn="B-200",
+        demographics=registration(
+            family_name="Wáng", given_name="Xiǎo Míng", birth_date="1975-08-06", sex="male",
+            phone="+86 138 1234 5678",
+        ),
+    )  # fmt: skip
+    assert first.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert second.match_method == identity_pb2.MATCH_METHOD_DEMOGRAPHICS
+    assert second.person_token == first.person_token
+    assert not second.review_pending
+    person = await identity.get_person(first.person_token)
+    assert [link.hospital_id for link in person.links] == ["h1", "h2"]
+    # The MRN is linked now: the next message of that patient is a plain MRN match.
+    again = await identity.resolve(hospital_id="h2", mrn="B-200")
+    assert again.person_token == first.person_token
+    assert again.match_method == identity_pb2.MATCH_METHOD_HOSPITAL_MRN
+
+
+async def test_twins_with_the_same_birth_date_and_address_are_never_linked(
+    identity: Identity,
+) -> None:
+    home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
+    first = await identity.resolve(
+        hospital_id="h1", mrn="T-1",
+        demographics=registration(family_name="李", given_name="明伟", sex="male", **home),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h1", mrn="T-2",
+        demographics=registration(family_name="李", given_name="明涛", sex="male", **home),
+    )  # fmt: skip
+    assert second.person_token != first.person_token
+    assert second.match_method == identity_pb2.MATCH_METHOD_CREATED
+    # As alike as twins are, the pair waits for a person's review.
+    assert second.review_pending
+    (review,) = await stored_rows(identity.settings, "match_reviews")
+    assert (review["person_token"], review["candidate_token"]) == (
+        second.person_token,
+        first.person_token,
+    )
+    assert json.loads(review["levels"])["name"] == "family_only"
+
+
+async def test_a_newborn_without_an_id_is_a_new_person(identity: Identity) -> None:
+    born = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    mother = await identity.resolve(
+        hospital_id="h1", mrn="M-1",
+        demographics=registration(
+            family_name="陈", given_name="丽", birth_date="1990-02-03", sex="female",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    newborn = registration(
+        family_name="陈", birth_date=born, sex="female", phone="13812345678", address=HOME
+    )
+    at_birth = await identity.resolve(hospital_id="h1", mrn="N-1", demographics=newborn)
+    transferred = await identity.resolve(hospital_id="h2", mrn="N-9", demographics=newborn)
+    tokens = {mother.person_token, at_birth.person_token, transferred.person_token}
+    assert len(tokens) == 3
+    assert at_birth.match_method == transferred.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert not at_birth.review_pending and not transferred.review_pending
+
+
+async def test_a_near_match_waits_in_the_review_queue_with_the_fields_that_agreed(
+    identity: Identity,
+) -> None:
+    first = await identity.resolve(
+        hospital_id="h1", mrn="R-1",
+        demographics=registration(
+            family_name="王", given_name="小明", birth_date="1975-06-08",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2", mrn="R-2",
+        demographics=registration(
+            family_name="Wang", given_name="Xiaoming", birth_date="1957-11-20",
+            phone="13999999999", address=HOME,
+        ),
+    )  # fmt: skip
+    assert second.person_token != first.person_token
+    assert second.review_pending
+    (review,) = await stored_rows(identity.settings, "match_reviews")
+    assert 0.5 <= review["probability"] < 0.97
+    assert json.loads(review["levels"]) == {
+        "name": "exact",
+        "birth_date": "different",
+        "sex": "missing",
+        "contact": "address",
+        "national_id": "missing",
+    }
+
+
+@both_backends
+async def test_matching_stores_no_name_phone_or_birth_date_in_clear(identity: Identity) -> None:
+    demographics = registration(
+        family_name="Zhangsanfeng", given_name="Wudangpai", birth_date="1980-05-17",
+        sex="male", phone="13912345678", address="Wudangshan 1",
+    )  # fmt: skip
+    first = await identity.resolve(hospital_id="h1", mrn="Z-1", demographics=demographics)
+    second = await identity.resolve(hospital_id="h2", mrn="Z-2", demographics=demographics)
+    assert second.person_token == first.person_token
+    rows = [
+        row
+        for table in ("persons", "match_blocks", "match_claims", "match_reviews")
+        for row in await stored_rows(identity.settings, table)
+    ]
+    stored = await stored_bytes(identity.settings) + b"".join(
+        value if isinstance(value, bytes) else str(value).encode()
+        for row in rows
+        for value in row.values()
+    )
+    assert first.person_token.encode() in stored
+    for secret in ("zhangsanfeng", "Zhangsanfeng", "wudangpai", "13912345678", "19800517",
+                   "1980-05-17", "Wudangshan", "zw:1980"):  # fmt: skip
+        assert secret.encode() not in stored.lower() and secret.encode() not in stored
+
+
+@both_backends
+async def test_two_hospitals_registering_one_new_person_at_once_get_one_person(
+    identity: Identity,
+) -> None:
+    for round_number in range(5):
+        given = ["晓明", "丽华", "建国", "秀英", "志强"][round_number]
+        in_characters = registration(
+            family_name="赵", given_name=given, birth_date=f"198{round_number}-03-04",
+            sex="female", phone=f"1381234567{round_number}",
+        )  # fmt: skip
+        in_pinyin = registration(
+            family_name="Zhao", given_name=matching.romanize(given),
+            birth_date=f"198{round_number}-03-04", sex="female",
+        )  # fmt: skip
+        first, second = await asyncio.gather(
+            identity.resolve(hospital_id="h1", mrn=f"C-{round_number}", demographics=in_characters),
+            identity.resolve(hospital_id="h2", mrn=f"D-{round_number}", demographics=in_pinyin),
+        )
+        assert first.person_token == second.person_token, round_number
+        person = await identity.get_person(first.person_token)
+        assert [link.hospital_id for link in person.links] == ["h1", "h2"]

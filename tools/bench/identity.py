@@ -251,15 +251,39 @@ def run_splink(
     return quality(links, truth)
 
 
+def weights_module(weights: matching.MatchWeights, persons: int, seed: int) -> str:
+    """services/identity/match_weights.py for ``weights`` (run ``ruff format`` after)."""
+
+    def rows(table: tuple[tuple[float, ...], ...]) -> str:
+        return (
+            "(" + ", ".join("(" + ", ".join(f"{v:.6g}" for v in row) + ")" for row in table) + ")"
+        )
+
+    return (
+        '"""Match weights the identity service starts with (ADR 25).\n\n'
+        "Estimated by EM on the generated population of tools/bench/identity.py\n"
+        f"({persons} persons, seed {seed}): ``python tools/bench/identity.py --persons {persons}\n"
+        f"--seed {seed} --write-weights services/identity/match_weights.py``.\n"
+        '"""\n\nfrom services.identity.matching import MatchWeights\n\n'
+        f"DEFAULT_WEIGHTS = MatchWeights(\n    m={rows(weights.m)},\n"
+        f"    u={rows(weights.u)},\n    prior={weights.prior:.6g},\n)\n"
+    )
+
+
 def main() -> None:
     """Generate, match both ways, print the figures side by side (or one JSON object)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persons", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write-weights", type=Path, help="write the learnt weights module")
     args = parser.parse_args()
     registrations = PopulationGenerator(args.seed, TODAY).population(args.persons)
     records = normalized(registrations)
+    if args.write_weights:
+        module = weights_module(matching.estimate_weights(records), args.persons, args.seed)
+        args.write_weights.write_text(module)
+        return
     truth = true_pairs(registrations)
     ours = run_matcher(records, truth)
     theirs = run_splink(records, truth)

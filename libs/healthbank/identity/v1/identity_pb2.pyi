@@ -13,24 +13,28 @@ class MatchMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MATCH_METHOD_NATIONAL_ID: _ClassVar[MatchMethod]
     MATCH_METHOD_HOSPITAL_MRN: _ClassVar[MatchMethod]
     MATCH_METHOD_CREATED: _ClassVar[MatchMethod]
+    MATCH_METHOD_DEMOGRAPHICS: _ClassVar[MatchMethod]
 MATCH_METHOD_UNSPECIFIED: MatchMethod
 MATCH_METHOD_NATIONAL_ID: MatchMethod
 MATCH_METHOD_HOSPITAL_MRN: MatchMethod
 MATCH_METHOD_CREATED: MatchMethod
+MATCH_METHOD_DEMOGRAPHICS: MatchMethod
 
 class Demographics(_message.Message):
-    __slots__ = ("family_name", "given_name", "birth_date", "sex", "phone")
+    __slots__ = ("family_name", "given_name", "birth_date", "sex", "phone", "address")
     FAMILY_NAME_FIELD_NUMBER: _ClassVar[int]
     GIVEN_NAME_FIELD_NUMBER: _ClassVar[int]
     BIRTH_DATE_FIELD_NUMBER: _ClassVar[int]
     SEX_FIELD_NUMBER: _ClassVar[int]
     PHONE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     family_name: str
     given_name: str
     birth_date: str
     sex: str
     phone: str
-    def __init__(self, family_name: _Optional[str] = ..., given_name: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[str] = ..., phone: _Optional[str] = ...) -> None: ...
+    address: str
+    def __init__(self, family_name: _Optional[str] = ..., given_name: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[str] = ..., phone: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
     __slots__ = ("hospital_id", "mrn", "national_id", "demographics")
@@ -45,12 +49,14 @@ class ResolveRequest(_message.Message):
     def __init__(self, hospital_id: _Optional[str] = ..., mrn: _Optional[str] = ..., national_id: _Optional[str] = ..., demographics: _Optional[_Union[Demographics, _Mapping]] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
-    __slots__ = ("person_token", "match_method")
+    __slots__ = ("person_token", "match_method", "review_pending")
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MATCH_METHOD_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_PENDING_FIELD_NUMBER: _ClassVar[int]
     person_token: str
     match_method: MatchMethod
-    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ...) -> None: ...
+    review_pending: bool
+    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ..., review_pending: _Optional[bool] = ...) -> None: ...
 
 class ResolveBatchRequest(_message.Message):
     __slots__ = ("requests",)
