@@ -53,6 +53,32 @@ class IdentityRead(StrEnum):
     PERSON = "person"
 
 
+class IdentityChange(StrEnum):
+    """A change of the index a privacy officer makes (each one is audited first)."""
+
+    PERSONS_MERGED = "PERSONS_MERGED"
+    PERSONS_UNMERGED = "PERSONS_UNMERGED"
+    MATCH_REVIEW_ACCEPTED = "MATCH_REVIEW_ACCEPTED"
+    MATCH_REVIEW_REJECTED = "MATCH_REVIEW_REJECTED"
+
+
+class ReviewStatus(StrEnum):
+    """Where a match review stands."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class MergeRefused(Exception):
+    """A merge or unmerge the index's state forbids; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 class MrnLinkedToOtherPerson(Exception):
     """The hospital's record number already belongs to a different person."""
 
@@ -140,6 +166,25 @@ class ReviewItem:
     probability: float
     levels: dict[str, str]
     create_time: datetime
+    status: ReviewStatus = ReviewStatus.PENDING
+    merge_id: str = ""
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    """A merge as made, with what it moved, so an unmerge restores exactly the earlier state.
+
+    ``moved_links`` are the absorbed person's (hospital, MRN hash) links that now point to
+    the survivor; ``national_id_hash`` the absorbed person's ID moved with them, if any.
+    """
+
+    merge_id: str
+    survivor_token: str
+    absorbed_token: str
+    moved_links: tuple[tuple[str, str], ...]
+    national_id_hash: str | None
+    merge_time: datetime
+    undone: bool = False
 
 
 def demographics_aad(person_token: str) -> bytes:

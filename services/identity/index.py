@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import NoReturn, Protocol
 
 from healthbank.contracts.principal import Principal
+from healthbank.core.ids import new_ulid
 from healthbank.crypto import KeyedHasher, KeyProvider, Sealer
 from services.identity import matching
 from services.identity.domain import (
@@ -43,13 +44,17 @@ from services.identity.domain import (
     NATIONAL_ID_DOMAIN,
     Demographics,
     HospitalLink,
+    IdentityChange,
     IdentityRead,
     MatchMethod,
+    MergeRecord,
+    MergeRefused,
     MrnLinkedToOtherPerson,
     PendingMerge,
     PersonNotFound,
     Resolution,
     ReviewItem,
+    ReviewStatus,
     SealedProfile,
     demographics_aad,
     hospital_mrn,
@@ -92,6 +97,17 @@ class ReadAudit(Protocol):
 
     async def record_read(self, actor: Principal, person_token: str, read: IdentityRead) -> None:
         """Append the read to the audit log; raise if it cannot be recorded."""
+        ...
+
+    async def record_change(
+        self,
+        actor: Principal,
+        person_tokens: Sequence[str],
+        change: IdentityChange,
+        resource: str,
+    ) -> None:
+        """Append a change of the index to each person's audit trail (``resource`` names
+        the change under each person, e.g. ``merges/{id}``); raise if it cannot be recorded."""
         ...
 
 
@@ -271,6 +287,8 @@ class MasterPatientIndex:
     async def _link_matched(
         self, hospital_id: str, mrn_hash: str, person_token: str, now: datetime
     ) -> Resolution:
+        # A candidate merged since it was filed resolves to the person it was merged into.
+        person_token = await self._store.survivor_of(person_token) or person_token
         winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, person_token, now)
         method = MatchMethod.DEMOGRAPHICS if winner == person_token else MatchMethod.HOSPITAL_MRN
         return Resolution(winner, method)
@@ -337,6 +355,106 @@ class MasterPatientIndex:
     async def pending_merges(self) -> list[PendingMerge]:
         """Persons that messages said are one, waiting for the MPI's review."""
         return await self._store.pending_merges()
+
+    # --- the review queue, merge and unmerge (privacy officers; every change audited) ---
+
+    async def reviews(self, include_decided: bool) -> list[ReviewItem]:
+        """The match review queue, oldest first."""
+        items = await self._store.reviews()
+        return [i for i in items if include_decided or i.status is ReviewStatus.PENDING]
+
+    async def decide_review(self, actor: Principal, review_id: str, accept: bool) -> ReviewItem:
+        """Accept (merge the new person into the candidate) or reject a pending review.
+
+        Raises PersonNotFound for an unknown review, MergeRefused when it is decided already
+        or the merge is refused; the audit's error if the decision cannot be recorded.
+        """
+        item = next((i for i in await self._store.reviews() if i.review_id == review_id), None)
+        if item is None:
+            raise PersonNotFound()
+        if item.status is not ReviewStatus.PENDING:
+            raise MergeRefused("REVIEW_ALREADY_DECIDED", "the review has been decided already")
+        change = (
+            IdentityChange.MATCH_REVIEW_ACCEPTED if accept else IdentityChange.MATCH_REVIEW_REJECTED
+        )
+        await self._audit.record_change(
+            actor, [item.candidate_token, item.person_token], change, f"matchReviews/{review_id}"
+        )
+        merge_id = ""
+        if accept:
+            merge = await self.merge(actor, item.candidate_token, item.person_token)
+            merge_id = merge.merge_id
+        status = ReviewStatus.ACCEPTED if accept else ReviewStatus.REJECTED
+        if not await self._store.decide_review(review_id, status, merge_id):
+            raise MergeRefused("REVIEW_ALREADY_DECIDED", "the review has been decided already")
+        return ReviewItem(
+            item.review_id,
+            item.person_token,
+            item.candidate_token,
+            item.probability,
+            item.levels,
+            item.create_time,
+            status,
+            merge_id,
+        )
+
+    async def merge(self, actor: Principal, survivor: str, absorbed: str) -> MergeRecord:
+        """Merge ``absorbed`` into ``survivor``, audited as ``actor``'s change first.
+
+        Raises PersonNotFound when either is unknown, MergeRefused when they are the same,
+        either was merged already, or both hold a national ID (two IDs are two people).
+        """
+        if survivor == absorbed:
+            raise MergeRefused("SAME_PERSON", "a person cannot be merged into itself")
+        profiles = {p.person_token: p for p in await self._store.profiles([survivor, absorbed])}
+        if len(profiles) != 2:
+            raise PersonNotFound()
+        for token in (survivor, absorbed):
+            if await self._store.survivor_of(token) is not None:
+                raise MergeRefused("PERSON_ALREADY_MERGED", "a person was merged already")
+        survivor_id = profiles[survivor].national_id_hash
+        absorbed_id = profiles[absorbed].national_id_hash
+        if survivor_id and absorbed_id:
+            raise MergeRefused(
+                "BOTH_HOLD_NATIONAL_IDS", "both persons hold a national ID: they are two people"
+            )
+        now = self._now()
+        merge_id = new_ulid(now)
+        await self._audit.record_change(
+            actor, [survivor, absorbed], IdentityChange.PERSONS_MERGED, f"merges/{merge_id}"
+        )
+        merge = await self._store.merge_persons(merge_id, survivor, absorbed, absorbed_id, now)
+        # Links moved: a cached resolution may name the absorbed person (ADR 24's cache).
+        self._known_patients.clear()
+        return merge
+
+    async def unmerge(self, actor: Principal, merge_id: str) -> MergeRecord:
+        """Undo a merge exactly, audited as ``actor``'s change first.
+
+        Raises PersonNotFound for an unknown merge, MergeRefused when it is undone already.
+        """
+        merge = await self._store.merge_record(merge_id)
+        if merge is None:
+            raise PersonNotFound()
+        if merge.undone:
+            raise MergeRefused("MERGE_ALREADY_UNDONE", "the merge has been undone already")
+        await self._audit.record_change(
+            actor,
+            [merge.survivor_token, merge.absorbed_token],
+            IdentityChange.PERSONS_UNMERGED,
+            f"merges/{merge_id}",
+        )
+        await self._store.unmerge_persons(merge)
+        self._known_patients.clear()
+        return MergeRecord(
+            merge.merge_id,
+            merge.survivor_token,
+            merge.absorbed_token,
+            merge.moved_links,
+            merge.national_id_hash,
+            merge.merge_time,
+            undone=True,
+        )
 
     async def _create_person(
         self,

@@ -879,3 +879,199 @@ async def test_two_hospitals_registering_one_new_person_at_once_get_one_person(
         assert first.person_token == second.person_token, round_number
         person = await identity.get_person(first.person_token)
         assert [link.hospital_id for link in person.links] == ["h1", "h2"]
+
+
+# --- the review queue, merge and unmerge (privacy officers) ---
+
+IDENTITY_TABLES = (
+    "persons",
+    "mrn_hash_links",
+    "national_ids",
+    "person_aliases",
+    "match_blocks",
+    "match_claims",
+)
+
+
+async def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the identity store's state tables, in a comparable order."""
+    tables = list(IDENTITY_TABLES)
+    if settings.storage_backend == "cassandra":
+        tables.append("person_mrn_hashes")
+    return {
+        table: sorted(
+            tuple(sorted((k, repr(v)) for k, v in row.items()))
+            for row in await stored_rows(settings, table)
+        )
+        for table in tables
+    }
+
+
+async def merge(identity: Identity, survivor: str, absorbed: str) -> identity_pb2.Merge:
+    result: identity_pb2.Merge = await identity.stub.MergePersons(
+        identity_pb2.MergePersonsRequest(
+            survivor=f"persons/{survivor}", absorbed=f"persons/{absorbed}"
+        ),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    return result
+
+
+async def unmerge(identity: Identity, merge_id: str) -> identity_pb2.Merge:
+    result: identity_pb2.Merge = await identity.stub.UnmergePersons(
+        identity_pb2.UnmergePersonsRequest(merge_id=merge_id),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    return result
+
+
+@both_backends
+async def test_merge_then_unmerge_returns_every_link_and_id_to_its_earlier_state(
+    identity: Identity,
+) -> None:
+    with_id = await identity.resolve(
+        hospital_id="h1", mrn="I-1", national_id=NATIONAL_ID,
+        demographics=registration(family_name="周", given_name="杰", birth_date="1980-05-17"),
+    )  # fmt: skip
+    await identity.resolve(hospital_id="h2", mrn="I-2", national_id=NATIONAL_ID)
+    jay = registration(
+        family_name="Zhou", given_name="Jay", birth_date="1979-01-18", phone="13700000000"
+    )
+    without_id = await identity.resolve(hospital_id="h3", mrn="N-3", demographics=jay)
+    linked = await identity.resolve(hospital_id="h4", mrn="N-4", demographics=jay)
+    assert linked.person_token == without_id.person_token != with_id.person_token
+    before = await snapshot(identity.settings)
+
+    merged = await merge(identity, without_id.person_token, with_id.person_token)
+    assert (merged.moved_links, merged.moved_national_id) == (2, True)
+    survivor = without_id.person_token
+    person = await identity.get_person(survivor)
+    assert [link.hospital_id for link in person.links] == ["h1", "h2", "h3", "h4"]
+    for hospital_id, mrn in (("h1", "I-1"), ("h4", "N-4")):
+        again = await identity.resolve(hospital_id=hospital_id, mrn=mrn)
+        assert again.person_token == survivor
+    assert await identity.lookup(NATIONAL_ID) == survivor
+    assert await snapshot(identity.settings) != before
+
+    undone = await unmerge(identity, merged.merge_id)
+    assert undone.undone
+    assert await snapshot(identity.settings) == before
+    again = await identity.resolve(hospital_id="h1", mrn="I-1", national_id=NATIONAL_ID)
+    assert again.person_token == with_id.person_token
+    assert await identity.lookup(NATIONAL_ID) == with_id.person_token
+    details = await failure(unmerge(identity, merged.merge_id))
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "MERGE_ALREADY_UNDONE",
+    )
+
+
+async def test_two_persons_with_national_ids_are_never_merged(identity: Identity) -> None:
+    first = await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
+    second = await identity.resolve(hospital_id="h1", mrn="A-2", national_id=OTHER_NATIONAL_ID)
+    details = await failure(merge(identity, first.person_token, second.person_token))
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BOTH_HOLD_NATIONAL_IDS",
+    )
+    assert not await stored_rows(identity.settings, "person_aliases")
+
+
+async def test_accepting_a_review_merges_and_is_audited_with_who_decided(
+    identity: Identity,
+) -> None:
+    home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
+    first = await identity.resolve(
+        hospital_id="h1", mrn="T-1",
+        demographics=registration(family_name="李", given_name="明伟", **home),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2", mrn="T-2",
+        demographics=registration(family_name="李", given_name="明涛", **home),
+    )  # fmt: skip
+    listed = await identity.stub.ListMatchReviews(
+        identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    (review,) = listed.reviews
+    assert (review.person_token, review.candidate_token, review.status) == (
+        second.person_token,
+        first.person_token,
+        "pending",
+    )
+    assert review.field_levels["name"] == "family_only"
+
+    decided = await identity.stub.DecideMatchReview(
+        identity_pb2.DecideMatchReviewRequest(review_id=review.review_id, accept=True),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    assert decided.status == "accepted" and decided.merge_id
+    again = await identity.resolve(hospital_id="h2", mrn="T-2")
+    assert again.person_token == first.person_token
+    changes = [
+        event
+        for event in await identity.access_events(first.person_token)
+        if event.action == audit_pb2.ACTION_IDENTITY_CHANGE
+    ]
+    assert [event.basis for event in changes] == ["MATCH_REVIEW_ACCEPTED", "PERSONS_MERGED"]
+    assert all(principal_from_proto(event.actor) == PRIVACY_OFFICER for event in changes)
+    details = await failure(
+        identity.stub.DecideMatchReview(
+            identity_pb2.DecideMatchReviewRequest(review_id=review.review_id, accept=False),
+            metadata=identity.auth(PRIVACY_OFFICER),
+        )
+    )
+    assert details.reason == "REVIEW_ALREADY_DECIDED"
+    pending = await identity.stub.ListMatchReviews(
+        identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    assert list(pending.reviews) == []
+
+
+async def test_rejecting_a_review_keeps_the_persons_apart(identity: Identity) -> None:
+    home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
+    first = await identity.resolve(
+        hospital_id="h1", mrn="T-1",
+        demographics=registration(family_name="李", given_name="明伟", **home),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2", mrn="T-2",
+        demographics=registration(family_name="李", given_name="明涛", **home),
+    )  # fmt: skip
+    (review,) = (
+        await identity.stub.ListMatchReviews(
+            identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+        )
+    ).reviews
+    decided = await identity.stub.DecideMatchReview(
+        identity_pb2.DecideMatchReviewRequest(review_id=review.review_id, accept=False),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    assert (decided.status, decided.merge_id) == ("rejected", "")
+    assert (await identity.resolve(hospital_id="h2", mrn="T-2")).person_token == (
+        second.person_token
+    )
+    assert first.person_token != second.person_token
+    (event,) = [
+        event
+        for event in await identity.access_events(first.person_token)
+        if event.action == audit_pb2.ACTION_IDENTITY_CHANGE
+    ]
+    assert event.basis == "MATCH_REVIEW_REJECTED"
+    assert principal_from_proto(event.actor) == PRIVACY_OFFICER
+
+
+async def test_only_privacy_officers_see_the_review_queue_or_merge(identity: Identity) -> None:
+    for principal in (CLINICIAN, INGEST, PATIENT):
+        details = await failure(
+            identity.stub.ListMatchReviews(
+                identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(principal)
+            )
+        )
+        assert details.code == grpc.StatusCode.PERMISSION_DENIED
+        details = await failure(
+            identity.stub.MergePersons(
+                identity_pb2.MergePersonsRequest(survivor="persons/" + "a" * 64),
+                metadata=identity.auth(principal),
+            )
+        )
+        assert details.code == grpc.StatusCode.PERMISSION_DENIED

@@ -133,3 +133,78 @@ class Person(_message.Message):
     person_token: str
     links: _containers.RepeatedCompositeFieldContainer[HospitalLink]
     def __init__(self, name: _Optional[str] = ..., person_token: _Optional[str] = ..., links: _Optional[_Iterable[_Union[HospitalLink, _Mapping]]] = ...) -> None: ...
+
+class ListMatchReviewsRequest(_message.Message):
+    __slots__ = ("include_decided",)
+    INCLUDE_DECIDED_FIELD_NUMBER: _ClassVar[int]
+    include_decided: bool
+    def __init__(self, include_decided: _Optional[bool] = ...) -> None: ...
+
+class MatchReview(_message.Message):
+    __slots__ = ("review_id", "person_token", "candidate_token", "probability", "field_levels", "status", "merge_id")
+    class FieldLevelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    FIELD_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MERGE_ID_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    person_token: str
+    candidate_token: str
+    probability: float
+    field_levels: _containers.ScalarMap[str, str]
+    status: str
+    merge_id: str
+    def __init__(self, review_id: _Optional[str] = ..., person_token: _Optional[str] = ..., candidate_token: _Optional[str] = ..., probability: _Optional[float] = ..., field_levels: _Optional[_Mapping[str, str]] = ..., status: _Optional[str] = ..., merge_id: _Optional[str] = ...) -> None: ...
+
+class ListMatchReviewsResponse(_message.Message):
+    __slots__ = ("reviews",)
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    reviews: _containers.RepeatedCompositeFieldContainer[MatchReview]
+    def __init__(self, reviews: _Optional[_Iterable[_Union[MatchReview, _Mapping]]] = ...) -> None: ...
+
+class DecideMatchReviewRequest(_message.Message):
+    __slots__ = ("review_id", "accept")
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    accept: bool
+    def __init__(self, review_id: _Optional[str] = ..., accept: _Optional[bool] = ...) -> None: ...
+
+class MergePersonsRequest(_message.Message):
+    __slots__ = ("survivor", "absorbed")
+    SURVIVOR_FIELD_NUMBER: _ClassVar[int]
+    ABSORBED_FIELD_NUMBER: _ClassVar[int]
+    survivor: str
+    absorbed: str
+    def __init__(self, survivor: _Optional[str] = ..., absorbed: _Optional[str] = ...) -> None: ...
+
+class Merge(_message.Message):
+    __slots__ = ("merge_id", "survivor_token", "absorbed_token", "moved_links", "moved_national_id", "undone")
+    MERGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SURVIVOR_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ABSORBED_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MOVED_LINKS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    UNDONE_FIELD_NUMBER: _ClassVar[int]
+    merge_id: str
+    survivor_token: str
+    absorbed_token: str
+    moved_links: int
+    moved_national_id: bool
+    undone: bool
+    def __init__(self, merge_id: _Optional[str] = ..., survivor_token: _Optional[str] = ..., absorbed_token: _Optional[str] = ..., moved_links: _Optional[int] = ..., moved_national_id: _Optional[bool] = ..., undone: _Optional[bool] = ...) -> None: ...
+
+class UnmergePersonsRequest(_message.Message):
+    __slots__ = ("merge_id",)
+    MERGE_ID_FIELD_NUMBER: _ClassVar[int]
+    merge_id: str
+    def __init__(self, merge_id: _Optional[str] = ...) -> None: ...
