@@ -1,6 +1,7 @@
 """How well the master patient index recognises one person, measured beside Splink.
 
-    python tools/bench/identity.py [--persons 5000] [--seed 7] [--json]
+    python tools/bench/identity.py [--persons 5000] [--seed 7] [--engines embedded|real]
+                                   [--resolves 2000] [--json]
 
 Generates a seeded population (tools/bench/identity_population.py: duplicates across
 hospitals with the errors registration desks make, households sharing phones and addresses,
@@ -14,16 +15,24 @@ twins, newborns) with its ground truth, then:
    same comparison levels (in SQL), u by random sampling, m by EM in the same two training
    sessions, and the same link threshold.
 
+3. the identity service itself (started in this process on ``--engines``: SQLite, or the
+   real Cassandra and OpenBao in a scratch keyspace dropped afterwards), called over gRPC as
+   ingest: ``new_resolves_per_s`` for the first resolve of registrations (unknown MRNs
+   without a national ID, their demographics matched: linked, reviewed or created),
+   ``known_resolves_per_s`` for the same (hospital, MRN) again; half of ``--resolves``
+   through ResolveBatch (100 per call, 4 calls in flight: those two figures), the other
+   half one Resolve per call with 16 in flight (``*_single_resolves_per_s``).
+
 Precision, recall and F1 are over pairs of registrations (recall counts every true pair,
-also those no blocking rule found). known_resolves_per_s / new_resolves_per_s are the
-matcher's in-process decisions per second (blocking-key lookup in memory and scoring) for a
-registration of a person already indexed / of a new person: the matcher alone, not the
-identity service on the engines. Figures are printed, never asserted.
+also those no blocking rule found). ``matcher_known_decisions_per_s`` /
+``matcher_new_decisions_per_s`` are the matcher alone in memory. Figures are printed, never
+asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -31,6 +40,10 @@ import time
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -115,9 +128,103 @@ def online_rates(
             new_seconds += elapsed
             new += 1
     return {
-        "known_resolves_per_s": known / known_seconds if known_seconds else 0.0,
-        "new_resolves_per_s": new / new_seconds if new_seconds else 0.0,
+        "matcher_known_decisions_per_s": known / known_seconds if known_seconds else 0.0,
+        "matcher_new_decisions_per_s": new / new_seconds if new_seconds else 0.0,
     }
+
+
+SECRET = "bench-auth-secret"
+CONCURRENCY = 16
+BATCH = 100  # registrations per ResolveBatch, as a bulk load sends them
+BATCHES_IN_FLIGHT = 4
+
+
+async def retried(method: Any, request: Any, auth: Any, attempts: int = 5) -> Any:
+    """Call ``method``, again on UNAVAILABLE (resolving is idempotent), as ingest would."""
+    for attempt in range(attempts):
+        try:
+            return await method(request, metadata=auth, timeout=120)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+    return None
+
+
+async def service_rates(
+    registrations: Sequence[Registration], engines: str, resolves: int
+) -> dict[str, float]:
+    """Resolves per second of the identity service for new and then known registrations."""
+    import tempfile
+    import uuid
+    from contextlib import AsyncExitStack
+
+    from run import drop_bench_keyspaces, timed
+
+    from healthbank.cli import real_engine_env
+    from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
+    from healthbank.core.config import load_settings
+    from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+    from services.identity.app import open_service
+
+    env = real_engine_env() if engines == "real" else {}
+    prefix = f"bench_mpi_{uuid.uuid4().hex[:8]}"
+    if engines == "real":
+        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = prefix
+    settings = load_settings(
+        {
+            **env,
+            "HEALTHBANK_AUTH_SECRET": SECRET,
+            "HEALTHBANK_DATA_DIR": tempfile.mkdtemp(prefix="healthbank-identity-bench-"),
+            "HEALTHBANK_PORT": "0",
+            "HEALTHBANK_LOG_LEVEL": "WARNING",
+        }
+    )
+    token = encode_token(Principal(PrincipalKind.SERVICE, "ingest"), SECRET.encode())
+    auth = (("authorization", f"Bearer {token}"),)
+    requests = [
+        identity_pb2.ResolveRequest(
+            hospital_id=r.hospital_id,
+            mrn=r.mrn,
+            demographics=identity_pb2.Demographics(
+                family_name=r.family_name,
+                given_name=r.given_name,
+                birth_date=r.birth_date,
+                sex=r.sex,
+                phone=r.phone,
+                address=r.address,
+            ),
+        )
+        for r in registrations[:resolves]
+    ]
+    try:
+        async with AsyncExitStack() as exits:
+            host = await exits.enter_async_context(open_service(settings))
+            port = await host.start(0)
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            exits.push_async_callback(channel.close)
+            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+            def call(request: identity_pb2.ResolveRequest) -> Any:
+                return lambda: retried(stub.Resolve, request, auth)
+
+            def batch(part: Sequence[identity_pb2.ResolveRequest]) -> Any:
+                message = identity_pb2.ResolveBatchRequest(requests=part)
+                return lambda: retried(stub.ResolveBatch, message, auth)
+
+            half = len(requests) // 2
+            one_by_one, in_batches = requests[:half], requests[half:]
+            parts = [in_batches[i : i + BATCH] for i in range(0, len(in_batches), BATCH)]
+            rates = {}
+            for kind in ("new", "known"):
+                single = await timed([call(request) for request in one_by_one], CONCURRENCY)
+                batched = await timed([batch(part) for part in parts], BATCHES_IN_FLIGHT)
+                rates[f"{kind}_single_resolves_per_s"] = len(one_by_one) / single.seconds
+                rates[f"{kind}_resolves_per_s"] = len(in_batches) / batched.seconds
+    finally:
+        if engines == "real":
+            drop_bench_keyspaces(env, prefix)
+    return rates
 
 
 def run_splink(
@@ -276,6 +383,8 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
+    parser.add_argument("--resolves", type=int, default=2000, help="registrations resolved")
     parser.add_argument("--write-weights", type=Path, help="write the learnt weights module")
     args = parser.parse_args()
     registrations = PopulationGenerator(args.seed, TODAY).population(args.persons)
@@ -287,11 +396,13 @@ def main() -> None:
     truth = true_pairs(registrations)
     ours = run_matcher(records, truth)
     theirs = run_splink(records, truth)
+    served = asyncio.run(service_rates(registrations, args.engines, args.resolves))
     figures = {
         "registrations": float(len(records)),
         "true_pairs": float(len(truth)),
         **ours,
         **{f"splink_{name}": value for name, value in theirs.items()},
+        **served,
     }
     if args.json:
         print(json.dumps(figures))
@@ -308,8 +419,16 @@ def main() -> None:
         f"({ours['review_true_pairs']:.0f} of them true)"
     )
     print(
-        f"matcher decisions/s: known {ours['known_resolves_per_s']:,.0f}, "
-        f"new {ours['new_resolves_per_s']:,.0f}"
+        f"matcher decisions/s: known {ours['matcher_known_decisions_per_s']:,.0f}, "
+        f"new {ours['matcher_new_decisions_per_s']:,.0f}"
+    )
+    print(
+        f"identity ResolveBatch/s ({args.engines}): "
+        f"known {served['known_resolves_per_s']:,.0f}, new {served['new_resolves_per_s']:,.0f}"
+    )
+    print(
+        f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
+        f" new {served['new_single_resolves_per_s']:,.0f}"
     )
 
 
