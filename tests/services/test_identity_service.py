@@ -1075,3 +1075,25 @@ async def test_only_privacy_officers_see_the_review_queue_or_merge(identity: Ide
             )
         )
         assert details.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_link_threshold_is_a_setting(settings: Settings) -> None:
+    strict = settings.model_copy(update={"identity_match_link_threshold": 1.0})
+    async with AsyncExitStack() as exits:
+        running = RunningServices(exits)
+        await running.start(SERVICE, open_service(strict, clients=running.clients(strict, SERVICE)))
+        await wait_for_health(running.channel(SERVICE), SERVICE_NAME)
+        identity = Identity(
+            identity_pb2_grpc.IdentityServiceStub(running.channel(SERVICE)),
+            running.channel(SERVICE),
+            strict,
+            running,
+        )
+        jay = registration(
+            family_name="Zhou", given_name="Jay", birth_date="1979-01-18", phone="13700000000"
+        )
+        first = await identity.resolve(hospital_id="h1", mrn="S-1", demographics=jay)
+        second = await identity.resolve(hospital_id="h2", mrn="S-2", demographics=jay)
+    # Nothing reaches a probability of 1: the same demographics wait for review instead.
+    assert second.person_token != first.person_token
+    assert second.review_pending
