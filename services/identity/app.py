@@ -9,7 +9,8 @@ from __future__ import annotations
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.identity.clients import GrpcReadAudit
-from services.identity.index import MasterPatientIndex
+from services.identity.index import MasterPatientIndex, MatchPolicy
+from services.identity.matching import MatchThresholds
 from services.identity.servicer import IdentityServicer
 from services.identity.store import SqliteIdentityStore
 
@@ -25,7 +26,17 @@ async def _assemble(resources: ServiceResources) -> Serving:
         cassandra="services.identity.store_cassandra:CassandraIdentityStore",
     )
     audit = GrpcReadAudit(resources.clients, resources.now)
-    index = MasterPatientIndex(store, resources.keys, resources.sealer, resources.now, audit)
+    settings = resources.settings
+    policy = MatchPolicy(
+        thresholds=MatchThresholds(
+            link=settings.identity_match_link_threshold,
+            review=settings.identity_match_review_threshold,
+        ),
+        newborn_days=settings.identity_newborn_days,
+    )
+    index = MasterPatientIndex(
+        store, resources.keys, resources.sealer, resources.now, audit, policy
+    )
     return Serving(
         IdentityServicer(index, resources.now),
         identity_pb2_grpc.add_IdentityServiceServicer_to_server,

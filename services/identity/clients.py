@@ -9,7 +9,8 @@ UNAVAILABLE ``AUDIT_UNAVAILABLE``, so the read is refused, never made unaudited.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from healthbank.audit.v1 import audit_pb2
@@ -17,7 +18,7 @@ from healthbank.contracts.names import person_name
 from healthbank.contracts.principal import Principal
 from healthbank.rpc import ClientFactory
 from healthbank.rpc.access_log import AccessLog
-from services.identity.domain import IdentityRead
+from services.identity.domain import IdentityChange, IdentityRead
 
 RECORDED_BY = "identity"
 AUDIT_BASIS = "IDENTITY"
@@ -39,4 +40,25 @@ class GrpcReadAudit:
         """See ReadAudit.record_read."""
         await self._log.record(
             actor, _ACTIONS[read], person_token, [person_name(person_token)], basis=AUDIT_BASIS
+        )
+
+    async def record_change(
+        self,
+        actor: Principal,
+        person_tokens: Sequence[str],
+        change: IdentityChange,
+        resource: str,
+    ) -> None:
+        """See ReadAudit.record_change: one event per person, the change in ``basis``."""
+        await asyncio.gather(
+            *(
+                self._log.record(
+                    actor,
+                    audit_pb2.ACTION_IDENTITY_CHANGE,
+                    person_token,
+                    [f"{person_name(person_token)}/{resource}"],
+                    basis=change.value,
+                )
+                for person_token in person_tokens
+            )
         )

@@ -24,6 +24,11 @@ MRN_LINK_DOMAIN = "hospital-mrn"
 # The token of a person first known by a hospital record number only: another keyed hash
 # of (hospital, MRN), so racing first messages agree on one person without coordination.
 MRN_PERSON_DOMAIN = "hospital-mrn-person"
+# Blocking keys of probabilistic matching (ADR 25), stored only as keyed hashes.
+MATCH_BLOCK_DOMAIN = "match-block"
+# The claim two registrations of one new person race for: a keyed hash of the romanized
+# name and birth date, so simultaneous first registrations at two hospitals make one person.
+MATCH_CLAIM_DOMAIN = "match-claim"
 
 MAX_MRN_LENGTH = 64
 MAX_DEMOGRAPHIC_LENGTH = 200
@@ -38,6 +43,7 @@ class MatchMethod(StrEnum):
     NATIONAL_ID = "national_id"
     HOSPITAL_MRN = "hospital_mrn"
     CREATED = "created"
+    DEMOGRAPHICS = "demographics"
 
 
 class IdentityRead(StrEnum):
@@ -45,6 +51,32 @@ class IdentityRead(StrEnum):
 
     NATIONAL_ID_LOOKUP = "national_id_lookup"
     PERSON = "person"
+
+
+class IdentityChange(StrEnum):
+    """A change of the index a privacy officer makes (each one is audited first)."""
+
+    PERSONS_MERGED = "PERSONS_MERGED"
+    PERSONS_UNMERGED = "PERSONS_UNMERGED"
+    MATCH_REVIEW_ACCEPTED = "MATCH_REVIEW_ACCEPTED"
+    MATCH_REVIEW_REJECTED = "MATCH_REVIEW_REJECTED"
+
+
+class ReviewStatus(StrEnum):
+    """Where a match review stands."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class MergeRefused(Exception):
+    """A merge or unmerge the index's state forbids; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class MrnLinkedToOtherPerson(Exception):
@@ -61,6 +93,7 @@ class Resolution:
 
     person_token: str
     match_method: MatchMethod
+    review_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,7 @@ class Demographics:
     birth_date: str = ""
     sex: str = ""
     phone: str = ""
+    address: str = ""
 
     def is_empty(self) -> bool:
         """True when no field is set."""
@@ -107,6 +141,50 @@ class Demographics:
     def from_bytes(cls, plaintext: bytes) -> Demographics:
         """Inverse of :meth:`to_bytes`."""
         return cls(**json.loads(plaintext))
+
+
+@dataclass(frozen=True)
+class SealedProfile:
+    """What matching needs of a stored person: sealed demographics, national ID's hash."""
+
+    person_token: str
+    sealed_demographics: bytes | None
+    national_id_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A new person who resembles a known one: the MPI's review decides if they are one.
+
+    ``levels`` says, per compared field, how the two agreed ("exact", "one_edit",
+    "different", "missing" ...); never a value.
+    """
+
+    review_id: str
+    person_token: str
+    candidate_token: str
+    probability: float
+    levels: dict[str, str]
+    create_time: datetime
+    status: ReviewStatus = ReviewStatus.PENDING
+    merge_id: str = ""
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    """A merge as made, with what it moved, so an unmerge restores exactly the earlier state.
+
+    ``moved_links`` are the absorbed person's (hospital, MRN hash) links that now point to
+    the survivor; ``national_id_hash`` the absorbed person's ID moved with them, if any.
+    """
+
+    merge_id: str
+    survivor_token: str
+    absorbed_token: str
+    moved_links: tuple[tuple[str, str], ...]
+    national_id_hash: str | None
+    merge_time: datetime
+    undone: bool = False
 
 
 def demographics_aad(person_token: str) -> bytes:

@@ -14,32 +14,52 @@ domain, so racing first messages agree on one person). A national ID arriving la
 known (hospital, MRN) is attached to that person when nobody holds it; when someone else
 does, nothing is merged: the call is refused as a conflict and a pending merge is recorded
 for the MPI's review.
+
+A registration with neither a known (hospital, MRN) nor a national ID is matched on its
+demographics (ADR 25): candidates are the persons filed under the keyed hashes of its
+blocking keys, each scored against its sealed demographics; the best one is linked, or the
+pair queued for review beside a new person, or a new person is made. A newborn is always a
+new person. First registrations of one new person racing at two hospitals meet at a match
+claim (a conditional insert on a keyed hash of name and birth date) and become one person.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NoReturn, Protocol
 
 from healthbank.contracts.principal import Principal
+from healthbank.core.ids import new_ulid
 from healthbank.crypto import KeyedHasher, KeyProvider, Sealer
+from services.identity import matching
 from services.identity.domain import (
+    MATCH_BLOCK_DOMAIN,
+    MATCH_CLAIM_DOMAIN,
     MRN_LINK_DOMAIN,
     MRN_PERSON_DOMAIN,
     NATIONAL_ID_DOMAIN,
     Demographics,
     HospitalLink,
+    IdentityChange,
     IdentityRead,
     MatchMethod,
+    MergeRecord,
+    MergeRefused,
     MrnLinkedToOtherPerson,
     PendingMerge,
     PersonNotFound,
     Resolution,
+    ReviewItem,
+    ReviewStatus,
+    SealedProfile,
     demographics_aad,
     hospital_mrn,
 )
+from services.identity.match_weights import DEFAULT_WEIGHTS
 from services.identity.store import IdentityStore
 
 # National-ID pseudonyms kept in process (keyed by a local keyed hash of the ID, never the
@@ -53,11 +73,41 @@ _NATIONAL_ID_CACHE_DOMAIN = "national-id-cache"
 KNOWN_PATIENT_CACHE_ENTRIES = 262_144
 
 
+@dataclass(frozen=True)
+class MatchPolicy:
+    """How registrations without a national ID are matched (settings ``identity_match_*``)."""
+
+    weights: matching.MatchWeights = DEFAULT_WEIGHTS
+    thresholds: matching.MatchThresholds = field(default_factory=matching.MatchThresholds)
+    # A person born at most this many days ago is a newborn: never matched, always new.
+    newborn_days: int = 28
+    # Persons read per blocking key: bounds the scoring a common name can cause.
+    candidates_per_key: int = 20
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    person_token: str
+    pair: matching.ScoredPair
+    outcome: matching.MatchOutcome
+
+
 class ReadAudit(Protocol):
     """Where reads of the index are recorded (the audit service)."""
 
     async def record_read(self, actor: Principal, person_token: str, read: IdentityRead) -> None:
         """Append the read to the audit log; raise if it cannot be recorded."""
+        ...
+
+    async def record_change(
+        self,
+        actor: Principal,
+        person_tokens: Sequence[str],
+        change: IdentityChange,
+        resource: str,
+    ) -> None:
+        """Append a change of the index to each person's audit trail (``resource`` names
+        the change under each person, e.g. ``merges/{id}``); raise if it cannot be recorded."""
         ...
 
 
@@ -71,15 +121,17 @@ class MasterPatientIndex:
         sealer: Sealer,
         now: Callable[[], datetime],
         audit: ReadAudit,
+        match_policy: MatchPolicy | None = None,
     ) -> None:
         """Use ``store`` for persistence, ``keys`` for keyed hashes, ``sealer`` for profiles,
-        ``audit`` to record reads."""
+        ``audit`` to record reads, ``match_policy`` for registrations without an ID."""
         self._store = store
         self._keys = keys
         self._hasher = KeyedHasher(keys)
         self._sealer = sealer
         self._now = now
         self._audit = audit
+        self._policy = match_policy or MatchPolicy()
         self._national_id_hashes: OrderedDict[str, str] = OrderedDict()
         self._known_patients: OrderedDict[tuple[str, str], str] = OrderedDict()
 
@@ -147,6 +199,10 @@ class MasterPatientIndex:
             if id_hash is not None:
                 await self._attach_national_id(linked, id_hash, hospital_id, now)
             return Resolution(linked, MatchMethod.HOSPITAL_MRN)
+        if id_hash is None and demographics is not None and not demographics.is_empty():
+            return await self._resolve_by_demographics(
+                hospital_id, mrn, mrn_hash, demographics, now
+            )
         if id_hash is None:
             token = await self._hasher.keyed_hash(MRN_PERSON_DOMAIN, hospital_mrn(hospital_id, mrn))
             created = await self._create_person(token, demographics, None, now)
@@ -167,6 +223,110 @@ class MasterPatientIndex:
             # A concurrent resolve linked the MRN first (to a person it knew by national ID).
             return Resolution(winner, MatchMethod.HOSPITAL_MRN)
         await self._conflict(winner, token, hospital_id, now)
+
+    async def _resolve_by_demographics(
+        self,
+        hospital_id: str,
+        mrn: str,
+        mrn_hash: str,
+        demographics: Demographics,
+        now: datetime,
+    ) -> Resolution:
+        """Link an unknown (hospital, MRN) without a national ID by its demographics."""
+        own_token = await self._hasher.keyed_hash(MRN_PERSON_DOMAIN, hospital_mrn(hospital_id, mrn))
+        probe = _features(demographics)
+        block_hashes = await self._block_hashes(probe)
+        newborn = matching.is_newborn(probe.birth_date, now.date(), self._policy.newborn_days)
+        best = None
+        # A retry of a registration that made its person before it was linked finds it again.
+        if not newborn and not await self._store.person_exists(own_token):
+            tokens = await self._store.persons_matching(
+                block_hashes, self._policy.candidates_per_key
+            )
+            profiles = await self._store.profiles([t for t in tokens if t != own_token])
+            best = await self._best_candidate(probe, profiles)
+            if best is not None and best.outcome is matching.MatchOutcome.LINK:
+                return await self._link_matched(hospital_id, mrn_hash, best.person_token, now)
+        sealed = await self._sealer.seal(demographics.to_bytes(), demographics_aad(own_token))
+        claim = None if newborn else _claim_value(probe)
+        if claim is not None:
+            claim_hash = await self._hasher.keyed_hash(MATCH_CLAIM_DOMAIN, claim)
+            holder = await self._store.claim_match(claim_hash, own_token, sealed, now)
+            if holder.person_token != own_token:
+                rival = await self._best_candidate(probe, [holder])
+                if rival is not None and rival.outcome is matching.MatchOutcome.LINK:
+                    # The claimant may not have made its person yet: the same conditional
+                    # insert it will make, so whoever comes first makes it.
+                    await self._store.create_person_if_absent(
+                        holder.person_token, holder.sealed_demographics, now
+                    )
+                    await self._file_under_keys(holder)
+                    return await self._link_matched(hospital_id, mrn_hash, holder.person_token, now)
+                if best is None or (rival and rival.pair.probability > best.pair.probability):
+                    best = rival
+        created = await self._store.create_person_if_absent(own_token, sealed, now)
+        await self._store.add_match_keys(own_token, block_hashes)
+        winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, own_token, now)
+        if winner != own_token:
+            return Resolution(winner, MatchMethod.HOSPITAL_MRN)
+        review = best is not None and best.outcome is matching.MatchOutcome.REVIEW
+        if best is not None and review:
+            await self._store.record_review(
+                ReviewItem(
+                    review_id=_review_id(own_token, best.person_token),
+                    person_token=own_token,
+                    candidate_token=best.person_token,
+                    probability=best.pair.probability,
+                    levels=best.pair.levels,
+                    create_time=now,
+                )
+            )
+        method = MatchMethod.CREATED if created else MatchMethod.HOSPITAL_MRN
+        return Resolution(own_token, method, review_pending=review)
+
+    async def _link_matched(
+        self, hospital_id: str, mrn_hash: str, person_token: str, now: datetime
+    ) -> Resolution:
+        # A candidate merged since it was filed resolves to the person it was merged into.
+        person_token = await self._store.survivor_of(person_token) or person_token
+        winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, person_token, now)
+        method = MatchMethod.DEMOGRAPHICS if winner == person_token else MatchMethod.HOSPITAL_MRN
+        return Resolution(winner, method)
+
+    async def _best_candidate(
+        self, probe: matching.MatchFeatures, profiles: Sequence[SealedProfile]
+    ) -> _Candidate | None:
+        """The candidate scoring highest against ``probe`` (persons without demographics
+        cannot be matched and are skipped)."""
+        best = None
+        for profile in profiles:
+            stored = await self._profile_features(profile)
+            if stored is None:
+                continue
+            pair = matching.score(self._policy.weights, probe, stored)
+            if best is None or pair.probability > best.pair.probability:
+                outcome = matching.decide(pair, self._policy.thresholds)
+                best = _Candidate(profile.person_token, pair, outcome)
+        return best
+
+    async def _profile_features(self, profile: SealedProfile) -> matching.MatchFeatures | None:
+        if profile.sealed_demographics is None:
+            return None
+        plaintext = await self._sealer.open(
+            profile.sealed_demographics, demographics_aad(profile.person_token)
+        )
+        return _features(Demographics.from_bytes(plaintext), profile.national_id_hash or "")
+
+    async def _block_hashes(self, probe: matching.MatchFeatures) -> list[str]:
+        return [
+            await self._hasher.keyed_hash(MATCH_BLOCK_DOMAIN, f"{rule}\x00{key}")
+            for rule, key in matching.blocking_keys(probe)
+        ]
+
+    async def _file_under_keys(self, profile: SealedProfile) -> None:
+        stored = await self._profile_features(profile)
+        if stored is not None:
+            await self._store.add_match_keys(profile.person_token, await self._block_hashes(stored))
 
     async def lookup(self, actor: Principal, national_id: str) -> str:
         """The person token holding a national ID, the read audited as ``actor``'s.
@@ -195,6 +355,106 @@ class MasterPatientIndex:
     async def pending_merges(self) -> list[PendingMerge]:
         """Persons that messages said are one, waiting for the MPI's review."""
         return await self._store.pending_merges()
+
+    # --- the review queue, merge and unmerge (privacy officers; every change audited) ---
+
+    async def reviews(self, include_decided: bool) -> list[ReviewItem]:
+        """The match review queue, oldest first."""
+        items = await self._store.reviews()
+        return [i for i in items if include_decided or i.status is ReviewStatus.PENDING]
+
+    async def decide_review(self, actor: Principal, review_id: str, accept: bool) -> ReviewItem:
+        """Accept (merge the new person into the candidate) or reject a pending review.
+
+        Raises PersonNotFound for an unknown review, MergeRefused when it is decided already
+        or the merge is refused; the audit's error if the decision cannot be recorded.
+        """
+        item = next((i for i in await self._store.reviews() if i.review_id == review_id), None)
+        if item is None:
+            raise PersonNotFound()
+        if item.status is not ReviewStatus.PENDING:
+            raise MergeRefused("REVIEW_ALREADY_DECIDED", "the review has been decided already")
+        change = (
+            IdentityChange.MATCH_REVIEW_ACCEPTED if accept else IdentityChange.MATCH_REVIEW_REJECTED
+        )
+        await self._audit.record_change(
+            actor, [item.candidate_token, item.person_token], change, f"matchReviews/{review_id}"
+        )
+        merge_id = ""
+        if accept:
+            merge = await self.merge(actor, item.candidate_token, item.person_token)
+            merge_id = merge.merge_id
+        status = ReviewStatus.ACCEPTED if accept else ReviewStatus.REJECTED
+        if not await self._store.decide_review(review_id, status, merge_id):
+            raise MergeRefused("REVIEW_ALREADY_DECIDED", "the review has been decided already")
+        return ReviewItem(
+            item.review_id,
+            item.person_token,
+            item.candidate_token,
+            item.probability,
+            item.levels,
+            item.create_time,
+            status,
+            merge_id,
+        )
+
+    async def merge(self, actor: Principal, survivor: str, absorbed: str) -> MergeRecord:
+        """Merge ``absorbed`` into ``survivor``, audited as ``actor``'s change first.
+
+        Raises PersonNotFound when either is unknown, MergeRefused when they are the same,
+        either was merged already, or both hold a national ID (two IDs are two people).
+        """
+        if survivor == absorbed:
+            raise MergeRefused("SAME_PERSON", "a person cannot be merged into itself")
+        profiles = {p.person_token: p for p in await self._store.profiles([survivor, absorbed])}
+        if len(profiles) != 2:
+            raise PersonNotFound()
+        for token in (survivor, absorbed):
+            if await self._store.survivor_of(token) is not None:
+                raise MergeRefused("PERSON_ALREADY_MERGED", "a person was merged already")
+        survivor_id = profiles[survivor].national_id_hash
+        absorbed_id = profiles[absorbed].national_id_hash
+        if survivor_id and absorbed_id:
+            raise MergeRefused(
+                "BOTH_HOLD_NATIONAL_IDS", "both persons hold a national ID: they are two people"
+            )
+        now = self._now()
+        merge_id = new_ulid(now)
+        await self._audit.record_change(
+            actor, [survivor, absorbed], IdentityChange.PERSONS_MERGED, f"merges/{merge_id}"
+        )
+        merge = await self._store.merge_persons(merge_id, survivor, absorbed, absorbed_id, now)
+        # Links moved: a cached resolution may name the absorbed person (ADR 24's cache).
+        self._known_patients.clear()
+        return merge
+
+    async def unmerge(self, actor: Principal, merge_id: str) -> MergeRecord:
+        """Undo a merge exactly, audited as ``actor``'s change first.
+
+        Raises PersonNotFound for an unknown merge, MergeRefused when it is undone already.
+        """
+        merge = await self._store.merge_record(merge_id)
+        if merge is None:
+            raise PersonNotFound()
+        if merge.undone:
+            raise MergeRefused("MERGE_ALREADY_UNDONE", "the merge has been undone already")
+        await self._audit.record_change(
+            actor,
+            [merge.survivor_token, merge.absorbed_token],
+            IdentityChange.PERSONS_UNMERGED,
+            f"merges/{merge_id}",
+        )
+        await self._store.unmerge_persons(merge)
+        self._known_patients.clear()
+        return MergeRecord(
+            merge.merge_id,
+            merge.survivor_token,
+            merge.absorbed_token,
+            merge.moved_links,
+            merge.national_id_hash,
+            merge.merge_time,
+            undone=True,
+        )
 
     async def _create_person(
         self,
@@ -243,3 +503,28 @@ class MasterPatientIndex:
             PendingMerge(mrn_person, national_id_person, hospital_id, now)
         )
         raise MrnLinkedToOtherPerson()
+
+
+def _features(demographics: Demographics, national_id_hash: str = "") -> matching.MatchFeatures:
+    return matching.features(
+        family_name=demographics.family_name,
+        given_name=demographics.given_name,
+        birth_date=demographics.birth_date,
+        sex=demographics.sex,
+        phone=demographics.phone,
+        address=demographics.address,
+        national_id=national_id_hash,
+    )
+
+
+def _claim_value(probe: matching.MatchFeatures) -> str | None:
+    """What racing registrations of one new person share: romanized names and birth date."""
+    names = sorted(part for part in (probe.family, probe.given) if part)
+    if len(names) < 2 or not probe.birth_date:
+        return None
+    return "\x00".join([*names, probe.birth_date])
+
+
+def _review_id(person_token: str, candidate_token: str) -> str:
+    """The same pair always gets the same id, so a retried registration queues it once."""
+    return hashlib.sha256(f"{person_token}\x00{candidate_token}".encode()).hexdigest()[:32]

@@ -21,8 +21,11 @@ from healthbank.rpc import ServiceError, Violations, require_principal
 from services.identity.domain import (
     Demographics,
     MatchMethod,
+    MergeRecord,
+    MergeRefused,
     MrnLinkedToOtherPerson,
     PersonNotFound,
+    ReviewItem,
     demographics_problems,
     hospital_id_problem,
     mrn_problem,
@@ -39,6 +42,7 @@ _MATCH_METHODS = {
     MatchMethod.NATIONAL_ID: identity_pb2.MATCH_METHOD_NATIONAL_ID,
     MatchMethod.HOSPITAL_MRN: identity_pb2.MATCH_METHOD_HOSPITAL_MRN,
     MatchMethod.CREATED: identity_pb2.MATCH_METHOD_CREATED,
+    MatchMethod.DEMOGRAPHICS: identity_pb2.MATCH_METHOD_DEMOGRAPHICS,
 }
 
 
@@ -127,6 +131,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.ResolveResponse(
             person_token=resolution.person_token,
             match_method=_MATCH_METHODS[resolution.match_method],
+            review_pending=resolution.review_pending,
         )
 
     async def LookupByNationalId(
@@ -169,6 +174,69 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             links=[identity_pb2.HospitalLink(hospital_id=link.hospital_id) for link in links],
         )
 
+    async def ListMatchReviews(
+        self, request: identity_pb2.ListMatchReviewsRequest, context: Any
+    ) -> identity_pb2.ListMatchReviewsResponse:
+        """The match review queue (pending only unless asked)."""
+        require_principal()
+        items = await self._index.reviews(request.include_decided)
+        return identity_pb2.ListMatchReviewsResponse(reviews=[_review(i) for i in items])
+
+    async def DecideMatchReview(
+        self, request: identity_pb2.DecideMatchReviewRequest, context: Any
+    ) -> identity_pb2.MatchReview:
+        """Accept (merge) or reject a queued review, audited as the caller's decision."""
+        caller = require_principal()
+        violations = Violations()
+        violations.require(request.review_id, "review_id")
+        violations.raise_if_any()
+        try:
+            item = await self._index.decide_review(caller, request.review_id, request.accept)
+        except PersonNotFound:
+            raise ServiceError.not_found("no such review", reason="REVIEW_NOT_FOUND") from None
+        except MergeRefused as refused:
+            raise _merge_refused(refused) from None
+        return _review(item)
+
+    async def MergePersons(
+        self, request: identity_pb2.MergePersonsRequest, context: Any
+    ) -> identity_pb2.Merge:
+        """Merge one person into another, audited as the caller's change."""
+        caller = require_principal()
+        violations = Violations()
+        tokens = {}
+        for field in ("survivor", "absorbed"):
+            value = getattr(request, field)
+            if violations.require(value, field):
+                tokens[field] = parse_person_name(value)
+                violations.check(tokens[field] is not None, field, PERSON_NAME_RULE)
+        violations.raise_if_any()
+        survivor, absorbed = tokens["survivor"], tokens["absorbed"]
+        assert survivor is not None and absorbed is not None
+        try:
+            merge = await self._index.merge(caller, survivor, absorbed)
+        except PersonNotFound:
+            raise _person_not_found("person not found") from None
+        except MergeRefused as refused:
+            raise _merge_refused(refused) from None
+        return _merge(merge)
+
+    async def UnmergePersons(
+        self, request: identity_pb2.UnmergePersonsRequest, context: Any
+    ) -> identity_pb2.Merge:
+        """Undo a merge exactly, audited as the caller's change."""
+        caller = require_principal()
+        violations = Violations()
+        violations.require(request.merge_id, "merge_id")
+        violations.raise_if_any()
+        try:
+            merge = await self._index.unmerge(caller, request.merge_id)
+        except PersonNotFound:
+            raise ServiceError.not_found("no such merge", reason="MERGE_NOT_FOUND") from None
+        except MergeRefused as refused:
+            raise _merge_refused(refused) from None
+        return _merge(merge)
+
     def _national_id(self, raw: str, violations: Violations) -> str | None:
         """The normalized national ID, or None after recording why it is invalid."""
         try:
@@ -198,7 +266,35 @@ def _demographics(message: identity_pb2.Demographics) -> Demographics:
         birth_date=message.birth_date,
         sex=message.sex,
         phone=message.phone,
+        address=message.address,
     )
+
+
+def _review(item: ReviewItem) -> identity_pb2.MatchReview:
+    return identity_pb2.MatchReview(
+        review_id=item.review_id,
+        person_token=item.person_token,
+        candidate_token=item.candidate_token,
+        probability=item.probability,
+        field_levels=item.levels,
+        status=item.status.value,
+        merge_id=item.merge_id,
+    )
+
+
+def _merge(merge: MergeRecord) -> identity_pb2.Merge:
+    return identity_pb2.Merge(
+        merge_id=merge.merge_id,
+        survivor_token=merge.survivor_token,
+        absorbed_token=merge.absorbed_token,
+        moved_links=len(merge.moved_links),
+        moved_national_id=merge.national_id_hash is not None,
+        undone=merge.undone,
+    )
+
+
+def _merge_refused(refused: MergeRefused) -> ServiceError:
+    return ServiceError.failed_precondition(refused.message, reason=refused.reason)
 
 
 def _person_not_found(message: str) -> ServiceError:

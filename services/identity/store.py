@@ -13,14 +13,23 @@ The store is given keyed hashes only: person tokens, record-number hashes, ID ha
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.sqlite import SqliteDatabase
-from services.identity.domain import HospitalLink, PendingMerge
+from services.identity.domain import (
+    HospitalLink,
+    MergeRecord,
+    PendingMerge,
+    ReviewItem,
+    ReviewStatus,
+    SealedProfile,
+)
 
 
 class IdentityStore(Protocol):
@@ -95,6 +104,70 @@ class IdentityStore(Protocol):
         """Every pending merge, ordered by the two person tokens."""
         ...
 
+    async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
+        """File the person under the keyed hashes of its blocking keys (ADR 25)."""
+        ...
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        """The persons filed under any of ``block_hashes`` (at most ``limit`` per key),
+        each once, in no particular order."""
+        ...
+
+    async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
+        """The sealed demographics and national-ID hash of each existing person given."""
+        ...
+
+    async def claim_match(
+        self,
+        claim_hash: str,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        claim_time: datetime,
+    ) -> SealedProfile:
+        """Make ``person_token`` the holder of a match claim unless someone holds it.
+
+        Returns the holder after the call with the sealed demographics it claimed with, so
+        a registration that lost the race can score itself against the winner even before
+        the winner's person row exists.
+        """
+        ...
+
+    async def record_review(self, item: ReviewItem) -> None:
+        """Queue a pair for the MPI's review (idempotent by ``review_id``)."""
+        ...
+
+    async def reviews(self) -> list[ReviewItem]:
+        """Every queued review, oldest first."""
+        ...
+
+    async def decide_review(self, review_id: str, status: ReviewStatus, merge_id: str) -> bool:
+        """Record a pending review's decision; False if it was not pending (or unknown)."""
+        ...
+
+    async def merge_persons(
+        self,
+        merge_id: str,
+        survivor_token: str,
+        absorbed_token: str,
+        national_id_hash: str | None,
+        merge_time: datetime,
+    ) -> MergeRecord:
+        """Move every link of the absorbed person (and ``national_id_hash``, its ID, when
+        given) to the survivor, alias the absorbed token to it and keep the record."""
+        ...
+
+    async def unmerge_persons(self, merge: MergeRecord) -> None:
+        """Undo ``merge`` exactly: its moved links and ID go back, the alias goes."""
+        ...
+
+    async def merge_record(self, merge_id: str) -> MergeRecord | None:
+        """A merge by id, or None."""
+        ...
+
+    async def survivor_of(self, person_token: str) -> str | None:
+        """The person a merged person was merged into, or None if it was not."""
+        ...
+
     async def check(self) -> None:
         """Return if the store is usable; raise if it is not."""
         ...
@@ -149,6 +222,43 @@ _SQLITE_MIGRATIONS = [
     UPDATE persons SET national_id_hash = person_token;
     INSERT INTO national_ids (national_id_hash, person_token, claim_time)
         SELECT person_token, person_token, create_time FROM persons
+    """,
+    # ADR 25: blocking keys (keyed hashes) of persons, match claims, the review queue.
+    """
+    CREATE TABLE match_blocks (
+        block_hash TEXT NOT NULL,
+        person_token TEXT NOT NULL,
+        PRIMARY KEY (block_hash, person_token)
+    ) WITHOUT ROWID;
+    CREATE TABLE match_claims (
+        claim_hash TEXT PRIMARY KEY,
+        person_token TEXT NOT NULL,
+        sealed_demographics BLOB,
+        claim_time INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE match_reviews (
+        review_id TEXT PRIMARY KEY,
+        person_token TEXT NOT NULL,
+        candidate_token TEXT NOT NULL,
+        probability REAL NOT NULL,
+        levels TEXT NOT NULL,
+        create_time INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        merge_id TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
+    CREATE TABLE person_aliases (
+        person_token TEXT PRIMARY KEY,
+        survivor_token TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE merges (
+        merge_id TEXT PRIMARY KEY,
+        survivor_token TEXT NOT NULL,
+        absorbed_token TEXT NOT NULL,
+        moved_links TEXT NOT NULL,
+        national_id_hash TEXT,
+        merge_time INTEGER NOT NULL,
+        undone INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
     """,
 ]
 
@@ -338,6 +448,225 @@ class SqliteIdentityStore:
 
         return await self._db.read(work)
 
+    async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
+        """See IdentityStore.add_match_keys."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "INSERT OR IGNORE INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
+                [(block_hash, person_token) for block_hash in block_hashes],
+            )
+
+        await self._db.write(work)
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        """See IdentityStore.persons_matching."""
+
+        def work(connection: sqlite3.Connection) -> list[str]:
+            found: dict[str, None] = {}
+            for block_hash in block_hashes:
+                rows = connection.execute(
+                    "SELECT person_token FROM match_blocks WHERE block_hash = ? LIMIT ?",
+                    (block_hash, limit),
+                ).fetchall()
+                found.update((row["person_token"], None) for row in rows)
+            return list(found)
+
+        return await self._db.read(work)
+
+    async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
+        """See IdentityStore.profiles."""
+
+        def work(connection: sqlite3.Connection) -> list[SealedProfile]:
+            profiles = []
+            for token in person_tokens:
+                row = connection.execute(
+                    "SELECT sealed_demographics, national_id_hash FROM persons"
+                    " WHERE person_token = ?",
+                    (token,),
+                ).fetchone()
+                if row is not None:
+                    profiles.append(
+                        SealedProfile(token, row["sealed_demographics"], row["national_id_hash"])
+                    )
+            return profiles
+
+        return await self._db.read(work)
+
+    async def claim_match(
+        self,
+        claim_hash: str,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        claim_time: datetime,
+    ) -> SealedProfile:
+        """See IdentityStore.claim_match."""
+
+        def work(connection: sqlite3.Connection) -> SealedProfile:
+            connection.execute(
+                "INSERT OR IGNORE INTO match_claims"
+                " (claim_hash, person_token, sealed_demographics, claim_time) VALUES (?, ?, ?, ?)",
+                (claim_hash, person_token, sealed_demographics, to_micros(claim_time)),
+            )
+            row = connection.execute(
+                "SELECT person_token, sealed_demographics FROM match_claims WHERE claim_hash = ?",
+                (claim_hash,),
+            ).fetchone()
+            return SealedProfile(row["person_token"], row["sealed_demographics"])
+
+        return await self._db.write(work)
+
+    async def record_review(self, item: ReviewItem) -> None:
+        """See IdentityStore.record_review."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR IGNORE INTO match_reviews (review_id, person_token, candidate_token,"
+                " probability, levels, create_time) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    item.review_id,
+                    item.person_token,
+                    item.candidate_token,
+                    item.probability,
+                    json.dumps(item.levels, sort_keys=True),
+                    to_micros(item.create_time),
+                ),
+            )
+
+        await self._db.write(work)
+
+    async def reviews(self) -> list[ReviewItem]:
+        """See IdentityStore.reviews."""
+
+        def work(connection: sqlite3.Connection) -> list[ReviewItem]:
+            rows = connection.execute(
+                "SELECT * FROM match_reviews ORDER BY create_time, review_id"
+            ).fetchall()
+            return [
+                ReviewItem(
+                    row["review_id"],
+                    row["person_token"],
+                    row["candidate_token"],
+                    row["probability"],
+                    json.loads(row["levels"]),
+                    from_micros(row["create_time"]),
+                    ReviewStatus(row["status"]),
+                    row["merge_id"],
+                )
+                for row in rows
+            ]
+
+        return await self._db.read(work)
+
+    async def decide_review(self, review_id: str, status: ReviewStatus, merge_id: str) -> bool:
+        """See IdentityStore.decide_review."""
+
+        def work(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "UPDATE match_reviews SET status = ?, merge_id = ?"
+                " WHERE review_id = ? AND status = 'pending'",
+                (status.value, merge_id, review_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._db.write(work)
+
+    async def merge_persons(
+        self,
+        merge_id: str,
+        survivor_token: str,
+        absorbed_token: str,
+        national_id_hash: str | None,
+        merge_time: datetime,
+    ) -> MergeRecord:
+        """See IdentityStore.merge_persons (one transaction)."""
+
+        def work(connection: sqlite3.Connection) -> MergeRecord:
+            links = tuple(
+                (row["hospital_id"], row["mrn_hash"])
+                for row in connection.execute(
+                    "SELECT hospital_id, mrn_hash FROM mrn_hash_links WHERE person_token = ?"
+                    " ORDER BY hospital_id, mrn_hash",
+                    (absorbed_token,),
+                )
+            )
+            _move_links(connection, links, survivor_token)
+            if national_id_hash is not None:
+                _move_national_id(connection, national_id_hash, absorbed_token, survivor_token)
+            connection.execute(
+                "INSERT INTO person_aliases (person_token, survivor_token) VALUES (?, ?)",
+                (absorbed_token, survivor_token),
+            )
+            merge = MergeRecord(
+                merge_id, survivor_token, absorbed_token, links, national_id_hash, merge_time
+            )
+            connection.execute(
+                "INSERT INTO merges (merge_id, survivor_token, absorbed_token, moved_links,"
+                " national_id_hash, merge_time) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    merge_id,
+                    survivor_token,
+                    absorbed_token,
+                    json.dumps(links),
+                    national_id_hash,
+                    to_micros(merge_time),
+                ),
+            )
+            return merge
+
+        return await self._db.write(work)
+
+    async def unmerge_persons(self, merge: MergeRecord) -> None:
+        """See IdentityStore.unmerge_persons (one transaction)."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            _move_links(connection, merge.moved_links, merge.absorbed_token)
+            if merge.national_id_hash is not None:
+                _move_national_id(
+                    connection, merge.national_id_hash, merge.survivor_token, merge.absorbed_token
+                )
+            connection.execute(
+                "DELETE FROM person_aliases WHERE person_token = ?", (merge.absorbed_token,)
+            )
+            connection.execute("UPDATE merges SET undone = 1 WHERE merge_id = ?", (merge.merge_id,))
+
+        await self._db.write(work)
+
+    async def merge_record(self, merge_id: str) -> MergeRecord | None:
+        """See IdentityStore.merge_record."""
+
+        def work(connection: sqlite3.Connection) -> MergeRecord | None:
+            row = connection.execute(
+                "SELECT * FROM merges WHERE merge_id = ?", (merge_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            return MergeRecord(
+                row["merge_id"],
+                row["survivor_token"],
+                row["absorbed_token"],
+                tuple(
+                    (hospital, mrn_hash) for hospital, mrn_hash in json.loads(row["moved_links"])
+                ),
+                row["national_id_hash"],
+                from_micros(row["merge_time"]),
+                bool(row["undone"]),
+            )
+
+        return await self._db.read(work)
+
+    async def survivor_of(self, person_token: str) -> str | None:
+        """See IdentityStore.survivor_of."""
+
+        def work(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute(
+                "SELECT survivor_token FROM person_aliases WHERE person_token = ?",
+                (person_token,),
+            ).fetchone()
+            return None if row is None else str(row["survivor_token"])
+
+        return await self._db.read(work)
+
     async def check(self) -> None:
         """See IdentityStore.check."""
         await self._db.read(lambda connection: connection.execute("SELECT 1").fetchone())
@@ -345,3 +674,28 @@ class SqliteIdentityStore:
     async def close(self) -> None:
         """See IdentityStore.close."""
         await self._db.close()
+
+
+def _move_links(
+    connection: sqlite3.Connection, links: Sequence[tuple[str, str]], person_token: str
+) -> None:
+    connection.executemany(
+        "UPDATE mrn_hash_links SET person_token = ? WHERE hospital_id = ? AND mrn_hash = ?",
+        [(person_token, hospital_id, mrn_hash) for hospital_id, mrn_hash in links],
+    )
+
+
+def _move_national_id(
+    connection: sqlite3.Connection, national_id_hash: str, from_token: str, to_token: str
+) -> None:
+    connection.execute(
+        "UPDATE national_ids SET person_token = ? WHERE national_id_hash = ?",
+        (to_token, national_id_hash),
+    )
+    connection.execute(
+        "UPDATE persons SET national_id_hash = NULL WHERE person_token = ?", (from_token,)
+    )
+    connection.execute(
+        "UPDATE persons SET national_id_hash = ? WHERE person_token = ?",
+        (national_id_hash, to_token),
+    )

@@ -15,6 +15,14 @@ Tables, one per query:
   link unlisted (a crash between the two writes) writes the copy again. Copies are
   idempotent upserts.
 - ``pending_merges``: pairs of persons a message said are one, for the MPI's review.
+- ``match_blocks``: a blocking key's keyed hash → the persons filed under it (ADR 25).
+- ``match_claims``: the claim racing first registrations of one new person compete for,
+  by ``INSERT ... IF NOT EXISTS``, carrying the winner's sealed demographics.
+- ``match_reviews``: the review queue of probabilistic matching.
+- ``person_aliases`` and ``merges``: a merged person's survivor, and each merge with what it
+  moved. A merge or unmerge is one LOGGED batch (all of it eventually, or none); the link,
+  ID and slot cells it rewrites are otherwise written only by lightweight transactions, so
+  a Resolve racing a merge of the same person may see either side of it.
 
 Only keyed hashes reach this store: person tokens, MRN hashes, national-ID hashes;
 demographics arrive sealed.
@@ -22,10 +30,21 @@ demographics arrive sealed.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from healthbank.storage.cassandra import CassandraDatabase
-from services.identity.domain import HospitalLink, PendingMerge
+from services.identity.domain import (
+    HospitalLink,
+    MergeRecord,
+    PendingMerge,
+    ReviewItem,
+    ReviewStatus,
+    SealedProfile,
+)
 
 MIGRATIONS = [
     # Version 1 once also created the clear-MRN tables ``mrn_links`` and ``person_links``
@@ -61,6 +80,27 @@ MIGRATIONS = [
         mrn_person_token text, national_id_person_token text, hospital_id text,
         detect_time timestamp,
         PRIMARY KEY ((mrn_person_token), national_id_person_token)
+    )
+    """,
+    # ADR 25: probabilistic matching.
+    """
+    CREATE TABLE IF NOT EXISTS match_blocks (
+        block_hash text, person_token text, PRIMARY KEY ((block_hash), person_token)
+    );
+    CREATE TABLE IF NOT EXISTS match_claims (
+        claim_hash text PRIMARY KEY, person_token text, sealed_demographics blob,
+        claim_time timestamp
+    );
+    CREATE TABLE IF NOT EXISTS match_reviews (
+        review_id text PRIMARY KEY, person_token text, candidate_token text,
+        probability double, levels text, create_time timestamp, status text, merge_id text
+    );
+    CREATE TABLE IF NOT EXISTS person_aliases (
+        person_token text PRIMARY KEY, survivor_token text
+    );
+    CREATE TABLE IF NOT EXISTS merges (
+        merge_id text PRIMARY KEY, survivor_token text, absorbed_token text,
+        moved_links text, national_id_hash text, merge_time timestamp, undone boolean
     )
     """,
 ]
@@ -220,6 +260,251 @@ class CassandraIdentityStore:
         return sorted(
             merges, key=lambda merge: (merge.mrn_person_token, merge.national_id_person_token)
         )
+
+    async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
+        """See IdentityStore.add_match_keys (idempotent upserts, one unlogged batch)."""
+        await self._db.execute_unlogged(
+            [
+                (
+                    "INSERT INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
+                    (block_hash, person_token),
+                )
+                for block_hash in block_hashes
+            ]
+        )
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        """See IdentityStore.persons_matching (one partition read per key, all at once)."""
+        blocks = await asyncio.gather(
+            *(
+                self._db.execute(
+                    "SELECT person_token FROM match_blocks WHERE block_hash = ? LIMIT ?",
+                    (block_hash, limit),
+                )
+                for block_hash in block_hashes
+            )
+        )
+        return list(dict.fromkeys(row.person_token for rows in blocks for row in rows))
+
+    async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
+        """See IdentityStore.profiles."""
+        found = await asyncio.gather(
+            *(
+                self._db.execute(
+                    "SELECT person_token, sealed_demographics, national_id_hash FROM persons"
+                    " WHERE person_token = ?",
+                    (token,),
+                )
+                for token in person_tokens
+            )
+        )
+        return [
+            SealedProfile(row.person_token, row.sealed_demographics, row.national_id_hash)
+            for rows in found
+            for row in rows
+        ]
+
+    async def claim_match(
+        self,
+        claim_hash: str,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        claim_time: datetime,
+    ) -> SealedProfile:
+        """See IdentityStore.claim_match (a lightweight transaction)."""
+        values: dict[str, object] = {
+            "claim_hash": claim_hash,
+            "person_token": person_token,
+            "claim_time": claim_time,
+        }
+        if sealed_demographics is not None:
+            values["sealed_demographics"] = sealed_demographics
+        rows = await self._db.execute(
+            f"INSERT INTO match_claims ({', '.join(values)})"
+            f" VALUES ({', '.join('?' for _ in values)}) IF NOT EXISTS",
+            tuple(values.values()),
+        )
+        claim = rows[0]
+        if claim.applied:
+            return SealedProfile(person_token, sealed_demographics)
+        return SealedProfile(claim.person_token, claim.sealed_demographics)
+
+    async def record_review(self, item: ReviewItem) -> None:
+        """See IdentityStore.record_review (conditional: a retry never reopens a decision)."""
+        await self._db.execute(
+            "INSERT INTO match_reviews (review_id, person_token, candidate_token, probability,"
+            " levels, create_time, status) VALUES (?, ?, ?, ?, ?, ?, 'pending') IF NOT EXISTS",
+            (
+                item.review_id,
+                item.person_token,
+                item.candidate_token,
+                item.probability,
+                json.dumps(item.levels, sort_keys=True),
+                item.create_time,
+            ),
+        )
+
+    async def reviews(self) -> list[ReviewItem]:
+        """See IdentityStore.reviews (a scan: the queue is small)."""
+        rows = await self._db.execute(
+            "SELECT review_id, person_token, candidate_token, probability, levels, create_time,"
+            " status, merge_id FROM match_reviews"
+        )
+        items = [
+            ReviewItem(
+                row.review_id,
+                row.person_token,
+                row.candidate_token,
+                row.probability,
+                json.loads(row.levels),
+                _utc(row.create_time),
+                ReviewStatus(row.status or ReviewStatus.PENDING),
+                row.merge_id or "",
+            )
+            for row in rows
+        ]
+        return sorted(items, key=lambda item: (item.create_time, item.review_id))
+
+    async def decide_review(self, review_id: str, status: ReviewStatus, merge_id: str) -> bool:
+        """See IdentityStore.decide_review (a lightweight transaction on the status)."""
+        rows = await self._db.execute(
+            "UPDATE match_reviews SET status = ?, merge_id = ? WHERE review_id = ?"
+            " IF status = 'pending'",
+            (status.value, merge_id, review_id),
+        )
+        return bool(rows[0].applied)
+
+    async def merge_persons(
+        self,
+        merge_id: str,
+        survivor_token: str,
+        absorbed_token: str,
+        national_id_hash: str | None,
+        merge_time: datetime,
+    ) -> MergeRecord:
+        """See IdentityStore.merge_persons (one logged batch)."""
+        rows = await self._db.execute(
+            "SELECT hospital_id, mrn_hash, link_time FROM person_mrn_hashes WHERE person_token = ?",
+            (absorbed_token,),
+        )
+        links = tuple((row.hospital_id, row.mrn_hash) for row in rows)
+        merge = MergeRecord(
+            merge_id, survivor_token, absorbed_token, links, national_id_hash, merge_time
+        )
+        statements = self._moves(rows, absorbed_token, survivor_token, national_id_hash)
+        statements.append(
+            (
+                "INSERT INTO person_aliases (person_token, survivor_token) VALUES (?, ?)",
+                (absorbed_token, survivor_token),
+            )
+        )
+        statements.append(
+            (
+                "INSERT INTO merges (merge_id, survivor_token, absorbed_token, moved_links,"
+                " national_id_hash, merge_time, undone) VALUES (?, ?, ?, ?, ?, ?, false)",
+                (
+                    merge_id,
+                    survivor_token,
+                    absorbed_token,
+                    json.dumps(links),
+                    national_id_hash,
+                    merge_time,
+                ),
+            )
+        )
+        await self._db.execute_logged_batch(statements)
+        return merge
+
+    async def unmerge_persons(self, merge: MergeRecord) -> None:
+        """See IdentityStore.unmerge_persons (one logged batch)."""
+        rows = await self._db.execute(
+            "SELECT hospital_id, mrn_hash, link_time FROM person_mrn_hashes WHERE person_token = ?",
+            (merge.survivor_token,),
+        )
+        moved = set(merge.moved_links)
+        statements = self._moves(
+            [row for row in rows if (row.hospital_id, row.mrn_hash) in moved],
+            merge.survivor_token,
+            merge.absorbed_token,
+            merge.national_id_hash,
+        )
+        statements.append(
+            ("DELETE FROM person_aliases WHERE person_token = ?", (merge.absorbed_token,))
+        )
+        statements.append(("UPDATE merges SET undone = true WHERE merge_id = ?", (merge.merge_id,)))
+        await self._db.execute_logged_batch(statements)
+
+    @staticmethod
+    def _moves(
+        link_rows: Sequence[Any],
+        from_token: str,
+        to_token: str,
+        national_id_hash: str | None,
+    ) -> list[tuple[str, tuple[object, ...]]]:
+        """Statements moving links (rows of person_mrn_hashes) and an ID between persons."""
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        for row in link_rows:
+            hospital_id, mrn_hash, link_time = row.hospital_id, row.mrn_hash, row.link_time
+            statements += [
+                (
+                    "UPDATE mrn_hash_links SET person_token = ?"
+                    " WHERE hospital_id = ? AND mrn_hash = ?",
+                    (to_token, hospital_id, mrn_hash),
+                ),
+                (
+                    "DELETE FROM person_mrn_hashes"
+                    " WHERE person_token = ? AND hospital_id = ? AND mrn_hash = ?",
+                    (from_token, hospital_id, mrn_hash),
+                ),
+                (
+                    "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash,"
+                    " link_time) VALUES (?, ?, ?, ?)",
+                    (to_token, hospital_id, mrn_hash, link_time),
+                ),
+            ]
+        if national_id_hash is not None:
+            statements += [
+                (
+                    "UPDATE national_ids SET person_token = ? WHERE national_id_hash = ?",
+                    (to_token, national_id_hash),
+                ),
+                (
+                    "UPDATE persons SET national_id_hash = null WHERE person_token = ?",
+                    (from_token,),
+                ),
+                (
+                    "UPDATE persons SET national_id_hash = ? WHERE person_token = ?",
+                    (national_id_hash, to_token),
+                ),
+            ]
+        return statements
+
+    async def merge_record(self, merge_id: str) -> MergeRecord | None:
+        """See IdentityStore.merge_record."""
+        rows = await self._db.execute(
+            "SELECT merge_id, survivor_token, absorbed_token, moved_links, national_id_hash,"
+            " merge_time, undone FROM merges WHERE merge_id = ?",
+            (merge_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return MergeRecord(
+            row.merge_id,
+            row.survivor_token,
+            row.absorbed_token,
+            tuple((hospital, mrn_hash) for hospital, mrn_hash in json.loads(row.moved_links)),
+            row.national_id_hash,
+            _utc(row.merge_time),
+            bool(row.undone),
+        )
+
+    async def survivor_of(self, person_token: str) -> str | None:
+        """See IdentityStore.survivor_of."""
+        rows = await self._db.execute(
+            "SELECT survivor_token FROM person_aliases WHERE person_token = ?", (person_token,)
+        )
+        return str(rows[0].survivor_token) if rows else None
 
     async def check(self) -> None:
         """See IdentityStore.check."""

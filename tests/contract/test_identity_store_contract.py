@@ -28,6 +28,8 @@ from services.identity.domain import (
     PendingMerge,
     PersonNotFound,
     Resolution,
+    ReviewItem,
+    SealedProfile,
 )
 from services.identity.index import MasterPatientIndex
 from services.identity.store import IdentityStore, SqliteIdentityStore
@@ -481,3 +483,59 @@ async def test_a_link_whose_copy_was_lost_is_listed_again(
     ]
     rows = await backend.database.execute("SELECT listed FROM mrn_hash_links")
     assert [row.listed for row in rows] == [True, True]
+
+
+# --- probabilistic matching (ADR 25) -------------------------------------------------------
+
+
+async def test_a_match_claim_has_one_holder_who_keeps_its_sealed_demographics(
+    store: IdentityStore,
+) -> None:
+    won = await store.claim_match("c" * 64, PERSON, b"\x01sealed", T0)
+    lost = await store.claim_match("c" * 64, OTHER, b"\x02other", T0)
+    assert won == lost == SealedProfile(PERSON, b"\x01sealed")
+
+
+async def test_persons_are_found_by_any_of_their_block_hashes_once_each(
+    store: IdentityStore,
+) -> None:
+    await store.create_person_if_absent(PERSON, b"\x01sealed", T0)
+    await store.create_person_if_absent(OTHER, None, T0, "f" * 64)
+    await store.add_match_keys(PERSON, ["k1", "k2"])
+    await store.add_match_keys(PERSON, ["k1", "k2"])  # a retry files nothing twice
+    await store.add_match_keys(OTHER, ["k2", "k3"])
+    assert sorted(await store.persons_matching(["k1", "k2"], limit=10)) == [PERSON, OTHER]
+    assert await store.persons_matching(["k1"], limit=10) == [PERSON]
+    assert await store.persons_matching(["nobody"], limit=10) == []
+    assert sorted(
+        await store.profiles([PERSON, OTHER, "0" * 64]), key=lambda p: p.person_token
+    ) == [SealedProfile(PERSON, b"\x01sealed", None), SealedProfile(OTHER, None, "f" * 64)]
+
+
+async def test_reviews_are_queued_once_oldest_first(store: IdentityStore) -> None:
+    later = ReviewItem("r2", OTHER, PERSON, 0.9, {"name": "exact"}, T0.replace(hour=9))
+    first = ReviewItem("r1", PERSON, OTHER, 0.6, {"name": "fuzzy", "sex": "missing"}, T0)
+    for item in (later, first, first):
+        await store.record_review(item)
+    assert await store.reviews() == [first, later]
+
+
+async def test_hospitals_registering_one_person_without_an_id_at_once_get_one_person(
+    backend: Backend, keyring: LocalKeyring
+) -> None:
+    indexes = [index_on(await backend.open_store(), keyring) for _ in range(2)]
+    in_characters = Demographics("孙", "鑫涛", "1950-02-21", "male", "15744413534")
+    in_pinyin = Demographics("Sūn", "Xīntāo", "1950-02-21", "male")
+    results = await asyncio.gather(
+        *(
+            indexes[attempt % 2].resolve(
+                f"h{attempt}", f"M-{attempt}", None, (in_characters, in_pinyin)[attempt % 2]
+            )
+            for attempt in range(6)
+        )
+    )
+    (token,) = {result.person_token for result in results}
+    assert [result.match_method for result in results].count(MatchMethod.CREATED) == 1
+    links = await indexes[1].links_of(RECORD_LOOKUP, token)
+    assert sorted(link.hospital_id for link in links) == [f"h{attempt}" for attempt in range(6)]
+    assert await backend.count_rows("persons") == 1

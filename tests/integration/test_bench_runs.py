@@ -87,3 +87,13 @@ def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_tr
     assert all(float(line.split()[-2].replace(",", "")) > 0 for line in table[:7])
     assert all(float(line.split()[-1]) >= 0 for line in table[:7])
     assert "Submits/s" in lines[-1]
+
+
+def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
+    lines = run_tool("identity.py", "--persons", "400", "--resolves", "50", "--json", timeout=240)
+    figures = json.loads(lines[-1])
+    for name in ("precision", "recall", "f1", "splink_precision", "splink_recall", "splink_f1"):
+        assert 0 < figures[name] <= 1, name
+    rates = ["known_resolves_per_s", "new_resolves_per_s", "matcher_new_decisions_per_s"]
+    assert all(figures[name] > 0 for name in rates)
+    assert figures["true_pairs"] > 0

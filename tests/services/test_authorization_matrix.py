@@ -237,6 +237,11 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
             national_id=person.national_id
         ),
         "GetPerson": lambda: identity_pb2.GetPersonRequest(name=parent),
+        "ListMatchReviews": lambda: identity_pb2.ListMatchReviewsRequest(),
+        # Harmless when admitted: no such review or merge; a person is not merged into itself.
+        "DecideMatchReview": lambda: identity_pb2.DecideMatchReviewRequest(review_id="none"),
+        "MergePersons": lambda: identity_pb2.MergePersonsRequest(survivor=parent, absorbed=parent),
+        "UnmergePersons": lambda: identity_pb2.UnmergePersonsRequest(merge_id="none"),
         "CreateGrant": lambda: consent_pb2.CreateGrantRequest(
             parent=parent,
             # A hospital no principal of the matrix belongs to: creating it changes no read.

@@ -9,10 +9,11 @@ stores in a temporary data dir; calls carry signed principal tokens. Tests marke
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -44,6 +45,7 @@ from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ErrorDetails, error_details
 from services.audit.app import open_service as open_audit
+from services.identity import matching
 from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad
 from services.identity.store_cassandra import MIGRATIONS
@@ -716,3 +718,382 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
     # Read directly (not through the cut path): the refused link was not written.
     links = await stored_rows(settings, "mrn_hash_links")
     assert [row["hospital_id"] for row in links] == ["h1"]
+
+
+# --- probabilistic matching of registrations without a national ID (ADR 25) ---
+
+HOME = "北京市朝阳区建国路88号3单元502"
+
+
+def registration(**fields: str) -> identity_pb2.Demographics:
+    return identity_pb2.Demographics(**fields)
+
+
+@both_backends
+async def test_a_patient_without_an_id_at_two_hospitals_is_one_person(identity: Identity) -> None:
+    first = await identity.resolve(
+        hospital_id="h1",
+        mrn="A-100",
+        demographics=registration(
+            family_name="王", given_name="晓明", birth_date="1975-06-08", sex="male",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2",
+        mrn="B-200",
+        demographics=registration(
+            family_name="Wáng", given_name="Xiǎo Míng", birth_date="1975-08-06", sex="male",
+            phone="+86 138 1234 5678",
+        ),
+    )  # fmt: skip
+    assert first.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert second.match_method == identity_pb2.MATCH_METHOD_DEMOGRAPHICS
+    assert second.person_token == first.person_token
+    assert not second.review_pending
+    person = await identity.get_person(first.person_token)
+    assert [link.hospital_id for link in person.links] == ["h1", "h2"]
+    # The MRN is linked now: the next message of that patient is a plain MRN match.
+    again = await identity.resolve(hospital_id="h2", mrn="B-200")
+    assert again.person_token == first.person_token
+    assert again.match_method == identity_pb2.MATCH_METHOD_HOSPITAL_MRN
+
+
+async def test_twins_with_the_same_birth_date_and_address_are_never_linked(
+    identity: Identity,
+) -> None:
+    home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
+    first = await identity.resolve(
+        hospital_id="h1", mrn="T-1",
+        demographics=registration(family_name="李", given_name="明伟", sex="male", **home),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h1", mrn="T-2",
+        demographics=registration(family_name="李", given_name="明涛", sex="male", **home),
+    )  # fmt: skip
+    assert second.person_token != first.person_token
+    assert second.match_method == identity_pb2.MATCH_METHOD_CREATED
+    # As alike as twins are, the pair waits for a person's review.
+    assert second.review_pending
+    (review,) = await stored_rows(identity.settings, "match_reviews")
+    assert (review["person_token"], review["candidate_token"]) == (
+        second.person_token,
+        first.person_token,
+    )
+    assert json.loads(review["levels"])["name"] == "family_only"
+
+
+async def test_a_newborn_without_an_id_is_a_new_person(identity: Identity) -> None:
+    born = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    mother = await identity.resolve(
+        hospital_id="h1", mrn="M-1",
+        demographics=registration(
+            family_name="陈", given_name="丽", birth_date="1990-02-03", sex="female",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    newborn = registration(
+        family_name="陈", birth_date=born, sex="female", phone="13812345678", address=HOME
+    )
+    at_birth = await identity.resolve(hospital_id="h1", mrn="N-1", demographics=newborn)
+    transferred = await identity.resolve(hospital_id="h2", mrn="N-9", demographics=newborn)
+    tokens = {mother.person_token, at_birth.person_token, transferred.person_token}
+    assert len(tokens) == 3
+    assert at_birth.match_method == transferred.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert not at_birth.review_pending and not transferred.review_pending
+
+
+async def test_a_near_match_waits_in_the_review_queue_with_the_fields_that_agreed(
+    identity: Identity,
+) -> None:
+    first = await identity.resolve(
+        hospital_id="h1", mrn="R-1",
+        demographics=registration(
+            family_name="王", given_name="小明", birth_date="1975-06-08",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2", mrn="R-2",
+        demographics=registration(
+            family_name="Wang", given_name="Xiaoming", birth_date="1957-11-20",
+            phone="13999999999", address=HOME,
+        ),
+    )  # fmt: skip
+    assert second.person_token != first.person_token
+    assert second.review_pending
+    (review,) = await stored_rows(identity.settings, "match_reviews")
+    assert 0.5 <= review["probability"] < 0.97
+    assert json.loads(review["levels"]) == {
+        "name": "exact",
+        "birth_date": "different",
+        "sex": "missing",
+        "contact": "address",
+        "national_id": "missing",
+    }
+
+
+@both_backends
+async def test_matching_stores_no_name_phone_or_birth_date_in_clear(identity: Identity) -> None:
+    demographics = registration(
+        family_name="Zhangsanfeng", given_name="Wudangpai", birth_date="1980-05-17",
+        sex="male", phone="13912345678", address="Wudangshan 1",
+    )  # fmt: skip
+    first = await identity.resolve(hospital_id="h1", mrn="Z-1", demographics=demographics)
+    second = await identity.resolve(hospital_id="h2", mrn="Z-2", demographics=demographics)
+    assert second.person_token == first.person_token
+    rows = [
+        row
+        for table in ("persons", "match_blocks", "match_claims", "match_reviews")
+        for row in await stored_rows(identity.settings, table)
+    ]
+    stored = await stored_bytes(identity.settings) + b"".join(
+        value if isinstance(value, bytes) else str(value).encode()
+        for row in rows
+        for value in row.values()
+    )
+    assert first.person_token.encode() in stored
+    for secret in ("zhangsanfeng", "Zhangsanfeng", "wudangpai", "13912345678", "19800517",
+                   "1980-05-17", "Wudangshan", "zw:1980"):  # fmt: skip
+        assert secret.encode() not in stored.lower() and secret.encode() not in stored
+
+
+@both_backends
+async def test_two_hospitals_registering_one_new_person_at_once_get_one_person(
+    identity: Identity,
+) -> None:
+    for round_number in range(5):
+        given = ["晓明", "丽华", "建国", "秀英", "志强"][round_number]
+        in_characters = registration(
+            family_name="赵", given_name=given, birth_date=f"198{round_number}-03-04",
+            sex="female", phone=f"1381234567{round_number}",
+        )  # fmt: skip
+        in_pinyin = registration(
+            family_name="Zhao", given_name=matching.romanize(given),
+            birth_date=f"198{round_number}-03-04", sex="female",
+        )  # fmt: skip
+        first, second = await asyncio.gather(
+            identity.resolve(hospital_id="h1", mrn=f"C-{round_number}", demographics=in_characters),
+            identity.resolve(hospital_id="h2", mrn=f"D-{round_number}", demographics=in_pinyin),
+        )
+        assert first.person_token == second.person_token, round_number
+        person = await identity.get_person(first.person_token)
+        assert [link.hospital_id for link in person.links] == ["h1", "h2"]
+
+
+# --- the review queue, merge and unmerge (privacy officers) ---
+
+IDENTITY_TABLES = (
+    "persons",
+    "mrn_hash_links",
+    "national_ids",
+    "person_aliases",
+    "match_blocks",
+    "match_claims",
+)
+
+
+async def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the identity store's state tables, in a comparable order."""
+    tables = list(IDENTITY_TABLES)
+    if settings.storage_backend == "cassandra":
+        tables.append("person_mrn_hashes")
+    return {
+        table: sorted(
+            tuple(sorted((k, repr(v)) for k, v in row.items()))
+            for row in await stored_rows(settings, table)
+        )
+        for table in tables
+    }
+
+
+async def merge(identity: Identity, survivor: str, absorbed: str) -> identity_pb2.Merge:
+    result: identity_pb2.Merge = await identity.stub.MergePersons(
+        identity_pb2.MergePersonsRequest(
+            survivor=f"persons/{survivor}", absorbed=f"persons/{absorbed}"
+        ),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    return result
+
+
+async def unmerge(identity: Identity, merge_id: str) -> identity_pb2.Merge:
+    result: identity_pb2.Merge = await identity.stub.UnmergePersons(
+        identity_pb2.UnmergePersonsRequest(merge_id=merge_id),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    return result
+
+
+@both_backends
+async def test_merge_then_unmerge_returns_every_link_and_id_to_its_earlier_state(
+    identity: Identity,
+) -> None:
+    with_id = await identity.resolve(
+        hospital_id="h1", mrn="I-1", national_id=NATIONAL_ID,
+        demographics=registration(family_name="周", given_name="杰", birth_date="1980-05-17"),
+    )  # fmt: skip
+    await identity.resolve(hospital_id="h2", mrn="I-2", national_id=NATIONAL_ID)
+    jay = registration(
+        family_name="Zhou", given_name="Jay", birth_date="1979-01-18", phone="13700000000"
+    )
+    without_id = await identity.resolve(hospital_id="h3", mrn="N-3", demographics=jay)
+    linked = await identity.resolve(hospital_id="h4", mrn="N-4", demographics=jay)
+    assert linked.person_token == without_id.person_token != with_id.person_token
+    before = await snapshot(identity.settings)
+
+    merged = await merge(identity, without_id.person_token, with_id.person_token)
+    assert (merged.moved_links, merged.moved_national_id) == (2, True)
+    survivor = without_id.person_token
+    person = await identity.get_person(survivor)
+    assert [link.hospital_id for link in person.links] == ["h1", "h2", "h3", "h4"]
+    for hospital_id, mrn in (("h1", "I-1"), ("h4", "N-4")):
+        again = await identity.resolve(hospital_id=hospital_id, mrn=mrn)
+        assert again.person_token == survivor
+    assert await identity.lookup(NATIONAL_ID) == survivor
+    assert await snapshot(identity.settings) != before
+
+    undone = await unmerge(identity, merged.merge_id)
+    assert undone.undone
+    assert await snapshot(identity.settings) == before
+    again = await identity.resolve(hospital_id="h1", mrn="I-1", national_id=NATIONAL_ID)
+    assert again.person_token == with_id.person_token
+    assert await identity.lookup(NATIONAL_ID) == with_id.person_token
+    details = await failure(unmerge(identity, merged.merge_id))
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "MERGE_ALREADY_UNDONE",
+    )
+
+
+async def test_two_persons_with_national_ids_are_never_merged(identity: Identity) -> None:
+    first = await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
+    second = await identity.resolve(hospital_id="h1", mrn="A-2", national_id=OTHER_NATIONAL_ID)
+    details = await failure(merge(identity, first.person_token, second.person_token))
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BOTH_HOLD_NATIONAL_IDS",
+    )
+    assert not await stored_rows(identity.settings, "person_aliases")
+
+
+async def test_accepting_a_review_merges_and_is_audited_with_who_decided(
+    identity: Identity,
+) -> None:
+    home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
+    first = await identity.resolve(
+        hospital_id="h1", mrn="T-1",
+        demographics=registration(family_name="李", given_name="明伟", **home),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2", mrn="T-2",
+        demographics=registration(family_name="李", given_name="明涛", **home),
+    )  # fmt: skip
+    listed = await identity.stub.ListMatchReviews(
+        identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    (review,) = listed.reviews
+    assert (review.person_token, review.candidate_token, review.status) == (
+        second.person_token,
+        first.person_token,
+        "pending",
+    )
+    assert review.field_levels["name"] == "family_only"
+
+    decided = await identity.stub.DecideMatchReview(
+        identity_pb2.DecideMatchReviewRequest(review_id=review.review_id, accept=True),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    assert decided.status == "accepted" and decided.merge_id
+    again = await identity.resolve(hospital_id="h2", mrn="T-2")
+    assert again.person_token == first.person_token
+    changes = [
+        event
+        for event in await identity.access_events(first.person_token)
+        if event.action == audit_pb2.ACTION_IDENTITY_CHANGE
+    ]
+    assert [event.basis for event in changes] == ["MATCH_REVIEW_ACCEPTED", "PERSONS_MERGED"]
+    assert all(principal_from_proto(event.actor) == PRIVACY_OFFICER for event in changes)
+    details = await failure(
+        identity.stub.DecideMatchReview(
+            identity_pb2.DecideMatchReviewRequest(review_id=review.review_id, accept=False),
+            metadata=identity.auth(PRIVACY_OFFICER),
+        )
+    )
+    assert details.reason == "REVIEW_ALREADY_DECIDED"
+    pending = await identity.stub.ListMatchReviews(
+        identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    assert list(pending.reviews) == []
+
+
+async def test_rejecting_a_review_keeps_the_persons_apart(identity: Identity) -> None:
+    home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
+    first = await identity.resolve(
+        hospital_id="h1", mrn="T-1",
+        demographics=registration(family_name="李", given_name="明伟", **home),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2", mrn="T-2",
+        demographics=registration(family_name="李", given_name="明涛", **home),
+    )  # fmt: skip
+    (review,) = (
+        await identity.stub.ListMatchReviews(
+            identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+        )
+    ).reviews
+    decided = await identity.stub.DecideMatchReview(
+        identity_pb2.DecideMatchReviewRequest(review_id=review.review_id, accept=False),
+        metadata=identity.auth(PRIVACY_OFFICER),
+    )
+    assert (decided.status, decided.merge_id) == ("rejected", "")
+    assert (await identity.resolve(hospital_id="h2", mrn="T-2")).person_token == (
+        second.person_token
+    )
+    assert first.person_token != second.person_token
+    (event,) = [
+        event
+        for event in await identity.access_events(first.person_token)
+        if event.action == audit_pb2.ACTION_IDENTITY_CHANGE
+    ]
+    assert event.basis == "MATCH_REVIEW_REJECTED"
+    assert principal_from_proto(event.actor) == PRIVACY_OFFICER
+
+
+async def test_only_privacy_officers_see_the_review_queue_or_merge(identity: Identity) -> None:
+    for principal in (CLINICIAN, INGEST, PATIENT):
+        details = await failure(
+            identity.stub.ListMatchReviews(
+                identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(principal)
+            )
+        )
+        assert details.code == grpc.StatusCode.PERMISSION_DENIED
+        details = await failure(
+            identity.stub.MergePersons(
+                identity_pb2.MergePersonsRequest(survivor="persons/" + "a" * 64),
+                metadata=identity.auth(principal),
+            )
+        )
+        assert details.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_link_threshold_is_a_setting(settings: Settings) -> None:
+    strict = settings.model_copy(update={"identity_match_link_threshold": 1.0})
+    async with AsyncExitStack() as exits:
+        running = RunningServices(exits)
+        await running.start(SERVICE, open_service(strict, clients=running.clients(strict, SERVICE)))
+        await wait_for_health(running.channel(SERVICE), SERVICE_NAME)
+        identity = Identity(
+            identity_pb2_grpc.IdentityServiceStub(running.channel(SERVICE)),
+            running.channel(SERVICE),
+            strict,
+            running,
+        )
+        jay = registration(
+            family_name="Zhou", given_name="Jay", birth_date="1979-01-18", phone="13700000000"
+        )
+        first = await identity.resolve(hospital_id="h1", mrn="S-1", demographics=jay)
+        second = await identity.resolve(hospital_id="h2", mrn="S-2", demographics=jay)
+    # Nothing reaches a probability of 1: the same demographics wait for review instead.
+    assert second.person_token != first.person_token
+    assert second.review_pending

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
 
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # Identity's probabilistic matching (ADR 25): posterior probabilities at or above which
+    # a registration without a national ID is linked / queued for review; newborns (born at
+    # most this many days ago) are always new persons.
+    identity_match_link_threshold: float = Field(default=0.97, gt=0, le=1)
+    identity_match_review_threshold: float = Field(default=0.5, gt=0, le=1)
+    identity_newborn_days: int = Field(default=28, ge=0)
+
     # Ingest parses messages in worker processes (ADRs 18, 20): how many (0: min(2, CPUs)),
     # and from what size a message gets a worker of its own that exits after it (so a huge
     # message's memory is returned).

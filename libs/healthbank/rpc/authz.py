@@ -223,6 +223,22 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         "no service needs them today and clinicians never get them without consent",
         callers={_PK.PRIVACY_OFFICER: ANY},
     ),
+    _IDENTITY_V1 + "ListMatchReviews": MethodRule(
+        "the match review queue pairs persons' tokens: privacy officers decide it (ADR 25)",
+        callers={_PK.PRIVACY_OFFICER: ANY},
+    ),
+    _IDENTITY_V1 + "DecideMatchReview": MethodRule(
+        "deciding that two registrations are one person is the privacy officer's, audited",
+        callers={_PK.PRIVACY_OFFICER: ANY},
+    ),
+    _IDENTITY_V1 + "MergePersons": MethodRule(
+        "a merge moves a person's hospital links: privacy officers only, audited first",
+        callers={_PK.PRIVACY_OFFICER: ANY},
+    ),
+    _IDENTITY_V1 + "UnmergePersons": MethodRule(
+        "undoing a merge is the privacy officer's, audited first",
+        callers={_PK.PRIVACY_OFFICER: ANY},
+    ),
     # --- consent: grants belong to the patient ---
     _CONSENT_V1 + "CreateGrant": MethodRule(
         "only the patient, or a proxy consent has registered for them, gives consent",

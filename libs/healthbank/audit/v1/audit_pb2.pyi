@@ -24,6 +24,7 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_LOOKUP_NATIONAL_ID: _ClassVar[Action]
     ACTION_READ_PERSON: _ClassVar[Action]
     ACTION_RESEARCH: _ClassVar[Action]
+    ACTION_IDENTITY_CHANGE: _ClassVar[Action]
 ACTION_UNSPECIFIED: Action
 ACTION_WRITE: Action
 ACTION_READ_HISTORY: Action
@@ -35,6 +36,7 @@ ACTION_READ_IMAGE: Action
 ACTION_LOOKUP_NATIONAL_ID: Action
 ACTION_READ_PERSON: Action
 ACTION_RESEARCH: Action
+ACTION_IDENTITY_CHANGE: Action
 
 class AccessEvent(_message.Message):
     __slots__ = ("event_id", "actor", "action", "person_token", "resource_names", "basis", "flagged_for_review", "occur_time", "recorded_by")

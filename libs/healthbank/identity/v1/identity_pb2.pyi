@@ -13,24 +13,28 @@ class MatchMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MATCH_METHOD_NATIONAL_ID: _ClassVar[MatchMethod]
     MATCH_METHOD_HOSPITAL_MRN: _ClassVar[MatchMethod]
     MATCH_METHOD_CREATED: _ClassVar[MatchMethod]
+    MATCH_METHOD_DEMOGRAPHICS: _ClassVar[MatchMethod]
 MATCH_METHOD_UNSPECIFIED: MatchMethod
 MATCH_METHOD_NATIONAL_ID: MatchMethod
 MATCH_METHOD_HOSPITAL_MRN: MatchMethod
 MATCH_METHOD_CREATED: MatchMethod
+MATCH_METHOD_DEMOGRAPHICS: MatchMethod
 
 class Demographics(_message.Message):
-    __slots__ = ("family_name", "given_name", "birth_date", "sex", "phone")
+    __slots__ = ("family_name", "given_name", "birth_date", "sex", "phone", "address")
     FAMILY_NAME_FIELD_NUMBER: _ClassVar[int]
     GIVEN_NAME_FIELD_NUMBER: _ClassVar[int]
     BIRTH_DATE_FIELD_NUMBER: _ClassVar[int]
     SEX_FIELD_NUMBER: _ClassVar[int]
     PHONE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     family_name: str
     given_name: str
     birth_date: str
     sex: str
     phone: str
-    def __init__(self, family_name: _Optional[str] = ..., given_name: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[str] = ..., phone: _Optional[str] = ...) -> None: ...
+    address: str
+    def __init__(self, family_name: _Optional[str] = ..., given_name: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[str] = ..., phone: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
     __slots__ = ("hospital_id", "mrn", "national_id", "demographics")
@@ -45,12 +49,14 @@ class ResolveRequest(_message.Message):
     def __init__(self, hospital_id: _Optional[str] = ..., mrn: _Optional[str] = ..., national_id: _Optional[str] = ..., demographics: _Optional[_Union[Demographics, _Mapping]] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
-    __slots__ = ("person_token", "match_method")
+    __slots__ = ("person_token", "match_method", "review_pending")
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MATCH_METHOD_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_PENDING_FIELD_NUMBER: _ClassVar[int]
     person_token: str
     match_method: MatchMethod
-    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ...) -> None: ...
+    review_pending: bool
+    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ..., review_pending: _Optional[bool] = ...) -> None: ...
 
 class ResolveBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -127,3 +133,78 @@ class Person(_message.Message):
     person_token: str
     links: _containers.RepeatedCompositeFieldContainer[HospitalLink]
     def __init__(self, name: _Optional[str] = ..., person_token: _Optional[str] = ..., links: _Optional[_Iterable[_Union[HospitalLink, _Mapping]]] = ...) -> None: ...
+
+class ListMatchReviewsRequest(_message.Message):
+    __slots__ = ("include_decided",)
+    INCLUDE_DECIDED_FIELD_NUMBER: _ClassVar[int]
+    include_decided: bool
+    def __init__(self, include_decided: _Optional[bool] = ...) -> None: ...
+
+class MatchReview(_message.Message):
+    __slots__ = ("review_id", "person_token", "candidate_token", "probability", "field_levels", "status", "merge_id")
+    class FieldLevelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    FIELD_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MERGE_ID_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    person_token: str
+    candidate_token: str
+    probability: float
+    field_levels: _containers.ScalarMap[str, str]
+    status: str
+    merge_id: str
+    def __init__(self, review_id: _Optional[str] = ..., person_token: _Optional[str] = ..., candidate_token: _Optional[str] = ..., probability: _Optional[float] = ..., field_levels: _Optional[_Mapping[str, str]] = ..., status: _Optional[str] = ..., merge_id: _Optional[str] = ...) -> None: ...
+
+class ListMatchReviewsResponse(_message.Message):
+    __slots__ = ("reviews",)
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    reviews: _containers.RepeatedCompositeFieldContainer[MatchReview]
+    def __init__(self, reviews: _Optional[_Iterable[_Union[MatchReview, _Mapping]]] = ...) -> None: ...
+
+class DecideMatchReviewRequest(_message.Message):
+    __slots__ = ("review_id", "accept")
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    accept: bool
+    def __init__(self, review_id: _Optional[str] = ..., accept: _Optional[bool] = ...) -> None: ...
+
+class MergePersonsRequest(_message.Message):
+    __slots__ = ("survivor", "absorbed")
+    SURVIVOR_FIELD_NUMBER: _ClassVar[int]
+    ABSORBED_FIELD_NUMBER: _ClassVar[int]
+    survivor: str
+    absorbed: str
+    def __init__(self, survivor: _Optional[str] = ..., absorbed: _Optional[str] = ...) -> None: ...
+
+class Merge(_message.Message):
+    __slots__ = ("merge_id", "survivor_token", "absorbed_token", "moved_links", "moved_national_id", "undone")
+    MERGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SURVIVOR_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ABSORBED_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MOVED_LINKS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    UNDONE_FIELD_NUMBER: _ClassVar[int]
+    merge_id: str
+    survivor_token: str
+    absorbed_token: str
+    moved_links: int
+    moved_national_id: bool
+    undone: bool
+    def __init__(self, merge_id: _Optional[str] = ..., survivor_token: _Optional[str] = ..., absorbed_token: _Optional[str] = ..., moved_links: _Optional[int] = ..., moved_national_id: _Optional[bool] = ..., undone: _Optional[bool] = ...) -> None: ...
+
+class UnmergePersonsRequest(_message.Message):
+    __slots__ = ("merge_id",)
+    MERGE_ID_FIELD_NUMBER: _ClassVar[int]
+    merge_id: str
+    def __init__(self, merge_id: _Optional[str] = ...) -> None: ...

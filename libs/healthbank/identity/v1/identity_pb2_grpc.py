@@ -57,6 +57,26 @@ class IdentityServiceStub:
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.GetPersonRequest.SerializeToString,
                 response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Person.FromString,
                 _registered_method=True)
+        self.ListMatchReviews = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/ListMatchReviews',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsResponse.FromString,
+                _registered_method=True)
+        self.DecideMatchReview = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/DecideMatchReview',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.DecideMatchReviewRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.MatchReview.FromString,
+                _registered_method=True)
+        self.MergePersons = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/MergePersons',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.MergePersonsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Merge.FromString,
+                _registered_method=True)
+        self.UnmergePersons = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/UnmergePersons',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.UnmergePersonsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Merge.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -104,6 +124,42 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMatchReviews(self, request, context):
+        """Lists the match review queue: new persons whose demographics resemble a
+        known person's (ADR 25), oldest first, with the score and how each field
+        compared. Privacy officers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideMatchReview(self, request, context):
+        """Decides a queued review: accepting merges the new person into the known
+        one (as MergePersons), rejecting keeps them apart. Audited
+        (ACTION_IDENTITY_CHANGE) with the deciding officer as actor, before the
+        change is made; FAILED_PRECONDITION when already decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MergePersons(self, request, context):
+        """Merges one person into another: the absorbed person's hospital links (and
+        national ID, when the survivor has none) move to the survivor, and the
+        absorbed token resolves to the survivor from then on. Audited first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmergePersons(self, request, context):
+        """Undoes a merge exactly: the links and national ID it moved go back.
+        Audited first. FAILED_PRECONDITION when already undone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +182,26 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetPerson,
                     request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.GetPersonRequest.FromString,
                     response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Person.SerializeToString,
+            ),
+            'ListMatchReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMatchReviews,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsResponse.SerializeToString,
+            ),
+            'DecideMatchReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideMatchReview,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.DecideMatchReviewRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.MatchReview.SerializeToString,
+            ),
+            'MergePersons': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergePersons,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.MergePersonsRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Merge.SerializeToString,
+            ),
+            'UnmergePersons': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmergePersons,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.UnmergePersonsRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Merge.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +315,114 @@ class IdentityService:
             '/healthbank.identity.v1.IdentityService/GetPerson',
             healthbank_dot_identity_dot_v1_dot_identity__pb2.GetPersonRequest.SerializeToString,
             healthbank_dot_identity_dot_v1_dot_identity__pb2.Person.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMatchReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/ListMatchReviews',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideMatchReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/DecideMatchReview',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.DecideMatchReviewRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.MatchReview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MergePersons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/MergePersons',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.MergePersonsRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.Merge.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmergePersons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/UnmergePersons',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.UnmergePersonsRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.Merge.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,26 @@ class IdentityServiceStub:
     demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
     cannot record it.
     """
+    ListMatchReviews: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListMatchReviewsRequest, _identity_pb2.ListMatchReviewsResponse]
+    """Lists the match review queue: new persons whose demographics resemble a
+    known person's (ADR 25), oldest first, with the score and how each field
+    compared. Privacy officers only.
+    """
+    DecideMatchReview: _grpc.UnaryUnaryMultiCallable[_identity_pb2.DecideMatchReviewRequest, _identity_pb2.MatchReview]
+    """Decides a queued review: accepting merges the new person into the known
+    one (as MergePersons), rejecting keeps them apart. Audited
+    (ACTION_IDENTITY_CHANGE) with the deciding officer as actor, before the
+    change is made; FAILED_PRECONDITION when already decided.
+    """
+    MergePersons: _grpc.UnaryUnaryMultiCallable[_identity_pb2.MergePersonsRequest, _identity_pb2.Merge]
+    """Merges one person into another: the absorbed person's hospital links (and
+    national ID, when the survivor has none) move to the survivor, and the
+    absorbed token resolves to the survivor from then on. Audited first.
+    """
+    UnmergePersons: _grpc.UnaryUnaryMultiCallable[_identity_pb2.UnmergePersonsRequest, _identity_pb2.Merge]
+    """Undoes a merge exactly: the links and national ID it moved go back.
+    Audited first. FAILED_PRECONDITION when already undone.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -92,6 +112,26 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Returns the hospitals linked to a person (no record numbers, no
     demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
     cannot record it.
+    """
+    ListMatchReviews: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListMatchReviewsRequest, _identity_pb2.ListMatchReviewsResponse]  # type: ignore[assignment]
+    """Lists the match review queue: new persons whose demographics resemble a
+    known person's (ADR 25), oldest first, with the score and how each field
+    compared. Privacy officers only.
+    """
+    DecideMatchReview: _aio.UnaryUnaryMultiCallable[_identity_pb2.DecideMatchReviewRequest, _identity_pb2.MatchReview]  # type: ignore[assignment]
+    """Decides a queued review: accepting merges the new person into the known
+    one (as MergePersons), rejecting keeps them apart. Audited
+    (ACTION_IDENTITY_CHANGE) with the deciding officer as actor, before the
+    change is made; FAILED_PRECONDITION when already decided.
+    """
+    MergePersons: _aio.UnaryUnaryMultiCallable[_identity_pb2.MergePersonsRequest, _identity_pb2.Merge]  # type: ignore[assignment]
+    """Merges one person into another: the absorbed person's hospital links (and
+    national ID, when the survivor has none) move to the survivor, and the
+    absorbed token resolves to the survivor from then on. Audited first.
+    """
+    UnmergePersons: _aio.UnaryUnaryMultiCallable[_identity_pb2.UnmergePersonsRequest, _identity_pb2.Merge]  # type: ignore[assignment]
+    """Undoes a merge exactly: the links and national ID it moved go back.
+    Audited first. FAILED_PRECONDITION when already undone.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -145,6 +185,50 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the hospitals linked to a person (no record numbers, no
         demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
         cannot record it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMatchReviews(
+        self,
+        request: _identity_pb2.ListMatchReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListMatchReviewsResponse, _abc.Awaitable[_identity_pb2.ListMatchReviewsResponse]]:
+        """Lists the match review queue: new persons whose demographics resemble a
+        known person's (ADR 25), oldest first, with the score and how each field
+        compared. Privacy officers only.
+        """
+
+    @_abc_1.abstractmethod
+    def DecideMatchReview(
+        self,
+        request: _identity_pb2.DecideMatchReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.MatchReview, _abc.Awaitable[_identity_pb2.MatchReview]]:
+        """Decides a queued review: accepting merges the new person into the known
+        one (as MergePersons), rejecting keeps them apart. Audited
+        (ACTION_IDENTITY_CHANGE) with the deciding officer as actor, before the
+        change is made; FAILED_PRECONDITION when already decided.
+        """
+
+    @_abc_1.abstractmethod
+    def MergePersons(
+        self,
+        request: _identity_pb2.MergePersonsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.Merge, _abc.Awaitable[_identity_pb2.Merge]]:
+        """Merges one person into another: the absorbed person's hospital links (and
+        national ID, when the survivor has none) move to the survivor, and the
+        absorbed token resolves to the survivor from then on. Audited first.
+        """
+
+    @_abc_1.abstractmethod
+    def UnmergePersons(
+        self,
+        request: _identity_pb2.UnmergePersonsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.Merge, _abc.Awaitable[_identity_pb2.Merge]]:
+        """Undoes a merge exactly: the links and national ID it moved go back.
+        Audited first. FAILED_PRECONDITION when already undone.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

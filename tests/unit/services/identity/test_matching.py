@@ -1,0 +1,106 @@
+"""The matcher: names in any script agree, twins are never linked, weights come from data."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+
+import pytest
+from repo_paths import REPO
+
+from services.identity import matching
+
+sys.path.insert(0, str(REPO / "tools" / "bench"))
+from identity_population import PopulationGenerator, true_pairs
+
+
+def test_characters_and_pinyin_with_or_without_tones_romanize_alike() -> None:
+    assert matching.romanize("小明") == matching.romanize("Xiǎo-Míng") == "xiaoming"
+    assert matching.romanize("Xiao Ming") == "xiaoming"
+    assert matching.romanize("吕") == matching.romanize("Lǚ") == "lu"
+
+
+def test_swapped_given_and_family_names_share_blocking_keys_and_compare_as_swapped() -> None:
+    straight = matching.features("张", "伟", "1980-03-04")
+    swapped = matching.features("Wei", "Zhang", "1980-03-04")
+    assert matching.blocking_keys(straight) == matching.blocking_keys(swapped)
+    assert matching.compare(straight, swapped)[0] == 1  # the "swapped" level
+
+
+def test_day_and_month_swapped_is_its_own_level() -> None:
+    left = matching.features(birth_date="1980-03-04")
+    right = matching.features(birth_date="1980-04-03")
+    assert matching.compare(left, right)[1] == 1
+
+
+def test_a_missing_field_adds_no_evidence() -> None:
+    vector = matching.compare(matching.features("张", "伟"), matching.features("张", "伟"))
+    assert vector[1:] == (matching.NULL_LEVEL,) * 4
+
+
+@pytest.fixture(scope="module")
+def weights() -> matching.MatchWeights:
+    registrations = PopulationGenerator(3, date(2026, 12, 1)).population(1500)
+    records = [
+        matching.features(
+            r.family_name, r.given_name, r.birth_date, r.sex, r.phone, r.address, r.national_id
+        )
+        for r in registrations
+    ]
+    return matching.estimate_weights(records, random_pair_count=50_000)
+
+
+def test_em_learns_that_agreement_is_evidence_for_a_match(
+    weights: matching.MatchWeights,
+) -> None:
+    for index, comparison in enumerate(matching.COMPARISONS):
+        best, worst = 0, len(comparison.levels) - 1
+        ratio_best = weights.m[index][best] / weights.u[index][best]
+        ratio_worst = weights.m[index][worst] / weights.u[index][worst]
+        assert ratio_best > 1 > ratio_worst, comparison.field
+
+
+def test_one_person_registered_twice_with_typical_errors_is_linked(
+    weights: matching.MatchWeights,
+) -> None:
+    at_first = matching.features(
+        "王", "晓明", "1975-06-08", "male", "13812345678", "北京市朝阳区建国路88号3单元502"
+    )
+    later = matching.features(
+        "Wáng", "Xiǎo Míng", "1975-08-06", "male", "+86 138 1234 5678", "北京市朝阳区建国路88号"
+    )
+    pair = matching.score(weights, at_first, later)
+    assert matching.decide(pair, matching.MatchThresholds()) is matching.MatchOutcome.LINK
+    assert pair.levels["birth_date"] == "day_month_swapped"
+
+
+def test_twins_with_the_same_birth_date_and_address_are_never_linked(
+    weights: matching.MatchWeights,
+) -> None:
+    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
+    first = matching.features("王", "明伟", "2015-06-08", "male", *home)
+    second = matching.features("王", "明涛", "2015-06-08", "male", *home)
+    pair = matching.score(weights, first, second)
+    assert pair.twins
+    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
+        matching.MatchOutcome.LINK
+    )
+
+
+def test_a_homophone_character_is_not_mistaken_for_a_twin() -> None:
+    first = matching.features("王", "明伟", "2015-06-08")
+    second = matching.features("王", "明维", "2015-06-08")
+    assert not matching.could_be_twins(first, second)
+
+
+def test_newborns_are_recognised_by_birth_date() -> None:
+    today = date(2026, 12, 1)
+    assert matching.is_newborn("20261120", today, 28)
+    assert not matching.is_newborn("20250101", today, 28)
+    assert not matching.is_newborn("", today, 28)
+
+
+def test_generated_population_has_twins_newborns_and_duplicates() -> None:
+    registrations = PopulationGenerator(5, date(2026, 12, 1)).population(800)
+    assert len(true_pairs(registrations)) > 200
+    assert any(r.given_name == "" and r.birth_date.startswith("2026-11") for r in registrations)

@@ -1,0 +1,436 @@
+"""How well the master patient index recognises one person, measured beside Splink.
+
+    python tools/bench/identity.py [--persons 5000] [--seed 7] [--engines embedded|real]
+                                   [--resolves 2000] [--json]
+
+Generates a seeded population (tools/bench/identity_population.py: duplicates across
+hospitals with the errors registration desks make, households sharing phones and addresses,
+twins, newborns) with its ground truth, then:
+
+1. the identity service's matcher (services/identity/matching.py): m / u weights learnt by
+   EM on this data, candidates from the blocking rules, each candidate pair scored; a pair at
+   or above the link threshold (and not possible twins) is an automatic link, one at or above
+   the review threshold goes to the review queue;
+2. Splink 4 on DuckDB over the same normalized records, with the same blocking rules, the
+   same comparison levels (in SQL), u by random sampling, m by EM in the same two training
+   sessions, and the same link threshold.
+
+3. the identity service itself (started in this process on ``--engines``: SQLite, or the
+   real Cassandra and OpenBao in a scratch keyspace dropped afterwards), called over gRPC as
+   ingest: ``new_resolves_per_s`` for the first resolve of registrations (unknown MRNs
+   without a national ID, their demographics matched: linked, reviewed or created),
+   ``known_resolves_per_s`` for the same (hospital, MRN) again; half of ``--resolves``
+   through ResolveBatch (100 per call, 4 calls in flight: those two figures), the other
+   half one Resolve per call with 16 in flight (``*_single_resolves_per_s``).
+
+Precision, recall and F1 are over pairs of registrations (recall counts every true pair,
+also those no blocking rule found). ``matcher_known_decisions_per_s`` /
+``matcher_new_decisions_per_s`` are the matcher alone in memory. Figures are printed, never
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from identity_population import PopulationGenerator, Registration, true_pairs
+
+from services.identity import matching
+
+TODAY = date(2026, 12, 1)
+THRESHOLDS = matching.MatchThresholds()
+
+
+def normalized(registrations: Sequence[Registration]) -> list[matching.MatchFeatures]:
+    """Each registration's comparison-ready features."""
+    return [
+        matching.features(
+            family_name=r.family_name,
+            given_name=r.given_name,
+            birth_date=r.birth_date,
+            sex=r.sex,
+            phone=r.phone,
+            address=r.address,
+            national_id=r.national_id,
+        )
+        for r in registrations
+    ]
+
+
+def quality(links: set[tuple[int, int]], truth: set[tuple[int, int]]) -> dict[str, float]:
+    """Pairwise precision, recall and F1 of ``links`` against ``truth``."""
+    correct = len(links & truth)
+    precision = correct / len(links) if links else 1.0
+    recall = correct / len(truth) if truth else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def run_matcher(
+    records: list[matching.MatchFeatures], truth: set[tuple[int, int]]
+) -> dict[str, float]:
+    """The identity matcher's automatic links and review queue on ``records``."""
+    weights = matching.estimate_weights(records)
+    links: set[tuple[int, int]] = set()
+    review: set[tuple[int, int]] = set()
+    for left, right in matching.candidate_pairs(records):
+        outcome = matching.decide(
+            matching.score(weights, records[left], records[right]), THRESHOLDS
+        )
+        if outcome is matching.MatchOutcome.LINK:
+            links.add((left, right))
+        elif outcome is matching.MatchOutcome.REVIEW:
+            review.add((left, right))
+    figures = quality(links, truth)
+    figures["review_pairs"] = float(len(review))
+    figures["review_true_pairs"] = float(len(review & truth))
+    figures.update(online_rates(records, truth, weights))
+    return figures
+
+
+def online_rates(
+    records: list[matching.MatchFeatures],
+    truth: set[tuple[int, int]],
+    weights: matching.MatchWeights,
+) -> dict[str, float]:
+    """Decisions per second for registrations arriving one by one against an in-memory index."""
+    duplicates = {right for _, right in truth}
+    blocks: dict[tuple[matching.BlockingRule, str], list[int]] = {}
+    known_seconds = new_seconds = 0.0
+    known = new = 0
+    for position, record in enumerate(records):
+        started = time.perf_counter()
+        keys = matching.blocking_keys(record)
+        candidates = {other for key in keys for other in blocks.get(key, ())}
+        for other in candidates:
+            matching.decide(matching.score(weights, record, records[other]), THRESHOLDS)
+        for key in keys:
+            blocks.setdefault(key, []).append(position)
+        elapsed = time.perf_counter() - started
+        if position in duplicates:
+            known_seconds += elapsed
+            known += 1
+        else:
+            new_seconds += elapsed
+            new += 1
+    return {
+        "matcher_known_decisions_per_s": known / known_seconds if known_seconds else 0.0,
+        "matcher_new_decisions_per_s": new / new_seconds if new_seconds else 0.0,
+    }
+
+
+SECRET = "bench-auth-secret"
+CONCURRENCY = 16
+BATCH = 100  # registrations per ResolveBatch, as a bulk load sends them
+BATCHES_IN_FLIGHT = 4
+
+
+async def retried(method: Any, request: Any, auth: Any, attempts: int = 5) -> Any:
+    """Call ``method``, again on UNAVAILABLE (resolving is idempotent), as ingest would."""
+    for attempt in range(attempts):
+        try:
+            return await method(request, metadata=auth, timeout=120)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+    return None
+
+
+async def service_rates(
+    registrations: Sequence[Registration], engines: str, resolves: int
+) -> dict[str, float]:
+    """Resolves per second of the identity service for new and then known registrations."""
+    import tempfile
+    import uuid
+    from contextlib import AsyncExitStack
+
+    from run import drop_bench_keyspaces, timed
+
+    from healthbank.cli import real_engine_env
+    from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
+    from healthbank.core.config import load_settings
+    from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
+    from services.identity.app import open_service
+
+    env = real_engine_env() if engines == "real" else {}
+    prefix = f"bench_mpi_{uuid.uuid4().hex[:8]}"
+    if engines == "real":
+        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = prefix
+    settings = load_settings(
+        {
+            **env,
+            "HEALTHBANK_AUTH_SECRET": SECRET,
+            "HEALTHBANK_DATA_DIR": tempfile.mkdtemp(prefix="healthbank-identity-bench-"),
+            "HEALTHBANK_PORT": "0",
+            "HEALTHBANK_LOG_LEVEL": "WARNING",
+        }
+    )
+    token = encode_token(Principal(PrincipalKind.SERVICE, "ingest"), SECRET.encode())
+    auth = (("authorization", f"Bearer {token}"),)
+    requests = [
+        identity_pb2.ResolveRequest(
+            hospital_id=r.hospital_id,
+            mrn=r.mrn,
+            demographics=identity_pb2.Demographics(
+                family_name=r.family_name,
+                given_name=r.given_name,
+                birth_date=r.birth_date,
+                sex=r.sex,
+                phone=r.phone,
+                address=r.address,
+            ),
+        )
+        for r in registrations[:resolves]
+    ]
+    try:
+        async with AsyncExitStack() as exits:
+            host = await exits.enter_async_context(open_service(settings))
+            port = await host.start(0)
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            exits.push_async_callback(channel.close)
+            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+            def call(request: identity_pb2.ResolveRequest) -> Any:
+                return lambda: retried(stub.Resolve, request, auth)
+
+            def batch(part: Sequence[identity_pb2.ResolveRequest]) -> Any:
+                message = identity_pb2.ResolveBatchRequest(requests=part)
+                return lambda: retried(stub.ResolveBatch, message, auth)
+
+            half = len(requests) // 2
+            one_by_one, in_batches = requests[:half], requests[half:]
+            parts = [in_batches[i : i + BATCH] for i in range(0, len(in_batches), BATCH)]
+            rates = {}
+            for kind in ("new", "known"):
+                single = await timed([call(request) for request in one_by_one], CONCURRENCY)
+                batched = await timed([batch(part) for part in parts], BATCHES_IN_FLIGHT)
+                rates[f"{kind}_single_resolves_per_s"] = len(one_by_one) / single.seconds
+                rates[f"{kind}_resolves_per_s"] = len(in_batches) / batched.seconds
+    finally:
+        if engines == "real":
+            drop_bench_keyspaces(env, prefix)
+    return rates
+
+
+def run_splink(
+    records: list[matching.MatchFeatures], truth: set[tuple[int, int]]
+) -> dict[str, float]:
+    """Splink (DuckDB) on the same records, blocking rules and comparison levels."""
+    import pandas as pd
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    logging.getLogger("splink").setLevel(logging.ERROR)
+    rows = []
+    for position, record in enumerate(records):
+        names = sorted(part for part in (record.family, record.given) if part)
+        rows.append(
+            {
+                "unique_id": position,
+                "family": record.family,
+                "given": record.given,
+                "full": (record.family + record.given) or None,
+                "full_swapped": (record.given + record.family) or None,
+                "full_name_sorted": " ".join(names) or None,
+                "initials_year": (
+                    "".join(part[0] for part in names) + ":" + record.birth_date[:4]
+                    if names and record.birth_date
+                    else None
+                ),
+                "birth_date": record.birth_date or None,
+                "sex": record.sex or None,
+                "phone": record.phone or None,
+                "address": record.address or None,
+                "national_id": record.national_id or None,
+            }
+        )
+    frame = pd.DataFrame(rows)
+
+    def level(sql: str, label: str) -> cll.CustomLevel:
+        return cll.CustomLevel(sql, label_for_charts=label)
+
+    name = cl.CustomComparison(
+        output_column_name="name",
+        comparison_levels=[
+            cll.NullLevel("full"),
+            level("family_l = family_r AND given_l = given_r", "exact"),
+            level("family_l = given_r AND given_l = family_r", "swapped"),
+            level(
+                "least(levenshtein(full_l, full_r), levenshtein(full_swapped_l, full_r)) <= 1",
+                "one_edit",
+            ),
+            level(
+                "greatest(jaro_winkler_similarity(full_l, full_r), "
+                f"jaro_winkler_similarity(full_swapped_l, full_r)) >= "
+                f"{matching.NAME_FUZZY_SIMILARITY}",
+                "fuzzy",
+            ),
+            level("family_l <> '' AND family_l = family_r", "family_only"),
+            cll.ElseLevel(),
+        ],
+    )
+    birth_date = cl.CustomComparison(
+        output_column_name="birth_date",
+        comparison_levels=[
+            cll.NullLevel("birth_date"),
+            level("birth_date_l = birth_date_r", "exact"),
+            level(
+                "substr(birth_date_l, 1, 4) = substr(birth_date_r, 1, 4) AND "
+                "substr(birth_date_l, 5, 2) = substr(birth_date_r, 7, 2) AND "
+                "substr(birth_date_l, 7, 2) = substr(birth_date_r, 5, 2)",
+                "day_month_swapped",
+            ),
+            level("damerau_levenshtein(birth_date_l, birth_date_r) <= 1", "one_edit"),
+            level("substr(birth_date_l, 1, 4) = substr(birth_date_r, 1, 4)", "same_year"),
+            cll.ElseLevel(),
+        ],
+    )
+    address_close = (
+        "(address_l = address_r OR jaro_winkler_similarity(address_l, address_r) >= "
+        f"{matching.ADDRESS_FUZZY_SIMILARITY})"
+    )
+    contact = cl.CustomComparison(
+        output_column_name="contact",
+        comparison_levels=[
+            level(
+                "(phone_l IS NULL OR phone_r IS NULL) AND (address_l IS NULL OR address_r IS NULL)",
+                "missing",
+            ).configure(is_null_level=True),
+            level(f"phone_l = phone_r AND {address_close}", "phone_and_address"),
+            level("phone_l = phone_r", "phone"),
+            level("address_l = address_r", "address"),
+            level(
+                "jaro_winkler_similarity(address_l, address_r) >= "
+                f"{matching.ADDRESS_FUZZY_SIMILARITY}",
+                "address_fuzzy",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+    settings = SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="unique_id",
+        comparisons=[
+            name,
+            birth_date,
+            cl.ExactMatch("sex"),
+            contact,
+            cl.ExactMatch("national_id"),
+        ],
+        blocking_rules_to_generate_predictions=[
+            block_on("initials_year"),
+            block_on("full_name_sorted"),
+            block_on("phone"),
+            block_on("birth_date"),
+            block_on("national_id"),
+        ],
+    )
+    linker = Linker(frame, settings, db_api=DuckDBAPI())
+    # Half the registrations carry the national ID: an ID rule finds about a quarter of pairs.
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on("national_id")], recall=0.25
+    )
+    linker.training.estimate_u_using_random_sampling(max_pairs=200_000, seed=0)
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("birth_date"))
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("full_name_sorted"))
+    predictions = linker.inference.predict(threshold_match_probability=THRESHOLDS.link)
+    pairs = predictions.as_pandas_dataframe()
+    links = {
+        (min(left, right), max(left, right))
+        for left, right in zip(pairs["unique_id_l"], pairs["unique_id_r"], strict=True)
+    }
+    return quality(links, truth)
+
+
+def weights_module(weights: matching.MatchWeights, persons: int, seed: int) -> str:
+    """services/identity/match_weights.py for ``weights`` (run ``ruff format`` after)."""
+
+    def rows(table: tuple[tuple[float, ...], ...]) -> str:
+        return (
+            "(" + ", ".join("(" + ", ".join(f"{v:.6g}" for v in row) + ")" for row in table) + ")"
+        )
+
+    return (
+        '"""Match weights the identity service starts with (ADR 25).\n\n'
+        "Estimated by EM on the generated population of tools/bench/identity.py\n"
+        f"({persons} persons, seed {seed}): ``python tools/bench/identity.py --persons {persons}\n"
+        f"--seed {seed} --write-weights services/identity/match_weights.py``.\n"
+        '"""\n\nfrom services.identity.matching import MatchWeights\n\n'
+        f"DEFAULT_WEIGHTS = MatchWeights(\n    m={rows(weights.m)},\n"
+        f"    u={rows(weights.u)},\n    prior={weights.prior:.6g},\n)\n"
+    )
+
+
+def main() -> None:
+    """Generate, match both ways, print the figures side by side (or one JSON object)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--persons", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
+    parser.add_argument("--resolves", type=int, default=2000, help="registrations resolved")
+    parser.add_argument("--write-weights", type=Path, help="write the learnt weights module")
+    args = parser.parse_args()
+    registrations = PopulationGenerator(args.seed, TODAY).population(args.persons)
+    records = normalized(registrations)
+    if args.write_weights:
+        module = weights_module(matching.estimate_weights(records), args.persons, args.seed)
+        args.write_weights.write_text(module)
+        return
+    truth = true_pairs(registrations)
+    ours = run_matcher(records, truth)
+    theirs = run_splink(records, truth)
+    served = asyncio.run(service_rates(registrations, args.engines, args.resolves))
+    figures = {
+        "registrations": float(len(records)),
+        "true_pairs": float(len(truth)),
+        **ours,
+        **{f"splink_{name}": value for name, value in theirs.items()},
+        **served,
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"{len(records)} registrations, {len(truth)} true pairs (seed {args.seed})")
+    print(f"{'':12}{'precision':>10}{'recall':>10}{'f1':>10}")
+    for label, prefix in (("healthbank", ""), ("splink", "splink_")):
+        print(
+            f"{label:12}{figures[prefix + 'precision']:>10.4f}"
+            f"{figures[prefix + 'recall']:>10.4f}{figures[prefix + 'f1']:>10.4f}"
+        )
+    print(
+        f"review queue: {ours['review_pairs']:.0f} pairs "
+        f"({ours['review_true_pairs']:.0f} of them true)"
+    )
+    print(
+        f"matcher decisions/s: known {ours['matcher_known_decisions_per_s']:,.0f}, "
+        f"new {ours['matcher_new_decisions_per_s']:,.0f}"
+    )
+    print(
+        f"identity ResolveBatch/s ({args.engines}): "
+        f"known {served['known_resolves_per_s']:,.0f}, new {served['new_resolves_per_s']:,.0f}"
+    )
+    print(
+        f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
+        f" new {served['new_single_resolves_per_s']:,.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
