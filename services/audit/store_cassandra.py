@@ -480,20 +480,14 @@ class CassandraAuditStore:
             )
             if (leaf.person_token, year) not in self._person_years:
                 person_years.add((leaf.person_token, year))
+            bucket = _event_bucket(leaf.event_id)
             lookups.append(
                 (
-                    _event_bucket(leaf.event_id),
+                    bucket,
                     (
                         "UPDATE event_ids SET leaf = ?, person_token = ?, occur_us = ?,"
                         " leaf_index = ? WHERE bucket = ? AND event_id = ?",
-                        (
-                            leaf.leaf,
-                            leaf.person_token,
-                            leaf.occur_us,
-                            index,
-                            _event_bucket(leaf.event_id),
-                            leaf.event_id,
-                        ),
+                        (leaf.leaf, leaf.person_token, leaf.occur_us, index, bucket, leaf.event_id),
                     ),
                 )
             )
