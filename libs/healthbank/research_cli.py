@@ -472,7 +472,12 @@ async def _synthesize(
                 ),
                 ("median distance", f"{privacy.median_distance_to_real:.4f}", "-"),
                 ("rows equal to a real row", privacy.exact_copies, "0"),
-                ("membership-inference AUC", f"{privacy.membership_inference_auc:.3f}", "-"),
+                (
+                    "membership-inference AUC (p-value)",
+                    f"{privacy.membership_inference_auc:.3f} "
+                    f"({privacy.membership_inference_p_value:.2g})",
+                    "-",
+                ),
                 ("passed", "yes" if privacy.passed else "no", "yes"),
             ],
         )

@@ -138,6 +138,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
                 exact_copies=privacy.exact_copies,
                 distance_threshold=privacy.distance_threshold,
                 membership_inference_auc=privacy.membership_inference_auc,
+                membership_inference_p_value=privacy.membership_inference_p_value,
                 passed=privacy.passed,
             ),
         )

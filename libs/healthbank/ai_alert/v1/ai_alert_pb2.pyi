@@ -207,20 +207,22 @@ class UtilityReport(_message.Message):
     def __init__(self, marginals: _Optional[_Iterable[_Union[MarginalComparison, _Mapping]]] = ..., max_correlation_difference: _Optional[float] = ..., tstr_target: _Optional[str] = ..., tstr_accuracy: _Optional[float] = ..., trtr_accuracy: _Optional[float] = ...) -> None: ...
 
 class PrivacyReport(_message.Message):
-    __slots__ = ("min_distance_to_real", "median_distance_to_real", "exact_copies", "distance_threshold", "membership_inference_auc", "passed")
+    __slots__ = ("min_distance_to_real", "median_distance_to_real", "exact_copies", "distance_threshold", "membership_inference_auc", "membership_inference_p_value", "passed")
     MIN_DISTANCE_TO_REAL_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_DISTANCE_TO_REAL_FIELD_NUMBER: _ClassVar[int]
     EXACT_COPIES_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_INFERENCE_AUC_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_INFERENCE_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
     min_distance_to_real: float
     median_distance_to_real: float
     exact_copies: int
     distance_threshold: float
     membership_inference_auc: float
+    membership_inference_p_value: float
     passed: bool
-    def __init__(self, min_distance_to_real: _Optional[float] = ..., median_distance_to_real: _Optional[float] = ..., exact_copies: _Optional[int] = ..., distance_threshold: _Optional[float] = ..., membership_inference_auc: _Optional[float] = ..., passed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, min_distance_to_real: _Optional[float] = ..., median_distance_to_real: _Optional[float] = ..., exact_copies: _Optional[int] = ..., distance_threshold: _Optional[float] = ..., membership_inference_auc: _Optional[float] = ..., membership_inference_p_value: _Optional[float] = ..., passed: _Optional[bool] = ...) -> None: ...
 
 class SyntheticCohort(_message.Message):
     __slots__ = ("content", "media_type", "columns", "row_count", "utility", "privacy")
