@@ -60,6 +60,18 @@ class IdentityChange(StrEnum):
     PERSONS_UNMERGED = "PERSONS_UNMERGED"
     MATCH_REVIEW_ACCEPTED = "MATCH_REVIEW_ACCEPTED"
     MATCH_REVIEW_REJECTED = "MATCH_REVIEW_REJECTED"
+    # A hospital merged two of its record numbers (HL7 ADT^A40), and the person of the
+    # prior one, known to that hospital only, was merged by ingest on its behalf.
+    HOSPITAL_RECORDS_MERGED = "HOSPITAL_RECORDS_MERGED"
+
+
+class PriorRecordOutcome(StrEnum):
+    """What a resolve did with one of the hospital's prior record numbers (ADR 33)."""
+
+    ALREADY_SAME_PERSON = "already_same_person"
+    LINKED = "linked"
+    MERGED = "merged"
+    REVIEW = "review"
 
 
 class ReviewStatus(StrEnum):

@@ -52,6 +52,7 @@ from services.identity.domain import (
     MrnLinkedToOtherPerson,
     PendingMerge,
     PersonNotFound,
+    PriorRecordOutcome,
     Resolution,
     ReviewItem,
     ReviewStatus,
@@ -398,8 +399,68 @@ class MasterPatientIndex:
             merge_id,
         )
 
-    async def merge(self, actor: Principal, survivor: str, absorbed: str) -> MergeRecord:
-        """Merge ``absorbed`` into ``survivor``, audited as ``actor``'s change first.
+    async def merge_prior_records(
+        self, actor: Principal, hospital_id: str, person_token: str, prior_mrns: Sequence[str]
+    ) -> list[PriorRecordOutcome]:
+        """A hospital merged its earlier record numbers ``prior_mrns`` into the one that
+        resolved to ``person_token`` (HL7 ADT^A40, ADR 33): make them one person.
+
+        An unknown prior number is linked to the person. A prior number's person that only
+        this hospital knows is the hospital's own duplicate registration, so it is merged
+        (audited as ``actor``'s change, on the hospital's behalf); one that another hospital
+        knows too, or that the merge refuses (both hold a national ID), waits for a privacy
+        officer in the review queue. A retried message finds the work done.
+        """
+        outcomes = []
+        for prior_mrn in prior_mrns:
+            prior_hash = await self.mrn_hash(hospital_id, prior_mrn)
+            now = self._now()
+            prior_person = await self._store.linked_person(hospital_id, prior_hash)
+            if prior_person is None:
+                prior_person = await self._store.link_mrn_if_absent(
+                    hospital_id, prior_hash, person_token, now
+                )
+                if prior_person == person_token:
+                    outcomes.append(PriorRecordOutcome.LINKED)
+                    continue
+            if prior_person == person_token:
+                outcomes.append(PriorRecordOutcome.ALREADY_SAME_PERSON)
+                continue
+            outcomes.append(
+                await self._merge_hospital_duplicate(actor, hospital_id, person_token, prior_person)
+            )
+        return outcomes
+
+    async def _merge_hospital_duplicate(
+        self, actor: Principal, hospital_id: str, survivor: str, absorbed: str
+    ) -> PriorRecordOutcome:
+        links = await self._store.links_of(absorbed)
+        if all(link.hospital_id == hospital_id for link in links):
+            try:
+                await self.merge(actor, survivor, absorbed, IdentityChange.HOSPITAL_RECORDS_MERGED)
+                return PriorRecordOutcome.MERGED
+            except (MergeRefused, PersonNotFound):
+                pass  # two national IDs, or one of them merged meanwhile: a person decides
+        await self._store.record_review(
+            ReviewItem(
+                review_id=_review_id(absorbed, survivor),
+                person_token=absorbed,
+                candidate_token=survivor,
+                probability=1.0,
+                levels={"hospital_record_merge": "asserted"},
+                create_time=self._now(),
+            )
+        )
+        return PriorRecordOutcome.REVIEW
+
+    async def merge(
+        self,
+        actor: Principal,
+        survivor: str,
+        absorbed: str,
+        change: IdentityChange = IdentityChange.PERSONS_MERGED,
+    ) -> MergeRecord:
+        """Merge ``absorbed`` into ``survivor``, audited as ``actor``'s ``change`` first.
 
         Raises PersonNotFound when either is unknown, MergeRefused when they are the same,
         either was merged already, or both hold a national ID (two IDs are two people).
@@ -420,9 +481,7 @@ class MasterPatientIndex:
             )
         now = self._now()
         merge_id = new_ulid(now)
-        await self._audit.record_change(
-            actor, [survivor, absorbed], IdentityChange.PERSONS_MERGED, f"merges/{merge_id}"
-        )
+        await self._audit.record_change(actor, [survivor, absorbed], change, f"merges/{merge_id}")
         merge = await self._store.merge_persons(merge_id, survivor, absorbed, absorbed_id, now)
         # Links moved: a cached resolution may name the absorbed person (ADR 24's cache).
         self._known_patients.clear()

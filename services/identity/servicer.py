@@ -9,7 +9,7 @@ the index records in the audit log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from services.identity.domain import (
     MergeRefused,
     MrnLinkedToOtherPerson,
     PersonNotFound,
+    PriorRecordOutcome,
     ReviewItem,
     demographics_problems,
     hospital_id_problem,
@@ -35,6 +36,8 @@ from services.identity.index import MasterPatientIndex
 _T = TypeVar("_T")
 
 MAX_BATCH_REQUESTS = 1000
+# An ADT^A40's MRG-1 lists a handful of prior record numbers, never hundreds.
+MAX_PRIOR_MRNS = 20
 # Requests of one batch resolved at once (each is a few store round trips).
 BATCH_CONCURRENCY = 16
 
@@ -43,6 +46,12 @@ _MATCH_METHODS = {
     MatchMethod.HOSPITAL_MRN: identity_pb2.MATCH_METHOD_HOSPITAL_MRN,
     MatchMethod.CREATED: identity_pb2.MATCH_METHOD_CREATED,
     MatchMethod.DEMOGRAPHICS: identity_pb2.MATCH_METHOD_DEMOGRAPHICS,
+}
+_PRIOR_OUTCOMES = {
+    PriorRecordOutcome.ALREADY_SAME_PERSON: identity_pb2.PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON,
+    PriorRecordOutcome.LINKED: identity_pb2.PRIOR_RECORD_OUTCOME_LINKED,
+    PriorRecordOutcome.MERGED: identity_pb2.PRIOR_RECORD_OUTCOME_MERGED,
+    PriorRecordOutcome.REVIEW: identity_pb2.PRIOR_RECORD_OUTCOME_REVIEW,
 }
 
 
@@ -118,6 +127,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             demographics = _demographics(request.demographics)
             for field, rule in demographics_problems(demographics):
                 violations.add(f"demographics.{field}", rule)
+        _check_prior_mrns(violations, request.prior_mrns, request.mrn)
         violations.raise_if_any()
         try:
             resolution = await _with_keys(
@@ -128,10 +138,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "the hospital record number and the national ID belong to different persons",
                 reason="MRN_LINKED_TO_OTHER_PERSON",
             ) from None
+        prior_outcomes = []
+        if request.prior_mrns:
+            prior_outcomes = await _with_keys(
+                self._index.merge_prior_records(
+                    require_principal(),
+                    request.hospital_id,
+                    resolution.person_token,
+                    list(request.prior_mrns),
+                )
+            )
         return identity_pb2.ResolveResponse(
             person_token=resolution.person_token,
             match_method=_MATCH_METHODS[resolution.match_method],
             review_pending=resolution.review_pending,
+            prior_record_outcomes=[_PRIOR_OUTCOMES[outcome] for outcome in prior_outcomes],
         )
 
     async def LookupByNationalId(
@@ -245,6 +266,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             # The reason says what is wrong without repeating the number.
             violations.add("national_id", invalid.reason)
             return None
+
+
+def _check_prior_mrns(violations: Violations, prior_mrns: Sequence[str], mrn: str) -> None:
+    violations.check(
+        len(prior_mrns) <= MAX_PRIOR_MRNS, "prior_mrns", f"at most {MAX_PRIOR_MRNS} per request"
+    )
+    for index, prior_mrn in enumerate(prior_mrns[:MAX_PRIOR_MRNS]):
+        problem = mrn_problem(prior_mrn)
+        if problem is not None:
+            violations.add(f"prior_mrns[{index}]", problem)
+        elif prior_mrn == mrn:
+            violations.add(f"prior_mrns[{index}]", "must differ from mrn (the surviving one)")
 
 
 def _failure(refused: ServiceError) -> identity_pb2.ResolveFailure:

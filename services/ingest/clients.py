@@ -59,6 +59,7 @@ class GrpcIdentityResolver:
                 sex=demographics.sex,
                 phone=demographics.phone,
             ),
+            prior_mrns=patient.prior_mrns,
         )
         stub = identity_pb2_grpc.IdentityServiceStub(self._clients.channel("identity"))
         try:
@@ -99,6 +100,8 @@ def _identity_error(exc: grpc.aio.AioRpcError, paths: Mapping[str, str]) -> Exce
 def _content_path(field: str, paths: Mapping[str, str]) -> str:
     if field in paths:
         return paths[field]
+    if field.split("[", 1)[0] in paths:  # "prior_mrns[1]": where the list came from
+        return paths[field.split("[", 1)[0]]
     if field == "national_id":
         return paths.get("identifiers", "content")
     return "content"

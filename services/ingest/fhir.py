@@ -544,9 +544,33 @@ def _patient(resource: dict[str, Any], path: str, problems: Problems) -> Patient
             "must include the hospital record number: an identifier whose type has code MR",
         )
     demographics = _demographics(resource, path, problems, paths)
+    prior_mrns = tuple(prior for prior in _replaced_mrns(resource) if prior != mrn)
+    if prior_mrns:
+        paths["prior_mrns"] = f"{path}.link"
     if len(problems) > before:
         return None
-    return PatientIdentity(mrn, national_id, demographics, paths)
+    return PatientIdentity(mrn, national_id, demographics, paths, prior_mrns=prior_mrns)
+
+
+def _replaced_mrns(resource: dict[str, Any]) -> list[str]:
+    """The hospital's earlier record numbers this Patient replaces (``link`` of type
+    ``replaces`` whose ``other`` names an identifier of type MR): identity merges their
+    persons into this one (ADR 33). Other links, and ones naming the earlier record only by
+    a literal reference, say nothing identity can act on and are left as they are."""
+    links = resource.get("link")
+    prior: list[str] = []
+    for link in links if isinstance(links, list) else []:
+        if not isinstance(link, dict) or link.get("type") != "replaces":
+            continue
+        other = link.get("other")
+        identifier = other.get("identifier") if isinstance(other, dict) else None
+        if not isinstance(identifier, dict):
+            continue
+        value = identifier.get("value")
+        is_mrn = _has_type_code(identifier.get("type"), MR_TYPE_CODE)
+        if is_mrn and isinstance(value, str) and value.strip():
+            prior.append(value.strip())
+    return list(dict.fromkeys(prior))
 
 
 def _has_type_code(concept: Any, code: str) -> bool:

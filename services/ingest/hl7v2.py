@@ -48,7 +48,7 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -392,10 +392,13 @@ def parse_hl7v2(content: bytes) -> ParsedMessage:
             resource = _encounter(segment, problems)
         if resource is not None:
             located.append((segment.path, resource))
-    if message_type == MERGE_TYPE:
+    if message_type == MERGE_TYPE and patient is not None:
         merge = _merge_request(message, mrn, problems)
         if merge is not None:
-            located.append(("content.MRG[0]", merge))
+            resource, prior_mrns = merge
+            located.append(("content.MRG[0]", resource))
+            paths = {**patient.field_paths, "prior_mrns": "content.MRG[0].1"}
+            patient = replace(patient, prior_mrns=prior_mrns, field_paths=paths)
     z_segments = [segment for segment in message.segments if segment.name.startswith("Z")]
     if z_segments:
         located.append((z_segments[0].path, _z_segments(z_segments, msh.delimiters)))
@@ -787,12 +790,15 @@ def _document(segment: Segment, message: Er7Message, problems: Problems) -> dict
     return resource
 
 
-def _merge_request(message: Er7Message, mrn: str, problems: Problems) -> dict[str, Any] | None:
-    """An A40's MRG as a merge request for the identity service (see docs/adr/0015).
+def _merge_request(
+    message: Er7Message, mrn: str, problems: Problems
+) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """An A40's MRG: the merge request record and the prior record numbers (ADRs 15, 33).
 
     The record (a DocumentReference typed v2-0003 ``A40``, under the surviving patient)
     carries JSON ``{"surviving_mrn": ..., "prior_mrns": [...]}``: MRG-1's identifiers, by
-    the same rule as PID-3 (type MR, else the first that is not a national ID).
+    the same rule as PID-3 (type MR, else the first that is not a national ID). The prior
+    numbers also travel to identity with the patient, which merges their persons.
     """
     mrg = message.first("MRG")
     if mrg is None:
@@ -813,13 +819,17 @@ def _merge_request(message: Er7Message, mrn: str, problems: Problems) -> dict[st
     if not prior:
         problems.add(f"{mrg.path}.1", "is required (the prior patient identifier list)")
         return None
+    if mrn in prior:
+        problems.add(f"{mrg.path}.1", "must not repeat the surviving record number (PID-3)")
+        return None
     body = json.dumps({"surviving_mrn": mrn, "prior_mrns": prior}, separators=(",", ":"))
-    return {
+    resource = {
         "resourceType": "DocumentReference",
         "status": "current",
         "type": {"coding": [dict(MERGE_REQUEST_TYPE)]},
         "content": [_text_attachment("application/json", body)],
     }
+    return resource, tuple(dict.fromkeys(prior))
 
 
 def _z_segments(segments: list[Segment], delimiters: Delimiters) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class Demographics:
 class PatientIdentity:
     """The patient a message is about, as the hospital identifies them.
 
-    ``field_paths`` maps identity request fields ("mrn", "national_id",
+    ``field_paths`` maps identity request fields ("mrn", "national_id", "prior_mrns",
     "demographics.birth_date" ...) to where they came from in the message, so a rejection by
     the identity service can point at the offending part of the content; "identifiers" is
     where the patient's identifiers are (or should be). ``unidentified`` marks a message
@@ -108,6 +108,9 @@ class PatientIdentity:
     demographics: Demographics
     field_paths: Mapping[str, str] = field(default_factory=dict)
     unidentified: bool = False
+    # The hospital's earlier record numbers of this patient merged into ``mrn`` (ADT^A40):
+    # identity makes their persons this one (ADR 33).
+    prior_mrns: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return "PatientIdentity(<redacted>)"

@@ -1027,6 +1027,90 @@ async def test_accepting_a_review_merges_and_is_audited_with_who_decided(
     assert list(pending.reviews) == []
 
 
+async def test_a_hospitals_own_duplicate_is_merged_when_it_merges_the_record_numbers(
+    identity: Identity,
+) -> None:
+    """ADT^A40 (ADR 33): the hospital registered one patient twice; the person it alone
+    knows under the prior number joins the surviving number's person, audited as ingest."""
+    survivor = await identity.resolve(hospital_id="h1", mrn="S-1", national_id=NATIONAL_ID)
+    duplicate = await identity.resolve(hospital_id="h1", mrn="P-1")
+    assert duplicate.person_token != survivor.person_token
+
+    merged = await identity.resolve(
+        hospital_id="h1", mrn="S-1", national_id=NATIONAL_ID, prior_mrns=["P-1", "P-NEW"]
+    )
+    assert merged.person_token == survivor.person_token
+    assert list(merged.prior_record_outcomes) == [
+        identity_pb2.PRIOR_RECORD_OUTCOME_MERGED,
+        identity_pb2.PRIOR_RECORD_OUTCOME_LINKED,
+    ]
+    for mrn in ("P-1", "P-NEW"):
+        assert (await identity.resolve(hospital_id="h1", mrn=mrn)).person_token == (
+            survivor.person_token
+        )
+    changes = [
+        (event.basis, principal_from_proto(event.actor))
+        for event in await identity.access_events(duplicate.person_token)
+        if event.action == audit_pb2.ACTION_IDENTITY_CHANGE
+    ]
+    assert changes == [("HOSPITAL_RECORDS_MERGED", INGEST)]
+
+    # The message again (a retry, or the engine resending): nothing more happens.
+    again = await identity.resolve(
+        hospital_id="h1", mrn="S-1", national_id=NATIONAL_ID, prior_mrns=["P-1", "P-NEW"]
+    )
+    assert list(again.prior_record_outcomes) == [
+        identity_pb2.PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON,
+        identity_pb2.PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON,
+    ]
+    assert len(await stored_rows(identity.settings, "merges")) == 1
+
+
+async def test_a_prior_record_known_to_another_hospital_waits_for_a_privacy_officer(
+    identity: Identity,
+) -> None:
+    """One hospital may not move a person other hospitals know: the pair is reviewed."""
+    survivor = await identity.resolve(hospital_id="h1", mrn="S-2")
+    shared = await identity.resolve(hospital_id="h1", mrn="P-2", national_id=NATIONAL_ID)
+    await identity.resolve(hospital_id="h2", mrn="X-2", national_id=NATIONAL_ID)
+
+    answered = await identity.resolve(hospital_id="h1", mrn="S-2", prior_mrns=["P-2"])
+    assert list(answered.prior_record_outcomes) == [identity_pb2.PRIOR_RECORD_OUTCOME_REVIEW]
+    assert (await identity.resolve(hospital_id="h1", mrn="P-2")).person_token == (
+        shared.person_token
+    )
+    assert not await stored_rows(identity.settings, "merges")
+    listed = await identity.stub.ListMatchReviews(
+        identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    (review,) = listed.reviews
+    assert (review.person_token, review.candidate_token) == (
+        shared.person_token,
+        survivor.person_token,
+    )
+    assert dict(review.field_levels) == {"hospital_record_merge": "asserted"}
+    await identity.resolve(hospital_id="h1", mrn="S-2", prior_mrns=["P-2"])
+    listed = await identity.stub.ListMatchReviews(
+        identity_pb2.ListMatchReviewsRequest(), metadata=identity.auth(PRIVACY_OFFICER)
+    )
+    assert len(listed.reviews) == 1
+
+
+async def test_prior_record_numbers_are_checked_one_by_one(identity: Identity) -> None:
+    details = await failure(
+        identity.resolve(hospital_id="h1", mrn="S-3", prior_mrns=["S-3", "", "ok", "\x07"])
+    )
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field for field, _ in details.field_violations) == [
+        "prior_mrns[0]",
+        "prior_mrns[1]",
+        "prior_mrns[3]",
+    ]
+    too_many = [f"P-{index}" for index in range(21)]
+    details = await failure(identity.resolve(hospital_id="h1", mrn="S-3", prior_mrns=too_many))
+    assert [field for field, _ in details.field_violations] == ["prior_mrns"]
+
+
 async def test_rejecting_a_review_keeps_the_persons_apart(identity: Identity) -> None:
     home = {"birth_date": "2015-06-08", "phone": "13812345678", "address": HOME}
     first = await identity.resolve(

@@ -262,12 +262,11 @@ async def stack(
         ingest_env["HEALTHBANK_CASSANDRA_CONSISTENCY"] = "ONE"
     async with AsyncExitStack() as exits:
         running = RunningServices(exits)
-        for name, opener in (
-            ("identity", open_identity),
-            ("audit", open_audit),
-            ("archive", open_archive),
-        ):
-            await running.start(name, opener(settings))
+        await running.start("audit", open_audit(settings))
+        # Identity audits the merges an ADT^A40 makes (ADR 33).
+        identity_clients = running.clients(settings, "identity")
+        await running.start("identity", open_identity(settings, clients=identity_clients))
+        await running.start("archive", open_archive(settings))
         records = await open_record_store(load_settings(ingest_env))
         exits.push_async_callback(records.close)
         built = Stack(
@@ -644,6 +643,34 @@ async def test_hl7_admission_update_and_results(stack: Stack) -> None:
     assert payload["valueQuantity"]["value"] == 13.2
     assert hemoglobin.effective_time == datetime(2026, 3, 6, 0, 0, tzinfo=UTC)
     assert hemoglobin.source_format == HL7
+
+
+def adt(event: str, mrn: str, *segments: str, who: str = "DOE^JOHN||19800517|M") -> bytes:
+    """A minimal ADT of hospital B for the patient with record number ``mrn`` (no ID)."""
+    lines = [
+        f"MSH|^~\\&|HIS|{HOSPITAL_B}|HEALTHBANK|CITY|20261102091500||ADT^{event}|{mrn}-{event}|P|2.5",
+        f"PID|1||{mrn}^^^{HOSPITAL_B}^MR||{who}",
+        *segments,
+    ]
+    return "\r".join(lines).encode()
+
+
+async def test_an_a40_merges_the_hospitals_duplicate_registration(stack: Stack) -> None:
+    """ADR 33: the hospital's prior record number's messages land on the surviving person."""
+    # Brought in unconscious: registered as an unknown man, later recognised.
+    unknown = adt("A04", "DUP-7", who="UNKNOWN^MALE|||M")
+    duplicate = await stack.submit(request(unknown, "a04-dup", HL7, HOSPITAL_B), ENGINE_B)
+    survivor = await stack.submit(
+        request(adt("A04", "SUR-7"), "a04-sur", HL7, HOSPITAL_B), ENGINE_B
+    )
+    assert duplicate.person_token != survivor.person_token
+
+    merge = adt("A40", "SUR-7", "MRG|DUP-7^^^hospital-b^MR")
+    merged = await stack.submit(request(merge, "a40-1", HL7, HOSPITAL_B), ENGINE_B)
+    assert merged.outcome == ingest_pb2.OUTCOME_STORED
+    assert merged.person_token == survivor.person_token
+    later = await stack.submit(request(adt("A08", "DUP-7"), "a08-dup", HL7, HOSPITAL_B), ENGINE_B)
+    assert later.person_token == survivor.person_token
 
 
 async def test_the_same_patient_from_two_hospitals_is_one_person(stack: Stack) -> None:

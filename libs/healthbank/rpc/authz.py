@@ -207,7 +207,8 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
     ),
     # --- identity: the master patient index ---
     _IDENTITY_V1 + "Resolve": MethodRule(
-        "ingest links each message's hospital patient to a person; nobody else creates persons",
+        "ingest links each message's hospital patient to a person (and, for an ADT^A40, the"
+        " hospital's own duplicate registrations); nobody else creates persons",
         services=_services(INGEST),
     ),
     _IDENTITY_V1 + "ResolveBatch": MethodRule(

@@ -14,11 +14,24 @@ class MatchMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MATCH_METHOD_HOSPITAL_MRN: _ClassVar[MatchMethod]
     MATCH_METHOD_CREATED: _ClassVar[MatchMethod]
     MATCH_METHOD_DEMOGRAPHICS: _ClassVar[MatchMethod]
+
+class PriorRecordOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIOR_RECORD_OUTCOME_UNSPECIFIED: _ClassVar[PriorRecordOutcome]
+    PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON: _ClassVar[PriorRecordOutcome]
+    PRIOR_RECORD_OUTCOME_LINKED: _ClassVar[PriorRecordOutcome]
+    PRIOR_RECORD_OUTCOME_MERGED: _ClassVar[PriorRecordOutcome]
+    PRIOR_RECORD_OUTCOME_REVIEW: _ClassVar[PriorRecordOutcome]
 MATCH_METHOD_UNSPECIFIED: MatchMethod
 MATCH_METHOD_NATIONAL_ID: MatchMethod
 MATCH_METHOD_HOSPITAL_MRN: MatchMethod
 MATCH_METHOD_CREATED: MatchMethod
 MATCH_METHOD_DEMOGRAPHICS: MatchMethod
+PRIOR_RECORD_OUTCOME_UNSPECIFIED: PriorRecordOutcome
+PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON: PriorRecordOutcome
+PRIOR_RECORD_OUTCOME_LINKED: PriorRecordOutcome
+PRIOR_RECORD_OUTCOME_MERGED: PriorRecordOutcome
+PRIOR_RECORD_OUTCOME_REVIEW: PriorRecordOutcome
 
 class Demographics(_message.Message):
     __slots__ = ("family_name", "given_name", "birth_date", "sex", "phone", "address")
@@ -37,26 +50,30 @@ class Demographics(_message.Message):
     def __init__(self, family_name: _Optional[str] = ..., given_name: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[str] = ..., phone: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
-    __slots__ = ("hospital_id", "mrn", "national_id", "demographics")
+    __slots__ = ("hospital_id", "mrn", "national_id", "demographics", "prior_mrns")
     HOSPITAL_ID_FIELD_NUMBER: _ClassVar[int]
     MRN_FIELD_NUMBER: _ClassVar[int]
     NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
     DEMOGRAPHICS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_MRNS_FIELD_NUMBER: _ClassVar[int]
     hospital_id: str
     mrn: str
     national_id: str
     demographics: Demographics
-    def __init__(self, hospital_id: _Optional[str] = ..., mrn: _Optional[str] = ..., national_id: _Optional[str] = ..., demographics: _Optional[_Union[Demographics, _Mapping]] = ...) -> None: ...
+    prior_mrns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hospital_id: _Optional[str] = ..., mrn: _Optional[str] = ..., national_id: _Optional[str] = ..., demographics: _Optional[_Union[Demographics, _Mapping]] = ..., prior_mrns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
-    __slots__ = ("person_token", "match_method", "review_pending")
+    __slots__ = ("person_token", "match_method", "review_pending", "prior_record_outcomes")
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MATCH_METHOD_FIELD_NUMBER: _ClassVar[int]
     REVIEW_PENDING_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_RECORD_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     person_token: str
     match_method: MatchMethod
     review_pending: bool
-    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ..., review_pending: _Optional[bool] = ...) -> None: ...
+    prior_record_outcomes: _containers.RepeatedScalarFieldContainer[PriorRecordOutcome]
+    def __init__(self, person_token: _Optional[str] = ..., match_method: _Optional[_Union[MatchMethod, str]] = ..., review_pending: _Optional[bool] = ..., prior_record_outcomes: _Optional[_Iterable[_Union[PriorRecordOutcome, str]]] = ...) -> None: ...
 
 class ResolveBatchRequest(_message.Message):
     __slots__ = ("requests",)

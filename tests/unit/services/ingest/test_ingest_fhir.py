@@ -161,6 +161,27 @@ def test_single_patient_is_a_demographics_update_without_records() -> None:
     assert message.entries == ()
 
 
+def test_a_patient_replacing_an_earlier_record_names_its_record_numbers() -> None:
+    """Patient.link "replaces" with an MR identifier: identity merges that record's person
+    (ADR 33); links it cannot act on are left alone, not refused."""
+    patient = _patient()
+    mr = {"coding": [{"code": "MR"}]}
+    patient["link"] = [
+        {"type": "replaces", "other": {"identifier": {"type": mr, "value": "MRN-OLD"}}},
+        {"type": "replaces", "other": {"reference": "Patient/77"}},
+        {"type": "seealso", "other": {"identifier": {"type": mr, "value": "MRN-ELSE"}}},
+        {"type": "replaces", "other": {"identifier": {"type": mr, "value": "MRN-1"}}},
+    ]
+    assert parse_fhir(json.dumps(_bundle(_allergy())).encode()).patient.prior_mrns == ()
+    message = parse_fhir(
+        json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": patient}, {"resource": _allergy()}
+        ]}).encode()
+    )  # fmt: skip
+    assert message.patient.prior_mrns == ("MRN-OLD",)
+    assert message.patient.field_paths["prior_mrns"] == "content.entry[0].resource.link"
+
+
 def test_single_resource_with_contained_patient() -> None:
     message = parse_fhir((MESSAGES / "fhir_condition_contained_patient.json").read_bytes())
     assert message.patient.mrn == "H2-77031"

@@ -283,6 +283,18 @@ def test_a40_merge_becomes_a_merge_request_record() -> None:
     )
     body = json.loads(base64.b64decode(merge.resource["content"][0]["attachment"]["data"]))
     assert body == {"surviving_mrn": "M-9", "prior_mrns": ["OLD-1", "OLD-2"]}
+    # The prior numbers also go to identity with the patient, which merges their persons.
+    assert message.patient.prior_mrns == ("OLD-1", "OLD-2")
+    assert message.patient.field_paths["prior_mrns"] == "content.MRG[0].1"
+
+
+def test_only_an_a40_carries_prior_record_numbers() -> None:
+    assert parse_hl7v2(_message("DG1|1||J18.9^Pneumonia^I10")).patient.prior_mrns == ()
+
+
+def test_an_a40_naming_the_surviving_number_as_prior_is_refused() -> None:
+    msh = MSH.replace("ADT^A04", "ADT^A40")
+    assert _fields(_message("MRG|M-9^^^hospital-b^MR", msh=msh)) == ["content.MRG[0].1"]
 
 
 def test_a40_without_mrg_is_refused() -> None:
