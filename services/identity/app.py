@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.identity.clients import GrpcReadAudit
@@ -18,6 +21,18 @@ __all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
 
 SERVICE = "identity"
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
+
+_log = logging.getLogger(__name__)
+
+
+async def _follow_merges(index: MasterPatientIndex, interval_seconds: float) -> None:
+    """Drop this replica's known-patient cache soon after another replica merges (ADR 33)."""
+    while True:
+        try:
+            await index.follow_merges()
+        except Exception as exc:  # the store is down: the next look will tell
+            _log.warning("looking for merges failed with %s", type(exc).__name__)
+        await asyncio.sleep(interval_seconds)
 
 
 async def _assemble(resources: ServiceResources) -> Serving:
@@ -36,6 +51,9 @@ async def _assemble(resources: ServiceResources) -> Serving:
     )
     index = MasterPatientIndex(
         store, resources.keys, resources.sealer, resources.now, audit, policy
+    )
+    resources.run_in_background(
+        "follow-merges", lambda: _follow_merges(index, settings.identity_merge_poll_seconds)
     )
     return Serving(
         IdentityServicer(index, resources.now),

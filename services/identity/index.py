@@ -68,9 +68,10 @@ from services.identity.store import IdentityStore
 NATIONAL_ID_CACHE_ENTRIES = 65_536
 _NATIONAL_ID_CACHE_DOMAIN = "national-id-cache"
 # Resolutions of known patients kept in process, keyed by the (hospital, MRN) hash and the
-# national ID's pseudonym (or none): an MRN link and a national ID's holder, once written,
-# are never changed or removed, so a replica can answer a known patient again without the
-# store. (Merge and unmerge, when they come, must clear this cache: they change links.)
+# national ID's pseudonym (or none): an MRN link and a national ID's holder change only by
+# a merge or unmerge, so a replica can answer a known patient again without the store. The
+# replica making one clears its cache at once; the others when they next poll the store's
+# latest change (:meth:`MasterPatientIndex.follow_merges`, ADR 33).
 KNOWN_PATIENT_CACHE_ENTRIES = 262_144
 
 
@@ -135,6 +136,9 @@ class MasterPatientIndex:
         self._policy = match_policy or MatchPolicy()
         self._national_id_hashes: OrderedDict[str, str] = OrderedDict()
         self._known_patients: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Bumped by every clear: a resolution that began before one is not cached after it.
+        self._known_generation = 0
+        self._seen_index_change: str | None = None
 
     async def national_id_hash(self, national_id: str) -> str:
         """The pseudonym of a normalized, validated national ID (whether known or not)."""
@@ -179,7 +183,10 @@ class MasterPatientIndex:
         if cached is not None:
             self._known_patients.move_to_end(known)
             return Resolution(cached, MatchMethod.HOSPITAL_MRN)
+        generation = self._known_generation
         resolution = await self._resolve(hospital_id, mrn, mrn_hash, id_hash, demographics)
+        if generation != self._known_generation:
+            return resolution  # a merge or unmerge happened meanwhile: may be stale already
         # Only now is the link written and the national ID (if any) held by this person.
         self._known_patients[known] = resolution.person_token
         if len(self._known_patients) > KNOWN_PATIENT_CACHE_ENTRIES:
@@ -399,6 +406,20 @@ class MasterPatientIndex:
             merge_id,
         )
 
+    async def follow_merges(self) -> bool:
+        """Drop the known-patient cache if any replica merged or unmerged since the last
+        look (the first look only notes where the store stands); True if it was dropped."""
+        change = await self._store.last_index_change()
+        seen, self._seen_index_change = self._seen_index_change, change
+        if seen is None or seen == change:
+            return False
+        self._forget_known_patients()
+        return True
+
+    def _forget_known_patients(self) -> None:
+        self._known_patients.clear()
+        self._known_generation += 1
+
     async def merge_prior_records(
         self, actor: Principal, hospital_id: str, person_token: str, prior_mrns: Sequence[str]
     ) -> list[PriorRecordOutcome]:
@@ -484,7 +505,7 @@ class MasterPatientIndex:
         await self._audit.record_change(actor, [survivor, absorbed], change, f"merges/{merge_id}")
         merge = await self._store.merge_persons(merge_id, survivor, absorbed, absorbed_id, now)
         # Links moved: a cached resolution may name the absorbed person (ADR 24's cache).
-        self._known_patients.clear()
+        self._forget_known_patients()
         return merge
 
     async def unmerge(self, actor: Principal, merge_id: str) -> MergeRecord:
@@ -504,7 +525,7 @@ class MasterPatientIndex:
             f"merges/{merge_id}",
         )
         await self._store.unmerge_persons(merge)
-        self._known_patients.clear()
+        self._forget_known_patients()
         return MergeRecord(
             merge.merge_id,
             merge.survivor_token,

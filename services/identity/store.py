@@ -164,6 +164,11 @@ class IdentityStore(Protocol):
         """A merge by id, or None."""
         ...
 
+    async def last_index_change(self) -> str:
+        """Marks the latest merge or unmerge (``"{merge_id}:merged"`` or ``:unmerged``),
+        "" before any: replicas compare it to drop their known-patient caches (ADR 33)."""
+        ...
+
     async def survivor_of(self, person_token: str) -> str | None:
         """The person a merged person was merged into, or None if it was not."""
         ...
@@ -259,6 +264,10 @@ _SQLITE_MIGRATIONS = [
         merge_time INTEGER NOT NULL,
         undone INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID
+    """,
+    # ADR 33: the latest merge or unmerge, which every replica polls.
+    """
+    CREATE TABLE index_changes (id INTEGER PRIMARY KEY, change TEXT NOT NULL);
     """,
 ]
 
@@ -597,6 +606,7 @@ class SqliteIdentityStore:
                 "INSERT INTO person_aliases (person_token, survivor_token) VALUES (?, ?)",
                 (absorbed_token, survivor_token),
             )
+            _note_index_change(connection, f"{merge_id}:merged")
             merge = MergeRecord(
                 merge_id, survivor_token, absorbed_token, links, national_id_hash, merge_time
             )
@@ -629,6 +639,7 @@ class SqliteIdentityStore:
                 "DELETE FROM person_aliases WHERE person_token = ?", (merge.absorbed_token,)
             )
             connection.execute("UPDATE merges SET undone = 1 WHERE merge_id = ?", (merge.merge_id,))
+            _note_index_change(connection, f"{merge.merge_id}:unmerged")
 
         await self._db.write(work)
 
@@ -667,6 +678,15 @@ class SqliteIdentityStore:
 
         return await self._db.read(work)
 
+    async def last_index_change(self) -> str:
+        """See IdentityStore.last_index_change."""
+
+        def work(connection: sqlite3.Connection) -> str:
+            row = connection.execute("SELECT change FROM index_changes WHERE id = 0").fetchone()
+            return "" if row is None else str(row["change"])
+
+        return await self._db.read(work)
+
     async def check(self) -> None:
         """See IdentityStore.check."""
         await self._db.read(lambda connection: connection.execute("SELECT 1").fetchone())
@@ -674,6 +694,14 @@ class SqliteIdentityStore:
     async def close(self) -> None:
         """See IdentityStore.close."""
         await self._db.close()
+
+
+def _note_index_change(connection: sqlite3.Connection, change: str) -> None:
+    connection.execute(
+        "INSERT INTO index_changes (id, change) VALUES (0, ?)"
+        " ON CONFLICT (id) DO UPDATE SET change = excluded.change",
+        (change,),
+    )
 
 
 def _move_links(

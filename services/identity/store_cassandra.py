@@ -20,9 +20,11 @@ Tables, one per query:
   by ``INSERT ... IF NOT EXISTS``, carrying the winner's sealed demographics.
 - ``match_reviews``: the review queue of probabilistic matching.
 - ``person_aliases`` and ``merges``: a merged person's survivor, and each merge with what it
-  moved. A merge or unmerge is one LOGGED batch (all of it eventually, or none); the link,
-  ID and slot cells it rewrites are otherwise written only by lightweight transactions, so
-  a Resolve racing a merge of the same person may see either side of it.
+  moved; ``index_changes``: one row naming the latest merge or unmerge, which replicas poll
+  to drop their caches of known patients (ADR 33). A merge or unmerge is one LOGGED batch
+  (all of it eventually, or none); the link, ID and slot cells it rewrites are otherwise
+  written only by lightweight transactions, so a Resolve racing a merge of the same person
+  may see either side of it.
 
 Only keyed hashes reach this store: person tokens, MRN hashes, national-ID hashes;
 demographics arrive sealed.
@@ -102,6 +104,10 @@ MIGRATIONS = [
         merge_id text PRIMARY KEY, survivor_token text, absorbed_token text,
         moved_links text, national_id_hash text, merge_time timestamp, undone boolean
     )
+    """,
+    # ADR 33: the latest merge or unmerge, which every replica polls.
+    """
+    CREATE TABLE IF NOT EXISTS index_changes (id int PRIMARY KEY, change text)
     """,
 ]
 
@@ -398,6 +404,7 @@ class CassandraIdentityStore:
                 (absorbed_token, survivor_token),
             )
         )
+        statements.append(_index_change(f"{merge_id}:merged"))
         statements.append(
             (
                 "INSERT INTO merges (merge_id, survivor_token, absorbed_token, moved_links,"
@@ -432,6 +439,7 @@ class CassandraIdentityStore:
             ("DELETE FROM person_aliases WHERE person_token = ?", (merge.absorbed_token,))
         )
         statements.append(("UPDATE merges SET undone = true WHERE merge_id = ?", (merge.merge_id,)))
+        statements.append(_index_change(f"{merge.merge_id}:unmerged"))
         await self._db.execute_logged_batch(statements)
 
     @staticmethod
@@ -499,6 +507,11 @@ class CassandraIdentityStore:
             bool(row.undone),
         )
 
+    async def last_index_change(self) -> str:
+        """See IdentityStore.last_index_change."""
+        rows = await self._db.execute("SELECT change FROM index_changes WHERE id = 0")
+        return str(rows[0].change) if rows else ""
+
     async def survivor_of(self, person_token: str) -> str | None:
         """See IdentityStore.survivor_of."""
         rows = await self._db.execute(
@@ -528,6 +541,10 @@ class CassandraIdentityStore:
             "UPDATE mrn_hash_links SET listed = true WHERE hospital_id = ? AND mrn_hash = ?",
             (hospital_id, mrn_hash),
         )
+
+
+def _index_change(change: str) -> tuple[str, tuple[Any, ...]]:
+    return ("INSERT INTO index_changes (id, change) VALUES (0, ?)", (change,))
 
 
 def _utc(moment: datetime) -> datetime:

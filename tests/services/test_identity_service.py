@@ -966,6 +966,35 @@ async def test_merge_then_unmerge_returns_every_link_and_id_to_its_earlier_state
     )
 
 
+@both_backends
+async def test_another_replica_follows_a_merge_once_it_looks(identity: Identity) -> None:
+    """ADR 33: a replica that answered a patient from its cache stops doing so once it sees
+    (by polling the store) that another replica merged that patient's person away."""
+    assert identity.running is not None
+    settings = identity.settings.model_copy(update={"identity_merge_poll_seconds": 0.05})
+    clients = identity.running.clients(settings, SERVICE)
+    await identity.running.start("identity-2", open_service(settings, clients=clients))
+    replica = identity_pb2_grpc.IdentityServiceStub(identity.running.channel("identity-2"))
+
+    async def resolve_on_replica(mrn: str) -> str:
+        answer = await replica.Resolve(
+            identity_pb2.ResolveRequest(hospital_id="h1", mrn=mrn), metadata=identity.auth(INGEST)
+        )
+        return str(answer.person_token)
+
+    duplicate = await resolve_on_replica("P-9")
+    assert await resolve_on_replica("P-9") == duplicate  # now answered from its cache
+    survivor = await identity.resolve(hospital_id="h1", mrn="S-9", national_id=NATIONAL_ID)
+    await merge(identity, survivor.person_token, duplicate)
+
+    for _ in range(600):  # the replica looks every 0.05 s: far sooner than 30 s
+        if await resolve_on_replica("P-9") == survivor.person_token:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the replica still answers the merged-away person")
+
+
 async def test_two_persons_with_national_ids_are_never_merged(identity: Identity) -> None:
     first = await identity.resolve(hospital_id="h1", mrn="A-1", national_id=NATIONAL_ID)
     second = await identity.resolve(hospital_id="h1", mrn="A-2", national_id=OTHER_NATIONAL_ID)
@@ -1027,6 +1056,7 @@ async def test_accepting_a_review_merges_and_is_audited_with_who_decided(
     assert list(pending.reviews) == []
 
 
+@both_backends
 async def test_a_hospitals_own_duplicate_is_merged_when_it_merges_the_record_numbers(
     identity: Identity,
 ) -> None:
@@ -1066,6 +1096,7 @@ async def test_a_hospitals_own_duplicate_is_merged_when_it_merges_the_record_num
     assert len(await stored_rows(identity.settings, "merges")) == 1
 
 
+@both_backends
 async def test_a_prior_record_known_to_another_hospital_waits_for_a_privacy_officer(
     identity: Identity,
 ) -> None:

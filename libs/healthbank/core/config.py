@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     identity_match_link_threshold: float = Field(default=0.97, gt=0, le=1)
     identity_match_review_threshold: float = Field(default=0.5, gt=0, le=1)
     identity_newborn_days: int = Field(default=28, ge=0)
+    # How often each identity replica looks for merges made by another one (ADR 33): its
+    # cache of known patients is dropped when one happened, so a merged person's record
+    # numbers reach the survivor on every replica within about this long.
+    identity_merge_poll_seconds: float = Field(default=1.0, gt=0)
 
     # Ingest parses messages in worker processes (ADRs 18, 20): how many (0: min(2, CPUs)),
     # and from what size a message gets a worker of its own that exits after it (so a huge
