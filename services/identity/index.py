@@ -25,6 +25,7 @@ claim (a conditional insert on a keyed hash of name and birth date) and become o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -349,6 +350,17 @@ class MasterPatientIndex:
             raise PersonNotFound()
         await self._audit.record_read(actor, person_token, IdentityRead.NATIONAL_ID_LOOKUP)
         return person_token
+
+    async def merged_into(self, person_token: str) -> list[str]:
+        """Every person merged into ``person_token``, directly or through another merged
+        one (a survivor can itself be merged later), sorted."""
+        found: set[str] = set()
+        frontier = [person_token]
+        while frontier:
+            absorbed = await asyncio.gather(*(self._store.absorbed_by(t) for t in frontier))
+            frontier = [t for tokens in absorbed for t in tokens if t not in found]
+            found.update(frontier)
+        return sorted(found - {person_token})
 
     async def links_of(self, actor: Principal, person_token: str) -> list[HospitalLink]:
         """The person's hospital links, the read audited as ``actor``'s before it is made.

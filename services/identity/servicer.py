@@ -170,7 +170,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             person_token = await _with_keys(self._index.lookup(caller, national_id))
         except PersonNotFound:
             raise _person_not_found("no person with that national ID is known") from None
-        return identity_pb2.LookupByNationalIdResponse(person_token=person_token)
+        merged = await self._index.merged_into(person_token)
+        return identity_pb2.LookupByNationalIdResponse(
+            person_token=person_token, merged_person_tokens=merged
+        )
 
     async def GetPerson(
         self, request: identity_pb2.GetPersonRequest, context: Any

@@ -164,6 +164,10 @@ class IdentityStore(Protocol):
         """A merge by id, or None."""
         ...
 
+    async def absorbed_by(self, survivor_token: str) -> list[str]:
+        """The persons merged directly into ``survivor_token`` and not unmerged, sorted."""
+        ...
+
     async def last_index_change(self) -> str:
         """Marks the latest merge or unmerge (``"{merge_id}:merged"`` or ``:unmerged``),
         "" before any: replicas compare it to drop their known-patient caches (ADR 33)."""
@@ -268,6 +272,7 @@ _SQLITE_MIGRATIONS = [
     # ADR 33: the latest merge or unmerge, which every replica polls.
     """
     CREATE TABLE index_changes (id INTEGER PRIMARY KEY, change TEXT NOT NULL);
+    CREATE INDEX person_aliases_by_survivor ON person_aliases (survivor_token);
     """,
 ]
 
@@ -675,6 +680,19 @@ class SqliteIdentityStore:
                 (person_token,),
             ).fetchone()
             return None if row is None else str(row["survivor_token"])
+
+        return await self._db.read(work)
+
+    async def absorbed_by(self, survivor_token: str) -> list[str]:
+        """See IdentityStore.absorbed_by."""
+
+        def work(connection: sqlite3.Connection) -> list[str]:
+            rows = connection.execute(
+                "SELECT person_token FROM person_aliases WHERE survivor_token = ?"
+                " ORDER BY person_token",
+                (survivor_token,),
+            )
+            return [str(row["person_token"]) for row in rows]
 
         return await self._db.read(work)
 

@@ -20,11 +20,12 @@ Tables, one per query:
   by ``INSERT ... IF NOT EXISTS``, carrying the winner's sealed demographics.
 - ``match_reviews``: the review queue of probabilistic matching.
 - ``person_aliases`` and ``merges``: a merged person's survivor, and each merge with what it
-  moved; ``index_changes``: one row naming the latest merge or unmerge, which replicas poll
-  to drop their caches of known patients (ADR 33). A merge or unmerge is one LOGGED batch
-  (all of it eventually, or none); the link, ID and slot cells it rewrites are otherwise
-  written only by lightweight transactions, so a Resolve racing a merge of the same person
-  may see either side of it.
+  moved; ``absorbed_persons``: the aliases by survivor (the persons whose records are the
+  survivor's too); ``index_changes``: one row naming the latest merge or unmerge, which
+  replicas poll to drop their caches of known patients (ADR 33). A merge or unmerge is one
+  LOGGED batch (all of it eventually, or none); the link, ID and slot cells it rewrites are
+  otherwise written only by lightweight transactions, so a Resolve racing a merge of the
+  same person may see either side of it.
 
 Only keyed hashes reach this store: person tokens, MRN hashes, national-ID hashes;
 demographics arrive sealed.
@@ -107,7 +108,10 @@ MIGRATIONS = [
     """,
     # ADR 33: the latest merge or unmerge, which every replica polls.
     """
-    CREATE TABLE IF NOT EXISTS index_changes (id int PRIMARY KEY, change text)
+    CREATE TABLE IF NOT EXISTS index_changes (id int PRIMARY KEY, change text);
+    CREATE TABLE IF NOT EXISTS absorbed_persons (
+        survivor_token text, absorbed_token text, PRIMARY KEY ((survivor_token), absorbed_token)
+    )
     """,
 ]
 
@@ -407,6 +411,12 @@ class CassandraIdentityStore:
         statements.append(_index_change(f"{merge_id}:merged"))
         statements.append(
             (
+                "INSERT INTO absorbed_persons (survivor_token, absorbed_token) VALUES (?, ?)",
+                (survivor_token, absorbed_token),
+            )
+        )
+        statements.append(
+            (
                 "INSERT INTO merges (merge_id, survivor_token, absorbed_token, moved_links,"
                 " national_id_hash, merge_time, undone) VALUES (?, ?, ?, ?, ?, ?, false)",
                 (
@@ -440,6 +450,12 @@ class CassandraIdentityStore:
         )
         statements.append(("UPDATE merges SET undone = true WHERE merge_id = ?", (merge.merge_id,)))
         statements.append(_index_change(f"{merge.merge_id}:unmerged"))
+        statements.append(
+            (
+                "DELETE FROM absorbed_persons WHERE survivor_token = ? AND absorbed_token = ?",
+                (merge.survivor_token, merge.absorbed_token),
+            )
+        )
         await self._db.execute_logged_batch(statements)
 
     @staticmethod
@@ -506,6 +522,14 @@ class CassandraIdentityStore:
             _utc(row.merge_time),
             bool(row.undone),
         )
+
+    async def absorbed_by(self, survivor_token: str) -> list[str]:
+        """See IdentityStore.absorbed_by."""
+        rows = await self._db.execute(
+            "SELECT absorbed_token FROM absorbed_persons WHERE survivor_token = ?",
+            (survivor_token,),
+        )
+        return sorted(str(row.absorbed_token) for row in rows)
 
     async def last_index_change(self) -> str:
         """See IdentityStore.last_index_change."""

@@ -18,7 +18,7 @@ from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.records import StoredRecord
 from healthbank.rpc import ClientFactory
 from healthbank.rpc.downstream import downstream_error
-from services.record_lookup.flow import SealedBlob
+from services.record_lookup.flow import FoundPerson, SealedBlob
 
 
 class GrpcPersonDirectory:
@@ -28,7 +28,7 @@ class GrpcPersonDirectory:
         """Call the "identity" service through ``clients``."""
         self._clients = clients
 
-    async def person_of(self, national_id: str) -> str:
+    async def person_of(self, national_id: str) -> FoundPerson:
         """See PersonDirectory.person_of."""
         stub = identity_pb2_grpc.IdentityServiceStub(self._clients.channel("identity"))
         try:
@@ -37,7 +37,7 @@ class GrpcPersonDirectory:
             )
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "identity") from None
-        return str(response.person_token)
+        return FoundPerson(response.person_token, tuple(response.merged_person_tokens))
 
 
 class GrpcColdArchive:

@@ -49,11 +49,25 @@ from services.record_lookup import domain
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class FoundPerson:
+    """A person found by national ID, and the persons merged into them (ADR 33), whose
+    records are theirs too."""
+
+    person_token: str
+    merged_tokens: tuple[str, ...] = ()
+
+    @property
+    def all_tokens(self) -> tuple[str, ...]:
+        """The person's token first, then the merged ones."""
+        return (self.person_token, *self.merged_tokens)
+
+
 class PersonDirectory(Protocol):
     """Finds a person by national ID (the identity service)."""
 
-    async def person_of(self, national_id: str) -> str:
-        """The person token; NOT_FOUND (PERSON_NOT_FOUND) when nobody has that ID."""
+    async def person_of(self, national_id: str) -> FoundPerson:
+        """The person; NOT_FOUND (PERSON_NOT_FOUND) when nobody has that ID."""
         ...
 
 
@@ -247,10 +261,17 @@ class RecordLookupFlow:
     async def emergency_summary(
         self, principal: Principal, national_id: str, justification: str
     ) -> EmergencyReport:
-        """Break the glass for the person with ``national_id`` and summarize their facts."""
-        person_token = await self._directory.person_of(national_id)
+        """Break the glass for the person with ``national_id`` and summarize their facts,
+        with those of every person merged into them (a hospital's duplicate registration may
+        hold the allergy)."""
+        person = await self._directory.person_of(national_id)
+        person_token = person.person_token
         admission, stored = await self._gate.admit_emergency(
-            principal, person_token, justification, lambda _: self._stored_facts(person_token)
+            principal,
+            person_token,
+            justification,
+            lambda _: self._stored_facts(person),
+            merged_tokens=frozenset(person.merged_tokens),
         )
         facts, generate_time = await self._facts(admission, stored)
         return EmergencyReport(
@@ -261,19 +282,26 @@ class RecordLookupFlow:
             break_glass_name=admission.authority_name,
         )
 
-    async def _stored_facts(self, person_token: str) -> _StoredFacts:
+    async def _stored_facts(self, person: FoundPerson) -> _StoredFacts:
         """The person's facts version, then their cached entry if it was computed at that
-        version, else their sealed facts (read after the version, so at least that new)."""
-        version, cached = await asyncio.gather(
-            self._records.facts_version(person_token),
-            self._cache.get(emergency_summary_key(person_token)),
+        version, else their sealed facts (read after the version, so at least that new).
+        With persons merged into them, the version names each one's too, so a merge, an
+        unmerge or a new fact of any of them is a new version."""
+        tokens = person.all_tokens
+        versions, cached = await asyncio.gather(
+            asyncio.gather(*(self._records.facts_version(token) for token in tokens)),
+            self._cache.get(emergency_summary_key(person.person_token)),
         )
-        version = version or ""
+        version = _combined_version(tokens, [v or "" for v in versions])
         if cached is not None:
             cached_version, _, sealed = cached.partition(b"\n")
             if cached_version == version.encode():
                 return _StoredFacts(version, sealed, [])
-        return _StoredFacts(version, None, await self._records.list_facts(person_token))
+        return _StoredFacts(version, None, await self._list_facts(tokens))
+
+    async def _list_facts(self, tokens: Sequence[str]) -> list[EmergencyFact]:
+        listed = await asyncio.gather(*(self._records.list_facts(token) for token in tokens))
+        return [row for rows in listed for row in rows]
 
     async def _facts(
         self, admission: Admission, stored: _StoredFacts
@@ -291,10 +319,13 @@ class RecordLookupFlow:
             except (TamperedPayload, MalformedFact):
                 _log.warning("cached emergency facts of %s unreadable; recomputing", person_token)
                 await self._cache.delete(key)
-            rows = await self._records.list_facts(person_token)
-        facts = [
-            await admission.open_fact(row.record_id, row.sealed_fact, row.category) for row in rows
-        ]
+            rows = await self._list_facts((person_token, *sorted(admission.merged_tokens)))
+        facts = []
+        for row in rows:  # each opened as its own person's (a merged one's, or theirs)
+            owner = row.person_token
+            facts.append(
+                await admission.open_fact(row.record_id, row.sealed_fact, row.category, owner)
+            )
         generate_time = self._now()
         if self._cache_ttl_seconds > 0:
             sealed = await self._sealer.seal(_encode_cached(facts, generate_time), aad)
@@ -313,6 +344,14 @@ class _StoredFacts:
     rows: list[EmergencyFact]
 
 
+def _combined_version(tokens: Sequence[str], versions: Sequence[str]) -> str:
+    """The facts version of a person alone, or with merged persons each token's with its
+    version (a ULID or "": no comma or newline in either)."""
+    if len(tokens) == 1:
+        return versions[0]
+    return ",".join(f"{token}={version}" for token, version in zip(tokens, versions, strict=True))
+
+
 def _belongs_to(record: StoredRecord, person_token: str) -> bool:
     if record.person_token == person_token:
         return True
@@ -323,7 +362,8 @@ def _belongs_to(record: StoredRecord, person_token: str) -> bool:
 
 # A cached entry is the facts version, a newline, and this sealed: the computation time,
 # then one fact per line (compact JSON has no raw newline), so the cache holds the same fact
-# shape the store does. A version is a ULID or "" (no facts yet): no newline.
+# shape the store does. A version is a ULID or "" (no facts yet), or with merged persons
+# those joined by commas with their tokens (:func:`_combined_version`): no newline.
 def _encode_cached(facts: Iterable[Fact], generate_time: datetime) -> bytes:
     return b"\n".join([generate_time.isoformat().encode(), *(encode_fact(f) for f in facts)])
 

@@ -700,6 +700,48 @@ async def test_emergency_summary_of_a_person_without_facts_is_green(stack: Stack
     assert summary.light_reason == "No allergies, procedures or active conditions on record."
 
 
+PRIVACY_OFFICER = Principal(PrincipalKind.PRIVACY_OFFICER, "po-1")
+
+
+async def test_an_emergency_summary_follows_a_merge_and_its_undoing(stack: Stack) -> None:
+    """ADR 33: the allergy filed under a duplicate registration (an unconscious "unknown")
+    shows in the summary once that person is merged in, and no longer once unmerged."""
+    person = await stack.resolve()
+    unknown = await stack.identity.Resolve(
+        identity_pb2.ResolveRequest(hospital_id="hospital-a", mrn="UNKNOWN-7"),
+        metadata=stack.auth(INGEST),
+    )
+    duplicate = unknown.person_token
+    penicillin = await stack.seed.record(
+        duplicate,
+        ALLERGY,
+        (SNOMED, "764146007"),
+        datetime(2026, 11, 30, 3, tzinfo=UTC),
+        fact={"display": "Penicillin", "severity": "high"},
+    )
+    assert (await stack.emergency()).light == record_lookup_pb2.LIGHT_GREEN  # now cached
+
+    merged = await stack.identity.MergePersons(
+        identity_pb2.MergePersonsRequest(
+            survivor=f"persons/{person}", absorbed=f"persons/{duplicate}"
+        ),
+        metadata=stack.auth(PRIVACY_OFFICER),
+    )
+    summary = await stack.emergency()
+    assert summary.person_token == person
+    assert summary.light == record_lookup_pb2.LIGHT_RED
+    assert [fact.record_name for fact in summary.allergies] == [penicillin.name]
+    assert [fact.record_name for fact in (await stack.emergency()).allergies] == [
+        penicillin.name
+    ]  # the same, from the cache
+
+    await stack.identity.UnmergePersons(
+        identity_pb2.UnmergePersonsRequest(merge_id=merged.merge_id),
+        metadata=stack.auth(PRIVACY_OFFICER),
+    )
+    assert (await stack.emergency()).light == record_lookup_pb2.LIGHT_GREEN
+
+
 async def test_break_glass_lets_the_emergency_doctor_read_history(stack: Stack) -> None:
     person = await stack.resolve()
     record = await stack.seed.record(

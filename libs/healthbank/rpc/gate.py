@@ -85,6 +85,8 @@ class Admission:
     ``permitted_categories`` are the categories consent allows (empty: everything asked for);
     ``authority_name`` names what permitted the read (a grant or break-glass session; "" for
     SELF); ``audit_leaf_index`` is the access event's leaf in the audit log.
+    ``merged_tokens`` are the persons merged into this one (ADR 33): their rows are this
+    person's too, and the ``owner`` of a sealed row may name one of them.
     """
 
     person_token: str
@@ -93,6 +95,7 @@ class Admission:
     authority_name: str
     audit_leaf_index: int
     _sealer: Sealer = field(repr=False)
+    merged_tokens: frozenset[str] = frozenset()
 
     async def open_payload(self, record_id: str, sealed: bytes) -> bytes:
         """The FHIR JSON of one of the person's records."""
@@ -102,13 +105,16 @@ class Admission:
         """The content of one of the person's imaging blobs (sealed by ingest)."""
         return await self._open(sealed, blob_aad(self.person_token))
 
-    async def open_fact(self, record_id: str, sealed: bytes, category: int) -> Fact:
-        """The emergency fact of one of the person's records (``category``: the store row's).
+    async def open_fact(
+        self, record_id: str, sealed: bytes, category: int, owner: str = ""
+    ) -> Fact:
+        """The emergency fact of one of the person's records (``category``: the store row's;
+        ``owner``: the row's person when it is one merged into this one).
 
         A fact that does not decode is DATA_LOSS: a summary that silently dropped it could
         show green over an anaphylaxis.
         """
-        document = await self._open(sealed, fact_aad(self.person_token, record_id))
+        document = await self._open(sealed, fact_aad(self._owner(owner), record_id))
         try:
             return decode_fact(document, category)
         except MalformedFact:
@@ -118,6 +124,18 @@ class Admission:
                 "an emergency fact could not be read",
                 reason="FACT_UNREADABLE",
             ) from None
+
+    def _owner(self, owner: str) -> str:
+        if not owner or owner == self.person_token:
+            return self.person_token
+        if owner not in self.merged_tokens:
+            # Never open another person's row, whatever a store returned.
+            raise ServiceError(
+                grpc.StatusCode.DATA_LOSS,
+                "a stored row belongs to another person",
+                reason="ROW_OF_ANOTHER_PERSON",
+            )
+        return owner
 
     async def _open(self, sealed: bytes, aad: bytes) -> bytes:
         try:
@@ -237,11 +255,13 @@ class ConsentGate:
         person_token: str,
         justification: str,
         read: RowsRead[_Rows],
+        merged_tokens: frozenset[str] = frozenset(),
     ) -> tuple[Admission, _Rows]:
         """Break the glass as ``principal`` (the inbound caller) and record the emergency
         read, flagged for review, while ``read`` (started once the session is open) fetches
         the sealed rows; raises what consent or audit answered (``read`` then never started
-        or is cancelled), or what ``read`` raised."""
+        or is cancelled), or what ``read`` raised. ``merged_tokens``: the persons merged into
+        this one, whose rows the admission may open too."""
         stub = consent_pb2_grpc.ConsentServiceStub(self._clients.channel("consent"))
         credentials = caller_metadata()
         if not credentials:
@@ -267,7 +287,13 @@ class ConsentGate:
             read(frozenset()),
         )
         admission = Admission(
-            person_token, BASIS_BREAK_GLASS, frozenset(), session.name, leaf, self._sealer
+            person_token,
+            BASIS_BREAK_GLASS,
+            frozenset(),
+            session.name,
+            leaf,
+            self._sealer,
+            merged_tokens,
         )
         return admission, rows
 

@@ -122,10 +122,12 @@ class LookupByNationalIdRequest(_message.Message):
     def __init__(self, national_id: _Optional[str] = ...) -> None: ...
 
 class LookupByNationalIdResponse(_message.Message):
-    __slots__ = ("person_token",)
+    __slots__ = ("person_token", "merged_person_tokens")
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MERGED_PERSON_TOKENS_FIELD_NUMBER: _ClassVar[int]
     person_token: str
-    def __init__(self, person_token: _Optional[str] = ...) -> None: ...
+    merged_person_tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, person_token: _Optional[str] = ..., merged_person_tokens: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetPersonRequest(_message.Message):
     __slots__ = ("name",)
