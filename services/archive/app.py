@@ -1,16 +1,18 @@
 """Assembles the archive service: its store, the shared record store, the object directory.
 
-Objects (blobs, segments) live below ``<data_dir>/archive``. ``clients`` is accepted for the
-common service signature; the archive calls no other service. ``now`` (default: the UTC
-wall clock) names segments and bounds tiering cutoffs.
+Objects (blobs, segments) live below ``<data_dir>/archive``, or in the S3-compatible
+bucket of ``HEALTHBANK_ARCHIVE_S3_*`` when ``HEALTHBANK_ARCHIVE_BACKEND=s3`` (ADR 31).
+``clients`` is accepted for the common service signature; the archive calls no other
+service. ``now`` (default: the UTC wall clock) names segments and bounds tiering cutoffs.
 """
 
 from __future__ import annotations
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+from healthbank.core.config import Settings
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.archive.archive import Archive
-from services.archive.objects import LocalObjectStore
+from services.archive.objects import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 from services.archive.servicer import MAX_BLOB_BYTES, ArchiveServicer
 from services.archive.store import SqliteArchiveStore
 
@@ -30,13 +32,32 @@ async def _assemble(resources: ServiceResources) -> Serving:
         cassandra="services.archive.store_cassandra:CassandraArchiveStore",
     )
     records = await resources.open_record_store()
-    objects = LocalObjectStore(resources.settings.data_dir / SERVICE)
+    objects = open_object_store(resources.settings)
     archive = Archive(store, objects, records, resources.now)
     return Serving(
         ArchiveServicer(archive, resources.now),
         archive_pb2_grpc.add_ArchiveServiceServicer_to_server,
         readiness=[store, records, objects],
         options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+    )
+
+
+def open_object_store(settings: Settings) -> ObjectStore:
+    """The configured object store: the local directory or an S3-compatible bucket."""
+    if settings.archive_backend == "local":
+        return LocalObjectStore(settings.data_dir / SERVICE)
+    key_id, secret = settings.archive_s3_access_key_id, settings.archive_s3_secret_access_key
+    client = s3_client(
+        settings.archive_s3_endpoint,
+        settings.archive_s3_region,
+        key_id.get_secret_value() if key_id else "",
+        secret.get_secret_value() if secret else "",
+    )
+    return S3ObjectStore(
+        client,
+        settings.archive_s3_bucket,
+        settings.archive_s3_prefix,
+        lock_days=settings.archive_s3_object_lock_days,
     )
 
 
