@@ -8,15 +8,20 @@ service. ``now`` (default: the UTC wall clock) names segments and bounds tiering
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.core.config import Settings
+from healthbank.records import open_record_store
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
-from services.archive.archive import Archive
+from healthbank.storage.backends import open_store
+from services.archive.archive import Archive, ScrubReport
 from services.archive.objects import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 from services.archive.servicer import MAX_BLOB_BYTES, ArchiveServicer
 from services.archive.store import SqliteArchiveStore
 
-__all__ = ["SERVICE", "SERVICE_NAME", "open_service"]
+__all__ = ["SERVICE", "SERVICE_NAME", "open_object_store", "open_service", "scrub_archive"]
 
 SERVICE = "archive"
 SERVICE_NAME = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_name
@@ -26,11 +31,11 @@ SERVICE_NAME = archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_na
 MAX_RECEIVE_BYTES = MAX_BLOB_BYTES + 1024 * 1024
 
 
+_CASSANDRA_STORE = "services.archive.store_cassandra:CassandraArchiveStore"
+
+
 async def _assemble(resources: ServiceResources) -> Serving:
-    store = await resources.open_store(
-        sqlite=SqliteArchiveStore,
-        cassandra="services.archive.store_cassandra:CassandraArchiveStore",
-    )
+    store = await resources.open_store(sqlite=SqliteArchiveStore, cassandra=_CASSANDRA_STORE)
     records = await resources.open_record_store()
     objects = open_object_store(resources.settings)
     archive = Archive(store, objects, records, resources.now)
@@ -62,3 +67,20 @@ def open_object_store(settings: Settings) -> ObjectStore:
 
 
 open_service = service_opener(SERVICE, SERVICE_NAME, _assemble)
+
+
+async def scrub_archive(
+    settings: Settings, on_object: Callable[[str, bool], None] | None = None
+) -> ScrubReport:
+    """Check every segment's and blob's SHA-256 where the settings keep them (the
+    ``healthbank archive scrub`` job: it reads the stores directly, as the service does)."""
+    store = await open_store(
+        settings, SERVICE, sqlite=SqliteArchiveStore, cassandra=_CASSANDRA_STORE
+    )
+    records = await open_record_store(settings)
+    try:
+        archive = Archive(store, open_object_store(settings), records, lambda: datetime.now(UTC))
+        return await archive.scrub(on_object)
+    finally:
+        await records.close()
+        await store.close()
