@@ -130,13 +130,18 @@ def plan_segments(
     max_records: int = SEGMENT_MAX_RECORDS,
     max_bytes: int = SEGMENT_MAX_BYTES,
 ) -> list[list[StoredRecord]]:
-    """Split records into segment-sized batches, keeping their order."""
+    """Split records into segment-sized batches of one person and one year each.
+
+    A person's history then reads only that person's segments (never another patient's
+    bytes), a year at a time. Within a batch the records keep their given order.
+    """
     batches: list[list[StoredRecord]] = []
     current: list[StoredRecord] = []
     size = 0
-    for record in records:
+    for record in sorted(records, key=_segment_group):
         weight = len(record.sealed_payload) + 512
-        if current and (len(current) >= max_records or size + weight > max_bytes):
+        full = len(current) >= max_records or size + weight > max_bytes
+        if current and (full or _segment_group(current[0]) != _segment_group(record)):
             batches.append(current)
             current, size = [], 0
         current.append(record)
@@ -144,6 +149,10 @@ def plan_segments(
     if current:
         batches.append(current)
     return batches
+
+
+def _segment_group(record: StoredRecord) -> tuple[str, int]:
+    return record.person_token, record.effective_time.year
 
 
 class Archive:

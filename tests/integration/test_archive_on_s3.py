@@ -119,7 +119,9 @@ async def test_the_archive_service_keeps_its_objects_in_the_s3_bucket(
             assert b"".join(chunks) == content
 
             report = await scrub_archive(settings)
-            assert (report.segments_checked, report.blobs_checked, report.damaged) == (1, 1, [])
+            # One segment per year of the person's records (2020 to 2024).
+            assert len(tiered.segment_names) == 5
+            assert (report.segments_checked, report.blobs_checked, report.damaged) == (5, 1, [])
 
             # One byte flipped in the bucket (bit rot, or a bad replica behind the store).
             segment_key = segment_keys[0]
