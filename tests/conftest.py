@@ -24,6 +24,7 @@ from types import ModuleType
 import hvac
 import pytest
 from engine_support import OpenBao, drop_keyspaces
+from object_store_support import S3ProxyProcess
 from repo_paths import REPO
 
 _keyspace_counter = itertools.count()
@@ -51,6 +52,14 @@ def engines_tool() -> ModuleType:
 def engines(engines_tool: ModuleType) -> dict[str, str]:
     """HEALTHBANK_* variables for the running real engines (started if needed)."""
     return dict(engines_tool.up())
+
+
+@pytest.fixture(scope="session")
+def s3proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3ProxyProcess]:
+    """A real S3-compatible server (S3Proxy) for this test session, stopped after it."""
+    server = S3ProxyProcess(tmp_path_factory.mktemp("s3proxy") / "data")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

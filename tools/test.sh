@@ -108,6 +108,9 @@ step mypy "$bin/mypy" libs/healthbank services examples
 echo "== deploy tools: helm, kubeconform, Kubernetes schemas (cached in ~/.cache/healthbank)"
 step "deploy tools" env PYTHON="$main_python" bash tools/deploy/install_tools.sh
 
+echo "== object store: S3Proxy jars for the archive's S3 tests (cached in ~/.cache/healthbank)"
+step "s3proxy install" "$main_python" tools/objectstore/s3proxy.py install
+
 echo "== tests on Python $MAIN (pytest, the whole suite)"
 # Exit code 5 (no tests collected) must fail CI, and does: only 0 passes.
 step "pytest $MAIN" env PATH="$bin:$PATH" "$main_python" -m pytest "$@"

@@ -10,6 +10,7 @@
     healthbank committee …       the data security committee: list, show, vote (ADR 26)
     healthbank research …        submit, status, aggregate, synthesize (ADR 26)
     healthbank archive tier      move old records to the cold tier (the scheduled job)
+    healthbank archive scrub     verify every archived segment's and blob's checksum
     healthbank cluster status    rollout and health of each service in a Kubernetes namespace
 
 This launcher is the one place in libs that knows the services exist: it imports
@@ -420,7 +421,8 @@ ARCHIVE_TIERING_SERVICE = "archive-tiering"
 
 
 def cmd_archive_tier(args: argparse.Namespace) -> int:
-    """Call archive.TierRecords once as the tiering job; print how many records moved."""
+    """Call archive.TierRecords as the tiering job, ``--batch`` records a call, until fewer
+    move or ``--max-records`` did; progress per call on stderr, the total on stdout."""
     from datetime import timedelta
 
     import grpc.aio
@@ -434,15 +436,24 @@ def cmd_archive_tier(args: argparse.Namespace) -> int:
     cutoff = timestamp_pb2.Timestamp()
     cutoff.FromDatetime(datetime.now(UTC) - timedelta(days=args.older_than_days))
 
-    async def tier() -> archive_pb2.TierRecordsResponse:
+    async def tier() -> int:
+        moved = 0
         async with service_client_factory(settings, ARCHIVE_TIERING_SERVICE) as clients:
             stub = archive_pb2_grpc.ArchiveServiceStub(clients.channel("archive"))
-            request = archive_pb2.TierRecordsRequest(cutoff=cutoff, max_records=args.max_records)
-            response: archive_pb2.TierRecordsResponse = await stub.TierRecords(request)
-            return response
+            while True:
+                # Archive validates the numbers (a bad one ends in INVALID_ARGUMENT).
+                batch = min(args.batch, args.max_records - moved)
+                request = archive_pb2.TierRecordsRequest(cutoff=cutoff, max_records=batch)
+                response: archive_pb2.TierRecordsResponse = await stub.TierRecords(request)
+                moved += response.records_moved
+                if response.records_moved:
+                    print(f"archive tier: {moved} records moved so far", file=sys.stderr)
+                if response.records_moved < batch or moved >= args.max_records:
+                    break
+        return moved
 
     try:
-        response = asyncio.run(tier())
+        moved = asyncio.run(tier())
     except grpc.aio.AioRpcError as error:
         details = error_details(error)
         print(
@@ -450,8 +461,33 @@ def cmd_archive_tier(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"archive tier: {response.records_moved} records moved", flush=True)
+    print(f"archive tier: {moved} records moved", flush=True)
     return 0
+
+
+def cmd_archive_scrub(args: argparse.Namespace) -> int:
+    """Verify every segment and blob of the archive; 1 if any object is damaged."""
+    import importlib
+
+    settings = load_settings()
+    app = importlib.import_module(service_module("archive"))
+    checked = 0
+
+    def progress(name: str, intact: bool) -> None:
+        nonlocal checked
+        checked += 1
+        if not intact:
+            print(f"DAMAGED {name}", flush=True)
+        if checked % 100 == 0:
+            print(f"archive scrub: {checked} objects checked", file=sys.stderr)
+
+    report = asyncio.run(app.scrub_archive(settings, progress))
+    print(
+        f"archive scrub: {report.segments_checked} segments, {report.blobs_checked} blobs"
+        f" checked, {len(report.damaged)} damaged",
+        flush=True,
+    )
+    return 1 if report.damaged else 0
 
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
@@ -620,8 +656,19 @@ def build_parser() -> argparse.ArgumentParser:
         "chart's CronJob runs); exits non-zero when archive refuses or is unreachable.",
     )
     tier.add_argument("--older-than-days", type=int, default=365)
-    tier.add_argument("--max-records", type=int, default=10000, help="1-100000 per run")
+    tier.add_argument("--max-records", type=int, default=10000, help="records per run")
+    tier.add_argument(
+        "--batch", type=int, default=1000, help="records per TierRecords call (1-100000)"
+    )
     tier.set_defaults(run=cmd_archive_tier)
+    scrub = archive.add_parser(
+        "scrub",
+        help="verify every archived segment's and blob's SHA-256",
+        description="Reads every indexed segment and every blob where the archive keeps them "
+        "(HEALTHBANK_ARCHIVE_BACKEND) and checks its checksum; prints each damaged object's "
+        "name and exits 1 if there is one.",
+    )
+    scrub.set_defaults(run=cmd_archive_scrub)
     cluster = commands.add_parser("cluster", help="the release in Kubernetes").add_subparsers(
         dest="cluster_command", required=True
     )

@@ -12,13 +12,21 @@ Tiering order (nothing is lost, nothing is doubled):
    :mod:`services.archive.store_cassandra`);
 5. only then delete those records from the hot store.
 
-A crash before 4 leaves an unreferenced segment file and the records still hot. A crash
+A crash before 4 leaves an unreferenced segment object and the records still hot; every
+run ends by collecting such orphans once they are older than ``ORPHAN_GRACE`` (younger
+ones may be another run's segment between its write and its index). A crash
 during 4 on Cassandra leaves some per-person rows pointing at that segment while the
 records are still hot and not "archived": the next run tiers them again and overwrites
 those rows (same keys), never adding a second entry. A crash between 4 and 5 leaves the
 records both hot and indexed, and the next run just deletes them from the hot store.
 FetchRecords reads through the index only, so it never returns a record twice (but, like
-any read during tiering, it may return a record that is also still hot).
+any read during tiering, it may return a record that is also still hot). Two overlapping
+runs (two archive replicas, or a CronJob overrunning) may both write a segment holding the
+same record; the index keeps one location per record id, so it is still found once.
+
+Scrub (:meth:`Archive.scrub`) re-reads every indexed segment and every blob and checks
+their SHA-256; a damaged object is never returned as data (fetch raises the Corrupt
+errors below, naming the object).
 """
 
 from __future__ import annotations
@@ -28,12 +36,12 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.records import record_to_proto
 from healthbank.core.digest import sha256_hex_off_loop
-from healthbank.core.ids import new_ulid
+from healthbank.core.ids import is_ulid, new_ulid, ulid_time
 from healthbank.records import RecordStore, StoredRecord
 from services.archive.objects import ObjectMissing, ObjectStore
 from services.archive.segment import (
@@ -49,6 +57,8 @@ BLOB_CHUNK_BYTES = 1024 * 1024
 # Segments are read whole (to check their checksum) when fetched; keep them modest.
 SEGMENT_MAX_RECORDS = 1000
 SEGMENT_MAX_BYTES = 32 * 1024 * 1024
+# An unindexed segment this old is an orphan: no run still writing it is that slow.
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 class BlobNotFound(Exception):
@@ -62,9 +72,19 @@ class BlobMetadataConflict(Exception):
 class BlobCorrupt(Exception):
     """A stored blob no longer matches its content address (or is gone)."""
 
+    def __init__(self, sha256: str) -> None:
+        """The blob with content address ``sha256``; ``object_name`` is ``blobs/{sha256}``."""
+        super().__init__(f"blobs/{sha256}")
+        self.object_name = f"blobs/{sha256}"
+
 
 class ColdDataCorrupt(Exception):
     """A segment or its index no longer match what was archived."""
+
+    def __init__(self, segment_id: str) -> None:
+        """The damaged segment; ``object_name`` is ``segments/{segment_id}``."""
+        super().__init__(segment_name(segment_id))
+        self.object_name = segment_name(segment_id)
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,16 @@ class TierResult:
 
     records_moved: int
     segment_names: list[str]
+    orphans_collected: int = 0
+
+
+@dataclass(frozen=True)
+class ScrubReport:
+    """What a scrub checked and which objects failed (names, e.g. ``segments/<id>``)."""
+
+    segments_checked: int
+    blobs_checked: int
+    damaged: list[str]
 
 
 def blob_key(sha256: str) -> str:
@@ -100,13 +130,18 @@ def plan_segments(
     max_records: int = SEGMENT_MAX_RECORDS,
     max_bytes: int = SEGMENT_MAX_BYTES,
 ) -> list[list[StoredRecord]]:
-    """Split records into segment-sized batches, keeping their order."""
+    """Split records into segment-sized batches of one person and one year each.
+
+    A person's history then reads only that person's segments (never another patient's
+    bytes), a year at a time. Within a batch the records keep their given order.
+    """
     batches: list[list[StoredRecord]] = []
     current: list[StoredRecord] = []
     size = 0
-    for record in records:
+    for record in sorted(records, key=_segment_group):
         weight = len(record.sealed_payload) + 512
-        if current and (len(current) >= max_records or size + weight > max_bytes):
+        full = len(current) >= max_records or size + weight > max_bytes
+        if current and (full or _segment_group(current[0]) != _segment_group(record)):
             batches.append(current)
             current, size = [], 0
         current.append(record)
@@ -114,6 +149,10 @@ def plan_segments(
     if current:
         batches.append(current)
     return batches
+
+
+def _segment_group(record: StoredRecord) -> tuple[str, int]:
+    return record.person_token, record.effective_time.year
 
 
 class Archive:
@@ -197,12 +236,22 @@ class Archive:
 
     # --- tiering ---------------------------------------------------------------------------
 
-    async def tier(self, cutoff: datetime, max_records: int) -> TierResult:
-        """Move up to ``max_records`` hot records effective before ``cutoff`` to the cold tier."""
+    async def tier(
+        self,
+        cutoff: datetime,
+        max_records: int,
+        on_segment: Callable[[int], None] | None = None,
+    ) -> TierResult:
+        """Move up to ``max_records`` hot records effective before ``cutoff`` to the cold tier.
+
+        ``on_segment(records)`` is called after each segment's hot copies are gone
+        (progress); the run ends by collecting orphan segments.
+        """
         async with self._tiering:
             hot = await self._records.list_effective_before(cutoff, max_records)
             if not hot:
-                return TierResult(records_moved=0, segment_names=[])
+                orphans = await self.collect_orphans()
+                return TierResult(records_moved=0, segment_names=[], orphans_collected=orphans)
             indexed = await self._store.archived_record_ids([r.record_id for r in hot])
             leftovers = [record for record in hot if record.record_id in indexed]
             if leftovers:
@@ -213,7 +262,71 @@ class Archive:
             for batch in plan_segments(fresh, self._segment_max_records, self._segment_max_bytes):
                 names.append(await self._write_segment(batch))
                 await self._records.delete_records(batch)
-            return TierResult(records_moved=len(hot), segment_names=names)
+                if on_segment is not None:
+                    on_segment(len(batch))
+            orphans = await self.collect_orphans()
+            return TierResult(
+                records_moved=len(hot), segment_names=names, orphans_collected=orphans
+            )
+
+    async def collect_orphans(self, grace: timedelta = ORPHAN_GRACE) -> int:
+        """Delete segment objects no index names that are older than ``grace``; how many.
+
+        Such a segment was written by a run that crashed before indexing it; its records
+        are still hot (and tiered again by a later run), so nothing in it is needed.
+        """
+        indexed = {segment.object_key for segment in await self._store.list_segments()}
+        horizon = self._now() - grace
+        collected = 0
+        for key in await self._objects.list_keys("segments/"):
+            segment_id = key.removeprefix("segments/").removesuffix(".seg")
+            if key in indexed or not is_ulid(segment_id) or ulid_time(segment_id) > horizon:
+                continue
+            await self._objects.delete(key)
+            collected += 1
+        return collected
+
+    # --- scrub -----------------------------------------------------------------------------
+
+    async def scrub(self, on_object: Callable[[str, bool], None] | None = None) -> ScrubReport:
+        """Re-read every indexed segment and every blob and check its SHA-256.
+
+        ``on_object(name, intact)`` is called per object (progress). Nothing is repaired
+        or deleted: a damaged object is reported for an operator to restore.
+        """
+        damaged: list[str] = []
+        segments = await self._store.list_segments()
+        for segment in segments:
+            intact = await self._segment_intact(segment)
+            if not intact:
+                damaged.append(segment_name(segment.segment_id))
+            if on_object is not None:
+                on_object(segment_name(segment.segment_id), intact)
+        blobs = await self._store.list_blobs()
+        for blob in blobs:
+            try:
+                async for _ in self.blob_chunks(blob):
+                    pass
+                intact = True
+            except BlobCorrupt:
+                intact = False
+                damaged.append(blob.name)
+            if on_object is not None:
+                on_object(blob.name, intact)
+        return ScrubReport(
+            segments_checked=len(segments), blobs_checked=len(blobs), damaged=damaged
+        )
+
+    async def _segment_intact(self, segment: SegmentMeta) -> bool:
+        try:
+            data = await self._objects.get(segment.object_key)
+        except ObjectMissing:
+            return False
+        try:
+            await asyncio.to_thread(verify_segment, data)
+        except SegmentCorrupt:
+            return False
+        return hmac.compare_digest(data[-32:].hex(), segment.sha256)
 
     async def _write_segment(self, batch: Sequence[StoredRecord]) -> str:
         created = self._now()
@@ -229,9 +342,9 @@ class Archive:
         try:
             verify_segment(written)
         except SegmentCorrupt:
-            raise ColdDataCorrupt("segment failed verification right after writing") from None
+            raise ColdDataCorrupt(segment_id) from None
         if written != encoded.data:
-            raise ColdDataCorrupt("segment read back differs from what was written")
+            raise ColdDataCorrupt(segment_id)
         await self._store.add_segment(
             SegmentMeta(
                 segment_id=segment_id,
@@ -280,10 +393,10 @@ class Archive:
                         archived.record.record_id != entry.record_id
                         or archived.record.person_token != person_token
                     ):
-                        raise ColdDataCorrupt("segment entry does not match its index")
+                        raise ColdDataCorrupt(segment_id)
                     found[entry.record_id] = archived
             except (ObjectMissing, SegmentCorrupt):
-                raise ColdDataCorrupt(f"segment {segment_id} is missing or damaged") from None
+                raise ColdDataCorrupt(segment_id) from None
         return [found[entry.record_id] for entry in index]
 
 

@@ -1,19 +1,23 @@
 """Where the archive's bytes live: a flat object store keyed by path-like names.
 
-The embedded default is a local directory (``<data_dir>/archive``); an S3-compatible
-implementation of the same protocol comes with the at-scale backends. Objects are
-written whole or not at all: a reader never sees half a blob or half a segment.
+The embedded default is a local directory (``<data_dir>/archive``); at scale, any
+S3-compatible store through boto3 (ADR 31). Objects are written whole or not at all: a
+reader never sees half a blob or half a segment. boto3 blocks, so every call runs in a
+thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 # Keys are relative, slash-separated, made of safe characters, with no "." or ".." parts.
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
@@ -42,9 +46,24 @@ class ObjectStore(Protocol):
         """The object's bytes in chunks of at most ``chunk_size``; ObjectMissing if absent."""
         ...
 
+    async def delete(self, key: str) -> None:
+        """Remove the object under ``key``; nothing happens if there is none."""
+        ...
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key starting with ``prefix`` (e.g. ``"segments/"``), sorted."""
+        ...
+
     async def check(self) -> None:
         """Raise unless the store is usable now (health checks)."""
         ...
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a relative name of safe characters; ValueError otherwise."""
+    if not _KEY.match(key):
+        raise ValueError("object keys are relative names of safe characters")
+    return key
 
 
 class LocalObjectStore:
@@ -56,9 +75,7 @@ class LocalObjectStore:
 
     def path_of(self, key: str) -> Path:
         """The file that holds ``key``."""
-        if not _KEY.match(key):
-            raise ValueError("object keys are relative names of safe characters")
-        return self.root / key
+        return self.root / check_key(key)
 
     async def put(self, key: str, data: bytes) -> None:
         """See ObjectStore.put: temp file, fsync, rename, fsync the directory."""
@@ -89,9 +106,162 @@ class LocalObjectStore:
         finally:
             handle.close()
 
+    async def delete(self, key: str) -> None:
+        """See ObjectStore.delete."""
+        await asyncio.to_thread(self.path_of(key).unlink, missing_ok=True)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """See ObjectStore.list_keys (temporary files of unfinished writes are not objects)."""
+        return await asyncio.to_thread(_list_files, self.root, prefix)
+
     async def check(self) -> None:
         """See ObjectStore.check: the root exists (or can be made) and is writable."""
         await asyncio.to_thread(_check_writable, self.root)
+
+
+class S3ObjectStore:
+    """ObjectStore in a bucket of an S3-compatible store, keys below ``prefix``.
+
+    A PUT is atomic on S3 (a reader sees the old object or the new one), and its
+    Content-MD5 makes the server refuse bytes damaged on the way. With ``lock_days`` the
+    bucket's object lock keeps every version for that long (COMPLIANCE mode: not even the
+    bucket's owner may delete it early); stores without object lock take ``lock_days=0``.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", lock_days: int = 0) -> None:
+        """Use a boto3 S3 ``client`` on ``bucket``; objects live below ``prefix``."""
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+        self._lock_days = lock_days
+
+    def _name(self, key: str) -> str:
+        return self._prefix + check_key(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        """See ObjectStore.put."""
+        request: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": self._name(key),
+            "Body": data,
+            "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),
+        }
+        if self._lock_days:
+            request["ObjectLockMode"] = "COMPLIANCE"
+            request["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=self._lock_days
+            )
+        await asyncio.to_thread(lambda: self._client.put_object(**request))
+
+    async def get(self, key: str) -> bytes:
+        """See ObjectStore.get."""
+        name = self._name(key)
+
+        def read() -> bytes:
+            try:
+                response = self._client.get_object(Bucket=self._bucket, Key=name)
+            except self._client.exceptions.NoSuchKey:
+                raise ObjectMissing(key) from None
+            body: bytes = response["Body"].read()
+            return body
+
+        return await asyncio.to_thread(read)
+
+    async def exists(self, key: str) -> bool:
+        """See ObjectStore.exists."""
+        name = self._name(key)
+
+        def head() -> bool:
+            try:
+                self._client.head_object(Bucket=self._bucket, Key=name)
+            except self._client.exceptions.ClientError as error:
+                if _status_of(error) == 404:
+                    return False
+                raise
+            return True
+
+        return await asyncio.to_thread(head)
+
+    async def chunks(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        """See ObjectStore.chunks: one GET, its body read a chunk per thread hop."""
+        name = self._name(key)
+
+        def open_body() -> Any:
+            try:
+                return self._client.get_object(Bucket=self._bucket, Key=name)["Body"]
+            except self._client.exceptions.NoSuchKey:
+                raise ObjectMissing(key) from None
+
+        body = await asyncio.to_thread(open_body)
+        try:
+            while chunk := await asyncio.to_thread(body.read, chunk_size):
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        """See ObjectStore.delete."""
+        name = self._name(key)
+        await asyncio.to_thread(lambda: self._client.delete_object(Bucket=self._bucket, Key=name))
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """See ObjectStore.list_keys."""
+
+        def listing() -> list[str]:
+            keys: list[str] = []
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._prefix + prefix
+            )
+            for page in pages:
+                # Some stores list directory markers ("blobs/aa/"); no key ends in "/".
+                names = [item["Key"] for item in page.get("Contents", [])]
+                keys.extend(name[len(self._prefix) :] for name in names if not name.endswith("/"))
+            return sorted(keys)
+
+        return await asyncio.to_thread(listing)
+
+    async def check(self) -> None:
+        """See ObjectStore.check: the bucket answers."""
+        await asyncio.to_thread(lambda: self._client.head_bucket(Bucket=self._bucket))
+
+
+def s3_client(endpoint_url: str | None, region: str, access_key_id: str, secret: str) -> Any:
+    """A boto3 S3 client; path-style addressing, which every S3-compatible store serves."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            # Only send checksums an operation requires: older S3-compatible stores refuse
+            # the CRC headers newer botocore adds by default.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def _status_of(error: Any) -> int:
+    status: int = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status
+
+
+def _list_files(root: Path, prefix: str) -> list[str]:
+    if not root.is_dir():
+        return []
+    keys = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            key = path.relative_to(root).as_posix()
+            if key.startswith(prefix):
+                keys.append(key)
+    return sorted(keys)
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -102,9 +102,9 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
                     response.blob.CopyFrom(_blob_proto(blob))
                     first = False
                 yield response
-        except BlobCorrupt:
+        except BlobCorrupt as corrupt:
             raise _data_loss(
-                "the stored blob does not match its checksum", "BLOB_CORRUPT"
+                f"{corrupt.object_name} does not match its checksum", "BLOB_CORRUPT"
             ) from None
 
     async def TierRecords(
@@ -128,9 +128,9 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
         assert cutoff is not None
         try:
             result = await self._archive.tier(cutoff, request.max_records or DEFAULT_MAX_RECORDS)
-        except ColdDataCorrupt:
+        except ColdDataCorrupt as corrupt:
             raise _data_loss(
-                "a segment failed verification; no hot record was removed for it",
+                f"{corrupt.object_name} failed verification; no hot record was removed for it",
                 "SEGMENT_CORRUPT",
             ) from None
         return archive_pb2.TierRecordsResponse(
@@ -150,9 +150,9 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
         violations.raise_if_any()
         try:
             entries = await self._archive.fetch(request.person_token, start, end)
-        except ColdDataCorrupt:
+        except ColdDataCorrupt as corrupt:
             raise _data_loss(
-                "a cold segment failed its checksum or index check", "SEGMENT_CORRUPT"
+                f"{corrupt.object_name} failed its checksum or index check", "SEGMENT_CORRUPT"
             ) from None
         for entry in entries:
             yield archive_pb2.FetchRecordsResponse(

@@ -88,6 +88,14 @@ class ArchiveStore(Protocol):
         """A person's cold records with effective time in [start, end), oldest first."""
         ...
 
+    async def list_segments(self) -> list[SegmentMeta]:
+        """Every indexed segment (scrub and orphan collection walk them all)."""
+        ...
+
+    async def list_blobs(self) -> list[BlobMeta]:
+        """Every stored blob's metadata (scrub walks them all)."""
+        ...
+
     async def check(self) -> None:
         """Raise unless the store answers now (health checks)."""
         ...
@@ -231,6 +239,38 @@ class SqliteArchiveStore:
                 effective_time=from_micros(row["effective_us"]),
                 segment_id=row["segment_id"],
                 offset=row["frame_offset"],
+            )
+            for row in rows
+        ]
+
+    async def list_segments(self) -> list[SegmentMeta]:
+        """See ArchiveStore.list_segments."""
+        rows = await self._db.read(
+            lambda c: c.execute("SELECT * FROM segments ORDER BY segment_id").fetchall()
+        )
+        return [
+            SegmentMeta(
+                segment_id=row["segment_id"],
+                object_key=row["object_key"],
+                sha256=row["sha256"],
+                record_count=row["record_count"],
+                size_bytes=row["size_bytes"],
+                created_time=from_micros(row["created_us"]),
+            )
+            for row in rows
+        ]
+
+    async def list_blobs(self) -> list[BlobMeta]:
+        """See ArchiveStore.list_blobs."""
+        rows = await self._db.read(
+            lambda c: c.execute("SELECT * FROM blobs ORDER BY sha256").fetchall()
+        )
+        return [
+            BlobMeta(
+                sha256=row["sha256"],
+                size_bytes=row["size_bytes"],
+                content_type=row["content_type"],
+                person_token=row["person_token"],
             )
             for row in rows
         ]

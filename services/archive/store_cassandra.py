@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from healthbank.records import from_micros, to_micros
@@ -171,6 +171,32 @@ class CassandraArchiveStore:
             concurrency=_CONCURRENCY,
         )
         return len(fresh)
+
+    async def list_segments(self) -> list[SegmentMeta]:
+        """See ArchiveStore.list_segments (a full scan: maintenance jobs only)."""
+        rows = await self._db.execute(
+            "SELECT segment_id, object_key, sha256, record_count, size_bytes, created_time"
+            " FROM segments"
+        )
+        segments = [
+            SegmentMeta(
+                segment_id=row.segment_id,
+                object_key=row.object_key,
+                sha256=row.sha256,
+                record_count=int(row.record_count),
+                size_bytes=int(row.size_bytes),
+                created_time=row.created_time.replace(tzinfo=UTC),
+            )
+            for row in rows
+        ]
+        return sorted(segments, key=lambda segment: segment.segment_id)
+
+    async def list_blobs(self) -> list[BlobMeta]:
+        """See ArchiveStore.list_blobs (a full scan: maintenance jobs only)."""
+        rows = await self._db.execute(
+            "SELECT sha256, size_bytes, content_type, person_token FROM blobs"
+        )
+        return sorted((_blob(row) for row in rows), key=lambda blob: blob.sha256)
 
     async def list_cold(
         self, person_token: str, start: datetime | None, end: datetime | None

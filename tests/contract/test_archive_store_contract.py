@@ -4,6 +4,7 @@ content-addressed blob metadata (first owner wins) and the cold record index."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -218,3 +219,20 @@ async def test_cassandra_a_record_half_indexed_by_a_dead_run_is_indexed_once_on_
         assert await store.archived_record_ids([record_id]) == {record_id}
     finally:
         await store.close()
+
+
+# --- what scrub and orphan collection walk ---------------------------------------------------
+
+
+async def test_every_segment_and_blob_is_listed_once(store: ArchiveStore) -> None:
+    assert await store.list_segments() == []
+    assert await store.list_blobs() == []
+    # Millisecond times: Cassandra's timestamp keeps no finer precision.
+    whole_ms = T0.replace(microsecond=T0.microsecond // 1000 * 1000)
+    segments = [dataclasses.replace(segment(n), created_time=whole_ms) for n in (1, 2)]
+    for meta in segments:
+        await store.add_segment(meta, index_of(meta, [(new_ulid(), PERSON, T0)]))
+    blobs = [await store.put_blob(blob(content)) for content in (b"one", b"two", b"three")]
+    await store.put_blob(blob(b"one"))  # a retry adds nothing
+    assert await store.list_segments() == sorted(segments, key=lambda s: s.segment_id)
+    assert await store.list_blobs() == sorted(blobs, key=lambda b: b.sha256)

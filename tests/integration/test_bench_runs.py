@@ -97,3 +97,15 @@ def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
     rates = ["known_resolves_per_s", "new_resolves_per_s", "matcher_new_decisions_per_s"]
     assert all(figures[name] > 0 for name in rates)
     assert figures["true_pairs"] > 0
+
+
+@pytest.mark.parametrize("objects", ["local", "s3"])
+def test_archive_benchmark_prints_tiering_compression_and_cold_fetches(objects: str) -> None:
+    lines = run_tool(
+        "archive.py", "--persons", "4", "--fetches", "2", "--objects", objects, timeout=240
+    )
+    assert lines[0].startswith(f"objects: {objects}")
+    assert lines[1].startswith("tiering: 480 records in") and "records/s" in lines[1]
+    assert lines[2].startswith("compression:") and "ratio" in lines[2]
+    assert lines[3].startswith("cold fetch, one record: p50")
+    assert lines[4].startswith("cold fetch, 5-year history (120 records): p50")

@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     # AES-GCM with random nonces stays safe far beyond this; 2**32 is the NIST limit per key.
     data_key_cache_uses: int = Field(default=10000, ge=1, le=2**32)
 
+    # The archive's objects (segments, blobs): <data_dir>/archive, or a bucket of any
+    # S3-compatible store (ADR 31); object lock keeps each object this many days (0: off).
+    archive_backend: Literal["local", "s3"] = "local"
+    archive_s3_endpoint: str | None = None
+    archive_s3_bucket: str = "healthbank-archive"
+    archive_s3_prefix: str = "archive/"
+    archive_s3_region: str = "us-east-1"
+    archive_s3_access_key_id: SecretStr | None = None
+    archive_s3_secret_access_key: SecretStr | None = None
+    archive_s3_object_lock_days: int = Field(default=0, ge=0)
+
     cache_backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     cache_ttl_seconds: float = Field(default=30.0, ge=0)

@@ -339,8 +339,9 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         services=_services(ARCHIVE_TIERING),
     ),
     _ARCHIVE_V1 + "FetchRecords": MethodRule(
-        "cold records, sealed, for record-lookup's admitted reads",
-        services=_services(RECORD_LOOKUP),
+        "cold records, sealed, for record-lookup's admitted reads and ai-alert's consented "
+        "multi-year trends (tiered years included, ADR 31)",
+        services=_services(RECORD_LOOKUP, AI_ALERT),
     ),
     # --- audit: the append-only ledger ---
     _AUDIT_V1 + "AppendEvent": MethodRule(

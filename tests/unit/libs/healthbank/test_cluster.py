@@ -17,10 +17,17 @@ from healthbank.cluster import label_selector, service_statuses
 FIXTURES = REPO / "tests" / "fixtures" / "kubernetes"
 
 
+class _Response:
+    """What the client's deserialize reads of an HTTP response: its body as ``data``."""
+
+    def __init__(self, body: str) -> None:
+        self.data = body
+
+
 def _models(fixture: str, model: str) -> Any:
     """The fixture's HTTP body as the client turns a response into models."""
     body = (FIXTURES / fixture).read_text()
-    return ApiClient().deserialize(body, model, "application/json")
+    return ApiClient().deserialize(_Response(body), model)
 
 
 def test_each_service_gets_its_rollout_and_health() -> None:

@@ -146,6 +146,19 @@ def test_plan_segments_respects_count_and_size_limits() -> None:
     assert plan_segments([]) == []
 
 
+def test_plan_segments_keeps_each_segment_to_one_person_and_one_year() -> None:
+    # Interleaved as the hot store lists them: by time across persons.
+    first, second = "e" * 64, "f" * 64
+    records = [stored(i * 100, person=first if i % 2 else second) for i in range(8)]
+    batches = plan_segments(records, max_records=1000, max_bytes=10**9)
+    groups = [{(r.person_token, r.effective_time.year) for r in batch} for batch in batches]
+    assert all(len(group) == 1 for group in groups)
+    assert len(groups) == len({group.pop() for group in groups})
+    assert sorted(r.record_id for batch in batches for r in batch) == sorted(
+        r.record_id for r in records
+    )
+
+
 def test_object_keys() -> None:
     sha = hashlib.sha256(b"x").hexdigest()
     assert blob_key(sha) == f"blobs/{sha[:2]}/{sha}"
