@@ -29,6 +29,7 @@ is audited, also when its summary comes from the cache.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,11 +41,12 @@ from healthbank.common.v1 import common_pb2
 from healthbank.contracts.facts import Fact, MalformedFact, decode_fact, encode_fact
 from healthbank.contracts.names import record_name
 from healthbank.contracts.principal import Principal
+from healthbank.contracts.terminology import LOINC
 from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.records import EmergencyFact, RecordStore, StoredRecord, is_placed_payload_stub
 from healthbank.rpc.gate import Admission, ConsentGate
 from healthbank.storage.cache import Cache, emergency_summary_key
-from services.record_lookup import domain
+from services.record_lookup import domain, exam_equivalence
 
 _log = logging.getLogger(__name__)
 
@@ -119,6 +121,24 @@ class HistoryEntry:
     record: StoredRecord
     is_cold: bool
     fhir_json: bytes
+
+
+@dataclass(frozen=True)
+class OrderedExam:
+    """An exam about to be ordered: a modality and body site, or a LOINC code."""
+
+    modality: str = ""
+    body_site: str = ""
+    loinc_code: str = ""
+
+
+@dataclass(frozen=True)
+class RecentExam:
+    """An earlier exam equivalent to the one ordered, and the rule that says so."""
+
+    record: StoredRecord
+    is_cold: bool
+    rule: str
 
 
 @dataclass(frozen=True)
@@ -224,6 +244,68 @@ class RecordLookupFlow:
             _log.error("record %s points to a blob of another person", name)
             raise ImageNotFound(name)
         return blob.content_type, await admission.open_blob(blob.sealed)
+
+    async def recent_exams(
+        self, principal: Principal, person_token: str, ordered: OrderedExam, since: datetime
+    ) -> list[RecentExam]:
+        """The person's exams since ``since`` equivalent to ``ordered``, newest first, read
+        (hot and cold) under the same consent and audit as a history of that category."""
+        category = (
+            common_pb2.RECORD_CATEGORY_OBSERVATION
+            if ordered.loinc_code
+            else common_pb2.RECORD_CATEGORY_IMAGING
+        )
+
+        async def sealed_records(
+            permitted: frozenset[int],
+        ) -> tuple[list[StoredRecord], list[StoredRecord]]:
+            if not domain.readable_categories([category], permitted):
+                return [], []
+            hot, cold = await asyncio.gather(
+                self._records.list_records(person_token, categories=[category], start=since),
+                self._archive.cold_records(person_token, since, None),
+            )
+            return hot, cold
+
+        admission, (hot, cold) = await self._gate.admit_reading(
+            principal,
+            person_token,
+            sealed_records,
+            action=audit_pb2.ACTION_READ_HISTORY,
+            categories=[category],
+        )
+        found = []
+        candidates = [(record, False) for record in hot] + [
+            (record, True) for record in cold if _belongs_to(record, person_token)
+        ]
+        for record, is_cold in candidates:
+            if record.category != category:
+                continue
+            rule = await self._equivalent(admission, record, ordered)
+            if rule is not None:
+                found.append(RecentExam(record, is_cold, rule))
+        return sorted(found, key=lambda exam: exam.record.effective_time, reverse=True)
+
+    async def _equivalent(
+        self, admission: Admission, record: StoredRecord, ordered: OrderedExam
+    ) -> str | None:
+        """The rule under which ``record`` counts as ``ordered``, or None."""
+        if ordered.loinc_code:
+            rule = exam_equivalence.lab_rule(ordered.loinc_code)
+            matches = record.code_system == LOINC and record.code in rule.loinc_codes
+            return rule.name if matches else None
+        imaging = exam_equivalence.imaging_rule(ordered.modality, ordered.body_site)
+        if record.code.upper() not in imaging.modalities:
+            return None
+        # The body site is inside the sealed study (DICOM BodyPartExamined per series).
+        study = json.loads(await self._payload(admission, record))
+        sites = {
+            exam_equivalence.normalize_site(str(series.get("bodySite", {}).get(key, "")))
+            for series in study.get("series", [])
+            if isinstance(series, dict) and isinstance(series.get("bodySite"), dict)
+            for key in ("display", "code")
+        }
+        return imaging.name if sites & imaging.body_sites else None
 
     async def image(self, principal: Principal, person_token: str, record_id: str) -> Image:
         """The image of one of the person's records, for a reader consent admits to the

@@ -5,8 +5,9 @@ The reads themselves (consent → audit → read → decrypt) are :mod:`services
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from google.protobuf import timestamp_pb2
@@ -25,7 +26,12 @@ from healthbank.contracts.records import record_to_proto
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
 from services.record_lookup import domain
-from services.record_lookup.flow import EmergencyReport, ImageNotFound, RecordLookupFlow
+from services.record_lookup.flow import (
+    EmergencyReport,
+    ImageNotFound,
+    OrderedExam,
+    RecordLookupFlow,
+)
 
 SERVICE = "record-lookup"
 # Records per GetHistoryPages message: one message per record cost half of the service's time.
@@ -111,6 +117,28 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
                 chunk.size_bytes = len(content)
             yield chunk
 
+    async def FindRecentExams(
+        self, request: record_lookup_pb2.FindRecentExamsRequest, context: object
+    ) -> record_lookup_pb2.FindRecentExamsResponse:
+        """Equivalent exams within the window, for an order about to be placed."""
+        principal = require_principal()
+        person_token, ordered, window_days = _validate_recent_exams(request)
+        since = self._now() - timedelta(days=window_days)
+        found = await self._flow.recent_exams(principal, person_token, ordered, since)
+        response = record_lookup_pb2.FindRecentExamsResponse()
+        for exam in found:
+            item = response.exams.add(
+                record_name=exam.record.name,
+                hospital_id=exam.record.source_hospital,
+                code_system=exam.record.code_system,
+                code=exam.record.code,
+                display=exam.record.code_display,
+                rule=exam.rule,
+                is_cold=exam.is_cold,
+            )
+            item.effective_time.FromDatetime(exam.record.effective_time)
+        return response
+
     async def GetEmergencySummary(
         self, request: record_lookup_pb2.GetEmergencySummaryRequest, context: object
     ) -> record_lookup_pb2.EmergencySummary:
@@ -140,6 +168,46 @@ def _validate_history(
     violations.raise_if_any()
     assert person_token is not None
     return person_token, start, end
+
+
+MAX_EXAM_WINDOW_DAYS = 3650
+LOINC_CODE = re.compile(r"[0-9]{1,7}-[0-9]")
+
+
+def _validate_recent_exams(
+    request: record_lookup_pb2.FindRecentExamsRequest,
+) -> tuple[str, OrderedExam, int]:
+    violations = Violations()
+    person_token = _check_parent(violations, request.parent, "parent")
+    imaging = bool(request.modality or request.body_site)
+    if request.loinc_code:
+        violations.check(
+            not imaging, "loinc_code", "give either loinc_code or modality and body_site"
+        )
+        violations.check(
+            LOINC_CODE.fullmatch(request.loinc_code) is not None,
+            "loinc_code",
+            "must be a LOINC code (digits, a hyphen, a check digit)",
+        )
+    else:
+        violations.require(request.modality, "modality")
+        violations.require(request.body_site, "body_site")
+        modality = request.modality
+        violations.check(
+            not modality or (len(modality) <= 16 and modality.isascii() and modality.isalnum()),
+            "modality",
+            "must be a DICOM modality code (letters, e.g. CT)",
+        )
+        violations.check(len(request.body_site) <= 64, "body_site", "must be at most 64 characters")
+    violations.check(
+        1 <= request.window_days <= MAX_EXAM_WINDOW_DAYS,
+        "window_days",
+        f"must be 1 to {MAX_EXAM_WINDOW_DAYS}",
+    )
+    violations.raise_if_any()
+    assert person_token is not None
+    ordered = OrderedExam(request.modality, request.body_site, request.loinc_code)
+    return person_token, ordered, request.window_days
 
 
 def _check_parent(violations: Violations, parent: str, field: str) -> str | None:

@@ -116,6 +116,8 @@ CONSENT_DECIDES = {
     ("/healthbank.record_lookup.v1.RecordLookupService/GetHistoryPages", PK.EMERGENCY),
     ("/healthbank.record_lookup.v1.RecordLookupService/GetImage", PK.CLINICIAN),
     ("/healthbank.record_lookup.v1.RecordLookupService/GetImage", PK.EMERGENCY),
+    ("/healthbank.record_lookup.v1.RecordLookupService/FindRecentExams", PK.CLINICIAN),
+    ("/healthbank.record_lookup.v1.RecordLookupService/FindRecentExams", PK.EMERGENCY),
 }
 
 
@@ -282,6 +284,9 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "GetHistoryPages": lambda: record_lookup_pb2.GetHistoryRequest(parent=parent),
         "GetImage": lambda: record_lookup_pb2.GetImageRequest(
             name=f"{parent}/records/01ARZ3NDEKTSV4RRFFQ69G5FAV"
+        ),
+        "FindRecentExams": lambda: record_lookup_pb2.FindRecentExamsRequest(
+            parent=parent, modality="CT", body_site="head", window_days=90
         ),
         "GetEmergencySummary": lambda: record_lookup_pb2.GetEmergencySummaryRequest(
             national_id=person.national_id, justification=JUSTIFICATION

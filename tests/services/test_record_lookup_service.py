@@ -61,6 +61,7 @@ from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
 from services.identity.app import open_service as open_identity
+from services.record_lookup import exam_equivalence
 from services.record_lookup.app import SERVICE, open_service
 
 PERSON = "c3" * 32
@@ -115,6 +116,7 @@ class Seeder:
         fact: dict[str, str] | None = None,
         blob_name: str = "",
         payload: bytes = b"",
+        hospital: str = "hospital-a",
     ) -> StoredRecord:
         record_id = new_ulid(effective)
         payload = (
@@ -126,7 +128,7 @@ class Seeder:
         stored = StoredRecord(
             record_id=record_id,
             person_token=person_token,
-            source_hospital="hospital-a",
+            source_hospital=hospital,
             source_format=common_pb2.SOURCE_FORMAT_FHIR_R4_JSON,
             message_id=f"msg-{record_id}",
             source_version="1",
@@ -158,7 +160,7 @@ class Seeder:
             )
             facts.append(EmergencyFact(person_token, record_id, category, sealed))
         receipt = MessageReceipt(
-            "hospital-a", stored.message_id, stored.content_hash, person_token, (record_id,)
+            hospital, stored.message_id, stored.content_hash, person_token, (record_id,)
         )
         await self.store.put_message(receipt, [stored], facts)
         return stored
@@ -1160,3 +1162,120 @@ async def test_a_history_stays_within_its_grpc_call_budget(
     calls = calls_of(caplog, request_id)
     assert within(calls, HISTORY_CALLS), calls
     assert calls[f"{_LOOKUP}GetHistoryPages"] == 1 and calls[_APPEND] == 1, calls
+
+
+# -- FindRecentExams (ADR 34) ----------------------------------------------------------------
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
+
+def imaging_study(modality: str, body_part: str) -> bytes:
+    """An ImagingStudy as ingest maps a DICOM file: the body part on its series."""
+    series = {"uid": "1.2.3.4", "modality": {"system": DCM, "code": modality}}
+    series["bodySite"] = {"display": body_part}
+    return json.dumps({"resourceType": "ImagingStudy", "series": [series]}).encode()
+
+
+async def seed_exam(
+    stack: Stack, days_ago: int, *, modality: str = "", body_part: str = "", loinc: str = ""
+) -> StoredRecord:
+    when = datetime.now(UTC) - timedelta(days=days_ago)
+    if loinc:
+        return await stack.seed.record(PERSON, OBSERVATION, (LOINC, loinc), when, hospital="h-west")
+    return await stack.seed.record(
+        PERSON,
+        IMAGING,
+        (DCM, modality),
+        when,
+        payload=imaging_study(modality, body_part),
+        hospital="h-east",
+    )
+
+
+async def recent_exams(
+    stack: Stack, principal: Principal = CLINICIAN, **request: Any
+) -> list[record_lookup_pb2.RecentExam]:
+    request.setdefault("parent", f"persons/{PERSON}")
+    request.setdefault("window_days", 90)
+    response = await stack.lookup.FindRecentExams(
+        record_lookup_pb2.FindRecentExamsRequest(**request), metadata=stack.auth(principal)
+    )
+    return list(response.exams)
+
+
+async def test_a_head_ct_elsewhere_12_days_ago_is_found_and_one_400_days_ago_is_not(
+    stack: Stack,
+) -> None:
+    recent = await seed_exam(stack, 12, modality="CT", body_part="BRAIN")
+    await seed_exam(stack, 400, modality="CT", body_part="HEAD")
+    await seed_exam(stack, 5, modality="CT", body_part="CHEST")
+    await seed_exam(stack, 5, modality="MR", body_part="HEAD")
+    denied = await failure(recent_exams(stack, modality="CT", body_site="head"))
+    assert denied.reason == "NO_GRANT"
+
+    await stack.grant(PERSON)
+    (found,) = await recent_exams(stack, modality="CT", body_site="head")
+    assert (found.record_name, found.hospital_id, found.rule) == (
+        recent.name,
+        "h-east",
+        "ct-head",
+    )
+    assert found.effective_time.ToDatetime(tzinfo=UTC) == recent.effective_time
+    assert not found.is_cold
+    found_long_ago = await recent_exams(stack, modality="CT", body_site="head", window_days=500)
+    assert [exam.rule for exam in found_long_ago] == ["ct-head", "ct-head"]
+    (event, *_) = await stack.access_events(PERSON)
+    assert event.action == audit_pb2.ACTION_READ_HISTORY and event.basis == "GRANT"
+
+
+@pytest.mark.parametrize("rule", exam_equivalence.IMAGING_RULES, ids=lambda rule: rule.name)
+async def test_each_imaging_rule_finds_its_equivalents_and_nothing_else(
+    stack: Stack, rule: exam_equivalence.ImagingRule
+) -> None:
+    modalities, sites = sorted(rule.modalities), sorted(rule.body_sites)
+    equivalent = await seed_exam(stack, 3, modality=modalities[-1], body_part=sites[-1].upper())
+    await seed_exam(stack, 3, modality="US", body_part=sites[-1])
+    await seed_exam(stack, 3, modality=modalities[0], body_part="knee")
+    await stack.grant(PERSON)
+    found = await recent_exams(stack, modality=modalities[0], body_site=sites[0])
+    assert [(exam.record_name, exam.rule) for exam in found] == [(equivalent.name, rule.name)]
+
+
+@pytest.mark.parametrize("rule", exam_equivalence.LAB_RULES, ids=lambda rule: rule.name)
+async def test_each_lab_rule_finds_its_equivalents_and_nothing_else(
+    stack: Stack, rule: exam_equivalence.LabRule
+) -> None:
+    codes = sorted(rule.loinc_codes)
+    equivalent = await seed_exam(stack, 20, loinc=codes[-1])
+    await seed_exam(stack, 20, loinc="718-7")  # hemoglobin: another test
+    await stack.grant(PERSON)
+    found = await recent_exams(stack, loinc_code=codes[0])
+    assert [(exam.record_name, exam.hospital_id, exam.rule) for exam in found] == [
+        (equivalent.name, "h-west", rule.name)
+    ]
+
+
+async def test_an_equivalent_exam_moved_to_the_cold_tier_is_found_there(stack: Stack) -> None:
+    tiered = await seed_exam(stack, 60, modality="CT", body_part="SKULL")
+    moved = await stack.archive.TierRecords(
+        archive_pb2.TierRecordsRequest(cutoff=ts(datetime.now(UTC) - timedelta(days=30))),
+        metadata=stack.auth(TIERING),
+    )
+    assert moved.records_moved == 1
+    (found,) = await recent_exams(stack, patient(PERSON), modality="CT", body_site="brain")
+    assert (found.record_name, found.is_cold, found.rule) == (tiered.name, True, "ct-head")
+
+
+async def test_recent_exam_requests_are_validated(stack: Stack) -> None:
+    cases = [
+        ({"modality": "CT"}, ["body_site"]),
+        ({"modality": "CT", "body_site": "head", "loinc_code": "4548-4"}, ["loinc_code"]),
+        ({"loinc_code": "A1C"}, ["loinc_code"]),
+        ({"modality": "C T", "body_site": "head"}, ["modality"]),
+        ({"loinc_code": "4548-4", "window_days": 0}, ["window_days"]),
+        ({"loinc_code": "4548-4", "parent": "people/x"}, ["parent"]),
+    ]
+    for request, wanted in cases:
+        details = await failure(recent_exams(stack, **request))
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT, request
+        assert [field for field, _ in details.field_violations] == wanted, request

@@ -312,6 +312,14 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
             _PK.PATIENT: _own_person("parent"),
         },
     ),
+    _LOOKUP_V1 + "FindRecentExams": MethodRule(
+        "before an order: the earlier equivalent exams, read like the history of that category",
+        callers={
+            _PK.CLINICIAN: HOSPITAL_BOUND,
+            _PK.EMERGENCY: HOSPITAL_BOUND,
+            _PK.PATIENT: _own_person("parent"),
+        },
+    ),
     _LOOKUP_V1 + "GetImage": MethodRule(
         "the images behind a history, read like the history: consent (imaging) or break-glass; "
         "patients their own",

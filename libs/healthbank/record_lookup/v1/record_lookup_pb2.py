@@ -26,31 +26,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from healthbank.common.v1 import common_pb2 as healthbank_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/healthbank/record_lookup/v1/record_lookup.proto\x12\x1bhealthbank.record_lookup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!healthbank/common/v1/common.proto\"\x90\x01\n\x11GetHistoryRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x38\n\ncategories\x18\x02 \x03(\x0e\x32$.healthbank.common.v1.RecordCategory\x12\x31\n\teffective\x18\x03 \x01(\x0b\x32\x1e.healthbank.common.v1.Interval\";\n\x0bHistoryItem\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.healthbank.common.v1.Record\"\x1f\n\x0fGetImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"m\n\nImageChunk\x12\x13\n\x0brecord_name\x18\x01 \x01(\t\x12\x11\n\tblob_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\r\n\x05\x63hunk\x18\x05 \x01(\x0c\"F\n\x0bHistoryPage\x12\x37\n\x05items\x18\x01 \x03(\x0b\x32(.healthbank.record_lookup.v1.HistoryItem\"H\n\x1aGetEmergencySummaryRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\"\xdc\x01\n\x04\x46\x61\x63t\x12\x36\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32$.healthbank.common.v1.RecordCategory\x12(\n\x04\x63ode\x18\x02 \x01(\x0b\x32\x1a.healthbank.common.v1.Code\x12\x10\n\x08severity\x18\x03 \x01(\t\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsource_hospital\x18\x05 \x01(\t\x12\x13\n\x0brecord_name\x18\x06 \x01(\t\"\xe7\x03\n\x10\x45mergencySummary\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x31\n\x05light\x18\x02 \x01(\x0e\x32\".healthbank.record_lookup.v1.Light\x12\x14\n\x0clight_reason\x18\x03 \x01(\t\x12\x34\n\tallergies\x18\x04 \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x34\n\tsurgeries\x18\x05 \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x35\n\nconditions\x18\x06 \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x18\n\x10\x61udit_leaf_index\x18\x07 \x01(\x03\x12\x18\n\x10\x62reak_glass_name\x18\x08 \x01(\t\x12\x31\n\rgenerate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0bmedications\x18\n \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x32\n\x07\x64\x65vices\x18\x0b \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact*P\n\x05Light\x12\x15\n\x11LIGHT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLIGHT_GREEN\x10\x01\x12\x10\n\x0cLIGHT_YELLOW\x10\x02\x12\r\n\tLIGHT_RED\x10\x03\x32\xd2\x03\n\x13RecordLookupService\x12h\n\nGetHistory\x12..healthbank.record_lookup.v1.GetHistoryRequest\x1a(.healthbank.record_lookup.v1.HistoryItem0\x01\x12m\n\x0fGetHistoryPages\x12..healthbank.record_lookup.v1.GetHistoryRequest\x1a(.healthbank.record_lookup.v1.HistoryPage0\x01\x12}\n\x13GetEmergencySummary\x12\x37.healthbank.record_lookup.v1.GetEmergencySummaryRequest\x1a-.healthbank.record_lookup.v1.EmergencySummary\x12\x63\n\x08GetImage\x12,.healthbank.record_lookup.v1.GetImageRequest\x1a\'.healthbank.record_lookup.v1.ImageChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/healthbank/record_lookup/v1/record_lookup.proto\x12\x1bhealthbank.record_lookup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!healthbank/common/v1/common.proto\"v\n\x16\x46indRecentExamsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x11\n\tbody_site\x18\x03 \x01(\t\x12\x12\n\nloinc_code\x18\x04 \x01(\t\x12\x13\n\x0bwindow_days\x18\x05 \x01(\x05\"\xbd\x01\n\nRecentExam\x12\x13\n\x0brecord_name\x18\x01 \x01(\t\x12\x13\n\x0bhospital_id\x18\x02 \x01(\t\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ode_system\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x0f\n\x07\x64isplay\x18\x06 \x01(\t\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12\x0f\n\x07is_cold\x18\x08 \x01(\x08\"Q\n\x17\x46indRecentExamsResponse\x12\x36\n\x05\x65xams\x18\x01 \x03(\x0b\x32\'.healthbank.record_lookup.v1.RecentExam\"\x90\x01\n\x11GetHistoryRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x38\n\ncategories\x18\x02 \x03(\x0e\x32$.healthbank.common.v1.RecordCategory\x12\x31\n\teffective\x18\x03 \x01(\x0b\x32\x1e.healthbank.common.v1.Interval\";\n\x0bHistoryItem\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.healthbank.common.v1.Record\"\x1f\n\x0fGetImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"m\n\nImageChunk\x12\x13\n\x0brecord_name\x18\x01 \x01(\t\x12\x11\n\tblob_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\r\n\x05\x63hunk\x18\x05 \x01(\x0c\"F\n\x0bHistoryPage\x12\x37\n\x05items\x18\x01 \x03(\x0b\x32(.healthbank.record_lookup.v1.HistoryItem\"H\n\x1aGetEmergencySummaryRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\"\xdc\x01\n\x04\x46\x61\x63t\x12\x36\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32$.healthbank.common.v1.RecordCategory\x12(\n\x04\x63ode\x18\x02 \x01(\x0b\x32\x1a.healthbank.common.v1.Code\x12\x10\n\x08severity\x18\x03 \x01(\t\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsource_hospital\x18\x05 \x01(\t\x12\x13\n\x0brecord_name\x18\x06 \x01(\t\"\xe7\x03\n\x10\x45mergencySummary\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x31\n\x05light\x18\x02 \x01(\x0e\x32\".healthbank.record_lookup.v1.Light\x12\x14\n\x0clight_reason\x18\x03 \x01(\t\x12\x34\n\tallergies\x18\x04 \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x34\n\tsurgeries\x18\x05 \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x35\n\nconditions\x18\x06 \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x18\n\x10\x61udit_leaf_index\x18\x07 \x01(\x03\x12\x18\n\x10\x62reak_glass_name\x18\x08 \x01(\t\x12\x31\n\rgenerate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0bmedications\x18\n \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact\x12\x32\n\x07\x64\x65vices\x18\x0b \x03(\x0b\x32!.healthbank.record_lookup.v1.Fact*P\n\x05Light\x12\x15\n\x11LIGHT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLIGHT_GREEN\x10\x01\x12\x10\n\x0cLIGHT_YELLOW\x10\x02\x12\r\n\tLIGHT_RED\x10\x03\x32\xd0\x04\n\x13RecordLookupService\x12h\n\nGetHistory\x12..healthbank.record_lookup.v1.GetHistoryRequest\x1a(.healthbank.record_lookup.v1.HistoryItem0\x01\x12m\n\x0fGetHistoryPages\x12..healthbank.record_lookup.v1.GetHistoryRequest\x1a(.healthbank.record_lookup.v1.HistoryPage0\x01\x12}\n\x13GetEmergencySummary\x12\x37.healthbank.record_lookup.v1.GetEmergencySummaryRequest\x1a-.healthbank.record_lookup.v1.EmergencySummary\x12\x63\n\x08GetImage\x12,.healthbank.record_lookup.v1.GetImageRequest\x1a\'.healthbank.record_lookup.v1.ImageChunk0\x01\x12|\n\x0f\x46indRecentExams\x12\x33.healthbank.record_lookup.v1.FindRecentExamsRequest\x1a\x34.healthbank.record_lookup.v1.FindRecentExamsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'healthbank.record_lookup.v1.record_lookup_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LIGHT']._serialized_start=1359
-  _globals['_LIGHT']._serialized_end=1439
-  _globals['_GETHISTORYREQUEST']._serialized_start=149
-  _globals['_GETHISTORYREQUEST']._serialized_end=293
-  _globals['_HISTORYITEM']._serialized_start=295
-  _globals['_HISTORYITEM']._serialized_end=354
-  _globals['_GETIMAGEREQUEST']._serialized_start=356
-  _globals['_GETIMAGEREQUEST']._serialized_end=387
-  _globals['_IMAGECHUNK']._serialized_start=389
-  _globals['_IMAGECHUNK']._serialized_end=498
-  _globals['_HISTORYPAGE']._serialized_start=500
-  _globals['_HISTORYPAGE']._serialized_end=570
-  _globals['_GETEMERGENCYSUMMARYREQUEST']._serialized_start=572
-  _globals['_GETEMERGENCYSUMMARYREQUEST']._serialized_end=644
-  _globals['_FACT']._serialized_start=647
-  _globals['_FACT']._serialized_end=867
-  _globals['_EMERGENCYSUMMARY']._serialized_start=870
-  _globals['_EMERGENCYSUMMARY']._serialized_end=1357
-  _globals['_RECORDLOOKUPSERVICE']._serialized_start=1442
-  _globals['_RECORDLOOKUPSERVICE']._serialized_end=1908
+  _globals['_LIGHT']._serialized_start=1754
+  _globals['_LIGHT']._serialized_end=1834
+  _globals['_FINDRECENTEXAMSREQUEST']._serialized_start=148
+  _globals['_FINDRECENTEXAMSREQUEST']._serialized_end=266
+  _globals['_RECENTEXAM']._serialized_start=269
+  _globals['_RECENTEXAM']._serialized_end=458
+  _globals['_FINDRECENTEXAMSRESPONSE']._serialized_start=460
+  _globals['_FINDRECENTEXAMSRESPONSE']._serialized_end=541
+  _globals['_GETHISTORYREQUEST']._serialized_start=544
+  _globals['_GETHISTORYREQUEST']._serialized_end=688
+  _globals['_HISTORYITEM']._serialized_start=690
+  _globals['_HISTORYITEM']._serialized_end=749
+  _globals['_GETIMAGEREQUEST']._serialized_start=751
+  _globals['_GETIMAGEREQUEST']._serialized_end=782
+  _globals['_IMAGECHUNK']._serialized_start=784
+  _globals['_IMAGECHUNK']._serialized_end=893
+  _globals['_HISTORYPAGE']._serialized_start=895
+  _globals['_HISTORYPAGE']._serialized_end=965
+  _globals['_GETEMERGENCYSUMMARYREQUEST']._serialized_start=967
+  _globals['_GETEMERGENCYSUMMARYREQUEST']._serialized_end=1039
+  _globals['_FACT']._serialized_start=1042
+  _globals['_FACT']._serialized_end=1262
+  _globals['_EMERGENCYSUMMARY']._serialized_start=1265
+  _globals['_EMERGENCYSUMMARY']._serialized_end=1752
+  _globals['_RECORDLOOKUPSERVICE']._serialized_start=1837
+  _globals['_RECORDLOOKUPSERVICE']._serialized_end=2429
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,46 @@ LIGHT_GREEN: Light
 LIGHT_YELLOW: Light
 LIGHT_RED: Light
 
+class FindRecentExamsRequest(_message.Message):
+    __slots__ = ("parent", "modality", "body_site", "loinc_code", "window_days")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    BODY_SITE_FIELD_NUMBER: _ClassVar[int]
+    LOINC_CODE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    modality: str
+    body_site: str
+    loinc_code: str
+    window_days: int
+    def __init__(self, parent: _Optional[str] = ..., modality: _Optional[str] = ..., body_site: _Optional[str] = ..., loinc_code: _Optional[str] = ..., window_days: _Optional[int] = ...) -> None: ...
+
+class RecentExam(_message.Message):
+    __slots__ = ("record_name", "hospital_id", "effective_time", "code_system", "code", "display", "rule", "is_cold")
+    RECORD_NAME_FIELD_NUMBER: _ClassVar[int]
+    HOSPITAL_ID_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CODE_SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    IS_COLD_FIELD_NUMBER: _ClassVar[int]
+    record_name: str
+    hospital_id: str
+    effective_time: _timestamp_pb2.Timestamp
+    code_system: str
+    code: str
+    display: str
+    rule: str
+    is_cold: bool
+    def __init__(self, record_name: _Optional[str] = ..., hospital_id: _Optional[str] = ..., effective_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., code_system: _Optional[str] = ..., code: _Optional[str] = ..., display: _Optional[str] = ..., rule: _Optional[str] = ..., is_cold: _Optional[bool] = ...) -> None: ...
+
+class FindRecentExamsResponse(_message.Message):
+    __slots__ = ("exams",)
+    EXAMS_FIELD_NUMBER: _ClassVar[int]
+    exams: _containers.RepeatedCompositeFieldContainer[RecentExam]
+    def __init__(self, exams: _Optional[_Iterable[_Union[RecentExam, _Mapping]]] = ...) -> None: ...
+
 class GetHistoryRequest(_message.Message):
     __slots__ = ("parent", "categories", "effective")
     PARENT_FIELD_NUMBER: _ClassVar[int]

@@ -56,6 +56,11 @@ class RecordLookupServiceStub:
                 request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.ImageChunk.FromString,
                 _registered_method=True)
+        self.FindRecentExams = channel.unary_unary(
+                '/healthbank.record_lookup.v1.RecordLookupService/FindRecentExams',
+                request_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.FindRecentExamsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.FindRecentExamsResponse.FromString,
+                _registered_method=True)
 
 
 class RecordLookupServiceServicer:
@@ -98,6 +103,17 @@ class RecordLookupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindRecentExams(self, request, context):
+        """Before ordering an exam: the equivalent exams the person already had
+        anywhere in the city within a window (a head CT 12 days ago when a head CT
+        is ordered), hot and cold tiers, by the equivalence rules of
+        docs/exam-equivalence.md. The same consent check as GetHistory for the
+        exam's category (IMAGING or OBSERVATION); audited as a history read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordLookupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +136,11 @@ def add_RecordLookupServiceServicer_to_server(servicer, server):
                     servicer.GetImage,
                     request_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetImageRequest.FromString,
                     response_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.ImageChunk.SerializeToString,
+            ),
+            'FindRecentExams': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindRecentExams,
+                    request_deserializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.FindRecentExamsRequest.FromString,
+                    response_serializer=healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.FindRecentExamsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +253,33 @@ class RecordLookupService:
             '/healthbank.record_lookup.v1.RecordLookupService/GetImage',
             healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.GetImageRequest.SerializeToString,
             healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.ImageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindRecentExams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.record_lookup.v1.RecordLookupService/FindRecentExams',
+            healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.FindRecentExamsRequest.SerializeToString,
+            healthbank_dot_record__lookup_dot_v1_dot_record__lookup__pb2.FindRecentExamsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,13 @@ class RecordLookupServiceStub:
     is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
     the record does not exist or carries no image.
     """
+    FindRecentExams: _grpc.UnaryUnaryMultiCallable[_record_lookup_pb2.FindRecentExamsRequest, _record_lookup_pb2.FindRecentExamsResponse]
+    """Before ordering an exam: the equivalent exams the person already had
+    anywhere in the city within a window (a head CT 12 days ago when a head CT
+    is ordered), hot and cold tiers, by the equivalence rules of
+    docs/exam-equivalence.md. The same consent check as GetHistory for the
+    exam's category (IMAGING or OBSERVATION); audited as a history read.
+    """
 
 @_typing.type_check_only
 class RecordLookupServiceAsyncStub(RecordLookupServiceStub):
@@ -80,6 +87,13 @@ class RecordLookupServiceAsyncStub(RecordLookupServiceStub):
     same consent check as GetHistory for the IMAGING category, and the read
     is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
     the record does not exist or carries no image.
+    """
+    FindRecentExams: _aio.UnaryUnaryMultiCallable[_record_lookup_pb2.FindRecentExamsRequest, _record_lookup_pb2.FindRecentExamsResponse]  # type: ignore[assignment]
+    """Before ordering an exam: the equivalent exams the person already had
+    anywhere in the city within a window (a head CT 12 days ago when a head CT
+    is ordered), hot and cold tiers, by the equivalence rules of
+    docs/exam-equivalence.md. The same consent check as GetHistory for the
+    exam's category (IMAGING or OBSERVATION); audited as a history read.
     """
 
 class RecordLookupServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +142,19 @@ class RecordLookupServiceServicer(metaclass=_abc_1.ABCMeta):
         same consent check as GetHistory for the IMAGING category, and the read
         is audited (ACTION_READ_IMAGE) before anything is fetched. NOT_FOUND when
         the record does not exist or carries no image.
+        """
+
+    @_abc_1.abstractmethod
+    def FindRecentExams(
+        self,
+        request: _record_lookup_pb2.FindRecentExamsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_record_lookup_pb2.FindRecentExamsResponse, _abc.Awaitable[_record_lookup_pb2.FindRecentExamsResponse]]:
+        """Before ordering an exam: the equivalent exams the person already had
+        anywhere in the city within a window (a head CT 12 days ago when a head CT
+        is ordered), hot and cold tiers, by the equivalence rules of
+        docs/exam-equivalence.md. The same consent check as GetHistory for the
+        exam's category (IMAGING or OBSERVATION); audited as a history read.
         """
 
 def add_RecordLookupServiceServicer_to_server(servicer: RecordLookupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
