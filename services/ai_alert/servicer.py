@@ -184,7 +184,9 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         violations.raise_if_any()
         assert person_token is not None
         found = await self._flow.personal_insights(principal, person_token)
-        return ai_alert_pb2.PersonalInsights(trends=[_trend_proto(trend) for trend in found])
+        return ai_alert_pb2.PersonalInsights(
+            trends=[_trend_proto(trend) for trend in found.trends], opted_in=found.opted_in
+        )
 
 
 def _daily_count(count: DailyCount) -> ai_alert_pb2.DailyCount:
@@ -204,6 +206,9 @@ def _trend_proto(trend: trends.Trend) -> ai_alert_pb2.Trend:
         slope_per_year=trend.slope_per_year,
         threshold=trend.threshold,
         reminder=trend.reminder,
+        reminder_zh=trend.reminder_zh,
+        p_value=trend.p_value,
+        significant=trend.significant,
     )
     if trend.projected_crossing is not None:
         message.projected_crossing_time.FromDatetime(trend.projected_crossing)

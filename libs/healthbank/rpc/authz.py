@@ -338,8 +338,9 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         services=_services(ARCHIVE_TIERING),
     ),
     _ARCHIVE_V1 + "FetchRecords": MethodRule(
-        "cold records, sealed, for record-lookup's admitted reads",
-        services=_services(RECORD_LOOKUP),
+        "cold records, sealed, for the admitted reads of record-lookup and ai-alert's "
+        "personal insights",
+        services=_services(RECORD_LOOKUP, AI_ALERT),
     ),
     # --- audit: the append-only ledger ---
     _AUDIT_V1 + "AppendEvent": MethodRule(

@@ -72,8 +72,9 @@ class AiAlertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPersonalInsights(self, request, context):
-        """Long-term lab trends of one person (for example fasting glucose) with
-        a reminder when a trend heads towards a threshold.
+        """Long-term lab trends of one person (for example fasting glucose), hot
+        and archived years, with a reminder when a significant trend heads
+        towards a threshold; only for patients who opted in (ADR 30).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,8 +40,9 @@ class AiAlertServiceStub:
     says whether an outbreak warning is raised.
     """
     GetPersonalInsights: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]
-    """Long-term lab trends of one person (for example fasting glucose) with
-    a reminder when a trend heads towards a threshold.
+    """Long-term lab trends of one person (for example fasting glucose), hot
+    and archived years, with a reminder when a significant trend heads
+    towards a threshold; only for patients who opted in (ADR 30).
     """
     RunAggregate: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.RunAggregateRequest, _ai_alert_pb2.AggregateResult]
     """The black room (ADR 26): one aggregate over a research grant's de-identified
@@ -69,8 +70,9 @@ class AiAlertServiceAsyncStub(AiAlertServiceStub):
     says whether an outbreak warning is raised.
     """
     GetPersonalInsights: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]  # type: ignore[assignment]
-    """Long-term lab trends of one person (for example fasting glucose) with
-    a reminder when a trend heads towards a threshold.
+    """Long-term lab trends of one person (for example fasting glucose), hot
+    and archived years, with a reminder when a significant trend heads
+    towards a threshold; only for patients who opted in (ADR 30).
     """
     RunAggregate: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.RunAggregateRequest, _ai_alert_pb2.AggregateResult]  # type: ignore[assignment]
     """The black room (ADR 26): one aggregate over a research grant's de-identified
@@ -107,8 +109,9 @@ class AiAlertServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ai_alert_pb2.GetPersonalInsightsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ai_alert_pb2.PersonalInsights, _abc.Awaitable[_ai_alert_pb2.PersonalInsights]]:
-        """Long-term lab trends of one person (for example fasting glucose) with
-        a reminder when a trend heads towards a threshold.
+        """Long-term lab trends of one person (for example fasting glucose), hot
+        and archived years, with a reminder when a significant trend heads
+        towards a threshold; only for patients who opted in (ADR 30).
         """
 
     @_abc_1.abstractmethod
