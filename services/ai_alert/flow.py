@@ -92,10 +92,17 @@ class AiAlertFlow:
         self._cold = cold
         self._now = now
 
-    async def forecast(self, horizon_days: int, history_days: int) -> ForecastReport:
-        """Forecast ``horizon_days`` of ILI diagnoses from the last ``history_days``."""
+    def today(self) -> date:
+        """Today's date by this flow's clock (UTC)."""
+        return self._now().astimezone(UTC).date()
+
+    async def forecast(
+        self, horizon_days: int, history_days: int, as_of: date | None = None
+    ) -> ForecastReport:
+        """Forecast ``horizon_days`` of ILI diagnoses from the ``history_days`` before
+        ``as_of`` (default today): what a run on that day answered."""
         # Today is still being counted: the history ends yesterday, the forecast starts today.
-        today = self._now().astimezone(UTC).date()
+        today = as_of or self.today()
         first_day = today - timedelta(days=history_days)
         counts = await self._records.daily_counts(
             forecast.ILI_CODE_SYSTEM, forecast.ILI_CODES, first_day, today

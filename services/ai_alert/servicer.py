@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
+
+from google.protobuf import timestamp_pb2
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.common.v1 import common_pb2
@@ -160,9 +162,17 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
             f"must be {forecast.MIN_HISTORY_DAYS}-{forecast.MAX_HISTORY_DAYS}, or 0 for "
             f"{forecast.DEFAULT_HISTORY_DAYS}",
         )
+        as_of = None
+        if request.HasField("as_of"):
+            as_of = _day(request.as_of)
+            violations.check(
+                as_of is not None and as_of <= self._flow.today(),
+                "as_of",
+                "must be a valid day no later than today",
+            )
         violations.raise_if_any()
         report = await self._flow.forecast(
-            request.horizon_days, request.history_days or forecast.DEFAULT_HISTORY_DAYS
+            request.horizon_days, request.history_days or forecast.DEFAULT_HISTORY_DAYS, as_of
         )
         return ai_alert_pb2.Forecast(
             history=[_daily_count(day) for day in report.history],
@@ -187,6 +197,14 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         return ai_alert_pb2.PersonalInsights(
             trends=[_trend_proto(trend) for trend in found.trends], opted_in=found.opted_in
         )
+
+
+def _day(timestamp: timestamp_pb2.Timestamp) -> date | None:
+    """The UTC date of a timestamp, or None when it is out of range."""
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC).date()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _daily_count(count: DailyCount) -> ai_alert_pb2.DailyCount:

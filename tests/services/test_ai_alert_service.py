@@ -142,6 +142,13 @@ class Seeder:
 
 
 @dataclass
+class Clock:
+    """ai-alert's clock, moved by a test replaying days."""
+
+    now: datetime = NOW
+
+
+@dataclass
 class Stack(BearerAuth):
     """ai-alert and the services it calls, running, with stubs to call them."""
 
@@ -152,6 +159,7 @@ class Stack(BearerAuth):
     audit: audit_pb2_grpc.AuditServiceAsyncStub
     archive: archive_pb2_grpc.ArchiveServiceAsyncStub
     seed: Seeder
+    clock: Clock
 
     async def opt_in(self, person_token: str = PERSON, request_id: str = "opt-in") -> str:
         """The patient opts in to personal insights; returns the grant's name."""
@@ -179,11 +187,19 @@ class Stack(BearerAuth):
         return int(moved.records_moved)
 
     async def forecast(
-        self, horizon_days: int, history_days: int = 0, principal: Principal = RESEARCHER
+        self,
+        horizon_days: int,
+        history_days: int = 0,
+        principal: Principal = RESEARCHER,
+        as_of: datetime | None = None,
     ) -> ai_alert_pb2.Forecast:
+        request = ai_alert_pb2.GetForecastRequest(
+            horizon_days=horizon_days, history_days=history_days
+        )
+        if as_of is not None:
+            request.as_of.CopyFrom(ts(as_of))
         response: ai_alert_pb2.Forecast = await self.alert.GetForecast(
-            ai_alert_pb2.GetForecastRequest(horizon_days=horizon_days, history_days=history_days),
-            metadata=self.auth(principal),
+            request, metadata=self.auth(principal)
         )
         return response
 
@@ -218,7 +234,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         consent_clients = running.clients(settings, "consent")
         await running.start("consent", open_consent(settings, clients=consent_clients))
         clients = running.clients(settings, SERVICE)
-        await running.start(SERVICE, open_service(settings, clients=clients, now=lambda: NOW))
+        clock = Clock()
+        await running.start(SERVICE, open_service(settings, clients=clients, now=lambda: clock.now))
         channel = running.channel
         store = await SqliteRecordStore(settings.data_dir / "records.db").open()
         exits.push_async_callback(store.close)
@@ -230,6 +247,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
             archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
             seed=Seeder(store, build_sealer(settings, build_key_provider(settings))),
+            clock=clock,
         )
 
 
@@ -304,6 +322,36 @@ async def test_malformed_forecast_requests_are_invalid(
     details = await failure(stack.forecast(horizon_days, history_days))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert fields(details) == violations
+
+
+async def test_as_of_replays_a_season_exactly_as_it_was_answered_live(stack: Stack) -> None:
+    # DM2: a season lived day by day (each morning's answer recorded, then the day's visits
+    # stored), then replayed from the end with as_of: every day's answer is the same.
+    rng = random.Random(5)
+    first_day = TODAY - timedelta(days=80)
+    live: dict[datetime, ai_alert_pb2.Forecast] = {}
+    for offset in range(80):
+        day = first_day + timedelta(days=offset)
+        stack.clock.now = day + timedelta(hours=9, minutes=30)
+        if offset >= 56:
+            live[day] = await stack.forecast(horizon_days=7)
+        mean = 8 if offset < 60 else 8 * 1.2 ** (offset - 60)
+        await stack.seed.diagnoses(day, poisson(rng, mean))
+    stack.clock.now = NOW
+    levels = set()
+    for day, answer in live.items():
+        replayed = await stack.forecast(horizon_days=7, as_of=day)
+        assert replayed == answer
+        levels.add(replayed.level)
+    # The season has both quiet days and an outbreak: the replay compared real changes.
+    assert ai_alert_pb2.ALERT_LEVEL_NORMAL in levels
+    assert ai_alert_pb2.ALERT_LEVEL_WARNING in levels
+
+
+async def test_as_of_after_today_is_invalid(stack: Stack) -> None:
+    details = await failure(stack.forecast(7, as_of=TODAY + timedelta(days=1)))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["as_of"]
 
 
 async def test_forecast_needs_credentials(stack: Stack) -> None:

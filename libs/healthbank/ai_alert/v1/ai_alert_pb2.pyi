@@ -47,12 +47,14 @@ SYNTHETIC_FORMAT_CSV: SyntheticFormat
 SYNTHETIC_FORMAT_PARQUET: SyntheticFormat
 
 class GetForecastRequest(_message.Message):
-    __slots__ = ("horizon_days", "history_days")
+    __slots__ = ("horizon_days", "history_days", "as_of")
     HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
     horizon_days: int
     history_days: int
-    def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ...) -> None: ...
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DailyCount(_message.Message):
     __slots__ = ("day", "count", "upper")
