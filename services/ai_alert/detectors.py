@@ -8,12 +8,13 @@ before it (so a day's answer never changes when later days arrive):
   baselines every method is compared with. C1: ``(x_t - mean) / sd`` over the 7 days before
   t; C2: the same over days t-9..t-3 (a 2-day guard band); C3: the sum of
   ``max(0, C2 - 1)`` over t, t-1, t-2. Alarms: C1, C2 above 3; C3 above 2.
-- **NB-CUSUM**: a one-sided CUSUM of standardised counts against a longer, lagged baseline
-  (the mean of days t-35..t-8: four weeks ending a week back, so a building outbreak does
-  not raise its own expectation), with negative-binomial variance ``mu + mu^2 / size``
-  (``size`` from the baseline's spread by moments, at most :data:`MAX_NB_SIZE`). CUSUM adds
-  up small excesses day after day, so a rising SEIR curve is flagged before any single
-  day stands out the way C2 needs; after an alarm it restarts from 0.
+- **NB-CUSUM**: a one-sided CUSUM of standardised counts against a seasonal baseline, with
+  negative-binomial variance ``mu + mu^2 / size`` (:data:`NB_SIZE`). The expectation is
+  Farrington-like: the *median* of the counts within :data:`SEASON_HALF_WIDTH` days of the
+  same day in the previous years (a median, so past outbreaks in those windows barely move
+  it); before a year of history, the mean of days t-35..t-8 (four weeks ending a week
+  back, so a building outbreak does not raise its own expectation). CUSUM adds up small
+  excesses day after day; after an alarm it restarts from 0.
 
 Every sd is floored at ``sqrt(max(mean, 1))`` (Poisson noise): a flat baseline would
 otherwise turn one extra case into an alarm.
@@ -31,7 +32,10 @@ EARS_THRESHOLD = 3.0
 C3_THRESHOLD = 2.0
 CUSUM_BASELINE_DAYS = 28
 CUSUM_LAG_DAYS = 7
-MAX_NB_SIZE = 1000.0
+NB_SIZE = 25.0
+SEASON_DAYS = 365
+SEASON_HALF_WIDTH = 7
+SEASON_YEARS = 3
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -59,22 +63,6 @@ def _window_stats(counts: FloatArray, lag: int, width: int) -> tuple[FloatArray,
         mean[first_t:] = windows[: n - first_t].mean(axis=1)
         sd[first_t:] = windows[: n - first_t].std(axis=1, ddof=1)
     return mean, sd
-
-
-def _window_trend(counts: FloatArray, lag: int, width: int) -> FloatArray:
-    """The least-squares line through ``counts[t-lag-width+1 .. t-lag]`` extended to day t
-    (NaN before enough days): the expectation follows the season's slope."""
-    n = len(counts)
-    expected = np.full(n, np.nan)
-    if n >= lag + width:
-        windows = np.lib.stride_tricks.sliding_window_view(counts, width)
-        first_t = lag + width - 1
-        used = windows[: n - first_t]
-        x = np.arange(width, dtype=float) - (width - 1) / 2
-        slope = used @ x / float(x @ x)
-        # Day t sits ``lag + (width - 1) / 2`` days after the window's centre.
-        expected[first_t:] = used.mean(axis=1) + slope * (lag + (width - 1) / 2)
-    return expected
 
 
 def _floored(mean: FloatArray, sd: FloatArray) -> FloatArray:
@@ -107,19 +95,36 @@ def ears(counts: FloatArray, variant: str, threshold: float | None = None) -> De
     return Detection(statistic, limit, mean, alarm)
 
 
-def nb_cusum(counts: FloatArray, k: float = 0.5, h: float = 4.0) -> Detection:
-    """One-sided NB-CUSUM with reference value ``k`` (in sd) and decision interval ``h``."""
+def seasonal_expectation(counts: FloatArray) -> FloatArray:
+    """Per day: the median of the same season's days in up to :data:`SEASON_YEARS` previous
+    years, else (less than a year of history) the lagged four-week mean; NaN before that."""
     values = np.asarray(counts, dtype=float)
-    mean, sd = _window_stats(values, CUSUM_LAG_DAYS + 1, CUSUM_BASELINE_DAYS)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        extra = np.maximum(sd**2 - mean, 1e-9)
-        size = np.minimum(np.where(extra > 1e-9, mean**2 / extra, MAX_NB_SIZE), MAX_NB_SIZE)
-        variance = mean + mean**2 / size
-        z = (values - mean) / np.sqrt(np.maximum(variance, np.maximum(mean, 1.0)))
-    statistic = np.full(len(values), np.nan)
-    alarm = np.zeros(len(values), dtype=bool)
+    expected, _ = _window_stats(values, CUSUM_LAG_DAYS + 1, CUSUM_BASELINE_DAYS)
+    for t in range(SEASON_DAYS + SEASON_HALF_WIDTH, len(values)):
+        same_season = [
+            values[centre - SEASON_HALF_WIDTH : centre + SEASON_HALF_WIDTH + 1]
+            for years in range(1, SEASON_YEARS + 1)
+            if (centre := t - years * SEASON_DAYS) - SEASON_HALF_WIDTH >= 0
+        ]
+        expected[t] = float(np.median(np.concatenate(same_season)))
+    return expected
+
+
+def nb_scores(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per day: the seasonal expectation and the count standardised against it (NB variance)."""
+    values = np.asarray(counts, dtype=float)
+    mean = seasonal_expectation(values)
+    with np.errstate(invalid="ignore"):
+        variance = np.maximum(mean + mean**2 / NB_SIZE, np.maximum(mean, 1.0))
+        return mean, (values - mean) / np.sqrt(variance)
+
+
+def cusum(scores: FloatArray, k: float, h: float) -> tuple[FloatArray, BoolArray]:
+    """One-sided CUSUM of ``scores``: the running sums and the alarms (reset after each)."""
+    statistic = np.full(len(scores), np.nan)
+    alarm = np.zeros(len(scores), dtype=bool)
     running = 0.0
-    for t, score in enumerate(z):
+    for t, score in enumerate(scores):
         if math.isnan(score):
             continue
         running = max(0.0, running + float(score) - k)
@@ -127,4 +132,11 @@ def nb_cusum(counts: FloatArray, k: float = 0.5, h: float = 4.0) -> Detection:
         if running > h:
             alarm[t] = True
             running = 0.0
+    return statistic, alarm
+
+
+def nb_cusum(counts: FloatArray, k: float = 0.5, h: float = 4.25) -> Detection:
+    """One-sided NB-CUSUM with reference value ``k`` (in sd) and decision interval ``h``."""
+    mean, scores = nb_scores(counts)
+    statistic, alarm = cusum(scores, k, h)
     return Detection(statistic, h, mean, alarm)

@@ -63,3 +63,14 @@ def test_a_days_answer_never_depends_on_later_days() -> None:
     ):
         whole, head = run(counts), run(counts[:90])
         assert np.array_equal(whole.alarm[:90], head.alarm), name
+
+
+def test_the_seasonal_expectation_is_last_seasons_median_not_its_outbreak() -> None:
+    rng = np.random.default_rng(5)
+    days = np.arange(2 * 365)
+    season = 10.0 * (1.0 + 0.4 * np.cos(2 * np.pi * days / 365))
+    counts = rng.poisson(season).astype(float)
+    counts[361:364] += 40.0  # last winter's three-day outbreak
+    expected = detectors.seasonal_expectation(counts)
+    winter = 365 + 363
+    assert expected[winter] == pytest.approx(season[winter], rel=0.25)
