@@ -9,6 +9,7 @@ settings, as ingest writes them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -35,6 +36,7 @@ from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
 from healthbank.rpc import ServiceHost
+from services.ai_alert import servicer
 from services.ai_alert.app import SERVICE, open_service
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
@@ -352,6 +354,40 @@ async def test_as_of_after_today_is_invalid(stack: Stack) -> None:
     details = await failure(stack.forecast(7, as_of=TODAY + timedelta(days=1)))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert fields(details) == ["as_of"]
+
+
+async def test_watch_alerts_streams_the_current_alert_then_each_change(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servicer, "ALERT_POLL_SECONDS", 0.05)
+    call = stack.alert.WatchAlerts(
+        ai_alert_pb2.WatchAlertsRequest(horizon_days=7, history_days=28),
+        metadata=stack.auth(RESEARCHER),
+    )
+    try:
+        stream = aiter(call)
+        first = await anext(stream)
+        assert first.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
+        assert first.day.ToDatetime(tzinfo=UTC) == TODAY
+        # An outbreak arrives in the counts: the next alert is the warning, with its evidence.
+        rng = random.Random(2)
+        for back in range(1, 29):
+            mean = 8 if back > 14 else 8 * 1.15 ** (15 - back)
+            await stack.seed.diagnoses(TODAY - timedelta(days=back), poisson(rng, mean))
+        second = await asyncio.wait_for(anext(stream), timeout=30)
+        assert second.level == ai_alert_pb2.ALERT_LEVEL_WARNING
+        assert "outbreak line" in second.explanation
+    finally:
+        call.cancel()
+
+
+async def test_watch_alerts_checks_its_request(stack: Stack) -> None:
+    call = stack.alert.WatchAlerts(
+        ai_alert_pb2.WatchAlertsRequest(horizon_days=0), metadata=stack.auth(RESEARCHER)
+    )
+    details = await failure(anext(aiter(call)))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["horizon_days"]
 
 
 async def test_forecast_needs_credentials(stack: Stack) -> None:

@@ -56,6 +56,24 @@ class GetForecastRequest(_message.Message):
     as_of: _timestamp_pb2.Timestamp
     def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class WatchAlertsRequest(_message.Message):
+    __slots__ = ("horizon_days", "history_days")
+    HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    horizon_days: int
+    history_days: int
+    def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("day", "level", "explanation")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    day: _timestamp_pb2.Timestamp
+    level: AlertLevel
+    explanation: str
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+
 class DailyCount(_message.Message):
     __slots__ = ("day", "count", "upper")
     DAY_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class AiAlertServiceStub:
     """Forecasts daily influenza-like-illness (ILI) diagnoses for the city and
     says whether an outbreak warning is raised.
     """
+    WatchAlerts: _grpc.UnaryStreamMultiCallable[_ai_alert_pb2.WatchAlertsRequest, _ai_alert_pb2.Alert]
+    """Streams the health weather's alert: the current one at once, then a new
+    one whenever the level or the day changes (checked every poll interval).
+    Callers as GetForecast.
+    """
     GetPersonalInsights: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]
     """Long-term lab trends of one person (for example fasting glucose), hot
     and archived years, with a reminder when a significant trend heads
@@ -68,6 +73,11 @@ class AiAlertServiceAsyncStub(AiAlertServiceStub):
     GetForecast: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.GetForecastRequest, _ai_alert_pb2.Forecast]  # type: ignore[assignment]
     """Forecasts daily influenza-like-illness (ILI) diagnoses for the city and
     says whether an outbreak warning is raised.
+    """
+    WatchAlerts: _aio.UnaryStreamMultiCallable[_ai_alert_pb2.WatchAlertsRequest, _ai_alert_pb2.Alert]  # type: ignore[assignment]
+    """Streams the health weather's alert: the current one at once, then a new
+    one whenever the level or the day changes (checked every poll interval).
+    Callers as GetForecast.
     """
     GetPersonalInsights: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]  # type: ignore[assignment]
     """Long-term lab trends of one person (for example fasting glucose), hot
@@ -101,6 +111,17 @@ class AiAlertServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ai_alert_pb2.Forecast, _abc.Awaitable[_ai_alert_pb2.Forecast]]:
         """Forecasts daily influenza-like-illness (ILI) diagnoses for the city and
         says whether an outbreak warning is raised.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAlerts(
+        self,
+        request: _ai_alert_pb2.WatchAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ai_alert_pb2.Alert], _abc.AsyncIterator[_ai_alert_pb2.Alert]]:
+        """Streams the health weather's alert: the current one at once, then a new
+        one whenever the level or the day changes (checked every poll interval).
+        Callers as GetForecast.
         """
 
     @_abc_1.abstractmethod
