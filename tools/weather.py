@@ -1,7 +1,8 @@
 """The health weather's evaluation harness: seeded seasons with injected SEIR outbreaks.
 
     python tools/weather.py                 # the table: every detector beside EARS C2
-    python tools/weather.py --json          # {"c2": {...}, "best": {...}, "detectors": [...]}
+    python tools/weather.py --json          # {"c2": {...}, "best": {...}, "detectors": [...],
+                                            #  "forecast": {"holt_wis", "naive_wis", ...}}
     python tools/weather.py --seeds 3 --years 3 --districts 6
 
 Each seed draws, per district, a seasonal negative-binomial baseline of daily ILI visits
@@ -34,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.ai_alert import detectors
+from services.ai_alert import detectors, forecast
 
 QUIET_MARGIN_DAYS = 14
 TARGET_FALSE_ALARMS = 1.0
@@ -180,6 +181,56 @@ def tune_cusum(training: Sequence[District]) -> tuple[float, float]:
     return best[1]
 
 
+# Central interval levels scored by the weighted interval score (Bracher et al. 2021).
+WIS_ALPHAS = (0.05, 0.2, 0.5)
+FORECAST_HORIZON = 7
+FORECAST_HISTORY = 56
+FORECAST_EVERY_DAYS = 14
+
+
+def _z(alpha: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - alpha / 2)
+
+
+def weighted_interval_score(observed: float, median: float, sd: float) -> float:
+    """WIS of a normal forecast (``median``, ``sd``) floored at 0, at :data:`WIS_ALPHAS`."""
+    total = 0.5 * abs(observed - median)
+    for alpha in WIS_ALPHAS:
+        lower = max(median - _z(alpha) * sd, 0.0)
+        upper = median + _z(alpha) * sd
+        penalty = (upper - lower) + 2 / alpha * max(lower - observed, 0.0)
+        penalty += 2 / alpha * max(observed - upper, 0.0)
+        total += alpha / 2 * penalty
+    return total / (len(WIS_ALPHAS) + 0.5)
+
+
+def forecast_scores(districts: Sequence[District]) -> dict[str, float]:
+    """Mean WIS over days 1-7 ahead of ai-alert's Holt forecast and of a naive one (the last
+    week's mean, the last four weeks' sd), every :data:`FORECAST_EVERY_DAYS` days."""
+    holt_scores: list[float] = []
+    naive_scores: list[float] = []
+    for district in districts:
+        counts = district.counts
+        for origin in range(FORECAST_HISTORY, len(counts) - FORECAST_HORIZON, FORECAST_EVERY_DAYS):
+            history = [float(c) for c in counts[origin - FORECAST_HISTORY : origin]]
+            fit = forecast.fit_holt(history)
+            naive_mean = float(np.mean(history[-7:]))
+            naive_sd = max(float(np.std(history[-28:], ddof=1)), 1.0)
+            for day in forecast.holt_forecast(fit, FORECAST_HORIZON):
+                observed = float(counts[origin + day.days_ahead - 1])
+                sd = max((day.upper - day.count) / forecast.Z_95, 1e-9)
+                holt_scores.append(weighted_interval_score(observed, day.count, sd))
+                naive_scores.append(weighted_interval_score(observed, naive_mean, naive_sd))
+    holt, naive = float(np.mean(holt_scores)), float(np.mean(naive_scores))
+    return {
+        "holt_wis": round(holt, 3),
+        "naive_wis": round(naive, 3),
+        "relative": round(holt / naive, 3),
+    }
+
+
 def evaluate(seeds: int, districts: int, years: int, seed_base: int = 0) -> dict[str, object]:
     """Tune on the training seeds, score every detector on the evaluation seeds."""
     training = [d for i in range(seeds) for d in simulate(seed_base + 1000 + i, districts, years)]
@@ -204,6 +255,7 @@ def evaluate(seeds: int, districts: int, years: int, seed_base: int = 0) -> dict
         "c2": c2.as_json(),
         "best": best.as_json(),
         "detectors": [s.as_json() for s in scores],
+        "forecast": forecast_scores(evaluation),
     }
 
 
@@ -221,6 +273,11 @@ def table(result: dict[str, object]) -> str:
             f"{entry['median_delay_with_misses_days']:>17g} d"
             f"{entry['false_alarms_per_100']:>22.2f}"
         )
+    scored = result["forecast"]
+    rows.append(
+        f"7-day forecast, mean weighted interval score: Holt {scored['holt_wis']}"  # type: ignore[index]
+        f" vs naive {scored['naive_wis']} (relative {scored['relative']})"  # type: ignore[index]
+    )
     seeds = result["seeds"]
     rows.append(
         f"({result['districts']} districts x {result['years']} years; outbreaks "

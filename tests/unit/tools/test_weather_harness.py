@@ -72,3 +72,20 @@ def test_an_outbreak_is_scored_from_its_onset(weather: ModuleType) -> None:
     quiet_alarm = weather.score("y", lambda c: np.arange(len(c)) == 44, [district])
     assert quiet_alarm.sensitivity == 0.0
     assert quiet_alarm.false_alarms_per_100 > 0.0
+
+
+def test_forecasts_are_scored_against_a_naive_baseline(
+    weather: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scored = run_json(weather, capsys)["forecast"]
+    assert scored["holt_wis"] > 0 and scored["naive_wis"] > 0
+    assert scored["relative"] == pytest.approx(scored["holt_wis"] / scored["naive_wis"], rel=0.01)
+
+
+def test_the_weighted_interval_score_rewards_sharp_right_forecasts(weather: ModuleType) -> None:
+    assert weather.weighted_interval_score(10.0, 10.0, 0.0) == 0.0
+    # Off by 4 with no spread: only the median term and the interval misses count.
+    missed = weather.weighted_interval_score(14.0, 10.0, 0.0)
+    expected = (0.5 * 4 + sum(alpha / 2 * (2 / alpha * 4) for alpha in weather.WIS_ALPHAS)) / 3.5
+    assert missed == pytest.approx(expected)
+    assert weather.weighted_interval_score(14.0, 10.0, 3.0) < missed
