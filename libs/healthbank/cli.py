@@ -53,6 +53,7 @@ from healthbank.rpc.server import run_until_signal
 if TYPE_CHECKING:
     import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
+    from healthbank.ai_alert.v1 import ai_alert_pb2
     from healthbank.dev.devstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -490,6 +491,76 @@ def cmd_archive_scrub(args: argparse.Namespace) -> int:
     return 1 if report.damaged else 0
 
 
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def weather_text(forecast: ai_alert_pb2.Forecast) -> str:
+    """The health weather for a terminal: level, why, the history as a sparkline, the
+    forecast days with their 95% upper bounds."""
+    from healthbank.ai_alert.v1 import ai_alert_pb2
+
+    level = ai_alert_pb2.AlertLevel.Name(forecast.level).removeprefix("ALERT_LEVEL_")
+    counts = [day.count for day in forecast.history]
+    top = max(counts, default=0.0) or 1.0
+    spark = "".join(
+        _SPARK[min(int(count / top * (len(_SPARK) - 1)), len(_SPARK) - 1)] for count in counts
+    )
+    lines = [f"health weather: {level}", forecast.explanation]
+    if counts:
+        first = forecast.history[0].day.ToDatetime(tzinfo=UTC)
+        last = forecast.history[-1].day.ToDatetime(tzinfo=UTC)
+        lines.append(f"{first:%Y-%m-%d} {spark} {last:%Y-%m-%d} (max {top:g}/day)")
+    for day in forecast.forecast:
+        moment = day.day.ToDatetime(tzinfo=UTC)
+        lines.append(f"  {moment:%Y-%m-%d}  expected {day.count:6.1f}  up to {day.upper:6.1f}")
+    return "\n".join(lines)
+
+
+def cmd_weather(args: argparse.Namespace) -> int:
+    """Print the health weather from ai-alert's GetForecast."""
+    import grpc.aio
+    from google.protobuf import timestamp_pb2
+
+    from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
+    from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
+    from healthbank.rpc import error_details
+
+    settings = load_settings()
+    token = args.token or encode_token(
+        Principal(PrincipalKind.RESEARCHER, "weather-cli", purpose=Purpose.RESEARCH),
+        settings.auth_secret.get_secret_value().encode(),
+    )
+    request = ai_alert_pb2.GetForecastRequest(
+        horizon_days=args.horizon_days, history_days=args.history_days
+    )
+    if args.as_of is not None:
+        as_of = timestamp_pb2.Timestamp()
+        as_of.FromDatetime(datetime.combine(args.as_of, datetime.min.time(), tzinfo=UTC))
+        request.as_of.CopyFrom(as_of)
+
+    async def ask() -> ai_alert_pb2.Forecast:
+        async with grpc.aio.insecure_channel(
+            args.ai_alert_addr or settings.ai_alert_addr
+        ) as channel:
+            stub = ai_alert_pb2_grpc.AiAlertServiceStub(channel)
+            response: ai_alert_pb2.Forecast = await stub.GetForecast(
+                request, metadata=(("authorization", f"Bearer {token}"),)
+            )
+            return response
+
+    try:
+        forecast = asyncio.run(ask())
+    except grpc.aio.AioRpcError as error:
+        details = error_details(error)
+        print(
+            f"healthbank weather: {details.code.name} ({details.reason}): {details.message}",
+            file=sys.stderr,
+        )
+        return 1
+    print(weather_text(forecast), flush=True)
+    return 0
+
+
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     """Print each service's rollout and health in ``--namespace``; 1 unless all are SERVING."""
     from healthbank.cluster import ClusterUnreachable, fetch_statuses
@@ -669,6 +740,22 @@ def build_parser() -> argparse.ArgumentParser:
         "name and exits 1 if there is one.",
     )
     scrub.set_defaults(run=cmd_archive_scrub)
+    weather = commands.add_parser(
+        "weather",
+        help="the city's health weather on the terminal",
+        description="ai-alert's GetForecast as text: the level, why, the history as a "
+        "sparkline and the forecast with its upper bounds (ADR 30).",
+    )
+    weather.add_argument("--horizon-days", type=int, default=7)
+    weather.add_argument("--history-days", type=int, default=0)
+    weather.add_argument(
+        "--as-of", type=lambda text: datetime.strptime(text, "%Y-%m-%d").date(), default=None
+    )
+    weather.add_argument("--ai-alert-addr", default=None)
+    weather.add_argument(
+        "--token", default=None, help="bearer token (default: a development researcher token)"
+    )
+    weather.set_defaults(run=cmd_weather)
     cluster = commands.add_parser("cluster", help="the release in Kubernetes").add_subparsers(
         dest="cluster_command", required=True
     )

@@ -1,7 +1,8 @@
 """Assembles the ai-alert service: the record store, keys and clients.
 
 ``clients`` (default: a factory carrying this service's own token) reaches consent (the
-consent gate; research grants and their budgets) and audit. ``now`` (default: the UTC wall
+consent gate; opt-ins to personal insights; research grants and their budgets), audit and
+archive (archived lab results). ``now`` (default: the UTC wall
 clock) fixes "today" for forecasts and trends and the expiry of research grants.
 """
 
@@ -11,7 +12,12 @@ from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.rpc.access_log import AccessLog
 from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
-from services.ai_alert.clients import GrpcResearchGrants, GrpcResearchLog
+from services.ai_alert.clients import (
+    GrpcColdRecords,
+    GrpcOptIns,
+    GrpcResearchGrants,
+    GrpcResearchLog,
+)
 from services.ai_alert.flow import AiAlertFlow
 from services.ai_alert.research_flow import ResearchFlow
 from services.ai_alert.servicer import SERVICE, AiAlertServicer
@@ -39,7 +45,14 @@ async def _assemble(resources: ServiceResources) -> Serving:
         min_cell_size=resources.settings.research_min_cell_size,
         default_epsilon=resources.settings.research_query_epsilon,
     )
-    servicer = AiAlertServicer(AiAlertFlow(records=records, gate=gate, now=resources.now), research)
+    flow = AiAlertFlow(
+        records=records,
+        gate=gate,
+        opt_ins=GrpcOptIns(resources.clients, SERVICE),
+        cold=GrpcColdRecords(resources.clients),
+        now=resources.now,
+    )
+    servicer = AiAlertServicer(flow, research)
     return Serving(
         servicer,
         ai_alert_pb2_grpc.add_AiAlertServiceServicer_to_server,

@@ -1,4 +1,6 @@
-"""ai-alert's ports to consent's research grants and to the audit log (the black room).
+"""ai-alert's ports: consent's research grants and the audit log (the black room); the
+patients' opt-ins (consent Check as this service) and their archived records (archive
+FetchRecords) for personal insights.
 
 Calls carry ai-alert's own credentials (the ClientFactory's); a failed call follows the one
 downstream policy, so consent's refusals (PRIVACY_BUDGET_EXHAUSTED, RESEARCH_GRANT_EXPIRED,
@@ -13,16 +15,73 @@ from datetime import UTC, datetime
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
+from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2
+from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.names import person_name
-from healthbank.contracts.principal import Principal, principal_to_proto
+from healthbank.contracts.principal import (
+    Principal,
+    PrincipalKind,
+    Purpose,
+    principal_to_proto,
+)
+from healthbank.contracts.records import record_from_proto
 from healthbank.contracts.research import research_grant_name, research_ledger_token
 from healthbank.core.ids import derived_ulid
+from healthbank.records import StoredRecord
 from healthbank.rpc.access_log import AccessLog, AuditAppender
 from healthbank.rpc.clients import ClientFactory
 from healthbank.rpc.downstream import downstream_error
 from services.ai_alert.research_flow import GrantView
+
+
+class GrpcOptIns:
+    """:class:`~services.ai_alert.flow.OptIns` over consent.v1 Check, asking as the service
+    itself (``service``): permitted means an active PERSONAL_INSIGHTS grant names it."""
+
+    def __init__(self, clients: ClientFactory, service: str) -> None:
+        """Reach "consent" through ``clients``; ask as the service named ``service``."""
+        self._clients = clients
+        self._accessor = principal_to_proto(
+            Principal(PrincipalKind.SERVICE, service, purpose=Purpose.OPERATIONS)
+        )
+
+    async def opted_in(self, person_token: str) -> bool:
+        """See OptIns.opted_in."""
+        stub = consent_pb2_grpc.ConsentServiceStub(self._clients.channel("consent"))
+        try:
+            decision = await stub.Check(
+                consent_pb2.CheckRequest(
+                    person_token=person_token,
+                    accessor=self._accessor,
+                    categories=[common_pb2.RECORD_CATEGORY_PERSONAL_INSIGHTS],
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            raise downstream_error(error, "consent") from None
+        return bool(decision.decision == consent_pb2.DECISION_PERMIT)
+
+
+class GrpcColdRecords:
+    """:class:`~services.ai_alert.flow.ColdRecords` over archive.v1 FetchRecords (sealed:
+    opened only through the consent gate's admission)."""
+
+    def __init__(self, clients: ClientFactory) -> None:
+        """Reach "archive" through ``clients``."""
+        self._clients = clients
+
+    async def cold_records(self, person_token: str) -> list[StoredRecord]:
+        """See ColdRecords.cold_records."""
+        stub = archive_pb2_grpc.ArchiveServiceStub(self._clients.channel("archive"))
+        request = archive_pb2.FetchRecordsRequest(person_token=person_token)
+        try:
+            return [
+                record_from_proto(item.record, item.sealed_payload)
+                async for item in stub.FetchRecords(request)
+            ]
+        except grpc.aio.AioRpcError as error:
+            raise downstream_error(error, "archive") from None
 
 
 class GrpcResearchGrants:

@@ -3,19 +3,21 @@
 Forecast: city-wide daily counts of influenza-like-illness diagnoses only; no person is
 touched, so there is nothing to consent to or audit. Personal insights: one person's lab
 results, through the consent gate like every clinical read (the patient themself, or a
-clinician with consent → audit; no audit, no read) → observations → open → trends.
+clinician with consent → audit; no audit, no read) → the patient's opt-in (ADR 30; none →
+nothing analysed) → observations of both tiers → open → trends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.principal import Principal
-from healthbank.records import RecordStore
+from healthbank.records import RecordStore, StoredRecord
 from healthbank.rpc.gate import ConsentGate
 from services.ai_alert import forecast, trends
 from services.ai_alert.forecast import AlertLevel
@@ -40,26 +42,67 @@ class ForecastReport:
     explanation: str
 
 
+class OptIns(Protocol):
+    """Whether a patient opted in to personal insights (consent's PERSONAL_INSIGHTS grant)."""
+
+    async def opted_in(self, person_token: str) -> bool:
+        """True while the person holds an active opt-in grant to ai-alert."""
+        ...
+
+
+class ColdRecords(Protocol):
+    """A person's archived (cold-tier) records, still sealed."""
+
+    async def cold_records(self, person_token: str) -> Sequence[StoredRecord]:
+        """Every cold record of ``person_token``."""
+        ...
+
+
+@dataclass(frozen=True)
+class PersonalInsights:
+    """The trends found, and whether the patient opted in at all."""
+
+    opted_in: bool
+    trends: tuple[trends.Trend, ...]
+
+
 class AiAlertFlow:
     """Runs forecasts and personal insights; one instance per process.
 
     Args:
         records: the shared hot record store (daily code counts, observations).
         gate: decides and audits personal reads and opens the admitted person's payloads.
+        opt_ins: the patients' opt-ins to personal insights.
+        cold: archived observations, read beside the hot ones.
         now: the clock (UTC): "today" for forecasts and trends.
     """
 
     def __init__(
-        self, *, records: RecordStore, gate: ConsentGate, now: Callable[[], datetime]
+        self,
+        *,
+        records: RecordStore,
+        gate: ConsentGate,
+        opt_ins: OptIns,
+        cold: ColdRecords,
+        now: Callable[[], datetime],
     ) -> None:
         self._records = records
         self._gate = gate
+        self._opt_ins = opt_ins
+        self._cold = cold
         self._now = now
 
-    async def forecast(self, horizon_days: int, history_days: int) -> ForecastReport:
-        """Forecast ``horizon_days`` of ILI diagnoses from the last ``history_days``."""
+    def today(self) -> date:
+        """Today's date by this flow's clock (UTC)."""
+        return self._now().astimezone(UTC).date()
+
+    async def forecast(
+        self, horizon_days: int, history_days: int, as_of: date | None = None
+    ) -> ForecastReport:
+        """Forecast ``horizon_days`` of ILI diagnoses from the ``history_days`` before
+        ``as_of`` (default today): what a run on that day answered."""
         # Today is still being counted: the history ends yesterday, the forecast starts today.
-        today = self._now().astimezone(UTC).date()
+        today = as_of or self.today()
         first_day = today - timedelta(days=history_days)
         counts = await self._records.daily_counts(
             forecast.ILI_CODE_SYSTEM, forecast.ILI_CODES, first_day, today
@@ -81,21 +124,31 @@ class AiAlertFlow:
             explanation=assessment.explanation,
         )
 
-    async def personal_insights(
-        self, principal: Principal, person_token: str
-    ) -> list[trends.Trend]:
-        """The person's lab trends, for the patient themself or a clinician with consent."""
+    async def personal_insights(self, principal: Principal, person_token: str) -> PersonalInsights:
+        """The person's lab trends over both tiers, for the patient themself or a clinician
+        with consent, when the patient opted in; nothing is opened without the opt-in."""
         admission = await self._gate.admit(
             principal,
             person_token,
             action=audit_pb2.ACTION_READ_HISTORY,
             categories=[common_pb2.RECORD_CATEGORY_OBSERVATION],
         )
-        measurements: list[trends.Measurement] = []
-        observations = await self._records.list_records(
+        if not await self._opt_ins.opted_in(person_token):
+            return PersonalInsights(opted_in=False, trends=())
+        hot = await self._records.list_records(
             person_token, categories=[common_pb2.RECORD_CATEGORY_OBSERVATION]
         )
-        for record in observations:
+        seen = {record.record_id for record in hot}
+        # A record being tiered can briefly be in both tiers: the hot copy wins.
+        cold = [
+            record
+            for record in await self._cold.cold_records(person_token)
+            if record.record_id not in seen
+            and record.person_token == person_token
+            and record.category == common_pb2.RECORD_CATEGORY_OBSERVATION
+        ]
+        measurements: list[trends.Measurement] = []
+        for record in [*hot, *cold]:
             if record.code_system and record.code_system != trends.LOINC_SYSTEM:
                 continue
             document = await admission.open_payload(record.record_id, record.sealed_payload)
@@ -104,4 +157,5 @@ class AiAlertFlow:
                     document, record_code=record.code, record_time=record.effective_time
                 )
             )
-        return trends.personal_trends(measurements, self._now())
+        found = trends.personal_trends(measurements, self._now())
+        return PersonalInsights(opted_in=True, trends=tuple(found))

@@ -6,9 +6,12 @@ The reads themselves (and the consent gate for personal insights) are
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
+
+from google.protobuf import timestamp_pb2
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.common.v1 import common_pb2
@@ -22,6 +25,9 @@ from services.ai_alert.flow import AiAlertFlow, DailyCount
 from services.ai_alert.research_flow import ResearchFlow, ResearchRefused
 
 SERVICE = "ai-alert"
+
+# How often WatchAlerts looks again at the counts.
+ALERT_POLL_SECONDS = 60.0
 
 
 class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
@@ -143,26 +149,45 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
             ),
         )
 
+    async def WatchAlerts(
+        self, request: ai_alert_pb2.WatchAlertsRequest, context: object
+    ) -> AsyncIterator[ai_alert_pb2.Alert]:
+        """The current alert, then each change of level or day, until the caller leaves."""
+        violations = Violations()
+        _check_windows(request.horizon_days, request.history_days, violations)
+        violations.raise_if_any()
+        history_days = request.history_days or forecast.DEFAULT_HISTORY_DAYS
+        last: tuple[object, int] | None = None
+        while True:
+            report = await self._flow.forecast(request.horizon_days, history_days)
+            day = report.forecast[0].day if report.forecast else self._flow.today()
+            if last != (day, int(report.level)):
+                last = (day, int(report.level))
+                alert = ai_alert_pb2.Alert(
+                    level=int(report.level),  # type: ignore[arg-type]
+                    explanation=report.explanation,
+                )
+                alert.day.FromDatetime(datetime.combine(day, time(), tzinfo=UTC))
+                yield alert
+            await asyncio.sleep(ALERT_POLL_SECONDS)
+
     async def GetForecast(
         self, request: ai_alert_pb2.GetForecastRequest, context: object
     ) -> ai_alert_pb2.Forecast:
         """Forecast daily ILI diagnoses and set the warning level."""
         violations = Violations()
-        violations.check(
-            forecast.MIN_HORIZON_DAYS <= request.horizon_days <= forecast.MAX_HORIZON_DAYS,
-            "horizon_days",
-            f"must be {forecast.MIN_HORIZON_DAYS}-{forecast.MAX_HORIZON_DAYS}",
-        )
-        violations.check(
-            request.history_days == 0
-            or forecast.MIN_HISTORY_DAYS <= request.history_days <= forecast.MAX_HISTORY_DAYS,
-            "history_days",
-            f"must be {forecast.MIN_HISTORY_DAYS}-{forecast.MAX_HISTORY_DAYS}, or 0 for "
-            f"{forecast.DEFAULT_HISTORY_DAYS}",
-        )
+        _check_windows(request.horizon_days, request.history_days, violations)
+        as_of = None
+        if request.HasField("as_of"):
+            as_of = _day(request.as_of)
+            violations.check(
+                as_of is not None and as_of <= self._flow.today(),
+                "as_of",
+                "must be a valid day no later than today",
+            )
         violations.raise_if_any()
         report = await self._flow.forecast(
-            request.horizon_days, request.history_days or forecast.DEFAULT_HISTORY_DAYS
+            request.horizon_days, request.history_days or forecast.DEFAULT_HISTORY_DAYS, as_of
         )
         return ai_alert_pb2.Forecast(
             history=[_daily_count(day) for day in report.history],
@@ -184,7 +209,31 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         violations.raise_if_any()
         assert person_token is not None
         found = await self._flow.personal_insights(principal, person_token)
-        return ai_alert_pb2.PersonalInsights(trends=[_trend_proto(trend) for trend in found])
+        return ai_alert_pb2.PersonalInsights(
+            trends=[_trend_proto(trend) for trend in found.trends], opted_in=found.opted_in
+        )
+
+
+def _check_windows(horizon_days: int, history_days: int, violations: Violations) -> None:
+    violations.check(
+        forecast.MIN_HORIZON_DAYS <= horizon_days <= forecast.MAX_HORIZON_DAYS,
+        "horizon_days",
+        f"must be {forecast.MIN_HORIZON_DAYS}-{forecast.MAX_HORIZON_DAYS}",
+    )
+    violations.check(
+        history_days == 0 or forecast.MIN_HISTORY_DAYS <= history_days <= forecast.MAX_HISTORY_DAYS,
+        "history_days",
+        f"must be {forecast.MIN_HISTORY_DAYS}-{forecast.MAX_HISTORY_DAYS}, or 0 for "
+        f"{forecast.DEFAULT_HISTORY_DAYS}",
+    )
+
+
+def _day(timestamp: timestamp_pb2.Timestamp) -> date | None:
+    """The UTC date of a timestamp, or None when it is out of range."""
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC).date()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _daily_count(count: DailyCount) -> ai_alert_pb2.DailyCount:
@@ -204,6 +253,9 @@ def _trend_proto(trend: trends.Trend) -> ai_alert_pb2.Trend:
         slope_per_year=trend.slope_per_year,
         threshold=trend.threshold,
         reminder=trend.reminder,
+        reminder_zh=trend.reminder_zh,
+        p_value=trend.p_value,
+        significant=trend.significant,
     )
     if trend.projected_crossing is not None:
         message.projected_crossing_time.FromDatetime(trend.projected_crossing)

@@ -1,14 +1,15 @@
-"""Personal lab trends: a least-squares line per test and a reminder when it heads for a threshold.
+"""Personal lab trends: a robust trend per test and a reminder when it heads for a threshold.
 
-Pure functions, no I/O. For each known LOINC test a person has at least
-:data:`MIN_SAMPLES` results of, spanning at least :data:`MIN_SPAN_DAYS`, an ordinary least
-squares line ``value ~ time`` is fitted. If the line rises and the latest value is still
-below the threshold of concern, the date the line reaches the threshold is projected; a
-reminder is written when that date is less than :data:`REMINDER_HORIZON_YEARS` away, or when
-the latest value already is at or above the threshold.
+Pure functions, no I/O (ADR 30). For each known LOINC test a person has at least
+:data:`MIN_SAMPLES` results of, spanning at least :data:`MIN_SPAN_DAYS`, a Theil-Sen line
+``value ~ time`` is fitted and a Mann-Kendall test says whether the trend is real. Only a
+significant rising trend whose latest value is still below the threshold of concern gets a
+projected crossing date (never further than :data:`MAX_PROJECTION_YEARS`); a reminder is
+written when that date is less than :data:`REMINDER_HORIZON_YEARS` away, or when the latest
+value already is at or above the threshold. A flat series has slope 0 and no crossing.
 
-Reminders never contain identifiers: only the test's name, the rate, the threshold and a
-month.
+Reminders, in English and Chinese, never contain identifiers: only the test's name, the
+rate, the threshold, months, and the numbers behind them (result count, period, p-value).
 
 Thresholds (adult, commonly used cut-offs; a reminder is a nudge, not a diagnosis):
 
@@ -25,16 +26,25 @@ LOINC             test                        threshold               source of 
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import numpy as np
+from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
 LOINC_SYSTEM = "http://loinc.org"
 
 MIN_SAMPLES = 3
 MIN_SPAN_DAYS = 180
 REMINDER_HORIZON_YEARS = 5.0
+# A crossing further away than this is not a projection anyone should act on.
+MAX_PROJECTION_YEARS = 50.0
+# Mann-Kendall level below which a trend counts as real.
+SIGNIFICANCE = 0.05
 _DAYS_PER_YEAR = 365.2425
 
 
@@ -44,6 +54,7 @@ class LabTest:
 
     loinc: str
     name: str
+    name_zh: str
     display: str
     thresholds: Mapping[str, float]
     # (from unit, to unit) -> multiply by this factor.
@@ -60,6 +71,7 @@ KNOWN_TESTS: Mapping[str, LabTest] = {
         LabTest(
             "1558-6",
             "Fasting glucose",
+            "空腹血糖",
             "Fasting glucose [Moles/volume] in Serum or Plasma",
             {"mmol/L": 7.0, "mg/dL": 126.0},
             # Glucose: 1 mmol/L = 18.016 mg/dL (molar mass 180.16 g/mol).
@@ -68,6 +80,7 @@ KNOWN_TESTS: Mapping[str, LabTest] = {
         LabTest(
             "4548-4",
             "HbA1c",
+            "糖化血红蛋白",
             "Hemoglobin A1c/Hemoglobin.total in Blood",
             # NGSP % and IFCC mmol/mol are related affinely, not by a factor: not converted.
             {"%": 6.5, "mmol/mol": 48.0},
@@ -75,6 +88,7 @@ KNOWN_TESTS: Mapping[str, LabTest] = {
         LabTest(
             "18262-6",
             "LDL cholesterol",
+            "低密度脂蛋白胆固醇",
             "Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay",
             {"mmol/L": 4.1, "mg/dL": 160.0},
             # Cholesterol: 1 mmol/L = 38.67 mg/dL.
@@ -83,6 +97,7 @@ KNOWN_TESTS: Mapping[str, LabTest] = {
         LabTest(
             "8480-6",
             "Systolic blood pressure",
+            "收缩压",
             "Systolic blood pressure",
             {"mm[Hg]": 140.0},
         ),
@@ -132,6 +147,10 @@ class Trend:
     threshold: float
     projected_crossing: datetime | None
     reminder: str
+    reminder_zh: str = ""
+    # Mann-Kendall p-value of the trend and whether it is below SIGNIFICANCE.
+    p_value: float = 1.0
+    significant: bool = False
 
 
 def measurements_from_observation(
@@ -207,25 +226,55 @@ def _effective_time(resource: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Ordinary least squares ``y = intercept + slope * x``; returns (intercept, slope)."""
-    n = len(points)
-    if n < 2:
-        raise ValueError("a line needs at least two points")
-    x_mean = sum(x for x, _ in points) / n
-    y_mean = sum(y for _, y in points) / n
-    sxx = sum((x - x_mean) ** 2 for x, _ in points)
-    if sxx == 0:
+@dataclass(frozen=True)
+class TrendFit:
+    """A robust line ``value = intercept + slope * years`` and whether the trend is real."""
+
+    intercept: float
+    slope: float
+    # Two-sided Mann-Kendall p-value; 1.0 when there is no ordering at all (a flat series).
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the Mann-Kendall test rejects "no monotonic trend" at :data:`SIGNIFICANCE`."""
+        return self.p_value < SIGNIFICANCE and self.slope != 0
+
+
+def fit_trend(points: Sequence[tuple[float, float]]) -> TrendFit:
+    """Theil-Sen slope (median of pairwise slopes) and Mann-Kendall significance.
+
+    Theil-Sen shrugs off an outlier that would tilt a least-squares line, and a flat series
+    gets a slope of exactly 0 (no 6.8e-17 rounding residue). Mann-Kendall is Kendall's tau
+    between time and value (tie-corrected); with too few or constant values there is no
+    evidence of a trend and the p-value is 1. Slopes that are not finite (values near the
+    float limit) count as no trend.
+    """
+    if len(points) < 2:
+        raise ValueError("a trend needs at least two points")
+    times = np.array([x for x, _ in points], dtype=float)
+    values = np.array([y for _, y in points], dtype=float)
+    if np.ptp(times) == 0:
         raise ValueError("all points are at the same time")
-    slope = sum((x - x_mean) * (y - y_mean) for x, y in points) / sxx
-    return y_mean - slope * x_mean, slope
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slope, intercept, _, _ = stats.theilslopes(values, times)
+        tau = stats.kendalltau(times, values)
+    p_value = float(tau.pvalue)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        return TrendFit(float(values[-1]) if math.isfinite(values[-1]) else 0.0, 0.0, 1.0)
+    return TrendFit(float(intercept), float(slope), p_value if math.isfinite(p_value) else 1.0)
 
 
 def analyze(test: LabTest, measurements: Iterable[Measurement], now: datetime) -> Trend | None:
     """The trend of one test, or None when there is too little data to say anything.
 
     Values are converted to the unit of the most recent result where a conversion is known;
-    the others are left out.
+    the others (and values that are not finite numbers) are left out. A crossing is
+    projected only for a significant rising trend, and only within
+    :data:`MAX_PROJECTION_YEARS`; a reminder is written for a crossing within
+    :data:`REMINDER_HORIZON_YEARS`, or when the latest value already is at or above the
+    threshold.
     """
     ordered = sorted(measurements, key=lambda m: m.time)
     if not ordered:
@@ -237,47 +286,111 @@ def analyze(test: LabTest, measurements: Iterable[Measurement], now: datetime) -
     samples: list[tuple[datetime, float]] = []
     for measurement in ordered:
         if measurement.unit == unit:
-            samples.append((measurement.time, measurement.value))
+            value = measurement.value
         elif (measurement.unit, unit) in test.conversions:
-            factor = test.conversions[(measurement.unit, unit)]
-            samples.append((measurement.time, measurement.value * factor))
+            value = measurement.value * test.conversions[(measurement.unit, unit)]
+        else:
+            continue
+        if math.isfinite(value):
+            samples.append((measurement.time, value))
     if len(samples) < MIN_SAMPLES:
         return None
     first, last = samples[0][0], samples[-1][0]
     if (last - first) < timedelta(days=MIN_SPAN_DAYS):
         return None
-    intercept, slope = fit_line([(_years(time - first), value) for time, value in samples])
+    fit = fit_trend([(_years(time - first), value) for time, value in samples])
     latest = samples[-1][1]
+    evidence = Evidence(len(samples), first, last, fit.p_value)
     crossing: datetime | None = None
+    reminder = ReminderText("", "")
     if latest >= threshold:
-        reminder = (
-            f"Your latest {_lower_first(test.name)} is at or above "
-            f"{_amount(threshold, unit)}. Please discuss it with your doctor."
-        )
-    elif slope > 0:
-        crossing = first + timedelta(days=(threshold - intercept) / slope * _DAYS_PER_YEAR)
-        # The line may already be past the threshold while the last reading is just below:
-        # the crossing is then "now", not in the past.
-        crossing = max(crossing, now)
-        reminder = ""
-        if _years(crossing - now) <= REMINDER_HORIZON_YEARS:
-            reminder = (
-                f"{test.name} has risen {_amount(slope, unit)} per year; at this pace it "
-                f"reaches {_amount(threshold, unit)} around {crossing:%Y-%m}. "
-                f"Consider a check-up."
-            )
-    else:
-        reminder = ""
+        reminder = _at_or_above(test, latest, threshold, unit, evidence)
+    elif fit.significant and fit.slope > 0:
+        line_now = fit.intercept + fit.slope * _years(last - first)
+        years_to_go = (threshold - line_now) / fit.slope
+        if math.isfinite(years_to_go) and years_to_go <= MAX_PROJECTION_YEARS:
+            # The line may already be past the threshold while the last reading is just
+            # below: the crossing is then "now", not in the past.
+            crossing = max(last + timedelta(days=max(years_to_go, 0.0) * _DAYS_PER_YEAR), now)
+            if _years(crossing - now) <= REMINDER_HORIZON_YEARS:
+                reminder = _heading_for(test, fit.slope, threshold, unit, crossing, evidence)
     return Trend(
         test=test,
         unit=unit,
         sample_count=len(samples),
         latest_value=latest,
-        slope_per_year=slope,
+        slope_per_year=fit.slope,
         threshold=threshold,
         projected_crossing=crossing,
-        reminder=reminder,
+        reminder=reminder.english,
+        reminder_zh=reminder.chinese,
+        p_value=fit.p_value,
+        significant=fit.significant,
     )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The numbers behind a reminder: how many results, over which months, how sure."""
+
+    sample_count: int
+    first: datetime
+    last: datetime
+    p_value: float
+
+    def english(self) -> str:
+        """The evidence as an English sentence fragment."""
+        return (
+            f"(from {self.sample_count} results, {self.first:%Y-%m} to {self.last:%Y-%m}; "
+            f"trend test p = {_p(self.p_value)})"
+        )
+
+    def chinese(self) -> str:
+        """The evidence as a Chinese sentence fragment."""
+        return (
+            f"（依据{self.first:%Y年%m月}至{self.last:%Y年%m月}的{self.sample_count}次结果，"
+            f"趋势检验 p = {_p(self.p_value)}）"
+        )
+
+
+@dataclass(frozen=True)
+class ReminderText:
+    """One reminder in English and in Chinese (both empty when there is nothing to say)."""
+
+    english: str
+    chinese: str
+
+
+def _at_or_above(
+    test: LabTest, latest: float, threshold: float, unit: str, evidence: Evidence
+) -> ReminderText:
+    return ReminderText(
+        f"Your latest {_lower_first(test.name)} ({_amount(latest, unit)}, {evidence.last:%Y-%m})"
+        f" is at or above {_amount(threshold, unit)}. Please discuss it with your doctor.",
+        f"您最近一次{test.name_zh}为{_amount(latest, unit)}（{evidence.last:%Y年%m月}），"
+        f"已达到或超过{_amount(threshold, unit)}。请与医生讨论。",
+    )
+
+
+def _heading_for(
+    test: LabTest,
+    slope: float,
+    threshold: float,
+    unit: str,
+    crossing: datetime,
+    evidence: Evidence,
+) -> ReminderText:
+    return ReminderText(
+        f"{test.name} has risen {_amount(slope, unit)} per year; at this pace it "
+        f"reaches {_amount(threshold, unit)} around {crossing:%Y-%m} {evidence.english()}. "
+        f"Consider a check-up.",
+        f"您的{test.name_zh}每年上升{_amount(slope, unit)}，按此速度约在{crossing:%Y年%m月}"
+        f"达到{_amount(threshold, unit)}{evidence.chinese()}。建议做一次检查。",
+    )
+
+
+def _p(p_value: float) -> str:
+    return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
 
 
 def personal_trends(measurements: Iterable[Measurement], now: datetime) -> list[Trend]:

@@ -47,8 +47,14 @@ BASIS_GRANT_EXPIRED = "GRANT_EXPIRED"
 BASIS_GRANT_REVOKED = "GRANT_REVOKED"
 BASIS_CATEGORY_NOT_GRANTED = "CATEGORY_NOT_GRANTED"
 
-# Categories 1-8 of healthbank.common.v1.RecordCategory; 0 (unspecified) is never valid.
-KNOWN_CATEGORIES = frozenset(range(1, 9))
+# Categories 1-8 of healthbank.common.v1.RecordCategory are records; 0 (unspecified) is
+# never valid.
+RECORD_CATEGORIES = frozenset(range(1, 9))
+# RECORD_CATEGORY_PERSONAL_INSIGHTS: no record, the patient's opt-in to a service's analysis
+# of their own data, granted to that service by name (ADR 30).
+PERSONAL_INSIGHTS = 9
+OPT_IN_CATEGORIES = frozenset({PERSONAL_INSIGHTS})
+KNOWN_CATEGORIES = RECORD_CATEGORIES | OPT_IN_CATEGORIES
 
 # Purposes a clinician's read under a patient grant may declare: grants are for care.
 _CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.EMERGENCY})
@@ -309,8 +315,10 @@ def decide(
     hospital holding an active grant that covers some of the categories (GRANT, permitted
     categories = the covered ones). Anything else is denied with the most specific reason:
     a covering grant that was revoked, then one that expired, then grants that exist but
-    cover none of the categories, else NO_GRANT. Services, researchers and committee
-    members are not clinical readers and are always denied.
+    cover none of the categories, else NO_GRANT. A service may only learn the patient's
+    opt-in to its own analysis: an active grant naming the service (as grantee) covering the
+    opt-in categories asked for (ADR 30). Researchers and committee members are not clinical
+    readers and are always denied.
     """
     requested = frozenset(categories)
     if accessor.kind == PrincipalKind.PATIENT:
@@ -328,6 +336,15 @@ def decide(
                 authority_name=session.name,
                 permitted_categories=tuple(sorted(requested)),
             )
+    elif accessor.kind == PrincipalKind.SERVICE:
+        if not requested or not requested <= OPT_IN_CATEGORIES:
+            return _deny(BASIS_NO_GRANT)
+        opt_ins = [
+            grant
+            for grant in grants
+            if grant.person_token == person_token and grant.grantee_hospital_id == accessor.subject
+        ]
+        return _decide_by_grants(opt_ins, requested, now)
     elif accessor.kind != PrincipalKind.CLINICIAN:
         return _deny(BASIS_NO_GRANT)
     if accessor.purpose not in _CARE_PURPOSES:

@@ -236,8 +236,8 @@ class ConsentRegistry:
         now = self._now()
         grants: list[Grant] = []
         sessions: list[BreakGlassSession] = []
-        # Load only what a rule could use: grants for the accessor's hospital, and the
-        # accessor's own break-glass sessions.
+        # Load only what a rule could use: grants for the accessor's hospital (a service's
+        # opt-ins), and the accessor's own break-glass sessions.
         if accessor.kind in (PrincipalKind.CLINICIAN, PrincipalKind.EMERGENCY):
             if accessor.hospital_id:
                 grants = await self._grants_for_hospital(person_token, accessor.hospital_id)
@@ -245,6 +245,9 @@ class ConsentRegistry:
                 sessions = await self._store.break_glass_sessions(
                     person_token, accessor.subject, now
                 )
+        elif accessor.kind == PrincipalKind.SERVICE:
+            # Opt-ins are grants naming the service where a hospital would stand.
+            grants = await self._grants_for_hospital(person_token, accessor.subject)
         return decide(grants, sessions, accessor, person_token, categories, now)
 
     async def _grants_for_hospital(self, person_token: str, hospital_id: str) -> list[Grant]:

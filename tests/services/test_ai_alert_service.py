@@ -1,13 +1,15 @@
-"""The ai-alert service over real gRPC, with the real consent and audit services.
+"""The ai-alert service over real gRPC, with the real consent, audit and archive services.
 
 Every service runs in-process from its own ``open_service`` on a free port, sharing one data
-directory (so one local keyring). ai-alert runs on a fixed clock so "today" is known. The hot
-store is seeded directly through ``healthbank.records.SqliteRecordStore`` with payloads sealed
-by a Sealer built from the same settings, as ingest writes them.
+directory (so one local keyring); the archive holds tiered (cold) lab results. ai-alert runs
+on a fixed clock so "today" is known. The hot store is seeded directly through
+``healthbank.records.SqliteRecordStore`` with payloads sealed by a Sealer built from the same
+settings, as ingest writes them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -24,6 +26,7 @@ import pytest
 from service_support import BearerAuth, RunningServices, failure, fields, service_settings, ts
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
+from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
@@ -33,7 +36,9 @@ from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
 from healthbank.rpc import ServiceHost
+from services.ai_alert import servicer
 from services.ai_alert.app import SERVICE, open_service
+from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
 
@@ -50,6 +55,7 @@ PATIENT = Principal(PrincipalKind.PATIENT, PERSON, purpose=Purpose.PATIENT_ACCES
 OTHER_PATIENT = Principal(PrincipalKind.PATIENT, OTHER_PERSON, purpose=Purpose.PATIENT_ACCESS)
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "doc-7", hospital_id=HOSPITAL)
 RESEARCHER = Principal(PrincipalKind.RESEARCHER, "res-1", purpose=Purpose.RESEARCH)
+TIERING = Principal(PrincipalKind.SERVICE, "archive-tiering", purpose=Purpose.OPERATIONS)
 
 
 @dataclass
@@ -138,6 +144,13 @@ class Seeder:
 
 
 @dataclass
+class Clock:
+    """ai-alert's clock, moved by a test replaying days."""
+
+    now: datetime = NOW
+
+
+@dataclass
 class Stack(BearerAuth):
     """ai-alert and the services it calls, running, with stubs to call them."""
 
@@ -146,14 +159,49 @@ class Stack(BearerAuth):
     alert: ai_alert_pb2_grpc.AiAlertServiceAsyncStub
     consent: consent_pb2_grpc.ConsentServiceAsyncStub
     audit: audit_pb2_grpc.AuditServiceAsyncStub
+    archive: archive_pb2_grpc.ArchiveServiceAsyncStub
     seed: Seeder
+    clock: Clock
+
+    async def opt_in(self, person_token: str = PERSON, request_id: str = "opt-in") -> str:
+        """The patient opts in to personal insights; returns the grant's name."""
+        grant = await self.consent.CreateGrant(
+            consent_pb2.CreateGrantRequest(
+                parent=f"persons/{person_token}",
+                grant=consent_pb2.Grant(
+                    grantee_hospital_id=SERVICE,
+                    categories=[common_pb2.RECORD_CATEGORY_PERSONAL_INSIGHTS],
+                    expire_time=ts(datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)),
+                ),
+                request_id=request_id,
+            ),
+            metadata=self.auth(
+                Principal(PrincipalKind.PATIENT, person_token, purpose=Purpose.PATIENT_ACCESS)
+            ),
+        )
+        return str(grant.name)
+
+    async def tier_before(self, cutoff: datetime) -> int:
+        """Move hot records effective before ``cutoff`` to the archive, as the tiering job."""
+        moved = await self.archive.TierRecords(
+            archive_pb2.TierRecordsRequest(cutoff=ts(cutoff)), metadata=self.auth(TIERING)
+        )
+        return int(moved.records_moved)
 
     async def forecast(
-        self, horizon_days: int, history_days: int = 0, principal: Principal = RESEARCHER
+        self,
+        horizon_days: int,
+        history_days: int = 0,
+        principal: Principal = RESEARCHER,
+        as_of: datetime | None = None,
     ) -> ai_alert_pb2.Forecast:
+        request = ai_alert_pb2.GetForecastRequest(
+            horizon_days=horizon_days, history_days=history_days
+        )
+        if as_of is not None:
+            request.as_of.CopyFrom(ts(as_of))
         response: ai_alert_pb2.Forecast = await self.alert.GetForecast(
-            ai_alert_pb2.GetForecastRequest(horizon_days=horizon_days, history_days=history_days),
-            metadata=self.auth(principal),
+            request, metadata=self.auth(principal)
         )
         return response
 
@@ -184,10 +232,12 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         running = RunningServices(exits)
         # Audit first: consent records every grant there.
         await running.start("audit", open_audit(settings))
+        await running.start("archive", open_archive(settings))
         consent_clients = running.clients(settings, "consent")
         await running.start("consent", open_consent(settings, clients=consent_clients))
         clients = running.clients(settings, SERVICE)
-        await running.start(SERVICE, open_service(settings, clients=clients, now=lambda: NOW))
+        clock = Clock()
+        await running.start(SERVICE, open_service(settings, clients=clients, now=lambda: clock.now))
         channel = running.channel
         store = await SqliteRecordStore(settings.data_dir / "records.db").open()
         exits.push_async_callback(store.close)
@@ -197,7 +247,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             alert=ai_alert_pb2_grpc.AiAlertServiceStub(channel(SERVICE)),
             consent=consent_pb2_grpc.ConsentServiceStub(channel("consent")),
             audit=audit_pb2_grpc.AuditServiceStub(channel("audit")),
+            archive=archive_pb2_grpc.ArchiveServiceStub(channel("archive")),
             seed=Seeder(store, build_sealer(settings, build_key_provider(settings))),
+            clock=clock,
         )
 
 
@@ -274,6 +326,70 @@ async def test_malformed_forecast_requests_are_invalid(
     assert fields(details) == violations
 
 
+async def test_as_of_replays_a_season_exactly_as_it_was_answered_live(stack: Stack) -> None:
+    # DM2: a season lived day by day (each morning's answer recorded, then the day's visits
+    # stored), then replayed from the end with as_of: every day's answer is the same.
+    rng = random.Random(5)
+    first_day = TODAY - timedelta(days=80)
+    live: dict[datetime, ai_alert_pb2.Forecast] = {}
+    for offset in range(80):
+        day = first_day + timedelta(days=offset)
+        stack.clock.now = day + timedelta(hours=9, minutes=30)
+        if offset >= 56:
+            live[day] = await stack.forecast(horizon_days=7)
+        mean = 8 if offset < 60 else 8 * 1.2 ** (offset - 60)
+        await stack.seed.diagnoses(day, poisson(rng, mean))
+    stack.clock.now = NOW
+    levels = set()
+    for day, answer in live.items():
+        replayed = await stack.forecast(horizon_days=7, as_of=day)
+        assert replayed == answer
+        levels.add(replayed.level)
+    # The season has both quiet days and an outbreak: the replay compared real changes.
+    assert ai_alert_pb2.ALERT_LEVEL_NORMAL in levels
+    assert ai_alert_pb2.ALERT_LEVEL_WARNING in levels
+
+
+async def test_as_of_after_today_is_invalid(stack: Stack) -> None:
+    details = await failure(stack.forecast(7, as_of=TODAY + timedelta(days=1)))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["as_of"]
+
+
+async def test_watch_alerts_streams_the_current_alert_then_each_change(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servicer, "ALERT_POLL_SECONDS", 0.05)
+    call = stack.alert.WatchAlerts(
+        ai_alert_pb2.WatchAlertsRequest(horizon_days=7, history_days=28),
+        metadata=stack.auth(RESEARCHER),
+    )
+    try:
+        stream = aiter(call)
+        first = await anext(stream)
+        assert first.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
+        assert first.day.ToDatetime(tzinfo=UTC) == TODAY
+        # An outbreak arrives in the counts: the next alert is the warning, with its evidence.
+        rng = random.Random(2)
+        for back in range(1, 29):
+            mean = 8 if back > 14 else 8 * 1.15 ** (15 - back)
+            await stack.seed.diagnoses(TODAY - timedelta(days=back), poisson(rng, mean))
+        second = await asyncio.wait_for(anext(stream), timeout=30)
+        assert second.level == ai_alert_pb2.ALERT_LEVEL_WARNING
+        assert "outbreak line" in second.explanation
+    finally:
+        call.cancel()
+
+
+async def test_watch_alerts_checks_its_request(stack: Stack) -> None:
+    call = stack.alert.WatchAlerts(
+        ai_alert_pb2.WatchAlertsRequest(horizon_days=0), metadata=stack.auth(RESEARCHER)
+    )
+    details = await failure(anext(aiter(call)))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(details) == ["horizon_days"]
+
+
 async def test_forecast_needs_credentials(stack: Stack) -> None:
     details = await failure(
         stack.alert.GetForecast(ai_alert_pb2.GetForecastRequest(horizon_days=7))
@@ -293,7 +409,9 @@ async def seed_glucose_series(stack: Stack) -> None:
 
 async def test_patient_sees_a_rising_glucose_trend_with_a_reminder(stack: Stack) -> None:
     await seed_glucose_series(stack)
+    await stack.opt_in()
     insights = await stack.insights()
+    assert insights.opted_in
     (trend,) = insights.trends
     assert trend.code.system == LOINC
     assert trend.code.code == "1558-6"
@@ -304,11 +422,16 @@ async def test_patient_sees_a_rising_glucose_trend_with_a_reminder(stack: Stack)
     assert trend.threshold == 7.0
     crossing = trend.projected_crossing_time.ToDatetime(tzinfo=UTC)
     assert NOW + timedelta(days=365) < crossing < NOW + timedelta(days=3 * 365)
+    assert trend.significant
+    assert trend.p_value < 0.001
+    first, last = NOW - timedelta(days=182.6 * 8), NOW
     assert trend.reminder == (
         "Fasting glucose has risen 0.3 mmol/L per year; at this pace it reaches 7.0 mmol/L "
-        f"around {crossing:%Y-%m}. Consider a check-up."
+        f"around {crossing:%Y-%m} (from 9 results, {first:%Y-%m} to {last:%Y-%m}; "
+        "trend test p = < 0.001). Consider a check-up."
     )
-    assert PERSON not in trend.reminder
+    assert trend.reminder_zh.startswith("您的空腹血糖每年上升0.3 mmol/L")
+    assert PERSON not in trend.reminder + trend.reminder_zh
 
     (event,) = await stack.access_events()
     assert event.action == audit_pb2.ACTION_READ_HISTORY
@@ -319,6 +442,7 @@ async def test_patient_sees_a_rising_glucose_trend_with_a_reminder(stack: Stack)
 
 async def test_clinician_needs_consent_for_insights(stack: Stack) -> None:
     await seed_glucose_series(stack)
+    await stack.opt_in()
     denied = await failure(stack.insights(CLINICIAN))
     assert denied.code == grpc.StatusCode.PERMISSION_DENIED
     assert denied.reason == "NO_GRANT"
@@ -357,9 +481,44 @@ async def test_insights_need_a_patient_or_clinician(stack: Stack) -> None:
 
 
 async def test_insights_with_too_little_data_are_empty(stack: Stack) -> None:
+    await stack.opt_in()
     await stack.seed.glucose(PERSON, NOW - timedelta(days=30), 5.5, "mmol/L")
     await stack.seed.glucose(PERSON, NOW - timedelta(days=10), 5.6, "mmol/L")
     assert list((await stack.insights()).trends) == []
+
+
+async def test_without_opt_in_nothing_is_analysed(stack: Stack) -> None:
+    await seed_glucose_series(stack)
+    insights = await stack.insights()
+    assert not insights.opted_in
+    assert list(insights.trends) == []
+    # Another patient's opt-in is not this one's.
+    await stack.opt_in(OTHER_PERSON)
+    assert not (await stack.insights()).opted_in
+
+
+async def test_a_revoked_opt_in_stops_the_analysis(stack: Stack) -> None:
+    await seed_glucose_series(stack)
+    grant_name = await stack.opt_in()
+    assert len((await stack.insights()).trends) == 1
+    await stack.consent.RevokeGrant(
+        consent_pb2.RevokeGrantRequest(name=grant_name), metadata=stack.auth(PATIENT)
+    )
+    insights = await stack.insights()
+    assert (insights.opted_in, list(insights.trends)) == (False, [])
+
+
+async def test_a_six_year_trend_includes_the_archived_years(stack: Stack) -> None:
+    # Six years of yearly results rising 0.2 mmol/L a year; the first four are tiered.
+    for year in range(7):
+        moment = NOW - timedelta(days=365.25 * (6 - year))
+        await stack.seed.glucose(PERSON, moment, round(5.0 + 0.2 * year, 2), "mmol/L")
+    assert await stack.tier_before(NOW - timedelta(days=365.25 * 2.5)) == 4
+    await stack.opt_in()
+    (trend,) = (await stack.insights()).trends
+    assert trend.sample_count == 7
+    assert trend.slope_per_year == pytest.approx(0.2, rel=0.01)
+    assert trend.significant
 
 
 async def test_insights_are_refused_when_audit_cannot_record(stack: Stack) -> None:

@@ -308,6 +308,9 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
         "GetEntries": lambda: audit_pb2.GetEntriesRequest(start_index=0, end_index=1),
         "ListAccessEvents": lambda: audit_pb2.ListAccessEventsRequest(parent=parent),
         "GetForecast": lambda: ai_alert_pb2.GetForecastRequest(horizon_days=7),
+        # The alert stream never ends by itself: an admitted caller is answered
+        # INVALID_ARGUMENT (history_days 6), after the table let it through.
+        "WatchAlerts": lambda: ai_alert_pb2.WatchAlertsRequest(horizon_days=7, history_days=6),
         "GetPersonalInsights": lambda: ai_alert_pb2.GetPersonalInsightsRequest(parent=parent),
         # A grant nobody holds: an admitted researcher is answered NOT_FOUND by consent.
         "RunAggregate": lambda: ai_alert_pb2.RunAggregateRequest(

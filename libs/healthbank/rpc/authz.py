@@ -407,6 +407,16 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
             _PK.PRIVACY_OFFICER: ANY,
         },
     ),
+    _AI_ALERT_V1 + "WatchAlerts": MethodRule(
+        "the city's alert as a stream: the callers of GetForecast",
+        callers={
+            _PK.CLINICIAN: ANY,
+            _PK.EMERGENCY: ANY,
+            _PK.COMMITTEE: ANY,
+            _PK.RESEARCHER: ANY,
+            _PK.PRIVACY_OFFICER: ANY,
+        },
+    ),
     _AI_ALERT_V1 + "RunAggregate": MethodRule(
         "the black room: noisy aggregates for the researcher holding the grant (ai-alert "
         "checks the holder, consent the budget)",

@@ -47,12 +47,32 @@ SYNTHETIC_FORMAT_CSV: SyntheticFormat
 SYNTHETIC_FORMAT_PARQUET: SyntheticFormat
 
 class GetForecastRequest(_message.Message):
+    __slots__ = ("horizon_days", "history_days", "as_of")
+    HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    horizon_days: int
+    history_days: int
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WatchAlertsRequest(_message.Message):
     __slots__ = ("horizon_days", "history_days")
     HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_DAYS_FIELD_NUMBER: _ClassVar[int]
     horizon_days: int
     history_days: int
     def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("day", "level", "explanation")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    day: _timestamp_pb2.Timestamp
+    level: AlertLevel
+    explanation: str
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class DailyCount(_message.Message):
     __slots__ = ("day", "count", "upper")
@@ -83,7 +103,7 @@ class GetPersonalInsightsRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ...) -> None: ...
 
 class Trend(_message.Message):
-    __slots__ = ("code", "unit", "sample_count", "latest_value", "slope_per_year", "threshold", "projected_crossing_time", "reminder")
+    __slots__ = ("code", "unit", "sample_count", "latest_value", "slope_per_year", "threshold", "projected_crossing_time", "reminder", "reminder_zh", "p_value", "significant")
     CODE_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +112,9 @@ class Trend(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PROJECTED_CROSSING_TIME_FIELD_NUMBER: _ClassVar[int]
     REMINDER_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_ZH_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
     code: _common_pb2.Code
     unit: str
     sample_count: int
@@ -100,13 +123,18 @@ class Trend(_message.Message):
     threshold: float
     projected_crossing_time: _timestamp_pb2.Timestamp
     reminder: str
-    def __init__(self, code: _Optional[_Union[_common_pb2.Code, _Mapping]] = ..., unit: _Optional[str] = ..., sample_count: _Optional[int] = ..., latest_value: _Optional[float] = ..., slope_per_year: _Optional[float] = ..., threshold: _Optional[float] = ..., projected_crossing_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reminder: _Optional[str] = ...) -> None: ...
+    reminder_zh: str
+    p_value: float
+    significant: bool
+    def __init__(self, code: _Optional[_Union[_common_pb2.Code, _Mapping]] = ..., unit: _Optional[str] = ..., sample_count: _Optional[int] = ..., latest_value: _Optional[float] = ..., slope_per_year: _Optional[float] = ..., threshold: _Optional[float] = ..., projected_crossing_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reminder: _Optional[str] = ..., reminder_zh: _Optional[str] = ..., p_value: _Optional[float] = ..., significant: _Optional[bool] = ...) -> None: ...
 
 class PersonalInsights(_message.Message):
-    __slots__ = ("trends",)
+    __slots__ = ("trends", "opted_in")
     TRENDS_FIELD_NUMBER: _ClassVar[int]
+    OPTED_IN_FIELD_NUMBER: _ClassVar[int]
     trends: _containers.RepeatedCompositeFieldContainer[Trend]
-    def __init__(self, trends: _Optional[_Iterable[_Union[Trend, _Mapping]]] = ...) -> None: ...
+    opted_in: bool
+    def __init__(self, trends: _Optional[_Iterable[_Union[Trend, _Mapping]]] = ..., opted_in: _Optional[bool] = ...) -> None: ...
 
 class AggregateSpec(_message.Message):
     __slots__ = ("kind", "field", "group_by", "quantiles", "bin_edges")

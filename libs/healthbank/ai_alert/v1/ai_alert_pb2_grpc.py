@@ -41,6 +41,11 @@ class AiAlertServiceStub:
                 request_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetForecastRequest.SerializeToString,
                 response_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.Forecast.FromString,
                 _registered_method=True)
+        self.WatchAlerts = channel.unary_stream(
+                '/healthbank.ai_alert.v1.AiAlertService/WatchAlerts',
+                request_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.WatchAlertsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.Alert.FromString,
+                _registered_method=True)
         self.GetPersonalInsights = channel.unary_unary(
                 '/healthbank.ai_alert.v1.AiAlertService/GetPersonalInsights',
                 request_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetPersonalInsightsRequest.SerializeToString,
@@ -71,9 +76,19 @@ class AiAlertServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAlerts(self, request, context):
+        """Streams the health weather's alert: the current one at once, then a new
+        one whenever the level or the day changes (checked every poll interval).
+        Callers as GetForecast.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPersonalInsights(self, request, context):
-        """Long-term lab trends of one person (for example fasting glucose) with
-        a reminder when a trend heads towards a threshold.
+        """Long-term lab trends of one person (for example fasting glucose), hot
+        and archived years, with a reminder when a significant trend heads
+        towards a threshold; only for patients who opted in (ADR 30).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,6 +122,11 @@ def add_AiAlertServiceServicer_to_server(servicer, server):
                     servicer.GetForecast,
                     request_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetForecastRequest.FromString,
                     response_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.Forecast.SerializeToString,
+            ),
+            'WatchAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlerts,
+                    request_deserializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.WatchAlertsRequest.FromString,
+                    response_serializer=healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.Alert.SerializeToString,
             ),
             'GetPersonalInsights': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPersonalInsights,
@@ -153,6 +173,33 @@ class AiAlertService:
             '/healthbank.ai_alert.v1.AiAlertService/GetForecast',
             healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.GetForecastRequest.SerializeToString,
             healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.Forecast.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/healthbank.ai_alert.v1.AiAlertService/WatchAlerts',
+            healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.WatchAlertsRequest.SerializeToString,
+            healthbank_dot_ai__alert_dot_v1_dot_ai__alert__pb2.Alert.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,9 +39,15 @@ class AiAlertServiceStub:
     """Forecasts daily influenza-like-illness (ILI) diagnoses for the city and
     says whether an outbreak warning is raised.
     """
+    WatchAlerts: _grpc.UnaryStreamMultiCallable[_ai_alert_pb2.WatchAlertsRequest, _ai_alert_pb2.Alert]
+    """Streams the health weather's alert: the current one at once, then a new
+    one whenever the level or the day changes (checked every poll interval).
+    Callers as GetForecast.
+    """
     GetPersonalInsights: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]
-    """Long-term lab trends of one person (for example fasting glucose) with
-    a reminder when a trend heads towards a threshold.
+    """Long-term lab trends of one person (for example fasting glucose), hot
+    and archived years, with a reminder when a significant trend heads
+    towards a threshold; only for patients who opted in (ADR 30).
     """
     RunAggregate: _grpc.UnaryUnaryMultiCallable[_ai_alert_pb2.RunAggregateRequest, _ai_alert_pb2.AggregateResult]
     """The black room (ADR 26): one aggregate over a research grant's de-identified
@@ -68,9 +74,15 @@ class AiAlertServiceAsyncStub(AiAlertServiceStub):
     """Forecasts daily influenza-like-illness (ILI) diagnoses for the city and
     says whether an outbreak warning is raised.
     """
+    WatchAlerts: _aio.UnaryStreamMultiCallable[_ai_alert_pb2.WatchAlertsRequest, _ai_alert_pb2.Alert]  # type: ignore[assignment]
+    """Streams the health weather's alert: the current one at once, then a new
+    one whenever the level or the day changes (checked every poll interval).
+    Callers as GetForecast.
+    """
     GetPersonalInsights: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.GetPersonalInsightsRequest, _ai_alert_pb2.PersonalInsights]  # type: ignore[assignment]
-    """Long-term lab trends of one person (for example fasting glucose) with
-    a reminder when a trend heads towards a threshold.
+    """Long-term lab trends of one person (for example fasting glucose), hot
+    and archived years, with a reminder when a significant trend heads
+    towards a threshold; only for patients who opted in (ADR 30).
     """
     RunAggregate: _aio.UnaryUnaryMultiCallable[_ai_alert_pb2.RunAggregateRequest, _ai_alert_pb2.AggregateResult]  # type: ignore[assignment]
     """The black room (ADR 26): one aggregate over a research grant's de-identified
@@ -102,13 +114,25 @@ class AiAlertServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def WatchAlerts(
+        self,
+        request: _ai_alert_pb2.WatchAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ai_alert_pb2.Alert], _abc.AsyncIterator[_ai_alert_pb2.Alert]]:
+        """Streams the health weather's alert: the current one at once, then a new
+        one whenever the level or the day changes (checked every poll interval).
+        Callers as GetForecast.
+        """
+
+    @_abc_1.abstractmethod
     def GetPersonalInsights(
         self,
         request: _ai_alert_pb2.GetPersonalInsightsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ai_alert_pb2.PersonalInsights, _abc.Awaitable[_ai_alert_pb2.PersonalInsights]]:
-        """Long-term lab trends of one person (for example fasting glucose) with
-        a reminder when a trend heads towards a threshold.
+        """Long-term lab trends of one person (for example fasting glucose), hot
+        and archived years, with a reminder when a significant trend heads
+        towards a threshold; only for patients who opted in (ADR 30).
         """
 
     @_abc_1.abstractmethod

@@ -52,6 +52,7 @@ class RecordCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECORD_CATEGORY_MEDICATION: _ClassVar[RecordCategory]
     RECORD_CATEGORY_ENCOUNTER: _ClassVar[RecordCategory]
     RECORD_CATEGORY_DOCUMENT: _ClassVar[RecordCategory]
+    RECORD_CATEGORY_PERSONAL_INSIGHTS: _ClassVar[RecordCategory]
 
 class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -89,6 +90,7 @@ RECORD_CATEGORY_IMAGING: RecordCategory
 RECORD_CATEGORY_MEDICATION: RecordCategory
 RECORD_CATEGORY_ENCOUNTER: RecordCategory
 RECORD_CATEGORY_DOCUMENT: RecordCategory
+RECORD_CATEGORY_PERSONAL_INSIGHTS: RecordCategory
 TIER_UNSPECIFIED: Tier
 TIER_HOT: Tier
 TIER_COLD: Tier

@@ -155,9 +155,24 @@ def glucose(years_ago: float, value: float, unit: str = "mmol/L") -> trends.Meas
     return trends.Measurement("1558-6", NOW - timedelta(days=years_ago * 365.2425), value, unit)
 
 
-def test_fit_line_recovers_slope_and_intercept() -> None:
-    intercept, slope = trends.fit_line([(0, 1.0), (1, 3.0), (2, 5.0)])
-    assert (intercept, slope) == pytest.approx((1.0, 2.0))
+def test_theil_sen_recovers_slope_and_ignores_an_outlier() -> None:
+    points = [(0, 1.0), (1, 3.0), (2, 5.0), (3, 40.0), (4, 9.0)]
+    fit = trends.fit_trend(points)
+    assert fit.slope == pytest.approx(2.0)
+    assert fit.intercept == pytest.approx(1.0)
+
+
+def test_mann_kendall_needs_enough_monotone_points_to_call_a_trend_real() -> None:
+    # Four perfectly rising points: exact p = 2/24, not significant; five: 2/120, significant.
+    assert not trends.fit_trend([(x, float(x)) for x in range(4)]).significant
+    five = trends.fit_trend([(x, float(x)) for x in range(5)])
+    assert five.p_value == pytest.approx(1 / 60)
+    assert five.significant
+
+
+def test_flat_series_has_slope_zero_and_no_evidence() -> None:
+    fit = trends.fit_trend([(x / 3, 6.0) for x in range(20)])
+    assert (fit.slope, fit.p_value, fit.significant) == (0.0, 1.0, False)
 
 
 def test_rising_glucose_projects_crossing_and_writes_reminder() -> None:
@@ -167,12 +182,39 @@ def test_rising_glucose_projects_crossing_and_writes_reminder() -> None:
     assert trend is not None
     assert trend.slope_per_year == pytest.approx(0.3, rel=1e-3)
     assert trend.threshold == 7.0
+    assert trend.significant
     assert trend.projected_crossing is not None
     assert abs((trend.projected_crossing - (NOW + timedelta(days=730))).days) <= 2
     assert trend.reminder == (
         "Fasting glucose has risen 0.3 mmol/L per year; at this pace it reaches 7.0 mmol/L "
-        f"around {trend.projected_crossing:%Y-%m}. Consider a check-up."
+        f"around {trend.projected_crossing:%Y-%m} (from 5 results, 2021-06 to 2025-06; "
+        "trend test p = 0.017). Consider a check-up."
     )
+    assert trend.reminder_zh == (
+        "您的空腹血糖每年上升0.3 mmol/L，按此速度约在"
+        f"{trend.projected_crossing:%Y年%m月}达到7.0 mmol/L"
+        "（依据2021年06月至2025年06月的5次结果，趋势检验 p = 0.017）。建议做一次检查。"
+    )
+
+
+def test_rise_that_is_not_significant_gets_no_crossing_and_no_reminder() -> None:
+    # Up and down with a slight upward tilt: the least-squares line would project a crossing.
+    values = [5.0, 6.2, 5.1, 6.3, 5.2, 6.4]
+    series = [glucose(3 - 0.5 * k, value) for k, value in enumerate(values)]
+    trend = trends.analyze(GLUCOSE, series, NOW)
+    assert trend is not None
+    assert not trend.significant
+    assert trend.projected_crossing is None
+    assert (trend.reminder, trend.reminder_zh) == ("", "")
+
+
+def test_slope_of_rounding_residue_never_overflows() -> None:
+    # The INTERNAL of issue 12: a flat series whose least-squares slope was 6.8e-17.
+    series = [glucose(5 - k / 4, 6.0 + (1e-15 if k % 7 == 3 else 0.0)) for k in range(21)]
+    trend = trends.analyze(GLUCOSE, series, NOW)
+    assert trend is not None
+    assert trend.projected_crossing is None
+    assert trend.reminder == ""
 
 
 def test_stable_glucose_has_no_reminder() -> None:
@@ -197,7 +239,12 @@ def test_value_already_above_threshold_says_so() -> None:
     trend = trends.analyze(GLUCOSE, series, NOW)
     assert trend is not None
     assert trend.projected_crossing is None
-    assert trend.reminder.startswith("Your latest fasting glucose is at or above 7.0 mmol/L")
+    assert trend.reminder.startswith(
+        "Your latest fasting glucose (7.4 mmol/L, 2025-06) is at or above 7.0 mmol/L"
+    )
+    assert trend.reminder_zh.startswith(
+        "您最近一次空腹血糖为7.4 mmol/L（2025年06月），已达到或超过"
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,7 +268,7 @@ def test_units_are_converted_to_the_latest_unit() -> None:
 
 
 def test_mg_dl_threshold_applies_to_mg_dl_results() -> None:
-    series = [glucose(3 - year, 100.0 + 5 * year, "mg/dL") for year in range(4)]
+    series = [glucose(4 - year, 100.0 + 5 * year, "mg/dL") for year in range(5)]
     trend = trends.analyze(GLUCOSE, series, NOW)
     assert trend is not None
     assert trend.threshold == 126.0
@@ -233,9 +280,9 @@ def test_systolic_pressure_reminder_reads_mmhg() -> None:
     test = trends.KNOWN_TESTS["8480-6"]
     series = [
         trends.Measurement(
-            "8480-6", NOW - timedelta(days=365 * (3 - year)), 120 + 5 * year, "mm[Hg]"
+            "8480-6", NOW - timedelta(days=365 * (4 - year)), 115 + 5 * year, "mm[Hg]"
         )
-        for year in range(4)
+        for year in range(5)
     ]
     trend = trends.analyze(test, series, NOW)
     assert trend is not None

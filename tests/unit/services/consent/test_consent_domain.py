@@ -18,6 +18,7 @@ from services.consent.domain import (
     BASIS_NO_GRANT,
     BASIS_SELF,
     BREAK_GLASS_DURATION,
+    PERSONAL_INSIGHTS,
     BreakGlassSession,
     Grant,
     decide,
@@ -348,6 +349,51 @@ def test_non_clinical_readers_are_denied(kind: PrincipalKind, purpose: Purpose) 
     decision = decide([make_grant()], [make_session()], reader, PERSON, [], NOW)
     assert not decision.permit
     assert decision.basis == BASIS_NO_GRANT
+
+
+# --- a service learns only the patient's opt-in to its own analysis (ADR 30) ---------------
+
+AI_ALERT = Principal(PrincipalKind.SERVICE, "ai-alert", purpose=Purpose.OPERATIONS)
+
+
+def opt_in(**changes: object) -> Grant:
+    return make_grant(
+        grantee_hospital_id="ai-alert", categories=frozenset({PERSONAL_INSIGHTS}), **changes
+    )
+
+
+def test_a_service_named_by_an_opt_in_is_permitted_the_opt_in_category() -> None:
+    decision = decide([opt_in()], [], AI_ALERT, PERSON, [PERSONAL_INSIGHTS], NOW)
+    assert decision.permit
+    assert decision.basis == BASIS_GRANT
+    assert decision.permitted_categories == (PERSONAL_INSIGHTS,)
+
+
+@pytest.mark.parametrize(
+    ("grants", "categories", "basis"),
+    [
+        ([], [PERSONAL_INSIGHTS], BASIS_NO_GRANT),
+        # A hospital's grant is no opt-in, whatever it covers.
+        ([make_grant()], [PERSONAL_INSIGHTS], BASIS_NO_GRANT),
+        # The opt-in never opens records to the service.
+        ([opt_in()], [4], BASIS_NO_GRANT),
+        ([opt_in()], [], BASIS_NO_GRANT),
+        ([opt_in(revoke_time=NOW - timedelta(hours=1))], [PERSONAL_INSIGHTS], "GRANT_REVOKED"),
+        ([opt_in(expire_time=NOW)], [PERSONAL_INSIGHTS], "GRANT_EXPIRED"),
+        ([opt_in(person_token="ab" * 32)], [PERSONAL_INSIGHTS], BASIS_NO_GRANT),
+    ],
+)
+def test_without_an_active_opt_in_a_service_is_denied(
+    grants: list[Grant], categories: list[int], basis: str
+) -> None:
+    decision = decide(grants, [], AI_ALERT, PERSON, categories, NOW)
+    assert not decision.permit
+    assert decision.basis == basis
+
+
+def test_an_opt_in_to_one_service_is_not_another_services() -> None:
+    ingest = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+    assert not decide([opt_in()], [], ingest, PERSON, [PERSONAL_INSIGHTS], NOW).permit
 
 
 # --- grant periods -------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Outbreak detectors over one district's daily case counts (ADR 30).
+
+Pure numpy, no I/O. Each detector reads a series of daily counts (oldest first) and gives,
+per day, a statistic and whether it alarms that day, using only that day and the days
+before it (so a day's answer never changes when later days arrive):
+
+- **EARS C1, C2, C3** (CDC's Early Aberration Reporting System, Hutwagner et al. 2003), the
+  baselines every method is compared with. C1: ``(x_t - mean) / sd`` over the 7 days before
+  t; C2: the same over days t-9..t-3 (a 2-day guard band); C3: the sum of
+  ``max(0, C2 - 1)`` over t, t-1, t-2. Alarms: C1, C2 above 3; C3 above 2.
+- **NB-CUSUM**: a one-sided CUSUM of standardised counts against a seasonal baseline, with
+  negative-binomial variance ``mu + mu^2 / size`` (:data:`NB_SIZE`). The expectation is
+  Farrington-like: the *median* of the counts within :data:`SEASON_HALF_WIDTH` days of the
+  same day in the previous years (a median, so past outbreaks in those windows barely move
+  it); before a year of history, the mean of days t-35..t-8 (four weeks ending a week
+  back, so a building outbreak does not raise its own expectation). CUSUM adds up small
+  excesses day after day; after an alarm it restarts from 0.
+
+Every sd is floored at ``sqrt(max(mean, 1))`` (Poisson noise): a flat baseline would
+otherwise turn one extra case into an alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+EARS_THRESHOLD = 3.0
+C3_THRESHOLD = 2.0
+CUSUM_BASELINE_DAYS = 28
+CUSUM_LAG_DAYS = 7
+NB_SIZE = 25.0
+SEASON_DAYS = 365
+SEASON_HALF_WIDTH = 7
+SEASON_YEARS = 3
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Per day: the detector's statistic, its threshold, the expected count and the alarm."""
+
+    statistic: FloatArray
+    threshold: float
+    expected: FloatArray
+    alarm: BoolArray
+
+
+def _window_stats(counts: FloatArray, lag: int, width: int) -> tuple[FloatArray, FloatArray]:
+    """Mean and sd of ``counts[t-lag-width+1 .. t-lag]`` for each t (NaN before enough days)."""
+    n = len(counts)
+    mean = np.full(n, np.nan)
+    sd = np.full(n, np.nan)
+    if n >= lag + width:
+        windows = np.lib.stride_tricks.sliding_window_view(counts, width)
+        # windows[i] covers days i..i+width-1; day t uses i = t - lag - width + 1.
+        first_t = lag + width - 1
+        mean[first_t:] = windows[: n - first_t].mean(axis=1)
+        sd[first_t:] = windows[: n - first_t].std(axis=1, ddof=1)
+    return mean, sd
+
+
+def _floored(mean: FloatArray, sd: FloatArray) -> FloatArray:
+    return np.maximum(sd, np.sqrt(np.maximum(mean, 1.0)))
+
+
+def ears(counts: FloatArray, variant: str, threshold: float | None = None) -> Detection:
+    """EARS ``variant`` ("C1", "C2" or "C3") with its standard threshold unless given."""
+    values = np.asarray(counts, dtype=float)
+    if variant == "C1":
+        mean, sd = _window_stats(values, 1, 7)
+    elif variant in ("C2", "C3"):
+        mean, sd = _window_stats(values, 3, 7)
+    else:
+        raise ValueError(f"unknown EARS variant {variant!r}")
+    with np.errstate(invalid="ignore"):
+        statistic = (values - mean) / _floored(mean, sd)
+    if variant == "C3":
+        excess = np.maximum(np.nan_to_num(statistic, nan=0.0) - 1.0, 0.0)
+        summed = (
+            excess
+            + np.concatenate([[0.0], excess[:-1]])
+            + np.concatenate([[0.0, 0.0], excess[:-2]])
+        )
+        statistic = np.where(np.isnan(statistic), np.nan, summed)
+        limit = C3_THRESHOLD if threshold is None else threshold
+    else:
+        limit = EARS_THRESHOLD if threshold is None else threshold
+    alarm = np.nan_to_num(statistic, nan=-math.inf) > limit
+    return Detection(statistic, limit, mean, alarm)
+
+
+def seasonal_expectation(counts: FloatArray) -> FloatArray:
+    """Per day: the median of the same season's days in up to :data:`SEASON_YEARS` previous
+    years, else (less than a year of history) the lagged four-week mean; NaN before that."""
+    values = np.asarray(counts, dtype=float)
+    expected, _ = _window_stats(values, CUSUM_LAG_DAYS + 1, CUSUM_BASELINE_DAYS)
+    for t in range(SEASON_DAYS + SEASON_HALF_WIDTH, len(values)):
+        same_season = [
+            values[centre - SEASON_HALF_WIDTH : centre + SEASON_HALF_WIDTH + 1]
+            for years in range(1, SEASON_YEARS + 1)
+            if (centre := t - years * SEASON_DAYS) - SEASON_HALF_WIDTH >= 0
+        ]
+        expected[t] = float(np.median(np.concatenate(same_season)))
+    return expected
+
+
+def nb_scores(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per day: the seasonal expectation and the count standardised against it (NB variance)."""
+    values = np.asarray(counts, dtype=float)
+    mean = seasonal_expectation(values)
+    with np.errstate(invalid="ignore"):
+        variance = np.maximum(mean + mean**2 / NB_SIZE, np.maximum(mean, 1.0))
+        return mean, (values - mean) / np.sqrt(variance)
+
+
+def cusum(scores: FloatArray, k: float, h: float) -> tuple[FloatArray, BoolArray]:
+    """One-sided CUSUM of ``scores``: the running sums and the alarms (reset after each)."""
+    statistic = np.full(len(scores), np.nan)
+    alarm = np.zeros(len(scores), dtype=bool)
+    running = 0.0
+    for t, score in enumerate(scores):
+        if math.isnan(score):
+            continue
+        running = max(0.0, running + float(score) - k)
+        statistic[t] = running
+        if running > h:
+            alarm[t] = True
+            running = 0.0
+    return statistic, alarm
+
+
+def nb_cusum(counts: FloatArray, k: float = 0.5, h: float = 4.25) -> Detection:
+    """One-sided NB-CUSUM with reference value ``k`` (in sd) and decision interval ``h``."""
+    mean, scores = nb_scores(counts)
+    statistic, alarm = cusum(scores, k, h)
+    return Detection(statistic, h, mean, alarm)

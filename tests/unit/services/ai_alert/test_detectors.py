@@ -1,0 +1,76 @@
+"""EARS C1/C2/C3 and the NB-CUSUM on hand-made series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.ai_alert import detectors
+
+
+def flat_then(value: float, days: int = 40, level: float = 10.0) -> np.ndarray:
+    return np.array([level + (1 if day % 2 else -1) for day in range(days)] + [value])
+
+
+def test_c1_and_c2_flag_a_spike_three_sd_above_their_baseline() -> None:
+    for variant in ("C1", "C2"):
+        spike = detectors.ears(flat_then(30.0), variant)
+        assert spike.alarm[-1]
+        # Baseline sd of 10 +- 1 is below Poisson noise: floored at sqrt(10).
+        assert spike.statistic[-1] == pytest.approx(
+            (30.0 - spike.expected[-1]) / np.sqrt(10.0), rel=0.05
+        )
+        assert not detectors.ears(flat_then(14.0), variant).alarm[-1]
+
+
+def test_c2_leaves_a_two_day_guard_band() -> None:
+    counts = flat_then(30.0)
+    counts = np.append(counts, [30.0, 30.0])
+    c1, c2 = detectors.ears(counts, "C1"), detectors.ears(counts, "C2")
+    # Two days on, C1's baseline already holds the rise; C2's does not.
+    assert c2.expected[-1] < c1.expected[-1]
+    assert c2.alarm[-1]
+
+
+def test_c3_sums_three_days_of_excess() -> None:
+    counts = np.append(flat_then(17.0), [17.0, 17.0])
+    c3 = detectors.ears(counts, "C3")
+    assert c3.threshold == 2.0
+    assert c3.statistic[-1] > c3.statistic[-3]
+
+
+def test_nothing_alarms_before_a_baseline_exists() -> None:
+    counts = np.full(10, 50.0)
+    for detection in (detectors.ears(counts, "C2"), detectors.nb_cusum(counts)):
+        assert not detection.alarm.any()
+
+
+def test_cusum_adds_up_a_small_sustained_rise_that_c2_misses() -> None:
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(10.0, 80).astype(float)
+    counts[60:] += 5.0  # about 1.5 sd a day, never 3 sd
+    cusum = detectors.nb_cusum(counts, k=0.5, h=4.0)
+    assert cusum.alarm[60:].any()
+    assert not cusum.alarm[:60].any()
+
+
+def test_a_days_answer_never_depends_on_later_days() -> None:
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(12.0, 120).astype(float)
+    for name, run in (
+        ("C2", lambda c: detectors.ears(c, "C2")),
+        ("CUSUM", lambda c: detectors.nb_cusum(c)),
+    ):
+        whole, head = run(counts), run(counts[:90])
+        assert np.array_equal(whole.alarm[:90], head.alarm), name
+
+
+def test_the_seasonal_expectation_is_last_seasons_median_not_its_outbreak() -> None:
+    rng = np.random.default_rng(5)
+    days = np.arange(2 * 365)
+    season = 10.0 * (1.0 + 0.4 * np.cos(2 * np.pi * days / 365))
+    counts = rng.poisson(season).astype(float)
+    counts[361:364] += 40.0  # last winter's three-day outbreak
+    expected = detectors.seasonal_expectation(counts)
+    winter = 365 + 363
+    assert expected[winter] == pytest.approx(season[winter], rel=0.25)
