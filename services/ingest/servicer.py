@@ -45,8 +45,8 @@ from healthbank.core.telemetry import business_metrics
 from healthbank.crypto import KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
-from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY
-from healthbank.storage import StorageUnavailable
+from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY, storage_refusal
+from healthbank.storage import StorageRefused, StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
 from services.ingest.parse_pool import DEFAULT_LARGE_MESSAGE_BYTES
 from services.ingest.pipeline import (
@@ -221,6 +221,7 @@ _PIPELINE_FAILURES = (
     DependencyFailed,
     KeyProviderUnavailable,
     StorageUnavailable,
+    StorageRefused,
 )
 
 
@@ -375,6 +376,8 @@ def service_error(exc: Exception) -> ServiceError:
             reason="STORAGE_UNAVAILABLE",
             retry_delay=RETRY_DELAY_SECONDS,
         )
+    if isinstance(exc, StorageRefused):
+        return storage_refusal(exc)
     if isinstance(exc, DependencyFailed):
         request_id = request_id_var.get() or "-"
         return ServiceError(

@@ -25,6 +25,8 @@ from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
 )
 from grpc_status import rpc_status
 
+from healthbank.storage.errors import StorageRefused
+
 __all__ = [
     "DEFAULT_DOMAIN",
     "MAX_REPORTED_VIOLATIONS",
@@ -34,6 +36,7 @@ __all__ = [
     "Violations",
     "error_details",
     "fit_violations",
+    "storage_refusal",
     "to_rich_status",
     "to_status",
 ]
@@ -180,6 +183,26 @@ class ServiceError(Exception):
     def deadline_exceeded(cls, message: str, reason: str = "DEADLINE_EXCEEDED") -> ServiceError:
         """The caller's deadline passed before the work could be done."""
         return cls(grpc.StatusCode.DEADLINE_EXCEEDED, message, reason=reason)
+
+
+def storage_refusal(refused: StorageRefused) -> ServiceError:
+    """The permanent answer to a request the storage engine refused (never "retry").
+
+    Too large: INVALID_ARGUMENT (this request can never be stored as it is); a missing
+    schema, a bad query, a configuration or permission problem: FAILED_PRECONDITION (the
+    deployment must change first). The reason is ``STORAGE_<cause>``.
+    """
+    if refused.cause == "REQUEST_TOO_LARGE":
+        return ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the request is too large for the storage engine",
+            reason="STORAGE_REQUEST_TOO_LARGE",
+        )
+    cause = refused.cause.lower().replace("_", " ")
+    return ServiceError.failed_precondition(
+        f"the storage engine refused the request ({cause}); retrying will not help",
+        reason=f"STORAGE_{refused.cause}",
+    )
 
 
 def _invalid_request_message(violations: Sequence[tuple[str, str]]) -> str:

@@ -43,10 +43,10 @@ from healthbank.rpc.auth import (
     token_verifier,
 )
 from healthbank.rpc.downstream import downstream_error
-from healthbank.rpc.errors import ServiceError, to_status
+from healthbank.rpc.errors import ServiceError, storage_refusal, to_status
 from healthbank.rpc.tls import bind_principal, peer_identity
 from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
-from healthbank.storage.errors import StorageUnavailable
+from healthbank.storage.errors import StorageRefused, StorageUnavailable
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -396,6 +396,10 @@ class ErrorInterceptor(_AroundInterceptor):
             # A downstream call failed and the servicer did not name the dependency.
             _log.warning("unhandled downstream failure in %s", call_details.method)
             await context.abort_with_status(to_status(downstream_error(err, "dependency")))
+        except StorageRefused as exc:
+            # Permanent: the same request fails the same way; the cause is in the reason.
+            _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, exc.cause)
+            await context.abort_with_status(to_status(storage_refusal(exc)))
         except (StorageUnavailable, KeyProviderUnavailable) as exc:
             # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
             _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, redact(str(exc)))

@@ -3,8 +3,9 @@ prepared statements, tunable consistency and an asyncio bridge for the driver.
 
 The driver runs its own I/O thread (libev); ``execute`` turns its ResponseFuture
 into an asyncio future, following every result page, so services stay async.
-Driver errors that mean "the cluster is not reachable right now" become
-:class:`StorageUnavailable`, which the RPC layer answers with UNAVAILABLE.
+Driver errors become :class:`StorageUnavailable` (retry later: UNAVAILABLE) or
+:class:`StorageRefused` (never: a permanent error naming the cause), see
+:mod:`healthbank.storage.cassandra_errors`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ import socket
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from cassandra import (
-    ConsistencyLevel,
-    DriverException,
-    OperationTimedOut,
-    RequestValidationException,
-)
-from cassandra import Unavailable as CassandraUnavailable
+from cassandra import ConsistencyLevel
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
@@ -41,7 +36,8 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from healthbank.core.config import Settings
-from healthbank.storage.errors import StorageRefused, StorageUnavailable
+from healthbank.storage.cassandra_errors import storage_error
+from healthbank.storage.errors import StorageUnavailable
 
 # Without it, any request past ~4 KB waits for the peer's delayed ACK (~40 ms per batch).
 _NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -125,13 +121,12 @@ def _row_factory(column_names: list[str], rows: list[Any]) -> list[Any]:
     return [make(row) for row in rows]
 
 
-_UNAVAILABLE_ERRORS = (
-    NoHostAvailable,
-    OperationTimedOut,
-    CassandraUnavailable,
-    ConnectionError,
-    DriverException,
-)
+def _raise_storage_error(keyspace: str, error: Exception) -> NoReturn:
+    """Re-raise a driver error as the storage error it stands for (others unchanged)."""
+    mapped = storage_error(keyspace, error)
+    if mapped is None:
+        raise error
+    raise mapped from error
 
 
 class CassandraDatabase:
@@ -252,15 +247,8 @@ class CassandraDatabase:
             if counted:
                 _count(self.keyspace, [cql], serial=bound.consistency_level in _SERIAL_LEVELS)
             return await _all_pages(self.session.execute_async(bound))
-        except RequestValidationException as error:
-            # Refused as invalid (e.g. "Batch too large"): retrying cannot help.
-            raise StorageRefused(
-                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
-            ) from error
-        except _UNAVAILABLE_ERRORS as error:
-            raise StorageUnavailable(
-                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
-            ) from error
+        except Exception as error:
+            _raise_storage_error(self.keyspace, error)
 
     async def execute_logged_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Apply statements as one LOGGED batch: all of them eventually, or none."""
@@ -282,15 +270,8 @@ class CassandraDatabase:
                 batch.add(await self._statement(cql), params)
             _count(self.keyspace, [cql for cql, _ in statements], serial=False)
             await _all_pages(self.session.execute_async(batch))
-        except RequestValidationException as error:
-            # Refused as invalid (e.g. "Batch too large"): retrying cannot help.
-            raise StorageRefused(
-                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
-            ) from error
-        except _UNAVAILABLE_ERRORS as error:
-            raise StorageUnavailable(
-                f"cassandra keyspace {self.keyspace}: {type(error).__name__}"
-            ) from error
+        except Exception as error:
+            _raise_storage_error(self.keyspace, error)
 
     async def execute_unlogged(
         self,

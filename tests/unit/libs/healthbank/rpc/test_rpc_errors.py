@@ -48,8 +48,13 @@ from healthbank.rpc import (
     require_principal,
 )
 from healthbank.rpc.authz import ANY, MethodRule, with_public_methods
-from healthbank.rpc.errors import MAX_REPORTED_VIOLATIONS, VIOLATIONS_TOTAL_KEY, fit_violations
-from healthbank.storage import StorageUnavailable
+from healthbank.rpc.errors import (
+    MAX_REPORTED_VIOLATIONS,
+    TRANSIENT_CODES,
+    VIOLATIONS_TOTAL_KEY,
+    fit_violations,
+)
+from healthbank.storage import StorageRefused, StorageUnavailable
 
 SECRET = "unit-test-secret"
 PROBE = "healthbank.test.v1.Probe"
@@ -94,6 +99,9 @@ class ProbeServicer:
     async def engine_down(self, request: bytes, context: Any) -> bytes:
         if request == b"storage":
             raise StorageUnavailable("cassandra keyspace records: NoHostAvailable")
+        if request.startswith(b"refused:"):
+            cause = request.removeprefix(b"refused:").decode()
+            raise StorageRefused("cassandra keyspace records: InvalidRequest", cause=cause)
         raise KeyProviderUnavailable("vault is sealed")
 
     async def busy(self, request: bytes, context: Any) -> bytes:
@@ -311,6 +319,30 @@ async def test_engine_outage_is_unavailable_and_retryable(
     assert details.code == grpc.StatusCode.UNAVAILABLE
     assert details.reason == reason
     assert details.retry_delay is not None and details.retry_delay > 0
+
+
+@pytest.mark.parametrize(
+    ("cause", "code"),
+    [
+        ("REQUEST_TOO_LARGE", grpc.StatusCode.INVALID_ARGUMENT),
+        ("SCHEMA_MISSING", grpc.StatusCode.FAILED_PRECONDITION),
+        ("INVALID_QUERY", grpc.StatusCode.FAILED_PRECONDITION),
+        ("CONFIGURATION", grpc.StatusCode.FAILED_PRECONDITION),
+        ("UNAUTHORIZED", grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+)
+async def test_a_refused_storage_request_is_permanent_and_names_its_cause(
+    probe: Any, cause: str, code: grpc.StatusCode
+) -> None:
+    channel, _ = probe
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(channel, "EngineDown", f"refused:{cause}".encode())
+    details = error_details(raised.value)
+    assert details.code == code
+    assert code not in TRANSIENT_CODES
+    assert details.reason == f"STORAGE_{cause}"
+    assert details.retry_delay is None
+    assert "InvalidRequest" not in details.message
 
 
 async def test_unexpected_exception_is_internal_without_its_text(
