@@ -393,3 +393,14 @@ def test_dev_services_export_to_the_releases_collector(rendered: dict[str, str])
     endpoint = f"{collector['metadata']['name']}:4317"
     for config in _settings_config_maps(objects).values():
         assert config["data"][env_name("otlp_endpoint")] == endpoint
+
+
+def test_every_service_gets_the_per_caller_rate_limits(rendered: dict[str, str]) -> None:
+    from healthbank.core.config import load_settings
+    from healthbank.rpc.rate_limit import CallerRates, Rate, rates_of
+
+    for value_set, manifest in rendered.items():
+        configs = _of_kind(documents(manifest), "ConfigMap")
+        for service in SERVICE_NAMES:
+            rates = rates_of(load_settings(configs[service]["data"]))
+            assert rates == CallerRates(Rate(200, 400), Rate(20, 40)), (value_set, service)

@@ -49,6 +49,10 @@ names of healthbank.core.config.Settings; tests/deploy checks every one is a rea
   "key_provider" $v.keys.provider
   "cache_backend" $v.cache.backend
   "otlp_endpoint" (include "healthbank.otlpEndpoint" .root)
+  "rate_limit_hospital_engine_per_second" (toString $v.rateLimits.hospitalEngine.perSecond)
+  "rate_limit_hospital_engine_burst" (toString $v.rateLimits.hospitalEngine.burst)
+  "rate_limit_clinician_per_second" (toString $v.rateLimits.clinician.perSecond)
+  "rate_limit_clinician_burst" (toString $v.rateLimits.clinician.burst)
 -}}
 {{- range $name, $service := $v.services -}}
 {{- $_ := set $out (printf "%s_addr" ($name | replace "-" "_")) (printf "%s-%s:%v" $fullname $name $service.port) -}}

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
 
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # Per-caller rate limits (rpc/rate_limit.py): calls a second on average and at once, per
+    # hospital engine and per clinician, in each service replica; 0 (the default: off for
+    # development and tests) turns a limit off; the chart sets them.
+    rate_limit_hospital_engine_per_second: float = Field(default=0.0, ge=0)
+    rate_limit_hospital_engine_burst: float = Field(default=0.0, ge=0)
+    rate_limit_clinician_per_second: float = Field(default=0.0, ge=0)
+    rate_limit_clinician_burst: float = Field(default=0.0, ge=0)
+
     # Identity's probabilistic matching (ADR 25): posterior probabilities at or above which
     # a registration without a national ID is linked / queued for review; newborns (born at
     # most this many days ago) are always new persons.

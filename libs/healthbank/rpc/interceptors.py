@@ -44,6 +44,7 @@ from healthbank.rpc.auth import (
 )
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import ServiceError, storage_refusal, to_status
+from healthbank.rpc.rate_limit import RateLimiter, rate_limited, rates_of
 from healthbank.rpc.tls import bind_principal, peer_identity
 from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
 from healthbank.storage.errors import StorageRefused, StorageUnavailable
@@ -528,6 +529,23 @@ class PrincipalInterceptor(_AroundInterceptor):
             _restore(current_principal, principal_reset)
 
 
+class RateLimitInterceptor(_AroundInterceptor):
+    """Refuse a hospital engine's or clinician's call over its own rate limit with
+    RESOURCE_EXHAUSTED and RetryInfo (:mod:`healthbank.rpc.rate_limit`), before the
+    servicer runs. Inside the principal interceptor: it limits the caller it verified."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    @asynccontextmanager
+    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+        """Spend one of the caller's tokens, or refuse the call."""
+        wait = self.limiter.admit(current_principal.get())
+        if wait > 0:
+            raise rate_limited(wait)
+        yield
+
+
 def _method_name(call_details: Any) -> str:
     method = call_details.method
     if isinstance(method, bytes):
@@ -552,4 +570,5 @@ def default_interceptors(
         ErrorInterceptor(service),
         DeadlineInterceptor(),
         PrincipalInterceptor(token_verifier(settings, service), authorization),
+        RateLimitInterceptor(RateLimiter(rates_of(settings))),
     ]
