@@ -258,10 +258,12 @@ class MasterPatientIndex:
                 return await self._link_matched(hospital_id, mrn_hash, best.person_token, now)
         sealed = await self._sealer.seal(demographics.to_bytes(), demographics_aad(own_token))
         claim = None if newborn else _claim_value(probe)
+        won_claim = False
         if claim is not None:
             claim_hash = await self._hasher.keyed_hash(MATCH_CLAIM_DOMAIN, claim)
             holder = await self._store.claim_match(claim_hash, own_token, sealed, now)
-            if holder.person_token != own_token:
+            won_claim = holder.person_token == own_token
+            if not won_claim:
                 rival = await self._best_candidate(probe, [holder])
                 if rival is not None and rival.outcome is matching.MatchOutcome.LINK:
                     # The claimant may not have made its person yet: the same conditional
@@ -290,7 +292,9 @@ class MasterPatientIndex:
                     create_time=now,
                 )
             )
-        method = MatchMethod.CREATED if created else MatchMethod.HOSPITAL_MRN
+        # The claim's winner is the person's creator, even when a rival that matched it
+        # wrote the person row first (it does so on the winner's behalf, above).
+        method = MatchMethod.CREATED if created or won_claim else MatchMethod.HOSPITAL_MRN
         return Resolution(own_token, method, review_pending=review)
 
     async def _link_matched(
