@@ -429,7 +429,9 @@ async def count_statements(
     by the driver in this process: identity, audit and ingest run here on ``env``'s engines,
     one warm-up message prepares the statements, then new patients are sent one by one
     (with ``known_patient``, new messages of the warm-up's patient).
-    (Audit's counts include the background head signer's reads in that time.)"""
+    (Audit's counts include the background head signer's reads in that time; identity's
+    once-a-second look for merges made elsewhere, ADR 33, is put off: it is per second, not
+    per message.)"""
     from services.audit.app import open_service as open_audit
     from services.identity.app import open_service as open_identity
     from services.ingest.app import open_service as open_ingest
@@ -441,6 +443,7 @@ async def count_statements(
         "HEALTHBANK_DATA_DIR": str(data_dir),
         "HEALTHBANK_PORT": "0",
         "HEALTHBANK_LOG_LEVEL": "WARNING",
+        "HEALTHBANK_IDENTITY_MERGE_POLL_SECONDS": "3600",
     }
     async with AsyncExitStack() as exits:
         addresses: dict[str, str] = {}
