@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
 from healthbank.rpc.access_log import AccessLog
+from healthbank.rpc.cold_archive import GrpcColdArchive
 from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.ai_alert.clients import (
-    GrpcColdRecords,
     GrpcOptIns,
     GrpcResearchGrants,
     GrpcResearchLog,
@@ -49,7 +49,7 @@ async def _assemble(resources: ServiceResources) -> Serving:
         records=records,
         gate=gate,
         opt_ins=GrpcOptIns(resources.clients, SERVICE),
-        cold=GrpcColdRecords(resources.clients),
+        cold=GrpcColdArchive(resources.clients),
         now=resources.now,
     )
     servicer = AiAlertServicer(flow, research)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
@@ -26,10 +25,8 @@ from healthbank.contracts.principal import (
     Purpose,
     principal_to_proto,
 )
-from healthbank.contracts.records import record_from_proto
 from healthbank.contracts.research import research_grant_name, research_ledger_token
 from healthbank.core.ids import derived_ulid
-from healthbank.records import StoredRecord
 from healthbank.rpc.access_log import AccessLog, AuditAppender
 from healthbank.rpc.clients import ClientFactory
 from healthbank.rpc.downstream import downstream_error
@@ -61,27 +58,6 @@ class GrpcOptIns:
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "consent") from None
         return bool(decision.decision == consent_pb2.DECISION_PERMIT)
-
-
-class GrpcColdRecords:
-    """:class:`~services.ai_alert.flow.ColdRecords` over archive.v1 FetchRecords (sealed:
-    opened only through the consent gate's admission)."""
-
-    def __init__(self, clients: ClientFactory) -> None:
-        """Reach "archive" through ``clients``."""
-        self._clients = clients
-
-    async def cold_records(self, person_token: str) -> list[StoredRecord]:
-        """See ColdRecords.cold_records."""
-        stub = archive_pb2_grpc.ArchiveServiceStub(self._clients.channel("archive"))
-        request = archive_pb2.FetchRecordsRequest(person_token=person_token)
-        try:
-            return [
-                record_from_proto(item.record, item.sealed_payload)
-                async for item in stub.FetchRecords(request)
-            ]
-        except grpc.aio.AioRpcError as error:
-            raise downstream_error(error, "archive") from None
 
 
 class GrpcResearchGrants:

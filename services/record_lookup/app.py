@@ -8,10 +8,10 @@ wall clock) stamps audit events and summaries.
 from __future__ import annotations
 
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
+from healthbank.rpc.cold_archive import GrpcColdArchive
 from healthbank.rpc.gate import ConsentGate
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from services.record_lookup.clients import (
-    GrpcColdArchive,
     GrpcImageArchive,
     GrpcPersonDirectory,
 )

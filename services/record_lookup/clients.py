@@ -8,14 +8,10 @@ interceptors, streaming calls included); failures follow the one downstream poli
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
-from healthbank.contracts.records import record_from_proto
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.records import StoredRecord
 from healthbank.rpc import ClientFactory
 from healthbank.rpc.downstream import downstream_error
 from services.record_lookup.flow import FoundPerson, SealedBlob
@@ -38,32 +34,6 @@ class GrpcPersonDirectory:
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "identity") from None
         return FoundPerson(response.person_token, tuple(response.merged_person_tokens))
-
-
-class GrpcColdArchive:
-    """ColdArchive over archive.v1.ArchiveService/FetchRecords."""
-
-    def __init__(self, clients: ClientFactory) -> None:
-        """Call the "archive" service through ``clients``."""
-        self._clients = clients
-
-    async def cold_records(
-        self, person_token: str, start: datetime | None, end: datetime | None
-    ) -> list[StoredRecord]:
-        """See ColdArchive.cold_records."""
-        request = archive_pb2.FetchRecordsRequest(person_token=person_token)
-        if start is not None:
-            request.effective.start.FromDatetime(start)
-        if end is not None:
-            request.effective.end.FromDatetime(end)
-        stub = archive_pb2_grpc.ArchiveServiceStub(self._clients.channel("archive"))
-        try:
-            return [
-                record_from_proto(item.record, item.sealed_payload)
-                async for item in stub.FetchRecords(request)
-            ]
-        except grpc.aio.AioRpcError as error:
-            raise downstream_error(error, "archive") from None
 
 
 class GrpcImageArchive:
