@@ -390,12 +390,24 @@ def cmd_witness(args: argparse.Namespace) -> int:
     return asyncio.run(watch())
 
 
+def _refused(command: str, error: grpc.aio.AioRpcError) -> int:
+    """Say on stderr why a service refused ``healthbank {command}`` (code, reason, the
+    service's PHI-free message); the exit code 1."""
+    from healthbank.rpc import error_details
+
+    details = error_details(error)
+    print(
+        f"healthbank {command}: {details.code.name} ({details.reason}): {details.message}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Load files into ingest as ``--hospital``'s integration engine; 1 if any was rejected."""
     import grpc  # type: ignore[import-untyped, unused-ignore]
 
     from healthbank.loader import format_report, report_json, run_ingest
-    from healthbank.rpc import error_details
 
     settings = load_settings()
     missing = [str(path) for path in args.paths if not Path(path).exists()]
@@ -407,12 +419,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             run_ingest(settings, [Path(p) for p in args.paths], args.hospital, address=args.ingest)
         )
     except grpc.aio.AioRpcError as error:
-        details = error_details(error)
-        print(
-            f"healthbank ingest: {details.code.name} ({details.reason}): {details.message}",
-            file=sys.stderr,
-        )
-        return 1
+        return _refused("ingest", error)
     print(report_json(report) if args.json else format_report(report), flush=True)
     return 0 if report.summary()["rejected"] == 0 else 1
 
@@ -430,7 +437,6 @@ def cmd_archive_tier(args: argparse.Namespace) -> int:
     from google.protobuf import timestamp_pb2
 
     from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
-    from healthbank.rpc import error_details
     from healthbank.rpc.clients import service_client_factory
 
     settings = load_settings()
@@ -456,12 +462,7 @@ def cmd_archive_tier(args: argparse.Namespace) -> int:
     try:
         moved = asyncio.run(tier())
     except grpc.aio.AioRpcError as error:
-        details = error_details(error)
-        print(
-            f"healthbank archive tier: {details.code.name} ({details.reason}): {details.message}",
-            file=sys.stderr,
-        )
-        return 1
+        return _refused("archive tier", error)
     print(f"archive tier: {moved} records moved", flush=True)
     return 0
 
@@ -523,7 +524,6 @@ def cmd_weather(args: argparse.Namespace) -> int:
 
     from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
     from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
-    from healthbank.rpc import error_details
 
     settings = load_settings()
     token = args.token or encode_token(
@@ -551,12 +551,7 @@ def cmd_weather(args: argparse.Namespace) -> int:
     try:
         forecast = asyncio.run(ask())
     except grpc.aio.AioRpcError as error:
-        details = error_details(error)
-        print(
-            f"healthbank weather: {details.code.name} ({details.reason}): {details.message}",
-            file=sys.stderr,
-        )
-        return 1
+        return _refused("weather", error)
     print(weather_text(forecast), flush=True)
     return 0
 
