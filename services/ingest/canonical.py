@@ -134,18 +134,29 @@ class PlannedRecord:
 
 
 def plan_records(
-    message: ParsedMessage, person_token: str, source: MessageSource, now: datetime
+    message: ParsedMessage,
+    person_token: str,
+    source: MessageSource,
+    now: datetime,
+    record_ids: Sequence[str] | None = None,
 ) -> list[PlannedRecord]:
     """One planned record per clinical entry, with fresh ULIDs and resolved effective times.
 
     An entry without a time of its own takes the message time, else ``now``. Record ids are
     ULIDs of the effective time (so ids sort by clinical time), or of ``now`` for facts from
-    before 1970, which a ULID cannot encode.
+    before 1970, which a ULID cannot encode. ``record_ids`` (one per entry) are the ids an
+    earlier attempt claimed: given with that attempt's ``now``, the plan is the same as its.
     """
+    if record_ids is not None and len(record_ids) != len(message.entries):
+        raise ValueError("one record id per entry")
     planned = []
-    for entry in message.entries:
+    for index, entry in enumerate(message.entries):
         effective = entry.effective_time or message.message_time or now
-        record_id = new_ulid(effective if effective >= _EPOCH else now)
+        record_id = (
+            record_ids[index]
+            if record_ids is not None
+            else new_ulid(effective if effective >= _EPOCH else now)
+        )
         planned.append(
             PlannedRecord(
                 record_id=record_id,

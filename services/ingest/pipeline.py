@@ -53,8 +53,11 @@ from healthbank.core.ids import new_ulid
 from healthbank.records import (
     MAX_PAYLOAD_BYTES,
     PLACED_PAYLOAD_CONTENT_TYPE,
+    ClaimedByEarlierAttempt,
+    EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
+    PutOutcome,
     RecordStore,
     blob_aad,
     placed_payload_stub,
@@ -386,6 +389,65 @@ class IngestPipeline:
             resources = acknowledged_resources(message.outcomes, ())
             return Ack(source.message_id, False, "", (), resources)
         person_token = await self._identity.resolve(source.hospital_id, message.patient)
+        # The claim carries the audit event, noted pending first: a committed message always
+        # has its event on file, and is found if its append never happens. Its time is the
+        # plan's, so a retry can plan exactly what this attempt claimed.
+        audit = self._new_audit(
+            source.hospital_id, source.message_id, source.content_hash, submission.submitter, now
+        )
+        try:
+            outcome, facts = await self._seal_and_put(message, source, person_token, now, audit)
+        except ClaimedByEarlierAttempt as claimed:
+            # An attempt that died after its claim: finish it as it was planned.
+            first = claimed.receipt
+            if len(first.record_ids) != len(message.entries):
+                raise MessageIdReused(source.message_id) from None
+            outcome, facts = await self._seal_and_put(
+                message,
+                source,
+                first.person_token,
+                self._claimed_audit(first, audit).occur_time,
+                audit,
+                first.record_ids,
+            )
+        if facts and not outcome.duplicate and self._summaries is not None:
+            # A new allergy must show in the next emergency summary, not after the cache TTL.
+            await self._summaries.delete(emergency_summary_key(outcome.receipt.person_token))
+        _log.info(
+            "message stored person_token=%s records=%d duplicate=%s",
+            outcome.receipt.person_token,
+            len(outcome.receipt.record_ids),
+            outcome.duplicate,
+            extra=principal_log_fields(submission.submitter),
+        )
+        # The claim's event, ours or an earlier attempt's; a message committed now cannot
+        # have been appended yet.
+        ack = await self._acknowledge(
+            outcome.receipt,
+            submission.submitter,
+            duplicate=outcome.duplicate,
+            unappended=not outcome.duplicate,
+        )
+        if outcome.duplicate:
+            return ack
+        return replace(
+            ack,
+            resources=acknowledged_resources(message.outcomes, ack.record_names),
+            patient_unidentified=message.patient.unidentified,
+        )
+
+    async def _seal_and_put(
+        self,
+        message: ParsedMessage,
+        source: MessageSource,
+        person_token: str,
+        now: datetime,
+        audit: WriteAudit,
+        record_ids: Sequence[str] | None = None,
+    ) -> tuple[PutOutcome, list[EmergencyFact]]:
+        """Plan, seal and store the message's records (with its image) under one claim;
+        returns the outcome and the facts stored. Raises ClaimedByEarlierAttempt when an
+        earlier attempt claimed it under other record ids (nothing is written then)."""
         blob_name = ""
         if message.imaging is not None:
             sealed_blob = await self._sealer.seal(message.imaging.data, blob_aad(person_token))
@@ -393,7 +455,9 @@ class IngestPipeline:
                 person_token, message.imaging.content_type, sealed_blob
             )
         # Serializing every payload is CPU work that grows with the message: not on the loop.
-        planned = await asyncio.to_thread(plan_records, message, person_token, source, now)
+        planned = await asyncio.to_thread(
+            plan_records, message, person_token, source, now, record_ids
+        )
         _refuse_unplaceable(planned, has_image=bool(blob_name))
         planned, placed_blobs = await self._place_large_payloads(planned, person_token)
         sealed_payloads = await self._sealer.seal_many(
@@ -416,11 +480,6 @@ class IngestPipeline:
             record.emergency_fact(sealed)
             for (record, _), sealed in zip(with_facts, sealed_facts, strict=True)
         ]
-        # The claim carries the audit event, noted pending first: a committed message always
-        # has its event on file, and is found if its append never happens.
-        audit = self._new_audit(
-            source.hospital_id, source.message_id, source.content_hash, submission.submitter
-        )
         receipt = replace(
             receipt_for(source, person_token, planned), claim_note=write_audit_json(audit)
         )
@@ -429,31 +488,7 @@ class IngestPipeline:
             outcome = await self._records.put_message(receipt, stored, facts)
         except MessageIdConflict:
             raise MessageIdReused(source.message_id) from None
-        if facts and not outcome.duplicate and self._summaries is not None:
-            # A new allergy must show in the next emergency summary, not after the cache TTL.
-            await self._summaries.delete(emergency_summary_key(person_token))
-        _log.info(
-            "message stored person_token=%s records=%d duplicate=%s",
-            person_token,
-            len(outcome.receipt.record_ids),
-            outcome.duplicate,
-            extra=principal_log_fields(submission.submitter),
-        )
-        # The claim's event, ours or an earlier attempt's; a message committed now cannot
-        # have been appended yet.
-        ack = await self._acknowledge(
-            outcome.receipt,
-            submission.submitter,
-            duplicate=outcome.duplicate,
-            unappended=not outcome.duplicate,
-        )
-        if outcome.duplicate:
-            return ack
-        return replace(
-            ack,
-            resources=acknowledged_resources(message.outcomes, ack.record_names),
-            patient_unidentified=message.patient.unidentified,
-        )
+        return outcome, facts
 
     async def _place_large_payloads(
         self, planned: Sequence[PlannedRecord], person_token: str
@@ -479,9 +514,13 @@ class IngestPipeline:
         return kept, placed
 
     def _new_audit(
-        self, hospital_id: str, message_id: str, content_hash: str, submitter: Principal
+        self,
+        hospital_id: str,
+        message_id: str,
+        content_hash: str,
+        submitter: Principal,
+        now: datetime,
     ) -> WriteAudit:
-        now = self._now()
         return WriteAudit(
             hospital_id=hospital_id,
             message_id=message_id,
@@ -512,7 +551,11 @@ class IngestPipeline:
         audit = self._claimed_audit(
             receipt,
             self._new_audit(
-                receipt.hospital_id, receipt.message_id, receipt.content_hash, submitter
+                receipt.hospital_id,
+                receipt.message_id,
+                receipt.content_hash,
+                submitter,
+                self._now(),
             ),
         )
         names = _record_names(receipt)

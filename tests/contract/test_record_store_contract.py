@@ -12,6 +12,7 @@ from engine_support import cassandra_database
 
 from healthbank.core.ids import new_ulid
 from healthbank.records import (
+    ClaimedByEarlierAttempt,
     EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
@@ -205,7 +206,7 @@ async def test_check_answers_when_up(store: RecordStore) -> None:
 # --- Cassandra only: a claim whose attempt died, and receipts of the earlier protocol -------
 
 
-async def test_cassandra_a_retry_finishes_a_dead_claim_with_its_ids_and_note(
+async def test_cassandra_a_retry_finishes_a_dead_claim_under_its_ids_and_note(
     engines: dict[str, str], cassandra_keyspace: str
 ) -> None:
     database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
@@ -220,7 +221,15 @@ async def test_cassandra_a_retry_finishes_a_dead_claim_with_its_ids_and_note(
         )
         assert await store.get_receipt("hospital-a", "m-dead") is None
         assert await store.get_receipt("hospital-a", "m-dead", linearizable=False) is None
-        retry = [make_record("tok-dead", T0)]
+        # A retry planned under its own ids is told to plan again under the claim's: its
+        # payloads were sealed for its ids and would never open under the claim's.
+        other = [make_record("tok-dead", T0)]
+        with pytest.raises(ClaimedByEarlierAttempt) as claimed:
+            await store.put_message(receipt_for("m-dead", "tok-dead", other), other, [])
+        assert claimed.value.receipt.record_ids == (dead[0].record_id,)
+        assert claimed.value.receipt.claim_note == "dead's event"
+        assert await store.list_records("tok-dead") == []
+        retry = [replace(other[0], record_id=dead[0].record_id)]
         outcome = await store.put_message(
             replace(receipt_for("m-dead", "tok-dead", retry), claim_note="retry's event"),
             retry,

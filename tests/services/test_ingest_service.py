@@ -70,6 +70,8 @@ from healthbank.records import (
 )
 from healthbank.rpc import ServiceError, error_details, service_client_factory
 from healthbank.storage.backends import open_store
+from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.errors import StorageUnavailable
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
@@ -1321,3 +1323,41 @@ async def keyspace_contents(settings: Settings, keyspace: str) -> dict[str, byte
             return read(session)
 
     return await asyncio.to_thread(read_all)
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("backend", ["cassandra"])
+async def test_a_retry_finishes_an_attempt_that_died_after_its_claim_under_its_ids(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first attempt claims the message, then its records never reach the node (as if
+    # ingest were killed there). Its retry plans fresh record ids and a later clock: it must
+    # store the records under the claim's ids, each payload sealed for its own id.
+    content = fixture("fhir_lab_message_bundle.json")
+
+    async def lost(self: CassandraDatabase, statements: object) -> None:
+        raise StorageUnavailable("cassandra keyspace records: the node went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(CassandraDatabase, "execute_logged_batch", lost)
+        error = await stack.failure(request(content, "lab-dead"))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    claim = await stack.records.get_receipt(HOSPITAL_A, "lab-dead")
+    assert claim is None  # claimed, never committed
+
+    retry = await stack.submit(request(content, "lab-dead"))
+    assert retry.outcome == ingest_pb2.OUTCOME_STORED
+    receipt = await stack.records.get_receipt(HOSPITAL_A, "lab-dead")
+    assert receipt is not None
+    assert list(retry.record_names) == [
+        record_name(receipt.person_token, rid) for rid in receipt.record_ids
+    ]
+    stored = await stack.records.list_records(receipt.person_token)
+    assert sorted(r.record_id for r in stored) == sorted(receipt.record_ids)
+    for record in stored:
+        await stack.sealer.open(
+            record.sealed_payload, payload_aad(record.person_token, record.record_id)
+        )
+    again = await stack.submit(request(content, "lab-dead"))
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert list(again.record_names) == list(retry.record_names)

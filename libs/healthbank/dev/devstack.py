@@ -136,6 +136,7 @@ class LocalStack:
     tls: bool = False
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     _pki: dict[str, IssuedFiles] = field(default_factory=dict, init=False, repr=False)
+    _ports: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def pki_dir(self) -> Path:
@@ -176,29 +177,48 @@ class LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.tls:
             self._pki = write_local_pki(self.pki_dir, [*SERVICES, LOCAL_CLIENT])
-        env = self.child_env(ports)
-        logs = self.data_dir / "logs"
-        logs.mkdir(exist_ok=True)
+        self._ports = dict(ports)
         try:
             for name in SERVICES:
-                log_path = logs / f"{name}.log"
-                with log_path.open("ab") as log:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "healthbank.cli", "serve", name],
-                        env={
-                            **env,
-                            **(tls_env(self._pki[name]) if self.tls else {}),
-                            "HEALTHBANK_PORT": str(ports[name]),
-                        },
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                self.services[name] = ServiceProcess(name, ports[name], process, log_path)
+                self.services[name] = self._launch(name, ports[name])
             self.wait_serving(timeout)
         except BaseException:
             self.stop()
             raise
+
+    def _launch(self, name: str, port: int) -> ServiceProcess:
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        log_path = logs / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "healthbank.cli", "serve", name],
+                env={
+                    **self.child_env(self._ports),
+                    **(tls_env(self._pki[name]) if self.tls else {}),
+                    "HEALTHBANK_PORT": str(port),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return ServiceProcess(name, port, process, log_path)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service, as a crash would (no drain), and reap it."""
+        process = self.services[name].process
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a stopped service again on its port and wait until it is SERVING."""
+        self.services[name] = self._launch(name, self.services[name].port)
+        deadline = time.monotonic() + timeout
+        while self._health(name) != "SERVING":
+            if self.services[name].process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not come back:\n{self.log_tail(name)}")
+            time.sleep(0.2)
 
     def wait_serving(self, timeout: float) -> None:
         """Block until every service answers health SERVING, or raise with its log tail."""

@@ -4,6 +4,7 @@ from healthbank.core.config import Settings
 from healthbank.records.model import (
     MAX_PAYLOAD_BYTES,
     PLACED_PAYLOAD_CONTENT_TYPE,
+    ClaimedByEarlierAttempt,
     EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
@@ -36,6 +37,7 @@ async def open_record_store(settings: Settings) -> RecordStore:
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PLACED_PAYLOAD_CONTENT_TYPE",
+    "ClaimedByEarlierAttempt",
     "EmergencyFact",
     "MessageIdConflict",
     "MessageReceipt",

@@ -20,7 +20,8 @@ per message would exceed the node's request cap for a large message, ADR 18), th
 last of them also carrying the receipt's ``committed`` cell, so a message is
 committed only once all its batches are written (ADR 19) → counters. A retry of a
 message whose earlier attempt died after the claim re-writes the batches with the
-record ids of the claim, so nothing is stored twice.
+record ids of the claim, so nothing is stored twice: the pipeline plans and seals
+them again under those ids when its own differ (:class:`ClaimedByEarlierAttempt`).
 Counters are not idempotent: they are bumped only by the attempt whose claim
 applied, so a crash before the bump, or a claimant that died and was finished by a
 retry, undercounts one message (aggregates only).
@@ -30,12 +31,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from healthbank.core.ids import new_ulid
 from healthbank.records.model import (
+    ClaimedByEarlierAttempt,
     EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
@@ -157,8 +158,13 @@ class CassandraRecordStore:
             first = _receipt_from_row(row)
             if _committed(row):
                 return PutOutcome(duplicate=True, receipt=first)
-            # An earlier attempt claimed the message and died: finish it with its record ids.
-            records, facts = _adopt_ids(first, receipt, records, facts)
+            # An earlier attempt claimed the message and died: finish it, under its record
+            # ids (payloads sealed for other ids would never open again).
+            if (first.record_ids, first.person_token) != (
+                receipt.record_ids,
+                receipt.person_token,
+            ):
+                raise ClaimedByEarlierAttempt(first)
             receipt = first
         await self._write_batches(receipt, records, facts)
         if row.applied:
@@ -360,22 +366,6 @@ class CassandraRecordStore:
     async def close(self) -> None:
         """See RecordStore.close."""
         await self._db.close()
-
-
-def _adopt_ids(
-    first: MessageReceipt,
-    retry: MessageReceipt,
-    records: Sequence[StoredRecord],
-    facts: Sequence[EmergencyFact],
-) -> tuple[list[StoredRecord], list[EmergencyFact]]:
-    """Give a retry's records the ids the first attempt claimed (same content, same order)."""
-    if len(first.record_ids) != len(records):
-        raise MessageIdConflict(retry.message_id)
-    renamed = dict(zip(retry.record_ids, first.record_ids, strict=True))
-    return (
-        [replace(r, record_id=renamed.get(r.record_id, r.record_id)) for r in records],
-        [replace(f, record_id=renamed.get(f.record_id, f.record_id)) for f in facts],
-    )
 
 
 def _record_values(record: StoredRecord) -> tuple[Any, ...]:

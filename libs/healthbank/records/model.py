@@ -154,6 +154,17 @@ class MessageIdConflict(Exception):
     """The hospital reused a message id for different content."""
 
 
+class ClaimedByEarlierAttempt(Exception):
+    """An earlier attempt at this message claimed it under other record ids and never
+    committed: the caller plans the records again under ``receipt``'s ids, person token and
+    the time of its claim, seals them again (a sealed payload is bound to its record id)
+    and puts the message again. Nothing was written."""
+
+    def __init__(self, receipt: MessageReceipt) -> None:
+        super().__init__("an earlier attempt claimed this message under other record ids")
+        self.receipt = receipt
+
+
 class RecordStore(Protocol):
     """The hot record store. Implementations: SQLite (embedded) and Cassandra."""
 
@@ -168,7 +179,10 @@ class RecordStore(Protocol):
 
         A retry with the same hospital, message id and content hash returns the
         first receipt with ``duplicate=True`` and writes nothing new. The same id
-        with other content raises MessageIdConflict.
+        with other content raises MessageIdConflict. A retry of an attempt that
+        claimed the message and died before committing it finishes it, if its records
+        carry the claim's ids; else raises ClaimedByEarlierAttempt (Cassandra only:
+        SQLite never leaves a claim behind).
         """
         ...
 

@@ -1,0 +1,63 @@
+"""tools/chaos/run.py's own checks can fail: each finds what it looks for."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from repo_paths import REPO
+
+from healthbank.dev import synthetic
+
+
+def _tool() -> ModuleType:
+    name = "healthbank_tools_chaos_run"
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "chaos" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+CHAOS = _tool()
+
+
+def test_a_national_id_in_the_clear_in_an_engine_file_is_found(tmp_path: Path) -> None:
+    patient = synthetic.patient(3, "C")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "nb-1-big-Data.db").write_bytes(b"\x00sealed\x00")
+    assert CHAOS.plaintext_at_rest([patient], [tmp_path]) == "ok"
+    (tmp_path / "data" / "CommitLog-7-1.log.bin").write_bytes(
+        b"\x01" + patient.national_id.encode() + b"\x02"
+    )
+    assert "CommitLog-7-1.log.bin" in CHAOS.plaintext_at_rest([patient], [tmp_path])
+
+
+def test_memory_that_keeps_growing_is_reported_and_a_plateau_is_not() -> None:
+    run = CHAOS.Run()
+    run.memory["ingest"] = [(float(t), 100.0 + 2.0 * t) for t in range(200)]
+    run.memory["audit"] = [(float(t), 120.0 + (5.0 if t % 2 else 0.0)) for t in range(200)]
+    verdict = CHAOS.memory_growth(run, 150.0)
+    assert verdict.startswith("ingest ")
+    assert "audit" not in verdict
+    run.memory.pop("ingest")
+    assert CHAOS.memory_growth(run, 150.0) == "ok"
+
+
+def test_the_report_names_every_kill_and_every_invariant() -> None:
+    run = CHAOS.Run()
+    run.kills += [CHAOS.Kill(3.0, "cassandra", 1.0, 30.0), CHAOS.Kill(9.0, "ingest", 2.0, 5.0)]
+    run.done.append((1.0, "submit", 0.01))
+
+    class Args:
+        seed = 4
+        seconds = 10.0
+
+    text = CHAOS.report(run, {"audit log verifies": "ok", "no INTERNAL": "2: INTERNAL"}, Args())
+    assert "| cassandra | 1 | 1.0 | 30.0 |" in text
+    assert "| ingest | 1 | 2.0 | 5.0 |" in text
+    assert "| no INTERNAL | 2: INTERNAL |" in text
+    assert "| submit | 1 |" in text

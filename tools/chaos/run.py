@@ -1,0 +1,675 @@
+"""A chaos run: a mixed workload against the seven services while processes are killed.
+
+    python tools/chaos/run.py [--seconds 120] [--seed 1] [--report DIR]
+                              [--kill ingest,audit,...,cassandra,vault,redis]
+
+Starts the seven services on the real engines of ``HEALTHBANK_ENGINES_DIR`` (Cassandra,
+OpenBao, Redis; ``tools/engines/engines.py up`` first) and runs, for ``--seconds``:
+
+- hospital engines submitting FHIR bundles (one message at a time, retried on a transient
+  error as a real integration engine does, never on a permanent one);
+- emergency summaries and patients' own histories;
+- grants given, used by a doctor of another hospital, revoked, and tried again;
+
+while, at seeded random moments (every 2 to 6 s), one process at a time is killed with
+SIGKILL and started again: each service, and each engine (a Cassandra node, OpenBao, Redis),
+every one of them at least once (the run lasts longer if that takes more than ``--seconds``).
+It kills engines: point it at engines nobody else is using.
+
+Afterwards every message ever sent is sent again (each must come back stored or duplicate)
+and the run checks its invariants, recomputing everything from what it sent and read:
+
+- every acknowledged message is stored exactly once: each patient's history holds exactly
+  the acknowledged records, each byte-identical (as JSON) to the resource that was sent;
+- every write and every successful read is in the audit log, and the whole log verifies
+  against its signed tree head with the key from the key provider;
+- no doctor read a history after the revocation of the grant was acknowledged;
+- no call answered INTERNAL or UNKNOWN;
+- no patient's name or national ID is in the clear in any engine's files or the services'
+  data directory;
+- no service's memory grew more than ``--max-growth-mib`` over the run.
+
+It writes ``report.md`` and ``throughput.png`` (acknowledged messages and reads per second,
+p50/p99 latency, the kills marked) to ``--report`` and exits non-zero if an invariant
+fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.cli import real_engine_env
+from healthbank.common.v1 import common_pb2
+from healthbank.consent.v1 import consent_pb2
+from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
+from healthbank.core.config import load_settings
+from healthbank.core.ids import new_ulid
+from healthbank.crypto import build_key_provider
+from healthbank.dev import synthetic
+from healthbank.dev.demo import (
+    CLINICIAN_B,
+    EMERGENCY_B,
+    DemoClient,
+    engine_principal,
+    patient_principal,
+)
+from healthbank.dev.devstack import LocalStack
+from healthbank.ingest.v1 import ingest_pb2
+from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc.audit_verify import verify_audit_log
+from healthbank.storage.cassandra import drop_keyspaces
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "chaos-auth-secret"
+SERVICES = ("ingest", "identity", "consent", "record-lookup", "archive", "audit", "ai-alert")
+ENGINES = ("cassandra", "vault", "redis")
+AUDITOR = Principal(PrincipalKind.AUDITOR, "chaos-auditor", purpose=Purpose.OPERATIONS)
+# What a real engine retries; everything else is an answer.
+TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+BROKEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
+
+T = TypeVar("T")
+
+
+def load_engines_tool() -> ModuleType:
+    """tools/engines/engines.py, loaded by path (it is a script, not a package)."""
+    name = "healthbank_tools_engines"
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools/engines/engines.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before exec: its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Sent:
+    """One message as sent, and what became of it."""
+
+    patient: synthetic.Patient
+    content: bytes
+    acked: ingest_pb2.SubmitResponse | None = None
+
+
+@dataclass
+class Kill:
+    """One SIGKILL and the restart after it."""
+
+    at: float
+    target: str
+    down_s: float
+    restart_s: float
+
+
+@dataclass
+class Run:
+    """Everything the run saw, for the checks and the report."""
+
+    started: float = field(default_factory=time.monotonic)
+    sent: dict[str, Sent] = field(default_factory=dict)
+    kills: list[Kill] = field(default_factory=list)
+    # (seconds since start, kind, latency s) of each successful operation.
+    done: list[tuple[float, str, float]] = field(default_factory=list)
+    retries: Counter[str] = field(default_factory=Counter)
+    broken: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    # (action, person token, actor subject) -> successful reads.
+    reads: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    memory: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+async def call(run: Run, kind: str, attempt: Callable[[], Awaitable[T]], give_up: float) -> T:
+    """``attempt`` until it answers, retrying transient errors with backoff until
+    ``give_up`` (monotonic); INTERNAL/UNKNOWN are noted as broken and retried too."""
+    delay = 0.1
+    while True:
+        started = time.monotonic()
+        try:
+            result = await attempt()
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            if code in BROKEN:
+                run.broken.append(f"{kind}: {code.name}")
+            elif code not in TRANSIENT:
+                raise
+            if time.monotonic() > give_up:
+                raise
+            run.retries[kind] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        run.done.append((run.now(), kind, time.monotonic() - started))
+        return result
+
+
+class Workload:
+    """The clients: hospital engines, emergency rooms, patients and doctors."""
+
+    def __init__(
+        self,
+        addresses: dict[str, str],
+        client: DemoClient,
+        run: Run,
+        rng: random.Random,
+        run_id: str,
+    ) -> None:
+        self.addresses = addresses
+        self.client = client
+        self.run = run
+        self.rng = rng
+        self.run_id = run_id
+        self.patients = [synthetic.patient(i, f"X{run_id}") for i in range(24)]
+        self.tokens: dict[str, str] = {}  # MRN -> person token, once acknowledged
+        self.stop = asyncio.Event()
+
+    def message(self, writer: int, index: int) -> tuple[str, Sent]:
+        patient = self.patients[(writer * 7 + index) % len(self.patients)]
+        message_id = f"chaos-{self.run_id}-{writer}-{index}"
+        if index % 3 == 0:
+            content = synthetic.emergency_history_bundle(patient, message_id)
+        else:
+            start = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=index)
+            values = [
+                ((start + timedelta(hours=h)).isoformat(), 5.0 + self.rng.random())
+                for h in range(self.rng.randint(1, 6))
+            ]
+            content = synthetic.glucose_bundle(patient, message_id, values)
+        return message_id, Sent(patient, content)
+
+    async def submit(self, message_id: str, sent: Sent, give_up: float) -> None:
+        request = ingest_pb2.SubmitRequest(
+            hospital_id=synthetic.HOSPITAL_A.hospital_id,
+            message_id=message_id,
+            format=FHIR,
+            content=sent.content,
+        )
+        auth = self.client.auth(engine_principal(synthetic.HOSPITAL_A))
+        response = await call(
+            self.run,
+            "submit",
+            lambda: self.client.ingest.Submit(request, metadata=auth, timeout=10),
+            give_up,
+        )
+        if response.outcome not in (ingest_pb2.OUTCOME_STORED, ingest_pb2.OUTCOME_DUPLICATE):
+            self.run.violations.append(
+                f"message {message_id} refused: {ingest_pb2.Outcome.Name(response.outcome)}"
+            )
+            return
+        if sent.acked is None:
+            sent.acked = response
+        elif list(response.record_names) != list(sent.acked.record_names):
+            self.run.violations.append(f"message {message_id} answered other records on resend")
+        self.tokens[sent.patient.mrn] = response.person_token
+
+    async def writer(self, number: int) -> None:
+        index = 0
+        while not self.stop.is_set():
+            message_id, sent = self.message(number, index)
+            self.run.sent[message_id] = sent
+            index += 1
+            try:
+                await self.submit(message_id, sent, time.monotonic() + 60)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in TRANSIENT:
+                    self.run.violations.append(f"submit refused: {error.code().name}")
+
+    async def emergency_reader(self) -> None:
+        auth = self.client.auth(EMERGENCY_B)
+        while not self.stop.is_set():
+            known = [p for p in self.patients if p.mrn in self.tokens]
+            if not known:
+                await asyncio.sleep(0.2)
+                continue
+            patient = self.rng.choice(known)
+            request = record_lookup_pb2.GetEmergencySummaryRequest(
+                national_id=patient.national_id, justification="chaos: unconscious on arrival"
+            )
+            try:
+                await call(
+                    self.run,
+                    "emergency",
+                    lambda request=request: self.client.lookup.GetEmergencySummary(
+                        request, metadata=auth, timeout=10
+                    ),
+                    time.monotonic() + 30,
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            token = self.tokens[patient.mrn]
+            self.run.reads[(audit_pb2.ACTION_READ_EMERGENCY, token, EMERGENCY_B.subject)] += 1
+
+    async def history(self, token: str, principal: Principal) -> list[common_pb2.Record]:
+        request = record_lookup_pb2.GetHistoryRequest(parent=f"persons/{token}")
+
+        async def read() -> list[common_pb2.Record]:
+            return [
+                item.record
+                async for item in self.client.lookup.GetHistory(
+                    request, metadata=self.client.auth(principal), timeout=30
+                )
+            ]
+
+        records = await call(self.run, "history", read, time.monotonic() + 60)
+        self.run.reads[(audit_pb2.ACTION_READ_HISTORY, token, principal.subject)] += 1
+        return records
+
+    async def consent_cycle(self) -> None:
+        """Grant, read as the grantee, revoke, and check the grantee is refused at once."""
+        while not self.stop.is_set():
+            known = [p for p in self.patients if p.mrn in self.tokens]
+            if not known:
+                await asyncio.sleep(0.2)
+                continue
+            token = self.tokens[self.rng.choice(known).mrn]
+            owner = self.client.auth(patient_principal(token))
+            expire = Timestamp()
+            expire.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+            create = consent_pb2.CreateGrantRequest(
+                parent=f"persons/{token}",
+                grant=consent_pb2.Grant(
+                    grantee_hospital_id=synthetic.HOSPITAL_B.hospital_id, expire_time=expire
+                ),
+                request_id=new_ulid(),
+            )
+            try:
+                grant = await call(
+                    self.run,
+                    "grant",
+                    lambda create=create, owner=owner: self.client.consent.CreateGrant(
+                        create, metadata=owner, timeout=10
+                    ),
+                    time.monotonic() + 60,
+                )
+                await self.history(token, CLINICIAN_B)
+                revoke = consent_pb2.RevokeGrantRequest(name=grant.name)
+                await call(
+                    self.run,
+                    "revoke",
+                    lambda revoke=revoke, owner=owner: self.client.consent.RevokeGrant(
+                        revoke, metadata=owner, timeout=10
+                    ),
+                    time.monotonic() + 60,
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            try:
+                await self.history(token, CLINICIAN_B)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    continue
+                if error.code() in TRANSIENT:
+                    continue
+                raise
+            # A grant of another cycle may still be open for this patient; only a read
+            # with no open grant at all is a violation.
+            grants = await self.client.consent.ListGrants(
+                consent_pb2.ListGrantsRequest(parent=f"persons/{token}"),
+                metadata=owner,
+                timeout=10,
+            )
+            if not any(not g.HasField("revoke_time") for g in grants.grants):
+                self.run.violations.append("a history was read after its grant was revoked")
+
+
+class Faults:
+    """Kills one process at a time at seeded random moments and starts it again."""
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        engines: ModuleType,
+        run: Run,
+        rng: random.Random,
+        targets: list[str],
+    ) -> None:
+        self.stack = stack
+        self.engines = engines
+        self.run = run
+        self.rng = rng
+        self.targets = targets
+
+    async def loop(self, until: float) -> None:
+        order = list(self.targets)
+        self.rng.shuffle(order)
+        turn = 0
+        # The run lasts until ``until`` and until every target was killed once.
+        while time.monotonic() < until or turn < len(order):
+            await asyncio.sleep(self.rng.uniform(2.0, 6.0))
+            # Every target once before any twice, then at random.
+            target = order[turn] if turn < len(order) else self.rng.choice(self.targets)
+            turn += 1
+            await asyncio.to_thread(self.kill_and_restart, target)
+
+    def kill_and_restart(self, target: str) -> None:
+        at = self.run.now()
+        if target in SERVICES:
+            self.stack.kill(target)
+        else:
+            pid = int(self.engines.Config.load().pidfile(target).read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid)
+        down = self.rng.uniform(0.5, 3.0)
+        time.sleep(down)
+        started = time.monotonic()
+        if target in SERVICES:
+            self.stack.restart(target)
+        else:
+            self.engines.up(only=target)
+        self.run.kills.append(Kill(at, target, down, time.monotonic() - started))
+
+
+def wait_gone(pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+async def sample_memory(stack: LocalStack, run: Run, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        for name, service in stack.services.items():
+            if service.process.poll() is None:
+                run.memory[name].append((run.now(), rss_mib(service.process.pid)))
+        await asyncio.sleep(1.0)
+
+
+async def check(
+    workload: Workload, run: Run, env: dict[str, str], data_dirs: list[Path]
+) -> dict[str, str]:
+    """Every invariant: name -> "ok" or what broke it."""
+    client = workload.client
+    results: dict[str, str] = {}
+
+    # Everything sent is sent again: each comes back stored or duplicate, the same records.
+    for message_id, sent in list(run.sent.items()):
+        await workload.submit(message_id, sent, time.monotonic() + 120)
+    unacked = [m for m, s in run.sent.items() if s.acked is None]
+    results["every message stored after resending"] = (
+        "ok" if not unacked else f"{len(unacked)} never acknowledged"
+    )
+
+    # Exactly once and byte-identical, from each patient's own history.
+    expected: dict[str, dict[str, Any]] = {}
+    acknowledged = {n for s in run.sent.values() if s.acked for n in s.acked.record_names}
+    for sent in run.sent.values():
+        if sent.acked is None:
+            continue
+        # The outcomes follow the entries' order (the Patient has none).
+        entries = iter(e["resource"] for e in json.loads(sent.content).get("entry", []))
+        for outcome in sent.acked.resources:
+            resource = next(r for r in entries if r["resourceType"] == outcome.resource_type)
+            if outcome.record_name:
+                expected[outcome.record_name] = resource
+    problems: list[str] = []
+    for token in sorted(set(workload.tokens.values())):
+        records = await workload.history(token, patient_principal(token))
+        names = Counter(r.name for r in records)
+        problems += [f"{n} stored {c} times" for n, c in names.items() if c > 1]
+        mine = {n for n in acknowledged if n.startswith(f"persons/{token}/")}
+        problems += [f"{n} missing" for n in sorted(mine - set(names))]
+        problems += [f"{n} not acknowledged" for n in sorted(set(names) - mine)]
+        for record in records:
+            if record.name in expected and json.loads(record.fhir_json) != expected[record.name]:
+                problems.append(f"{record.name} differs from what was sent")
+    if not expected:
+        problems.append("no record was acknowledged")
+    results[
+        f"acknowledged records stored exactly once ({len(acknowledged)}), byte-identical"
+        f" ({len(expected)} compared)"
+    ] = "ok" if not problems else "; ".join(problems[:5]) + f" ({len(problems)} in all)"
+
+    # The audit log: it verifies, and holds every write and every successful read.
+    public_key = await build_key_provider(load_settings(env)).public_key()
+    auditor = client.auth(AUDITOR)
+    async with grpc.aio.insecure_channel(workload.addresses["audit"]) as channel:
+        verdict = await verify_audit_log(channel, public_key, auditor)
+        stub = audit_pb2_grpc.AuditServiceStub(channel)
+        events: list[audit_pb2.AccessEvent] = []
+        start = 0
+        while start < verdict.tree_size:
+            page = await stub.GetEntries(
+                audit_pb2.GetEntriesRequest(start_index=start, end_index=verdict.tree_size),
+                metadata=auditor,
+            )
+            if not page.entries:
+                break
+            events += [entry.event for entry in page.entries]
+            start = page.entries[-1].leaf_index + 1
+    results["audit log verifies against its signed head"] = "ok" if verdict.ok else verdict.line()
+    written = {n for e in events if e.action == audit_pb2.ACTION_WRITE for n in e.resource_names}
+    unaudited = [n for n in acknowledged if n not in written]
+    results["every acknowledged write audited"] = (
+        "ok" if not unaudited else f"{len(unaudited)} records without a write event"
+    )
+    logged = Counter((e.action, e.person_token, e.actor.subject) for e in events)
+    short = [key for key, reads in run.reads.items() if logged[key] < reads]
+    results["every successful read audited"] = (
+        "ok" if not short else f"{len(short)} (action, person, actor) with fewer events than reads"
+    )
+
+    results["no grant honoured after its revocation"] = (
+        "ok"
+        if not [v for v in run.violations if "revoked" in v]
+        else "; ".join(v for v in run.violations if "revoked" in v)
+    )
+    other = [v for v in run.violations if "revoked" not in v]
+    results["no message refused or answered differently"] = (
+        "ok" if not other else "; ".join(other[:5])
+    )
+    results["no INTERNAL or UNKNOWN"] = (
+        "ok" if not run.broken else f"{len(run.broken)}: {Counter(run.broken).most_common(3)}"
+    )
+    results["no identifier in the clear at rest"] = plaintext_at_rest(workload.patients, data_dirs)
+    return results
+
+
+def plaintext_at_rest(patients: list[synthetic.Patient], dirs: list[Path]) -> str:
+    needles = sorted(
+        {p.national_id.encode() for p in patients}
+        | {p.family_name.encode() for p in patients if len(p.family_name) > 3}
+    )
+    found = []
+    for directory in dirs:
+        for path in directory.rglob("*"):
+            if not path.is_file() or path.suffix in (".log", ".out") or path.name.endswith(".md"):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            found += [f"{path}" for needle in needles if needle in data]
+    return "ok" if not found else f"found in {sorted(set(found))[:5]}"
+
+
+def memory_growth(run: Run, limit_mib: float) -> str:
+    grown = []
+    for name, samples in run.memory.items():
+        # Compare the run's second half with the warm process of the first quarter.
+        if len(samples) < 8:
+            continue
+        early = max(m for _, m in samples[len(samples) // 8 : len(samples) // 4 or 1])
+        late = max(m for _, m in samples[len(samples) // 2 :])
+        if late - early > limit_mib:
+            grown.append(f"{name} {early:.0f} -> {late:.0f} MiB")
+    return "ok" if not grown else "; ".join(grown)
+
+
+def chart(run: Run, path: Path, seconds: float) -> None:
+    """Acknowledged operations per second and latency over time, kills marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = int(seconds) + 1
+    figure, (rate_axis, latency_axis) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for kind in sorted({k for _, k, _ in run.done}):
+        per_second = [0] * (width + 60)
+        for at, k, _ in run.done:
+            if k == kind and int(at) < len(per_second):
+                per_second[int(at)] += 1
+        rate_axis.plot(range(len(per_second)), per_second, label=kind, linewidth=1)
+    buckets: dict[int, list[float]] = defaultdict(list)
+    for at, _, latency in run.done:
+        buckets[int(at) // 5 * 5].append(latency * 1000)
+    xs = sorted(buckets)
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        latency_axis.plot(
+            xs, [sorted(buckets[x])[int(q * (len(buckets[x]) - 1))] for x in xs], label=label
+        )
+    for kill in run.kills:
+        for axis in (rate_axis, latency_axis):
+            axis.axvline(kill.at, color="red", alpha=0.3)
+        rate_axis.annotate(kill.target, (kill.at, 0), rotation=90, fontsize=7, color="red")
+    rate_axis.set_ylabel("acknowledged per s")
+    latency_axis.set_ylabel("latency ms (5 s buckets)")
+    latency_axis.set_yscale("log")
+    latency_axis.set_xlabel("seconds since start (red: a process killed)")
+    rate_axis.legend(fontsize=7)
+    latency_axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def report(run: Run, results: dict[str, str], args: argparse.Namespace) -> str:
+    acked = sum(1 for s in run.sent.values() if s.acked is not None)
+    kinds = Counter(k.target for k in run.kills)
+    lines = [
+        f"# Chaos run, seed {args.seed}, {args.seconds:.0f} s",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(run.sent)} messages sent, {acked}"
+        f" acknowledged; {sum(run.retries.values())} retries"
+        f" ({', '.join(f'{k} {n}' for k, n in sorted(run.retries.items())) or 'none'}).",
+        "",
+        "| invariant | result |",
+        "|---|---|",
+        *(f"| {name} | {result} |" for name, result in results.items()),
+        "",
+        "| killed (SIGKILL) | times | mean down s | mean restart s |",
+        "|---|---|---|---|",
+    ]
+    for target, count in sorted(kinds.items()):
+        mine = [k for k in run.kills if k.target == target]
+        lines.append(
+            f"| {target} | {count} | {sum(k.down_s for k in mine) / count:.1f}"
+            f" | {sum(k.restart_s for k in mine) / count:.1f} |"
+        )
+    done = Counter(k for _, k, _ in run.done)
+    lines += ["", "| operation | succeeded |", "|---|---|"]
+    lines += [f"| {kind} | {n} |" for kind, n in sorted(done.items())]
+    lines += ["", "![throughput and latency](throughput.png)", ""]
+    return "\n".join(lines)
+
+
+async def chaos(args: argparse.Namespace) -> int:
+    engines = load_engines_tool()
+    engines.up()
+    run_id = f"{int(time.time()) % 10**6:06d}"
+    env = {
+        **real_engine_env(),
+        "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": f"chaos_{run_id}",
+        "HEALTHBANK_AUTH_SECRET": SECRET,
+        "HEALTHBANK_LOG_LEVEL": "WARNING",
+    }
+    data_dir = Path(tempfile.mkdtemp(prefix="healthbank-chaos-"))
+    stack = LocalStack(data_dir, env=env)
+    await asyncio.to_thread(stack.start, 180)
+    run = Run()
+    rng = random.Random(args.seed)
+    client = DemoClient(stack.addresses, SECRET.encode())
+    workload = Workload(stack.addresses, client, run, rng, run_id)
+    faults = Faults(stack, engines, run, rng, args.kill.split(","))
+    memory_stop = asyncio.Event()
+    try:
+        tasks = [
+            *(asyncio.create_task(workload.writer(n)) for n in range(args.writers)),
+            asyncio.create_task(workload.emergency_reader()),
+            asyncio.create_task(workload.consent_cycle()),
+        ]
+        sampler = asyncio.create_task(sample_memory(stack, run, memory_stop))
+        await faults.loop(time.monotonic() + args.seconds)
+        workload.stop.set()
+        await asyncio.gather(*tasks)
+        memory_stop.set()
+        await sampler
+        await asyncio.to_thread(stack.wait_serving, 120)
+        cfg = engines.Config.load()
+        results = await check(workload, run, env, [cfg.state, data_dir])
+        results["no service's memory grows without bound"] = memory_growth(run, args.max_growth_mib)
+    finally:
+        await client.close()
+        await asyncio.to_thread(stack.stop)
+        drop_keyspaces(
+            env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+            int(env["HEALTHBANK_CASSANDRA_PORT"]),
+            f"chaos_{run_id}",
+        )
+    await asyncio.to_thread(write_report, Path(args.report), run, results, args)
+    return 0 if all(r == "ok" for r in results.values()) else 1
+
+
+def write_report(out: Path, run: Run, results: dict[str, str], args: argparse.Namespace) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    chart(run, out / "throughput.png", args.seconds)
+    (out / "report.md").write_text(report(run, results, args))
+    print((out / "report.md").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--report", default="chaos-report")
+    parser.add_argument("--kill", default=",".join((*SERVICES, *ENGINES)))
+    parser.add_argument("--max-growth-mib", type=float, default=150.0)
+    sys.exit(asyncio.run(chaos(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
