@@ -186,13 +186,17 @@ def _poisson_fit(design: FloatArray, counts: FloatArray, weights: FloatArray) ->
     return coefficients
 
 
-def glm_expectation(counts: FloatArray) -> FloatArray:
-    """Per day: the harmonic regression's expected count from the history before the guard
-    band (see the module docstring); NaN before :data:`GLM_SHORT_DAYS` of history."""
+def glm_expectation(counts: FloatArray, from_day: int = 0) -> FloatArray:
+    """Per day from ``from_day`` on: the harmonic regression's expected count from the
+    history before the guard band (see the module docstring); NaN before
+    :data:`GLM_SHORT_DAYS` of history and before ``from_day``."""
     values = np.asarray(counts, dtype=float)
     days = np.arange(len(values), dtype=float)
     expected = np.full(len(values), np.nan)
-    for start in range(GLM_SHORT_DAYS + GLM_GUARD_DAYS, len(values), GLM_REFIT_DAYS):
+    first_fit = GLM_SHORT_DAYS + GLM_GUARD_DAYS
+    # Refit days stay on the same grid whatever from_day is: a day's expectation is one.
+    skipped = max(0, (from_day - first_fit) // GLM_REFIT_DAYS)
+    for start in range(first_fit + skipped * GLM_REFIT_DAYS, len(values), GLM_REFIT_DAYS):
         last = start - GLM_GUARD_DAYS  # the fit reads days before this one
         stop = min(start + GLM_REFIT_DAYS, len(values))
         if last < GLM_MIN_HISTORY_DAYS:
@@ -201,13 +205,16 @@ def glm_expectation(counts: FloatArray) -> FloatArray:
         first = max(0, last - GLM_YEARS * SEASON_DAYS)
         design = _harmonics(days[first:last])
         history = values[first:last]
+        if not history.any():
+            expected[start:stop] = 0.0  # nothing counted yet: the fit would chase log(0)
+            continue
         coefficients = _poisson_fit(design, history, np.ones(len(history)))
         fitted = np.exp(design @ coefficients)
         z = (history - fitted) / np.sqrt(fitted + fitted**2 / NB_SIZE)
-        with np.errstate(divide="ignore"):
-            weights = np.where(z > GLM_REWEIGHT_Z, (GLM_REWEIGHT_Z / z) ** 2, 1.0)
+        weights = (GLM_REWEIGHT_Z / np.maximum(z, GLM_REWEIGHT_Z)) ** 2
         coefficients = _poisson_fit(design, history, weights)
         expected[start:stop] = np.exp(_harmonics(days[start:stop]) @ coefficients)
+    expected[:from_day] = np.nan
     return expected
 
 
@@ -234,8 +241,88 @@ def cusum_grid(scores: FloatArray, k: float, hs: FloatArray) -> BoolArray:
     return alarm
 
 
-def glm_cusum(counts: FloatArray, k: float = 0.1, h: float = 6.25) -> Detection:
-    """CUSUM (``k``, ``h``) of counts standardised against :func:`glm_expectation`."""
-    mean = glm_expectation(counts)
+def glm_cusum(counts: FloatArray, k: float = 0.1, h: float = 6.25, from_day: int = 0) -> Detection:
+    """CUSUM (``k``, ``h``) of counts standardised against :func:`glm_expectation`,
+    starting at 0 on ``from_day``."""
+    mean = glm_expectation(counts, from_day)
     statistic, alarm = cusum(standardised(counts, mean), k, h)
     return Detection(statistic, h, mean, alarm)
+
+
+# The GLM-CUSUM's (k, h) as tools/weather.py tunes them on its training seeds (ADR 30).
+SERVICE_GLM_K = 0.1
+SERVICE_GLM_H = 6.25
+# Days of counts the detectors read: the GLM's years of history and its guard band.
+DETECTOR_HISTORY_DAYS = GLM_YEARS * SEASON_DAYS + GLM_GUARD_DAYS
+# The service's CUSUM starts at 0 this many days back (13 refits, not 150, per answer);
+# a CUSUM that has not alarmed for weeks sits near 0 anyway.
+SERVICE_CUSUM_DAYS = 91
+# A verdict warns while the detector alarmed on any of this many last days: a CUSUM
+# restarts after each alarm, so one day's statistic alone would forget an ongoing rise.
+ALARM_MEMORY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One detector's answer on the last day of a series, with the numbers behind it
+    (0 where the detector has too little history yet); ``alarm`` when it alarmed within the
+    last :data:`ALARM_MEMORY_DAYS` days, ``days_since_alarm`` days ago (0: that day)."""
+
+    detector: str
+    alarm: bool
+    days_since_alarm: int | None
+    observed: float
+    expected: float
+    statistic: float
+    threshold: float
+
+    @property
+    def evidence(self) -> str:
+        """The verdict in one sentence."""
+        if self.expected == 0.0 and self.statistic == 0.0:
+            return f"{self.detector}: too little history to judge yet."
+        if self.days_since_alarm is None:
+            verdict = "no alarm"
+        elif self.days_since_alarm == 0:
+            verdict = "alarms"
+        else:
+            verdict = f"alarmed {self.days_since_alarm} days ago"
+        return (
+            f"{self.detector} {verdict}: {self.observed:g} cases observed against "
+            f"{self.expected:.1f} expected; statistic {self.statistic:.2f}, "
+            f"threshold {self.threshold:g}."
+        )
+
+
+def latest_verdicts(counts: FloatArray) -> tuple[Verdict, ...]:
+    """The GLM-CUSUM's and EARS C2's verdicts on the last day of ``counts``. Days before
+    the first count are not zeros but days before counting began: they are left out."""
+    values = np.asarray(counts, dtype=float)
+    counted = np.flatnonzero(values)
+    values = values[counted[0] :] if len(counted) else values[-1:]
+    verdicts = []
+    for name, detection in (
+        (
+            "GLM-CUSUM",
+            glm_cusum(
+                values, SERVICE_GLM_K, SERVICE_GLM_H, max(len(values) - SERVICE_CUSUM_DAYS, 0)
+            ),
+        ),
+        ("EARS C2", ears(values, "C2")),
+    ):
+        expected, statistic = float(detection.expected[-1]), float(detection.statistic[-1])
+        known = not (math.isnan(expected) or math.isnan(statistic))
+        recent = np.flatnonzero(detection.alarm[-ALARM_MEMORY_DAYS:][::-1])
+        days_since = int(recent[0]) if len(recent) else None
+        verdicts.append(
+            Verdict(
+                detector=name,
+                alarm=days_since is not None,
+                days_since_alarm=days_since,
+                observed=float(values[-1]),
+                expected=expected if known else 0.0,
+                statistic=statistic if known else 0.0,
+                threshold=detection.threshold,
+            )
+        )
+    return tuple(verdicts)

@@ -21,7 +21,7 @@ from healthbank.core.ids import is_ulid
 from healthbank.rpc import ServiceError, Violations, require_principal
 from services.ai_alert import forecast, synthesis, trends
 from services.ai_alert.aggregates import AggregateKind, AggregateSpec, spec_problems
-from services.ai_alert.flow import AiAlertFlow, DailyCount
+from services.ai_alert.flow import AiAlertFlow, DailyCount, DistrictVerdict
 from services.ai_alert.research_flow import ResearchFlow, ResearchRefused
 
 SERVICE = "ai-alert"
@@ -194,6 +194,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
             forecast=[_daily_count(day) for day in report.forecast],
             level=int(report.level),  # type: ignore[arg-type]
             explanation=report.explanation,
+            alarms=[_alarm(alarm) for alarm in report.alarms],
         )
 
     async def GetPersonalInsights(
@@ -237,8 +238,26 @@ def _day(timestamp: timestamp_pb2.Timestamp) -> date | None:
 
 
 def _daily_count(count: DailyCount) -> ai_alert_pb2.DailyCount:
-    message = ai_alert_pb2.DailyCount(count=count.count, upper=count.upper)
+    message = ai_alert_pb2.DailyCount(count=count.count, upper=count.upper, lower=count.lower)
     message.day.FromDatetime(datetime.combine(count.day, time(), tzinfo=UTC))
+    return message
+
+
+def _alarm(alarm: DistrictVerdict) -> ai_alert_pb2.DetectorAlarm:
+    verdict = alarm.verdict
+    message = ai_alert_pb2.DetectorAlarm(
+        district=alarm.district,
+        detector=verdict.detector,
+        level=ai_alert_pb2.ALERT_LEVEL_WARNING
+        if verdict.alarm
+        else ai_alert_pb2.ALERT_LEVEL_NORMAL,
+        observed=verdict.observed,
+        expected=verdict.expected,
+        statistic=verdict.statistic,
+        threshold=verdict.threshold,
+        evidence=verdict.evidence,
+    )
+    message.day.FromDatetime(datetime.combine(alarm.day, time(), tzinfo=UTC))
     return message
 
 

@@ -119,3 +119,25 @@ def test_cusum_grid_equals_one_cusum_per_threshold() -> None:
     grid = detectors.cusum_grid(scores, 0.25, thresholds)
     for row, h in enumerate(thresholds):
         assert (grid[row] == detectors.cusum(scores, 0.25, h)[1]).all()
+
+
+def test_the_glm_expectation_from_a_day_on_equals_the_whole_runs() -> None:
+    counts = np.random.default_rng(4).poisson(seasonal(800)).astype(float)
+    whole = detectors.glm_expectation(counts)
+    later = detectors.glm_expectation(counts, from_day=700)
+    assert np.isnan(later[:700]).all()
+    assert later[700:] == pytest.approx(whole[700:])
+
+
+def test_latest_verdicts_give_both_detectors_with_their_evidence() -> None:
+    counts = seasonal(2 * 365)
+    counts[-12:] += np.linspace(2.0, 12.0, 12)
+    glm, c2 = detectors.latest_verdicts(counts)
+    assert (glm.detector, c2.detector) == ("GLM-CUSUM", "EARS C2")
+    assert glm.alarm and glm.days_since_alarm == 0
+    assert glm.observed == counts[-1] and glm.expected > 0
+    assert glm.statistic > glm.threshold == detectors.SERVICE_GLM_H
+    assert "GLM-CUSUM alarms" in glm.evidence
+    quiet = detectors.latest_verdicts(np.zeros(30))
+    assert not any(verdict.alarm for verdict in quiet)
+    assert all("too little history" in verdict.evidence for verdict in quiet)
