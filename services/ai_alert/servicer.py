@@ -152,20 +152,30 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
     async def WatchAlerts(
         self, request: ai_alert_pb2.WatchAlertsRequest, context: object
     ) -> AsyncIterator[ai_alert_pb2.Alert]:
-        """The current alert, then each change of level or day, until the caller leaves."""
+        """The current alert, then each change of level, of a detector's verdict or of the
+        day, until the caller leaves."""
         violations = Violations()
         _check_windows(request.horizon_days, request.history_days, violations)
         violations.raise_if_any()
         history_days = request.history_days or forecast.DEFAULT_HISTORY_DAYS
-        last: tuple[object, int] | None = None
+        last: tuple[object, ...] | None = None
         while True:
             report = await self._flow.forecast(request.horizon_days, history_days)
             day = report.forecast[0].day if report.forecast else self._flow.today()
-            if last != (day, int(report.level)):
-                last = (day, int(report.level))
+            state = (
+                day,
+                int(report.level),
+                *(
+                    (alarm.district, alarm.verdict.detector, alarm.verdict.alarm)
+                    for alarm in report.alarms
+                ),
+            )
+            if last != state:
+                last = state
                 alert = ai_alert_pb2.Alert(
                     level=int(report.level),  # type: ignore[arg-type]
                     explanation=report.explanation,
+                    alarms=[_alarm(alarm) for alarm in report.alarms],
                 )
                 alert.day.FromDatetime(datetime.combine(day, time(), tzinfo=UTC))
                 yield alert

@@ -65,14 +65,16 @@ class WatchAlertsRequest(_message.Message):
     def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("day", "level", "explanation")
+    __slots__ = ("day", "level", "explanation", "alarms")
     DAY_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
     day: _timestamp_pb2.Timestamp
     level: AlertLevel
     explanation: str
-    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    alarms: _containers.RepeatedCompositeFieldContainer[DetectorAlarm]
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ..., alarms: _Optional[_Iterable[_Union[DetectorAlarm, _Mapping]]] = ...) -> None: ...
 
 class DailyCount(_message.Message):
     __slots__ = ("day", "count", "upper", "lower")
