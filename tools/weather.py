@@ -15,10 +15,12 @@ whole length (so a detector cannot look fast by catching only the loud ones). Qu
 are those at least
 :data:`QUIET_MARGIN_DAYS` away from every outbreak; an alarm on one is a false alarm.
 
-Tuning is honest: the NB-CUSUM's (k, h) are chosen on the training seeds
+Tuning is honest: each CUSUM's (k, h) are chosen on the training seeds
 (``seed_base + 1000 + i``) as the earliest median detection with at most
-:data:`TARGET_FALSE_ALARMS` false alarms per 100 quiet days; every number printed is from
-the evaluation seeds (``seed_base + i``), which tuning never saw.
+:data:`TUNING_FALSE_ALARMS` false alarms per 100 quiet days (a margin under the target of
+:data:`TARGET_FALSE_ALARMS`); every number printed is from the evaluation seeds
+(``seed_base + i``), which tuning never saw. "best" is the GLM-CUSUM; its paired gain over C2
+(the median of C2's delay minus its delay on the outbreaks both detect) is printed too.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ from services.ai_alert import detectors, forecast
 
 QUIET_MARGIN_DAYS = 14
 TARGET_FALSE_ALARMS = 1.0
+# Tuning aims a little under the target so the rate holds on seeds tuning never saw.
+TUNING_FALSE_ALARMS = 0.85
 WARMUP_DAYS = 42  # every detector has its baseline by then
-K_GRID = (0.25, 0.5, 0.75, 1.0)
-H_GRID = tuple(float(h) for h in np.arange(1.0, 12.01, 0.25))
+K_GRID = (0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0)
+H_GRID = tuple(float(h) for h in np.arange(1.0, 16.01, 0.25))
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Score:
     median_delay_with_misses_days: float
     false_alarms_per_100: float
     outbreaks: int
+    # Per outbreak, in order: days from onset to the first alarm, None when missed.
+    delays: tuple[int | None, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         """The score as the harness's JSON."""
@@ -129,6 +135,7 @@ def score(name: str, detect: Detector, districts: Sequence[District]) -> Score:
     total = 0
     delays: list[int] = []
     censored: list[int] = []
+    per_outbreak: list[int | None] = []
     false_alarms = 0
     quiet_days = 0
     for district in districts:
@@ -143,6 +150,7 @@ def score(name: str, detect: Detector, districts: Sequence[District]) -> Score:
                 detected += 1
                 delays.append(int(hits[0]))
             censored.append(int(hits[0]) if len(hits) else end - onset)
+            per_outbreak.append(int(hits[0]) if len(hits) else None)
         quiet_days += int(quiet.sum())
         false_alarms += int((alarm & quiet).sum())
     return Score(
@@ -152,24 +160,26 @@ def score(name: str, detect: Detector, districts: Sequence[District]) -> Score:
         median_delay_with_misses_days=float(statistics.median(censored)) if censored else 0.0,
         false_alarms_per_100=100.0 * false_alarms / quiet_days if quiet_days else 0.0,
         outbreaks=total,
+        delays=tuple(per_outbreak),
     )
 
 
-def tune_cusum(training: Sequence[District]) -> tuple[float, float]:
-    """(k, h) with the earliest median delay at <= TARGET_FALSE_ALARMS on ``training``
-    (ties: the higher sensitivity)."""
+def tune_cusum(
+    training: Sequence[District], scores_of: Callable[[np.ndarray], np.ndarray]
+) -> tuple[float, float]:
+    """(k, h) with the earliest median delay at <= TUNING_FALSE_ALARMS on ``training``
+    (ties: the higher sensitivity) for a CUSUM of ``scores_of(counts)``."""
     best: tuple[tuple[float, float], tuple[float, float]] | None = None
     # The standardised counts do not depend on (k, h): computed once per district.
-    scores_of = {id(d.counts): detectors.nb_scores(d.counts)[1] for d in training}
+    scores = {id(d.counts): scores_of(d.counts) for d in training}
     for k in K_GRID:
-        for h in H_GRID:
-            result = score(
-                "",
-                lambda c, k=k, h=h: detectors.cusum(scores_of[id(c)], k, h)[1],
-                training,
-            )
+        alarms = {
+            key: detectors.cusum_grid(series, k, np.array(H_GRID)) for key, series in scores.items()
+        }
+        for row, h in enumerate(H_GRID):
+            result = score("", lambda c, row=row, alarms=alarms: alarms[id(c)][row], training)
             if (
-                result.false_alarms_per_100 > TARGET_FALSE_ALARMS
+                result.false_alarms_per_100 > TUNING_FALSE_ALARMS
                 or result.median_delay_days is None
             ):
                 continue
@@ -179,6 +189,16 @@ def tune_cusum(training: Sequence[District]) -> tuple[float, float]:
     if best is None:
         raise RuntimeError("no CUSUM setting meets the false-alarm target on the training seeds")
     return best[1]
+
+
+def paired_earlier_days(reference: Score, candidate: Score) -> float | None:
+    """Median of (reference's delay - candidate's) over the outbreaks both detect."""
+    gains = [
+        ours - theirs
+        for ours, theirs in zip(reference.delays, candidate.delays, strict=True)
+        if ours is not None and theirs is not None
+    ]
+    return float(statistics.median(gains)) if gains else None
 
 
 # Central interval levels scored by the weighted interval score (Bracher et al. 2021).
@@ -235,13 +255,25 @@ def evaluate(seeds: int, districts: int, years: int, seed_base: int = 0) -> dict
     """Tune on the training seeds, score every detector on the evaluation seeds."""
     training = [d for i in range(seeds) for d in simulate(seed_base + 1000 + i, districts, years)]
     evaluation = [d for i in range(seeds) for d in simulate(seed_base + i, districts, years)]
-    k, h = tune_cusum(training)
+    nb_k, nb_h = tune_cusum(training, lambda c: detectors.nb_scores(c)[1])
+    glm_k, glm_h = tune_cusum(
+        training, lambda c: detectors.standardised(c, detectors.glm_expectation(c))
+    )
     scores = [
         score(f"EARS {variant}", lambda c, v=variant: detectors.ears(c, v).alarm, evaluation)
         for variant in ("C1", "C2", "C3")
     ]
+    scores.append(
+        score(
+            f"NB-CUSUM k={nb_k:g} h={nb_h:g}",
+            lambda c: detectors.nb_cusum(c, nb_k, nb_h).alarm,
+            evaluation,
+        )
+    )
     best = score(
-        f"NB-CUSUM k={k:g} h={h:g}", lambda c: detectors.nb_cusum(c, k, h).alarm, evaluation
+        f"GLM-CUSUM k={glm_k:g} h={glm_h:g}",
+        lambda c: detectors.glm_cusum(c, glm_k, glm_h).alarm,
+        evaluation,
     )
     scores.append(best)
     c2 = scores[1]
@@ -253,7 +285,7 @@ def evaluate(seeds: int, districts: int, years: int, seed_base: int = 0) -> dict
         "districts": districts,
         "years": years,
         "c2": c2.as_json(),
-        "best": best.as_json(),
+        "best": best.as_json() | {"paired_days_earlier_than_c2": paired_earlier_days(c2, best)},
         "detectors": [s.as_json() for s in scores],
         "forecast": forecast_scores(evaluation),
     }
@@ -279,6 +311,10 @@ def table(result: dict[str, object]) -> str:
         f" vs naive {scored['naive_wis']} (relative {scored['relative']})"  # type: ignore[index]
     )
     seeds = result["seeds"]
+    rows.append(
+        f"{result['best']['name']} vs EARS C2 on the outbreaks both detect: median "  # type: ignore[index]
+        f"{result['best']['paired_days_earlier_than_c2']} days earlier"  # type: ignore[index]
+    )
     rows.append(
         f"({result['districts']} districts x {result['years']} years; outbreaks "
         f"{result['best']['outbreaks']}; tuned on seeds {seeds['training']}, "  # type: ignore[index]

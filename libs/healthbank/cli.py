@@ -553,6 +553,11 @@ def cmd_weather(args: argparse.Namespace) -> int:
     except grpc.aio.AioRpcError as error:
         return _refused("weather", error)
     print(weather_text(forecast), flush=True)
+    if args.png is not None:
+        from healthbank.weather_chart import write_png
+
+        write_png(forecast, args.png)
+        print(f"chart written to {args.png}", flush=True)
     return 0
 
 
@@ -747,6 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=lambda text: datetime.strptime(text, "%Y-%m-%d").date(), default=None
     )
     weather.add_argument("--ai-alert-addr", default=None)
+    weather.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        help="also draw the chart (observed, expected, 95%% band, alarms) into this PNG file",
+    )
     weather.add_argument(
         "--token", default=None, help="bearer token (default: a development researcher token)"
     )

@@ -1,25 +1,30 @@
 """ai-alert's two reads, against the record store and the consent gate (no gRPC here).
 
 Forecast: city-wide daily counts of influenza-like-illness diagnoses only; no person is
-touched, so there is nothing to consent to or audit. Personal insights: one person's lab
-results, through the consent gate like every clinical read (the patient themself, or a
-clinician with consent → audit; no audit, no read) → the patient's opt-in (ADR 30; none →
-nothing analysed) → observations of both tiers → open → trends.
+touched, so there is nothing to consent to or audit. The same counts, over the detectors'
+longer window, give the GLM-CUSUM's and EARS C2's verdicts on the last complete day.
+Personal insights: one person's lab results, through the consent gate like every clinical
+read (the patient themself, or a clinician with consent → audit; no audit, no read) → the
+patient's opt-in (ADR 30; none → nothing analysed) → observations of both tiers → open →
+trends.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
+
+import numpy as np
 
 from healthbank.audit.v1 import audit_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.principal import Principal
 from healthbank.records import RecordStore, StoredRecord
 from healthbank.rpc.gate import ConsentGate
-from services.ai_alert import forecast, trends
+from services.ai_alert import detectors, forecast, trends
 from services.ai_alert.forecast import AlertLevel
 
 
@@ -30,6 +35,20 @@ class DailyCount:
     day: date
     count: float
     upper: float = 0.0
+    lower: float = 0.0
+
+
+# Counts carry no district yet (ADR 30): the detectors judge the whole city as one.
+CITY = "city"
+
+
+@dataclass(frozen=True)
+class DistrictVerdict:
+    """A detector's verdict on ``day`` (the last complete day) for ``district``."""
+
+    district: str
+    day: date
+    verdict: detectors.Verdict
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,7 @@ class ForecastReport:
     forecast: tuple[DailyCount, ...]
     level: AlertLevel
     explanation: str
+    alarms: tuple[DistrictVerdict, ...] = ()
 
 
 class OptIns(Protocol):
@@ -103,13 +123,23 @@ class AiAlertFlow:
         ``as_of`` (default today): what a run on that day answered."""
         # Today is still being counted: the history ends yesterday, the forecast starts today.
         today = as_of or self.today()
-        first_day = today - timedelta(days=history_days)
+        # One read serves the forecast's window and the detectors' longer one.
+        read_days = max(history_days, detectors.DETECTOR_HISTORY_DAYS)
+        first_read = today - timedelta(days=read_days)
         counts = await self._records.daily_counts(
-            forecast.ILI_CODE_SYSTEM, forecast.ILI_CODES, first_day, today
+            forecast.ILI_CODE_SYSTEM, forecast.ILI_CODES, first_read, today
         )
-        days = [first_day + timedelta(days=offset) for offset in range(history_days)]
-        history = [float(counts.get(day, 0)) for day in days]
-        assessment = forecast.assess(history, horizon_days)
+        series = [float(counts.get(first_read + timedelta(days=n), 0)) for n in range(read_days)]
+        days = [today - timedelta(days=history_days - offset) for offset in range(history_days)]
+        history = series[-history_days:]
+        # Fitting is CPU work: off the event loop.
+        assessment, verdicts = await asyncio.to_thread(
+            lambda: (
+                forecast.assess(history, horizon_days),
+                detectors.latest_verdicts(np.array(series[-detectors.DETECTOR_HISTORY_DAYS :])),
+            )
+        )
+        last_day = today - timedelta(days=1)
         return ForecastReport(
             history=tuple(DailyCount(day, count) for day, count in zip(days, history, strict=True)),
             forecast=tuple(
@@ -117,11 +147,13 @@ class AiAlertFlow:
                     today + timedelta(days=predicted.days_ahead - 1),
                     predicted.count,
                     predicted.upper,
+                    predicted.lower,
                 )
                 for predicted in assessment.forecast
             ),
             level=assessment.level,
             explanation=assessment.explanation,
+            alarms=tuple(DistrictVerdict(CITY, last_day, verdict) for verdict in verdicts),
         )
 
     async def personal_insights(self, principal: Principal, person_token: str) -> PersonalInsights:

@@ -102,11 +102,13 @@ class HoltFit:
 
 @dataclass(frozen=True)
 class ForecastDay:
-    """Expected count ``days_ahead`` days after the last observed day, with its 95% upper bound."""
+    """Expected count ``days_ahead`` days after the last observed day, with its 95%
+    prediction interval (the lower bound floored at 0: counts are never negative)."""
 
     days_ahead: int
     count: float
     upper: float
+    lower: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -197,15 +199,15 @@ def fit_holt(
 
 
 def holt_forecast(fit: HoltFit, horizon: int) -> tuple[ForecastDay, ...]:
-    """Point forecasts and 95% upper bounds for days 1..``horizon`` after the history."""
+    """Point forecasts and 95% intervals for days 1..``horizon`` after the history."""
     days = []
     spread = 1.0  # 1 + sum_{j=1}^{h-1} alpha^2 (1 + j beta)^2, grown one term per day
     for step in range(1, horizon + 1):
         if step > 1:
             spread += (fit.alpha * (1 + (step - 1) * fit.beta)) ** 2
         mean = max(fit.level + step * fit.trend, 0.0)
-        upper = mean + Z_95 * fit.residual_sd * math.sqrt(spread)
-        days.append(ForecastDay(step, mean, upper))
+        half_width = Z_95 * fit.residual_sd * math.sqrt(spread)
+        days.append(ForecastDay(step, mean, mean + half_width, max(mean - half_width, 0.0)))
     return tuple(days)
 
 

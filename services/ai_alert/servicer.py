@@ -21,7 +21,7 @@ from healthbank.core.ids import is_ulid
 from healthbank.rpc import ServiceError, Violations, require_principal
 from services.ai_alert import forecast, synthesis, trends
 from services.ai_alert.aggregates import AggregateKind, AggregateSpec, spec_problems
-from services.ai_alert.flow import AiAlertFlow, DailyCount
+from services.ai_alert.flow import AiAlertFlow, DailyCount, DistrictVerdict
 from services.ai_alert.research_flow import ResearchFlow, ResearchRefused
 
 SERVICE = "ai-alert"
@@ -152,20 +152,30 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
     async def WatchAlerts(
         self, request: ai_alert_pb2.WatchAlertsRequest, context: object
     ) -> AsyncIterator[ai_alert_pb2.Alert]:
-        """The current alert, then each change of level or day, until the caller leaves."""
+        """The current alert, then each change of level, of a detector's verdict or of the
+        day, until the caller leaves."""
         violations = Violations()
         _check_windows(request.horizon_days, request.history_days, violations)
         violations.raise_if_any()
         history_days = request.history_days or forecast.DEFAULT_HISTORY_DAYS
-        last: tuple[object, int] | None = None
+        last: tuple[object, ...] | None = None
         while True:
             report = await self._flow.forecast(request.horizon_days, history_days)
             day = report.forecast[0].day if report.forecast else self._flow.today()
-            if last != (day, int(report.level)):
-                last = (day, int(report.level))
+            state = (
+                day,
+                int(report.level),
+                *(
+                    (alarm.district, alarm.verdict.detector, alarm.verdict.alarm)
+                    for alarm in report.alarms
+                ),
+            )
+            if last != state:
+                last = state
                 alert = ai_alert_pb2.Alert(
                     level=int(report.level),  # type: ignore[arg-type]
                     explanation=report.explanation,
+                    alarms=[_alarm(alarm) for alarm in report.alarms],
                 )
                 alert.day.FromDatetime(datetime.combine(day, time(), tzinfo=UTC))
                 yield alert
@@ -194,6 +204,7 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
             forecast=[_daily_count(day) for day in report.forecast],
             level=int(report.level),  # type: ignore[arg-type]
             explanation=report.explanation,
+            alarms=[_alarm(alarm) for alarm in report.alarms],
         )
 
     async def GetPersonalInsights(
@@ -237,8 +248,26 @@ def _day(timestamp: timestamp_pb2.Timestamp) -> date | None:
 
 
 def _daily_count(count: DailyCount) -> ai_alert_pb2.DailyCount:
-    message = ai_alert_pb2.DailyCount(count=count.count, upper=count.upper)
+    message = ai_alert_pb2.DailyCount(count=count.count, upper=count.upper, lower=count.lower)
     message.day.FromDatetime(datetime.combine(count.day, time(), tzinfo=UTC))
+    return message
+
+
+def _alarm(alarm: DistrictVerdict) -> ai_alert_pb2.DetectorAlarm:
+    verdict = alarm.verdict
+    message = ai_alert_pb2.DetectorAlarm(
+        district=alarm.district,
+        detector=verdict.detector,
+        level=ai_alert_pb2.ALERT_LEVEL_WARNING
+        if verdict.alarm
+        else ai_alert_pb2.ALERT_LEVEL_NORMAL,
+        observed=verdict.observed,
+        expected=verdict.expected,
+        statistic=verdict.statistic,
+        threshold=verdict.threshold,
+        evidence=verdict.evidence,
+    )
+    message.day.FromDatetime(datetime.combine(alarm.day, time(), tzinfo=UTC))
     return message
 
 

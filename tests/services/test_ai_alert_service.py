@@ -282,8 +282,20 @@ async def test_forecast_over_quiet_counts_is_normal(stack: Stack) -> None:
     assert result.forecast[0].day.ToDatetime(tzinfo=UTC) == TODAY
     assert result.forecast[-1].day.ToDatetime(tzinfo=UTC) == TODAY + timedelta(days=6)
     assert max(day.count for day in result.history) < 50
-    assert all(day.upper >= day.count >= 0 for day in result.forecast)
+    assert all(day.upper >= day.count >= day.lower >= 0 for day in result.forecast)
+    assert any(day.upper > day.count > day.lower for day in result.forecast)
     assert result.explanation
+    # Each detector judges yesterday and finds nothing; the GLM needs more history.
+    assert [(alarm.detector, alarm.district) for alarm in result.alarms] == [
+        ("GLM-CUSUM", "city"),
+        ("EARS C2", "city"),
+    ]
+    for alarm in result.alarms:
+        assert alarm.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
+        assert alarm.day.ToDatetime(tzinfo=UTC) == TODAY - timedelta(days=1)
+        assert alarm.observed == result.history[-1].count
+    assert "too little history" in result.alarms[0].evidence
+    assert "EARS C2 no alarm" in result.alarms[1].evidence
 
 
 async def test_forecast_warns_of_a_growing_outbreak(stack: Stack) -> None:
@@ -299,6 +311,23 @@ async def test_forecast_warns_of_a_growing_outbreak(stack: Stack) -> None:
     assert len(result.history) == 28
     assert result.forecast[-1].count > result.history[-1].count
     assert "outbreak line" in result.explanation
+
+
+async def test_the_glm_cusum_alarms_on_a_rise_with_its_evidence(stack: Stack) -> None:
+    rng = random.Random(3)
+    for back in range(1, 201):
+        # Half a year quiet, then a rise of 10 % a day over the last ten days.
+        mean = 8 if back > 10 else 8 * 1.1 ** (11 - back)
+        await stack.seed.diagnoses(TODAY - timedelta(days=back), poisson(rng, mean))
+
+    result = await stack.forecast(horizon_days=7)
+    glm = next(alarm for alarm in result.alarms if alarm.detector == "GLM-CUSUM")
+    assert glm.level == ai_alert_pb2.ALERT_LEVEL_WARNING
+    assert glm.observed > glm.expected > 0
+    assert "GLM-CUSUM alarm" in glm.evidence
+    # Quiet days in the same season: no alarm.
+    earlier = await stack.forecast(horizon_days=7, as_of=TODAY - timedelta(days=20))
+    assert all(alarm.level == ai_alert_pb2.ALERT_LEVEL_NORMAL for alarm in earlier.alarms)
 
 
 async def test_forecast_with_no_data_is_normal_and_zero(stack: Stack) -> None:
@@ -341,13 +370,18 @@ async def test_as_of_replays_a_season_exactly_as_it_was_answered_live(stack: Sta
         await stack.seed.diagnoses(day, poisson(rng, mean))
     stack.clock.now = NOW
     levels = set()
+    detector_levels = set()
     for day, answer in live.items():
         replayed = await stack.forecast(horizon_days=7, as_of=day)
         assert replayed == answer
         levels.add(replayed.level)
-    # The season has both quiet days and an outbreak: the replay compared real changes.
+        detector_levels.update((alarm.detector, alarm.level) for alarm in replayed.alarms)
+    # The season has both quiet days and an outbreak: the replay compared real changes,
+    # the detectors' verdicts among them.
     assert ai_alert_pb2.ALERT_LEVEL_NORMAL in levels
     assert ai_alert_pb2.ALERT_LEVEL_WARNING in levels
+    assert ("GLM-CUSUM", ai_alert_pb2.ALERT_LEVEL_NORMAL) in detector_levels
+    assert ("GLM-CUSUM", ai_alert_pb2.ALERT_LEVEL_WARNING) in detector_levels
 
 
 async def test_as_of_after_today_is_invalid(stack: Stack) -> None:
@@ -369,14 +403,20 @@ async def test_watch_alerts_streams_the_current_alert_then_each_change(
         first = await anext(stream)
         assert first.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
         assert first.day.ToDatetime(tzinfo=UTC) == TODAY
-        # An outbreak arrives in the counts: the next alert is the warning, with its evidence.
+        # An outbreak arrives in the counts: the warning follows, with its evidence.
         rng = random.Random(2)
         for back in range(1, 29):
             mean = 8 if back > 14 else 8 * 1.15 ** (15 - back)
             await stack.seed.diagnoses(TODAY - timedelta(days=back), poisson(rng, mean))
+        # While the days are being stored a detector's verdict may change first: each
+        # change is an alert, until the warning.
         second = await asyncio.wait_for(anext(stream), timeout=30)
-        assert second.level == ai_alert_pb2.ALERT_LEVEL_WARNING
+        while second.level != ai_alert_pb2.ALERT_LEVEL_WARNING:
+            second = await asyncio.wait_for(anext(stream), timeout=30)
         assert "outbreak line" in second.explanation
+        # The detectors' verdicts travel with it.
+        assert [alarm.detector for alarm in second.alarms] == ["GLM-CUSUM", "EARS C2"]
+        assert all(alarm.evidence for alarm in second.alarms)
     finally:
         call.cancel()
 

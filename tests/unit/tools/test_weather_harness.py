@@ -39,7 +39,9 @@ def test_json_has_c2_and_the_best_detector_with_computed_numbers(
         "false_alarms_per_100",
     }
     assert result["c2"]["name"] == "EARS C2"
-    assert result["best"]["name"].startswith("NB-CUSUM")
+    assert result["best"]["name"].startswith("GLM-CUSUM")
+    assert result["best"] == {**result["detectors"][-1], **result["best"]}
+    assert isinstance(result["best"]["paired_days_earlier_than_c2"], float)
     assert [entry["name"] for entry in result["detectors"]][:3] == ["EARS C1", "EARS C2", "EARS C3"]
     for entry in result["detectors"]:
         assert 0.0 <= entry["sensitivity"] <= 1.0
@@ -57,7 +59,7 @@ def test_the_table_lists_every_detector_beside_c2(
 ) -> None:
     assert weather.main(["--seeds", "1", "--districts", "3", "--years", "2"]) == 0
     printed = capsys.readouterr().out
-    for name in ("EARS C1", "EARS C2", "EARS C3", "NB-CUSUM"):
+    for name in ("EARS C1", "EARS C2", "EARS C3", "NB-CUSUM", "GLM-CUSUM"):
         assert name in printed
 
 

@@ -26,53 +26,55 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from healthbank.common.v1 import common_pb2 as healthbank_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%healthbank/ai_alert/v1/ai_alert.proto\x12\x16healthbank.ai_alert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!healthbank/common/v1/common.proto\"k\n\x12GetForecastRequest\x12\x14\n\x0chorizon_days\x18\x01 \x01(\x05\x12\x14\n\x0chistory_days\x18\x02 \x01(\x05\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x12WatchAlertsRequest\x12\x14\n\x0chorizon_days\x18\x01 \x01(\x05\x12\x14\n\x0chistory_days\x18\x02 \x01(\x05\"x\n\x05\x41lert\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x05level\x18\x02 \x01(\x0e\x32\".healthbank.ai_alert.v1.AlertLevel\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\"S\n\nDailyCount\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"\xbd\x01\n\x08\x46orecast\x12\x33\n\x07history\x18\x01 \x03(\x0b\x32\".healthbank.ai_alert.v1.DailyCount\x12\x34\n\x08\x66orecast\x18\x02 \x03(\x0b\x32\".healthbank.ai_alert.v1.DailyCount\x12\x31\n\x05level\x18\x03 \x01(\x0e\x32\".healthbank.ai_alert.v1.AlertLevel\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\",\n\x1aGetPersonalInsightsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"\xa0\x02\n\x05Trend\x12(\n\x04\x63ode\x18\x01 \x01(\x0b\x32\x1a.healthbank.common.v1.Code\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x14\n\x0csample_count\x18\x03 \x01(\x05\x12\x14\n\x0clatest_value\x18\x04 \x01(\x01\x12\x16\n\x0eslope_per_year\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12;\n\x17projected_crossing_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reminder\x18\x08 \x01(\t\x12\x13\n\x0breminder_zh\x18\t \x01(\t\x12\x0f\n\x07p_value\x18\n \x01(\x01\x12\x13\n\x0bsignificant\x18\x0b \x01(\x08\"S\n\x10PersonalInsights\x12-\n\x06trends\x18\x01 \x03(\x0b\x32\x1d.healthbank.ai_alert.v1.Trend\x12\x10\n\x08opted_in\x18\x02 \x01(\x08\"\x8b\x01\n\rAggregateSpec\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.healthbank.ai_alert.v1.AggregateKind\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x10\n\x08group_by\x18\x03 \x03(\t\x12\x11\n\tquantiles\x18\x04 \x03(\x01\x12\x11\n\tbin_edges\x18\x05 \x03(\x03\"\x81\x01\n\x13RunAggregateRequest\x12\x12\n\ngrant_name\x18\x01 \x01(\t\x12\x33\n\x04spec\x18\x02 \x01(\x0b\x32%.healthbank.ai_alert.v1.AggregateSpec\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\x10\n\x08query_id\x18\x04 \x01(\t\"n\n\rAggregateCell\x12\x14\n\x0cgroup_values\x18\x01 \x03(\t\x12\x0b\n\x03\x62in\x18\x02 \x01(\t\x12\x12\n\nsuppressed\x18\x03 \x01(\x08\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x17\n\x0fquantile_values\x18\x05 \x03(\x01\"\xaf\x01\n\x0f\x41ggregateResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x34\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32%.healthbank.ai_alert.v1.AggregateCell\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\x19\n\x11\x65psilon_remaining\x18\x04 \x01(\x01\x12\x15\n\rmin_cell_size\x18\x05 \x01(\x05\x12\x11\n\tmechanism\x18\x06 \x01(\t\"\x81\x01\n\x11SynthesizeRequest\x12\x12\n\ngrant_name\x18\x01 \x01(\t\x12\x11\n\trow_count\x18\x02 \x01(\x05\x12\x37\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\'.healthbank.ai_alert.v1.SyntheticFormat\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"\x8b\x01\n\x12MarginalComparison\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x11\n\treal_mean\x18\x02 \x01(\x01\x12\x16\n\x0esynthetic_mean\x18\x03 \x01(\x01\x12\x0f\n\x07real_sd\x18\x04 \x01(\x01\x12\x14\n\x0csynthetic_sd\x18\x05 \x01(\x01\x12\x14\n\x0cks_statistic\x18\x06 \x01(\x01\"\xb5\x01\n\rUtilityReport\x12=\n\tmarginals\x18\x01 \x03(\x0b\x32*.healthbank.ai_alert.v1.MarginalComparison\x12\"\n\x1amax_correlation_difference\x18\x02 \x01(\x01\x12\x13\n\x0btstr_target\x18\x03 \x01(\t\x12\x15\n\rtstr_accuracy\x18\x04 \x01(\x01\x12\x15\n\rtrtr_accuracy\x18\x05 \x01(\x01\"\xd8\x01\n\rPrivacyReport\x12\x1c\n\x14min_distance_to_real\x18\x01 \x01(\x01\x12\x1f\n\x17median_distance_to_real\x18\x02 \x01(\x01\x12\x14\n\x0c\x65xact_copies\x18\x03 \x01(\x05\x12\x1a\n\x12\x64istance_threshold\x18\x04 \x01(\x01\x12 \n\x18membership_inference_auc\x18\x05 \x01(\x01\x12$\n\x1cmembership_inference_p_value\x18\x07 \x01(\x01\x12\x0e\n\x06passed\x18\x06 \x01(\x08\"\xca\x01\n\x0fSyntheticCohort\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\x12\x11\n\trow_count\x18\x04 \x01(\x05\x12\x36\n\x07utility\x18\x05 \x01(\x0b\x32%.healthbank.ai_alert.v1.UtilityReport\x12\x36\n\x07privacy\x18\x06 \x01(\x0b\x32%.healthbank.ai_alert.v1.PrivacyReport*q\n\nAlertLevel\x12\x1b\n\x17\x41LERT_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_LEVEL_NORMAL\x10\x01\x12\x15\n\x11\x41LERT_LEVEL_WATCH\x10\x02\x12\x17\n\x13\x41LERT_LEVEL_WARNING\x10\x03*\xb6\x01\n\rAggregateKind\x12\x1e\n\x1a\x41GGREGATE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GGREGATE_KIND_COUNT\x10\x01\x12\x16\n\x12\x41GGREGATE_KIND_SUM\x10\x02\x12\x17\n\x13\x41GGREGATE_KIND_MEAN\x10\x03\x12\x1c\n\x18\x41GGREGATE_KIND_QUANTILES\x10\x04\x12\x1c\n\x18\x41GGREGATE_KIND_HISTOGRAM\x10\x05*k\n\x0fSyntheticFormat\x12 \n\x1cSYNTHETIC_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14SYNTHETIC_FORMAT_CSV\x10\x01\x12\x1c\n\x18SYNTHETIC_FORMAT_PARQUET\x10\x02\x32\x86\x04\n\x0e\x41iAlertService\x12[\n\x0bGetForecast\x12*.healthbank.ai_alert.v1.GetForecastRequest\x1a .healthbank.ai_alert.v1.Forecast\x12Z\n\x0bWatchAlerts\x12*.healthbank.ai_alert.v1.WatchAlertsRequest\x1a\x1d.healthbank.ai_alert.v1.Alert0\x01\x12s\n\x13GetPersonalInsights\x12\x32.healthbank.ai_alert.v1.GetPersonalInsightsRequest\x1a(.healthbank.ai_alert.v1.PersonalInsights\x12\x64\n\x0cRunAggregate\x12+.healthbank.ai_alert.v1.RunAggregateRequest\x1a\'.healthbank.ai_alert.v1.AggregateResult\x12`\n\nSynthesize\x12).healthbank.ai_alert.v1.SynthesizeRequest\x1a\'.healthbank.ai_alert.v1.SyntheticCohortb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%healthbank/ai_alert/v1/ai_alert.proto\x12\x16healthbank.ai_alert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!healthbank/common/v1/common.proto\"k\n\x12GetForecastRequest\x12\x14\n\x0chorizon_days\x18\x01 \x01(\x05\x12\x14\n\x0chistory_days\x18\x02 \x01(\x05\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x12WatchAlertsRequest\x12\x14\n\x0chorizon_days\x18\x01 \x01(\x05\x12\x14\n\x0chistory_days\x18\x02 \x01(\x05\"\xaf\x01\n\x05\x41lert\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x05level\x18\x02 \x01(\x0e\x32\".healthbank.ai_alert.v1.AlertLevel\x12\x13\n\x0b\x65xplanation\x18\x03 \x01(\t\x12\x35\n\x06\x61larms\x18\x04 \x03(\x0b\x32%.healthbank.ai_alert.v1.DetectorAlarm\"b\n\nDailyCount\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\x12\r\n\x05lower\x18\x04 \x01(\x01\"\xeb\x01\n\rDetectorAlarm\x12\x10\n\x08\x64istrict\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\x31\n\x05level\x18\x03 \x01(\x0e\x32\".healthbank.ai_alert.v1.AlertLevel\x12\'\n\x03\x64\x61y\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08observed\x18\x05 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x06 \x01(\x01\x12\x11\n\tstatistic\x18\x07 \x01(\x01\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x10\n\x08\x65vidence\x18\t \x01(\t\"\xf4\x01\n\x08\x46orecast\x12\x33\n\x07history\x18\x01 \x03(\x0b\x32\".healthbank.ai_alert.v1.DailyCount\x12\x34\n\x08\x66orecast\x18\x02 \x03(\x0b\x32\".healthbank.ai_alert.v1.DailyCount\x12\x31\n\x05level\x18\x03 \x01(\x0e\x32\".healthbank.ai_alert.v1.AlertLevel\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x35\n\x06\x61larms\x18\x05 \x03(\x0b\x32%.healthbank.ai_alert.v1.DetectorAlarm\",\n\x1aGetPersonalInsightsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"\xa0\x02\n\x05Trend\x12(\n\x04\x63ode\x18\x01 \x01(\x0b\x32\x1a.healthbank.common.v1.Code\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x14\n\x0csample_count\x18\x03 \x01(\x05\x12\x14\n\x0clatest_value\x18\x04 \x01(\x01\x12\x16\n\x0eslope_per_year\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12;\n\x17projected_crossing_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reminder\x18\x08 \x01(\t\x12\x13\n\x0breminder_zh\x18\t \x01(\t\x12\x0f\n\x07p_value\x18\n \x01(\x01\x12\x13\n\x0bsignificant\x18\x0b \x01(\x08\"S\n\x10PersonalInsights\x12-\n\x06trends\x18\x01 \x03(\x0b\x32\x1d.healthbank.ai_alert.v1.Trend\x12\x10\n\x08opted_in\x18\x02 \x01(\x08\"\x8b\x01\n\rAggregateSpec\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.healthbank.ai_alert.v1.AggregateKind\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x10\n\x08group_by\x18\x03 \x03(\t\x12\x11\n\tquantiles\x18\x04 \x03(\x01\x12\x11\n\tbin_edges\x18\x05 \x03(\x03\"\x81\x01\n\x13RunAggregateRequest\x12\x12\n\ngrant_name\x18\x01 \x01(\t\x12\x33\n\x04spec\x18\x02 \x01(\x0b\x32%.healthbank.ai_alert.v1.AggregateSpec\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\x10\n\x08query_id\x18\x04 \x01(\t\"n\n\rAggregateCell\x12\x14\n\x0cgroup_values\x18\x01 \x03(\t\x12\x0b\n\x03\x62in\x18\x02 \x01(\t\x12\x12\n\nsuppressed\x18\x03 \x01(\x08\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x17\n\x0fquantile_values\x18\x05 \x03(\x01\"\xaf\x01\n\x0f\x41ggregateResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x34\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32%.healthbank.ai_alert.v1.AggregateCell\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\x19\n\x11\x65psilon_remaining\x18\x04 \x01(\x01\x12\x15\n\rmin_cell_size\x18\x05 \x01(\x05\x12\x11\n\tmechanism\x18\x06 \x01(\t\"\x81\x01\n\x11SynthesizeRequest\x12\x12\n\ngrant_name\x18\x01 \x01(\t\x12\x11\n\trow_count\x18\x02 \x01(\x05\x12\x37\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\'.healthbank.ai_alert.v1.SyntheticFormat\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"\x8b\x01\n\x12MarginalComparison\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x11\n\treal_mean\x18\x02 \x01(\x01\x12\x16\n\x0esynthetic_mean\x18\x03 \x01(\x01\x12\x0f\n\x07real_sd\x18\x04 \x01(\x01\x12\x14\n\x0csynthetic_sd\x18\x05 \x01(\x01\x12\x14\n\x0cks_statistic\x18\x06 \x01(\x01\"\xb5\x01\n\rUtilityReport\x12=\n\tmarginals\x18\x01 \x03(\x0b\x32*.healthbank.ai_alert.v1.MarginalComparison\x12\"\n\x1amax_correlation_difference\x18\x02 \x01(\x01\x12\x13\n\x0btstr_target\x18\x03 \x01(\t\x12\x15\n\rtstr_accuracy\x18\x04 \x01(\x01\x12\x15\n\rtrtr_accuracy\x18\x05 \x01(\x01\"\xd8\x01\n\rPrivacyReport\x12\x1c\n\x14min_distance_to_real\x18\x01 \x01(\x01\x12\x1f\n\x17median_distance_to_real\x18\x02 \x01(\x01\x12\x14\n\x0c\x65xact_copies\x18\x03 \x01(\x05\x12\x1a\n\x12\x64istance_threshold\x18\x04 \x01(\x01\x12 \n\x18membership_inference_auc\x18\x05 \x01(\x01\x12$\n\x1cmembership_inference_p_value\x18\x07 \x01(\x01\x12\x0e\n\x06passed\x18\x06 \x01(\x08\"\xca\x01\n\x0fSyntheticCohort\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\x12\x11\n\trow_count\x18\x04 \x01(\x05\x12\x36\n\x07utility\x18\x05 \x01(\x0b\x32%.healthbank.ai_alert.v1.UtilityReport\x12\x36\n\x07privacy\x18\x06 \x01(\x0b\x32%.healthbank.ai_alert.v1.PrivacyReport*q\n\nAlertLevel\x12\x1b\n\x17\x41LERT_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_LEVEL_NORMAL\x10\x01\x12\x15\n\x11\x41LERT_LEVEL_WATCH\x10\x02\x12\x17\n\x13\x41LERT_LEVEL_WARNING\x10\x03*\xb6\x01\n\rAggregateKind\x12\x1e\n\x1a\x41GGREGATE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GGREGATE_KIND_COUNT\x10\x01\x12\x16\n\x12\x41GGREGATE_KIND_SUM\x10\x02\x12\x17\n\x13\x41GGREGATE_KIND_MEAN\x10\x03\x12\x1c\n\x18\x41GGREGATE_KIND_QUANTILES\x10\x04\x12\x1c\n\x18\x41GGREGATE_KIND_HISTOGRAM\x10\x05*k\n\x0fSyntheticFormat\x12 \n\x1cSYNTHETIC_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14SYNTHETIC_FORMAT_CSV\x10\x01\x12\x1c\n\x18SYNTHETIC_FORMAT_PARQUET\x10\x02\x32\x86\x04\n\x0e\x41iAlertService\x12[\n\x0bGetForecast\x12*.healthbank.ai_alert.v1.GetForecastRequest\x1a .healthbank.ai_alert.v1.Forecast\x12Z\n\x0bWatchAlerts\x12*.healthbank.ai_alert.v1.WatchAlertsRequest\x1a\x1d.healthbank.ai_alert.v1.Alert0\x01\x12s\n\x13GetPersonalInsights\x12\x32.healthbank.ai_alert.v1.GetPersonalInsightsRequest\x1a(.healthbank.ai_alert.v1.PersonalInsights\x12\x64\n\x0cRunAggregate\x12+.healthbank.ai_alert.v1.RunAggregateRequest\x1a\'.healthbank.ai_alert.v1.AggregateResult\x12`\n\nSynthesize\x12).healthbank.ai_alert.v1.SynthesizeRequest\x1a\'.healthbank.ai_alert.v1.SyntheticCohortb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'healthbank.ai_alert.v1.ai_alert_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALERTLEVEL']._serialized_start=2575
-  _globals['_ALERTLEVEL']._serialized_end=2688
-  _globals['_AGGREGATEKIND']._serialized_start=2691
-  _globals['_AGGREGATEKIND']._serialized_end=2873
-  _globals['_SYNTHETICFORMAT']._serialized_start=2875
-  _globals['_SYNTHETICFORMAT']._serialized_end=2982
+  _globals['_ALERTLEVEL']._serialized_start=2939
+  _globals['_ALERTLEVEL']._serialized_end=3052
+  _globals['_AGGREGATEKIND']._serialized_start=3055
+  _globals['_AGGREGATEKIND']._serialized_end=3237
+  _globals['_SYNTHETICFORMAT']._serialized_start=3239
+  _globals['_SYNTHETICFORMAT']._serialized_end=3346
   _globals['_GETFORECASTREQUEST']._serialized_start=133
   _globals['_GETFORECASTREQUEST']._serialized_end=240
   _globals['_WATCHALERTSREQUEST']._serialized_start=242
   _globals['_WATCHALERTSREQUEST']._serialized_end=306
-  _globals['_ALERT']._serialized_start=308
-  _globals['_ALERT']._serialized_end=428
-  _globals['_DAILYCOUNT']._serialized_start=430
-  _globals['_DAILYCOUNT']._serialized_end=513
-  _globals['_FORECAST']._serialized_start=516
-  _globals['_FORECAST']._serialized_end=705
-  _globals['_GETPERSONALINSIGHTSREQUEST']._serialized_start=707
-  _globals['_GETPERSONALINSIGHTSREQUEST']._serialized_end=751
-  _globals['_TREND']._serialized_start=754
-  _globals['_TREND']._serialized_end=1042
-  _globals['_PERSONALINSIGHTS']._serialized_start=1044
-  _globals['_PERSONALINSIGHTS']._serialized_end=1127
-  _globals['_AGGREGATESPEC']._serialized_start=1130
-  _globals['_AGGREGATESPEC']._serialized_end=1269
-  _globals['_RUNAGGREGATEREQUEST']._serialized_start=1272
-  _globals['_RUNAGGREGATEREQUEST']._serialized_end=1401
-  _globals['_AGGREGATECELL']._serialized_start=1403
-  _globals['_AGGREGATECELL']._serialized_end=1513
-  _globals['_AGGREGATERESULT']._serialized_start=1516
-  _globals['_AGGREGATERESULT']._serialized_end=1691
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=1694
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=1823
-  _globals['_MARGINALCOMPARISON']._serialized_start=1826
-  _globals['_MARGINALCOMPARISON']._serialized_end=1965
-  _globals['_UTILITYREPORT']._serialized_start=1968
-  _globals['_UTILITYREPORT']._serialized_end=2149
-  _globals['_PRIVACYREPORT']._serialized_start=2152
-  _globals['_PRIVACYREPORT']._serialized_end=2368
-  _globals['_SYNTHETICCOHORT']._serialized_start=2371
-  _globals['_SYNTHETICCOHORT']._serialized_end=2573
-  _globals['_AIALERTSERVICE']._serialized_start=2985
-  _globals['_AIALERTSERVICE']._serialized_end=3503
+  _globals['_ALERT']._serialized_start=309
+  _globals['_ALERT']._serialized_end=484
+  _globals['_DAILYCOUNT']._serialized_start=486
+  _globals['_DAILYCOUNT']._serialized_end=584
+  _globals['_DETECTORALARM']._serialized_start=587
+  _globals['_DETECTORALARM']._serialized_end=822
+  _globals['_FORECAST']._serialized_start=825
+  _globals['_FORECAST']._serialized_end=1069
+  _globals['_GETPERSONALINSIGHTSREQUEST']._serialized_start=1071
+  _globals['_GETPERSONALINSIGHTSREQUEST']._serialized_end=1115
+  _globals['_TREND']._serialized_start=1118
+  _globals['_TREND']._serialized_end=1406
+  _globals['_PERSONALINSIGHTS']._serialized_start=1408
+  _globals['_PERSONALINSIGHTS']._serialized_end=1491
+  _globals['_AGGREGATESPEC']._serialized_start=1494
+  _globals['_AGGREGATESPEC']._serialized_end=1633
+  _globals['_RUNAGGREGATEREQUEST']._serialized_start=1636
+  _globals['_RUNAGGREGATEREQUEST']._serialized_end=1765
+  _globals['_AGGREGATECELL']._serialized_start=1767
+  _globals['_AGGREGATECELL']._serialized_end=1877
+  _globals['_AGGREGATERESULT']._serialized_start=1880
+  _globals['_AGGREGATERESULT']._serialized_end=2055
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=2058
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=2187
+  _globals['_MARGINALCOMPARISON']._serialized_start=2190
+  _globals['_MARGINALCOMPARISON']._serialized_end=2329
+  _globals['_UTILITYREPORT']._serialized_start=2332
+  _globals['_UTILITYREPORT']._serialized_end=2513
+  _globals['_PRIVACYREPORT']._serialized_start=2516
+  _globals['_PRIVACYREPORT']._serialized_end=2732
+  _globals['_SYNTHETICCOHORT']._serialized_start=2735
+  _globals['_SYNTHETICCOHORT']._serialized_end=2937
+  _globals['_AIALERTSERVICE']._serialized_start=3349
+  _globals['_AIALERTSERVICE']._serialized_end=3867
 # @@protoc_insertion_point(module_scope)

@@ -65,36 +65,64 @@ class WatchAlertsRequest(_message.Message):
     def __init__(self, horizon_days: _Optional[int] = ..., history_days: _Optional[int] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("day", "level", "explanation")
+    __slots__ = ("day", "level", "explanation", "alarms")
     DAY_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
     day: _timestamp_pb2.Timestamp
     level: AlertLevel
     explanation: str
-    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    alarms: _containers.RepeatedCompositeFieldContainer[DetectorAlarm]
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ..., alarms: _Optional[_Iterable[_Union[DetectorAlarm, _Mapping]]] = ...) -> None: ...
 
 class DailyCount(_message.Message):
-    __slots__ = ("day", "count", "upper")
+    __slots__ = ("day", "count", "upper", "lower")
     DAY_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     UPPER_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
     day: _timestamp_pb2.Timestamp
     count: float
     upper: float
-    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
+    lower: float
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[float] = ..., upper: _Optional[float] = ..., lower: _Optional[float] = ...) -> None: ...
+
+class DetectorAlarm(_message.Message):
+    __slots__ = ("district", "detector", "level", "day", "observed", "expected", "statistic", "threshold", "evidence")
+    DISTRICT_FIELD_NUMBER: _ClassVar[int]
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    district: str
+    detector: str
+    level: AlertLevel
+    day: _timestamp_pb2.Timestamp
+    observed: float
+    expected: float
+    statistic: float
+    threshold: float
+    evidence: str
+    def __init__(self, district: _Optional[str] = ..., detector: _Optional[str] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed: _Optional[float] = ..., expected: _Optional[float] = ..., statistic: _Optional[float] = ..., threshold: _Optional[float] = ..., evidence: _Optional[str] = ...) -> None: ...
 
 class Forecast(_message.Message):
-    __slots__ = ("history", "forecast", "level", "explanation")
+    __slots__ = ("history", "forecast", "level", "explanation", "alarms")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     FORECAST_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedCompositeFieldContainer[DailyCount]
     forecast: _containers.RepeatedCompositeFieldContainer[DailyCount]
     level: AlertLevel
     explanation: str
-    def __init__(self, history: _Optional[_Iterable[_Union[DailyCount, _Mapping]]] = ..., forecast: _Optional[_Iterable[_Union[DailyCount, _Mapping]]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    alarms: _containers.RepeatedCompositeFieldContainer[DetectorAlarm]
+    def __init__(self, history: _Optional[_Iterable[_Union[DailyCount, _Mapping]]] = ..., forecast: _Optional[_Iterable[_Union[DailyCount, _Mapping]]] = ..., level: _Optional[_Union[AlertLevel, str]] = ..., explanation: _Optional[str] = ..., alarms: _Optional[_Iterable[_Union[DetectorAlarm, _Mapping]]] = ...) -> None: ...
 
 class GetPersonalInsightsRequest(_message.Message):
     __slots__ = ("parent",)

@@ -74,3 +74,70 @@ def test_the_seasonal_expectation_is_last_seasons_median_not_its_outbreak() -> N
     expected = detectors.seasonal_expectation(counts)
     winter = 365 + 363
     assert expected[winter] == pytest.approx(season[winter], rel=0.25)
+
+
+def seasonal(days: int, base: float = 10.0) -> np.ndarray:
+    t = np.arange(days)
+    return base * (1.0 + 0.35 * np.cos(2 * np.pi * t / 365))
+
+
+def test_the_glm_expectation_follows_the_season_and_ignores_a_past_outbreak() -> None:
+    truth = seasonal(3 * 365)
+    later = slice(2 * 365, 3 * 365)
+    quiet = detectors.glm_expectation(truth)
+    # A log-linear harmonic is not exactly 1 + 0.35 cos: a few per cent at most.
+    assert np.max(np.abs(quiet[later] - truth[later]) / truth[later]) < 0.05
+    counts = truth.copy()
+    counts[400:430] += 25.0  # last year's outbreak: 750 extra cases, +150 % for a month
+    expected = detectors.glm_expectation(counts)
+    # Down-weighted, it lifts this year's expectation by a few per cent only.
+    assert np.max(np.abs(expected[later] - truth[later]) / truth[later]) < 0.1
+    # Before GLM_SHORT_DAYS + the guard band there is no expectation yet.
+    assert np.isnan(expected[: detectors.GLM_SHORT_DAYS + detectors.GLM_GUARD_DAYS]).all()
+
+
+def test_the_glm_expectation_of_a_day_reads_no_later_day() -> None:
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(seasonal(500)).astype(float)
+    whole = detectors.glm_expectation(counts)
+    for day in (100, 200, 480):
+        assert detectors.glm_expectation(counts[: day + 1])[day] == pytest.approx(whole[day])
+
+
+def test_the_glm_cusum_alarms_on_a_slow_rise_that_c2_misses() -> None:
+    counts = seasonal(2 * 365)
+    counts[600:620] += np.linspace(1.0, 4.0, 20)  # a rise of a few cases a day
+    glm = detectors.glm_cusum(counts)
+    assert glm.alarm[600:620].any()
+    assert not glm.alarm[100:590].any()
+    assert not detectors.ears(counts, "C2").alarm[600:620].any()
+
+
+def test_cusum_grid_equals_one_cusum_per_threshold() -> None:
+    scores = np.random.default_rng(5).normal(0.2, 1.0, 300)
+    thresholds = np.array([1.0, 2.5, 4.0])
+    grid = detectors.cusum_grid(scores, 0.25, thresholds)
+    for row, h in enumerate(thresholds):
+        assert (grid[row] == detectors.cusum(scores, 0.25, h)[1]).all()
+
+
+def test_the_glm_expectation_from_a_day_on_equals_the_whole_runs() -> None:
+    counts = np.random.default_rng(4).poisson(seasonal(800)).astype(float)
+    whole = detectors.glm_expectation(counts)
+    later = detectors.glm_expectation(counts, from_day=700)
+    assert np.isnan(later[:700]).all()
+    assert later[700:] == pytest.approx(whole[700:])
+
+
+def test_latest_verdicts_give_both_detectors_with_their_evidence() -> None:
+    counts = seasonal(2 * 365)
+    counts[-12:] += np.linspace(2.0, 12.0, 12)
+    glm, c2 = detectors.latest_verdicts(counts)
+    assert (glm.detector, c2.detector) == ("GLM-CUSUM", "EARS C2")
+    assert glm.alarm and glm.days_since_alarm == 0
+    assert glm.observed == counts[-1] and glm.expected > 0
+    assert glm.statistic > glm.threshold == detectors.SERVICE_GLM_H
+    assert "GLM-CUSUM alarms" in glm.evidence
+    quiet = detectors.latest_verdicts(np.zeros(30))
+    assert not any(verdict.alarm for verdict in quiet)
+    assert all("too little history" in verdict.evidence for verdict in quiet)
