@@ -545,10 +545,10 @@ def chart(run: Run, path: Path, seconds: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    width = int(seconds) + 1
+    width = int(max([seconds, *(at for at, _, _ in run.done)])) + 1
     figure, (rate_axis, latency_axis) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for kind in sorted({k for _, k, _ in run.done}):
-        per_second = [0] * (width + 60)
+        per_second = [0] * width
         for at, k, _ in run.done:
             if k == kind and int(at) < len(per_second):
                 per_second[int(at)] += 1
