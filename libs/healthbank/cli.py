@@ -280,9 +280,9 @@ def _audit_credentials(args: argparse.Namespace, settings: Settings) -> tuple[tu
     return (("authorization", f"Bearer {token}"),)
 
 
-def _audit_channel(address: str, settings: Settings) -> grpc.aio.Channel:
-    """A channel to audit: mutual TLS with this process's certificate when HEALTHBANK_TLS_*
-    are set (the scrub CronJob in production), plaintext otherwise."""
+def _service_channel(address: str, settings: Settings, service: str) -> grpc.aio.Channel:
+    """A channel to ``service``: mutual TLS with this process's certificate when
+    HEALTHBANK_TLS_* are set (the CronJobs in production), plaintext otherwise."""
     import grpc.aio
 
     from healthbank.rpc.tls import channel_credentials
@@ -290,8 +290,8 @@ def _audit_channel(address: str, settings: Settings) -> grpc.aio.Channel:
     credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(address)
-    # Whatever the address, the server must prove it is audit.
-    override = [("grpc.ssl_target_name_override", "audit")]
+    # Whatever the address, the server must prove it is that service.
+    override = [("grpc.ssl_target_name_override", service)]
     return grpc.aio.secure_channel(address, credentials, options=override)
 
 
@@ -312,7 +312,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     address = args.audit_addr or settings.audit_addr
 
     async def verify() -> Verdict:
-        async with _audit_channel(address, settings) as channel:
+        async with _service_channel(address, settings, "audit") as channel:
             return await verify_audit_log(
                 channel, args.public_key, _audit_credentials(args, settings)
             )
@@ -358,7 +358,7 @@ def cmd_witness(args: argparse.Namespace) -> int:
     async def watch() -> int:
         store = await WitnessStore(witness_dir / "witness.db").open()
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with _service_channel(address, settings, "audit") as channel:
                 witness = Witness(
                     store,
                     channel,
@@ -539,8 +539,8 @@ def cmd_weather(args: argparse.Namespace) -> int:
         request.as_of.CopyFrom(as_of)
 
     async def ask() -> ai_alert_pb2.Forecast:
-        async with grpc.aio.insecure_channel(
-            args.ai_alert_addr or settings.ai_alert_addr
+        async with _service_channel(
+            args.ai_alert_addr or settings.ai_alert_addr, settings, "ai-alert"
         ) as channel:
             stub = ai_alert_pb2_grpc.AiAlertServiceStub(channel)
             response: ai_alert_pb2.Forecast = await stub.GetForecast(

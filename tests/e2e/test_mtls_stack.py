@@ -18,7 +18,13 @@ from auth_support import auth_metadata
 from healthbank.contracts.principal import Principal, PrincipalKind
 from healthbank.core.config import DEFAULT_PORTS, Settings
 from healthbank.crypto.pki import IssuedFiles
-from healthbank.dev.devstack import LOCAL_CLIENT, address_env_name, client_credentials, free_port
+from healthbank.dev.devstack import (
+    LOCAL_CLIENT,
+    address_env_name,
+    client_credentials,
+    free_port,
+    tls_env,
+)
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc import error_details
 
@@ -88,3 +94,22 @@ async def test_a_plaintext_client_is_refused(up: tuple[dict[str, str], Path]) ->
             ):
                 pass
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_weather_command_speaks_mtls_with_the_tls_settings(
+    up: tuple[dict[str, str], Path],
+) -> None:
+    addresses, pki = up
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HEALTHBANK")}
+    env |= tls_env(_files(pki, LOCAL_CLIENT))
+    env[address_env_name("ai-alert")] = addresses["ai-alert"]
+    result = subprocess.run(
+        [sys.executable, "-m", "healthbank.cli", "weather"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
