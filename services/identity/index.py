@@ -341,19 +341,28 @@ class MasterPatientIndex:
         if stored is not None:
             await self._store.add_match_keys(profile.person_token, await self._block_hashes(stored))
 
-    async def lookup(self, actor: Principal, national_id: str) -> str:
-        """The person token holding a national ID, the read audited as ``actor``'s.
+    async def lookup(self, actor: Principal, national_id: str) -> tuple[str, list[str]]:
+        """The person token holding a national ID and the persons merged into it
+        (:meth:`merged_into`), the read audited as ``actor``'s.
 
-        Raises PersonNotFound if nobody holds it (nothing about a person is revealed then,
-        and nothing is audited), or the audit's error if the read cannot be recorded.
+        The merged persons are read while the read is audited, and returned only once it
+        is. Raises PersonNotFound if nobody holds the ID (nothing about a person is revealed
+        then, and nothing is audited), or the audit's error if the read cannot be recorded.
         """
         person_token = await self._store.national_id_holder(
             await self.national_id_hash(national_id)
         )
         if person_token is None:
             raise PersonNotFound()
-        await self._audit.record_read(actor, person_token, IdentityRead.NATIONAL_ID_LOOKUP)
-        return person_token
+        merged = asyncio.ensure_future(self.merged_into(person_token))
+        try:
+            await self._audit.record_read(actor, person_token, IdentityRead.NATIONAL_ID_LOOKUP)
+        except BaseException:
+            merged.cancel()
+            # No task outlives the request; the cancelled read's outcome is moot.
+            await asyncio.gather(merged, return_exceptions=True)
+            raise
+        return person_token, await merged
 
     async def merged_into(self, person_token: str) -> list[str]:
         """Every person merged into ``person_token``, directly or through another merged
