@@ -167,11 +167,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         assert national_id is not None
         try:
-            person_token, merged = await _with_keys(self._index.lookup(caller, national_id))
+            found = await _with_keys(self._index.lookup(caller, national_id))
         except PersonNotFound:
             raise _person_not_found("no person with that national ID is known") from None
         return identity_pb2.LookupByNationalIdResponse(
-            person_token=person_token, merged_person_tokens=merged
+            person_token=found.person_token, merged_person_tokens=found.merged_tokens
         )
 
     async def ListMergedPersons(
