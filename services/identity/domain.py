@@ -109,6 +109,14 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class FoundPerson:
+    """A person found by national ID, and every person merged into them (ADR 33)."""
+
+    person_token: str
+    merged_tokens: list[str]
+
+
+@dataclass(frozen=True)
 class HospitalLink:
     """A hospital's medical record number for a person, as stored: its keyed hash."""
 

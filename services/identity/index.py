@@ -44,6 +44,7 @@ from services.identity.domain import (
     MRN_PERSON_DOMAIN,
     NATIONAL_ID_DOMAIN,
     Demographics,
+    FoundPerson,
     HospitalLink,
     IdentityChange,
     IdentityRead,
@@ -247,15 +248,19 @@ class MasterPatientIndex:
         block_hashes = await self._block_hashes(probe)
         newborn = matching.is_newborn(probe.birth_date, now.date(), self._policy.newborn_days)
         best = None
-        # A retry of a registration that made its person before it was linked finds it again.
-        if not newborn and not await self._store.person_exists(own_token):
-            tokens = await self._store.persons_matching(
-                block_hashes, self._policy.candidates_per_key
+        if not newborn:
+            # Both reads at once: one round trip less per new registration.
+            exists, tokens = await asyncio.gather(
+                self._store.person_exists(own_token),
+                self._store.persons_matching(block_hashes, self._policy.candidates_per_key),
             )
-            profiles = await self._store.profiles([t for t in tokens if t != own_token])
-            best = await self._best_candidate(probe, profiles)
-            if best is not None and best.outcome is matching.MatchOutcome.LINK:
-                return await self._link_matched(hospital_id, mrn_hash, best.person_token, now)
+            # A retry of a registration that made its person before it was linked finds it
+            # again: its candidates are not looked at.
+            if not exists:
+                profiles = await self._store.profiles([t for t in tokens if t != own_token])
+                best = await self._best_candidate(probe, profiles)
+                if best is not None and best.outcome is matching.MatchOutcome.LINK:
+                    return await self._link_matched(hospital_id, mrn_hash, best.person_token, now)
         sealed = await self._sealer.seal(demographics.to_bytes(), demographics_aad(own_token))
         claim = None if newborn else _claim_value(probe)
         won_claim = False
@@ -275,8 +280,13 @@ class MasterPatientIndex:
                     return await self._link_matched(hospital_id, mrn_hash, holder.person_token, now)
                 if best is None or (rival and rival.pair.probability > best.pair.probability):
                     best = rival
-        created = await self._store.create_person_if_absent(own_token, sealed, now)
-        await self._store.add_match_keys(own_token, block_hashes)
+        # The keys may land a moment before the person row: a candidate found without its
+        # row is skipped (profiles), as one filed a moment later is not found at all.
+        created, _ = await asyncio.gather(
+            self._store.create_person_if_absent(own_token, sealed, now),
+            self._store.add_match_keys(own_token, block_hashes),
+        )
+        # The link only once the person exists: a crash never leaves a link to no person.
         winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, own_token, now)
         if winner != own_token:
             return Resolution(winner, MatchMethod.HOSPITAL_MRN)
@@ -341,19 +351,28 @@ class MasterPatientIndex:
         if stored is not None:
             await self._store.add_match_keys(profile.person_token, await self._block_hashes(stored))
 
-    async def lookup(self, actor: Principal, national_id: str) -> str:
-        """The person token holding a national ID, the read audited as ``actor``'s.
+    async def lookup(self, actor: Principal, national_id: str) -> FoundPerson:
+        """The person token holding a national ID and the persons merged into it
+        (:meth:`merged_into`), the read audited as ``actor``'s.
 
-        Raises PersonNotFound if nobody holds it (nothing about a person is revealed then,
-        and nothing is audited), or the audit's error if the read cannot be recorded.
+        The merged persons are read while the read is audited, and returned only once it
+        is. Raises PersonNotFound if nobody holds the ID (nothing about a person is revealed
+        then, and nothing is audited), or the audit's error if the read cannot be recorded.
         """
         person_token = await self._store.national_id_holder(
             await self.national_id_hash(national_id)
         )
         if person_token is None:
             raise PersonNotFound()
-        await self._audit.record_read(actor, person_token, IdentityRead.NATIONAL_ID_LOOKUP)
-        return person_token
+        merged = asyncio.ensure_future(self.merged_into(person_token))
+        try:
+            await self._audit.record_read(actor, person_token, IdentityRead.NATIONAL_ID_LOOKUP)
+        except BaseException:
+            merged.cancel()
+            # No task outlives the request; the cancelled read's outcome is moot.
+            await asyncio.gather(merged, return_exceptions=True)
+            raise
+        return FoundPerson(person_token, await merged)
 
     async def merged_into(self, person_token: str) -> list[str]:
         """Every person merged into ``person_token``, directly or through another merged

@@ -167,13 +167,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         assert national_id is not None
         try:
-            person_token = await _with_keys(self._index.lookup(caller, national_id))
+            found = await _with_keys(self._index.lookup(caller, national_id))
         except PersonNotFound:
             raise _person_not_found("no person with that national ID is known") from None
-        merged = await self._index.merged_into(person_token)
         return identity_pb2.LookupByNationalIdResponse(
-            person_token=person_token, merged_person_tokens=merged
+            person_token=found.person_token, merged_person_tokens=found.merged_tokens
         )
+
+    async def ListMergedPersons(
+        self, request: identity_pb2.ListMergedPersonsRequest, context: Any
+    ) -> identity_pb2.ListMergedPersonsResponse:
+        """The persons merged into one (none for an unknown or unmerged person)."""
+        require_principal()
+        violations = Violations()
+        person_token = None
+        if violations.require(request.parent, "parent"):
+            person_token = parse_person_name(request.parent)
+            violations.check(person_token is not None, "parent", PERSON_NAME_RULE)
+        violations.raise_if_any()
+        assert person_token is not None
+        merged = await self._index.merged_into(person_token)
+        return identity_pb2.ListMergedPersonsResponse(merged_person_tokens=merged)
 
     async def GetPerson(
         self, request: identity_pb2.GetPersonRequest, context: Any

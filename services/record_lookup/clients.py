@@ -1,5 +1,5 @@
-"""The record-lookup flow's ports over gRPC: identity.LookupByNationalId,
-archive.FetchRecords and archive.GetBlob.
+"""The record-lookup flow's ports over gRPC: identity.LookupByNationalId and
+identity.ListMergedPersons, archive.FetchRecords and archive.GetBlob.
 
 Every call carries this service's own credentials and the request id (the ClientFactory's
 interceptors, streaming calls included); failures follow the one downstream policy
@@ -11,6 +11,7 @@ from __future__ import annotations
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
+from healthbank.contracts.names import person_name
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ClientFactory
 from healthbank.rpc.downstream import downstream_error
@@ -34,6 +35,17 @@ class GrpcPersonDirectory:
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "identity") from None
         return FoundPerson(response.person_token, tuple(response.merged_person_tokens))
+
+    async def merged_into(self, person_token: str) -> list[str]:
+        """See PersonDirectory.merged_into."""
+        stub = identity_pb2_grpc.IdentityServiceStub(self._clients.channel("identity"))
+        try:
+            response = await stub.ListMergedPersons(
+                identity_pb2.ListMergedPersonsRequest(parent=person_name(person_token))
+            )
+        except grpc.aio.AioRpcError as error:
+            raise downstream_error(error, "identity") from None
+        return list(response.merged_person_tokens)
 
 
 class GrpcImageArchive:

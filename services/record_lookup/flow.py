@@ -2,9 +2,14 @@
 
 History::
 
-    gate.admit_reading (SELF | consent.Check → audit ‖ hot store ‖ archive (cold))
+    gate.admit_reading (SELF | consent.Check ‖ identity (the persons merged into this one)
+      → audit ‖ hot store ‖ archive (cold), of the person and each merged one)
       → merge → open each payload (a stub: its blob from the archive, ADR 22) → every item,
       oldest first
+
+A history follows merges (ADR 33): the records filed under a person merged into the one
+asked about are theirs too, read under the consent of the person asked about (they are the
+same human), and the read is in each merged person's access log as well.
 
 Emergency summary::
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -44,7 +49,7 @@ from healthbank.contracts.principal import Principal
 from healthbank.contracts.terminology import LOINC
 from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.records import EmergencyFact, RecordStore, StoredRecord, is_placed_payload_stub
-from healthbank.rpc.gate import Admission, ConsentGate
+from healthbank.rpc.gate import Admission, ConsentGate, ReadScope
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.record_lookup import domain, exam_equivalence
 
@@ -70,6 +75,10 @@ class PersonDirectory(Protocol):
 
     async def person_of(self, national_id: str) -> FoundPerson:
         """The person; NOT_FOUND (PERSON_NOT_FOUND) when nobody has that ID."""
+        ...
+
+    async def merged_into(self, person_token: str) -> Sequence[str]:
+        """The persons merged into ``person_token`` (none for an unknown person)."""
         ...
 
 
@@ -198,18 +207,25 @@ class RecordLookupFlow:
         start: datetime | None,
         end: datetime | None,
     ) -> list[HistoryEntry]:
-        """The person's records in ``categories`` (empty: all) effective in [start, end)."""
+        """The person's records in ``categories`` (empty: all) effective in [start, end),
+        with those of every person merged into them."""
 
         async def sealed_records(
-            permitted: frozenset[int],
+            scope: ReadScope,
         ) -> tuple[frozenset[int], list[StoredRecord], list[StoredRecord]]:
-            readable = domain.readable_categories(categories, permitted)
-            hot, cold = await asyncio.gather(
-                self._records.list_records(
-                    person_token, categories=sorted(readable), start=start, end=end
+            readable = domain.readable_categories(categories, scope.permitted_categories)
+            tokens = scope.person_tokens
+            listed = await asyncio.gather(
+                *(
+                    self._records.list_records(
+                        token, categories=sorted(readable), start=start, end=end
+                    )
+                    for token in tokens
                 ),
-                self._archive.cold_records(person_token, start, end),
+                *(self._archive.cold_records(token, start, end) for token in tokens),
             )
+            hot = [record for records in listed[: len(tokens)] for record in records]
+            cold = [record for records in listed[len(tokens) :] for record in records]
             return readable, hot, cold
 
         admission, (readable, hot, cold) = await self._gate.admit_reading(
@@ -218,8 +234,9 @@ class RecordLookupFlow:
             sealed_records,
             action=audit_pb2.ACTION_READ_HISTORY,
             categories=categories,
+            merged_persons=lambda: self._directory.merged_into(person_token),
         )
-        mine = [record for record in cold if _belongs_to(record, person_token)]
+        mine = [record for record in cold if _belongs_to(record, admission.persons)]
         return [
             HistoryEntry(record, is_cold, await self._payload(admission, record))
             for record, is_cold in domain.merge_history(hot, mine, readable)
@@ -228,7 +245,9 @@ class RecordLookupFlow:
     async def _payload(self, admission: Admission, record: StoredRecord) -> bytes:
         """A record's FHIR JSON: from the record, or from the blob its stub points to when
         the resource was too large for a record (ADR 22)."""
-        payload = await admission.open_payload(record.record_id, record.sealed_payload)
+        payload = await admission.open_payload(
+            record.record_id, record.sealed_payload, record.person_token
+        )
         if not record.blob_name or not is_placed_payload_stub(payload):
             return payload
         _, content = await self._open_blob(admission, record)
@@ -237,13 +256,13 @@ class RecordLookupFlow:
     async def _open_blob(self, admission: Admission, record: StoredRecord) -> tuple[str, bytes]:
         """(content type, content) of the blob a record names, opened for the admitted
         reader; ImageNotFound if the blob belongs to someone else."""
-        name = record_name(admission.person_token, record.record_id)
+        name = record_name(record.person_token, record.record_id)
         blob = await self._images.sealed_blob(record.blob_name)
-        if blob.person_token != admission.person_token:
+        if blob.person_token != record.person_token or blob.person_token not in admission.persons:
             # Never open (or hand out) another person's blob, whatever a record points to.
             _log.error("record %s points to a blob of another person", name)
             raise ImageNotFound(name)
-        return blob.content_type, await admission.open_blob(blob.sealed)
+        return blob.content_type, await admission.open_blob(blob.sealed, blob.person_token)
 
     async def recent_exams(
         self, principal: Principal, person_token: str, ordered: OrderedExam, since: datetime
@@ -257,9 +276,9 @@ class RecordLookupFlow:
         )
 
         async def sealed_records(
-            permitted: frozenset[int],
+            scope: ReadScope,
         ) -> tuple[list[StoredRecord], list[StoredRecord]]:
-            if not domain.readable_categories([category], permitted):
+            if not domain.readable_categories([category], scope.permitted_categories):
                 return [], []
             hot, cold = await asyncio.gather(
                 self._records.list_records(person_token, categories=[category], start=since),
@@ -276,7 +295,7 @@ class RecordLookupFlow:
         )
         found = []
         candidates = [(record, False) for record in hot] + [
-            (record, True) for record in cold if _belongs_to(record, person_token)
+            (record, True) for record in cold if _belongs_to(record, admission.persons)
         ]
         for record, is_cold in candidates:
             if record.category != category:
@@ -336,7 +355,7 @@ class RecordLookupFlow:
             if record.record_id == record_id:
                 return record
         for record in await self._archive.cold_records(person_token, None, None):
-            if record.record_id == record_id and _belongs_to(record, person_token):
+            if record.record_id == record_id and _belongs_to(record, (person_token,)):
                 return record
         return None
 
@@ -434,8 +453,9 @@ def _combined_version(tokens: Sequence[str], versions: Sequence[str]) -> str:
     return ",".join(f"{token}={version}" for token, version in zip(tokens, versions, strict=True))
 
 
-def _belongs_to(record: StoredRecord, person_token: str) -> bool:
-    if record.person_token == person_token:
+def _belongs_to(record: StoredRecord, owners: Container[str]) -> bool:
+    """Whether a cold record is of one of ``owners`` (the person read, or one merged in)."""
+    if record.person_token in owners:
         return True
     # Never hand out another person's record, whatever the archive says.
     _log.error("archive returned a record of another person; dropped")

@@ -279,7 +279,7 @@ async def test_a_national_id_arriving_later_is_attached_to_the_person(
     first = await index.resolve("h1", "MRN-1", None, None)
     attached = await index.resolve("h1", "MRN-1", NATIONAL_ID, None)
     assert attached == Resolution(first.person_token, MatchMethod.HOSPITAL_MRN)
-    assert await index.lookup(RECORD_LOOKUP, NATIONAL_ID) == first.person_token
+    assert (await index.lookup(RECORD_LOOKUP, NATIONAL_ID)).person_token == first.person_token
     # The ID now finds the same person from another hospital.
     elsewhere = await index.resolve("h2", "X-9", NATIONAL_ID, None)
     assert elsewhere == Resolution(first.person_token, MatchMethod.NATIONAL_ID)
@@ -307,7 +307,7 @@ async def test_a_national_id_held_by_another_person_is_a_pending_merge(
     with pytest.raises(MrnLinkedToOtherPerson):
         await index.resolve("h1", "A-1", NATIONAL_ID, None)
     # Not merged: each keeps what it had, and the pair waits for the MPI's review.
-    assert await index.lookup(RECORD_LOOKUP, NATIONAL_ID) == by_id.person_token
+    assert (await index.lookup(RECORD_LOOKUP, NATIONAL_ID)).person_token == by_id.person_token
     assert (await index.resolve("h1", "A-1", None, None)).person_token == by_mrn.person_token
     assert await index.pending_merges() == [
         PendingMerge(by_mrn.person_token, by_id.person_token, "h1", T0)
@@ -330,7 +330,7 @@ async def test_racing_attaches_of_one_national_id_give_it_one_holder(
         ),
         return_exceptions=True,
     )
-    holder = await indexes[0].lookup(RECORD_LOOKUP, NATIONAL_ID)
+    holder = (await indexes[0].lookup(RECORD_LOOKUP, NATIONAL_ID)).person_token
     assert holder in persons
     (loser,) = set(persons) - {holder}
     for result in results:
@@ -356,7 +356,7 @@ async def test_hospitals_registering_one_new_national_id_at_once_get_one_person(
     )
     (token,) = {result.person_token for result in results}
     assert [result.match_method for result in results].count(MatchMethod.CREATED) == 1
-    assert await indexes[0].lookup(RECORD_LOOKUP, NATIONAL_ID) == token
+    assert (await indexes[0].lookup(RECORD_LOOKUP, NATIONAL_ID)).person_token == token
     links = await indexes[1].links_of(RECORD_LOOKUP, token)
     assert sorted(link.hospital_id for link in links) == sorted(hospitals * 2)
     assert await backend.count_rows("persons") == 1

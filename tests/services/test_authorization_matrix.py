@@ -239,6 +239,7 @@ def _request(stack: Stack, method: str, hospital_id: str = HOSPITAL_A) -> Any:
             national_id=person.national_id
         ),
         "GetPerson": lambda: identity_pb2.GetPersonRequest(name=parent),
+        "ListMergedPersons": lambda: identity_pb2.ListMergedPersonsRequest(parent=parent),
         "ListMatchReviews": lambda: identity_pb2.ListMatchReviewsRequest(),
         # Harmless when admitted: no such review or merge; a person is not merged into itself.
         "DecideMatchReview": lambda: identity_pb2.DecideMatchReviewRequest(review_id="none"),

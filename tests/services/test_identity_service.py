@@ -966,6 +966,58 @@ async def test_merge_then_unmerge_returns_every_link_and_id_to_its_earlier_state
     )
 
 
+async def merged_persons(identity: Identity, person_token: str) -> list[str]:
+    response = await identity.stub.ListMergedPersons(
+        identity_pb2.ListMergedPersonsRequest(parent=f"persons/{person_token}"),
+        metadata=identity.auth(RECORD_LOOKUP),
+    )
+    return list(response.merged_person_tokens)
+
+
+@both_backends
+async def test_the_persons_merged_into_a_person_are_listed_until_unmerged(
+    identity: Identity,
+) -> None:
+    """ListMergedPersons, which a history asks (ADR 33): transitive, and undone exactly."""
+    survivor = (await identity.resolve(hospital_id="h1", mrn="S-1")).person_token
+    middle = (await identity.resolve(hospital_id="h2", mrn="M-1")).person_token
+    first = (await identity.resolve(hospital_id="h3", mrn="F-1")).person_token
+    assert await merged_persons(identity, survivor) == []
+    inner = await merge(identity, middle, first)
+    outer = await merge(identity, survivor, middle)
+    assert await merged_persons(identity, survivor) == sorted([middle, first])
+    assert await merged_persons(identity, middle) == [first]
+    assert await merged_persons(identity, "f" * 64) == []  # unknown: nobody merged in
+
+    await unmerge(identity, outer.merge_id)
+    assert await merged_persons(identity, survivor) == []
+    await unmerge(identity, inner.merge_id)
+    assert await merged_persons(identity, middle) == []
+    # Only the merges are in the trails: record-lookup audits the reads it makes with these.
+    for token in (survivor, middle, first):
+        actions = {event.action for event in await identity.access_events(token)}
+        assert actions == {audit_pb2.ACTION_IDENTITY_CHANGE}
+
+
+async def test_merged_persons_callers_and_bad_input(identity: Identity) -> None:
+    bad = await failure(
+        identity.stub.ListMergedPersons(
+            identity_pb2.ListMergedPersonsRequest(parent="people/x"),
+            metadata=identity.auth(RECORD_LOOKUP),
+        )
+    )
+    assert (bad.code, bad.field_violations) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        [("parent", PERSON_NAME_RULE)],
+    )
+    request = identity_pb2.ListMergedPersonsRequest(parent=f"persons/{'a' * 64}")
+    for principal in (CLINICIAN, PATIENT, EMERGENCY, INGEST, PRIVACY_OFFICER):
+        denied = await failure(
+            identity.stub.ListMergedPersons(request, metadata=identity.auth(principal))
+        )
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+
 @both_backends
 async def test_another_replica_follows_a_merge_once_it_looks(identity: Identity) -> None:
     """ADR 33: a replica that answered a patient from its cache stops doing so once it sees

@@ -25,7 +25,15 @@ import grpc
 import pytest
 from engine_support import TcpProxy
 from google.protobuf import timestamp_pb2
-from service_support import BearerAuth, RunningServices, failure, fields, service_settings, ts
+from service_support import (
+    BearerAuth,
+    RunningServices,
+    both_backends,
+    failure,
+    fields,
+    service_settings,
+    ts,
+)
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -48,10 +56,11 @@ from healthbank.records import (
     PLACED_PAYLOAD_CONTENT_TYPE,
     EmergencyFact,
     MessageReceipt,
-    SqliteRecordStore,
+    RecordStore,
     StoredRecord,
     blob_aad,
     fact_aad,
+    open_record_store,
     payload_aad,
     placed_payload_stub,
     record_name,
@@ -103,7 +112,7 @@ def patient(person_token: str) -> Principal:
 class Seeder:
     """Writes records into the shared hot store the way ingest does."""
 
-    store: SqliteRecordStore
+    store: RecordStore
     sealer: Sealer
 
     async def record(
@@ -297,7 +306,7 @@ async def open_stack(
     clients = running.clients(settings, SERVICE)
     await running.start(SERVICE, open_service(lookup_settings, clients=clients))
     channel = running.channel
-    store = await SqliteRecordStore(settings.data_dir / "records.db").open()
+    store = await open_record_store(settings)
     exits.push_async_callback(store.close)
     sealer = build_sealer(lookup_settings, build_key_provider(lookup_settings))
     return Stack(
@@ -316,6 +325,13 @@ async def open_stack(
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = service_settings(tmp_path)
+    async with AsyncExitStack() as exits:
+        yield await open_stack(exits, settings)
+
+
+@pytest.fixture
+async def stack_on(settings: Settings) -> AsyncIterator[Stack]:
+    """The stack on the test's backend (``both_backends``: SQLite, then the real Cassandra)."""
     async with AsyncExitStack() as exits:
         yield await open_stack(exits, settings)
 
@@ -744,6 +760,132 @@ async def test_an_emergency_summary_follows_a_merge_and_its_undoing(stack: Stack
     assert (await stack.emergency()).light == record_lookup_pb2.LIGHT_GREEN
 
 
+async def merged_pair(stack: Stack) -> tuple[str, str]:
+    """A person known by national ID and a duplicate registration (no ID) merged into them."""
+    person = await stack.resolve()
+    unknown = await stack.identity.Resolve(
+        identity_pb2.ResolveRequest(hospital_id="hospital-a", mrn="UNKNOWN-7"),
+        metadata=stack.auth(INGEST),
+    )
+    await merge_persons(stack, person, unknown.person_token)
+    return person, str(unknown.person_token)
+
+
+async def merge_persons(stack: Stack, survivor: str, absorbed: str) -> str:
+    """The merge's id."""
+    merged = await stack.identity.MergePersons(
+        identity_pb2.MergePersonsRequest(
+            survivor=f"persons/{survivor}", absorbed=f"persons/{absorbed}"
+        ),
+        metadata=stack.auth(PRIVACY_OFFICER),
+    )
+    return str(merged.merge_id)
+
+
+@both_backends
+async def test_a_history_follows_a_merge_and_its_undoing_hot_and_cold(stack_on: Stack) -> None:
+    """ADR 33: the survivor's history holds the records filed under the person merged into
+    it, from both tiers, read under the survivor's grant; after the unmerge it does not."""
+    stack = stack_on
+    person = await stack.resolve()
+    unknown = await stack.identity.Resolve(
+        identity_pb2.ResolveRequest(hospital_id="hospital-a", mrn="UNKNOWN-7"),
+        metadata=stack.auth(INGEST),
+    )
+    duplicate = str(unknown.person_token)
+    old_condition = await stack.seed.record(
+        duplicate, CONDITION, (ICD10, "E11.9"), datetime(2019, 6, 1, tzinfo=UTC)
+    )
+    own = await stack.seed.record(
+        person, OBSERVATION, (LOINC, "1558-6"), datetime(2023, 9, 9, tzinfo=UTC)
+    )
+    allergy = await stack.seed.record(
+        duplicate, ALLERGY, (SNOMED, "764146007"), datetime(2026, 11, 30, tzinfo=UTC)
+    )
+    moved = await stack.archive.TierRecords(
+        archive_pb2.TierRecordsRequest(cutoff=ts(datetime(2020, 1, 1, tzinfo=UTC))),
+        metadata=stack.auth(TIERING),
+    )
+    assert moved.records_moved == 1  # the duplicate's 2019 condition is now cold
+    await stack.grant(person)  # the survivor's grant only: the duplicate never gave one
+
+    def listed(items: list[record_lookup_pb2.HistoryItem]) -> list[tuple[str, int]]:
+        return [(item.record.name, item.record.tier) for item in items]
+
+    alone = [(own.name, common_pb2.TIER_HOT)]
+    assert listed(await stack.history(CLINICIAN, parent=f"persons/{person}")) == alone
+
+    merge_id = await merge_persons(stack, person, duplicate)
+    followed = await stack.history(CLINICIAN, parent=f"persons/{person}")
+    assert listed(followed) == [
+        (old_condition.name, common_pb2.TIER_COLD),
+        (own.name, common_pb2.TIER_HOT),
+        (allergy.name, common_pb2.TIER_HOT),
+    ]
+    # Each record keeps its own person's name and opens as theirs.
+    assert [item.record.person_token for item in followed] == [duplicate, person, duplicate]
+    assert [json.loads(item.record.fhir_json)["id"] for item in followed] == [
+        old_condition.record_id,
+        own.record_id,
+        allergy.record_id,
+    ]
+    # The grant's categories still bound what is read, across both persons.
+    only = await stack.history(CLINICIAN, parent=f"persons/{person}", categories=[ALLERGY])
+    assert listed(only) == [(allergy.name, common_pb2.TIER_HOT)]
+    assert len(await stack.history(patient(person), parent=f"persons/{person}")) == 3
+
+    await stack.identity.UnmergePersons(
+        identity_pb2.UnmergePersonsRequest(merge_id=merge_id),
+        metadata=stack.auth(PRIVACY_OFFICER),
+    )
+    assert listed(await stack.history(CLINICIAN, parent=f"persons/{person}")) == alone
+    assert len(await stack.history(patient(duplicate), parent=f"persons/{duplicate}")) == 2
+
+
+async def test_the_merged_persons_access_log_shows_the_reads_made_through_the_survivor(
+    stack: Stack,
+) -> None:
+    """What a patient sees of who read their data includes the reads of their records made
+    through the person they were merged into: histories and emergency summaries."""
+    person, duplicate = await merged_pair(stack)
+    await stack.grant(person)
+    await stack.history(CLINICIAN, parent=f"persons/{person}")
+    summary = await stack.emergency()
+    assert summary.person_token == person
+
+    emergency_read, history_read = await stack.access_events(duplicate)  # newest first
+    assert (history_read.action, history_read.basis) == (audit_pb2.ACTION_READ_HISTORY, "GRANT")
+    assert history_read.actor.subject == CLINICIAN.subject
+    assert (emergency_read.action, emergency_read.basis) == (
+        audit_pb2.ACTION_READ_EMERGENCY,
+        "BREAK_GLASS",
+    )
+    assert emergency_read.actor.subject == EMERGENCY.subject
+    assert emergency_read.flagged_for_review
+    for event in (emergency_read, history_read):
+        # Each names only its own person: an event never names another's resources.
+        assert list(event.resource_names) == [f"persons/{duplicate}"]
+    # The survivor's own trail holds the same two reads.
+    assert [event.action for event in await stack.access_events(person)] == [
+        audit_pb2.ACTION_READ_EMERGENCY,
+        audit_pb2.ACTION_READ_HISTORY,
+    ]
+
+
+async def test_a_merged_persons_history_is_read_under_their_own_consent(stack: Stack) -> None:
+    """Asked about by their own token, a merged person's history is theirs alone, decided
+    by their own grants (the survivor's do not reach back)."""
+    person, duplicate = await merged_pair(stack)
+    record = await stack.seed.record(
+        duplicate, OBSERVATION, (LOINC, "1558-6"), datetime(2023, 1, 1, tzinfo=UTC)
+    )
+    await stack.grant(person)
+    refused = await history_failure(stack, CLINICIAN, parent=f"persons/{duplicate}")
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_GRANT")
+    mine = await stack.history(patient(duplicate), parent=f"persons/{duplicate}")
+    assert [item.record.name for item in mine] == [record.name]
+
+
 async def test_break_glass_lets_the_emergency_doctor_read_history(stack: Stack) -> None:
     person = await stack.resolve()
     record = await stack.seed.record(
@@ -1095,15 +1237,19 @@ EMERGENCY_CALLS = Counter(
         _APPEND: 3,
     }
 )
-# The history, consent's decision, the read's audit append and the cold tier's fetch.
+# The history, consent's decision, identity's list of the persons merged into the person
+# (beside the decision, ADR 33), the read's audit append and the cold tier's fetch. Each
+# merged person adds one cold fetch; their access events go in the same append.
 HISTORY_CALLS = Counter(
     {
         f"{_LOOKUP}GetHistoryPages": 1,
         "healthbank.consent.v1.ConsentService/Check": 1,
+        "healthbank.identity.v1.IdentityService/ListMergedPersons": 1,
         _APPEND: 1,
         "healthbank.archive.v1.ArchiveService/FetchRecords": 1,
     }
 )
+_FETCH_COLD = "healthbank.archive.v1.ArchiveService/FetchRecords"
 
 
 def calls_of(caplog: pytest.LogCaptureFixture, request_id: str) -> Counter[str]:
@@ -1162,6 +1308,29 @@ async def test_a_history_stays_within_its_grpc_call_budget(
     calls = calls_of(caplog, request_id)
     assert within(calls, HISTORY_CALLS), calls
     assert calls[f"{_LOOKUP}GetHistoryPages"] == 1 and calls[_APPEND] == 1, calls
+
+
+async def test_a_history_through_a_merge_adds_one_cold_fetch_per_merged_person(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    person, duplicate = await merged_pair(stack)
+    await stack.grant(person)
+    await stack.seed.record(
+        duplicate, OBSERVATION, (LOINC, "1558-6"), datetime(2023, 1, 1, tzinfo=UTC)
+    )
+    caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
+    request_id = "b1" * 16
+    call = stack.lookup.GetHistoryPages(
+        record_lookup_pb2.GetHistoryRequest(parent=f"persons/{person}"),
+        metadata=(*stack.auth(CLINICIAN), ("x-request-id", request_id)),
+    )
+    (page,) = await _drain(call)
+    assert len(page.items) == 1
+    calls = calls_of(caplog, request_id)
+    budget = HISTORY_CALLS + Counter({_FETCH_COLD: 1})
+    assert within(calls, budget), calls
+    # Both persons' access events left in one append.
+    assert calls[_APPEND] == 1 and calls[_FETCH_COLD] == 2, calls
 
 
 # -- FindRecentExams (ADR 34) ----------------------------------------------------------------

@@ -22,6 +22,7 @@ from datetime import datetime
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.contracts.names import person_name
 from healthbank.contracts.principal import Principal, principal_to_proto
 from healthbank.core.group_commit import GroupCommit
 from healthbank.core.ids import new_ulid
@@ -54,8 +55,15 @@ class AuditAppender:
 
     async def append(self, event: audit_pb2.AccessEvent) -> audit_pb2.AppendEventResponse:
         """Append ``event``; its leaf index and the tree size once it is logged."""
-        (appended,) = await self._group.append([event])
+        (appended,) = await self.append_all([event])
         return appended
+
+    async def append_all(
+        self, events: Sequence[audit_pb2.AccessEvent]
+    ) -> list[audit_pb2.AppendEventResponse]:
+        """Append ``events`` in one batch (one call unless others queued beside them); one
+        response each, in order, once all are logged; raises if any one failed."""
+        return await self._group.append(events)
 
     async def _send(
         self, events: list[audit_pb2.AccessEvent]
@@ -100,23 +108,37 @@ class AccessLog:
         *,
         basis: str = "",
         flagged_for_review: bool = False,
+        merged_tokens: Sequence[str] = (),
     ) -> int:
         """Append one event and return its leaf index; raises the downstream error of a
-        failed append (UNAVAILABLE ``AUDIT_UNAVAILABLE`` when the log is unreachable)."""
+        failed append (UNAVAILABLE ``AUDIT_UNAVAILABLE`` when the log is unreachable).
+
+        ``merged_tokens``: persons merged into ``person_token`` (ADR 33) whose data the
+        access reads too. Each gets the same event in its own trail, naming only itself (an
+        event names resources of its own person), so a person's access log shows the reads
+        made through the person they were merged into. All are appended in one batch and
+        the call returns once every one is logged.
+        """
         now = self._now()
-        event = audit_pb2.AccessEvent(
-            event_id=new_ulid(now),
-            actor=principal_to_proto(actor),
-            action=action,
-            person_token=person_token,
-            resource_names=resource_names,
-            basis=basis,
-            flagged_for_review=flagged_for_review,
-            recorded_by=self._service,
-        )
-        event.occur_time.FromDatetime(now)
+        events = []
+        for token, names in (
+            (person_token, resource_names),
+            *((merged, [person_name(merged)]) for merged in merged_tokens),
+        ):
+            event = audit_pb2.AccessEvent(
+                event_id=new_ulid(now),
+                actor=principal_to_proto(actor),
+                action=action,
+                person_token=token,
+                resource_names=names,
+                basis=basis,
+                flagged_for_review=flagged_for_review,
+                recorded_by=self._service,
+            )
+            event.occur_time.FromDatetime(now)
+            events.append(event)
         try:
-            response = await self._appender.append(event)
+            responses = await self._appender.append_all(events)
         except grpc.aio.AioRpcError as error:
             raise downstream_error(error, "audit") from None
-        return int(response.leaf_index)
+        return int(responses[0].leaf_index)

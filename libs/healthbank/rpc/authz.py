@@ -219,6 +219,11 @@ AUTHORIZATION_TABLE: Mapping[str, MethodRule] = {
         "national IDs are looked up only inside record-lookup's audited break-glass flow",
         services=_services(RECORD_LOOKUP),
     ),
+    _IDENTITY_V1 + "ListMergedPersons": MethodRule(
+        "a history reads the records of the persons merged into its person (ADR 33); only"
+        " record-lookup reads histories, and it audits each read naming every such person",
+        services=_services(RECORD_LOOKUP),
+    ),
     _IDENTITY_V1 + "GetPerson": MethodRule(
         "every hospital's MRNs of a person: privacy officers handle data-subject requests; "
         "no service needs them today and clinicians never get them without consent",

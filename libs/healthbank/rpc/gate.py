@@ -20,9 +20,11 @@ has permitted and runs while the access event is appended, so a read costs the l
 two, not their sum; nothing it fetched is returned unless the event was logged (ADR 0023).
 An :class:`Admission` exists only after the access event was appended, and it opens only
 the admitted person's payloads, facts and imaging blobs (the associated data names the
-person), so a service cannot decrypt what it did not record. A payload failing
-authentication, or a fact that does not decode, is DATA_LOSS, never skipped; a key
-provider outage is left to the error interceptor (UNAVAILABLE,
+person), so a service cannot decrypt what it did not record. The persons merged into the
+person read (ADR 33) are read under that person's consent, since they are the same human,
+and each gets the access event in their own trail; the admission opens their rows too.
+A payload failing authentication, or a fact that does not decode, is DATA_LOSS, never
+skipped; a key provider outage is left to the error interceptor (UNAVAILABLE,
 ``KEY_PROVIDER_UNAVAILABLE``). Failed consent and audit calls follow the one downstream
 policy (:func:`healthbank.rpc.downstream.downstream_error`).
 
@@ -56,7 +58,15 @@ from healthbank.rpc.clients import ClientFactory, caller_metadata
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import REASON_PATTERN, ServiceError
 
-__all__ = ["BASIS_BREAK_GLASS", "BASIS_SELF", "Admission", "ConsentGate", "RowsRead"]
+__all__ = [
+    "BASIS_BREAK_GLASS",
+    "BASIS_SELF",
+    "Admission",
+    "ConsentGate",
+    "MergedPersons",
+    "ReadScope",
+    "RowsRead",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -70,11 +80,24 @@ _NOT_DATA_SUBJECT = "NOT_DATA_SUBJECT"
 
 _Rows = TypeVar("_Rows")
 
-RowsRead = Callable[[frozenset[int]], Awaitable[_Rows]]
-"""A caller's read of sealed rows, given the permitted categories (empty: all asked for)."""
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What a permitted read may fetch: the permitted categories (empty: all asked for) of
+    ``person_tokens``, the person asked about first, then those merged into them."""
+
+    permitted_categories: frozenset[int]
+    person_tokens: tuple[str, ...]
 
 
-async def _nothing(permitted: frozenset[int]) -> None:
+RowsRead = Callable[[ReadScope], Awaitable[_Rows]]
+"""A caller's read of sealed rows, given its scope."""
+
+MergedPersons = Callable[[], Awaitable[Sequence[str]]]
+"""The persons merged into the person read (ADR 33), e.g. identity.ListMergedPersons."""
+
+
+async def _nothing(scope: ReadScope) -> None:
     return None
 
 
@@ -97,13 +120,21 @@ class Admission:
     _sealer: Sealer = field(repr=False)
     merged_tokens: frozenset[str] = frozenset()
 
-    async def open_payload(self, record_id: str, sealed: bytes) -> bytes:
-        """The FHIR JSON of one of the person's records."""
-        return await self._open(sealed, payload_aad(self.person_token, record_id))
+    async def open_payload(self, record_id: str, sealed: bytes, owner: str = "") -> bytes:
+        """The FHIR JSON of one of the person's records (``owner``: the record's person when
+        it is one merged into this one)."""
+        return await self._open(sealed, payload_aad(self._owner(owner), record_id))
 
-    async def open_blob(self, sealed: bytes) -> bytes:
-        """The content of one of the person's imaging blobs (sealed by ingest)."""
-        return await self._open(sealed, blob_aad(self.person_token))
+    async def open_blob(self, sealed: bytes, owner: str = "") -> bytes:
+        """The content of one of the person's imaging blobs (sealed by ingest; ``owner`` as
+        for :meth:`open_payload`)."""
+        return await self._open(sealed, blob_aad(self._owner(owner)))
+
+    @property
+    def persons(self) -> frozenset[str]:
+        """Whose rows this admission opens: the person's own, and those of every person
+        merged into them."""
+        return self.merged_tokens | {self.person_token}
 
     async def open_fact(
         self, record_id: str, sealed: bytes, category: int, owner: str = ""
@@ -126,9 +157,9 @@ class Admission:
             ) from None
 
     def _owner(self, owner: str) -> str:
-        if not owner or owner == self.person_token:
+        if not owner:
             return self.person_token
-        if owner not in self.merged_tokens:
+        if owner not in self.persons:
             # Never open another person's row, whatever a store returned.
             raise ServiceError(
                 grpc.StatusCode.DATA_LOSS,
@@ -204,9 +235,16 @@ class ConsentGate:
         action: audit_pb2.Action,
         categories: Iterable[int] = (),
         resource_names: Sequence[str] = (),
+        merged_persons: MergedPersons | None = None,
     ) -> tuple[Admission, _Rows]:
         """:meth:`admit`, running ``read`` (the caller's fetch of sealed rows, given the
-        permitted categories) while the read is audited; both done, the admission and rows.
+        permitted categories and the persons whose rows they are) while the read is
+        audited; both done, the admission and rows.
+
+        ``merged_persons`` (run beside the consent decision) names the persons merged into
+        this one (ADR 33): they are read under this person's consent (they are the same
+        human), each gets the access event in their own trail, and the admission opens
+        their rows too.
 
         A read under a break-glass session is flagged for review like the emergency summary,
         whichever way the session was opened.
@@ -216,6 +254,38 @@ class ConsentGate:
         the read cannot be recorded; ``read`` is then cancelled), or what ``read`` raised.
         """
         requested = sorted(set(categories))
+        merged_lookup = asyncio.ensure_future(merged_persons()) if merged_persons else None
+        try:
+            basis, authority, permitted = await self._decide(principal, person_token, requested)
+            merged = tuple(await merged_lookup) if merged_lookup else ()
+        except BaseException:
+            if merged_lookup:
+                merged_lookup.cancel()
+                await asyncio.gather(merged_lookup, return_exceptions=True)
+            raise
+        names = [person_name(person_token), *resource_names, *([authority] if authority else [])]
+        leaf, rows = await _audited_while_read(
+            self._log.record(
+                principal,
+                action,
+                person_token,
+                names,
+                basis=basis,
+                flagged_for_review=basis == BASIS_BREAK_GLASS,
+                merged_tokens=merged,
+            ),
+            read(ReadScope(permitted, (person_token, *merged))),
+        )
+        admission = Admission(
+            person_token, basis, permitted, authority, leaf, self._sealer, frozenset(merged)
+        )
+        return admission, rows
+
+    async def _decide(
+        self, principal: Principal, person_token: str, requested: Sequence[int]
+    ) -> tuple[str, str, frozenset[int]]:
+        """(basis, authority name, permitted categories) of a permitted read; refuses (and
+        audits the refusal) otherwise."""
         # A patient is the data subject or nobody: consent would answer SELF too, but only
         # the gate can say NOT_DATA_SUBJECT, and a patient's own read needs no consent call.
         if principal.kind == PrincipalKind.PATIENT:
@@ -226,28 +296,14 @@ class ConsentGate:
                     _NOT_DATA_SUBJECT,
                     "patients may read only their own data",
                 )
-            basis, authority, permitted = BASIS_SELF, "", frozenset[int]()
-        else:
-            decision = await self._check(principal, person_token, requested)
-            if decision.decision != consent_pb2.DECISION_PERMIT:
-                await self._refuse(
-                    principal, person_token, decision.basis, "consent does not permit this read"
-                )
-            basis, authority = decision.basis, decision.authority_name
-            permitted = frozenset(int(category) for category in decision.permitted_categories)
-        names = [person_name(person_token), *resource_names, *([authority] if authority else [])]
-        leaf, rows = await _audited_while_read(
-            self._log.record(
-                principal,
-                action,
-                person_token,
-                names,
-                basis=basis,
-                flagged_for_review=basis == BASIS_BREAK_GLASS,
-            ),
-            read(permitted),
-        )
-        return Admission(person_token, basis, permitted, authority, leaf, self._sealer), rows
+            return BASIS_SELF, "", frozenset[int]()
+        decision = await self._check(principal, person_token, requested)
+        if decision.decision != consent_pb2.DECISION_PERMIT:
+            await self._refuse(
+                principal, person_token, decision.basis, "consent does not permit this read"
+            )
+        permitted = frozenset(int(category) for category in decision.permitted_categories)
+        return decision.basis, decision.authority_name, permitted
 
     async def admit_emergency(
         self,
@@ -283,8 +339,9 @@ class ConsentGate:
                 [session.name, person_name(person_token)],
                 basis=BASIS_BREAK_GLASS,
                 flagged_for_review=True,
+                merged_tokens=sorted(merged_tokens),
             ),
-            read(frozenset()),
+            read(ReadScope(frozenset(), (person_token, *sorted(merged_tokens)))),
         )
         admission = Admission(
             person_token,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%healthbank/identity/v1/identity.proto\x12\x16healthbank.identity.v1\"x\n\x0c\x44\x65mographics\x12\x13\n\x0b\x66\x61mily_name\x18\x01 \x01(\t\x12\x12\n\ngiven_name\x18\x02 \x01(\t\x12\x12\n\nbirth_date\x18\x03 \x01(\t\x12\x0b\n\x03sex\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\x97\x01\n\x0eResolveRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x0b\n\x03mrn\x18\x02 \x01(\t\x12\x13\n\x0bnational_id\x18\x03 \x01(\t\x12:\n\x0c\x64\x65mographics\x18\x04 \x01(\x0b\x32$.healthbank.identity.v1.Demographics\x12\x12\n\nprior_mrns\x18\x05 \x03(\t\"\xc5\x01\n\x0fResolveResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x39\n\x0cmatch_method\x18\x02 \x01(\x0e\x32#.healthbank.identity.v1.MatchMethod\x12\x16\n\x0ereview_pending\x18\x03 \x01(\x08\x12I\n\x15prior_record_outcomes\x18\x04 \x03(\x0e\x32*.healthbank.identity.v1.PriorRecordOutcome\"O\n\x13ResolveBatchRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.healthbank.identity.v1.ResolveRequest\"N\n\x14ResolveBatchResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.healthbank.identity.v1.ResolveResult\"\x93\x01\n\rResolveResult\x12=\n\nresolution\x18\x01 \x01(\x0b\x32\'.healthbank.identity.v1.ResolveResponseH\x00\x12\x39\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32&.healthbank.identity.v1.ResolveFailureH\x00\x42\x08\n\x06result\"\x88\x01\n\x0eResolveFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12G\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32-.healthbank.identity.v1.ResolveFieldViolation\";\n\x15ResolveFieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"0\n\x19LookupByNationalIdRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\"P\n\x1aLookupByNationalIdResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x1c\n\x14merged_person_tokens\x18\x02 \x03(\t\" \n\x10GetPersonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0cHospitalLink\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x0b\n\x03mrn\x18\x02 \x01(\t\"a\n\x06Person\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x33\n\x05links\x18\x03 \x03(\x0b\x32$.healthbank.identity.v1.HospitalLink\"2\n\x17ListMatchReviewsRequest\x12\x17\n\x0finclude_decided\x18\x01 \x01(\x08\"\x86\x02\n\x0bMatchReview\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_token\x18\x03 \x01(\t\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\x12J\n\x0c\x66ield_levels\x18\x05 \x03(\x0b\x32\x34.healthbank.identity.v1.MatchReview.FieldLevelsEntry\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x10\n\x08merge_id\x18\x07 \x01(\t\x1a\x32\n\x10\x46ieldLevelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x18ListMatchReviewsResponse\x12\x34\n\x07reviews\x18\x01 \x03(\x0b\x32#.healthbank.identity.v1.MatchReview\"=\n\x18\x44\x65\x63ideMatchReviewRequest\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\"9\n\x13MergePersonsRequest\x12\x10\n\x08survivor\x18\x01 \x01(\t\x12\x10\n\x08\x61\x62sorbed\x18\x02 \x01(\t\"\x89\x01\n\x05Merge\x12\x10\n\x08merge_id\x18\x01 \x01(\t\x12\x16\n\x0esurvivor_token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x62sorbed_token\x18\x03 \x01(\t\x12\x13\n\x0bmoved_links\x18\x04 \x01(\x05\x12\x19\n\x11moved_national_id\x18\x05 \x01(\x08\x12\x0e\n\x06undone\x18\x06 \x01(\x08\")\n\x15UnmergePersonsRequest\x12\x10\n\x08merge_id\x18\x01 \x01(\t*\xa1\x01\n\x0bMatchMethod\x12\x1c\n\x18MATCH_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18MATCH_METHOD_NATIONAL_ID\x10\x01\x12\x1d\n\x19MATCH_METHOD_HOSPITAL_MRN\x10\x02\x12\x18\n\x14MATCH_METHOD_CREATED\x10\x03\x12\x1d\n\x19MATCH_METHOD_DEMOGRAPHICS\x10\x04*\xcb\x01\n\x12PriorRecordOutcome\x12$\n PRIOR_RECORD_OUTCOME_UNSPECIFIED\x10\x00\x12,\n(PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON\x10\x01\x12\x1f\n\x1bPRIOR_RECORD_OUTCOME_LINKED\x10\x02\x12\x1f\n\x1bPRIOR_RECORD_OUTCOME_MERGED\x10\x03\x12\x1f\n\x1bPRIOR_RECORD_OUTCOME_REVIEW\x10\x04\x32\xcb\x06\n\x0fIdentityService\x12Z\n\x07Resolve\x12&.healthbank.identity.v1.ResolveRequest\x1a\'.healthbank.identity.v1.ResolveResponse\x12i\n\x0cResolveBatch\x12+.healthbank.identity.v1.ResolveBatchRequest\x1a,.healthbank.identity.v1.ResolveBatchResponse\x12{\n\x12LookupByNationalId\x12\x31.healthbank.identity.v1.LookupByNationalIdRequest\x1a\x32.healthbank.identity.v1.LookupByNationalIdResponse\x12U\n\tGetPerson\x12(.healthbank.identity.v1.GetPersonRequest\x1a\x1e.healthbank.identity.v1.Person\x12u\n\x10ListMatchReviews\x12/.healthbank.identity.v1.ListMatchReviewsRequest\x1a\x30.healthbank.identity.v1.ListMatchReviewsResponse\x12j\n\x11\x44\x65\x63ideMatchReview\x12\x30.healthbank.identity.v1.DecideMatchReviewRequest\x1a#.healthbank.identity.v1.MatchReview\x12Z\n\x0cMergePersons\x12+.healthbank.identity.v1.MergePersonsRequest\x1a\x1d.healthbank.identity.v1.Merge\x12^\n\x0eUnmergePersons\x12-.healthbank.identity.v1.UnmergePersonsRequest\x1a\x1d.healthbank.identity.v1.Mergeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%healthbank/identity/v1/identity.proto\x12\x16healthbank.identity.v1\"x\n\x0c\x44\x65mographics\x12\x13\n\x0b\x66\x61mily_name\x18\x01 \x01(\t\x12\x12\n\ngiven_name\x18\x02 \x01(\t\x12\x12\n\nbirth_date\x18\x03 \x01(\t\x12\x0b\n\x03sex\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\x97\x01\n\x0eResolveRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x0b\n\x03mrn\x18\x02 \x01(\t\x12\x13\n\x0bnational_id\x18\x03 \x01(\t\x12:\n\x0c\x64\x65mographics\x18\x04 \x01(\x0b\x32$.healthbank.identity.v1.Demographics\x12\x12\n\nprior_mrns\x18\x05 \x03(\t\"\xc5\x01\n\x0fResolveResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x39\n\x0cmatch_method\x18\x02 \x01(\x0e\x32#.healthbank.identity.v1.MatchMethod\x12\x16\n\x0ereview_pending\x18\x03 \x01(\x08\x12I\n\x15prior_record_outcomes\x18\x04 \x03(\x0e\x32*.healthbank.identity.v1.PriorRecordOutcome\"O\n\x13ResolveBatchRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.healthbank.identity.v1.ResolveRequest\"N\n\x14ResolveBatchResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.healthbank.identity.v1.ResolveResult\"\x93\x01\n\rResolveResult\x12=\n\nresolution\x18\x01 \x01(\x0b\x32\'.healthbank.identity.v1.ResolveResponseH\x00\x12\x39\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32&.healthbank.identity.v1.ResolveFailureH\x00\x42\x08\n\x06result\"\x88\x01\n\x0eResolveFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12G\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32-.healthbank.identity.v1.ResolveFieldViolation\";\n\x15ResolveFieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"0\n\x19LookupByNationalIdRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\"P\n\x1aLookupByNationalIdResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x1c\n\x14merged_person_tokens\x18\x02 \x03(\t\" \n\x10GetPersonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x18ListMergedPersonsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"9\n\x19ListMergedPersonsResponse\x12\x1c\n\x14merged_person_tokens\x18\x01 \x03(\t\"0\n\x0cHospitalLink\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x0b\n\x03mrn\x18\x02 \x01(\t\"a\n\x06Person\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x33\n\x05links\x18\x03 \x03(\x0b\x32$.healthbank.identity.v1.HospitalLink\"2\n\x17ListMatchReviewsRequest\x12\x17\n\x0finclude_decided\x18\x01 \x01(\x08\"\x86\x02\n\x0bMatchReview\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_token\x18\x03 \x01(\t\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\x12J\n\x0c\x66ield_levels\x18\x05 \x03(\x0b\x32\x34.healthbank.identity.v1.MatchReview.FieldLevelsEntry\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x10\n\x08merge_id\x18\x07 \x01(\t\x1a\x32\n\x10\x46ieldLevelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x18ListMatchReviewsResponse\x12\x34\n\x07reviews\x18\x01 \x03(\x0b\x32#.healthbank.identity.v1.MatchReview\"=\n\x18\x44\x65\x63ideMatchReviewRequest\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\"9\n\x13MergePersonsRequest\x12\x10\n\x08survivor\x18\x01 \x01(\t\x12\x10\n\x08\x61\x62sorbed\x18\x02 \x01(\t\"\x89\x01\n\x05Merge\x12\x10\n\x08merge_id\x18\x01 \x01(\t\x12\x16\n\x0esurvivor_token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x62sorbed_token\x18\x03 \x01(\t\x12\x13\n\x0bmoved_links\x18\x04 \x01(\x05\x12\x19\n\x11moved_national_id\x18\x05 \x01(\x08\x12\x0e\n\x06undone\x18\x06 \x01(\x08\")\n\x15UnmergePersonsRequest\x12\x10\n\x08merge_id\x18\x01 \x01(\t*\xa1\x01\n\x0bMatchMethod\x12\x1c\n\x18MATCH_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18MATCH_METHOD_NATIONAL_ID\x10\x01\x12\x1d\n\x19MATCH_METHOD_HOSPITAL_MRN\x10\x02\x12\x18\n\x14MATCH_METHOD_CREATED\x10\x03\x12\x1d\n\x19MATCH_METHOD_DEMOGRAPHICS\x10\x04*\xcb\x01\n\x12PriorRecordOutcome\x12$\n PRIOR_RECORD_OUTCOME_UNSPECIFIED\x10\x00\x12,\n(PRIOR_RECORD_OUTCOME_ALREADY_SAME_PERSON\x10\x01\x12\x1f\n\x1bPRIOR_RECORD_OUTCOME_LINKED\x10\x02\x12\x1f\n\x1bPRIOR_RECORD_OUTCOME_MERGED\x10\x03\x12\x1f\n\x1bPRIOR_RECORD_OUTCOME_REVIEW\x10\x04\x32\xc5\x07\n\x0fIdentityService\x12Z\n\x07Resolve\x12&.healthbank.identity.v1.ResolveRequest\x1a\'.healthbank.identity.v1.ResolveResponse\x12i\n\x0cResolveBatch\x12+.healthbank.identity.v1.ResolveBatchRequest\x1a,.healthbank.identity.v1.ResolveBatchResponse\x12{\n\x12LookupByNationalId\x12\x31.healthbank.identity.v1.LookupByNationalIdRequest\x1a\x32.healthbank.identity.v1.LookupByNationalIdResponse\x12U\n\tGetPerson\x12(.healthbank.identity.v1.GetPersonRequest\x1a\x1e.healthbank.identity.v1.Person\x12x\n\x11ListMergedPersons\x12\x30.healthbank.identity.v1.ListMergedPersonsRequest\x1a\x31.healthbank.identity.v1.ListMergedPersonsResponse\x12u\n\x10ListMatchReviews\x12/.healthbank.identity.v1.ListMatchReviewsRequest\x1a\x30.healthbank.identity.v1.ListMatchReviewsResponse\x12j\n\x11\x44\x65\x63ideMatchReview\x12\x30.healthbank.identity.v1.DecideMatchReviewRequest\x1a#.healthbank.identity.v1.MatchReview\x12Z\n\x0cMergePersons\x12+.healthbank.identity.v1.MergePersonsRequest\x1a\x1d.healthbank.identity.v1.Merge\x12^\n\x0eUnmergePersons\x12-.healthbank.identity.v1.UnmergePersonsRequest\x1a\x1d.healthbank.identity.v1.Mergeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MATCHREVIEW_FIELDLEVELSENTRY']._loaded_options = None
   _globals['_MATCHREVIEW_FIELDLEVELSENTRY']._serialized_options = b'8\001'
-  _globals['_MATCHMETHOD']._serialized_start=2072
-  _globals['_MATCHMETHOD']._serialized_end=2233
-  _globals['_PRIORRECORDOUTCOME']._serialized_start=2236
-  _globals['_PRIORRECORDOUTCOME']._serialized_end=2439
+  _globals['_MATCHMETHOD']._serialized_start=2175
+  _globals['_MATCHMETHOD']._serialized_end=2336
+  _globals['_PRIORRECORDOUTCOME']._serialized_start=2339
+  _globals['_PRIORRECORDOUTCOME']._serialized_end=2542
   _globals['_DEMOGRAPHICS']._serialized_start=65
   _globals['_DEMOGRAPHICS']._serialized_end=185
   _globals['_RESOLVEREQUEST']._serialized_start=188
@@ -59,26 +59,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPBYNATIONALIDRESPONSE']._serialized_end=1182
   _globals['_GETPERSONREQUEST']._serialized_start=1184
   _globals['_GETPERSONREQUEST']._serialized_end=1216
-  _globals['_HOSPITALLINK']._serialized_start=1218
-  _globals['_HOSPITALLINK']._serialized_end=1266
-  _globals['_PERSON']._serialized_start=1268
-  _globals['_PERSON']._serialized_end=1365
-  _globals['_LISTMATCHREVIEWSREQUEST']._serialized_start=1367
-  _globals['_LISTMATCHREVIEWSREQUEST']._serialized_end=1417
-  _globals['_MATCHREVIEW']._serialized_start=1420
-  _globals['_MATCHREVIEW']._serialized_end=1682
-  _globals['_MATCHREVIEW_FIELDLEVELSENTRY']._serialized_start=1632
-  _globals['_MATCHREVIEW_FIELDLEVELSENTRY']._serialized_end=1682
-  _globals['_LISTMATCHREVIEWSRESPONSE']._serialized_start=1684
-  _globals['_LISTMATCHREVIEWSRESPONSE']._serialized_end=1764
-  _globals['_DECIDEMATCHREVIEWREQUEST']._serialized_start=1766
-  _globals['_DECIDEMATCHREVIEWREQUEST']._serialized_end=1827
-  _globals['_MERGEPERSONSREQUEST']._serialized_start=1829
-  _globals['_MERGEPERSONSREQUEST']._serialized_end=1886
-  _globals['_MERGE']._serialized_start=1889
-  _globals['_MERGE']._serialized_end=2026
-  _globals['_UNMERGEPERSONSREQUEST']._serialized_start=2028
-  _globals['_UNMERGEPERSONSREQUEST']._serialized_end=2069
-  _globals['_IDENTITYSERVICE']._serialized_start=2442
-  _globals['_IDENTITYSERVICE']._serialized_end=3285
+  _globals['_LISTMERGEDPERSONSREQUEST']._serialized_start=1218
+  _globals['_LISTMERGEDPERSONSREQUEST']._serialized_end=1260
+  _globals['_LISTMERGEDPERSONSRESPONSE']._serialized_start=1262
+  _globals['_LISTMERGEDPERSONSRESPONSE']._serialized_end=1319
+  _globals['_HOSPITALLINK']._serialized_start=1321
+  _globals['_HOSPITALLINK']._serialized_end=1369
+  _globals['_PERSON']._serialized_start=1371
+  _globals['_PERSON']._serialized_end=1468
+  _globals['_LISTMATCHREVIEWSREQUEST']._serialized_start=1470
+  _globals['_LISTMATCHREVIEWSREQUEST']._serialized_end=1520
+  _globals['_MATCHREVIEW']._serialized_start=1523
+  _globals['_MATCHREVIEW']._serialized_end=1785
+  _globals['_MATCHREVIEW_FIELDLEVELSENTRY']._serialized_start=1735
+  _globals['_MATCHREVIEW_FIELDLEVELSENTRY']._serialized_end=1785
+  _globals['_LISTMATCHREVIEWSRESPONSE']._serialized_start=1787
+  _globals['_LISTMATCHREVIEWSRESPONSE']._serialized_end=1867
+  _globals['_DECIDEMATCHREVIEWREQUEST']._serialized_start=1869
+  _globals['_DECIDEMATCHREVIEWREQUEST']._serialized_end=1930
+  _globals['_MERGEPERSONSREQUEST']._serialized_start=1932
+  _globals['_MERGEPERSONSREQUEST']._serialized_end=1989
+  _globals['_MERGE']._serialized_start=1992
+  _globals['_MERGE']._serialized_end=2129
+  _globals['_UNMERGEPERSONSREQUEST']._serialized_start=2131
+  _globals['_UNMERGEPERSONSREQUEST']._serialized_end=2172
+  _globals['_IDENTITYSERVICE']._serialized_start=2545
+  _globals['_IDENTITYSERVICE']._serialized_end=3510
 # @@protoc_insertion_point(module_scope)

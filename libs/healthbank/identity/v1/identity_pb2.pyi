@@ -135,6 +135,18 @@ class GetPersonRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class ListMergedPersonsRequest(_message.Message):
+    __slots__ = ("parent",)
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    def __init__(self, parent: _Optional[str] = ...) -> None: ...
+
+class ListMergedPersonsResponse(_message.Message):
+    __slots__ = ("merged_person_tokens",)
+    MERGED_PERSON_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    merged_person_tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, merged_person_tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class HospitalLink(_message.Message):
     __slots__ = ("hospital_id", "mrn")
     HOSPITAL_ID_FIELD_NUMBER: _ClassVar[int]

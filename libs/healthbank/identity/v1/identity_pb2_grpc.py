@@ -57,6 +57,11 @@ class IdentityServiceStub:
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.GetPersonRequest.SerializeToString,
                 response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Person.FromString,
                 _registered_method=True)
+        self.ListMergedPersons = channel.unary_unary(
+                '/healthbank.identity.v1.IdentityService/ListMergedPersons',
+                request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMergedPersonsRequest.SerializeToString,
+                response_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMergedPersonsResponse.FromString,
+                _registered_method=True)
         self.ListMatchReviews = channel.unary_unary(
                 '/healthbank.identity.v1.IdentityService/ListMatchReviews',
                 request_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMatchReviewsRequest.SerializeToString,
@@ -124,6 +129,16 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMergedPersons(self, request, context):
+        """Lists the persons merged into a person (and into those, transitively):
+        their records are this person's too (ADR 33). Record-lookup asks it for
+        every history; an unknown or unmerged person has none. Not audited here:
+        the caller audits the read it makes with them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMatchReviews(self, request, context):
         """Lists the match review queue: new persons whose demographics resemble a
         known person's (ADR 25), oldest first, with the score and how each field
@@ -182,6 +197,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetPerson,
                     request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.GetPersonRequest.FromString,
                     response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.Person.SerializeToString,
+            ),
+            'ListMergedPersons': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMergedPersons,
+                    request_deserializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMergedPersonsRequest.FromString,
+                    response_serializer=healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMergedPersonsResponse.SerializeToString,
             ),
             'ListMatchReviews': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMatchReviews,
@@ -315,6 +335,33 @@ class IdentityService:
             '/healthbank.identity.v1.IdentityService/GetPerson',
             healthbank_dot_identity_dot_v1_dot_identity__pb2.GetPersonRequest.SerializeToString,
             healthbank_dot_identity_dot_v1_dot_identity__pb2.Person.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMergedPersons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthbank.identity.v1.IdentityService/ListMergedPersons',
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMergedPersonsRequest.SerializeToString,
+            healthbank_dot_identity_dot_v1_dot_identity__pb2.ListMergedPersonsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,12 @@ class IdentityServiceStub:
     demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
     cannot record it.
     """
+    ListMergedPersons: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListMergedPersonsRequest, _identity_pb2.ListMergedPersonsResponse]
+    """Lists the persons merged into a person (and into those, transitively):
+    their records are this person's too (ADR 33). Record-lookup asks it for
+    every history; an unknown or unmerged person has none. Not audited here:
+    the caller audits the read it makes with them.
+    """
     ListMatchReviews: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListMatchReviewsRequest, _identity_pb2.ListMatchReviewsResponse]
     """Lists the match review queue: new persons whose demographics resemble a
     known person's (ADR 25), oldest first, with the score and how each field
@@ -112,6 +118,12 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Returns the hospitals linked to a person (no record numbers, no
     demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
     cannot record it.
+    """
+    ListMergedPersons: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListMergedPersonsRequest, _identity_pb2.ListMergedPersonsResponse]  # type: ignore[assignment]
+    """Lists the persons merged into a person (and into those, transitively):
+    their records are this person's too (ADR 33). Record-lookup asks it for
+    every history; an unknown or unmerged person has none. Not audited here:
+    the caller audits the read it makes with them.
     """
     ListMatchReviews: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListMatchReviewsRequest, _identity_pb2.ListMatchReviewsResponse]  # type: ignore[assignment]
     """Lists the match review queue: new persons whose demographics resemble a
@@ -185,6 +197,18 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the hospitals linked to a person (no record numbers, no
         demographics). Audited (ACTION_READ_PERSON); UNAVAILABLE when the audit
         cannot record it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMergedPersons(
+        self,
+        request: _identity_pb2.ListMergedPersonsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListMergedPersonsResponse, _abc.Awaitable[_identity_pb2.ListMergedPersonsResponse]]:
+        """Lists the persons merged into a person (and into those, transitively):
+        their records are this person's too (ADR 33). Record-lookup asks it for
+        every history; an unknown or unmerged person has none. Not audited here:
+        the caller audits the read it makes with them.
         """
 
     @_abc_1.abstractmethod

@@ -23,7 +23,7 @@ from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.records import fact_aad, payload_aad, record_name
 from healthbank.rpc import ServiceError, ServiceHost, inbound_token, service_client_factory
-from healthbank.rpc.gate import Admission, ConsentGate
+from healthbank.rpc.gate import Admission, ConsentGate, ReadScope
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
 
@@ -122,13 +122,15 @@ class ReadProbe:
 
     def __init__(self, *, blocked: bool = False) -> None:
         self.started: list[frozenset[int]] = []
+        self.persons: list[tuple[str, ...]] = []
         self.cancelled = False
         self._release = asyncio.Event()
         if not blocked:
             self._release.set()
 
-    async def __call__(self, permitted: frozenset[int]) -> str:
-        self.started.append(permitted)
+    async def __call__(self, scope: ReadScope) -> str:
+        self.started.append(scope.permitted_categories)
+        self.persons.append(scope.person_tokens)
         try:
             await self._release.wait()
         except asyncio.CancelledError:
@@ -310,3 +312,70 @@ async def test_an_emergency_admission_breaks_the_glass_as_the_caller(setup: Setu
     # The session now covers this actor's ordinary reads too, through consent.
     later = await admit(setup, EMERGENCY)
     assert (later.basis, later.authority_name) == ("BREAK_GLASS", admission.authority_name)
+
+
+MERGED_PERSON = "e6" * 32
+
+
+async def test_persons_merged_in_are_read_under_the_persons_consent_and_each_audited(
+    setup: Setup,
+) -> None:
+    """ADR 33: a history follows merges; the merged person's trail shows the read."""
+    looked_up: list[str] = []
+
+    async def merged_persons() -> list[str]:
+        looked_up.append("asked")
+        return [MERGED_PERSON]
+
+    read = ReadProbe()
+    refused = await refusal_reading(setup, CLINICIAN, read)
+    assert refused.reason == "NO_GRANT" and read.started == []
+
+    await setup.grant(PERSON, [OBSERVATION])  # a grant on the survivor, none on the merged
+    admission, rows = await setup.gate.admit_reading(
+        CLINICIAN,
+        PERSON,
+        read,
+        action=audit_pb2.ACTION_READ_HISTORY,
+        categories=(OBSERVATION,),
+        merged_persons=merged_persons,
+    )
+    assert (rows, read.persons, looked_up) == ("rows", [(PERSON, MERGED_PERSON)], ["asked"])
+    assert admission.persons == {PERSON, MERGED_PERSON}
+    (theirs,) = await setup.events(MERGED_PERSON)
+    mine = (await setup.events(PERSON))[0]
+    for event in (mine, theirs):
+        assert (event.action, event.basis, event.actor.subject) == (
+            audit_pb2.ACTION_READ_HISTORY,
+            "GRANT",
+            CLINICIAN.subject,
+        )
+    assert list(theirs.resource_names) == [f"persons/{MERGED_PERSON}"]
+    # Their rows open under the admission, each as its own person's; nobody else's do.
+    sealed = await setup.sealer.seal(b"{}", payload_aad(MERGED_PERSON, "R9"))
+    assert await admission.open_payload("R9", sealed, MERGED_PERSON) == b"{}"
+    stranger = await setup.sealer.seal(b"{}", payload_aad(OTHER_PERSON, "R9"))
+    with pytest.raises(ServiceError) as foreign:
+        await admission.open_payload("R9", stranger, OTHER_PERSON)
+    assert foreign.value.reason == "ROW_OF_ANOTHER_PERSON"
+
+
+async def test_a_failed_merged_persons_lookup_reads_nothing(setup: Setup) -> None:
+    async def identity_down() -> list[str]:
+        raise ServiceError.unavailable("identity is unavailable", reason="IDENTITY_UNAVAILABLE")
+
+    read = ReadProbe()
+    with pytest.raises(ServiceError) as failed:
+        await setup.gate.admit_reading(
+            patient(PERSON),
+            PERSON,
+            read,
+            action=audit_pb2.ACTION_READ_HISTORY,
+            merged_persons=identity_down,
+        )
+    assert (failed.value.code, failed.value.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "IDENTITY_UNAVAILABLE",
+    )
+    assert read.started == []  # no history that silently lacks the merged person's records
+    assert await setup.events(PERSON) == []
