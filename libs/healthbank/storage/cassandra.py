@@ -33,6 +33,7 @@ from cassandra.cluster import (
 )
 from cassandra.policies import (
     ConstantReconnectionPolicy,
+    ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     TokenAwarePolicy,
 )
@@ -49,6 +50,8 @@ _log = logging.getLogger(__name__)
 _NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 # A conditional write (lightweight transaction): ``... IF NOT EXISTS`` / ``... IF <cond>``.
 _CONDITIONAL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b.*\bIF\s", re.I | re.S)
+# How long a read waits for its replica before asking a second one too.
+_SPECULATION_DELAY = 0.5
 # How often a keyspace waiting for `healthbank migrate` looks again.
 _SCHEMA_RECHECK = 1.0
 _SERIAL_LEVELS = (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL)
@@ -106,6 +109,10 @@ def counts_since(before: dict[str, StatementCounts]) -> dict[str, StatementCount
 def counts_now() -> dict[str, StatementCounts]:
     """A copy of :data:`STATEMENT_COUNTS`."""
     return {keyspace: counts.snapshot() for keyspace, counts in STATEMENT_COUNTS.items()}
+
+
+def _is_plain_read(cql: str) -> bool:
+    return cql.lstrip()[:6].upper() == "SELECT"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -192,6 +199,12 @@ class CassandraDatabase:
                     # Statements go to a replica of their partition (prepared statements
                     # carry the routing key), not to a coordinator that forwards them.
                     load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                    # A read (marked idempotent in prepare) unanswered after 0.5 s goes to a
+                    # second replica as well: a replica that just died does not stall it
+                    # until the ring marks it down. Writes are never sent twice here.
+                    speculative_execution_policy=ConstantSpeculativeExecutionPolicy(
+                        _SPECULATION_DELAY, max_attempts=1
+                    ),
                     row_factory=_row_factory,
                 )
             },
@@ -251,6 +264,9 @@ class CassandraDatabase:
         statement = self._prepared.get(cql)
         if statement is None:
             statement = self.session.prepare(cql)
+            # Plain reads may be sent to a second replica (speculative execution); a write,
+            # a counter or a lightweight transaction is never (sent twice, it could apply twice).
+            statement.is_idempotent = _is_plain_read(cql)
             self._prepared[cql] = statement
         return statement
 
