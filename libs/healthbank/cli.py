@@ -582,7 +582,7 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Create and upgrade every Cassandra keyspace (ADR 32): the step before a deployment.
+    """Create and upgrade every Cassandra keyspace (ADR 35): the step before a deployment.
 
     Idempotent and safe to run from several places at once. Exit 0 when every keyspace is
     at the version this release needs, 1 when Cassandra is unreachable, did not agree or

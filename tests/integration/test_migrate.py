@@ -1,4 +1,4 @@
-"""`healthbank migrate` on the real Cassandra (ADR 32): services never create schema; they
+"""`healthbank migrate` on the real Cassandra (ADR 35): services never create schema; they
 report NOT_SERVING (and answer UNAVAILABLE, reason SCHEMA_PENDING) until migrate has run,
 then serve. Migrate is idempotent and two runs at once both succeed."""
 

@@ -9,7 +9,7 @@ LOCAL_QUORUM), issue 15:
   retries as a real engine does, and every acknowledged message is stored exactly once
   (answered DUPLICATE with the same records when sent again) (done-means 2, in part). The
   longest wait of one message (first send to acknowledgement) is reported as the test's
-  ``longest_write_wait_s`` property (done-means 2's 2-second bound: not yet held, see ADR 32).
+  ``longest_write_wait_s`` property (done-means 2's 2-second bound: not yet held, see ADR 35).
 
 The ring is started fresh for the module and stopped after it; it never touches the shared
 single node of tools/engines/engines.py (other ports and addresses).

@@ -3,7 +3,7 @@
 A test runs on SQLite unless it (or its module) parametrizes ``backend`` (indirectly, as
 ``service_support.both_backends`` does, or by overriding the fixture); ``settings`` then puts
 the service in the test's own keyspaces, which the ``keyspace_prefix`` fixture drops
-afterwards. On Cassandra it migrates them first, as a deployment does (ADR 32): only those
+afterwards. On Cassandra it migrates them first, as a deployment does (ADR 35): only those
 of the services the module names in ``CASSANDRA_SERVICES`` (all seven if it names none),
 once per keyspace. The helpers the tests call (credentials, failed calls, health) are in
 service_support.py beside this file.

@@ -424,7 +424,7 @@ async def stack(
             request.getfixturevalue("module_keyspace_prefix"),
         )
     settings = service_settings(tmp_path_factory.mktemp(f"matrix-{request.param}"), env)
-    # Schema first, as deployed (ADR 32): the seven services' keyspaces (none on SQLite).
+    # Schema first, as deployed (ADR 35): the seven services' keyspaces (none on SQLite).
     await asyncio.to_thread(migrate_for, settings)
     async with AsyncExitStack() as exits:
         consent_clock = ConsentClock()

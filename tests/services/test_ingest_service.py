@@ -260,7 +260,7 @@ async def stack(
         ingest_env |= cassandra_env(engines, keyspace_prefix)
         # Single node: LOCAL_QUORUM works as well, ONE keeps the test independent of it.
         ingest_env["HEALTHBANK_CASSANDRA_CONSISTENCY"] = "ONE"
-        # Schema first, as deployed (ADR 32): ingest's keyspaces (its own and the records).
+        # Schema first, as deployed (ADR 35): ingest's keyspaces (its own and the records).
         await asyncio.to_thread(migrate_for, load_settings(ingest_env), ["ingest"])
     async with AsyncExitStack() as exits:
         running = RunningServices(exits)

@@ -183,7 +183,7 @@ async def service_rates(
     if settings.storage_backend == "cassandra":
         from healthbank.storage.schema import migrate
 
-        # Schema first, as a deployment does (ADR 32): services never create it.
+        # Schema first, as a deployment does (ADR 35): services never create it.
         migrate(settings, ["identity"])
     token = encode_token(Principal(PrincipalKind.SERVICE, "ingest"), SECRET.encode())
     auth = (("authorization", f"Bearer {token}"),)

@@ -446,7 +446,7 @@ async def count_statements(
         "HEALTHBANK_IDENTITY_MERGE_POLL_SECONDS": "3600",
     }
     if base.get("HEALTHBANK_STORAGE_BACKEND") == "cassandra":
-        # Schema first, as a deployment does (ADR 32): services never create it.
+        # Schema first, as a deployment does (ADR 35): services never create it.
         from healthbank.storage.schema import concerns_of, migrate
 
         services = ["identity", "audit", "ingest"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An N-node Apache Cassandra ring on loopback addresses, for resilience tests (ADR 32).
+"""An N-node Apache Cassandra ring on loopback addresses, for resilience tests (ADR 35).
 
     python tools/engines/ring.py up [--nodes 3] [--fresh]   start (or keep) the ring
     python tools/engines/ring.py down                      stop every node
@@ -133,7 +133,11 @@ def _node_yaml(cfg: RingConfig, node: int) -> str:
         if count != 1:
             raise single.EngineError(f"ring: cassandra.yaml.template has no {pattern!r} line")
     # A fresh ring holds no data: a node joins with its token and streams nothing.
-    return text + "auto_bootstrap: false\n"
+    # A logged batch's batch log goes to the two best-scored nodes (the dynamic snitch,
+    # the coordinator itself included), not to two random others: on three nodes those
+    # are always the other two, so one killed node would fail every logged batch until
+    # the ring marks it down (~18 s, issue 15).
+    return text + "auto_bootstrap: false\nbatchlog_endpoint_strategy: dynamic\n"
 
 
 def _command(cfg: RingConfig, node: int) -> list[str]:

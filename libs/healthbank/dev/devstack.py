@@ -184,7 +184,7 @@ class LocalStack:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
         if self.run_migrate and env.get("HEALTHBANK_STORAGE_BACKEND") == "cassandra":
-            # Schema first, as a deployment does (ADR 32): services never create it.
+            # Schema first, as a deployment does (ADR 35): services never create it.
             self.migrate(env, logs / "migrate.log")
         try:
             for name in SERVICES:

@@ -172,7 +172,7 @@ class CassandraDatabase:
         self._schema_checked = 0.0
 
     async def open(self) -> None:
-        """Connect; the keyspace's schema is ``healthbank migrate``'s job (ADR 32).
+        """Connect; the keyspace's schema is ``healthbank migrate``'s job (ADR 35).
 
         Until the keyspace holds the version these migrations need, every statement and
         :meth:`check` raise :class:`SchemaPending` (the service reports NOT_SERVING).

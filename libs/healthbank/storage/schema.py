@@ -1,4 +1,4 @@
-"""Cassandra schema rollout as one step, before any service starts (ADR 32).
+"""Cassandra schema rollout as one step, before any service starts (ADR 35).
 
 ``healthbank migrate`` (:func:`migrate`) creates and upgrades every keyspace of
 :data:`KEYSPACES`: it sends every schema change to one coordinator (the lowest address of

@@ -1,4 +1,4 @@
-"""What `healthbank migrate` (healthbank.storage.schema, ADR 32) rolls out, without a
+"""What `healthbank migrate` (healthbank.storage.schema, ADR 35) rolls out, without a
 cluster: every keyspace with its module's migrations, and each service's keyspaces."""
 
 from __future__ import annotations
