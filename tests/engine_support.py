@@ -2,8 +2,9 @@
 
 One place each for: the OpenBao a test talks to, a plain Cassandra session, dropping a
 test's keyspaces (the ``keyspace_prefix`` fixtures of tests/conftest.py call it), the
-settings that put a service on Cassandra, a store's Cassandra database, and a TCP relay a
-test can cut to simulate an engine outage without touching the shared engine.
+settings that put a service on Cassandra, the schema a test's services need (``healthbank
+migrate``'s functions, each keyspace once per session), a store's Cassandra database, and a
+TCP relay a test can cut to simulate an engine outage without touching the shared engine.
 """
 
 from __future__ import annotations
@@ -16,8 +17,19 @@ from dataclasses import dataclass
 import hvac
 from cassandra.cluster import Cluster, Session
 
+from healthbank.core.config import Settings
 from healthbank.storage import cassandra as storage_cassandra
 from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.schema import (
+    SERVICE_KEYSPACES,
+    concerns_of,
+    keyspace_migrations,
+    migrate_keyspaces,
+)
+
+# Keyspaces (hosts, port, name) migrated in this test session: prefixes are never reused
+# (a fresh one per test or module), so one migration per keyspace is enough.
+_MIGRATED: set[tuple[str, int, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -130,10 +142,57 @@ def cassandra_env(engines: Mapping[str, str], keyspace_prefix: str) -> dict[str,
     }
 
 
+def migrate_once(
+    hosts: Sequence[str],
+    port: int,
+    keyspaces: Mapping[str, Sequence[str]],
+    *,
+    replication_factor: int = 1,
+    consistency: str = "ONE",
+) -> None:
+    """Create and upgrade the keyspaces not yet migrated in this session, as ``healthbank
+    migrate`` does before a deployment (services never create schema on Cassandra)."""
+    todo = {
+        name: migrations
+        for name, migrations in keyspaces.items()
+        if (",".join(hosts), port, name) not in _MIGRATED
+    }
+    if not todo:
+        return
+    migrate_keyspaces(
+        hosts, port, todo, replication_factor=replication_factor, consistency=consistency
+    )
+    _MIGRATED.update((",".join(hosts), port, name) for name in todo)
+
+
+def migrate_for(settings: Settings, services: Sequence[str] | None = None) -> None:
+    """Migrate the keyspaces ``services`` open (all seven services by default) under
+    ``settings``' prefix, each once per session; nothing to do on SQLite."""
+    if settings.storage_backend != "cassandra":
+        return
+    prefix = settings.cassandra_keyspace_prefix
+    migrate_once(
+        settings.cassandra_hosts,
+        settings.cassandra_port,
+        {
+            f"{prefix}_{concern}": keyspace_migrations(concern)
+            for concern in concerns_of(services if services is not None else SERVICE_KEYSPACES)
+        },
+        replication_factor=settings.cassandra_replication_factor,
+        consistency=settings.cassandra_consistency,
+    )
+
+
 def cassandra_database(
     engines: Mapping[str, str], keyspace: str, migrations: Sequence[str]
 ) -> CassandraDatabase:
-    """A store's keyspace on the shared Cassandra (consistency ONE: a single node)."""
+    """A store's keyspace on the shared Cassandra (consistency ONE: a single node), migrated
+    first, as ``healthbank migrate`` does before a deployment."""
+    migrate_once(
+        engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+        {keyspace: migrations},
+    )
     return CassandraDatabase(
         hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
         port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),

@@ -25,6 +25,11 @@ engines_python=""
 
 finish() {
     local code=$?
+    if [[ -n "$engines_python" ]]; then
+        # tests/integration/test_ring.py starts its own 3-node ring and stops it after its
+        # module; this stops it too when a run was interrupted half-way (a no-op otherwise).
+        "$engines_python" tools/engines/ring.py down || failed+=("ring down")
+    fi
     if [[ -n "$engines_python" && "${HEALTHBANK_KEEP_ENGINES:-}" != 1 ]]; then
         echo "== engines: stop"
         "$engines_python" tools/engines/engines.py down || failed+=("engines down")

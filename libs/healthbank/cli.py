@@ -586,6 +586,31 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create and upgrade every Cassandra keyspace (ADR 35): the step before a deployment.
+
+    Idempotent and safe to run from several places at once. Exit 0 when every keyspace is
+    at the version this release needs, 1 when Cassandra is unreachable, did not agree or
+    refused a statement (the message names the keyspace and the cause).
+    """
+    from healthbank.storage.errors import StorageRefused, StorageUnavailable
+    from healthbank.storage.schema import migrate
+
+    settings = load_settings()
+    configure_logging("migrate", settings.log_level)
+    if settings.storage_backend != "cassandra":
+        print("healthbank migrate: nothing to do (embedded SQLite files migrate themselves)")
+        return 0
+    try:
+        report = migrate(settings)
+    except (StorageUnavailable, StorageRefused) as error:
+        print(f"healthbank migrate: {error}", file=sys.stderr)
+        return 1
+    for step in report.keyspaces:
+        print(f"{step.keyspace}: schema version {step.before} -> {step.after}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `healthbank` command."""
     parser = argparse.ArgumentParser(prog="healthbank", description=__doc__.splitlines()[0])
@@ -762,6 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=None, help="bearer token (default: a development researcher token)"
     )
     weather.set_defaults(run=cmd_weather)
+    migrate = commands.add_parser(
+        "migrate",
+        help="create and upgrade every Cassandra keyspace (run before services start)",
+    )
+    migrate.set_defaults(run=cmd_migrate)
     cluster = commands.add_parser("cluster", help="the release in Kubernetes").add_subparsers(
         dest="cluster_command", required=True
     )

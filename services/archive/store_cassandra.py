@@ -77,7 +77,7 @@ class CassandraArchiveStore:
         self._db = database
 
     async def open(self) -> CassandraArchiveStore:
-        """Connect and migrate; returns self for chaining."""
+        """Connect (``healthbank migrate`` creates the schema); returns self."""
         await self._db.open()
         return self
 

@@ -65,6 +65,7 @@ from healthbank.ledger import merkle
 from healthbank.ledger.merkle import NodeKey
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.errors import SchemaPending
 from services.audit.store import (
     MAX_BATCH,
     AppendOutcome,
@@ -220,18 +221,29 @@ class CassandraAuditStore:
         self._cleanups: set[asyncio.Task[Any]] = set()
         # Event ids with a ULID time before this (ms) may be in events_by_id; 0: none are.
         self._legacy_ids_before_ms = 0
+        # Whether the head row is known to exist and _legacy_ids_before_ms is set.
+        self._head_ensured = False
         self._person_years: set[tuple[str, int]] = set()
 
     async def open(self) -> CassandraAuditStore:
-        """Connect, migrate and create the head row of an empty log; returns self."""
+        """Connect and create the head row of an empty log (once ``healthbank migrate``
+        has created the keyspace: until then :meth:`check` does it); returns self."""
         await self._db.open()
         try:
-            since = await self._events_bucketed_since()
+            await self._ensure_head()
+        except SchemaPending:
+            pass
         except BaseException:
             await self._db.close()
             raise
-        self._legacy_ids_before_ms = since + _LEGACY_ID_MARGIN_MS if since else 0
         return self
+
+    async def _ensure_head(self) -> None:
+        if self._head_ensured:
+            return
+        since = await self._events_bucketed_since()
+        self._legacy_ids_before_ms = since + _LEGACY_ID_MARGIN_MS if since else 0
+        self._head_ensured = True
 
     async def _events_bucketed_since(self) -> int:
         """When event ids started going to ``event_ids`` (ms; 0: from the start): set once,
@@ -264,6 +276,7 @@ class CassandraAuditStore:
 
     async def _commit_batch(self, entries: list[LeafEntry]) -> list[AppendOutcome]:
         """Steps 1-4 of the module docstring for one batch; one outcome per entry."""
+        await self._ensure_head()
         # The size this process last saw, before step 1 reads the ids (see _place).
         seen = self._head.size if self._head is not None and self._head.pending is None else None
         known = await self._events([entry.event_id for entry in entries])
@@ -626,6 +639,7 @@ class CassandraAuditStore:
     async def check(self) -> None:
         """See AuditStore.check."""
         await self._db.check()
+        await self._ensure_head()
 
     async def close(self) -> None:
         """See AuditStore.close."""

@@ -99,7 +99,7 @@ class CassandraConsentStore:
         self._db = database
 
     async def open(self) -> CassandraConsentStore:
-        """Connect and migrate; returns self for chaining."""
+        """Connect (``healthbank migrate`` creates the schema); returns self."""
         await self._db.open()
         return self
 

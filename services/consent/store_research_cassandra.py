@@ -84,7 +84,7 @@ class CassandraResearchStore:
         self._db = database
 
     async def open(self) -> CassandraResearchStore:
-        """Connect and migrate; returns self for chaining."""
+        """Connect (``healthbank migrate`` creates the schema); returns self."""
         await self._db.open()
         return self
 

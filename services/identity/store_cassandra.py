@@ -124,7 +124,7 @@ class CassandraIdentityStore:
         self._db = database
 
     async def open(self) -> CassandraIdentityStore:
-        """Connect and migrate; returns self for chaining."""
+        """Connect (``healthbank migrate`` creates the schema); returns self."""
         await self._db.open()
         return self
 

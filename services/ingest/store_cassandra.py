@@ -120,7 +120,7 @@ class CassandraIngestStore:
         self._db = database
 
     async def open(self) -> CassandraIngestStore:
-        """Connect and migrate; returns self for chaining."""
+        """Connect (``healthbank migrate`` creates the schema); returns self."""
         await self._db.open()
         return self
 

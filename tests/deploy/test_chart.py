@@ -404,3 +404,51 @@ def test_every_service_gets_the_per_caller_rate_limits(rendered: dict[str, str])
         for service in SERVICE_NAMES:
             rates = rates_of(load_settings(configs[service]["data"]))
             assert rates == CallerRates(Rate(200, 400), Rate(20, 40)), (value_set, service)
+
+
+def test_schema_migrate_runs_as_a_hook_before_install_and_upgrade_on_cassandra(
+    rendered: dict[str, str],
+) -> None:
+    for value_set, manifest in rendered.items():
+        objects = documents(manifest)
+        jobs = _of_kind(objects, "Job")
+        config = _of_kind(objects, "ConfigMap").get("schema-migrate")
+        backend = _of_kind(objects, "ConfigMap")["audit"]["data"][env_name("storage_backend")]
+        if backend != "cassandra":
+            assert "schema-migrate" not in jobs and config is None, value_set
+            continue
+        job = jobs["schema-migrate"]
+        hook = job["metadata"]["annotations"]
+        assert hook["helm.sh/hook"] == "pre-install,pre-upgrade", value_set
+        # Its settings exist before it runs: a hook of its own, created first.
+        assert config is not None, value_set
+        assert config["metadata"]["annotations"]["helm.sh/hook"] == hook["helm.sh/hook"]
+        assert int(config["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+            hook["helm.sh/hook-weight"]
+        )
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["healthbank"] and container["args"] == ["migrate"]
+        assert config["data"][env_name("storage_backend")] == "cassandra", value_set
+
+
+def test_cassandra_repair_runs_on_every_node_in_turn_on_a_schedule_when_enabled(
+    helm: Path, rendered: dict[str, str]
+) -> None:
+    # Off by default: it needs JMX credentials the operator provides.
+    for manifest in rendered.values():
+        assert "cassandra-repair" not in _of_kind(documents(manifest), "CronJob")
+    prod = VALUE_SETS["prod"]
+    sets = ("jobs.repair.enabled=true", "jobs.repair.jmxSecret=cassandra-jmx")
+    objects = documents(render(helm, prod, *sets))
+    job = _of_kind(objects, "CronJob")["cassandra-repair"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    script = container["args"][0]
+    nodes = yaml.safe_load(prod[0].read_text())["storage"]["cassandra"]["contactPoints"]
+    assert script.split("for node in ", 1)[1].split(";", 1)[0].split() == nodes
+    # Each node repairs its primary ranges: one pass over the nodes covers the ring once.
+    assert "repair --full -pr" in script and "-pwf /etc/cassandra-jmx/password-file" in script
+    assert pod["volumes"][0]["secret"]["secretName"] == "cassandra-jmx"
+    # The password never appears in the job's arguments or environment.
+    assert "-pw " not in script

@@ -3,7 +3,9 @@
 A test runs on SQLite unless it (or its module) parametrizes ``backend`` (indirectly, as
 ``service_support.both_backends`` does, or by overriding the fixture); ``settings`` then puts
 the service in the test's own keyspaces, which the ``keyspace_prefix`` fixture drops
-afterwards. The helpers the tests call (credentials, failed calls, health) are in
+afterwards. On Cassandra it migrates them first, as a deployment does (ADR 35): only those
+of the services the module names in ``CASSANDRA_SERVICES`` (all seven if it names none),
+once per keyspace. The helpers the tests call (credentials, failed calls, health) are in
 service_support.py beside this file.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_support import cassandra_env
+from engine_support import cassandra_env, migrate_for
 from service_support import service_settings
 
 from healthbank.core.config import Settings
@@ -32,4 +34,6 @@ def settings(
     if backend == "sqlite":
         return service_settings(tmp_path)
     engines: dict[str, str] = request.getfixturevalue("engines")
-    return service_settings(tmp_path, cassandra_env(engines, keyspace_prefix))
+    settings = service_settings(tmp_path, cassandra_env(engines, keyspace_prefix))
+    migrate_for(settings, getattr(request.module, "CASSANDRA_SERVICES", None))
+    return settings

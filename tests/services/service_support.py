@@ -20,7 +20,7 @@ import pytest
 from auth_support import BearerAuth as BearerAuth
 from auth_support import Metadata as Metadata
 from auth_support import auth_metadata as auth_metadata
-from engine_support import TcpProxy
+from engine_support import TcpProxy, migrate_for
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -100,9 +100,12 @@ async def wait_for_health(
 
 
 @asynccontextmanager
-async def cassandra_behind_proxy(settings: Settings) -> AsyncIterator[tuple[TcpProxy, Settings]]:
+async def cassandra_behind_proxy(
+    settings: Settings, services: Sequence[str]
+) -> AsyncIterator[tuple[TcpProxy, Settings]]:
     """``settings`` reaching Cassandra through a relay the test can cut (an outage only this
-    test sees); the relay is cut on exit."""
+    test sees), the keyspaces of ``services`` migrated first; the relay is cut on exit."""
+    await asyncio.to_thread(migrate_for, settings, services)
     proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
     port = await proxy.start()
     try:

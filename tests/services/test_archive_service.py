@@ -34,6 +34,8 @@ from healthbank.records import MessageReceipt, RecordStore, StoredRecord, open_r
 from healthbank.rpc import error_details
 from services.archive.app import SERVICE_NAME, open_service
 
+# The services these tests start on Cassandra: their keyspaces are migrated first.
+CASSANDRA_SERVICES = ("archive",)
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 CUTOFF = datetime(2020, 1, 1, tzinfo=UTC)
 PERSON = "a" * 64
@@ -472,7 +474,7 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
         }
     )
     async with (
-        cassandra_behind_proxy(direct) as (proxy, settings),
+        cassandra_behind_proxy(direct, CASSANDRA_SERVICES) as (proxy, settings),
         open_service(settings, now=lambda: NOW) as host,
     ):
         port = await host.start(0)

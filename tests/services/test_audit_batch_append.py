@@ -28,6 +28,8 @@ from services.audit.app import open_service
 from services.audit.log import AuditLog
 from services.audit.store import SqliteAuditStore
 
+# The services these tests start on Cassandra: their keyspaces are migrated first.
+CASSANDRA_SERVICES = ("audit",)
 PERSON = "c" * 64
 OTHER = "d" * 64
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)

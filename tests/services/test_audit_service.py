@@ -35,6 +35,8 @@ from healthbank.ledger.tree_head import leaf_bytes, verify_tree_head
 from healthbank.rpc import error_details
 from services.audit.app import SERVICE_NAME, open_service
 
+# The services these tests start on Cassandra: their keyspaces are migrated first.
+CASSANDRA_SERVICES = ("audit",)
 PERSON = "a" * 64
 OTHER_PERSON = "b" * 64
 BASE_TIME = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
@@ -552,7 +554,7 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
         },
     )
     async with (
-        cassandra_behind_proxy(direct) as (proxy, settings),
+        cassandra_behind_proxy(direct, CASSANDRA_SERVICES) as (proxy, settings),
         open_service(settings) as host,
     ):
         port = await host.start(0)

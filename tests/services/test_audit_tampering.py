@@ -53,6 +53,8 @@ from services.audit.app import open_service
 from services.audit.log import DEFAULT_HEAD_MAX_AGE
 from services.audit.store_cassandra import MIGRATIONS, NODE_CHUNK_BITS
 
+# The services these tests start on Cassandra: their keyspaces are migrated first.
+CASSANDRA_SERVICES = ("audit",)
 PERSON = "c" * 64
 BASE_TIME = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)

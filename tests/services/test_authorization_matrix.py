@@ -16,6 +16,7 @@ Cassandra; it is built from settings alone, so mTLS can be switched on in one pl
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -28,7 +29,7 @@ import grpc
 import grpc.aio
 import pytest
 from auth_support import auth_metadata
-from engine_support import cassandra_env
+from engine_support import cassandra_env, migrate_for
 from google.protobuf import message_factory
 from service_support import (
     TEST_CLIENT,
@@ -424,6 +425,8 @@ async def stack(
             request.getfixturevalue("module_keyspace_prefix"),
         )
     settings = service_settings(tmp_path_factory.mktemp(f"matrix-{request.param}"), env)
+    # Schema first, as deployed (ADR 35): the seven services' keyspaces (none on SQLite).
+    await asyncio.to_thread(migrate_for, settings)
     async with AsyncExitStack() as exits:
         consent_clock = ConsentClock()
         pki_dir = tmp_path_factory.mktemp(f"matrix-pki-{request.param}")

@@ -53,6 +53,8 @@ from services.consent.app import SERVICE, SERVICE_NAME, open_service
 from services.consent.registry import justification_aad
 from services.consent.store_cassandra import MIGRATIONS
 
+# The services these tests start on Cassandra: their keyspaces are migrated first.
+CASSANDRA_SERVICES = ("consent",)
 PERSON = "a1" * 32
 OTHER_PERSON = "b2" * 32
 HOSPITAL = "city-general"
@@ -998,7 +1000,7 @@ async def test_health_reports_serving(consent: Consent) -> None:
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
     async with (
-        cassandra_behind_proxy(settings) as (proxy, through_proxy),
+        cassandra_behind_proxy(settings, CASSANDRA_SERVICES) as (proxy, through_proxy),
         AsyncExitStack() as exits,
     ):
         consent = await open_consent(exits, through_proxy, Clock(START))

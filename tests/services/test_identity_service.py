@@ -50,6 +50,8 @@ from services.identity.app import SERVICE, SERVICE_NAME, open_service
 from services.identity.domain import Demographics, demographics_aad
 from services.identity.store_cassandra import MIGRATIONS
 
+# The services these tests start on Cassandra: their keyspaces are migrated first.
+CASSANDRA_SERVICES = ("identity", "audit")
 NATIONAL_ID = make_national_id("110101", date(1980, 5, 17), 123)
 OTHER_NATIONAL_ID = make_national_id("440305", date(1992, 11, 2), 456)
 # Same body as NATIONAL_ID with the check character changed: fails only the check digit.
@@ -689,7 +691,7 @@ async def test_health_reports_serving(identity: Identity) -> None:
 @pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
     async with (
-        cassandra_behind_proxy(settings) as (proxy, through_proxy),
+        cassandra_behind_proxy(settings, CASSANDRA_SERVICES) as (proxy, through_proxy),
         open_service(through_proxy) as host,
     ):
         bound = await host.start(0)

@@ -31,7 +31,7 @@ import grpc.aio
 import pydicom
 import pytest
 from cassandra.cluster import Session
-from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session
+from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session, migrate_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hl7_sample_outcomes import SAMPLE_ACCEPTED, SAMPLE_REFUSED
 from pydicom.data import get_testdata_file
@@ -262,6 +262,8 @@ async def stack(
         ingest_env |= cassandra_env(engines, keyspace_prefix)
         # Single node: LOCAL_QUORUM works as well, ONE keeps the test independent of it.
         ingest_env["HEALTHBANK_CASSANDRA_CONSISTENCY"] = "ONE"
+        # Schema first, as deployed (ADR 35): ingest's keyspaces (its own and the records).
+        await asyncio.to_thread(migrate_for, load_settings(ingest_env), ["ingest"])
     async with AsyncExitStack() as exits:
         running = RunningServices(exits)
         await running.start("audit", open_audit(settings))

@@ -180,6 +180,11 @@ async def service_rates(
             "HEALTHBANK_LOG_LEVEL": "WARNING",
         }
     )
+    if settings.storage_backend == "cassandra":
+        from healthbank.storage.schema import migrate
+
+        # Schema first, as a deployment does (ADR 35): services never create it.
+        migrate(settings, ["identity"])
     token = encode_token(Principal(PrincipalKind.SERVICE, "ingest"), SECRET.encode())
     auth = (("authorization", f"Bearer {token}"),)
     requests = [

@@ -445,6 +445,12 @@ async def count_statements(
         "HEALTHBANK_LOG_LEVEL": "WARNING",
         "HEALTHBANK_IDENTITY_MERGE_POLL_SECONDS": "3600",
     }
+    if base.get("HEALTHBANK_STORAGE_BACKEND") == "cassandra":
+        # Schema first, as a deployment does (ADR 35): services never create it.
+        from healthbank.storage.schema import concerns_of, migrate
+
+        services = ["identity", "audit", "ingest"]
+        await asyncio.to_thread(migrate, load_settings(base), concerns_of(services))
     async with AsyncExitStack() as exits:
         addresses: dict[str, str] = {}
         for name, opener in (("identity", open_identity), ("audit", open_audit)):

@@ -514,14 +514,14 @@ def _cql_read(sock: socket.socket) -> tuple[int, bytes]:
     return opcode, recv(length)
 
 
-def cql_release_version(port: int, timeout: float = 3.0) -> str:
+def cql_release_version(port: int, timeout: float = 3.0, host: str = HOST) -> str:
     """Speak just enough CQL (STARTUP, then one QUERY) to prove the node serves queries;
     returns system.local's release_version. Raises on any failure."""
 
     def s(x: str) -> bytes:  # [string]
         return struct.pack(">H", len(x)) + x.encode()
 
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(_cql_frame(0x01, struct.pack(">H", 1) + s("CQL_VERSION") + s("3.0.0")))
         opcode, _ = _cql_read(sock)
         if opcode != 0x02:  # READY

@@ -128,12 +128,16 @@ class LocalStack:
     With ``tls``, a local CA in ``<data dir>/pki`` issues a certificate per service and one
     for local clients (:data:`LOCAL_CLIENT`, see :attr:`client_files`); the services serve
     and call each other with mutual TLS, and the launcher checks health with that client's.
+
+    On Cassandra, ``start`` runs ``healthbank migrate`` first unless ``run_migrate`` is off
+    (a test that runs it itself, alongside the starting services).
     """
 
     data_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
     default_ports: bool = False
     tls: bool = False
+    run_migrate: bool = True
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     _pki: dict[str, IssuedFiles] = field(default_factory=dict, init=False, repr=False)
     _ports: dict[str, int] = field(default_factory=dict, init=False, repr=False)
@@ -178,6 +182,12 @@ class LocalStack:
         if self.tls:
             self._pki = write_local_pki(self.pki_dir, [*SERVICES, LOCAL_CLIENT])
         self._ports = dict(ports)
+        env = self.child_env(ports)
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        if self.run_migrate and env.get("HEALTHBANK_STORAGE_BACKEND") == "cassandra":
+            # Schema first, as a deployment does (ADR 35): services never create it.
+            self.migrate(env, logs / "migrate.log")
         try:
             for name in SERVICES:
                 self.services[name] = self._launch(name, ports[name])
@@ -219,6 +229,21 @@ class LocalStack:
             if self.services[name].process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not come back:\n{self.log_tail(name)}")
             time.sleep(0.2)
+
+    @staticmethod
+    def migrate(env: Mapping[str, str], log_path: Path) -> None:
+        """Run ``healthbank migrate`` with ``env``; raise with its log if it fails."""
+        with log_path.open("ab") as log:
+            done = subprocess.run(
+                [sys.executable, "-m", "healthbank.cli", "migrate"],
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"healthbank migrate exited with {done.returncode}:\n{tail}")
 
     def wait_serving(self, timeout: float) -> None:
         """Block until every service answers health SERVING, or raise with its log tail."""

@@ -47,7 +47,7 @@ from healthbank.rpc.errors import ServiceError, storage_refusal, to_status
 from healthbank.rpc.rate_limit import RateLimiter, rate_limited, rates_of
 from healthbank.rpc.tls import bind_principal, peer_identity
 from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
-from healthbank.storage.errors import StorageRefused, StorageUnavailable
+from healthbank.storage.errors import SchemaPending, StorageRefused, StorageUnavailable
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -427,6 +427,8 @@ class ErrorInterceptor(_AroundInterceptor):
 
 
 def _engine_reason(exc: Exception) -> str:
+    if isinstance(exc, SchemaPending):
+        return "SCHEMA_PENDING"
     if isinstance(exc, StorageUnavailable):
         return "STORAGE_UNAVAILABLE"
     return "KEY_PROVIDER_UNAVAILABLE"

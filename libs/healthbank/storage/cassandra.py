@@ -11,9 +11,12 @@ Driver errors become :class:`StorageUnavailable` (retry later: UNAVAILABLE) or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import re
 import socket
+import time
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from cassandra.cluster import (
 )
 from cassandra.policies import (
     ConstantReconnectionPolicy,
+    ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     TokenAwarePolicy,
 )
@@ -37,14 +41,19 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from healthbank.core.config import Settings
 from healthbank.storage.cassandra_errors import storage_error
-from healthbank.storage.errors import StorageUnavailable
+from healthbank.storage.errors import SchemaPending, StorageUnavailable
+from healthbank.storage.schema import required_version, schema_version
+
+_log = logging.getLogger(__name__)
 
 # Without it, any request past ~4 KB waits for the peer's delayed ACK (~40 ms per batch).
 _NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 # A conditional write (lightweight transaction): ``... IF NOT EXISTS`` / ``... IF <cond>``.
 _CONDITIONAL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b.*\bIF\s", re.I | re.S)
-# Schema changes flush and wait for agreement: on a busy node they outlast a query's timeout.
-_SCHEMA_TIMEOUT = 60.0
+# How long a read waits for its replica before asking a second one too.
+_SPECULATION_DELAY = 0.5
+# How often a keyspace waiting for `healthbank migrate` looks again.
+_SCHEMA_RECHECK = 1.0
 _SERIAL_LEVELS = (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL)
 
 
@@ -102,6 +111,10 @@ def counts_now() -> dict[str, StatementCounts]:
     return {keyspace: counts.snapshot() for keyspace, counts in STATEMENT_COUNTS.items()}
 
 
+def _is_plain_read(cql: str) -> bool:
+    return cql.lstrip()[:6].upper() == "SELECT"
+
+
 @functools.lru_cache(maxsize=1024)
 def is_conditional(cql: str) -> bool:
     """Whether ``cql`` is a lightweight transaction (``INSERT ... IF NOT EXISTS``, ``... IF``)."""
@@ -143,7 +156,7 @@ class CassandraDatabase:
         replication_factor: int = 1,
         connect_timeout: float = 10.0,
     ) -> None:
-        """Describe the keyspace; open() connects and migrates."""
+        """Describe the keyspace; open() connects (``healthbank migrate`` creates it)."""
         self.keyspace = keyspace
         self._hosts = list(hosts)
         self._port = port
@@ -154,9 +167,16 @@ class CassandraDatabase:
         self._cluster: Cluster | None = None
         self._session: Session | None = None
         self._prepared: dict[str, PreparedStatement] = {}
+        self._schema_ready = False
+        self._schema_pending: SchemaPending | None = None
+        self._schema_checked = 0.0
 
     async def open(self) -> None:
-        """Connect, create the keyspace if absent and apply pending migrations."""
+        """Connect; the keyspace's schema is ``healthbank migrate``'s job (ADR 35).
+
+        Until the keyspace holds the version these migrations need, every statement and
+        :meth:`check` raise :class:`SchemaPending` (the service reports NOT_SERVING).
+        """
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -179,6 +199,12 @@ class CassandraDatabase:
                     # Statements go to a replica of their partition (prepared statements
                     # carry the routing key), not to a coordinator that forwards them.
                     load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                    # A read (marked idempotent in prepare) unanswered after 0.5 s goes to a
+                    # second replica as well: a replica that just died does not stall it
+                    # until the ring marks it down. Writes are never sent twice here.
+                    speculative_execution_policy=ConstantSpeculativeExecutionPolicy(
+                        _SPECULATION_DELAY, max_attempts=1
+                    ),
                     row_factory=_row_factory,
                 )
             },
@@ -188,28 +214,43 @@ class CassandraDatabase:
         except NoHostAvailable as error:
             cluster.shutdown()
             raise StorageUnavailable("cassandra is not reachable") from error
-        session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self._replication_factor}}}",
-            timeout=_SCHEMA_TIMEOUT,
-        )
-        session.set_keyspace(self.keyspace)
-        session.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations"
-            " (version int PRIMARY KEY, applied boolean)",
-            timeout=_SCHEMA_TIMEOUT,
-        )
-        done = {row.version for row in session.execute("SELECT version FROM schema_migrations")}
-        for version, migration in enumerate(self._migrations, start=1):
-            if version in done:
-                continue
-            # Every statement is idempotent (IF NOT EXISTS), so a crash half-way re-runs safely.
-            for statement in _split_statements(migration):
-                session.execute(statement, timeout=_SCHEMA_TIMEOUT)
-            session.execute(
-                "INSERT INTO schema_migrations (version, applied) VALUES (%s, true)", (version,)
-            )
         self._cluster, self._session = cluster, session
+        with contextlib.suppress(SchemaPending, StorageUnavailable):
+            self._await_schema_sync()
+
+    async def _await_schema(self) -> None:
+        """Return once the keyspace is at the version needed; raise SchemaPending if not."""
+        if self._schema_ready:
+            return
+        now = time.monotonic()
+        if self._schema_pending is not None and now - self._schema_checked < _SCHEMA_RECHECK:
+            raise self._schema_pending
+        self._schema_checked = now
+        await asyncio.to_thread(self._await_schema_sync)
+
+    def _await_schema_sync(self) -> None:
+        try:
+            found = schema_version(self.session, self.keyspace)
+        except Exception as error:
+            _raise_storage_error(self.keyspace, error)
+        needed = required_version(self._migrations)
+        if found < needed:
+            pending = SchemaPending(
+                f"cassandra keyspace {self.keyspace} is at schema version {found}, this code"
+                f" needs {needed}: waiting for `healthbank migrate`"
+            )
+            if self._schema_pending is None:
+                _log.warning("%s", pending)
+            self._schema_pending = pending
+            raise pending
+        try:
+            self.session.set_keyspace(self.keyspace)
+        except Exception as error:
+            # A node that has not yet heard of the new keyspace: ask again next time.
+            raise SchemaPending(
+                f"cassandra keyspace {self.keyspace}: not yet on every node"
+            ) from error
+        self._schema_ready, self._schema_pending = True, None
 
     @property
     def session(self) -> Session:
@@ -223,6 +264,9 @@ class CassandraDatabase:
         statement = self._prepared.get(cql)
         if statement is None:
             statement = self.session.prepare(cql)
+            # Plain reads may be sent to a second replica (speculative execution); a write,
+            # a counter or a lightweight transaction is never (sent twice, it could apply twice).
+            statement.is_idempotent = _is_plain_read(cql)
             self._prepared[cql] = statement
         return statement
 
@@ -240,6 +284,7 @@ class CassandraDatabase:
     async def _execute(
         self, cql: str, params: Sequence[Any], *, consistency: str | None, counted: bool
     ) -> list[Any]:
+        await self._await_schema()
         try:
             bound = (await self._statement(cql)).bind(params)
             if consistency is not None:
@@ -264,6 +309,7 @@ class CassandraDatabase:
     ) -> None:
         if not statements:
             return
+        await self._await_schema()
         try:
             batch = BatchStatement(batch_type=batch_type)
             for cql, params in statements:
@@ -309,7 +355,8 @@ class CassandraDatabase:
         await asyncio.gather(*(one(params) for params in rows))
 
     async def check(self) -> None:
-        """Raise StorageUnavailable unless a query on this node answers now."""
+        """Raise StorageUnavailable unless a query on this node answers now (SchemaPending
+        until the keyspace is at the version needed)."""
         await self._execute(
             "SELECT release_version FROM system.local", (), consistency=None, counted=False
         )
@@ -358,10 +405,6 @@ def _resolve(
         page.set_exception(error)
     else:
         page.set_result(result or [])
-
-
-def _split_statements(migration: str) -> list[str]:
-    return [part.strip() for part in migration.split(";") if part.strip()]
 
 
 def keyspace_for(settings: Settings, concern: str, migrations: Sequence[str]) -> CassandraDatabase:
