@@ -13,8 +13,8 @@ message id. What a message's write guarantees depends on the backend:
 - Cassandra (no multi-partition transactions): the records and facts go in
   logged batches of at most 2 MiB each (each applied completely, if need be by
   batchlog replay, but not isolated: a reader may see part of a message while it
-  is written); the last batch also marks the receipt committed, and the counts
-  are bumped only after that.
+  is written); the last batch also carries the surveillance cases (idempotent set
+  rows) and marks the receipt committed, and the counts are bumped only after that.
   So an acknowledged message has all its records and facts; an attempt that
   failed before the receipt committed may leave its records and facts readable
   with no receipt, and its retry rewrites them under the same record ids (never
