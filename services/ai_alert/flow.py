@@ -1,8 +1,10 @@
 """ai-alert's two reads, against the record store and the consent gate (no gRPC here).
 
-Forecast: city-wide daily counts of influenza-like-illness diagnoses only; no person is
-touched, so there is nothing to consent to or audit. The same counts, over the detectors'
-longer window, give the GLM-CUSUM's and EARS C2's verdicts on the last complete day.
+Forecast: daily ILI cases (distinct persons per local day and district, kept by ingest
+with each stored message: RecordStore.surveillance_counts, ADR 30); no person is touched,
+so there is nothing to consent to or audit. The city's total is forecast; over the
+detectors' longer window, the GLM-CUSUM's and EARS C2's verdicts on the last complete day
+are given for the city and for each district with cases in that window.
 Personal insights: one person's lab results, through the consent gate like every clinical
 read (the patient themself, or a clinician with consent → audit; no audit, no read) → the
 patient's opt-in (ADR 30; none → nothing analysed) → observations of both tiers → open →
@@ -38,7 +40,7 @@ class DailyCount:
     lower: float = 0.0
 
 
-# Counts carry no district yet (ADR 30): the detectors judge the whole city as one.
+# The alarms' district of the whole city's total (beside each real district's).
 CITY = "city"
 
 
@@ -60,6 +62,22 @@ class ForecastReport:
     level: AlertLevel
     explanation: str
     alarms: tuple[DistrictVerdict, ...] = ()
+
+
+def _series_by_district(
+    counts: dict[tuple[date, str], int], first_day: date, days: int
+) -> dict[str, list[float]]:
+    """Daily series over ``days`` from ``first_day``: the city's total first, then each
+    district with cases, by name."""
+    districts = sorted({district for _, district in counts})
+    series = {
+        district: [
+            float(counts.get((first_day + timedelta(days=n), district), 0)) for n in range(days)
+        ]
+        for district in districts
+    }
+    city = [sum(values) for values in zip(*series.values(), strict=True)] or [0.0] * days
+    return {CITY: city, **series}
 
 
 class OptIns(Protocol):
@@ -126,19 +144,24 @@ class AiAlertFlow:
         # One read serves the forecast's window and the detectors' longer one.
         read_days = max(history_days, detectors.DETECTOR_HISTORY_DAYS)
         first_read = today - timedelta(days=read_days)
-        counts = await self._records.daily_counts(
-            forecast.ILI_CODE_SYSTEM, forecast.ILI_CODES, first_read, today
-        )
-        series = [float(counts.get(first_read + timedelta(days=n), 0)) for n in range(read_days)]
+        counts = await self._records.surveillance_counts(first_read, today)
+        by_district = _series_by_district(counts, first_read, read_days)
+        series = by_district[CITY]
         days = [today - timedelta(days=history_days - offset) for offset in range(history_days)]
         history = series[-history_days:]
+
+        def fit() -> tuple[forecast.Assessment, list[tuple[str, detectors.Verdict]]]:
+            judged = [
+                (district, verdict)
+                for district, counted in by_district.items()
+                for verdict in detectors.latest_verdicts(
+                    np.array(counted[-detectors.DETECTOR_HISTORY_DAYS :])
+                )
+            ]
+            return forecast.assess(history, horizon_days), judged
+
         # Fitting is CPU work: off the event loop.
-        assessment, verdicts = await asyncio.to_thread(
-            lambda: (
-                forecast.assess(history, horizon_days),
-                detectors.latest_verdicts(np.array(series[-detectors.DETECTOR_HISTORY_DAYS :])),
-            )
-        )
+        assessment, verdicts = await asyncio.to_thread(fit)
         last_day = today - timedelta(days=1)
         return ForecastReport(
             history=tuple(DailyCount(day, count) for day, count in zip(days, history, strict=True)),
@@ -153,7 +176,9 @@ class AiAlertFlow:
             ),
             level=assessment.level,
             explanation=assessment.explanation,
-            alarms=tuple(DistrictVerdict(CITY, last_day, verdict) for verdict in verdicts),
+            alarms=tuple(
+                DistrictVerdict(district, last_day, verdict) for district, verdict in verdicts
+            ),
         )
 
     async def personal_insights(self, principal: Principal, person_token: str) -> PersonalInsights:

@@ -38,31 +38,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from statistics import fmean, stdev
 
-# ICD-10 (WHO) influenza codes counted as ILI diagnoses. Ingest records codes exactly as the
-# hospital sent them, so both the dotted and the undotted spelling are counted.
-ILI_CODE_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
-ILI_CODES: tuple[str, ...] = (
-    # J09 influenza due to identified zoonotic or pandemic influenza virus
-    "J09",
-    # J10 influenza due to identified seasonal influenza virus: with pneumonia, with other
-    # respiratory manifestations, with other manifestations
-    "J10",
-    "J10.0",
-    "J10.1",
-    "J10.8",
-    "J100",
-    "J101",
-    "J108",
-    # J11 influenza, virus not identified: same subdivisions
-    "J11",
-    "J11.0",
-    "J11.1",
-    "J11.8",
-    "J110",
-    "J111",
-    "J118",
-)
-
 DEFAULT_HISTORY_DAYS = 56
 MIN_HISTORY_DAYS = 7
 MAX_HISTORY_DAYS = 365

@@ -15,6 +15,13 @@ the record in the hot store forever (``healthbank.records.EmergencyFact``), seal
 documented there). ``severity`` comes from the parsers: for an allergy the FHIR criticality
 (HL7 v2 AL1-4 ``SV`` → high, ``MO``/``MI`` → low, ``U`` → unable-to-assess); for a condition
 the severity's text or first coding display; empty for procedures.
+
+Surveillance cases
+------------------
+
+:func:`surveillance_cases` turns the message's CONDITION entries into ILI case rows with the
+one case definition, ``healthbank.surveillance`` (ADR 30): one per local visit day,
+district and age band of the patient, stored by the same ``put_message`` as the records.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from healthbank.contracts.facts import Fact, encode_fact
@@ -32,10 +39,12 @@ from healthbank.records import (
     EmergencyFact,
     MessageReceipt,
     StoredRecord,
+    SurveillanceCase,
     fact_aad,
     payload_aad,
     record_name,
 )
+from healthbank.surveillance import visit_cells
 from services.ingest.model import Category, ClinicalEntry, ParsedMessage, SourceFormat
 
 FACT_CATEGORIES = frozenset({Category.ALLERGY, Category.PROCEDURE, Category.CONDITION})
@@ -215,3 +224,31 @@ def receipt_for(
         person_token=person_token,
         record_ids=tuple(record.record_id for record in records),
     )
+
+
+def surveillance_cases(message: ParsedMessage, person_token: str) -> list[SurveillanceCase]:
+    """The ILI cases the message's diagnoses make of its patient (none if it has none)."""
+    if message.patient is None:
+        return []
+    diagnoses = [
+        # The visit's time: the diagnosis's recorded date, else the message's time; the
+        # entry's own time (often the onset, which patients remember loosely) comes last.
+        (entry.resource, message.message_time or entry.effective_time)
+        for entry in message.entries
+        if entry.category == Category.CONDITION
+    ]
+    cells = visit_cells(
+        message.patient.district, _birth_date(message.patient.demographics.birth_date), diagnoses
+    )
+    return [
+        SurveillanceCase(cell.day, cell.district, cell.age_band, person_token)
+        for cell in sorted(cells, key=lambda cell: (cell.day, cell.district, cell.age_band))
+    ]
+
+
+def _birth_date(value: str) -> date | None:
+    """A full YYYY-MM-DD birth date; a year or month alone gives no age band."""
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        return None

@@ -549,7 +549,20 @@ def _patient(resource: dict[str, Any], path: str, problems: Problems) -> Patient
         paths["prior_mrns"] = f"{path}.link"
     if len(problems) > before:
         return None
-    return PatientIdentity(mrn, national_id, demographics, paths, prior_mrns=prior_mrns)
+    return PatientIdentity(
+        mrn, national_id, demographics, paths, prior_mrns=prior_mrns, district=_district(resource)
+    )
+
+
+def _district(resource: dict[str, Any]) -> str:
+    """The district of the Patient's home address (else its first address with one)."""
+    addresses = [a for a in resource.get("address") or [] if isinstance(a, dict)]
+    addresses.sort(key=lambda address: address.get("use") != "home")
+    for address in addresses:
+        district = address.get("district")
+        if isinstance(district, str) and district.strip():
+            return district.strip()
+    return ""
 
 
 def _replaced_mrns(resource: dict[str, Any]) -> list[str]:

@@ -505,7 +505,12 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
     if len(problems) > before:
         return None
     return PatientIdentity(
-        mrn, national_id, Demographics(family, given, birth_date, sex, phone), paths
+        mrn,
+        national_id,
+        Demographics(family, given, birth_date, sex, phone),
+        paths,
+        # XAD-9, county/parish: where a Chinese address keeps its district (区).
+        district=pid.get(11, 9).strip(),
     )
 
 

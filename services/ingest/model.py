@@ -111,6 +111,9 @@ class PatientIdentity:
     # The hospital's earlier record numbers of this patient merged into ``mrn`` (ADT^A40):
     # identity makes their persons this one (ADR 33).
     prior_mrns: tuple[str, ...] = ()
+    # The district of the patient's home address as sent (FHIR Patient.address.district,
+    # HL7 PID-11.9), for surveillance counts (ADR 30); empty when the message says none.
+    district: str = ""
 
     def __repr__(self) -> str:
         return "PatientIdentity(<redacted>)"

@@ -69,6 +69,7 @@ from services.ingest.canonical import (
     PlannedRecord,
     plan_records,
     receipt_for,
+    surveillance_cases,
 )
 from services.ingest.model import (
     Category,
@@ -485,7 +486,9 @@ class IngestPipeline:
         )
         await self._store.note_pending(audit)
         try:
-            outcome = await self._records.put_message(receipt, stored, facts)
+            outcome = await self._records.put_message(
+                receipt, stored, facts, surveillance_cases(message, person_token)
+            )
         except MessageIdConflict:
             raise MessageIdReused(source.message_id) from None
         return outcome, facts

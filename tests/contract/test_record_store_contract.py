@@ -19,6 +19,7 @@ from healthbank.records import (
     RecordStore,
     SqliteRecordStore,
     StoredRecord,
+    SurveillanceCase,
 )
 from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore
 
@@ -155,6 +156,29 @@ async def test_facts_and_daily_counts(store: RecordStore) -> None:
         "http://loinc.org", ["J10"], date(2024, 3, 1), date(2024, 3, 2)
     )
     assert counts == {date(2024, 3, 1): 1}
+
+
+async def test_surveillance_cases_are_a_set_stored_with_their_message(
+    store: RecordStore,
+) -> None:
+    day = date(2024, 3, 1)
+    first = [make_record("tokA", T0)]
+    cases = [
+        SurveillanceCase(day, "黄浦区", "25-59", "tokA"),
+        SurveillanceCase(day, "黄浦区", "25-59", "tokB"),
+        SurveillanceCase(day, "徐汇区", "60+", "tokC"),
+        SurveillanceCase(day + timedelta(days=150), "黄浦区", "0-4", "tokA"),
+    ]
+    await store.put_message(receipt_for("mA", "tokA", first), first, [], cases)
+    # The same cases again (a retry, another message of the same visits) change nothing.
+    await store.put_message(receipt_for("mA", "tokA", first), first, [], cases)
+    second = [make_record("tokA", T0, code="J11")]
+    await store.put_message(receipt_for("mB", "tokA", second), second, [], cases[:1])
+    counts = await store.surveillance_counts(day - timedelta(days=1), day + timedelta(days=150))
+    assert counts == {(day, "黄浦区"): 2, (day, "徐汇区"): 1}
+    assert await store.surveillance_counts(day + timedelta(days=1), day + timedelta(days=151)) == {
+        (day + timedelta(days=150), "黄浦区"): 1
+    }
 
 
 async def test_facts_version_changes_with_every_message_that_writes_facts(

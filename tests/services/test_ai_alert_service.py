@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,8 +34,15 @@ from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
-from healthbank.records import MessageReceipt, SqliteRecordStore, StoredRecord, payload_aad
+from healthbank.records import (
+    MessageReceipt,
+    SqliteRecordStore,
+    StoredRecord,
+    SurveillanceCase,
+    payload_aad,
+)
 from healthbank.rpc import ServiceHost
+from healthbank.surveillance import visit_cells
 from services.ai_alert import servicer
 from services.ai_alert.app import SERVICE, open_service
 from services.archive.app import open_service as open_archive
@@ -47,6 +54,7 @@ TODAY = datetime(2026, 1, 15, tzinfo=UTC)
 PERSON = "d4" * 32
 OTHER_PERSON = "e5" * 32
 HOSPITAL = "city-general"
+DISTRICT = "黄浦区"
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
@@ -72,6 +80,7 @@ class Seeder:
         code: tuple[str, str],
         effective: datetime,
         payloads: list[dict[str, Any]],
+        cases: Sequence[SurveillanceCase] = (),
     ) -> list[StoredRecord]:
         message_id = new_ulid()
         records = []
@@ -105,19 +114,32 @@ class Seeder:
             person_token,
             tuple(record.record_id for record in records),
         )
-        await self.store.put_message(receipt, records, [])
+        await self.store.put_message(receipt, records, [], cases)
         return records
 
     async def diagnoses(self, day: datetime, count: int, code: str = "J10.1") -> None:
-        """``count`` influenza diagnoses (of different people) effective on ``day``."""
+        """``count`` influenza diagnoses (of different people) effective on ``day``: one
+        message, with the ILI cases ingest would store with it (one per person)."""
         if count == 0:
             return
+        condition = {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": ICD10, "code": code}]},
+        }
+        # The day's persons: distinct per day and call (a case is a person on a day).
+        persons = [hashlib.sha256(f"{day}:{code}:{n}".encode()).hexdigest() for n in range(count)]
+        cells = visit_cells(DISTRICT, None, [(condition, day + timedelta(hours=2))])
         await self.message(
             "f6" * 32,
             common_pb2.RECORD_CATEGORY_CONDITION,
             (ICD10, code),
             day + timedelta(hours=10),
-            [{"resourceType": "Condition"}] * count,
+            [condition] * count,
+            [
+                SurveillanceCase(cell.day, cell.district, cell.age_band, person)
+                for cell in cells
+                for person in persons
+            ],
         )
 
     async def glucose(self, person_token: str, moment: datetime, value: float, unit: str) -> None:
@@ -286,9 +308,12 @@ async def test_forecast_over_quiet_counts_is_normal(stack: Stack) -> None:
     assert any(day.upper > day.count > day.lower for day in result.forecast)
     assert result.explanation
     # Each detector judges yesterday and finds nothing; the GLM needs more history.
+    # The city's total and the one district with cases.
     assert [(alarm.detector, alarm.district) for alarm in result.alarms] == [
         ("GLM-CUSUM", "city"),
         ("EARS C2", "city"),
+        ("GLM-CUSUM", DISTRICT),
+        ("EARS C2", DISTRICT),
     ]
     for alarm in result.alarms:
         assert alarm.level == ai_alert_pb2.ALERT_LEVEL_NORMAL
@@ -414,8 +439,13 @@ async def test_watch_alerts_streams_the_current_alert_then_each_change(
         while second.level != ai_alert_pb2.ALERT_LEVEL_WARNING:
             second = await asyncio.wait_for(anext(stream), timeout=30)
         assert "outbreak line" in second.explanation
-        # The detectors' verdicts travel with it.
-        assert [alarm.detector for alarm in second.alarms] == ["GLM-CUSUM", "EARS C2"]
+        # The detectors' verdicts travel with it: the city's, then the district's.
+        assert [(alarm.district, alarm.detector) for alarm in second.alarms] == [
+            ("city", "GLM-CUSUM"),
+            ("city", "EARS C2"),
+            (DISTRICT, "GLM-CUSUM"),
+            (DISTRICT, "EARS C2"),
+        ]
         assert all(alarm.evidence for alarm in second.alarms)
     finally:
         call.cancel()

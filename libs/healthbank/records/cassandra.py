@@ -11,7 +11,10 @@ Tables are shaped by their queries:
   the writer's ``claim_note``; the plain ``committed`` cell, which no LWT ever writes
   (so Paxos and client timestamps never compete for it), commits it. Receipts of the
   earlier protocol are committed by ``state = 'committed'``.
-- ``code_day_counts``: counters for the outbreak forecast.
+- ``code_day_counts``: counters per code and UTC day (RecordStore.daily_counts).
+- ``surveillance_cases``: one row per ILI case (local day, district, age band, person
+  token; ADR 30), partitioned by day; a set member, so a rewrite changes nothing. Written
+  in the message's last batch, before its receipt commits.
 
 A message is stored as: claim the receipt (the LWT) → LOGGED batches of its records
 and facts, each under :data:`MAX_BATCH_BYTES` (Cassandra applies a logged batch
@@ -42,6 +45,7 @@ from healthbank.records.model import (
     MessageReceipt,
     PutOutcome,
     StoredRecord,
+    SurveillanceCase,
 )
 from healthbank.storage.cassandra import CassandraDatabase
 
@@ -83,6 +87,12 @@ MIGRATIONS = [
     ALTER TABLE receipts ADD IF NOT EXISTS committed boolean
     """,
     "ALTER TABLE facts ADD IF NOT EXISTS facts_version text STATIC",
+    """
+    CREATE TABLE IF NOT EXISTS surveillance_cases (
+        day date, district text, age_band text, person_token text,
+        PRIMARY KEY ((day), district, age_band, person_token)
+    )
+    """,
 ]
 
 # What one logged batch may carry (sealed payloads and facts plus a row's other columns):
@@ -112,6 +122,11 @@ _SET_FACTS_VERSION = "UPDATE facts SET facts_version = ? WHERE person_token = ?"
 _BUMP_COUNT = (
     "UPDATE code_day_counts SET count = count + ? WHERE code_system = ? AND code = ? AND day = ?"
 )
+_INSERT_CASE = (
+    "INSERT INTO surveillance_cases (day, district, age_band, person_token) VALUES (?, ?, ?, ?)"
+)
+# Days per surveillance read (one IN query over day partitions).
+_CASE_DAYS_PER_QUERY = 100
 _COMMIT_RECEIPT = "UPDATE receipts SET committed = true WHERE hospital_id = ? AND message_id = ?"
 _RECORD_COLUMNS = (
     "person_token, effective_time, record_id, source_hospital, source_format, message_id,"
@@ -137,6 +152,7 @@ class CassandraRecordStore:
         receipt: MessageReceipt,
         records: Sequence[StoredRecord],
         facts: Sequence[EmergencyFact],
+        cases: Sequence[SurveillanceCase] = (),
     ) -> PutOutcome:
         """See RecordStore.put_message."""
         claim = await self._db.execute(
@@ -166,7 +182,7 @@ class CassandraRecordStore:
             ):
                 raise ClaimedByEarlierAttempt(first)
             receipt = first
-        await self._write_batches(receipt, records, facts)
+        await self._write_batches(receipt, records, facts, cases)
         if row.applied:
             # One COUNTER batch, one update per (code, day): a 50-observation bundle is one
             # round trip, not fifty.
@@ -183,6 +199,7 @@ class CassandraRecordStore:
         receipt: MessageReceipt,
         records: Sequence[StoredRecord],
         facts: Sequence[EmergencyFact],
+        cases: Sequence[SurveillanceCase] = (),
     ) -> None:
         batches: list[list[tuple[str, tuple[Any, ...]]]] = [[]]
         size = 0
@@ -231,6 +248,10 @@ class CassandraRecordStore:
         batches[-1].extend(
             (_SET_FACTS_VERSION, (new_ulid(), person))
             for person in sorted({fact.person_token for fact in facts})
+        )
+        # Cases are idempotent set members: with the commit, so no stored message misses them.
+        batches[-1].extend(
+            (_INSERT_CASE, (c.day, c.district, c.age_band, c.person_token)) for c in cases
         )
         # The last batch commits the receipt: only after every record and fact is written.
         batches[-1].append((_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id)))
@@ -358,6 +379,21 @@ class CassandraRecordStore:
                 day = _as_date(row.day)
                 totals[day] = totals.get(day, 0) + int(row.count)
         return totals
+
+    async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:
+        """See RecordStore.surveillance_counts."""
+        days = [start + timedelta(days=n) for n in range((end - start).days)]
+        persons: dict[tuple[date, str], set[str]] = {}
+        for first in range(0, len(days), _CASE_DAYS_PER_QUERY):
+            chunk = days[first : first + _CASE_DAYS_PER_QUERY]
+            rows = await self._db.execute(
+                "SELECT day, district, person_token FROM surveillance_cases"
+                f" WHERE day IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            for row in rows:
+                persons.setdefault((_as_date(row.day), row.district), set()).add(row.person_token)
+        return {key: len(tokens) for key, tokens in persons.items()}
 
     async def check(self) -> None:
         """See RecordStore.check."""

@@ -8,13 +8,13 @@ store only sees pseudonymous person tokens, codes and times. Records are named
 Writes are per hospital message (``put_message``), idempotent by hospital and
 message id. What a message's write guarantees depends on the backend:
 
-- SQLite: the receipt, the records, the emergency facts and the daily code
-  counts commit in one transaction, together or not at all.
+- SQLite: the receipt, the records, the emergency facts, the surveillance cases
+  and the daily code counts commit in one transaction, together or not at all.
 - Cassandra (no multi-partition transactions): the records and facts go in
   logged batches of at most 2 MiB each (each applied completely, if need be by
   batchlog replay, but not isolated: a reader may see part of a message while it
-  is written); the last batch also marks the receipt committed, and the counts
-  are bumped only after that.
+  is written); the last batch also carries the surveillance cases (idempotent set
+  rows) and marks the receipt committed, and the counts are bumped only after that.
   So an acknowledged message has all its records and facts; an attempt that
   failed before the receipt committed may leave its records and facts readable
   with no receipt, and its retry rewrites them under the same record ids (never
@@ -83,6 +83,18 @@ def is_placed_payload_stub(payload: bytes) -> bool:
         return False
     tags = resource.get("meta", {}).get("tag") if isinstance(resource, dict) else None
     return isinstance(tags, list) and _PLACEMENT_TAG in tags
+
+
+@dataclass(frozen=True)
+class SurveillanceCase:
+    """One ILI case (ADR 30): a person counted on a local visit day in a district and age
+    band. A set member, not a counter: writing it twice changes nothing. Only the person
+    token identifies anyone."""
+
+    day: date
+    district: str
+    age_band: str
+    person_token: str
 
 
 @dataclass(frozen=True)
@@ -173,9 +185,12 @@ class RecordStore(Protocol):
         receipt: MessageReceipt,
         records: Sequence[StoredRecord],
         facts: Sequence[EmergencyFact],
+        cases: Sequence[SurveillanceCase] = (),
     ) -> PutOutcome:
-        """Store a message's receipt, records, facts and counts once (see the module
-        docstring for what holds together on each backend).
+        """Store a message's receipt, records, facts, surveillance cases and counts once
+        (see the module docstring for what holds together on each backend). The cases are
+        written with the records, before the receipt commits: a message never counts
+        without being stored.
 
         A retry with the same hospital, message id and content hash returns the
         first receipt with ``duplicate=True`` and writes nothing new. The same id
@@ -230,6 +245,10 @@ class RecordStore(Protocol):
         self, code_system: str, codes: Sequence[str], start: date, end: date
     ) -> dict[date, int]:
         """Number of records per day with one of ``codes``, days in [start, end)."""
+        ...
+
+    async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:
+        """Distinct persons counted per (local day, district), days in [start, end)."""
         ...
 
     async def check(self) -> None:

@@ -1,4 +1,10 @@
-"""RecordStore on an embedded SQLite file (``records.db`` in the data dir)."""
+"""RecordStore on an embedded SQLite file (``records.db`` in the data dir).
+
+Besides receipts, records and facts: ``code_day_counts`` (records per code and UTC day, the
+old forecast counters, kept for RecordStore.daily_counts) and ``surveillance_cases`` (one
+row per ILI case: local day, district, age band, person token; ADR 30), both written in the
+message's transaction.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from healthbank.records.model import (
     MessageReceipt,
     PutOutcome,
     StoredRecord,
+    SurveillanceCase,
     from_micros,
     to_micros,
 )
@@ -70,6 +77,15 @@ _SQLITE_MIGRATIONS = [
         version TEXT NOT NULL
     )
     """,
+    """
+    CREATE TABLE surveillance_cases (
+        day TEXT NOT NULL,
+        district TEXT NOT NULL,
+        age_band TEXT NOT NULL,
+        person_token TEXT NOT NULL,
+        PRIMARY KEY (day, district, age_band, person_token)
+    )
+    """,
 ]
 
 
@@ -90,6 +106,7 @@ class SqliteRecordStore:
         receipt: MessageReceipt,
         records: Sequence[StoredRecord],
         facts: Sequence[EmergencyFact],
+        cases: Sequence[SurveillanceCase] = (),
     ) -> PutOutcome:
         """See RecordStore.put_message."""
 
@@ -126,6 +143,10 @@ class SqliteRecordStore:
                 "INSERT INTO code_day_counts VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE"
                 " SET count = count + 1",
                 [(r.code_system, r.code, r.effective_time.date().isoformat()) for r in records],
+            )
+            connection.executemany(
+                "INSERT OR IGNORE INTO surveillance_cases VALUES (?, ?, ?, ?)",
+                [(c.day.isoformat(), c.district, c.age_band, c.person_token) for c in cases],
             )
             return PutOutcome(duplicate=False, receipt=receipt)
 
@@ -216,6 +237,17 @@ class SqliteRecordStore:
             ).fetchall()
         )
         return {date.fromisoformat(row["day"]): int(row["n"]) for row in rows}
+
+    async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:
+        """See RecordStore.surveillance_counts."""
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT day, district, COUNT(DISTINCT person_token) AS n FROM surveillance_cases"
+                " WHERE day >= ? AND day < ? GROUP BY day, district",
+                (start.isoformat(), end.isoformat()),
+            ).fetchall()
+        )
+        return {(date.fromisoformat(row["day"]), row["district"]): int(row["n"]) for row in rows}
 
     async def check(self) -> None:
         """See RecordStore.check."""

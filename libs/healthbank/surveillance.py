@@ -29,6 +29,10 @@ chief complaint        流感, 流行性感冒, influenza, flu-like, influenza-l
 
 Codes are compared without dots and case-insensitively (``J11.1``, ``J111`` and ``j11.100``
 all count); a code counts when it starts with a stem (``J11`` covers ``J11.100``).
+
+This is the one place of the case definition: ingest uses :func:`visit_cells` to write one
+surveillance row per (local day, district, age band, person) with each stored message
+(RecordStore.put_message), and ai-alert reads those rows (ADR 30).
 """
 
 from __future__ import annotations
@@ -150,6 +154,26 @@ class Visit:
     conditions: tuple[Mapping[str, Any], ...]
 
 
+def visit_time(condition: Mapping[str, Any], fallback: datetime | None) -> datetime | None:
+    """When the diagnosis was made at the visit: ``recordedDate`` (a date alone means noon
+    local time, so it stays on its day), else ``fallback`` (the entry's or message's time)."""
+    recorded = condition.get("recordedDate")
+    if isinstance(recorded, str) and recorded:
+        try:
+            if len(recorded) == 10:
+                return datetime.fromisoformat(recorded).replace(
+                    hour=12, tzinfo=ZoneInfo(DEFAULT_CITY_TIME_ZONE)
+                )
+            moment = datetime.fromisoformat(recorded)
+        except ValueError:
+            return fallback
+        if moment.tzinfo is None:
+            # A time without an offset is the hospital's, that is the city's, local time.
+            moment = moment.replace(tzinfo=ZoneInfo(DEFAULT_CITY_TIME_ZONE))
+        return moment
+    return fallback
+
+
 @dataclass(frozen=True)
 class CellKey:
     """A cell of the counts: local day, district, age band."""
@@ -188,3 +212,21 @@ class CaseCounts:
     def daily(self, district: str, days: Iterable[date]) -> list[int]:
         """The district's daily counts over ``days`` (every band)."""
         return [self.count(day, district) for day in days]
+
+
+def visit_cells(
+    district: str,
+    birth_date: date | None,
+    diagnoses: Iterable[tuple[Mapping[str, Any], datetime | None]],
+    time_zone: str = DEFAULT_CITY_TIME_ZONE,
+) -> set[CellKey]:
+    """The cells one message's diagnoses (each a FHIR Condition with its fallback visit
+    time) make its patient a case in: one per local day with a countable ILI diagnosis."""
+    cells: set[CellKey] = set()
+    for condition, fallback in diagnoses:
+        moment = visit_time(condition, fallback)
+        if moment is None or not is_ili_diagnosis(condition):
+            continue
+        day = local_day(moment, time_zone)
+        cells.add(CellKey(day, district or UNKNOWN, age_band(birth_date, day)))
+    return cells

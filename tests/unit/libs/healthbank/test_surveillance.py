@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.ai_alert import surveillance
-from services.ai_alert.surveillance import CaseCounts, Visit
+from healthbank import surveillance
+from healthbank.surveillance import CaseCounts, Visit
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 ICD10_CM = "http://hl7.org/fhir/sid/icd-10-cm"
