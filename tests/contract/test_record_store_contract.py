@@ -140,22 +140,16 @@ async def test_filters_by_category_and_interval(store: RecordStore) -> None:
     assert [r.record_id for r in window] == [records[1].record_id]
 
 
-async def test_facts_and_daily_counts(store: RecordStore) -> None:
+async def test_facts_are_stored_with_their_message(store: RecordStore) -> None:
     records = [make_record("tok6", T0, code="J10"), make_record("tok6", T0, code="J11")]
     facts = [EmergencyFact("tok6", records[0].record_id, 1, b"fact")]
     await store.put_message(receipt_for("m6", "tok6", records), records, facts)
     assert await store.list_facts("tok6") == facts
-    counts = await store.daily_counts(
-        "http://loinc.org", ["J10", "J11", "J12"], date(2024, 2, 1), date(2024, 4, 1)
-    )
-    assert counts == {date(2024, 3, 1): 2}
-    # A duplicate does not count twice.
+    # A duplicate stores nothing twice.
     retry = [make_record("tok6", T0, code="J10"), make_record("tok6", T0, code="J11")]
     await store.put_message(receipt_for("m6", "tok6", retry), retry, facts)
-    counts = await store.daily_counts(
-        "http://loinc.org", ["J10"], date(2024, 3, 1), date(2024, 3, 2)
-    )
-    assert counts == {date(2024, 3, 1): 1}
+    assert await store.list_facts("tok6") == facts
+    assert len(await store.list_records("tok6")) == 2
 
 
 async def test_surveillance_cases_are_a_set_stored_with_their_message(

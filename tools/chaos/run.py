@@ -207,13 +207,17 @@ class Workload:
             content = synthetic.glucose_bundle(patient, message_id, values)
         return message_id, Sent(patient, content)
 
-    async def submit(self, message_id: str, sent: Sent, give_up: float) -> None:
-        request = ingest_pb2.SubmitRequest(
+    @staticmethod
+    def request(message_id: str, sent: Sent) -> ingest_pb2.SubmitRequest:
+        return ingest_pb2.SubmitRequest(
             hospital_id=synthetic.HOSPITAL_A.hospital_id,
             message_id=message_id,
             format=FHIR,
             content=sent.content,
         )
+
+    async def submit(self, message_id: str, sent: Sent, give_up: float) -> None:
+        request = self.request(message_id, sent)
         auth = self.client.auth(engine_principal(synthetic.HOSPITAL_A))
         response = await call(
             self.run,
@@ -221,9 +225,14 @@ class Workload:
             lambda: self.client.ingest.Submit(request, metadata=auth, timeout=10),
             give_up,
         )
+        self.accept(message_id, sent, response)
+
+    def accept(self, message_id: str, sent: Sent, response: ingest_pb2.SubmitResponse) -> None:
+        """Note an answer: the first acknowledgement, or a resend's (the same records)."""
         if response.outcome not in (ingest_pb2.OUTCOME_STORED, ingest_pb2.OUTCOME_DUPLICATE):
             self.run.violations.append(
                 f"message {message_id} refused: {ingest_pb2.Outcome.Name(response.outcome)}"
+                f" {response.rejection.reason}"
             )
             return
         if sent.acked is None:
@@ -333,10 +342,14 @@ class Workload:
                 raise
             # A grant of another cycle may still be open for this patient; only a read
             # with no open grant at all is a violation.
-            grants = await self.client.consent.ListGrants(
-                consent_pb2.ListGrantsRequest(parent=f"persons/{token}"),
-                metadata=owner,
-                timeout=10,
+            listing = consent_pb2.ListGrantsRequest(parent=f"persons/{token}")
+            grants = await call(
+                self.run,
+                "list grants",
+                lambda listing=listing, owner=owner: self.client.consent.ListGrants(
+                    listing, metadata=owner, timeout=10
+                ),
+                time.monotonic() + 60,
             )
             if not any(not g.HasField("revoke_time") for g in grants.grants):
                 self.run.violations.append("a history was read after its grant was revoked")
@@ -425,8 +438,14 @@ async def check(
     results: dict[str, str] = {}
 
     # Everything sent is sent again: each comes back stored or duplicate, the same records.
-    for message_id, sent in list(run.sent.items()):
-        await workload.submit(message_id, sent, time.monotonic() + 120)
+    # Sixteen at a time, as a hospital engine catching up would.
+    resending = asyncio.Semaphore(16)
+
+    async def resend(message_id: str, sent: Sent) -> None:
+        async with resending:
+            await workload.submit(message_id, sent, time.monotonic() + 120)
+
+    await asyncio.gather(*(resend(m, s) for m, s in list(run.sent.items())))
     unacked = [m for m, s in run.sent.items() if s.acked is None]
     results["every message stored after resending"] = (
         "ok" if not unacked else f"{len(unacked)} never acknowledged"
@@ -466,14 +485,27 @@ async def check(
     public_key = await build_key_provider(load_settings(env)).public_key()
     auditor = client.auth(AUDITOR)
     async with grpc.aio.insecure_channel(workload.addresses["audit"]) as channel:
-        verdict = await verify_audit_log(channel, public_key, auditor)
+        # verify_audit_log sets no deadline: a call never answered is a finding, not a hang.
+        for _ in range(3):
+            try:
+                verdict = await asyncio.wait_for(
+                    verify_audit_log(channel, public_key, auditor), timeout=120
+                )
+                break
+            except TimeoutError:
+                run.violations.append("audit did not answer a verification within 120 s")
+        else:
+            raise RuntimeError("the audit log could not be read")
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         events: list[audit_pb2.AccessEvent] = []
         start = 0
         while start < verdict.tree_size:
-            page = await stub.GetEntries(
-                audit_pb2.GetEntriesRequest(start_index=start, end_index=verdict.tree_size),
-                metadata=auditor,
+            request = audit_pb2.GetEntriesRequest(start_index=start, end_index=verdict.tree_size)
+            page = await call(
+                run,
+                "audit entries",
+                lambda request=request: stub.GetEntries(request, metadata=auditor, timeout=60),
+                time.monotonic() + 300,
             )
             if not page.entries:
                 break
@@ -606,7 +638,14 @@ def report(run: Run, results: dict[str, str], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def dump_tasks() -> None:
+    """Print where every task of the run waits (``kill -USR1``: a run that seems stuck)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
 async def chaos(args: argparse.Namespace) -> int:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     engines = load_engines_tool()
     engines.up()
     run_id = f"{int(time.time()) % 10**6:06d}"

@@ -11,7 +11,10 @@ Tables are shaped by their queries:
   the writer's ``claim_note``; the plain ``committed`` cell, which no LWT ever writes
   (so Paxos and client timestamps never compete for it), commits it. Receipts of the
   earlier protocol are committed by ``state = 'committed'``.
-- ``code_day_counts``: counters per code and UTC day (RecordStore.daily_counts).
+- ``code_day_counts``: counters per code and UTC day, no longer written or read (the
+  forecast counts ``surveillance_cases``; the counter bump was one more request per
+  message, the costliest in a bulk load, and stalled writes while a dead replica was
+  its leader).
 - ``surveillance_cases``: one row per ILI case (local day, district, age band, person
   token; ADR 30), partitioned by day; a set member, so a rewrite changes nothing. Written
   in the message's last batch, before its receipt commits.
@@ -21,18 +24,14 @@ and facts, each under :data:`MAX_BATCH_BYTES` (Cassandra applies a logged batch
 completely or, after a coordinator failure, replays it from the batchlog; one batch
 per message would exceed the node's request cap for a large message, ADR 18), the
 last of them also carrying the receipt's ``committed`` cell, so a message is
-committed only once all its batches are written (ADR 19) → counters. A retry of a
+committed only once all its batches are written (ADR 19). A retry of a
 message whose earlier attempt died after the claim re-writes the batches with the
 record ids of the claim, so nothing is stored twice: the pipeline plans and seals
 them again under those ids when its own differ (:class:`ClaimedByEarlierAttempt`).
-Counters are not idempotent: they are bumped only by the attempt whose claim
-applied, so a crash before the bump, or a claimant that died and was finished by a
-retry, undercounts one message (aggregates only).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -119,9 +118,6 @@ _INSERT_FACT = (
     "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
 )
 _SET_FACTS_VERSION = "UPDATE facts SET facts_version = ? WHERE person_token = ?"
-_BUMP_COUNT = (
-    "UPDATE code_day_counts SET count = count + ? WHERE code_system = ? AND code = ? AND day = ?"
-)
 _INSERT_CASE = (
     "INSERT INTO surveillance_cases (day, district, age_band, person_token) VALUES (?, ?, ?, ?)"
 )
@@ -183,15 +179,6 @@ class CassandraRecordStore:
                 raise ClaimedByEarlierAttempt(first)
             receipt = first
         await self._write_batches(receipt, records, facts, cases)
-        if row.applied:
-            # One COUNTER batch, one update per (code, day): a 50-observation bundle is one
-            # round trip, not fifty.
-            per_code_day = Counter(
-                (r.code_system, r.code, r.effective_time.date()) for r in records
-            )
-            await self._db.execute_counter_batch(
-                [(_BUMP_COUNT, (n, *key)) for key, n in per_code_day.items()]
-            )
         return PutOutcome(duplicate=False, receipt=receipt)
 
     async def _write_batches(
@@ -363,22 +350,6 @@ class CassandraRecordStore:
                 for r in records
             ],
         )
-
-    async def daily_counts(
-        self, code_system: str, codes: Sequence[str], start: date, end: date
-    ) -> dict[date, int]:
-        """See RecordStore.daily_counts."""
-        totals: dict[date, int] = {}
-        for code in codes:
-            rows = await self._db.execute(
-                "SELECT day, count FROM code_day_counts WHERE code_system = ? AND code = ?"
-                " AND day >= ? AND day < ?",
-                (code_system, code, start, end),
-            )
-            for row in rows:
-                day = _as_date(row.day)
-                totals[day] = totals.get(day, 0) + int(row.count)
-        return totals
 
     async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:
         """See RecordStore.surveillance_counts."""

@@ -8,18 +8,17 @@ store only sees pseudonymous person tokens, codes and times. Records are named
 Writes are per hospital message (``put_message``), idempotent by hospital and
 message id. What a message's write guarantees depends on the backend:
 
-- SQLite: the receipt, the records, the emergency facts, the surveillance cases
-  and the daily code counts commit in one transaction, together or not at all.
+- SQLite: the receipt, the records, the emergency facts and the surveillance
+  cases commit in one transaction, together or not at all.
 - Cassandra (no multi-partition transactions): the records and facts go in
   logged batches of at most 2 MiB each (each applied completely, if need be by
   batchlog replay, but not isolated: a reader may see part of a message while it
   is written); the last batch also carries the surveillance cases (idempotent set
-  rows) and marks the receipt committed, and the counts are bumped only after that.
+  rows) and marks the receipt committed.
   So an acknowledged message has all its records and facts; an attempt that
   failed before the receipt committed may leave its records and facts readable
   with no receipt, and its retry rewrites them under the same record ids (never
-  a second copy); a crash between receipt and counts undercounts that message
-  in the aggregates.
+  a second copy).
 """
 
 from __future__ import annotations
@@ -187,7 +186,7 @@ class RecordStore(Protocol):
         facts: Sequence[EmergencyFact],
         cases: Sequence[SurveillanceCase] = (),
     ) -> PutOutcome:
-        """Store a message's receipt, records, facts, surveillance cases and counts once
+        """Store a message's receipt, records, facts and surveillance cases once
         (see the module docstring for what holds together on each backend). The cases are
         written with the records, before the receipt commits: a message never counts
         without being stored.
@@ -239,12 +238,6 @@ class RecordStore(Protocol):
 
     async def delete_records(self, records: Sequence[StoredRecord]) -> None:
         """Remove records from the hot tier (after the archive made them durable)."""
-        ...
-
-    async def daily_counts(
-        self, code_system: str, codes: Sequence[str], start: date, end: date
-    ) -> dict[date, int]:
-        """Number of records per day with one of ``codes``, days in [start, end)."""
         ...
 
     async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:

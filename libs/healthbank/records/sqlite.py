@@ -1,9 +1,9 @@
 """RecordStore on an embedded SQLite file (``records.db`` in the data dir).
 
-Besides receipts, records and facts: ``code_day_counts`` (records per code and UTC day, the
-old forecast counters, kept for RecordStore.daily_counts) and ``surveillance_cases`` (one
-row per ILI case: local day, district, age band, person token; ADR 30), both written in the
-message's transaction.
+Besides receipts, records and facts: ``surveillance_cases`` (one row per ILI case: local
+day, district, age band, person token; ADR 30), written in the message's transaction.
+``code_day_counts`` (the old forecast's counters per code and UTC day) is no longer written
+or read.
 """
 
 from __future__ import annotations
@@ -140,11 +140,6 @@ class SqliteRecordStore:
                 [(person, new_ulid()) for person in sorted({f.person_token for f in facts})],
             )
             connection.executemany(
-                "INSERT INTO code_day_counts VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE"
-                " SET count = count + 1",
-                [(r.code_system, r.code, r.effective_time.date().isoformat()) for r in records],
-            )
-            connection.executemany(
                 "INSERT OR IGNORE INTO surveillance_cases VALUES (?, ?, ?, ?)",
                 [(c.day.isoformat(), c.district, c.age_band, c.person_token) for c in cases],
             )
@@ -221,22 +216,6 @@ class SqliteRecordStore:
                 [(r.person_token, to_micros(r.effective_time), r.record_id) for r in records],
             )
         )
-
-    async def daily_counts(
-        self, code_system: str, codes: Sequence[str], start: date, end: date
-    ) -> dict[date, int]:
-        """See RecordStore.daily_counts."""
-        if not codes:
-            return {}
-        rows = await self._db.read(
-            lambda c: c.execute(
-                "SELECT day, SUM(count) AS n FROM code_day_counts WHERE code_system = ?"
-                f" AND code IN ({','.join('?' * len(codes))}) AND day >= ? AND day < ?"
-                " GROUP BY day",
-                (code_system, *codes, start.isoformat(), end.isoformat()),
-            ).fetchall()
-        )
-        return {date.fromisoformat(row["day"]): int(row["n"]) for row in rows}
 
     async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:
         """See RecordStore.surveillance_counts."""
