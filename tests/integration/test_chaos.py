@@ -28,6 +28,7 @@ TARGETS = [
 ]
 
 
+@pytest.mark.timeout(900)  # ten kills and restarts, a Cassandra node's among them
 def test_a_short_chaos_run_kills_everything_once_and_keeps_every_invariant(
     engines: Any, tmp_path: Path
 ) -> None:
