@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
+from healthbank.core.memory import resident_mib
 from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient, engine_principal
 from healthbank.dev.devstack import LocalStack
@@ -37,14 +38,6 @@ SECRET = "bench-auth-secret"
 INGEST = "healthbank.ingest.v1.IngestService"
 LETTER_BYTES = 96 * 1024  # base64 makes each ~128 KiB in the bundle
 MAX_ATTEMPTS = 5
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of one process, MiB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def descendants(pid: int) -> list[int]:
@@ -66,8 +59,8 @@ def descendants(pid: int) -> list[int]:
 
 def memory(pid: int) -> tuple[float, float]:
     """(service process, service process and its workers) RSS in MiB."""
-    own = rss_mib(pid)
-    return own, own + sum(rss_mib(child) for child in descendants(pid))
+    own = resident_mib(pid)
+    return own, own + sum(resident_mib(child) for child in descendants(pid))
 
 
 def percentiles(latencies: list[float]) -> str:

@@ -65,6 +65,7 @@ from healthbank.consent.v1 import consent_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
+from healthbank.core.memory import resident_mib
 from healthbank.crypto import build_key_provider
 from healthbank.dev import synthetic
 from healthbank.dev.demo import (
@@ -412,21 +413,11 @@ def wait_gone(pid: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
-
-
 async def sample_memory(stack: LocalStack, run: Run, stop: asyncio.Event) -> None:
     while not stop.is_set():
         for name, service in stack.services.items():
             if service.process.poll() is None:
-                run.memory[name].append((run.now(), rss_mib(service.process.pid)))
+                run.memory[name].append((run.now(), resident_mib(service.process.pid)))
         await asyncio.sleep(1.0)
 
 

@@ -13,6 +13,7 @@ import ctypes
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 _log = logging.getLogger(__name__)
 
@@ -57,3 +58,15 @@ class MemoryReleaser:
         """Cancel a scheduled release (the service stops)."""
         if self._pending is not None:
             self._pending.cancel()
+
+
+def resident_mib(pid: int) -> float:
+    """Resident memory of one process, MiB (Linux /proc); 0.0 once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
