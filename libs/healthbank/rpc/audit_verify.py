@@ -18,13 +18,17 @@ Metadata = Sequence[tuple[str, str]]
 
 
 async def verify_audit_log(
-    channel: grpc.aio.Channel, public_key: bytes, metadata: Metadata = ()
+    channel: grpc.aio.Channel,
+    public_key: bytes,
+    metadata: Metadata = (),
+    events: list[audit_pb2.AccessEvent] | None = None,
 ) -> Verdict:
     """Verify the log served on ``channel`` against its current signed tree head.
 
     ``public_key`` is the raw Ed25519 key the verifier trusts for the log (configured, not
     fetched from the server); ``metadata`` carries the caller's credentials for GetEntries.
-    A failed call is a failed verdict, not an exception.
+    ``events``, if given, receives every event checked, in order (a caller that examines
+    the events reads the log once). A failed call is a failed verdict, not an exception.
     """
     stub = audit_pb2_grpc.AuditServiceStub(channel)
     try:
@@ -38,6 +42,8 @@ async def verify_audit_log(
             if not response.entries:
                 break
             for entry in response.entries:
+                if events is not None:
+                    events.append(entry.event)
                 if not check.add(entry.leaf_index, entry.event, entry.leaf):
                     break
         verdict = check.finish()
