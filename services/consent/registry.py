@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,8 @@ class ConsentRegistry:
         if current is None:
             raise GrantNotFound(grant_id)
         if current.revoke_time is not None:
+            # A retry after an attempt that died between store and cache: forget again.
+            await self._forget_grants(current)
             return current
         await self._changes.consent_changed(actor, person_token, current.name, CHANGE_GRANT_REVOKED)
         grant = await self._store.revoke_grant(person_token, grant_id, self._now())
@@ -257,15 +260,21 @@ class ConsentRegistry:
         cached = await self._cache.get(key) if self._cache is not None else None
         if cached is not None:
             return grants_from_json(cached)
+        loaded_at = time.monotonic()
         grants = await self._store.grants_for_hospital(person_token, hospital_id)
-        if self._cache is not None:
-            await self._cache.set(key, grants_to_json(grants), self._cache_ttl)
+        # fill, not set: a revoke between our read and now has left a mark that keeps
+        # what we read out of the cache. A read slower than half the mark's life is not
+        # cached at all (the mark may be gone by the time it lands).
+        if self._cache is not None and time.monotonic() - loaded_at < self._cache_ttl / 2:
+            await self._cache.fill(key, grants_to_json(grants), self._cache_ttl)
         return grants
 
     async def _forget_grants(self, grant: Grant) -> None:
+        """Called after every grant change is stored; raises StorageUnavailable (the change
+        is then retried) when the cache cannot confirm it forgot the old grants."""
         if self._cache is not None:
-            await self._cache.delete(
-                grants_cache_key(grant.person_token, grant.grantee_hospital_id)
+            await self._cache.invalidate(
+                grants_cache_key(grant.person_token, grant.grantee_hospital_id), self._cache_ttl
             )
 
     async def break_glass(

@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+from healthbank.storage.errors import StorageUnavailable
 from healthbank.storage.redis_cache import RedisCache
 
 
@@ -47,6 +48,24 @@ async def test_delete_reaches_other_replicas_near_cache(
     assert await second.get(key) is None
 
 
+async def test_an_invalidation_reaches_other_replicas_and_blocks_a_racing_fill(
+    two_replicas: tuple[RedisCache, RedisCache],
+) -> None:
+    first, second = two_replicas
+    key = f"grants:{uuid.uuid4().hex}"
+    await first.fill(key, b"active", ttl_seconds=30)
+    assert await second.get(key) == b"active"  # in second's near cache too
+    await first.invalidate(key, ttl_seconds=30)
+    # second loaded "active" from the store before the revoke; its fill lands after.
+    await second.fill(key, b"active", ttl_seconds=30)
+    for _ in range(50):
+        if await second.get(key) is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await second.get(key) is None
+    assert await first.get(key) is None
+
+
 async def test_ttl_expires(two_replicas: tuple[RedisCache, RedisCache]) -> None:
     first, second = two_replicas
     key = f"ttl:{uuid.uuid4().hex}"
@@ -68,7 +87,11 @@ async def test_redis_outage_means_misses_not_errors(
         # Near-cached values are dropped: invalidations cannot be heard during an outage.
         assert await cache.get(key) is None
         await cache.set(key, b"during", ttl_seconds=60)  # skipped, no exception
+        await cache.fill(key, b"during", ttl_seconds=60)
         await cache.delete(key)
+        # An invalidation that cannot be confirmed is an error: a revoke is retried.
+        with pytest.raises(StorageUnavailable):
+            await cache.invalidate(key, ttl_seconds=60)
     finally:
         tools.up(only="redis")
     assert await cache.check()

@@ -91,7 +91,12 @@ async def wait_for_health(
     request = health_pb2.HealthCheckRequest(service=service)
     status = None
     for _ in range(int(seconds * 20)):
-        status = (await health.Check(request)).status
+        try:
+            status = (await health.Check(request)).status
+        except grpc.aio.AioRpcError as error:
+            # A just-started server can refuse the very first connection; poll on.
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
         if status == wanted:
             return
         await asyncio.sleep(0.05)

@@ -24,6 +24,9 @@ from healthbank.core.telemetry import business_metrics, traced
 
 __all__ = ["Cache", "CountedCache", "MemoryCache", "emergency_summary_key", "open_cache"]
 
+INVALIDATED = b""
+"""The stored invalidation mark: empty values are reserved for it and read as a miss."""
+
 
 @runtime_checkable
 class Cache(Protocol):
@@ -39,6 +42,21 @@ class Cache(Protocol):
 
     async def delete(self, key: str) -> None:
         """Forget ``key`` (no error when absent)."""
+        ...
+
+    async def fill(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """Store ``value`` unless ``key`` holds a value or an invalidation mark.
+
+        For data loaded from the store after a miss: a load that raced an
+        :meth:`invalidate` cannot put the data it read before the change back.
+        """
+        ...
+
+    async def invalidate(self, key: str, ttl_seconds: float) -> None:
+        """Replace ``key`` by an invalidation mark for ``ttl_seconds``: reads miss, and no
+        :meth:`fill` lands until it expires. Raises StorageUnavailable when the mark cannot
+        be confirmed, so a change that must show at once (a revoked grant) is not
+        acknowledged before it does."""
         ...
 
     async def close(self) -> None:
@@ -81,13 +99,13 @@ class MemoryCache:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return entry.value
+        return entry.value or None
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         """See :meth:`Cache.set`."""
         self._ensure_open()
-        if not isinstance(value, bytes):
-            raise TypeError("cache values must be bytes")
+        if not isinstance(value, bytes) or not value:
+            raise TypeError("cache values must be non-empty bytes")
         if ttl_seconds <= 0:
             # A zero TTL means "do not cache" (settings.cache_ttl_seconds = 0 turns caching off).
             self._entries.pop(key, None)
@@ -100,6 +118,21 @@ class MemoryCache:
         """See :meth:`Cache.delete`."""
         self._ensure_open()
         self._entries.pop(key, None)
+
+    async def fill(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """See :meth:`Cache.fill`."""
+        self._ensure_open()
+        entry = self._entries.get(key)
+        if entry is None or entry.expires_at <= self._clock():
+            await self.set(key, value, ttl_seconds)
+
+    async def invalidate(self, key: str, ttl_seconds: float) -> None:
+        """See :meth:`Cache.invalidate`."""
+        self._ensure_open()
+        self._entries.pop(key, None)
+        if ttl_seconds > 0:
+            self._entries[key] = _Entry(INVALIDATED, self._clock() + ttl_seconds)
+            self._evict()
 
     async def clear(self) -> None:
         """Forget every entry."""
@@ -151,6 +184,16 @@ class CountedCache:
         """See :meth:`Cache.delete`."""
         with traced("cache delete"):
             await self._inner.delete(key)
+
+    async def fill(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """See :meth:`Cache.fill`."""
+        with traced("cache fill", {"cache.value_bytes": len(value)}):
+            await self._inner.fill(key, value, ttl_seconds)
+
+    async def invalidate(self, key: str, ttl_seconds: float) -> None:
+        """See :meth:`Cache.invalidate`."""
+        with traced("cache invalidate"):
+            await self._inner.invalidate(key, ttl_seconds)
 
     async def close(self) -> None:
         """See :meth:`Cache.close`."""

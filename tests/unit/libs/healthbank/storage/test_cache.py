@@ -104,3 +104,36 @@ async def test_closed_cache_refuses_use() -> None:
 def test_max_entries_must_be_positive() -> None:
     with pytest.raises(ValueError):
         MemoryCache(0)
+
+
+async def test_fill_does_not_overwrite_a_value() -> None:
+    cache = MemoryCache(4)
+    await cache.set("k", b"newer", 60)
+    await cache.fill("k", b"loaded", 60)
+    assert await cache.get("k") == b"newer"
+
+
+async def test_fill_stores_when_absent() -> None:
+    cache = MemoryCache(4)
+    await cache.fill("k", b"loaded", 60)
+    assert await cache.get("k") == b"loaded"
+
+
+async def test_an_invalidation_keeps_a_racing_fill_out_until_it_expires() -> None:
+    clock = FakeClock()
+    cache = MemoryCache(4, clock=clock)
+    await cache.set("grants", b"active grant", 60)
+    # A reader missed and loaded the active grant from the store; then the grant is
+    # revoked and the key invalidated; only then does the reader's fill arrive.
+    await cache.invalidate("grants", 30)
+    await cache.fill("grants", b"active grant", 60)
+    assert await cache.get("grants") is None
+    clock.now += 31
+    await cache.fill("grants", b"revoked grant", 60)
+    assert await cache.get("grants") == b"revoked grant"
+
+
+async def test_empty_values_are_reserved_for_the_invalidation_mark() -> None:
+    cache = MemoryCache(2)
+    with pytest.raises(TypeError):
+        await cache.set("k", b"", 60)
