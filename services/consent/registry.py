@@ -119,6 +119,12 @@ def grants_from_json(raw: bytes) -> list[Grant]:
     ]
 
 
+INVALIDATION_MARK_SECONDS = 2.0
+"""How long a grant change keeps Check's fills out of the grants cache: twice as long as a
+fill may take after its store read began (slower ones are not cached), so no Check that read
+the grants before the change can cache them after it."""
+
+
 def justification_aad(session_name: str) -> bytes:
     """Associated data binding a sealed justification to its break-glass session."""
     return f"break-glass-justification:{session_name}".encode()
@@ -262,10 +268,11 @@ class ConsentRegistry:
             return grants_from_json(cached)
         loaded_at = time.monotonic()
         grants = await self._store.grants_for_hospital(person_token, hospital_id)
-        # fill, not set: a revoke between our read and now has left a mark that keeps
-        # what we read out of the cache. A read slower than half the mark's life is not
-        # cached at all (the mark may be gone by the time it lands).
-        if self._cache is not None and time.monotonic() - loaded_at < self._cache_ttl / 2:
+        # fill, not set: a change stored after our read has left a mark that keeps what
+        # we read out of the cache. A read slower than half the mark's life is not cached
+        # at all (the mark may be gone by the time it would land).
+        elapsed = time.monotonic() - loaded_at
+        if self._cache is not None and elapsed < INVALIDATION_MARK_SECONDS / 2:
             await self._cache.fill(key, grants_to_json(grants), self._cache_ttl)
         return grants
 
@@ -274,7 +281,8 @@ class ConsentRegistry:
         is then retried) when the cache cannot confirm it forgot the old grants."""
         if self._cache is not None:
             await self._cache.invalidate(
-                grants_cache_key(grant.person_token, grant.grantee_hospital_id), self._cache_ttl
+                grants_cache_key(grant.person_token, grant.grantee_hospital_id),
+                INVALIDATION_MARK_SECONDS,
             )
 
     async def break_glass(

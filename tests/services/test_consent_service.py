@@ -50,7 +50,7 @@ from healthbank.core.ids import is_ulid
 from healthbank.crypto import build_key_provider, build_sealer
 from services.audit.app import open_service as open_audit
 from services.consent.app import SERVICE, SERVICE_NAME, open_service
-from services.consent.registry import justification_aad
+from services.consent.registry import INVALIDATION_MARK_SECONDS, justification_aad
 from services.consent.store_cassandra import MIGRATIONS
 
 # The services these tests start on Cassandra: their keyspaces are migrated first.
@@ -1006,6 +1006,8 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
         consent = await open_consent(exits, through_proxy, Clock(START))
         channel = consent.channel
         grant = await consent.create()
+        # The creation's invalidation mark keeps fills out for a moment; then one caches.
+        await asyncio.sleep(INVALIDATION_MARK_SECONDS)
         assert (await consent.check()).decision == consent_pb2.DECISION_PERMIT
 
         await proxy.cut()

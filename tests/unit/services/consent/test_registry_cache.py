@@ -15,7 +15,12 @@ from healthbank.contracts.principal import Principal, PrincipalKind
 from healthbank.storage.cache import MemoryCache
 from healthbank.storage.errors import StorageUnavailable
 from services.consent.domain import Grant
-from services.consent.registry import ConsentRegistry, GrantDraft
+from services.consent.registry import (
+    INVALIDATION_MARK_SECONDS,
+    ConsentRegistry,
+    GrantDraft,
+    grants_cache_key,
+)
 from services.consent.store import SqliteConsentStore
 
 PERSON = "p" * 26
@@ -51,6 +56,15 @@ class PausedReads(SqliteConsentStore):
             self.read_done.set()
             await self.resume.wait()
         return grants
+
+
+class Clock:
+    """The cache's monotonic seconds, moved by the test."""
+
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FailingOnce(MemoryCache):
@@ -105,10 +119,13 @@ async def test_a_check_that_read_before_a_revoke_cannot_cache_the_old_grant(
 async def test_a_revoke_retried_after_a_failed_invalidation_forgets_the_grant(
     tmp_path: Path,
 ) -> None:
-    cache = FailingOnce(64)
+    clock = Clock()
+    cache = FailingOnce(64, clock=clock)
     registry = await registry_on(SqliteConsentStore(tmp_path / "consent.db"), cache)
     created = await grant(registry)
-    assert (await registry.check(CLINICIAN, PERSON, [])).permit  # now cached
+    clock.now += INVALIDATION_MARK_SECONDS  # the creation's mark has expired
+    assert (await registry.check(CLINICIAN, PERSON, [])).permit
+    assert await cache.get(grants_cache_key(PERSON, HOSPITAL)) is not None  # cached
     cache.fail_next = True
     with pytest.raises(StorageUnavailable):
         await registry.revoke_grant(PATIENT, PERSON, created.grant_id)
