@@ -233,6 +233,31 @@ def changed(leaf: bytes, **fields: object) -> bytes:
 # --- found by `healthbank audit verify` ----------------------------------------------------
 
 
+async def test_a_log_of_large_events_verifies_page_by_page(log: AuditLog) -> None:
+    """1,000 events naming 60 records each are ~9 MB as GetEntries entries: more than one
+    gRPC message may carry (the chaos run's verify got RESOURCE_EXHAUSTED). The answers
+    stop early and the verifier reads on, so the whole log still verifies."""
+    stub = audit_pb2_grpc.AuditServiceStub(log.channel)
+    for batch in range(10):
+        events = []
+        for minutes in range(100):
+            event = access_event(LOGGED + batch * 100 + minutes)
+            event.action = audit_pb2.ACTION_WRITE
+            event.resource_names[:] = [f"persons/{PERSON}/records/{new_ulid()}" for _ in range(60)]
+            events.append(event)
+        await stub.AppendEvents(
+            audit_pb2.AppendEventsRequest(events=events),
+            metadata=auth_metadata(log.settings, RECORD_LOOKUP),
+        )
+    checked: list[audit_pb2.AccessEvent] = []
+    log.clock.resign()
+    verdict = await verify_audit_log(
+        log.channel, log.log_key, auth_metadata(log.settings, AUDITOR), events=checked
+    )
+    assert verdict.ok, verdict.line()
+    assert verdict.tree_size == len(checked) == LOGGED + 1000
+
+
 async def test_a_changed_event_is_found(log: AuditLog) -> None:
     leaves = await log.insider.leaves()
     await log.insider.set_leaf(4, changed(leaves[4], action=audit_pb2.ACTION_READ_EMERGENCY))
