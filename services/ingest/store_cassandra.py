@@ -125,12 +125,13 @@ class CassandraIngestStore:
         return self
 
     async def note_pending(self, audit: WriteAudit) -> None:
-        """See IngestStore.note_pending (the note row and its minute's marker, both or
-        neither)."""
+        """See IngestStore.note_pending (when it returns, the note row and its minute's
+        marker are both written; after an error the submission stops before its commit, so
+        a note without its marker is of a message not stored by this attempt)."""
         key = _key(audit)
         occur_us = to_micros(audit.occur_time)
         minute, shard = _minute(occur_us), _shard(key)
-        await self._db.execute_logged_batch(
+        await self._db.execute_batch(
             [
                 (_INDEX, (minute, shard, occur_us, *key, write_audit_json(audit))),
                 (_MARK_MINUTE, (shard, minute)),
@@ -168,10 +169,11 @@ class CassandraIngestStore:
         ]
 
     async def mark_audit_appended(self, audit: WriteAudit) -> None:
-        """See IngestStore.mark_audit_appended."""
+        """See IngestStore.mark_audit_appended (after an error, either may be written: the
+        append is idempotent by event id, so appending again is harmless)."""
         key = _key(audit)
         occur_us = to_micros(audit.occur_time)
-        await self._db.execute_logged_batch(
+        await self._db.execute_batch(
             [
                 (_MARK, (*key, audit.event_id)),
                 (_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key)),

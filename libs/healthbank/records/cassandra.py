@@ -19,12 +19,14 @@ Tables are shaped by their queries:
   token; ADR 30), partitioned by day; a set member, so a rewrite changes nothing. Written
   in the message's last batch, before its receipt commits.
 
-A message is stored as: claim the receipt (the LWT) → LOGGED batches of its records
-and facts, each under :data:`MAX_BATCH_BYTES` (Cassandra applies a logged batch
-completely or, after a coordinator failure, replays it from the batchlog; one batch
-per message would exceed the node's request cap for a large message, ADR 18), the
-last of them also carrying the receipt's ``committed`` cell, so a message is
-committed only once all its batches are written (ADR 19). A retry of a
+A message is stored as: claim the receipt (the LWT) → UNLOGGED batches of its rows, each
+under :data:`MAX_BATCH_BYTES` (one batch per message would exceed the node's request cap
+for a large message, ADR 18) → the facts version of each person with new facts → the
+receipt's ``committed`` cell. Each step starts only once the one before it has been applied
+everywhere it must be, so a message is committed only once every row is written (ADR 19),
+and a version never names facts not yet written. No LOGGED batch: its batchlog waits on two
+other nodes and stalled every write while a dead node was not yet marked down (ADR 36);
+an attempt that dies half-way leaves a pending claim that the retry finishes. A retry of a
 message whose earlier attempt died after the claim re-writes the batches with the
 record ids of the claim, so nothing is stored twice: the pipeline plans and seals
 them again under those ids when its own differ (:class:`ClaimedByEarlierAttempt`).
@@ -231,19 +233,22 @@ class CassandraRecordStore:
                 ],
                 len(fact.sealed_fact) + _ROW_OVERHEAD_BYTES,
             )
-        # In the last batch, so a version is never seen before all of its facts.
-        batches[-1].extend(
-            (_SET_FACTS_VERSION, (new_ulid(), person))
-            for person in sorted({fact.person_token for fact in facts})
-        )
-        # Cases are idempotent set members: with the commit, so no stored message misses them.
+        # Cases are idempotent set members, written before the commit so no stored message
+        # misses them.
         batches[-1].extend(
             (_INSERT_CASE, (c.day, c.district, c.age_band, c.person_token)) for c in cases
         )
-        # The last batch commits the receipt: only after every record and fact is written.
-        batches[-1].append((_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id)))
         for batch in batches:
-            await self._db.execute_logged_batch(batch)
+            await self._db.execute_batch(batch)
+        # Then the versions, so a version is never seen before all of its facts...
+        await self._db.execute_batch(
+            [
+                (_SET_FACTS_VERSION, (new_ulid(), person))
+                for person in sorted({fact.person_token for fact in facts})
+            ]
+        )
+        # ...and last the commit: only after every row and version is written.
+        await self._db.execute(_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id))
 
     async def get_receipt(
         self, hospital_id: str, message_id: str, *, linearizable: bool = True

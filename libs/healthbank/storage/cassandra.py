@@ -296,8 +296,19 @@ class CassandraDatabase:
             _raise_storage_error(self.keyspace, error)
 
     async def execute_logged_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Apply statements as one LOGGED batch: all of them eventually, or none."""
+        """Apply statements as one LOGGED batch: all of them eventually, or none.
+
+        Writing the batchlog waits for two other nodes, so on a ring it stalls (until the
+        write timeout) while a dead node is not yet known to be down; the hot paths use
+        :meth:`execute_batch` instead (ADR 36)."""
         await self._apply_batch(statements, BatchType.LOGGED)
+
+    async def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Apply statements as one UNLOGGED batch, one round trip: when it returns, every
+        statement is applied at the session's consistency; after an error, any subset may
+        be (each partition's part whole or not at all). The caller orders what depends on
+        what across batches, and writes the batch again after an error."""
+        await self._apply_batch(statements, BatchType.UNLOGGED)
 
     async def execute_counter_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Apply counter updates as one COUNTER batch (one round trip; counters are not
