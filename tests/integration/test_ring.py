@@ -171,6 +171,7 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
     run = uuid.uuid4().hex[:6]
     people = {f"ring-{run}-{index}": synthetic.fresh_patient() for index in range(MESSAGES)}
     acknowledged: dict[str, ingest_pb2.SubmitResponse] = {}
+    waits_before_kill: list[float] = []
     waits_after_kill: list[float] = []
     killed = asyncio.Event()
     pending = list(people)
@@ -182,8 +183,7 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
                 client, people[message_id], message_id
             )
             acknowledged[message_id] = response
-            if killed.is_set():
-                waits_after_kill.append(waited)
+            (waits_after_kill if killed.is_set() else waits_before_kill).append(waited)
             if len(acknowledged) == MESSAGES // 3 and not killed.is_set():
                 killed.set()
                 await asyncio.to_thread(tool.kill_node, tool.RingConfig.load(3), KILLED_NODE)
@@ -194,7 +194,15 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
         longest, over = max(waits_after_kill), sum(wait > 2.0 for wait in waits_after_kill)
         record_property("longest_write_wait_s", round(longest, 2))
         record_property("writes_waiting_over_2s", over)
-        print(f"after the kill: longest wait {longest:.2f} s, {over} of {len(waits_after_kill)}")
+        print(
+            f"after the kill: longest wait {longest:.2f} s, {over} of {len(waits_after_kill)}"
+            f" over 2 s; before it: longest {max(waits_before_kill):.2f} s,"
+            f" median {sorted(waits_before_kill)[len(waits_before_kill) // 2]:.2f} s"
+        )
+        # The kill adds no stall: on this loaded ring a Submit already takes seconds, so
+        # the bar is the slowest one before the kill plus 2 s (ADR 36: with LOGGED batches
+        # every write waited 18-22 s for the dead node to be marked down).
+        assert longest <= max(waits_before_kill) + 2.0, (longest, max(waits_before_kill))
         assert set(acknowledged) == set(people)
         assert all(
             response.outcome in (ingest_pb2.OUTCOME_STORED, ingest_pb2.OUTCOME_DUPLICATE)
