@@ -127,6 +127,9 @@ def _node_yaml(cfg: RingConfig, node: int) -> str:
         r"^rpc_address:.*$": f"rpc_address: {cfg.address(node)}",
         r"^(\s*- seeds:).*$": rf'\1 "{cfg.address(1)}:{cfg.storage_port}"',
         r"^num_tokens:.*$": f"num_tokens: 1\ninitial_token: {cfg.token(node)}",
+        # Sorts the node itself first: a read at ONE coordinated by a replica reads that
+        # replica, so a test can see what each node holds (SimpleSnitch keeps ring order).
+        r"^endpoint_snitch:.*$": "endpoint_snitch: GossipingPropertyFileSnitch",
     }
     for pattern, replacement in replacements.items():
         text, count = re.subn(pattern, replacement, text, flags=re.M)
@@ -137,7 +140,10 @@ def _node_yaml(cfg: RingConfig, node: int) -> str:
     # the coordinator itself included), not to two random others: on three nodes those
     # are always the other two, so one killed node would fail every logged batch until
     # the ring marks it down (~18 s, issue 15).
-    return text + "auto_bootstrap: false\nbatchlog_endpoint_strategy: dynamic\n"
+    # No dynamic snitch either: it may send that read to a better-scored node.
+    return (
+        text + "auto_bootstrap: false\nbatchlog_endpoint_strategy: dynamic\ndynamic_snitch: false\n"
+    )
 
 
 def _command(cfg: RingConfig, node: int) -> list[str]:
@@ -148,6 +154,9 @@ def _command(cfg: RingConfig, node: int) -> list[str]:
         directory.mkdir(parents=True, exist_ok=True)
     yaml = conf / "cassandra.yaml"
     yaml.write_text(_node_yaml(cfg, node))
+    # One data centre and rack, named as SimpleSnitch names them.
+    rackdc = conf / "cassandra-rackdc.properties"
+    rackdc.write_text("dc=datacenter1\nrack=rack1\n")
     password_file, access_file, _ = _jmx_files(cfg)
     lib = single.Config.load().cassandra_dir / "lib"
     jamm = sorted(lib.glob("jamm-*.jar"))[-1]
@@ -162,6 +171,7 @@ def _command(cfg: RingConfig, node: int) -> list[str]:
         f"-javaagent:{jamm}",
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.config=file://{yaml}",
+        f"-Dcassandra-rackdc.properties=file://{rackdc}",
         f"-Dcassandra.storagedir={base / 'data'}",
         f"-Dcassandra.logdir={logs}",
         f"-Dlogback.configurationFile={single.LOGBACK}",
