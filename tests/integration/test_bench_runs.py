@@ -109,3 +109,18 @@ def test_archive_benchmark_prints_tiering_compression_and_cold_fetches(objects: 
     assert lines[2].startswith("compression:") and "ratio" in lines[2]
     assert lines[3].startswith("cold fetch, one record: p50")
     assert lines[4].startswith("cold fetch, 5-year history (120 records): p50")
+
+
+def test_hops_prints_each_layer_of_an_emergency_read_beside_a_bare_round_trip() -> None:
+    lines = run_tool("hops.py", "--json", "--calls", "5", timeout=240)
+    figures = json.loads(lines[-1])
+    assert list(figures) == [
+        "bare aio Check",
+        "service Check",
+        "audit AppendEvent",
+        "identity LookupByNationalId",
+        "consent BreakGlass",
+        "GetEmergencySummary",
+    ]
+    for name, row in figures.items():
+        assert 0 < row["p50_ms"] <= row["p90_ms"], name
