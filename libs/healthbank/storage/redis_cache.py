@@ -33,6 +33,11 @@ _NEAR_TTL_SECONDS = 5.0
 _log = logging.getLogger(__name__)
 
 
+def _millis(ttl_seconds: float) -> int:
+    """A positive TTL in whole milliseconds, as Redis's PX takes it (at least 1)."""
+    return max(1, int(ttl_seconds * 1000))
+
+
 class RedisCache:
     """Cache on Redis with a near cache; see the module docstring."""
 
@@ -81,7 +86,7 @@ class RedisCache:
         if ttl_seconds <= 0:
             return
         try:
-            await self._redis.set(_KEY_PREFIX + key, value, px=max(1, int(ttl_seconds * 1000)))
+            await self._redis.set(_KEY_PREFIX + key, value, px=_millis(ttl_seconds))
         except (RedisError, OSError) as error:
             await self._outage(error)
             return
@@ -95,7 +100,7 @@ class RedisCache:
         invalidations = self._invalidations
         try:
             stored = await self._redis.set(
-                _KEY_PREFIX + key, value, px=max(1, int(ttl_seconds * 1000)), nx=True
+                _KEY_PREFIX + key, value, px=_millis(ttl_seconds), nx=True
             )
         except (RedisError, OSError) as error:
             await self._outage(error)
@@ -110,9 +115,7 @@ class RedisCache:
         await self._near.delete(key)
         try:
             if ttl_seconds > 0:
-                await self._redis.set(
-                    _KEY_PREFIX + key, INVALIDATED, px=max(1, int(ttl_seconds * 1000))
-                )
+                await self._redis.set(_KEY_PREFIX + key, INVALIDATED, px=_millis(ttl_seconds))
             else:
                 await self._redis.delete(_KEY_PREFIX + key)
             await self._redis.publish(INVALIDATION_CHANNEL, key)
