@@ -65,7 +65,7 @@ from healthbank.ledger import merkle
 from healthbank.ledger.merkle import NodeKey
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
-from healthbank.storage.errors import SchemaPending
+from healthbank.storage.errors import StorageUnavailable
 from services.audit.store import (
     MAX_BATCH,
     AppendOutcome,
@@ -226,12 +226,14 @@ class CassandraAuditStore:
         self._person_years: set[tuple[str, int]] = set()
 
     async def open(self) -> CassandraAuditStore:
-        """Connect and create the head row of an empty log (once ``healthbank migrate``
-        has created the keyspace: until then :meth:`check` does it); returns self."""
+        """Connect and create the head row of an empty log; returns self. Until
+        ``healthbank migrate`` has created the keyspace, or while the head's LWT times out
+        (a ring just created, issue 15), :meth:`check` and the first append do it instead:
+        the service starts NOT_SERVING rather than crashing."""
         await self._db.open()
         try:
             await self._ensure_head()
-        except SchemaPending:
+        except StorageUnavailable:  # SchemaPending included
             pass
         except BaseException:
             await self._db.close()

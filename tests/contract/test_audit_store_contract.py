@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from contract_support import StoreKind
@@ -19,6 +20,8 @@ from engine_support import cassandra_database
 
 from healthbank.ledger import merkle
 from healthbank.records import to_micros
+from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.errors import StorageUnavailable
 from services.audit.store import (
     AuditStore,
     LeafEntry,
@@ -453,5 +456,40 @@ async def test_cassandra_a_batch_left_pending_is_finished_by_the_next_appender(
         assert await store.tree_size() == 4
         expected = mth([entry("zero").leaf, stuck[0].leaf, stuck[1].leaf, entry("next").leaf])
         assert await root_of(store, 4) == expected
+    finally:
+        await store.close()
+
+
+class _HeadTimesOutOnce(CassandraDatabase):
+    """A keyspace whose first lightweight transaction times out, as on a ring just created."""
+
+    timed_out = False
+
+    async def execute(
+        self, cql: str, params: Sequence[Any] = (), *, consistency: str | None = None
+    ) -> list[Any]:
+        if " IF " in cql and not self.timed_out:
+            self.timed_out = True
+            raise StorageUnavailable("cassandra keyspace audit: WriteTimeout")
+        return await super().execute(cql, params, consistency=consistency)
+
+
+async def test_cassandra_a_head_that_times_out_on_open_is_created_by_the_health_check(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    cassandra_database(engines, cassandra_keyspace, MIGRATIONS)  # migrated, as by migrate
+    database = _HeadTimesOutOnce(
+        hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+        keyspace=cassandra_keyspace,
+        migrations=MIGRATIONS,
+        consistency="ONE",
+    )
+    # The service starts (NOT_SERVING until its health check passes) instead of crashing.
+    store = await CassandraAuditStore(database).open()
+    try:
+        assert database.timed_out
+        await store.check()
+        assert (await store.append(entry("first"))).leaf_index == 0
     finally:
         await store.close()

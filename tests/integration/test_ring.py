@@ -10,7 +10,7 @@ LOCAL_QUORUM), issue 15:
   (answered DUPLICATE with the same records when sent again) (done-means 2, in part). The
   longest wait of one message (first send to acknowledgement) is reported as the test's
   ``longest_write_wait_s`` property; the kill may add at most 2 s to the slowest wait before
-  it (ADR 36);
+  it for a message sent after it, and one more attempt for a message in flight at it (ADR 36);
 - a node down while rows are written, the node holding their hints killed and its hints
   lost: `nodetool repair --full -pr` on each node leaves every replica complete
   (done-means 3).
@@ -178,38 +178,50 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
     run = uuid.uuid4().hex[:6]
     people = {f"ring-{run}-{index}": synthetic.fresh_patient() for index in range(MESSAGES)}
     acknowledged: dict[str, ingest_pb2.SubmitResponse] = {}
-    waits_before_kill: list[float] = []
-    waits_after_kill: list[float] = []
-    killed = asyncio.Event()
+    # Per message: when it was first sent and how long it waited (monotonic seconds).
+    sent_and_waited: dict[str, tuple[float, float]] = {}
+    kill_started: list[float] = []
     pending = list(people)
 
     async def sender() -> None:
         while pending:
             message_id = pending.pop()
+            sent = time.monotonic()
             response, waited = await submit_until_acknowledged(
                 client, people[message_id], message_id
             )
             acknowledged[message_id] = response
-            (waits_after_kill if killed.is_set() else waits_before_kill).append(waited)
-            if len(acknowledged) == MESSAGES // 3 and not killed.is_set():
-                killed.set()
+            sent_and_waited[message_id] = (sent, waited)
+            if len(acknowledged) == MESSAGES // 3 and not kill_started:
+                kill_started.append(time.monotonic())
                 await asyncio.to_thread(tool.kill_node, tool.RingConfig.load(3), KILLED_NODE)
 
     try:
         await asyncio.gather(*(sender() for _ in range(SENDERS)))
-        assert killed.is_set() and waits_after_kill
-        longest, over = max(waits_after_kill), sum(wait > 2.0 for wait in waits_after_kill)
+        assert kill_started
+        killed_at = kill_started[0]
+        done_before = [w for s, w in sent_and_waited.values() if s + w < killed_at]
+        in_flight = [w for s, w in sent_and_waited.values() if s < killed_at <= s + w]
+        sent_after = [w for s, w in sent_and_waited.values() if s >= killed_at]
+        assert done_before and sent_after
+        slowest = max(done_before)
+        longest = max(in_flight + sent_after)
         record_property("longest_write_wait_s", round(longest, 2))
-        record_property("writes_waiting_over_2s", over)
         print(
-            f"after the kill: longest wait {longest:.2f} s, {over} of {len(waits_after_kill)}"
-            f" over 2 s; before it: longest {max(waits_before_kill):.2f} s,"
-            f" median {sorted(waits_before_kill)[len(waits_before_kill) // 2]:.2f} s"
+            f"before the kill: {len(done_before)} messages, slowest {slowest:.2f} s,"
+            f" median {sorted(done_before)[len(done_before) // 2]:.2f} s;"
+            f" in flight at the kill: {[round(w, 2) for w in in_flight]};"
+            f" sent after it (in order): "
+            f"{[round(w, 2) for s, w in sorted(sent_and_waited.values()) if s >= killed_at]}"
         )
-        # The kill adds no stall: on this loaded ring a Submit already takes seconds, so
-        # the bar is the slowest one before the kill plus 2 s (ADR 36: with LOGGED batches
-        # every write waited 18-22 s for the dead node to be marked down).
-        assert longest <= max(waits_before_kill) + 2.0, (longest, max(waits_before_kill))
+        # The kill adds no stall (ADR 36: with LOGGED batches every write waited 18-22 s for
+        # the dead node to be marked down). On this loaded ring a Submit already takes
+        # seconds, so the bars are relative to the slowest before the kill: a message sent
+        # after the kill waits at most 2 s more; one in flight at the kill may have been
+        # sent to the dying node and lose that attempt, so it gets one more attempt and the
+        # client's 1 s pause before it.
+        assert max(sent_after) <= slowest + 2.0, (sent_after, slowest)
+        assert not in_flight or max(in_flight) <= 2 * slowest + 1.0 + 2.0, (in_flight, slowest)
         assert set(acknowledged) == set(people)
         assert all(
             response.outcome in (ingest_pb2.OUTCOME_STORED, ingest_pb2.OUTCOME_DUPLICATE)
