@@ -39,6 +39,23 @@ def test_isolation_benchmark_prints_check_latencies_beside_a_baseline_and_rss() 
     assert [line.split()[0] for line in lines[-4:]] == ["before", "peak", "after", "+5"]
 
 
+def test_neighbour_benchmark_prints_the_neighbour_beside_its_baseline_and_the_floods_answers() -> (
+    None
+):
+    # 32 in flight: more than the burst (10) and the tokens queued calls may wait for (10).
+    lines = run_tool("neighbour.py", "--seconds", "3", "--flood", "32", timeout=300)
+    labels = [
+        "B alone (limits on)",
+        "B while A floods (limits on)",
+        "B while A floods (limits off)",
+    ]
+    for label in labels:
+        assert any(line.startswith(label) and "p99" in line for line in lines), label
+    answers = [line for line in lines if "A answers/s" in line]
+    # With limits on, the flood is refused; with them off, nothing is.
+    assert "RESOURCE_EXHAUSTED" in answers[0] and "RESOURCE_EXHAUSTED" not in answers[1]
+
+
 def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> None:
     lines = run_tool("run.py", "--json", "--scale", "0.01", timeout=300)
     figures = json.loads(lines[-1])

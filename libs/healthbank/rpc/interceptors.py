@@ -44,7 +44,7 @@ from healthbank.rpc.auth import (
 )
 from healthbank.rpc.downstream import downstream_error
 from healthbank.rpc.errors import ServiceError, storage_refusal, to_status
-from healthbank.rpc.rate_limit import RateLimiter, rate_limited, rates_of
+from healthbank.rpc.rate_limit import RateLimiter, rate_limited, rates_of, refusal_hold
 from healthbank.rpc.tls import bind_principal, peer_identity
 from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
 from healthbank.storage.errors import SchemaPending, StorageRefused, StorageUnavailable
@@ -534,7 +534,9 @@ class PrincipalInterceptor(_AroundInterceptor):
 class RateLimitInterceptor(_AroundInterceptor):
     """Refuse a hospital engine's or clinician's call over its own rate limit with
     RESOURCE_EXHAUSTED and RetryInfo (:mod:`healthbank.rpc.rate_limit`), before the
-    servicer runs. Inside the principal interceptor: it limits the caller it verified."""
+    servicer runs; a call that a token reaches within ``refusal_hold`` waits for it, a
+    refused one is held that long. Inside the principal interceptor: it limits the caller
+    it verified."""
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
@@ -542,9 +544,13 @@ class RateLimitInterceptor(_AroundInterceptor):
     @asynccontextmanager
     async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
         """Spend one of the caller's tokens, or refuse the call."""
-        wait = self.limiter.admit(current_principal.get())
-        if wait > 0:
-            raise rate_limited(wait)
+        hold = refusal_hold(context.time_remaining())
+        admission = self.limiter.admit(current_principal.get(), max_delay=hold)
+        if admission.refused:
+            await asyncio.sleep(hold)
+            raise rate_limited(max(admission.delay - hold, 0.001))
+        if admission.delay > 0:
+            await asyncio.sleep(admission.delay)
         yield
 
 
