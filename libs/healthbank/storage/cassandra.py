@@ -134,6 +134,27 @@ def _row_factory(column_names: list[str], rows: list[Any]) -> list[Any]:
     return [make(row) for row in rows]
 
 
+_QUORUM_LEVELS = frozenset(
+    {
+        ConsistencyLevel.QUORUM,
+        ConsistencyLevel.LOCAL_QUORUM,
+        ConsistencyLevel.EACH_QUORUM,
+        ConsistencyLevel.SERIAL,
+        ConsistencyLevel.LOCAL_SERIAL,
+    }
+)
+_COUNTED_LEVELS = {ConsistencyLevel.TWO: 2, ConsistencyLevel.THREE: 3}
+
+
+def replicas_needed(level: int, replication_factor: int) -> int:
+    """How many replicas must answer a statement at consistency ``level``."""
+    if level in _QUORUM_LEVELS:
+        return replication_factor // 2 + 1
+    if level == ConsistencyLevel.ALL:
+        return replication_factor
+    return _COUNTED_LEVELS.get(level, 1)
+
+
 def _raise_storage_error(keyspace: str, error: Exception) -> NoReturn:
     """Re-raise a driver error as the storage error it stands for (others unchanged)."""
     mapped = storage_error(keyspace, error)
@@ -275,6 +296,26 @@ class CassandraDatabase:
         statement = self._prepared.get(cql)
         return statement if statement is not None else await asyncio.to_thread(self.prepare, cql)
 
+    def _refuse_without_quorum(self, level: int | None) -> None:
+        """Raise StorageUnavailable at once when fewer nodes are up, as the driver sees them
+        (it marks a node down when its connections drop), than a statement at ``level``
+        (None: the session's) needs. Sent anyway, it would wait out the coordinator's
+        timeout: the coordinator believes its peers alive for seconds after they died
+        (issue 15, done-means 2: two of three nodes killed)."""
+        needed = replicas_needed(
+            self._consistency if level is None else level, self._replication_factor
+        )
+        if needed <= 1 or self._cluster is None:
+            return
+        hosts = self._cluster.metadata.all_hosts()
+        # is_up is None for a node the driver has not tried yet: counted as up.
+        up = sum(host.is_up is not False for host in hosts)
+        if up < needed:
+            raise StorageUnavailable(
+                f"cassandra keyspace {self.keyspace}: {up} of {len(hosts)} nodes up,"
+                f" {needed} needed"
+            )
+
     async def execute(
         self, cql: str, params: Sequence[Any] = (), *, consistency: str | None = None
     ) -> list[Any]:
@@ -289,6 +330,7 @@ class CassandraDatabase:
             bound = (await self._statement(cql)).bind(params)
             if consistency is not None:
                 bound.consistency_level = ConsistencyLevel.name_to_value[consistency]
+            self._refuse_without_quorum(bound.consistency_level)
             if counted:
                 _count(self.keyspace, [cql], serial=bound.consistency_level in _SERIAL_LEVELS)
             return await _all_pages(self.session.execute_async(bound))
@@ -325,6 +367,7 @@ class CassandraDatabase:
             batch = BatchStatement(batch_type=batch_type)
             for cql, params in statements:
                 batch.add(await self._statement(cql), params)
+            self._refuse_without_quorum(None)
             _count(self.keyspace, [cql for cql, _ in statements], serial=False)
             await _all_pages(self.session.execute_async(batch))
         except Exception as error:
@@ -368,8 +411,9 @@ class CassandraDatabase:
     async def check(self) -> None:
         """Raise StorageUnavailable unless a query on this node answers now (SchemaPending
         until the keyspace is at the version needed)."""
+        # At ONE: a node-local table, answered whether or not a quorum is up.
         await self._execute(
-            "SELECT release_version FROM system.local", (), consistency=None, counted=False
+            "SELECT release_version FROM system.local", (), consistency="ONE", counted=False
         )
 
     async def close(self) -> None:
