@@ -32,7 +32,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -158,6 +159,27 @@ def test_fresh_deploys_with_concurrent_migrate_runs_come_up_serving(
     print(f"{deploy} fresh deploys came up SERVING")
 
 
+@asynccontextmanager
+async def stack_on_ring(
+    ring: tuple[ModuleType, dict[str, str]], tmp_path: Path, name: str
+) -> AsyncIterator[DemoClient]:
+    """The seven services on the ring, in keyspaces of their own, and a client; afterwards
+    every node is started again (a test may have killed some) and the keyspaces dropped."""
+    tool, ring_env = ring
+    prefix = f"{name}_{uuid.uuid4().hex[:8]}"
+    stack = LocalStack(tmp_path / "stack", env=stack_env(ring_env, prefix))
+    await asyncio.to_thread(stack.start, 600)
+    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    try:
+        yield client
+    finally:
+        await client.close()
+        stack.stop()
+        for node in range(1, 4):
+            await asyncio.to_thread(tool.start_node, tool.RingConfig.load(3), node)
+        drop(ring_env, prefix)
+
+
 async def submit_until_acknowledged(
     client: DemoClient, person: synthetic.Patient, message_id: str
 ) -> tuple[ingest_pb2.SubmitResponse, float]:
@@ -182,11 +204,7 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    tool, ring_env = ring
-    prefix = f"ringkill_{uuid.uuid4().hex[:8]}"
-    stack = LocalStack(tmp_path / "stack", env=stack_env(ring_env, prefix))
-    await asyncio.to_thread(stack.start, 600)
-    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    tool, _ = ring
     run = uuid.uuid4().hex[:6]
     people = {f"ring-{run}-{index}": synthetic.fresh_patient() for index in range(MESSAGES)}
     acknowledged: dict[str, ingest_pb2.SubmitResponse] = {}
@@ -208,7 +226,7 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
                 kill_started.append(time.monotonic())
                 await asyncio.to_thread(tool.kill_node, tool.RingConfig.load(3), KILLED_NODE)
 
-    try:
+    async with stack_on_ring(ring, tmp_path, "ringkill") as client:
         await asyncio.gather(*(sender() for _ in range(SENDERS)))
         assert kill_started
         killed_at = kill_started[0]
@@ -245,15 +263,6 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
             assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE, message_id
             assert list(again.record_names) == list(first.record_names), message_id
             assert again.person_token == first.person_token, message_id
-    finally:
-        await client.close()
-        stack.stop()
-        await asyncio.to_thread(tool.start_node, tool.RingConfig.load(3), KILLED_NODE)
-        drop(ring_env, prefix)
-
-
-REPAIR_ROWS = 200
-REPAIR_COORDINATOR, REPAIR_DOWN = 1, 3
 
 
 @pytest.mark.timeout(1200)
@@ -262,14 +271,10 @@ async def test_two_nodes_killed_answer_unavailable_at_once_and_writes_resume_whe
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    tool, ring_env = ring
-    prefix = f"ringtwo_{uuid.uuid4().hex[:8]}"
-    stack = LocalStack(tmp_path / "stack", env=stack_env(ring_env, prefix))
-    await asyncio.to_thread(stack.start, 600)
-    client = DemoClient(stack.addresses, AUTH_SECRET.encode())
+    tool, _ = ring
     run = uuid.uuid4().hex[:6]
     config = tool.RingConfig.load(3)
-    try:
+    async with stack_on_ring(ring, tmp_path, "ringtwo") as client:
         # Every service's driver connected to every node before the kill.
         for index in range(3):
             await submit_until_acknowledged(client, synthetic.fresh_patient(), f"two-{run}-{index}")
@@ -301,12 +306,10 @@ async def test_two_nodes_killed_answer_unavailable_at_once_and_writes_resume_whe
         print(f"stored {resumed:.2f} s after node 2 answered CQL again")
         assert response.outcome == ingest_pb2.OUTCOME_STORED
         assert resumed <= 15.0
-    finally:
-        await client.close()
-        stack.stop()
-        for node in (2, 3):
-            await asyncio.to_thread(tool.start_node, config, node)
-        drop(ring_env, prefix)
+
+
+REPAIR_ROWS = 200
+REPAIR_COORDINATOR, REPAIR_DOWN = 1, 3
 
 
 def node_session(tool: ModuleType, node: int, consistency: int) -> tuple[Cluster, Session]:
