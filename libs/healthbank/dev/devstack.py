@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -55,8 +56,27 @@ def address_env_name(service: str) -> str:
     return "HEALTHBANK_" + service.upper().replace("-", "_") + "_ADDR"
 
 
+# Ports picked for a stack come from below the kernel's ephemeral range (32768-60999 by
+# default), which it draws outgoing connections' source ports from: a port picked there
+# can be taken by a connection (a Cassandra driver's, say) between the pick and the
+# server's bind, and a ring test's service failed to start so ("Address already in use").
+_PICKED_PORTS = range(20000, 26000)
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Handed out by this process: a port picked but not yet bound looks free to the next pick.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A currently free loopback TCP port."""
+    """A currently free loopback TCP port, outside the ephemeral range where it can be."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    if ephemeral_low >= _PICKED_PORTS.stop:
+        for port in random.sample(_PICKED_PORTS, 100):
+            if port not in _handed_out and port_is_free(port):
+                _handed_out.add(port)
+                return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
