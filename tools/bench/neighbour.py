@@ -51,12 +51,16 @@ STEADY_AFTER_SECONDS = 2.0  # the burst the limit admits at a flood's start is o
 class Phase:
     """What one phase measured."""
 
-    neighbour_ms: list[float] = field(default_factory=list)
-    # (seconds into the phase when sent, ms) of each of B's messages
+    # (seconds into the phase when sent, ms) of each of B's messages answered OK
     neighbour_sent: list[tuple[float, float]] = field(default_factory=list)
     neighbour_errors: Counter[str] = field(default_factory=Counter)
     flood_answers: Counter[str] = field(default_factory=Counter)
     flood_seconds: float = 0.0
+
+    @property
+    def neighbour_ms(self) -> list[float]:
+        """B's latencies (ms), in the order sent."""
+        return [ms for _, ms in self.neighbour_sent]
 
 
 def p99(values: list[float]) -> float:
@@ -80,9 +84,7 @@ async def neighbour(
         except grpc.aio.AioRpcError as error:
             phase.neighbour_errors[error.code().name] += 1
             return
-        took = (time.perf_counter() - started) * 1000
-        phase.neighbour_ms.append(took)
-        phase.neighbour_sent.append((started - first_send, took))
+        phase.neighbour_sent.append((started - first_send, (time.perf_counter() - started) * 1000))
 
     next_send = time.monotonic()
     first_send = time.perf_counter()
@@ -178,7 +180,7 @@ def stack_for(env: dict[str, str], rate: float, burst: float) -> LocalStack:
 
 
 def report(label: str, phase: Phase, alone: Phase | None) -> None:
-    times = phase.neighbour_ms
+    times, alone_times = phase.neighbour_ms, alone.neighbour_ms if alone is not None else []
     line = f"{label:<38}"
     if times:
         line += (
@@ -186,14 +188,14 @@ def report(label: str, phase: Phase, alone: Phase | None) -> None:
         )
     if phase.neighbour_errors:
         line += f"  B errors {dict(phase.neighbour_errors)}"
-    if alone is not None and alone.neighbour_ms and times:
-        line += f"  p99 x{p99(times) / p99(alone.neighbour_ms):.2f} of alone"
+    if alone_times and times:
+        line += f"  p99 x{p99(times) / p99(alone_times):.2f} of alone"
     print(line)
     steady = [ms for at, ms in phase.neighbour_sent if at >= STEADY_AFTER_SECONDS]
-    if alone is not None and alone.neighbour_ms and steady:
+    if alone_times and steady:
         print(
             f"{'':<38} sent {STEADY_AFTER_SECONDS:g} s on: p99 {p99(steady):8.1f} ms"
-            f"  x{p99(steady) / p99(alone.neighbour_ms):.2f} of alone"
+            f"  x{p99(steady) / p99(alone_times):.2f} of alone"
         )
     slowest = sorted(phase.neighbour_sent, key=lambda sent: -sent[1])[:3]
     print(
@@ -201,11 +203,10 @@ def report(label: str, phase: Phase, alone: Phase | None) -> None:
         + ", ".join(f"{at:.1f}: {ms:.0f}" for at, ms in slowest)
     )
     if phase.flood_answers:
-        rates = {
-            code: round(count / phase.flood_seconds, 1)
-            for code, count in phase.flood_answers.items()
-        }
-        print(f"{'':<38} A answers/s {rates}")
+        answers = Counter(phase.flood_answers)
+        cores = answers.pop("client_cpu_ms") / 1000 / phase.flood_seconds
+        rates = {code: round(count / phase.flood_seconds, 1) for code, count in answers.items()}
+        print(f"{'':<38} A answers/s {rates}; A's own client used {cores:.2f} cores")
 
 
 def main() -> None:
