@@ -4,14 +4,16 @@ The store is the single writer of the log. Appends are group-committed
 (:class:`healthbank.core.group_commit.GroupCommit`): the appends that arrive while one batch
 is being committed become
 the next batch (up to 1,000 events), which takes its leaf indexes in one step; each caller
-still returns only once its own event is durable. Readers see a batch's leaves and Merkle
-nodes only once the new size is published, never a part of them:
+returns only once its own event is durable and its index fixed. Readers see a batch's
+leaves and Merkle nodes only whole, never a part of them, and every event answered before
+they read:
 
 - SQLite (embedded): one IMMEDIATE transaction per batch (SQLite allows one writer).
-- Cassandra (:mod:`services.audit.store_cassandra`): the batch is written aside, one
+- Cassandra (:mod:`services.audit.store_cassandra`): the batch is written aside and one
   lightweight transaction on the sequencer row (``log_head``) makes it pending at the
-  current size, its leaves, nodes and lookups are written in unlogged batches, and one
-  more advances the size; nodes are immutable once written, so readers never see a
+  current size; its callers are answered then (ADR 37). Its leaves, nodes and lookups are
+  written in unlogged batches and one more LWT advances the size, by its owner or by
+  whoever reads the head next; nodes are immutable once written, so readers never see a
   half-built subtree at a published size.
 """
 

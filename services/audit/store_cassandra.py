@@ -25,29 +25,34 @@ Appends are group-committed (:class:`healthbank.core.group_commit.GroupCommit`):
 is placed by a small state machine on ``log_head``, safe for any number of processes and
 for a crash at any step:
 
-1. read ``events_by_id`` for the batch's ids: an id with a leaf index is a duplicate
-   (answered from the stored leaf) and leaves the batch; an id claimed without an index (by
-   an appender of an older version that died) keeps its claimed leaf bytes;
-2. write the batch aside (``pending_batches``, keyed by a new uuid), then with the head at
-   ``(size = n, nothing pending)``: ``UPDATE log_head SET pending_batch = b IF size = n AND
-   pending_event = null AND pending_batch = null`` -- one sequence reservation per batch;
-3. whoever sees batch ``b`` pending at ``n`` (its owner, or any later appender helping after
-   a crash) places it: an event whose ``events_by_id.leaf_index`` is below ``n`` was placed
-   by an earlier batch and is skipped, as is a second copy of an id; the others take
-   ``n, n + 1, ...`` in batch order. It writes their leaves, person rows, ``events_by_id``
-   rows and the Merkle nodes they complete, in unlogged batches. All of these follow from
-   the pending batch and the committed tree, so helpers write identical values;
+1. read ``event_ids`` for the batch's ids (an id with a leaf index is a duplicate, answered
+   from the stored leaf; an id claimed without an index by an appender of an older version
+   that died keeps its claimed leaf bytes) while the batch (each id once) is written aside
+   (``pending_batches``, keyed by a new uuid);
+2. with the head at ``(size = n, nothing pending)``: ``UPDATE log_head SET pending_batch = b
+   IF size = n AND pending_event = null AND pending_batch = null`` -- one sequence
+   reservation per batch. The batch is now durable and every index fixed (step 3 follows
+   from the aside copy and the stored ids alone), so its callers are answered here;
+3. whoever sees batch ``b`` pending at ``n`` (its owner right after answering, any later
+   appender, or a reader asking for the size) places it: an event whose
+   ``event_ids.leaf_index`` is below ``n`` was placed by an earlier batch and is skipped, as
+   is a second copy of an id; the others take ``n, n + 1, ...`` in batch order. It writes
+   their leaves, person rows, ``event_ids`` rows and the Merkle nodes they complete, in
+   unlogged batches. All of these follow from the pending batch and the committed tree, so
+   helpers write identical values;
 4. ``UPDATE log_head SET size = n + k, pending_batch = null IF size = n AND
    pending_batch = b``, then the aside copy is deleted.
 
 The head only moves ``(n, none) -> (n, b) -> (n + k, none)``, so an event is placed at most
-once and indexes are dense: two LWTs per batch, where there were three per event. Readers
-read ``size`` with a serial read and see only nodes written before it advanced, never a
-half-built subtree. A head left with a single ``pending_event`` by an older version is
-finished the same way, as a batch of one.
+once and indexes are dense: two LWTs per batch, where there were three per event. The next
+batch of a process starts once its last one is finished. Readers read the head with a
+serial read and finish a batch they find pending before they answer, so an answered event
+is in every size, proof and listing read after it, and no reader sees a half-built subtree.
+A head left with a single ``pending_event`` by an older version is finished the same way,
+as a batch of one.
 
-A batch whose process died before step 2 was never acknowledged; its events' retries log
-them. The audit client retries until it gets an answer.
+A batch whose process died before step 2 was never answered; its events' retries log them.
+The audit client retries until it gets an answer.
 """
 
 from __future__ import annotations
@@ -217,8 +222,11 @@ class CassandraAuditStore:
         # them: the next batch at that size needs exactly these (immutable) nodes, so it
         # need not read them back. Another process's batch moves the size on: then read.
         self._frontier: tuple[int, dict[NodeKey, bytes]] | None = None
-        # Deletions of placed batches' aside copies, awaited on close (not by the callers).
-        self._cleanups: set[asyncio.Task[Any]] = set()
+        # Work the callers do not wait for (a reserved batch's step 3 and 4, deletions of
+        # aside copies), awaited on close.
+        self._background: set[asyncio.Task[Any]] = set()
+        # This process's last reserved batch being finished, if any.
+        self._finishing: asyncio.Task[Any] | None = None
         # Event ids with a ULID time before this (ms) may be in events_by_id; 0: none are.
         self._legacy_ids_before_ms = 0
         # Whether the head row is known to exist and _legacy_ids_before_ms is set.
@@ -277,42 +285,68 @@ class CassandraAuditStore:
         return await self._group.append(entries)
 
     async def _commit_batch(self, entries: list[LeafEntry]) -> list[AppendOutcome]:
-        """Steps 1-4 of the module docstring for one batch; one outcome per entry."""
+        """Steps 1-4 of the module docstring for one batch; one outcome per entry, answered
+        once the batch is reserved (its leaves and the head's advance finish after)."""
         await self._ensure_head()
+        # The previous batch's step 3-4 first: this batch's id read must see its ids.
+        await self._settle_own()
         # The size this process last saw, before step 1 reads the ids (see _place).
         seen = self._head.size if self._head is not None and self._head.pending is None else None
-        known = await self._events([entry.event_id for entry in entries])
-        to_place: dict[str, _Leaf] = {}
+        firsts: dict[str, LeafEntry] = {}
         for entry in entries:
-            row = known.get(entry.event_id)
-            if entry.event_id in to_place or (row is not None and row.leaf_index is not None):
-                continue
-            if row is not None:
-                # Claimed by an older version's attempt that died: its bytes are the event.
-                to_place[entry.event_id] = _Leaf(
-                    entry.event_id, row.leaf, row.person_token, row.occur_us
-                )
-            else:
-                to_place[entry.event_id] = _Leaf(
-                    entry.event_id, entry.leaf, entry.person_token, to_micros(entry.occur_time)
-                )
-        placed = await self._place(list(to_place.values()), seen) if to_place else {}
+            firsts.setdefault(entry.event_id, entry)
+        batch = [
+            _Leaf(entry.event_id, entry.leaf, entry.person_token, to_micros(entry.occur_time))
+            for entry in firsts.values()
+        ]
+        batch_id = uuid.uuid4()
+        # Step 1 and the aside copy of step 2 at once: the copy holds every id of the batch
+        # and step 3 skips those already placed.
+        known, _ = await asyncio.gather(
+            self._events([leaf.event_id for leaf in batch]), self._write_aside(batch_id, batch)
+        )
+        if all(_placed_before(known.get(leaf.event_id), None) for leaf in batch):
+            self._forget_aside(batch_id)  # nothing to place: every id is logged already
+            placed: dict[str, _Placed] = {}
+        else:
+            placed = await self._place(_Pending(batch_id, batch), seen, known)
         outcomes: list[AppendOutcome] = []
         answered: set[str] = set()
         for entry in entries:
             row = known.get(entry.event_id)
-            if entry.event_id in to_place:
+            if entry.event_id in placed:
                 # An event an earlier batch placed (a racing retry elsewhere) is a duplicate,
                 # answered with the leaf stored then.
                 index, leaf, fresh = placed[entry.event_id]
                 first = fresh and row is None and entry.event_id not in answered
                 outcomes.append(_outcome(index, leaf, duplicate=not first))
             else:
-                assert row is not None  # only ids already logged are left out of to_place
+                assert row is not None  # only ids logged before this batch are not placed
                 stored = _Leaf(entry.event_id, row.leaf, row.person_token, row.occur_us)
                 outcomes.append(_outcome(row.leaf_index, stored, duplicate=True))
             answered.add(entry.event_id)
         return outcomes
+
+    async def _write_aside(self, batch_id: uuid.UUID, leaves: list[_Leaf]) -> None:
+        await self._db.execute(
+            "INSERT INTO pending_batches (batch_id, leaves) VALUES (?, ?)",
+            (
+                batch_id,
+                [(leaf.event_id, leaf.leaf, leaf.person_token, leaf.occur_us) for leaf in leaves],
+            ),
+        )
+
+    def _forget_aside(self, batch_id: uuid.UUID) -> None:
+        """Delete an aside copy nothing will read again, without holding anyone back."""
+        self._in_background(
+            self._db.execute("DELETE FROM pending_batches WHERE batch_id = ?", (batch_id,))
+        )
+
+    def _in_background(self, work: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def _events(self, event_ids: Sequence[str]) -> dict[str, Any]:
         """The stored rows of ``event_ids`` that exist, by id."""
@@ -357,56 +391,60 @@ class CassandraAuditStore:
             return False
         return not is_ulid(event_id) or ulid_millis(event_id) < self._legacy_ids_before_ms
 
-    async def _place(self, leaves: list[_Leaf], seen: int | None) -> dict[str, _Placed]:
-        """Drive the head until ``leaves`` are placed; where each id is. ``seen``: the size
-        this process knew (nothing pending) before it read the ids of ``leaves``; if the
-        batch is reserved at that size, no batch was placed since that read, so the read
-        still holds and step 3 need not repeat it."""
-        batch_id = uuid.uuid4()
-        await self._db.execute(
-            "INSERT INTO pending_batches (batch_id, leaves) VALUES (?, ?)",
-            (
-                batch_id,
-                [(leaf.event_id, leaf.leaf, leaf.person_token, leaf.occur_us) for leaf in leaves],
-            ),
-        )
+    async def _place(
+        self, batch: _Pending, seen: int | None, known: dict[str, Any]
+    ) -> dict[str, _Placed]:
+        """Drive the head until ``batch`` (written aside) is reserved; where each id goes.
+        ``seen``: the size this process knew (nothing pending) before it read the ids
+        (``known``); if the batch is reserved at that size, no batch was placed since that
+        read, so step 3 may use it. Its step 3 and 4 then run in the background (see
+        :meth:`_settle_own`): the reservation alone makes the batch durable and fixes every
+        index, since whoever finishes it writes the same values."""
         head = self._head or await self._read_head()
         while True:
             if head.pending is not None:
                 pending = head.pending
-                ours = pending.batch_id == batch_id and head.size == seen
-                placed = await self._finish(head.size, pending, ids_checked=ours)
+                if pending.batch_id == batch.batch_id and head.size == seen:
+                    placed, new_leaves = _plan(head.size, pending, known)
+                    self._finishing = self._in_background(
+                        self._complete(head.size, pending, placed, new_leaves)
+                    )
+                    return placed
+                placed = await self._finish(head.size, pending)
                 added = sum(fresh for _, _, fresh in placed.values())
                 self._head = head = _Head(head.size + added, None)
-                if pending.batch_id == batch_id:
+                if pending.batch_id == batch.batch_id:
                     return placed
                 continue
-            claimed = await self._db.execute(_SET_PENDING, (batch_id, _HEAD, head.size))
+            claimed = await self._db.execute(_SET_PENDING, (batch.batch_id, _HEAD, head.size))
             if claimed[0].applied:
-                head = _Head(head.size, _Pending(batch_id, leaves))
+                head = _Head(head.size, batch)
             else:
                 head = await self._read_head()
             self._head = head
 
-    async def _finish(
-        self, size: int, pending: _Pending, *, ids_checked: bool = False
-    ) -> dict[str, _Placed]:
-        """Step 3 and 4 for the batch pending at ``size``; idempotent (see the docstring).
-        ``ids_checked``: none of the batch's ids was placed before ``size`` (see _place)."""
-        ids = [leaf.event_id for leaf in pending.leaves]
-        known = {} if ids_checked else await self._events(ids)
-        placed: dict[str, _Placed] = {}
-        new_leaves: list[_Leaf] = []
-        for leaf in pending.leaves:
-            if leaf.event_id in placed:
-                continue
-            row = known.get(leaf.event_id)
-            if row is not None and row.leaf_index is not None and row.leaf_index < size:
-                stored = _Leaf(row.event_id, row.leaf, row.person_token, row.occur_us)
-                placed[leaf.event_id] = (int(row.leaf_index), stored, False)
-                continue
-            placed[leaf.event_id] = (size + len(new_leaves), leaf, True)
-            new_leaves.append(leaf)
+    async def _settle_own(self) -> None:
+        """Wait for this process's last batch to be finished. If finishing it failed, the
+        head is read again: whoever reads it next (an append, a reader) finishes it."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is None:
+            return
+        try:
+            await finishing
+        except Exception:
+            self._head = None
+
+    async def _finish(self, size: int, pending: _Pending) -> dict[str, _Placed]:
+        """Step 3 and 4 for the batch pending at ``size``; idempotent (see the docstring)."""
+        known = await self._events([leaf.event_id for leaf in pending.leaves])
+        placed, new_leaves = _plan(size, pending, known)
+        await self._complete(size, pending, placed, new_leaves)
+        return placed
+
+    async def _complete(
+        self, size: int, pending: _Pending, placed: dict[str, _Placed], new_leaves: list[_Leaf]
+    ) -> None:
+        """Write the batch's planned leaves, then advance the head past them."""
         await self._write_leaves(size, new_leaves)
         new_size = size + len(new_leaves)
         if pending.batch_id is None:
@@ -417,16 +455,10 @@ class CassandraAuditStore:
         else:
             # Applied or not, the head only leaves (n, b) for (n + k, none).
             await self._db.execute(_ADVANCE, (new_size, _HEAD, size, pending.batch_id))
-            # The aside copy is garbage now (nothing reads a batch the head moved past): its
-            # deletion need not hold the batch's callers back.
-            cleanup = asyncio.create_task(
-                self._db.execute(
-                    "DELETE FROM pending_batches WHERE batch_id = ?", (pending.batch_id,)
-                )
-            )
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
-        return placed
+            # The aside copy is garbage now (nothing reads a batch the head moved past).
+            self._forget_aside(pending.batch_id)
+        if self._head is not None and self._head.size == size and self._head.pending:
+            self._head = _Head(new_size, None)
 
     async def _read_head(self) -> _Head:
         rows = await self._db.execute(_READ_HEAD, (_HEAD,), consistency=_SERIAL)
@@ -541,11 +573,19 @@ class CassandraAuditStore:
             self._frontier = (end, {key: nodes[key] for key in frontier})
 
     async def tree_size(self) -> int:
-        """See AuditStore.tree_size."""
-        rows = await self._db.execute(
-            "SELECT size FROM log_head WHERE id = ?", (_HEAD,), consistency=_SERIAL
-        )
-        return int(rows[0].size or 0) if rows else 0
+        """See AuditStore.tree_size. A batch still pending is finished first: its callers
+        have their answers, so its leaves are part of the log."""
+        await self._settle_own()
+        head = await self._read_head()
+        for _ in range(3):
+            if head.pending is None:
+                break
+            if head.pending.leaves:
+                placed = await self._finish(head.size, head.pending)
+                return head.size + sum(fresh for _, _, fresh in placed.values())
+            # Its aside copy is gone: the head moved past it after it was read.
+            head = await self._read_head()
+        return head.size
 
     async def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         """See AuditStore.get_nodes."""
@@ -591,6 +631,7 @@ class CassandraAuditStore:
         """See AuditStore.list_person_leaves."""
         if limit <= 0:
             return []
+        await self.tree_size()  # an answered event is listed (see tree_size)
         first_year = None if after is None else from_micros(after.occur_us).year
         years = [
             int(row.year)
@@ -645,13 +686,44 @@ class CassandraAuditStore:
 
     async def close(self) -> None:
         """See AuditStore.close."""
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._db.close()
 
 
 def _event_bucket(event_id: str) -> int:
     """The ``event_ids`` partition of ``event_id`` (-1 for an id that is not a ULID)."""
     return ulid_millis(event_id) >> _EVENT_BUCKET_BITS if is_ulid(event_id) else -1
+
+
+def _placed_before(row: Any, size: int | None) -> bool:
+    """Whether the stored id ``row`` (or None) was placed below ``size`` (None: anywhere)."""
+    return (
+        row is not None and row.leaf_index is not None and (size is None or row.leaf_index < size)
+    )
+
+
+def _plan(
+    size: int, pending: _Pending, known: dict[str, Any]
+) -> tuple[dict[str, _Placed], list[_Leaf]]:
+    """Step 3's placement of the batch pending at ``size``, given its ids' stored rows: an
+    id placed below ``size`` keeps its leaf, a second copy of an id is skipped, the others
+    take ``size, size + 1, ...``. Stored bytes of an id not placed below ``size`` (an older
+    version's claim, or a helper's write of this very batch) are its leaf, so every helper
+    writes the same values."""
+    placed: dict[str, _Placed] = {}
+    new_leaves: list[_Leaf] = []
+    for leaf in pending.leaves:
+        if leaf.event_id in placed:
+            continue
+        row = known.get(leaf.event_id)
+        if row is not None and row.leaf is not None:
+            leaf = _Leaf(row.event_id, row.leaf, row.person_token, row.occur_us)
+        if row is not None and _placed_before(row, size):
+            placed[leaf.event_id] = (int(row.leaf_index), leaf, False)
+            continue
+        placed[leaf.event_id] = (size + len(new_leaves), leaf, True)
+        new_leaves.append(leaf)
+    return placed, new_leaves
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
