@@ -19,12 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from percentiles import percentile
 
 from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
@@ -63,12 +68,11 @@ def memory(pid: int) -> tuple[float, float]:
     return own, own + sum(resident_mib(child) for child in descendants(pid))
 
 
-def percentiles(latencies: list[float]) -> str:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+def latency_line(latencies: list[float]) -> str:
+    """p50, p99 (nearest rank), max and count of ``latencies`` (ms) on one line."""
     return (
-        f"p50 {statistics.median(ordered):7.2f} ms   p99 {p99:7.2f} ms"
-        f"   max {ordered[-1]:8.2f} ms   n={len(ordered)}"
+        f"p50 {statistics.median(latencies):7.2f} ms   p99 {percentile(latencies, 0.99):7.2f} ms"
+        f"   max {max(latencies):8.2f} ms   n={len(latencies)}"
     )
 
 
@@ -109,8 +113,8 @@ async def measure(stack: LocalStack, segments: int, messages: int, megabytes: in
         await submit
     except grpc.aio.AioRpcError as refused:  # the last OBX has no code: refused after the parse
         outcome = refused.code().name
-    print(f"Check, idle ingest (baseline)      {percentiles(baseline)}")
-    print(f"Check, while {segments} segments parse  {percentiles(during)}")
+    print(f"Check, idle ingest (baseline)      {latency_line(baseline)}")
+    print(f"Check, while {segments} segments parse  {latency_line(during)}")
     print(f"  the huge message: {len(huge) / 1e6:.1f} MB, {outcome} after {parse_seconds:.1f} s")
 
     pid = stack.services["ingest"].process.pid
@@ -155,7 +159,7 @@ async def measure(stack: LocalStack, segments: int, messages: int, megabytes: in
     await storing  # every bundle stored (a refusal ends the run)
     store_seconds = time.perf_counter() - started
     label = f"while {messages} x {megabytes} MB bundles are stored"
-    print(f"Check, {label}  {percentiles(while_stored)}")
+    print(f"Check, {label}  {latency_line(while_stored)}")
     print(
         f"  {messages} bundles of {letters} letters stored in {store_seconds:.1f} s"
         f" ({retries} UNAVAILABLE answers retried)"

@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import multiprocessing
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -34,6 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from percentiles import percentile
 
 from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
@@ -64,8 +69,7 @@ class Phase:
 
 
 def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return percentile(values, 0.99)
 
 
 async def neighbour(

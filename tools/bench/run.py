@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -37,6 +38,10 @@ import grpc
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from percentiles import percentile
 
 from healthbank.audit.v1 import audit_pb2
 from healthbank.cli import real_engine_env
@@ -157,8 +162,7 @@ class Timed:
 
     def percentile(self, fraction: float) -> float:
         """The latency below which ``fraction`` of the calls finished (nearest rank)."""
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return percentile(self.latencies, fraction)
 
     @property
     def p50(self) -> float:
