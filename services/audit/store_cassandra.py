@@ -227,6 +227,8 @@ class CassandraAuditStore:
         self._background: set[asyncio.Task[Any]] = set()
         # This process's last reserved batch being finished, if any.
         self._finishing: asyncio.Task[Any] | None = None
+        # The batches this process is placing, each done once it is finished (or given up).
+        self._own: dict[uuid.UUID, asyncio.Future[None]] = {}
         # Event ids with a ULID time before this (ms) may be in events_by_id; 0: none are.
         self._legacy_ids_before_ms = 0
         # Whether the head row is known to exist and _legacy_ids_before_ms is set.
@@ -400,39 +402,59 @@ class CassandraAuditStore:
         read, so step 3 may use it. Its step 3 and 4 then run in the background (see
         :meth:`_settle_own`): the reservation alone makes the batch durable and fixes every
         index, since whoever finishes it writes the same values."""
-        head = self._head or await self._read_head()
-        while True:
-            if head.pending is not None:
-                pending = head.pending
-                if pending.batch_id == batch.batch_id and head.size == seen:
-                    placed, new_leaves = _plan(head.size, pending, known)
-                    self._finishing = self._in_background(
-                        self._complete(head.size, pending, placed, new_leaves)
-                    )
-                    return placed
-                placed = await self._finish(head.size, pending)
-                added = sum(fresh for _, _, fresh in placed.values())
-                self._head = head = _Head(head.size + added, None)
-                if pending.batch_id == batch.batch_id:
-                    return placed
-                continue
-            claimed = await self._db.execute(_SET_PENDING, (batch.batch_id, _HEAD, head.size))
-            if claimed[0].applied:
-                head = _Head(head.size, batch)
-            else:
-                head = await self._read_head()
-            self._head = head
+        # Readers that find this batch pending wait for this process to finish it.
+        assert batch.batch_id is not None
+        self._own[batch.batch_id] = asyncio.get_running_loop().create_future()
+        handed_over = False
+        try:
+            head = self._head or await self._read_head()
+            while True:
+                if head.pending is not None:
+                    pending = head.pending
+                    if pending.batch_id == batch.batch_id and head.size == seen:
+                        placed, new_leaves = _plan(head.size, pending, known)
+                        self._finishing = self._in_background(
+                            self._complete(head.size, pending, placed, new_leaves)
+                        )
+                        self._finishing.add_done_callback(
+                            lambda _: self._release_own(batch.batch_id)
+                        )
+                        handed_over = True
+                        return placed
+                    placed = await self._finish(head.size, pending)
+                    added = sum(fresh for _, _, fresh in placed.values())
+                    self._head = head = _Head(head.size + added, None)
+                    if pending.batch_id == batch.batch_id:
+                        return placed
+                    continue
+                claimed = await self._db.execute(_SET_PENDING, (batch.batch_id, _HEAD, head.size))
+                if claimed[0].applied:
+                    head = _Head(head.size, batch)
+                else:
+                    head = await self._read_head()
+                self._head = head
+        finally:
+            if not handed_over:
+                self._release_own(batch.batch_id)
+
+    def _release_own(self, batch_id: uuid.UUID | None) -> None:
+        finished = self._own.pop(batch_id, None) if batch_id is not None else None
+        if finished is not None and not finished.done():
+            finished.set_result(None)
 
     async def _settle_own(self) -> None:
         """Wait for this process's last batch to be finished. If finishing it failed, the
         head is read again: whoever reads it next (an append, a reader) finishes it."""
-        finishing, self._finishing = self._finishing, None
+        finishing = self._finishing
         if finishing is None:
             return
         try:
-            await finishing
+            # Shielded: a reader's cancelled call must not cancel the batch's finish.
+            await asyncio.shield(finishing)
         except Exception:
             self._head = None
+        if self._finishing is finishing:
+            self._finishing = None
 
     async def _finish(self, size: int, pending: _Pending) -> dict[str, _Placed]:
         """Step 3 and 4 for the batch pending at ``size``; idempotent (see the docstring)."""
@@ -460,17 +482,16 @@ class CassandraAuditStore:
         if self._head is not None and self._head.size == size and self._head.pending:
             self._head = _Head(new_size, None)
 
-    async def _read_head(self) -> _Head:
+    async def _read_head(self, *, aside: bool = True) -> _Head:
+        """The head (serial read), with the pending batch's leaves unless ``aside`` is False
+        (then a pending batch's leaves are left empty)."""
         rows = await self._db.execute(_READ_HEAD, (_HEAD,), consistency=_SERIAL)
         if not rows:
             return _Head(0, None)
         row = rows[0]
         pending = None
         if row.pending_batch is not None:
-            aside = await self._db.execute(
-                "SELECT leaves FROM pending_batches WHERE batch_id = ?", (row.pending_batch,)
-            )
-            leaves = [_Leaf(*fields) for fields in (aside[0].leaves if aside else [])]
+            leaves = await self._aside(row.pending_batch) if aside else []
             pending = _Pending(row.pending_batch, leaves)
         elif row.pending_event is not None:
             pending = _Pending(
@@ -485,6 +506,13 @@ class CassandraAuditStore:
                 ],
             )
         return _Head(int(row.size or 0), pending)
+
+    async def _aside(self, batch_id: uuid.UUID) -> list[_Leaf]:
+        """A batch's aside copy (empty once deleted: the head moved past the batch)."""
+        rows = await self._db.execute(
+            "SELECT leaves FROM pending_batches WHERE batch_id = ?", (batch_id,)
+        )
+        return [_Leaf(*fields) for fields in (rows[0].leaves if rows else [])]
 
     async def _write_leaves(self, first_index: int, leaves: list[_Leaf]) -> None:
         """Write everything ``leaves`` add from ``first_index`` on; idempotent (helpers
@@ -576,15 +604,21 @@ class CassandraAuditStore:
         """See AuditStore.tree_size. A batch still pending is finished first: its callers
         have their answers, so its leaves are part of the log."""
         await self._settle_own()
-        head = await self._read_head()
-        for _ in range(3):
-            if head.pending is None:
-                break
-            if head.pending.leaves:
-                placed = await self._finish(head.size, head.pending)
+        for _ in range(5):
+            head = await self._read_head(aside=False)
+            pending = head.pending
+            if pending is None:
+                return head.size
+            own = self._own.get(pending.batch_id) if pending.batch_id is not None else None
+            if own is not None:
+                await asyncio.shield(own)  # this process is finishing it: no need to help
+                continue
+            if pending.batch_id is not None:
+                pending = _Pending(pending.batch_id, await self._aside(pending.batch_id))
+            if pending.leaves:
+                placed = await self._finish(head.size, pending)
                 return head.size + sum(fresh for _, _, fresh in placed.values())
             # Its aside copy is gone: the head moved past it after it was read.
-            head = await self._read_head()
         return head.size
 
     async def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:

@@ -491,6 +491,53 @@ class _HeadTimesOutOnce(CassandraDatabase):
         return await super().execute(cql, params, consistency=consistency)
 
 
+class _SlowLeaves(CassandraDatabase):
+    """A keyspace whose unlogged batches (a batch's leaves) take a while to be written."""
+
+    async def execute_unlogged(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        max_statements: int = 50,
+        concurrency: int = 8,
+    ) -> None:
+        await asyncio.sleep(0.5)
+        await super().execute_unlogged(
+            statements, max_statements=max_statements, concurrency=concurrency
+        )
+
+
+async def test_cassandra_an_answered_event_is_in_every_size_and_listing_read_after_it(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    # A batch is answered once reserved, before its leaves are written (ADR 37): a reader,
+    # here another instance, finishes it rather than answer a size or listing without it.
+    cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    slow = _SlowLeaves(
+        hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+        keyspace=cassandra_keyspace,
+        migrations=MIGRATIONS,
+        consistency="ONE",
+    )
+    owner = await CassandraAuditStore(slow).open()
+    reader = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        await owner.append(entry("zero"))
+        answered = await owner.append(entry("one", person=OTHER))
+        assert answered.leaf_index == 1
+        listed = await reader.list_person_leaves(OTHER, after=None, limit=10)
+        assert [leaf.leaf_index for leaf in listed] == [1]
+        assert await reader.tree_size() == 2
+        assert await owner.tree_size() == 2
+        assert await root_of(reader, 2) == mth(
+            [entry("zero").leaf, entry("one", person=OTHER).leaf]
+        )
+    finally:
+        await reader.close()
+        await owner.close()
+
+
 async def test_cassandra_a_head_that_times_out_on_open_is_created_by_the_health_check(
     engines: dict[str, str], cassandra_keyspace: str
 ) -> None:
