@@ -9,7 +9,8 @@ History::
 
 A history follows merges (ADR 33): the records filed under a person merged into the one
 asked about are theirs too, read under the consent of the person asked about (they are the
-same human), and the read is in each merged person's access log as well.
+same human), and the read is in each merged person's access log as well. Recent exams and
+images follow them the same way.
 
 Emergency summary::
 
@@ -22,9 +23,10 @@ returned only once the audit answered: no audit, no read.
 
 Image::
 
-    gate.admit (the IMAGING category; audited as ACTION_READ_IMAGE naming the record)
-      → the record, hot or cold → its blob from the archive (with this service's token)
-      → open it (sealed by ingest for this person) → the DICOM bytes
+    gate.admit (the IMAGING category ‖ identity (the persons merged into this one); audited
+      as ACTION_READ_IMAGE naming the record) → the record, hot or cold, of the person or a
+      merged one → its blob from the archive (with this service's token)
+      → open it (sealed by ingest for the record's person) → the DICOM bytes
 
 Everything is read and opened before anything is returned: a failing archive or a tampered
 payload must not leave the caller with a silently truncated history. Every emergency read
@@ -49,7 +51,7 @@ from healthbank.contracts.principal import Principal
 from healthbank.contracts.terminology import LOINC
 from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.records import EmergencyFact, RecordStore, StoredRecord, is_placed_payload_stub
-from healthbank.rpc.gate import Admission, ConsentGate, ReadScope
+from healthbank.rpc.gate import Admission, ConsentGate, MergedPersons, ReadScope
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.record_lookup import domain, exam_equivalence
 
@@ -214,18 +216,7 @@ class RecordLookupFlow:
             scope: ReadScope,
         ) -> tuple[frozenset[int], list[StoredRecord], list[StoredRecord]]:
             readable = domain.readable_categories(categories, scope.permitted_categories)
-            tokens = scope.person_tokens
-            listed = await asyncio.gather(
-                *(
-                    self._records.list_records(
-                        token, categories=sorted(readable), start=start, end=end
-                    )
-                    for token in tokens
-                ),
-                *(self._archive.cold_records(token, start, end) for token in tokens),
-            )
-            hot = [record for records in listed[: len(tokens)] for record in records]
-            cold = [record for records in listed[len(tokens) :] for record in records]
+            hot, cold = await self._sealed_records(scope.person_tokens, readable, start, end)
             return readable, hot, cold
 
         admission, (readable, hot, cold) = await self._gate.admit_reading(
@@ -234,13 +225,55 @@ class RecordLookupFlow:
             sealed_records,
             action=audit_pb2.ACTION_READ_HISTORY,
             categories=categories,
-            merged_persons=lambda: self._directory.merged_into(person_token),
+            merged_persons=self._merged_into(person_token),
         )
-        mine = [record for record in cold if _belongs_to(record, admission.persons)]
         return [
             HistoryEntry(record, is_cold, await self._payload(admission, record))
-            for record, is_cold in domain.merge_history(hot, mine, readable)
+            for record, is_cold in domain.merge_history(hot, cold, readable)
         ]
+
+    def _merged_into(self, person_token: str) -> MergedPersons:
+        """Identity's lookup of the persons merged into ``person_token``, for the gate: asked
+        on every read, never cached, so an unmerge holds from the next read on."""
+        return lambda: self._directory.merged_into(person_token)
+
+    async def _sealed_records(
+        self,
+        tokens: Sequence[str],
+        categories: Iterable[int],
+        start: datetime | None,
+        end: datetime | None,
+    ) -> tuple[list[StoredRecord], list[StoredRecord]]:
+        """(hot, cold) records of each of ``tokens`` effective in [start, end), both tiers
+        read at once; hot ones in ``categories`` only (empty: all), cold ones all."""
+        return await asyncio.gather(
+            self._hot_records(tokens, categories, start, end),
+            self._cold_records(tokens, start, end),
+        )
+
+    async def _hot_records(
+        self,
+        tokens: Sequence[str],
+        categories: Iterable[int],
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[StoredRecord]:
+        wanted = sorted(categories)
+        listed = await asyncio.gather(
+            *(
+                self._records.list_records(token, categories=wanted, start=start, end=end)
+                for token in tokens
+            )
+        )
+        return [record for records in listed for record in records]
+
+    async def _cold_records(
+        self, tokens: Sequence[str], start: datetime | None, end: datetime | None
+    ) -> list[StoredRecord]:
+        listed = await asyncio.gather(
+            *(self._archive.cold_records(token, start, end) for token in tokens)
+        )
+        return [record for records in listed for record in records if _belongs_to(record, tokens)]
 
     async def _payload(self, admission: Admission, record: StoredRecord) -> bytes:
         """A record's FHIR JSON: from the record, or from the blob its stub points to when
@@ -268,7 +301,8 @@ class RecordLookupFlow:
         self, principal: Principal, person_token: str, ordered: OrderedExam, since: datetime
     ) -> list[RecentExam]:
         """The person's exams since ``since`` equivalent to ``ordered``, newest first, read
-        (hot and cold) under the same consent and audit as a history of that category."""
+        (hot and cold) under the same consent and audit as a history of that category, with
+        those of every person merged into them."""
         category = (
             common_pb2.RECORD_CATEGORY_OBSERVATION
             if ordered.loinc_code
@@ -280,11 +314,7 @@ class RecordLookupFlow:
         ) -> tuple[list[StoredRecord], list[StoredRecord]]:
             if not domain.readable_categories([category], scope.permitted_categories):
                 return [], []
-            hot, cold = await asyncio.gather(
-                self._records.list_records(person_token, categories=[category], start=since),
-                self._archive.cold_records(person_token, since, None),
-            )
-            return hot, cold
+            return await self._sealed_records(scope.person_tokens, [category], since, None)
 
         admission, (hot, cold) = await self._gate.admit_reading(
             principal,
@@ -292,11 +322,10 @@ class RecordLookupFlow:
             sealed_records,
             action=audit_pb2.ACTION_READ_HISTORY,
             categories=[category],
+            merged_persons=self._merged_into(person_token),
         )
         found = []
-        candidates = [(record, False) for record in hot] + [
-            (record, True) for record in cold if _belongs_to(record, admission.persons)
-        ]
+        candidates = [(record, False) for record in hot] + [(record, True) for record in cold]
         for record, is_cold in candidates:
             if record.category != category:
                 continue
@@ -327,8 +356,9 @@ class RecordLookupFlow:
         return imaging.name if sites & imaging.body_sites else None
 
     async def image(self, principal: Principal, person_token: str, record_id: str) -> Image:
-        """The image of one of the person's records, for a reader consent admits to the
-        IMAGING category; the read is audited before the record is even looked up.
+        """The image of one of the person's records (or of a person merged into them), for a
+        reader consent admits to the IMAGING category; the read is audited before the record
+        is even looked up. The image carries its record's own name, as a history item does.
 
         Raises ImageNotFound when the record does not exist or has no image.
         """
@@ -339,23 +369,29 @@ class RecordLookupFlow:
             action=audit_pb2.ACTION_READ_IMAGE,
             categories=[common_pb2.RECORD_CATEGORY_IMAGING],
             resource_names=[name],
+            merged_persons=self._merged_into(person_token),
         )
-        record = await self._imaging_record(person_token, record_id)
+        tokens = (person_token, *sorted(admission.merged_tokens))
+        record = await self._imaging_record(tokens, record_id)
         if record is None or not record.blob_name:
             raise ImageNotFound(name)
         content_type, content = await self._open_blob(admission, record)
         return Image(
-            record_name=name, blob_name=record.blob_name, content_type=content_type, content=content
+            record_name=record.name,
+            blob_name=record.blob_name,
+            content_type=content_type,
+            content=content,
         )
 
-    async def _imaging_record(self, person_token: str, record_id: str) -> StoredRecord | None:
-        """The person's imaging record ``record_id``, hot tier first, then the archive."""
+    async def _imaging_record(self, tokens: Sequence[str], record_id: str) -> StoredRecord | None:
+        """The imaging record ``record_id`` of one of ``tokens``, hot tier first, then the
+        archive (asked only on a miss: most images are read while hot)."""
         imaging = [common_pb2.RECORD_CATEGORY_IMAGING]
-        for record in await self._records.list_records(person_token, categories=imaging):
+        for record in await self._hot_records(tokens, imaging):
             if record.record_id == record_id:
                 return record
-        for record in await self._archive.cold_records(person_token, None, None):
-            if record.record_id == record_id and _belongs_to(record, (person_token,)):
+        for record in await self._cold_records(tokens, None, None):
+            if record.record_id == record_id:
                 return record
         return None
 

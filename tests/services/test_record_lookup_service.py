@@ -1346,13 +1346,21 @@ def imaging_study(modality: str, body_part: str) -> bytes:
 
 
 async def seed_exam(
-    stack: Stack, days_ago: int, *, modality: str = "", body_part: str = "", loinc: str = ""
+    stack: Stack,
+    days_ago: int,
+    *,
+    modality: str = "",
+    body_part: str = "",
+    loinc: str = "",
+    person_token: str = PERSON,
 ) -> StoredRecord:
     when = datetime.now(UTC) - timedelta(days=days_ago)
     if loinc:
-        return await stack.seed.record(PERSON, OBSERVATION, (LOINC, loinc), when, hospital="h-west")
+        return await stack.seed.record(
+            person_token, OBSERVATION, (LOINC, loinc), when, hospital="h-west"
+        )
     return await stack.seed.record(
-        PERSON,
+        person_token,
         IMAGING,
         (DCM, modality),
         when,
@@ -1433,6 +1441,74 @@ async def test_an_equivalent_exam_moved_to_the_cold_tier_is_found_there(stack: S
     assert moved.records_moved == 1
     (found,) = await recent_exams(stack, patient(PERSON), modality="CT", body_site="brain")
     assert (found.record_name, found.is_cold, found.rule) == (tiered.name, True, "ct-head")
+
+
+@both_backends
+async def test_recent_exams_follow_a_merge_and_its_undoing(stack_on: Stack) -> None:
+    """ADR 33: the head CT filed under a duplicate registration is found for the survivor,
+    under the survivor's grant, once merged in, and no longer once unmerged."""
+    stack = stack_on
+    person = await stack.resolve()
+    unknown = await stack.identity.Resolve(
+        identity_pb2.ResolveRequest(hospital_id="hospital-a", mrn="UNKNOWN-7"),
+        metadata=stack.auth(INGEST),
+    )
+    duplicate = str(unknown.person_token)
+    ct = await seed_exam(stack, 12, modality="CT", body_part="HEAD", person_token=duplicate)
+    await stack.grant(person)  # the survivor's grant only
+    parent = f"persons/{person}"
+    assert await recent_exams(stack, parent=parent, modality="CT", body_site="head") == []
+
+    merge_id = await merge_persons(stack, person, duplicate)
+    (found,) = await recent_exams(stack, parent=parent, modality="CT", body_site="head")
+    assert (found.record_name, found.rule, found.is_cold) == (ct.name, "ct-head", False)
+    # The merged person's trail shows the read, naming only that person.
+    (event,) = await stack.access_events(duplicate)
+    assert event.action == audit_pb2.ACTION_READ_HISTORY
+    assert list(event.resource_names) == [f"persons/{duplicate}"]
+
+    await stack.identity.UnmergePersons(
+        identity_pb2.UnmergePersonsRequest(merge_id=merge_id),
+        metadata=stack.auth(PRIVACY_OFFICER),
+    )
+    assert await recent_exams(stack, parent=parent, modality="CT", body_site="head") == []
+
+
+@both_backends
+async def test_an_image_follows_a_merge_and_its_undoing(stack_on: Stack) -> None:
+    """ADR 33: asked for through the survivor, the image of a record filed under the person
+    merged into it streams under the survivor's grant; after the unmerge it is not found."""
+    stack = stack_on
+    person = await stack.resolve()
+    unknown = await stack.identity.Resolve(
+        identity_pb2.ResolveRequest(hospital_id="hospital-a", mrn="UNKNOWN-7"),
+        metadata=stack.auth(INGEST),
+    )
+    duplicate = str(unknown.person_token)
+    ct = await seed_image(stack, duplicate)
+    await stack.grant(person)  # the survivor's grant only
+    through_survivor = record_name(person, ct.record_id)
+    missing = await failure(image_of(stack, CLINICIAN, through_survivor))
+    assert (missing.code, missing.reason) == (grpc.StatusCode.NOT_FOUND, "IMAGE_NOT_FOUND")
+
+    merge_id = await merge_persons(stack, person, duplicate)
+    chunks = await image_of(stack, CLINICIAN, through_survivor)
+    assert b"".join(chunk.chunk for chunk in chunks) == DICOM_FILE
+    # The image keeps its own record's name, as a history item does.
+    assert (chunks[0].record_name, chunks[0].blob_name) == (ct.name, ct.blob_name)
+    read = (await stack.access_events(person))[0]
+    assert (read.action, read.basis) == (audit_pb2.ACTION_READ_IMAGE, "GRANT")
+    assert through_survivor in read.resource_names
+    (merged_read,) = await stack.access_events(duplicate)
+    assert merged_read.action == audit_pb2.ACTION_READ_IMAGE
+    assert list(merged_read.resource_names) == [f"persons/{duplicate}"]
+
+    await stack.identity.UnmergePersons(
+        identity_pb2.UnmergePersonsRequest(merge_id=merge_id),
+        metadata=stack.auth(PRIVACY_OFFICER),
+    )
+    gone = await failure(image_of(stack, CLINICIAN, through_survivor))
+    assert (gone.code, gone.reason) == (grpc.StatusCode.NOT_FOUND, "IMAGE_NOT_FOUND")
 
 
 async def test_recent_exam_requests_are_validated(stack: Stack) -> None:

@@ -210,6 +210,7 @@ class ConsentGate:
         action: audit_pb2.Action,
         categories: Iterable[int] = (),
         resource_names: Sequence[str] = (),
+        merged_persons: MergedPersons | None = None,
     ) -> Admission:
         """Let ``principal`` read ``person_token``'s records in ``categories`` (empty: all);
         ``resource_names`` (under the person) name what is read beyond the person itself.
@@ -223,6 +224,7 @@ class ConsentGate:
             action=action,
             categories=categories,
             resource_names=resource_names,
+            merged_persons=merged_persons,
         )
         return admission
 
