@@ -75,7 +75,10 @@ def test_rejects_naive_and_out_of_range_times() -> None:
 @pytest.mark.parametrize(
     "bad",
     ["", "01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVX", "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
-     "01ARZ3NDEKTSV4RRFFQ69G5FAU", "01arz3ndektsv4rrffq69g5fav"],
+     "01ARZ3NDEKTSV4RRFFQ69G5FAU", "01arz3ndektsv4rrffq69g5fav",
+     # letters Crockford leaves out, and what int(..., 32) would also take
+     "01ARZ3NDEKTSV4RRFFQ69G5FAI", "01ARZ3NDEKTSV4RRFFQ69G5FAL", "01ARZ3NDEKTSV4RRFFQ69G5FAO",
+     "01ARZ3NDEKTSV4RRFFQ69G5F_V", "01ARZ3NDEKTSV4RRFFQ69G5F V", "+1ARZ3NDEKTSV4RRFFQ69G5FAV"],
 )  # fmt: skip
 def test_malformed_ulids(bad: str) -> None:
     assert not is_ulid(bad)
