@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from healthbank.common.v1 import common_pb2
-from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES
+from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES, group_by_patient
 from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
 from healthbank.core.config import Settings
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -143,17 +143,16 @@ def _source(name: str, suffix: str, read: Callable[[], bytes]) -> Source | FileO
     return Source(name, source_format, read)
 
 
-_PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
-
-
 def group_ndjson(sources: list[Source]) -> tuple[list[Source], list[FileOutcome]]:
     """NDJSON files regrouped into one message per Patient, plus one of directory resources.
 
     Returns the messages (as in-memory Sources named ``<first file>#Patient/<id>``) and a
     SKIPPED outcome per resource that refers to no Patient of the load (or is not JSON).
+    Whose each resource is: :func:`healthbank.contracts.fhir.group_by_patient`.
     """
-    patients: dict[str, list[bytes]] = {}
-    others: list[tuple[str, dict[str, Any], bytes]] = []  # (file:line, resource, line)
+    resources: list[dict[str, Any]] = []
+    lines: list[bytes] = []
+    places: list[str] = []  # file:line of each resource
     directory: list[bytes] = []
     skipped: list[FileOutcome] = []
     first = sources[0].name if sources else ""
@@ -166,77 +165,33 @@ def group_ndjson(sources: list[Source]) -> tuple[list[Source], list[FileOutcome]
             except ValueError:
                 skipped.append(FileOutcome(f"{source.name}:{number}", "SKIPPED", detail="not JSON"))
                 continue
-            kind = resource.get("resourceType") if isinstance(resource, dict) else None
-            if kind == "Patient" and isinstance(resource.get("id"), str):
-                patients.setdefault(resource["id"], []).insert(0, line)
-            elif kind in DIRECTORY_RESOURCE_TYPES:
+            if not isinstance(resource, dict):
+                resource = {}
+            if resource.get("resourceType") in DIRECTORY_RESOURCE_TYPES:
                 directory.append(line)
-            else:
-                others.append((f"{source.name}:{number}", resource, line))
-    # Whose each resource is: its own patient reference; else (a Medication, a Provenance)
-    # the patient of a resource it refers to or that refers to it.
-    owner = {f"Patient/{pid}": pid for pid in patients}
-    unplaced = []
-    for where, resource, line in others:
-        patient_id = _patient_id(resource)
-        if patient_id in patients:
-            owner[_relative(resource)] = patient_id
-        else:
-            unplaced.append((where, resource, line))
-    referenced_by: dict[str, str] = {}
-    for _, resource, _ in others:
-        for reference in _references(resource):
-            if _relative(resource) in owner:
-                referenced_by.setdefault(reference, owner[_relative(resource)])
-    for where, resource, line in others:
-        patient_id = owner.get(_relative(resource), "")
-        if not patient_id:
-            candidates = [owner[r] for r in _references(resource) if r in owner]
-            patient_id = candidates[0] if candidates else referenced_by.get(_relative(resource), "")
-        if patient_id:
-            patients[patient_id].append(line)
-        else:
-            skipped.append(FileOutcome(where, "SKIPPED", detail="refers to no Patient of the load"))
+                continue
+            resources.append(resource)
+            lines.append(line)
+            places.append(f"{source.name}:{number}")
+    groups, nobodys = group_by_patient(resources, [""] * len(resources))
+    for index in nobodys:
+        skipped.append(
+            FileOutcome(places[index], "SKIPPED", detail="refers to no Patient of the load")
+        )
     messages = [("directory", directory)] if directory else []
-    messages += [(f"Patient/{pid}", lines) for pid, lines in patients.items()]
+    messages += [
+        (f"Patient/{resources[group[0]].get('id')}", [lines[index] for index in group])
+        for group in groups
+    ]
     grouped = [
         Source(
             f"{first}#{label}",
             common_pb2.SOURCE_FORMAT_FHIR_R4_NDJSON,
-            _constant(b"\n".join(lines) + b"\n"),
+            _constant(b"\n".join(members) + b"\n"),
         )
-        for label, lines in messages
+        for label, members in messages
     ]
     return grouped, skipped
-
-
-def _patient_id(resource: object) -> str:
-    if not isinstance(resource, dict):
-        return ""
-    for element in _PATIENT_ELEMENTS:
-        reference = resource.get(element)
-        if isinstance(reference, dict) and isinstance(reference.get("reference"), str):
-            kind, _, patient_id = reference["reference"].rpartition("/")
-            if kind.endswith("Patient"):
-                return patient_id
-    return ""
-
-
-def _relative(resource: dict[str, Any]) -> str:
-    return f"{resource.get('resourceType')}/{resource.get('id')}"
-
-
-def _references(value: object) -> Iterator[str]:
-    """Every ``reference`` string inside a resource, as ``Type/id``."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                yield "/".join(item.rsplit("/", 2)[-2:])
-            else:
-                yield from _references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _references(item)
 
 
 def _constant(content: bytes) -> Callable[[], bytes]:

@@ -1,9 +1,14 @@
-"""FHIR R4: a Bundle, a single resource or Bulk Data NDJSON into a :class:`ParsedMessage`.
+"""FHIR R4: a Bundle, a single resource or Bulk Data NDJSON into a :class:`ParsedMessage`
+(or, for several patients, a :class:`ParsedBatch`).
 
 Accepted input:
 
 - a Bundle (transaction, batch, collection, message or document) with
   exactly one Patient and any number of other resources, of any type and any count;
+- a batch, transaction or collection Bundle, or NDJSON, with several Patients
+  (:class:`ParsedBatch`): each patient's part is stored as a message of its own,
+  all-or-nothing per patient, not per Bundle (ADR 38); every resource must be some
+  patient's (:func:`~healthbank.contracts.fhir.group_by_patient`) or the directory's;
 - a Bundle, or NDJSON, with no Patient whose resources are all of the hospital's directory
   (:data:`DIRECTORY_RESOURCE_TYPES`: Organization, Practitioner, Location ...);
 - a single Patient (a demographics update: no records);
@@ -50,8 +55,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES
+from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES, group_by_patient
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
+from healthbank.core.digest import sha256_hex
 from services.ingest.model import (
     MR_TYPE_CODE,
     Category,
@@ -61,8 +67,10 @@ from services.ingest.model import (
     DirectoryEntry,
     Disposition,
     InvalidMessage,
+    ParsedBatch,
     ParsedMessage,
     PatientIdentity,
+    PatientPart,
     Problems,
     ResourceOutcome,
     parse_fhir_datetime,
@@ -76,6 +84,9 @@ NATIONAL_ID_SYSTEMS = frozenset(
 """Identifier systems of the resident identity number (the OID is the Chinese national one)."""
 
 BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "message", "document"})
+
+SEVERAL_PATIENT_BUNDLE_TYPES = frozenset({"transaction", "batch", "collection"})
+"""Bundle types that may carry several patients (a message or document is about one)."""
 
 
 ENVELOPE_RESOURCE_TYPES = frozenset({"MessageHeader"})
@@ -235,7 +246,7 @@ RESOURCE_MAPPINGS: Mapping[str, ResourceMapping] = MappingProxyType(
 )
 
 
-def parse_fhir(content: bytes) -> ParsedMessage:
+def parse_fhir(content: bytes) -> ParsedMessage | ParsedBatch:
     """Parse and validate a FHIR R4 JSON message; raises InvalidMessage listing every problem."""
     problems = Problems(REASON)
     document = _load_json(content)
@@ -251,7 +262,7 @@ def parse_fhir(content: bytes) -> ParsedMessage:
     return _parse_single(document, resource_type, problems)
 
 
-def parse_fhir_ndjson(content: bytes) -> ParsedMessage:
+def parse_fhir_ndjson(content: bytes) -> ParsedMessage | ParsedBatch:
     """Parse FHIR Bulk Data NDJSON (one resource per line) as a collection Bundle would be."""
     problems = Problems(REASON)
     try:
@@ -276,7 +287,7 @@ def parse_fhir_ndjson(content: bytes) -> ParsedMessage:
     if not located and not problems:
         problems.add("content", "must hold at least one resource")
     problems.raise_if_any()
-    return _message(None, located, problems)
+    return _message(None, located, problems, several_patients=True)
 
 
 def _load_json(content: bytes, path: str = "content") -> Any:
@@ -347,7 +358,7 @@ class _Resolver:
         return found
 
 
-def _parse_bundle(bundle: dict[str, Any], problems: Problems) -> ParsedMessage:
+def _parse_bundle(bundle: dict[str, Any], problems: Problems) -> ParsedMessage | ParsedBatch:
     bundle_type = bundle.get("type")
     if bundle_type not in BUNDLE_TYPES:
         problems.add("content.type", f"must be one of {', '.join(sorted(BUNDLE_TYPES))}")
@@ -372,7 +383,13 @@ def _parse_bundle(bundle: dict[str, Any], problems: Problems) -> ParsedMessage:
         located.append(
             _Located(f"{path}.resource", resource, full_url if isinstance(full_url, str) else "")
         )
-    return _message(message_time, located, problems, patient_required=bool(entries))
+    return _message(
+        message_time,
+        located,
+        problems,
+        patient_required=bool(entries),
+        several_patients=bundle_type in SEVERAL_PATIENT_BUNDLE_TYPES,
+    )
 
 
 def _message(
@@ -381,8 +398,10 @@ def _message(
     problems: Problems,
     *,
     patient_required: bool = True,
-) -> ParsedMessage:
-    """The message of a list of located resources: a patient's, or the hospital directory."""
+    several_patients: bool = False,
+) -> ParsedMessage | ParsedBatch:
+    """The message of a list of located resources: a patient's, the hospital directory, or
+    (``several_patients``) one part per patient when there is more than one Patient."""
     for item in located:
         if not item.resource_type:
             problems.add(f"{item.path}.resourceType", "is required")
@@ -398,8 +417,14 @@ def _message(
                 else "content",
                 "must contain a Patient resource",
             )
+    if len(patients) > 1 and several_patients:
+        return _batch(message_time, located, problems)
     for extra in patients[1:]:
-        problems.add(extra.path, "a message may describe only one Patient")
+        problems.add(
+            extra.path,
+            "a message or document Bundle may describe only one Patient;"
+            " send several patients in a batch, transaction or collection Bundle",
+        )
     patient = None
     references: frozenset[str] | None = None  # None: no Patient, so nothing to check against
     if patients:
@@ -447,6 +472,69 @@ def _message(
         outcomes=tuple(outcomes),
         directory=tuple(directory),
     )
+
+
+def _batch(message_time: Any, located: list[_Located], problems: Problems) -> ParsedBatch:
+    """A message of several patients: each patient's resources parsed as a message of their
+    own (:func:`~healthbank.contracts.fhir.group_by_patient` says whose each resource is).
+
+    What makes the whole message unusable (a resource that is nobody's, two Patients known
+    by the same reference) rejects it; what is wrong inside a patient's part rejects only
+    that part.
+    """
+    groups, nobodys = group_by_patient(
+        [item.resource for item in located], [item.full_url for item in located]
+    )
+    for index in nobodys:
+        problems.add(
+            located[index].path,
+            "refers to none of the message's Patients: in a message of several patients each"
+            " resource must name its Patient, or refer to (or be referred to by) one that does",
+        )
+    known: set[str] = set()
+    for group in groups:
+        patient = located[group[0]]
+        keys = _references_to(patient.resource, patient.full_url)
+        if keys & known:
+            problems.add(patient.path, "another Patient of the message has the same id or fullUrl")
+        known |= keys
+    problems.raise_if_any()
+    outcomes: list[ResourceOutcome] = []
+    directory: list[DirectoryEntry] = []
+    for item in located:
+        if item.resource_type in ENVELOPE_RESOURCE_TYPES:
+            outcomes.append(
+                ResourceOutcome(
+                    item.resource_type,
+                    item.resource_id,
+                    Disposition.SKIPPED,
+                    reason="the message envelope, not patient data",
+                )
+            )
+        elif item.resource_type in DIRECTORY_RESOURCE_TYPES:
+            directory.append(DirectoryEntry(item.resource_type, item.resource_id, item.resource))
+            outcomes.append(
+                ResourceOutcome(item.resource_type, item.resource_id, Disposition.DIRECTORY)
+            )
+    parts = []
+    for ordinal, group in enumerate(groups, start=1):
+        items = [located[index] for index in group]
+        try:
+            part = _message(message_time, items, Problems(REASON))
+        except InvalidMessage as invalid:
+            parts.append(PatientPart(ordinal, _part_hash(message_time, items), None, invalid))
+            continue
+        assert isinstance(part, ParsedMessage)  # one Patient: never a batch
+        parts.append(PatientPart(ordinal, _part_hash(message_time, items), part))
+    return ParsedBatch(tuple(parts), tuple(outcomes), tuple(directory))
+
+
+def _part_hash(message_time: Any, items: list[_Located]) -> str:
+    """What a part's receipt compares a retry with: its resources and the message's time."""
+    content = [message_time.isoformat() if message_time else None]
+    content += [[item.full_url, item.resource] for item in items]
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return sha256_hex(canonical.encode())
 
 
 def _directory_message(located: list[_Located], message_time: Any) -> ParsedMessage:

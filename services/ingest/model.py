@@ -196,6 +196,44 @@ class ParsedMessage:
     directory: tuple[DirectoryEntry, ...] = ()
 
 
+@dataclass(frozen=True)
+class PatientPart:
+    """One patient's part of a message of several patients, stored as a message of its own.
+
+    ``ordinal`` is the Patient's place among the message's Patients (1-based), which names
+    the part (:meth:`message_id`); ``content_hash`` covers the part's resources, so a retry
+    of the message finds each part's receipt. ``message`` is the part parsed, or ``problem``
+    says why it cannot be accepted (the other parts are unaffected).
+    """
+
+    ordinal: int
+    content_hash: str
+    message: ParsedMessage | None
+    problem: InvalidMessage | None = None
+
+    def message_id(self, message_id: str) -> str:
+        """The part's message id, derived from the whole message's id."""
+        return f"{message_id}#patient-{self.ordinal}"
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """A FHIR batch, transaction or collection Bundle (or NDJSON) about several patients.
+
+    Each patient's part (their Patient and the resources that are theirs) is stored
+    all-or-nothing on its own (:class:`PatientPart`); ``directory`` and ``outcomes`` are
+    the message's resources that are nobody's: the hospital's directory and the envelope.
+    """
+
+    parts: tuple[PatientPart, ...]
+    outcomes: tuple[ResourceOutcome, ...] = ()
+    directory: tuple[DirectoryEntry, ...] = ()
+
+
+Parsed = ParsedMessage | ParsedBatch
+"""What parsing a submission gives: one patient's (or the directory's) message, or several."""
+
+
 class InvalidMessage(Exception):
     """The message cannot be accepted; ``violations`` lists every (field path, description)."""
 

@@ -4,8 +4,8 @@ Parsing a message (FHIR, HL7 v2, DICOM) and mapping it to FHIR resources is pure
 whose cost grows with the message: a 100,000-segment HL7 message takes seconds. On the
 event loop it would stall every other caller, health checks included. :class:`ParsePool`
 runs :func:`parse_content` — the one function the workers run — in worker processes; the
-submission's bytes go in, a picklable ``ParsedMessage`` (or the ``InvalidMessage`` it
-raised, with the same violations) comes back.
+submission's bytes go in, a picklable ``ParsedMessage`` or ``ParsedBatch`` (or the
+``InvalidMessage`` it raised, with the same violations) comes back.
 
 Two kinds of worker, by the message's size:
 
@@ -35,9 +35,9 @@ from concurrent.futures import ProcessPoolExecutor
 from services.ingest.dicom import parse_dicom
 from services.ingest.fhir import parse_fhir, parse_fhir_ndjson
 from services.ingest.hl7v2 import parse_hl7v2
-from services.ingest.model import ParsedMessage, SourceFormat
+from services.ingest.model import Parsed, SourceFormat
 
-PARSERS: dict[SourceFormat, Callable[[bytes], ParsedMessage]] = {
+PARSERS: dict[SourceFormat, Callable[[bytes], Parsed]] = {
     SourceFormat.FHIR_R4_JSON: parse_fhir,
     SourceFormat.HL7V2: parse_hl7v2,
     SourceFormat.DICOM: parse_dicom,
@@ -53,7 +53,7 @@ def default_workers() -> int:
     return min(2, os.cpu_count() or 1)
 
 
-def parse_content(source_format: SourceFormat, content: bytes) -> ParsedMessage:
+def parse_content(source_format: SourceFormat, content: bytes) -> Parsed:
     """Parse and validate one message's content with its format's parser (any size).
 
     What the workers run; raises ``InvalidMessage`` listing every problem.
@@ -94,14 +94,14 @@ class ParsePool:
         would otherwise start them on the loop (seconds of imports)."""
         await asyncio.to_thread(lambda: self._executor.submit(os.getpid).result())
 
-    async def parse(self, source_format: SourceFormat, content: bytes) -> ParsedMessage:
+    async def parse(self, source_format: SourceFormat, content: bytes) -> Parsed:
         """:func:`parse_content` in a worker; the event loop keeps serving meanwhile."""
         if len(content) >= self._large_message_bytes:
             return await self._parse_alone(source_format, content)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, parse_content, source_format, content)
 
-    async def _parse_alone(self, source_format: SourceFormat, content: bytes) -> ParsedMessage:
+    async def _parse_alone(self, source_format: SourceFormat, content: bytes) -> Parsed:
         """Parse in a fresh worker that exits afterwards (its memory goes with it)."""
         async with self._large:
             executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)

@@ -63,6 +63,7 @@ from healthbank.records import (
     placed_payload_stub,
     record_name,
 )
+from healthbank.storage import StorageRefused
 from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
@@ -75,6 +76,8 @@ from services.ingest.model import (
     Category,
     Disposition,
     InvalidMessage,
+    Parsed,
+    ParsedBatch,
     ParsedMessage,
     PatientIdentity,
     Problems,
@@ -227,6 +230,17 @@ class Ack:
     record_names: tuple[str, ...]
     resources: tuple[ResourceAck, ...] = ()
     patient_unidentified: bool = False
+    patients: tuple[PartAck, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartAck:
+    """What happened to one patient's part of a message of several patients (ADR 38): its
+    ack, or the permanent failure that rejected it (:data:`PART_REJECTIONS`)."""
+
+    message_id: str
+    ack: Ack | None
+    problem: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -235,10 +249,10 @@ class PreparedMessage:
 
     submission: Submission
     source: MessageSource
-    message: ParsedMessage | None
+    message: Parsed | None
     problem: InvalidMessage | None
 
-    def parsed(self) -> ParsedMessage:
+    def parsed(self) -> Parsed:
         """The parsed message; raises the InvalidMessage found while parsing."""
         if self.message is None:
             assert self.problem is not None
@@ -254,15 +268,25 @@ class PreparedMessage:
         """
         hospital = self.source.hospital_id
         keys: set[tuple[str, ...]] = {("message", hospital, self.source.message_id)}
-        if self.message is not None and self.message.patient is not None:
-            patient = self.message.patient
-            keys.add(("mrn", hospital, patient.mrn))
-            if patient.national_id:
-                keys.add(("national-id", patient.national_id))
+        if isinstance(self.message, ParsedBatch):
+            patients = [part.message.patient for part in self.message.parts if part.message]
+        else:
+            patients = [self.message.patient] if self.message is not None else []
+        for patient in patients:
+            if patient is not None:
+                keys.add(("mrn", hospital, patient.mrn))
+                if patient.national_id:
+                    keys.add(("national-id", patient.national_id))
         return frozenset(keys)
 
 
-def parse_message(submission: Submission) -> ParsedMessage:
+PART_REJECTIONS = (InvalidMessage, MessageIdReused, PatientRejected, StorageRefused)
+"""Failures that reject one patient's part of a message of several patients and not the
+others; any other failure (an outage) fails the whole message, whose retry finds the parts
+stored so far by their receipts."""
+
+
+def parse_message(submission: Submission) -> Parsed:
     """Parse and validate a submission's content here, in this thread (tests, tools)."""
     return parse_content(submission.source_format, submission.content)
 
@@ -365,7 +389,7 @@ class IngestPipeline:
         """:meth:`submit` for a message :meth:`prepare` already parsed."""
         return await self._submit(prepared.submission, prepared.source, prepared)
 
-    async def _parse(self, submission: Submission) -> ParsedMessage:
+    async def _parse(self, submission: Submission) -> Parsed:
         return await self._parsers.parse(submission.source_format, submission.content)
 
     async def _submit(
@@ -381,6 +405,8 @@ class IngestPipeline:
             return await self._acknowledge(receipt, submission.submitter, duplicate=True)
 
         message = prepared.parsed() if prepared is not None else await self._parse(submission)
+        if isinstance(message, ParsedBatch):
+            return await self._submit_parts(submission, source, message)
         now = self._now()
         if message.directory:
             # Before the records: a retry that finds the receipt never gets here again.
@@ -435,6 +461,46 @@ class IngestPipeline:
             ack,
             resources=acknowledged_resources(message.outcomes, ack.record_names),
             patient_unidentified=message.patient.unidentified,
+        )
+
+    async def _submit_parts(
+        self, submission: Submission, source: MessageSource, batch: ParsedBatch
+    ) -> Ack:
+        """Store each patient's part as a message of its own (``<message id>#patient-<n>``),
+        one after another: two parts may be the same person, whom identity links in order.
+
+        A part rejected for good leaves the others stored; when every part is rejected the
+        message fails as a whole (:func:`_every_part_rejected`). An outage fails it at once,
+        and its retry answers the parts stored so far as duplicates.
+        """
+        if batch.directory:
+            await self._store.put_directory(source.hospital_id, batch.directory, self._now())
+        parts: list[PartAck] = []
+        for part in batch.parts:
+            part_id = part.message_id(source.message_id)
+            if part.message is None:
+                assert part.problem is not None
+                parts.append(PartAck(part_id, None, part.problem))
+                continue
+            part_source = replace(source, message_id=part_id, content_hash=part.content_hash)
+            part_submission = replace(submission, message_id=part_id)
+            prepared = PreparedMessage(part_submission, part_source, part.message, None)
+            try:
+                ack = await self._submit(part_submission, part_source, prepared)
+            except PART_REJECTIONS as problem:
+                parts.append(PartAck(part_id, None, problem))
+            else:
+                parts.append(PartAck(part_id, ack))
+        stored = [part.ack for part in parts if part.ack is not None]
+        if not stored:
+            raise _every_part_rejected(parts)
+        return Ack(
+            source.message_id,
+            duplicate=all(ack.duplicate for ack in stored),
+            person_token="",
+            record_names=tuple(name for ack in stored for name in ack.record_names),
+            resources=acknowledged_resources(batch.outcomes, ()),
+            patients=tuple(parts),
         )
 
     async def _seal_and_put(
@@ -609,6 +675,18 @@ class IngestPipeline:
         if appended:
             _log.info("appended %d pending write audit events", appended)
         return appended
+
+
+def _every_part_rejected(parts: Sequence[PartAck]) -> Exception:
+    """The failure of a message none of whose parts could be stored: every problem found
+    when all are invalid content, else the first part's."""
+    problems = [part.problem for part in parts if part.problem is not None]
+    if all(isinstance(problem, InvalidMessage) for problem in problems):
+        invalid = [problem for problem in problems if isinstance(problem, InvalidMessage)]
+        return InvalidMessage(
+            invalid[0].reason, [violation for each in invalid for violation in each.violations]
+        )
+    return problems[0]
 
 
 def _refuse_unplaceable(planned: Sequence[PlannedRecord], *, has_image: bool) -> None:

@@ -390,9 +390,32 @@ def service_error(exc: Exception) -> ServiceError:
 
 def _response(ack: Ack, submission: Submission) -> ingest_pb2.SubmitResponse:
     counters = business_metrics()
-    counters.messages_ingested.add(1, {"outcome": "duplicate" if ack.duplicate else "stored"})
+    rejected = any(part.problem is not None for part in ack.patients)
+    counters.messages_ingested.add(
+        1,
+        {"outcome": "partially_stored" if rejected else "duplicate" if ack.duplicate else "stored"},
+    )
     if not ack.duplicate:
         counters.records_stored.add(len(ack.record_names))
+    response = _acknowledgement(ack, submission)
+    if rejected:
+        response.outcome = ingest_pb2.OUTCOME_PARTIALLY_STORED
+    for part in ack.patients:
+        if part.ack is not None:
+            response.patients.append(_acknowledgement(part.ack, submission))
+        else:
+            assert part.problem is not None
+            response.patients.append(
+                ingest_pb2.SubmitResponse(
+                    message_id=part.message_id,
+                    outcome=ingest_pb2.OUTCOME_REJECTED,
+                    rejection=_rejection(service_error(part.problem)),
+                )
+            )
+    return response
+
+
+def _acknowledgement(ack: Ack, submission: Submission) -> ingest_pb2.SubmitResponse:
     return ingest_pb2.SubmitResponse(
         message_id=ack.message_id,
         outcome=ingest_pb2.OUTCOME_DUPLICATE if ack.duplicate else ingest_pb2.OUTCOME_STORED,
@@ -447,14 +470,18 @@ def _rejected(
         message_id=submitted.message_id,
         hl7_ack=hl7_ack_for(source_format, submitted.content, err),
         outcome=ingest_pb2.OUTCOME_REJECTED,
-        rejection=ingest_pb2.Rejection(
-            reason=err.reason,
-            message=err.message,
-            field_violations=[
-                ingest_pb2.FieldViolation(field=name, description=description)
-                for name, description in err.field_violations
-            ],
-            retryable=err.retryable,
-            violations_total=int(err.metadata.get(VIOLATIONS_TOTAL_KEY, 0)),
-        ),
+        rejection=_rejection(err),
+    )
+
+
+def _rejection(err: ServiceError) -> ingest_pb2.Rejection:
+    return ingest_pb2.Rejection(
+        reason=err.reason,
+        message=err.message,
+        field_violations=[
+            ingest_pb2.FieldViolation(field=name, description=description)
+            for name, description in err.field_violations
+        ],
+        retryable=err.retryable,
+        violations_total=int(err.metadata.get(VIOLATIONS_TOTAL_KEY, 0)),
     )

@@ -596,6 +596,138 @@ async def test_retry_is_a_duplicate_and_writes_nothing(stack: Stack) -> None:
     assert len(await stack.events(first.person_token)) == 1  # audited once
 
 
+# -- a message of several patients (ADR 38) --------------------------------------------------
+
+
+def several_patients(people: list[synthetic.Patient], bundle_id: str) -> dict[str, Any]:
+    """One batch Bundle holding each person's emergency history (Patient/p1, p2 ...)."""
+    entries = []
+    for n, person in enumerate(people, start=1):
+        own = synthetic.emergency_history_bundle(person, f"{bundle_id}-{n}")
+        text = (
+            own.decode().replace('"id":"p1"', f'"id":"p{n}"').replace("Patient/p1", f"Patient/p{n}")
+        )
+        entries += json.loads(text)["entry"]
+    return {"resourceType": "Bundle", "id": bundle_id, "type": "batch", "entry": entries}
+
+
+def patient_entry(bundle: Mapping[str, Any], n: int) -> int:
+    """The index of the n-th Patient (from 1) among the bundle's entries."""
+    places = [
+        i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
+    ]
+    return places[n - 1]
+
+
+async def test_a_batch_of_several_patients_stores_each_apart_and_a_retry_is_a_duplicate(
+    stack: Stack,
+) -> None:
+    people = [synthetic.patient(40 + n) for n in range(3)]
+    content = json.dumps(several_patients(people, "batch-1")).encode()
+
+    response = await stack.submit(request(content, "batch-1"))
+
+    assert response.outcome == ingest_pb2.OUTCOME_STORED and response.person_token == ""
+    parts = list(response.patients)
+    assert [p.message_id for p in parts] == [f"batch-1#patient-{n}" for n in (1, 2, 3)]
+    assert [p.outcome for p in parts] == [ingest_pb2.OUTCOME_STORED] * 3
+    tokens = [p.person_token for p in parts]
+    assert len(set(tokens)) == 3 and all(len(token) == 64 for token in tokens)
+    assert list(response.record_names) == [n for p in parts for n in p.record_names]
+    for part in parts:
+        assert len(part.record_names) == 3  # allergy, procedure, condition
+        assert [r.resource_type for r in part.resources] == [
+            "AllergyIntolerance",
+            "Procedure",
+            "Condition",
+        ]
+        records = await stack.records.list_records(part.person_token)
+        assert sorted(r.name for r in records) == sorted(part.record_names)
+        assert {r.message_id for r in records} == {part.message_id}
+        assert len(await stack.records.list_facts(part.person_token)) == 3
+        (event,) = await stack.events(part.person_token)
+        assert sorted(event.event.resource_names) == sorted(part.record_names)
+
+    again = await stack.submit(request(content, "batch-1"))
+
+    assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
+    assert [p.outcome for p in again.patients] == [ingest_pb2.OUTCOME_DUPLICATE] * 3
+    assert [p.person_token for p in again.patients] == tokens
+    assert [list(p.record_names) for p in again.patients] == [list(p.record_names) for p in parts]
+    for token in tokens:
+        assert len(await stack.events(token)) == 1  # audited once
+    # Through the stream, the same acknowledgement per patient.
+    (streamed,) = await stack.stream([request(content, "batch-1")])
+    assert [p.outcome for p in streamed.patients] == [ingest_pb2.OUTCOME_DUPLICATE] * 3
+    # Each part is the same person as when sent alone.
+    alone = await stack.submit(
+        request(synthetic.emergency_history_bundle(people[1], "alone-2"), "alone-2")
+    )
+    assert alone.person_token == tokens[1]
+
+
+async def test_a_rejected_patient_leaves_the_others_stored_and_a_corrected_resend_adds_them(
+    stack: Stack,
+) -> None:
+    people = [synthetic.patient(50 + n) for n in range(3)]
+    bundle = several_patients(people, "batch-2")
+    second = patient_entry(bundle, 2)
+    good_id = bundle["entry"][second]["resource"]["identifier"][0]["value"]
+    bad_id = good_id[:-1] + ("0" if good_id[-1] != "0" else "1")  # the check digit broken
+    bundle["entry"][second]["resource"]["identifier"][0]["value"] = bad_id
+
+    response = await stack.submit(request(json.dumps(bundle).encode(), "batch-2"))
+
+    assert response.outcome == ingest_pb2.OUTCOME_PARTIALLY_STORED
+    first, rejected, third = response.patients
+    assert (first.outcome, third.outcome) == (ingest_pb2.OUTCOME_STORED,) * 2
+    assert rejected.outcome == ingest_pb2.OUTCOME_REJECTED
+    assert rejected.message_id == "batch-2#patient-2" and not rejected.person_token
+    assert rejected.rejection.reason == "INVALID_FHIR" and not rejected.rejection.retryable
+    ((field, description),) = [
+        (v.field, v.description) for v in rejected.rejection.field_violations
+    ]
+    assert field == f"content.entry[{second}].resource.identifier[0].value"
+    assert description.startswith("invalid national ID") and bad_id not in description
+    assert await stack.records.get_receipt(HOSPITAL_A, "batch-2#patient-2") is None
+    assert list(response.record_names) == [*first.record_names, *third.record_names]
+
+    bundle["entry"][second]["resource"]["identifier"][0]["value"] = good_id
+    resent = await stack.submit(request(json.dumps(bundle).encode(), "batch-2"))
+
+    assert resent.outcome == ingest_pb2.OUTCOME_STORED
+    assert [p.outcome for p in resent.patients] == [
+        ingest_pb2.OUTCOME_DUPLICATE,
+        ingest_pb2.OUTCOME_STORED,
+        ingest_pb2.OUTCOME_DUPLICATE,
+    ]
+    assert resent.patients[0].person_token == first.person_token
+    assert len(await stack.records.list_records(resent.patients[1].person_token)) == 3
+
+
+async def test_a_batch_whose_every_patient_is_rejected_fails_with_every_reason(
+    stack: Stack,
+) -> None:
+    bundle = several_patients([synthetic.patient(60), synthetic.patient(61)], "batch-3")
+    for n in (1, 2):
+        bundle["entry"][patient_entry(bundle, n)]["resource"]["identifier"].pop()  # the MRN
+    content = json.dumps(bundle).encode()
+
+    error = await stack.failure(request(content, "batch-3"))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(error)
+    assert details.reason == "INVALID_FHIR"
+    assert [field for field, _ in details.field_violations] == [
+        f"content.entry[{patient_entry(bundle, n)}].resource.identifier" for n in (1, 2)
+    ]
+    (streamed,) = await stack.stream([request(content, "batch-3")])
+    assert streamed.outcome == ingest_pb2.OUTCOME_REJECTED and not streamed.patients
+    assert len(streamed.rejection.field_violations) == 2
+    for n in (1, 2):
+        assert await stack.records.get_receipt(HOSPITAL_A, f"batch-3#patient-{n}") is None
+
+
 async def test_same_message_id_with_other_content_is_refused(stack: Stack) -> None:
     await stack.submit(request(fixture("fhir_lab_message_bundle.json"), "lab-7781"))
     error = await stack.failure(request(fixture("fhir_patient_update.json"), "lab-7781"))

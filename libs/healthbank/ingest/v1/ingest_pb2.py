@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from healthbank.common.v1 import common_pb2 as healthbank_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!healthbank/ingest/v1/ingest.proto\x12\x14healthbank.ingest.v1\x1a!healthbank/common/v1/common.proto\"\x93\x01\n\rSubmitRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x32\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\".healthbank.common.v1.SourceFormat\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x14\n\x0cmore_content\x18\x05 \x01(\x08\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x99\x01\n\tRejection\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12>\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32$.healthbank.ingest.v1.FieldViolation\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x18\n\x10violations_total\x18\x05 \x01(\r\"\xa2\x01\n\x0fResourceOutcome\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12>\n\x0b\x64isposition\x18\x03 \x01(\x0e\x32).healthbank.ingest.v1.ResourceDisposition\x12\x13\n\x0brecord_name\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x9d\x02\n\x0eSubmitResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.healthbank.ingest.v1.Outcome\x12\x14\n\x0cperson_token\x18\x03 \x01(\t\x12\x14\n\x0crecord_names\x18\x04 \x03(\t\x12\x32\n\trejection\x18\x05 \x01(\x0b\x32\x1f.healthbank.ingest.v1.Rejection\x12\x0f\n\x07hl7_ack\x18\x06 \x01(\x0c\x12\x38\n\tresources\x18\x07 \x03(\x0b\x32%.healthbank.ingest.v1.ResourceOutcome\x12\x1c\n\x14patient_unidentified\x18\x08 \x01(\x08*c\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_STORED\x10\x01\x12\x15\n\x11OUTCOME_DUPLICATE\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03*\xc5\x01\n\x13ResourceDisposition\x12$\n RESOURCE_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESOURCE_DISPOSITION_RECORD\x10\x01\x12!\n\x1dRESOURCE_DISPOSITION_DOCUMENT\x10\x02\x12\"\n\x1eRESOURCE_DISPOSITION_DIRECTORY\x10\x03\x12 \n\x1cRESOURCE_DISPOSITION_SKIPPED\x10\x04\x32\xc3\x01\n\rIngestService\x12S\n\x06Submit\x12#.healthbank.ingest.v1.SubmitRequest\x1a$.healthbank.ingest.v1.SubmitResponse\x12]\n\x0cSubmitStream\x12#.healthbank.ingest.v1.SubmitRequest\x1a$.healthbank.ingest.v1.SubmitResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!healthbank/ingest/v1/ingest.proto\x12\x14healthbank.ingest.v1\x1a!healthbank/common/v1/common.proto\"\x93\x01\n\rSubmitRequest\x12\x13\n\x0bhospital_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x32\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\".healthbank.common.v1.SourceFormat\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x14\n\x0cmore_content\x18\x05 \x01(\x08\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x99\x01\n\tRejection\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12>\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32$.healthbank.ingest.v1.FieldViolation\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x18\n\x10violations_total\x18\x05 \x01(\r\"\xa2\x01\n\x0fResourceOutcome\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12>\n\x0b\x64isposition\x18\x03 \x01(\x0e\x32).healthbank.ingest.v1.ResourceDisposition\x12\x13\n\x0brecord_name\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xd5\x02\n\x0eSubmitResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.healthbank.ingest.v1.Outcome\x12\x14\n\x0cperson_token\x18\x03 \x01(\t\x12\x14\n\x0crecord_names\x18\x04 \x03(\t\x12\x32\n\trejection\x18\x05 \x01(\x0b\x32\x1f.healthbank.ingest.v1.Rejection\x12\x0f\n\x07hl7_ack\x18\x06 \x01(\x0c\x12\x38\n\tresources\x18\x07 \x03(\x0b\x32%.healthbank.ingest.v1.ResourceOutcome\x12\x1c\n\x14patient_unidentified\x18\x08 \x01(\x08\x12\x36\n\x08patients\x18\t \x03(\x0b\x32$.healthbank.ingest.v1.SubmitResponse*\x81\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_STORED\x10\x01\x12\x15\n\x11OUTCOME_DUPLICATE\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x1c\n\x18OUTCOME_PARTIALLY_STORED\x10\x04*\xc5\x01\n\x13ResourceDisposition\x12$\n RESOURCE_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESOURCE_DISPOSITION_RECORD\x10\x01\x12!\n\x1dRESOURCE_DISPOSITION_DOCUMENT\x10\x02\x12\"\n\x1eRESOURCE_DISPOSITION_DIRECTORY\x10\x03\x12 \n\x1cRESOURCE_DISPOSITION_SKIPPED\x10\x04\x32\xc3\x01\n\rIngestService\x12S\n\x06Submit\x12#.healthbank.ingest.v1.SubmitRequest\x1a$.healthbank.ingest.v1.SubmitResponse\x12]\n\x0cSubmitStream\x12#.healthbank.ingest.v1.SubmitRequest\x1a$.healthbank.ingest.v1.SubmitResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'healthbank.ingest.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=907
-  _globals['_OUTCOME']._serialized_end=1006
-  _globals['_RESOURCEDISPOSITION']._serialized_start=1009
-  _globals['_RESOURCEDISPOSITION']._serialized_end=1206
+  _globals['_OUTCOME']._serialized_start=964
+  _globals['_OUTCOME']._serialized_end=1093
+  _globals['_RESOURCEDISPOSITION']._serialized_start=1096
+  _globals['_RESOURCEDISPOSITION']._serialized_end=1293
   _globals['_SUBMITREQUEST']._serialized_start=95
   _globals['_SUBMITREQUEST']._serialized_end=242
   _globals['_FIELDVIOLATION']._serialized_start=244
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCEOUTCOME']._serialized_start=455
   _globals['_RESOURCEOUTCOME']._serialized_end=617
   _globals['_SUBMITRESPONSE']._serialized_start=620
-  _globals['_SUBMITRESPONSE']._serialized_end=905
-  _globals['_INGESTSERVICE']._serialized_start=1209
-  _globals['_INGESTSERVICE']._serialized_end=1404
+  _globals['_SUBMITRESPONSE']._serialized_end=961
+  _globals['_INGESTSERVICE']._serialized_start=1296
+  _globals['_INGESTSERVICE']._serialized_end=1491
 # @@protoc_insertion_point(module_scope)

@@ -14,6 +14,7 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_STORED: _ClassVar[Outcome]
     OUTCOME_DUPLICATE: _ClassVar[Outcome]
     OUTCOME_REJECTED: _ClassVar[Outcome]
+    OUTCOME_PARTIALLY_STORED: _ClassVar[Outcome]
 
 class ResourceDisposition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_STORED: Outcome
 OUTCOME_DUPLICATE: Outcome
 OUTCOME_REJECTED: Outcome
+OUTCOME_PARTIALLY_STORED: Outcome
 RESOURCE_DISPOSITION_UNSPECIFIED: ResourceDisposition
 RESOURCE_DISPOSITION_RECORD: ResourceDisposition
 RESOURCE_DISPOSITION_DOCUMENT: ResourceDisposition
@@ -83,7 +85,7 @@ class ResourceOutcome(_message.Message):
     def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., disposition: _Optional[_Union[ResourceDisposition, str]] = ..., record_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack", "resources", "patient_unidentified")
+    __slots__ = ("message_id", "outcome", "person_token", "record_names", "rejection", "hl7_ack", "resources", "patient_unidentified", "patients")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     PERSON_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +94,7 @@ class SubmitResponse(_message.Message):
     HL7_ACK_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     PATIENT_UNIDENTIFIED_FIELD_NUMBER: _ClassVar[int]
+    PATIENTS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     outcome: Outcome
     person_token: str
@@ -100,4 +103,5 @@ class SubmitResponse(_message.Message):
     hl7_ack: bytes
     resources: _containers.RepeatedCompositeFieldContainer[ResourceOutcome]
     patient_unidentified: bool
-    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ..., resources: _Optional[_Iterable[_Union[ResourceOutcome, _Mapping]]] = ..., patient_unidentified: _Optional[bool] = ...) -> None: ...
+    patients: _containers.RepeatedCompositeFieldContainer[SubmitResponse]
+    def __init__(self, message_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., person_token: _Optional[str] = ..., record_names: _Optional[_Iterable[str]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., hl7_ack: _Optional[bytes] = ..., resources: _Optional[_Iterable[_Union[ResourceOutcome, _Mapping]]] = ..., patient_unidentified: _Optional[bool] = ..., patients: _Optional[_Iterable[_Union[SubmitResponse, _Mapping]]] = ...) -> None: ...
