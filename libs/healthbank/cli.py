@@ -404,7 +404,8 @@ def _refused(command: str, error: grpc.aio.AioRpcError) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """Load files into ingest as ``--hospital``'s integration engine; 1 if any was rejected."""
+    """Load files into ingest as ``--hospital``'s integration engine; 1 if any message (or a
+    patient of one) was rejected."""
     import grpc  # type: ignore[import-untyped, unused-ignore]
 
     from healthbank.loader import format_report, report_json, run_ingest
@@ -421,7 +422,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except grpc.aio.AioRpcError as error:
         return _refused("ingest", error)
     print(report_json(report) if args.json else format_report(report), flush=True)
-    return 0 if report.summary()["rejected"] == 0 else 1
+    summary = report.summary()
+    return 0 if summary["rejected"] == summary["partial"] == 0 else 1
 
 
 # The service name the scheduled tiering job calls archive as (authz.ARCHIVE_TIERING).
@@ -728,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream every file under PATH to ingest's SubmitStream as the hospital's "
         "integration engine: .json FHIR R4, .ndjson FHIR Bulk Data, .hl7/.er7 HL7 v2, .dcm "
         "DICOM; zips member by member. Prints each file's outcome and a summary; exits 1 "
-        "when any message was rejected.",
+        "when any message, or any patient of a message of several, was rejected.",
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH")
     ingest.add_argument("--hospital", required=True, help="the sending hospital's id")
@@ -738,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--json",
         action="store_true",
-        help='print {"files", "messages", "accepted", "rejected", "reasons"} as JSON',
+        help='print {"files", "messages", "accepted", "rejected", "partial", "reasons"} as JSON',
     )
     ingest.set_defaults(run=cmd_ingest)
     add_research_commands(commands)

@@ -70,7 +70,7 @@ class FileOutcome:
     """What ingest answered for one file."""
 
     name: str
-    outcome: str  # STORED, DUPLICATE, REJECTED, SKIPPED
+    outcome: str  # STORED, DUPLICATE, REJECTED, PARTIAL (some patients rejected), SKIPPED
     reason: str = ""
     detail: str = ""
     records: int = 0
@@ -89,18 +89,22 @@ class LoadReport:
     files: int | None = None
 
     def summary(self) -> dict[str, object]:
-        """{"files", "messages", "accepted", "rejected", "reasons": {reason: count}, ...};
-        ``unidentified`` counts messages stored now under a placeholder patient."""
+        """{"files", "messages", "accepted", "rejected", "partial", "reasons": {reason: count},
+        ...}; ``partial`` counts messages of several patients some of whom were rejected (their
+        first rejected patient's reason is in ``reasons``); ``unidentified`` counts messages
+        stored now under a placeholder patient."""
         submitted = [o for o in self.outcomes if o.outcome != "SKIPPED"]
         rejected = [o for o in submitted if o.outcome == "REJECTED"]
+        partial = [o for o in submitted if o.outcome == "PARTIAL"]
         return {
             "files": len(self.outcomes) if self.files is None else self.files,
             "messages": len(submitted),
-            "accepted": len(submitted) - len(rejected),
+            "accepted": len(submitted) - len(rejected) - len(partial),
             "rejected": len(rejected),
-            "reasons": dict(sorted(Counter(o.reason for o in rejected).items())),
+            "partial": len(partial),
+            "reasons": dict(sorted(Counter(o.reason for o in rejected + partial).items())),
             "skipped": len(self.outcomes) - len(submitted),
-            "records": sum(o.records for o in submitted if o.outcome == "STORED"),
+            "records": sum(o.records for o in submitted if o.outcome in ("STORED", "PARTIAL")),
             "unidentified": sum(o.unidentified for o in submitted if o.outcome == "STORED"),
         }
 
@@ -304,17 +308,27 @@ async def _stream(
 def _file_outcome(name: str, response: ingest_pb2.SubmitResponse) -> FileOutcome:
     if response.outcome == ingest_pb2.OUTCOME_REJECTED:
         rejection = response.rejection
-        violations = "; ".join(
-            f"{v.field}: {v.description}" for v in list(rejection.field_violations)[:3]
-        )
-        more = len(rejection.field_violations) - 3
-        detail = rejection.message + (f" ({violations}" + (f"; {more} more)" if more > 0 else ")"))
         return FileOutcome(
             name,
             "REJECTED",
             reason=rejection.reason,
-            detail=detail if violations else rejection.message,
+            detail=_rejection_detail(rejection),
             retryable=rejection.retryable,
+        )
+    if response.outcome == ingest_pb2.OUTCOME_PARTIALLY_STORED:
+        refused = [p for p in response.patients if p.outcome == ingest_pb2.OUTCOME_REJECTED]
+        stored = len(response.patients) - len(refused)
+        detail = f"{stored} of {len(response.patients)} patients stored; " + "; ".join(
+            f"{part.message_id.rpartition('#')[2]}: {part.rejection.reason}"
+            f" {_rejection_detail(part.rejection)}"
+            for part in refused
+        )
+        return FileOutcome(
+            name,
+            "PARTIAL",
+            reason=refused[0].rejection.reason,
+            detail=detail,
+            records=len(response.record_names),
         )
     outcome = "DUPLICATE" if response.outcome == ingest_pb2.OUTCOME_DUPLICATE else "STORED"
     directory = sum(
@@ -332,6 +346,16 @@ def _file_outcome(name: str, response: ingest_pb2.SubmitResponse) -> FileOutcome
         records=len(response.record_names),
         unidentified=response.patient_unidentified,
     )
+
+
+def _rejection_detail(rejection: ingest_pb2.Rejection) -> str:
+    violations = "; ".join(
+        f"{v.field}: {v.description}" for v in list(rejection.field_violations)[:3]
+    )
+    if not violations:
+        return rejection.message
+    more = len(rejection.field_violations) - 3
+    return rejection.message + f" ({violations}" + (f"; {more} more)" if more > 0 else ")")
 
 
 def format_report(report: LoadReport) -> str:
@@ -352,6 +376,7 @@ def format_report(report: LoadReport) -> str:
             "messages",
             "accepted",
             "rejected",
+            "partial",
             "skipped",
             "records",
             "unidentified",

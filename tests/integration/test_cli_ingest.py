@@ -180,6 +180,7 @@ def test_a_rejected_file_is_reported_with_its_reason_and_exit_code_1(
         "messages": 1,
         "accepted": 0,
         "rejected": 1,
+        "partial": 0,
         "reasons": {"INVALID_FHIR": 1},
         "skipped": 1,
         "records": 0,
@@ -188,6 +189,36 @@ def test_a_rejected_file_is_reported_with_its_reason_and_exit_code_1(
     table = _ingest(stack, tmp_path, as_json=False)
     assert "REJECTED" in table.stdout and "content.entry" in table.stdout
     assert "SKIPPED" in table.stdout
+
+
+def test_a_file_of_several_patients_one_rejected_is_partial_with_exit_code_1(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    bundles = synthea_bundles()
+    names = sorted(name for name in bundles if name.startswith(("Demarcus", "Carlo")))
+    entries = [entry for name in names for entry in json.loads(bundles[name])["entry"]]
+    second = [i for i, e in enumerate(entries) if e["resource"]["resourceType"] == "Patient"][1]
+    for identifier in entries[second]["resource"]["identifier"]:
+        identifier.pop("type", None)  # no identifier is the record number (MR) any more
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+    (tmp_path / "two-patients.json").write_text(json.dumps(batch))
+    first_records = len(json.loads(bundles[names[0]])["entry"]) - 1  # all but the Patient
+
+    result = _ingest(stack, tmp_path)
+
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("messages", "accepted", "rejected", "partial", "records")} == {
+        "messages": 1,
+        "accepted": 0,
+        "rejected": 0,
+        "partial": 1,
+        "records": first_records,
+    }
+    assert summary["reasons"] == {"INVALID_FHIR": 1}
+    table = _ingest(stack, tmp_path, as_json=False).stdout
+    assert "PARTIAL" in table and "1 of 2 patients stored; patient-2: INVALID_FHIR" in table
+    assert f"content.entry[{second}].resource.identifier" in table
 
 
 def test_an_anonymised_dicom_study_loads_under_one_unidentified_patient(
