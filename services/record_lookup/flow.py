@@ -227,9 +227,11 @@ class RecordLookupFlow:
             categories=categories,
             merged_persons=self._merged_into(person_token),
         )
+        merged = domain.merge_history(hot, cold, readable)
+        payloads = await self._payloads(admission, [record for record, _ in merged])
         return [
-            HistoryEntry(record, is_cold, await self._payload(admission, record))
-            for record, is_cold in domain.merge_history(hot, cold, readable)
+            HistoryEntry(record, is_cold, payload)
+            for (record, is_cold), payload in zip(merged, payloads, strict=True)
         ]
 
     def _merged_into(self, person_token: str) -> MergedPersons:
@@ -276,15 +278,20 @@ class RecordLookupFlow:
         return [record for records in listed for record in records if _belongs_to(record, tokens)]
 
     async def _payload(self, admission: Admission, record: StoredRecord) -> bytes:
-        """A record's FHIR JSON: from the record, or from the blob its stub points to when
+        """A record's FHIR JSON (see :meth:`_payloads`)."""
+        (payload,) = await self._payloads(admission, [record])
+        return payload
+
+    async def _payloads(self, admission: Admission, records: Sequence[StoredRecord]) -> list[bytes]:
+        """Each record's FHIR JSON: from the record, or from the blob its stub points to when
         the resource was too large for a record (ADR 22)."""
-        payload = await admission.open_payload(
-            record.record_id, record.sealed_payload, record.person_token
+        payloads = await admission.open_payloads(
+            [(record.record_id, record.sealed_payload, record.person_token) for record in records]
         )
-        if not record.blob_name or not is_placed_payload_stub(payload):
-            return payload
-        _, content = await self._open_blob(admission, record)
-        return content
+        for index, (record, payload) in enumerate(zip(records, payloads, strict=True)):
+            if record.blob_name and is_placed_payload_stub(payload):
+                _, payloads[index] = await self._open_blob(admission, record)
+        return payloads
 
     async def _open_blob(self, admission: Admission, record: StoredRecord) -> tuple[str, bytes]:
         """(content type, content) of the blob a record names, opened for the admitted

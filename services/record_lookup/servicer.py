@@ -22,12 +22,13 @@ from healthbank.contracts.names import (
 )
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from healthbank.contracts.principal import Principal
-from healthbank.contracts.records import record_to_proto
+from healthbank.contracts.records import fill_record
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
 from services.record_lookup import domain
 from services.record_lookup.flow import (
     EmergencyReport,
+    HistoryEntry,
     ImageNotFound,
     OrderedExam,
     RecordLookupFlow,
@@ -58,7 +59,9 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
     ) -> AsyncIterator[record_lookup_pb2.HistoryItem]:
         """Stream a person's records, oldest first, after consent and audit."""
         principal = require_principal()
-        for item in await self._history_items(request, principal):
+        for entry in await self._history(request, principal):
+            item = record_lookup_pb2.HistoryItem()
+            _fill_item(item, entry)
             yield item
 
     async def GetHistoryPages(
@@ -66,27 +69,21 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
     ) -> AsyncIterator[record_lookup_pb2.HistoryPage]:
         """GetHistory in pages of up to HISTORY_PAGE_SIZE records (one gRPC message each)."""
         principal = require_principal()
-        items = await self._history_items(request, principal)
-        for start in range(0, len(items), HISTORY_PAGE_SIZE):
-            yield record_lookup_pb2.HistoryPage(items=items[start : start + HISTORY_PAGE_SIZE])
+        entries = await self._history(request, principal)
+        for start in range(0, len(entries), HISTORY_PAGE_SIZE):
+            page = record_lookup_pb2.HistoryPage()
+            for entry in entries[start : start + HISTORY_PAGE_SIZE]:
+                _fill_item(page.items.add(), entry)
+            yield page
 
-    async def _history_items(
+    async def _history(
         self, request: record_lookup_pb2.GetHistoryRequest, principal: Principal
-    ) -> list[record_lookup_pb2.HistoryItem]:
+    ) -> list[HistoryEntry]:
         person_token, start, end = _validate_history(request)
         # The flow reads and opens everything first: no silently truncated history.
-        return [
-            record_lookup_pb2.HistoryItem(
-                record=record_to_proto(
-                    entry.record,
-                    tier=common_pb2.TIER_COLD if entry.is_cold else common_pb2.TIER_HOT,
-                    fhir_json=entry.fhir_json,
-                )
-            )
-            for entry in await self._flow.history(
-                principal, person_token, list(request.categories), start, end
-            )
-        ]
+        return await self._flow.history(
+            principal, person_token, list(request.categories), start, end
+        )
 
     async def GetImage(
         self, request: record_lookup_pb2.GetImageRequest, context: object
@@ -150,6 +147,11 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
 
 
 # --- validation -----------------------------------------------------------------------------
+
+
+def _fill_item(item: record_lookup_pb2.HistoryItem, entry: HistoryEntry) -> None:
+    tier = common_pb2.TIER_COLD if entry.is_cold else common_pb2.TIER_HOT
+    fill_record(item.record, entry.record, tier=tier, fhir_json=entry.fhir_json)
 
 
 def _validate_history(

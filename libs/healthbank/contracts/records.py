@@ -15,7 +15,7 @@ from google.protobuf import timestamp_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.records.model import StoredRecord
 
-__all__ = ["record_from_proto", "record_to_proto"]
+__all__ = ["fill_record", "record_from_proto", "record_to_proto"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -24,28 +24,39 @@ def record_to_proto(
     record: StoredRecord, *, tier: common_pb2.Tier, fhir_json: bytes = b""
 ) -> common_pb2.Record:
     """The record as the API shows it; ``fhir_json`` is the opened payload, if any."""
-    message = common_pb2.Record(
-        name=record.name,
-        record_id=record.record_id,
-        person_token=record.person_token,
-        source_hospital=record.source_hospital,
-        source=common_pb2.RecordSource(
-            format=cast(common_pb2.SourceFormat, record.source_format),
-            message_id=record.message_id,
-            version=record.source_version,
-            content_hash=record.content_hash,
-        ),
-        category=cast(common_pb2.RecordCategory, record.category),
-        code=common_pb2.Code(
-            system=record.code_system, code=record.code, display=record.code_display
-        ),
-        status=record.status,
-        tier=tier,
-        fhir_json=fhir_json,
-        blob_name=record.blob_name,
-    )
-    _set_timestamp(message.effective_time, record.effective_time)
+    message = common_pb2.Record()
+    fill_record(message, record, tier=tier, fhir_json=fhir_json)
     return message
+
+
+def fill_record(
+    message: common_pb2.Record,
+    record: StoredRecord,
+    *,
+    tier: common_pb2.Tier,
+    fhir_json: bytes = b"",
+) -> None:
+    """:func:`record_to_proto` into an empty ``message`` (a page's new item): a message
+    passed to a constructor is copied, and a 1,000-record history paid ~5 ms for copies."""
+    message.name = record.name
+    message.record_id = record.record_id
+    message.person_token = record.person_token
+    message.source_hospital = record.source_hospital
+    source = message.source
+    source.format = cast(common_pb2.SourceFormat, record.source_format)
+    source.message_id = record.message_id
+    source.version = record.source_version
+    source.content_hash = record.content_hash
+    message.category = cast(common_pb2.RecordCategory, record.category)
+    code = message.code
+    code.system = record.code_system
+    code.code = record.code
+    code.display = record.code_display
+    message.status = record.status
+    message.tier = tier
+    message.fhir_json = fhir_json
+    message.blob_name = record.blob_name
+    _set_timestamp(message.effective_time, record.effective_time)
 
 
 def _set_timestamp(timestamp: timestamp_pb2.Timestamp, moment: datetime) -> None:

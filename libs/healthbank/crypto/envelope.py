@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -156,27 +156,41 @@ class Sealer:
         return await asyncio.to_thread(encrypt_all)
 
     async def open(self, blob: bytes, aad: bytes) -> bytes:
-        """Decrypt a sealed blob; TamperedPayload if it, its key or ``aad`` does not match.
+        """Decrypt a sealed blob; TamperedPayload if it, its key or ``aad`` does not match."""
+        (plaintext,) = await self.open_many([(blob, aad)])
+        return plaintext
 
-        A large blob (:data:`OFF_LOOP_BYTES`) is decrypted in a worker thread."""
-        if len(blob) < OFF_LOOP_BYTES:
-            # A span costs ~20 us, more than opening a small payload does: a history of
-            # 1,000 records would spend 20 ms on them. The caller's span covers it (a key
-            # unwrap it needs has its own span, in the key provider).
-            return await self._open(blob, aad)
-        with traced("open sealed", {"healthbank.payload_bytes": len(blob)}):
-            return await self._open(blob, aad)
+    async def open_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """:meth:`open` each ``(blob, aad)``, in order (TamperedPayload if any fails): each
+        data key looked up once, and off the event loop when they are large together
+        (:data:`OFF_LOOP_BYTES`), in one thread hop for all of them."""
+        size = sum(len(blob) for blob, _ in items)
+        if size < OFF_LOOP_BYTES:
+            # A span costs ~20 us, more than opening a small payload does. The caller's span
+            # covers it (a key unwrap it needs has its own span, in the key provider).
+            return await self._open_many(items, size)
+        with traced(
+            "open sealed", {"healthbank.payloads": len(items), "healthbank.payload_bytes": size}
+        ):
+            return await self._open_many(items, size)
 
-    async def _open(self, blob: bytes, aad: bytes) -> bytes:
-        parts = parse_blob(blob)
-        aead = await self._take_opening_key(parts.wrapped_key)
-        header_aad = _HEADER + aad
-        try:
-            if len(parts.ciphertext) < OFF_LOOP_BYTES:
-                return aead.decrypt(parts.nonce, parts.ciphertext, header_aad)
-            return await asyncio.to_thread(aead.decrypt, parts.nonce, parts.ciphertext, header_aad)
-        except InvalidTag:
-            raise TamperedPayload("sealed payload failed authentication") from None
+    async def _open_many(self, items: Sequence[tuple[bytes, bytes]], size: int) -> list[bytes]:
+        parsed = [parse_blob(blob) for blob, _ in items]
+        uses = Counter(parts.wrapped_key for parts in parsed)
+        aeads = {wrapped: await self._take_opening_key(wrapped, n) for wrapped, n in uses.items()}
+
+        def decrypt_all() -> list[bytes]:
+            try:
+                return [
+                    aeads[parts.wrapped_key].decrypt(parts.nonce, parts.ciphertext, _HEADER + aad)
+                    for parts, (_, aad) in zip(parsed, items, strict=True)
+                ]
+            except InvalidTag:
+                raise TamperedPayload("sealed payload failed authentication") from None
+
+        if size < OFF_LOOP_BYTES:
+            return decrypt_all()
+        return await asyncio.to_thread(decrypt_all)
 
     async def rewrap(self, blob: bytes) -> bytes:
         """Re-wrap the blob's data key under the newest KEK; the ciphertext is unchanged.
@@ -206,8 +220,9 @@ class Sealer:
             key.uses += 1
             return key
 
-    async def _take_opening_key(self, wrapped: bytes) -> AESGCM:
-        """The data key for ``wrapped``, from the LRU or unwrapped by the provider."""
+    async def _take_opening_key(self, wrapped: bytes, uses: int = 1) -> AESGCM:
+        """The data key for ``wrapped`` with ``uses`` counted, from the LRU or unwrapped by
+        the provider."""
         key = self._opening_keys.get(wrapped)
         if key is not None and self._expired(key):
             del self._opening_keys[wrapped]
@@ -221,7 +236,7 @@ class Sealer:
             self._remember(key)
         else:
             self._opening_keys.move_to_end(wrapped)
-        key.uses += 1
+        key.uses += uses
         return key.aead
 
     def _remember(self, key: _CachedKey) -> None:

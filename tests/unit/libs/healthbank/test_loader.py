@@ -58,21 +58,24 @@ def test_the_summary_counts_files_messages_and_reasons() -> None:
             FileOutcome("c", "REJECTED", reason="INVALID_FHIR"),
             FileOutcome("d", "REJECTED", reason="INVALID_FHIR"),
             FileOutcome("e", "SKIPPED"),
+            FileOutcome("g", "PARTIAL", reason="INVALID_FHIR", records=2),
         ]
     )
     assert report.summary() == {
-        "files": 6,
-        "messages": 5,
+        "files": 7,
+        "messages": 6,
         "accepted": 3,
         "rejected": 2,
-        "reasons": {"INVALID_FHIR": 2},
+        "partial": 1,
+        "reasons": {"INVALID_FHIR": 3},
         "skipped": 1,
-        "records": 4,
+        "records": 6,
         "unidentified": 1,
     }
     table = format_report(report)
     assert "REJECTED  c  INVALID_FHIR" in table
-    assert table.splitlines()[-1].split() == ["INVALID_FHIR", "2"]
+    assert "PARTIAL   g  INVALID_FHIR" in table
+    assert table.splitlines()[-1].split() == ["INVALID_FHIR", "3"]
 
 
 def test_the_progress_bar_is_silent_unless_stderr_is_a_terminal() -> None:

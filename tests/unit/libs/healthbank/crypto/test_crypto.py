@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from repo_paths import REPO
@@ -29,6 +29,8 @@ from healthbank.crypto import (
 )
 from healthbank.crypto.envelope import OFF_LOOP_BYTES
 from healthbank.crypto.local_keyring import _Secrets
+
+T = TypeVar("T")
 
 # Low scrypt cost keeps the tests fast; the format is the same as with the default.
 FAST_SCRYPT = 2**10
@@ -121,7 +123,7 @@ async def test_wrong_aad_fails(keyring: LocalKeyring) -> None:
         await sealer.open(blob, b"patients/p2/records/r1")
 
 
-async def _loop_turns_during(work: Coroutine[Any, Any, bytes]) -> tuple[int, bytes]:
+async def _loop_turns_during(work: Coroutine[Any, Any, T]) -> tuple[int, T]:
     """How often another task ran on the event loop while ``work`` ran, and its result."""
     turns = 0
 
@@ -167,6 +169,29 @@ async def test_seal_many_seals_each_item_with_its_own_aad(keyring: LocalKeyring)
     assert len({parse_blob(blob).wrapped_key for blob in sealed}) == 3
     with pytest.raises(TamperedPayload):
         await sealer.open(sealed[0], b"r1")
+
+
+async def test_open_many_unwraps_each_data_key_once_and_opens_in_order(
+    keyring: LocalKeyring,
+) -> None:
+    # Three data keys (2 uses each) over five payloads, opened by a sealer with none cached.
+    items = [(f"payload {n}".encode(), f"r{n}".encode()) for n in range(5)]
+    sealed = await Sealer(keyring, 60, cache_uses=2).seal_many(items)
+    provider = CountingProvider(keyring)
+    sealer = Sealer(provider, 60, 1000, clock=FakeClock())
+    pairs = [(blob, aad) for blob, (_, aad) in zip(sealed, items, strict=True)]
+    assert await sealer.open_many(pairs) == [plaintext for plaintext, _ in items]
+    assert provider.unwrapped == 3
+    # One wrong aad fails the whole call: nothing is handed out half-checked.
+    with pytest.raises(TamperedPayload):
+        await sealer.open_many([*pairs[:2], (sealed[2], b"r9")])
+    # Large together: opened off the event loop, in one thread hop.
+    large = [(os.urandom(OFF_LOOP_BYTES // 4), f"l{n}".encode()) for n in range(5)]
+    blobs = await sealer.seal_many(large)
+    turns, opened = await _loop_turns_during(
+        sealer.open_many([(blob, aad) for blob, (_, aad) in zip(blobs, large, strict=True)])
+    )
+    assert turns > 0 and opened == [plaintext for plaintext, _ in large]
 
 
 @pytest.mark.parametrize("where", ["ciphertext", "nonce", "wrapped key", "format version"])
