@@ -101,6 +101,25 @@ async def test_appends_get_dense_indexes_and_a_consistent_node_table(store: Audi
     assert nodes[(0, 10)] == merkle.leaf_hash(leaves[10])
 
 
+async def test_roots_and_proofs_hold_across_leaf_blocks(store: AuditStore) -> None:
+    # 40 leaves: complete subtrees of every size up to 32, across several node chunks' worth
+    # of levels, and right edges of every shape.
+    added = [entry(f"m{i}") for i in range(40)]
+    await store.append_many(added)
+    leaves = [item.leaf for item in added]
+    for size in range(1, 41):
+        assert await root_of(store, size) == mth(leaves[:size])
+    root40 = mth(leaves)
+    for index in (0, 15, 16, 17, 31, 32, 39):
+        nodes = await store.get_nodes(merkle.inclusion_keys(index, 40))
+        path = merkle.inclusion_path(index, 40, nodes)
+        assert merkle.verify_inclusion(merkle.leaf_hash(leaves[index]), index, 40, path, root40)
+    for first in (1, 15, 16, 17, 33):
+        nodes = await store.get_nodes(merkle.consistency_keys(first, 40))
+        proof = merkle.consistency_proof(first, 40, nodes)
+        assert merkle.verify_consistency(first, 40, mth(leaves[:first]), root40, proof)
+
+
 async def test_inclusion_and_consistency_proofs_verify_from_stored_nodes(
     store: AuditStore,
 ) -> None:
