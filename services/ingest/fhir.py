@@ -438,19 +438,7 @@ def _message(
         resource_type = item.resource_type
         if resource_type == "Patient" or not resource_type:
             continue
-        if resource_type in ENVELOPE_RESOURCE_TYPES:
-            outcomes.append(
-                ResourceOutcome(
-                    resource_type,
-                    item.resource_id,
-                    Disposition.SKIPPED,
-                    reason="the message envelope, not patient data",
-                )
-            )
-            continue
-        if resource_type in DIRECTORY_RESOURCE_TYPES:
-            directory.append(DirectoryEntry(resource_type, item.resource_id, item.resource))
-            outcomes.append(ResourceOutcome(resource_type, item.resource_id, Disposition.DIRECTORY))
+        if _kept_as_no_patients(item, outcomes, directory):
             continue
         if resource_type in RESOURCE_MAPPINGS:
             entry = _clinical(item, references, resolver, problems)
@@ -502,20 +490,7 @@ def _batch(message_time: Any, located: list[_Located], problems: Problems) -> Pa
     outcomes: list[ResourceOutcome] = []
     directory: list[DirectoryEntry] = []
     for item in located:
-        if item.resource_type in ENVELOPE_RESOURCE_TYPES:
-            outcomes.append(
-                ResourceOutcome(
-                    item.resource_type,
-                    item.resource_id,
-                    Disposition.SKIPPED,
-                    reason="the message envelope, not patient data",
-                )
-            )
-        elif item.resource_type in DIRECTORY_RESOURCE_TYPES:
-            directory.append(DirectoryEntry(item.resource_type, item.resource_id, item.resource))
-            outcomes.append(
-                ResourceOutcome(item.resource_type, item.resource_id, Disposition.DIRECTORY)
-            )
+        _kept_as_no_patients(item, outcomes, directory)
     parts = []
     for ordinal, group in enumerate(groups, start=1):
         items = [located[index] for index in group]
@@ -527,6 +502,28 @@ def _batch(message_time: Any, located: list[_Located], problems: Problems) -> Pa
         assert isinstance(part, ParsedMessage)  # one Patient: never a batch
         parts.append(PatientPart(ordinal, _part_hash(message_time, items), part))
     return ParsedBatch(tuple(parts), tuple(outcomes), tuple(directory))
+
+
+def _kept_as_no_patients(
+    item: _Located, outcomes: list[ResourceOutcome], directory: list[DirectoryEntry]
+) -> bool:
+    """Note the outcome of a resource that is no patient's (the envelope, skipped; the
+    hospital's directory, kept there); False for any other resource."""
+    if item.resource_type in ENVELOPE_RESOURCE_TYPES:
+        reason = "the message envelope, not patient data"
+        outcomes.append(
+            ResourceOutcome(
+                item.resource_type, item.resource_id, Disposition.SKIPPED, reason=reason
+            )
+        )
+        return True
+    if item.resource_type in DIRECTORY_RESOURCE_TYPES:
+        directory.append(DirectoryEntry(item.resource_type, item.resource_id, item.resource))
+        outcomes.append(
+            ResourceOutcome(item.resource_type, item.resource_id, Disposition.DIRECTORY)
+        )
+        return True
+    return False
 
 
 def _part_hash(message_time: Any, items: list[_Located]) -> str:
