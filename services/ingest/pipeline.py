@@ -8,6 +8,9 @@
                                                                           ▼
                                       audit.AppendEvent (unless already appended) → ack
 
+A message of several patients (:class:`~services.ingest.model.ParsedBatch`) takes this
+flow once per patient, as a message of its own (ADR 38, :meth:`IngestPipeline._submit_parts`).
+
 Guarantees and how they hold:
 
 - **Never acknowledged half-written.** Everything the message produces (receipt, records,
