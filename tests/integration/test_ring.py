@@ -101,11 +101,14 @@ def stack_env(ring_env: dict[str, str], prefix: str) -> dict[str, str]:
 
 def drop(ring_env: dict[str, str], prefix: str) -> None:
     """Drop a test's keyspaces, again while a node just restarted keeps the ring busy (a
-    DROP then times out now and then; the next test on the ring needs them gone)."""
+    DROP then times out now and then; the next test on the ring needs them gone). Each
+    attempt goes through another node: the one just restarted may lag in schema (a CI run,
+    2026-12-03: three DROPs through it timed out)."""
+    hosts = ring_env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")
     for attempt in range(3):
         try:
             drop_keyspaces(
-                ring_env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+                hosts[attempt:] + hosts[:attempt],
                 int(ring_env["HEALTHBANK_CASSANDRA_PORT"]),
                 prefix,
             )

@@ -36,6 +36,7 @@ from cassandra.policies import (
     ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     TokenAwarePolicy,
+    WhiteListRoundRobinPolicy,
 )
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
@@ -478,7 +479,10 @@ def drop_keyspaces(hosts: Sequence[str], port: int, prefix: str) -> list[str]:
     """Drop every keyspace named ``<prefix>_*`` (a test's or a benchmark's own); their names.
 
     Leftover keyspaces are not free: every new connection reads the whole schema and every
-    schema change waits on it, so whoever creates keyspaces per run drops them after.
+    schema change waits on it, so whoever creates keyspaces per run drops them after. Every
+    statement goes through the first of ``hosts``: a node that has just restarted may still
+    disagree on the schema and let a DROP time out, so a caller on a ring puts a settled
+    node first (or tries again with another first).
     """
     cluster = Cluster(
         contact_points=list(hosts),
@@ -486,6 +490,7 @@ def drop_keyspaces(hosts: Sequence[str], port: int, prefix: str) -> list[str]:
         protocol_version=5,
         schema_metadata_enabled=False,
         token_metadata_enabled=False,
+        load_balancing_policy=WhiteListRoundRobinPolicy([hosts[0]]),
     )
     dropped: list[str] = []
     try:
