@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES, group_by_patient
+from healthbank.contracts.fhir import DIRECTORY_RESOURCE_TYPES, group_by_patient, reference_key
 from healthbank.contracts.natid import InvalidNationalId, validate_national_id
 from healthbank.core.digest import sha256_hex
 from services.ingest.model import (
@@ -352,9 +352,9 @@ class _Resolver:
                     return item
             return None
         found = self._by_reference.get(reference)
-        if found is None and "/" in reference:
+        if found is None:
             # Absolute form of a relative reference: https://hospital/fhir/Medication/m1.
-            found = self._by_reference.get("/".join(reference.rsplit("/", 2)[-2:]))
+            found = self._by_reference.get(reference_key(reference))
         return found
 
 

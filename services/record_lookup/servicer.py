@@ -146,12 +146,12 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         return _summary_proto(report)
 
 
-# --- validation -----------------------------------------------------------------------------
-
-
 def _fill_item(item: record_lookup_pb2.HistoryItem, entry: HistoryEntry) -> None:
     tier = common_pb2.TIER_COLD if entry.is_cold else common_pb2.TIER_HOT
     fill_record(item.record, entry.record, tier=tier, fhir_json=entry.fhir_json)
+
+
+# --- validation -----------------------------------------------------------------------------
 
 
 def _validate_history(

@@ -123,7 +123,8 @@ class Admission:
     async def open_payload(self, record_id: str, sealed: bytes, owner: str = "") -> bytes:
         """The FHIR JSON of one of the person's records (``owner``: the record's person when
         it is one merged into this one)."""
-        return await self._open(sealed, payload_aad(self._owner(owner), record_id))
+        (payload,) = await self.open_payloads([(record_id, sealed, owner)])
+        return payload
 
     async def open_payloads(self, rows: Sequence[tuple[str, bytes, str]]) -> list[bytes]:
         """:meth:`open_payload` of each ``(record_id, sealed, owner)``, in order, at once (a
