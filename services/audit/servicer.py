@@ -43,6 +43,7 @@ _MAX_SHORT_TEXT = 128
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
+_KNOWN_ACTIONS = frozenset(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
 
 T = TypeVar("T")
 
@@ -275,8 +276,7 @@ def validated_event(
                 "event.actor.subject",
                 "an actor of kind SERVICE must be the calling service or a service that calls it",
             )
-    known_actions = set(audit_pb2.Action.values()) - {audit_pb2.ACTION_UNSPECIFIED}
-    violations.check(event.action in known_actions, "event.action", "is required")
+    violations.check(event.action in _KNOWN_ACTIONS, "event.action", "is required")
     if violations.require(event.person_token, "event.person_token"):
         violations.check(
             is_person_token(event.person_token), "event.person_token", PERSON_TOKEN_RULE
