@@ -407,22 +407,13 @@ def _record_values(record: StoredRecord) -> tuple[Any, ...]:
 
 
 def _record_from_row(row: Any) -> StoredRecord:
-    return StoredRecord(
-        record_id=row.record_id,
-        person_token=row.person_token,
-        source_hospital=row.source_hospital,
-        source_format=row.source_format,
-        message_id=row.message_id,
-        source_version=row.source_version,
-        content_hash=row.content_hash,
-        category=row.category,
-        code_system=row.code_system,
-        code=row.code,
-        code_display=row.code_display,
-        effective_time=_utc(row.effective_time),
-        status=row.status,
-        sealed_payload=row.sealed_payload,
-        blob_name=row.blob_name or "",
+    # The row's columns are the record's fields (_RECORD_COLUMNS); two are mended after.
+    return StoredRecord.from_fields(
+        (
+            *zip(row._fields, row, strict=True),
+            ("effective_time", _utc(row.effective_time)),
+            ("blob_name", row.blob_name or ""),
+        )
     )
 
 

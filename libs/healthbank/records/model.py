@@ -24,8 +24,9 @@ message id. What a message's write guarantees depends on the backend:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
@@ -123,6 +124,23 @@ class StoredRecord:
     def name(self) -> str:
         """Resource name of this record."""
         return record_name(self.person_token, self.record_id)
+
+    @classmethod
+    def from_fields(cls, fields: Iterable[tuple[str, Any]]) -> StoredRecord:
+        """A record from ``(field, value)`` pairs naming every field (a later pair of a field
+        overrides an earlier one), values already of the field's type (a store's row).
+
+        The same record as the constructor's, built in one dict update: a frozen dataclass's
+        ``__init__`` sets each field through ``object.__setattr__`` (~4 µs for 15 fields),
+        and a history builds a thousand records."""
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
+        if len(record.__dict__) != _STORED_RECORD_FIELD_COUNT:
+            raise ValueError("a StoredRecord needs every field, and nothing else")
+        return record
+
+
+_STORED_RECORD_FIELD_COUNT = len(dataclass_fields(StoredRecord))
 
 
 @dataclass(frozen=True)
