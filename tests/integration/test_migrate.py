@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc.aio
 import pytest
 from auth_support import auth_metadata
+from cassandra.cluster import Session
 from engine_support import cassandra_env, cassandra_session
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -22,7 +24,12 @@ from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.rpc import error_details
-from healthbank.storage.schema import KEYSPACES, keyspace_migrations, required_version
+from healthbank.storage.schema import (
+    KEYSPACES,
+    READ_SPECULATION,
+    keyspace_migrations,
+    required_version,
+)
 from services.audit.app import SERVICE_NAME, open_service
 
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
@@ -131,12 +138,34 @@ async def test_migrate_runs_at_once_agree_and_a_rerun_changes_nothing(
             (line.split(":")[0], int(line.rsplit(" ", 1)[1])) for line in output.splitlines()
         )
         assert reached == expected
-    code, again = await migrate_command(env)
-    assert code == 0
-    assert sorted(again.splitlines()) == sorted(
-        f"{keyspace}: schema version {version} -> {version}"
-        for keyspace, version in expected.items()
-    )
+    # Every table reads with capped speculation (issue 15: no read stalls on a dead node),
+    # and a table that lost it (one made before migrate set it) gets it back on a rerun.
+    with cassandra_session(
+        env["HEALTHBANK_CASSANDRA_HOSTS"], env["HEALTHBANK_CASSANDRA_PORT"]
+    ) as session:
+        assert speculation(session, expected) == {READ_SPECULATION}
+        session.execute(
+            f"ALTER TABLE {keyspace_prefix}_records.records WITH speculative_retry = '99p'"
+        )
+        code, again = await migrate_command(env)
+        assert code == 0
+        assert sorted(again.splitlines()) == sorted(
+            f"{keyspace}: schema version {version} -> {version}"
+            for keyspace, version in expected.items()
+        )
+        assert speculation(session, expected) == {READ_SPECULATION}
+
+
+def speculation(session: Session, keyspaces: Iterable[str]) -> set[str]:
+    """The speculative_retry settings of every table in ``keyspaces``."""
+    return {
+        row.speculative_retry
+        for keyspace in keyspaces
+        for row in session.execute(
+            "SELECT speculative_retry FROM system_schema.tables WHERE keyspace_name = %s",
+            (keyspace,),
+        )
+    }
 
 
 async def test_migrate_on_embedded_storage_has_nothing_to_do(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ LOCAL_QUORUM), issue 15:
   retries as a real engine does, and every acknowledged message is stored exactly once
   (answered DUPLICATE with the same records when sent again) (done-means 2, in part). The
   longest wait of one message (first send to acknowledgement) is reported as the test's
-  ``longest_write_wait_s`` property; the kill may add at most one lost attempt
-  (``KILL_ALLOWANCE``) to the slowest wait before it, and one more attempt for a message
-  in flight at it (ADR 36);
+  ``longest_write_wait_s`` property. No message sent after the kill waits longer than
+  ``MAX_WRITE_WAIT`` (2 s, or the slowest wait before the kill if this loaded machine
+  was slower than that already); one in flight at the kill may lose that attempt and make
+  one more (ADR 36 and its amendments: no LOGGED batches, reads that ask the third replica
+  after 100 ms);
 - two of three nodes killed: each Submit is answered UNAVAILABLE within a second (the
   driver sees too few nodes up and does not wait out a coordinator's timeout), and once one
   node is back a new message is stored within 15 s (done-means 2, the rest);
@@ -61,8 +63,8 @@ DEPLOY_SECONDS = float(os.environ.get("HEALTHBANK_RING_DEPLOY_SECONDS", "180"))
 MESSAGES = 48
 SENDERS = 6
 KILLED_NODE = 3
-# What one attempt lost to the node killed may add to a message's wait (see the kill test).
-KILL_ALLOWANCE = 5.0
+# Issue 15, done-means 2: with one of three nodes killed, no write waits longer than this.
+MAX_WRITE_WAIT = 2.0
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
 
 
@@ -259,18 +261,15 @@ async def test_a_node_killed_under_ingest_load_loses_no_acknowledged_message(
             f" sent after it (in order): "
             f"{[round(w, 2) for s, w in sorted(sent_and_waited.values()) if s >= killed_at]}"
         )
-        # The kill adds no stall (ADR 36: with LOGGED batches every write waited 18-22 s for
-        # the dead node to be marked down). On this loaded ring a Submit already takes
-        # seconds, so the bars are relative to the slowest before the kill. The first
-        # messages sent right after the kill still wait up to ~5 s (2026-12-02: 5.14 s with
-        # 2.87 s the slowest before; the rest 0.3-2.6 s): one attempt lost to the dying
-        # node, cause not yet found, so issue 15's "no write waits longer than 2 s" is not
-        # met. The bars catch a stall that lasts, not that one: a message sent after the
-        # kill waits at most KILL_ALLOWANCE more than the slowest before; one in flight at
-        # the kill may lose that attempt as well, then the client's 1 s pause and one more.
-        allowance = slowest + KILL_ALLOWANCE
-        assert max(sent_after) <= allowance, (sent_after, slowest)
-        assert not in_flight or max(in_flight) <= allowance + 1.0 + slowest, (in_flight, slowest)
+        # The kill adds no stall. Before ADR 36 every write waited 18-22 s for the dead node
+        # to be marked down (LOGGED batches); before its 2026-12-03 amendment the messages
+        # sent in the ~10 s after it waited up to 5-7 s (QUORUM reads waiting 2.5 s on the
+        # dead replica). The first messages of a run, before the kill, can take longer than
+        # 2 s on this loaded machine (new schema, cold caches); the bar is then theirs.
+        bar = max(MAX_WRITE_WAIT, slowest)
+        assert max(sent_after) <= bar, (sent_after, slowest)
+        # One in flight at the kill may lose its attempt on the dying node, then make one more.
+        assert not in_flight or max(in_flight) <= 2 * bar, (in_flight, slowest)
         assert set(acknowledged) == set(people)
         assert all(
             response.outcome in (ingest_pb2.OUTCOME_STORED, ingest_pb2.OUTCOME_DUPLICATE)
