@@ -591,9 +591,7 @@ class CassandraAuditStore:
             *(statement for _, statement in node_rows),
         ]
         self._frontier = None
-        # The next batch waits for these writes, so they go wide: a batch of 1,000 events
-        # is ~4,000 rows, written 100 per request, 16 requests at once (ADR 28 amendment).
-        await self._db.execute_unlogged(statements, max_statements=100, concurrency=16)
+        await self._db.execute_unlogged(statements)
         if len(self._person_years) > _PERSON_YEARS_REMEMBERED:
             self._person_years.clear()
         self._person_years |= person_years
