@@ -1,6 +1,6 @@
 """A chaos run: a mixed workload against the seven services while processes are killed.
 
-    python tools/chaos/run.py [--seconds 120] [--seed 1] [--report DIR]
+    python tools/chaos/run.py [--seconds 120] [--seed 1] [--report DIR] [--ring]
                               [--kill ingest,audit,...,cassandra,vault,redis]
 
 Starts the seven services on the real engines of ``HEALTHBANK_ENGINES_DIR`` (Cassandra,
@@ -16,6 +16,12 @@ SIGKILL and started again: each service, and each engine (a Cassandra node, Open
 every one of them at least once (the run lasts longer if that takes more than ``--seconds``).
 It kills engines: point it at engines nobody else is using.
 
+With ``--ring`` the services run on the 3-node ring of ``tools/engines/ring.py`` (RF 3,
+LOCAL_QUORUM; started if it is not running) instead of the single node, and each node is a
+target of its own (``cassandra1``..``cassandra3``, one down at a time). Afterwards
+``nodetool repair --full -pr`` runs on every node for the run's keyspaces, and each node
+must hold every acknowledged record itself (read at ONE, coordinated by that node).
+
 Afterwards every message ever sent is sent again (each must come back stored or duplicate)
 and the run checks its invariants, recomputing everything from what it sent and read:
 
@@ -27,7 +33,8 @@ and the run checks its invariants, recomputing everything from what it sent and 
 - no call answered INTERNAL or UNKNOWN;
 - no patient's name or national ID is in the clear in any engine's files or the services'
   data directory;
-- no service's memory grew more than ``--max-growth-mib`` over the run.
+- no service's memory grew more than ``--max-growth-mib`` over the run;
+- with ``--ring``, every replica holds every acknowledged record after the repair.
 
 It writes ``report.md`` and ``throughput.png`` (acknowledged messages and reads per second,
 p50/p99 latency, the kills marked) to ``--report`` and exits non-zero if an invariant
@@ -56,12 +63,16 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from cassandra import ConsistencyLevel
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.policies import WhiteListRoundRobinPolicy
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from healthbank.audit.v1 import audit_pb2
 from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2
+from healthbank.contracts.names import record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
@@ -80,11 +91,14 @@ from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 from healthbank.rpc.audit_verify import verify_audit_log
 from healthbank.storage.cassandra import drop_keyspaces
+from healthbank.storage.schema import KEYSPACES
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "chaos-auth-secret"
 SERVICES = ("ingest", "identity", "consent", "record-lookup", "archive", "audit", "ai-alert")
 ENGINES = ("cassandra", "vault", "redis")
+RING_NODES = 3
+RING_ENGINES = (*(f"cassandra{node}" for node in range(1, RING_NODES + 1)), "vault", "redis")
 AUDITOR = Principal(PrincipalKind.AUDITOR, "chaos-auditor", purpose=Purpose.OPERATIONS)
 # What a real engine retries; everything else is an answer.
 TRANSIENT = {
@@ -100,10 +114,11 @@ FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
 T = TypeVar("T")
 
 
-def load_engines_tool() -> ModuleType:
-    """tools/engines/engines.py, loaded by path (it is a script, not a package)."""
-    name = "healthbank_tools_engines"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools/engines/engines.py")
+def load_engines_tool(script: str = "engines") -> ModuleType:
+    """tools/engines/<script>.py (engines or ring), loaded by path (they are scripts, not a
+    package)."""
+    name = f"healthbank_tools_{script}"
+    spec = importlib.util.spec_from_file_location(name, REPO / f"tools/engines/{script}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # before exec: its dataclasses look their module up there
@@ -366,12 +381,14 @@ class Faults:
         run: Run,
         rng: random.Random,
         targets: list[str],
+        ring: ModuleType | None = None,
     ) -> None:
         self.stack = stack
         self.engines = engines
         self.run = run
         self.rng = rng
         self.targets = targets
+        self.ring = ring
 
     async def loop(self, until: float) -> None:
         order = list(self.targets)
@@ -387,8 +404,12 @@ class Faults:
 
     def kill_and_restart(self, target: str) -> None:
         at = self.run.now()
+        node = ring_node(target) if self.ring is not None else None
         if target in SERVICES:
             self.stack.kill(target)
+        elif node is not None:
+            assert self.ring is not None
+            self.ring.kill_node(self.ring.RingConfig.load(RING_NODES), node)
         else:
             pid = int(self.engines.Config.load().pidfile(target).read_text().split()[0])
             os.kill(pid, signal.SIGKILL)
@@ -398,9 +419,18 @@ class Faults:
         started = time.monotonic()
         if target in SERVICES:
             self.stack.restart(target)
+        elif node is not None:
+            assert self.ring is not None
+            self.ring.start_node(self.ring.RingConfig.load(RING_NODES), node)
         else:
             self.engines.up(only=target)
         self.run.kills.append(Kill(at, target, down, time.monotonic() - started))
+
+
+def ring_node(target: str) -> int | None:
+    """The ring node a target names (``cassandra2`` -> 2), or None."""
+    number = target.removeprefix("cassandra")
+    return int(number) if number != target and number.isdigit() else None
 
 
 def wait_gone(pid: int, timeout: float = 30.0) -> None:
@@ -444,7 +474,7 @@ async def check(
 
     # Exactly once and byte-identical, from each patient's own history.
     expected: dict[str, dict[str, Any]] = {}
-    acknowledged = {n for s in run.sent.values() if s.acked for n in s.acked.record_names}
+    acknowledged = acknowledged_records(run)
     for sent in run.sent.values():
         if sent.acked is None:
             continue
@@ -514,6 +544,51 @@ async def check(
     )
     results["no identifier in the clear at rest"] = plaintext_at_rest(workload.patients, data_dirs)
     return results
+
+
+def acknowledged_records(run: Run) -> set[str]:
+    """The names of every record an acknowledgement of the run named."""
+    return {n for s in run.sent.values() if s.acked for n in s.acked.record_names}
+
+
+def replicas_complete(ring: ModuleType, keyspace_prefix: str, acknowledged: set[str]) -> str:
+    """Repair the run's keyspaces on every node, then ask each node what it holds itself:
+    each must hold every acknowledged record. The read goes at ONE through the node, whose
+    static snitch reads its own replica; the records table stops speculating first, so the
+    answer cannot come from another node."""
+    cfg = ring.RingConfig.load(RING_NODES)
+    keyspaces = [f"{keyspace_prefix}_{concern}" for concern in KEYSPACES]
+    for node in range(1, RING_NODES + 1):
+        for keyspace in keyspaces:
+            ring.nodetool(cfg, node, "repair", "--full", "-pr", keyspace)
+    table = f"{keyspace_prefix}_records.records"
+    missing: list[str] = []
+    for node in range(1, RING_NODES + 1):
+        profile = ExecutionProfile(
+            load_balancing_policy=WhiteListRoundRobinPolicy([cfg.address(node)]),
+            consistency_level=ConsistencyLevel.ONE,
+            request_timeout=60,
+        )
+        cluster = Cluster(
+            [cfg.address(node)],
+            port=cfg.native_port,
+            protocol_version=5,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        )
+        try:
+            session = cluster.connect()
+            if node == 1:
+                session.execute(f"ALTER TABLE {table} WITH speculative_retry = 'NONE'")
+            held = {
+                record_name(row.person_token, row.record_id)
+                for row in session.execute(f"SELECT person_token, record_id FROM {table}")
+            }
+        finally:
+            cluster.shutdown()
+        lacking = acknowledged - held
+        if lacking:
+            missing.append(f"node {node} lacks {len(lacking)}")
+    return "ok" if not missing else "; ".join(missing)
 
 
 def plaintext_at_rest(patients: list[synthetic.Patient], dirs: list[Path]) -> str:
@@ -624,22 +699,36 @@ def dump_tasks() -> None:
 async def chaos(args: argparse.Namespace) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     engines = load_engines_tool()
-    engines.up()
+    ring = load_engines_tool("ring") if args.ring else None
+    if ring is None:
+        engine_env = real_engine_env()
+    else:
+        # OpenBao and Redis of the single engines, Cassandra from the ring.
+        engines.up(only="vault,redis")
+        ring_env = await asyncio.to_thread(ring.up, RING_NODES)
+        engine_env = {
+            **engines.env_vars(),
+            "HEALTHBANK_KEY_PROVIDER": "vault",
+            "HEALTHBANK_CACHE_BACKEND": "redis",
+            "HEALTHBANK_ALLOW_DEV_SECURITY": "true",
+            **ring_env,
+        }
     run_id = f"{int(time.time()) % 10**6:06d}"
     env = {
-        **real_engine_env(),
+        **engine_env,
         "HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX": f"chaos_{run_id}",
         "HEALTHBANK_AUTH_SECRET": SECRET,
         "HEALTHBANK_LOG_LEVEL": "WARNING",
     }
     data_dir = Path(tempfile.mkdtemp(prefix="healthbank-chaos-"))
     stack = LocalStack(data_dir, env=env)
-    await asyncio.to_thread(stack.start, 180)
+    await asyncio.to_thread(stack.start, 180 if ring is None else 600)
     run = Run()
     rng = random.Random(args.seed)
     client = DemoClient(stack.addresses, SECRET.encode())
     workload = Workload(stack.addresses, client, run, rng, run_id)
-    faults = Faults(stack, engines, run, rng, args.kill.split(","))
+    targets = args.kill or ",".join((*SERVICES, *(ENGINES if ring is None else RING_ENGINES)))
+    faults = Faults(stack, engines, run, rng, targets.split(","), ring)
     memory_stop = asyncio.Event()
     try:
         tasks = [
@@ -657,6 +746,12 @@ async def chaos(args: argparse.Namespace) -> int:
         cfg = engines.Config.load()
         results = await check(workload, run, env, [cfg.state, data_dir])
         results["no service's memory grows without bound"] = memory_growth(run, args.max_growth_mib)
+        if ring is not None:
+            results[
+                "every replica holds every acknowledged record after repair"
+            ] = await asyncio.to_thread(
+                replicas_complete, ring, f"chaos_{run_id}", acknowledged_records(run)
+            )
     finally:
         await client.close()
         await asyncio.to_thread(stack.stop)
@@ -682,7 +777,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--report", default="chaos-report")
-    parser.add_argument("--kill", default=",".join((*SERVICES, *ENGINES)))
+    parser.add_argument(
+        "--kill", help="comma-separated targets (default: every service and every engine)"
+    )
+    parser.add_argument(
+        "--ring", action="store_true", help="run on the 3-node ring of tools/engines/ring.py"
+    )
     parser.add_argument("--max-growth-mib", type=float, default=150.0)
     sys.exit(asyncio.run(chaos(parser.parse_args())))
 

@@ -61,3 +61,9 @@ def test_the_report_names_every_kill_and_every_invariant() -> None:
     assert "| ingest | 1 | 2.0 | 5.0 |" in text
     assert "| no INTERNAL | 2: INTERNAL |" in text
     assert "| submit | 1 |" in text
+
+
+def test_ring_targets_name_their_node_and_nothing_else_does() -> None:
+    assert [CHAOS.ring_node(t) for t in CHAOS.RING_ENGINES] == [1, 2, 3, None, None]
+    assert CHAOS.ring_node("cassandra") is None  # the single node of tools/engines
+    assert CHAOS.ring_node("ingest") is None
