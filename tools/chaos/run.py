@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -434,8 +435,12 @@ def ring_node(target: str) -> int | None:
 
 
 def wait_gone(pid: int, timeout: float = 30.0) -> None:
+    """Wait until ``pid`` is gone. An engine this process restarted is its child: killed, it
+    stays a zombie (and looks alive) until reaped here."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

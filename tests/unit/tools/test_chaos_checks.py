@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from repo_paths import REPO
 
 from healthbank.dev import synthetic
@@ -67,3 +71,14 @@ def test_ring_targets_name_their_node_and_nothing_else_does() -> None:
     assert [CHAOS.ring_node(t) for t in CHAOS.RING_ENGINES] == [1, 2, 3, None, None]
     assert CHAOS.ring_node("cassandra") is None  # the single node of tools/engines
     assert CHAOS.ring_node("ingest") is None
+
+
+def test_a_killed_child_is_reaped_not_waited_for_as_if_alive() -> None:
+    """An engine the run restarted is its child; killed, it must not look alive (a zombie)
+    for wait_gone's whole timeout while the engine stays down (a ring run, 2026-12-03:
+    OpenBao down 32 s instead of 2)."""
+    child = subprocess.Popen(["sleep", "60"])
+    os.kill(child.pid, signal.SIGKILL)
+    CHAOS.wait_gone(child.pid, timeout=10.0)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child.pid, 0)
