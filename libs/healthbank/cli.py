@@ -95,13 +95,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def real_engine_env() -> dict[str, str]:
-    """Start Cassandra, OpenBao and Redis (tools/engines) and return the settings that use them.
+def real_engine_env(only: str | None = None) -> dict[str, str]:
+    """Start Cassandra, OpenBao and Redis (tools/engines; ``only``: some of them, e.g.
+    "vault,redis") and return the settings that use them.
 
     The stack keeps development credentials, so it says so (HEALTHBANK_ALLOW_DEV_SECURITY)
     to pass the production guard; a deployment configures real ones instead.
     """
-    subprocess.run([sys.executable, str(ENGINES_SCRIPT), "up"], check=True)
+    chosen = ["--only", only] if only else []
+    subprocess.run([sys.executable, str(ENGINES_SCRIPT), "up", *chosen], check=True)
     output = subprocess.run(
         [sys.executable, str(ENGINES_SCRIPT), "env"], check=True, capture_output=True, text=True
     ).stdout

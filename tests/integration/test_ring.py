@@ -36,15 +36,14 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 
 import grpc
 import pytest
 from cassandra import ConsistencyLevel
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import WhiteListRoundRobinPolicy
+from cassandra.cluster import Session
 from repo_paths import REPO
 
 from healthbank.common.v1 import common_pb2
@@ -53,7 +52,7 @@ from healthbank.dev.demo import DemoClient, submit
 from healthbank.dev.devstack import LocalStack
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.rpc.errors import TRANSIENT_CODES
-from healthbank.storage.cassandra import drop_keyspaces
+from healthbank.storage.cassandra import coordinated_by, drop_keyspaces
 
 pytestmark = pytest.mark.engines
 
@@ -330,32 +329,18 @@ REPAIR_ROWS = 200
 REPAIR_COORDINATOR, REPAIR_DOWN = 1, 3
 
 
-def node_session(tool: ModuleType, node: int, consistency: int) -> tuple[Cluster, Session]:
+def node_session(tool: ModuleType, node: int, consistency: int) -> AbstractContextManager[Session]:
     """A session whose every request is coordinated by node ``node`` alone."""
     cfg = tool.RingConfig.load(3)
-    profile = ExecutionProfile(
-        load_balancing_policy=WhiteListRoundRobinPolicy([cfg.address(node)]),
-        consistency_level=consistency,
-        request_timeout=30,
-    )
-    cluster = Cluster(
-        [cfg.address(node)],
-        port=cfg.native_port,
-        protocol_version=5,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-    )
-    return cluster, cluster.connect()
+    return coordinated_by(cfg.address(node), cfg.native_port, consistency, request_timeout=30)
 
 
 def rows_on(tool: ModuleType, node: int, keyspace: str) -> dict[int, str]:
     """What node ``node`` itself holds: read at ONE, coordinated by that node, which with
     the ring's static snitch reads its own replica (the table neither speculates nor
     read-repairs)."""
-    cluster, session = node_session(tool, node, ConsistencyLevel.ONE)
-    try:
+    with node_session(tool, node, ConsistencyLevel.ONE) as session:
         return {row.id: row.v for row in session.execute(f"SELECT id, v FROM {keyspace}.rows")}
-    finally:
-        cluster.shutdown()
 
 
 @pytest.mark.timeout(1200)
@@ -369,8 +354,7 @@ def test_repair_completes_a_replica_whose_hints_were_lost(
     tool, _ = ring
     cfg = tool.RingConfig.load(3)
     keyspace = f"repair_{uuid.uuid4().hex[:8]}"
-    cluster, session = node_session(tool, REPAIR_COORDINATOR, ConsistencyLevel.QUORUM)
-    try:
+    with node_session(tool, REPAIR_COORDINATOR, ConsistencyLevel.QUORUM) as session:
         session.execute(
             f"CREATE KEYSPACE {keyspace} WITH replication ="
             " {'class': 'SimpleStrategy', 'replication_factor': 3}"
@@ -385,8 +369,6 @@ def test_repair_completes_a_replica_whose_hints_were_lost(
         for row_id in range(REPAIR_ROWS):
             session.execute(insert, (row_id, f"value-{row_id}"))
             acknowledged[row_id] = f"value-{row_id}"
-    finally:
-        cluster.shutdown()
     # The coordinator held node 3's hints. kill -9 loses the ones not yet flushed; here
     # they are all removed, so the loss is certain rather than a matter of timing.
     tool.kill_node(cfg, REPAIR_COORDINATOR)
@@ -404,8 +386,5 @@ def test_repair_completes_a_replica_whose_hints_were_lost(
         for node in range(1, cfg.nodes + 1):
             assert rows_on(tool, node, keyspace) == acknowledged, f"node {node}"
     finally:
-        cluster, session = node_session(tool, REPAIR_COORDINATOR, ConsistencyLevel.QUORUM)
-        try:
+        with node_session(tool, REPAIR_COORDINATOR, ConsistencyLevel.QUORUM) as session:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-        finally:
-            cluster.shutdown()

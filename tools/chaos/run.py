@@ -65,8 +65,6 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 from cassandra import ConsistencyLevel
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-from cassandra.policies import WhiteListRoundRobinPolicy
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from healthbank.audit.v1 import audit_pb2
@@ -91,7 +89,7 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 from healthbank.rpc.audit_verify import verify_audit_log
-from healthbank.storage.cassandra import drop_keyspaces
+from healthbank.storage.cassandra import coordinated_by, drop_keyspaces
 from healthbank.storage.schema import KEYSPACES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -569,27 +567,13 @@ def replicas_complete(ring: ModuleType, keyspace_prefix: str, acknowledged: set[
     table = f"{keyspace_prefix}_records.records"
     missing: list[str] = []
     for node in range(1, RING_NODES + 1):
-        profile = ExecutionProfile(
-            load_balancing_policy=WhiteListRoundRobinPolicy([cfg.address(node)]),
-            consistency_level=ConsistencyLevel.ONE,
-            request_timeout=60,
-        )
-        cluster = Cluster(
-            [cfg.address(node)],
-            port=cfg.native_port,
-            protocol_version=5,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        )
-        try:
-            session = cluster.connect()
+        with coordinated_by(cfg.address(node), cfg.native_port, ConsistencyLevel.ONE) as session:
             if node == 1:
                 session.execute(f"ALTER TABLE {table} WITH speculative_retry = 'NONE'")
             held = {
                 record_name(row.person_token, row.record_id)
                 for row in session.execute(f"SELECT person_token, record_id FROM {table}")
             }
-        finally:
-            cluster.shutdown()
         lacking = acknowledged - held
         if lacking:
             missing.append(f"node {node} lacks {len(lacking)}")
@@ -709,14 +693,9 @@ async def chaos(args: argparse.Namespace) -> int:
         engine_env = real_engine_env()
     else:
         # OpenBao and Redis of the single engines, Cassandra from the ring.
-        engines.up(only="vault,redis")
-        ring_env = await asyncio.to_thread(ring.up, RING_NODES)
         engine_env = {
-            **engines.env_vars(),
-            "HEALTHBANK_KEY_PROVIDER": "vault",
-            "HEALTHBANK_CACHE_BACKEND": "redis",
-            "HEALTHBANK_ALLOW_DEV_SECURITY": "true",
-            **ring_env,
+            **real_engine_env(only="vault,redis"),
+            **await asyncio.to_thread(ring.up, RING_NODES),
         }
     run_id = f"{int(time.time()) % 10**6:06d}"
     env = {

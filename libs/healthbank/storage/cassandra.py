@@ -18,7 +18,7 @@ import re
 import socket
 import time
 from collections import namedtuple
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -473,6 +473,27 @@ def keyspace_for(settings: Settings, concern: str, migrations: Sequence[str]) ->
         consistency=settings.cassandra_consistency,
         replication_factor=settings.cassandra_replication_factor,
     )
+
+
+@contextlib.contextmanager
+def coordinated_by(
+    host: str, port: int, consistency: int, *, request_timeout: float = 60.0
+) -> Iterator[Session]:
+    """A plain driver session whose every request is coordinated by ``host`` alone, closed on
+    exit: what one node of a ring holds or answers (ring tests, the chaos run's replica
+    check)."""
+    profile = ExecutionProfile(
+        load_balancing_policy=WhiteListRoundRobinPolicy([host]),
+        consistency_level=consistency,
+        request_timeout=request_timeout,
+    )
+    cluster = Cluster(
+        [host], port=port, protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile}
+    )
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
 
 
 def drop_keyspaces(hosts: Sequence[str], port: int, prefix: str) -> list[str]:
