@@ -191,8 +191,11 @@ async def stack_on_ring(
     finally:
         await client.close()
         stack.stop()
+        config = tool.RingConfig.load(3)
         for node in range(1, 4):
-            await asyncio.to_thread(tool.start_node, tool.RingConfig.load(3), node)
+            await asyncio.to_thread(tool.start_node, config, node)
+        # The next test starts from a ring where every node holds the same schema.
+        await asyncio.to_thread(tool.settle, config)
         drop(ring_env, prefix)
 
 
@@ -353,6 +356,7 @@ def test_repair_completes_a_replica_whose_hints_were_lost(
     repair CronJob runs) leaves every replica with every acknowledged row."""
     tool, _ = ring
     cfg = tool.RingConfig.load(3)
+    tool.settle(cfg)  # node 3 must hold the table before it is killed
     keyspace = f"repair_{uuid.uuid4().hex[:8]}"
     with node_session(tool, REPAIR_COORDINATOR, ConsistencyLevel.QUORUM) as session:
         session.execute(
@@ -378,7 +382,7 @@ def test_repair_completes_a_replica_whose_hints_were_lost(
     try:
         tool.start_node(cfg, REPAIR_DOWN)
         tool.start_node(cfg, REPAIR_COORDINATOR)
-        tool.wait_for_ring(cfg)
+        tool.settle(cfg)
         before = rows_on(tool, REPAIR_DOWN, keyspace)
         assert len(before) < REPAIR_ROWS  # the gap the repair must close
         for node in range(1, cfg.nodes + 1):

@@ -560,6 +560,7 @@ def replicas_complete(ring: ModuleType, keyspace_prefix: str, acknowledged: set[
     static snitch reads its own replica; the records table stops speculating first, so the
     answer cannot come from another node."""
     cfg = ring.RingConfig.load(RING_NODES)
+    ring.settle(cfg)  # every node up and on one schema: repair and the ALTER below need it
     keyspaces = [f"{keyspace_prefix}_{concern}" for concern in KEYSPACES]
     for node in range(1, RING_NODES + 1):
         for keyspace in keyspaces:

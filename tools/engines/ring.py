@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An N-node Apache Cassandra ring on loopback addresses, for resilience tests (ADR 35).
 
-    python tools/engines/ring.py up [--nodes 3] [--fresh]   start (or keep) the ring
+    python tools/engines/ring.py up [--nodes 3] [--fresh]   start (or keep) the ring, and wait
+                                                           until every node holds one schema
     python tools/engines/ring.py down                      stop every node
     python tools/engines/ring.py env                       HEALTHBANK_* settings for the ring
     python tools/engines/ring.py kill N | start N          kill -9 / restart node N (1-based)
@@ -258,7 +259,7 @@ def up(nodes: int | None = None, *, fresh: bool = False) -> dict[str, str]:
         start_node(cfg, node, wait=False)
     for node in range(2, cfg.nodes + 1):
         wait_for_node(cfg, node)
-    wait_for_ring(cfg)
+    settle(cfg)
     return env_vars(cfg)
 
 
@@ -271,6 +272,63 @@ def wait_for_ring(cfg: RingConfig) -> None:
             return
         if time.monotonic() > deadline:
             raise single.EngineError(f"ring: not all {cfg.nodes} nodes Up/Normal:\n{status}")
+        time.sleep(2.0)
+
+
+def schema_versions(describecluster: str) -> dict[str, list[str]]:
+    """``nodetool describecluster``'s "Schema versions": version -> the addresses answering
+    with it (each live node is asked); nodes that did not answer under ``UNREACHABLE``."""
+    section = describecluster.partition("Schema versions:")[2].partition("Stats for")[0]
+    versions = {}
+    for line in section.splitlines():
+        version, _, addresses = line.strip().partition(": ")
+        if version:
+            versions[version] = re.findall(r"\d+\.\d+\.\d+\.\d+", addresses)
+    return versions
+
+
+def lagging_nodes(cfg: RingConfig, versions: dict[str, list[str]]) -> list[int]:
+    """The nodes not on the schema version most nodes hold (node 1's on a tie)."""
+    held = {address: version for version, addresses in versions.items() for address in addresses}
+    node_1 = held.get(cfg.address(1))
+    agreed = max(
+        (v for v in versions if v != "UNREACHABLE"),
+        key=lambda v: (len(versions[v]), v == node_1),
+        default=None,
+    )
+    return [
+        n for n in range(1, cfg.nodes + 1) if agreed is None or held.get(cfg.address(n)) != agreed
+    ]
+
+
+def settle(cfg: RingConfig, patience: float = 45.0) -> None:
+    """Block until every node is Up/Normal and every node holds the same schema version.
+
+    A node restarted after kills now and then never catches up on the schema (a CI run,
+    2026-12-03: node 2 kept its old version through two tests, and every DDL statement
+    then timed out waiting for agreement). A node still behind after ``patience`` seconds
+    is restarted, once: a starting node pulls the schema from its peers.
+    """
+    wait_for_ring(cfg)
+    restarted: set[int] = set()
+    deadline = time.monotonic() + patience
+    while True:
+        described = nodetool(cfg, 1, "describecluster", check=False)
+        behind = lagging_nodes(cfg, schema_versions(described))
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            if restarted.intersection(behind):
+                raise single.EngineError(
+                    f"ring: nodes {behind} disagree on the schema:\n{described}"
+                )
+            print(f"ring: nodes {behind} still behind on the schema; restarting them", flush=True)
+            for node in behind:
+                kill_node(cfg, node)
+                start_node(cfg, node)
+            restarted.update(behind)
+            wait_for_ring(cfg)
+            deadline = time.monotonic() + patience
         time.sleep(2.0)
 
 
