@@ -27,8 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -564,6 +564,33 @@ def drop_bench_keyspaces(env: Mapping[str, str], prefix: str) -> None:
     drop_keyspaces(hosts, int(env["HEALTHBANK_CASSANDRA_PORT"]), prefix)
 
 
+def new_run_id() -> str:
+    """A run's id: keeps its message ids, MRNs and keyspace prefix new."""
+    return f"{int(time.time()) % 10**8:08d}"
+
+
+@contextmanager
+def bench_stack(engines: str, run_id: str) -> Iterator[tuple[LocalStack, dict[str, str]]]:
+    """A fresh stack of the seven services, started (``healthbank up``'s processes), and
+    the engine settings it runs on: none on ``embedded``; on ``real``, the engines of
+    tools/engines with a new keyspace prefix ``bench_<run_id>``, whose keyspaces are
+    dropped when the stack stops."""
+    env = real_engine_env() if engines == "real" else {}
+    if engines == "real":
+        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{run_id}"
+    stack = LocalStack(
+        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
+        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        stack.start(timeout=180)
+        yield stack, env
+    finally:
+        stack.stop()
+        if engines == "real":
+            drop_bench_keyspaces(env, f"bench_{run_id}")
+
+
 def main() -> None:
     """Start a stack, measure, stop it, print."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -574,21 +601,9 @@ def main() -> None:
     args = parser.parse_args()
     parts = parts_to_run(args.only)
     workload = Workload().scaled(args.scale)
-    run_id = f"{int(time.time()) % 10**8:08d}"
-    env = real_engine_env() if args.engines == "real" else {}
-    if args.engines == "real":
-        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{run_id}"
-    stack = LocalStack(
-        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
-        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
-    )
-    stack.start(timeout=180)
-    try:
+    run_id = new_run_id()
+    with bench_stack(args.engines, run_id) as (stack, env):
         figures = asyncio.run(measure(stack.addresses, workload, run_id, parts))
-    finally:
-        stack.stop()
-        if args.engines == "real":
-            drop_bench_keyspaces(env, f"bench_{run_id}")
     figures.update(
         dict.fromkeys(
             (

@@ -642,7 +642,8 @@ def chart(run: Run, path: Path, seconds: float) -> None:
     rate_axis.set_ylabel("acknowledged per s")
     latency_axis.set_ylabel("latency ms (5 s buckets)")
     latency_axis.set_yscale("log")
-    latency_axis.set_xlabel("seconds since start (red: a process killed)")
+    killed = " (red: a process killed)" if run.kills else ""
+    latency_axis.set_xlabel(f"seconds since start{killed}")
     rate_axis.legend(fontsize=7)
     latency_axis.legend(fontsize=7)
     figure.tight_layout()
