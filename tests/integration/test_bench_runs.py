@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from repo_paths import REPO
+
+from healthbank.dev.devstack import SERVICES
 
 
 def run_tool(script: str, *args: str, timeout: int) -> list[str]:
@@ -141,3 +144,57 @@ def test_hops_prints_each_layer_of_an_emergency_read_beside_a_bare_round_trip() 
     ]
     for name, row in figures.items():
         assert 0 < row["p50_ms"] <= row["p90_ms"], name
+
+
+def test_a_short_run_on_the_embedded_stack_exercises_every_operation(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "bench" / "load.py"),
+            "--seconds",
+            "4",
+            "--clients",
+            "2",
+            "--checks",
+            "50",
+            "--json",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["engines"] == "embedded"
+    assert set(result["operations"]) == {"ingest", "history", "emergency"}
+    for name, figures in result["operations"].items():
+        assert figures["count"] > 0, name
+        assert figures["per_s"] > 0, name
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["p999_ms"], name
+        assert not set(figures["errors"]) & {"INTERNAL", "UNKNOWN"}, name
+    # Histories are the patients' own and hold what was stored: an emergency bundle's three
+    # records at least.
+    assert (
+        result["operations"]["history"]["records_read"]
+        >= 3 * (result["operations"]["history"]["count"])
+    )
+    assert result["patients_stored"] > 8
+    for when in ("before", "after"):
+        assert result["baseline"][when]["count"] == 50
+        assert 0 < result["baseline"][when]["p50_ms"] <= result["baseline"][when]["p99_ms"]
+    assert set(result["memory"]) == set(SERVICES)
+    for name, memory in result["memory"].items():
+        assert len(memory["samples"]) >= 3, name
+        assert all(mib > 20 for _, mib in memory["samples"]), name
+        assert memory["verdict"] in ("steady", "too short"), name
+    assert result["failures"] == []
+    text = (report / "report.md").read_text()
+    assert "| operation | calls OK | per s | p50 ms | p99 ms | p999 ms | errors |" in text
+    assert all(f"| {name} |" in text for name in SERVICES)
+    # matplotlib is a test dependency (pyproject's dev extra): the charts are always drawn.
+    assert (report / "throughput.png").stat().st_size > 0
+    assert (report / "memory.png").stat().st_size > 0

@@ -4,18 +4,13 @@ the embedded stack."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
-import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from repo_paths import REPO
-
-from healthbank.dev.devstack import SERVICES
 
 
 def _tool() -> ModuleType:
@@ -159,57 +154,3 @@ def test_a_growing_service_or_an_internal_answer_fails_the_run_and_an_engine_doe
     result["memory"]["audit"] = memory("service", "too short")
     result["operations"] = {"history": {"errors": {"INTERNAL": 1, "UNKNOWN": 2}}}
     assert LOAD.failures(result) == ["history: 1 answered INTERNAL", "history: 2 answered UNKNOWN"]
-
-
-def test_a_short_run_on_the_embedded_stack_exercises_every_operation(tmp_path: Path) -> None:
-    report = tmp_path / "report"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "bench" / "load.py"),
-            "--seconds",
-            "4",
-            "--clients",
-            "2",
-            "--checks",
-            "50",
-            "--json",
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["engines"] == "embedded"
-    assert set(result["operations"]) == {"ingest", "history", "emergency"}
-    for name, figures in result["operations"].items():
-        assert figures["count"] > 0, name
-        assert figures["per_s"] > 0, name
-        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["p999_ms"], name
-        assert not set(figures["errors"]) & {"INTERNAL", "UNKNOWN"}, name
-    # Histories are the patients' own and hold what was stored: an emergency bundle's three
-    # records at least.
-    assert (
-        result["operations"]["history"]["records_read"]
-        >= 3 * (result["operations"]["history"]["count"])
-    )
-    assert result["patients_stored"] > 8
-    for when in ("before", "after"):
-        assert result["baseline"][when]["count"] == 50
-        assert 0 < result["baseline"][when]["p50_ms"] <= result["baseline"][when]["p99_ms"]
-    assert set(result["memory"]) == set(SERVICES)
-    for name, memory in result["memory"].items():
-        assert len(memory["samples"]) >= 3, name
-        assert all(mib > 20 for _, mib in memory["samples"]), name
-        assert memory["verdict"] in ("steady", "too short"), name
-    assert result["failures"] == []
-    text = (report / "report.md").read_text()
-    assert "| operation | calls OK | per s | p50 ms | p99 ms | p999 ms | errors |" in text
-    assert all(f"| {name} |" in text for name in SERVICES)
-    if importlib.util.find_spec("matplotlib") is not None:
-        assert (report / "throughput.png").stat().st_size > 0
-        assert (report / "memory.png").stat().st_size > 0
