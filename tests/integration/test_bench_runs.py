@@ -192,6 +192,7 @@ def test_a_short_run_on_the_embedded_stack_exercises_every_operation(tmp_path: P
         assert all(mib > 20 for _, mib in memory["samples"]), name
         assert memory["verdict"] in ("steady", "too short"), name
     assert result["failures"] == []
+    assert json.loads((report / "result.json").read_text()) == result
     text = (report / "report.md").read_text()
     assert "| operation | calls OK | per s | p50 ms | p99 ms | p999 ms | errors |" in text
     assert all(f"| {name} |" in text for name in SERVICES)

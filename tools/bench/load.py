@@ -50,7 +50,8 @@ need a longer run to show: the limit is on what one run's last half added.
 Prints a table (per operation: calls, calls/s, p50/p99/p999 latency, errors by code; the
 baseline's p50/p99 before and after; each process's RSS at the start, middle and end, the
 second half's fitted rise and the verdict). ``--json`` prints one JSON object instead.
-``--report DIR`` also writes ``report.md`` (the tables, the settings, the machine) and, when
+``--report DIR`` also writes ``report.md`` (the tables, the settings, the machine),
+``result.json`` (what ``--json`` prints) and, when
 matplotlib is installed, ``throughput.png`` (calls per second and p50/p99 latency over time,
 drawn by tools/chaos/run.py's chart) and ``memory.png``.
 
@@ -624,15 +625,25 @@ def memory_chart(memory: Mapping[str, Mapping[str, Any]], path: Path, seconds: f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(10, 4))
-    for name, figures in memory.items():
-        samples = figures["samples"]
-        label = f"{name} ({figures['verdict']})"
-        axis.plot([t for t, _ in samples], [m for _, m in samples], label=label, linewidth=1)
-    axis.axvspan(seconds / 2, seconds, color="grey", alpha=0.1)
-    axis.set_xlabel("seconds since the load started (shaded: the half the verdict reads)")
-    axis.set_ylabel("resident MiB")
-    axis.legend(fontsize=7, ncol=2)
+    # Services and engines on panels of their own: a JVM's gigabytes would flatten the
+    # services' lines, and theirs are the ones judged.
+    kinds = [
+        kind for kind in ("service", "engine") if any(f["kind"] == kind for f in memory.values())
+    ]
+    figure, axes = plt.subplots(
+        len(kinds), 1, figsize=(10, 3.2 * len(kinds)), sharex=True, squeeze=False
+    )
+    for axis, kind in zip(axes[:, 0], kinds, strict=True):
+        for name, figures in memory.items():
+            if figures["kind"] != kind:
+                continue
+            samples = figures["samples"]
+            label = f"{name} ({figures['verdict']})"
+            axis.plot([t for t, _ in samples], [m for _, m in samples], label=label, linewidth=1)
+        axis.axvspan(seconds / 2, seconds, color="grey", alpha=0.1)
+        axis.set_ylabel(f"{kind}s: resident MiB")
+        axis.legend(fontsize=7, ncol=2)
+    axes[-1, 0].set_xlabel("seconds since the load started (shaded: the half the verdict reads)")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -653,7 +664,9 @@ def write_report(out: Path, result: Mapping[str, Any], run: Any) -> list[str]:
     else:
         text += "\n(No charts: matplotlib is not installed.)\n"
     (out / "report.md").write_text(text)
-    return ["report.md", *written]
+    # Every figure and memory sample, so the charts can be read again or redrawn.
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return ["report.md", "result.json", *written]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
