@@ -13,10 +13,7 @@ place keyspaces are dropped.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import itertools
-import sys
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -27,25 +24,15 @@ from engine_support import OpenBao, drop_keyspaces
 from object_store_support import S3ProxyProcess
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
+
 _keyspace_counter = itertools.count()
-
-
-@functools.cache
-def engines_module() -> ModuleType:
-    """tools/engines/engines.py, imported by path (it is a stand-alone script), once."""
-    name = "healthbank_tools_engines"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "engines" / "engines.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before exec: its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
 def engines_tool() -> ModuleType:
     """tools/engines/engines.py: up(), down(), status() for tests that stop an engine."""
-    return engines_module()
+    return load_script(REPO / "tools" / "engines" / "engines.py", "healthbank_tools_engines")
 
 
 @pytest.fixture(scope="session")

@@ -7,31 +7,17 @@ be restarted over the same data; ``new_bucket`` gives each test a bucket of its 
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
 from services.archive.objects import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 
-
-def _s3proxy_tool() -> ModuleType:
-    path = REPO / "tools" / "objectstore" / "s3proxy.py"
-    name = "healthbank_tools_s3proxy"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before exec: its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-S3PROXY = _s3proxy_tool()
+S3PROXY = load_script(REPO / "tools" / "objectstore" / "s3proxy.py", "healthbank_tools_s3proxy")
 
 
 def free_port() -> int:

@@ -28,7 +28,6 @@ single node of tools/engines/engines.py (other ports and addresses).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from healthbank.common.v1 import common_pb2
 from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient, submit
 from healthbank.dev.devstack import LocalStack
+from healthbank.dev.scripts import load_script
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.rpc.errors import TRANSIENT_CODES
 from healthbank.storage.cassandra import coordinated_by, drop_keyspaces
@@ -67,21 +67,10 @@ MAX_WRITE_WAIT = 2.0
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
 
 
-def ring_tool() -> ModuleType:
-    """tools/engines/ring.py, imported by path (a stand-alone script)."""
-    name = "healthbank_tools_ring"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "engines" / "ring.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ring() -> Iterator[tuple[ModuleType, dict[str, str]]]:
     """A fresh 3-node ring and the settings that reach it; stopped after the module."""
-    tool = ring_tool()
+    tool = load_script(REPO / "tools" / "engines" / "ring.py", "healthbank_tools_ring")
     try:
         env = tool.up(3, fresh=True)
         yield tool, env

@@ -16,14 +16,13 @@ background head signer's reads depend on time; its LWTs are held separately.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from types import ModuleType
 
 import pytest
 from engine_support import cassandra_env
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
 from healthbank.storage.cassandra import StatementCounts
 
 MESSAGES = 5
@@ -43,13 +42,7 @@ AUDIT_LWTS_PER_LONE_MESSAGE = 2
 @functools.cache
 def bench_module() -> ModuleType:
     """tools/bench/run.py (a stand-alone script), imported by path once."""
-    name = "healthbank_tools_bench_run"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "bench" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "tools" / "bench" / "run.py", "healthbank_tools_bench_run")
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import importlib.util
 import os
 import socket
 import statistics
@@ -28,10 +27,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from healthbank.common.v1 import common_pb2
 from healthbank.core.ids import new_ulid
+from healthbank.dev.scripts import load_script
 from healthbank.records import MessageReceipt, StoredRecord
 from healthbank.records.sqlite import SqliteRecordStore
 from services.archive.archive import Archive, cold_record
@@ -40,17 +39,6 @@ from services.archive.store import SqliteArchiveStore
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def s3proxy_tool() -> Any:
-    """tools/objectstore/s3proxy.py, imported by path."""
-    name = "healthbank_tools_s3proxy"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools/objectstore/s3proxy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port() -> int:
@@ -168,7 +156,7 @@ def main() -> int:
         if args.objects == "local":
             asyncio.run(run(args, work, LocalObjectStore(work / "objects")))
             return 0
-        tool = s3proxy_tool()
+        tool = load_script(REPO / "tools/objectstore/s3proxy.py", "healthbank_tools_s3proxy")
         server = tool.start(work / "s3", free_port())
         try:
             client = s3_client(

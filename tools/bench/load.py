@@ -78,7 +78,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
@@ -94,6 +93,7 @@ from healthbank.core.memory import resident_mib
 from healthbank.dev import synthetic
 from healthbank.dev.demo import EMERGENCY_B, DemoClient, patient_principal, submit
 from healthbank.dev.devstack import LocalStack
+from healthbank.dev.scripts import load_script
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 
@@ -108,21 +108,10 @@ ENGINE_PROCESSES = ("cassandra", "vault", "redis")
 BROKEN = ("INTERNAL", "UNKNOWN")
 
 
-def load_chaos_tool() -> ModuleType:
-    """tools/chaos/run.py (a script, not a package), loaded by path once: its run record,
-    memory sampler and chart are this benchmark's too."""
-    name = "healthbank_tools_chaos_run"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "chaos" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before exec: its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-CHAOS = load_chaos_tool()
+# tools/chaos/run.py (a script, not a package), loaded by path once: its run record, memory
+# sampler and chart are this benchmark's too.
+CHAOS_RUN = "healthbank_tools_chaos_run"
+CHAOS = sys.modules.get(CHAOS_RUN) or load_script(REPO / "tools" / "chaos" / "run.py", CHAOS_RUN)
 
 
 # --- the mix -------------------------------------------------------------------------------

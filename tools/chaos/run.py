@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -86,6 +85,7 @@ from healthbank.dev.demo import (
     patient_principal,
 )
 from healthbank.dev.devstack import LocalStack
+from healthbank.dev.scripts import load_script
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 from healthbank.rpc.audit_verify import verify_audit_log
@@ -116,13 +116,7 @@ T = TypeVar("T")
 def load_engines_tool(script: str = "engines") -> ModuleType:
     """tools/engines/<script>.py (engines or ring), loaded by path (they are scripts, not a
     package)."""
-    name = f"healthbank_tools_{script}"
-    spec = importlib.util.spec_from_file_location(name, REPO / f"tools/engines/{script}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before exec: its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / f"tools/engines/{script}.py", f"healthbank_tools_{script}")
 
 
 @dataclass

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from repo_paths import REPO
 
 from healthbank.dev import synthetic
+from healthbank.dev.scripts import load_script
 
-
-def _tool() -> ModuleType:
-    name = "healthbank_tools_chaos_run"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "chaos" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-CHAOS = _tool()
+CHAOS = load_script(REPO / "tools" / "chaos" / "run.py", "healthbank_tools_chaos_run")
 
 
 def test_a_national_id_in_the_clear_in_an_engine_file_is_found(tmp_path: Path) -> None:

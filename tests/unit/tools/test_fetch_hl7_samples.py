@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
 
-def _tool() -> ModuleType:
-    name = "healthbank_tools_fetch_hl7_samples"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "fetch_hl7_samples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _tool()
+TOOL = load_script(REPO / "tools" / "fetch_hl7_samples.py", "healthbank_tools_fetch_hl7_samples")
 
 
 def test_messages_are_read_from_literals_and_cr_joins_without_running_code() -> None:

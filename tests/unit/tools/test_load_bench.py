@@ -3,27 +3,15 @@ the embedded stack."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from collections import Counter
-from types import ModuleType
 
 import pytest
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
 
-def _tool() -> ModuleType:
-    name = "healthbank_tools_bench_load"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "bench" / "load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-LOAD = _tool()
+LOAD = load_script(REPO / "tools" / "bench" / "load.py", "healthbank_tools_bench_load")
 
 
 def test_the_mix_is_read_into_a_weight_per_operation() -> None:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
 
-def _tool() -> ModuleType:
-    name = "healthbank_tools_ring"
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "engines" / "ring.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-RING = _tool()
+RING = load_script(REPO / "tools" / "engines" / "ring.py", "healthbank_tools_ring")
 CFG = RING.RingConfig.load(3)
 
 # As Cassandra 5.0.8's `nodetool describecluster` prints it (trimmed after the versions).

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from types import ModuleType
 
 import pytest
 from repo_paths import REPO
 
+from healthbank.dev.scripts import load_script
+
 
 @pytest.fixture(scope="module")
 def weather() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("weather", REPO / "tools" / "weather.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["weather"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "tools" / "weather.py", "weather")
 
 
 def run_json(weather: ModuleType, capsys: pytest.CaptureFixture[str], *args: str) -> dict:

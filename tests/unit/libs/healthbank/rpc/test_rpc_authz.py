@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import grpc
@@ -11,6 +11,7 @@ from repo_paths import REPO
 
 from healthbank.consent.v1 import consent_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind
+from healthbank.dev.scripts import load_script
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.rpc import ServiceError
 from healthbank.rpc.authz import (
@@ -142,10 +143,7 @@ def test_the_checked_in_document_is_the_generated_one() -> None:
 def test_the_doc_command_writes_the_table_and_check_fails_when_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("authz_doc", REPO / "tools" / "authz_doc.py")
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script(REPO / "tools" / "authz_doc.py", "authz_doc")
     doc = tmp_path / "authorization.md"
     monkeypatch.setattr(tool, "DOC", doc)
     doc.write_text("# stale\n")
