@@ -34,6 +34,7 @@ from healthbank.rpc import (
     error_details,
     service_client_factory,
 )
+from healthbank.rpc.clients import OWN_SUBCHANNELS
 from healthbank.rpc.tls import channel_credentials
 from healthbank.storage.cassandra import keyspace_for
 
@@ -180,8 +181,9 @@ def mtls_channel(
 ) -> grpc.aio.Channel:
     """A channel presenting ``holder``'s certificate, expecting ``server_name``'s."""
     credentials = channel_credentials(mtls_settings(Settings(), pki_dir, holder))
+    options = [OWN_SUBCHANNELS, *options]
     if server_name is not None:
-        options = [("grpc.ssl_target_name_override", server_name), *options]
+        options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(address, credentials, options=options)
 
 
@@ -251,7 +253,7 @@ class RunningServices:
         over mTLS it presents ``holder``'s certificate."""
         target = self.addresses.get(address, address)
         if self.pki_dir is None:
-            opened = grpc.aio.insecure_channel(target, options=options)
+            opened = grpc.aio.insecure_channel(target, options=[OWN_SUBCHANNELS, *options])
         else:
             server_name = address if address in self.addresses else None
             opened = mtls_channel(

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.core.config import DEFAULT_PORTS
 from healthbank.crypto.pki import CLIENT_PREFIX, IssuedFiles, write_local_pki
+from healthbank.rpc.clients import OWN_SUBCHANNELS
 
 SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
 _READY_PREFIX = "HEALTHBANK_READY"
@@ -316,9 +317,11 @@ class LocalStack:
 def _channel(
     address: str, credentials: grpc.ChannelCredentials | None, server_name: str | None
 ) -> grpc.aio.Channel:
+    options: list[tuple[str, Any]] = [OWN_SUBCHANNELS]
     if credentials is None:
-        return grpc.aio.insecure_channel(address)
-    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        return grpc.aio.insecure_channel(address, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(address, credentials, options=options)
 
 

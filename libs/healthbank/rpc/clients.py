@@ -31,6 +31,13 @@ __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
+# A channel with subchannels of its own. By default gRPC shares a process-wide subchannel per
+# address, so a new channel to an address whose earlier server went away inherits that
+# subchannel's reconnect backoff and fails at once ("failed to connect to all addresses")
+# though a new server now listens there. Ports are reused (tests bind port 0; a restarted
+# service keeps its address), so every channel this project opens keeps its own.
+OWN_SUBCHANNELS: tuple[str, int] = ("grpc.use_local_subchannel_pool", 1)
+
 TokenSource = str | Callable[[], str]
 
 
@@ -220,7 +227,7 @@ class ClientFactory:
         self._settings = settings
         self._addresses = dict(addresses or {})
         self._credentials = credentials
-        self._options = list(options)
+        self._options = [OWN_SUBCHANNELS, *options]
         self._interceptor = OutboundInterceptor(
             default_timeout, token, forward_caller=forward_caller
         )
