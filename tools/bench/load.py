@@ -87,7 +87,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from percentiles import percentile
-from run import FHIR, SECRET, bench_stack, new_run_id, run_patient
+from run import FHIR, SECRET, bench_stack, new_run_id, run_patient, timed
 
 from healthbank.core.memory import resident_mib
 from healthbank.dev import synthetic
@@ -370,22 +370,16 @@ class Load:
 
 async def baseline(address: str, calls: int) -> dict[str, float]:
     """``calls`` bare grpc.health Checks on one channel, one after the other."""
-    latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         health: Any = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest()
         await health.Check(request, timeout=10)  # the connection, not measured
-        started = time.perf_counter()
-        for _ in range(calls):
-            before = time.perf_counter()
-            await health.Check(request, timeout=10)
-            latencies.append((time.perf_counter() - before) * 1000)
-        seconds = time.perf_counter() - started
+        checks = await timed([lambda: health.Check(request, timeout=10)] * calls, 1)
     return {
         "count": calls,
-        "per_s": calls / seconds,
-        "p50_ms": percentile(latencies, 0.5),
-        "p99_ms": percentile(latencies, 0.99),
+        "per_s": checks.per_second,
+        "p50_ms": checks.percentile(0.5),
+        "p99_ms": checks.percentile(0.99),
     }
 
 
