@@ -285,16 +285,15 @@ def _audit_credentials(args: argparse.Namespace, settings: Settings) -> tuple[tu
 def _service_channel(address: str, settings: Settings, service: str) -> grpc.aio.Channel:
     """A channel to ``service``: mutual TLS with this process's certificate when
     HEALTHBANK_TLS_* are set (the CronJobs in production), plaintext otherwise."""
-    import grpc.aio
-
+    from healthbank.rpc.clients import open_channel
     from healthbank.rpc.tls import channel_credentials
 
     credentials = channel_credentials(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(address)
+        return open_channel(address)
     # Whatever the address, the server must prove it is that service.
     override = [("grpc.ssl_target_name_override", service)]
-    return grpc.aio.secure_channel(address, credentials, options=override)
+    return open_channel(address, credentials=credentials, options=override)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -175,11 +175,10 @@ def _credentials(args: argparse.Namespace, settings: Settings) -> tuple[tuple[st
 
 
 def _consent(settings: Settings) -> tuple[Any, Any]:
-    import grpc.aio
-
     from healthbank.consent.v1 import consent_pb2_grpc
+    from healthbank.rpc.clients import open_channel
 
-    channel = grpc.aio.insecure_channel(settings.consent_addr)
+    channel = open_channel(settings.consent_addr)
     return channel, consent_pb2_grpc.ConsentServiceStub(channel)
 
 
@@ -372,10 +371,9 @@ async def _status(
 async def _aggregate(
     args: argparse.Namespace, settings: Settings, metadata: tuple[tuple[str, str], ...]
 ) -> int:
-    import grpc.aio
-
     from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
     from healthbank.core.ids import new_ulid
+    from healthbank.rpc.clients import open_channel
 
     spec = ai_alert_pb2.AggregateSpec(
         kind=_KINDS[args.kind],  # type: ignore[arg-type]
@@ -384,7 +382,7 @@ async def _aggregate(
         quantiles=[float(level) for level in _split(args.quantiles)],
         bin_edges=[int(edge) for edge in _split(args.bins)],
     )
-    async with grpc.aio.insecure_channel(settings.ai_alert_addr) as channel:
+    async with open_channel(settings.ai_alert_addr) as channel:
         result = await ai_alert_pb2_grpc.AiAlertServiceStub(channel).RunAggregate(
             ai_alert_pb2.RunAggregateRequest(
                 grant_name=args.grant, spec=spec, epsilon=args.epsilon, query_id=new_ulid()
@@ -419,16 +417,15 @@ async def _aggregate(
 async def _synthesize(
     args: argparse.Namespace, settings: Settings, metadata: tuple[tuple[str, str], ...]
 ) -> int:
-    import grpc.aio
-
     from healthbank.ai_alert.v1 import ai_alert_pb2, ai_alert_pb2_grpc
+    from healthbank.rpc.clients import open_channel
 
     fmt = (
         ai_alert_pb2.SYNTHETIC_FORMAT_PARQUET
         if args.format == "parquet"
         else ai_alert_pb2.SYNTHETIC_FORMAT_CSV
     )
-    async with grpc.aio.insecure_channel(settings.ai_alert_addr) as channel:
+    async with open_channel(settings.ai_alert_addr) as channel:
         cohort = await ai_alert_pb2_grpc.AiAlertServiceStub(channel).Synthesize(
             ai_alert_pb2.SynthesizeRequest(
                 grant_name=args.grant, row_count=args.rows, format=fmt, seed=args.seed

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import grpc
 from e2e_support import AUTH_SECRET
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -29,6 +28,7 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc.clients import open_channel
 
 ENGINE_A = Principal(
     PrincipalKind.HOSPITAL_ENGINE,
@@ -260,7 +260,7 @@ async def test_every_call_is_audited_once_with_its_actor(any_stack: LocalStack) 
 
         # A privacy officer reads which hospitals hold the person: identity records it.
         identity = identity_pb2_grpc.IdentityServiceStub(
-            grpc.aio.insecure_channel(any_stack.addresses["identity"])
+            open_channel(any_stack.addresses["identity"])
         )
         person_view = await identity.GetPerson(
             identity_pb2.GetPersonRequest(name=parent),

@@ -27,6 +27,7 @@ from healthbank.dev.devstack import (
 )
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
 from healthbank.rpc import error_details
+from healthbank.rpc.clients import open_channel
 
 CLINICIAN = Principal(PrincipalKind.CLINICIAN, "dr-9", "hospital-b")
 HISTORY = record_lookup_pb2.GetHistoryRequest(parent="persons/" + "c" * 64)
@@ -71,7 +72,9 @@ async def test_services_call_each_other_over_mtls(up: tuple[dict[str, str], Path
     addresses, pki = up
     credentials = client_credentials(_files(pki, LOCAL_CLIENT))
     options = [("grpc.ssl_target_name_override", "record-lookup")]
-    async with grpc.aio.secure_channel(addresses["record-lookup"], credentials, options) as channel:
+    async with open_channel(
+        addresses["record-lookup"], credentials=credentials, options=options
+    ) as channel:
         lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             async for _ in lookup.GetHistory(
@@ -86,7 +89,7 @@ async def test_services_call_each_other_over_mtls(up: tuple[dict[str, str], Path
 
 async def test_a_plaintext_client_is_refused(up: tuple[dict[str, str], Path]) -> None:
     addresses, _ = up
-    async with grpc.aio.insecure_channel(addresses["record-lookup"]) as channel:
+    async with open_channel(addresses["record-lookup"]) as channel:
         lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             async for _ in lookup.GetHistory(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
 import pytest
 from e2e_support import (
     AUTH_SECRET,
@@ -26,6 +25,7 @@ from healthbank.dev.demo import DemoClient, scenario_a, scenario_b, submit
 from healthbank.dev.devstack import LocalStack, check_health
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc.clients import open_channel
 
 
 async def test_scenarios_a_and_b(any_stack: LocalStack) -> None:
@@ -143,7 +143,7 @@ EXPECTED_SERVICES = {
 async def test_every_service_is_serving_and_reflected(any_stack: LocalStack) -> None:
     for name, address in any_stack.addresses.items():
         assert await check_health(address) == "SERVING"
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:
             stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             responses = [r async for r in stub.ServerReflectionInfo(iter([request]))]

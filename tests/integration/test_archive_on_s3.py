@@ -21,6 +21,7 @@ from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.records import MessageReceipt, StoredRecord, open_record_store
+from healthbank.rpc.clients import open_channel
 from services.archive.app import open_service, scrub_archive
 
 PERSON = "d" * 64
@@ -80,7 +81,7 @@ async def test_the_archive_service_keeps_its_objects_in_the_s3_bucket(
     content = os.urandom(300_000)
     async with open_service(settings, now=lambda: datetime(2026, 6, 1, tzinfo=UTC)) as host:
         port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = archive_pb2_grpc.ArchiveServiceStub(channel)
             blob = await stub.PutBlob(
                 archive_pb2.PutBlobRequest(

@@ -22,6 +22,7 @@ from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.records import MessageReceipt, StoredRecord, open_record_store
 from healthbank.rpc import error_details
+from healthbank.rpc.clients import open_channel
 from services.archive.app import open_service
 
 PERSON = "c" * 64
@@ -87,7 +88,7 @@ async def test_tier_shows_progress_and_scrub_finds_a_flipped_byte(tmp_path: Path
             "archive tier: 10 records moved so far",
             "archive tier: 12 records moved so far",
         ]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = archive_pb2_grpc.ArchiveServiceStub(channel)
             blob = await stub.PutBlob(
                 archive_pb2.PutBlobRequest(

@@ -11,7 +11,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc.aio
 from auth_support import auth_metadata
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -19,6 +18,7 @@ from healthbank.common.v1 import common_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
+from healthbank.rpc.clients import open_channel
 from services.audit.app import open_service
 
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
@@ -63,7 +63,7 @@ async def test_verify_and_witness_commands(tmp_path: Path) -> None:
     async with open_service(settings) as host:
         port = await host.start(0)
         env["HEALTHBANK_AUDIT_ADDR"] = f"127.0.0.1:{port}"
-        async with grpc.aio.insecure_channel(env["HEALTHBANK_AUDIT_ADDR"]) as channel:
+        async with open_channel(env["HEALTHBANK_AUDIT_ADDR"]) as channel:
             stub = audit_pb2_grpc.AuditServiceStub(channel)
             for _ in range(5):
                 await stub.AppendEvent(

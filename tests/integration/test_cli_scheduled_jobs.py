@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-import grpc.aio
 from auth_support import auth_metadata
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -19,6 +18,7 @@ from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.crypto.pki import write_local_pki
 from healthbank.dev.devstack import client_credentials, tls_env
+from healthbank.rpc.clients import open_channel
 from services.archive.app import open_service
 from services.audit.app import open_service as open_audit
 
@@ -80,9 +80,9 @@ async def test_audit_verify_runs_over_mutual_tls_with_its_own_certificate(tmp_pa
     async with open_audit(settings) as host:
         address = f"127.0.0.1:{await host.start(0)}"
         # Ingest appends over its own certificate, as in production.
-        ingest_channel = grpc.aio.secure_channel(
+        ingest_channel = open_channel(
             address,
-            client_credentials(pki["ingest"]),
+            credentials=client_credentials(pki["ingest"]),
             options=[("grpc.ssl_target_name_override", "audit")],
         )
         async with ingest_channel:

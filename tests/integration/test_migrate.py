@@ -24,6 +24,7 @@ from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.rpc import error_details
+from healthbank.rpc.clients import open_channel
 from healthbank.storage.schema import (
     KEYSPACES,
     READ_SPECULATION,
@@ -86,7 +87,7 @@ async def test_a_service_is_not_serving_until_migrate_has_run_then_serves(
     settings = load_settings(env)
     async with open_service(settings) as host:
         port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = audit_pb2_grpc.AuditServiceStub(channel)
             auth = auth_metadata(settings, INGEST)
             # Several readiness rounds pass: the keyspace does not appear by itself.

@@ -25,6 +25,7 @@ from repo_paths import REPO
 from healthbank.core.config import Settings
 from healthbank.rpc import READY_LINE_PREFIX, ServiceHost, default_interceptors, error_details
 from healthbank.rpc.authz import with_public_methods
+from healthbank.rpc.clients import open_channel
 
 LIFECYCLE_SERVER = Path(__file__).with_name("lifecycle_server.py")
 ECHO = "healthbank.test.v1.Echo"
@@ -76,7 +77,7 @@ async def ready_flag_host() -> AsyncIterator[tuple[ServiceHost, list[bool], grpc
         ),
     )
     port = await host.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = open_channel(f"127.0.0.1:{port}")
     try:
         yield host, ready, channel
     finally:
@@ -155,7 +156,7 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) 
         )
         _, name, port = ready_line.split()
         assert name == "lifecycle"
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
             while (await asyncio.wait_for(watch.read(), timeout=5)).status != SERVING:

@@ -34,7 +34,7 @@ from healthbank.rpc import (
     error_details,
     service_client_factory,
 )
-from healthbank.rpc.clients import OWN_SUBCHANNELS
+from healthbank.rpc.clients import open_channel
 from healthbank.rpc.tls import channel_credentials
 from healthbank.storage.cassandra import keyspace_for
 
@@ -181,10 +181,9 @@ def mtls_channel(
 ) -> grpc.aio.Channel:
     """A channel presenting ``holder``'s certificate, expecting ``server_name``'s."""
     credentials = channel_credentials(mtls_settings(Settings(), pki_dir, holder))
-    options = [OWN_SUBCHANNELS, *options]
     if server_name is not None:
-        options.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        options = [*options, ("grpc.ssl_target_name_override", server_name)]
+    return open_channel(address, credentials=credentials, options=options)
 
 
 async def accepting(port: int, seconds: float = 10.0) -> None:
@@ -253,7 +252,7 @@ class RunningServices:
         over mTLS it presents ``holder``'s certificate."""
         target = self.addresses.get(address, address)
         if self.pki_dir is None:
-            opened = grpc.aio.insecure_channel(target, options=[OWN_SUBCHANNELS, *options])
+            opened = open_channel(target, options=options)
         else:
             server_name = address if address in self.addresses else None
             opened = mtls_channel(

@@ -32,6 +32,7 @@ from healthbank.core.config import Settings, load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.records import MessageReceipt, RecordStore, StoredRecord, open_record_store
 from healthbank.rpc import error_details
+from healthbank.rpc.clients import open_channel
 from services.archive.app import SERVICE_NAME, open_service
 
 # The services these tests start on Cassandra: their keyspaces are migrated first.
@@ -78,7 +79,7 @@ async def archive(settings: Settings) -> AsyncIterator[ArchiveClient]:
         # The same shared hot store the service opened (file or keyspace).
         hot = await open_record_store(settings)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with open_channel(f"127.0.0.1:{port}") as channel:
                 yield ArchiveClient(
                     archive_pb2_grpc.ArchiveServiceStub(channel), settings, hot, channel
                 )
@@ -480,7 +481,7 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
         port = await host.start(0)
         hot = await open_record_store(settings)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with open_channel(f"127.0.0.1:{port}") as channel:
                 stub = archive_pb2_grpc.ArchiveServiceStub(channel)
                 client = ArchiveClient(stub, settings, hot, channel)
                 await wait_for_health(channel, SERVICE_NAME, SERVING)

@@ -24,6 +24,7 @@ from healthbank.core.ids import new_ulid
 from healthbank.crypto import LocalKeyring
 from healthbank.ledger import merkle
 from healthbank.ledger.tree_head import leaf_bytes, verify_tree_head
+from healthbank.rpc.clients import open_channel
 from services.audit.app import open_service
 from services.audit.log import AuditLog
 from services.audit.store import SqliteAuditStore
@@ -46,7 +47,7 @@ class AuditClient(BearerAuth):
 async def audit(settings: Settings) -> AsyncIterator[AuditClient]:
     async with open_service(settings) as host:
         port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             yield AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings)
 
 

@@ -33,6 +33,7 @@ from healthbank.crypto import build_key_provider
 from healthbank.ledger import merkle
 from healthbank.ledger.tree_head import leaf_bytes, verify_tree_head
 from healthbank.rpc import error_details
+from healthbank.rpc.clients import open_channel
 from services.audit.app import SERVICE_NAME, open_service
 
 # The services these tests start on Cassandra: their keyspaces are migrated first.
@@ -68,7 +69,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def audit(settings: Settings) -> AsyncIterator[AuditClient]:
     async with open_service(settings) as host:
         port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             yield AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
 
 
@@ -509,7 +510,7 @@ async def test_log_survives_a_restart(settings: Settings) -> None:
     async def run(events: Sequence[audit_pb2.AccessEvent]) -> audit_pb2.SignedTreeHead:
         async with open_service(settings) as host:
             port = await host.start(0)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with open_channel(f"127.0.0.1:{port}") as channel:
                 client = AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
                 for event in events:
                     await append(client, event)
@@ -525,7 +526,7 @@ async def test_log_survives_a_restart(settings: Settings) -> None:
     assert before.public_key == after.public_key
     async with open_service(settings) as host:
         port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = audit_pb2_grpc.AuditServiceStub(channel)
             proof = await stub.GetConsistencyProof(
                 audit_pb2.GetConsistencyProofRequest(first_tree_size=5, second_tree_size=9),
@@ -558,7 +559,7 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
         open_service(settings) as host,
     ):
         port = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             client = AuditClient(audit_pb2_grpc.AuditServiceStub(channel), settings, channel)
             await wait_for_health(channel, SERVICE_NAME, SERVING)
             assert (await append(client, access_event())).leaf_index == 0

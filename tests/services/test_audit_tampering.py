@@ -45,6 +45,7 @@ from healthbank.ledger.tree_head import (
 )
 from healthbank.ledger.verify import Verdict
 from healthbank.rpc.audit_verify import verify_audit_log
+from healthbank.rpc.clients import open_channel
 from healthbank.storage.cassandra import CassandraDatabase, keyspace_for
 from healthbank.witness.judge import Finding
 from healthbank.witness.runner import Witness
@@ -193,7 +194,7 @@ async def log(settings: Settings) -> AsyncIterator[AuditLog]:
     try:
         async with open_service(settings, now=clock) as host:
             port = await host.start(0)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with open_channel(f"127.0.0.1:{port}") as channel:
                 # The operator hands out the log's key (the key provider's), not the server.
                 log_key = await build_key_provider(settings).public_key()
                 audit_log = AuditLog(settings, channel, clock, insider, log_key)

@@ -44,6 +44,7 @@ from healthbank.core.config import Settings
 from healthbank.crypto import TamperedPayload, build_key_provider, build_sealer
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import ErrorDetails, error_details
+from healthbank.rpc.clients import open_channel
 from services.audit.app import open_service as open_audit
 from services.identity import matching
 from services.identity.app import SERVICE, SERVICE_NAME, open_service
@@ -695,7 +696,7 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
         open_service(through_proxy) as host,
     ):
         bound = await host.start(0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
+        async with open_channel(f"127.0.0.1:{bound}") as channel:
             await wait_for_health(channel, SERVICE_NAME)
             identity = Identity(identity_pb2_grpc.IdentityServiceStub(channel), channel, settings)
             await identity.resolve(hospital_id="h1", mrn="MRN-1", national_id=NATIONAL_ID)

@@ -28,6 +28,7 @@ from healthbank.core.config import SERVICE_NAMES, Settings
 from healthbank.crypto.pki import create_ca, engine_common_name, issue_certificate
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.rpc import service_client_factory
+from healthbank.rpc.clients import open_channel
 from services.identity.app import open_service as open_identity
 
 INGEST = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
@@ -88,12 +89,12 @@ async def test_without_development_tokens_the_certificate_alone_names_the_servic
 async def test_a_client_without_a_certificate_is_refused(identity: Identity) -> None:
     ca = (identity.pki_dir / "ca.pem").read_bytes()
     no_certificate = grpc.ssl_channel_credentials(root_certificates=ca)
-    stub = identity.stub(grpc.aio.secure_channel(identity.address, no_certificate))
+    stub = identity.stub(open_channel(identity.address, credentials=no_certificate))
     error = await rpc_error(
         stub.Resolve(RESOLVE, metadata=auth_metadata(identity.settings, INGEST))
     )
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    plaintext = identity.stub(grpc.aio.insecure_channel(identity.address))
+    plaintext = identity.stub(open_channel(identity.address))
     error = await rpc_error(
         plaintext.Resolve(RESOLVE, metadata=auth_metadata(identity.settings, INGEST))
     )
@@ -108,7 +109,7 @@ async def test_a_certificate_from_another_ca_is_refused(identity: Identity, tmp_
         private_key=key,
         certificate_chain=certificate,
     )
-    stub = identity.stub(grpc.aio.secure_channel(identity.address, credentials))
+    stub = identity.stub(open_channel(identity.address, credentials=credentials))
     error = await rpc_error(
         stub.Resolve(RESOLVE, metadata=auth_metadata(identity.settings, INGEST))
     )

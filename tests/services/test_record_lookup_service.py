@@ -66,6 +66,7 @@ from healthbank.records import (
     record_name,
 )
 from healthbank.rpc import ErrorDetails, ServiceHost, service_client_factory
+from healthbank.rpc.clients import open_channel
 from services.archive.app import open_service as open_archive
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -183,7 +184,7 @@ class RecordingRelay(grpc.GenericRpcHandler):
 
     def __init__(self, target: str) -> None:
         self.calls: list[tuple[str, dict[str, str]]] = []
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = open_channel(target)
         self._server = grpc.aio.server()
         self._server.add_generic_rpc_handlers((self,))
 
@@ -486,7 +487,7 @@ async def test_archive_stream_carries_this_services_credentials_and_the_request_
         clients = service_client_factory(stack.settings, SERVICE, addresses=relayed)
         exits.push_async_callback(clients.close)
         host = await exits.enter_async_context(open_service(stack.settings, clients=clients))
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{await host.start(0)}")
+        channel = open_channel(f"127.0.0.1:{await host.start(0)}")
         exits.push_async_callback(channel.close)
         lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
         call = lookup.GetHistory(
@@ -966,7 +967,7 @@ async def test_a_cached_emergency_summary_is_refused_when_its_read_cannot_be_aud
         clients = service_client_factory(stack.settings, SERVICE, addresses=proxied)
         exits.push_async_callback(clients.close)
         host = await exits.enter_async_context(open_service(stack.settings, clients=clients))
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{await host.start(0)}")
+        channel = open_channel(f"127.0.0.1:{await host.start(0)}")
         exits.push_async_callback(channel.close)
         lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(channel)
         request = record_lookup_pb2.GetEmergencySummaryRequest(

@@ -46,6 +46,7 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc.clients import open_channel
 from healthbank.storage.cassandra import drop_keyspaces
 
 SECRET = "hops-auth-secret"
@@ -85,7 +86,7 @@ async def bare_check(calls: int) -> tuple[float, float]:
     try:
         assert server.stdout is not None
         port = int(await server.stdout.readline())
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             return await sequential(lambda: stub.Check(health_pb2.HealthCheckRequest()), calls)
     finally:
@@ -116,8 +117,8 @@ async def measure(addresses: dict[str, str], calls: int) -> dict[str, tuple[floa
     """Each row of the module docstring against the stack at ``addresses``."""
     rows = {"bare aio Check": await bare_check(calls)}
     client = DemoClient(addresses, SECRET.encode())
-    identity_channel = grpc.aio.insecure_channel(addresses["identity"])
-    audit_channel = grpc.aio.insecure_channel(addresses["audit"])
+    identity_channel = open_channel(addresses["identity"])
+    audit_channel = open_channel(addresses["audit"])
     try:
         patient = synthetic.fresh_patient()
         message_id = f"hops-{patient.mrn}"

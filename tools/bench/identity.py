@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identity_population import PopulationGenerator, Registration, true_pairs
 
+from healthbank.rpc.clients import open_channel
 from services.identity import matching
 
 TODAY = date(2026, 12, 1)
@@ -206,7 +207,7 @@ async def service_rates(
         async with AsyncExitStack() as exits:
             host = await exits.enter_async_context(open_service(settings))
             port = await host.start(0)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            channel = open_channel(f"127.0.0.1:{port}")
             exits.push_async_callback(channel.close)
             stub = identity_pb2_grpc.IdentityServiceStub(channel)
 

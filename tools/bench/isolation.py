@@ -38,6 +38,7 @@ from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient, engine_principal
 from healthbank.dev.devstack import LocalStack
 from healthbank.ingest.v1 import ingest_pb2
+from healthbank.rpc.clients import open_channel
 
 SECRET = "bench-auth-secret"
 INGEST = "healthbank.ingest.v1.IngestService"
@@ -90,7 +91,7 @@ async def checks(
 
 async def measure(stack: LocalStack, segments: int, messages: int, megabytes: int) -> None:
     client = DemoClient(stack.addresses, SECRET.encode())
-    channel = grpc.aio.insecure_channel(stack.addresses["ingest"])
+    channel = open_channel(stack.addresses["ingest"])
     health = health_pb2_grpc.HealthStub(channel)
     hospital = synthetic.HOSPITAL_A
     auth = client.auth(engine_principal(hospital))

@@ -96,6 +96,7 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.dev.scripts import load_script
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc.clients import open_channel
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATIONS = ("ingest", "history", "emergency")
@@ -370,7 +371,7 @@ class Load:
 
 async def baseline(address: str, calls: int) -> dict[str, float]:
     """``calls`` bare grpc.health Checks on one channel, one after the other."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         health: Any = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest()
         await health.Check(request, timeout=10)  # the connection, not measured

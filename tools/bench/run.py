@@ -34,8 +34,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -64,6 +62,7 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
+from healthbank.rpc.clients import open_channel
 from healthbank.storage.cassandra import (
     StatementCounts,
     counts_now,
@@ -222,9 +221,9 @@ class Bench:
         self.run_id = run_id
         self.client = DemoClient(addresses, SECRET.encode())
         self.figures: dict[str, float | None] = {}
-        self._identity_channel = grpc.aio.insecure_channel(addresses["identity"])
+        self._identity_channel = open_channel(addresses["identity"])
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._identity_channel)
-        self._ingest_channel = grpc.aio.insecure_channel(addresses["ingest"])
+        self._ingest_channel = open_channel(addresses["ingest"])
 
     def person(self, index: int) -> synthetic.Patient:
         """The index-th patient of this run."""

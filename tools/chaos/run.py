@@ -89,6 +89,7 @@ from healthbank.dev.scripts import load_script
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 from healthbank.rpc.audit_verify import verify_audit_log
+from healthbank.rpc.clients import open_channel
 from healthbank.storage.cassandra import coordinated_by, drop_keyspaces
 from healthbank.storage.schema import KEYSPACES
 
@@ -502,7 +503,7 @@ async def check(
     # The audit log: it verifies, and holds every write and every successful read.
     public_key = await build_key_provider(load_settings(env)).public_key()
     auditor = client.auth(AUDITOR)
-    async with grpc.aio.insecure_channel(workload.addresses["audit"]) as channel:
+    async with open_channel(workload.addresses["audit"]) as channel:
         # verify_audit_log sets no deadline: a call never answered is a finding, not a hang.
         for _ in range(3):
             events: list[audit_pb2.AccessEvent] = []

@@ -37,7 +37,7 @@ from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.ledger.merkle import verify_inclusion
 from healthbank.ledger.tree_head import event_leaf_hash
 from healthbank.record_lookup.v1 import record_lookup_pb2, record_lookup_pb2_grpc
-from healthbank.rpc.clients import OWN_SUBCHANNELS
+from healthbank.rpc.clients import open_channel
 from healthbank.rpc.errors import error_details
 
 CLINICIAN_B = Principal(PrincipalKind.CLINICIAN, "dr-b-0042", HOSPITAL_B.hospital_id)
@@ -68,10 +68,7 @@ class DemoClient:
     def __init__(self, addresses: Mapping[str, str], auth_secret: bytes) -> None:
         """Open channels to ``addresses`` (service → host:port)."""
         self._secret = auth_secret
-        self._channels = {
-            name: grpc.aio.insecure_channel(a, options=[OWN_SUBCHANNELS])
-            for name, a in addresses.items()
-        }
+        self._channels = {name: open_channel(a) for name, a in addresses.items()}
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self._channels["ingest"])
         self.consent = consent_pb2_grpc.ConsentServiceStub(self._channels["consent"])
         self.lookup = record_lookup_pb2_grpc.RecordLookupServiceStub(

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from healthbank.core.config import DEFAULT_PORTS
 from healthbank.crypto.pki import CLIENT_PREFIX, IssuedFiles, write_local_pki
-from healthbank.rpc.clients import OWN_SUBCHANNELS
+from healthbank.rpc.clients import open_channel
 
 SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
 _READY_PREFIX = "HEALTHBANK_READY"
@@ -317,12 +317,10 @@ class LocalStack:
 def _channel(
     address: str, credentials: grpc.ChannelCredentials | None, server_name: str | None
 ) -> grpc.aio.Channel:
-    options: list[tuple[str, Any]] = [OWN_SUBCHANNELS]
-    if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    if server_name:
+    options: list[tuple[str, Any]] = []
+    if credentials is not None and server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return open_channel(address, credentials=credentials, options=options)
 
 
 async def check_health(

@@ -27,7 +27,13 @@ from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_dea
 from healthbank.rpc.tls import channel_credentials
 from healthbank.rpc.tracing import new_request_id, record_status, rpc_attributes
 
-__all__ = ["DEFAULT_TIMEOUT_SECONDS", "ClientFactory", "OutboundInterceptor"]
+__all__ = [
+    "DEFAULT_TIMEOUT_SECONDS",
+    "OWN_SUBCHANNELS",
+    "ClientFactory",
+    "OutboundInterceptor",
+    "open_channel",
+]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -37,6 +43,28 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 # though a new server now listens there. Ports are reused (tests bind port 0; a restarted
 # service keeps its address), so every channel this project opens keeps its own.
 OWN_SUBCHANNELS: tuple[str, int] = ("grpc.use_local_subchannel_pool", 1)
+
+
+def open_channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[Any] | None = None,
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to ``target``: plaintext, or TLS when ``credentials`` are given.
+
+    Every channel in this project is opened here, so every one keeps subchannels of its own
+    (:data:`OWN_SUBCHANNELS`, placed before ``options``): with gRPC's process-wide pool a
+    channel to a reused port inherits a gone server's reconnect backoff and fails with
+    UNAVAILABLE "failed to connect to all addresses" while the new server is SERVING.
+    tests/unit/libs/healthbank/rpc/test_rpc_channels.py keeps direct calls out of the code.
+    """
+    merged = [OWN_SUBCHANNELS, *options]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=merged, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=merged, interceptors=interceptors)
+
 
 TokenSource = str | Callable[[], str]
 
@@ -227,7 +255,7 @@ class ClientFactory:
         self._settings = settings
         self._addresses = dict(addresses or {})
         self._credentials = credentials
-        self._options = [OWN_SUBCHANNELS, *options]
+        self._options = tuple(options)
         self._interceptor = OutboundInterceptor(
             default_timeout, token, forward_caller=forward_caller
         )
@@ -247,20 +275,16 @@ class ClientFactory:
         key = address if self._credentials is None else f"{service}@{address}"
         channel = self._channels.get(key)
         if channel is None:
+            options = self._options
             if self._credentials is not None:
                 # Whatever the address, the peer must prove it is this service.
-                channel = grpc.aio.secure_channel(
-                    address,
-                    self._credentials,
-                    options=[("grpc.ssl_target_name_override", service), *self._options],
-                    interceptors=self._interceptor.interceptors(address),
-                )
-            else:
-                channel = grpc.aio.insecure_channel(
-                    address,
-                    options=self._options,
-                    interceptors=self._interceptor.interceptors(address),
-                )
+                options = (("grpc.ssl_target_name_override", service), *options)
+            channel = open_channel(
+                address,
+                credentials=self._credentials,
+                options=options,
+                interceptors=self._interceptor.interceptors(address),
+            )
             self._channels[key] = channel
         return channel
 

@@ -48,6 +48,7 @@ from healthbank.rpc import (
     require_principal,
 )
 from healthbank.rpc.authz import ANY, MethodRule, with_public_methods
+from healthbank.rpc.clients import open_channel
 from healthbank.rpc.errors import (
     MAX_REPORTED_VIOLATIONS,
     TRANSIENT_CODES,
@@ -233,7 +234,7 @@ async def probe() -> AsyncIterator[tuple[grpc.aio.Channel, ServiceHost]]:
         token=encode_token(_service_principal(), SECRET.encode()),
         addresses={"identity": f"127.0.0.1:{port}"},
     )
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = open_channel(f"127.0.0.1:{port}")
     try:
         yield channel, host
     finally:
@@ -593,7 +594,7 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
     host = probe_host(make_settings(), servicer, telemetry)
     port = await host.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             await call(
                 channel,
                 "RequestId",

@@ -23,6 +23,7 @@ from healthbank.core.ids import new_ulid
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
 from healthbank.records import fact_aad, payload_aad, record_name
 from healthbank.rpc import ServiceError, ServiceHost, inbound_token, service_client_factory
+from healthbank.rpc.clients import open_channel
 from healthbank.rpc.gate import Admission, ConsentGate, ReadScope
 from services.audit.app import open_service as open_audit
 from services.consent.app import open_service as open_consent
@@ -100,7 +101,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         sealer = build_sealer(settings, build_key_provider(settings))
 
         def stub(name: str) -> grpc.aio.Channel:
-            channel = grpc.aio.insecure_channel(addresses[name])
+            channel = open_channel(addresses[name])
             exits.push_async_callback(channel.close)
             return channel
 

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
 from healthbank.core.config import Settings, load_settings
 from healthbank.rpc import ClientFactory, service_client_factory
+from healthbank.rpc.clients import open_channel
 from healthbank.rpc.service import ServiceResources, Serving, service_opener, utc_now
 from services.audit.log import AuditLog
 from services.audit.servicer import AuditServicer
@@ -60,7 +61,7 @@ def settings(tmp_path: Path) -> Settings:
 
 async def health_of(port: int) -> int | None:
     """The host's overall health status, or None when nothing answers on ``port``."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}") as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=2
