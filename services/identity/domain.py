@@ -164,6 +164,15 @@ class Demographics:
 
 
 @dataclass(frozen=True)
+class NationalIdClaim:
+    """The outcome of claiming a national ID: who holds it after the claim, and whether
+    this claim is what made them the holder (not an earlier or concurrent one)."""
+
+    holder: str
+    won: bool
+
+
+@dataclass(frozen=True)
 class SealedProfile:
     """What matching needs of a stored person: sealed demographics, national ID's hash."""
 

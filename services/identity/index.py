@@ -52,6 +52,7 @@ from services.identity.domain import (
     MergeRecord,
     MergeRefused,
     MrnLinkedToOtherPerson,
+    NationalIdClaim,
     PendingMerge,
     PersonNotFound,
     PriorRecordOutcome,
@@ -214,18 +215,27 @@ class MasterPatientIndex:
                 hospital_id, mrn, mrn_hash, demographics, now
             )
         if id_hash is None:
+            # The token is the record number's: only resolves of this (hospital, MRN) write
+            # this person, and they all write the same one.
             token = await self._hasher.keyed_hash(MRN_PERSON_DOMAIN, hospital_mrn(hospital_id, mrn))
             created = await self._create_person(token, demographics, None, now)
             method = MatchMethod.CREATED if created else MatchMethod.HOSPITAL_MRN
         else:
-            token = await self._store.national_id_holder(id_hash) or (
-                await self._store.claim_national_id(id_hash, id_hash, now)
+            holder = await self._store.national_id_holder(id_hash)
+            claim = (
+                NationalIdClaim(holder, won=False)
+                if holder is not None
+                else await self._store.claim_national_id(id_hash, id_hash, now)
             )
+            token = claim.holder
             # The claim comes first, so a person whose token is an ID's hash always has it.
-            created = token == id_hash and await self._create_person(
-                token, demographics, id_hash, now
-            )
-            method = MatchMethod.CREATED if created else MatchMethod.NATIONAL_ID
+            # Its winner writes the person without looking (nobody else decided this token
+            # before it); anyone else writes it only if missing (a winner that died first).
+            if claim.won:
+                await self._save_person(token, demographics, id_hash, now)
+            elif token == id_hash:
+                await self._create_person(token, demographics, id_hash, now)
+            method = MatchMethod.CREATED if claim.won else MatchMethod.NATIONAL_ID
         winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, token, now)
         if winner == token:
             return Resolution(token, method)
@@ -248,7 +258,9 @@ class MasterPatientIndex:
         block_hashes = await self._block_hashes(probe)
         newborn = matching.is_newborn(probe.birth_date, now.date(), self._policy.newborn_days)
         best = None
-        if not newborn:
+        if newborn:
+            exists = await self._store.person_exists(own_token)
+        else:
             # Both reads at once: one round trip less per new registration.
             exists, tokens = await asyncio.gather(
                 self._store.person_exists(own_token),
@@ -271,9 +283,10 @@ class MasterPatientIndex:
             if not won_claim:
                 rival = await self._best_candidate(probe, [holder])
                 if rival is not None and rival.outcome is matching.MatchOutcome.LINK:
-                    # The claimant may not have made its person yet: the same conditional
-                    # insert it will make, so whoever comes first makes it.
-                    await self._store.create_person_if_absent(
+                    # The claimant may not have made its person yet: the same row it will
+                    # write (the sealed profile it claimed with), so whoever comes first
+                    # makes it.
+                    await self._store.save_person(
                         holder.person_token, holder.sealed_demographics, now
                     )
                     await self._file_under_keys(holder)
@@ -281,9 +294,10 @@ class MasterPatientIndex:
                 if best is None or (rival and rival.pair.probability > best.pair.probability):
                     best = rival
         # The keys may land a moment before the person row: a candidate found without its
-        # row is skipped (profiles), as one filed a moment later is not found at all.
-        created, _ = await asyncio.gather(
-            self._store.create_person_if_absent(own_token, sealed, now),
+        # row is skipped (profiles), as one filed a moment later is not found at all. Only
+        # resolves of this (hospital, MRN) write this token's row (ADR 39).
+        await asyncio.gather(
+            self._store.save_person(own_token, sealed, now),
             self._store.add_match_keys(own_token, block_hashes),
         )
         # The link only once the person exists: a crash never leaves a link to no person.
@@ -304,7 +318,8 @@ class MasterPatientIndex:
             )
         # The claim's winner is the person's creator, even when a rival that matched it
         # wrote the person row first (it does so on the winner's behalf, above).
-        method = MatchMethod.CREATED if created or won_claim else MatchMethod.HOSPITAL_MRN
+        created = won_claim if claim is not None else not exists
+        method = MatchMethod.CREATED if created else MatchMethod.HOSPITAL_MRN
         return Resolution(own_token, method, review_pending=review)
 
     async def _link_matched(
@@ -578,16 +593,28 @@ class MasterPatientIndex:
         id_hash: str | None,
         now: datetime,
     ) -> bool:
-        """Create the person unless it exists (sealing its profile); True if this call did."""
+        """Save the person unless it exists; True if it did not exist before this call.
+
+        Racing calls for one token may each find it missing and each save it: they are
+        resolves of one registration deciding the same token (ADR 39)."""
         if await self._store.person_exists(person_token):
             return False
+        await self._save_person(person_token, demographics, id_hash, now)
+        return True
+
+    async def _save_person(
+        self,
+        person_token: str,
+        demographics: Demographics | None,
+        id_hash: str | None,
+        now: datetime,
+    ) -> None:
+        """Write the person's row, its profile sealed to it."""
         sealed = None
         if demographics is not None and not demographics.is_empty():
             profile = demographics.to_bytes()
             sealed = await self._sealer.seal(profile, demographics_aad(person_token))
-        # Another resolve may have created the person since the check: the conditional
-        # insert decides who did.
-        return await self._store.create_person_if_absent(person_token, sealed, now, id_hash)
+        await self._store.save_person(person_token, sealed, now, id_hash)
 
     async def _attach_national_id(
         self, person_token: str, id_hash: str, hospital_id: str, now: datetime
@@ -605,7 +632,7 @@ class MasterPatientIndex:
         if await self._store.reserve_national_id(person_token, id_hash) != id_hash:
             # The person holds another national ID: this one is somebody else's, unknown yet.
             raise MrnLinkedToOtherPerson()
-        holder = await self._store.claim_national_id(id_hash, person_token, now)
+        holder = (await self._store.claim_national_id(id_hash, person_token, now)).holder
         if holder != person_token:
             await self._store.release_national_id(person_token, id_hash)
             await self._conflict(person_token, holder, hospital_id, now)

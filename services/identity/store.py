@@ -2,11 +2,14 @@
 claims and pending merges; never a record number or national ID in clear.
 
 :class:`IdentityStore` is the backend-neutral interface; :class:`SqliteIdentityStore` is the
-embedded implementation (``identity.db`` in the data dir). Uniqueness rests on three
-conditional inserts, :meth:`~IdentityStore.create_person_if_absent`,
-:meth:`~IdentityStore.link_mrn_if_absent` and :meth:`~IdentityStore.claim_national_id`,
-which map one-to-one onto Cassandra lightweight transactions (``INSERT ... IF NOT EXISTS``)
-in :class:`~services.identity.store_cassandra.CassandraIdentityStore`. The contract suite in
+embedded implementation (``identity.db`` in the data dir). Uniqueness rests on
+conditional inserts — :meth:`~IdentityStore.link_mrn_if_absent`,
+:meth:`~IdentityStore.claim_national_id` and :meth:`~IdentityStore.claim_match` — which map
+one-to-one onto Cassandra lightweight transactions (``INSERT ... IF NOT EXISTS``) in
+:class:`~services.identity.store_cassandra.CassandraIdentityStore`. A person row is a plain
+write (:meth:`~IdentityStore.save_person`, ADR 39): its token is decided before it is
+written, by a claim or by the hospital record number it is made from, so racing writers
+of one person write the same person. The contract suite in
 tests/contract/test_identity_store_contract.py holds both backends to the same behaviour.
 The store is given keyed hashes only: person tokens, record-number hashes, ID hashes.
 """
@@ -25,6 +28,7 @@ from healthbank.storage.sqlite import SqliteDatabase
 from services.identity.domain import (
     HospitalLink,
     MergeRecord,
+    NationalIdClaim,
     PendingMerge,
     ReviewItem,
     ReviewStatus,
@@ -35,14 +39,16 @@ from services.identity.domain import (
 class IdentityStore(Protocol):
     """Persistence of the master patient index."""
 
-    async def create_person_if_absent(
+    async def save_person(
         self,
         person_token: str,
         sealed_demographics: bytes | None,
         create_time: datetime,
         national_id_hash: str | None = None,
-    ) -> bool:
-        """Create the person unless it exists; True if this call created it.
+    ) -> None:
+        """Write the person's row: not conditional, so repeating it or racing it is harmless
+        only because the caller decided the token first (ADR 39). Afterwards the person
+        exists, in one row holding one of the profiles saved for it.
 
         ``national_id_hash`` fills the person's one national-ID slot (see
         :meth:`reserve_national_id`) for a person created from a national ID.
@@ -85,10 +91,11 @@ class IdentityStore(Protocol):
 
     async def claim_national_id(
         self, national_id_hash: str, person_token: str, claim_time: datetime
-    ) -> str:
+    ) -> NationalIdClaim:
         """Make ``person_token`` the holder of a national ID unless someone holds it already.
 
-        Returns the holder after the call: ``person_token`` or the earlier claimant.
+        Returns the holder after the call (``person_token`` or the earlier claimant) and
+        whether this call made the claim.
         """
         ...
 
@@ -289,25 +296,24 @@ class SqliteIdentityStore:
         await self._db.open()
         return self
 
-    async def create_person_if_absent(
+    async def save_person(
         self,
         person_token: str,
         sealed_demographics: bytes | None,
         create_time: datetime,
         national_id_hash: str | None = None,
-    ) -> bool:
-        """See IdentityStore.create_person_if_absent."""
+    ) -> None:
+        """See IdentityStore.save_person (the first row saved is kept)."""
 
-        def work(connection: sqlite3.Connection) -> bool:
-            cursor = connection.execute(
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
                 "INSERT OR IGNORE INTO persons"
                 " (person_token, sealed_demographics, create_time, national_id_hash)"
                 " VALUES (?, ?, ?, ?)",
                 (person_token, sealed_demographics, to_micros(create_time), national_id_hash),
             )
-            return cursor.rowcount == 1
 
-        return await self._db.write(work)
+        await self._db.write(work)
 
     async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
         """See IdentityStore.reserve_national_id."""
@@ -396,11 +402,11 @@ class SqliteIdentityStore:
 
     async def claim_national_id(
         self, national_id_hash: str, person_token: str, claim_time: datetime
-    ) -> str:
+    ) -> NationalIdClaim:
         """See IdentityStore.claim_national_id."""
 
-        def work(connection: sqlite3.Connection) -> str:
-            connection.execute(
+        def work(connection: sqlite3.Connection) -> NationalIdClaim:
+            cursor = connection.execute(
                 "INSERT OR IGNORE INTO national_ids (national_id_hash, person_token, claim_time)"
                 " VALUES (?, ?, ?)",
                 (national_id_hash, person_token, to_micros(claim_time)),
@@ -409,8 +415,7 @@ class SqliteIdentityStore:
                 "SELECT person_token FROM national_ids WHERE national_id_hash = ?",
                 (national_id_hash,),
             ).fetchone()
-            holder: str = row["person_token"]
-            return holder
+            return NationalIdClaim(row["person_token"], won=cursor.rowcount == 1)
 
         return await self._db.write(work)
 

@@ -2,8 +2,10 @@
 
 Tables, one per query:
 
-- ``persons``: one row per person token, created only by ``INSERT ... IF NOT EXISTS``, so
-  concurrent resolves of one person (in any number of processes) create it once.
+- ``persons``: one row per person token, written by a plain ``INSERT`` (ADR 39): the token
+  is decided before the row is written (by a national-ID or match claim, or by the hospital
+  record number it is made from), so concurrent resolves of one person (in any number of
+  processes) write one row of the same person.
 - ``national_ids``: a national ID's keyed hash → the person holding it, claimed only by
   ``INSERT ... IF NOT EXISTS``: the first claim wins and never moves, so two hospitals
   registering one ID at the same moment get one person.
@@ -43,6 +45,7 @@ from healthbank.storage.cassandra import CassandraDatabase
 from services.identity.domain import (
     HospitalLink,
     MergeRecord,
+    NationalIdClaim,
     PendingMerge,
     ReviewItem,
     ReviewStatus,
@@ -128,26 +131,24 @@ class CassandraIdentityStore:
         await self._db.open()
         return self
 
-    async def create_person_if_absent(
+    async def save_person(
         self,
         person_token: str,
         sealed_demographics: bytes | None,
         create_time: datetime,
         national_id_hash: str | None = None,
-    ) -> bool:
-        """See IdentityStore.create_person_if_absent."""
+    ) -> None:
+        """See IdentityStore.save_person (an upsert: the last row saved wins)."""
         # Only the columns that have values: a null cell would be a tombstone.
         values: dict[str, object] = {"person_token": person_token, "create_time": create_time}
         if sealed_demographics is not None:
             values["sealed_demographics"] = sealed_demographics
         if national_id_hash is not None:
             values["national_id_hash"] = national_id_hash
-        rows = await self._db.execute(
-            f"INSERT INTO persons ({', '.join(values)})"
-            f" VALUES ({', '.join('?' for _ in values)}) IF NOT EXISTS",
+        await self._db.execute(
+            f"INSERT INTO persons ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
             tuple(values.values()),
         )
-        return bool(rows[0].applied)
 
     async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
         """See IdentityStore.reserve_national_id."""
@@ -220,7 +221,7 @@ class CassandraIdentityStore:
 
     async def claim_national_id(
         self, national_id_hash: str, person_token: str, claim_time: datetime
-    ) -> str:
+    ) -> NationalIdClaim:
         """See IdentityStore.claim_national_id."""
         rows = await self._db.execute(
             "INSERT INTO national_ids (national_id_hash, person_token, claim_time)"
@@ -228,8 +229,9 @@ class CassandraIdentityStore:
             (national_id_hash, person_token, claim_time),
         )
         claim = rows[0]
-        holder: str = person_token if claim.applied else claim.person_token
-        return holder
+        if claim.applied:
+            return NationalIdClaim(person_token, won=True)
+        return NationalIdClaim(claim.person_token, won=False)
 
     async def national_id_holder(self, national_id_hash: str) -> str | None:
         """See IdentityStore.national_id_holder."""

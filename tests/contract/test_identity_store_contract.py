@@ -25,6 +25,7 @@ from services.identity.domain import (
     IdentityRead,
     MatchMethod,
     MrnLinkedToOtherPerson,
+    NationalIdClaim,
     PendingMerge,
     PersonNotFound,
     Resolution,
@@ -77,35 +78,37 @@ def index_on(store: IdentityStore, keyring: LocalKeyring) -> MasterPatientIndex:
 # --- persons -------------------------------------------------------------------------------
 
 
-async def test_person_is_created_once(store: IdentityStore) -> None:
+async def test_a_person_saved_twice_is_one_person(store: IdentityStore) -> None:
     assert not await store.person_exists(PERSON)
-    assert await store.create_person_if_absent(PERSON, b"\x01sealed", T0)
+    await store.save_person(PERSON, b"\x01sealed", T0)
     assert await store.person_exists(PERSON)
-    assert not await store.create_person_if_absent(PERSON, b"\x02other", T0)
+    await store.save_person(PERSON, b"\x02other", T0)
+    (profile,) = await store.profiles([PERSON])
+    assert profile.sealed_demographics in (b"\x01sealed", b"\x02other")
     # A person without demographics is a person too.
-    assert await store.create_person_if_absent(OTHER, None, T0)
+    await store.save_person(OTHER, None, T0)
     assert await store.person_exists(OTHER)
     await store.check()
 
 
-async def test_racing_creates_across_instances_create_one_person(backend: Backend) -> None:
+async def test_racing_saves_across_instances_leave_one_row(backend: Backend) -> None:
     stores = [await backend.open_store(), await backend.open_store()]
-    created = await asyncio.gather(
-        *(
-            stores[attempt % 2].create_person_if_absent(PERSON, f"v{attempt}".encode(), T0)
-            for attempt in range(20)
-        )
+    saved = [f"v{attempt}".encode() for attempt in range(20)]
+    await asyncio.gather(
+        *(stores[attempt % 2].save_person(PERSON, saved[attempt], T0) for attempt in range(20))
     )
-    assert created.count(True) == 1
     assert await backend.count_rows("persons") == 1
+    for store in stores:
+        (profile,) = await store.profiles([PERSON])
+        assert profile.sealed_demographics in saved
 
 
 # --- MRN links -----------------------------------------------------------------------------
 
 
 async def test_first_link_wins_and_never_moves(store: IdentityStore) -> None:
-    await store.create_person_if_absent(PERSON, None, T0)
-    await store.create_person_if_absent(OTHER, None, T0)
+    await store.save_person(PERSON, None, T0)
+    await store.save_person(OTHER, None, T0)
     assert await store.linked_person("h1", MRN_HASH) is None
     assert await store.link_mrn_if_absent("h1", MRN_HASH, PERSON, T0) == PERSON
     assert await store.link_mrn_if_absent("h1", MRN_HASH, PERSON, T0) == PERSON
@@ -118,7 +121,7 @@ async def test_first_link_wins_and_never_moves(store: IdentityStore) -> None:
 
 
 async def test_links_are_ordered_by_hospital_then_mrn_hash(store: IdentityStore) -> None:
-    await store.create_person_if_absent(PERSON, None, T0)
+    await store.save_person(PERSON, None, T0)
     for hospital_id, mrn_hash in [("h2", "b"), ("h1", "z"), ("h2", "a"), ("h1", "a")]:
         await store.link_mrn_if_absent(hospital_id, mrn_hash * 64, PERSON, T0)
     assert await store.links_of(PERSON) == [
@@ -135,13 +138,14 @@ async def test_links_are_ordered_by_hospital_then_mrn_hash(store: IdentityStore)
 
 async def test_a_national_id_has_one_holder(store: IdentityStore) -> None:
     assert await store.national_id_holder("1" * 64) is None
-    assert await store.claim_national_id("1" * 64, PERSON, T0) == PERSON
-    assert await store.claim_national_id("1" * 64, OTHER, T0) == PERSON
+    assert await store.claim_national_id("1" * 64, PERSON, T0) == NationalIdClaim(PERSON, True)
+    assert await store.claim_national_id("1" * 64, OTHER, T0) == NationalIdClaim(PERSON, False)
+    assert await store.claim_national_id("1" * 64, PERSON, T0) == NationalIdClaim(PERSON, False)
     assert await store.national_id_holder("1" * 64) == PERSON
 
 
 async def test_a_person_takes_one_national_id(store: IdentityStore) -> None:
-    await store.create_person_if_absent(PERSON, None, T0)
+    await store.save_person(PERSON, None, T0)
     assert await store.reserve_national_id(PERSON, "1" * 64) == "1" * 64
     assert await store.reserve_national_id(PERSON, "2" * 64) == "1" * 64
     # Releasing another ID than the one held changes nothing; releasing the held one frees it.
@@ -150,7 +154,7 @@ async def test_a_person_takes_one_national_id(store: IdentityStore) -> None:
     await store.release_national_id(PERSON, "1" * 64)
     assert await store.reserve_national_id(PERSON, "2" * 64) == "2" * 64
     # A person created from a national ID holds it from the start.
-    await store.create_person_if_absent(OTHER, None, T0, "3" * 64)
+    await store.save_person(OTHER, None, T0, "3" * 64)
     assert await store.reserve_national_id(OTHER, "4" * 64) == "3" * 64
 
 
@@ -165,14 +169,15 @@ async def test_pending_merges_keep_the_first_report(store: IdentityStore) -> Non
 async def test_racing_claims_across_instances_agree_on_one_holder(backend: Backend) -> None:
     stores = [await backend.open_store(), await backend.open_store()]
     people = [f"{index:064x}" for index in range(10)]
-    holders = await asyncio.gather(
+    claims = await asyncio.gather(
         *(
             stores[attempt % 2].claim_national_id("1" * 64, people[attempt % 10], T0)
             for attempt in range(20)
         )
     )
-    (holder,) = set(holders)
+    (holder,) = {claim.holder for claim in claims}
     assert holder in people
+    assert [claim.won for claim in claims].count(True) == 1
     for store in stores:
         assert await store.national_id_holder("1" * 64) == holder
 
@@ -181,7 +186,7 @@ async def test_racing_links_across_instances_agree_on_one_person(backend: Backen
     stores = [await backend.open_store(), await backend.open_store()]
     people = [f"{index:064x}" for index in range(10)]
     for person in people:
-        await stores[0].create_person_if_absent(person, None, T0)
+        await stores[0].save_person(person, None, T0)
     linked = await asyncio.gather(
         *(
             stores[attempt % 2].link_mrn_if_absent("h1", "shared", people[attempt % 10], T0)
@@ -459,7 +464,7 @@ async def test_a_link_whose_copy_was_lost_is_listed_again(
 ) -> None:
     """A crash between the link transaction and its per-person copy heals on the next read."""
     assert backend.database is not None
-    await store.create_person_if_absent(PERSON, None, T0)
+    await store.save_person(PERSON, None, T0)
     # What a process that died right after winning the link leaves behind.
     await backend.database.execute(
         "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time)"
@@ -499,8 +504,8 @@ async def test_a_match_claim_has_one_holder_who_keeps_its_sealed_demographics(
 async def test_persons_are_found_by_any_of_their_block_hashes_once_each(
     store: IdentityStore,
 ) -> None:
-    await store.create_person_if_absent(PERSON, b"\x01sealed", T0)
-    await store.create_person_if_absent(OTHER, None, T0, "f" * 64)
+    await store.save_person(PERSON, b"\x01sealed", T0)
+    await store.save_person(OTHER, None, T0, "f" * 64)
     await store.add_match_keys(PERSON, ["k1", "k2"])
     await store.add_match_keys(PERSON, ["k1", "k2"])  # a retry files nothing twice
     await store.add_match_keys(OTHER, ["k2", "k3"])
