@@ -119,6 +119,11 @@ MIGRATIONS = [
 ]
 
 
+# Persons read in one request for matching: one request where there were one per candidate,
+# few enough partitions that the coordinator's fan-out stays small.
+_PERSONS_PER_READ = 20
+
+
 class CassandraIdentityStore:
     """IdentityStore on Cassandra; see the module docstring for the tables."""
 
@@ -286,28 +291,26 @@ class CassandraIdentityStore:
         )
 
     async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
-        """See IdentityStore.persons_matching (one partition read per key, all at once)."""
-        blocks = await asyncio.gather(
-            *(
-                self._db.execute(
-                    "SELECT person_token FROM match_blocks WHERE block_hash = ? LIMIT ?",
-                    (block_hash, limit),
-                )
-                for block_hash in block_hashes
-            )
+        """See IdentityStore.persons_matching: every key's partition in one request (a
+        registration has a handful of keys), at most ``limit`` persons from each."""
+        if not block_hashes:
+            return []
+        rows = await self._db.execute(
+            "SELECT person_token FROM match_blocks WHERE block_hash IN ? PER PARTITION LIMIT ?",
+            (list(block_hashes), limit),
         )
-        return list(dict.fromkeys(row.person_token for rows in blocks for row in rows))
+        return list(dict.fromkeys(row.person_token for row in rows))
 
     async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
-        """See IdentityStore.profiles."""
+        """See IdentityStore.profiles (up to _PERSONS_PER_READ persons a request)."""
         found = await asyncio.gather(
             *(
                 self._db.execute(
                     "SELECT person_token, sealed_demographics, national_id_hash FROM persons"
-                    " WHERE person_token = ?",
-                    (token,),
+                    " WHERE person_token IN ?",
+                    (list(person_tokens[start : start + _PERSONS_PER_READ]),),
                 )
-                for token in person_tokens
+                for start in range(0, len(person_tokens), _PERSONS_PER_READ)
             )
         )
         return [

@@ -517,6 +517,24 @@ async def test_persons_are_found_by_any_of_their_block_hashes_once_each(
     ) == [SealedProfile(PERSON, b"\x01sealed", None), SealedProfile(OTHER, None, "f" * 64)]
 
 
+async def test_each_block_gives_at_most_the_limit_and_every_profile_is_read(
+    store: IdentityStore,
+) -> None:
+    crowd = [f"{index:064x}" for index in range(45)]
+    for token in crowd:
+        await store.save_person(token, token.encode(), T0)
+    for token in crowd[:25]:
+        await store.add_match_keys(token, ["common"])
+    await store.add_match_keys(crowd[25], ["rare"])
+    found = await store.persons_matching(["common", "rare", "common"], limit=10)
+    assert len(found) == len(set(found)) == 11
+    assert crowd[25] in found and set(found) <= set(crowd[:26])
+    # More persons than one request reads, and one that does not exist.
+    profiles = await store.profiles([*crowd, "0" * 63 + "z"])
+    assert sorted(profile.person_token for profile in profiles) == crowd
+    assert all(profile.sealed_demographics == profile.person_token.encode() for profile in profiles)
+
+
 async def test_reviews_are_queued_once_oldest_first(store: IdentityStore) -> None:
     later = ReviewItem("r2", OTHER, PERSON, 0.9, {"name": "exact"}, T0.replace(hour=9))
     first = ReviewItem("r1", PERSON, OTHER, 0.6, {"name": "fuzzy", "sex": "missing"}, T0)
