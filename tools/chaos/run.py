@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -441,11 +441,28 @@ def wait_gone(pid: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-async def sample_memory(stack: LocalStack, run: Run, stop: asyncio.Event) -> None:
+def service_pids(stack: LocalStack) -> dict[str, int]:
+    """The pid of each of ``stack``'s services that is running now (a killed one is not,
+    until it is started again under a new pid)."""
+    return {
+        name: service.process.pid
+        for name, service in stack.services.items()
+        if service.process.poll() is None
+    }
+
+
+async def sample_memory(
+    pids: Callable[[], Mapping[str, int]], run: Run, stop: asyncio.Event
+) -> None:
+    """Every second until ``stop``, the RSS of each process ``pids()`` names at that tick
+    into ``run.memory`` by name. ``pids`` is asked again each tick: this run restarts
+    services under new pids (``lambda: service_pids(stack)``); tools/bench/load.py passes
+    processes that keep theirs. A process gone between the two reads (0 MiB) is skipped."""
     while not stop.is_set():
-        for name, service in stack.services.items():
-            if service.process.poll() is None:
-                run.memory[name].append((run.now(), resident_mib(service.process.pid)))
+        for name, pid in pids().items():
+            mib = resident_mib(pid)
+            if mib > 0:
+                run.memory[name].append((run.now(), mib))
         await asyncio.sleep(1.0)
 
 
@@ -598,6 +615,9 @@ def memory_growth(run: Run, limit_mib: float) -> str:
     grown = []
     for name, samples in run.memory.items():
         # Compare the run's second half with the warm process of the first quarter.
+        # Not tools/bench/load.py's rule (a least-squares rise over the second half and a
+        # last-quarter median step): this run kills and restarts services, and each restart
+        # drops a process back to a fresh RSS, so a line fitted across restarts says nothing.
         if len(samples) < 8:
             continue
         early = max(m for _, m in samples[len(samples) // 8 : len(samples) // 4 or 1])
@@ -607,8 +627,12 @@ def memory_growth(run: Run, limit_mib: float) -> str:
     return "ok" if not grown else "; ".join(grown)
 
 
-def chart(run: Run, path: Path, seconds: float) -> None:
-    """Acknowledged operations per second and latency over time, kills marked."""
+def chart(
+    run: Run, path: Path, seconds: float, rates: Mapping[str, Sequence[int]] | None = None
+) -> None:
+    """Acknowledged operations per second and latency over time, kills marked. ``rates``:
+    the calls of each second by kind, when the caller counted them itself (otherwise
+    counted here from ``run.done``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -617,10 +641,13 @@ def chart(run: Run, path: Path, seconds: float) -> None:
     width = int(max([seconds, *(at for at, _, _ in run.done)])) + 1
     figure, (rate_axis, latency_axis) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for kind in sorted({k for _, k, _ in run.done}):
-        per_second = [0] * width
-        for at, k, _ in run.done:
-            if k == kind and int(at) < len(per_second):
-                per_second[int(at)] += 1
+        if rates is not None:
+            per_second = list(rates.get(kind, []))
+        else:
+            per_second = [0] * width
+            for at, k, _ in run.done:
+                if k == kind and int(at) < len(per_second):
+                    per_second[int(at)] += 1
         rate_axis.plot(range(len(per_second)), per_second, label=kind, linewidth=1)
     buckets: dict[int, list[float]] = defaultdict(list)
     for at, _, latency in run.done:
@@ -717,7 +744,7 @@ async def chaos(args: argparse.Namespace) -> int:
             asyncio.create_task(workload.emergency_reader()),
             asyncio.create_task(workload.consent_cycle()),
         ]
-        sampler = asyncio.create_task(sample_memory(stack, run, memory_stop))
+        sampler = asyncio.create_task(sample_memory(lambda: service_pids(stack), run, memory_stop))
         await faults.loop(time.monotonic() + args.seconds)
         workload.stop.set()
         await asyncio.gather(*tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -69,3 +70,25 @@ def test_a_killed_child_is_reaped_not_waited_for_as_if_alive() -> None:
     CHAOS.wait_gone(child.pid, timeout=10.0)
     with pytest.raises(ProcessLookupError):
         os.kill(child.pid, 0)
+
+
+def test_the_memory_sampler_asks_for_the_pids_at_every_tick() -> None:
+    """One sampler for both tools: chaos's services change pids when restarted, the load
+    benchmark's keep theirs. A process gone (0 MiB) gives no sample."""
+    run = CHAOS.Run()
+    stop = asyncio.Event()
+    ticks: list[dict[str, int]] = [
+        {"ingest": os.getpid()},
+        {"ingest": os.getpid(), "gone": 2**22 + 1},
+    ]
+
+    def pids() -> dict[str, int]:
+        current = ticks.pop(0)
+        if not ticks:
+            stop.set()
+        return current
+
+    asyncio.run(asyncio.wait_for(CHAOS.sample_memory(pids, run, stop), timeout=10))
+    assert list(run.memory) == ["ingest"]
+    assert len(run.memory["ingest"]) == 2
+    assert all(mib > 0 for _, mib in run.memory["ingest"])

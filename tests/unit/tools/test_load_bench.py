@@ -3,6 +3,7 @@ the embedded stack."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -142,3 +143,30 @@ def test_a_growing_service_or_an_internal_answer_fails_the_run_and_an_engine_doe
     result["memory"]["audit"] = memory("service", "too short")
     result["operations"] = {"history": {"errors": {"INTERNAL": 1, "UNKNOWN": 2}}}
     assert LOAD.failures(result) == ["history: 1 answered INTERNAL", "history: 2 answered UNKNOWN"]
+
+
+def test_a_run_of_a_whole_number_and_a_half_seconds_ends_without_a_dip() -> None:
+    # 10 ingest calls a second, evenly, for 5.5 s: the half second at the end is left out,
+    # not drawn as a second of 5 calls.
+    done = [(i / 10, "ingest", 0.01) for i in range(55)]
+    assert LOAD.per_second(done, 5.5) == {"ingest": [10, 10, 10, 10, 10]}
+    # A call that ended exactly at a whole last second is in no whole second either.
+    assert LOAD.per_second([(0.5, "history", 0.01), (2.0, "history", 0.01)], 2.0) == {
+        "history": [1, 0]
+    }
+
+
+def test_result_json_is_compact_and_reads_back_the_same() -> None:
+    result = {
+        "seconds": 600.16,
+        "mix": {"ingest": 70.0},
+        "errors": {},
+        "per_second": {"ingest": [10, 11]},
+        "memory": {"audit": {"samples": [[0.0, 101.5], [1.0, 102.25]], "verdict": "steady"}},
+        "failures": [],
+    }
+    text = LOAD.report_json(result)
+    assert json.loads(text) == result
+    assert list(json.loads(text)) == list(result)
+    assert '"samples": [[0.0,101.5],[1.0,102.25]]' in text  # an array on one line
+    assert '\n "memory": {\n  "audit": {\n' in text  # an object a key a line
