@@ -26,7 +26,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,22 +33,22 @@ from pathlib import Path
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import SECRET, bench_stack, new_run_id
+
 from healthbank.audit.v1 import audit_pb2
-from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
 from healthbank.consent.v1 import consent_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.ids import new_ulid
 from healthbank.dev import synthetic
 from healthbank.dev.demo import EMERGENCY_B, DemoClient, submit
-from healthbank.dev.devstack import LocalStack
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.record_lookup.v1 import record_lookup_pb2
 from healthbank.rpc.clients import open_channel
-from healthbank.storage.cassandra import drop_keyspaces
 
-SECRET = "hops-auth-secret"
 RECORD_LOOKUP = Principal(PrincipalKind.SERVICE, "record-lookup", purpose=Purpose.OPERATIONS)
 JUSTIFICATION = "benchmark: unconscious on arrival"
 WARM_UP = 10
@@ -173,25 +172,8 @@ def main() -> None:
     if args.serve_bare:
         asyncio.run(serve_bare())
         return
-    prefix = f"hops_{int(time.time()) % 10**8:08d}"
-    env = real_engine_env() if args.engines == "real" else {}
-    if args.engines == "real":
-        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = prefix
-    stack = LocalStack(
-        Path(tempfile.mkdtemp(prefix="healthbank-hops-")),
-        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
-    )
-    stack.start(timeout=180)
-    try:
+    with bench_stack(args.engines, new_run_id()) as (stack, _):
         rows = asyncio.run(measure(stack.addresses, args.calls))
-    finally:
-        stack.stop()
-        if args.engines == "real":
-            drop_keyspaces(
-                env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-                int(env["HEALTHBANK_CASSANDRA_PORT"]),
-                prefix,
-            )
     if args.json:
         print(
             json.dumps({name: {"p50_ms": p50, "p90_ms": p90} for name, (p50, p90) in rows.items()})

@@ -12,18 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from healthbank.cli import real_engine_env
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import SECRET, bench_stack, new_run_id
+
 from healthbank.common.v1 import common_pb2
 from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient, submit
 from healthbank.dev.devstack import LocalStack, check_health
-
-SECRET = "bench-auth-secret"
 
 
 async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> list[float]:
@@ -80,19 +81,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
     args = parser.parse_args()
-    env = real_engine_env() if args.engines == "real" else {}
-    if args.engines == "real":
-        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{int(time.time())}"
-    stack = LocalStack(
-        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
-        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
-    )
-    stack.start(timeout=120)
-    try:
+    with bench_stack(args.engines, new_run_id()) as (stack, _):
         print(f"{args.engines} engines, {args.messages} messages, concurrency {args.concurrency}")
         asyncio.run(run(stack, args.messages, args.concurrency))
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from percentiles import percentile
+from run import SECRET, bench_stack, new_run_id
 
-from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
 from healthbank.core.memory import resident_mib
 from healthbank.dev import synthetic
@@ -40,7 +39,6 @@ from healthbank.dev.devstack import LocalStack
 from healthbank.ingest.v1 import ingest_pb2
 from healthbank.rpc.clients import open_channel
 
-SECRET = "bench-auth-secret"
 INGEST = "healthbank.ingest.v1.IngestService"
 LETTER_BYTES = 96 * 1024  # base64 makes each ~128 KiB in the bundle
 MAX_ATTEMPTS = 5
@@ -183,19 +181,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=8)
     parser.add_argument("--megabytes", type=int, default=60)
     args = parser.parse_args()
-    env = real_engine_env() if args.engines == "real" else {}
-    if args.engines == "real":
-        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_iso_{int(time.time())}"
-    stack = LocalStack(
-        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
-        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
-    )
-    stack.start(timeout=180)
-    try:
+    with bench_stack(args.engines, new_run_id()) as (stack, _):
         print(f"{args.engines} engines")
         asyncio.run(measure(stack, args.segments, args.messages, args.megabytes))
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

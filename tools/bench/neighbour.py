@@ -27,7 +27,6 @@ import itertools
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -39,14 +38,13 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from percentiles import percentile
+from run import SECRET, bench_stack, new_run_id
 
-from healthbank.cli import real_engine_env
 from healthbank.common.v1 import common_pb2
 from healthbank.dev import synthetic
 from healthbank.dev.demo import DemoClient, submit
 from healthbank.dev.devstack import LocalStack
 
-SECRET = "bench-auth-secret"
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
 SPAWN_SECONDS = 5.0  # time for the flood process to start and import
 STEADY_AFTER_SECONDS = 2.0  # the burst the limit admits at a flood's start is over by then
@@ -172,15 +170,12 @@ async def run_phase(stack: LocalStack, seconds: float, pace: float, flood: int) 
         await client.close()
 
 
-def stack_for(env: dict[str, str], rate: float, burst: float) -> LocalStack:
-    limits = {
+def limits(rate: float, burst: float) -> dict[str, str]:
+    """The services' per-hospital-engine rate limit settings (0: off)."""
+    return {
         "HEALTHBANK_RATE_LIMIT_HOSPITAL_ENGINE_PER_SECOND": str(rate),
         "HEALTHBANK_RATE_LIMIT_HOSPITAL_ENGINE_BURST": str(burst),
     }
-    return LocalStack(
-        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
-        env={**env, **limits, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
-    )
 
 
 def report(label: str, phase: Phase, alone: Phase | None) -> None:
@@ -223,7 +218,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="limit per engine, a second")
     parser.add_argument("--burst", type=float, default=10.0)
     args = parser.parse_args()
-    base = real_engine_env() if args.engines == "real" else {}
+    run_id = new_run_id()
     print(
         f"{args.engines} engines; B sends {args.pace:g}/s; A floods with {args.flood} in flight;"
         f" {args.seconds:g} s a phase"
@@ -235,15 +230,10 @@ def main() -> None:
     )
     alone: Phase | None = None
     for number, (label, rate, flood) in enumerate(phases):
-        env = dict(base)
-        if args.engines == "real":
-            env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_nb_{int(time.time())}_{number}"
-        stack = stack_for(env, rate, args.burst if rate else 0.0)
-        stack.start(timeout=180)
-        try:
+        # A run id per phase: each phase starts on empty keyspaces, as before.
+        extra = limits(rate, args.burst if rate else 0.0)
+        with bench_stack(args.engines, f"{run_id}_{number}", extra_env=extra) as (stack, _):
             phase = asyncio.run(run_phase(stack, args.seconds, args.pace, flood))
-        finally:
-            stack.stop()
         report(label, phase, alone)
         alone = alone or phase
 

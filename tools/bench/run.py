@@ -569,17 +569,25 @@ def new_run_id() -> str:
 
 
 @contextmanager
-def bench_stack(engines: str, run_id: str) -> Iterator[tuple[LocalStack, dict[str, str]]]:
+def bench_stack(
+    engines: str, run_id: str, *, extra_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[LocalStack, dict[str, str]]]:
     """A fresh stack of the seven services, started (``healthbank up``'s processes), and
     the engine settings it runs on: none on ``embedded``; on ``real``, the engines of
     tools/engines with a new keyspace prefix ``bench_<run_id>``, whose keyspaces are
-    dropped when the stack stops."""
+    dropped when the stack stops. ``extra_env`` goes to the services only (e.g. rate
+    limits), not into the engine settings returned."""
     env = real_engine_env() if engines == "real" else {}
     if engines == "real":
         env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{run_id}"
     stack = LocalStack(
         Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
-        env={**env, "HEALTHBANK_AUTH_SECRET": SECRET, "HEALTHBANK_LOG_LEVEL": "WARNING"},
+        env={
+            **env,
+            **(extra_env or {}),
+            "HEALTHBANK_AUTH_SECRET": SECRET,
+            "HEALTHBANK_LOG_LEVEL": "WARNING",
+        },
     )
     try:
         stack.start(timeout=180)
