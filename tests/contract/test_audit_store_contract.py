@@ -67,6 +67,10 @@ def mth(leaves: list[bytes]) -> bytes:
 
 
 async def root_of(store: AuditStore, size: int) -> bytes:
+    # The size first, as every reader does (services/audit/log.py): reading it finishes a
+    # batch whose nodes are still being written after its answer (ADR 37). Read straight
+    # after an append, the nodes could be missing (a CI run, 2026-12-03).
+    assert await store.tree_size() >= size
     nodes = await store.get_nodes(merkle.root_keys(size))
     return merkle.root_hash(size, nodes)
 
