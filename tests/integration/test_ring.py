@@ -184,8 +184,17 @@ async def stack_on_ring(
         for node in range(1, 4):
             await asyncio.to_thread(tool.start_node, config, node)
         # The next test starts from a ring where every node holds the same schema.
-        await asyncio.to_thread(tool.settle, config)
-        drop(ring_env, prefix)
+        try:
+            await asyncio.to_thread(tool.settle, config)
+            drop(ring_env, prefix)
+        except Exception as error:
+            # A node restarted after a kill may come back with a schema it never reconciles
+            # (a CI run, 2026-12-03: node 3 refused the DROP with "Unknown CF", then kept
+            # its own schema version through a restart, and every later test's migrate
+            # failed). This test's own checks have run; the ring is built again from
+            # nothing, so the next test does not inherit it.
+            print(f"ring: {error!r}; building the ring again", flush=True)
+            await asyncio.to_thread(tool.up, 3, fresh=True)
 
 
 async def submit_until_acknowledged(
