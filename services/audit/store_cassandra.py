@@ -43,11 +43,19 @@ for a crash at any step:
 4. ``UPDATE log_head SET size = n + k, pending_batch = null IF size = n AND
    pending_batch = b``, then the aside copy is deleted.
 
-The head only moves ``(n, none) -> (n, b) -> (n + k, none)``, so an event is placed at most
-once and indexes are dense: two LWTs per batch, where there were three per event. The next
-batch of a process starts once its last one is finished. Readers read the head with a
-serial read and finish a batch they find pending before they answer, so an answered event
-is in every size, proof and listing read after it, and no reader sees a half-built subtree.
+A process's next batch ``b'`` does not wait for step 4 (ADR 40): once ``b``'s leaves are
+written (step 3) and ``b'`` is written aside, one LWT does step 4 of ``b`` and step 2 of
+``b'``: ``UPDATE log_head SET size = n + k, pending_batch = b' IF size = n AND
+pending_batch = b``. Step 1 of ``b'`` runs beside ``b``'s step 3, so its id read may miss
+``b``'s ids: it adds ``b``'s placement, which this process holds. A batch whose successor
+has not come within ``_SUCCESSOR_WAIT_S`` of its leaves being written is advanced alone.
+
+The head only moves ``(n, none) -> (n, b) -> (n + k, none)`` or ``(n, b) -> (n + k, b')``,
+so an event is placed at most once and indexes are dense: one LWT per batch while batches
+follow each other, two for a batch alone, where there were three per event. Readers read
+the head with a serial read and finish a batch they find pending before they answer (or,
+for this process's own batch, wait for its leaves), so an answered event is in every size,
+proof and listing read after it, and no reader sees a half-built subtree.
 A head left with a single ``pending_event`` by an older version is finished the same way,
 as a batch of one.
 
@@ -60,7 +68,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,11 +162,19 @@ _ADVANCE = (
     "UPDATE log_head SET size = ?, pending_batch = null WHERE id = ?"
     " IF size = ? AND pending_batch = ?"
 )
+# Step 4 of a process's batch and step 2 of its next one, in one LWT (ADR 40).
+_ADVANCE_AND_RESERVE = (
+    "UPDATE log_head SET size = ?, pending_batch = ? WHERE id = ? IF size = ? AND pending_batch = ?"
+)
 # A single event left pending by an older version of this store.
 _ADVANCE_EVENT = (
     "UPDATE log_head SET size = ?, pending_event = null, pending_leaf = null,"
     " pending_person = null, pending_occur_us = null WHERE id = ? IF size = ? AND pending_event = ?"
 )
+# How long a batch whose leaves are written waits for a successor to take over its step 4
+# before advancing the head alone (ADR 40). Nobody waits for it: callers have their answers
+# and this process's readers only wait for the leaves.
+_SUCCESSOR_WAIT_S = 0.02
 _EVENT_COLUMNS = "event_id, leaf, person_token, occur_us, leaf_index"
 # Ids per read of event_ids (one partition) or of events_by_id (one partition per id).
 _READ_CHUNK = 100
@@ -199,6 +215,40 @@ class _Pending:
 
 
 @dataclass(frozen=True)
+class _KnownId:
+    """An event id's stored row as :meth:`CassandraAuditStore._events` returns it, made from
+    a placement this process holds (its last batch's, whose rows may still be in flight)."""
+
+    event_id: str
+    leaf: bytes
+    person_token: str
+    occur_us: int
+    leaf_index: int
+
+
+@dataclass
+class _Finishing:
+    """This process's last reserved batch while its step 3 runs. Its successor may take
+    over step 4 (``taken``), advancing the head past it with its own reservation, until
+    step 4 alone has begun (``advancing``)."""
+
+    size: int
+    pending: _Pending
+    placed: dict[str, _Placed]
+    end: int
+    leaves_written: asyncio.Task[None]
+    advancing: bool = False
+    taken: bool = False
+
+    def known_ids(self) -> dict[str, _KnownId]:
+        """Where this batch put each of its ids, as stored rows."""
+        return {
+            event_id: _KnownId(event_id, leaf.leaf, leaf.person_token, leaf.occur_us, index)
+            for event_id, (index, leaf, _) in self.placed.items()
+        }
+
+
+@dataclass(frozen=True)
 class _Head:
     """The sequencer row: committed size and the batch being placed at that index, if any."""
 
@@ -225,8 +275,9 @@ class CassandraAuditStore:
         # Work the callers do not wait for (a reserved batch's step 3 and 4, deletions of
         # aside copies), awaited on close.
         self._background: set[asyncio.Task[Any]] = set()
-        # This process's last reserved batch being finished, if any.
+        # This process's last reserved batch being finished, if any, and its placement.
         self._finishing: asyncio.Task[Any] | None = None
+        self._last: _Finishing | None = None
         # The batches this process is placing, each done once it is finished (or given up).
         self._own: dict[uuid.UUID, asyncio.Future[None]] = {}
         # Event ids with a ULID time before this (ms) may be in events_by_id; 0: none are.
@@ -290,10 +341,15 @@ class CassandraAuditStore:
         """Steps 1-4 of the module docstring for one batch; one outcome per entry, answered
         once the batch is reserved (its leaves and the head's advance finish after)."""
         await self._ensure_head()
-        # The previous batch's step 3-4 first: this batch's id read must see its ids.
-        await self._settle_own()
-        # The size this process last saw, before step 1 reads the ids (see _place).
-        seen = self._head.size if self._head is not None and self._head.pending is None else None
+        previous = self._take_over()
+        if previous is None:
+            # The previous batch's step 3-4 first: this batch's id read must see its ids.
+            await self._settle_own()
+            # The size this process last saw, before step 1 reads the ids (see _place).
+            head = self._head
+            seen = head.size if head is not None and head.pending is None else None
+        else:
+            seen = previous.end
         firsts: dict[str, LeafEntry] = {}
         for entry in entries:
             firsts.setdefault(entry.event_id, entry)
@@ -304,13 +360,21 @@ class CassandraAuditStore:
         batch_id = uuid.uuid4()
         # Step 1 and the aside copy of step 2 at once: the copy holds every id of the batch
         # and step 3 skips those already placed.
-        known, _ = await asyncio.gather(
+        step_1 = asyncio.gather(
             self._events([leaf.event_id for leaf in batch]), self._write_aside(batch_id, batch)
         )
+        if previous is None:
+            known, _ = await step_1
+        else:
+            known = await self._beside_previous(step_1, previous)
         if all(_placed_before(known.get(leaf.event_id), None) for leaf in batch):
             self._forget_aside(batch_id)  # nothing to place: every id is logged already
+            if previous is not None:
+                await self._advance_taken(previous, None)
             placed: dict[str, _Placed] = {}
         else:
+            if previous is not None:
+                await self._advance_taken(previous, _Pending(batch_id, batch))
             placed = await self._place(_Pending(batch_id, batch), seen, known)
         outcomes: list[AppendOutcome] = []
         answered: set[str] = set()
@@ -328,6 +392,62 @@ class CassandraAuditStore:
                 outcomes.append(_outcome(row.leaf_index, stored, duplicate=True))
             answered.add(entry.event_id)
         return outcomes
+
+    def _take_over(self) -> _Finishing | None:
+        """This process's last batch, marked taken, if its step 4 can still be done with the
+        next reservation (ADR 40); None when there is none or it is being advanced alone."""
+        last = self._last
+        if last is None or last.advancing or last.taken:
+            return None
+        last.taken = True
+        return last
+
+    async def _beside_previous(
+        self, step_1: Awaitable[tuple[dict[str, Any], None]], previous: _Finishing
+    ) -> dict[str, Any]:
+        """Step 1 run beside ``previous``'s step 3; the ids read, with ``previous``'s own
+        placement added (its rows may have been written after the read). If either fails,
+        ``previous`` is left pending for whoever reads the head next to finish."""
+        try:
+            (known, _), _ = await asyncio.gather(step_1, asyncio.shield(previous.leaves_written))
+        except BaseException:
+            self._give_up(previous)
+            raise
+        return {**known, **previous.known_ids()}
+
+    async def _advance_taken(self, previous: _Finishing, reserve: _Pending | None) -> None:
+        """Step 4 of ``previous`` (its leaves written), with step 2 of ``reserve`` in the
+        same LWT when given. Applied, the head is ``(previous.end, reserve)``; not applied
+        (another process finished ``previous``), it is read again by :meth:`_place`."""
+        if self._last is previous:
+            self._last = None
+        try:
+            if reserve is None:
+                await self._advance(previous.size, previous.pending, previous.end)
+                return
+            assert reserve.batch_id is not None
+            claimed = await self._db.execute(
+                _ADVANCE_AND_RESERVE,
+                (previous.end, reserve.batch_id, _HEAD, previous.size, previous.pending.batch_id),
+            )
+        except BaseException:
+            self._give_up(previous)
+            raise
+        self._release_own(previous.pending.batch_id)
+        if claimed[0].applied:
+            assert previous.pending.batch_id is not None
+            self._forget_aside(previous.pending.batch_id)
+            self._head = _Head(previous.end, reserve)
+        else:
+            self._head = None
+
+    def _give_up(self, previous: _Finishing) -> None:
+        """Leave ``previous`` pending (finished by the next appender or reader, as after a
+        crash) and release this process's readers waiting for it."""
+        if self._last is previous:
+            self._last = None
+        self._head = None
+        self._release_own(previous.pending.batch_id)
 
     async def _write_aside(self, batch_id: uuid.UUID, leaves: list[_Leaf]) -> None:
         await self._db.execute(
@@ -413,12 +533,15 @@ class CassandraAuditStore:
                     pending = head.pending
                     if pending.batch_id == batch.batch_id and head.size == seen:
                         placed, new_leaves = _plan(head.size, pending, known)
-                        self._finishing = self._in_background(
-                            self._complete(head.size, pending, placed, new_leaves)
+                        finishing = _Finishing(
+                            head.size,
+                            pending,
+                            placed,
+                            head.size + len(new_leaves),
+                            self._in_background(self._write_leaves(head.size, new_leaves)),
                         )
-                        self._finishing.add_done_callback(
-                            lambda _: self._release_own(batch.batch_id)
-                        )
+                        self._last = finishing
+                        self._finishing = self._in_background(self._finish_own(finishing))
                         handed_over = True
                         return placed
                     placed = await self._finish(head.size, pending)
@@ -436,6 +559,29 @@ class CassandraAuditStore:
         finally:
             if not handed_over:
                 self._release_own(batch.batch_id)
+
+    async def _finish_own(self, finishing: _Finishing) -> None:
+        """Step 3 of this process's reserved batch, then step 4 unless its successor took
+        that over by then (and releases its readers once the head is past it)."""
+        try:
+            await finishing.leaves_written
+        except BaseException:
+            if not finishing.taken:
+                self._give_up(finishing)
+            raise
+        if not finishing.taken:
+            # Appends often come in chains (a read's events follow one another): a moment's
+            # wait lets the next batch advance the head with its own reservation.
+            await asyncio.sleep(_SUCCESSOR_WAIT_S)
+        if finishing.taken:
+            return
+        finishing.advancing = True
+        try:
+            await self._advance(finishing.size, finishing.pending, finishing.end)
+        finally:
+            if self._last is finishing:
+                self._last = None
+            self._release_own(finishing.pending.batch_id)
 
     def _release_own(self, batch_id: uuid.UUID | None) -> None:
         finished = self._own.pop(batch_id, None) if batch_id is not None else None
@@ -468,7 +614,10 @@ class CassandraAuditStore:
     ) -> None:
         """Write the batch's planned leaves, then advance the head past them."""
         await self._write_leaves(size, new_leaves)
-        new_size = size + len(new_leaves)
+        await self._advance(size, pending, size + len(new_leaves))
+
+    async def _advance(self, size: int, pending: _Pending, new_size: int) -> None:
+        """Step 4: the head from ``(size, pending)`` to ``(new_size, none)``."""
         if pending.batch_id is None:
             # An older version's single pending event: the head only moves past it once.
             await self._db.execute(
@@ -603,12 +752,25 @@ class CassandraAuditStore:
     async def tree_size(self) -> int:
         """See AuditStore.tree_size. A batch still pending is finished first: its callers
         have their answers, so its leaves are part of the log."""
-        await self._settle_own()
+        if self._last is None:
+            await self._settle_own()
         for _ in range(5):
             head = await self._read_head(aside=False)
             pending = head.pending
             if pending is None:
                 return head.size
+            last = self._last
+            if last is not None and (head.size, pending.batch_id) == (
+                last.size,
+                last.pending.batch_id,
+            ):
+                # This process's batch, its head not advanced yet: once its leaves are
+                # written, its end is a size every answered event of it is under.
+                try:
+                    await asyncio.shield(last.leaves_written)
+                    return last.end
+                except Exception:
+                    continue  # released for others to finish; read the head again
             own = self._own.get(pending.batch_id) if pending.batch_id is not None else None
             if own is not None:
                 await asyncio.shield(own)  # this process is finishing it: no need to help

@@ -20,7 +20,12 @@ from engine_support import cassandra_database
 
 from healthbank.ledger import merkle
 from healthbank.records import to_micros
-from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.cassandra import (
+    STATEMENT_COUNTS,
+    CassandraDatabase,
+    StatementCounts,
+    counts_now,
+)
 from healthbank.storage.errors import StorageUnavailable
 from services.audit.store import (
     AuditStore,
@@ -517,6 +522,8 @@ class _HeadTimesOutOnce(CassandraDatabase):
 class _SlowLeaves(CassandraDatabase):
     """A keyspace whose unlogged batches (a batch's leaves) take a while to be written."""
 
+    delay_s = 0.5
+
     async def execute_unlogged(
         self,
         statements: Sequence[tuple[str, Sequence[Any]]],
@@ -524,10 +531,24 @@ class _SlowLeaves(CassandraDatabase):
         max_statements: int = 50,
         concurrency: int = 8,
     ) -> None:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(self.delay_s)
         await super().execute_unlogged(
             statements, max_statements=max_statements, concurrency=concurrency
         )
+
+
+def slow_leaves(engines: dict[str, str], keyspace: str, delay_s: float = 0.5) -> _SlowLeaves:
+    """The migrated ``keyspace``, its leaves written ``delay_s`` late."""
+    cassandra_database(engines, keyspace, MIGRATIONS)
+    slow = _SlowLeaves(
+        hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
+        keyspace=keyspace,
+        migrations=MIGRATIONS,
+        consistency="ONE",
+    )
+    slow.delay_s = delay_s
+    return slow
 
 
 async def test_cassandra_an_answered_event_is_in_every_size_and_listing_read_after_it(
@@ -535,15 +556,7 @@ async def test_cassandra_an_answered_event_is_in_every_size_and_listing_read_aft
 ) -> None:
     # A batch is answered once reserved, before its leaves are written (ADR 37): a reader,
     # here another instance, finishes it rather than answer a size or listing without it.
-    cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
-    slow = _SlowLeaves(
-        hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
-        port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
-        keyspace=cassandra_keyspace,
-        migrations=MIGRATIONS,
-        consistency="ONE",
-    )
-    owner = await CassandraAuditStore(slow).open()
+    owner = await CassandraAuditStore(slow_leaves(engines, cassandra_keyspace)).open()
     reader = await cassandra_store(engines, cassandra_keyspace)
     try:
         await owner.append(entry("zero"))
@@ -578,5 +591,57 @@ async def test_cassandra_a_head_that_times_out_on_open_is_created_by_the_health_
         assert database.timed_out
         await store.check()
         assert (await store.append(entry("first"))).leaf_index == 0
+    finally:
+        await store.close()
+
+
+async def test_cassandra_a_batch_following_another_reserves_with_its_advance(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    # ADR 40: each batch that arrives while the previous one's leaves are being written
+    # advances the head past it and reserves itself in one LWT; only the last batch, with
+    # no successor, is advanced alone. Two LWTs per batch (before ADR 40) fail here.
+    store = await CassandraAuditStore(slow_leaves(engines, cassandra_keyspace, 0.05)).open()
+    reader = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        await store.append(entry("e0"))
+        before = counts_now().get(cassandra_keyspace, StatementCounts()).snapshot()
+        appends = 8
+        for number in range(1, appends + 1):
+            answered = await store.append(entry(f"e{number}"))
+            assert answered.leaf_index == number
+        # Another instance finishes what is still pending: the whole log, dense and whole.
+        assert await reader.tree_size() == appends + 1
+        await store.close()
+        sent = STATEMENT_COUNTS[cassandra_keyspace].since(before)
+        # e1..e8: one LWT each; the first one also advanced e0, and e8 is advanced by the
+        # other instance's reader or by its own wait for a successor.
+        assert sent.lwts <= appends + 2, sent
+        leaves = [entry(f"e{number}").leaf for number in range(appends + 1)]
+        assert await root_of(reader, appends + 1) == mth(leaves)
+    finally:
+        await store.close()
+        await reader.close()
+
+
+async def test_cassandra_a_retry_in_the_next_batch_gets_the_first_answer(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    # The next batch reads its ids while the previous batch's rows are still being written
+    # (ADR 40): a retry of an event of that batch must still find it, from what this
+    # process knows, and not be placed a second time.
+    store = await CassandraAuditStore(slow_leaves(engines, cassandra_keyspace, 0.3)).open()
+    try:
+        # A process's first batch finishes before it answers (it has not seen the head).
+        await store.append(entry("zero"))
+        first = await store.append(entry("once"))
+        retried = await store.append(entry("once"))
+        after = await store.append(entry("next"))
+        assert (first.leaf_index, first.duplicate) == (1, False)
+        assert (retried.leaf_index, retried.duplicate) == (1, True)
+        assert after.leaf_index == 2
+        assert await store.tree_size() == 3
+        leaves = [entry(event_id).leaf for event_id in ("zero", "once", "next")]
+        assert await root_of(store, 3) == mth(leaves)
     finally:
         await store.close()

@@ -8,8 +8,9 @@ fails here, one that sends fewer should lower the budget (README, "Speed").
 What is counted: every statement ingest's, identity's and the record store's keyspaces
 receive for a Submit sent alone (the claim, the records batch, the pending-audit note and
 mark, the counters, identity's reads and inserts). Not counted per message: the audit
-keyspace's statements, because its group commit spends two LWTs per *batch* of events
-(amortised across messages: sent one at a time, each message is its own batch) and its
+keyspace's statements, because its group commit spends one or two LWTs per *batch* of
+events (amortised across messages: sent one at a time, each message is its own batch,
+which reserves itself with the previous batch's advance, ADR 40) and its
 background head signer's reads depend on time; its LWTs are held separately.
 """
 
