@@ -370,11 +370,11 @@ class CassandraAuditStore:
         if all(_placed_before(known.get(leaf.event_id), None) for leaf in batch):
             self._forget_aside(batch_id)  # nothing to place: every id is logged already
             if previous is not None:
-                await self._advance_taken(previous, None)
+                await self._advance_alone(previous)
             placed: dict[str, _Placed] = {}
         else:
             if previous is not None:
-                await self._advance_taken(previous, _Pending(batch_id, batch))
+                await self._advance_and_reserve(previous, _Pending(batch_id, batch))
             placed = await self._place(_Pending(batch_id, batch), seen, known)
         outcomes: list[AppendOutcome] = []
         answered: set[str] = set()
@@ -415,16 +415,13 @@ class CassandraAuditStore:
             raise
         return {**known, **previous.known_ids()}
 
-    async def _advance_taken(self, previous: _Finishing, reserve: _Pending | None) -> None:
-        """Step 4 of ``previous`` (its leaves written), with step 2 of ``reserve`` in the
-        same LWT when given. Applied, the head is ``(previous.end, reserve)``; not applied
-        (another process finished ``previous``), it is read again by :meth:`_place`."""
+    async def _advance_and_reserve(self, previous: _Finishing, reserve: _Pending) -> None:
+        """Step 4 of ``previous`` (its leaves written) and step 2 of ``reserve`` in one LWT.
+        Applied, the head is ``(previous.end, reserve)``; not applied (another process
+        finished ``previous``), it is read again by :meth:`_place`."""
         if self._last is previous:
             self._last = None
         try:
-            if reserve is None:
-                await self._advance(previous.size, previous.pending, previous.end)
-                return
             assert reserve.batch_id is not None
             claimed = await self._db.execute(
                 _ADVANCE_AND_RESERVE,
@@ -576,6 +573,12 @@ class CassandraAuditStore:
         if finishing.taken:
             return
         finishing.advancing = True
+        await self._advance_alone(finishing)
+
+    async def _advance_alone(self, finishing: _Finishing) -> None:
+        """Step 4 of this process's batch (its leaves written) without a reservation; its
+        readers are released whatever the outcome (a failed advance is finished by the next
+        appender or reader)."""
         try:
             await self._advance(finishing.size, finishing.pending, finishing.end)
         finally:

@@ -537,10 +537,26 @@ class _SlowLeaves(CassandraDatabase):
         )
 
 
-def slow_leaves(engines: dict[str, str], keyspace: str, delay_s: float = 0.5) -> _SlowLeaves:
+class _SlowLeavesAndAdvance(_SlowLeaves):
+    """As :class:`_SlowLeaves`, and a head advanced alone (step 4) lands a while late."""
+
+    async def execute(
+        self, cql: str, params: Sequence[Any] = (), *, consistency: str | None = None
+    ) -> list[Any]:
+        if cql.startswith("UPDATE log_head SET size = ?, pending_batch = null"):
+            await asyncio.sleep(0.5)
+        return await super().execute(cql, params, consistency=consistency)
+
+
+def slow_leaves(
+    engines: dict[str, str],
+    keyspace: str,
+    delay_s: float = 0.5,
+    kind: type[_SlowLeaves] = _SlowLeaves,
+) -> _SlowLeaves:
     """The migrated ``keyspace``, its leaves written ``delay_s`` late."""
     cassandra_database(engines, keyspace, MIGRATIONS)
-    slow = _SlowLeaves(
+    slow = kind(
         hosts=engines["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
         port=int(engines["HEALTHBANK_CASSANDRA_PORT"]),
         keyspace=keyspace,
@@ -643,5 +659,25 @@ async def test_cassandra_a_retry_in_the_next_batch_gets_the_first_answer(
         assert await store.tree_size() == 3
         leaves = [entry(event_id).leaf for event_id in ("zero", "once", "next")]
         assert await root_of(store, 3) == mth(leaves)
+    finally:
+        await store.close()
+
+
+async def test_cassandra_a_reader_is_not_left_waiting_after_a_batch_of_retries(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    # A batch holding only retries of the batch before it places nothing; it still takes
+    # over that batch's step 4 (ADR 40) and must release this process's readers waiting
+    # for the head to move past it, or they wait forever.
+    database = slow_leaves(engines, cassandra_keyspace, 0.2, _SlowLeavesAndAdvance)
+    store = await CassandraAuditStore(database).open()
+    try:
+        await store.append(entry("zero"))
+        first = await store.append(entry("once"))
+        retry = asyncio.ensure_future(store.append(entry("once")))
+        await asyncio.sleep(0.35)  # the leaves are written; the advance is on its way
+        assert await asyncio.wait_for(store.tree_size(), timeout=10) == 2
+        retried = await retry
+        assert (retried.leaf_index, retried.duplicate) == (first.leaf_index, True)
     finally:
         await store.close()
