@@ -21,6 +21,7 @@ from healthbank.core.config import Settings
 from healthbank.storage import cassandra as storage_cassandra
 from healthbank.storage.cassandra import CassandraDatabase
 from healthbank.storage.schema import (
+    PROTOCOL_VERSION,
     SERVICE_KEYSPACES,
     concerns_of,
     keyspace_migrations,
@@ -44,12 +45,20 @@ class OpenBao:
         return hvac.Client(url=self.addr, token=self.root_token)
 
 
+# A Cassandra frame header is 9 bytes, a protocol v5 segment header 6.
+_TRICKLED = 9
+
+
 class TcpProxy:
     """A loopback TCP relay to an engine (Cassandra, OpenBao) that a test can cut and restore:
     an outage that touches nobody else's connections to the shared engine."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, trickle_replies: bool = False) -> None:
+        """Relay to host:port; with ``trickle_replies`` the first bytes of every chunk the
+        engine sends go on one at a time, so the client reads its frame headers in pieces
+        (as a real network may cut them)."""
         self._target = (host, port)
+        self._trickle_replies = trickle_replies
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._listening = False
@@ -89,14 +98,20 @@ class TcpProxy:
         self._writers |= {writer, upstream_writer}
         await asyncio.gather(
             self._pipe(reader, upstream_writer),
-            self._pipe(upstream_reader, writer),
+            self._pipe(upstream_reader, writer, trickle=self._trickle_replies),
             return_exceptions=True,
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trickle: bool = False
+    ) -> None:
         try:
             while data := await reader.read(65536):
-                writer.write(data)
+                for head in data[:_TRICKLED] if trickle else b"":
+                    writer.write(bytes([head]))
+                    await writer.drain()
+                    await asyncio.sleep(0.002)  # long enough for the client to read it alone
+                writer.write(data[_TRICKLED:] if trickle else data)
                 await writer.drain()
         finally:
             writer.transport.abort()
@@ -113,6 +128,7 @@ def cassandra_session(hosts: str | Sequence[str], port: int | str) -> Iterator[S
     cluster = Cluster(
         contact_points,
         port=int(port),
+        protocol_version=PROTOCOL_VERSION,
         schema_metadata_enabled=False,
         token_metadata_enabled=False,
     )

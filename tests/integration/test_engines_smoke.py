@@ -28,6 +28,8 @@ from cassandra import InvalidRequest
 from cassandra.cluster import Cluster
 from cassandra.query import BatchStatement, BatchType
 
+from healthbank.storage.schema import PROTOCOL_VERSION
+
 pytestmark = pytest.mark.engines
 
 
@@ -48,6 +50,7 @@ def cassandra_session(engines_env: dict[str, str]) -> Iterator[Any]:
     cluster = Cluster(
         [engines_env["HEALTHBANK_CASSANDRA_HOSTS"]],
         port=int(engines_env["HEALTHBANK_CASSANDRA_PORT"]),
+        protocol_version=PROTOCOL_VERSION,
         connect_timeout=10,
     )
     try:

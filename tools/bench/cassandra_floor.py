@@ -32,6 +32,7 @@ from cassandra.concurrent import execute_concurrent, execute_concurrent_with_arg
 from cassandra.query import BatchStatement, BatchType
 
 from healthbank.cli import real_engine_env
+from healthbank.storage.schema import PROTOCOL_VERSION
 
 KEYSPACE = "bench_floor"
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -77,7 +78,7 @@ def main() -> None:
     cluster = Cluster(
         [env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0]],
         port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        protocol_version=5,
+        protocol_version=PROTOCOL_VERSION,
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     session = cluster.connect()

@@ -43,7 +43,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from healthbank.core.config import Settings
 from healthbank.storage.cassandra_errors import storage_error
 from healthbank.storage.errors import SchemaPending, StorageUnavailable
-from healthbank.storage.schema import required_version, schema_version
+from healthbank.storage.schema import PROTOCOL_VERSION, required_version, schema_version
 
 _log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class CassandraDatabase:
         cluster = Cluster(
             contact_points=self._hosts,
             port=self._port,
-            protocol_version=5,
+            protocol_version=PROTOCOL_VERSION,
             connect_timeout=self._connect_timeout,
             # Reading a large schema on connect can take seconds; the 2 s default gives up.
             control_connection_timeout=self._connect_timeout,
@@ -488,7 +488,10 @@ def coordinated_by(
         request_timeout=request_timeout,
     )
     cluster = Cluster(
-        [host], port=port, protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile}
+        [host],
+        port=port,
+        protocol_version=PROTOCOL_VERSION,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
     )
     try:
         yield cluster.connect()
@@ -508,7 +511,7 @@ def drop_keyspaces(hosts: Sequence[str], port: int, prefix: str) -> list[str]:
     cluster = Cluster(
         contact_points=list(hosts),
         port=port,
-        protocol_version=5,
+        protocol_version=PROTOCOL_VERSION,
         schema_metadata_enabled=False,
         token_metadata_enabled=False,
         load_balancing_policy=WhiteListRoundRobinPolicy([hosts[0]]),

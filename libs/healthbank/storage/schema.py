@@ -37,6 +37,12 @@ from healthbank.core.config import Settings
 from healthbank.storage.cassandra_errors import storage_error
 from healthbank.storage.errors import SchemaPending, StorageRefused, StorageUnavailable
 
+# Every connection of this project speaks native protocol v4, not v5 (ADR 41): the
+# driver's v5 reader (cassandra-driver 3.30.1) drops a segment header that arrives in
+# pieces, and the connection dies with "CRC mismatch on header" (a test holds it:
+# tests/contract/test_cassandra_connection.py).
+PROTOCOL_VERSION = 4
+
 __all__ = [
     "KEYSPACES",
     "SERVICE_KEYSPACES",
@@ -261,7 +267,7 @@ def migrate_keyspaces(
     cluster = Cluster(
         contact_points=list(hosts),
         port=port,
-        protocol_version=5,
+        protocol_version=PROTOCOL_VERSION,
         connect_timeout=10.0,
         control_connection_timeout=10.0,
         # Not after every statement: they all go to one coordinator, which sees its own
