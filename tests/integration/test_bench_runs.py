@@ -60,7 +60,9 @@ def test_neighbour_benchmark_prints_the_neighbour_beside_its_baseline_and_the_fl
 
 
 def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> None:
-    lines = run_tool("run.py", "--json", "--scale", "0.01", timeout=300)
+    # A part waits at most 3 s for a quiet machine here: tests/unit/tools/test_bench_quiet.py
+    # holds the waiting itself.
+    lines = run_tool("run.py", "--json", "--scale", "0.01", "--quiet-limit", "3", timeout=300)
     figures = json.loads(lines[-1])
     assert figures["engines"] == "embedded"
     measured = [
@@ -88,7 +90,17 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
 
 
 def test_full_benchmark_measures_only_the_parts_asked_for_and_what_they_need() -> None:
-    lines = run_tool("run.py", "--json", "--scale", "0.01", "--only", "emergency", timeout=300)
+    lines = run_tool(
+        "run.py",
+        "--json",
+        "--scale",
+        "0.01",
+        "--only",
+        "emergency",
+        "--quiet-limit",
+        "0",
+        timeout=300,
+    )
     figures = json.loads(lines[-1])
     # Emergency reads the patients the ingest part stored; the baseline is always measured.
     for name in ("baseline_check_p99_ms", "ingest_messages_per_s", "emergency_p99_ms"):

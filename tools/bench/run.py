@@ -3,6 +3,7 @@ the same service in the same run (so a figure is judged against this machine's r
 not against a number from elsewhere).
 
     python tools/bench/run.py [--engines embedded|real] [--json] [--scale 1.0] [--only audit,...]
+        [--quiet-limit 90]
 
 Starts a fresh local stack (``healthbank up``'s processes; on ``real`` engines a new
 keyspace prefix), measures, stops it. With ``--json`` prints one JSON object (the keys of
@@ -12,7 +13,9 @@ process for a few messages, and the driver's per-keyspace counter
 (healthbank.storage.cassandra.STATEMENT_COUNTS) is read around them. ``--scale`` shrinks or
 grows every workload (the smoke test runs a tiny one); ``--only`` measures some parts
 (:data:`PARTS`) beside the baseline, with what they need (emergency reads the ingest's
-patients, history the bulk load's), and leaves the other figures out.
+patients, history the bulk load's), and leaves the other figures out. Each part starts
+once the machine is quiet (quiet.py; at most ``--quiet-limit`` seconds later), so the node's
+compactions after one part are not charged to the next.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,6 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from percentiles import percentile
+from quiet import until_quiet
 
 from healthbank.audit.v1 import audit_pb2
 from healthbank.cli import real_engine_env
@@ -455,6 +460,7 @@ async def count_statements(
         services = ["identity", "audit", "ingest"]
         await asyncio.to_thread(migrate, load_settings(base), concerns_of(services))
     async with AsyncExitStack() as exits:
+        exits.callback(shutil.rmtree, data_dir, ignore_errors=True)  # after the services
         addresses: dict[str, str] = {}
         for name, opener in (("identity", open_identity), ("audit", open_audit)):
             host = await exits.enter_async_context(opener(load_settings(base)))
@@ -515,16 +521,30 @@ def parts_to_run(only: str | None) -> set[str]:
 
 
 async def measure(
-    addresses: Mapping[str, str], workload: Workload, run_id: str, parts: set[str]
+    addresses: Mapping[str, str],
+    workload: Workload,
+    run_id: str,
+    parts: set[str],
+    quiet_limit_s: float = 0.0,
 ) -> dict[str, float | None]:
-    """The figures of ``parts`` (and the baseline) against the stack at ``addresses``."""
+    """The figures of ``parts`` (and the baseline) against the stack at ``addresses``; each
+    part starts once the machine is quiet (at most ``quiet_limit_s`` later, 0: at once)."""
     bench = Bench(addresses, workload, run_id)
+
+    async def part(name: str) -> bool:
+        if name != "baseline" and name not in parts:
+            return False
+        if quiet_limit_s > 0:
+            await until_quiet(name, limit_s=quiet_limit_s)
+        return True
+
     try:
-        await bench.baseline()
-        if "ingest" in parts:
+        if await part("baseline"):
+            await bench.baseline()
+        if await part("ingest"):
             await bench.ingest()
         history_person = bench.person(900_000)
-        if "bulk" in parts:
+        if await part("bulk"):
             await bench.bulk(history_person)
         resolved = await bench.identity.Resolve(
             identity_pb2.ResolveRequest(
@@ -534,13 +554,13 @@ async def measure(
             ),
             metadata=bench.client.auth(INGEST_SERVICE),
         )
-        if "history" in parts:
+        if await part("history"):
             await bench.history(resolved.person_token)
-        if "emergency" in parts:
+        if await part("emergency"):
             await bench.emergency()
-        if "identity" in parts:
+        if await part("identity"):
             await bench.identity_known()
-        if "audit" in parts:
+        if await part("audit"):
             await bench.audit(resolved.person_token)
     finally:
         await bench.close()
@@ -580,8 +600,9 @@ def bench_stack(
     env = real_engine_env() if engines == "real" else {}
     if engines == "real":
         env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = f"bench_{run_id}"
+    stack_dir = Path(tempfile.mkdtemp(prefix="healthbank-bench-"))
     stack = LocalStack(
-        Path(tempfile.mkdtemp(prefix="healthbank-bench-")),
+        stack_dir,
         env={
             **env,
             **(extra_env or {}),
@@ -592,10 +613,14 @@ def bench_stack(
     try:
         stack.start(timeout=180)
         yield stack, env
+    except BaseException:
+        print(f"[bench] the services' logs are kept in {stack_dir}", file=sys.stderr)
+        raise
     finally:
         stack.stop()
         if engines == "real":
             drop_bench_keyspaces(env, f"bench_{run_id}")
+    shutil.rmtree(stack_dir, ignore_errors=True)  # only after a run that went well
 
 
 def main() -> None:
@@ -605,12 +630,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--scale", type=float, default=1.0, help="workload size factor")
     parser.add_argument("--only", help=f"comma-separated parts of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--quiet-limit",
+        type=float,
+        default=90.0,
+        help="seconds a part waits at most for the machine to go quiet first (0: no wait)",
+    )
     args = parser.parse_args()
     parts = parts_to_run(args.only)
     workload = Workload().scaled(args.scale)
     run_id = new_run_id()
     with bench_stack(args.engines, run_id) as (stack, env):
-        figures = asyncio.run(measure(stack.addresses, workload, run_id, parts))
+        figures = asyncio.run(measure(stack.addresses, workload, run_id, parts, args.quiet_limit))
     figures.update(
         dict.fromkeys(
             (
