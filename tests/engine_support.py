@@ -106,12 +106,13 @@ class TcpProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trickle: bool = False
     ) -> None:
         try:
+            split = _TRICKLED if trickle else 0
             while data := await reader.read(65536):
-                for head in data[:_TRICKLED] if trickle else b"":
+                for head in data[:split]:
                     writer.write(bytes([head]))
                     await writer.drain()
                     await asyncio.sleep(0.002)  # long enough for the client to read it alone
-                writer.write(data[_TRICKLED:] if trickle else data)
+                writer.write(data[split:])
                 await writer.drain()
         finally:
             writer.transport.abort()

@@ -123,7 +123,7 @@ echo "== tests on Python $MAIN (pytest, the whole suite)"
 step "pytest $MAIN" env PATH="$bin:$PATH" "$main_python" -m pytest --durations=30 "$@"
 
 # The other Pythons' runs use one core each, so they run side by side (each into its own log
-# and temporary directory, printed when both are done): ~10 minutes of CI saved.
+# and temporary directory, printed when both are done): ~5 minutes of CI saved.
 logs=$(mktemp -d)
 declare -A other_pid=()
 for version in $OTHERS; do

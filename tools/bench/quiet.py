@@ -1,8 +1,8 @@
 """Waiting for the machine to go quiet between the parts of a benchmark.
 
 The engines run on the benchmark's own machine, and what one part leaves behind (the node
-compacting and flushing after a bulk load) would otherwise be charged to the next part's
-figure. Each part therefore starts once the machine's CPUs, read from /proc/stat, have been
+compacting and flushing after a bulk load), if still running, would be charged to the next
+part's figure. Each part therefore starts once the machine's CPUs, read from /proc/stat, have been
 mostly idle for two windows in a row, or after ``limit_s`` whatever they do.
 """
 
