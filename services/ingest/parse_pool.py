@@ -21,6 +21,10 @@ waits forever. Workers are started by a fork server (never by forking the gRPC p
 whose threads a plain fork would copy mid-flight) with the parsers and the main module
 preloaded, so a fresh worker is cheap (tens of milliseconds, next to the seconds a large
 message takes); without the main module each new worker spent 1-3 s importing it again.
+
+A worker exits when the process that owns the pool dies, even by SIGKILL: the fork server
+hands every worker the write end of its own "alive" pipe, and a worker waiting for work
+would otherwise keep itself and the fork server running forever.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import asyncio
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -70,6 +75,23 @@ def _main_modules() -> list[str]:
     return sorted({"healthbank.cli", *([spec.name] if spec is not None else [])})
 
 
+def _exit_with_owner() -> None:
+    """A worker's initializer: exit as soon as the pool's owner is gone.
+
+    ``parent_process()`` is the owner (the fork server only forks on its behalf); its
+    sentinel is the pipe the owner sent the worker's start-up data through, which closes
+    when the owner dies."""
+    owner = multiprocessing.parent_process()
+    if owner is None:
+        return
+
+    def wait_then_exit() -> None:
+        owner.join()
+        os._exit(1)
+
+    threading.Thread(target=wait_then_exit, name="exit-with-owner", daemon=True).start()
+
+
 class ParsePool:
     """Worker processes that parse messages; ``await parse(...)`` from the event loop."""
 
@@ -85,9 +107,14 @@ class ParsePool:
         self._context.set_forkserver_preload([__name__, *_main_modules()])
         self._workers = workers or default_workers()
         self._large_message_bytes = large_message_bytes
-        self._executor = ProcessPoolExecutor(max_workers=self._workers, mp_context=self._context)
+        self._executor = self._new_executor(self._workers)
         self._large = asyncio.Semaphore(self._workers)
         self._large_pids: set[int] = set()
+
+    def _new_executor(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=self._context, initializer=_exit_with_owner
+        )
 
     async def start(self) -> None:
         """Start the fork server and a worker now, off the event loop: the first message
@@ -104,7 +131,7 @@ class ParsePool:
     async def _parse_alone(self, source_format: SourceFormat, content: bytes) -> Parsed:
         """Parse in a fresh worker that exits afterwards (its memory goes with it)."""
         async with self._large:
-            executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+            executor = self._new_executor(1)
             loop = asyncio.get_running_loop()
             pid = 0
             try:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from repo_paths import MESSAGES
 from repo_paths import message as fixture
 
 from services.ingest.model import InvalidMessage, SourceFormat
@@ -99,6 +101,54 @@ def test_a_new_worker_inherits_the_main_module_instead_of_importing_it_again() -
         check=True,
     )
     assert probe.stdout.split() == ["inherited"]
+
+
+OWNER_THEN_KILLED = """
+import asyncio, multiprocessing.forkserver, time
+from services.ingest.model import SourceFormat
+from services.ingest.parse_pool import ParsePool
+
+async def main():
+    pool = ParsePool(2)
+    content = open(CONTENT, "rb").read()
+    await asyncio.gather(*(pool.parse(SourceFormat.FHIR_R4_JSON, content) for _ in range(8)))
+    forkserver = multiprocessing.forkserver._forkserver._forkserver_pid
+    print(forkserver, *pool.worker_pids(), flush=True)
+    time.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever adopts it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_and_fork_server_exit_when_the_owner_is_killed() -> None:
+    # Without the workers' watch on their owner, a SIGKILLed ingest left its fork server
+    # and parse workers running for good (seen after every chaos run).
+    content = MESSAGES / "fhir_admission_bundle.json"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", f"CONTENT = {str(content)!r}\n" + OWNER_THEN_KILLED],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        forkserver, *workers = (int(pid) for pid in owner.stdout.readline().split())
+        assert len(workers) == 2 and all(_running(pid) for pid in (forkserver, *workers))
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_running(p) for p in (forkserver, *workers)):
+        time.sleep(0.1)
+    assert [pid for pid in (forkserver, *workers) if _running(pid)] == []
 
 
 def test_pool_settings_are_checked() -> None:
