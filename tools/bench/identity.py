@@ -15,8 +15,9 @@ twins, newborns) with its ground truth, then:
    same comparison levels (in SQL), u by random sampling, m by EM in the same two training
    sessions, and the same link threshold.
 
-3. the identity service itself (started in this process on ``--engines``: SQLite, or the
-   real Cassandra and OpenBao in a scratch keyspace dropped afterwards), called over gRPC as
+3. the identity service itself (its own process, in a stack of the services started as the
+   speed benchmark does on ``--engines``: SQLite, or the real Cassandra and OpenBao in a
+   scratch keyspace dropped afterwards), called over gRPC as
    ingest: ``new_resolves_per_s`` for the first resolve of registrations (unknown MRNs
    without a national ID, their demographics matched: linked, reviewed or created),
    ``known_resolves_per_s`` for the same (hospital, MRN) again; half of ``--resolves``
@@ -48,6 +49,7 @@ import grpc.aio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identity_population import PopulationGenerator, Registration, true_pairs
+from run import SECRET, bench_stack, new_run_id, timed
 
 from healthbank.rpc.clients import open_channel
 from services.identity import matching
@@ -134,7 +136,6 @@ def online_rates(
     }
 
 
-SECRET = "bench-auth-secret"
 CONCURRENCY = 16
 BATCH = 100  # registrations per ResolveBatch, as a bulk load sends them
 BATCHES_IN_FLIGHT = 4
@@ -153,39 +154,13 @@ async def retried(method: Any, request: Any, auth: Any, attempts: int = 5) -> An
 
 
 async def service_rates(
-    registrations: Sequence[Registration], engines: str, resolves: int
+    registrations: Sequence[Registration], identity_address: str, resolves: int
 ) -> dict[str, float]:
-    """Resolves per second of the identity service for new and then known registrations."""
-    import tempfile
-    import uuid
-    from contextlib import AsyncExitStack
-
-    from run import drop_bench_keyspaces, timed
-
-    from healthbank.cli import real_engine_env
+    """Resolves per second of the identity service at ``identity_address`` for new and then
+    known registrations."""
     from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
-    from healthbank.core.config import load_settings
     from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-    from services.identity.app import open_service
 
-    env = real_engine_env() if engines == "real" else {}
-    prefix = f"bench_mpi_{uuid.uuid4().hex[:8]}"
-    if engines == "real":
-        env["HEALTHBANK_CASSANDRA_KEYSPACE_PREFIX"] = prefix
-    settings = load_settings(
-        {
-            **env,
-            "HEALTHBANK_AUTH_SECRET": SECRET,
-            "HEALTHBANK_DATA_DIR": tempfile.mkdtemp(prefix="healthbank-identity-bench-"),
-            "HEALTHBANK_PORT": "0",
-            "HEALTHBANK_LOG_LEVEL": "WARNING",
-        }
-    )
-    if settings.storage_backend == "cassandra":
-        from healthbank.storage.schema import migrate
-
-        # Schema first, as a deployment does (ADR 35): services never create it.
-        migrate(settings, ["identity"])
     token = encode_token(Principal(PrincipalKind.SERVICE, "ingest"), SECRET.encode())
     auth = (("authorization", f"Bearer {token}"),)
     requests = [
@@ -203,33 +178,28 @@ async def service_rates(
         )
         for r in registrations[:resolves]
     ]
+    channel = open_channel(identity_address)
     try:
-        async with AsyncExitStack() as exits:
-            host = await exits.enter_async_context(open_service(settings))
-            port = await host.start(0)
-            channel = open_channel(f"127.0.0.1:{port}")
-            exits.push_async_callback(channel.close)
-            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
 
-            def call(request: identity_pb2.ResolveRequest) -> Any:
-                return lambda: retried(stub.Resolve, request, auth)
+        def call(request: identity_pb2.ResolveRequest) -> Any:
+            return lambda: retried(stub.Resolve, request, auth)
 
-            def batch(part: Sequence[identity_pb2.ResolveRequest]) -> Any:
-                message = identity_pb2.ResolveBatchRequest(requests=part)
-                return lambda: retried(stub.ResolveBatch, message, auth)
+        def batch(part: Sequence[identity_pb2.ResolveRequest]) -> Any:
+            message = identity_pb2.ResolveBatchRequest(requests=part)
+            return lambda: retried(stub.ResolveBatch, message, auth)
 
-            half = len(requests) // 2
-            one_by_one, in_batches = requests[:half], requests[half:]
-            parts = [in_batches[i : i + BATCH] for i in range(0, len(in_batches), BATCH)]
-            rates = {}
-            for kind in ("new", "known"):
-                single = await timed([call(request) for request in one_by_one], CONCURRENCY)
-                batched = await timed([batch(part) for part in parts], BATCHES_IN_FLIGHT)
-                rates[f"{kind}_single_resolves_per_s"] = len(one_by_one) / single.seconds
-                rates[f"{kind}_resolves_per_s"] = len(in_batches) / batched.seconds
+        half = len(requests) // 2
+        one_by_one, in_batches = requests[:half], requests[half:]
+        parts = [in_batches[i : i + BATCH] for i in range(0, len(in_batches), BATCH)]
+        rates = {}
+        for kind in ("new", "known"):
+            single = await timed([call(request) for request in one_by_one], CONCURRENCY)
+            batched = await timed([batch(part) for part in parts], BATCHES_IN_FLIGHT)
+            rates[f"{kind}_single_resolves_per_s"] = len(one_by_one) / single.seconds
+            rates[f"{kind}_resolves_per_s"] = len(in_batches) / batched.seconds
     finally:
-        if engines == "real":
-            drop_bench_keyspaces(env, prefix)
+        await channel.close()
     return rates
 
 
@@ -402,7 +372,10 @@ def main() -> None:
     truth = true_pairs(registrations)
     ours = run_matcher(records, truth)
     theirs = run_splink(records, truth)
-    served = asyncio.run(service_rates(registrations, args.engines, args.resolves))
+    with bench_stack(args.engines, new_run_id()) as (stack, _):
+        served = asyncio.run(
+            service_rates(registrations, stack.addresses["identity"], args.resolves)
+        )
     figures = {
         "registrations": float(len(records)),
         "true_pairs": float(len(truth)),
