@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from cassandra.concurrent import execute_concurrent, execute_concurrent_with_arg
 from cassandra.query import BatchStatement, BatchType
 
 from healthbank.cli import real_engine_env
-from healthbank.storage.schema import PROTOCOL_VERSION
+from healthbank.storage.schema import NO_DELAY, PROTOCOL_VERSION
 
 KEYSPACE = "bench_floor"
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -79,7 +78,7 @@ def main() -> None:
         [env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0]],
         port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
         protocol_version=PROTOCOL_VERSION,
-        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        sockopts=NO_DELAY,
     )
     session = cluster.connect()
     session.execute(

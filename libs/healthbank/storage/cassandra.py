@@ -15,7 +15,6 @@ import contextlib
 import functools
 import logging
 import re
-import socket
 import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,12 +42,10 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from healthbank.core.config import Settings
 from healthbank.storage.cassandra_errors import storage_error
 from healthbank.storage.errors import SchemaPending, StorageUnavailable
-from healthbank.storage.schema import PROTOCOL_VERSION, required_version, schema_version
+from healthbank.storage.schema import NO_DELAY, PROTOCOL_VERSION, required_version, schema_version
 
 _log = logging.getLogger(__name__)
 
-# Without it, any request past ~4 KB waits for the peer's delayed ACK (~40 ms per batch).
-_NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 # A conditional write (lightweight transaction): ``... IF NOT EXISTS`` / ``... IF <cond>``.
 _CONDITIONAL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b.*\bIF\s", re.I | re.S)
 # How long a read waits for its replica before asking a second one too.
@@ -211,7 +208,7 @@ class CassandraDatabase:
             control_connection_timeout=self._connect_timeout,
             # Keep retrying every second so a restarted node is picked up without a restart here.
             reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
-            sockopts=_NO_DELAY,
+            sockopts=NO_DELAY,
             execution_profiles={
                 EXEC_PROFILE_DEFAULT: ExecutionProfile(
                     consistency_level=self._consistency,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from healthbank.storage.errors import SchemaPending, StorageRefused, StorageUnav
 # pieces, and the connection dies with "CRC mismatch on header" (a test holds it:
 # tests/contract/test_cassandra_connection.py).
 PROTOCOL_VERSION = 4
+# Socket options of a connection that carries the services' requests: without
+# TCP_NODELAY any request past ~4 KB waits for the peer's delayed ACK (~40 ms a batch).
+NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 __all__ = [
     "KEYSPACES",
