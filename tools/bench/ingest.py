@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import SECRET, bench_stack, new_run_id
+from run import SECRET, Timed, bench_stack, new_run_id, timed
 
 from healthbank.common.v1 import common_pb2
 from healthbank.dev import synthetic
@@ -27,28 +25,11 @@ from healthbank.dev.demo import DemoClient, submit
 from healthbank.dev.devstack import LocalStack, check_health
 
 
-async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> list[float]:
-    """Run ``calls`` with at most ``concurrency`` in flight; return each latency in ms."""
-    limit = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-
-    async def one(call: Callable[[], Awaitable[object]]) -> None:
-        async with limit:
-            started = time.perf_counter()
-            await call()
-            latencies.append((time.perf_counter() - started) * 1000)
-
-    await asyncio.gather(*(one(call) for call in calls))
-    return latencies
-
-
-def report(label: str, latencies: list[float], seconds: float) -> str:
+def report(label: str, result: Timed) -> str:
     """One line of figures."""
-    ordered = sorted(latencies)
-    p95 = ordered[int(0.95 * (len(ordered) - 1))]
     return (
-        f"{label:<28} {len(ordered) / seconds:8.1f}/s   p50 {statistics.median(ordered):7.1f} ms"
-        f"   p95 {p95:7.1f} ms   n={len(ordered)}"
+        f"{label:<28} {result.per_second:8.1f}/s   p50 {result.p50:7.1f} ms"
+        f"   p95 {result.percentile(0.95):7.1f} ms   n={len(result.latencies)}"
     )
 
 
@@ -56,9 +37,7 @@ async def run(stack: LocalStack, messages: int, concurrency: int) -> None:
     """Baseline (health checks) then ingest, same stack, same concurrency."""
     ingest = stack.addresses["ingest"]
     baseline = [lambda: check_health(ingest) for _ in range(messages)]
-    started = time.perf_counter()
-    base = await timed(baseline, concurrency)
-    print(report("baseline: Check, new channel", base, time.perf_counter() - started))
+    print(report("baseline: Check, new channel", await timed(baseline, concurrency)))
 
     client = DemoClient(stack.addresses, SECRET.encode())
     fhir = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
@@ -68,9 +47,8 @@ async def run(stack: LocalStack, messages: int, concurrency: int) -> None:
         bundle = synthetic.emergency_history_bundle(person, f"bench-{person.mrn}")
         return lambda: submit(client, synthetic.HOSPITAL_A, fhir, bundle, f"bench-{person.mrn}")
 
-    started = time.perf_counter()
     flow = await timed([message(person) for person in people], concurrency)
-    print(report("ingest: Submit (3 records)", flow, time.perf_counter() - started))
+    print(report("ingest: Submit (3 records)", flow))
     await client.close()
 
 
