@@ -73,7 +73,7 @@ import random
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -400,20 +400,6 @@ def operation_figures(
     return figures
 
 
-def per_second(done: Sequence[tuple[float, str, float]], seconds: float) -> dict[str, list[int]]:
-    """Calls answered OK in each whole second of the load, per operation. The partial last
-    second (``seconds`` is rarely whole: the calls in flight at the deadline end after it)
-    is left out, with the calls that ended in it: counted, it would dip the throughput chart
-    at the end though the rate did not fall."""
-    width = int(seconds)
-    counts: dict[str, list[int]] = defaultdict(lambda: [0] * width)
-    for at, kind, _ in done:
-        second = int(at)
-        if second < width:
-            counts[kind][second] += 1
-    return dict(counts)
-
-
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     memory_gib = None
@@ -488,7 +474,7 @@ async def measure(stack: LocalStack, settings: Settings, run_id: str) -> tuple[d
         "machine": machine(),
         "seconds": seconds,
         "operations": operations,
-        "per_second": per_second(load.run.done, seconds),
+        "per_second": CHAOS.per_second(load.run.done, seconds),
         "baseline": {"before": before, "after": after},
         "patients_stored": len(load.stored),
         "memory": memory,
@@ -650,7 +636,7 @@ def write_report(out: Path, result: Mapping[str, Any], run: Any) -> list[str]:
     text = text_report(result)
     written = []
     if importlib.util.find_spec("matplotlib") is not None:
-        CHAOS.chart(run, out / "throughput.png", result["seconds"], result["per_second"])
+        CHAOS.chart(run, out / "throughput.png", result["per_second"])
         memory_chart(result["memory"], out / "memory.png", result["seconds"])
         text += "\n![calls per second and latency](throughput.png)\n"
         text += "\n![resident memory](memory.png)\n"

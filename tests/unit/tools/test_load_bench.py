@@ -149,9 +149,9 @@ def test_a_run_of_a_whole_number_and_a_half_seconds_ends_without_a_dip() -> None
     # 10 ingest calls a second, evenly, for 5.5 s: the half second at the end is left out,
     # not drawn as a second of 5 calls.
     done = [(i / 10, "ingest", 0.01) for i in range(55)]
-    assert LOAD.per_second(done, 5.5) == {"ingest": [10, 10, 10, 10, 10]}
+    assert LOAD.CHAOS.per_second(done, 5.5) == {"ingest": [10, 10, 10, 10, 10]}
     # A call that ended exactly at a whole last second is in no whole second either.
-    assert LOAD.per_second([(0.5, "history", 0.01), (2.0, "history", 0.01)], 2.0) == {
+    assert LOAD.CHAOS.per_second([(0.5, "history", 0.01), (2.0, "history", 0.01)], 2.0) == {
         "history": [1, 0]
     }
 
