@@ -144,35 +144,31 @@ class SqliteIngestStore:
 
     async def note_pending(self, audit: WriteAudit) -> None:
         """See IngestStore.note_pending."""
-        await self._db.write(
-            lambda c: c.execute(
-                "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
-                (
-                    audit.hospital_id,
-                    audit.message_id,
-                    audit.content_hash,
-                    audit.event_id,
-                    to_micros(audit.occur_time),
-                    principal_to_json(audit.actor),
-                ),
-            )
+        await self._db.execute(
+            "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
+            (
+                audit.hospital_id,
+                audit.message_id,
+                audit.content_hash,
+                audit.event_id,
+                to_micros(audit.occur_time),
+                principal_to_json(audit.actor),
+            ),
         )
 
     async def mark_audit_appended(self, audit: WriteAudit) -> None:
         """See IngestStore.mark_audit_appended."""
-        await self._db.write(
-            lambda c: c.execute(
-                "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 1)"
-                " ON CONFLICT DO UPDATE SET appended = 1",
-                (
-                    audit.hospital_id,
-                    audit.message_id,
-                    audit.content_hash,
-                    audit.event_id,
-                    to_micros(audit.occur_time),
-                    principal_to_json(audit.actor),
-                ),
-            )
+        await self._db.execute(
+            "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 1)"
+            " ON CONFLICT DO UPDATE SET appended = 1",
+            (
+                audit.hospital_id,
+                audit.message_id,
+                audit.content_hash,
+                audit.event_id,
+                to_micros(audit.occur_time),
+                principal_to_json(audit.actor),
+            ),
         )
 
     async def is_audit_appended(self, hospital_id: str, message_id: str, content_hash: str) -> bool:
@@ -198,11 +194,9 @@ class SqliteIngestStore:
 
     async def discard_audit(self, audit: WriteAudit) -> None:
         """See IngestStore.discard_audit."""
-        await self._db.write(
-            lambda c: c.execute(
-                f"DELETE FROM write_audits WHERE {_SQLITE_KEY} AND appended = 0",
-                (audit.hospital_id, audit.message_id, audit.content_hash),
-            )
+        await self._db.execute(
+            f"DELETE FROM write_audits WHERE {_SQLITE_KEY} AND appended = 0",
+            (audit.hospital_id, audit.message_id, audit.content_hash),
         )
 
     async def put_directory(
@@ -219,12 +213,10 @@ class SqliteIngestStore:
             )
             for entry in entries
         ]
-        await self._db.write(
-            lambda c: c.executemany(
-                "INSERT INTO directory_entries VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
-                " SET resource = excluded.resource, updated_us = excluded.updated_us",
-                rows,
-            )
+        await self._db.execute_many(
+            "INSERT INTO directory_entries VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET resource = excluded.resource, updated_us = excluded.updated_us",
+            rows,
         )
 
     async def list_directory(self, hospital_id: str) -> list[DirectoryEntry]:

@@ -85,6 +85,31 @@ async def test_directory_entries_are_kept_per_hospital_and_the_latest_version_wi
     assert await store.list_directory("hospital-c") == []
 
 
+async def test_directories_written_side_by_side_with_notes_and_reads_all_land(
+    store: IngestStore,
+) -> None:
+    # Synthea sends its hospital and practitioner directories beside the patients' bundles;
+    # embedded, a cursor freed on the wrong thread once broke one of these writes.
+    def entries(hospital: str) -> list[DirectoryEntry]:
+        return [
+            DirectoryEntry("Practitioner", f"p{i}", {"resourceType": "Practitioner", "id": f"p{i}"})
+            for i in range(60)
+        ]
+
+    hospitals = [f"hospital-{n}" for n in range(8)]
+    for round_number in range(25):
+        await asyncio.gather(
+            *(store.put_directory(h, entries(h), T0) for h in hospitals),
+            *(store.note_pending(audit(f"m{round_number}-{n}")) for n in range(4)),
+            *(store.list_directory(h) for h in hospitals),
+        )
+    for hospital in hospitals:
+        assert await store.list_directory(hospital) == sorted(
+            entries(hospital), key=lambda e: e.resource_id
+        )
+    assert len(await pending_ids(store, T0 + timedelta(seconds=1))) == 25 * 4
+
+
 # --- noting --------------------------------------------------------------------------------
 
 

@@ -210,11 +210,9 @@ class SqliteRecordStore:
 
     async def delete_records(self, records: Sequence[StoredRecord]) -> None:
         """See RecordStore.delete_records."""
-        await self._db.write(
-            lambda c: c.executemany(
-                "DELETE FROM records WHERE person_token = ? AND effective_us = ? AND record_id = ?",
-                [(r.person_token, to_micros(r.effective_time), r.record_id) for r in records],
-            )
+        await self._db.execute_many(
+            "DELETE FROM records WHERE person_token = ? AND effective_us = ? AND record_id = ?",
+            [(r.person_token, to_micros(r.effective_time), r.record_id) for r in records],
         )
 
     async def surveillance_counts(self, start: date, end: date) -> dict[tuple[date, str], int]:

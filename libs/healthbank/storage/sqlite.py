@@ -3,7 +3,11 @@
 Several service processes share these files (ingest writes records that
 record-lookup reads), so every file runs in WAL mode with a busy timeout. All
 statements of one database run on one worker thread, so the asyncio loop never
-blocks on disk and sqlite3 connections are never shared across threads.
+blocks on disk and sqlite3 connections are never shared across threads. Nor are
+their cursors: a cursor freed on the loop thread resets its statement, which the
+database thread may be running again for another caller at that moment (SQLite
+then answers "bad parameter or other API misuse"). So work hands back plain
+values only, and a cursor handed back is refused.
 """
 
 from __future__ import annotations
@@ -76,15 +80,23 @@ class SqliteDatabase:
             self._executor, self._call, work, True
         )
 
+    async def execute(self, sql: str, parameters: Sequence[object] = ()) -> int:
+        """Run one writing statement in its own transaction; returns the rows it changed."""
+        return await self.write(lambda c: c.execute(sql, parameters).rowcount)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one writing statement once per row, all rows in one transaction."""
+        await self.write(lambda c: c.executemany(sql, rows).close())
+
     def _call(self, work: Callable[[sqlite3.Connection], T], transactional: bool) -> T:
         connection = self._connection
         if connection is None:
             raise RuntimeError(f"database {self.path.name} is not open")
         if not transactional:
-            return work(connection)
+            return _plain(work(connection))
         connection.execute("BEGIN IMMEDIATE")
         try:
-            result = work(connection)
+            result = _plain(work(connection))
         except BaseException:
             connection.execute("ROLLBACK")
             raise
@@ -97,6 +109,14 @@ class SqliteDatabase:
             connection, self._connection = self._connection, None
             await asyncio.get_running_loop().run_in_executor(self._executor, connection.close)
         self._executor.shutdown(wait=True)
+
+
+def _plain(result: T) -> T:
+    """``result``, unless it is a cursor: see the module's docstring for why."""
+    if isinstance(result, sqlite3.Cursor):
+        result.close()  # here, on the database thread
+        raise TypeError("database work returned a cursor; return the rows or values instead")
+    return result
 
 
 def _split_statements(script: str) -> list[str]:

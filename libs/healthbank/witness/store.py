@@ -81,29 +81,25 @@ class WitnessStore:
 
     async def add_head(self, head: CosignedHead) -> None:
         """Keep ``head`` (a head of a size already held is not replaced)."""
-        await self._db.write(
-            lambda c: c.execute(
-                "INSERT OR IGNORE INTO heads (tree_size, root_hash, timestamp_ms, log_signature,"
-                " log_public_key, cosignature, witnessed_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    head.tree_size,
-                    head.root_hash,
-                    head.timestamp_ms,
-                    head.log_signature,
-                    head.log_public_key,
-                    head.cosignature,
-                    head.witnessed_ms,
-                ),
-            )
+        await self._db.execute(
+            "INSERT OR IGNORE INTO heads (tree_size, root_hash, timestamp_ms, log_signature,"
+            " log_public_key, cosignature, witnessed_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                head.tree_size,
+                head.root_hash,
+                head.timestamp_ms,
+                head.log_signature,
+                head.log_public_key,
+                head.cosignature,
+                head.witnessed_ms,
+            ),
         )
 
     async def add_alarm(self, alarm: Alarm) -> None:
         """Record ``alarm``."""
-        await self._db.write(
-            lambda c: c.execute(
-                "INSERT INTO alarms (finding, tree_size, root_hash, raised_ms) VALUES (?, ?, ?, ?)",
-                (alarm.finding, alarm.tree_size, alarm.root_hash, alarm.raised_ms),
-            )
+        await self._db.execute(
+            "INSERT INTO alarms (finding, tree_size, root_hash, raised_ms) VALUES (?, ?, ?, ?)",
+            (alarm.finding, alarm.tree_size, alarm.root_hash, alarm.raised_ms),
         )
 
     async def alarms(self) -> list[Alarm]:

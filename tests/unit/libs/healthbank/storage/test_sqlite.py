@@ -1,0 +1,55 @@
+"""SqliteDatabase: results leave the database thread as plain values, never as cursors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from healthbank.storage.sqlite import SqliteDatabase
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    db = SqliteDatabase(tmp_path / "t.db", ["CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)"])
+    await db.open()
+    yield db
+    await db.close()
+
+
+async def count(db: SqliteDatabase) -> int:
+    return int(await db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]))
+
+
+async def test_work_that_hands_back_a_cursor_is_refused_and_its_write_rolled_back(
+    database: SqliteDatabase,
+) -> None:
+    with pytest.raises(TypeError, match="cursor"):
+        await database.write(lambda c: c.execute("INSERT INTO t VALUES ('a', 'x')"))
+    with pytest.raises(TypeError, match="cursor"):
+        await database.read(lambda c: c.execute("SELECT * FROM t"))
+    assert await count(database) == 0
+
+
+async def test_execute_returns_the_rows_changed(database: SqliteDatabase) -> None:
+    assert await database.execute("INSERT INTO t VALUES (?, ?)", ("a", "x")) == 1
+    assert await database.execute("UPDATE t SET v = ? WHERE k = ?", ("y", "missing")) == 0
+
+
+async def test_one_statement_run_side_by_side_by_many_callers_never_misuses_sqlite(
+    database: SqliteDatabase,
+) -> None:
+    # The same statement from several callers at once: a cursor freed on the loop thread
+    # would reset the statement while the database thread runs it for the next caller.
+    async def write(batch: int) -> None:
+        rows = [(f"{batch}-{n}", "x" * 50) for n in range(60)]
+        await database.execute_many("INSERT OR REPLACE INTO t VALUES (?, ?)", rows)
+
+    for round_number in range(60):
+        await asyncio.gather(
+            *(write(round_number * 5 + n) for n in range(5)),
+            *(count(database) for _ in range(10)),
+        )
+    assert await count(database) == 60 * 5 * 60
