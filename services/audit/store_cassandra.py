@@ -9,8 +9,10 @@ Tables, shaped by their queries:
   id's ULID time in buckets of ~16 s, so a batch of events made together is read and
   written as one or two partitions rather than one each.
 - ``node_chunks``: the Merkle node table, one row per complete subtree
-  ``(level, node_index)``, 1,024 nodes of a level per partition (a batch's new nodes land in
-  a few partitions); immutable once written.
+  ``(level, node_index)`` of level 1 and up, 1,024 nodes of a level per partition (a batch's
+  new nodes land in a few partitions); immutable once written. A level-0 node is its leaf's
+  hash, so it is computed from ``leaves`` when read, never stored (ADR 42); rows of level 0
+  that earlier versions wrote are ignored.
 - ``events_by_id`` and ``nodes``: the same, one partition per row, as versions before
   ADR 28 wrote them. Still read, never written: a node missing from ``node_chunks`` is
   looked up there, and so is an event id older than ``log_head.events_bucketed_since_ms``
@@ -728,6 +730,7 @@ class CassandraAuditStore:
                     ),
                 )
                 for (level, node_index), value in new_nodes
+                if level  # level 0 is the leaf's hash, read from ``leaves`` (ADR 42)
             ]
         by_person.sort(key=lambda keyed: keyed[0])
         lookups.sort(key=lambda keyed: keyed[0])
@@ -789,10 +792,14 @@ class CassandraAuditStore:
     async def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         """See AuditStore.get_nodes."""
         by_chunk: dict[tuple[int, int], list[int]] = {}
+        by_bucket: dict[int, list[int]] = {}
         for level, node_index in dict.fromkeys(keys):
-            by_chunk.setdefault((level, node_index >> NODE_CHUNK_BITS), []).append(node_index)
+            if level:
+                by_chunk.setdefault((level, node_index >> NODE_CHUNK_BITS), []).append(node_index)
+            else:
+                by_bucket.setdefault(node_index >> _LEAF_BUCKET_BITS, []).append(node_index)
         # One read per partition touched (O(log n) of them for a proof), issued together.
-        results = await asyncio.gather(
+        node_reads = asyncio.gather(
             *(
                 self._db.execute(
                     "SELECT level, node_index, hash FROM node_chunks WHERE level = ? AND chunk = ?"
@@ -803,7 +810,22 @@ class CassandraAuditStore:
                 for chunk in _chunks(indexes, _READ_CHUNK)
             )
         )
-        found = {(row.level, row.node_index): row.hash for rows in results for row in rows}
+        leaf_reads = asyncio.gather(
+            *(
+                self._db.execute(
+                    "SELECT leaf_index, leaf FROM leaves WHERE bucket = ?"
+                    f" AND leaf_index IN ({', '.join('?' * len(chunk))})",
+                    (bucket, *chunk),
+                )
+                for bucket, indexes in by_bucket.items()
+                for chunk in _chunks(indexes, _READ_CHUNK)
+            )
+        )
+        node_rows, leaf_rows = await asyncio.gather(node_reads, leaf_reads)
+        found = {(row.level, row.node_index): row.hash for rows in node_rows for row in rows}
+        found.update(
+            ((0, row.leaf_index), merkle.leaf_hash(row.leaf)) for rows in leaf_rows for row in rows
+        )
         missing = [
             (level, node_index)
             for (level, _), indexes in by_chunk.items()

@@ -381,7 +381,7 @@ async def test_cassandra_a_log_written_before_adr_28_is_read_from_its_old_tables
             )
     finally:
         await database.close()
-    assert len(ids) == 5 and len(nodes) >= 5
+    assert len(ids) == 5 and len(nodes) == 3  # (1, 0), (1, 1), (2, 0): level 0 is never stored
     await written_before_adr_28(
         engines, cassandra_keyspace, "TRUNCATE event_ids", "TRUNCATE node_chunks"
     )
@@ -397,6 +397,37 @@ async def test_cassandra_a_log_written_before_adr_28_is_read_from_its_old_tables
         assert await root_of(store, 4) == mth(leaves[:4])
     finally:
         await store.close()
+
+
+async def test_roots_across_partition_boundaries_match_the_leaves(store: AuditStore) -> None:
+    # 4,100 leaves cross Cassandra's first leaf bucket (4,096) and node chunks (1,024): the
+    # roots of odd sizes need a level-0 node, which is the hash of a leaf read back.
+    leaves = [f"leaf {i}".encode() for i in range(4100)]
+    for start in range(0, len(leaves), 1000):
+        await store.append_many(
+            [entry(f"x{i}", body=leaves[i]) for i in range(start, min(start + 1000, len(leaves)))]
+        )
+    for size in (1, 1023, 1025, 4095, 4096, 4097, 4099, 4100):
+        assert await root_of(store, size) == mth(leaves[:size]), size
+
+
+async def test_cassandra_stores_no_level_0_node_and_proves_from_the_leaves(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    store = await cassandra_store(engines, cassandra_keyspace)
+    try:
+        await store.append_many([entry(f"n{i}") for i in range(7)])
+        assert await root_of(store, 7) == mth([entry(f"n{i}").leaf for i in range(7)])
+    finally:
+        await store.close()
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    await database.open()
+    try:
+        rows = await database.execute("SELECT level, node_index FROM node_chunks", ())
+    finally:
+        await database.close()
+    # Seven leaves complete (1, 0..2), (2, 0): a leaf's own hash is never written (ADR 42).
+    assert sorted((row.level, row.node_index) for row in rows) == [(1, 0), (1, 1), (1, 2), (2, 0)]
 
 
 # --- reading the log in order ----------------------------------------------------------------

@@ -121,6 +121,19 @@ def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_tr
     assert "Submits/s" in lines[-1]
 
 
+def test_audit_store_benchmark_prints_the_log_beside_its_leaves_alone_as_json() -> None:
+    (line,) = run_tool("audit_store.py", "--batches", "2", "--events", "50", "--json", timeout=300)[
+        -1:
+    ]
+    baseline, appended = json.loads(line)["rows"]
+    assert baseline["name"].startswith("baseline") and appended["name"] == "append_many"
+    assert baseline["statements_per_event"] == 1.0
+    # A leaf, its person's row, its id's row and the nodes it completes (level 1 and up, ADR
+    # 42: about one per event); person_years once per person.
+    assert 3.5 < appended["statements_per_event"] < 4.5
+    assert appended["appends_per_s"] > 0 and baseline["appends_per_s"] > 0
+
+
 def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
     lines = run_tool("identity.py", "--persons", "400", "--resolves", "50", "--json", timeout=240)
     figures = json.loads(lines[-1])
