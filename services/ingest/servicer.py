@@ -39,7 +39,7 @@ from healthbank.contracts.hl7ack import ack_code, build_ack
 from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
 from healthbank.contracts.principal import Principal
 from healthbank.core.ids import new_ulid
-from healthbank.core.logs import request_id_var
+from healthbank.core.logs import request_id_var, stack_without_text
 from healthbank.core.memory import MemoryReleaser
 from healthbank.core.telemetry import business_metrics
 from healthbank.crypto import KeyProviderUnavailable
@@ -232,9 +232,14 @@ async def _ready(response: ingest_pb2.SubmitResponse) -> ingest_pb2.SubmitRespon
 def _internal_rejection(
     submitted: Submission | ingest_pb2.SubmitRequest, exc: Exception
 ) -> ingest_pb2.SubmitResponse:
-    # Type only: the text of an unexpected error may hold message content.
+    # Type and frames only: the text of an unexpected error may hold message content.
     request_id = request_id_var.get() or "-"
-    _log.error("unhandled %s in SubmitStream (request id %s)", type(exc).__name__, request_id)
+    _log.error(
+        "unhandled %s in SubmitStream (request id %s)\n%s",
+        type(exc).__name__,
+        request_id,
+        stack_without_text(exc),
+    )
     return _rejected(
         submitted,
         ServiceError(

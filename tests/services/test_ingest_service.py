@@ -78,6 +78,7 @@ from services.identity.app import open_service as open_identity
 from services.ingest.app import CASSANDRA_STORE, SERVICE, SERVICE_NAME, open_service
 from services.ingest.canonical import payload_json
 from services.ingest.dicom import UNIDENTIFIED_MRN_PREFIX, unidentified_patient_mrn
+from services.ingest.pipeline import IngestPipeline
 from services.ingest.servicer import MAX_CONTENT_BYTES
 from services.ingest.store import SqliteIngestStore, WriteAudit
 
@@ -1172,6 +1173,37 @@ async def test_stream_acks_in_order_and_rejects_without_ending(stack: Stack) -> 
     assert list(acks[2].record_names) == list(acks[0].record_names)
     bulk_tokens = {ack.person_token for ack in acks[6:]}
     assert len(bulk_tokens) == 1
+
+
+async def test_an_unexpected_error_in_the_stream_is_internal_for_that_message_and_logged_by_frame(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What CI once met (an SQLite misuse): the log must say where, never what the text held.
+    secret = "110108196207304511"
+    submit = IngestPipeline._submit
+
+    async def failing(self: IngestPipeline, submission: Any, *args: Any) -> Any:
+        if submission.message_id == "boom":
+            raise LookupError(f"patient {secret} misplaced")
+        return await submit(self, submission, *args)
+
+    monkeypatch.setattr(IngestPipeline, "_submit", failing)
+    caplog.set_level(logging.INFO)
+    bundle = fixture("fhir_admission_bundle.json")
+
+    async def requests() -> AsyncIterator[ingest_pb2.SubmitRequest]:
+        yield request(bundle, "boom")
+        yield request(bundle, "fine")
+
+    call = stack.ingest.SubmitStream(requests(), metadata=stack.auth(ENGINE_A))
+    boom, fine = [ack async for ack in call]
+    assert boom.outcome == ingest_pb2.OUTCOME_REJECTED and boom.rejection.reason == "INTERNAL"
+    assert fine.outcome == ingest_pb2.OUTCOME_STORED
+    logged = caplog.text
+    assert "unhandled LookupError in SubmitStream" in logged
+    assert "in failing" in logged and "test_ingest_service.py" in logged  # the frames
+    # Frames show source lines (code), never the values the message was made of.
+    assert secret not in logged and f"patient {secret}" not in boom.rejection.message
 
 
 async def test_stream_keeps_the_order_of_one_patients_messages(stack: Stack) -> None:

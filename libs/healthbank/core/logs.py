@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -119,3 +120,20 @@ def _current_span_ids() -> dict[str, str | None]:
         "trace_id": trace.format_trace_id(context.trace_id),
         "span_id": trace.format_span_id(context.span_id),
     }
+
+
+def stack_without_text(exc: BaseException) -> str:
+    """The type names and stack frames of ``exc`` and its causes, never their messages (an
+    unexpected error's text may hold a message's content), redacted: for an unhandled error's
+    log line."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__module__}.{type(current).__qualname__}\n")
+        parts.extend(traceback.format_tb(current.__traceback__))
+        current = current.__cause__ or current.__context__
+        if current is not None:
+            parts.append("while handling / caused by:\n")
+    return redact("".join(parts))

@@ -18,7 +18,6 @@ import asyncio
 import inspect
 import logging
 import time
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from contextvars import ContextVar, Token
@@ -31,7 +30,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind
 
 from healthbank.contracts.principal import InvalidToken, Principal
-from healthbank.core.logs import request_id_var
+from healthbank.core.logs import request_id_var, stack_without_text
 from healthbank.core.phi import redact
 from healthbank.crypto.keys import KeyProviderUnavailable
 from healthbank.rpc import authz
@@ -419,7 +418,7 @@ class ErrorInterceptor(_AroundInterceptor):
                 call_details.method,
                 self._service,
                 request_id,
-                redact(_describe_without_text(exc)),
+                stack_without_text(exc),
             )
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
@@ -432,21 +431,6 @@ def _engine_reason(exc: Exception) -> str:
     if isinstance(exc, StorageUnavailable):
         return "STORAGE_UNAVAILABLE"
     return "KEY_PROVIDER_UNAVAILABLE"
-
-
-def _describe_without_text(exc: BaseException) -> str:
-    """Exception type names and stack frames of ``exc`` and its causes, but no messages."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts.append(f"{type(current).__module__}.{type(current).__qualname__}\n")
-        parts.extend(traceback.format_tb(current.__traceback__))
-        current = current.__cause__ or current.__context__
-        if current is not None:
-            parts.append("while handling / caused by:\n")
-    return "".join(parts)
 
 
 class DeadlineInterceptor(_AroundInterceptor):
