@@ -146,14 +146,7 @@ class SqliteIngestStore:
         """See IngestStore.note_pending."""
         await self._db.execute(
             "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
-            (
-                audit.hospital_id,
-                audit.message_id,
-                audit.content_hash,
-                audit.event_id,
-                to_micros(audit.occur_time),
-                principal_to_json(audit.actor),
-            ),
+            _audit_row(audit),
         )
 
     async def mark_audit_appended(self, audit: WriteAudit) -> None:
@@ -161,14 +154,7 @@ class SqliteIngestStore:
         await self._db.execute(
             "INSERT INTO write_audits VALUES (?, ?, ?, ?, ?, ?, 1)"
             " ON CONFLICT DO UPDATE SET appended = 1",
-            (
-                audit.hospital_id,
-                audit.message_id,
-                audit.content_hash,
-                audit.event_id,
-                to_micros(audit.occur_time),
-                principal_to_json(audit.actor),
-            ),
+            _audit_row(audit),
         )
 
     async def is_audit_appended(self, hospital_id: str, message_id: str, content_hash: str) -> bool:
@@ -242,6 +228,18 @@ class SqliteIngestStore:
 def directory_json(entry: DirectoryEntry) -> str:
     """A directory resource as stored: the JSON the hospital sent, compact."""
     return json.dumps(entry.resource, ensure_ascii=False, separators=(",", ":"))
+
+
+def _audit_row(audit: WriteAudit) -> tuple[object, ...]:
+    """``audit``'s columns of ``write_audits`` up to ``appended``."""
+    return (
+        audit.hospital_id,
+        audit.message_id,
+        audit.content_hash,
+        audit.event_id,
+        to_micros(audit.occur_time),
+        principal_to_json(audit.actor),
+    )
 
 
 def _audit_from_row(row: sqlite3.Row) -> WriteAudit:
