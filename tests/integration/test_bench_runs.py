@@ -122,10 +122,8 @@ def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_tr
 
 
 def test_audit_store_benchmark_prints_the_log_beside_its_leaves_alone_as_json() -> None:
-    (line,) = run_tool("audit_store.py", "--batches", "2", "--events", "50", "--json", timeout=300)[
-        -1:
-    ]
-    baseline, appended = json.loads(line)["rows"]
+    lines = run_tool("audit_store.py", "--batches", "2", "--events", "50", "--json", timeout=300)
+    baseline, appended = json.loads(lines[-1])["rows"]
     assert baseline["name"].startswith("baseline") and appended["name"] == "append_many"
     assert baseline["statements_per_event"] == 1.0
     # A leaf, its person's row, its id's row and the nodes it completes (level 1 and up, ADR

@@ -32,7 +32,13 @@ from cassandra_floor import cassandra_cpu_seconds, engines_dir
 from healthbank.cli import real_engine_env
 from healthbank.core.ids import new_ulid
 from healthbank.ledger import merkle
-from healthbank.storage.cassandra import CassandraDatabase, counts_now, drop_keyspaces
+from healthbank.storage.cassandra import (
+    STATEMENT_COUNTS,
+    CassandraDatabase,
+    StatementCounts,
+    counts_now,
+    drop_keyspaces,
+)
 from healthbank.storage.schema import migrate_keyspaces
 from services.audit.store import LeafEntry
 from services.audit.store_cassandra import MIGRATIONS, CassandraAuditStore
@@ -57,17 +63,16 @@ async def measure(
     name: str, keyspace: str, pid: int, events: int, work: Callable[[], Awaitable[None]]
 ) -> dict[str, float | str]:
     """Run ``work`` (which writes ``events`` events); its rates and costs per event."""
-    before = counts_now().get(keyspace)
+    before = counts_now().get(keyspace, StatementCounts())
     cassandra_cpu, own_cpu = cassandra_cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     await work()
     elapsed = time.perf_counter() - started
-    after = counts_now()[keyspace]
-    statements = after.statements - (before.statements if before else 0)
+    sent = STATEMENT_COUNTS[keyspace].since(before)
     return {
         "name": name,
         "appends_per_s": events / elapsed,
-        "statements_per_event": statements / events,
+        "statements_per_event": sent.statements / events,
         "client_cpu_ms_per_event": (time.process_time() - own_cpu) / events * 1000,
         "cassandra_cpu_ms_per_event": (cassandra_cpu_seconds(pid) - cassandra_cpu) / events * 1000,
     }
