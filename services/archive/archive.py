@@ -331,16 +331,15 @@ class Archive:
     async def _write_segment(self, batch: Sequence[StoredRecord]) -> str:
         created = self._now()
         segment_id = new_ulid(created)
-        encoded = encode_segment(
-            segment_id,
-            [SegmentEntry(cold_record(record), record.sealed_payload) for record in batch],
-        )
+        entries = [SegmentEntry(cold_record(record), record.sealed_payload) for record in batch]
+        # Compressing, hashing and verifying megabytes: on a worker thread, never the loop.
+        encoded = await asyncio.to_thread(encode_segment, segment_id, entries)
         key = segment_key(segment_id)
         await self._objects.put(key, encoded.data)
         # Trust what the disk gives back, not what we meant to write.
         written = await self._objects.get(key)
         try:
-            verify_segment(written)
+            await asyncio.to_thread(verify_segment, written)
         except SegmentCorrupt:
             raise ColdDataCorrupt(segment_id) from None
         if written != encoded.data:
@@ -382,24 +381,31 @@ class Archive:
         for entry in index:
             by_segment.setdefault(entry.segment_id, []).append(entry)
         found: dict[str, SegmentEntry] = {}
-        # One segment in memory at a time.
+        # One segment in memory at a time, verified and decoded on a worker thread (a
+        # segment holds up to a thousand records: too much work for the event loop).
         for segment_id, entries in by_segment.items():
             try:
                 data = await self._objects.get(segment_key(segment_id))
-                verify_segment(data)
-                for entry in entries:
-                    archived = read_entry(data, entry.offset)
-                    if (
-                        archived.record.record_id != entry.record_id
-                        or archived.record.person_token != person_token
-                    ):
-                        raise ColdDataCorrupt(segment_id)
-                    found[entry.record_id] = archived
+                archived = await asyncio.to_thread(_read_entries, data, entries)
             except (ObjectMissing, SegmentCorrupt):
                 raise ColdDataCorrupt(segment_id) from None
+            for entry, record in zip(entries, archived, strict=True):
+                if (
+                    record.record.record_id != entry.record_id
+                    or record.record.person_token != person_token
+                ):
+                    raise ColdDataCorrupt(segment_id)
+                found[entry.record_id] = record
         return [found[entry.record_id] for entry in index]
 
 
 def _check_same_owner(stored: BlobMeta, wanted: BlobMeta) -> None:
     if (stored.person_token, stored.content_type) != (wanted.person_token, wanted.content_type):
         raise BlobMetadataConflict(stored.sha256)
+
+
+def _read_entries(data: bytes, entries: Sequence[ColdIndexEntry]) -> list[SegmentEntry]:
+    """The entries at the index's offsets of a segment, once the whole segment is verified
+    (SegmentCorrupt otherwise)."""
+    verify_segment(data)
+    return [read_entry(data, entry.offset) for entry in entries]

@@ -140,18 +140,19 @@ class S3ObjectStore:
 
     async def put(self, key: str, data: bytes) -> None:
         """See ObjectStore.put."""
-        request: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Key": self._name(key),
-            "Body": data,
-            "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),
-        }
+        request: dict[str, Any] = {"Bucket": self._bucket, "Key": self._name(key), "Body": data}
         if self._lock_days:
             request["ObjectLockMode"] = "COMPLIANCE"
             request["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
                 days=self._lock_days
             )
-        await asyncio.to_thread(lambda: self._client.put_object(**request))
+
+        def put() -> None:
+            # Hashing a large blob is work for the worker thread, not the loop.
+            digest = hashlib.md5(data).digest()
+            self._client.put_object(**request, ContentMD5=base64.b64encode(digest).decode("ascii"))
+
+        await asyncio.to_thread(put)
 
     async def get(self, key: str) -> bytes:
         """See ObjectStore.get."""

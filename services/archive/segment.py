@@ -120,7 +120,9 @@ def verify_segment(data: bytes) -> SegmentHeader:
 
 def read_entry(data: bytes, offset: int) -> SegmentEntry:
     """Decode the entry whose frame starts at ``offset`` of a segment already verified."""
-    body = data[:-CHECKSUM_SIZE]
+    # A view, not a slice: a copy of the whole segment per entry made a 1,000-record fetch
+    # of a 16 MiB segment take seconds.
+    body = memoryview(data)[:-CHECKSUM_SIZE]
     if not _HEADER.size <= offset < len(body):
         raise SegmentCorrupt("entry offset is outside the segment")
     end = _frame_end(body, offset)
@@ -148,7 +150,7 @@ def decode_segment(data: bytes) -> list[SegmentEntry]:
     return [read_entry(data, offset) for offset in header.offsets]
 
 
-def _frame_end(body: bytes, offset: int) -> int:
+def _frame_end(body: bytes | memoryview, offset: int) -> int:
     if offset + _U32.size > len(body):
         raise SegmentCorrupt("segment frame header is truncated")
     (length,) = _U32.unpack_from(body, offset)

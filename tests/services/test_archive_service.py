@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -499,3 +500,31 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
                 assert stored.size_bytes == len(b"during the outage")
         finally:
             await hot.close()
+
+
+async def test_segments_are_encoded_verified_and_decoded_off_the_event_loop(
+    archive: ArchiveClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment holds up to a thousand records: its work would stall every other RPC."""
+    from services.archive import archive as domain
+
+    loop_thread = threading.get_ident()
+    threads: dict[str, set[bool]] = {}
+
+    def watched(name: str) -> None:
+        original = getattr(domain, name)
+
+        def spy(*args: object) -> object:
+            threads.setdefault(name, set()).add(threading.get_ident() == loop_thread)
+            return original(*args)
+
+        monkeypatch.setattr(domain, name, spy)
+
+    for name in ("encode_segment", "verify_segment", "read_entry"):
+        watched(name)
+    old = await seed(archive, PERSON, years(2011, 2012, 2013))
+    assert (await tier(archive)).records_moved == 3
+    cold = await fetch(archive)
+    assert [item.record.record_id for item in cold] == [r.record_id for r in old]
+    # Each ran, and never on the loop's thread.
+    assert threads == {"encode_segment": {False}, "verify_segment": {False}, "read_entry": {False}}
