@@ -223,17 +223,3 @@ def test_a_short_run_on_the_embedded_stack_exercises_every_operation(tmp_path: P
     # matplotlib is a test dependency (pyproject's dev extra): the charts are always drawn.
     assert (report / "throughput.png").stat().st_size > 0
     assert (report / "memory.png").stat().st_size > 0
-
-
-def test_driver_bridge_benchmark_prints_the_bridge_beside_the_driver_alone_as_json() -> None:
-    lines = run_tool(
-        "driver_bridge.py", "--requests", "50", "--concurrency", "1,8", "--json", timeout=300
-    )
-    rows = json.loads(lines[-1])["rows"]
-    assert [(row["name"], row["concurrency"]) for row in rows] == [
-        ("baseline: the driver alone", 1),
-        ("CassandraDatabase.execute", 1),
-        ("baseline: the driver alone", 8),
-        ("CassandraDatabase.execute", 8),
-    ]
-    assert all(row["reads_per_s"] > 0 and row["client_cpu_us_per_read"] >= 0 for row in rows)
