@@ -13,11 +13,12 @@ import base64
 import hashlib
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+from healthbank.core.files import write_durably
 
 # Keys are relative, slash-separated, made of safe characters, with no "." or ".." parts.
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
@@ -79,7 +80,7 @@ class LocalObjectStore:
 
     async def put(self, key: str, data: bytes) -> None:
         """See ObjectStore.put: temp file, fsync, rename, fsync the directory."""
-        await asyncio.to_thread(_write_durably, self.path_of(key), data)
+        await asyncio.to_thread(write_durably, self.path_of(key), data)
 
     async def get(self, key: str) -> bytes:
         """See ObjectStore.get."""
@@ -104,7 +105,7 @@ class LocalObjectStore:
             while chunk := await asyncio.to_thread(handle.read, chunk_size):
                 yield chunk
         finally:
-            handle.close()
+            close_off_loop(handle)
 
     async def delete(self, key: str) -> None:
         """See ObjectStore.delete."""
@@ -198,7 +199,7 @@ class S3ObjectStore:
             while chunk := await asyncio.to_thread(body.read, chunk_size):
                 yield chunk
         finally:
-            body.close()
+            close_off_loop(body)
 
     async def delete(self, key: str) -> None:
         """See ObjectStore.delete."""
@@ -265,40 +266,16 @@ def _list_files(root: Path, prefix: str) -> list[str]:
     return sorted(keys)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    _make_directories(path.parent)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+def close_off_loop(handle: Any) -> None:
+    """Close a file or response body that a worker thread may still be reading (its reader
+    was cancelled mid-read): closing waits for that read, up to the read's timeout, so it
+    is done on a worker thread too, never on the event loop."""
     try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    # The rename is only durable once the directory entry is on disk.
-    _fsync_directory(path.parent)
-
-
-def _make_directories(directory: Path) -> None:
-    """mkdir -p, making each new directory entry durable in its parent."""
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for new_directory in reversed(missing):
-        new_directory.mkdir(exist_ok=True)
-        _fsync_directory(new_directory.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a generator finalized at exit): nothing to hold up
+        handle.close()
+        return
+    loop.run_in_executor(None, handle.close)
 
 
 def _check_writable(root: Path) -> None:

@@ -94,3 +94,16 @@ async def test_s3_objects_survive_a_restart_of_the_server(s3proxy: S3ProxyProces
     await s3proxy.store(bucket).put("segments/kept.seg", b"durable")
     s3proxy.restart()
     assert await s3proxy.store(bucket).get("segments/kept.seg") == b"durable"
+
+
+async def test_a_reader_that_stops_early_lets_the_object_be_read_and_deleted(
+    objects: ObjectStore,
+) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    await objects.put("blobs/cd/early", data)
+    reader = objects.chunks("blobs/cd/early", 1024 * 1024)
+    assert await anext(reader) == data[: 1024 * 1024]
+    await reader.aclose()  # its body is closed off the loop
+    assert await objects.get("blobs/cd/early") == data
+    await objects.delete("blobs/cd/early")
+    assert not await objects.exists("blobs/cd/early")

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from healthbank.core.files import write_durably
 from healthbank.crypto.keys import (
     DATA_KEY_BYTES,
     LOCAL_WRAPPED_PREFIX,
@@ -280,19 +281,9 @@ class LocalKeyring:
             "nonce": base64.b64encode(nonce).decode(),
             "ciphertext": base64.b64encode(ciphertext).decode(),
         }
-        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self._path.with_name(f".{self._path.name}.{secrets.token_hex(8)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(json.dumps(document, indent=2).encode() + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self._path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        _fsync_directory(self._path.parent)
+        # Only this process's user may read it, even sealed; a crash keeps the old one whole.
+        data = json.dumps(document, indent=2).encode() + b"\n"
+        write_durably(self._path, data, mode=0o600, directory_mode=0o700)
 
     def _new_kdf_document(self) -> dict[str, Any]:
         return {
@@ -399,12 +390,3 @@ def _unwrap(keyring: _Secrets, version: int, wrapped: bytes) -> bytes:
         return AESGCM(kek).decrypt(nonce, wrapped[header_length + _NONCE_BYTES :], header)
     except InvalidTag:
         raise InvalidWrappedKey("wrapped data key failed authentication") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable: a crash must not bring back the old keyring."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

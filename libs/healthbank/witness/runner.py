@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
+from healthbank.core.files import write_durably
 from healthbank.ledger.tree_head import cosigned_head_bytes, head_timestamp_ms, to_millis
 from healthbank.witness.judge import Finding, HeldHead, judge, needs_proof
 from healthbank.witness.store import Alarm, CosignedHead, WitnessStore
@@ -154,8 +155,5 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 
 
 def _write_json(path: Path, body: dict[str, object]) -> None:
-    # Readers never see a half-written file: write aside, then rename over.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".tmp")
-    partial.write_text(json.dumps(body, indent=2) + "\n")
-    partial.replace(path)
+    # Readers never see a half-written file, and a crash never leaves an empty one.
+    write_durably(path, (json.dumps(body, indent=2) + "\n").encode())
