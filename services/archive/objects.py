@@ -255,10 +255,12 @@ def _status_of(error: Any) -> int:
 
 
 def _list_files(root: Path, prefix: str) -> list[str]:
-    if not root.is_dir():
+    # Walk only the folder the prefix names ("segments/" of "segments/01"), not every blob.
+    folder = root.joinpath(*prefix.split("/")[:-1])
+    if not folder.is_dir() or not folder.resolve().is_relative_to(root.resolve()):
         return []
     keys = []
-    for path in root.rglob("*"):
+    for path in folder.rglob("*"):
         if path.is_file() and not path.name.startswith("."):
             key = path.relative_to(root).as_posix()
             if key.startswith(prefix):

@@ -69,6 +69,11 @@ async def test_list_keys_names_every_object_under_a_prefix_sorted(objects: Objec
     assert await objects.list_keys("segments/") == ["segments/1.seg", "segments/2.seg"]
     assert await objects.list_keys("blobs/") == ["blobs/aa/x", "blobs/ab/y"]
     assert await objects.list_keys("none/") == []
+    assert await objects.list_keys("blobs/a") == ["blobs/aa/x", "blobs/ab/y"]
+    assert await objects.list_keys("blobs/aa/") == ["blobs/aa/x"]
+    assert await objects.list_keys("") == sorted(
+        ["segments/1.seg", "segments/2.seg", "blobs/aa/x", "blobs/ab/y"]
+    )
 
 
 @pytest.mark.parametrize("key", ["../escape", "/absolute", "a/../b", "a//b", "spa ce", ""])
