@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from healthbank.core.files import write_durably
+
+# Blocking S3 calls run here (I/O, not CPU: many threads are cheap), apart from the loop's
+# default pool (min(32, cores + 4) threads) that the archive's CPU work uses.
+_S3_CALLS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="s3-call")
+_T = TypeVar("_T")
 
 # Keys are relative, slash-separated, made of safe characters, with no "." or ".." parts.
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
@@ -153,7 +160,7 @@ class S3ObjectStore:
             digest = hashlib.md5(data).digest()
             self._client.put_object(**request, ContentMD5=base64.b64encode(digest).decode("ascii"))
 
-        await asyncio.to_thread(put)
+        await _s3_call(put)
 
     async def get(self, key: str) -> bytes:
         """See ObjectStore.get."""
@@ -167,7 +174,7 @@ class S3ObjectStore:
             body: bytes = response["Body"].read()
             return body
 
-        return await asyncio.to_thread(read)
+        return await _s3_call(read)
 
     async def exists(self, key: str) -> bool:
         """See ObjectStore.exists."""
@@ -182,7 +189,7 @@ class S3ObjectStore:
                 raise
             return True
 
-        return await asyncio.to_thread(head)
+        return await _s3_call(head)
 
     async def chunks(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         """See ObjectStore.chunks: one GET, its body read a chunk per thread hop."""
@@ -194,17 +201,17 @@ class S3ObjectStore:
             except self._client.exceptions.NoSuchKey:
                 raise ObjectMissing(key) from None
 
-        body = await asyncio.to_thread(open_body)
+        body = await _s3_call(open_body)
         try:
-            while chunk := await asyncio.to_thread(body.read, chunk_size):
+            while chunk := await _s3_call(lambda: body.read(chunk_size)):
                 yield chunk
         finally:
-            close_off_loop(body)
+            close_off_loop(body, _S3_CALLS)
 
     async def delete(self, key: str) -> None:
         """See ObjectStore.delete."""
         name = self._name(key)
-        await asyncio.to_thread(lambda: self._client.delete_object(Bucket=self._bucket, Key=name))
+        await _s3_call(lambda: self._client.delete_object(Bucket=self._bucket, Key=name))
 
     async def list_keys(self, prefix: str) -> list[str]:
         """See ObjectStore.list_keys."""
@@ -220,11 +227,19 @@ class S3ObjectStore:
                 keys.extend(name[len(self._prefix) :] for name in names if not name.endswith("/"))
             return sorted(keys)
 
-        return await asyncio.to_thread(listing)
+        return await _s3_call(listing)
 
     async def check(self) -> None:
         """See ObjectStore.check: the bucket answers."""
-        await asyncio.to_thread(lambda: self._client.head_bucket(Bucket=self._bucket))
+        await _s3_call(lambda: self._client.head_bucket(Bucket=self._bucket))
+
+
+async def _s3_call(work: Callable[[], _T]) -> _T:
+    """Run a blocking S3 call on the S3 threads, not the loop's default pool: a slow S3
+    holds a thread for up to botocore's timeouts, and the default pool's few threads are
+    what segment decoding, sealing and hashing need meanwhile."""
+    context = contextvars.copy_context()  # the caller's trace, as to_thread keeps it
+    return await asyncio.get_running_loop().run_in_executor(_S3_CALLS, context.run, work)
 
 
 def s3_client(endpoint_url: str | None, region: str, access_key_id: str, secret: str) -> Any:
@@ -268,16 +283,17 @@ def _list_files(root: Path, prefix: str) -> list[str]:
     return sorted(keys)
 
 
-def close_off_loop(handle: Any) -> None:
+def close_off_loop(handle: Any, executor: Executor | None = None) -> None:
     """Close a file or response body that a worker thread may still be reading (its reader
     was cancelled mid-read): closing waits for that read, up to the read's timeout, so it
-    is done on a worker thread too, never on the event loop."""
+    is done on a worker thread of ``executor`` (None: the loop's default) too, never on the
+    event loop."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop (a generator finalized at exit): nothing to hold up
         handle.close()
         return
-    loop.run_in_executor(None, handle.close)
+    loop.run_in_executor(executor, handle.close)
 
 
 def _check_writable(root: Path) -> None:

@@ -4,6 +4,7 @@ S3-compatible server (S3Proxy from Maven Central, started by the ``s3proxy`` fix
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,22 @@ async def test_a_reader_that_stops_early_lets_the_object_be_read_and_deleted(
     assert await objects.get("blobs/cd/early") == data
     await objects.delete("blobs/cd/early")
     assert not await objects.exists("blobs/cd/early")
+
+
+async def test_s3_calls_run_on_the_s3_threads_not_the_default_pool(
+    s3proxy: S3ProxyProcess,
+) -> None:
+    client = s3proxy.client()
+    threads: set[str] = set()
+    client.meta.events.register(
+        "before-send.s3", lambda **_: threads.add(threading.current_thread().name)
+    )
+    store = S3ObjectStore(client, s3proxy.new_bucket(), "archive/")
+    await store.check()
+    await store.put("blobs/ef/x", b"data")
+    assert await store.get("blobs/ef/x") == b"data"
+    assert [chunk async for chunk in store.chunks("blobs/ef/x", 2)] == [b"da", b"ta"]
+    assert await store.exists("blobs/ef/x")
+    assert await store.list_keys("blobs/") == ["blobs/ef/x"]
+    await store.delete("blobs/ef/x")
+    assert threads and all(name.startswith("s3-call") for name in threads), threads
