@@ -153,6 +153,7 @@ def test_archive_benchmark_prints_tiering_compression_and_cold_fetches(objects: 
     assert lines[3].startswith("cold fetch, one record: p50")
     assert lines[4].startswith("cold fetch, 5-year history (120 records): p50")
     assert lines[5].startswith("event loop held at most") and "while fetching" in lines[5]
+    assert "(baseline, idle:" in lines[5]
 
 
 def test_hops_prints_each_layer_of_an_emergency_read_beside_a_bare_round_trip() -> None:

@@ -145,27 +145,32 @@ async def run(args: argparse.Namespace, work: Path, objects: ObjectStore) -> Non
         )
         one: list[float] = []
         history: list[float] = []
-        fetch_watch = await LoopWatch().__aenter__()
-        for person in persons[: args.fetches]:
-            cold = await index.list_cold(person, None, None)
-            moment = cold[len(cold) // 2].effective_time
-            started = time.perf_counter()
-            found = await archive.fetch(person, moment, moment + timedelta(microseconds=1))
-            one.append(time.perf_counter() - started)
-            assert len(found) == 1
-            started = time.perf_counter()
-            found = await archive.fetch(person, NOW - timedelta(days=365 * (args.years + 2)), None)
-            history.append(time.perf_counter() - started)
-            assert len(found) == args.years * args.per_year
-        await fetch_watch.__aexit__()
+        async with LoopWatch() as fetch_watch:
+            for person in persons[: args.fetches]:
+                cold = await index.list_cold(person, None, None)
+                moment = cold[len(cold) // 2].effective_time
+                started = time.perf_counter()
+                found = await archive.fetch(person, moment, moment + timedelta(microseconds=1))
+                one.append(time.perf_counter() - started)
+                assert len(found) == 1
+                started = time.perf_counter()
+                found = await archive.fetch(
+                    person, NOW - timedelta(days=365 * (args.years + 2)), None
+                )
+                history.append(time.perf_counter() - started)
+                assert len(found) == args.years * args.per_year
         print(f"cold fetch, one record: {millis(one)} (n={len(one)})")
         print(
             f"cold fetch, {args.years}-year history ({args.years * args.per_year} records):"
             f" {millis(history)} (n={len(history)})"
         )
+        # The baseline: the same heartbeat on a loop with nothing else to do.
+        async with LoopWatch() as idle_watch:
+            await asyncio.sleep(0.5)
         print(
             f"event loop held at most {tiering_watch.longest * 1000:.1f} ms while tiering,"
             f" {fetch_watch.longest * 1000:.1f} ms while fetching"
+            f" (baseline, idle: {idle_watch.longest * 1000:.1f} ms)"
         )
     finally:
         await records.close()
