@@ -17,7 +17,13 @@ from healthbank.records import open_record_store
 from healthbank.rpc.service import ServiceResources, Serving, service_opener
 from healthbank.storage.backends import open_store
 from services.archive.archive import Archive, ScrubReport
-from services.archive.objects import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
+from services.archive.objects import (
+    LocalObjectStore,
+    ObjectStore,
+    S3Limits,
+    S3ObjectStore,
+    s3_client,
+)
 from services.archive.servicer import MAX_BLOB_BYTES, ArchiveServicer
 from services.archive.store import SqliteArchiveStore
 
@@ -57,6 +63,11 @@ def open_object_store(settings: Settings) -> ObjectStore:
         settings.archive_s3_region,
         key_id.get_secret_value() if key_id else "",
         secret.get_secret_value() if secret else "",
+        S3Limits(
+            settings.archive_s3_connect_timeout_seconds,
+            settings.archive_s3_read_timeout_seconds,
+            settings.archive_s3_max_attempts,
+        ),
     )
     return S3ObjectStore(
         client,

@@ -16,11 +16,13 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from healthbank.core.files import write_durably
+from healthbank.storage.errors import StorageRefused, StorageUnavailable
 
 # Blocking S3 calls run here (I/O, not CPU: many threads are cheap), apart from the loop's
 # default pool (min(32, cores + 4) threads) that the archive's CPU work uses.
@@ -201,7 +203,14 @@ class S3ObjectStore:
             except self._client.exceptions.NoSuchKey:
                 raise ObjectMissing(key) from None
 
-        body = await _s3_call(open_body)
+        # Shielded: a reader cancelled while the GET is in flight must still close the body
+        # it returns, or its connection waits for the garbage collector.
+        opening = asyncio.ensure_future(_s3_call(open_body))
+        try:
+            body = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_late_body)
+            raise
         try:
             while chunk := await _s3_call(lambda: body.read(chunk_size)):
                 yield chunk
@@ -236,17 +245,86 @@ class S3ObjectStore:
 
 async def _s3_call(work: Callable[[], _T]) -> _T:
     """Run a blocking S3 call on the S3 threads, not the loop's default pool: a slow S3
-    holds a thread for up to botocore's timeouts, and the default pool's few threads are
-    what segment decoding, sealing and hashing need meanwhile."""
+    holds a thread for up to its timeouts, and the default pool's few threads are what
+    segment decoding, sealing and hashing need meanwhile. S3's failures come back as the
+    storage errors every store raises (:func:`_storage_error`)."""
     context = contextvars.copy_context()  # the caller's trace, as to_thread keeps it
-    return await asyncio.get_running_loop().run_in_executor(_S3_CALLS, context.run, work)
+    return await asyncio.get_running_loop().run_in_executor(
+        _S3_CALLS, context.run, _with_storage_errors, work
+    )
 
 
-def s3_client(endpoint_url: str | None, region: str, access_key_id: str, secret: str) -> Any:
+def _with_storage_errors(work: Callable[[], _T]) -> _T:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return work()
+    except (BotoCoreError, ClientError) as error:
+        raise _storage_error(error) from error
+
+
+# S3 error codes of a request that cannot succeed as the deployment stands, and the cause
+# StorageRefused names; and codes that may pass on retry although their status is a 4xx.
+_REFUSED_CODES = {
+    "AccessDenied": "UNAUTHORIZED",
+    "InvalidAccessKeyId": "UNAUTHORIZED",
+    "SignatureDoesNotMatch": "UNAUTHORIZED",
+    "RequestTimeTooSkewed": "CONFIGURATION",
+    "NoSuchBucket": "CONFIGURATION",
+    "InvalidBucketName": "CONFIGURATION",
+    "EntityTooLarge": "REQUEST_TOO_LARGE",
+}
+_TRANSIENT_CODES = frozenset({"BadDigest", "RequestTimeout", "SlowDown", "Throttling"})
+
+
+def _storage_error(error: Exception) -> Exception:
+    """An S3 failure as a storage error: transient ones (no connection, a timeout, a 5xx, a
+    throttle, bytes damaged on the way) may succeed on retry; a refusal never will. The
+    message names the error's type, code and status only: never a key or a bucket."""
+    response = getattr(error, "response", None)
+    if response is None:  # no answer at all: connecting, a timeout, a cut stream
+        if type(error).__name__ in {"NoCredentialsError", "PartialCredentialsError"}:
+            return StorageRefused(f"S3 {type(error).__name__}", cause="UNAUTHORIZED")
+        return StorageUnavailable(f"S3 unreachable: {type(error).__name__}")
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = _status_of(error)
+    described = f"S3 answered {code or 'an error'} (HTTP {status})"
+    if code in _REFUSED_CODES:
+        return StorageRefused(described, cause=_REFUSED_CODES[code])
+    if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429) or status < 400:
+        return StorageUnavailable(described)
+    cause = "UNAUTHORIZED" if status in (401, 403) else "INVALID_QUERY"
+    return StorageRefused(described, cause=cause)
+
+
+def _close_late_body(opening: asyncio.Future[Any]) -> None:
+    """Close the body of a GET whose reader was cancelled before it arrived."""
+    if not opening.cancelled() and opening.exception() is None:
+        close_off_loop(opening.result(), _S3_CALLS)
+
+
+@dataclass(frozen=True)
+class S3Limits:
+    """How long an S3 request may wait (to connect; for the next bytes of an answer) and
+    how many times a transient failure is tried in all (settings ``archive_s3_*``)."""
+
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    max_attempts: int = 3
+
+
+def s3_client(
+    endpoint_url: str | None,
+    region: str,
+    access_key_id: str,
+    secret: str,
+    limits: S3Limits | None = None,
+) -> Any:
     """A boto3 S3 client; path-style addressing, which every S3-compatible store serves."""
     import boto3
     from botocore.config import Config
 
+    limits = limits or S3Limits()
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -255,7 +333,10 @@ def s3_client(endpoint_url: str | None, region: str, access_key_id: str, secret:
         aws_secret_access_key=secret,
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=limits.connect_timeout_seconds,
+            read_timeout=limits.read_timeout_seconds,
+            # total_max_attempts counts the first try too (max_attempts would not).
+            retries={"total_max_attempts": limits.max_attempts, "mode": "standard"},
             # Only send checksums an operation requires: older S3-compatible stores refuse
             # the CRC headers newer botocore adds by default.
             request_checksum_calculation="when_required",

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
 from auth_support import auth_metadata
+from engine_support import TcpProxy
 from object_store_support import S3PROXY, S3ProxyProcess
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
@@ -22,6 +25,7 @@ from healthbank.core.config import load_settings
 from healthbank.core.ids import new_ulid
 from healthbank.records import MessageReceipt, StoredRecord, open_record_store
 from healthbank.rpc.clients import open_channel
+from healthbank.rpc.errors import ErrorDetails, error_details
 from services.archive.app import open_service, scrub_archive
 
 PERSON = "d" * 64
@@ -139,3 +143,93 @@ async def test_the_archive_service_keeps_its_objects_in_the_s3_bucket(
                     pass
             assert failed.value.code() == grpc.StatusCode.DATA_LOSS
             assert tiered.segment_names[0] in (failed.value.details() or "")
+
+
+def s3_settings(tmp_path: Path, endpoint: str, bucket: str, secret: str) -> Any:
+    return load_settings(
+        {
+            "HEALTHBANK_DATA_DIR": str(tmp_path / "data"),
+            "HEALTHBANK_ARCHIVE_BACKEND": "s3",
+            "HEALTHBANK_ARCHIVE_S3_ENDPOINT": endpoint,
+            "HEALTHBANK_ARCHIVE_S3_BUCKET": bucket,
+            "HEALTHBANK_ARCHIVE_S3_ACCESS_KEY_ID": S3PROXY.ACCESS_KEY_ID,
+            "HEALTHBANK_ARCHIVE_S3_SECRET_ACCESS_KEY": secret,
+            "HEALTHBANK_ARCHIVE_S3_CONNECT_TIMEOUT_SECONDS": "1",
+            "HEALTHBANK_ARCHIVE_S3_READ_TIMEOUT_SECONDS": "2",
+            "HEALTHBANK_ARCHIVE_S3_MAX_ATTEMPTS": "1",
+        }
+    )
+
+
+async def put_blob(stub: Any, settings: Any, content: bytes) -> archive_pb2.Blob:
+    blob: archive_pb2.Blob = await stub.PutBlob(
+        archive_pb2.PutBlobRequest(
+            person_token=PERSON, content_type="application/dicom", content=content
+        ),
+        metadata=auth_metadata(settings, INGEST),
+    )
+    return blob
+
+
+async def get_blob(stub: Any, settings: Any, sha256: str) -> bytes:
+    chunks = [
+        item.chunk
+        async for item in stub.GetBlob(
+            archive_pb2.GetBlobRequest(name=f"blobs/{sha256}"),
+            metadata=auth_metadata(settings, READER),
+        )
+    ]
+    return b"".join(chunks)
+
+
+async def failure_of(call: Awaitable[Any]) -> ErrorDetails:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return error_details(raised.value)
+
+
+async def test_an_s3_outage_is_answered_unavailable_and_the_retry_stores(
+    tmp_path: Path, s3proxy: S3ProxyProcess
+) -> None:
+    bucket = s3proxy.new_bucket()
+    relay = TcpProxy("127.0.0.1", s3proxy.port)
+    settings = s3_settings(
+        tmp_path, f"http://127.0.0.1:{await relay.start()}", bucket, S3PROXY.SECRET_ACCESS_KEY
+    )
+    async with open_service(settings, now=lambda: datetime(2026, 6, 1, tzinfo=UTC)) as host:
+        service_port = await host.start(0)
+        async with open_channel(f"127.0.0.1:{service_port}") as channel:
+            stub = archive_pb2_grpc.ArchiveServiceStub(channel)
+            before = await put_blob(stub, settings, b"before the outage")
+
+            await relay.cut()
+            # Retryable, with when to retry: nothing was stored, nothing is lost.
+            for call in (
+                put_blob(stub, settings, b"during the outage"),
+                get_blob(stub, settings, before.sha256),
+            ):
+                details = await failure_of(call)
+                assert details.code == grpc.StatusCode.UNAVAILABLE, details
+                assert details.reason == "STORAGE_UNAVAILABLE"
+                assert details.retry_delay is not None and details.retry_delay > 0
+
+            await relay.start()
+            during = await put_blob(stub, settings, b"during the outage")
+            assert await get_blob(stub, settings, during.sha256) == b"during the outage"
+            assert await get_blob(stub, settings, before.sha256) == b"before the outage"
+    await relay.cut()
+
+
+async def test_a_store_that_refuses_the_credentials_is_never_answered_retry(
+    tmp_path: Path, s3proxy: S3ProxyProcess
+) -> None:
+    bucket = s3proxy.new_bucket()
+    settings = s3_settings(tmp_path, s3proxy.endpoint_url, bucket, "not-the-secret")
+    async with open_service(settings, now=lambda: datetime(2026, 6, 1, tzinfo=UTC)) as host:
+        service_port = await host.start(0)
+        async with open_channel(f"127.0.0.1:{service_port}") as channel:
+            stub = archive_pb2_grpc.ArchiveServiceStub(channel)
+            details = await failure_of(put_blob(stub, settings, b"refused"))
+            assert details.code == grpc.StatusCode.FAILED_PRECONDITION, details
+            assert details.reason == "STORAGE_UNAUTHORIZED"
+            assert details.retry_delay is None

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     archive_s3_access_key_id: SecretStr | None = None
     archive_s3_secret_access_key: SecretStr | None = None
     archive_s3_object_lock_days: int = Field(default=0, ge=0)
+    # How long one S3 request may wait to connect, and for the next bytes of an answer, and
+    # how many times a transient failure is tried in all: a slow or gone store is answered
+    # UNAVAILABLE in seconds rather than after botocore's 60 s defaults.
+    archive_s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    archive_s3_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    archive_s3_max_attempts: int = Field(default=3, ge=1)
 
     cache_backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
