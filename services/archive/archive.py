@@ -47,8 +47,8 @@ from services.archive.objects import ObjectMissing, ObjectStore
 from services.archive.segment import (
     SegmentCorrupt,
     SegmentEntry,
+    decode_segment,
     encode_segment,
-    read_entry,
     verify_segment,
 )
 from services.archive.store import ArchiveStore, BlobMeta, ColdIndexEntry, SegmentMeta
@@ -386,7 +386,9 @@ class Archive:
         for segment_id, entries in by_segment.items():
             try:
                 data = await self._objects.get(segment_key(segment_id))
-                archived = await asyncio.to_thread(_read_entries, data, entries)
+                archived = await asyncio.to_thread(
+                    decode_segment, data, [entry.offset for entry in entries]
+                )
             except (ObjectMissing, SegmentCorrupt):
                 raise ColdDataCorrupt(segment_id) from None
             for entry, record in zip(entries, archived, strict=True):
@@ -402,10 +404,3 @@ class Archive:
 def _check_same_owner(stored: BlobMeta, wanted: BlobMeta) -> None:
     if (stored.person_token, stored.content_type) != (wanted.person_token, wanted.content_type):
         raise BlobMetadataConflict(stored.sha256)
-
-
-def _read_entries(data: bytes, entries: Sequence[ColdIndexEntry]) -> list[SegmentEntry]:
-    """The entries at the index's offsets of a segment, once the whole segment is verified
-    (SegmentCorrupt otherwise)."""
-    verify_segment(data)
-    return [read_entry(data, entry.offset) for entry in entries]

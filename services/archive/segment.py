@@ -144,10 +144,11 @@ def read_entry(data: bytes, offset: int) -> SegmentEntry:
     return SegmentEntry(record=record, sealed_payload=inflated[record_end:])
 
 
-def decode_segment(data: bytes) -> list[SegmentEntry]:
-    """Verify a segment and decode every entry, in order."""
+def decode_segment(data: bytes, offsets: Sequence[int] | None = None) -> list[SegmentEntry]:
+    """Verify a whole segment (SegmentCorrupt if anything is off), then decode the entries
+    whose frames start at ``offsets`` (None: every entry, in order)."""
     header = verify_segment(data)
-    return [read_entry(data, offset) for offset in header.offsets]
+    return [read_entry(data, offset) for offset in (header.offsets if offsets is None else offsets)]
 
 
 def _frame_end(body: bytes | memoryview, offset: int) -> int:

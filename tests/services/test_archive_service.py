@@ -520,11 +520,15 @@ async def test_segments_are_encoded_verified_and_decoded_off_the_event_loop(
 
         monkeypatch.setattr(domain, name, spy)
 
-    for name in ("encode_segment", "verify_segment", "read_entry"):
+    for name in ("encode_segment", "verify_segment", "decode_segment"):
         watched(name)
     old = await seed(archive, PERSON, years(2011, 2012, 2013))
     assert (await tier(archive)).records_moved == 3
     cold = await fetch(archive)
     assert [item.record.record_id for item in cold] == [r.record_id for r in old]
     # Each ran, and never on the loop's thread.
-    assert threads == {"encode_segment": {False}, "verify_segment": {False}, "read_entry": {False}}
+    assert threads == {
+        "encode_segment": {False},
+        "verify_segment": {False},
+        "decode_segment": {False},
+    }
