@@ -145,7 +145,9 @@ class ParsePool:
 
     def worker_pids(self) -> set[int]:
         """The process ids of the long-lived workers alive now."""
-        processes = self._executor._processes or {}  # the executor keeps no public list
+        # The executor keeps no public list. Its management thread edits this dict; copying
+        # it is one step under the GIL, where iterating it could meet a change midway.
+        processes = dict(self._executor._processes or {})
         return {pid for pid, process in processes.items() if process.is_alive()}
 
     def large_message_pids(self) -> set[int]:
