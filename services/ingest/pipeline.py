@@ -379,8 +379,9 @@ class IngestPipeline:
         """Store a message once and audit it; see the module docstring for the guarantees.
 
         Raises InvalidMessage, MessageIdReused, PatientRejected, DependencyUnavailable,
-        DependencyFailed, KeyProviderUnavailable or StorageUnavailable (engine outages are
-        let through as they are: the RPC edge answers them UNAVAILABLE). On any of them the
+        DependencyFailed, KeyProviderError or StorageUnavailable (engine failures are let
+        through as they are: the RPC edge answers an outage UNAVAILABLE, a key provider's
+        refusal FAILED_PRECONDITION). On any of them the
         message is not acknowledged and its retry completes it once: nothing was committed,
         or (audit log or storage failing after the commit) the retry finds the receipt and
         finishes the audit.

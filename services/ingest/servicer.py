@@ -42,10 +42,10 @@ from healthbank.core.ids import new_ulid
 from healthbank.core.logs import request_id_var, stack_without_text
 from healthbank.core.memory import MemoryReleaser
 from healthbank.core.telemetry import business_metrics
-from healthbank.crypto import KeyProviderUnavailable
+from healthbank.crypto import KeyProviderError, KeyProviderUnavailable
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.rpc import ServiceError, Violations, require_principal
-from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY, storage_refusal
+from healthbank.rpc.errors import VIOLATIONS_TOTAL_KEY, key_provider_refusal, storage_refusal
 from healthbank.storage import StorageRefused, StorageUnavailable
 from services.ingest.model import InvalidMessage, SourceFormat
 from services.ingest.parse_pool import DEFAULT_LARGE_MESSAGE_BYTES
@@ -219,7 +219,7 @@ _PIPELINE_FAILURES = (
     PatientRejected,
     DependencyUnavailable,
     DependencyFailed,
-    KeyProviderUnavailable,
+    KeyProviderError,  # KeyProviderUnavailable included
     StorageUnavailable,
     StorageRefused,
 )
@@ -373,6 +373,8 @@ def service_error(exc: Exception) -> ServiceError:
             reason="KEY_PROVIDER_UNAVAILABLE",
             retry_delay=RETRY_DELAY_SECONDS,
         )
+    if isinstance(exc, KeyProviderError):
+        return key_provider_refusal()
     if isinstance(exc, StorageUnavailable):
         # The same answer the error interceptor gives an engine outage, here with the delay
         # ingest recommends and usable as a stream Rejection too.

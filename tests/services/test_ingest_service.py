@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
+import hvac
 import pydicom
 import pytest
 from cassandra.cluster import Session
@@ -54,6 +55,7 @@ from healthbank.contracts.names import parse_record_name, record_name
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose
 from healthbank.core.config import Settings, load_settings
 from healthbank.crypto import Sealer, build_key_provider, build_sealer
+from healthbank.crypto.vault import vault_policy
 from healthbank.dev import synthetic
 from healthbank.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from healthbank.loader import message_pieces
@@ -1390,6 +1392,45 @@ async def test_key_provider_down_is_retryable_and_writes_nothing(
         again = await stack.submit(admission)
         assert again.outcome == ingest_pb2.OUTCOME_DUPLICATE
         await stack.wait_for_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+async def test_a_key_provider_that_refuses_is_never_answered_retry(
+    stack: Stack, openbao: OpenBao, vault_root: hvac.Client, transit_mount: str
+) -> None:
+    # ingest's token (the documented policy) is revoked after its first message: no retry
+    # succeeds until the deployment's credentials change.
+    policy = f"healthbank-{transit_mount}"
+    vault_root.sys.create_or_update_policy(name=policy, policy=vault_policy(transit_mount))
+    token = vault_root.auth.token.create(policies=[policy], ttl="1h")["auth"]["client_token"]
+    admission = request(fixture("fhir_admission_bundle.json"), "adm-revoked")
+    lab = request(fixture("fhir_lab_message_bundle.json"), "lab-revoked")
+    async with AsyncExitStack() as exits:
+        stack.ingest = await stack.open_ingest(
+            exits,
+            env={
+                "HEALTHBANK_KEY_PROVIDER": "vault",
+                "HEALTHBANK_VAULT_ADDR": openbao.addr,
+                "HEALTHBANK_VAULT_TOKEN": token,
+                "HEALTHBANK_VAULT_TRANSIT_MOUNT": transit_mount,
+                "HEALTHBANK_DATA_KEY_CACHE_SECONDS": "0",  # every seal asks Vault
+            },
+        )
+        assert (await stack.submit(admission)).outcome == ingest_pb2.OUTCOME_STORED
+        before = await all_stored_records(stack)
+
+        vault_root.auth.token.revoke(token)
+
+        details = error_details(await stack.failure(lab))
+        assert details.code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert details.reason == "KEY_PROVIDER_REFUSED"
+        assert details.retry_delay is None
+        (ack,) = await stack.stream([lab])
+        assert ack.outcome == ingest_pb2.OUTCOME_REJECTED
+        assert ack.rejection.reason == "KEY_PROVIDER_REFUSED"
+        assert not ack.rejection.retryable
+        assert await stack.records.get_receipt(HOSPITAL_A, "lab-revoked") is None
+        assert await all_stored_records(stack) == before
+        assert await stack.unappended_audits() == []
 
 
 @pytest.mark.parametrize("backend", ["cassandra"])

@@ -36,6 +36,7 @@ __all__ = [
     "Violations",
     "error_details",
     "fit_violations",
+    "key_provider_refusal",
     "storage_refusal",
     "to_rich_status",
     "to_status",
@@ -202,6 +203,16 @@ def storage_refusal(refused: StorageRefused) -> ServiceError:
     return ServiceError.failed_precondition(
         f"the storage engine refused the request ({cause}); retrying will not help",
         reason=f"STORAGE_{refused.cause}",
+    )
+
+
+def key_provider_refusal() -> ServiceError:
+    """The permanent answer when the key provider refuses a request (credentials denied or
+    revoked, a key of the wrong type, a damaged keyring): FAILED_PRECONDITION, never
+    "retry": the deployment's keys or credentials must change first."""
+    return ServiceError.failed_precondition(
+        "the key provider refused the request; retrying will not help",
+        reason="KEY_PROVIDER_REFUSED",
     )
 
 

@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind
 from healthbank.contracts.principal import InvalidToken, Principal
 from healthbank.core.logs import request_id_var, stack_without_text
 from healthbank.core.phi import redact
-from healthbank.crypto.keys import KeyProviderUnavailable
+from healthbank.crypto.keys import KeyProviderError, KeyProviderUnavailable
 from healthbank.rpc import authz
 from healthbank.rpc.auth import (
     AUTHORIZATION_KEY,
@@ -42,7 +42,12 @@ from healthbank.rpc.auth import (
     token_verifier,
 )
 from healthbank.rpc.downstream import downstream_error
-from healthbank.rpc.errors import ServiceError, storage_refusal, to_status
+from healthbank.rpc.errors import (
+    ServiceError,
+    key_provider_refusal,
+    storage_refusal,
+    to_status,
+)
 from healthbank.rpc.rate_limit import RateLimiter, rate_limited, rates_of, refusal_hold
 from healthbank.rpc.tls import bind_principal, peer_identity
 from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
@@ -410,6 +415,10 @@ class ErrorInterceptor(_AroundInterceptor):
                     )
                 )
             )
+        except KeyProviderError as exc:
+            # Permanent, as a storage refusal: the deployment's keys or credentials must change.
+            _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, redact(str(exc)))
+            await context.abort_with_status(to_status(key_provider_refusal()))
         except Exception as exc:
             request_id = request_id_var.get() or "-"
             _log.error(

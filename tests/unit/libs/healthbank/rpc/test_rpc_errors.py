@@ -34,7 +34,7 @@ from healthbank.contracts.principal import (
 from healthbank.core.config import Settings
 from healthbank.core.logs import request_id_var
 from healthbank.core.telemetry import setup_telemetry
-from healthbank.crypto import KeyProviderUnavailable
+from healthbank.crypto import KeyProviderError, KeyProviderUnavailable
 from healthbank.rpc import (
     ClientFactory,
     ServiceError,
@@ -103,6 +103,8 @@ class ProbeServicer:
         if request.startswith(b"refused:"):
             cause = request.removeprefix(b"refused:").decode()
             raise StorageRefused("cassandra keyspace records: InvalidRequest", cause=cause)
+        if request == b"keys refused":
+            raise KeyProviderError("Vault denied the request: permission denied")
         raise KeyProviderUnavailable("vault is sealed")
 
     async def busy(self, request: bytes, context: Any) -> bytes:
@@ -344,6 +346,17 @@ async def test_a_refused_storage_request_is_permanent_and_names_its_cause(
     assert details.reason == f"STORAGE_{cause}"
     assert details.retry_delay is None
     assert "InvalidRequest" not in details.message
+
+
+async def test_a_key_provider_refusal_is_permanent(probe: Any) -> None:
+    channel, _ = probe
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(channel, "EngineDown", b"keys refused")
+    details = error_details(raised.value)
+    assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.reason == "KEY_PROVIDER_REFUSED"
+    assert details.retry_delay is None
+    assert "Vault" not in details.message
 
 
 async def test_unexpected_exception_is_internal_without_its_text(
