@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import errno
 import hashlib
 import os
 import re
@@ -89,44 +90,44 @@ class LocalObjectStore:
 
     async def put(self, key: str, data: bytes) -> None:
         """See ObjectStore.put: temp file, fsync, rename, fsync the directory."""
-        await asyncio.to_thread(write_durably, self.path_of(key), data)
+        await _on_disk(write_durably, self.path_of(key), data)
 
     async def get(self, key: str) -> bytes:
         """See ObjectStore.get."""
         path = self.path_of(key)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await _on_disk(path.read_bytes)
         except FileNotFoundError:
             raise ObjectMissing(key) from None
 
     async def exists(self, key: str) -> bool:
         """See ObjectStore.exists."""
-        return await asyncio.to_thread(self.path_of(key).is_file)
+        return await _on_disk(self.path_of(key).is_file)
 
     async def chunks(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         """See ObjectStore.chunks."""
         path = self.path_of(key)
         try:
-            handle: BinaryIO = await asyncio.to_thread(path.open, "rb")
+            handle: BinaryIO = await _on_disk(path.open, "rb")
         except FileNotFoundError:
             raise ObjectMissing(key) from None
         try:
-            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            while chunk := await _on_disk(handle.read, chunk_size):
                 yield chunk
         finally:
             close_off_loop(handle)
 
     async def delete(self, key: str) -> None:
         """See ObjectStore.delete."""
-        await asyncio.to_thread(self.path_of(key).unlink, missing_ok=True)
+        await _on_disk(self.path_of(key).unlink, missing_ok=True)
 
     async def list_keys(self, prefix: str) -> list[str]:
         """See ObjectStore.list_keys (temporary files of unfinished writes are not objects)."""
-        return await asyncio.to_thread(_list_files, self.root, prefix)
+        return await _on_disk(_list_files, self.root, prefix)
 
     async def check(self) -> None:
         """See ObjectStore.check: the root exists (or can be made) and is writable."""
-        await asyncio.to_thread(_check_writable, self.root)
+        await _on_disk(_check_writable, self.root)
 
 
 class S3ObjectStore:
@@ -362,6 +363,43 @@ def _list_files(root: Path, prefix: str) -> list[str]:
             if key.startswith(prefix):
                 keys.append(key)
     return sorted(keys)
+
+
+async def _on_disk(work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a blocking file call of the local store on a worker thread; its OS failures come
+    back as the storage errors every store raises (a missing file stays FileNotFoundError,
+    which the caller answers as a missing object)."""
+    try:
+        return await asyncio.to_thread(work, *args, **kwargs)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _disk_error(error) from error
+
+
+# What a failing disk or directory says, by errno: a full or failing disk may be fine again
+# later; a directory the service may not write, or no directory at all, is the deployment's
+# to change; a file over the size limit never fits.
+_DISK_REFUSALS = {
+    errno.EACCES: "CONFIGURATION",
+    errno.EPERM: "CONFIGURATION",
+    errno.EROFS: "CONFIGURATION",
+    errno.ENOTDIR: "CONFIGURATION",
+    errno.EISDIR: "CONFIGURATION",
+    errno.EFBIG: "REQUEST_TOO_LARGE",
+}
+
+
+def _disk_error(error: OSError) -> Exception:
+    """An OS failure of the local store as a storage error, named by its errno only (its
+    text would name the file)."""
+    name = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    cause = _DISK_REFUSALS.get(error.errno or 0)
+    if cause is None and isinstance(error, PermissionError):
+        cause = "CONFIGURATION"
+    if cause is not None:
+        return StorageRefused(f"archive directory: {name}", cause=cause)
+    return StorageUnavailable(f"archive directory: {name}")
 
 
 def close_off_loop(handle: Any, executor: Executor | None = None) -> None:

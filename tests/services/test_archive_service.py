@@ -502,6 +502,17 @@ async def test_cassandra_outage_is_not_serving_and_unavailable_then_recovers(
             await hot.close()
 
 
+async def test_an_archive_directory_the_service_cannot_write_is_a_refusal_not_internal(
+    archive: ArchiveClient,
+) -> None:
+    archive.archive_dir.mkdir(parents=True, exist_ok=True)
+    (archive.archive_dir / "blobs").write_bytes(b"a file where the blobs' folder belongs")
+    details = error_details(await rpc_error(put_blob(archive, b"refused")))
+    assert details.code == grpc.StatusCode.FAILED_PRECONDITION, details
+    assert details.reason == "STORAGE_CONFIGURATION"
+    assert details.retry_delay is None
+
+
 async def test_segments_are_encoded_verified_and_decoded_off_the_event_loop(
     archive: ArchiveClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
