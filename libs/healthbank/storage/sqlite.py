@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from healthbank.storage.errors import StorageRefused, StorageUnavailable
+
 T = TypeVar("T")
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -92,16 +94,23 @@ class SqliteDatabase:
         connection = self._connection
         if connection is None:
             raise RuntimeError(f"database {self.path.name} is not open")
-        if not transactional:
-            return _plain(work(connection))
-        connection.execute("BEGIN IMMEDIATE")
         try:
-            result = _plain(work(connection))
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-        return result
+            if not transactional:
+                return _plain(work(connection))
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = _plain(work(connection))
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as error:
+            engine_error = _engine_error(self.path.name, error)
+            if engine_error is None:
+                raise
+            raise engine_error from error
 
     async def close(self) -> None:
         """Close the connection and stop the worker thread."""
@@ -109,6 +118,26 @@ class SqliteDatabase:
             connection, self._connection = self._connection, None
             await asyncio.get_running_loop().run_in_executor(self._executor, connection.close)
         self._executor.shutdown(wait=True)
+
+
+# SQLite's answers that may pass on retry: another process holds the file past the busy
+# timeout, the disk is full or failing. A read-only or unopenable file is the deployment's to
+# fix. Other errors (constraints, a bad statement) are the caller's and go through as raised.
+_TRANSIENT = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR"})
+_REFUSED = frozenset({"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"})
+
+
+def _engine_error(database: str, error: sqlite3.OperationalError) -> Exception | None:
+    """An SQLite failure of the engine itself as a storage error, named by its code (the
+    primary code of an extended one: SQLITE_IOERR_WRITE is an SQLITE_IOERR); None if the
+    failure is not the engine's."""
+    code = getattr(error, "sqlite_errorname", "") or ""
+    primary = "_".join(code.split("_")[:2])
+    if primary in _TRANSIENT:
+        return StorageUnavailable(f"sqlite database {database}: {code}")
+    if primary in _REFUSED:
+        return StorageRefused(f"sqlite database {database}: {code}", cause="CONFIGURATION")
+    return None
 
 
 def _plain(result: T) -> T:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from healthbank.storage.errors import StorageUnavailable
 from healthbank.storage.sqlite import SqliteDatabase
 
 
@@ -53,3 +55,43 @@ async def test_one_statement_run_side_by_side_by_many_callers_never_misuses_sqli
             *(count(database) for _ in range(10)),
         )
     assert await count(database) == 60 * 5 * 60
+
+
+async def test_a_full_database_is_unavailable_and_keeps_nothing_of_the_write(
+    database: SqliteDatabase,
+) -> None:
+    await database.execute("INSERT INTO t VALUES (?, ?)", ("kept", "x"))
+    pages = await database.read(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    # A real SQLITE_FULL: the file may not grow past the pages it has.
+    await database.read(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").close())
+    rows = [(f"k{i}", "v" * 2000) for i in range(50)]
+    with pytest.raises(StorageUnavailable, match="SQLITE_FULL"):
+        await database.execute_many("INSERT INTO t VALUES (?, ?)", rows)
+    assert await count(database) == 1
+    # Room again (an operator freed space): the same write goes through.
+    await database.read(lambda c: c.execute("PRAGMA max_page_count = 1000000").close())
+    await database.execute_many("INSERT INTO t VALUES (?, ?)", rows)
+    assert await count(database) == 51
+
+
+async def test_a_database_another_process_holds_is_unavailable(
+    database: SqliteDatabase,
+) -> None:
+    await database.read(lambda c: c.execute("PRAGMA busy_timeout = 50").close())
+    holder = sqlite3.connect(database.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StorageUnavailable, match="SQLITE_BUSY"):
+            await database.execute("INSERT INTO t VALUES (?, ?)", ("a", "x"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await database.execute("INSERT INTO t VALUES (?, ?)", ("a", "x")) == 1
+
+
+async def test_the_callers_own_errors_go_through_as_raised(database: SqliteDatabase) -> None:
+    await database.execute("INSERT INTO t VALUES (?, ?)", ("a", "x"))
+    with pytest.raises(sqlite3.IntegrityError):
+        await database.execute("INSERT INTO t VALUES (?, ?)", ("a", "y"))
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await database.read(lambda c: c.execute("SELECT * FROM missing").fetchall())
