@@ -32,10 +32,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from healthbank.core.config import (
     SERVICE_NAMES,
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from healthbank.dev.devstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 ENGINES_SCRIPT = REPO / "tools" / "engines" / "engines.py"
 
 
@@ -91,8 +93,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_production_safe(settings)
     port = settings.listen_port(args.service)
     settings = settings.model_copy(update={"port": port})
-    asyncio.run(_serve(args.service, settings))
+    run_on_event_loop(_serve(args.service, settings), settings.event_loop)
     return 0
+
+
+def run_on_event_loop(main: Coroutine[Any, Any, _T], event_loop: str) -> _T:
+    """Run ``main`` to completion on a new event loop of the kind chosen (ADR 44):
+    "uvloop" (asyncio's when uvloop is not installed) or "asyncio"."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # a platform without it (Windows): asyncio's own still serves
+            _log.warning("uvloop is not installed; serving on asyncio's event loop")
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def real_engine_env(only: str | None = None) -> dict[str, str]:

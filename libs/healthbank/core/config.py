@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     # http(s)://host:port are accepted and kept as a URL (see otlp_endpoint_url).
     otlp_endpoint: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The event loop `healthbank serve` runs a service on (ADR 44): uvloop's, where it is
+    # installed, spends less CPU per call than asyncio's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
