@@ -87,12 +87,7 @@ async def test_the_archive_service_keeps_its_objects_in_the_s3_bucket(
         port = await host.start(0)
         async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = archive_pb2_grpc.ArchiveServiceStub(channel)
-            blob = await stub.PutBlob(
-                archive_pb2.PutBlobRequest(
-                    person_token=PERSON, content_type="application/dicom", content=content
-                ),
-                metadata=auth_metadata(settings, INGEST),
-            )
+            blob = await put_blob(stub, settings, content)
             request = archive_pb2.TierRecordsRequest()
             request.cutoff.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
             tiered = await stub.TierRecords(request, metadata=auth_metadata(settings, TIERING))
@@ -114,14 +109,7 @@ async def test_the_archive_service_keeps_its_objects_in_the_s3_bucket(
             assert [(f.record.record_id, f.sealed_payload) for f in fetched] == [
                 (r.record_id, r.sealed_payload) for r in seeded
             ]
-            chunks = [
-                item.chunk
-                async for item in stub.GetBlob(
-                    archive_pb2.GetBlobRequest(name=f"blobs/{blob.sha256}"),
-                    metadata=auth_metadata(settings, READER),
-                )
-            ]
-            assert b"".join(chunks) == content
+            assert await get_blob(stub, settings, blob.sha256) == content
 
             report = await scrub_archive(settings)
             # One segment per year of the person's records (2020 to 2024).

@@ -6,13 +6,13 @@ still closes the body that GET returns."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from object_store_support import free_port
 
 from healthbank.core.config import load_settings
 from healthbank.storage.errors import StorageRefused, StorageUnavailable
@@ -89,15 +89,8 @@ def test_the_settings_limit_every_request() -> None:
     assert config.retries["total_max_attempts"] == 2
 
 
-def dead_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def test_a_store_nobody_listens_on_is_unavailable() -> None:
-    client = s3_client(f"http://127.0.0.1:{dead_port()}", "us-east-1", "key", "secret", FAST)
+    client = s3_client(f"http://127.0.0.1:{free_port()}", "us-east-1", "key", "secret", FAST)
     store = S3ObjectStore(client, "bucket", "archive/")
     with pytest.raises(StorageUnavailable, match="S3 unreachable: EndpointConnectionError"):
         await store.put("blobs/ab/abc", b"bytes")
