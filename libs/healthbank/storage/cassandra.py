@@ -376,11 +376,15 @@ class CassandraDatabase:
         statements: Sequence[tuple[str, Sequence[Any]]],
         *,
         max_statements: int = 50,
-        concurrency: int = 8,
+        concurrency: int = 32,
     ) -> None:
         """Apply idempotent statements in UNLOGGED batches of up to ``max_statements``,
         several at once: one round trip per batch instead of per statement, no atomicity
-        (the caller must be able to write them all again after a failure)."""
+        (the caller must be able to write them all again after a failure).
+
+        32 at once, not 8: with the commit log synced in batch mode, concurrent batches share
+        one fsync, and the audit log's 4,000-statement appends ran ~30 % faster for ~25 % less
+        node CPU per event (tools/bench/audit_store.py, alternated three times)."""
         limit = asyncio.Semaphore(concurrency)
 
         async def one(chunk: Sequence[tuple[str, Sequence[Any]]]) -> None:
