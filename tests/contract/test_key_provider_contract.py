@@ -190,3 +190,32 @@ async def test_vault_pseudonym_ignores_rotation_of_the_hmac_key(
     token = await provider.pseudonym("person", NATIONAL_ID)
     vault_root.secrets.transit.rotate_key("healthbank-pseudonym", mount_point=transit_mount)
     assert await provider.pseudonym("person", NATIONAL_ID) == token
+
+
+async def test_vault_pseudonyms_asked_together_share_transit_requests(
+    vault_root: hvac.Client, transit_mount: str
+) -> None:
+    provider = VaultKeyProvider(vault_root.url, token=vault_root.token, transit_mount=transit_mount)
+    values = [f"1101051949123{n:04d}" for n in range(40)]
+    one_by_one = [await provider.pseudonym("person", value) for value in values]
+    # Count the HTTP requests the provider's own session sends from here on.
+    requests_sent: list[str] = []
+    session = provider._ready_client().session  # the provider's real session, observed
+    session.hooks["response"].append(lambda response, **_: requests_sent.append(response.url))
+    together = await asyncio.gather(*(provider.pseudonym("person", value) for value in values))
+    assert together == one_by_one
+    assert len(set(together)) == len(values)
+    # The first request goes alone; everything asked meanwhile rides in the next one(s).
+    assert 1 <= len(requests_sent) <= 3
+    assert all(url.endswith(f"/{transit_mount}/hmac/healthbank-pseudonym") for url in requests_sent)
+
+
+async def test_vault_pseudonym_failures_reach_every_caller_of_the_batch() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    provider = VaultKeyProvider(f"http://127.0.0.1:{closed_port}", token="x", timeout=2)
+    outcomes = await asyncio.gather(
+        *(provider.pseudonym("person", f"value-{n}") for n in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, KeyProviderUnavailable) for outcome in outcomes)

@@ -12,6 +12,12 @@ processes may race to do it):
 - ``healthbank-audit`` (ed25519): signs audit tree heads; the provider pins the version it read
   at start so that :meth:`public_key` always matches :meth:`sign`.
 
+Pseudonyms asked for at the same time share one Transit request (``batch_input``): while
+one is in flight the next ones gather, up to :data:`PSEUDONYM_BATCH` a request. A request
+costs ~1.2 ms of client CPU whether it carries one HMAC or 32 (measured on OpenBao 2.7
+here: 0.15 ms an HMAC at 8 a request, 0.03 ms at 32), and a service under load asks for
+many at once (identity: a national ID per registration and per emergency lookup).
+
 hvac is synchronous; every call runs in a worker thread. Connection failures, timeouts and
 5xx / 429 answers become :class:`KeyProviderUnavailable`. With AppRole or Kubernetes auth an
 expired token (403) triggers one fresh login and a retry.
@@ -30,6 +36,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from healthbank.core.group_commit import GroupCommit
 from healthbank.core.telemetry import traced
 from healthbank.crypto.keys import (
     DATA_KEY_BYTES,
@@ -47,6 +54,8 @@ PSEUDONYM_KEY_NAME = "healthbank-pseudonym"
 SIGNING_KEY_NAME = "healthbank-audit"
 # Pseudonyms are always computed with this version of the HMAC key (see the module docstring).
 PSEUDONYM_KEY_VERSION = 1
+# The most HMACs one Transit request carries.
+PSEUDONYM_BATCH = 128
 KUBERNETES_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 AuthMethod = Literal["token", "approle", "kubernetes"]
@@ -134,6 +143,7 @@ class VaultKeyProvider:
         self._client: hvac.Client | None = None
         self._signing_version = 0
         self._public_key = b""
+        self._pseudonyms = GroupCommit(self._hmac_batch, max_batch=PSEUDONYM_BATCH)
 
     async def generate_data_key(self) -> DataKey:
         """Ask Transit for a new 256-bit data key (plaintext and wrapped)."""
@@ -169,18 +179,36 @@ class VaultKeyProvider:
         return await self._run(operation)
 
     async def pseudonym(self, domain: str, value: str) -> str:
-        """Transit HMAC-SHA256 with key version 1, as 64 lowercase hex digits."""
-        message = base64.b64encode(pseudonym_message(domain, value)).decode()
+        """Transit HMAC-SHA256 with key version 1, as 64 lowercase hex digits (in one request
+        with the other pseudonyms asked for meanwhile)."""
+        (token,) = await self._pseudonyms.append([pseudonym_message(domain, value)])
+        return token
 
-        def operation(client: hvac.Client) -> str:
-            response = client.secrets.transit.generate_hmac(
-                PSEUDONYM_KEY_NAME,
-                hash_input=message,
-                key_version=PSEUDONYM_KEY_VERSION,
-                algorithm="sha2-256",
-                mount_point=self._mount,
+    async def _hmac_batch(self, messages: list[bytes]) -> list[str | BaseException]:
+        """One Transit ``hmac`` request for ``messages``: each one's pseudonym, in order, or
+        the error Transit gave that item alone."""
+        batch_input = [{"input": base64.b64encode(message).decode()} for message in messages]
+
+        def operation(client: hvac.Client) -> list[str | BaseException]:
+            # hvac's generate_hmac has no batch_input; the endpoint and fields are Transit's.
+            response = client.adapter.post(
+                f"/v1/{self._mount}/hmac/{PSEUDONYM_KEY_NAME}",
+                json={
+                    "batch_input": batch_input,
+                    "key_version": PSEUDONYM_KEY_VERSION,
+                    "algorithm": "sha2-256",
+                },
             )
-            return _strip_vault_prefix(response["data"]["hmac"]).hex()
+            results = response["data"]["batch_results"]
+            if len(results) != len(messages):
+                raise KeyProviderError("Transit answered an HMAC batch with a wrong count")
+            # An item's error text is not passed on: it could quote the input.
+            return [
+                KeyProviderError("Transit refused to HMAC a pseudonym input")
+                if result.get("error")
+                else _strip_vault_prefix(result["hmac"]).hex()
+                for result in results
+            ]
 
         return await self._run(operation)
 
