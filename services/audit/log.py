@@ -227,10 +227,17 @@ class AuditLog:
 
     async def sign_heads(self, interval: timedelta = HEAD_INTERVAL) -> None:
         """Sign the current head every ``interval`` (a no-op while the tree does not grow,
-        until the head ages out); runs until cancelled, letting errors propagate."""
+        until the head ages out); runs until cancelled, letting errors propagate.
+
+        The interval runs from the start of one signing to the start of the next, so the
+        time a signing takes under load (finishing a pending batch, reading the root, the
+        signature) does not stretch the gap between heads beyond ``interval``."""
+        loop = asyncio.get_running_loop()
+        period = interval.total_seconds()
         while True:
+            started = loop.time()
             await self.tree_head()
-            await asyncio.sleep(interval.total_seconds())
+            await asyncio.sleep(max(0.0, started + period - loop.time()))
 
     async def _root(self, size: int) -> bytes:
         nodes = await self._store.get_nodes(merkle.root_keys(size))
