@@ -7,25 +7,17 @@ be restarted over the same data; ``new_bucket`` gives each test a bucket of its 
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 from repo_paths import REPO
 
+from healthbank.dev.devstack import free_port
 from healthbank.dev.scripts import load_script
 from services.archive.objects import LocalObjectStore, ObjectStore, S3ObjectStore, s3_client
 
 S3PROXY = load_script(REPO / "tools" / "objectstore" / "s3proxy.py", "healthbank_tools_s3proxy")
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class S3ProxyProcess:

@@ -7,10 +7,10 @@ and how it reports an unreachable server.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import hvac
 import pytest
+from port_support import closed_port
 
 from healthbank.crypto import (
     InvalidWrappedKey,
@@ -119,16 +119,8 @@ async def test_concurrent_use(key_provider: KeyProvider) -> None:
 # --- Vault only -----------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    """A loopback port nothing listens on: a Vault there is unreachable."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 async def test_vault_unreachable_is_unavailable() -> None:
-    provider = VaultKeyProvider(f"http://127.0.0.1:{_closed_port()}", token="x", timeout=2)
+    provider = VaultKeyProvider(f"http://127.0.0.1:{closed_port()}", token="x", timeout=2)
     with pytest.raises(KeyProviderUnavailable):
         await provider.check()
     with pytest.raises(KeyProviderUnavailable):
@@ -216,7 +208,7 @@ async def test_vault_pseudonyms_asked_together_share_transit_requests(
 
 
 async def test_vault_pseudonym_failures_reach_every_caller_of_the_batch() -> None:
-    provider = VaultKeyProvider(f"http://127.0.0.1:{_closed_port()}", token="x", timeout=2)
+    provider = VaultKeyProvider(f"http://127.0.0.1:{closed_port()}", token="x", timeout=2)
     outcomes = await asyncio.gather(
         *(provider.pseudonym("person", f"value-{n}") for n in range(5)), return_exceptions=True
     )

@@ -13,21 +13,15 @@ import socket
 import subprocess
 import sys
 
+from port_support import closed_port
 from repo_paths import REPO
 from repo_paths import message as fixture
 
 START, END = b"\x0b", b"\x1c\x0d"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_mllp_command_answers_ar_while_ingest_is_unreachable() -> None:
-    env = {**os.environ, "HEALTHBANK_INGEST_ADDR": f"127.0.0.1:{_closed_port()}"}
+    env = {**os.environ, "HEALTHBANK_INGEST_ADDR": f"127.0.0.1:{closed_port()}"}
     command = [sys.executable, "-m", "healthbank.cli", "mllp", "--hospital", "hospital-b"]
     process = subprocess.Popen(
         [*command, "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True

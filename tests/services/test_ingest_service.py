@@ -16,7 +16,6 @@ import asyncio
 import io
 import json
 import logging
-import socket
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,6 +34,7 @@ from cassandra.cluster import Session
 from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session, migrate_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hl7_sample_outcomes import SAMPLE_ACCEPTED, SAMPLE_REFUSED
+from port_support import closed_address
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom_outcomes import TEST_FILES, pydicom_outcomes
@@ -137,13 +137,6 @@ def ct_content(national_id: str = CT_NATIONAL_ID, mrn: str = "H1-0042001") -> by
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def free_address() -> str:
-    """An address nothing listens on (connections are refused: UNAVAILABLE)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def request(
@@ -1264,7 +1257,7 @@ async def test_stream_refuses_a_caller_that_may_not_submit(stack: Stack) -> None
 
 async def test_identity_unavailable_is_retryable_and_writes_nothing(stack: Stack) -> None:
     async with AsyncExitStack() as exits:
-        stack.ingest = await stack.open_ingest(exits, {"identity": free_address()})
+        stack.ingest = await stack.open_ingest(exits, {"identity": closed_address()})
         error = await stack.failure(request(fixture("fhir_admission_bundle.json"), "adm-9"))
         details = error_details(error)
         assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -1286,7 +1279,7 @@ async def test_identity_unavailable_is_retryable_and_writes_nothing(stack: Stack
 async def test_audit_down_after_commit_then_retry_completes_once(stack: Stack) -> None:
     content = fixture("fhir_admission_bundle.json")
     async with AsyncExitStack() as exits:
-        stack.ingest = await stack.open_ingest(exits, {"audit": free_address()})
+        stack.ingest = await stack.open_ingest(exits, {"audit": closed_address()})
         error = await stack.failure(request(content, "adm-2"))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert error_details(error).reason == "AUDIT_UNAVAILABLE"
@@ -1309,7 +1302,7 @@ async def test_audit_down_after_commit_then_retry_completes_once(stack: Stack) -
 async def test_a_crash_after_commit_is_audited_without_a_retry(stack: Stack) -> None:
     content = fixture("fhir_lab_message_bundle.json")
     async with AsyncExitStack() as exits:
-        stack.ingest = await stack.open_ingest(exits, {"audit": free_address()})
+        stack.ingest = await stack.open_ingest(exits, {"audit": closed_address()})
         await stack.failure(request(content, "lab-crash"))
     receipt = await stack.records.get_receipt(HOSPITAL_A, "lab-crash")
     assert receipt is not None

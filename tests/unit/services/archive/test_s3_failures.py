@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
-from object_store_support import free_port
+from port_support import closed_port
 
 from healthbank.core.config import load_settings
 from healthbank.storage.errors import StorageRefused, StorageUnavailable
@@ -90,7 +90,7 @@ def test_the_settings_limit_every_request() -> None:
 
 
 async def test_a_store_nobody_listens_on_is_unavailable() -> None:
-    client = s3_client(f"http://127.0.0.1:{free_port()}", "us-east-1", "key", "secret", FAST)
+    client = s3_client(f"http://127.0.0.1:{closed_port()}", "us-east-1", "key", "secret", FAST)
     store = S3ObjectStore(client, "bucket", "archive/")
     with pytest.raises(StorageUnavailable, match="S3 unreachable: EndpointConnectionError"):
         await store.put("blobs/ab/abc", b"bytes")
