@@ -63,11 +63,7 @@ def open_object_store(settings: Settings) -> ObjectStore:
         settings.archive_s3_region,
         key_id.get_secret_value() if key_id else "",
         secret.get_secret_value() if secret else "",
-        S3Limits(
-            settings.archive_s3_connect_timeout_seconds,
-            settings.archive_s3_read_timeout_seconds,
-            settings.archive_s3_max_attempts,
-        ),
+        S3Limits.from_settings(settings),
     )
     return S3ObjectStore(
         client,

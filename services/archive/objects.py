@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
+from healthbank.core.config import Settings
 from healthbank.core.files import write_durably
 from healthbank.storage.errors import StorageRefused, StorageUnavailable
 
@@ -304,14 +305,27 @@ def _close_late_body(opening: asyncio.Future[Any]) -> None:
         close_off_loop(opening.result(), _S3_CALLS)
 
 
+_SETTINGS = Settings.model_fields
+
+
 @dataclass(frozen=True)
 class S3Limits:
     """How long an S3 request may wait (to connect; for the next bytes of an answer) and
-    how many times a transient failure is tried in all (settings ``archive_s3_*``)."""
+    how many times a transient failure is tried in all; by default the settings' own
+    defaults (``archive_s3_*``), so the numbers live in one place."""
 
-    connect_timeout_seconds: float = 5.0
-    read_timeout_seconds: float = 30.0
-    max_attempts: int = 3
+    connect_timeout_seconds: float = _SETTINGS["archive_s3_connect_timeout_seconds"].default
+    read_timeout_seconds: float = _SETTINGS["archive_s3_read_timeout_seconds"].default
+    max_attempts: int = _SETTINGS["archive_s3_max_attempts"].default
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Limits:
+        """The limits ``settings`` configure."""
+        return cls(
+            settings.archive_s3_connect_timeout_seconds,
+            settings.archive_s3_read_timeout_seconds,
+            settings.archive_s3_max_attempts,
+        )
 
 
 def s3_client(

@@ -89,6 +89,11 @@ def test_the_settings_limit_every_request() -> None:
     assert config.retries["total_max_attempts"] == 2
 
 
+def test_limits_left_unset_are_the_settings_defaults() -> None:
+    defaults = load_settings({"HEALTHBANK_ARCHIVE_BACKEND": "s3"})
+    assert S3Limits() == S3Limits.from_settings(defaults)
+
+
 async def test_a_store_nobody_listens_on_is_unavailable() -> None:
     client = s3_client(f"http://127.0.0.1:{closed_port()}", "us-east-1", "key", "secret", FAST)
     store = S3ObjectStore(client, "bucket", "archive/")
