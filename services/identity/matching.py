@@ -5,8 +5,9 @@ pinyin or plain Latin letters, whatever script they came in), compared field by 
 *comparison vector* of agreement levels (:data:`COMPARISONS`), and the vector is scored with
 m / u probabilities that :func:`estimate_weights` learns from the data by expectation
 maximisation (ADR 25). :func:`decide` turns a score into one of three outcomes — link, review,
-new person — under thresholds the caller owns, and never links twins (same birth date and
-family name, given names more than one edit apart).
+new person — under thresholds the caller owns, and never links possible twins (same birth
+date and family name, given names more than one edit apart) or a pair whose recorded sexes
+or national IDs disagree: those go to review at most.
 
 Candidates are found by :func:`blocking_keys`: only records sharing one key are compared. The
 identity service stores the keys as keyed hashes; this module only derives them.
@@ -448,6 +449,7 @@ class ScoredPair:
     weight: float
     levels: dict[str, str] = field(default_factory=dict)
     twins: bool = False
+    conflicting: bool = False
 
 
 def score(weights: MatchWeights, left: MatchFeatures, right: MatchFeatures) -> ScoredPair:
@@ -462,6 +464,7 @@ def score(weights: MatchWeights, left: MatchFeatures, right: MatchFeatures) -> S
         weight=weights.log2_bayes_factor(vector),
         levels=levels,
         twins=could_be_twins(left, right),
+        conflicting=records_conflict(left, right),
     )
 
 
@@ -485,9 +488,24 @@ def could_be_twins(left: MatchFeatures, right: MatchFeatures) -> bool:
     )
 
 
+def records_conflict(left: MatchFeatures, right: MatchFeatures) -> bool:
+    """Both records give a sex and the sexes differ, or both give a national ID and the IDs
+    differ (unless the IDs agree: then the sex is the typo).
+
+    Neither is a typo the weights should outvote: two IDs that pass their checksum are two
+    people, and opposite sexes with a shared birth date and home are what twins look like
+    (EM learns a mild weight for a sex disagreement because households fill its training
+    blocks). A person whose sex was mistyped goes to review instead of being linked.
+    """
+    if left.national_id and right.national_id:
+        return left.national_id != right.national_id
+    return bool(left.sex and right.sex and left.sex != right.sex)
+
+
 def decide(pair: ScoredPair, thresholds: MatchThresholds) -> MatchOutcome:
-    """Link, review or new person for one scored candidate; twins are reviewed at most."""
-    if pair.probability >= thresholds.link and not pair.twins:
+    """Link, review or new person for one scored candidate; possible twins and conflicting
+    records are reviewed at most."""
+    if pair.probability >= thresholds.link and not (pair.twins or pair.conflicting):
         return MatchOutcome.LINK
     if pair.probability >= thresholds.review:
         return MatchOutcome.REVIEW

@@ -1,4 +1,5 @@
-"""The matcher: names in any script agree, twins are never linked, weights come from data."""
+"""The matcher: names in any script agree, twins and conflicting records are never linked,
+weights come from data."""
 
 from __future__ import annotations
 
@@ -85,6 +86,39 @@ def test_twins_with_the_same_birth_date_and_address_are_never_linked(
     assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
         matching.MatchOutcome.LINK
     )
+
+
+def test_opposite_sexes_with_one_birth_date_and_home_are_never_linked(
+    weights: matching.MatchWeights,
+) -> None:
+    # Twins a boy and a girl, registered at two hospitals with one letter between names.
+    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
+    boy = matching.features("吴", "春建", "2015-06-08", "male", *home)
+    girl = matching.features("Wu", "Chun-Juan", "2015-06-08", "female", *home)
+    pair = matching.score(weights, boy, girl)
+    assert pair.conflicting and not pair.twins
+    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
+        matching.MatchOutcome.LINK
+    )
+
+
+def test_two_different_national_ids_are_never_linked(weights: matching.MatchWeights) -> None:
+    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
+    first = matching.features("王", "晓明", "1975-06-08", "male", *home, national_id="a")
+    second = matching.features("王", "晓明", "1975-06-08", "male", *home, national_id="b")
+    pair = matching.score(weights, first, second)
+    assert pair.conflicting
+    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
+        matching.MatchOutcome.LINK
+    )
+
+
+def test_one_national_id_outranks_a_mistyped_sex(weights: matching.MatchWeights) -> None:
+    first = matching.features("王", "晓明", "1975-06-08", "male", national_id="a")
+    second = matching.features("王", "晓明", "1975-06-08", "female", national_id="a")
+    pair = matching.score(weights, first, second)
+    assert not pair.conflicting
+    assert matching.decide(pair, matching.MatchThresholds()) is matching.MatchOutcome.LINK
 
 
 def test_a_homophone_character_is_not_mistaken_for_a_twin() -> None:
