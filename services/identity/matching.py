@@ -53,6 +53,9 @@ class MatchFeatures:
     phone: str = ""
     address: str = ""
     national_id: str = ""  # any stable form of the ID (the service passes its keyed hash)
+    # The given name as typed when it was typed in Chinese characters (else ""): two
+    # characters that romanize apart are two names, however close their pinyin.
+    given_characters: str = ""
 
 
 def romanize(name: str) -> str:
@@ -90,6 +93,7 @@ def features(
         phone=digits[-11:] if len(digits) >= 7 else "",
         address=normalize_address(address),
         national_id=national_id,
+        given_characters="".join(_CJK.findall(given_name)),
     )
 
 
@@ -469,10 +473,13 @@ def score(weights: MatchWeights, left: MatchFeatures, right: MatchFeatures) -> S
 
 
 def could_be_twins(left: MatchFeatures, right: MatchFeatures) -> bool:
-    """Same birth date and family name, given names more than one edit apart.
+    """Same birth date and family name, given names more than one edit apart, or typed in
+    characters on both sides that romanize apart.
 
     A typo is one edit (a homophone character is none: both romanize alike); a twin's given
-    name differs by a syllable. Such a pair is never linked automatically.
+    name differs by a syllable, which can be one letter in pinyin (平 ping, 静 jing): typed in
+    characters, that is a different character, not a typo. Such a pair is never linked
+    automatically.
     """
     if not left.birth_date or left.birth_date != right.birth_date:
         return False
@@ -480,12 +487,10 @@ def could_be_twins(left: MatchFeatures, right: MatchFeatures) -> bool:
         return False
     same_order = left.family == right.family and left.given and right.given
     swapped = left.family == right.given and left.given == right.family
-    return bool(
-        left.family
-        and same_order
-        and not swapped
-        and Levenshtein.distance(left.given, right.given) > 1
+    apart = Levenshtein.distance(left.given, right.given) > 1 or bool(
+        left.given_characters and right.given_characters and left.given != right.given
     )
+    return bool(left.family and same_order and not swapped and apart)
 
 
 def records_conflict(left: MatchFeatures, right: MatchFeatures) -> bool:

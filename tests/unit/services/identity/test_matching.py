@@ -121,6 +121,20 @@ def test_one_national_id_outranks_a_mistyped_sex(weights: matching.MatchWeights)
     assert matching.decide(pair, matching.MatchThresholds()) is matching.MatchOutcome.LINK
 
 
+def test_twins_typed_in_characters_one_pinyin_letter_apart_are_never_linked(
+    weights: matching.MatchWeights,
+) -> None:
+    # 平 (ping) and 静 (jing): one letter apart in pinyin, two different names in characters.
+    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
+    first = matching.features("张", "博平", "2014-07-22", "male", *home)
+    second = matching.features("张", "博静", "2014-07-22", "male", *home)
+    pair = matching.score(weights, first, second)
+    assert pair.twins
+    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
+        matching.MatchOutcome.LINK
+    )
+
+
 def test_a_homophone_character_is_not_mistaken_for_a_twin() -> None:
     first = matching.features("王", "明伟", "2015-06-08")
     second = matching.features("王", "明维", "2015-06-08")
