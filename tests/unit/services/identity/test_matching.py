@@ -75,42 +75,53 @@ def test_one_person_registered_twice_with_typical_errors_is_linked(
     assert pair.levels["birth_date"] == "day_month_swapped"
 
 
-def test_twins_with_the_same_birth_date_and_address_are_never_linked(
+HOME = ("13812345678", "北京市朝阳区建国路88号3单元502")
+
+
+def linked_at_any_score(pair: matching.ScoredPair) -> bool:
+    """Whether ``pair`` is linked with the link threshold at 0: only a rule keeps it apart."""
+    return matching.decide(pair, matching.MatchThresholds(link=0.0)) is matching.MatchOutcome.LINK
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "held_as"),
+    [
+        pytest.param(
+            matching.features("王", "明伟", "2015-06-08", "male", *HOME),
+            matching.features("王", "明涛", "2015-06-08", "male", *HOME),
+            "twins",
+            id="twins with the same birth date and address",
+        ),
+        pytest.param(
+            # 平 (ping) and 静 (jing): one letter apart in pinyin, two names in characters.
+            matching.features("张", "博平", "2014-07-22", "male", *HOME),
+            matching.features("张", "博静", "2014-07-22", "male", *HOME),
+            "twins",
+            id="twins typed in characters one pinyin letter apart",
+        ),
+        pytest.param(
+            matching.features("吴", "春建", "2015-06-08", "male", *HOME),
+            matching.features("Wu", "Chun-Juan", "2015-06-08", "female", *HOME),
+            "conflicting",
+            id="a boy and a girl with one birth date and home",
+        ),
+        pytest.param(
+            matching.features("王", "晓明", "1975-06-08", "male", *HOME, national_id="a"),
+            matching.features("王", "晓明", "1975-06-08", "male", *HOME, national_id="b"),
+            "conflicting",
+            id="two different national IDs",
+        ),
+    ],
+)
+def test_pairs_a_rule_holds_apart_are_never_linked(
     weights: matching.MatchWeights,
+    first: matching.MatchFeatures,
+    second: matching.MatchFeatures,
+    held_as: str,
 ) -> None:
-    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
-    first = matching.features("王", "明伟", "2015-06-08", "male", *home)
-    second = matching.features("王", "明涛", "2015-06-08", "male", *home)
     pair = matching.score(weights, first, second)
-    assert pair.twins
-    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
-        matching.MatchOutcome.LINK
-    )
-
-
-def test_opposite_sexes_with_one_birth_date_and_home_are_never_linked(
-    weights: matching.MatchWeights,
-) -> None:
-    # Twins a boy and a girl, registered at two hospitals with one letter between names.
-    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
-    boy = matching.features("吴", "春建", "2015-06-08", "male", *home)
-    girl = matching.features("Wu", "Chun-Juan", "2015-06-08", "female", *home)
-    pair = matching.score(weights, boy, girl)
-    assert pair.conflicting and not pair.twins
-    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
-        matching.MatchOutcome.LINK
-    )
-
-
-def test_two_different_national_ids_are_never_linked(weights: matching.MatchWeights) -> None:
-    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
-    first = matching.features("王", "晓明", "1975-06-08", "male", *home, national_id="a")
-    second = matching.features("王", "晓明", "1975-06-08", "male", *home, national_id="b")
-    pair = matching.score(weights, first, second)
-    assert pair.conflicting
-    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
-        matching.MatchOutcome.LINK
-    )
+    assert getattr(pair, held_as)
+    assert not linked_at_any_score(pair)
 
 
 def test_one_national_id_outranks_a_mistyped_sex(weights: matching.MatchWeights) -> None:
@@ -119,20 +130,6 @@ def test_one_national_id_outranks_a_mistyped_sex(weights: matching.MatchWeights)
     pair = matching.score(weights, first, second)
     assert not pair.conflicting
     assert matching.decide(pair, matching.MatchThresholds()) is matching.MatchOutcome.LINK
-
-
-def test_twins_typed_in_characters_one_pinyin_letter_apart_are_never_linked(
-    weights: matching.MatchWeights,
-) -> None:
-    # 平 (ping) and 静 (jing): one letter apart in pinyin, two different names in characters.
-    home = ("13812345678", "北京市朝阳区建国路88号3单元502")
-    first = matching.features("张", "博平", "2014-07-22", "male", *home)
-    second = matching.features("张", "博静", "2014-07-22", "male", *home)
-    pair = matching.score(weights, first, second)
-    assert pair.twins
-    assert matching.decide(pair, matching.MatchThresholds(link=0.0)) is not (
-        matching.MatchOutcome.LINK
-    )
 
 
 def test_a_homophone_character_is_not_mistaken_for_a_twin() -> None:
