@@ -135,7 +135,8 @@ def test_audit_store_benchmark_prints_the_log_beside_its_leaves_alone_as_json() 
 def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
     lines = run_tool("identity.py", "--persons", "400", "--resolves", "50", "--json", timeout=240)
     figures = json.loads(lines[-1])
-    for name in ("precision", "recall", "f1", "splink_precision", "splink_recall", "splink_f1"):
+    qualities = ("precision", "recall", "f1", "splink_precision", "splink_recall", "splink_f1")
+    for name in (*qualities, "service_precision", "service_recall"):
         assert 0 < figures[name] <= 1, name
     rates = ["known_resolves_per_s", "new_resolves_per_s", "matcher_new_decisions_per_s"]
     assert all(figures[name] > 0 for name in rates)

@@ -22,7 +22,11 @@ twins, newborns) with its ground truth, then:
    without a national ID, their demographics matched: linked, reviewed or created),
    ``known_resolves_per_s`` for the same (hospital, MRN) again; half of ``--resolves``
    through ResolveBatch (100 per call, 4 calls in flight: those two figures), the other
-   half one Resolve per call with 16 in flight (``*_single_resolves_per_s``).
+   half one Resolve per call with 16 in flight (``*_single_resolves_per_s``). The persons
+   it gave those registrations are scored too (``service_precision`` / ``service_recall``,
+   over the true pairs among them): online, in arrival order, with the weights it starts
+   with (services/identity/match_weights.py) and its own rules (a newborn is not matched;
+   a pair for review is two persons until an officer decides).
 
 Precision, recall and F1 are over pairs of registrations (recall counts every true pair,
 also those no blocking rule found). ``matcher_known_decisions_per_s`` /
@@ -40,6 +44,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import date
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +162,9 @@ async def service_rates(
     registrations: Sequence[Registration], identity_address: str, resolves: int
 ) -> dict[str, float]:
     """Resolves per second of the identity service at ``identity_address`` for new and then
-    known registrations."""
+    known registrations, and the quality of the persons it gave the first ``resolves``
+    registrations (``service_precision`` / ``service_recall``: the pairs it put in one
+    person against the true pairs among them)."""
     from healthbank.contracts.principal import Principal, PrincipalKind, encode_token
     from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
 
@@ -182,25 +189,50 @@ async def service_rates(
     try:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
 
-        def call(request: identity_pb2.ResolveRequest) -> Any:
-            return lambda: retried(stub.Resolve, request, auth)
+        # The person each registration got, by its position: the first answer only (the
+        # "known" round asks again and must get the same).
+        persons: dict[int, str] = {}
 
-        def batch(part: Sequence[identity_pb2.ResolveRequest]) -> Any:
-            message = identity_pb2.ResolveBatchRequest(requests=part)
-            return lambda: retried(stub.ResolveBatch, message, auth)
+        def call(position: int) -> Any:
+            async def resolve() -> None:
+                response = await retried(stub.Resolve, requests[position], auth)
+                persons.setdefault(position, response.person_token)
+
+            return resolve
+
+        def batch(start: int) -> Any:
+            message = identity_pb2.ResolveBatchRequest(requests=requests[start : start + BATCH])
+
+            async def resolve() -> None:
+                response = await retried(stub.ResolveBatch, message, auth)
+                for offset, result in enumerate(response.results):
+                    if result.HasField("resolution"):
+                        persons.setdefault(start + offset, result.resolution.person_token)
+
+            return resolve
 
         half = len(requests) // 2
-        one_by_one, in_batches = requests[:half], requests[half:]
-        parts = [in_batches[i : i + BATCH] for i in range(0, len(in_batches), BATCH)]
+        batch_starts = range(half, len(requests), BATCH)
         rates = {}
         for kind in ("new", "known"):
-            single = await timed([call(request) for request in one_by_one], CONCURRENCY)
-            batched = await timed([batch(part) for part in parts], BATCHES_IN_FLIGHT)
-            rates[f"{kind}_single_resolves_per_s"] = len(one_by_one) / single.seconds
-            rates[f"{kind}_resolves_per_s"] = len(in_batches) / batched.seconds
+            single = await timed([call(position) for position in range(half)], CONCURRENCY)
+            batched = await timed([batch(start) for start in batch_starts], BATCHES_IN_FLIGHT)
+            rates[f"{kind}_single_resolves_per_s"] = half / single.seconds
+            rates[f"{kind}_resolves_per_s"] = (len(requests) - half) / batched.seconds
+        rates.update(service_quality(persons, true_pairs(list(registrations[: len(requests)]))))
     finally:
         await channel.close()
     return rates
+
+
+def service_quality(persons: dict[int, str], truth: set[tuple[int, int]]) -> dict[str, float]:
+    """Pairwise precision and recall of the persons the service gave (position → token)."""
+    by_person: dict[str, list[int]] = {}
+    for position, token in persons.items():
+        by_person.setdefault(token, []).append(position)
+    links = {pair for members in by_person.values() for pair in combinations(sorted(members), 2)}
+    figures = quality(links, truth)
+    return {"service_precision": figures["precision"], "service_recall": figures["recall"]}
 
 
 def run_splink(
@@ -408,6 +440,11 @@ def main() -> None:
     print(
         f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
         f" new {served['new_single_resolves_per_s']:,.0f}"
+    )
+    print(
+        f"identity service's persons for the first {args.resolves} registrations (online, its"
+        f" weights file): precision {served['service_precision']:.4f},"
+        f" recall {served['service_recall']:.4f}"
     )
 
 
