@@ -272,7 +272,9 @@ class MasterPatientIndex:
                 profiles = await self._store.profiles([t for t in tokens if t != own_token])
                 best = await self._best_candidate(probe, profiles)
                 if best is not None and best.outcome is matching.MatchOutcome.LINK:
-                    return await self._link_matched(hospital_id, mrn_hash, best.person_token, now)
+                    return await self._link_matched(
+                        hospital_id, mrn_hash, best.person_token, now, demographics, block_hashes
+                    )
         sealed = await self._sealer.seal(demographics.to_bytes(), demographics_aad(own_token))
         claim = None if newborn else _claim_value(probe)
         won_claim = False
@@ -290,7 +292,9 @@ class MasterPatientIndex:
                         holder.person_token, holder.sealed_demographics, now
                     )
                     await self._file_under_keys(holder)
-                    return await self._link_matched(hospital_id, mrn_hash, holder.person_token, now)
+                    return await self._link_matched(
+                        hospital_id, mrn_hash, holder.person_token, now, demographics, block_hashes
+                    )
                 if best is None or (rival and rival.pair.probability > best.pair.probability):
                     best = rival
         # The keys may land a moment before the person row: a candidate found without its
@@ -323,13 +327,28 @@ class MasterPatientIndex:
         return Resolution(own_token, method, review_pending=review)
 
     async def _link_matched(
-        self, hospital_id: str, mrn_hash: str, person_token: str, now: datetime
+        self,
+        hospital_id: str,
+        mrn_hash: str,
+        person_token: str,
+        now: datetime,
+        demographics: Demographics,
+        block_hashes: Sequence[str],
     ) -> Resolution:
         # A candidate merged since it was filed resolves to the person it was merged into.
         person_token = await self._store.survivor_of(person_token) or person_token
         winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, person_token, now)
-        method = MatchMethod.DEMOGRAPHICS if winner == person_token else MatchMethod.HOSPITAL_MRN
-        return Resolution(winner, method)
+        if winner != person_token:
+            return Resolution(winner, MatchMethod.HOSPITAL_MRN)
+        # Later registrations are compared with this one too, and find it by its own keys
+        # (ADR 47): else a third registration that resembles this one but not the person's
+        # first is not found. Filed after the link: a crash in between costs only that.
+        sealed = await self._sealer.seal(demographics.to_bytes(), demographics_aad(person_token))
+        await asyncio.gather(
+            self._store.add_profile(person_token, mrn_hash, sealed),
+            self._store.add_match_keys(person_token, block_hashes),
+        )
+        return Resolution(winner, MatchMethod.DEMOGRAPHICS)
 
     async def _best_candidate(
         self, probe: matching.MatchFeatures, profiles: Sequence[SealedProfile]

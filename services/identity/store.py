@@ -121,7 +121,16 @@ class IdentityStore(Protocol):
         ...
 
     async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
-        """The sealed demographics and national-ID hash of each existing person given."""
+        """The sealed demographics and national-ID hash of each existing person given: the
+        person's own, then one more per registration filed under it (:meth:`add_profile`)."""
+        ...
+
+    async def add_profile(
+        self, person_token: str, profile_key: str, sealed_demographics: bytes
+    ) -> None:
+        """File a registration linked to an existing person by its demographics as one more
+        profile of that person, so later registrations are compared with it too; a second
+        call with the same ``profile_key`` (the registration's MRN hash) writes the same."""
         ...
 
     async def claim_match(
@@ -280,6 +289,15 @@ _SQLITE_MIGRATIONS = [
     """
     CREATE TABLE index_changes (id INTEGER PRIMARY KEY, change TEXT NOT NULL);
     CREATE INDEX person_aliases_by_survivor ON person_aliases (survivor_token);
+    """,
+    # ADR 47: the registrations linked to a person by demographics are its profiles too.
+    """
+    CREATE TABLE person_profiles (
+        person_token TEXT NOT NULL,
+        profile_key TEXT NOT NULL,
+        sealed_demographics BLOB NOT NULL,
+        PRIMARY KEY (person_token, profile_key)
+    ) WITHOUT ROWID
     """,
 ]
 
@@ -504,13 +522,35 @@ class SqliteIdentityStore:
                     " WHERE person_token = ?",
                     (token,),
                 ).fetchone()
-                if row is not None:
-                    profiles.append(
-                        SealedProfile(token, row["sealed_demographics"], row["national_id_hash"])
+                if row is None:
+                    continue
+                national_id_hash = row["national_id_hash"]
+                profiles.append(SealedProfile(token, row["sealed_demographics"], national_id_hash))
+                profiles.extend(
+                    SealedProfile(token, more["sealed_demographics"], national_id_hash)
+                    for more in connection.execute(
+                        "SELECT sealed_demographics FROM person_profiles WHERE person_token = ?"
+                        " ORDER BY profile_key",
+                        (token,),
                     )
+                )
             return profiles
 
         return await self._db.read(work)
+
+    async def add_profile(
+        self, person_token: str, profile_key: str, sealed_demographics: bytes
+    ) -> None:
+        """See IdentityStore.add_profile."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR REPLACE INTO person_profiles"
+                " (person_token, profile_key, sealed_demographics) VALUES (?, ?, ?)",
+                (person_token, profile_key, sealed_demographics),
+            )
+
+        await self._db.write(work)
 
     async def claim_match(
         self,

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,6 +116,9 @@ MIGRATIONS = [
         survivor_token text, absorbed_token text, PRIMARY KEY ((survivor_token), absorbed_token)
     )
     """,
+    # ADR 47: the registrations linked to a person by demographics are its profiles too, in
+    # the person's row, so the one read of the candidates brings them.
+    "ALTER TABLE persons ADD IF NOT EXISTS more_profiles map<text, blob>",
 ]
 
 
@@ -306,18 +309,28 @@ class CassandraIdentityStore:
         found = await asyncio.gather(
             *(
                 self._db.execute(
-                    "SELECT person_token, sealed_demographics, national_id_hash FROM persons"
-                    " WHERE person_token IN ?",
+                    "SELECT person_token, sealed_demographics, national_id_hash, more_profiles"
+                    " FROM persons WHERE person_token IN ?",
                     (list(person_tokens[start : start + _PERSONS_PER_READ]),),
                 )
                 for start in range(0, len(person_tokens), _PERSONS_PER_READ)
             )
         )
         return [
-            SealedProfile(row.person_token, row.sealed_demographics, row.national_id_hash)
+            SealedProfile(row.person_token, sealed, row.national_id_hash)
             for rows in found
             for row in rows
+            for sealed in (row.sealed_demographics, *_in_key_order(row.more_profiles))
         ]
+
+    async def add_profile(
+        self, person_token: str, profile_key: str, sealed_demographics: bytes
+    ) -> None:
+        """See IdentityStore.add_profile (one map cell of the person's row)."""
+        await self._db.execute(
+            "UPDATE persons SET more_profiles[?] = ? WHERE person_token = ?",
+            (profile_key, sealed_demographics, person_token),
+        )
 
     async def claim_match(
         self,
@@ -579,3 +592,8 @@ def _index_change(change: str) -> tuple[str, tuple[Any, ...]]:
 def _utc(moment: datetime) -> datetime:
     """Cassandra returns naive UTC timestamps."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _in_key_order(profiles: Mapping[str, bytes] | None) -> list[bytes]:
+    """A person's further profiles (the driver returns None for an empty map)."""
+    return [profiles[key] for key in sorted(profiles)] if profiles else []

@@ -535,6 +535,26 @@ async def test_each_block_gives_at_most_the_limit_and_every_profile_is_read(
     assert all(profile.sealed_demographics == profile.person_token.encode() for profile in profiles)
 
 
+async def test_registrations_filed_under_a_person_are_its_profiles_too(
+    store: IdentityStore,
+) -> None:
+    await store.save_person(PERSON, b"\x01first", T0)
+    await store.save_person(OTHER, b"\x02other", T0)
+    await store.add_profile(PERSON, "mrn-b", b"\x03b")
+    await store.add_profile(PERSON, "mrn-a", b"\x04a")
+    await store.add_profile(PERSON, "mrn-a", b"\x04a")  # a retry writes the same
+    profiles = await store.profiles([PERSON, OTHER])
+    # The person's own profile first, then the filed ones in key order; others untouched.
+    assert [profile for profile in profiles if profile.person_token == PERSON] == [
+        SealedProfile(PERSON, b"\x01first", None),
+        SealedProfile(PERSON, b"\x04a", None),
+        SealedProfile(PERSON, b"\x03b", None),
+    ]
+    assert [profile for profile in profiles if profile.person_token == OTHER] == [
+        SealedProfile(OTHER, b"\x02other", None)
+    ]
+
+
 async def test_reviews_are_queued_once_oldest_first(store: IdentityStore) -> None:
     later = ReviewItem("r2", OTHER, PERSON, 0.9, {"name": "exact"}, T0.replace(hour=9))
     first = ReviewItem("r1", PERSON, OTHER, 0.6, {"name": "fuzzy", "sex": "missing"}, T0)

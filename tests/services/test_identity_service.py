@@ -762,6 +762,42 @@ async def test_a_patient_without_an_id_at_two_hospitals_is_one_person(identity: 
     assert again.match_method == identity_pb2.MATCH_METHOD_HOSPITAL_MRN
 
 
+@both_backends
+async def test_a_registration_is_compared_with_every_one_linked_to_the_person(
+    identity: Identity,
+) -> None:
+    # The patient moved: the second registration links on name and birth date; the third
+    # resembles the second (new home, a day/month swap, a typo) but not the first.
+    moved = {"phone": "13987654321", "address": "北京市海淀区学院路12号1单元101"}
+    first = await identity.resolve(
+        hospital_id="h1",
+        mrn="M-1",
+        demographics=registration(
+            family_name="王", given_name="晓明", birth_date="1975-06-08", sex="male",
+            phone="13812345678", address=HOME,
+        ),
+    )  # fmt: skip
+    second = await identity.resolve(
+        hospital_id="h2",
+        mrn="M-2",
+        demographics=registration(
+            family_name="Wang", given_name="Xiaoming", birth_date="1975-06-08", sex="male",
+            **moved,
+        ),
+    )  # fmt: skip
+    third = await identity.resolve(
+        hospital_id="h3",
+        mrn="M-3",
+        demographics=registration(
+            family_name="Wang", given_name="Xiaomin", birth_date="1975-08-06", sex="male",
+            **moved,
+        ),
+    )  # fmt: skip
+    assert second.person_token == first.person_token
+    assert third.match_method == identity_pb2.MATCH_METHOD_DEMOGRAPHICS
+    assert third.person_token == first.person_token and not third.review_pending
+
+
 async def test_twins_with_the_same_birth_date_and_address_are_never_linked(
     identity: Identity,
 ) -> None:
