@@ -732,16 +732,20 @@ def registration(**fields: str) -> identity_pb2.Demographics:
     return identity_pb2.Demographics(**fields)
 
 
+# One patient's first registration, in characters, at home (two tests start from it).
+WANG_XIAOMING_AT_HOME = {
+    "family_name": "王", "given_name": "晓明", "birth_date": "1975-06-08", "sex": "male",
+    "phone": "13812345678", "address": HOME,
+}  # fmt: skip
+
+
 @both_backends
 async def test_a_patient_without_an_id_at_two_hospitals_is_one_person(identity: Identity) -> None:
     first = await identity.resolve(
         hospital_id="h1",
         mrn="A-100",
-        demographics=registration(
-            family_name="王", given_name="晓明", birth_date="1975-06-08", sex="male",
-            phone="13812345678", address=HOME,
-        ),
-    )  # fmt: skip
+        demographics=registration(**WANG_XIAOMING_AT_HOME),
+    )
     second = await identity.resolve(
         hospital_id="h2",
         mrn="B-200",
@@ -772,11 +776,8 @@ async def test_a_registration_is_compared_with_every_one_linked_to_the_person(
     first = await identity.resolve(
         hospital_id="h1",
         mrn="M-1",
-        demographics=registration(
-            family_name="王", given_name="晓明", birth_date="1975-06-08", sex="male",
-            phone="13812345678", address=HOME,
-        ),
-    )  # fmt: skip
+        demographics=registration(**WANG_XIAOMING_AT_HOME),
+    )
     second = await identity.resolve(
         hospital_id="h2",
         mrn="M-2",
