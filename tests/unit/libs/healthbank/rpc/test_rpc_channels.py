@@ -14,6 +14,7 @@ services, tools and tests. This file calls them on purpose: they show the shared
 from __future__ import annotations
 
 import ast
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,17 @@ def project(target: str) -> grpc.aio.Channel:
     return open_channel(target, options=LONG_BACKOFF)
 
 
+async def in_backoff(channel: grpc.aio.Channel) -> None:
+    """Returns once ``channel``'s subchannel failed to connect and sits in reconnect backoff.
+
+    A failed call alone does not say so: a call that races the server's GOAWAY fails while
+    the subchannel goes IDLE, with no backoff (a CI run on 2026-12-04 met that race)."""
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+        await asyncio.wait_for(channel.wait_for_state_change(state), timeout=10)
+        state = channel.get_state(try_to_connect=True)
+
+
 async def reused_port(opener: Opener, stale_opener: Opener | None = None) -> grpc.StatusCode:
     """A server goes away while a channel to it stays open (in backoff); a new server takes
     the same port: what a new channel from ``opener`` gets from it. The stale channel comes
@@ -77,6 +89,7 @@ async def reused_port(opener: Opener, stale_opener: Opener | None = None) -> grp
         assert await check(stale) == grpc.StatusCode.OK
         await first.stop(None)
         assert await check(stale) == grpc.StatusCode.UNAVAILABLE
+        await in_backoff(stale)
         second, _ = await serve(port)
         fresh = opener(f"127.0.0.1:{port}")
         try:
