@@ -76,6 +76,7 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
         "emergency_p99_ms",
         "history_1000_p50_ms",
         "audit_appends_per_s",
+        "audit_tree_head_lag_ms",
         "identity_known_resolves_per_s",
         "identity_known_batch_resolves_per_s",
         "load1",

@@ -44,6 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import tree_heads
 from percentiles import percentile
 from quiet import until_quiet
 
@@ -105,6 +106,7 @@ FIGURES = {
     "emergency_p99_ms": "ms",
     "history_1000_p50_ms": "ms",
     "audit_appends_per_s": "/s",
+    "audit_tree_head_lag_ms": "ms",
     "identity_known_resolves_per_s": "/s",
     "identity_known_batch_resolves_per_s": "/s",
     "cassandra_statements_per_submit": "",
@@ -370,7 +372,8 @@ class Bench:
         self.figures["emergency_p99_ms"] = result.percentile(0.99)
 
     async def audit(self, person_token: str) -> None:
-        """AppendEvents batches (the path for callers with many events), a few at once."""
+        """AppendEvents batches (the path for callers with many events), a few at once,
+        while a verifier polls the signed tree head (tools/bench/tree_heads.py)."""
         w = self.workload
         auth = self.client.auth(INGEST_SERVICE)
         stub = self.client.audit
@@ -393,12 +396,26 @@ class Bench:
                 events.append(event)
             return audit_pb2.AppendEventsRequest(events=events)
 
+        acknowledged: list[tree_heads.Seen] = []
+
         def call(request: audit_pb2.AppendEventsRequest) -> Callable[[], Awaitable[object]]:
-            return lambda: stub.AppendEvents(request, metadata=auth, timeout=120)
+            async def append() -> None:
+                response = await stub.AppendEvents(request, metadata=auth, timeout=120)
+                size = max(result.tree_size for result in response.results)
+                acknowledged.append(tree_heads.Seen(tree_heads.now_ms(), size))
+
+            return append
 
         batches = [batch(w.audit_batch) for _ in range(max(1, w.audit_events // w.audit_batch))]
-        result = await timed([call(b) for b in batches], 4)
+        appended = asyncio.Event()
+        watching = asyncio.ensure_future(tree_heads.watch(stub, appended))
+        try:
+            result = await timed([call(b) for b in batches], 4)
+        finally:
+            appended.set()
         self.figures["audit_appends_per_s"] = result.per_second * w.audit_batch
+        heads = tree_heads.verified_sizes(await watching)
+        self.figures["audit_tree_head_lag_ms"] = tree_heads.coverage_lag_ms(acknowledged, heads)
 
     async def identity_known(self) -> None:
         """Resolve of (hospital, MRN) pairs that are already linked (the ingest patients)."""
