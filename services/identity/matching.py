@@ -6,8 +6,9 @@ pinyin or plain Latin letters, whatever script they came in), compared field by 
 m / u probabilities that :func:`estimate_weights` learns from the data by expectation
 maximisation (ADR 25). :func:`decide` turns a score into one of three outcomes — link, review,
 new person — under thresholds the caller owns, and never links possible twins (same birth
-date and family name, given names more than one edit apart) or a pair whose recorded sexes
-or national IDs disagree: those go to review at most.
+date and family name, given names more than one edit apart), possible siblings (different
+birth years and names, one phone or address), or a pair whose national IDs disagree, or
+whose sexes disagree under different names: those go to review at most (ADR 46, ADR 48).
 
 Candidates are found by :func:`blocking_keys`: only records sharing one key are compared. The
 identity service stores the keys as keyed hashes; this module only derives them.
@@ -453,6 +454,7 @@ class ScoredPair:
     weight: float
     levels: dict[str, str] = field(default_factory=dict)
     twins: bool = False
+    siblings: bool = False
     conflicting: bool = False
 
 
@@ -468,6 +470,7 @@ def score(weights: MatchWeights, left: MatchFeatures, right: MatchFeatures) -> S
         weight=weights.log2_bayes_factor(vector),
         levels=levels,
         twins=could_be_twins(left, right),
+        siblings=could_be_siblings(left, right),
         conflicting=records_conflict(left, right),
     )
 
@@ -493,24 +496,57 @@ def could_be_twins(left: MatchFeatures, right: MatchFeatures) -> bool:
     return bool(left.family and same_order and not swapped and apart)
 
 
+def could_be_siblings(left: MatchFeatures, right: MatchFeatures) -> bool:
+    """Born in different years, named differently, and sharing a phone or an address,
+    without one national ID on both: what two children of one household look like.
+
+    Such a pair can score as a link (one family name, a given character in common, a
+    family phone and home, and a birth date a digit apart), and is reviewed instead. The
+    same person with a mistyped birth year and a name written differently is reviewed too:
+    measured on the generated population (ADR 48), that costs ~0.1 of recall and keeps
+    precision over 0.995 on every seed.
+    """
+    if not (left.birth_date and right.birth_date) or left.birth_date[:4] == right.birth_date[:4]:
+        return False
+    if left.national_id and left.national_id == right.national_id:
+        return False
+    if same_name(left, right):
+        return False
+    same_phone = bool(left.phone) and left.phone == right.phone
+    same_address = bool(left.address) and left.address == right.address
+    return same_phone or same_address
+
+
 def records_conflict(left: MatchFeatures, right: MatchFeatures) -> bool:
-    """Both records give a sex and the sexes differ, or both give a national ID and the IDs
-    differ (unless the IDs agree: then the sex is the typo).
+    """Both records give a national ID and the IDs differ; or, without two IDs, both give a
+    sex, the sexes differ and the names differ too.
 
     Neither is a typo the weights should outvote: two IDs that pass their checksum are two
     people, and opposite sexes with a shared birth date and home are what twins look like
     (EM learns a mild weight for a sex disagreement because households fill its training
-    blocks). A person whose sex was mistyped goes to review instead of being linked.
+    blocks). Twins' given names differ, though: the same name written on both records
+    (either order, a homophone character alike) makes the sex the typo, and the weights
+    decide. IDs that agree make the sex the typo whatever the names.
     """
     if left.national_id and right.national_id:
         return left.national_id != right.national_id
-    return bool(left.sex and right.sex and left.sex != right.sex)
+    if not (left.sex and right.sex) or left.sex == right.sex:
+        return False
+    return not same_name(left, right)
+
+
+def same_name(left: MatchFeatures, right: MatchFeatures) -> bool:
+    """Both give a family and a given name, and they agree, in the same or swapped order."""
+    if not (left.family and left.given and right.family and right.given):
+        return False
+    return (left.family, left.given) in ((right.family, right.given), (right.given, right.family))
 
 
 def decide(pair: ScoredPair, thresholds: MatchThresholds) -> MatchOutcome:
-    """Link, review or new person for one scored candidate; possible twins and conflicting
-    records are reviewed at most."""
-    if pair.probability >= thresholds.link and not (pair.twins or pair.conflicting):
+    """Link, review or new person for one scored candidate; possible twins or siblings and
+    conflicting records are reviewed at most."""
+    held_apart = pair.twins or pair.siblings or pair.conflicting
+    if pair.probability >= thresholds.link and not held_apart:
         return MatchOutcome.LINK
     if pair.probability >= thresholds.review:
         return MatchOutcome.REVIEW

@@ -7,7 +7,7 @@ the mother's phone). Each person is registered at one to four hospitals, and eac
 registration carries the errors registration desks make: Chinese characters or pinyin with
 or without tone marks, given and family names swapped, a homophone character, a letter typo,
 transliterated foreign names spelled several ways, day and month swapped, a digit typo in the
-birth date, missing fields, the family phone instead of the personal one.
+birth date, missing fields, the family phone instead of the personal one, the wrong sex.
 
 Nothing here is real: names are drawn from common-name tables, IDs and phones are random.
 """
@@ -61,6 +61,7 @@ DISTRICTS = ["朝阳区", "海淀区", "东城区", "西城区", "丰台区", "�
 STREETS = ["建国路", "中关村大街", "长安街", "学院路", "望京街", "科技园路", "西直门外大街"]
 
 NEWBORN_DAYS = 28
+SEX_TYPO_RATE = 0.005
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ class PopulationGenerator:
     def __init__(self, seed: int, today: date) -> None:
         """Draw from ``random.Random(seed)``; newborns are born shortly before ``today``."""
         self._rng = random.Random(seed)
+        # Errors added later draw from their own generator, so the rest of a seed's
+        # population stays what it was and figures before and after compare.
+        self._sex_typos = random.Random(f"{seed}:sex")
         self._today = today
         self._next_person = 0
         self._next_mrn = 0
@@ -223,11 +227,18 @@ class PopulationGenerator:
             family_name=family,
             given_name=given,
             birth_date=self._written_birth(person.birth),
-            sex="" if rng.random() < 0.05 else person.sex,
+            sex="" if rng.random() < 0.05 else self._written_sex(person.sex),
             phone=self._written_phone(person),
             address=self._written_address(person.address),
             national_id=person.national_id if rng.random() < 0.5 else "",
         )
+
+    def _written_sex(self, sex: str) -> str:
+        """The other box ticked now and then (an assumed rate: none was found published for
+        registration desks)."""
+        if self._sex_typos.random() < SEX_TYPO_RATE:
+            return "female" if sex == "male" else "male"
+        return sex
 
     def _written_name(self, person: _Person) -> tuple[str, str]:
         rng = self._rng

@@ -111,6 +111,13 @@ def linked_at_any_score(pair: matching.ScoredPair) -> bool:
             "conflicting",
             id="two different national IDs",
         ),
+        pytest.param(
+            # Born a digit apart (2017, 2019) on one day, one given character in common.
+            matching.features("周", "芳宇", "2019-01-14", "male", *HOME),
+            matching.features("Zhou", "Fanggui", "2017-01-14", "male", *HOME),
+            "siblings",
+            id="a brother born two years later, sharing a character of his name",
+        ),
     ],
 )
 def test_pairs_a_rule_holds_apart_are_never_linked(
@@ -130,6 +137,23 @@ def test_one_national_id_outranks_a_mistyped_sex(weights: matching.MatchWeights)
     pair = matching.score(weights, first, second)
     assert not pair.conflicting
     assert matching.decide(pair, matching.MatchThresholds()) is matching.MatchOutcome.LINK
+
+
+def test_a_mistyped_sex_under_one_name_is_left_to_the_weights(
+    weights: matching.MatchWeights,
+) -> None:
+    # Twins' names differ: with the same name on both records, the sex is the typo.
+    first = matching.features("王", "晓明", "1975-06-08", "male", *HOME)
+    second = matching.features("Xiǎomíng", "Wáng", "1975-06-08", "female", *HOME)
+    pair = matching.score(weights, first, second)
+    assert not pair.conflicting
+    assert matching.decide(pair, matching.MatchThresholds()) is matching.MatchOutcome.LINK
+
+
+def test_one_person_with_a_mistyped_birth_year_is_not_taken_for_a_sibling() -> None:
+    first = matching.features("王", "晓明", "1975-06-08", "male", *HOME)
+    second = matching.features("Wáng", "Xiǎo Míng", "1976-06-08", "male", *HOME)
+    assert not matching.could_be_siblings(first, second)
 
 
 def test_a_homophone_character_is_not_mistaken_for_a_twin() -> None:
