@@ -7,8 +7,9 @@ m / u probabilities that :func:`estimate_weights` learns from the data by expect
 maximisation (ADR 25). :func:`decide` turns a score into one of three outcomes — link, review,
 new person — under thresholds the caller owns, and never links possible twins (same birth
 date and family name, given names more than one edit apart), possible siblings (different
-birth years and names, one phone or address), or a pair whose national IDs disagree, or
-whose sexes disagree under different names: those go to review at most (ADR 46, ADR 48).
+birth years, names more than a typo apart, one phone or address), or a pair whose national
+IDs disagree, or whose sexes disagree under different names: those go to review at most
+(ADR 46, ADR 48).
 
 Candidates are found by :func:`blocking_keys`: only records sharing one key are compared. The
 identity service stores the keys as keyed hashes; this module only derives them.
@@ -491,10 +492,14 @@ def could_be_twins(left: MatchFeatures, right: MatchFeatures) -> bool:
         return False
     same_order = left.family == right.family and left.given and right.given
     swapped = left.family == right.given and left.given == right.family
-    apart = Levenshtein.distance(left.given, right.given) > 1 or bool(
-        left.given_characters and right.given_characters and left.given != right.given
-    )
+    apart = Levenshtein.distance(left.given, right.given) > 1 or _characters_apart(left, right)
     return bool(left.family and same_order and not swapped and apart)
+
+
+def _characters_apart(left: MatchFeatures, right: MatchFeatures) -> bool:
+    """Given names typed in characters on both sides that romanize apart: two names, however
+    close their pinyin (平 ping, 静 jing), where a homophone character romanizes alike."""
+    return bool(left.given_characters and right.given_characters and left.given != right.given)
 
 
 def could_be_siblings(left: MatchFeatures, right: MatchFeatures) -> bool:
@@ -521,9 +526,7 @@ def names_apart(left: MatchFeatures, right: MatchFeatures) -> bool:
     """More than a typo between the names: over one edit apart in either order, or given
     names typed in characters on both sides that romanize apart, or a name missing."""
     level = _name_level(left, right)
-    if level == NULL_LEVEL or level > _ONE_EDIT_LEVEL:
-        return True
-    return bool(left.given_characters and right.given_characters and left.given != right.given)
+    return level == NULL_LEVEL or level > _ONE_EDIT_LEVEL or _characters_apart(left, right)
 
 
 def records_conflict(left: MatchFeatures, right: MatchFeatures) -> bool:
