@@ -88,6 +88,9 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     # Without Cassandra there is nothing to count.
     assert figures["cassandra_statements_per_submit"] is None
     assert figures["lwt_per_submit"] is None
+    # The warm-up pass (on by default) ran every part first, its figures apart.
+    for name in measured[:-1]:
+        assert isinstance(figures["warmup"][name], float), name
 
 
 def test_full_benchmark_measures_only_the_parts_asked_for_and_what_they_need() -> None:
@@ -108,6 +111,8 @@ def test_full_benchmark_measures_only_the_parts_asked_for_and_what_they_need() -
         assert isinstance(figures[name], float), name
     for name in ("bulk_resources_per_s", "history_1000_p50_ms", "audit_appends_per_s"):
         assert name not in figures, name
+        assert name not in figures["warmup"], name
+    assert isinstance(figures["warmup"]["emergency_p99_ms"], float)
 
 
 def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_trip() -> None:

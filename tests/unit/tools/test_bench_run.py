@@ -1,0 +1,42 @@
+"""tools/bench/run.py: the warm-up pass is kept apart from the measured one."""
+
+from __future__ import annotations
+
+from repo_paths import REPO
+
+from healthbank.dev.scripts import load_script
+
+RUN = load_script(REPO / "tools" / "bench" / "run.py", "healthbank_tools_bench_run")
+
+
+def test_the_warm_up_pass_registers_other_national_ids_than_the_measured_pass() -> None:
+    # Every patient index a pass uses: the Submits', the bulk load's and the history's.
+    workload = RUN.Workload().scaled(10)
+    indices = [
+        *range(workload.messages),
+        *(100_000 + i for i in range(workload.bulk_bundles)),
+        900_000,
+    ]
+    measured = {RUN.run_patient("r", i).national_id for i in indices}
+    warm_up = {RUN.run_patient("r", RUN.WARMUP_INDEX_OFFSET + i).national_id for i in indices}
+    assert len(measured) == len(warm_up) == len(indices)
+    # A shared ID would make one person of two passes' patients (twice the history).
+    assert not measured & warm_up
+
+
+def test_the_table_shows_the_warm_up_pass_beside_the_measured_figures() -> None:
+    printed = RUN.table(
+        {"ingest_messages_per_s": 120.0, "lwt_per_submit": 1.0},
+        "header",
+        {"ingest_messages_per_s": 80.5},
+    ).splitlines()
+    assert "warm-up pass" in printed[1]
+    (submit,) = [line for line in printed if line.startswith("ingest_messages_per_s")]
+    assert submit.split()[1:3] == ["120.0", "80.5"]
+    (counted,) = [line for line in printed if line.startswith("lwt_per_submit")]
+    assert counted.split()[1] == "1.0" and "80.5" not in counted
+
+
+def test_without_a_warm_up_the_table_has_one_column() -> None:
+    printed = RUN.table({"ingest_messages_per_s": 120.0}, "header")
+    assert "warm-up pass" not in printed
