@@ -147,6 +147,9 @@ def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
     rates = ["known_resolves_per_s", "new_resolves_per_s", "matcher_new_decisions_per_s"]
     assert all(figures[name] > 0 for name in rates)
     assert figures["true_pairs"] > 0
+    # The warm-up (on by default) resolved another population first, its rates apart.
+    assert figures["warmup"]["new_resolves_per_s"] > 0
+    assert figures["warmup"]["service_recall"] > 0
 
 
 @pytest.mark.parametrize("objects", ["local", "s3"])

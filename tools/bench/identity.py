@@ -1,7 +1,7 @@
 """How well the master patient index recognises one person, measured beside Splink.
 
     python tools/bench/identity.py [--persons 5000] [--seed 7] [--engines embedded|real]
-                                   [--resolves 2000] [--json]
+                                   [--resolves 2000] [--warmup 1.0] [--json]
 
 Generates a seeded population (tools/bench/identity_population.py: duplicates across
 hospitals with the errors registration desks make, households sharing phones and addresses,
@@ -34,6 +34,10 @@ Precision, recall and F1 are over pairs of registrations (recall counts every tr
 also those no blocking rule found). ``matcher_known_decisions_per_s`` /
 ``matcher_new_decisions_per_s`` are the matcher alone in memory. Figures are printed, never
 asserted.
+
+The service's rates are those of a warm node: first ``--warmup`` times ``--resolves``
+registrations of another seed's population go through the same calls in a stack of their
+own (:func:`warm_up`); their rates are printed apart (JSON: ``warmup``), not counted.
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ def online_rates(
 
 CONCURRENCY = 16
 BATCH = 100  # registrations per ResolveBatch, as a bulk load sends them
+WARMUP_SEED_OFFSET = 1000  # the warm-up's population is seed + this
 BATCHES_IN_FLIGHT = 4
 
 
@@ -401,6 +406,18 @@ def weights_module(weights: matching.MatchWeights, persons: int, seed: int) -> s
     )
 
 
+def warm_up(engines: str, persons: int, seed: int, resolves: int) -> dict[str, float]:
+    """The service rates of ``resolves`` registrations of another seed's population, in a
+    stack (and keyspaces) of their own, before the measured one: the node is then warm, as
+    one serving a city is (run.py's docstring has what a cold one costs), while the measured
+    registrations meet no one else's. Empty when ``resolves`` is 0."""
+    if resolves <= 0:
+        return {}
+    others = PopulationGenerator(seed + WARMUP_SEED_OFFSET, TODAY).population(persons)
+    with bench_stack(engines, f"{new_run_id()}w") as (stack, _):
+        return asyncio.run(service_rates(others, stack.addresses["identity"], resolves))
+
+
 def main() -> None:
     """Generate, match both ways, print the figures side by side (or one JSON object)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -410,6 +427,13 @@ def main() -> None:
     parser.add_argument("--engines", choices=["embedded", "real"], default="embedded")
     parser.add_argument("--resolves", type=int, default=2000, help="registrations resolved")
     parser.add_argument("--write-weights", type=Path, help="write the learnt weights module")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="first resolve this times --resolves registrations of another seed, in a stack of"
+        " their own, not counted (0: none)",
+    )
     args = parser.parse_args()
     registrations = PopulationGenerator(args.seed, TODAY).population(args.persons)
     records = normalized(registrations)
@@ -420,6 +444,7 @@ def main() -> None:
     truth = true_pairs(registrations)
     ours = run_matcher(records, truth)
     theirs = run_splink(records, truth)
+    warmup = warm_up(args.engines, args.persons, args.seed, round(args.resolves * args.warmup))
     with bench_stack(args.engines, new_run_id()) as (stack, _):
         served = asyncio.run(
             service_rates(registrations, stack.addresses["identity"], args.resolves)
@@ -432,7 +457,7 @@ def main() -> None:
         **served,
     }
     if args.json:
-        print(json.dumps(figures))
+        print(json.dumps({**figures, "warmup": warmup}))
         return
     print(f"{len(records)} registrations, {len(truth)} true pairs (seed {args.seed})")
     print(f"{'':12}{'precision':>10}{'recall':>10}{'f1':>10}")
@@ -457,6 +482,12 @@ def main() -> None:
         f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
         f" new {served['new_single_resolves_per_s']:,.0f}"
     )
+    if warmup:
+        print(
+            f"  warm-up before (seed {args.seed + WARMUP_SEED_OFFSET}, a stack of its own, not"
+            f" counted): ResolveBatch/s new {warmup['new_resolves_per_s']:,.0f},"
+            f" one per call new {warmup['new_single_resolves_per_s']:,.0f}"
+        )
     print(
         f"identity service's persons for the first {args.resolves} registrations (online, its"
         f" weights file): precision {served['service_precision']:.4f},"
