@@ -430,8 +430,13 @@ class Bench:
         watching = asyncio.ensure_future(tree_heads.watch(stub, appended))
         try:
             result = await timed([call(b) for b in batches], 4)
-        finally:
-            appended.set()
+        except BaseException:
+            # The appends' error is the one to report; the watcher is stopped, not left
+            # pending (its own error, if any, is dropped).
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            raise
+        appended.set()
         self.figures["audit_appends_per_s"] = result.per_second * w.audit_batch
         heads = tree_heads.verified_sizes(await watching)
         self.figures["audit_tree_head_lag_ms"] = tree_heads.coverage_lag_ms(acknowledged, heads)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from repo_paths import REPO
 
 from healthbank.dev.scripts import load_script
@@ -40,3 +43,33 @@ def test_the_table_shows_the_warm_up_pass_beside_the_measured_figures() -> None:
 def test_without_a_warm_up_the_table_has_one_column() -> None:
     printed = RUN.table({"ingest_messages_per_s": 120.0}, "header")
     assert "warm-up pass" not in printed
+
+
+class _FailingAudit:
+    """An audit stub whose appends fail and whose tree head is always there."""
+
+    async def AppendEvents(self, request: object, **_: object) -> object:
+        raise RuntimeError("append refused")
+
+    async def GetTreeHead(self, request: object, **_: object) -> object:
+        await asyncio.sleep(0)
+        return RUN.audit_pb2.SignedTreeHead()
+
+
+class _Client:
+    audit = _FailingAudit()
+
+    def auth(self, principal: object) -> tuple[()]:
+        return ()
+
+
+async def test_a_failed_audit_part_raises_the_appends_error_and_stops_its_watcher() -> None:
+    bench = object.__new__(RUN.Bench)
+    bench.workload = RUN.Workload(audit_events=2, audit_batch=1)
+    bench.client = _Client()
+    bench.figures = {}
+    with pytest.raises(RuntimeError, match="append refused"):
+        await bench.audit("person")
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    assert all(task.done() for task in others)
+    assert "audit_appends_per_s" not in bench.figures

@@ -47,3 +47,19 @@ async def test_a_missing_object_is_still_missing(tmp_path: Path) -> None:
     with pytest.raises(ObjectMissing):
         await store.chunks(KEY, 1024).__anext__()
     assert not await store.exists(KEY)
+
+
+async def test_a_permission_error_without_a_known_errno_is_still_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raised by a layer that sets no errno (a sandbox's policy, say): refused all the same,
+    # since retrying cannot cure a permission.
+    def denied(path: Path, data: bytes) -> None:
+        raise PermissionError(f"writing {path} is not allowed here")
+
+    monkeypatch.setattr(objects, "write_durably", denied)
+    with pytest.raises(StorageRefused) as raised:
+        await LocalObjectStore(tmp_path).put(KEY, b"bytes")
+    assert raised.value.cause == "CONFIGURATION"
+    assert str(raised.value) == "archive directory: PermissionError"
+    assert str(tmp_path) not in str(raised.value)
