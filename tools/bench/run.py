@@ -21,9 +21,10 @@ measured so far, the machine was quiet within 2 s after every part.
 The figures are those of a warm node: a warm-up pass (``--warmup`` times the workload, other
 patients) runs every part first and its figures are printed beside, not counted. Cassandra
 compiles its hot paths while it serves (the JVM's JIT): measured 2026-12-05 on a node just
-started, the same Submits cost its process 21 ms of CPU each at first, 7-9 ms after ~2,000;
-two whole runs back to back gave Submit 64.6 then 77.1 messages/s, bulk 1,732 then 3,238
-resources/s, history p50 34.5 then 27.1 ms. ``--warmup 0`` measures the cold node.
+started, two whole runs back to back gave Submit 64.6 then 77.1 messages/s, bulk 1,732 then
+3,238 resources/s, history p50 34.5 then 27.1 ms; rounds of 800 Submits of the same known
+patients cost the node 10.9, 8.9, then 7.5 ms of CPU each. ``--warmup 0`` measures the
+cold node.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ SECRET = "bench-auth-secret"
 FHIR = common_pb2.SOURCE_FORMAT_FHIR_R4_JSON
 RESOLVE_BATCH = 100  # patients per ResolveBatch call
 INGEST_SERVICE = Principal(PrincipalKind.SERVICE, "ingest", purpose=Purpose.OPERATIONS)
+# Patient indices of a pass: the Submits' from 0, the bulk load's other patients from
+# BULK_PATIENT_INDEX, the history patient at HISTORY_PATIENT_INDEX.
+BULK_PATIENT_INDEX = 100_000
+HISTORY_PATIENT_INDEX = 900_000
 # The warm-up pass's patients are these indices on: other national IDs (born from 1942-09
 # on, see run_patient) than any patient of the measured pass (indices below 1,000,000).
 WARMUP_INDEX_OFFSET = 1_000_000
@@ -297,7 +302,7 @@ class Bench:
         start = datetime(2015, 1, 1, tzinfo=UTC)
         messages: list[tuple[bytes, str]] = []
         for i in range(max(w.bulk_bundles, history_bundles)):
-            person = history_person if i < history_bundles else self.person(100_000 + i)
+            person = history_person if i < history_bundles else self.person(BULK_PATIENT_INDEX + i)
             count = per_bundle
             if i < history_bundles:
                 count = min(per_bundle, w.history_records - i * per_bundle)
@@ -594,7 +599,7 @@ async def measure(
             await bench.baseline()
         if await part("ingest"):
             await bench.ingest()
-        history_person = bench.person(900_000)
+        history_person = bench.person(HISTORY_PATIENT_INDEX)
         if await part("bulk"):
             await bench.bulk(history_person)
         resolved = await bench.identity.Resolve(
@@ -633,7 +638,7 @@ def table(
     for name, unit in FIGURES.items():
         line = f"{name:<36} {shown(figures.get(name)):>12}"
         if warmup:
-            line += f" {shown(warmup.get(name)) if name in warmup else '':>14}"
+            line += f" {shown(warmup[name]) if name in warmup else '':>14}"
         lines.append(f"{line} {unit}".rstrip())
     return "\n".join(lines)
 

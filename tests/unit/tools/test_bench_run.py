@@ -17,8 +17,8 @@ def test_the_warm_up_pass_registers_other_national_ids_than_the_measured_pass() 
     workload = RUN.Workload().scaled(10)
     indices = [
         *range(workload.messages),
-        *(100_000 + i for i in range(workload.bulk_bundles)),
-        900_000,
+        *(RUN.BULK_PATIENT_INDEX + i for i in range(workload.bulk_bundles)),
+        RUN.HISTORY_PATIENT_INDEX,
     ]
     measured = {RUN.run_patient("r", i).national_id for i in indices}
     warm_up = {RUN.run_patient("r", RUN.WARMUP_INDEX_OFFSET + i).national_id for i in indices}
