@@ -50,8 +50,6 @@ async def _flush_pending_audits(pipeline: IngestPipeline) -> None:
 async def _assemble(resources: ServiceResources) -> Serving:
     records = await resources.open_record_store()
     store = await resources.open_store(sqlite=SqliteIngestStore, cassandra=CASSANDRA_STORE)
-    # Shared with record-lookup through Redis; in-process (and so unused) when embedded.
-    summaries = await resources.open_cache(max_entries=1)
     # Calls go out as ingest itself. gRPC clients send messages of any size by default, so
     # 64 MiB DICOM blobs reach the archive (whose server accepts them).
     clients = resources.clients
@@ -70,7 +68,6 @@ async def _assemble(resources: ServiceResources) -> Serving:
         sealer=resources.sealer,
         now=resources.now,
         parsers=parsers,
-        summaries=summaries,
     )
     resources.run_in_background("audit-repair", lambda: _flush_pending_audits(pipeline))
     # After a large message its freed heap goes back to the system (ADR 22).

@@ -57,7 +57,6 @@ from healthbank.records import (
     MAX_PAYLOAD_BYTES,
     PLACED_PAYLOAD_CONTENT_TYPE,
     ClaimedByEarlierAttempt,
-    EmergencyFact,
     MessageIdConflict,
     MessageReceipt,
     PutOutcome,
@@ -67,7 +66,6 @@ from healthbank.records import (
     record_name,
 )
 from healthbank.storage import StorageRefused
-from healthbank.storage.cache import Cache, emergency_summary_key
 from services.ingest.canonical import (
     MessageSource,
     PlannedRecord,
@@ -347,11 +345,10 @@ class IngestPipeline:
         sealer: PayloadSealer,
         now: Callable[[], datetime],
         parsers: ParsePool,
-        summaries: Cache | None = None,
     ) -> None:
         """Wire the flow to its ports; ``now`` is the UTC clock; ``parsers`` parse messages
-        off the event loop; ``summaries`` is the cache of emergency summaries that new facts
-        make stale."""
+        off the event loop. (Cached emergency summaries need no word from here: each is tied
+        to the facts version a message with facts renews, ADR 29.)"""
         self._records = records
         self._store = store
         self._identity = identity
@@ -360,7 +357,6 @@ class IngestPipeline:
         self._sealer = sealer
         self._now = now
         self._parsers = parsers
-        self._summaries = summaries
 
     async def prepare(self, submission: Submission) -> PreparedMessage:
         """Parse a message in the parse pool (never raises for bad content).
@@ -427,13 +423,13 @@ class IngestPipeline:
             source.hospital_id, source.message_id, source.content_hash, submission.submitter, now
         )
         try:
-            outcome, facts = await self._seal_and_put(message, source, person_token, now, audit)
+            outcome = await self._seal_and_put(message, source, person_token, now, audit)
         except ClaimedByEarlierAttempt as claimed:
             # An attempt that died after its claim: finish it as it was planned.
             first = claimed.receipt
             if len(first.record_ids) != len(message.entries):
                 raise MessageIdReused(source.message_id) from None
-            outcome, facts = await self._seal_and_put(
+            outcome = await self._seal_and_put(
                 message,
                 source,
                 first.person_token,
@@ -441,9 +437,6 @@ class IngestPipeline:
                 audit,
                 first.record_ids,
             )
-        if facts and not outcome.duplicate and self._summaries is not None:
-            # A new allergy must show in the next emergency summary, not after the cache TTL.
-            await self._summaries.delete(emergency_summary_key(outcome.receipt.person_token))
         _log.info(
             "message stored person_token=%s records=%d duplicate=%s",
             outcome.receipt.person_token,
@@ -515,9 +508,9 @@ class IngestPipeline:
         now: datetime,
         audit: WriteAudit,
         record_ids: Sequence[str] | None = None,
-    ) -> tuple[PutOutcome, list[EmergencyFact]]:
-        """Plan, seal and store the message's records (with its image) under one claim;
-        returns the outcome and the facts stored. Raises ClaimedByEarlierAttempt when an
+    ) -> PutOutcome:
+        """Plan, seal and store the message's records (with its image) under one claim,
+        and return the outcome. Raises ClaimedByEarlierAttempt when an
         earlier attempt claimed it under other record ids (nothing is written then)."""
         blob_name = ""
         if message.imaging is not None:
@@ -561,7 +554,7 @@ class IngestPipeline:
             )
         except MessageIdConflict:
             raise MessageIdReused(source.message_id) from None
-        return outcome, facts
+        return outcome
 
     async def _place_large_payloads(
         self, planned: Sequence[PlannedRecord], person_token: str

@@ -47,6 +47,9 @@ INSTRUMENTATION_NAME = "healthbank"
 SERVICE_NAMESPACE = "healthbank"
 # An SRE expects a pod to stop within its grace period, collector or not.
 SHUTDOWN_TIMEOUT_SECONDS = 1.5
+# Got once, not per span (a get costs about half a span): before a provider is installed
+# this is a proxy that finds it on first use, so it may be got at import.
+_TRACER = trace.get_tracer(INSTRUMENTATION_NAME)
 
 
 @functools.cache
@@ -256,8 +259,7 @@ def traced(
     A failure marks the span an error with the exception's type only: messages may hold
     PHI. Attributes must be sizes, counts and names of things, never identifiers.
     """
-    tracer = trace.get_tracer(INSTRUMENTATION_NAME)
-    with tracer.start_as_current_span(
+    with _TRACER.start_as_current_span(
         name,
         attributes=dict(attributes or {}),
         record_exception=False,

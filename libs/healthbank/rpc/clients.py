@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# Got once, not per call; a proxy until a provider is installed (see telemetry._TRACER).
+_RPC_TRACER = trace.get_tracer("healthbank.rpc")
 
 # A channel with subchannels of its own. By default gRPC shares a process-wide subchannel per
 # address, so a new channel to an address whose earlier server went away inherits that
@@ -154,7 +156,7 @@ class _TracedCall:
         method = details.method
         if isinstance(method, bytes):
             method = method.decode("utf-8", "replace")
-        span = trace.get_tracer("healthbank.rpc").start_span(
+        span = _RPC_TRACER.start_span(
             method.lstrip("/"),
             kind=SpanKind.CLIENT,
             attributes={**rpc_attributes(method), **self._attributes},
