@@ -186,6 +186,8 @@ class CassandraDatabase:
         self._cluster: Cluster | None = None
         self._session: Session | None = None
         self._prepared: dict[str, PreparedStatement] = {}
+        # Preparations under way, so callers arriving meanwhile wait for the same one.
+        self._preparing: dict[str, asyncio.Future[PreparedStatement]] = {}
         self._schema_ready = False
         self._schema_pending: SchemaPending | None = None
         self._schema_checked = 0.0
@@ -290,9 +292,26 @@ class CassandraDatabase:
         return statement
 
     async def _statement(self, cql: str) -> Any:
-        """The prepared statement for ``cql``; preparing is a blocking round trip, once."""
+        """The prepared statement for ``cql``; preparing is a blocking round trip, once:
+        callers that need it while it is being prepared wait for that preparation (32
+        requests in flight on a new process would otherwise prepare it 32 times)."""
         statement = self._prepared.get(cql)
-        return statement if statement is not None else await asyncio.to_thread(self.prepare, cql)
+        if statement is not None:
+            return statement
+        preparing = self._preparing.get(cql)
+        if preparing is None:
+            preparing = asyncio.ensure_future(asyncio.to_thread(self.prepare, cql))
+            self._preparing[cql] = preparing
+            preparing.add_done_callback(lambda done: self._prepared_or_failed(cql, done))
+        # Shielded: one waiter cancelled (its request's deadline) leaves the others' wait.
+        return await asyncio.shield(preparing)
+
+    def _prepared_or_failed(self, cql: str, done: asyncio.Future[PreparedStatement]) -> None:
+        # Forgotten once done: a failed preparation is tried afresh by the next caller. Its
+        # error is taken here, as every waiter may have been cancelled before it came.
+        self._preparing.pop(cql, None)
+        if not done.cancelled():
+            done.exception()
 
     def _refuse_without_quorum(self, level: int | None) -> None:
         """Raise StorageUnavailable at once when fewer nodes are up, as the driver sees them
