@@ -212,6 +212,8 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("national_id", ("exact", "different"), _exact("national_id")),
 )
 """The comparison levels (tools/bench/identity.py gives Splink the same ones in SQL)."""
+# The name's place in COMPARISONS, and so in a comparison vector.
+_NAME_COMPARISON = next(i for i, c in enumerate(COMPARISONS) if c.field == "name")
 
 ComparisonVector = tuple[int, ...]
 
@@ -472,7 +474,7 @@ def score(weights: MatchWeights, left: MatchFeatures, right: MatchFeatures) -> S
         weight=weights.log2_bayes_factor(vector),
         levels=levels,
         twins=could_be_twins(left, right),
-        siblings=could_be_siblings(left, right),
+        siblings=could_be_siblings(left, right, name_level=vector[_NAME_COMPARISON]),
         conflicting=records_conflict(left, right),
     )
 
@@ -502,30 +504,32 @@ def _characters_apart(left: MatchFeatures, right: MatchFeatures) -> bool:
     return bool(left.given_characters and right.given_characters and left.given != right.given)
 
 
-def could_be_siblings(left: MatchFeatures, right: MatchFeatures) -> bool:
+def could_be_siblings(
+    left: MatchFeatures, right: MatchFeatures, name_level: int | None = None
+) -> bool:
     """Born in different years, named apart (:func:`names_apart`), and sharing a phone or an
     address, without one national ID on both: what two children of one household look like.
 
     Such a pair can score as a link (one family name, a given character in common, a
     family phone and home, and a birth date a digit apart), and is reviewed instead. One
     person with a mistyped birth year is still linked when the names are within a typo of
-    each other (ADR 48).
+    each other (ADR 48). ``name_level``: the pair's name comparison, if already made.
     """
     if not (left.birth_date and right.birth_date) or left.birth_date[:4] == right.birth_date[:4]:
         return False
     if left.national_id and left.national_id == right.national_id:
         return False
-    if not names_apart(left, right):
+    if not names_apart(left, right, name_level):
         return False
     same_phone = bool(left.phone) and left.phone == right.phone
     same_address = bool(left.address) and left.address == right.address
     return same_phone or same_address
 
 
-def names_apart(left: MatchFeatures, right: MatchFeatures) -> bool:
+def names_apart(left: MatchFeatures, right: MatchFeatures, name_level: int | None = None) -> bool:
     """More than a typo between the names: over one edit apart in either order, or given
     names typed in characters on both sides that romanize apart, or a name missing."""
-    level = _name_level(left, right)
+    level = _name_level(left, right) if name_level is None else name_level
     return level == NULL_LEVEL or level > _ONE_EDIT_LEVEL or _characters_apart(left, right)
 
 
