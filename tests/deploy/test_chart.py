@@ -221,7 +221,11 @@ def _cli_environment_variables() -> set[str]:
 
 
 def test_every_variable_the_chart_sets_is_a_known_setting(objects: list[dict[str, Any]]) -> None:
+    from opentelemetry.sdk import environment_variables as otel_sdk_variables
+
     known = {env_name(field) for field in Settings.model_fields} | _cli_environment_variables()
+    # The OpenTelemetry SDK reads its own (the trace sampler's).
+    known |= {v for k, v in vars(otel_sdk_variables).items() if k.startswith("OTEL_")}
     seen: set[str] = set()
     for config in _settings_config_maps(objects).values():
         seen |= set(config["data"])
@@ -393,6 +397,26 @@ def test_dev_services_export_to_the_releases_collector(rendered: dict[str, str])
     endpoint = f"{collector['metadata']['name']}:4317"
     for config in _settings_config_maps(objects).values():
         assert config["data"][env_name("otlp_endpoint")] == endpoint
+
+
+@pytest.mark.parametrize(("value_set", "ratio"), [("dev", 1.0), ("prod", 0.1)])
+def test_services_that_export_sample_new_traces_at_the_values_ratio(
+    rendered: dict[str, str], value_set: str, ratio: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    configs = _settings_config_maps(documents(rendered[value_set]))
+    assert set(SERVICE_NAMES) <= set(configs)
+    for config in configs.values():
+        data = config["data"]
+        assert data[env_name("otlp_endpoint")]
+        # What the SDK makes of the variables the chart sets, as a service's provider does.
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", data["OTEL_TRACES_SAMPLER"])
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", data["OTEL_TRACES_SAMPLER_ARG"])
+        sampler = TracerProvider().sampler
+        expected = ParentBased(TraceIdRatioBased(ratio))
+        assert sampler.get_description() == expected.get_description()
 
 
 def test_every_service_gets_the_per_caller_rate_limits(rendered: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
 """A tiny service for the SIGTERM drain test: ServiceHost + run_until_signal, one slow method.
 
 Run as a subprocess; prints ``HEALTHBANK_READY lifecycle <port>`` once serving and
-``SLOW_STARTED`` when a Slow call begins; a Slow call answers once a line arrives on stdin,
+``SLOW_STARTED frozen=<n>`` when a Slow call begins (n: the objects the serving process
+froze out of the garbage collector); a Slow call answers once a line arrives on stdin,
 so the test decides how long it stays in flight. Settings come from the environment
 (``HEALTHBANK_SHUTDOWN_GRACE_SECONDS`` ...); the port is always picked freely.
 """
@@ -9,6 +10,7 @@ so the test decides how long it stays in flight. Settings come from the environm
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from typing import Any
 
@@ -24,7 +26,7 @@ SERVICE = "healthbank.test.v1.Lifecycle"
 
 async def slow(request: bytes, context: Any) -> bytes:
     """Answer once the test writes a line to stdin (it is in flight until then)."""
-    print("SLOW_STARTED", flush=True)
+    print(f"SLOW_STARTED frozen={gc.get_freeze_count()}", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     return b"done:" + request
 

@@ -84,6 +84,12 @@ names of healthbank.core.config.Settings; tests/deploy checks every one is a rea
 {{- range $field, $value := $out }}
 HEALTHBANK_{{ $field | upper }}: {{ $value | quote }}
 {{- end -}}
+{{- if include "healthbank.otlpEndpoint" .root }}
+{{- /* The OpenTelemetry SDK's own variables: a caller's decision is kept, and a trace
+       that starts here is recorded at telemetry.traceSampleRatio. */}}
+OTEL_TRACES_SAMPLER: "parentbased_traceidratio"
+OTEL_TRACES_SAMPLER_ARG: {{ $v.telemetry.traceSampleRatio | toString | quote }}
+{{- end -}}
 {{- end -}}
 
 {{/* Secret-backed variables (pass the root context). */}}

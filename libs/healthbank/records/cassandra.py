@@ -132,6 +132,7 @@ _RECORD_COLUMNS = (
     " source_version, content_hash, category, code_system, code, code_display, status,"
     " sealed_payload, blob_name"
 )
+_RECORD_FIELDS = tuple(column.strip() for column in _RECORD_COLUMNS.split(","))
 
 
 class CassandraRecordStore:
@@ -408,13 +409,10 @@ def _record_values(record: StoredRecord) -> tuple[Any, ...]:
 
 def _record_from_row(row: Any) -> StoredRecord:
     # The row's columns are the record's fields (_RECORD_COLUMNS); two are mended after.
-    return StoredRecord.from_fields(
-        (
-            *zip(row._fields, row, strict=True),
-            ("effective_time", _utc(row.effective_time)),
-            ("blob_name", row.blob_name or ""),
-        )
-    )
+    fields = dict(zip(_RECORD_FIELDS, row, strict=True))
+    fields["effective_time"] = _utc(fields["effective_time"])
+    fields["blob_name"] = fields["blob_name"] or ""
+    return StoredRecord.from_fields(fields)
 
 
 def _receipt_from_row(row: Any) -> MessageReceipt:

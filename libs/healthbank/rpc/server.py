@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -299,6 +300,10 @@ async def run_until_signal(host: ServiceHost) -> None:
     """
     port = await host.start()
     _log.info("serving name=%s port=%d", host.name, port)
+    # What the process built to serve (modules, descriptors, the driver, its connections)
+    # lives as long as it does: frozen out of the collector, a full collection no longer
+    # walks those ~250,000 objects each time (10-60 ms, every request in flight waiting).
+    gc.freeze()
 
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

@@ -20,6 +20,26 @@ from healthbank.core.telemetry import (
 )
 
 
+def test_without_an_endpoint_or_processor_spans_keep_their_ids_but_are_not_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    tracer = setup_telemetry("consent", None).tracer
+    with (
+        tracer.start_as_current_span("Check") as parent,
+        tracer.start_as_current_span("cache get") as child,
+    ):
+        pass
+    assert not parent.is_recording() and not child.is_recording()
+    # Log lines and outgoing calls still carry the trace.
+    assert parent.get_span_context().is_valid
+    assert child.get_span_context().trace_id == parent.get_span_context().trace_id
+    # The SDK's own setting, when a deployment gives one, decides instead.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    with setup_telemetry("consent", None).tracer.start_as_current_span("Check") as span:
+        assert span.is_recording()
+
+
 def test_spans_and_metrics_without_an_endpoint() -> None:
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
