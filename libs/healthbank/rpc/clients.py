@@ -25,7 +25,12 @@ from healthbank.core.logs import request_id_var
 from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
 from healthbank.rpc.tls import channel_credentials
-from healthbank.rpc.tracing import new_request_id, record_status, rpc_attributes
+from healthbank.rpc.tracing import (
+    RPC_INSTRUMENTATION,
+    new_request_id,
+    record_status,
+    rpc_attributes,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
@@ -37,7 +42,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # Got once, not per call; a proxy until a provider is installed (see telemetry._TRACER).
-_RPC_TRACER = trace.get_tracer("healthbank.rpc")
+_RPC_TRACER = trace.get_tracer(RPC_INSTRUMENTATION)
 
 # A channel with subchannels of its own. By default gRPC shares a process-wide subchannel per
 # address, so a new channel to an address whose earlier server went away inherits that

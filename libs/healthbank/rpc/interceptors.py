@@ -50,7 +50,12 @@ from healthbank.rpc.errors import (
 )
 from healthbank.rpc.rate_limit import RateLimiter, rate_limited, rates_of, refusal_hold
 from healthbank.rpc.tls import bind_principal, peer_identity
-from healthbank.rpc.tracing import adopt_request_id, record_status, rpc_attributes
+from healthbank.rpc.tracing import (
+    RPC_INSTRUMENTATION,
+    adopt_request_id,
+    record_status,
+    rpc_attributes,
+)
 from healthbank.storage.errors import SchemaPending, StorageRefused, StorageUnavailable
 
 __all__ = [
@@ -301,9 +306,9 @@ class TelemetryInterceptor(_AroundInterceptor):
     def __init__(self, service: str, telemetry: RpcTelemetry | None = None) -> None:
         self._service = service
         self._tracer = (
-            telemetry.tracer if telemetry is not None else trace.get_tracer("healthbank.rpc")
+            telemetry.tracer if telemetry is not None else trace.get_tracer(RPC_INSTRUMENTATION)
         )
-        meter = telemetry.meter if telemetry is not None else metrics.get_meter("healthbank.rpc")
+        meter = telemetry.meter if telemetry is not None else metrics.get_meter(RPC_INSTRUMENTATION)
         self._duration = meter.create_histogram(
             "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
         )

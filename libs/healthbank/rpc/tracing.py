@@ -25,9 +25,13 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from healthbank.core.phi import contains_phi
 
+# The instrumentation scope of the spans and metrics of every call, server and client side.
+RPC_INSTRUMENTATION = "healthbank.rpc"
+
 __all__ = [
     "FAULT_CODES",
     "REQUEST_ID_PATTERN",
+    "RPC_INSTRUMENTATION",
     "adopt_request_id",
     "new_request_id",
     "record_status",
