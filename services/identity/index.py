@@ -261,15 +261,17 @@ class MasterPatientIndex:
         if newborn:
             exists = await self._store.person_exists(own_token)
         else:
-            # Both reads at once: one round trip less per new registration.
-            exists, tokens = await asyncio.gather(
-                self._store.person_exists(own_token),
-                self._store.persons_matching(block_hashes, self._policy.candidates_per_key),
+            tokens = await self._store.persons_matching(
+                block_hashes, self._policy.candidates_per_key
             )
-            # A retry of a registration that made its person before it was linked finds it
-            # again: its candidates are not looked at.
+            # The registration's own person is read with the candidates (one request, not
+            # two): a retry of a registration that made its person before it was linked
+            # finds it again, and its candidates are not looked at.
+            profiles = await self._store.profiles(
+                [own_token, *(token for token in tokens if token != own_token)]
+            )
+            exists = any(profile.person_token == own_token for profile in profiles)
             if not exists:
-                profiles = await self._store.profiles([t for t in tokens if t != own_token])
                 best = await self._best_candidate(probe, profiles)
                 if best is not None and best.outcome is matching.MatchOutcome.LINK:
                     return await self._link_matched(
@@ -300,10 +302,7 @@ class MasterPatientIndex:
         # The keys may land a moment before the person row: a candidate found without its
         # row is skipped (profiles), as one filed a moment later is not found at all. Only
         # resolves of this (hospital, MRN) write this token's row (ADR 39).
-        await asyncio.gather(
-            self._store.save_person(own_token, sealed, now),
-            self._store.add_match_keys(own_token, block_hashes),
-        )
+        await self._store.save_person(own_token, sealed, now, block_hashes=block_hashes)
         # The link only once the person exists: a crash never leaves a link to no person.
         winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, own_token, now)
         if winner != own_token:

@@ -45,6 +45,8 @@ class IdentityStore(Protocol):
         sealed_demographics: bytes | None,
         create_time: datetime,
         national_id_hash: str | None = None,
+        *,
+        block_hashes: Sequence[str] = (),
     ) -> None:
         """Write the person's row: not conditional, so repeating it or racing it is harmless
         only because the caller decided the token first (ADR 39). Afterwards the person
@@ -52,6 +54,8 @@ class IdentityStore(Protocol):
 
         ``national_id_hash`` fills the person's one national-ID slot (see
         :meth:`reserve_national_id`) for a person created from a national ID.
+        ``block_hashes`` files the person under them too (:meth:`add_match_keys`), in the
+        same write.
         """
         ...
 
@@ -320,8 +324,10 @@ class SqliteIdentityStore:
         sealed_demographics: bytes | None,
         create_time: datetime,
         national_id_hash: str | None = None,
+        *,
+        block_hashes: Sequence[str] = (),
     ) -> None:
-        """See IdentityStore.save_person (the first row saved is kept)."""
+        """See IdentityStore.save_person (the first row saved is kept; one transaction)."""
 
         def work(connection: sqlite3.Connection) -> None:
             connection.execute(
@@ -330,6 +336,7 @@ class SqliteIdentityStore:
                 " VALUES (?, ?, ?, ?)",
                 (person_token, sealed_demographics, to_micros(create_time), national_id_hash),
             )
+            _file_under(connection, person_token, block_hashes)
 
         await self._db.write(work)
 
@@ -489,10 +496,7 @@ class SqliteIdentityStore:
         """See IdentityStore.add_match_keys."""
 
         def work(connection: sqlite3.Connection) -> None:
-            connection.executemany(
-                "INSERT OR IGNORE INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
-                [(block_hash, person_token) for block_hash in block_hashes],
-            )
+            _file_under(connection, person_token, block_hashes)
 
         await self._db.write(work)
 
@@ -789,4 +793,13 @@ def _move_national_id(
     connection.execute(
         "UPDATE persons SET national_id_hash = ? WHERE person_token = ?",
         (national_id_hash, to_token),
+    )
+
+
+def _file_under(
+    connection: sqlite3.Connection, person_token: str, block_hashes: Sequence[str]
+) -> None:
+    connection.executemany(
+        "INSERT OR IGNORE INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
+        [(block_hash, person_token) for block_hash in block_hashes],
     )

@@ -12,10 +12,14 @@ Tables, one per query:
 - ``mrn_hash_links``: the (hospital, MRN hash) → person link, partitioned by (hospital, MRN
   hash) and created only by ``INSERT ... IF NOT EXISTS``: the first link wins, never moves.
 - ``person_mrn_hashes``: the same links partitioned by person and clustered by (hospital,
-  MRN hash), for GetPerson. It is a copy written after the link's lightweight transaction;
-  the link row carries ``listed = true`` once its copy exists, and whoever next finds the
-  link unlisted (a crash between the two writes) writes the copy again. Copies are
-  idempotent upserts.
+  MRN hash), for GetPerson and merges. A copy is written *before* the link's lightweight
+  transaction, which writes the link with ``listed = true``: a link never exists without its
+  copy, and linking costs two requests, not three (ADR 51). A copy is the person's only
+  while its link row names the person: a caller that loses the link deletes its copy, and
+  one that dies before linking leaves a copy no link backs, which every reader of copies
+  skips (:meth:`_linked_copies`). Links written before ADR 51 were copied after the
+  transaction and marked ``listed`` after; whoever finds one unlisted (a crash between
+  those writes) writes the copy again. Copies are idempotent upserts.
 - ``pending_merges``: pairs of persons a message said are one, for the MPI's review.
 - ``match_blocks``: a blocking key's keyed hash → the persons filed under it (ADR 25).
 - ``match_claims``: the claim racing first registrations of one new person compete for,
@@ -145,18 +149,25 @@ class CassandraIdentityStore:
         sealed_demographics: bytes | None,
         create_time: datetime,
         national_id_hash: str | None = None,
+        *,
+        block_hashes: Sequence[str] = (),
     ) -> None:
-        """See IdentityStore.save_person (an upsert: the last row saved wins)."""
+        """See IdentityStore.save_person (an upsert: the last row saved wins; with
+        ``block_hashes``, one unlogged batch of idempotent upserts)."""
         # Only the columns that have values: a null cell would be a tombstone.
         values: dict[str, object] = {"person_token": person_token, "create_time": create_time}
         if sealed_demographics is not None:
             values["sealed_demographics"] = sealed_demographics
         if national_id_hash is not None:
             values["national_id_hash"] = national_id_hash
-        await self._db.execute(
+        row = (
             f"INSERT INTO persons ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
             tuple(values.values()),
         )
+        if block_hashes:
+            await self._db.execute_batch([row, *_match_keys(person_token, block_hashes)])
+        else:
+            await self._db.execute(*row)
 
     async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
         """See IdentityStore.reserve_national_id."""
@@ -187,20 +198,26 @@ class CassandraIdentityStore:
     async def link_mrn_if_absent(
         self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> str:
-        """See IdentityStore.link_mrn_if_absent."""
+        """See IdentityStore.link_mrn_if_absent (the copy first, then the link: ADR 51)."""
+        await self._copy_link(hospital_id, mrn_hash, person_token, link_time)
         rows = await self._db.execute(
-            "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time)"
-            " VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time, listed)"
+            " VALUES (?, ?, ?, ?, true) IF NOT EXISTS",
             (hospital_id, mrn_hash, person_token, link_time),
         )
         claim = rows[0]
         if claim.applied:
-            await self._list(hospital_id, mrn_hash, person_token, link_time)
             return person_token
-        # Linked before (maybe by a concurrent call that has not listed it yet, or by an
-        # attempt that died before listing it): listing again is harmless.
         linked: str = claim.person_token
-        if linked == person_token and not claim.listed:
+        if linked != person_token:
+            # Lost: the copy would be a link this person does not have.
+            await self._db.execute(
+                "DELETE FROM person_mrn_hashes"
+                " WHERE person_token = ? AND hospital_id = ? AND mrn_hash = ?",
+                (person_token, hospital_id, mrn_hash),
+            )
+        elif not claim.listed:
+            # Linked before ADR 51 by an attempt that died before listing it.
             await self._list(hospital_id, mrn_hash, linked, claim.link_time)
         return linked
 
@@ -221,11 +238,32 @@ class CassandraIdentityStore:
 
     async def links_of(self, person_token: str) -> list[HospitalLink]:
         """See IdentityStore.links_of (the clustering order is hospital, then MRN hash)."""
-        rows = await self._db.execute(
-            "SELECT hospital_id, mrn_hash FROM person_mrn_hashes WHERE person_token = ?",
+        rows = await self._linked_copies(person_token)
+        return [HospitalLink(row.hospital_id, row.mrn_hash) for row in rows]
+
+    async def _linked_copies(self, person_token: str) -> list[Any]:
+        """The person's rows of person_mrn_hashes whose link names the person: not those
+        of a caller that died between the copy and the link, nor one about to lose it.
+        Never deleted here: the copy may be one whose link is being written now."""
+        copies = await self._db.execute(
+            "SELECT hospital_id, mrn_hash, link_time FROM person_mrn_hashes WHERE person_token = ?",
             (person_token,),
         )
-        return [HospitalLink(row.hospital_id, row.mrn_hash) for row in rows]
+        links = await asyncio.gather(
+            *(
+                self._db.execute(
+                    "SELECT person_token FROM mrn_hash_links"
+                    " WHERE hospital_id = ? AND mrn_hash = ?",
+                    (copy.hospital_id, copy.mrn_hash),
+                )
+                for copy in copies
+            )
+        )
+        return [
+            copy
+            for copy, link in zip(copies, links, strict=True)
+            if link and link[0].person_token == person_token
+        ]
 
     async def claim_national_id(
         self, national_id_hash: str, person_token: str, claim_time: datetime
@@ -283,15 +321,7 @@ class CassandraIdentityStore:
 
     async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
         """See IdentityStore.add_match_keys (idempotent upserts, one unlogged batch)."""
-        await self._db.execute_unlogged(
-            [
-                (
-                    "INSERT INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
-                    (block_hash, person_token),
-                )
-                for block_hash in block_hashes
-            ]
-        )
+        await self._db.execute_unlogged(_match_keys(person_token, block_hashes))
 
     async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
         """See IdentityStore.persons_matching: every key's partition in one request (a
@@ -411,10 +441,7 @@ class CassandraIdentityStore:
         merge_time: datetime,
     ) -> MergeRecord:
         """See IdentityStore.merge_persons (one logged batch)."""
-        rows = await self._db.execute(
-            "SELECT hospital_id, mrn_hash, link_time FROM person_mrn_hashes WHERE person_token = ?",
-            (absorbed_token,),
-        )
+        rows = await self._linked_copies(absorbed_token)
         links = tuple((row.hospital_id, row.mrn_hash) for row in rows)
         merge = MergeRecord(
             merge_id, survivor_token, absorbed_token, links, national_id_hash, merge_time
@@ -452,10 +479,7 @@ class CassandraIdentityStore:
 
     async def unmerge_persons(self, merge: MergeRecord) -> None:
         """See IdentityStore.unmerge_persons (one logged batch)."""
-        rows = await self._db.execute(
-            "SELECT hospital_id, mrn_hash, link_time FROM person_mrn_hashes WHERE person_token = ?",
-            (merge.survivor_token,),
-        )
+        rows = await self._linked_copies(merge.survivor_token)
         moved = set(merge.moved_links)
         statements = self._moves(
             [row for row in rows if (row.hospital_id, row.mrn_hash) in moved],
@@ -569,20 +593,38 @@ class CassandraIdentityStore:
         """See IdentityStore.close."""
         await self._db.close()
 
-    async def _list(
+    async def _copy_link(
         self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> None:
-        """Copy a won link into its person's partition, then mark the link listed."""
         await self._db.execute(
             "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash, link_time)"
             " VALUES (?, ?, ?, ?)",
             (person_token, hospital_id, mrn_hash, link_time),
         )
+
+    async def _list(
+        self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
+    ) -> None:
+        """Copy a won link into its person's partition, then mark the link listed (a link
+        written before ADR 51 whose copy a crash lost)."""
+        await self._copy_link(hospital_id, mrn_hash, person_token, link_time)
         # A plain write to a column no lightweight transaction reads or conditions on.
         await self._db.execute(
             "UPDATE mrn_hash_links SET listed = true WHERE hospital_id = ? AND mrn_hash = ?",
             (hospital_id, mrn_hash),
         )
+
+
+def _match_keys(
+    person_token: str, block_hashes: Sequence[str]
+) -> list[tuple[str, tuple[Any, ...]]]:
+    return [
+        (
+            "INSERT INTO match_blocks (block_hash, person_token) VALUES (?, ?)",
+            (block_hash, person_token),
+        )
+        for block_hash in block_hashes
+    ]
 
 
 def _index_change(change: str) -> tuple[str, tuple[Any, ...]]:

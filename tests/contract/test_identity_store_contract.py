@@ -490,6 +490,48 @@ async def test_a_link_whose_copy_was_lost_is_listed_again(
     assert [row.listed for row in rows] == [True, True]
 
 
+@pytest.mark.parametrize("stores", ["cassandra"], indirect=True)
+async def test_a_copy_no_link_names_is_neither_listed_nor_moved_by_a_merge(
+    backend: Backend, store: IdentityStore
+) -> None:
+    """ADR 51: the copy is written before the link, so a caller that died in between, or
+    lost the link, leaves a copy that is not the person's link."""
+    assert backend.database is not None
+    await store.save_person(PERSON, None, T0)
+    await store.save_person(OTHER, None, T0)
+    # What a process that died between the copy and the link leaves behind.
+    await backend.database.execute(
+        "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash, link_time)"
+        " VALUES (?, ?, ?, ?)",
+        (OTHER, "h1", MRN_HASH, T0),
+    )
+    assert await store.links_of(OTHER) == []
+    # The link goes to whoever wins it, with its copy; the loser's copy is deleted.
+    assert await store.link_mrn_if_absent("h1", MRN_HASH, PERSON, T0) == PERSON
+    assert await store.link_mrn_if_absent("h1", MRN_HASH_2, OTHER, T0) == OTHER
+    assert await store.link_mrn_if_absent("h1", MRN_HASH_2, PERSON, T0) == OTHER
+    assert await store.links_of(PERSON) == [HospitalLink("h1", MRN_HASH)]
+    assert await store.links_of(OTHER) == [HospitalLink("h1", MRN_HASH_2)]
+    copies = await backend.database.execute(
+        "SELECT hospital_id, mrn_hash FROM person_mrn_hashes WHERE person_token = ?", (PERSON,)
+    )
+    assert [(row.hospital_id, row.mrn_hash) for row in copies] == [("h1", MRN_HASH)]
+    rows = await backend.database.execute("SELECT listed FROM mrn_hash_links")
+    assert [row.listed for row in rows] == [True, True]
+
+    # A merge of OTHER into a third person moves OTHER's link only, not the stale copy of
+    # PERSON's: PERSON keeps its link.
+    third = "c" * 64
+    await store.save_person(third, None, T0)
+    merge = await store.merge_persons("m-1", third, OTHER, None, T0)
+    assert merge.moved_links == (("h1", MRN_HASH_2),)
+    assert await store.linked_person("h1", MRN_HASH) == PERSON
+    assert await store.linked_person("h1", MRN_HASH_2) == third
+    await store.unmerge_persons(merge)
+    assert await store.linked_person("h1", MRN_HASH_2) == OTHER
+    assert await store.links_of(OTHER) == [HospitalLink("h1", MRN_HASH_2)]
+
+
 # --- probabilistic matching (ADR 25) -------------------------------------------------------
 
 
