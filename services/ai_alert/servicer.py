@@ -213,10 +213,9 @@ class AiAlertServicer(ai_alert_pb2_grpc.AiAlertServiceServicer):
         """Lab trends of one person, for that patient or a clinician with consent."""
         principal = require_principal()
         violations = Violations()
-        person_token: str | None = None
-        if violations.require(request.parent, "parent"):
-            person_token = parse_person_name(request.parent)
-            violations.check(person_token is not None, "parent", PERSON_NAME_RULE)
+        person_token = violations.parse(
+            request.parent, "parent", parse_person_name, PERSON_NAME_RULE
+        )
         violations.raise_if_any()
         assert person_token is not None
         found = await self._flow.personal_insights(principal, person_token)
@@ -292,11 +291,7 @@ def _trend_proto(trend: trends.Trend) -> ai_alert_pb2.Trend:
 
 
 def _grant_id(name: str, violations: Violations) -> str | None:
-    if not violations.require(name, "grant_name"):
-        return None
-    grant_id = parse_research_grant_name(name)
-    violations.check(grant_id is not None, "grant_name", GRANT_NAME_RULE)
-    return grant_id
+    return violations.parse(name, "grant_name", parse_research_grant_name, GRANT_NAME_RULE)
 
 
 @contextmanager

@@ -84,10 +84,9 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):  # type: ignore[
     ) -> AsyncIterator[archive_pb2.GetBlobResponse]:
         """Stream a blob in chunks of at most 1 MiB; the first carries the metadata."""
         violations = Violations()
-        match = None
-        if violations.require(request.name, "name"):
-            match = _BLOB_NAME.match(request.name)
-            violations.check(match is not None, "name", "must be blobs/{sha256 lowercase hex}")
+        match = violations.parse(
+            request.name, "name", _BLOB_NAME.match, "must be blobs/{sha256 lowercase hex}"
+        )
         violations.raise_if_any()
         assert match is not None
         try:

@@ -210,10 +210,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc, 
         and committee members.
         """
         violations = Violations()
-        person_token = ""
-        if violations.require(request.parent, "parent"):
-            person_token = parse_person_name(request.parent) or ""
-            violations.check(bool(person_token), "parent", PERSON_NAME_RULE)
+        person_token = (
+            violations.parse(request.parent, "parent", parse_person_name, PERSON_NAME_RULE) or ""
+        )
         violations.check(
             0 <= request.page_size <= MAX_PAGE_SIZE,
             "page_size",

@@ -123,10 +123,7 @@ class ConsentServicer(CommitteeEdge, consent_pb2_grpc.ConsentServiceServicer):
         """Revoke a grant; revoking twice returns the same revoked grant."""
         caller = require_principal()
         violations = Violations()
-        parsed = None
-        if violations.require(request.name, "name"):
-            parsed = parse_grant_name(request.name)
-            violations.check(parsed is not None, "name", _GRANT_NAME_RULE)
+        parsed = violations.parse(request.name, "name", parse_grant_name, _GRANT_NAME_RULE)
         violations.raise_if_any()
         assert parsed is not None
         person_token, grant_id = parsed
@@ -238,10 +235,7 @@ class ConsentServicer(CommitteeEdge, consent_pb2_grpc.ConsentServiceServicer):
         """Remove one of the calling patient's proxies."""
         caller = require_principal()
         violations = Violations()
-        parsed = None
-        if violations.require(request.name, "name"):
-            parsed = parse_proxy_name(request.name)
-            violations.check(parsed is not None, "name", _PROXY_NAME_RULE)
+        parsed = violations.parse(request.name, "name", parse_proxy_name, _PROXY_NAME_RULE)
         violations.raise_if_any()
         assert parsed is not None
         person_token, proxy_id = parsed
@@ -286,11 +280,7 @@ _REFUSAL_MESSAGES = {
 
 def _person_parent(parent: str, field: str, violations: Violations) -> str | None:
     """The person token of a ``persons/{token}`` parent, recording a violation if malformed."""
-    if not violations.require(parent, field):
-        return None
-    person_token = parse_person_name(parent)
-    violations.check(person_token is not None, field, PERSON_NAME_RULE)
-    return person_token
+    return violations.parse(parent, field, parse_person_name, PERSON_NAME_RULE)
 
 
 def _grant_fields(

@@ -118,10 +118,9 @@ class CommitteeEdge:
         """A committee member's vote; decides the request when the tally does."""
         caller = require_principal()
         violations = Violations()
-        request_id = None
-        if violations.require(request.name, "name"):
-            request_id = parse_research_request_name(request.name)
-            violations.check(request_id is not None, "name", REQUEST_NAME_RULE)
+        request_id = violations.parse(
+            request.name, "name", parse_research_request_name, REQUEST_NAME_RULE
+        )
         violations.check(
             request.choice in Choice._value2member_map_, "choice", "must be APPROVE, REJECT or VETO"
         )
@@ -150,10 +149,9 @@ class CommitteeEdge:
         """Spend epsilon of a grant's budget, once per query id."""
         caller = require_principal()
         violations = Violations()
-        grant_id = None
-        if violations.require(request.grant_name, "grant_name"):
-            grant_id = parse_research_grant_name(request.grant_name)
-            violations.check(grant_id is not None, "grant_name", GRANT_NAME_RULE)
+        grant_id = violations.parse(
+            request.grant_name, "grant_name", parse_research_grant_name, GRANT_NAME_RULE
+        )
         violations.check(
             0 < request.epsilon <= self._max_epsilon,
             "epsilon",

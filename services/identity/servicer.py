@@ -180,10 +180,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         """The persons merged into one (none for an unknown or unmerged person)."""
         require_principal()
         violations = Violations()
-        person_token = None
-        if violations.require(request.parent, "parent"):
-            person_token = parse_person_name(request.parent)
-            violations.check(person_token is not None, "parent", PERSON_NAME_RULE)
+        person_token = violations.parse(
+            request.parent, "parent", parse_person_name, PERSON_NAME_RULE
+        )
         violations.raise_if_any()
         assert person_token is not None
         merged = await self._index.merged_into(person_token)
@@ -195,10 +194,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         """The hospitals linked to a person (no record numbers, no demographics)."""
         caller = require_principal()
         violations = Violations()
-        person_token = None
-        if violations.require(request.name, "name"):
-            person_token = parse_person_name(request.name)
-            violations.check(person_token is not None, "name", PERSON_NAME_RULE)
+        person_token = violations.parse(request.name, "name", parse_person_name, PERSON_NAME_RULE)
         violations.raise_if_any()
         assert person_token is not None
         try:
@@ -242,14 +238,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         """Merge one person into another, audited as the caller's change."""
         caller = require_principal()
         violations = Violations()
-        tokens = {}
-        for field in ("survivor", "absorbed"):
-            value = getattr(request, field)
-            if violations.require(value, field):
-                tokens[field] = parse_person_name(value)
-                violations.check(tokens[field] is not None, field, PERSON_NAME_RULE)
+        survivor, absorbed = (
+            violations.parse(getattr(request, field), field, parse_person_name, PERSON_NAME_RULE)
+            for field in ("survivor", "absorbed")
+        )
         violations.raise_if_any()
-        survivor, absorbed = tokens["survivor"], tokens["absorbed"]
         assert survivor is not None and absorbed is not None
         try:
             merge = await self._index.merge(caller, survivor, absorbed)

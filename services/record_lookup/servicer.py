@@ -91,10 +91,7 @@ class RecordLookupServicer(record_lookup_pb2_grpc.RecordLookupServiceServicer):
         """Stream a record's image after consent (IMAGING) and audit; metadata first."""
         principal = require_principal()
         violations = Violations()
-        parsed = None
-        if violations.require(request.name, "name"):
-            parsed = parse_record_name(request.name)
-            violations.check(parsed is not None, "name", RECORD_NAME_RULE)
+        parsed = violations.parse(request.name, "name", parse_record_name, RECORD_NAME_RULE)
         violations.raise_if_any()
         assert parsed is not None
         person_token, record_id = parsed
@@ -213,11 +210,7 @@ def _validate_recent_exams(
 
 
 def _check_parent(violations: Violations, parent: str, field: str) -> str | None:
-    if not violations.require(parent, field):
-        return None
-    token = parse_person_name(parent)
-    violations.check(token is not None, field, PERSON_NAME_RULE)
-    return token
+    return violations.parse(parent, field, parse_person_name, PERSON_NAME_RULE)
 
 
 def _check_interval(

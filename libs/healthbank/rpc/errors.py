@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import any_pb2, duration_pb2
@@ -227,6 +227,9 @@ def _invalid_request_message(violations: Sequence[tuple[str, str]]) -> str:
     return f"invalid request: {', '.join(named)}" + (f" and {rest} more fields" if rest else "")
 
 
+_Parsed = TypeVar("_Parsed")
+
+
 class Violations:
     """Collects every problem with a request so the caller learns them all at once.
 
@@ -252,6 +255,17 @@ class Violations:
         if not condition:
             self.add(field, description)
         return condition
+
+    def parse(
+        self, value: str, field: str, parser: Callable[[str], _Parsed | None], rule: str
+    ) -> _Parsed | None:
+        """``parser(value)``, or None with the violation recorded: ``field`` missing, or
+        ``value`` not parsing (``rule`` says what it must be)."""
+        if not self.require(value, field):
+            return None
+        parsed = parser(value)
+        self.check(parsed is not None, field, rule)
+        return parsed
 
     @property
     def items(self) -> list[tuple[str, str]]:

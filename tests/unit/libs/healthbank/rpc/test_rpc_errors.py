@@ -308,6 +308,19 @@ def test_few_violations_are_reported_whole() -> None:
     assert VIOLATIONS_TOTAL_KEY not in err.metadata
 
 
+def test_a_parsed_field_is_its_value_or_one_violation() -> None:
+    def parse_name(value: str) -> str | None:
+        return value.removeprefix("persons/") if value.startswith("persons/") else None
+
+    violations = Violations()
+    assert violations.parse("persons/p1", "parent", parse_name, "must be persons/{token}") == "p1"
+    assert not violations
+    assert violations.parse("", "parent", parse_name, "must be persons/{token}") is None
+    assert violations.parse("grants/g1", "name", parse_name, "must be persons/{token}") is None
+    # A missing field is only missing: its rule is not added as well.
+    assert violations.items == [("parent", "is required"), ("name", "must be persons/{token}")]
+
+
 @pytest.mark.parametrize(
     ("engine", "reason"),
     [(b"storage", "STORAGE_UNAVAILABLE"), (b"keys", "KEY_PROVIDER_UNAVAILABLE")],
