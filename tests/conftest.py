@@ -14,13 +14,14 @@ place keyspaces are dropped.
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
 
 import hvac
 import pytest
-from engine_support import OpenBao, drop_keyspaces
+from engine_support import ENGINE_FIXTURES, OpenBao, drop_keyspaces
 from object_store_support import S3ProxyProcess
 from repo_paths import REPO
 
@@ -29,9 +30,24 @@ from healthbank.dev.scripts import load_script
 _keyspace_counter = itertools.count()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``engines`` every test whose fixtures start the real engines, so ``-m "not
+    engines"`` selects exactly the tests that run without them."""
+    for item in items:
+        if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engines)
+
+
 @pytest.fixture(scope="session")
 def engines_tool() -> ModuleType:
-    """tools/engines/engines.py: up(), down(), status() for tests that stop an engine."""
+    """tools/engines/engines.py: up(), down(), status() for tests that stop an engine.
+
+    Every fixture that starts the engines goes through this one. In a run that must not
+    start them (``HEALTHBANK_TEST_WITHOUT_ENGINES=1``, as tools/test.sh runs 3.12 and 3.13)
+    asking for it is an error: the test is missing its ``engines`` mark.
+    """
+    if os.environ.get("HEALTHBANK_TEST_WITHOUT_ENGINES") == "1":
+        pytest.fail("this run starts no engines: a test that needs them must be marked engines")
     return load_script(REPO / "tools" / "engines" / "engines.py", "healthbank_tools_engines")
 
 

@@ -28,6 +28,11 @@ from healthbank.storage.schema import (
     migrate_keyspaces,
 )
 
+# The fixtures (tests/conftest.py) that start (or stop) the real engines: a test whose
+# fixtures include one is marked ``engines``. A fixture that asks for the engines only for
+# some of its parameters marks those parameters itself.
+ENGINE_FIXTURES = frozenset({"engines", "engines_tool", "openbao", "vault_root", "transit_mount"})
+
 # Keyspaces (hosts, port, name) migrated in this test session: prefixes are never reused
 # (a fresh one per test or module), so one migration per keyspace is enough.
 _MIGRATED: set[tuple[str, int, str]] = set()

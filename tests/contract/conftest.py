@@ -18,7 +18,7 @@ from contract_support import StoreKind, Stores
 from healthbank.crypto import KeyProvider, LocalKeyring, VaultKeyProvider
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
 async def stores(
     request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str, store_kind: StoreKind
 ) -> AsyncIterator[Stores]:
@@ -55,7 +55,7 @@ def cassandra_keyspace(engines: dict[str, str], keyspace_prefix: str, store_kind
     return f"{keyspace_prefix}_{store_kind.concern}"
 
 
-@pytest.fixture(params=["local", "vault"])
+@pytest.fixture(params=["local", pytest.param("vault", marks=pytest.mark.engines)])
 def key_provider(request: pytest.FixtureRequest) -> KeyProvider:
     """Each KeyProvider backend, fresh per test: a new keyring file or a new Transit mount."""
     if request.param == "local":

@@ -10,7 +10,9 @@ from e2e_support import real_engine_settings, start_stack, stop_stack
 from healthbank.dev.devstack import LocalStack
 
 
-@pytest.fixture(scope="module", params=["embedded", "real"])
+@pytest.fixture(
+    scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.engines)]
+)
 def any_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:

@@ -132,7 +132,9 @@ def _start_receiver() -> tuple[grpc.Server, Receiver, int]:
     return server, received, port
 
 
-@pytest.fixture(scope="module", params=["embedded", "real"])
+@pytest.fixture(
+    scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.engines)]
+)
 def exported(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Receiver, ingest_pb2.SubmitResponse, str, Path]]:

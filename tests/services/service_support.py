@@ -41,9 +41,12 @@ from healthbank.storage.cassandra import keyspace_for
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
+# The ``backend`` parameter that runs a test on Cassandra: it needs the real engines.
+CASSANDRA = pytest.param("cassandra", marks=pytest.mark.engines)
+
 # Runs a test on SQLite and on Cassandra through conftest.py's ``backend`` fixture (tests
 # without it run on SQLite only: request validation and authorization never reach the store).
-both_backends = pytest.mark.parametrize("backend", ["sqlite", "cassandra"], indirect=True)
+both_backends = pytest.mark.parametrize("backend", ["sqlite", CASSANDRA], indirect=True)
 
 
 def service_settings(data_dir: Path, env: Mapping[str, str] | None = None) -> Settings:

@@ -67,7 +67,7 @@ class ArchiveClient:
         return self.settings.data_dir / "archive"
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test runs on each storage backend (conftest.py's ``settings`` follows it)."""
     return str(request.param)

@@ -59,7 +59,7 @@ class AuditClient(BearerAuth):
     channel: grpc.aio.Channel
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test runs on each storage backend (conftest.py's ``settings`` follows it)."""
     return str(request.param)

@@ -63,7 +63,7 @@ AUDITOR = Principal(PrincipalKind.AUDITOR, "auditor-1", purpose=Purpose.OPERATIO
 LOGGED = 10
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

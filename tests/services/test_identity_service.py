@@ -20,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
+    CASSANDRA,
     NOT_SERVING,
     BearerAuth,
     RunningServices,
@@ -689,7 +690,7 @@ async def test_health_reports_serving(identity: Identity) -> None:
 # --- storage outage ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["cassandra"], indirect=True)
+@pytest.mark.parametrize("backend", [CASSANDRA], indirect=True)
 async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings) -> None:
     async with (
         cassandra_behind_proxy(settings, CASSANDRA_SERVICES) as (proxy, through_proxy),

@@ -41,6 +41,7 @@ from pydicom_outcomes import TEST_FILES, pydicom_outcomes
 from repo_paths import HL7_SAMPLES
 from repo_paths import message as fixture
 from service_support import (
+    CASSANDRA,
     BearerAuth,
     RunningServices,
     assert_storage_unavailable,
@@ -240,7 +241,7 @@ class Stack(BearerAuth):
             await ledger.close()
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
 def backend(request: pytest.FixtureRequest) -> str:
     """The storage backend ingest runs on."""
     return str(request.param)
@@ -323,8 +324,7 @@ def letters_of(bundle: bytes) -> list[bytes]:
     return [payload_json(r) for r in resources if r["resourceType"] == "DocumentReference"]
 
 
-@pytest.mark.engines
-@pytest.mark.parametrize("backend", ["cassandra"])
+@pytest.mark.parametrize("backend", [CASSANDRA])
 async def test_a_50_mb_bundle_is_stored_on_cassandra_and_read_back_identical(stack: Stack) -> None:
     # One request of 50 MB would be far over the node's cap (4 MiB batches, 8 MiB requests):
     # the records go in logged batches of at most 2 MiB.
@@ -450,8 +450,7 @@ async def test_a_resource_too_large_for_one_record_is_placed_in_the_blob_store(
     assert len(await stack.records.list_records(response.person_token)) == 3
 
 
-@pytest.mark.engines
-@pytest.mark.parametrize("backend", ["cassandra"])
+@pytest.mark.parametrize("backend", [CASSANDRA])
 async def test_a_50_mb_resource_is_stored_on_cassandra_and_read_back_identical(
     stack: Stack,
 ) -> None:
@@ -1426,7 +1425,7 @@ async def test_a_key_provider_that_refuses_is_never_answered_retry(
         assert await stack.unappended_audits() == []
 
 
-@pytest.mark.parametrize("backend", ["cassandra"])
+@pytest.mark.parametrize("backend", [CASSANDRA])
 async def test_storage_down_is_retryable_and_not_serving(stack: Stack) -> None:
     settings = stack.ingest_settings
     proxy = TcpProxy(settings.cassandra_hosts[0], settings.cassandra_port)
@@ -1525,8 +1524,7 @@ async def keyspace_contents(settings: Settings, keyspace: str) -> dict[str, byte
     return await asyncio.to_thread(read_all)
 
 
-@pytest.mark.engines
-@pytest.mark.parametrize("backend", ["cassandra"])
+@pytest.mark.parametrize("backend", [CASSANDRA])
 async def test_a_retry_finishes_an_attempt_that_died_after_its_claim_under_its_ids(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,15 +9,15 @@ integration/ or e2e/).
 from __future__ import annotations
 
 import pytest
+from engine_support import ENGINE_FIXTURES
 
-ENGINE_FIXTURES = frozenset(
-    {"engines", "engines_tool", "openbao", "vault_root", "transit_mount", "keyspace_prefix"}
-)
+# Naming a test's keyspaces means it is meant for Cassandra.
+_FORBIDDEN = ENGINE_FIXTURES | {"keyspace_prefix", "module_keyspace_prefix"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Fail collection of a unit test that asks for a real engine."""
     for item in items:
-        used = ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        used = _FORBIDDEN.intersection(getattr(item, "fixturenames", ()))
         if used and "tests/unit/" in item.nodeid.replace("\\", "/"):
             raise pytest.UsageError(f"{item.nodeid}: unit tests use no engines ({sorted(used)})")
