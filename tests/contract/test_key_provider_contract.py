@@ -7,9 +7,11 @@ and how it reports an unreachable server.
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 import hvac
 import pytest
+from engine_support import OpenBao, TcpProxy
 from port_support import closed_port
 
 from healthbank.crypto import (
@@ -213,3 +215,47 @@ async def test_vault_pseudonym_failures_reach_every_caller_of_the_batch() -> Non
         *(provider.pseudonym("person", f"value-{n}") for n in range(5)), return_exceptions=True
     )
     assert all(isinstance(outcome, KeyProviderUnavailable) for outcome in outcomes)
+
+
+async def test_vault_readiness_asks_vault_only_when_it_has_not_answered_lately(
+    vault_root: hvac.Client, transit_mount: str
+) -> None:
+    provider = VaultKeyProvider(
+        vault_root.url,
+        token=vault_root.token,
+        transit_mount=transit_mount,
+        answered_ready_seconds=0.5,
+    )
+    await provider.pseudonym("person", NATIONAL_ID)
+    requests_sent: list[str] = []
+    session = provider._ready_client().session  # the provider's real session, observed
+    session.hooks["response"].append(lambda response, **_: requests_sent.append(response.url))
+    # Vault has just answered: the check passes without asking it.
+    await provider.check()
+    assert requests_sent == []
+    # Not lately: the check asks.
+    await asyncio.sleep(0.6)
+    await provider.check()
+    assert requests_sent != []
+
+
+async def test_vault_readiness_asks_again_at_once_after_an_operation_vault_did_not_answer(
+    openbao: OpenBao, vault_root: hvac.Client, transit_mount: str
+) -> None:
+    target = urlsplit(openbao.addr)
+    assert target.hostname is not None and target.port is not None
+    relay = TcpProxy(target.hostname, target.port)
+    port = await relay.start()
+    provider = VaultKeyProvider(
+        f"http://127.0.0.1:{port}", token=vault_root.token, transit_mount=transit_mount, timeout=2
+    )
+    try:
+        await provider.check()
+        await relay.cut()
+        with pytest.raises(KeyProviderUnavailable):
+            await provider.pseudonym("person", NATIONAL_ID)
+        # Within the seconds a check would trust an answer, but the last call had none.
+        with pytest.raises(KeyProviderUnavailable):
+            await provider.check()
+    finally:
+        await relay.cut()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -97,6 +98,10 @@ path "{m}/sign/{SIGNING_KEY_NAME}/*" {{ capabilities = ["update"] }}
 """
 
 
+# How long after an operation Vault answered a readiness check passes without asking Vault.
+ANSWERED_READY_SECONDS = 5.0
+
+
 class VaultKeyProvider:
     """Key provider backed by a Vault or OpenBao Transit secrets engine.
 
@@ -120,8 +125,12 @@ class VaultKeyProvider:
         namespace: str | None = None,
         verify: bool | str = True,
         timeout: float = 5.0,
+        answered_ready_seconds: float = ANSWERED_READY_SECONDS,
     ) -> None:
-        """Describe how to reach and log in to Vault; see the module docstring for the keys."""
+        """Describe how to reach and log in to Vault; see the module docstring for the keys.
+
+        :meth:`check` passes without a request within ``answered_ready_seconds`` of an
+        operation Vault answered."""
         required = {"token": (token,), "approle": (role_id, secret_id), "kubernetes": (k8s_role,)}
         if not all(required[auth_method]):
             raise ValueError(f"Vault auth method {auth_method} is missing its credentials")
@@ -138,6 +147,9 @@ class VaultKeyProvider:
         self._namespace = namespace
         self._verify = verify
         self._timeout = timeout
+        self._answered_ready_seconds = answered_ready_seconds
+        # When Vault last answered an operation (monotonic), None after one it did not.
+        self._answered_at: float | None = None
         # Serialises login and key set-up; hvac calls themselves may run concurrently.
         self._lock = threading.Lock()
         self._client: hvac.Client | None = None
@@ -263,14 +275,32 @@ class VaultKeyProvider:
         return await self._run(operation)
 
     async def check(self) -> None:
-        """Log in if needed and read the data key; KeyProviderUnavailable if Vault is not ok."""
+        """Log in if needed and read the data key; KeyProviderUnavailable if Vault is not ok.
+
+        Vault that answered an operation in the last ``answered_ready_seconds`` is not asked
+        again: every service's readiness checks once a second, and under load it is already
+        calling Vault. An operation Vault did not answer (or refused) ends that at once."""
+        answered_at = self._answered_at
+        fresh_since = time.monotonic() - self._answered_ready_seconds
+        if answered_at is not None and answered_at > fresh_since:
+            return
         await self._run(lambda client: self._latest_version(client, DATA_KEY_NAME))
 
     async def _run(self, operation: Callable[[hvac.Client], _T]) -> _T:
         # Named after the provider method it serves (rotate, wrap_data_key ...).
         method = operation.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
         with traced(f"vault {method}", {"healthbank.key_provider": "vault"}):
-            return await asyncio.to_thread(self._call, operation)
+            try:
+                result = await asyncio.to_thread(self._call, operation)
+            except InvalidWrappedKey:
+                # Vault answered: the blob was bad, not Vault.
+                self._answered_at = time.monotonic()
+                raise
+            except Exception:
+                self._answered_at = None
+                raise
+            self._answered_at = time.monotonic()
+            return result
 
     def _call(self, operation: Callable[[hvac.Client], _T]) -> _T:
         """Run ``operation`` with a ready client, translating hvac and network errors."""
