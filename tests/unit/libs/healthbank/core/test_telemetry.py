@@ -70,10 +70,14 @@ def test_spans_and_metrics_without_an_endpoint() -> None:
 
 
 def test_otlp_exporters_are_built_only_with_an_endpoint() -> None:
+    local = setup_telemetry("audit", None)
+    assert local.logger_provider is None and local.log_handler() is None
+    local.shutdown()
     # Nothing listens there; building and shutting down must still be quick and quiet.
     telemetry = setup_telemetry("audit", "http://127.0.0.1:1", export_timeout_seconds=0.5)
-    with telemetry.tracer.start_as_current_span("x"):
-        pass
+    assert telemetry.logger_provider is not None and telemetry.log_handler() is not None
+    with telemetry.tracer.start_as_current_span("x") as span:
+        assert span.is_recording()  # a span that is exported is recorded
     telemetry.meter.create_counter("c").add(1)
     telemetry.shutdown()  # returns (pytest-timeout fails the test if it hangs)
 
