@@ -152,6 +152,26 @@ def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
     assert figures["warmup"]["service_recall"] > 0
 
 
+def test_identity_blocks_prints_how_the_candidate_search_grows_with_the_index() -> None:
+    lines = run_tool("identity_blocks.py", "--persons", "300,3000", "--json", timeout=120)
+    figures = json.loads(lines[-1])
+    assert figures["candidates_per_key"] == 20
+    small, large = figures["sizes"]
+    assert (small["persons"], large["persons"]) == (300, 3000)
+    assert 0 < small["candidates_per_registration"] < large["candidates_per_registration"]
+    for size in (small, large):
+        assert size["findable"] >= size["findable_capped"] > 0
+        assert size["hidden_by_cap"] == size["findable"] - size["findable_capped"]
+        assert {"birth_date", "full_name", "phone"} <= set(size["blocks"])
+    # One person a key hides some of the matches that twenty find.
+    lines = run_tool(
+        "identity_blocks.py", "--persons", "3000", "--per-key", "1", "--json", timeout=120
+    )
+    (one,) = json.loads(lines[-1])["sizes"]
+    assert one["hidden_by_cap"] > 0
+    assert one["candidates_per_registration"] < large["candidates_per_registration"]
+
+
 @pytest.mark.parametrize("objects", ["local", "s3"])
 def test_archive_benchmark_prints_tiering_compression_and_cold_fetches(objects: str) -> None:
     lines = run_tool(
