@@ -98,7 +98,8 @@ path "{m}/sign/{SIGNING_KEY_NAME}/*" {{ capabilities = ["update"] }}
 """
 
 
-# How long after an operation Vault answered a readiness check passes without asking Vault.
+# How long after an operation Vault answered a readiness check passes without asking Vault
+# (ADR 52).
 ANSWERED_READY_SECONDS = 5.0
 
 
