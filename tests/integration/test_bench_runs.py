@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,22 @@ def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
     # The warm-up (on by default) resolved another population first, its rates apart.
     assert figures["warmup"]["new_resolves_per_s"] > 0
     assert figures["warmup"]["service_recall"] > 0
+
+
+def test_node_jit_reads_the_compiler_threads_of_the_running_cassandra(
+    engines: dict[str, str],
+) -> None:
+    sys.path.insert(0, str(REPO / "tools" / "bench"))
+    import node_jit
+
+    pid = node_jit.cassandra_pid()
+    assert pid is not None
+    # A node that has started has compiled code; this test process has no compiler threads.
+    assert node_jit.compiler_cpu_seconds(pid) > 0
+    assert node_jit.compiler_cpu_seconds(os.getpid()) == 0
+    meter = node_jit.CompilerMeter(pid)
+    meter.start()
+    assert meter.cores() >= 0
 
 
 def test_identity_blocks_prints_how_the_candidate_search_grows_with_the_index() -> None:

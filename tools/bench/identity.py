@@ -37,7 +37,10 @@ asserted.
 
 The service's rates are those of a warm node: first ``--warmup`` times ``--resolves``
 registrations of another seed's population go through the same calls in a stack of their
-own (:func:`warm_up`); their rates are printed apart (JSON: ``warmup``), not counted.
+own (:func:`warm_up`); their rates are printed apart (JSON: ``warmup``), not counted. On the
+real engines, passes of further registrations follow while the node's JIT compiler took more
+than a tenth of a core in the pass before (tools/bench/node_jit.py), four passes at most;
+``node_jit_cores`` gives what it took in the warm-up's last pass and in the measured one.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ import grpc.aio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identity_population import PopulationGenerator, Registration, true_pairs
+from node_jit import CompilerMeter, cassandra_pid
 from run import SECRET, bench_stack, new_run_id, timed
 
 from healthbank.rpc.clients import open_channel
@@ -164,6 +168,10 @@ def online_rates(
 CONCURRENCY = 16
 BATCH = 100  # registrations per ResolveBatch, as a bulk load sends them
 WARMUP_SEED_OFFSET = 1000  # the warm-up's population is seed + this
+# On the real engines the warm-up goes on, pass after pass of new registrations, while the
+# node's JIT compiler took more than this of a core in the pass before (node_jit.py).
+JIT_QUIET_CORES = 0.1
+WARMUP_MAX_PASSES = 4
 BATCHES_IN_FLIGHT = 4
 
 
@@ -410,12 +418,30 @@ def warm_up(engines: str, persons: int, seed: int, resolves: int) -> dict[str, f
     """The service rates of ``resolves`` registrations of another seed's population, in a
     stack (and keyspaces) of their own, before the measured one: the node is then warm, as
     one serving a city is (run.py's docstring has what a cold one costs), while the measured
-    registrations meet no one else's. Empty when ``resolves`` is 0."""
+    registrations meet no one else's. On the real engines, more passes of that population's
+    next registrations follow while the node's JIT compiler is still busy (at most
+    :data:`WARMUP_MAX_PASSES`; ``passes`` and the last pass's ``node_jit_cores`` say how it
+    ended). Empty when ``resolves`` is 0."""
     if resolves <= 0:
         return {}
-    others = PopulationGenerator(seed + WARMUP_SEED_OFFSET, TODAY).population(persons)
+    others = PopulationGenerator(seed + WARMUP_SEED_OFFSET, TODAY).population(
+        persons * WARMUP_MAX_PASSES
+    )
+    pid = cassandra_pid() if engines == "real" else None
     with bench_stack(engines, f"{new_run_id()}w") as (stack, _):
-        return asyncio.run(service_rates(others, stack.addresses["identity"], resolves))
+        for done in range(1, WARMUP_MAX_PASSES + 1):
+            meter = CompilerMeter(pid) if pid is not None else None
+            if meter is not None:
+                meter.start()
+            chunk = others[(done - 1) * resolves :]
+            rates = asyncio.run(service_rates(chunk, stack.addresses["identity"], resolves))
+            rates["passes"] = float(done)
+            if meter is None:
+                return rates
+            rates["node_jit_cores"] = meter.cores()
+            if rates["node_jit_cores"] <= JIT_QUIET_CORES:
+                break
+    return rates
 
 
 def main() -> None:
@@ -445,10 +471,16 @@ def main() -> None:
     ours = run_matcher(records, truth)
     theirs = run_splink(records, truth)
     warmup = warm_up(args.engines, args.persons, args.seed, round(args.resolves * args.warmup))
+    pid = cassandra_pid() if args.engines == "real" else None
     with bench_stack(args.engines, new_run_id()) as (stack, _):
+        meter = CompilerMeter(pid) if pid is not None else None
+        if meter is not None:
+            meter.start()
         served = asyncio.run(
             service_rates(registrations, stack.addresses["identity"], args.resolves)
         )
+        if meter is not None:
+            served["node_jit_cores"] = meter.cores()
     figures = {
         "registrations": float(len(records)),
         "true_pairs": float(len(truth)),
@@ -482,10 +514,18 @@ def main() -> None:
         f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
         f" new {served['new_single_resolves_per_s']:,.0f}"
     )
+    if "node_jit_cores" in served:
+        print(f"  the node's JIT compiler meanwhile: {served['node_jit_cores']:.2f} of a core")
     if warmup:
+        jit = (
+            f", its JIT compiler {warmup['node_jit_cores']:.2f} of a core in the last"
+            if "node_jit_cores" in warmup
+            else ""
+        )
         print(
             f"  warm-up before (seed {args.seed + WARMUP_SEED_OFFSET}, a stack of its own, not"
-            f" counted): ResolveBatch/s new {warmup['new_resolves_per_s']:,.0f},"
+            f" counted, {warmup['passes']:.0f} pass(es){jit}): ResolveBatch/s new"
+            f" {warmup['new_resolves_per_s']:,.0f},"
             f" one per call new {warmup['new_single_resolves_per_s']:,.0f}"
         )
     print(
