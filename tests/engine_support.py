@@ -3,18 +3,22 @@
 One place each for: the OpenBao a test talks to, a plain Cassandra session, dropping a
 test's keyspaces (the ``keyspace_prefix`` fixtures of tests/conftest.py call it), the
 settings that put a service on Cassandra, the schema a test's services need (``healthbank
-migrate``'s functions, each keyspace once per session), a store's Cassandra database, and a
-TCP relay a test can cut to simulate an engine outage without touching the shared engine.
+migrate``'s functions, each keyspace once per session), a store's Cassandra database, the
+``backend`` parameter that needs the engines (``CASSANDRA``), and a TCP relay a test can
+cut to simulate an engine outage without touching the shared engine (``openbao_relay``
+puts one in front of OpenBao).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import hvac
+import pytest
 from cassandra.cluster import Cluster, Session
 
 from healthbank.core.config import Settings
@@ -32,6 +36,9 @@ from healthbank.storage.schema import (
 # fixtures include one is marked ``engines``. A fixture that asks for the engines only for
 # some of its parameters marks those parameters itself.
 ENGINE_FIXTURES = frozenset({"engines", "engines_tool", "openbao", "vault_root", "transit_mount"})
+
+# The storage parameter that runs a test on Cassandra: it needs the real engines.
+CASSANDRA = pytest.param("cassandra", marks=pytest.mark.engines)
 
 # Keyspaces (hosts, port, name) migrated in this test session: prefixes are never reused
 # (a fresh one per test or module), so one migration per keyspace is enough.
@@ -222,3 +229,17 @@ def cassandra_database(
         migrations=migrations,
         consistency="ONE",
     )
+
+
+@asynccontextmanager
+async def openbao_relay(openbao: OpenBao) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A relay to the shared OpenBao that this test alone can cut: its outage, nobody else's.
+    Yields the relay and the address to give a client in OpenBao's place."""
+    target = urlsplit(openbao.addr)
+    assert target.hostname is not None and target.port is not None
+    proxy = TcpProxy(target.hostname, target.port)
+    port = await proxy.start()
+    try:
+        yield proxy, f"http://127.0.0.1:{port}"
+    finally:
+        await proxy.cut()

@@ -14,11 +14,12 @@ from typing import Any
 import hvac
 import pytest
 from contract_support import StoreKind, Stores
+from engine_support import CASSANDRA
 
 from healthbank.crypto import KeyProvider, LocalKeyring, VaultKeyProvider
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
+@pytest.fixture(params=["sqlite", CASSANDRA])
 async def stores(
     request: pytest.FixtureRequest, tmp_path: Path, keyspace_prefix: str, store_kind: StoreKind
 ) -> AsyncIterator[Stores]:

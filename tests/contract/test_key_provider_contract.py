@@ -7,11 +7,10 @@ and how it reports an unreachable server.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
 
 import hvac
 import pytest
-from engine_support import OpenBao, TcpProxy
+from engine_support import OpenBao, openbao_relay
 from port_support import closed_port
 
 from healthbank.crypto import (
@@ -242,14 +241,10 @@ async def test_vault_readiness_asks_vault_only_when_it_has_not_answered_lately(
 async def test_vault_readiness_asks_again_at_once_after_an_operation_vault_did_not_answer(
     openbao: OpenBao, vault_root: hvac.Client, transit_mount: str
 ) -> None:
-    target = urlsplit(openbao.addr)
-    assert target.hostname is not None and target.port is not None
-    relay = TcpProxy(target.hostname, target.port)
-    port = await relay.start()
-    provider = VaultKeyProvider(
-        f"http://127.0.0.1:{port}", token=vault_root.token, transit_mount=transit_mount, timeout=2
-    )
-    try:
+    async with openbao_relay(openbao) as (relay, url):
+        provider = VaultKeyProvider(
+            url, token=vault_root.token, transit_mount=transit_mount, timeout=2
+        )
         await provider.check()
         await relay.cut()
         with pytest.raises(KeyProviderUnavailable):
@@ -257,5 +252,3 @@ async def test_vault_readiness_asks_again_at_once_after_an_operation_vault_did_n
         # Within the seconds a check would trust an answer, but the last call had none.
         with pytest.raises(KeyProviderUnavailable):
             await provider.check()
-    finally:
-        await relay.cut()

@@ -164,9 +164,7 @@ def test_node_jit_reads_the_compiler_threads_of_the_running_cassandra(
     # A node that has started has compiled code; this test process has no compiler threads.
     assert node_jit.compiler_cpu_seconds(pid) > 0
     assert node_jit.compiler_cpu_seconds(os.getpid()) == 0
-    meter = node_jit.CompilerMeter(pid)
-    meter.start()
-    assert meter.cores() >= 0
+    assert node_jit.CompilerMeter(pid).start().cores() >= 0
 
 
 def test_identity_blocks_prints_how_the_candidate_search_grows_with_the_index() -> None:

@@ -14,6 +14,8 @@ from repo_paths import REPO
 
 AUDIT = "tests/services/test_audit_service.py"
 CONSENT = "tests/services/test_consent_service.py"
+# Takes the `engines` fixture itself.
+OUTAGE = f"{AUDIT}::test_cassandra_outage_is_not_serving_and_unavailable_then_recovers"
 
 
 def collected(*args: str) -> set[str]:
@@ -35,9 +37,7 @@ def test_tests_that_start_the_engines_are_marked_and_the_rest_are_not() -> None:
     with_engines = collected(AUDIT, CONSENT, "-m", "engines")
     assert without | with_engines == everything
     assert not without & with_engines
-    # Takes the `engines` fixture itself.
-    outage = f"{AUDIT}::test_cassandra_outage_is_not_serving_and_unavailable_then_recovers"
-    assert outage in with_engines
+    assert OUTAGE in with_engines
     # Asks for the engines only on its Cassandra parameter.
     grant = f"{CONSENT}::test_create_grant_is_idempotent_by_request_id"
     assert f"{grant}[cassandra]" in with_engines
@@ -48,9 +48,8 @@ def test_tests_that_start_the_engines_are_marked_and_the_rest_are_not() -> None:
 
 def test_a_run_without_engines_fails_a_test_that_asks_for_them() -> None:
     # What tools/test.sh sets for 3.12 and 3.13: a test missing its mark fails there.
-    outage = f"{AUDIT}::test_cassandra_outage_is_not_serving_and_unavailable_then_recovers"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", outage],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", OUTAGE],
         cwd=REPO,
         env={**os.environ, "HEALTHBANK_TEST_WITHOUT_ENGINES": "1"},
         capture_output=True,

@@ -20,7 +20,7 @@ import pytest
 from auth_support import BearerAuth as BearerAuth
 from auth_support import Metadata as Metadata
 from auth_support import auth_metadata as auth_metadata
-from engine_support import TcpProxy, migrate_for
+from engine_support import CASSANDRA, TcpProxy, migrate_for
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -40,9 +40,6 @@ from healthbank.storage.cassandra import keyspace_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-# The ``backend`` parameter that runs a test on Cassandra: it needs the real engines.
-CASSANDRA = pytest.param("cassandra", marks=pytest.mark.engines)
 
 # Runs a test on SQLite and on Cassandra through conftest.py's ``backend`` fixture (tests
 # without it run on SQLite only: request validation and authorization never reach the store).

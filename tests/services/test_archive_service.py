@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from engine_support import CASSANDRA
 from service_support import (
     NOT_SERVING,
     SERVING,
@@ -67,7 +68,7 @@ class ArchiveClient:
         return self.settings.data_dir / "archive"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
+@pytest.fixture(params=["sqlite", CASSANDRA])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test runs on each storage backend (conftest.py's ``settings`` follows it)."""
     return str(request.param)

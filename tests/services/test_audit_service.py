@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from engine_support import CASSANDRA
 from service_support import (
     NOT_SERVING,
     SERVING,
@@ -59,7 +60,7 @@ class AuditClient(BearerAuth):
     channel: grpc.aio.Channel
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
+@pytest.fixture(params=["sqlite", CASSANDRA])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test runs on each storage backend (conftest.py's ``settings`` follows it)."""
     return str(request.param)

@@ -28,6 +28,7 @@ import grpc
 import grpc.aio
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from engine_support import CASSANDRA
 from service_support import auth_metadata
 
 from healthbank.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -63,7 +64,7 @@ AUDITOR = Principal(PrincipalKind.AUDITOR, "auditor-1", purpose=Purpose.OPERATIO
 LOGGED = 10
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
+@pytest.fixture(params=["sqlite", CASSANDRA])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

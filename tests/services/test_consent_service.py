@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 import pytest
+from engine_support import CASSANDRA
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
-    CASSANDRA,
     NOT_SERVING,
     BearerAuth,
     RunningServices,

@@ -18,9 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
+from engine_support import CASSANDRA
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import (
-    CASSANDRA,
     NOT_SERVING,
     BearerAuth,
     RunningServices,

@@ -18,12 +18,11 @@ import json
 import logging
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
@@ -31,7 +30,15 @@ import hvac
 import pydicom
 import pytest
 from cassandra.cluster import Session
-from engine_support import OpenBao, TcpProxy, cassandra_env, cassandra_session, migrate_for
+from engine_support import (
+    CASSANDRA,
+    OpenBao,
+    TcpProxy,
+    cassandra_env,
+    cassandra_session,
+    migrate_for,
+    openbao_relay,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hl7_sample_outcomes import SAMPLE_ACCEPTED, SAMPLE_REFUSED
 from port_support import closed_address
@@ -41,7 +48,6 @@ from pydicom_outcomes import TEST_FILES, pydicom_outcomes
 from repo_paths import HL7_SAMPLES
 from repo_paths import message as fixture
 from service_support import (
-    CASSANDRA,
     BearerAuth,
     RunningServices,
     assert_storage_unavailable,
@@ -241,7 +247,7 @@ class Stack(BearerAuth):
             await ledger.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.engines)])
+@pytest.fixture(params=["sqlite", CASSANDRA])
 def backend(request: pytest.FixtureRequest) -> str:
     """The storage backend ingest runs on."""
     return str(request.param)
@@ -1327,19 +1333,6 @@ async def all_stored_records(stack: Stack) -> list[str]:
     """Every record id in the hot store, whoever it belongs to."""
     stored = await stack.records.list_effective_before(datetime.now(UTC) + timedelta(days=1), 10**4)
     return sorted(record.record_id for record in stored)
-
-
-@asynccontextmanager
-async def openbao_relay(openbao: OpenBao) -> AsyncIterator[tuple[TcpProxy, str]]:
-    """A relay to the shared OpenBao that this test alone can cut: its outage, nobody else's."""
-    target = urlsplit(openbao.addr)
-    assert target.hostname is not None and target.port is not None
-    proxy = TcpProxy(target.hostname, target.port)
-    port = await proxy.start()
-    try:
-        yield proxy, f"http://127.0.0.1:{port}"
-    finally:
-        await proxy.cut()
 
 
 async def test_key_provider_down_is_retryable_and_writes_nothing(
