@@ -430,9 +430,7 @@ def warm_up(engines: str, persons: int, seed: int, resolves: int) -> dict[str, f
     pid = cassandra_pid() if engines == "real" else None
     with bench_stack(engines, f"{new_run_id()}w") as (stack, _):
         for done in range(1, WARMUP_MAX_PASSES + 1):
-            meter = CompilerMeter(pid) if pid is not None else None
-            if meter is not None:
-                meter.start()
+            meter = CompilerMeter(pid).start() if pid is not None else None
             chunk = others[(done - 1) * resolves :]
             rates = asyncio.run(service_rates(chunk, stack.addresses["identity"], resolves))
             rates["passes"] = float(done)
@@ -473,9 +471,7 @@ def main() -> None:
     warmup = warm_up(args.engines, args.persons, args.seed, round(args.resolves * args.warmup))
     pid = cassandra_pid() if args.engines == "real" else None
     with bench_stack(args.engines, new_run_id()) as (stack, _):
-        meter = CompilerMeter(pid) if pid is not None else None
-        if meter is not None:
-            meter.start()
+        meter = CompilerMeter(pid).start() if pid is not None else None
         served = asyncio.run(
             service_rates(registrations, stack.addresses["identity"], args.resolves)
         )

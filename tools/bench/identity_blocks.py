@@ -52,7 +52,8 @@ def candidate_search(persons: int, seed: int, per_key: int) -> dict[str, Any]:
     compared = findable = findable_capped = 0
     for registration, probe in zip(registrations, features, strict=True):
         keys = matching.blocking_keys(probe)
-        filed = [blocks.get(key, []) for key in keys]
+        # Every key's list gets this registration's token below, so none stays empty.
+        filed = [blocks.setdefault(key, []) for key in keys]
         capped = {token for tokens in filed for token in tokens[:per_key]}
         compared += len(capped)
         person = registration.person_id
@@ -61,11 +62,10 @@ def candidate_search(persons: int, seed: int, per_key: int) -> dict[str, Any]:
         findable_capped += bool(own)
         token = own[0] if own else _token(registration.hospital_id, registration.mrn)
         person_of_token[token] = person
-        for key, tokens in zip(keys, filed, strict=True):
+        for tokens in filed:
             at = bisect.bisect_left(tokens, token)
             if at == len(tokens) or tokens[at] != token:
                 tokens.insert(at, token)
-                blocks[key] = tokens
     sizes: dict[str, list[int]] = {}
     for (rule, _), tokens in blocks.items():
         sizes.setdefault(rule.value, []).append(len(tokens))

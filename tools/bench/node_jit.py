@@ -52,9 +52,11 @@ class CompilerMeter:
     _cpu: float = 0.0
     _wall: float = 0.0
 
-    def start(self) -> None:
+    def start(self) -> CompilerMeter:
+        """Start measuring from now; this meter."""
         self._cpu = compiler_cpu_seconds(self.pid)
         self._wall = time.monotonic()
+        return self
 
     def cores(self) -> float:
         wall = time.monotonic() - self._wall
