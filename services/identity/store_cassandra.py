@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.coalesced import CoalescedReads, CoalescedWrites
 from services.identity.domain import (
     HospitalLink,
     MergeRecord,
@@ -126,17 +127,36 @@ MIGRATIONS = [
 ]
 
 
-# Persons read in one request for matching: one request where there were one per candidate,
-# few enough partitions that the coordinator's fan-out stays small.
-_PERSONS_PER_READ = 20
-
-
 class CassandraIdentityStore:
-    """IdentityStore on Cassandra; see the module docstring for the tables."""
+    """IdentityStore on Cassandra; see the module docstring for the tables.
+
+    The reads and upserts a resolve makes are coalesced (ADR 53): those of concurrent
+    resolves (a ResolveBatch's registrations) leave as one request.
+    """
 
     def __init__(self, database: CassandraDatabase) -> None:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
+        self._writes = CoalescedWrites(database)
+        self._links = CoalescedReads(
+            database,
+            "SELECT hospital_id, mrn_hash, person_token, link_time, listed FROM mrn_hash_links"
+            " WHERE hospital_id = ? AND mrn_hash IN ?",
+            lambda row: (row.hospital_id, row.mrn_hash),
+        )
+        self._id_holders = CoalescedReads(
+            database,
+            "SELECT national_id_hash, person_token FROM national_ids WHERE national_id_hash IN ?",
+            lambda row: (row.national_id_hash,),
+        )
+        self._persons = CoalescedReads(
+            database,
+            "SELECT person_token, sealed_demographics, national_id_hash, more_profiles"
+            " FROM persons WHERE person_token IN ?",
+            lambda row: (row.person_token,),
+        )
+        # By the limit of persons read a key (one, the match policy's, in practice).
+        self._blocks: dict[int, CoalescedReads] = {}
 
     async def open(self) -> CassandraIdentityStore:
         """Connect (``healthbank migrate`` creates the schema); returns self."""
@@ -164,10 +184,7 @@ class CassandraIdentityStore:
             f"INSERT INTO persons ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
             tuple(values.values()),
         )
-        if block_hashes:
-            await self._db.execute_batch([row, *_match_keys(person_token, block_hashes)])
-        else:
-            await self._db.execute(*row)
+        await self._writes.apply([row, *_match_keys(person_token, block_hashes)])
 
     async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
         """See IdentityStore.reserve_national_id."""
@@ -223,11 +240,7 @@ class CassandraIdentityStore:
 
     async def linked_person(self, hospital_id: str, mrn_hash: str) -> str | None:
         """See IdentityStore.linked_person."""
-        rows = await self._db.execute(
-            "SELECT person_token, link_time, listed FROM mrn_hash_links"
-            " WHERE hospital_id = ? AND mrn_hash = ?",
-            (hospital_id, mrn_hash),
-        )
+        rows = await self._links.rows(hospital_id, mrn_hash)
         if not rows:
             return None
         link = rows[0]
@@ -281,10 +294,7 @@ class CassandraIdentityStore:
 
     async def national_id_holder(self, national_id_hash: str) -> str | None:
         """See IdentityStore.national_id_holder."""
-        rows = await self._db.execute(
-            "SELECT person_token FROM national_ids WHERE national_id_hash = ?",
-            (national_id_hash,),
-        )
+        rows = await self._id_holders.rows(national_id_hash)
         return str(rows[0].person_token) if rows else None
 
     async def record_pending_merge(self, merge: PendingMerge) -> None:
@@ -321,31 +331,25 @@ class CassandraIdentityStore:
 
     async def add_match_keys(self, person_token: str, block_hashes: Sequence[str]) -> None:
         """See IdentityStore.add_match_keys (idempotent upserts, one unlogged batch)."""
-        await self._db.execute_unlogged(_match_keys(person_token, block_hashes))
+        await self._writes.apply(_match_keys(person_token, block_hashes))
 
     async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
-        """See IdentityStore.persons_matching: every key's partition in one request (a
-        registration has a handful of keys), at most ``limit`` persons from each."""
-        if not block_hashes:
-            return []
-        rows = await self._db.execute(
-            "SELECT person_token FROM match_blocks WHERE block_hash IN ? PER PARTITION LIMIT ?",
-            (list(block_hashes), limit),
-        )
-        return list(dict.fromkeys(row.person_token for row in rows))
+        """See IdentityStore.persons_matching: at most ``limit`` persons from each key's
+        partition, all of a registration's keys in one request."""
+        blocks = self._blocks.get(limit)
+        if blocks is None:
+            blocks = self._blocks[limit] = CoalescedReads(
+                self._db,
+                "SELECT block_hash, person_token FROM match_blocks WHERE block_hash IN ?"
+                f" PER PARTITION LIMIT {int(limit)}",
+                lambda row: (row.block_hash,),
+            )
+        found = await blocks.rows_of_each([(block_hash,) for block_hash in block_hashes])
+        return list(dict.fromkeys(row.person_token for rows in found for row in rows))
 
     async def profiles(self, person_tokens: Sequence[str]) -> list[SealedProfile]:
-        """See IdentityStore.profiles (up to _PERSONS_PER_READ persons a request)."""
-        found = await asyncio.gather(
-            *(
-                self._db.execute(
-                    "SELECT person_token, sealed_demographics, national_id_hash, more_profiles"
-                    " FROM persons WHERE person_token IN ?",
-                    (list(person_tokens[start : start + _PERSONS_PER_READ]),),
-                )
-                for start in range(0, len(person_tokens), _PERSONS_PER_READ)
-            )
-        )
+        """See IdentityStore.profiles (the persons' rows in one request, or a few)."""
+        found = await self._persons.rows_of_each([(token,) for token in person_tokens])
         return [
             SealedProfile(row.person_token, sealed, row.national_id_hash)
             for rows in found
@@ -357,9 +361,13 @@ class CassandraIdentityStore:
         self, person_token: str, profile_key: str, sealed_demographics: bytes
     ) -> None:
         """See IdentityStore.add_profile (one map cell of the person's row)."""
-        await self._db.execute(
-            "UPDATE persons SET more_profiles[?] = ? WHERE person_token = ?",
-            (profile_key, sealed_demographics, person_token),
+        await self._writes.apply(
+            [
+                (
+                    "UPDATE persons SET more_profiles[?] = ? WHERE person_token = ?",
+                    (profile_key, sealed_demographics, person_token),
+                )
+            ]
         )
 
     async def claim_match(
@@ -596,10 +604,14 @@ class CassandraIdentityStore:
     async def _copy_link(
         self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> None:
-        await self._db.execute(
-            "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash, link_time)"
-            " VALUES (?, ?, ?, ?)",
-            (person_token, hospital_id, mrn_hash, link_time),
+        await self._writes.apply(
+            [
+                (
+                    "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash,"
+                    " link_time) VALUES (?, ?, ?, ?)",
+                    (person_token, hospital_id, mrn_hash, link_time),
+                )
+            ]
         )
 
     async def _list(

@@ -6,9 +6,11 @@ tools/bench/run.py on the real engines.
 
 Starts the engines (tools/engines), creates a scratch keyspace, and runs each statement
 kind the services send, at ``--concurrency`` in flight from this process: statements per
-second and the Cassandra process's CPU per statement (user + system time from
-/proc/<pid>/stat, read around the run). The baseline, first row, is the cheapest round trip
-there is (``SELECT release_version FROM system.local``) in the same run. The last line turns
+second, the Cassandra process's CPU per statement (user + system time from
+/proc/<pid>/stat, read around the run) and this client's (the driver's share). The baseline,
+first row, is the cheapest round trip there is (``SELECT release_version FROM system.local``)
+in the same run. Two rows compare reading stored rows one request each with reading 20 in one
+``IN`` request (per row): what coalescing concurrent reads saves (ADR 53). The last line turns
 the CPU per request (a plain insert) and per further row of a batch (an UNLOGGED batch's
 row) into the most Submits per second the node allows for a Submit of ``--requests`` round
 trips carrying ``--statements`` statements (defaults: a known patient's Submit without the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,6 +37,8 @@ from healthbank.cli import real_engine_env
 from healthbank.storage.schema import NO_DELAY, PROTOCOL_VERSION
 
 KEYSPACE = "bench_floor"
+# Rows per IN read: the identity store's coalesced reads send up to 50 (ADR 53).
+IN_KEYS = 20
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
@@ -55,14 +60,15 @@ def measure(
     name: str,
     run: Callable[[int], None],
     operations: int,
-) -> tuple[str, float, float]:
-    """(name, per second, Cassandra CPU ms per operation) of ``run(operations)``."""
-    cpu = cassandra_cpu_seconds(pid)
+) -> tuple[str, float, float, float]:
+    """(name, per second, Cassandra and client CPU ms per operation) of ``run(operations)``."""
+    cpu, client = cassandra_cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     run(operations)
     elapsed = time.perf_counter() - started
     spent = cassandra_cpu_seconds(pid) - cpu
-    return name, operations / elapsed, spent / operations * 1000
+    client_spent = time.process_time() - client
+    return name, operations / elapsed, spent / operations * 1000, client_spent / operations * 1000
 
 
 def main() -> None:
@@ -96,6 +102,11 @@ def main() -> None:
     read = session.prepare(f"SELECT v FROM {KEYSPACE}.rows WHERE k = ?")
     bump = session.prepare(f"UPDATE {KEYSPACE}.counts SET n = n + 1 WHERE k = ? AND day = ?")
     payload = os.urandom(512)
+    stored = [f"stored-{n}" for n in range(2000)]
+    execute_concurrent_with_args(session, insert, [(k, payload[:200]) for k in stored], 32)
+    read_in = session.prepare(
+        f"SELECT k, v FROM {KEYSPACE}.rows WHERE k IN ({', '.join('?' * IN_KEYS)})"
+    )
 
     def concurrently(statement: Any, make: Callable[[], Sequence[Any]]) -> Callable[[int], None]:
         def run(operations: int) -> None:
@@ -104,6 +115,14 @@ def main() -> None:
             )
 
         return run
+
+    def stored_keys(count: int) -> Sequence[str]:
+        return [stored[random.randrange(len(stored))] for _ in range(count)]
+
+    def in_reads(operations: int) -> None:
+        keys = stored_keys(operations - operations % IN_KEYS)
+        groups = [keys[n : n + IN_KEYS] for n in range(0, len(keys), IN_KEYS)]
+        execute_concurrent_with_args(session, read_in, groups, args.concurrency)
 
     def batches(batch_type: Any, rows: int) -> Callable[[int], None]:
         def run(operations: int) -> None:
@@ -123,6 +142,20 @@ def main() -> None:
         ),
         measure(
             session, pid, "point read", concurrently(read, lambda: ("absent",)), args.operations
+        ),
+        measure(
+            session,
+            pid,
+            "point read of a stored row",
+            concurrently(read, lambda: stored_keys(1)),
+            args.operations,
+        ),
+        measure(
+            session,
+            pid,
+            f"IN read of {IN_KEYS} stored rows (per row)",
+            in_reads,
+            args.operations,
         ),
         measure(
             session,
@@ -164,10 +197,10 @@ def main() -> None:
     print(
         f"Cassandra node cost per statement ({args.concurrency} in flight, {os.cpu_count()} cores)"
     )
-    print(f"{'statement':<42} {'per s':>9} {'node CPU ms':>12}")
-    for name, rate, cpu_ms in rows:
-        print(f"{name:<42} {rate:>9,.0f} {cpu_ms:>12.3f}")
-    cost = {name: cpu_ms for name, _, cpu_ms in rows}
+    print(f"{'statement':<42} {'per s':>9} {'node CPU ms':>12} {'client CPU ms':>14}")
+    for name, rate, cpu_ms, client_ms in rows:
+        print(f"{name:<42} {rate:>9,.0f} {cpu_ms:>12.3f} {client_ms:>14.3f}")
+    cost = {name: cpu_ms for name, _, cpu_ms, _ in rows}
     per_request = cost["insert (one partition)"]
     per_row = cost["UNLOGGED batch, 10 partitions (per row)"]
     submit_ms = args.requests * per_request + (args.statements - args.requests) * per_row
