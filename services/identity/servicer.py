@@ -38,9 +38,8 @@ _T = TypeVar("_T")
 MAX_BATCH_REQUESTS = 1000
 # An ADT^A40's MRG-1 lists a handful of prior record numbers, never hundreds.
 MAX_PRIOR_MRNS = 20
-# Requests of one batch resolved at once: each is a few store round trips, and those of
-# concurrent requests leave together (ADR 53).
-BATCH_CONCURRENCY = 50
+# Requests of one batch resolved at once (each is a few store round trips).
+BATCH_CONCURRENCY = 16
 
 _MATCH_METHODS = {
     MatchMethod.NATIONAL_ID: identity_pb2.MATCH_METHOD_NATIONAL_ID,
