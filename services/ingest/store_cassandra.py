@@ -39,6 +39,7 @@ from typing import Any
 from healthbank.contracts.principal import principal_from_json
 from healthbank.records import from_micros, to_micros
 from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.coalesced import CoalescedWrites
 from services.ingest.model import DirectoryEntry
 from services.ingest.store import (
     WriteAudit,
@@ -118,6 +119,8 @@ class CassandraIngestStore:
     def __init__(self, database: CassandraDatabase) -> None:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
+        # Concurrent submissions' notes leave together (ADR 53).
+        self._writes = CoalescedWrites(database)
 
     async def open(self) -> CassandraIngestStore:
         """Connect (``healthbank migrate`` creates the schema); returns self."""
@@ -131,7 +134,7 @@ class CassandraIngestStore:
         key = _key(audit)
         occur_us = to_micros(audit.occur_time)
         minute, shard = _minute(occur_us), _shard(key)
-        await self._db.execute_batch(
+        await self._writes.apply(
             [
                 (_INDEX, (minute, shard, occur_us, *key, write_audit_json(audit))),
                 (_MARK_MINUTE, (shard, minute)),
@@ -260,7 +263,7 @@ class CassandraIngestStore:
         """See IngestStore.discard_audit."""
         occur_us = to_micros(audit.occur_time)
         key = _key(audit)
-        await self._db.execute(_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key))
+        await self._writes.apply([(_UNINDEX, (_minute(occur_us), _shard(key), occur_us, *key))])
 
     async def check(self) -> None:
         """See IngestStore.check."""

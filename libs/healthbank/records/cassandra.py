@@ -50,6 +50,7 @@ from healthbank.records.model import (
     SurveillanceCase,
 )
 from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.coalesced import CoalescedReads, CoalescedWrites
 
 MIGRATIONS = [
     """
@@ -102,6 +103,9 @@ MIGRATIONS = [
 # A record's payload is at most healthbank.records.MAX_PAYLOAD_BYTES, so it fits alone.
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 _ROW_OVERHEAD_BYTES = 512
+# A message's rows at most this large leave with those of concurrent messages (ADR 53): 32
+# such messages stay at the node's batch warning (256 KiB). Larger ones are sent alone.
+COALESCED_BATCH_BYTES = 8 * 1024
 
 # record_days is one small partition of distinct days (tens of thousands of rows at most).
 _DAYS_SHARD = 0
@@ -141,6 +145,13 @@ class CassandraRecordStore:
     def __init__(self, database: CassandraDatabase) -> None:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
+        # Concurrent messages' small writes and receipt reads leave together (ADR 53).
+        self._writes = CoalescedWrites(database)
+        self._receipts = CoalescedReads(
+            database,
+            "SELECT * FROM receipts WHERE hospital_id = ? AND message_id IN ?",
+            lambda row: (row.hospital_id, row.message_id),
+        )
 
     async def open(self) -> CassandraRecordStore:
         """Connect and migrate; returns self for chaining."""
@@ -193,15 +204,14 @@ class CassandraRecordStore:
         cases: Sequence[SurveillanceCase] = (),
     ) -> None:
         batches: list[list[tuple[str, tuple[Any, ...]]]] = [[]]
-        size = 0
+        sizes = [0]
 
         def add(statements: list[tuple[str, tuple[Any, ...]]], nbytes: int) -> None:
-            nonlocal size
-            if batches[-1] and size + nbytes > MAX_BATCH_BYTES:
+            if batches[-1] and sizes[-1] + nbytes > MAX_BATCH_BYTES:
                 batches.append([])
-                size = 0
+                sizes.append(0)
             batches[-1].extend(statements)
-            size += nbytes
+            sizes[-1] += nbytes
 
         # The index rows (a person's years, the days that have records) repeat across a
         # message's records: each is written once (the receipt commits only after every
@@ -240,28 +250,34 @@ class CassandraRecordStore:
         batches[-1].extend(
             (_INSERT_CASE, (c.day, c.district, c.age_band, c.person_token)) for c in cases
         )
-        for batch in batches:
-            await self._db.execute_batch(batch)
+        for batch, size in zip(batches, sizes, strict=True):
+            if size <= COALESCED_BATCH_BYTES:
+                await self._writes.apply(batch)
+            else:
+                await self._db.execute_batch(batch)
         # Then the versions, so a version is never seen before all of its facts...
-        await self._db.execute_batch(
+        await self._writes.apply(
             [
                 (_SET_FACTS_VERSION, (new_ulid(), person))
                 for person in sorted({fact.person_token for fact in facts})
             ]
         )
         # ...and last the commit: only after every row and version is written.
-        await self._db.execute(_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id))
+        await self._writes.apply([(_COMMIT_RECEIPT, (receipt.hospital_id, receipt.message_id))])
 
     async def get_receipt(
         self, hospital_id: str, message_id: str, *, linearizable: bool = True
     ) -> MessageReceipt | None:
         """See RecordStore.get_receipt (committed messages only; SERIAL when linearizable,
         which also completes a claim left in flight)."""
-        rows = await self._db.execute(
-            "SELECT * FROM receipts WHERE hospital_id = ? AND message_id = ?",
-            (hospital_id, message_id),
-            consistency="SERIAL" if linearizable else None,
-        )
+        if linearizable:
+            rows = await self._db.execute(
+                "SELECT * FROM receipts WHERE hospital_id = ? AND message_id = ?",
+                (hospital_id, message_id),
+                consistency="SERIAL",
+            )
+        else:
+            rows = await self._receipts.rows(hospital_id, message_id)
         if not rows or not _committed(rows[0]):
             return None
         return _receipt_from_row(rows[0])
