@@ -1,7 +1,8 @@
 """README's test command (tools/test.sh) and CI's entry point (.ci/run).
 
 The script's own failing paths are run for real, with ``HEALTHBANK_KEEP_ENGINES=1`` so
-the engines it finds running stay running.
+the engines it finds running stay running; engines it had to start are stopped afterwards
+(:func:`engines_left_as_found`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,31 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from repo_paths import REPO
 
 TEST_SH = REPO / "tools" / "test.sh"
+ENGINES_PY = REPO / "tools" / "engines" / "engines.py"
+
+
+def _engines(command: str) -> int:
+    return subprocess.run(
+        [sys.executable, str(ENGINES_PY), command], capture_output=True, timeout=300, check=False
+    ).returncode
+
+
+@pytest.fixture
+def engines_left_as_found() -> Iterator[None]:
+    """Stops the engines after the test if none were running before it: the script starts
+    them and, under HEALTHBANK_KEEP_ENGINES=1, leaves them up (a developer running this
+    file alone would otherwise find them still holding the ports)."""
+    running = _engines("status") == 0
+    yield
+    if not running:
+        _engines("down")
 
 
 def readme_blocks() -> list[str]:
@@ -54,7 +75,9 @@ def test_a_missing_interpreter_fails_and_still_prints_the_total() -> None:
     assert "== engines" not in result.stdout
 
 
-def test_a_failing_test_run_reports_the_failure_and_the_total(tmp_path: Path) -> None:
+def test_a_failing_test_run_reports_the_failure_and_the_total(
+    tmp_path: Path, engines_left_as_found: None
+) -> None:
     failing = tmp_path / "test_fails.py"
     failing.write_text("def test_fails() -> None:\n    assert 1 == 2\n")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
