@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from healthbank.storage.cassandra import CassandraDatabase
+from healthbank.storage.coalesced import CoalescedWrites
 from healthbank.storage.errors import StorageUnavailable
 from services.consent.domain import BreakGlassSession, Grant, Proxy
 
@@ -97,6 +98,8 @@ class CassandraConsentStore:
     def __init__(self, database: CassandraDatabase) -> None:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
+        # Concurrent break-glass sessions are written together (ADR 53).
+        self._writes = CoalescedWrites(database)
 
     async def open(self) -> CassandraConsentStore:
         """Connect (``healthbank migrate`` creates the schema); returns self."""
@@ -218,17 +221,22 @@ class CassandraConsentStore:
 
     async def add_break_glass(self, session: BreakGlassSession) -> None:
         """See ConsentStore.add_break_glass."""
-        await self._db.execute(
-            f"INSERT INTO break_glass_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                session.person_token,
-                session.opened_by,
-                session.session_id,
-                session.hospital_id,
-                session.open_time,
-                session.expire_time,
-                session.sealed_justification,
-            ),
+        await self._writes.apply(
+            [
+                (
+                    f"INSERT INTO break_glass_sessions ({_SESSION_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session.person_token,
+                        session.opened_by,
+                        session.session_id,
+                        session.hospital_id,
+                        session.open_time,
+                        session.expire_time,
+                        session.sealed_justification,
+                    ),
+                )
+            ]
         )
 
     async def break_glass_sessions(

@@ -155,6 +155,11 @@ class CassandraIdentityStore:
             " FROM persons WHERE person_token IN ?",
             lambda row: (row.person_token,),
         )
+        self._absorbed = CoalescedReads(
+            database,
+            "SELECT survivor_token, absorbed_token FROM absorbed_persons WHERE survivor_token IN ?",
+            lambda row: (row.survivor_token,),
+        )
         # By the limit of persons read a key (one, the match policy's, in practice).
         self._blocks: dict[int, CoalescedReads] = {}
 
@@ -575,10 +580,7 @@ class CassandraIdentityStore:
 
     async def absorbed_by(self, survivor_token: str) -> list[str]:
         """See IdentityStore.absorbed_by."""
-        rows = await self._db.execute(
-            "SELECT absorbed_token FROM absorbed_persons WHERE survivor_token = ?",
-            (survivor_token,),
-        )
+        rows = await self._absorbed.rows(survivor_token)
         return sorted(str(row.absorbed_token) for row in rows)
 
     async def last_index_change(self) -> str:

@@ -145,12 +145,19 @@ class CassandraRecordStore:
     def __init__(self, database: CassandraDatabase) -> None:
         """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
         self._db = database
-        # Concurrent messages' small writes and receipt reads leave together (ADR 53).
+        # Concurrent messages' small writes, receipt and facts-version reads leave together
+        # (ADR 53).
         self._writes = CoalescedWrites(database)
         self._receipts = CoalescedReads(
             database,
             "SELECT * FROM receipts WHERE hospital_id = ? AND message_id IN ?",
             lambda row: (row.hospital_id, row.message_id),
+        )
+        self._facts_versions = CoalescedReads(
+            database,
+            "SELECT person_token, facts_version FROM facts WHERE person_token IN ?"
+            " PER PARTITION LIMIT 1",
+            lambda row: (row.person_token,),
         )
 
     async def open(self) -> CassandraRecordStore:
@@ -319,9 +326,7 @@ class CassandraRecordStore:
 
     async def facts_version(self, person_token: str) -> str | None:
         """See RecordStore.facts_version (a static column of the facts partition)."""
-        rows = await self._db.execute(
-            "SELECT facts_version FROM facts WHERE person_token = ? LIMIT 1", (person_token,)
-        )
+        rows = await self._facts_versions.rows(person_token)
         return str(rows[0].facts_version) if rows and rows[0].facts_version else None
 
     async def list_facts(self, person_token: str) -> list[EmergencyFact]:

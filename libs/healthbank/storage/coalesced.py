@@ -68,16 +68,17 @@ class CoalescedReads:
         return await self._group.append(params)
 
     async def _read(self, reads: list[tuple[Hashable, ...]]) -> list[list[Any]]:
-        keys_by_group: dict[tuple[Hashable, ...], list[Hashable]] = {}
+        # Each partition once, in the order first asked for.
+        keys_by_group: dict[tuple[Hashable, ...], dict[Hashable, None]] = {}
         for read in reads:
-            keys = keys_by_group.setdefault(read[:-1], [])
-            if read[-1] not in keys:
-                keys.append(read[-1])
-        requests = [
-            (group, keys[start : start + self._max_keys])
-            for group, keys in keys_by_group.items()
-            for start in range(0, len(keys), self._max_keys)
-        ]
+            keys_by_group.setdefault(read[:-1], {})[read[-1]] = None
+        requests: list[tuple[tuple[Hashable, ...], list[Hashable]]] = []
+        for group, keys in keys_by_group.items():
+            ordered = list(keys)
+            requests += [
+                (group, ordered[start : start + self._max_keys])
+                for start in range(0, len(ordered), self._max_keys)
+            ]
         answers = await asyncio.gather(
             *(self._db.execute(self._cql, (*group, keys)) for group, keys in requests)
         )
