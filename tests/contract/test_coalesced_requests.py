@@ -41,7 +41,7 @@ def _reads(db: CassandraDatabase) -> CoalescedReads:
     return CoalescedReads(db, READ, lambda row: (row.shelf, row.slot), max_keys=10)
 
 
-async def test_concurrent_writes_leave_in_one_batch_after_the_first(
+async def test_concurrent_writes_leave_in_one_batch(
     database: CassandraDatabase,
 ) -> None:
     writes = CoalescedWrites(database, max_writes=32)

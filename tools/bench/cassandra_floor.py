@@ -37,7 +37,8 @@ from healthbank.cli import real_engine_env
 from healthbank.storage.schema import NO_DELAY, PROTOCOL_VERSION
 
 KEYSPACE = "bench_floor"
-# Rows per IN read: the identity store's coalesced reads send up to 50 (ADR 53).
+# Rows per IN read: the stores' coalesced reads (healthbank.storage.coalesced) send up to
+# 50 (ADR 53).
 IN_KEYS = 20
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
