@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NoReturn, Protocol
@@ -88,6 +88,16 @@ class MatchPolicy:
     newborn_days: int = 28
     # Persons read per blocking key: bounds the scoring a common name can cause.
     candidates_per_key: int = 20
+
+
+@dataclass(frozen=True)
+class BatchRegistration:
+    """What :meth:`MasterPatientIndex.resolution_chains` needs of one request of a batch."""
+
+    hospital_id: str
+    mrn: str
+    has_national_id: bool
+    demographics: Demographics | None
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,34 @@ class MasterPatientIndex:
         if len(self._known_patients) > KNOWN_PATIENT_CACHE_ENTRIES:
             self._known_patients.popitem(last=False)
         return resolution
+
+    def resolution_chains(self, batch: Sequence[BatchRegistration]) -> list[list[int]]:
+        """The positions of a batch's registrations, grouped into chains each to be resolved
+        in order (chains may run concurrently).
+
+        Requests for one (hospital, MRN) share a chain, as separate Resolve calls would run
+        one after another. So do registrations matched by demographics that share a
+        blocking key: resolved at the same moment neither would find the other (each looks
+        before the other is filed), and two registrations of one new person would become
+        two persons unless their match claims collide. A newborn is never matched (and any
+        other registration of it in the batch is a newborn's too), so it chains by its
+        record number only.
+        """
+        today = self._now().date()
+        keys: list[list[Hashable]] = []
+        for registration in batch:
+            own: list[Hashable] = [("mrn", registration.hospital_id, registration.mrn)]
+            demographics = registration.demographics
+            if (
+                not registration.has_national_id
+                and demographics is not None
+                and not demographics.is_empty()
+            ):
+                probe = _features(demographics)
+                if not matching.is_newborn(probe.birth_date, today, self._policy.newborn_days):
+                    own.extend(matching.blocking_keys(probe))
+            keys.append(own)
+        return _chains_sharing_keys(keys)
 
     async def _resolve(
         self,
@@ -353,14 +391,18 @@ class MasterPatientIndex:
         self, probe: matching.MatchFeatures, profiles: Sequence[SealedProfile]
     ) -> _Candidate | None:
         """The candidate scoring highest against ``probe`` (persons without demographics
-        cannot be matched and are skipped)."""
+        cannot be matched and are skipped); of equal scores the least person token, so the
+        choice never depends on the order a store lists candidates in."""
         best = None
         for profile in profiles:
             stored = await self._profile_features(profile)
             if stored is None:
                 continue
             pair = matching.score(self._policy.weights, probe, stored)
-            if best is None or pair.probability > best.pair.probability:
+            if best is None or (-pair.probability, profile.person_token) < (
+                -best.pair.probability,
+                best.person_token,
+            ):
                 outcome = matching.decide(pair, self._policy.thresholds)
                 best = _Candidate(profile.person_token, pair, outcome)
         return best
@@ -675,6 +717,29 @@ def _features(demographics: Demographics, national_id_hash: str = "") -> matchin
         address=demographics.address,
         national_id=national_id_hash,
     )
+
+
+def _chains_sharing_keys(keys: Sequence[Sequence[Hashable]]) -> list[list[int]]:
+    """Positions grouped so that any two sharing a key are in one group (transitively), each
+    group in ascending order; groups in the order of their first position (union-find)."""
+    parent = list(range(len(keys)))
+
+    def root(position: int) -> int:
+        while parent[position] != position:
+            parent[position] = parent[parent[position]]
+            position = parent[position]
+        return position
+
+    first_holder: dict[Hashable, int] = {}
+    for position, own in enumerate(keys):
+        for key in own:
+            one, other = root(position), root(first_holder.setdefault(key, position))
+            if one != other:
+                parent[max(one, other)] = min(one, other)
+    chains: dict[int, list[int]] = {}
+    for position in range(len(keys)):
+        chains.setdefault(root(position), []).append(position)
+    return list(chains.values())
 
 
 def _claim_value(probe: matching.MatchFeatures) -> str | None:

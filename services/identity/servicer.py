@@ -31,14 +31,14 @@ from services.identity.domain import (
     hospital_id_problem,
     mrn_problem,
 )
-from services.identity.index import MasterPatientIndex
+from services.identity.index import BatchRegistration, MasterPatientIndex
 
 _T = TypeVar("_T")
 
 MAX_BATCH_REQUESTS = 1000
 # An ADT^A40's MRG-1 lists a handful of prior record numbers, never hundreds.
 MAX_PRIOR_MRNS = 20
-# Requests of one batch resolved at once (each is a few store round trips).
+# Chains of one batch resolved at once (each request is a few store round trips).
 BATCH_CONCURRENCY = 16
 
 _MATCH_METHODS = {
@@ -82,11 +82,21 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             count <= MAX_BATCH_REQUESTS, "requests", f"at most {MAX_BATCH_REQUESTS} per call"
         )
         violations.raise_if_any()
-        # Requests for one (hospital, MRN) run in request order, as separate Resolve calls
-        # would; different patients run concurrently.
-        patients: dict[tuple[str, str], list[int]] = {}
-        for position, item in enumerate(request.requests):
-            patients.setdefault((item.hospital_id, item.mrn), []).append(position)
+        # Requests that could decide each other's person (one MRN's; registrations sharing
+        # a blocking key) run in request order; the other chains run concurrently.
+        chains = self._index.resolution_chains(
+            [
+                BatchRegistration(
+                    item.hospital_id,
+                    item.mrn,
+                    has_national_id=bool(item.national_id),
+                    demographics=(
+                        _demographics(item.demographics) if item.HasField("demographics") else None
+                    ),
+                )
+                for item in request.requests
+            ]
+        )
         results: list[identity_pb2.ResolveResult] = [identity_pb2.ResolveResult()] * count
         slots = asyncio.Semaphore(BATCH_CONCURRENCY)
 
@@ -97,7 +107,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
         # A task group: the first outage cancels the rest, and the call fails as a whole.
         async with asyncio.TaskGroup() as group:
-            for positions in patients.values():
+            for positions in chains:
                 group.create_task(resolve_in_order(positions))
         return identity_pb2.ResolveBatchResponse(results=results)
 

@@ -768,6 +768,43 @@ async def test_a_patient_without_an_id_at_two_hospitals_is_one_person(identity: 
 
 
 @both_backends
+async def test_one_person_registered_twice_in_one_batch_is_one_person(identity: Identity) -> None:
+    # Their match claims differ (the birth date's day and month are swapped), so only the
+    # order a batch resolves them in lets the second registration find the first.
+    others = [
+        identity_pb2.ResolveRequest(
+            hospital_id="h9",
+            mrn=f"O-{number}",
+            demographics=registration(
+                family_name="Zhao", given_name=f"Lei{number}", birth_date=f"19{number + 10}-03-04"
+            ),
+        )
+        for number in range(8)
+    ]
+    batch = identity_pb2.ResolveBatchRequest(
+        requests=[
+            identity_pb2.ResolveRequest(
+                hospital_id="h1", mrn="A-100", demographics=registration(**WANG_XIAOMING_AT_HOME)
+            ),
+            *others,
+            identity_pb2.ResolveRequest(
+                hospital_id="h2",
+                mrn="B-200",
+                demographics=registration(
+                    family_name="Wáng", given_name="Xiǎo Míng", birth_date="1975-08-06",
+                    sex="male", phone="+86 138 1234 5678",
+                ),
+            ),
+        ]
+    )  # fmt: skip
+    response = await identity.stub.ResolveBatch(batch, metadata=identity.auth(INGEST))
+    first, second = response.results[0].resolution, response.results[-1].resolution
+    assert first.match_method == identity_pb2.MATCH_METHOD_CREATED
+    assert second.match_method == identity_pb2.MATCH_METHOD_DEMOGRAPHICS
+    assert second.person_token == first.person_token
+
+
+@both_backends
 async def test_a_registration_is_compared_with_every_one_linked_to_the_person(
     identity: Identity,
 ) -> None:

@@ -1,0 +1,87 @@
+"""Which requests of a ResolveBatch are resolved in order (MasterPatientIndex.resolution_chains).
+
+Registrations that could decide each other's person must not be resolved at the same moment:
+one (hospital, MRN)'s requests, and registrations matched by demographics that share a
+blocking key. Everything else may run concurrently.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from healthbank.crypto import LocalKeyring, Sealer
+from services.identity.domain import Demographics
+from services.identity.index import BatchRegistration, MasterPatientIndex
+from services.identity.store import SqliteIdentityStore
+
+NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+
+
+def index(tmp_path: Path) -> MasterPatientIndex:
+    keyring = LocalKeyring(tmp_path / "keyring.json", "unit-test", scrypt_n=2**10)
+    store = SqliteIdentityStore(tmp_path / "identity.db")  # never opened: chains read nothing
+    return MasterPatientIndex(store, keyring, Sealer(keyring, 60, 1000), lambda: NOW, audit=None)  # type: ignore[arg-type]
+
+
+def person(
+    family: str,
+    given: str,
+    birth_date: str,
+    phone: str = "",
+    mrn: str = "",
+    national_id: bool = False,
+) -> BatchRegistration:
+    demographics = Demographics(
+        family_name=family, given_name=given, birth_date=birth_date, phone=phone
+    )
+    return BatchRegistration(
+        "h1", mrn or f"{family}-{given}-{birth_date}", national_id, demographics
+    )
+
+
+def test_registrations_sharing_a_blocking_key_chain_in_request_order(tmp_path: Path) -> None:
+    batch = [
+        person("王", "晓明", "1975-06-08"),  # 0
+        person("Li", "Na", "1990-01-01", phone="13800000001"),  # 1
+        person("Wang", "Xiaoming", "1975-08-06"),  # 2: 0's full name (romanized)
+        person("Zhao", "Lei", "1962-03-04"),  # 3: nothing shared
+        person("Chen", "Hong", "1988-09-09", phone="13800000001"),  # 4: 1's phone
+        person("Wáng", "Xiǎomíng", "1980-01-01", phone="13900000009"),  # 5: 0 and 2's name
+    ]
+    assert index(tmp_path).resolution_chains(batch) == [[0, 2, 5], [1, 4], [3]]
+
+
+def test_one_record_number_chains_whatever_its_requests_carry(tmp_path: Path) -> None:
+    batch = [
+        BatchRegistration("h1", "A-1", has_national_id=False, demographics=None),
+        BatchRegistration("h2", "A-1", has_national_id=False, demographics=None),
+        person("Zhao", "Lei", "1962-03-04", mrn="A-1"),
+        BatchRegistration("h1", "A-1", has_national_id=True, demographics=None),
+    ]
+    assert index(tmp_path).resolution_chains(batch) == [[0, 2, 3], [1]]
+
+
+def test_chains_join_through_a_registration_that_links_them(tmp_path: Path) -> None:
+    # 0 and 1 share nothing; 2 shares a phone with 0 and a birth date with 1.
+    batch = [
+        person("Sun", "Mei", "1970-01-01", phone="13811111111"),
+        person("Zhou", "Jie", "1999-12-31"),
+        person("Wu", "Gang", "1999-12-31", phone="13811111111"),
+    ]
+    assert index(tmp_path).resolution_chains(batch) == [[0, 1, 2]]
+
+
+def test_registrations_with_a_national_id_or_of_newborns_chain_by_record_number_only(
+    tmp_path: Path,
+) -> None:
+    born = (NOW.date() - timedelta(days=2)).isoformat()
+    batch = [
+        person("Liu", "Yang", "1985-05-05", mrn="I-1", national_id=True),
+        person("Liu", "Yang", "1985-05-05", mrn="I-2", national_id=True),
+        person("Ma", "", born, phone="13822222222", mrn="N-1"),
+        person("Ma", "", born, phone="13822222222", mrn="N-2"),
+        BatchRegistration("h1", "E-1", has_national_id=False, demographics=Demographics()),
+        BatchRegistration("h1", "E-2", has_national_id=False, demographics=Demographics()),
+    ]
+    assert index(tmp_path).resolution_chains(batch) == [[0], [1], [2], [3], [4], [5]]
