@@ -18,9 +18,10 @@ from services.identity.store import SqliteIdentityStore
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 
 
-def index(tmp_path: Path) -> MasterPatientIndex:
+def index(tmp_path: Path, store: SqliteIdentityStore | None = None) -> MasterPatientIndex:
     keyring = LocalKeyring(tmp_path / "keyring.json", "unit-test", scrypt_n=2**10)
-    store = SqliteIdentityStore(tmp_path / "identity.db")  # never opened: chains read nothing
+    # Never opened unless given: chains read nothing.
+    store = store or SqliteIdentityStore(tmp_path / "identity.db")
     return MasterPatientIndex(store, keyring, Sealer(keyring, 60, 1000), lambda: NOW, audit=None)  # type: ignore[arg-type]
 
 
@@ -40,7 +41,7 @@ def person(
     )
 
 
-def test_registrations_sharing_a_blocking_key_chain_in_request_order(tmp_path: Path) -> None:
+async def test_registrations_sharing_a_blocking_key_chain_in_request_order(tmp_path: Path) -> None:
     batch = [
         person("王", "晓明", "1975-06-08"),  # 0
         person("Li", "Na", "1990-01-01", phone="13800000001"),  # 1
@@ -49,30 +50,30 @@ def test_registrations_sharing_a_blocking_key_chain_in_request_order(tmp_path: P
         person("Chen", "Hong", "1988-09-09", phone="13800000001"),  # 4: 1's phone
         person("Wáng", "Xiǎomíng", "1980-01-01", phone="13900000009"),  # 5: 0 and 2's name
     ]
-    assert index(tmp_path).resolution_chains(batch) == [[0, 2, 5], [1, 4], [3]]
+    assert await index(tmp_path).resolution_chains(batch) == [[0, 2, 5], [1, 4], [3]]
 
 
-def test_one_record_number_chains_whatever_its_requests_carry(tmp_path: Path) -> None:
+async def test_one_record_number_chains_whatever_its_requests_carry(tmp_path: Path) -> None:
     batch = [
         BatchRegistration("h1", "A-1", has_national_id=False, demographics=None),
         BatchRegistration("h2", "A-1", has_national_id=False, demographics=None),
         person("Zhao", "Lei", "1962-03-04", mrn="A-1"),
         BatchRegistration("h1", "A-1", has_national_id=True, demographics=None),
     ]
-    assert index(tmp_path).resolution_chains(batch) == [[0, 2, 3], [1]]
+    assert await index(tmp_path).resolution_chains(batch) == [[0, 2, 3], [1]]
 
 
-def test_chains_join_through_a_registration_that_links_them(tmp_path: Path) -> None:
+async def test_chains_join_through_a_registration_that_links_them(tmp_path: Path) -> None:
     # 0 and 1 share nothing; 2 shares a phone with 0 and a birth date with 1.
     batch = [
         person("Sun", "Mei", "1970-01-01", phone="13811111111"),
         person("Zhou", "Jie", "1999-12-31"),
         person("Wu", "Gang", "1999-12-31", phone="13811111111"),
     ]
-    assert index(tmp_path).resolution_chains(batch) == [[0, 1, 2]]
+    assert await index(tmp_path).resolution_chains(batch) == [[0, 1, 2]]
 
 
-def test_registrations_with_a_national_id_or_of_newborns_chain_by_record_number_only(
+async def test_registrations_with_a_national_id_or_of_newborns_chain_by_record_number_only(
     tmp_path: Path,
 ) -> None:
     born = (NOW.date() - timedelta(days=2)).isoformat()
@@ -84,4 +85,18 @@ def test_registrations_with_a_national_id_or_of_newborns_chain_by_record_number_
         BatchRegistration("h1", "E-1", has_national_id=False, demographics=Demographics()),
         BatchRegistration("h1", "E-2", has_national_id=False, demographics=Demographics()),
     ]
-    assert index(tmp_path).resolution_chains(batch) == [[0], [1], [2], [3], [4], [5]]
+    assert await index(tmp_path).resolution_chains(batch) == [[0], [1], [2], [3], [4], [5]]
+
+
+async def test_a_patient_this_replica_knows_chains_by_record_number_only(tmp_path: Path) -> None:
+    store = await SqliteIdentityStore(tmp_path / "identity.db").open()
+    try:
+        known = index(tmp_path, store)
+        first = person("Zhou", "Xun", "1974-10-18", mrn="K-1")
+        await known.resolve(first.hospital_id, first.mrn, None, first.demographics)
+        batch = [first, person("Zhou", "Xun", "1974-10-18", mrn="K-2")]
+        assert await known.resolution_chains(batch) == [[0], [1]]
+        # Another replica, which has not resolved K-1 yet, chains the two.
+        assert await index(tmp_path, store).resolution_chains(batch) == [[0, 1]]
+    finally:
+        await store.close()
