@@ -84,7 +84,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         violations.raise_if_any()
         # Requests that could decide each other's person (one MRN's; registrations sharing
         # a blocking key) run in request order; the other chains run concurrently.
-        chains = self._index.resolution_chains(
+        chains = await self._index.resolution_chains(
             [
                 BatchRegistration(
                     item.hospital_id,
