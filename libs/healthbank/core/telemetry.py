@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER
 from opentelemetry.sdk.metrics import MeterProvider
@@ -85,7 +86,8 @@ class Telemetry:
         """
         if self.logger_provider is None:
             return None
-        handler = LoggingHandler(logger_provider=self.logger_provider)
+        # Code attributes (file, function, line) as the SDK's handler always gave them.
+        handler = LoggingHandler(logger_provider=self.logger_provider, log_code_attributes=True)
         handler.addFilter(PhiRedactingFilter())
         handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
         return handler
