@@ -1,8 +1,9 @@
-"""Which requests of a ResolveBatch are resolved in order (MasterPatientIndex.resolution_chains).
+"""What decides a batch's or a tie's outcome in the master patient index (ADR 54).
 
-Registrations that could decide each other's person must not be resolved at the same moment:
-one (hospital, MRN)'s requests, and registrations matched by demographics that share a
-blocking key. Everything else may run concurrently.
+Registrations that could decide each other's person must not be resolved at the same moment
+(MasterPatientIndex.resolution_chains): one (hospital, MRN)'s requests, and registrations
+matched by demographics that share a blocking key. Everything else may run concurrently.
+Of equally good candidates, the choice must not depend on the order a store lists them in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from healthbank.crypto import LocalKeyring, Sealer
-from services.identity.domain import Demographics
+from services.identity import matching
+from services.identity.domain import Demographics, SealedProfile, demographics_aad
 from services.identity.index import BatchRegistration, MasterPatientIndex
 from services.identity.store import SqliteIdentityStore
 
@@ -100,3 +102,26 @@ async def test_a_patient_this_replica_knows_chains_by_record_number_only(tmp_pat
         assert await index(tmp_path, store).resolution_chains(batch) == [[0, 1]]
     finally:
         await store.close()
+
+
+async def test_of_equally_good_candidates_the_least_person_token_wins_in_any_order(
+    tmp_path: Path,
+) -> None:
+    # Which candidate an arriving registration is compared against first is the store's
+    # order (SQLite and Cassandra list them differently); the choice must not be.
+    keyring = LocalKeyring(tmp_path / "keyring.json", "unit-test", scrypt_n=2**10)
+    sealer = Sealer(keyring, 60, 1000)
+    chosen = index(tmp_path)
+    demographics = Demographics(
+        family_name="Zhou", given_name="Xun", birth_date="1974-10-18", phone="13812345678"
+    )
+    profiles = [
+        SealedProfile(token, await sealer.seal(demographics.to_bytes(), demographics_aad(token)))
+        for token in ("b" * 64, "a" * 64, "c" * 64)
+    ]
+    probe = matching.features(
+        family_name="Zhou", given_name="Xun", birth_date="1974-10-18", phone="13812345678"
+    )
+    for order in (profiles, profiles[::-1]):
+        best = await chosen._best_candidate(probe, order)
+        assert best is not None and best.person_token == "a" * 64
