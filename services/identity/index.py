@@ -61,6 +61,7 @@ from services.identity.domain import (
     ReviewStatus,
     SealedProfile,
     demographics_aad,
+    demographics_problems,
     hospital_mrn,
 )
 from services.identity.match_weights import DEFAULT_WEIGHTS
@@ -217,7 +218,9 @@ class MasterPatientIndex:
         two persons unless their match claims collide. A newborn is never matched (and any
         other registration of it in the batch is a newborn's too), and a patient this
         replica knows is answered from its cache (deciding nothing): both chain by record
-        number only, and a batch of known patients costs no normalizing of names.
+        number only, and a batch of known patients costs no normalizing of names. So do
+        demographics the request will be refused for: they are never normalized here, where
+        a megabyte of name would hold the event loop for seconds before the refusal.
         """
         today = self._now().date()
         keys: list[list[Hashable]] = []
@@ -228,6 +231,7 @@ class MasterPatientIndex:
                 not registration.has_national_id
                 and demographics is not None
                 and not demographics.is_empty()
+                and not demographics_problems(demographics)
                 and not await self._known(registration.hospital_id, registration.mrn)
             ):
                 probe = _features(demographics)

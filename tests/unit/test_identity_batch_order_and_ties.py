@@ -90,6 +90,22 @@ async def test_registrations_with_a_national_id_or_of_newborns_chain_by_record_n
     assert await index(tmp_path).resolution_chains(batch) == [[0], [1], [2], [3], [4], [5]]
 
 
+async def test_demographics_the_request_is_refused_for_chain_by_record_number_only(
+    tmp_path: Path,
+) -> None:
+    # Refused before they are resolved: never normalized, and never joined to a valid one.
+    refused = [
+        Demographics(family_name="Zhao", given_name="Lei", birth_date="1962-03-04", sex="yes"),
+        Demographics(family_name="Zhao", given_name="Lei", address="路" * 10_000),
+        Demographics(family_name="Zhao", given_name="Lei", birth_date="04/03/1962"),
+    ]
+    batch = [
+        person("Zhao", "Lei", "1962-03-04", mrn="V-1"),
+        *(BatchRegistration("h1", f"R-{n}", False, d) for n, d in enumerate(refused)),
+    ]
+    assert await index(tmp_path).resolution_chains(batch) == [[0], [1], [2], [3]]
+
+
 async def test_a_patient_this_replica_knows_chains_by_record_number_only(tmp_path: Path) -> None:
     store = await SqliteIdentityStore(tmp_path / "identity.db").open()
     try:
