@@ -8,8 +8,13 @@ Of equally good candidates, the choice must not depend on the order a store list
 
 from __future__ import annotations
 
+import asyncio
+import json
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from repo_paths import SYNTHEA_SAMPLE
 
 from healthbank.crypto import LocalKeyring, Sealer
 from services.identity import matching
@@ -141,3 +146,67 @@ async def test_of_equally_good_candidates_the_least_person_token_wins_in_any_ord
     for order in (profiles, profiles[::-1]):
         best = await chosen._best_candidate(probe, order)
         assert best is not None and best.person_token == "a" * 64
+
+
+def synthea_patients() -> list[Demographics]:
+    """The Patient resources of Synthea's sample (names with Synthea's digits, US phones)."""
+    found = []
+    with zipfile.ZipFile(SYNTHEA_SAMPLE) as sample:
+        for name in sorted(sample.namelist()):
+            for entry in json.loads(sample.read(name)).get("entry", []):
+                patient = entry["resource"]
+                if patient["resourceType"] != "Patient":
+                    continue
+                (official, *_) = patient["name"]
+                found.append(
+                    Demographics(
+                        family_name=official["family"],
+                        given_name=" ".join(official["given"]),
+                        birth_date=patient["birthDate"],
+                        sex=patient["gender"],
+                        phone=patient["telecom"][0]["value"],
+                        address=" ".join(patient["address"][0]["line"]),
+                    )
+                )
+    return found
+
+
+async def test_synthea_patients_registered_twice_in_one_batch_are_one_person_each(
+    tmp_path: Path,
+) -> None:
+    # Each patient again at a second hospital, the birth date's day and month swapped where
+    # that is a date (so most match claims differ): resolved all at once, about half of the
+    # second registrations became second persons; chained, none does.
+    patients = synthea_patients()
+    assert len(patients) >= 30
+    batch = [BatchRegistration("h1", f"A-{n}", False, d) for n, d in enumerate(patients)]
+    for number, demographics in enumerate(patients):
+        year, month, day = demographics.birth_date.split("-")
+        swapped = f"{year}-{day}-{month}" if int(day) <= 12 else demographics.birth_date
+        moved = Demographics(**{**demographics.__dict__, "birth_date": swapped})
+        batch.append(BatchRegistration("h2", f"B-{number}", False, moved))
+    store = await SqliteIdentityStore(tmp_path / "identity.db").open()
+    try:
+        resolver = index(tmp_path, store)
+
+        async def resolve_in_order(chain: list[int]) -> list[str]:
+            tokens = []
+            for position in chain:
+                item = batch[position]
+                resolved = await resolver.resolve(
+                    item.hospital_id, item.mrn, None, item.demographics
+                )
+                tokens.append(resolved.person_token)
+            return tokens
+
+        chains = await resolver.resolution_chains(batch)
+        tokens: dict[int, str] = {}
+        for chain, resolved in zip(
+            chains, await asyncio.gather(*(resolve_in_order(c) for c in chains)), strict=True
+        ):
+            tokens.update(zip(chain, resolved, strict=True))
+    finally:
+        await store.close()
+    count = len(patients)
+    assert [tokens[n] == tokens[count + n] for n in range(count)] == [True] * count
+    assert len(set(tokens.values())) == count
