@@ -1,4 +1,4 @@
-"""The pipeline's ports over gRPC: identity.Resolve, archive.PutBlob, audit.AppendEvent.
+"""The pipeline's ports over gRPC: identity.ResolveBatch, archive.PutBlob, audit.AppendEvents.
 
 The ClientFactory given must call as ingest itself (``service_client_factory(settings,
 "ingest")``): the audit service records the calling service as ``recorded_by``, and the
@@ -13,6 +13,7 @@ refusal is ingest's fault, not the hospital's).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,8 +21,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2
 from healthbank.contracts.principal import principal_to_proto
+from healthbank.core.group_commit import GroupCommit
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
-from healthbank.rpc import ClientFactory, error_details
+from healthbank.rpc import ClientFactory, ErrorDetails, error_details
 from healthbank.rpc.access_log import AuditAppender
 from healthbank.rpc.downstream import downstream_error
 from services.ingest.model import PatientIdentity
@@ -29,6 +31,14 @@ from services.ingest.pipeline import DependencyFailed, DependencyUnavailable, Pa
 from services.ingest.store import WriteAudit
 
 RECORDED_BY = "ingest"
+# The most patients one ResolveBatch call takes (identity's limit).
+MAX_RESOLVES_PER_CALL = 1000
+# Identity's answers that concern the patient, not the call.
+_PATIENT_REFUSALS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+)
 AUDIT_BASIS = "INGEST"
 
 
@@ -39,11 +49,22 @@ def _dependency_error(dependency: str, exc: grpc.aio.AioRpcError) -> Exception:
 
 
 class GrpcIdentityResolver:
-    """IdentityResolver over identity.v1.IdentityService/Resolve."""
+    """IdentityResolver over identity.v1.IdentityService: the patients of concurrent
+    messages leave together in one ``ResolveBatch`` call (group commit, as the audit
+    client's events do; ADR 55).
+
+    Batches go one at a time, so two messages of one new person that one ingest replica
+    resolves never race each other's registration: in one batch identity chains them (ADR
+    54); in two, the earlier batch is filed before the later one looks for candidates. A
+    lone patient goes by ``Resolve``.
+    """
 
     def __init__(self, clients: ClientFactory) -> None:
         """Call the "identity" service through ``clients``."""
         self._clients = clients
+        self._group: GroupCommit[_PatientToResolve, str] = GroupCommit(
+            self._send, max_batch=MAX_RESOLVES_PER_CALL
+        )
 
     async def resolve(self, hospital_id: str, patient: PatientIdentity) -> str:
         """See IdentityResolver.resolve."""
@@ -61,29 +82,67 @@ class GrpcIdentityResolver:
             ),
             prior_mrns=patient.prior_mrns,
         )
-        stub = identity_pb2_grpc.IdentityServiceStub(self._clients.channel("identity"))
-        try:
-            response = await stub.Resolve(request)
-        except grpc.aio.AioRpcError as exc:
-            raise _identity_error(exc, patient.field_paths) from None
-        person_token: str = response.person_token
+        (person_token,) = await self._group.append(
+            [_PatientToResolve(request, patient.field_paths)]
+        )
         return person_token
+
+    async def _send(self, patients: list[_PatientToResolve]) -> list[str | Exception]:
+        """Each patient's person token, or the pipeline's exception for that patient."""
+        stub = identity_pb2_grpc.IdentityServiceStub(self._clients.channel("identity"))
+        if len(patients) == 1:
+            (patient,) = patients
+            try:
+                response = await stub.Resolve(patient.request)
+            except grpc.aio.AioRpcError as exc:
+                return [_identity_error(exc, patient.paths)]
+            return [response.person_token]
+        try:
+            batch = await stub.ResolveBatch(
+                identity_pb2.ResolveBatchRequest(requests=[p.request for p in patients])
+            )
+        except grpc.aio.AioRpcError as exc:
+            # A refusal of one patient is that patient's result, so a failed call is an
+            # outage (or ingest's own fault): the same for every patient in it.
+            return [_dependency_error("identity", exc) for _ in patients]
+        return [
+            _refusal(_batch_refusal(result.failure), patient.paths)
+            if result.HasField("failure")
+            else result.resolution.person_token
+            for patient, result in zip(patients, batch.results, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class _PatientToResolve:
+    request: identity_pb2.ResolveRequest
+    paths: Mapping[str, str]  # PatientIdentity.field_paths: where each field came from
 
 
 def _identity_error(exc: grpc.aio.AioRpcError, paths: Mapping[str, str]) -> Exception:
-    code = exc.code()
-    if code not in (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-    ):
+    if exc.code() not in _PATIENT_REFUSALS:
         return _dependency_error("identity", exc)
-    details = error_details(exc)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
+    return _refusal(error_details(exc), paths)
+
+
+def _batch_refusal(failure: identity_pb2.ResolveFailure) -> ErrorDetails:
+    """A ResolveBatch result's failure as Resolve would have raised it."""
+    code = getattr(grpc.StatusCode, failure.code, grpc.StatusCode.UNKNOWN)
+    refusal = ErrorDetails(code=code, message=failure.message, reason=failure.reason)
+    refusal.field_violations.extend((v.field, v.description) for v in failure.field_violations)
+    return refusal
+
+
+def _refusal(refusal: ErrorDetails, paths: Mapping[str, str]) -> Exception:
+    """What identity's refusal of one patient means for the message."""
+    if refusal.code not in _PATIENT_REFUSALS:
+        # Not about the patient: ingest built something identity refuses (a deployment bug).
+        return DependencyFailed("identity")
+    if refusal.code == grpc.StatusCode.INVALID_ARGUMENT:
         # Point at where the rejected value came from in the message.
         violations = [
             (_content_path(field, paths), description)
-            for field, description in details.field_violations
+            for field, description in refusal.field_violations
         ] or [(paths.get("identifiers", "content"), "the patient's identity was rejected")]
         return PatientRejected(
             "IDENTITY_REJECTED", "the patient's identity was rejected", violations
@@ -91,8 +150,8 @@ def _identity_error(exc: grpc.aio.AioRpcError, paths: Mapping[str, str]) -> Exce
     # FAILED_PRECONDITION / NOT_FOUND: the content is well-formed but the index disagrees.
     # The identity service's own message is PHI-free by contract; the reason is kept.
     return PatientRejected(
-        details.reason or "UNKNOWN_PATIENT",
-        details.message or "the patient could not be resolved",
+        refusal.reason or "UNKNOWN_PATIENT",
+        refusal.message or "the patient could not be resolved",
         precondition=True,
     )
 

@@ -19,7 +19,7 @@ import logging
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -1173,6 +1173,49 @@ async def test_stream_acks_in_order_and_rejects_without_ending(stack: Stack) -> 
     assert list(acks[2].record_names) == list(acks[0].record_names)
     bulk_tokens = {ack.person_token for ack in acks[6:]}
     assert len(bulk_tokens) == 1
+
+
+def registered_without_national_id(person: synthetic.Patient, bundle_id: str) -> bytes:
+    """The person's emergency history bundle, the Patient identified by record number only."""
+    bundle = json.loads(synthetic.emergency_history_bundle(person, bundle_id))
+    patient = bundle["entry"][patient_entry(bundle, 1)]["resource"]
+    patient["identifier"] = [i for i in patient["identifier"] if i["value"] != person.national_id]
+    return json.dumps(bundle).encode()
+
+
+async def test_one_new_person_registered_twice_in_a_stream_is_one_person(stack: Stack) -> None:
+    # Two registrations of one person without a national ID (two record numbers, the birth
+    # date's day and month swapped: their match claims differ) among other new patients.
+    # Ingest resolves the stream's concurrent messages together (ResolveBatch, ADR 55), so
+    # the second registration is matched after the first is filed; resolved at the same
+    # moment, each would look for the other before it existed and become a person alone.
+    person = next(
+        p
+        for p in map(synthetic.patient, range(70, 200))
+        if p.birth_date.day <= 12 and p.birth_date.day != p.birth_date.month
+    )
+    swapped = replace(
+        person,
+        mrn=person.mrn + "-2",
+        birth_date=person.birth_date.replace(
+            month=person.birth_date.day, day=person.birth_date.month
+        ),
+    )
+    others = [synthetic.patient(300 + n) for n in range(6)]
+    messages = [
+        request(registered_without_national_id(person, "twice-1"), "twice-1"),
+        request(registered_without_national_id(swapped, "twice-2"), "twice-2"),
+        *(
+            request(synthetic.emergency_history_bundle(other, f"other-{n}"), f"other-{n}")
+            for n, other in enumerate(others)
+        ),
+    ]
+
+    acks = await stack.stream(messages)
+
+    assert [ack.outcome for ack in acks] == [ingest_pb2.OUTCOME_STORED] * len(messages)
+    assert acks[1].person_token == acks[0].person_token
+    assert len({ack.person_token for ack in acks}) == 1 + len(others)
 
 
 async def test_an_unexpected_error_in_the_stream_is_internal_for_that_message_and_logged_by_frame(
