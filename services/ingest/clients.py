@@ -79,6 +79,7 @@ class GrpcIdentityResolver:
                 birth_date=demographics.birth_date,
                 sex=demographics.sex,
                 phone=demographics.phone,
+                address=demographics.address,
             ),
             prior_mrns=patient.prior_mrns,
         )

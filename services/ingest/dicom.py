@@ -316,7 +316,10 @@ def _demographics(
     phone = text("PatientTelephoneNumbers")
     if phone:
         paths["demographics.phone"] = "content.PatientTelephoneNumbers"
-    return Demographics(family, given, birth_date, sex, phone)
+    address = text("PatientAddress")
+    if address:
+        paths["demographics.address"] = "content.PatientAddress"
+    return Demographics(family, given, birth_date, sex, phone, address)
 
 
 def _study_time(text: Callable[[str], str], problems: Problems) -> str:

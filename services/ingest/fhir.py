@@ -73,6 +73,7 @@ from services.ingest.model import (
     PatientPart,
     Problems,
     ResourceOutcome,
+    address_line,
     parse_fhir_datetime,
 )
 
@@ -639,14 +640,42 @@ def _patient(resource: dict[str, Any], path: str, problems: Problems) -> Patient
     )
 
 
+def _addresses(resource: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The Patient's addresses with their places in ``address``, home addresses first."""
+    addresses = resource.get("address")
+    found = [
+        (index, address)
+        for index, address in enumerate(addresses if isinstance(addresses, list) else [])
+        if isinstance(address, dict)
+    ]
+    found.sort(key=lambda item: item[1].get("use") != "home")
+    return found
+
+
 def _district(resource: dict[str, Any]) -> str:
     """The district of the Patient's home address (else its first address with one)."""
-    addresses = [a for a in resource.get("address") or [] if isinstance(a, dict)]
-    addresses.sort(key=lambda address: address.get("use") != "home")
-    for address in addresses:
+    for _, address in _addresses(resource):
         district = address.get("district")
         if isinstance(district, str) and district.strip():
             return district.strip()
+    return ""
+
+
+def _address(resource: dict[str, Any], path: str, paths: dict[str, str]) -> str:
+    """The Patient's home address (else its first) as one line: its ``text`` when given,
+    else its parts, largest first."""
+    for index, address in _addresses(resource):
+        text = address.get("text")
+        if isinstance(text, str) and text.strip():
+            line = address_line(text)
+        else:
+            lines = address.get("line")
+            parts = [address.get(part) for part in ("state", "city", "district")]
+            parts += lines if isinstance(lines, list) else []
+            line = address_line(*(part for part in parts if isinstance(part, str)))
+        if line:
+            paths["demographics.address"] = f"{path}.address[{index}]"
+            return line
     return ""
 
 
@@ -720,7 +749,8 @@ def _demographics(
                     phone = telecom["value"]
                     paths["demographics.phone"] = f"{path}.telecom[{index}].value"
                 break
-    return Demographics(family, given, birth_date, sex, phone)
+    address = _address(resource, path, paths)
+    return Demographics(family, given, birth_date, sex, phone, address)
 
 
 def _is_full_date(value: Any) -> bool:

@@ -64,6 +64,7 @@ from services.ingest.model import (
     ParsedMessage,
     PatientIdentity,
     Problems,
+    address_line,
     compact_timestamp_as_fhir,
     mr_reference,
     parse_fhir_datetime,
@@ -502,12 +503,16 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
     phone = pid.get(13, 1) or (pid.get(13, 6) + pid.get(13, 7)) or pid.get(13, 12)
     if phone:
         paths["demographics.phone"] = f"{pid.path}.13"
+    # XAD: 1 street, 2 other designation, 3 city, 4 state or province, 9 county (district).
+    address = address_line(*(pid.get(11, part) for part in (4, 3, 9, 1, 2)))
+    if address:
+        paths["demographics.address"] = f"{pid.path}.11"
     if len(problems) > before:
         return None
     return PatientIdentity(
         mrn,
         national_id,
-        Demographics(family, given, birth_date, sex, phone),
+        Demographics(family, given, birth_date, sex, phone, address),
         paths,
         # XAD-9, county/parish: where a Chinese address keeps its district (区).
         district=pid.get(11, 9).strip(),

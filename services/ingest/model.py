@@ -85,10 +85,19 @@ class Demographics:
     birth_date: str = ""  # YYYY-MM-DD, or empty
     sex: str = ""  # male, female, other, unknown, or empty
     phone: str = ""
+    # Home address as one line, largest part first (province, city, district, street), so
+    # two hospitals' registrations compare alike; identity normalizes it for matching.
+    address: str = ""
 
     def __repr__(self) -> str:
         # Dataclass reprs end up in tracebacks and debug logs: never show the values.
         return "Demographics(<redacted>)"
+
+
+def address_line(*parts: str) -> str:
+    """An address's parts, largest first, as one line: empty parts left out, line breaks
+    and runs of spaces made one space (identity refuses what is not printable)."""
+    return " ".join(word for part in parts for word in part.split())
 
 
 @dataclass(frozen=True)

@@ -818,6 +818,35 @@ async def test_the_same_patient_from_two_hospitals_is_one_person(stack: Stack) -
     assert fhir.person_token == hl7.person_token
 
 
+async def test_the_home_address_reaches_matching_from_fhir_and_hl7(stack: Stack) -> None:
+    # One woman at two hospitals, neither sending a national ID or a phone: hospital B's
+    # registration has a typo in her given name and in her birth date's day. Name and birth
+    # date alone leave that to a privacy officer's review (probability ~0.68); with the
+    # home address each message carries (FHIR Patient.address, HL7 PID-11), it is a link.
+    person = replace(
+        synthetic.patient(7),
+        family_name="Quarnby",
+        given_name="Liora",
+        birth_date=datetime(1975, 8, 6).date(),
+        sex="female",
+    )
+    bundle = json.loads(registered_without_national_id(person, "home-1"))
+    patient = bundle["entry"][patient_entry(bundle, 1)]["resource"]
+    del patient["telecom"]
+    patient["address"] = [
+        {"use": "work", "line": ["1 Harbour Road"], "city": "Boston", "state": "MA"},
+        {"use": "home", "line": ["236 Zulauf Fork"], "city": "Bedford", "state": "MA"},
+    ]
+    first = await stack.submit(request(json.dumps(bundle).encode(), "home-1"))
+    elsewhere = adt(
+        "A04", "B-3301", who="Quarnby^Liorra||19750809|F|||236 Zulauf Fork^^Bedford^MA^01730^US"
+    )
+
+    second = await stack.submit(request(elsewhere, "home-2", HL7, HOSPITAL_B), ENGINE_B)
+
+    assert second.person_token == first.person_token
+
+
 async def test_dicom_file_is_archived_sealed_and_indexed(stack: Stack) -> None:
     content = ct_content()
     response = await stack.submit(request(content, "dicom-0001", DICOM))

@@ -64,6 +64,15 @@ def _violations(content: bytes) -> list[tuple[str, str]]:
     return rejection(parse_dicom, content, "INVALID_DICOM", (NATIONAL_ID, FAMILY))
 
 
+def test_the_patients_address_is_forwarded_for_matching() -> None:
+    patient = parse_dicom(_bytes(_ct(PatientAddress="236 Zulauf Fork Bedford MA"))).patient
+    assert patient is not None
+    assert patient.demographics.address == "236 Zulauf Fork Bedford MA"
+    assert patient.field_paths["demographics.address"] == "content.PatientAddress"
+    unaddressed = parse_dicom(_bytes(_ct(PatientAddress=None))).patient
+    assert unaddressed is not None and unaddressed.demographics.address == ""
+
+
 def test_ct_becomes_an_imaging_study_with_the_file_as_blob() -> None:
     content = _bytes(_ct())
     message = parse_dicom(content)

@@ -155,6 +155,35 @@ def test_message_bundle_ignores_the_header_and_accepts_absolute_references() -> 
     assert message.message_time == datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
 
 
+def test_the_home_address_is_forwarded_as_one_line_largest_part_first() -> None:
+    bundle = json.loads((MESSAGES / "fhir_admission_bundle.json").read_bytes())
+    at = next(
+        i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
+    )
+    resource = bundle["entry"][at]["resource"]
+
+    def forwarded(addresses: list[dict[str, Any]]) -> tuple[str, str | None]:
+        resource["address"] = addresses
+        patient = parse_fhir(_encode(bundle)).patient
+        assert patient is not None
+        return patient.demographics.address, patient.field_paths.get("demographics.address")
+
+    home = {
+        "use": "home",
+        "line": ["学院路12号", "1单元101"],
+        "district": "海淀区",
+        "city": "北京市",
+    }
+    assert forwarded([{"use": "work", "text": "Office Tower 9"}, home]) == (
+        "北京市 海淀区 学院路12号 1单元101",
+        f"content.entry[{at}].resource.address[1]",
+    )
+    # The text when given, its line breaks made spaces; else the first address there is.
+    assert forwarded([{"text": "北京市海淀区\n学院路12号 "}])[0] == "北京市海淀区 学院路12号"
+    assert forwarded([{"use": "temp", "city": "Bedford", "state": "MA"}])[0] == "MA Bedford"
+    assert forwarded([]) == ("", None)
+
+
 def test_single_patient_is_a_demographics_update_without_records() -> None:
     message = parse_fhir((MESSAGES / "fhir_patient_update.json").read_bytes())
     assert message.patient.mrn == "H1-0042002"

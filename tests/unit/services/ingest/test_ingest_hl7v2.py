@@ -7,7 +7,7 @@ import json
 from datetime import UTC, date, datetime
 
 import pytest
-from repo_paths import MESSAGES
+from repo_paths import HL7_SAMPLES, MESSAGES
 from unit_support import field_names, rejection
 
 from healthbank.contracts.natid import make_national_id
@@ -401,6 +401,21 @@ def test_synthetic_adt_a04_maps_a_text_only_allergy_and_a_diagnosis() -> None:
     assert condition.code.system == "http://hl7.org/fhir/sid/icd-10"
     assert condition.effective_time == datetime(2020, 3, 1, tzinfo=UTC)
     assert condition.resource["subject"]["identifier"]["value"] == "M-9"
+
+
+def test_the_address_in_pid_11_is_forwarded_largest_part_first() -> None:
+    # Public samples (tests/fixtures/hl7_samples): XAD street ^ other ^ city ^ state ^ zip
+    # ^ country ^ type ^ ^ county.
+    patient = parse_hl7v2((HL7_SAMPLES / "python-hl7" / "samples_4.er7").read_bytes()).patient
+    assert patient is not None
+    assert patient.demographics.address == "NY BRONX 058 221 CANVIEW AVENUE 66-D"
+    assert patient.field_paths["demographics.address"] == "content.PID[0].11"
+    patient = parse_hl7v2((HL7_SAMPLES / "python-hl7" / "samples_2.er7").read_bytes()).patient
+    assert patient is not None and patient.demographics.address == "RICHMOND"
+    # None sent: nothing forwarded.
+    patient = parse_hl7v2(_message()).patient
+    assert patient is not None and patient.demographics.address == ""
+    assert "demographics.address" not in patient.field_paths
 
 
 def test_adt_a01_fixture() -> None:

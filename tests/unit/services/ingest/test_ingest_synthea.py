@@ -88,6 +88,20 @@ def test_every_patient_bundle_parses_and_every_resource_becomes_a_record() -> No
         ]
 
 
+def test_every_patients_address_is_forwarded_for_matching() -> None:
+    for name, data in _patients().items():
+        (resource,) = [
+            e["resource"]
+            for e in json.loads(data)["entry"]
+            if e["resource"]["resourceType"] == "Patient"
+        ]
+        (address,) = resource["address"]
+        patient = _parsed(name).patient
+        assert patient is not None
+        expected = " ".join([address["state"], address["city"], *address["line"]])
+        assert patient.demographics.address == expected, name
+
+
 def test_medication_reference_takes_the_code_of_the_medication_in_the_bundle() -> None:
     resolved = 0
     for name, data in _patients().items():
