@@ -253,10 +253,14 @@ class MasterPatientIndex:
         demographics: Demographics | None,
     ) -> Resolution:
         now = self._now()
-        linked = await self._store.linked_person(hospital_id, mrn_hash)
+        # Read at once: whom the record number is linked to, and who holds the national ID
+        # (a linked record number's person is checked against it, a new one's claims it).
+        linked, holder = await asyncio.gather(
+            self._store.linked_person(hospital_id, mrn_hash), self._national_id_holder(id_hash)
+        )
         if linked is not None:
             if id_hash is not None:
-                await self._attach_national_id(linked, id_hash, hospital_id, now)
+                await self._attach_national_id(linked, id_hash, holder, hospital_id, now)
             return Resolution(linked, MatchMethod.HOSPITAL_MRN)
         if id_hash is None and demographics is not None and not demographics.is_empty():
             return await self._resolve_by_demographics(
@@ -269,7 +273,6 @@ class MasterPatientIndex:
             created = await self._create_person(token, demographics, None, now)
             method = MatchMethod.CREATED if created else MatchMethod.HOSPITAL_MRN
         else:
-            holder = await self._store.national_id_holder(id_hash)
             claim = (
                 NationalIdClaim(holder, won=False)
                 if holder is not None
@@ -686,15 +689,23 @@ class MasterPatientIndex:
             sealed = await self._sealer.seal(profile, demographics_aad(person_token))
         await self._store.save_person(person_token, sealed, now, id_hash)
 
+    async def _national_id_holder(self, id_hash: str | None) -> str | None:
+        return None if id_hash is None else await self._store.national_id_holder(id_hash)
+
     async def _attach_national_id(
-        self, person_token: str, id_hash: str, hospital_id: str, now: datetime
+        self,
+        person_token: str,
+        id_hash: str,
+        holder: str | None,
+        hospital_id: str,
+        now: datetime,
     ) -> None:
-        """Make ``person_token`` the holder of a national ID, or raise MrnLinkedToOtherPerson.
+        """Make ``person_token`` the holder of a national ID (held by ``holder`` when read),
+        or raise MrnLinkedToOtherPerson.
 
         The person's own slot is filled first, so a person never takes two IDs; then the ID
         is claimed, so an ID never has two holders. A lost claim empties the slot again.
         """
-        holder = await self._store.national_id_holder(id_hash)
         if holder == person_token:
             return
         if holder is not None:
