@@ -53,6 +53,13 @@ def service_settings(data_dir: Path, env: Mapping[str, str] | None = None) -> Se
     )
 
 
+def answered_calls(caplog: pytest.LogCaptureFixture, method: str) -> int:
+    """How many calls of ``method`` (its full name) the access log shows answered OK; the
+    test sets ``healthbank.rpc.access`` to INFO first."""
+    wanted = f"method={method} code=OK"
+    return sum(wanted in record.getMessage() for record in caplog.records)
+
+
 async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     """Await a call that must fail; its gRPC error."""
     with pytest.raises(grpc.aio.AioRpcError) as raised:

@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from service_support import answered_calls
 
 from healthbank.audit.v1 import audit_pb2
 from healthbank.contracts.principal import Principal, PrincipalKind
@@ -22,8 +23,7 @@ EVENTS = 40
 
 
 def appended_calls(caplog: pytest.LogCaptureFixture, method: str) -> int:
-    wanted = f"method=healthbank.audit.v1.AuditService/{method} code=OK"
-    return sum(wanted in record.getMessage() for record in caplog.records)
+    return answered_calls(caplog, f"healthbank.audit.v1.AuditService/{method}")
 
 
 async def test_concurrent_records_share_calls_and_a_bad_event_fails_alone(

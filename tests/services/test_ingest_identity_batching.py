@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 from datetime import date
 
 import pytest
-from service_support import RunningServices
+from service_support import RunningServices, answered_calls
 
 from healthbank.contracts.natid import make_national_id
 from healthbank.core.config import Settings
@@ -41,8 +41,7 @@ def patient(number: int, *, mrn: str = "", sex: str = "female", serial: int = 0)
 
 
 def calls(caplog: pytest.LogCaptureFixture, method: str) -> int:
-    wanted = f"method=healthbank.identity.v1.IdentityService/{method} code=OK"
-    return sum(wanted in record.getMessage() for record in caplog.records)
+    return answered_calls(caplog, f"healthbank.identity.v1.IdentityService/{method}")
 
 
 async def test_concurrent_patients_share_calls_and_each_refusal_stays_its_own(
