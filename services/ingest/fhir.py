@@ -666,9 +666,8 @@ def _address(resource: dict[str, Any], path: str, paths: dict[str, str]) -> str:
     else its parts, largest first."""
     for index, address in _addresses(resource):
         text = address.get("text")
-        if isinstance(text, str) and text.strip():
-            line = address_line(text)
-        else:
+        line = address_line(text) if isinstance(text, str) else ""
+        if not line:
             lines = address.get("line")
             parts = [address.get(part) for part in ("state", "city", "district")]
             parts += lines if isinstance(lines, list) else []
