@@ -155,6 +155,24 @@ def test_fresh_deploys_with_concurrent_migrate_runs_come_up_serving(
     print(f"{deploy} fresh deploys came up SERVING")
 
 
+async def one_schema(tool: ModuleType) -> None:
+    """Every node up and holding one schema version; a node that will not catch up even
+    after settle() restarts it gets a ring built again from nothing.
+
+    A node restarted after a kill now and then misses a schema change and never pulls it
+    (CI runs 2026-12-03 and 2026-12-06: node 3 kept its own version through three migrate
+    runs of 60 s each, and the test failed before it began). Settling before every migrate,
+    not only after a test, puts the restart where the DDL needs it."""
+    config = tool.RingConfig.load(3)
+    for node in range(1, 4):
+        await asyncio.to_thread(tool.start_node, config, node)
+    try:
+        await asyncio.to_thread(tool.settle, config)
+    except Exception as error:
+        print(f"ring: {error!r}; building the ring again", flush=True)
+        await asyncio.to_thread(tool.up, 3, fresh=True)
+
+
 @asynccontextmanager
 async def stack_on_ring(
     ring: tuple[ModuleType, dict[str, str]], tmp_path: Path, name: str
@@ -165,13 +183,13 @@ async def stack_on_ring(
     prefix = f"{name}_{uuid.uuid4().hex[:8]}"
     stack = LocalStack(tmp_path / "stack", env=stack_env(ring_env, prefix))
     for attempt in range(3):
+        await one_schema(tool)
         try:
             await asyncio.to_thread(stack.start, 600)
             break
         except RuntimeError as error:
-            # A node restarted by the test before may take longer than migrate's 60 s to
-            # agree on the schema (a CI run, 2026-12-02); migrate is idempotent and run
-            # again, as the chart's hook Job is. Nothing was started yet.
+            # migrate is idempotent and run again, as the chart's hook Job is, once the
+            # ring holds one schema again. Nothing was started yet.
             if "did not agree on the schema" not in str(error) or attempt == 2:
                 raise
     client = DemoClient(stack.addresses, AUTH_SECRET.encode())
@@ -180,19 +198,12 @@ async def stack_on_ring(
     finally:
         await client.close()
         stack.stop()
-        config = tool.RingConfig.load(3)
-        for node in range(1, 4):
-            await asyncio.to_thread(tool.start_node, config, node)
-        # The next test starts from a ring where every node holds the same schema.
+        await one_schema(tool)
         try:
-            await asyncio.to_thread(tool.settle, config)
             drop(ring_env, prefix)
         except Exception as error:
-            # A node restarted after a kill may come back with a schema it never reconciles
-            # (a CI run, 2026-12-03: node 3 refused the DROP with "Unknown CF", then kept
-            # its own schema version through a restart, and every later test's migrate
-            # failed). This test's own checks have run; the ring is built again from
-            # nothing, so the next test does not inherit it.
+            # This test's own checks have run; the next test must not inherit a node that
+            # refused the DROP (a CI run, 2026-12-03: "Unknown CF").
             print(f"ring: {error!r}; building the ring again", flush=True)
             await asyncio.to_thread(tool.up, 3, fresh=True)
 
