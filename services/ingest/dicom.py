@@ -64,6 +64,7 @@ from services.ingest.model import (
     Problems,
     compact_timestamp_as_fhir,
     mr_reference,
+    one_field_name,
 )
 
 REASON = "INVALID_DICOM"
@@ -292,9 +293,13 @@ def _demographics(
     family = given = birth_date = sex = ""
     name = text("PatientName")
     if name:
-        parts = name.split("=")[0].split("^")  # alphabetic group: family^given^middle^...
-        family = parts[0].strip()
-        given = " ".join(part.strip() for part in parts[1:3] if part.strip())
+        # Component groups: alphabetic, ideographic, phonetic ("Wang^XiaoDong=王^小東=");
+        # the first one given, each family^given^middle^...
+        groups = [group for group in name.split("=") if group.replace("^", "").strip()]
+        parts = (groups[0] if groups else "").split("^")
+        family, given = one_field_name(
+            parts[0].strip(), " ".join(part.strip() for part in parts[1:3] if part.strip())
+        )
         paths["demographics.family_name"] = paths["demographics.given_name"] = "content.PatientName"
     born = text("PatientBirthDate")
     if born:

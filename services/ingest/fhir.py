@@ -74,6 +74,7 @@ from services.ingest.model import (
     Problems,
     ResourceOutcome,
     address_line,
+    full_name_parts,
     parse_fhir_datetime,
 )
 
@@ -725,6 +726,12 @@ def _demographics(
             if isinstance(givens, list):
                 given = " ".join(part for part in givens if isinstance(part, str))
                 paths["demographics.given_name"] = f"{path}.name[{index}].given"
+            text = chosen.get("text")
+            if not (family.strip() or given.strip()) and isinstance(text, str) and text.strip():
+                # Only the whole name (common for Chinese names): matching needs its parts.
+                family, given = full_name_parts(text)
+                paths["demographics.family_name"] = f"{path}.name[{index}].text"
+                paths["demographics.given_name"] = f"{path}.name[{index}].text"
     elif "name" in resource:
         problems.add(f"{path}.name", "must be a list of HumanName")
     if "birthDate" in resource:

@@ -67,6 +67,7 @@ from services.ingest.model import (
     address_line,
     compact_timestamp_as_fhir,
     mr_reference,
+    one_field_name,
     parse_fhir_datetime,
 )
 
@@ -484,11 +485,12 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
             f"{pid.path}.3",
             "must include the hospital record number: an identifier other than the national ID",
         )
-    family, given = pid.get(5, 1), pid.get(5, 2)
+    family, given = one_field_name(pid.get(5, 1), pid.get(5, 2))
     if family:
         paths["demographics.family_name"] = f"{pid.path}.5.1"
     if given:
-        paths["demographics.given_name"] = f"{pid.path}.5.2"
+        # A Chinese name sent whole in PID-5.1 gives its given name from there.
+        paths["demographics.given_name"] = f"{pid.path}.5.{2 if pid.get(5, 2) else 1}"
     birth_date = ""
     born = _fhir_time(pid, 7, problems)
     if len(born) >= 10:  # a full date (a year or month alone is not forwarded)

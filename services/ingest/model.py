@@ -100,6 +100,63 @@ def address_line(*parts: str) -> str:
     return " ".join(word for part in parts for word in part.split())
 
 
+_HAN = re.compile(r"[\u3400-\u9fff]")
+# Between a transliterated given and family name (约翰·史密斯) or a Uyghur personal and
+# father's name: the middle dot and its look-alikes.
+_NAME_DOTS = re.compile(r"\s*[\u00b7\u2027\u30fb\u2022\uff0e]\s*")
+# Two-character Chinese family names (复姓), simplified and traditional: the rest of a
+# Chinese name written whole is the given name.
+_COMPOUND_SURNAMES = frozenset(
+    (  # noqa: SIM905 (a list literal would take seventy lines)
+        "欧阳 歐陽 司马 司馬 上官 诸葛 諸葛 东方 東方 皇甫 尉迟 尉遲 公孙 公孫 慕容 长孙 長孫"
+        " 宇文 司徒 夏侯 轩辕 軒轅 令狐 端木 独孤 獨孤 南宫 南宮 西门 西門 百里 呼延 澹台"
+        " 公冶 太史 申屠 闻人 聞人 赫连 赫連 濮阳 濮陽 钟离 鍾離 宗政 万俟 萬俟 单于 單于"
+        " 仲孙 仲孫 鲜于 鮮于 闾丘 閭丘 东郭 東郭 公羊 拓跋 司空 左丘 第五 梁丘 谷梁 穀梁"
+        " 微生 羊舌 乐正 樂正 漆雕 巫马 巫馬 公西 亓官 司寇 太叔"
+    ).split()
+)
+
+
+def full_name_parts(text: str) -> tuple[str, str]:
+    """(family, given) of a name written whole, as FHIR's ``HumanName.text`` or a Chinese
+    hospital's one-field name carries it.
+
+    - "Family, Given": the comma says which is which.
+    - Han characters: family name first (张伟; a two-character family name such as 欧阳
+      when it is one, else the first character); written with a space (山田 太郎), the
+      first word; a transliterated name with a middle dot (约翰·史密斯) ends with it.
+    - Otherwise the last word is the family name ("Liora Quarnby").
+
+    Identity's matching compares the names both ways round and as one string too, so a
+    wrong guess costs little; what it needs is a given name to tell twins apart.
+    """
+    text = " ".join(text.replace("，", ",").split())
+    if "," in text:
+        family, _, given = text.partition(",")
+        return family.strip(), given.strip()
+    if _HAN.search(text):
+        parts = _NAME_DOTS.split(text)
+        if len(parts) > 1:
+            return parts[-1], " ".join(parts[:-1])
+        if " " in text:
+            family, _, given = text.partition(" ")
+            return family, given
+        cut = 2 if text[:2] in _COMPOUND_SURNAMES else 1
+        return text[:cut], text[cut:]
+    family_first, _, family = text.rpartition(" ")
+    return family, family_first
+
+
+def one_field_name(family: str, given: str) -> tuple[str, str]:
+    """(family, given) as an HL7 or DICOM message sent them, except a Chinese name written
+    whole into the family component (PID-5.1 "张伟", no given name), which is split as
+    :func:`full_name_parts` does. A Latin family name alone stays one: "Smith" is a
+    family name."""
+    if family and not given and _HAN.search(family):
+        return full_name_parts(family)
+    return family, given
+
+
 @dataclass(frozen=True)
 class PatientIdentity:
     """The patient a message is about, as the hospital identifies them.

@@ -847,6 +847,56 @@ async def test_the_home_address_reaches_matching_from_fhir_and_hl7(stack: Stack)
     assert second.person_token == first.person_token
 
 
+def named_whole(person: synthetic.Patient, bundle_id: str, whole_name: str) -> bytes:
+    """The person's bundle without a national ID, the Patient named by ``text`` alone (as
+    public FHIR examples send Chinese names), living at one home."""
+    bundle = json.loads(registered_without_national_id(person, bundle_id))
+    patient = bundle["entry"][patient_entry(bundle, 1)]["resource"]
+    patient["name"] = [{"use": "official", "text": whole_name}]
+    patient["address"] = [{"use": "home", "text": "北京市海淀区学院路12号1单元101"}]
+    return json.dumps(bundle).encode()
+
+
+async def test_a_name_sent_whole_is_matched_by_its_family_and_given_name(stack: Stack) -> None:
+    # One woman, no national ID: hospital A names her by parts (欧阳 / 娜娜), hospital B's
+    # FHIR by the whole name in HumanName.text. Before ingest split the text, B's
+    # registration reached matching with no name at all, and a birth date and sex alone
+    # made her a second person.
+    person = replace(synthetic.patient(11), birth_date=datetime(1986, 4, 23).date(), sex="female")
+    parts = json.loads(registered_without_national_id(person, "whole-1"))
+    patient = parts["entry"][patient_entry(parts, 1)]["resource"]
+    patient["name"] = [{"family": "欧阳", "given": ["娜娜"]}]
+    del patient["telecom"]
+    first = await stack.submit(request(json.dumps(parts).encode(), "whole-1"))
+    whole = json.loads(named_whole(replace(person, mrn="B-4410"), "whole-2", "欧阳娜娜"))
+    del whole["entry"][patient_entry(whole, 1)]["resource"]["address"]
+    del whole["entry"][patient_entry(whole, 1)]["resource"]["telecom"]
+
+    second = await stack.submit(
+        request(json.dumps(whole).encode(), "whole-2", hospital=HOSPITAL_B), ENGINE_B
+    )
+
+    assert second.person_token == first.person_token
+
+
+async def test_twins_named_whole_are_never_linked(stack: Stack) -> None:
+    # Twin sisters, one birth date, one home, one family phone, no national ID, each named
+    # whole (张平 by hospital A's FHIR text, 张静 in hospital B's PID-5.1). Split, their
+    # given names differ (平 ping, 静 jing): twins, never linked automatically. Unsplit,
+    # matching saw no name on one side and linked them on everything else.
+    sister = replace(synthetic.patient(12), birth_date=datetime(2001, 3, 14).date(), sex="female")
+    first = await stack.submit(request(named_whole(sister, "twin-1", "张平"), "twin-1"))
+    other = adt(
+        "A04",
+        "B-5120",
+        who=f"张静||20010314|F|||学院路12号1单元101^^北京市^^^^^^海淀区||{sister.phone}",
+    )
+
+    second = await stack.submit(request(other, "twin-2", HL7, HOSPITAL_B), ENGINE_B)
+
+    assert second.person_token != first.person_token
+
+
 async def test_dicom_file_is_archived_sealed_and_indexed(stack: Stack) -> None:
     content = ct_content()
     response = await stack.submit(request(content, "dicom-0001", DICOM))
