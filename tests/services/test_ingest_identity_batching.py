@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import AsyncExitStack
 from datetime import date
 
@@ -14,6 +15,8 @@ from service_support import RunningServices, answered_calls
 
 from healthbank.contracts.natid import make_national_id
 from healthbank.core.config import Settings
+from healthbank.core.logs import request_id_var
+from healthbank.rpc.interceptors import inbound_deadline
 from services.audit.app import open_service as open_audit
 from services.identity.app import open_service as open_identity
 from services.ingest.clients import GrpcIdentityResolver
@@ -84,3 +87,43 @@ async def test_concurrent_patients_share_calls_and_each_refusal_stays_its_own(
     assert all(isinstance(token, str) and len(token) == 64 for token in outcomes), outcomes
     assert len(set(outcomes)) == PATIENTS - 2 and again == outcomes[3]
     assert calls(caplog, "ResolveBatch") >= 1 and made < PATIENTS
+
+
+HURRIED_REQUEST = "0123456789abcdef" * 2
+
+
+async def test_one_callers_deadline_and_request_id_never_reach_the_batches_after_it(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A hospital's Submit whose deadline has passed starts the batching; 60 more patients
+    # arrive while its call is out. Before ADR 57 every later batch ran in that first
+    # caller's context, as long as patients kept coming: ResolveBatch went out with its
+    # spent deadline (timeout 0, DEADLINE_EXCEEDED for all 60) and its request id.
+    caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
+    async with AsyncExitStack() as exits:
+        running = RunningServices(exits)
+        await running.start("audit", open_audit(settings))
+        await running.start(
+            "identity", open_identity(settings, clients=running.clients(settings, "identity"))
+        )
+        resolver = GrpcIdentityResolver(running.clients(settings, "ingest"))
+
+        async def hurried() -> str:
+            inbound_deadline.set(time.monotonic() - 1.0)
+            request_id_var.set(HURRIED_REQUEST)
+            return await resolver.resolve(HOSPITAL, patient(3000))
+
+        first = asyncio.create_task(hurried())
+        await asyncio.sleep(0)  # its patient leaves alone, in a Resolve
+        others = await asyncio.gather(
+            *(resolver.resolve(HOSPITAL, patient(n)) for n in range(3001, 3061)),
+            return_exceptions=True,
+        )
+        await asyncio.gather(first, return_exceptions=True)
+
+    assert all(isinstance(token, str) for token in others), {type(o) for o in others}
+    assert len(set(others)) == 60
+    batches = [
+        r.getMessage() for r in caplog.records if "IdentityService/ResolveBatch" in r.getMessage()
+    ]
+    assert batches and not any(HURRIED_REQUEST in line for line in batches)

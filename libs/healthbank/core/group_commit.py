@@ -1,20 +1,43 @@
 """Group commit: concurrent callers' items gathered into batches handled one at a time.
 
 Used where a round of work costs about the same for one item as for many: the audit log's
-storage (one sequence reservation per batch) and the services' audit client (one
-AppendEvents call per batch).
+storage (one sequence reservation per batch), the services' audit client (one AppendEvents
+call per batch), ingest's identity client, Vault's keyed hashes, Cassandra's coalesced
+reads and writes.
+
+A batch serves many callers (ADR 57). Each batch runs in the context of its own first
+caller (so a lone caller's work stays in its trace, under its request id); one that serves
+others too is marked: :func:`batch_callers` names every caller's span, which outgoing calls
+link to, and the first caller's deadline is not imposed on the others' work. The committer
+between batches runs in no caller's context: one started by a caller would otherwise run
+every later batch in that caller's context for as long as items keep coming.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+import contextvars
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "batch_callers"]
+
+_batch_callers: contextvars.ContextVar[tuple[SpanContext, ...] | None] = contextvars.ContextVar(
+    "batch_callers", default=None
+)
+
+
+def batch_callers() -> tuple[SpanContext, ...] | None:
+    """Inside the commit of a batch serving more than one caller, the spans of the callers
+    (first caller first, without repeats, only valid ones); else None: a batch of one
+    caller's items is that caller's own work."""
+    return _batch_callers.get()
 
 
 class GroupCommit(Generic[Item, Outcome]):
@@ -29,7 +52,7 @@ class GroupCommit(Generic[Item, Outcome]):
 
     def __init__(
         self,
-        commit: Callable[[list[Item]], Awaitable[Sequence[Outcome | BaseException]]],
+        commit: Callable[[list[Item]], Coroutine[Any, Any, Sequence[Outcome | BaseException]]],
         *,
         max_batch: int,
     ) -> None:
@@ -38,35 +61,56 @@ class GroupCommit(Generic[Item, Outcome]):
             raise ValueError("max_batch must be at least 1")
         self._commit = commit
         self._max_batch = max_batch
-        self._queue: list[tuple[Item, asyncio.Future[Outcome]]] = []
+        self._queue: list[tuple[Item, asyncio.Future[Outcome], contextvars.Context]] = []
         self._committer: asyncio.Task[None] | None = None
 
     async def append(self, items: Sequence[Item]) -> list[Outcome]:
         """Commit ``items`` (in order) with whatever else is waiting; their outcomes."""
         loop = asyncio.get_running_loop()
-        waiting = [(item, loop.create_future()) for item in items]
+        caller = contextvars.copy_context()
+        waiting = [(item, loop.create_future(), caller) for item in items]
         self._queue.extend(waiting)
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_queued())
-        return list(await asyncio.gather(*(future for _, future in waiting)))
+            self._committer = asyncio.create_task(
+                self._commit_queued(), context=contextvars.Context()
+            )
+        return list(await asyncio.gather(*(future for _, future, _ in waiting)))
 
     async def _commit_queued(self) -> None:
         while self._queue:
             batch = self._queue[: self._max_batch]
             del self._queue[: len(batch)]
+            context = _batch_context(batch)
             try:
-                outcomes = await self._commit([item for item, _ in batch])
+                outcomes = await asyncio.create_task(
+                    self._commit([item for item, _, _ in batch]), context=context
+                )
             except BaseException as error:
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(error)
                 if not isinstance(error, Exception):
                     raise
                 continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
                 if isinstance(outcome, BaseException):
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+
+
+def _batch_context(
+    batch: Sequence[tuple[object, object, contextvars.Context]],
+) -> contextvars.Context:
+    """The first caller's context; when the batch serves others too, marked with the spans
+    of every caller in it."""
+    # Items of one append share its context object (contexts are not hashable).
+    contexts = list({id(context): context for _, _, context in batch}.values())
+    context = contexts[0].copy()
+    if len(contexts) > 1:
+        spans = (caller.run(trace.get_current_span).get_span_context() for caller in contexts)
+        valid = {(span.trace_id, span.span_id): span for span in spans if span.is_valid}
+        context.run(_batch_callers.set, tuple(valid.values()))
+    return context

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
 from healthbank.core.config import Settings
+from healthbank.core.group_commit import batch_callers
 from healthbank.core.logs import request_id_var
 from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
@@ -119,8 +121,9 @@ class OutboundInterceptor:
             metadata[key] = value
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         deadline = inbound_deadline.get()
-        if deadline is not None:
-            # Never outlive the caller: work past its deadline is wasted.
+        if deadline is not None and batch_callers() is None:
+            # Never outlive the caller: work past its deadline is wasted. Not so for a
+            # batch (ADR 57): its first caller's deadline is not the others'.
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         return grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
@@ -139,6 +142,21 @@ class OutboundInterceptor:
             _StreamUnary(traced),
             _StreamStream(traced),
         ]
+
+
+# Links a batch's call carries at most (OpenTelemetry's default limit per span).
+MAX_CALLER_LINKS = 128
+
+
+def links_to_other_callers() -> list[Link]:
+    """Inside a batch (ADR 57), links to the spans of the callers it serves besides the one
+    whose trace the call is part of: each message's trace leads to the call that served it."""
+    callers = batch_callers()
+    if not callers:
+        return []
+    parent = trace.get_current_span().get_span_context()
+    others = (caller for caller in callers if caller != parent)
+    return [Link(caller) for caller in islice(others, MAX_CALLER_LINKS)]
 
 
 class _TracedCall:
@@ -165,6 +183,7 @@ class _TracedCall:
             method.lstrip("/"),
             kind=SpanKind.CLIENT,
             attributes={**rpc_attributes(method), **self._attributes},
+            links=links_to_other_callers(),
             record_exception=False,
             set_status_on_exception=False,
         )
