@@ -709,15 +709,25 @@ def _has_type_code(concept: Any, code: str) -> bool:
     )
 
 
+# HumanName.use, the name matching should compare first: the official one, the one in use,
+# one without a use; a former (old, maiden) or anonymous name only when there is no other.
+_NAME_USE_RANK = {"official": 0, "usual": 1, None: 2, "temp": 3, "nickname": 4}
+
+
+def _name_rank(name: Any) -> int:
+    if not isinstance(name, dict):
+        return 9
+    return _NAME_USE_RANK.get(name.get("use"), 5)
+
+
 def _demographics(
     resource: dict[str, Any], path: str, problems: Problems, paths: dict[str, str]
 ) -> Demographics:
     family = given = birth_date = sex = phone = ""
     names = resource.get("name")
     if isinstance(names, list) and names:
-        official = [n for n in names if isinstance(n, dict) and n.get("use") == "official"]
-        chosen = official[0] if official else names[0]
-        index = names.index(chosen)
+        index = min(range(len(names)), key=lambda i: (_name_rank(names[i]), i))
+        chosen = names[index]
         if isinstance(chosen, dict):
             if isinstance(chosen.get("family"), str):
                 family = chosen["family"]

@@ -108,3 +108,16 @@ def test_a_dicom_patient_name_gives_family_and_given(name: str, parts: tuple[str
     patient = parse_dicom(content).patient
     assert patient is not None
     assert (patient.demographics.family_name, patient.demographics.given_name) == parts
+
+
+def test_the_name_compared_is_the_official_one_then_the_one_in_use_never_a_former_one() -> None:
+    old = {"use": "old", "family": "Windsor", "given": ["Peter"]}
+    maiden = {"use": "maiden", "family": "Marsh", "given": ["Anne"]}
+    usual = {"use": "usual", "family": "Chalmers", "given": ["Jim"]}
+    official = {"use": "official", "family": "Chalmers", "given": ["Peter", "James"]}
+    assert _fhir_names([old, usual, official])[:2] == ("Chalmers", "Peter James")
+    assert _fhir_names([maiden, old, usual])[:2] == ("Chalmers", "Jim")
+    family, given, paths = _fhir_names([old, {"family": "Brandt", "given": ["Ines"]}])
+    assert (family, given) == ("Brandt", "Ines")
+    assert paths["demographics.family_name"] == "content.entry[0].resource.name[1].family"
+    assert _fhir_names([maiden])[:2] == ("Marsh", "Anne")  # the only name there is
