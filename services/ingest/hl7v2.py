@@ -485,12 +485,17 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
             f"{pid.path}.3",
             "must include the hospital record number: an identifier other than the national ID",
         )
-    family, given = one_field_name(pid.get(5, 1), pid.get(5, 2))
+    # PID-5 repeats (legal name, alias, maiden name ...): the legal one (XPN-7 "L") is
+    # compared when one is marked so, else the first.
+    names = range(len(pid.repetitions(5)))
+    legal = next((n for n in names if pid.get(5, 7, n).strip().upper() == "L"), 0)
+    name_path = f"{pid.path}.5" if legal == 0 else f"{pid.path}.5[{legal}]"
+    family, given = one_field_name(pid.get(5, 1, legal), pid.get(5, 2, legal))
     if family:
-        paths["demographics.family_name"] = f"{pid.path}.5.1"
+        paths["demographics.family_name"] = f"{name_path}.1"
     if given:
         # A Chinese name sent whole in PID-5.1 gives its given name from there.
-        paths["demographics.given_name"] = f"{pid.path}.5.{2 if pid.get(5, 2) else 1}"
+        paths["demographics.given_name"] = f"{name_path}.{2 if pid.get(5, 2, legal) else 1}"
     birth_date = ""
     born = _fhir_time(pid, 7, problems)
     if len(born) >= 10:  # a full date (a year or month alone is not forwarded)

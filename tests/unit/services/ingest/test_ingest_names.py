@@ -121,3 +121,28 @@ def test_the_name_compared_is_the_official_one_then_the_one_in_use_never_a_forme
     assert (family, given) == ("Brandt", "Ines")
     assert paths["demographics.family_name"] == "content.entry[0].resource.name[1].family"
     assert _fhir_names([maiden])[:2] == ("Marsh", "Anne")  # the only name there is
+
+
+def test_of_hl7_names_the_legal_one_is_compared() -> None:
+    def names(pid_5: str) -> tuple[str, str, str]:
+        pid = f"PID|1||M-9^^^hospital-b^MR~{NATIONAL_ID}^^^CHN^NNCHN||{pid_5}||19901201|F"
+        patient = parse_hl7v2(_message(msh=MSH, pid=pid)).patient
+        assert patient is not None
+        demographics = patient.demographics
+        return (
+            demographics.family_name,
+            demographics.given_name,
+            patient.field_paths["demographics.family_name"],
+        )
+
+    assert names("Marsh^Anne^^^^^M~Chalmers^Anne^^^^^L") == (
+        "Chalmers",
+        "Anne",
+        "content.PID[0].5[1].1",
+    )
+    assert names("ZHANG^WEI^^^^^A~张伟^^^^^^L")[:2] == ("张", "伟")
+    assert names("Abernathy^Juniper~Juniper^J^^^^^N") == (
+        "Abernathy",
+        "Juniper",
+        "content.PID[0].5.1",
+    )
