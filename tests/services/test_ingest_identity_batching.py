@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import date
 
@@ -47,9 +48,12 @@ def calls(caplog: pytest.LogCaptureFixture, method: str) -> int:
     return answered_calls(caplog, f"healthbank.identity.v1.IdentityService/{method}")
 
 
-async def test_concurrent_patients_share_calls_and_each_refusal_stays_its_own(
+@pytest.fixture
+async def resolver(
     settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
+) -> AsyncIterator[GrpcIdentityResolver]:
+    """Ingest's identity client, talking to identity (and identity's audit) over real gRPC;
+    the access log captured at INFO."""
     caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
     async with AsyncExitStack() as exits:
         running = RunningServices(exits)
@@ -57,24 +61,29 @@ async def test_concurrent_patients_share_calls_and_each_refusal_stays_its_own(
         await running.start(
             "identity", open_identity(settings, clients=running.clients(settings, "identity"))
         )
-        resolver = GrpcIdentityResolver(running.clients(settings, "ingest"))
-        linked = await resolver.resolve(HOSPITAL, patient(1000, mrn="C-1"))
+        yield GrpcIdentityResolver(running.clients(settings, "ingest"))
 
-        # Alone (Resolve): a refusal of the content, pointed at where it came from.
-        with pytest.raises(PatientRejected) as alone:
-            await resolver.resolve(HOSPITAL, patient(1001, sex="robot"))
 
-        # Together: the good patients, one with an invalid sex, and one whose record number
-        # is already linked to someone else (another national ID).
-        batch = [patient(n) for n in range(PATIENTS)]
-        batch[5] = patient(5, sex="robot")
-        batch[9] = patient(9, mrn="C-1", serial=900)
-        before = calls(caplog, "ResolveBatch") + calls(caplog, "Resolve")
-        outcomes = await asyncio.gather(
-            *(resolver.resolve(HOSPITAL, p) for p in batch), return_exceptions=True
-        )
-        made = calls(caplog, "ResolveBatch") + calls(caplog, "Resolve") - before
-        again = await resolver.resolve(HOSPITAL, patient(3))
+async def test_concurrent_patients_share_calls_and_each_refusal_stays_its_own(
+    resolver: GrpcIdentityResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    linked = await resolver.resolve(HOSPITAL, patient(1000, mrn="C-1"))
+
+    # Alone (Resolve): a refusal of the content, pointed at where it came from.
+    with pytest.raises(PatientRejected) as alone:
+        await resolver.resolve(HOSPITAL, patient(1001, sex="robot"))
+
+    # Together: the good patients, one with an invalid sex, and one whose record number
+    # is already linked to someone else (another national ID).
+    batch = [patient(n) for n in range(PATIENTS)]
+    batch[5] = patient(5, sex="robot")
+    batch[9] = patient(9, mrn="C-1", serial=900)
+    before = calls(caplog, "ResolveBatch") + calls(caplog, "Resolve")
+    outcomes = await asyncio.gather(
+        *(resolver.resolve(HOSPITAL, p) for p in batch), return_exceptions=True
+    )
+    made = calls(caplog, "ResolveBatch") + calls(caplog, "Resolve") - before
+    again = await resolver.resolve(HOSPITAL, patient(3))
 
     assert alone.value.reason == "IDENTITY_REJECTED" and not alone.value.precondition
     assert [field for field, _ in alone.value.violations] == [SEX_PATH]
@@ -93,33 +102,24 @@ HURRIED_REQUEST = "0123456789abcdef" * 2
 
 
 async def test_one_callers_deadline_and_request_id_never_reach_the_batches_after_it(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+    resolver: GrpcIdentityResolver, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A hospital's Submit whose deadline has passed starts the batching; 60 more patients
     # arrive while its call is out. Before ADR 57 every later batch ran in that first
     # caller's context, as long as patients kept coming: ResolveBatch went out with its
     # spent deadline (timeout 0, DEADLINE_EXCEEDED for all 60) and its request id.
-    caplog.set_level(logging.INFO, logger="healthbank.rpc.access")
-    async with AsyncExitStack() as exits:
-        running = RunningServices(exits)
-        await running.start("audit", open_audit(settings))
-        await running.start(
-            "identity", open_identity(settings, clients=running.clients(settings, "identity"))
-        )
-        resolver = GrpcIdentityResolver(running.clients(settings, "ingest"))
+    async def hurried() -> str:
+        inbound_deadline.set(time.monotonic() - 1.0)
+        request_id_var.set(HURRIED_REQUEST)
+        return await resolver.resolve(HOSPITAL, patient(3000))
 
-        async def hurried() -> str:
-            inbound_deadline.set(time.monotonic() - 1.0)
-            request_id_var.set(HURRIED_REQUEST)
-            return await resolver.resolve(HOSPITAL, patient(3000))
-
-        first = asyncio.create_task(hurried())
-        await asyncio.sleep(0)  # its patient leaves alone, in a Resolve
-        others = await asyncio.gather(
-            *(resolver.resolve(HOSPITAL, patient(n)) for n in range(3001, 3061)),
-            return_exceptions=True,
-        )
-        await asyncio.gather(first, return_exceptions=True)
+    first = asyncio.create_task(hurried())
+    await asyncio.sleep(0)  # its patient leaves alone, in a Resolve
+    others = await asyncio.gather(
+        *(resolver.resolve(HOSPITAL, patient(n)) for n in range(3001, 3061)),
+        return_exceptions=True,
+    )
+    await asyncio.gather(first, return_exceptions=True)
 
     assert all(isinstance(token, str) for token in others), {type(o) for o in others}
     assert len(set(others)) == 60
