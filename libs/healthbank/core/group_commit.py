@@ -28,16 +28,24 @@ Outcome = TypeVar("Outcome")
 
 __all__ = ["GroupCommit", "batch_callers"]
 
-_batch_callers: contextvars.ContextVar[tuple[SpanContext, ...] | None] = contextvars.ContextVar(
-    "batch_callers", default=None
+# Inside the commit of a batch serving more than one caller: every item's caller context.
+_batch_contexts: contextvars.ContextVar[tuple[contextvars.Context, ...] | None] = (
+    contextvars.ContextVar("batch_contexts", default=None)
 )
 
 
 def batch_callers() -> tuple[SpanContext, ...] | None:
     """Inside the commit of a batch serving more than one caller, the spans of the callers
     (first caller first, without repeats, only valid ones); else None: a batch of one
-    caller's items is that caller's own work."""
-    return _batch_callers.get()
+    caller's items is that caller's own work. Worked out when asked (an outgoing call
+    asks), not for every batch."""
+    contexts = _batch_contexts.get()
+    if contexts is None:
+        return None
+    distinct = {id(context): context for context in contexts}.values()
+    spans = (context.run(trace.get_current_span).get_span_context() for context in distinct)
+    valid = {(span.trace_id, span.span_id): span for span in spans if span.is_valid}
+    return tuple(valid.values())
 
 
 class GroupCommit(Generic[Item, Outcome]):
@@ -104,13 +112,10 @@ class GroupCommit(Generic[Item, Outcome]):
 def _batch_context(
     batch: Sequence[tuple[object, object, contextvars.Context]],
 ) -> contextvars.Context:
-    """The first caller's context; when the batch serves others too, marked with the spans
-    of every caller in it."""
-    # Items of one append share its context object (contexts are not hashable).
-    contexts = list({id(context): context for _, _, context in batch}.values())
+    """The first caller's context; when the batch serves others too, marked as serving
+    them (items of one append share its context object)."""
+    contexts = tuple(context for _, _, context in batch)
     context = contexts[0].copy()
-    if len(contexts) > 1:
-        spans = (caller.run(trace.get_current_span).get_span_context() for caller in contexts)
-        valid = {(span.trace_id, span.span_id): span for span in spans if span.is_valid}
-        context.run(_batch_callers.set, tuple(valid.values()))
+    if any(other is not contexts[0] for other in contexts):
+        context.run(_batch_contexts.set, contexts)
     return context
