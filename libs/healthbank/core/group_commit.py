@@ -26,12 +26,17 @@ from opentelemetry.trace import SpanContext
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 
-__all__ = ["GroupCommit", "batch_callers"]
+__all__ = ["GroupCommit", "batch_callers", "serving_a_shared_batch"]
 
 # Inside the commit of a batch serving more than one caller: every item's caller context.
 _batch_contexts: contextvars.ContextVar[tuple[contextvars.Context, ...] | None] = (
     contextvars.ContextVar("batch_contexts", default=None)
 )
+
+
+def serving_a_shared_batch() -> bool:
+    """Whether this runs inside the commit of a batch serving more than one caller."""
+    return _batch_contexts.get() is not None
 
 
 def batch_callers() -> tuple[SpanContext, ...] | None:

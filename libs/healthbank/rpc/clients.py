@@ -22,7 +22,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
 from healthbank.core.config import Settings
-from healthbank.core.group_commit import batch_callers
+from healthbank.core.group_commit import batch_callers, serving_a_shared_batch
 from healthbank.core.logs import request_id_var
 from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
@@ -121,7 +121,7 @@ class OutboundInterceptor:
             metadata[key] = value
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         deadline = inbound_deadline.get()
-        if deadline is not None and batch_callers() is None:
+        if deadline is not None and not serving_a_shared_batch():
             # Never outlive the caller: work past its deadline is wasted. Not so for a
             # batch (ADR 57): its first caller's deadline is not the others'.
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
@@ -151,10 +151,12 @@ MAX_CALLER_LINKS = 128
 def links_to_other_callers() -> list[Link]:
     """Inside a batch (ADR 57), links to the spans of the callers it serves besides the one
     whose trace the call is part of: each message's trace leads to the call that served it."""
-    callers = batch_callers()
+    parent_span = trace.get_current_span()
+    # A span not recorded (no exporter, or not sampled) keeps no links: none to work out.
+    callers = batch_callers() if parent_span.is_recording() else None
     if not callers:
         return []
-    parent = trace.get_current_span().get_span_context()
+    parent = parent_span.get_span_context()
     others = (caller for caller in callers if caller != parent)
     return [Link(caller) for caller in islice(others, MAX_CALLER_LINKS)]
 

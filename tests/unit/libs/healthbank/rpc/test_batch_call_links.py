@@ -6,21 +6,19 @@ from __future__ import annotations
 import asyncio
 
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan
 
 from healthbank.core.group_commit import GroupCommit
 from healthbank.rpc.clients import MAX_CALLER_LINKS, links_to_other_callers
 
-
-def span_of(number: int) -> NonRecordingSpan:
-    return NonRecordingSpan(
-        SpanContext(
-            trace_id=number, span_id=number, is_remote=False, trace_flags=TraceFlags.SAMPLED
-        )
-    )
+# Recorded spans from a provider of this test's own (the global one stays untouched).
+TRACER = TracerProvider().get_tracer("test")
 
 
-async def test_a_batch_call_links_the_callers_other_than_the_one_whose_trace_it_is_in() -> None:
+async def batched_links(callers: int, recorded: bool) -> list[tuple[int, list[int]]]:
+    """(the call's parent span id, the span ids it links to) for each batch, when one
+    caller and then ``callers`` - 1 more send an item each."""
     seen: list[tuple[int, list[int]]] = []
 
     async def commit(items: list[int]) -> list[int]:
@@ -30,16 +28,28 @@ async def test_a_batch_call_links_the_callers_other_than_the_one_whose_trace_it_
         return items
 
     group: GroupCommit[int, int] = GroupCommit(commit, max_batch=1000)
+    spans = [TRACER.start_span(f"caller {n}") for n in range(callers)]
+    if not recorded:
+        spans = [NonRecordingSpan(span.get_span_context()) for span in spans]
 
     async def caller(number: int) -> list[int]:
-        with trace.use_span(span_of(number)):
+        with trace.use_span(spans[number]):
             return await group.append([number])
 
-    first = asyncio.create_task(caller(1))
+    first = asyncio.create_task(caller(0))
     await asyncio.sleep(0)
-    await asyncio.gather(first, *(caller(n) for n in range(2, 300)))
+    await asyncio.gather(first, *(caller(n) for n in range(1, callers)))
+    ids = [span.get_span_context().span_id for span in spans]
+    return [(ids.index(parent), [ids.index(link) for link in links]) for parent, links in seen]
 
-    assert seen[0] == (1, [])  # a lone caller: its own trace, nothing to link
-    parent, links = seen[1]
-    assert parent == 2 and links == list(range(3, 3 + MAX_CALLER_LINKS))
+
+async def test_a_batch_call_links_the_callers_other_than_the_one_whose_trace_it_is_in() -> None:
+    seen = await batched_links(300, recorded=True)
+
+    assert seen[0] == (0, [])  # a lone caller: its own trace, nothing to link
+    assert seen[1] == (1, list(range(2, 2 + MAX_CALLER_LINKS)))
     assert links_to_other_callers() == []  # outside a batch
+
+
+async def test_a_span_not_recorded_gets_no_links_worked_out() -> None:
+    assert await batched_links(5, recorded=False) == [(0, []), (1, [])]
