@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
+from healthbank.contracts.demographics import MAX_DEMOGRAPHIC_LENGTH
 from healthbank.contracts.names import HOSPITAL_ID_RULE, is_hospital_id
 
 # Keyed-hash domains (ADR 16). A person created from a national ID keeps the token rule of
@@ -31,7 +32,6 @@ MATCH_BLOCK_DOMAIN = "match-block"
 MATCH_CLAIM_DOMAIN = "match-claim"
 
 MAX_MRN_LENGTH = 64
-MAX_DEMOGRAPHIC_LENGTH = 200
 SEX_VALUES = frozenset({"male", "female", "other", "unknown"})
 
 _BIRTH_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from healthbank.archive.v1 import archive_pb2, archive_pb2_grpc
 from healthbank.audit.v1 import audit_pb2
+from healthbank.contracts.demographics import matching_text
 from healthbank.contracts.principal import principal_to_proto
 from healthbank.core.group_commit import GroupCommit
 from healthbank.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -74,12 +75,12 @@ class GrpcIdentityResolver:
             mrn=patient.mrn,
             national_id=patient.national_id,
             demographics=identity_pb2.Demographics(
-                family_name=demographics.family_name,
-                given_name=demographics.given_name,
+                family_name=matching_text(demographics.family_name),
+                given_name=matching_text(demographics.given_name),
                 birth_date=demographics.birth_date,
                 sex=demographics.sex,
-                phone=demographics.phone,
-                address=demographics.address,
+                phone=matching_text(demographics.phone),
+                address=matching_text(demographics.address),
             ),
             prior_mrns=patient.prior_mrns,
         )

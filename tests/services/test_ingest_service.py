@@ -897,6 +897,23 @@ async def test_twins_named_whole_are_never_linked(stack: Stack) -> None:
     assert second.person_token != first.person_token
 
 
+async def test_a_long_address_or_a_tab_in_a_name_does_not_refuse_the_records(
+    stack: Stack,
+) -> None:
+    # Valid FHIR, beyond what identity takes for matching (200 printable characters a
+    # field): before, identity refused the patient and the lab results were refused with it.
+    person = synthetic.patient(13)
+    bundle = json.loads(registered_without_national_id(person, "long-1"))
+    patient = bundle["entry"][patient_entry(bundle, 1)]["resource"]
+    patient["name"] = [{"family": f"{person.family_name}\t", "given": [person.given_name]}]
+    patient["address"] = [{"use": "home", "text": "236 Zulauf Fork, " + "Wing B, " * 40}]
+
+    response = await stack.submit(request(json.dumps(bundle).encode(), "long-1"))
+
+    assert response.outcome == ingest_pb2.OUTCOME_STORED
+    assert await stack.records.list_records(response.person_token)
+
+
 async def test_dicom_file_is_archived_sealed_and_indexed(stack: Stack) -> None:
     content = ct_content()
     response = await stack.submit(request(content, "dicom-0001", DICOM))
