@@ -8,9 +8,9 @@ reads and writes.
 A batch serves many callers (ADR 57). Each batch runs in the context of its own first
 caller (so a lone caller's work stays in its trace, under its request id); one that serves
 others too is marked: :func:`batch_callers` names every caller's span, which outgoing calls
-link to, and the first caller's deadline is not imposed on the others' work. The committer
-between batches runs in no caller's context: one started by a caller would otherwise run
-every later batch in that caller's context for as long as items keep coming.
+link to, and the first caller's deadline is not imposed on the others' work. Each batch is
+a task of its own, which starts the next: one task started by a caller and committing every
+batch after would run them all in that caller's context for as long as items keep coming.
 """
 
 from __future__ import annotations
@@ -84,34 +84,40 @@ class GroupCommit(Generic[Item, Outcome]):
         waiting = [(item, loop.create_future(), caller) for item in items]
         self._queue.extend(waiting)
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(
-                self._commit_queued(), context=contextvars.Context()
-            )
+            self._commit_next()
         return list(await asyncio.gather(*(future for _, future, _ in waiting)))
 
-    async def _commit_queued(self) -> None:
-        while self._queue:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: len(batch)]
-            context = _batch_context(batch)
-            try:
-                outcomes = await asyncio.create_task(
-                    self._commit([item for item, _, _ in batch]), context=context
-                )
-            except BaseException as error:
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                if not isinstance(error, Exception):
-                    raise
+    def _commit_next(self) -> None:
+        """Start committing the next batch, if any, in a task of its own context."""
+        if not self._queue:
+            return
+        batch = self._queue[: self._max_batch]
+        del self._queue[: len(batch)]
+        self._committer = asyncio.create_task(
+            self._commit_batch(batch), context=_batch_context(batch)
+        )
+
+    async def _commit_batch(
+        self, batch: list[tuple[Item, asyncio.Future[Outcome], contextvars.Context]]
+    ) -> None:
+        try:
+            outcomes = await self._commit([item for item, _, _ in batch])
+        except BaseException as error:
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise  # cancelled: the next append starts the next batch
+            self._commit_next()
+            return
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
                 continue
-            for (_, future, _), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        self._commit_next()
 
 
 def _batch_context(
