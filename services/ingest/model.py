@@ -101,11 +101,14 @@ def address_line(*parts: str) -> str:
 
 
 _HAN = re.compile(r"[\u3400-\u9fff]")
+_HANGUL = re.compile(r"[\uac00-\ud7af]")
+# Scripts whose names are written family name first: Han, Japanese kana, Korean Hangul.
+_FAMILY_FIRST = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 # Between a transliterated given and family name (约翰·史密斯) or a Uyghur personal and
 # father's name: the middle dot and its look-alikes.
 _NAME_DOTS = re.compile(r"\s*[\u00b7\u2027\u30fb\u2022\uff0e]\s*")
-# Two-character Chinese family names (复姓), simplified and traditional: the rest of a
-# Chinese name written whole is the given name.
+# Two-character family names, Chinese (复姓, simplified and traditional) and Korean: the
+# rest of a name written whole is the given name.
 _COMPOUND_SURNAMES = frozenset(
     (  # noqa: SIM905 (a list literal would take seventy lines)
         "欧阳 歐陽 司马 司馬 上官 诸葛 諸葛 东方 東方 皇甫 尉迟 尉遲 公孙 公孫 慕容 长孙 長孫"
@@ -113,6 +116,7 @@ _COMPOUND_SURNAMES = frozenset(
         " 公冶 太史 申屠 闻人 聞人 赫连 赫連 濮阳 濮陽 钟离 鍾離 宗政 万俟 萬俟 单于 單于"
         " 仲孙 仲孫 鲜于 鮮于 闾丘 閭丘 东郭 東郭 公羊 拓跋 司空 左丘 第五 梁丘 谷梁 穀梁"
         " 微生 羊舌 乐正 樂正 漆雕 巫马 巫馬 公西 亓官 司寇 太叔"
+        " 남궁 황보 제갈 선우 독고 사공 서문"
     ).split()
 )
 
@@ -122,9 +126,11 @@ def full_name_parts(text: str) -> tuple[str, str]:
     hospital's one-field name carries it.
 
     - "Family, Given": the comma says which is which.
-    - Han characters: family name first (张伟; a two-character family name such as 欧阳
-      when it is one, else the first character); written with a space (山田 太郎), the
-      first word; a transliterated name with a middle dot (约翰·史密斯) ends with it.
+    - Han, kana or Hangul: family name first. Written with a space (山田 太郎), the first
+      word; a transliterated name with a middle dot (约翰·史密斯, ジョン・スミス) ends with
+      it; written together in Han or Hangul (张伟, 김민수), a two-character family name
+      such as 欧阳 or 남궁 when it is one, else the first character; kana together are
+      left whole (no rule says where a Japanese family name ends).
     - Otherwise the last word is the family name ("Liora Quarnby").
 
     Identity's matching compares the names both ways round and as one string too, so a
@@ -134,13 +140,15 @@ def full_name_parts(text: str) -> tuple[str, str]:
     if "," in text:
         family, _, given = text.partition(",")
         return family.strip(), given.strip()
-    if _HAN.search(text):
+    if _FAMILY_FIRST.search(text):
         parts = _NAME_DOTS.split(text)
         if len(parts) > 1:
             return parts[-1], " ".join(parts[:-1])
         if " " in text:
             family, _, given = text.partition(" ")
             return family, given
+        if not (_HAN.match(text) or _HANGUL.match(text)):
+            return text, ""
         cut = 2 if text[:2] in _COMPOUND_SURNAMES else 1
         return text[:cut], text[cut:]
     family_first, _, family = text.rpartition(" ")
@@ -148,11 +156,11 @@ def full_name_parts(text: str) -> tuple[str, str]:
 
 
 def one_field_name(family: str, given: str) -> tuple[str, str]:
-    """(family, given) as an HL7 or DICOM message sent them, except a Chinese name written
-    whole into the family component (PID-5.1 "张伟", no given name), which is split as
-    :func:`full_name_parts` does. A Latin family name alone stays one: "Smith" is a
+    """(family, given) as an HL7 or DICOM message sent them, except an East Asian name
+    written whole into the family component (PID-5.1 "张伟", no given name), which is split
+    as :func:`full_name_parts` does. A Latin family name alone stays one: "Smith" is a
     family name."""
-    if family and not given and _HAN.search(family):
+    if family and not given and _FAMILY_FIRST.search(family):
         return full_name_parts(family)
     return family, given
 

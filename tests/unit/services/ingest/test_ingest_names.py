@@ -28,6 +28,11 @@ from services.ingest.model import full_name_parts, one_field_name
         ("欧阳", ("欧阳", "")),
         ("山田 太郎", ("山田", "太郎")),  # JP Core's example: family first, with a space
         ("约翰·史密斯", ("史密斯", "约翰")),  # transliterated: given, dot, family
+        ("ジョン・スミス", ("スミス", "ジョン")),  # in katakana, with its middle dot
+        ("ヤマダ タロウ", ("ヤマダ", "タロウ")),  # JP Core's kana form: family first
+        ("ヤマダタロウ", ("ヤマダタロウ", "")),  # kana together: no guess
+        ("김민수", ("김", "민수")),
+        ("남궁민", ("남궁", "민")),  # a two-syllable Korean family name
         ("阿依古丽・买买提", ("买买提", "阿依古丽")),
         ("Liora Quarnby", ("Quarnby", "Liora")),
         ("Mary Anne  Smith", ("Smith", "Mary Anne")),
@@ -43,6 +48,7 @@ def test_a_whole_name_is_split_into_family_and_given(text: str, parts: tuple[str
 
 def test_only_a_chinese_name_in_the_family_field_alone_is_split() -> None:
     assert one_field_name("王小东", "") == ("王", "小东")
+    assert one_field_name("김민수", "") == ("김", "민수")
     assert one_field_name("Smith", "") == ("Smith", "")  # a family name alone
     assert one_field_name("王", "小东") == ("王", "小东")
     assert one_field_name("", "") == ("", "")
