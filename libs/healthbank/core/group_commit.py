@@ -79,27 +79,31 @@ class GroupCommit(Generic[Item, Outcome]):
 
     async def append(self, items: Sequence[Item]) -> list[Outcome]:
         """Commit ``items`` (in order) with whatever else is waiting; their outcomes."""
+        if not items:
+            return []
         loop = asyncio.get_running_loop()
         caller = contextvars.copy_context()
         waiting = [(item, loop.create_future(), caller) for item in items]
         self._queue.extend(waiting)
         if self._committer is None or self._committer.done():
-            self._commit_next()
+            self._start_committing()
         return list(await asyncio.gather(*(future for _, future, _ in waiting)))
 
-    def _commit_next(self) -> None:
-        """Start committing the next batch, if any, in a task of its own context."""
-        if not self._queue:
-            return
-        batch = self._queue[: self._max_batch]
-        del self._queue[: len(batch)]
+    def _start_committing(self) -> None:
+        """Commit the next batch in a task of its own first caller's context. The batch is
+        taken when the task runs, so items appended in the meantime (callers started
+        together) leave in it too."""
         self._committer = asyncio.create_task(
-            self._commit_batch(batch), context=_batch_context(batch)
+            self._commit_batch(), context=self._queue[0][2].copy()
         )
 
-    async def _commit_batch(
-        self, batch: list[tuple[Item, asyncio.Future[Outcome], contextvars.Context]]
-    ) -> None:
+    async def _commit_batch(self) -> None:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: len(batch)]
+        contexts = tuple(context for _, _, context in batch)
+        # Items of one append share its context object.
+        if any(context is not contexts[0] for context in contexts):
+            _batch_contexts.set(contexts)
         try:
             outcomes = await self._commit([item for item, _, _ in batch])
         except BaseException as error:
@@ -108,25 +112,13 @@ class GroupCommit(Generic[Item, Outcome]):
                     future.set_exception(error)
             if not isinstance(error, Exception):
                 raise  # cancelled: the next append starts the next batch
-            self._commit_next()
-            return
-        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-        self._commit_next()
-
-
-def _batch_context(
-    batch: Sequence[tuple[object, object, contextvars.Context]],
-) -> contextvars.Context:
-    """The first caller's context; when the batch serves others too, marked as serving
-    them (items of one append share its context object)."""
-    contexts = tuple(context for _, _, context in batch)
-    context = contexts[0].copy()
-    if any(other is not contexts[0] for other in contexts):
-        context.run(_batch_contexts.set, contexts)
-    return context
+        else:
+            for (_, future, _), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        if self._queue:
+            self._start_committing()

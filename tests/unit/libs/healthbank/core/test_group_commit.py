@@ -44,6 +44,14 @@ async def call(group: GroupCommit[int, int], name: str, items: list[int]) -> lis
     return await group.append(items)
 
 
+async def test_callers_started_together_leave_together() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.commit, max_batch=10)
+    answers = await asyncio.gather(*(call(group, name, [n]) for n, name in enumerate("abc", 1)))
+    assert answers == [[10], [20], [30]] and recorder.batches == [[1, 2, 3]]
+    assert await group.append([]) == []
+
+
 async def test_items_that_arrive_during_a_commit_leave_together_in_the_next() -> None:
     recorder = Recorder()
     group = GroupCommit(recorder.commit, max_batch=3)
