@@ -490,12 +490,13 @@ def _patient(pid: Segment, problems: Problems) -> PatientIdentity | None:
     names = range(len(pid.repetitions(5)))
     legal = next((n for n in names if pid.get(5, 7, n).strip().upper() == "L"), 0)
     name_path = f"{pid.path}.5" if legal == 0 else f"{pid.path}.5[{legal}]"
-    family, given = one_field_name(pid.get(5, 1, legal), pid.get(5, 2, legal))
+    given_component = pid.get(5, 2, legal)
+    family, given = one_field_name(pid.get(5, 1, legal), given_component)
     if family:
         paths["demographics.family_name"] = f"{name_path}.1"
     if given:
         # A Chinese name sent whole in PID-5.1 gives its given name from there.
-        paths["demographics.given_name"] = f"{name_path}.{2 if pid.get(5, 2, legal) else 1}"
+        paths["demographics.given_name"] = f"{name_path}.{2 if given_component else 1}"
     birth_date = ""
     born = _fhir_time(pid, 7, problems)
     if len(born) >= 10:  # a full date (a year or month alone is not forwarded)

@@ -110,7 +110,7 @@ _NAME_DOTS = re.compile(r"\s*[\u00b7\u2027\u30fb\u2022\uff0e]\s*")
 # Two-character family names, Chinese (复姓, simplified and traditional) and Korean: the
 # rest of a name written whole is the given name.
 _COMPOUND_SURNAMES = frozenset(
-    (  # noqa: SIM905 (a list literal would take seventy lines)
+    (  # noqa: SIM905 (a list literal would take a line a name)
         "欧阳 歐陽 司马 司馬 上官 诸葛 諸葛 东方 東方 皇甫 尉迟 尉遲 公孙 公孫 慕容 长孙 長孫"
         " 宇文 司徒 夏侯 轩辕 軒轅 令狐 端木 独孤 獨孤 南宫 南宮 西门 西門 百里 呼延 澹台"
         " 公冶 太史 申屠 闻人 聞人 赫连 赫連 濮阳 濮陽 钟离 鍾離 宗政 万俟 萬俟 单于 單于"

@@ -169,8 +169,13 @@ async def one_schema(tool: ModuleType) -> None:
     try:
         await asyncio.to_thread(tool.settle, config)
     except Exception as error:
-        print(f"ring: {error!r}; building the ring again", flush=True)
-        await asyncio.to_thread(tool.up, 3, fresh=True)
+        await build_ring_again(tool, error)
+
+
+async def build_ring_again(tool: ModuleType, error: Exception) -> None:
+    """A fresh 3-node ring, for a ring the previous steps could not bring back."""
+    print(f"ring: {error!r}; building the ring again", flush=True)
+    await asyncio.to_thread(tool.up, 3, fresh=True)
 
 
 @asynccontextmanager
@@ -204,8 +209,7 @@ async def stack_on_ring(
         except Exception as error:
             # This test's own checks have run; the next test must not inherit a node that
             # refused the DROP (a CI run, 2026-12-03: "Unknown CF").
-            print(f"ring: {error!r}; building the ring again", flush=True)
-            await asyncio.to_thread(tool.up, 3, fresh=True)
+            await build_ring_again(tool, error)
 
 
 async def submit_until_acknowledged(
