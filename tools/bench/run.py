@@ -139,7 +139,9 @@ class Workload:
     concurrency: int = 32
     checks: int = 2000
     messages: int = 400
-    bulk_bundles: int = 40
+    # ~10,000 resources: 40 bundles (2,040 resources, under a second, half of them the
+    # history patient's) put one pause of the node at half the figure.
+    bulk_bundles: int = 200
     bulk_observations: int = 50
     history_records: int = 1000
     history_reads: int = 30

@@ -1,5 +1,6 @@
-"""Group commit: concurrent callers' items leave in batches, one batch at a time, each batch
-in the context of its own first caller and marked with every caller's span (ADR 57)."""
+"""Group commit: concurrent callers' items leave in batches, one batch at a time (or a few at
+once: ADR 58), each batch in the context of its own first caller and marked with every
+caller's span (ADR 57)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,17 @@ class Recorder:
         self.batches: list[list[int]] = []
         self.seen: list[str] = []
         self.callers: list[tuple[SpanContext, ...] | None] = []
+        self.committing = 0
+        self.most_at_once = 0
 
     async def commit(self, items: list[int]) -> list[int | BaseException]:
         self.batches.append(items)
         self.seen.append(caller_var.get())
         self.callers.append(batch_callers())
+        self.committing += 1
+        self.most_at_once = max(self.most_at_once, self.committing)
         await asyncio.sleep(0.01)
+        self.committing -= 1
         return [ValueError(item) if item < 0 else item * 10 for item in items]
 
 
@@ -63,6 +69,43 @@ async def test_items_that_arrive_during_a_commit_leave_together_in_the_next() ->
     assert await first == [10]
     assert [await task for task in rest] == [[20], [30], [40], [50]]
     assert recorder.batches == [[1], [2, 3, 4], [5]]
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2])
+async def test_a_backlog_leaves_in_at_most_max_in_flight_batches_at_once(
+    max_in_flight: int,
+) -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.commit, max_batch=2, max_in_flight=max_in_flight)
+
+    first = asyncio.create_task(call(group, "a", [1]))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(call(group, name, [n])) for n, name in enumerate("bcdefgh", 2)]
+
+    assert [await task for task in [first, *rest]] == [[n * 10] for n in range(1, 9)]
+    # With room for a second batch, the backlog's first batch leaves beside the lone item's
+    # (and each batch still takes what waits when it starts).
+    assert recorder.most_at_once == max_in_flight
+    assert sorted(item for batch in recorder.batches for item in batch) == list(range(1, 9))
+    assert all(len(batch) <= 2 for batch in recorder.batches)
+
+
+async def test_callers_started_together_leave_together_with_room_for_more_batches() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.commit, max_batch=10, max_in_flight=4)
+    answers = await asyncio.gather(*(call(group, name, [n]) for n, name in enumerate("abc", 1)))
+    assert answers == [[10], [20], [30]] and recorder.batches == [[1, 2, 3]]
+
+
+async def test_a_batch_cancelled_before_it_ran_leaves_its_items_to_the_next() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.commit, max_batch=10)
+    before = asyncio.all_tasks()
+    waiting = asyncio.create_task(call(group, "a", [1]))
+    await asyncio.sleep(0)  # the caller queued its item and started a batch, not yet run
+    (batch,) = asyncio.all_tasks() - before - {waiting}
+    batch.cancel()
+    assert await asyncio.wait_for(waiting, 1) == [10]
 
 
 async def test_one_items_failure_is_its_own_and_a_failed_commit_fails_its_batch() -> None:
