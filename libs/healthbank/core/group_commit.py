@@ -60,9 +60,10 @@ class GroupCommit(Generic[Item, Outcome]):
 
     No timer: while ``max_in_flight`` batches are being committed the items that arrive queue
     up and become the next batch (up to ``max_batch``), so a lone item is committed at once
-    and a busy caller commits many per round. Each caller's awaitable completes only after the batch
-    holding its items is committed, or fails with the batch's error. ``commit`` returns one
-    outcome per item, in order; an outcome that is an exception fails that item alone.
+    and a busy caller commits many per round. Each caller's awaitable completes only after
+    the batch holding its items is committed, or fails with the batch's error. ``commit``
+    returns one outcome per item, in order; an outcome that is an exception fails that item
+    alone.
     """
 
     def __init__(
