@@ -135,7 +135,7 @@ class GroupCommit(Generic[Item, Outcome]):
                 if not future.done():
                     future.set_exception(error)
             if not isinstance(error, Exception):
-                raise  # cancelled: the next append starts the next batch
+                raise  # cancelled: the done callback starts the next batch
         else:
             for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
