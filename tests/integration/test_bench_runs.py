@@ -92,6 +92,23 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     # The warm-up pass (on by default) ran every part first, its figures apart.
     for name in measured[:-1]:
         assert isinstance(figures["warmup"][name], float), name
+    # Each part's CPU per operation, by process: every operation measured has its row (a
+    # tiny run may spend under a clock tick in some), and the whole run kept the machine
+    # and the services busy.
+    cpu = figures["cpu_ms_per_op"]
+    assert set(cpu) == {
+        "check",
+        "submit",
+        "bulk_resource",
+        "history_read",
+        "emergency_read",
+        "known_resolve",
+        "known_batch_resolve",
+        "audit_event",
+    }
+    assert all(ms >= 0 for spent in cpu.values() for ms in spent.values())
+    assert sum(spent.get("machine", 0) for spent in cpu.values()) > 0
+    assert sum(spent.get("ingest", 0) for spent in cpu.values()) > 0
 
 
 def test_full_benchmark_measures_only_the_parts_asked_for_and_what_they_need() -> None:

@@ -18,6 +18,12 @@ once the machine is quiet (quiet.py; at most ``--quiet-limit`` seconds later), s
 part leaves running (the node's flushes and compactions) would not be charged to the next;
 measured so far, the machine was quiet within 2 s after every part.
 
+Each part also says what an operation costs: the CPU each process of the stack spent while
+it ran (process_cpu.py: a service, Cassandra, OpenBao, Redis, this benchmark's client, and
+all CPUs' busy time as ``machine``), per operation, printed as a second table and in the
+JSON as ``cpu_ms_per_op``. A figure taken at 32 in flight on a machine its part kept busy
+is bounded by that cost: 2 cores over the ``machine`` milliseconds of one operation.
+
 The figures are those of a warm node: a warm-up pass (``--warmup`` times the workload, other
 patients) runs every part first and its figures are printed beside, not counted. Cassandra
 compiles its hot paths while it serves (the JVM's JIT): measured 2026-12-05 on a node just
@@ -52,6 +58,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import process_cpu
 import tree_heads
 from percentiles import percentile
 from quiet import until_quiet
@@ -179,6 +186,8 @@ class Timed:
 
     latencies: list[float]
     seconds: float
+    # CPU milliseconds each process group spent meanwhile (process_cpu.py).
+    cpu_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
@@ -206,9 +215,11 @@ async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) 
             await call()
             latencies.append((time.perf_counter() - started) * 1000)
 
+    cpu_before = process_cpu.snapshot()
     started = time.perf_counter()
     await asyncio.gather(*(one(call) for call in calls))
-    return Timed(latencies, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Timed(latencies, seconds, process_cpu.spent_ms(cpu_before, process_cpu.snapshot()))
 
 
 def bundle_resources(bundle: bytes) -> int:
@@ -255,6 +266,8 @@ class Bench:
         self.index_offset = index_offset
         self.client = DemoClient(addresses, SECRET.encode())
         self.figures: dict[str, float | None] = {}
+        # Per operation of each part (CPU_OPERATIONS): CPU ms by process group.
+        self.cpu: dict[str, dict[str, float]] = {}
         self._identity_channel = open_channel(addresses["identity"])
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._identity_channel)
         self._ingest_channel = open_channel(addresses["ingest"])
@@ -278,6 +291,7 @@ class Bench:
             self.workload.concurrency,
         )
         self.figures["baseline_check_rps"] = result.per_second
+        self.cpu["check"] = process_cpu.per_operation(result.cpu_ms, len(result.latencies))
         self.figures["baseline_check_p99_ms"] = result.percentile(0.99)
 
     async def ingest(self) -> None:
@@ -294,6 +308,7 @@ class Bench:
         self.figures["ingest_messages_per_s"] = result.per_second
         self.figures["ingest_resources_per_s"] = result.per_second * bundle_resources(bundles[0][0])
         self.figures["ingest_p99_ms"] = result.percentile(0.99)
+        self.cpu["submit"] = process_cpu.per_operation(result.cpu_ms, len(bundles))
 
     async def bulk(self, history_person: synthetic.Patient) -> None:
         """SubmitStream of ~50-resource bundles over a few streams; the first bundles are
@@ -333,11 +348,14 @@ class Bench:
                 ):
                     raise RuntimeError(f"bulk message refused: {response.rejection.reason}")
 
+        cpu_before = process_cpu.snapshot()
         started = time.perf_counter()
         await asyncio.gather(*(stream(messages[k::streams]) for k in range(streams)))
         seconds = time.perf_counter() - started
+        spent = process_cpu.spent_ms(cpu_before, process_cpu.snapshot())
         resources = sum(bundle_resources(content) for content, _ in messages)
         self.figures["bulk_resources_per_s"] = resources / seconds
+        self.cpu["bulk_resource"] = process_cpu.per_operation(spent, resources)
 
     async def history(self, person_token: str) -> None:
         """GetHistoryPages of the patient with ``history_records`` records, one read at a
@@ -377,6 +395,7 @@ class Bench:
         if set(received) != {self.workload.history_records}:
             raise RuntimeError(f"history returned {sorted(set(received))} records")
         self.figures["history_1000_p50_ms"] = result.p50
+        self.cpu["history_read"] = process_cpu.per_operation(result.cpu_ms, len(received))
 
     async def emergency(self) -> None:
         """GetEmergencySummary of the patients ingested by :meth:`ingest`."""
@@ -396,6 +415,7 @@ class Bench:
         result = await timed([call(p) for p in people], self.workload.concurrency)
         self.figures["emergency_p50_ms"] = result.p50
         self.figures["emergency_p99_ms"] = result.percentile(0.99)
+        self.cpu["emergency_read"] = process_cpu.per_operation(result.cpu_ms, len(people))
 
     async def audit(self, person_token: str) -> None:
         """AppendEvents batches (the path for callers with many events), a few at once,
@@ -445,6 +465,8 @@ class Bench:
             raise
         appended.set()
         self.figures["audit_appends_per_s"] = result.per_second * w.audit_batch
+        events = len(batches) * w.audit_batch
+        self.cpu["audit_event"] = process_cpu.per_operation(result.cpu_ms, events)
         heads = tree_heads.verified_sizes(await watching)
         self.figures["audit_tree_head_lag_ms"] = tree_heads.coverage_lag_ms(acknowledged, heads)
 
@@ -463,6 +485,7 @@ class Bench:
 
         result = await timed([call(p) for p in people], self.workload.concurrency)
         self.figures["identity_known_resolves_per_s"] = result.per_second
+        self.cpu["known_resolve"] = process_cpu.per_operation(result.cpu_ms, len(people))
 
         # The same patients through ResolveBatch (the call for many patients at once).
         def batch(part: list[synthetic.Patient]) -> Callable[[], Awaitable[object]]:
@@ -484,6 +507,7 @@ class Bench:
         self.figures["identity_known_batch_resolves_per_s"] = (
             result.per_second * len(people) / max(1, len(parts))
         )
+        self.cpu["known_batch_resolve"] = process_cpu.per_operation(result.cpu_ms, len(people))
 
 
 async def count_statements(
@@ -583,9 +607,10 @@ async def measure(
     parts: set[str],
     quiet_limit_s: float = 0.0,
     index_offset: int = 0,
-) -> dict[str, float | None]:
-    """The figures of ``parts`` (and the baseline) against the stack at ``addresses``; each
-    part starts once the machine is quiet (at most ``quiet_limit_s`` later, 0: at once).
+) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+    """The figures of ``parts`` (and the baseline) against the stack at ``addresses``, and
+    each part's CPU per operation by process group (:attr:`Bench.cpu`); each part starts
+    once the machine is quiet (at most ``quiet_limit_s`` later, 0: at once).
     ``index_offset``: see :class:`Bench`."""
     bench = Bench(addresses, workload, run_id, index_offset)
 
@@ -622,7 +647,7 @@ async def measure(
             await bench.audit(resolved.person_token)
     finally:
         await bench.close()
-    return bench.figures
+    return bench.figures, bench.cpu
 
 
 def table(
@@ -642,6 +667,23 @@ def table(
         if warmup:
             line += f" {shown(warmup[name]) if name in warmup else '':>14}"
         lines.append(f"{line} {unit}".rstrip())
+    return "\n".join(lines)
+
+
+def cpu_table(cpu: Mapping[str, Mapping[str, float]]) -> str:
+    """Each part's CPU per operation (ms) by process group, a row per part, ``machine``
+    (every CPU's busy time, whoever spent it) last."""
+    groups = sorted({group for spent in cpu.values() for group in spent} - {"machine"})
+    columns = [*groups, "machine"]
+    lines = [
+        "CPU ms per operation, by process (machine: all CPUs busy)",
+        f"{'operation':<20}" + "".join(f" {group[:13]:>13}" for group in columns),
+    ]
+    for operation, spent in cpu.items():
+        cells = "".join(
+            f" {spent[group]:>13.3f}" if group in spent else f" {'':>13}" for group in columns
+        )
+        lines.append(f"{operation:<20}{cells}")
     return "\n".join(lines)
 
 
@@ -717,7 +759,7 @@ def main() -> None:
     warmup: dict[str, float | None] = {}
     with bench_stack(args.engines, run_id) as (stack, env):
         if args.warmup > 0:
-            warmup = asyncio.run(
+            warmup, _ = asyncio.run(
                 measure(
                     stack.addresses,
                     Workload().scaled(args.scale * args.warmup),
@@ -727,7 +769,9 @@ def main() -> None:
                     index_offset=WARMUP_INDEX_OFFSET,
                 )
             )
-        figures = asyncio.run(measure(stack.addresses, workload, run_id, parts, args.quiet_limit))
+        figures, cpu = asyncio.run(
+            measure(stack.addresses, workload, run_id, parts, args.quiet_limit)
+        )
     figures.update(
         dict.fromkeys(
             (
@@ -748,13 +792,20 @@ def main() -> None:
         figures.update(per_submit(total, workload.counted_messages))
     figures["load1"] = os.getloadavg()[0]
     if args.json:
-        print(json.dumps({"engines": args.engines, **figures, "warmup": warmup}, sort_keys=False))
+        print(
+            json.dumps(
+                {"engines": args.engines, **figures, "warmup": warmup, "cpu_ms_per_op": cpu},
+                sort_keys=False,
+            )
+        )
     else:
         header = (
             f"{args.engines} engines, {platform.machine()}, {os.cpu_count()} cores,"
             f" concurrency {workload.concurrency}, scale {args.scale}, warm-up {args.warmup}"
         )
         print(table(figures, header, warmup))
+        print()
+        print(cpu_table(cpu))
 
 
 if __name__ == "__main__":

@@ -73,3 +73,22 @@ async def test_a_failed_audit_part_raises_the_appends_error_and_stops_its_watche
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
     assert all(task.done() for task in others)
     assert "audit_appends_per_s" not in bench.figures
+
+
+def test_the_cpu_table_has_a_row_per_operation_and_the_machine_last() -> None:
+    printed = RUN.cpu_table(
+        {
+            "check": {"ingest": 0.25, "bench": 0.5, "machine": 0.8},
+            "emergency_read": {"cassandra": 4.5, "record-lookup": 2.5, "machine": 12.0},
+        }
+    ).splitlines()
+    header = printed[1].split()
+    assert header == ["operation", "bench", "cassandra", "ingest", "record-lookup", "machine"]
+
+    def cells(line: str) -> list[str]:  # fixed columns: 20 wide, then 14 each
+        return [line[20 + 14 * k : 34 + 14 * k].strip() for k in range(len(header) - 1)]
+
+    assert printed[2].startswith("check")
+    assert cells(printed[2]) == ["0.500", "", "0.250", "", "0.800"]
+    assert printed[3].startswith("emergency_read")
+    assert cells(printed[3]) == ["", "4.500", "", "2.500", "12.000"]
