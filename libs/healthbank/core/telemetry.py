@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
+from itertools import islice
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
@@ -43,8 +44,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+from opentelemetry.trace import Link
 
 from healthbank.core.config import otlp_endpoint_url
+from healthbank.core.group_commit import batch_callers
 from healthbank.core.logs import PhiRedactingFilter
 from healthbank.core.phi import value_contains_phi
 
@@ -271,11 +274,30 @@ def _sampler(*, exported: bool) -> Sampler | None:
     return ALWAYS_OFF
 
 
+# Links a span of a batch's work carries at most (OpenTelemetry's default limit per span).
+MAX_CALLER_LINKS = 128
+
+
+def links_to_other_callers() -> list[Link]:
+    """Inside a batch (ADR 57), links to the spans of the callers it serves besides the one
+    whose trace the new span is part of: each caller's trace leads to the work done for it
+    (an outgoing call, or storage, key or cache work)."""
+    parent_span = trace.get_current_span()
+    # A span not recorded (no exporter, or not sampled) keeps no links: none to work out.
+    callers = batch_callers() if parent_span.is_recording() else None
+    if not callers:
+        return []
+    parent = parent_span.get_span_context()
+    others = (caller for caller in callers if caller != parent)
+    return [Link(caller) for caller in islice(others, MAX_CALLER_LINKS)]
+
+
 @contextmanager
 def traced(
     name: str, attributes: Mapping[str, str | int | bool] | None = None
 ) -> Iterator[trace.Span]:
-    """An INTERNAL span around storage, key or cache work, on the global tracer.
+    """An INTERNAL span around storage, key or cache work, on the global tracer; inside a
+    batch serving several callers it links to the others (:func:`links_to_other_callers`).
 
     A failure marks the span an error with the exception's type only: messages may hold
     PHI. Attributes must be sizes, counts and names of things, never identifiers.
@@ -283,6 +305,7 @@ def traced(
     with _TRACER.start_as_current_span(
         name,
         attributes=dict(attributes or {}),
+        links=links_to_other_callers(),
         record_exception=False,
         set_status_on_exception=False,
     ) as span:

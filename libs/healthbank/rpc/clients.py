@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from itertools import islice
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
 from healthbank.core.config import Settings
-from healthbank.core.group_commit import batch_callers, serving_a_shared_batch
+from healthbank.core.group_commit import serving_a_shared_batch
 from healthbank.core.logs import request_id_var
+from healthbank.core.telemetry import links_to_other_callers
 from healthbank.rpc.auth import AUTHORIZATION_KEY, BEARER_PREFIX, inbound_token
 from healthbank.rpc.interceptors import REQUEST_ID_KEY, RpcSettings, inbound_deadline
 from healthbank.rpc.tls import channel_credentials
@@ -142,23 +142,6 @@ class OutboundInterceptor:
             _StreamUnary(traced),
             _StreamStream(traced),
         ]
-
-
-# Links a batch's call carries at most (OpenTelemetry's default limit per span).
-MAX_CALLER_LINKS = 128
-
-
-def links_to_other_callers() -> list[Link]:
-    """Inside a batch (ADR 57), links to the spans of the callers it serves besides the one
-    whose trace the call is part of: each message's trace leads to the call that served it."""
-    parent_span = trace.get_current_span()
-    # A span not recorded (no exporter, or not sampled) keeps no links: none to work out.
-    callers = batch_callers() if parent_span.is_recording() else None
-    if not callers:
-        return []
-    parent = parent_span.get_span_context()
-    others = (caller for caller in callers if caller != parent)
-    return [Link(caller) for caller in islice(others, MAX_CALLER_LINKS)]
 
 
 class _TracedCall:
