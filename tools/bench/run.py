@@ -266,7 +266,7 @@ class Bench:
         self.index_offset = index_offset
         self.client = DemoClient(addresses, SECRET.encode())
         self.figures: dict[str, float | None] = {}
-        # Per operation of each part (CPU_OPERATIONS): CPU ms by process group.
+        # Each part's CPU per operation, by process group (process_cpu.py).
         self.cpu: dict[str, dict[str, float]] = {}
         self._identity_channel = open_channel(addresses["identity"])
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._identity_channel)
