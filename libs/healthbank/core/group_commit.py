@@ -10,9 +10,9 @@ A batch serves many callers (ADR 57). Each batch runs in the context of its own 
 caller (so a lone caller's work stays in its trace, under its request id); one that serves
 others too is marked: :func:`batch_callers` names every caller's span, which the spans of
 the work done for them link to (outgoing calls; storage, key and cache work), and the first
-caller's deadline is not imposed on the others' work. Each batch is
-a task of its own, which starts the next: one task started by a caller and committing every
-batch after would run them all in that caller's context for as long as items keep coming.
+caller's deadline is not imposed on the others' work. Each batch is a task of its own,
+which starts the next: one task started by a caller and committing every batch after would
+run them all in that caller's context for as long as items keep coming.
 """
 
 from __future__ import annotations
