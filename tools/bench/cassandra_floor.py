@@ -32,6 +32,7 @@ from typing import Any
 from cassandra.cluster import Cluster, Session
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.query import BatchStatement, BatchType
+from process_cpu import parse_stat
 
 from healthbank.cli import real_engine_env
 from healthbank.storage.schema import NO_DELAY, PROTOCOL_VERSION
@@ -40,13 +41,11 @@ KEYSPACE = "bench_floor"
 # Rows per IN read: the stores' coalesced reads (healthbank.storage.coalesced) send up to
 # 50 (ADR 53).
 IN_KEYS = 20
-TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 def cassandra_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the Cassandra process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+    return parse_stat(Path(f"/proc/{pid}/stat").read_text()).cpu_s
 
 
 def engines_dir() -> Path:

@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from percentiles import percentile
+from process_cpu import parse_stat
 from run import SECRET, bench_stack, new_run_id
 
 from healthbank.common.v1 import common_pb2
@@ -49,10 +50,10 @@ def descendants(pid: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent = parse_stat(stat.read_text()).parent
         except OSError:
             continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        parents.setdefault(parent, []).append(int(stat.parent.name))
     found, todo = [], [pid]
     while todo:
         children = parents.get(todo.pop(), [])

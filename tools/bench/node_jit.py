@@ -10,11 +10,12 @@ Read from /proc: Linux only, and only for the node tools/engines started here.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from process_cpu import parse_stat
 
 from healthbank.dev.scripts import load_script
 
@@ -31,17 +32,15 @@ def cassandra_pid() -> int | None:
 
 def compiler_cpu_seconds(pid: int) -> float:
     """CPU seconds the JIT compiler threads of process ``pid`` have used since they started."""
-    ticks = 0
+    seconds = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = (task / "stat").read_text()
+            stat = parse_stat((task / "stat").read_text())
         except OSError:
             continue  # the thread ended
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if _COMPILER.match(name):
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if _COMPILER.match(stat.name):
+            seconds += stat.cpu_s
+    return seconds
 
 
 @dataclass

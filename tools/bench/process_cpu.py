@@ -24,6 +24,27 @@ _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
+class Stat:
+    """What a ``/proc/<pid>/stat`` (or a thread's ``task/<tid>/stat``) says: the command
+    name, the parent pid and the CPU seconds (user + system) spent so far."""
+
+    name: str
+    parent: int
+    cpu_s: float
+
+
+def parse_stat(stat: str) -> Stat:
+    """The fields of a stat line the benchmarks read."""
+    # The command name (in parentheses) may hold spaces and ")": the fields follow the last.
+    head, _, rest = stat.rpartition(")")
+    fields = rest.split()
+    user_ticks, system_ticks = int(fields[11]), int(fields[12])
+    return Stat(
+        head[head.index("(") + 1 :], int(fields[1]), (user_ticks + system_ticks) / _TICKS_PER_S
+    )
+
+
+@dataclass(frozen=True)
 class ProcessInfo:
     """What /proc says of one process: its parent, command line and CPU seconds so far."""
 
@@ -92,13 +113,11 @@ def read_processes() -> dict[int, ProcessInfo]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        # The command name (in parentheses) may hold spaces: the fields follow its last ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        parent, user_ticks, system_ticks = int(fields[1]), int(fields[11]), int(fields[12])
+        parsed = parse_stat(stat)
         found[int(entry.name)] = ProcessInfo(
-            parent=parent,
+            parent=parsed.parent,
             argv=tuple(arg.decode(errors="replace") for arg in argv if arg),
-            cpu_s=(user_ticks + system_ticks) / _TICKS_PER_S,
+            cpu_s=parsed.cpu_s,
         )
     return found
 

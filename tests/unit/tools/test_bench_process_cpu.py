@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from repo_paths import REPO
@@ -80,3 +81,14 @@ def test_this_process_and_its_busy_work_are_seen_in_a_snapshot() -> None:
     spent = CPU.spent_ms(before, CPU.snapshot())
     assert spent["bench"] >= 150
     assert spent["machine"] >= spent["bench"] - 20  # ticks round
+
+
+def test_a_stat_line_is_read_after_the_last_parenthesis_of_its_command_name() -> None:
+    # A thread's name may hold spaces and ")": the fields are counted from the last one.
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = ["S", "42"] + ["0"] * 9 + [str(3 * ticks), str(ticks)] + ["0"] * 10
+    stat = CPU.parse_stat(f"7 (C2 Compiler) x) {' '.join(fields)}\n")
+    assert stat == CPU.Stat(name="C2 Compiler) x", parent=42, cpu_s=4.0)
+    # This process's own line, as /proc has it.
+    own = CPU.parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())
+    assert own.parent == os.getppid() and own.cpu_s > 0
