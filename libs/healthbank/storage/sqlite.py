@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,7 +45,7 @@ class SqliteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        connection.execute("PRAGMA journal_mode = WAL")
+        enable_wal(connection)
         # FULL: an acknowledged write survives power loss, not only a crash.
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
@@ -151,3 +152,18 @@ def _plain(result: T) -> T:
 def _split_statements(script: str) -> list[str]:
     """Split a migration into statements (migrations hold no literal semicolons)."""
     return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def enable_wal(connection: sqlite3.Connection, *, wait_s: float = _BUSY_TIMEOUT_MS / 1000) -> None:
+    """Switch ``connection``'s file to WAL mode. Services sharing an embedded file open it at
+    once; the switch can then answer "database is locked" at once, without waiting on the
+    busy timeout (seen when a stack started under load): retried for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from healthbank.storage.errors import StorageUnavailable
-from healthbank.storage.sqlite import SqliteDatabase
+from healthbank.storage.sqlite import SqliteDatabase, enable_wal
 
 
 @pytest.fixture
@@ -95,3 +95,34 @@ async def test_the_callers_own_errors_go_through_as_raised(database: SqliteDatab
         await database.execute("INSERT INTO t VALUES (?, ?)", ("a", "y"))
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         await database.read(lambda c: c.execute("SELECT * FROM missing").fetchall())
+
+
+class _LockedFor:
+    """A connection whose first ``times`` statements find the file locked (as switching a
+    new file to WAL can, at once, while another process opens it)."""
+
+    def __init__(self, times: int, message: str = "database is locked") -> None:
+        self.left = times
+        self.message = message
+        self.statements: list[str] = []
+
+    def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+        if self.left:
+            self.left -= 1
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_switching_to_wal_is_retried_while_the_file_is_locked() -> None:
+    connection = _LockedFor(3)
+    enable_wal(connection, wait_s=5)  # type: ignore[arg-type]
+    assert connection.statements == ["PRAGMA journal_mode = WAL"] * 4
+
+
+def test_a_lock_that_outlasts_the_wait_and_other_errors_are_raised() -> None:
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        enable_wal(_LockedFor(10_000), wait_s=0.05)  # type: ignore[arg-type]
+    other = _LockedFor(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        enable_wal(other, wait_s=5)  # type: ignore[arg-type]
+    assert len(other.statements) == 1
