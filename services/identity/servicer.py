@@ -106,10 +106,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 for position in positions:
                     results[position] = await self._result(request.requests[position])
 
-        # A task group: the first outage cancels the rest, and the call fails as a whole.
-        async with asyncio.TaskGroup() as group:
-            for positions in chains:
-                group.create_task(resolve_in_order(positions))
+        # A task group: the first outage cancels the rest, and the call fails as a whole,
+        # with that outage's own error (a group unraised reaches the caller as INTERNAL).
+        try:
+            async with asyncio.TaskGroup() as group:
+                for positions in chains:
+                    group.create_task(resolve_in_order(positions))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         return identity_pb2.ResolveBatchResponse(results=results)
 
     async def _result(self, item: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResult:

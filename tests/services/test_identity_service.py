@@ -714,6 +714,18 @@ async def test_cassandra_down_is_unavailable_and_not_serving(settings: Settings)
                         metadata=identity.auth(RECORD_LOOKUP),
                     )
                 ),
+                # Two chains at once: the batch fails with the outage, not a group of them.
+                await failure(
+                    identity.stub.ResolveBatch(
+                        identity_pb2.ResolveBatchRequest(
+                            requests=[
+                                identity_pb2.ResolveRequest(hospital_id="h1", mrn="MRN-3"),
+                                identity_pb2.ResolveRequest(hospital_id="h2", mrn="MRN-4"),
+                            ]
+                        ),
+                        metadata=identity.auth(INGEST),
+                    )
+                ),
             ]
             for details in refused:
                 assert_storage_unavailable(details)

@@ -758,6 +758,9 @@ async def chaos(args: argparse.Namespace) -> int:
         cfg = engines.Config.load()
         results = await check(workload, run, env, [cfg.state, data_dir])
         results["no service's memory grows without bound"] = memory_growth(run, args.max_growth_mib)
+        if run.broken:
+            # The services log an unhandled error's type and stack ("unhandled ..."): say where.
+            results["no INTERNAL or UNKNOWN"] += f" (the services' logs: {data_dir / 'logs'})"
         if ring is not None:
             results[
                 "every replica holds every acknowledged record after repair"
