@@ -72,6 +72,8 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
         "ingest_messages_per_s",
         "ingest_resources_per_s",
         "ingest_p99_ms",
+        "ingest_known_messages_per_s",
+        "ingest_known_p99_ms",
         "bulk_resources_per_s",
         "emergency_p50_ms",
         "emergency_p99_ms",
@@ -99,6 +101,7 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     assert set(cpu) == {
         "check",
         "submit",
+        "submit_known",
         "bulk_resource",
         "history_read",
         "emergency_read",
