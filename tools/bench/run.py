@@ -16,10 +16,10 @@ grows every workload (the smoke test runs a tiny one); ``--only`` measures some 
 patients, history the bulk load's), and leaves the other figures out. The ingest part
 Submits one message of each of its patients, new to the index; the known part then sends
 each of them another (``ingest_known_*``: the patients a hospital's messages are mostly
-about, already registered). Each part starts
-once the machine is quiet (quiet.py; at most ``--quiet-limit`` seconds later), so work one
-part leaves running (the node's flushes and compactions) would not be charged to the next;
-measured so far, the machine was quiet within 2 s after every part.
+about, already registered). Each part starts once the machine is quiet (quiet.py; at most
+``--quiet-limit`` seconds later), so work one part leaves running (the node's flushes and
+compactions) would not be charged to the next; measured so far, the machine was quiet
+within 2 s after every part.
 
 Each part also says what an operation costs: the CPU each process of the stack spent while
 it ran (process_cpu.py: a service, Cassandra, OpenBao, Redis, this benchmark's client, and
