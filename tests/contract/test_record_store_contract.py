@@ -272,3 +272,85 @@ async def test_cassandra_a_retry_finishes_a_dead_claim_under_its_ids_and_note(
         assert old == MessageReceipt("hospital-a", "m-old", "h1", "tok-old", ("r1",))
     finally:
         await store.close()
+
+
+# --- Cassandra only: a record's packed cell (ADR 60) ------------------------------------------
+
+
+async def test_cassandra_records_are_read_by_their_packed_cell_or_by_columns_when_older(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    store = await CassandraRecordStore(database).open()
+    try:
+        new = replace(
+            make_record("tok-packed", T0),
+            source_format=2,
+            source_version="v7",
+            code_display="Glucose, fasting — 空腹血糖",
+            blob_name="blobs/" + "a" * 64,
+        )
+        await store.put_message(receipt_for("m-new", "tok-packed", [new]), [new], [])
+        # Written with its cell, and its columns beside it for the release before.
+        (row,) = await database.execute(
+            "SELECT packed_fields, source_format, source_version, code_display, blob_name"
+            " FROM records WHERE person_token = ? AND year = ?",
+            ("tok-packed", T0.year),
+        )
+        assert row.packed_fields
+        assert (row.source_format, row.source_version, row.code_display, row.blob_name) == (
+            2,
+            "v7",
+            "Glucose, fasting — 空腹血糖",
+            "blobs/" + "a" * 64,
+        )
+        # Read through the cell: the very record put (every field).
+        assert await store.list_records("tok-packed") == [new]
+        # Without the columns (a later release may stop writing them) the cell alone
+        # still gives the record.
+        await database.execute(
+            "DELETE source_hospital, message_id, code, code_display, status FROM records"
+            " WHERE person_token = ? AND year = ? AND effective_time = ? AND record_id = ?",
+            ("tok-packed", T0.year, T0, new.record_id),
+        )
+        assert await store.list_records("tok-packed") == [new]
+
+        # A row the release before ADR 60 wrote has no cell: its columns are read, and a
+        # partition mixing both forms gives both records whole.
+        old = make_record("tok-packed", T0 + timedelta(hours=1), code="2345-7")
+        await database.execute(
+            "INSERT INTO records (person_token, year, effective_time, record_id,"
+            " source_hospital, source_format, message_id, source_version, content_hash,"
+            " category, code_system, code, code_display, status, sealed_payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                old.person_token,
+                old.effective_time.year,
+                old.effective_time,
+                old.record_id,
+                old.source_hospital,
+                old.source_format,
+                old.message_id,
+                old.source_version,
+                old.content_hash,
+                old.category,
+                old.code_system,
+                old.code,
+                old.code_display,
+                old.status,
+                old.sealed_payload,
+            ),
+        )
+        await database.execute(
+            "INSERT INTO records_by_day (day, effective_time, person_token, record_id)"
+            " VALUES (?, ?, ?, ?)",
+            (old.effective_time.date(), old.effective_time, old.person_token, old.record_id),
+        )
+        await database.execute(
+            "INSERT INTO record_days (shard, day) VALUES (0, ?)", (old.effective_time.date(),)
+        )
+        assert await store.list_records("tok-packed") == [new, old]
+        due = await store.list_effective_before(T0 + timedelta(days=1), limit=100)
+        assert [r for r in due if r.person_token == "tok-packed"] == [new, old]
+    finally:
+        await store.close()
