@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     vault_k8s_role: str | None = None
     vault_transit_mount: str = "transit"
     data_key_cache_seconds: float = Field(default=60.0, ge=0)
-    # AES-GCM with random nonces stays safe far beyond this; 2**32 is the NIST limit per key.
+    # Payloads sealed under one data key (opening counts none: ADR 61). AES-GCM with random
+    # nonces stays safe far beyond this; 2**32 is the NIST limit per key.
     data_key_cache_uses: int = Field(default=10000, ge=1, le=2**32)
 
     # The archive's objects (segments, blobs): <data_dir>/archive, or a bucket of any

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -181,8 +181,8 @@ class Sealer:
 
     async def _open_many(self, items: Sequence[tuple[bytes, bytes]], size: int) -> list[bytes]:
         parsed = [_split(blob) for blob, _ in items]
-        uses = Counter(wrapped for wrapped, _, _ in parsed)
-        aeads = {wrapped: await self._take_opening_key(wrapped, n) for wrapped, n in uses.items()}
+        wrapped_keys = dict.fromkeys(wrapped for wrapped, _, _ in parsed)  # each looked up once
+        aeads = {wrapped: await self._take_opening_key(wrapped) for wrapped in wrapped_keys}
 
         def decrypt_all() -> list[bytes]:
             try:
@@ -210,7 +210,11 @@ class Sealer:
         return _assemble(wrapped, parts.nonce, parts.ciphertext)
 
     def _expired(self, key: _CachedKey) -> bool:
-        return self._clock() - key.created >= self._cache_seconds or key.uses >= self._cache_uses
+        """Whether a sealing key is spent: by age, or by the encryptions it made."""
+        return self._aged(key) or key.uses >= self._cache_uses
+
+    def _aged(self, key: _CachedKey) -> bool:
+        return self._clock() - key.created >= self._cache_seconds
 
     async def _take_sealing_key(self) -> _CachedKey:
         """The current sealing key with one use counted, fetching a fresh one when spent."""
@@ -225,11 +229,15 @@ class Sealer:
             key.uses += 1
             return key
 
-    async def _take_opening_key(self, wrapped: bytes, uses: int = 1) -> AESGCM:
-        """The data key for ``wrapped`` with ``uses`` counted, from the LRU or unwrapped by
-        the provider."""
+    async def _take_opening_key(self, wrapped: bytes) -> AESGCM:
+        """The data key for ``wrapped``, from the LRU or unwrapped by the provider.
+
+        Kept for the cache's time only, however often it opens: the use limit bounds the
+        encryptions under one key (random nonces), and opening encrypts nothing. Counted,
+        a thousand-record history spent a tenth of a key's uses and every tenth one
+        unwrapped its key at the provider again (ADR 61)."""
         key = self._opening_keys.get(wrapped)
-        if key is not None and self._expired(key):
+        if key is not None and self._aged(key):
             del self._opening_keys[wrapped]
             key = None
         if key is None:
@@ -241,7 +249,6 @@ class Sealer:
             self._remember(key)
         else:
             self._opening_keys.move_to_end(wrapped)
-        key.uses += uses
         return key.aead
 
     def _remember(self, key: _CachedKey) -> None:

@@ -430,3 +430,23 @@ def test_processes_racing_to_create_share_one_keyring(keyring_path: Path) -> Non
     outputs = {process.communicate(timeout=60)[0] for process in processes}
     assert all(process.returncode == 0 for process in processes)
     assert len(outputs) == 1
+
+
+async def test_an_opening_key_is_kept_for_its_time_however_often_it_opens(
+    keyring: LocalKeyring,
+) -> None:
+    # The use limit bounds encryptions under one key; opening encrypts nothing (ADR 61).
+    blob = await Sealer(keyring, 60, 100).seal(b"payload", b"r")
+    provider = CountingProvider(keyring)
+    clock = FakeClock()
+    sealer = Sealer(provider, cache_seconds=60, cache_uses=10, clock=clock)
+    assert await sealer.open_many([(blob, b"r")] * 25) == [b"payload"] * 25
+    for _ in range(25):
+        assert await sealer.open(blob, b"r") == b"payload"
+    assert provider.unwrapped == 1
+    clock.now += 60
+    await sealer.open(blob, b"r")
+    assert provider.unwrapped == 2
+    # Sealing still spends keys by their uses: 25 seals at 10 uses a key take 3 keys.
+    sealed = await sealer.seal_many([(b"p", b"r")] * 25)
+    assert len({parse_blob(blob).wrapped_key for blob in sealed}) == 3
