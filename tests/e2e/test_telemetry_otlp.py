@@ -268,6 +268,21 @@ def test_one_call_is_one_trace_of_client_and_server_spans(
             name for service, span in received.spans if (name := span.name).startswith("vault ")
         }
         assert vault_calls, sorted(internal)
+        # So is each request to Cassandra: the receipt's claim, the records' batch, ...
+        statements = {
+            (service, span.name): {a.key: a.value for a in span.attributes}
+            for service, span in in_trace
+            if any(
+                a.key == "db.system" and a.value.string_value == "cassandra"
+                for a in span.attributes
+            )
+        }
+        assert ("ingest", "INSERT receipts") in statements, sorted(statements)
+        assert any(name.startswith("BATCH") for _, name in statements), sorted(statements)
+        claim = statements[("ingest", "INSERT receipts")]
+        assert claim["healthbank.lwt"].bool_value
+        assert claim["db.namespace"].string_value.endswith("_records")
+        assert {service for service, _ in statements} >= {"ingest", "identity"}
 
 
 def test_business_metrics_arrive(
