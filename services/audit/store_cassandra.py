@@ -50,7 +50,8 @@ written (step 3) and ``b'`` is written aside, one LWT does step 4 of ``b`` and s
 ``b'``: ``UPDATE log_head SET size = n + k, pending_batch = b' IF size = n AND
 pending_batch = b``. Step 1 of ``b'`` runs beside ``b``'s step 3, so its id read may miss
 ``b``'s ids: it adds ``b``'s placement, which this process holds. A batch whose successor
-has not come within ``_SUCCESSOR_WAIT_S`` of its leaves being written is advanced alone.
+has not come within ``_SUCCESSOR_WAIT_S`` (50 ms) of its leaves being written is advanced
+alone.
 
 The head only moves ``(n, none) -> (n, b) -> (n + k, none)`` or ``(n, b) -> (n + k, b')``,
 so an event is placed at most once and indexes are dense: one LWT per batch while batches
@@ -175,8 +176,9 @@ _ADVANCE_EVENT = (
 )
 # How long a batch whose leaves are written waits for a successor to take over its step 4
 # before advancing the head alone (ADR 40). Nobody waits for it: callers have their answers
-# and this process's readers only wait for the leaves.
-_SUCCESSOR_WAIT_S = 0.02
+# and this process's readers only wait for the leaves. Longer than the ~40 ms between the
+# events of a caller reading one thing after another (ADR 40's amendment).
+_SUCCESSOR_WAIT_S = 0.05
 _EVENT_COLUMNS = "event_id, leaf, person_token, occur_us, leaf_index"
 # Ids per read of event_ids (one partition) or of events_by_id (one partition per id).
 _READ_CHUNK = 100
