@@ -57,6 +57,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -278,8 +279,8 @@ class Workload:
                 await call(
                     self.run,
                     "emergency",
-                    lambda request=request: self.client.lookup.GetEmergencySummary(
-                        request, metadata=auth, timeout=10
+                    partial(
+                        self.client.lookup.GetEmergencySummary, request, metadata=auth, timeout=10
                     ),
                     time.monotonic() + 30,
                 )
@@ -325,9 +326,7 @@ class Workload:
                 grant = await call(
                     self.run,
                     "grant",
-                    lambda create=create, owner=owner: self.client.consent.CreateGrant(
-                        create, metadata=owner, timeout=10
-                    ),
+                    partial(self.client.consent.CreateGrant, create, metadata=owner, timeout=10),
                     time.monotonic() + 60,
                 )
                 await self.history(token, CLINICIAN_B)
@@ -335,9 +334,7 @@ class Workload:
                 await call(
                     self.run,
                     "revoke",
-                    lambda revoke=revoke, owner=owner: self.client.consent.RevokeGrant(
-                        revoke, metadata=owner, timeout=10
-                    ),
+                    partial(self.client.consent.RevokeGrant, revoke, metadata=owner, timeout=10),
                     time.monotonic() + 60,
                 )
             except grpc.aio.AioRpcError:
@@ -356,9 +353,7 @@ class Workload:
             grants = await call(
                 self.run,
                 "list grants",
-                lambda listing=listing, owner=owner: self.client.consent.ListGrants(
-                    listing, metadata=owner, timeout=10
-                ),
+                partial(self.client.consent.ListGrants, listing, metadata=owner, timeout=10),
                 time.monotonic() + 60,
             )
             if not any(not g.HasField("revoke_time") for g in grants.grants):
@@ -539,7 +534,9 @@ async def check(
     results["every acknowledged write audited"] = (
         "ok" if not unaudited else f"{len(unaudited)} records without a write event"
     )
-    logged = Counter((e.action, e.person_token, e.actor.subject) for e in events)
+    logged: Counter[tuple[int, str, str]] = Counter(
+        (e.action, e.person_token, e.actor.subject) for e in events
+    )
     short = [key for key, reads in run.reads.items() if logged[key] < reads]
     results["every successful read audited"] = (
         "ok" if not short else f"{len(short)} (action, person, actor) with fewer events than reads"
