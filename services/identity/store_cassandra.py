@@ -160,6 +160,11 @@ class CassandraIdentityStore:
             "SELECT survivor_token, absorbed_token FROM absorbed_persons WHERE survivor_token IN ?",
             lambda row: (row.survivor_token,),
         )
+        self._aliases = CoalescedReads(
+            database,
+            "SELECT person_token, survivor_token FROM person_aliases WHERE person_token IN ?",
+            lambda row: (row.person_token,),
+        )
         # By the limit of persons read a key (one, the match policy's, in practice).
         self._blocks: dict[int, CoalescedReads] = {}
 
@@ -590,9 +595,9 @@ class CassandraIdentityStore:
 
     async def survivor_of(self, person_token: str) -> str | None:
         """See IdentityStore.survivor_of."""
-        rows = await self._db.execute(
-            "SELECT survivor_token FROM person_aliases WHERE person_token = ?", (person_token,)
-        )
+        # With concurrent registrations' candidates, in one request (a registration linked
+        # by demographics asks for its candidate's).
+        rows = await self._aliases.rows(person_token)
         return str(rows[0].survivor_token) if rows else None
 
     async def check(self) -> None:
