@@ -2,7 +2,9 @@
 
 The archive writes a record's metadata into cold segments with :func:`record_to_proto`
 (no payload); record-lookup shows records with it (payload opened) and reads the archive's
-cold records back with :func:`record_from_proto`.
+cold records back with :func:`record_from_proto`. The hot store's packed cell (ADR 60) is
+the same message with only the descriptive fields (:func:`fill_descriptive`,
+:func:`record_from_descriptive`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from google.protobuf import timestamp_pb2
 from healthbank.common.v1 import common_pb2
 from healthbank.records.model import StoredRecord
 
-__all__ = ["fill_record", "record_from_proto", "record_to_proto"]
+__all__ = [
+    "fill_descriptive",
+    "fill_record",
+    "record_from_descriptive",
+    "record_from_proto",
+    "record_to_proto",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -41,6 +49,15 @@ def fill_record(
     message.name = record.name
     message.record_id = record.record_id
     message.person_token = record.person_token
+    fill_descriptive(message, record)
+    message.tier = tier
+    message.fhir_json = fhir_json
+    _set_timestamp(message.effective_time, record.effective_time)
+
+
+def fill_descriptive(message: common_pb2.Record, record: StoredRecord) -> None:
+    """The record's descriptive fields (all but its name, ids, time, tier and payload)
+    into ``message``."""
     message.source_hospital = record.source_hospital
     source = message.source
     source.format = cast(common_pb2.SourceFormat, record.source_format)
@@ -53,10 +70,7 @@ def fill_record(
     code.code = record.code
     code.display = record.code_display
     message.status = record.status
-    message.tier = tier
-    message.fhir_json = fhir_json
     message.blob_name = record.blob_name
-    _set_timestamp(message.effective_time, record.effective_time)
 
 
 def _set_timestamp(timestamp: timestamp_pb2.Timestamp, moment: datetime) -> None:
@@ -71,20 +85,43 @@ def _set_timestamp(timestamp: timestamp_pb2.Timestamp, moment: datetime) -> None
 
 def record_from_proto(message: common_pb2.Record, sealed_payload: bytes) -> StoredRecord:
     """A record from its API form, with its payload still sealed."""
-    return StoredRecord(
+    return record_from_descriptive(
+        message,
         record_id=message.record_id,
         person_token=message.person_token,
-        source_hospital=message.source_hospital,
-        source_format=int(message.source.format),
-        message_id=message.source.message_id,
-        source_version=message.source.version,
-        content_hash=message.source.content_hash,
-        category=int(message.category),
-        code_system=message.code.system,
-        code=message.code.code,
-        code_display=message.code.display,
         effective_time=message.effective_time.ToDatetime(tzinfo=UTC),
-        status=message.status,
         sealed_payload=sealed_payload,
-        blob_name=message.blob_name,
+    )
+
+
+def record_from_descriptive(
+    message: common_pb2.Record,
+    *,
+    record_id: str,
+    person_token: str,
+    effective_time: datetime,
+    sealed_payload: bytes,
+) -> StoredRecord:
+    """A record from ``message``'s descriptive fields (:func:`fill_descriptive`) and the
+    rest given apart."""
+    source = message.source
+    code = message.code
+    return StoredRecord.from_fields(
+        {
+            "record_id": record_id,
+            "person_token": person_token,
+            "source_hospital": message.source_hospital,
+            "source_format": int(source.format),
+            "message_id": source.message_id,
+            "source_version": source.version,
+            "content_hash": source.content_hash,
+            "category": int(message.category),
+            "code_system": code.system,
+            "code": code.code,
+            "code_display": code.display,
+            "effective_time": effective_time,
+            "status": message.status,
+            "sealed_payload": sealed_payload,
+            "blob_name": message.blob_name,
+        }
     )

@@ -39,9 +39,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from healthbank.common.v1 import common_pb2
+from healthbank.contracts.records import fill_descriptive, record_from_descriptive
 from healthbank.core.ids import new_ulid
 from healthbank.records.model import (
     ClaimedByEarlierAttempt,
@@ -459,46 +460,19 @@ def _record_values(record: StoredRecord) -> tuple[Any, ...]:
 def _packed_fields(record: StoredRecord) -> bytes:
     """The record's descriptive fields as one cell: the API's Record message with only
     those set, so protobuf's compatibility rules keep every cell written readable."""
-    return common_pb2.Record(
-        source_hospital=record.source_hospital,
-        source=common_pb2.RecordSource(
-            format=cast(common_pb2.SourceFormat, record.source_format),
-            message_id=record.message_id,
-            version=record.source_version,
-            content_hash=record.content_hash,
-        ),
-        category=cast(common_pb2.RecordCategory, record.category),
-        code=common_pb2.Code(
-            system=record.code_system, code=record.code, display=record.code_display
-        ),
-        status=record.status,
-        blob_name=record.blob_name,
-    ).SerializeToString()
+    message = common_pb2.Record()
+    fill_descriptive(message, record)
+    return message.SerializeToString()
 
 
 def _record_from_packed(row: Any) -> StoredRecord:
     """A record from a row of _PACKED_COLUMNS."""
-    packed = common_pb2.Record.FromString(row.packed_fields)
-    source = packed.source
-    code = packed.code
-    return StoredRecord.from_fields(
-        {
-            "record_id": row.record_id,
-            "person_token": row.person_token,
-            "source_hospital": packed.source_hospital,
-            "source_format": source.format,
-            "message_id": source.message_id,
-            "source_version": source.version,
-            "content_hash": source.content_hash,
-            "category": packed.category,
-            "code_system": code.system,
-            "code": code.code,
-            "code_display": code.display,
-            "effective_time": _utc(row.effective_time),
-            "status": packed.status,
-            "sealed_payload": row.sealed_payload,
-            "blob_name": packed.blob_name,
-        }
+    return record_from_descriptive(
+        common_pb2.Record.FromString(row.packed_fields),
+        record_id=row.record_id,
+        person_token=row.person_token,
+        effective_time=_utc(row.effective_time),
+        sealed_payload=row.sealed_payload,
     )
 
 
