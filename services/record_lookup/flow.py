@@ -289,7 +289,8 @@ class RecordLookupFlow:
             [(record.record_id, record.sealed_payload, record.person_token) for record in records]
         )
         for index, (record, payload) in enumerate(zip(records, payloads, strict=True)):
-            if record.blob_name and is_placed_payload_stub(payload):
+            # The payload first: reading blob_name unpacks a record's cell (ADR 63).
+            if is_placed_payload_stub(payload) and record.blob_name:
                 _, payloads[index] = await self._open_blob(admission, record)
         return payloads
 

@@ -4,23 +4,26 @@ The archive writes a record's metadata into cold segments with :func:`record_to_
 (no payload); record-lookup shows records with it (payload opened) and reads the archive's
 cold records back with :func:`record_from_proto`. The hot store's packed cell (ADR 60) is
 the same message with only the descriptive fields (:func:`fill_descriptive`,
-:func:`record_from_descriptive`).
+:func:`record_from_packed`); a record read from one is shown by copying the cell's bytes
+into its message (ADR 63).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from google.protobuf import timestamp_pb2
 
 from healthbank.common.v1 import common_pb2
-from healthbank.records.model import StoredRecord
+from healthbank.records.model import StoredRecord, packed_fields_of
 
 __all__ = [
     "fill_descriptive",
     "fill_record",
     "record_from_descriptive",
+    "record_from_packed",
     "record_from_proto",
     "record_to_proto",
 ]
@@ -49,7 +52,11 @@ def fill_record(
     message.name = record.name
     message.record_id = record.record_id
     message.person_token = record.person_token
-    fill_descriptive(message, record)
+    packed = packed_fields_of(record)
+    if packed is None:
+        fill_descriptive(message, record)
+    else:  # the same fields, parsed in C rather than set one by one (ADR 63)
+        message.MergeFromString(packed)
     message.tier = tier
     message.fhir_json = fhir_json
     _set_timestamp(message.effective_time, record.effective_time)
@@ -104,24 +111,59 @@ def record_from_descriptive(
 ) -> StoredRecord:
     """A record from ``message``'s descriptive fields (:func:`fill_descriptive`) and the
     rest given apart."""
-    source = message.source
-    code = message.code
     return StoredRecord.from_fields(
         {
             "record_id": record_id,
             "person_token": person_token,
-            "source_hospital": message.source_hospital,
-            "source_format": int(source.format),
-            "message_id": source.message_id,
-            "source_version": source.version,
-            "content_hash": source.content_hash,
-            "category": int(message.category),
-            "code_system": code.system,
-            "code": code.code,
-            "code_display": code.display,
             "effective_time": effective_time,
-            "status": message.status,
             "sealed_payload": sealed_payload,
-            "blob_name": message.blob_name,
+            **_descriptive_fields(message),
         }
     )
+
+
+def record_from_packed(
+    packed: bytes,
+    *,
+    record_id: str,
+    person_token: str,
+    effective_time: datetime,
+    sealed_payload: bytes,
+) -> StoredRecord:
+    """A record from a packed cell (``packed``: a serialized Record with only the
+    descriptive fields, as :func:`fill_descriptive` sets them) and the rest given apart;
+    the cell is parsed only when a descriptive field is read, and :func:`fill_record`
+    copies it whole (ADR 63)."""
+    return StoredRecord.with_packed_fields(
+        {
+            "record_id": record_id,
+            "person_token": person_token,
+            "effective_time": effective_time,
+            "sealed_payload": sealed_payload,
+        },
+        packed,
+        _unpack,
+    )
+
+
+def _unpack(packed: bytes) -> Mapping[str, Any]:
+    return _descriptive_fields(common_pb2.Record.FromString(packed))
+
+
+def _descriptive_fields(message: common_pb2.Record) -> dict[str, Any]:
+    """The StoredRecord fields :func:`fill_descriptive` writes into ``message``."""
+    source = message.source
+    code = message.code
+    return {
+        "source_hospital": message.source_hospital,
+        "source_format": int(source.format),
+        "message_id": source.message_id,
+        "source_version": source.version,
+        "content_hash": source.content_hash,
+        "category": int(message.category),
+        "code_system": code.system,
+        "code": code.code,
+        "code_display": code.display,
+        "status": message.status,
+        "blob_name": message.blob_name,
+    }

@@ -42,7 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from healthbank.common.v1 import common_pb2
-from healthbank.contracts.records import fill_descriptive, record_from_descriptive
+from healthbank.contracts.records import fill_descriptive, record_from_packed
 from healthbank.core.ids import new_ulid
 from healthbank.records.model import (
     ClaimedByEarlierAttempt,
@@ -467,8 +467,8 @@ def _packed_fields(record: StoredRecord) -> bytes:
 
 def _record_from_packed(row: Any) -> StoredRecord:
     """A record from a row of _PACKED_COLUMNS."""
-    return record_from_descriptive(
-        common_pb2.Record.FromString(row.packed_fields),
+    return record_from_packed(
+        row.packed_fields,
         record_id=row.record_id,
         person_token=row.person_token,
         effective_time=_utc(row.effective_time),
@@ -501,8 +501,14 @@ def _committed(row: Any) -> bool:
 
 
 def _utc(moment: datetime) -> datetime:
-    """The driver returns naive UTC datetimes (millisecond precision)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    """The driver returns naive UTC datetimes (millisecond precision). Made aware by
+    arithmetic: ``replace(tzinfo=UTC)`` costs ~1 µs (keyword parsing), this ~0.1, and a
+    1,000-record history makes a thousand."""
+    return _AWARE_EPOCH + (moment - _NAIVE_EPOCH) if moment.tzinfo is None else moment
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_AWARE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _as_date(value: Any) -> date:

@@ -24,11 +24,11 @@ message id. What a message's write guarantees depends on the backend:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from healthbank.contracts.names import record_name
 
@@ -140,8 +140,67 @@ class StoredRecord:
             raise ValueError("a StoredRecord needs every field, and nothing else")
         return record
 
+    @classmethod
+    def with_packed_fields(
+        cls,
+        fields: Mapping[str, Any],
+        packed: bytes,
+        unpack: Callable[[bytes], Mapping[str, Any]],
+    ) -> StoredRecord:
+        """A record read from a packed cell (ADR 60): ``fields`` names every field but the
+        :data:`PACKED_FIELDS`, which ``unpack(packed)`` gives the first time one is read
+        (ADR 63). A history shows most records without reading them, and copies ``packed``
+        into its message whole (:func:`packed_fields_of`): ~3 ms less a 1,000-record read.
 
+        Frozen like any record; ``dataclasses.replace`` makes an ordinary one."""
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
+        if len(record.__dict__) != _STORED_RECORD_FIELD_COUNT - len(PACKED_FIELDS):
+            raise ValueError("a packed StoredRecord needs every field but the packed ones")
+        record.__dict__[_PACKED] = (packed, unpack)
+        return record
+
+    if not TYPE_CHECKING:  # mypy would take every attribute for one of these
+
+        def __getattr__(self, name: str) -> Any:
+            # Only called for an attribute not set: a packed field not unpacked yet.
+            packed = self.__dict__.get(_PACKED)
+            if packed is None or name not in PACKED_FIELDS:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            cell, unpack = packed
+            unpacked = unpack(cell)
+            if unpacked.keys() != PACKED_FIELDS:
+                raise ValueError("a packed cell must give exactly the packed fields")
+            self.__dict__.update(unpacked)
+            return self.__dict__[name]
+
+
+PACKED_FIELDS = frozenset(
+    {
+        "source_hospital",
+        "source_format",
+        "message_id",
+        "source_version",
+        "content_hash",
+        "category",
+        "code_system",
+        "code",
+        "code_display",
+        "status",
+        "blob_name",
+    }
+)
+"""A record's descriptive fields: what the hot store's packed cell holds (ADR 60)."""
+
+_PACKED = "_packed"  # the instance attribute holding (cell, unpack); never a field name
 _STORED_RECORD_FIELD_COUNT = len(dataclass_fields(StoredRecord))
+
+
+def packed_fields_of(record: StoredRecord) -> bytes | None:
+    """The packed cell a record was read with (:meth:`StoredRecord.with_packed_fields`),
+    or None for a record built field by field."""
+    packed = record.__dict__.get(_PACKED)
+    return None if packed is None else packed[0]
 
 
 @dataclass(frozen=True)
