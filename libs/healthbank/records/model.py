@@ -118,7 +118,9 @@ class StoredRecord:
     effective_time: datetime
     status: str
     sealed_payload: bytes
-    blob_name: str = ""
+    # A factory, not ``= ""``: a plain default is a class attribute, which would answer for
+    # a packed record's blob_name before __getattr__ could unpack it (ADR 63).
+    blob_name: str = field(default_factory=str)
 
     @property
     def name(self) -> str:

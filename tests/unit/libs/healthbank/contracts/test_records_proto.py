@@ -104,6 +104,12 @@ def test_a_record_read_from_its_packed_cell_is_the_record_and_is_shown_alike(
     ]
 
 
+@pytest.mark.parametrize("name", sorted(PACKED_FIELDS))
+def test_each_packed_field_read_first_is_the_cells(name: str) -> None:
+    record = replace(RECORD, blob_name="blobs/" + "c" * 64)
+    assert getattr(_read_back(record), name) == getattr(record, name)
+
+
 def test_a_changed_copy_of_a_packed_record_is_shown_with_its_change() -> None:
     changed = replace(_read_back(RECORD), status="amended", category=2)
     assert packed_fields_of(changed) is None
