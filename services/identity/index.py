@@ -253,6 +253,10 @@ class MasterPatientIndex:
         demographics: Demographics | None,
     ) -> Resolution:
         now = self._now()
+        if id_hash is None and demographics is not None and not demographics.is_empty():
+            return await self._resolve_by_demographics(
+                hospital_id, mrn, mrn_hash, demographics, now
+            )
         # Read at once: whom the record number is linked to, and who holds the national ID
         # (a linked record number's person is checked against it, a new one's claims it).
         linked, holder = await asyncio.gather(
@@ -262,16 +266,13 @@ class MasterPatientIndex:
             if id_hash is not None:
                 await self._attach_national_id(linked, id_hash, holder, hospital_id, now)
             return Resolution(linked, MatchMethod.HOSPITAL_MRN)
-        if id_hash is None and demographics is not None and not demographics.is_empty():
-            return await self._resolve_by_demographics(
-                hospital_id, mrn, mrn_hash, demographics, now
-            )
         if id_hash is None:
             # The token is the record number's: only resolves of this (hospital, MRN) write
             # this person, and they all write the same one.
             token = await self._hasher.keyed_hash(MRN_PERSON_DOMAIN, hospital_mrn(hospital_id, mrn))
             created = await self._create_person(token, demographics, None, now)
             method = MatchMethod.CREATED if created else MatchMethod.HOSPITAL_MRN
+            winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, token, now)
         else:
             claim = (
                 NationalIdClaim(holder, won=False)
@@ -279,15 +280,24 @@ class MasterPatientIndex:
                 else await self._store.claim_national_id(id_hash, id_hash, now)
             )
             token = claim.holder
+            method = MatchMethod.CREATED if claim.won else MatchMethod.NATIONAL_ID
             # The claim comes first, so a person whose token is an ID's hash always has it.
             # Its winner writes the person without looking (nobody else decided this token
-            # before it); anyone else writes it only if missing (a winner that died first).
+            # before it), with the link; anyone else writes it only if missing (a winner
+            # that died first).
             if claim.won:
-                await self._save_person(token, demographics, id_hash, now)
-            elif token == id_hash:
-                await self._create_person(token, demographics, id_hash, now)
-            method = MatchMethod.CREATED if claim.won else MatchMethod.NATIONAL_ID
-        winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, token, now)
+                winner = await self._store.save_person_and_link(
+                    token,
+                    await self._sealed_profile(token, demographics),
+                    now,
+                    id_hash,
+                    hospital_id=hospital_id,
+                    mrn_hash=mrn_hash,
+                )
+            else:
+                if token == id_hash:
+                    await self._create_person(token, demographics, id_hash, now)
+                winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, token, now)
         if winner == token:
             return Resolution(token, method)
         if id_hash is None:
@@ -303,15 +313,17 @@ class MasterPatientIndex:
         demographics: Demographics,
         now: datetime,
     ) -> Resolution:
-        """Link an unknown (hospital, MRN) without a national ID by its demographics."""
+        """The person of a (hospital, MRN) without a national ID: the one it is linked to, or
+        else one found or created by its demographics, then linked."""
         own_token = await self._hasher.keyed_hash(MRN_PERSON_DOMAIN, hospital_mrn(hospital_id, mrn))
         probe = _features(demographics)
         block_hashes = await self._block_hashes(probe)
         newborn = matching.is_newborn(probe.birth_date, now.date(), self._policy.newborn_days)
-        best = None
-        if newborn:
-            exists = await self._store.person_exists(own_token)
-        else:
+
+        async def own_and_candidates() -> tuple[bool, list[SealedProfile]]:
+            """Whether the registration's own person exists, and the candidates' profiles."""
+            if newborn:
+                return await self._store.person_exists(own_token), []
             tokens = await self._store.persons_matching(
                 block_hashes, self._policy.candidates_per_key
             )
@@ -321,13 +333,23 @@ class MasterPatientIndex:
             profiles = await self._store.profiles(
                 [own_token, *(token for token in tokens if token != own_token)]
             )
-            exists = any(profile.person_token == own_token for profile in profiles)
-            if not exists:
-                best = await self._best_candidate(probe, profiles)
-                if best is not None and best.outcome is matching.MatchOutcome.LINK:
-                    return await self._link_matched(
-                        hospital_id, mrn_hash, best.person_token, now, demographics, block_hashes
-                    )
+            return any(profile.person_token == own_token for profile in profiles), profiles
+
+        # The link and the candidates are read at once (ADR 64): a record number linked
+        # already (by another replica, or before a restart) costs a candidate search it
+        # did not need; an unknown one, the usual case here, waits for one read fewer.
+        linked, (exists, profiles) = await asyncio.gather(
+            self._store.linked_person(hospital_id, mrn_hash), own_and_candidates()
+        )
+        if linked is not None:
+            return Resolution(linked, MatchMethod.HOSPITAL_MRN)
+        best = None
+        if not newborn and not exists:
+            best = await self._best_candidate(probe, profiles)
+            if best is not None and best.outcome is matching.MatchOutcome.LINK:
+                return await self._link_matched(
+                    hospital_id, mrn_hash, best.person_token, now, demographics, block_hashes
+                )
         sealed = await self._sealer.seal(demographics.to_bytes(), demographics_aad(own_token))
         claim = None if newborn else _claim_value(probe)
         won_claim = False
@@ -352,10 +374,16 @@ class MasterPatientIndex:
                     best = rival
         # The keys may land a moment before the person row: a candidate found without its
         # row is skipped (profiles), as one filed a moment later is not found at all. Only
-        # resolves of this (hospital, MRN) write this token's row (ADR 39).
-        await self._store.save_person(own_token, sealed, now, block_hashes=block_hashes)
-        # The link only once the person exists: a crash never leaves a link to no person.
-        winner = await self._store.link_mrn_if_absent(hospital_id, mrn_hash, own_token, now)
+        # resolves of this (hospital, MRN) write this token's row (ADR 39). The link only
+        # once the person exists: a crash never leaves a link to no person.
+        winner = await self._store.save_person_and_link(
+            own_token,
+            sealed,
+            now,
+            block_hashes=block_hashes,
+            hospital_id=hospital_id,
+            mrn_hash=mrn_hash,
+        )
         if winner != own_token:
             return Resolution(winner, MatchMethod.HOSPITAL_MRN)
         review = best is not None and best.outcome is matching.MatchOutcome.REVIEW
@@ -672,22 +700,17 @@ class MasterPatientIndex:
         resolves of one registration deciding the same token (ADR 39)."""
         if await self._store.person_exists(person_token):
             return False
-        await self._save_person(person_token, demographics, id_hash, now)
+        sealed = await self._sealed_profile(person_token, demographics)
+        await self._store.save_person(person_token, sealed, now, id_hash)
         return True
 
-    async def _save_person(
-        self,
-        person_token: str,
-        demographics: Demographics | None,
-        id_hash: str | None,
-        now: datetime,
-    ) -> None:
-        """Write the person's row, its profile sealed to it."""
-        sealed = None
-        if demographics is not None and not demographics.is_empty():
-            profile = demographics.to_bytes()
-            sealed = await self._sealer.seal(profile, demographics_aad(person_token))
-        await self._store.save_person(person_token, sealed, now, id_hash)
+    async def _sealed_profile(
+        self, person_token: str, demographics: Demographics | None
+    ) -> bytes | None:
+        """The person's profile sealed to it (None without demographics)."""
+        if demographics is None or demographics.is_empty():
+            return None
+        return await self._sealer.seal(demographics.to_bytes(), demographics_aad(person_token))
 
     async def _national_id_holder(self, id_hash: str | None) -> str | None:
         return None if id_hash is None else await self._store.national_id_holder(id_hash)

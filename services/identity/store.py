@@ -85,6 +85,23 @@ class IdentityStore(Protocol):
         """
         ...
 
+    async def save_person_and_link(
+        self,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        create_time: datetime,
+        national_id_hash: str | None = None,
+        *,
+        block_hashes: Sequence[str] = (),
+        hospital_id: str,
+        mrn_hash: str,
+    ) -> str:
+        """:meth:`save_person`, then :meth:`link_mrn_if_absent` (linked at ``create_time``):
+        the person exists before the link does. One call, so a store can send the person's
+        row with what the link needs written first (ADR 64). Returns what
+        :meth:`link_mrn_if_absent` returns."""
+        ...
+
     async def linked_person(self, hospital_id: str, mrn_hash: str) -> str | None:
         """The person token (hospital, MRN hash) is linked to, or None."""
         ...
@@ -330,11 +347,8 @@ class SqliteIdentityStore:
         """See IdentityStore.save_person (the first row saved is kept; one transaction)."""
 
         def work(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT OR IGNORE INTO persons"
-                " (person_token, sealed_demographics, create_time, national_id_hash)"
-                " VALUES (?, ?, ?, ?)",
-                (person_token, sealed_demographics, to_micros(create_time), national_id_hash),
+            _insert_person(
+                connection, person_token, sealed_demographics, create_time, national_id_hash
             )
             _file_under(connection, person_token, block_hashes)
 
@@ -384,19 +398,31 @@ class SqliteIdentityStore:
         self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> str:
         """See IdentityStore.link_mrn_if_absent."""
+        return await self._db.write(
+            lambda connection: _link_if_absent(
+                connection, hospital_id, mrn_hash, person_token, link_time
+            )
+        )
+
+    async def save_person_and_link(
+        self,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        create_time: datetime,
+        national_id_hash: str | None = None,
+        *,
+        block_hashes: Sequence[str] = (),
+        hospital_id: str,
+        mrn_hash: str,
+    ) -> str:
+        """See IdentityStore.save_person_and_link (one transaction)."""
 
         def work(connection: sqlite3.Connection) -> str:
-            connection.execute(
-                "INSERT OR IGNORE INTO mrn_hash_links"
-                " (hospital_id, mrn_hash, person_token, link_time) VALUES (?, ?, ?, ?)",
-                (hospital_id, mrn_hash, person_token, to_micros(link_time)),
+            _insert_person(
+                connection, person_token, sealed_demographics, create_time, national_id_hash
             )
-            row = connection.execute(
-                "SELECT person_token FROM mrn_hash_links WHERE hospital_id = ? AND mrn_hash = ?",
-                (hospital_id, mrn_hash),
-            ).fetchone()
-            linked: str = row["person_token"]
-            return linked
+            _file_under(connection, person_token, block_hashes)
+            return _link_if_absent(connection, hospital_id, mrn_hash, person_token, create_time)
 
         return await self._db.write(work)
 
@@ -794,6 +820,43 @@ def _move_national_id(
         "UPDATE persons SET national_id_hash = ? WHERE person_token = ?",
         (national_id_hash, to_token),
     )
+
+
+def _insert_person(
+    connection: sqlite3.Connection,
+    person_token: str,
+    sealed_demographics: bytes | None,
+    create_time: datetime,
+    national_id_hash: str | None,
+) -> None:
+    """The person's row, unless it exists (the first row saved is kept)."""
+    connection.execute(
+        "INSERT OR IGNORE INTO persons"
+        " (person_token, sealed_demographics, create_time, national_id_hash)"
+        " VALUES (?, ?, ?, ?)",
+        (person_token, sealed_demographics, to_micros(create_time), national_id_hash),
+    )
+
+
+def _link_if_absent(
+    connection: sqlite3.Connection,
+    hospital_id: str,
+    mrn_hash: str,
+    person_token: str,
+    link_time: datetime,
+) -> str:
+    """Link (hospital, MRN hash) to the person unless linked; the person it is linked to."""
+    connection.execute(
+        "INSERT OR IGNORE INTO mrn_hash_links"
+        " (hospital_id, mrn_hash, person_token, link_time) VALUES (?, ?, ?, ?)",
+        (hospital_id, mrn_hash, person_token, to_micros(link_time)),
+    )
+    row = connection.execute(
+        "SELECT person_token FROM mrn_hash_links WHERE hospital_id = ? AND mrn_hash = ?",
+        (hospital_id, mrn_hash),
+    ).fetchone()
+    linked: str = row["person_token"]
+    return linked
 
 
 def _file_under(

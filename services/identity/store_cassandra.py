@@ -184,16 +184,7 @@ class CassandraIdentityStore:
     ) -> None:
         """See IdentityStore.save_person (an upsert: the last row saved wins; with
         ``block_hashes``, one unlogged batch of idempotent upserts)."""
-        # Only the columns that have values: a null cell would be a tombstone.
-        values: dict[str, object] = {"person_token": person_token, "create_time": create_time}
-        if sealed_demographics is not None:
-            values["sealed_demographics"] = sealed_demographics
-        if national_id_hash is not None:
-            values["national_id_hash"] = national_id_hash
-        row = (
-            f"INSERT INTO persons ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
-            tuple(values.values()),
-        )
+        row = _person_row(person_token, sealed_demographics, create_time, national_id_hash)
         await self._writes.apply([row, *_match_keys(person_token, block_hashes)])
 
     async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
@@ -227,6 +218,34 @@ class CassandraIdentityStore:
     ) -> str:
         """See IdentityStore.link_mrn_if_absent (the copy first, then the link: ADR 51)."""
         await self._copy_link(hospital_id, mrn_hash, person_token, link_time)
+        return await self._claim_link(hospital_id, mrn_hash, person_token, link_time)
+
+    async def save_person_and_link(
+        self,
+        person_token: str,
+        sealed_demographics: bytes | None,
+        create_time: datetime,
+        national_id_hash: str | None = None,
+        *,
+        block_hashes: Sequence[str] = (),
+        hospital_id: str,
+        mrn_hash: str,
+    ) -> str:
+        """See IdentityStore.save_person_and_link: the person's row, its keys and the link's
+        copy in one unlogged batch, then the link's lightweight transaction (ADR 64)."""
+        await self._writes.apply(
+            [
+                _person_row(person_token, sealed_demographics, create_time, national_id_hash),
+                *_match_keys(person_token, block_hashes),
+                _link_copy(hospital_id, mrn_hash, person_token, create_time),
+            ]
+        )
+        return await self._claim_link(hospital_id, mrn_hash, person_token, create_time)
+
+    async def _claim_link(
+        self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
+    ) -> str:
+        """The link's lightweight transaction, its copy written before (ADR 51)."""
         rows = await self._db.execute(
             "INSERT INTO mrn_hash_links (hospital_id, mrn_hash, person_token, link_time, listed)"
             " VALUES (?, ?, ?, ?, true) IF NOT EXISTS",
@@ -611,15 +630,7 @@ class CassandraIdentityStore:
     async def _copy_link(
         self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
     ) -> None:
-        await self._writes.apply(
-            [
-                (
-                    "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash,"
-                    " link_time) VALUES (?, ?, ?, ?)",
-                    (person_token, hospital_id, mrn_hash, link_time),
-                )
-            ]
-        )
+        await self._writes.apply([_link_copy(hospital_id, mrn_hash, person_token, link_time)])
 
     async def _list(
         self, hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
@@ -632,6 +643,34 @@ class CassandraIdentityStore:
             "UPDATE mrn_hash_links SET listed = true WHERE hospital_id = ? AND mrn_hash = ?",
             (hospital_id, mrn_hash),
         )
+
+
+def _person_row(
+    person_token: str,
+    sealed_demographics: bytes | None,
+    create_time: datetime,
+    national_id_hash: str | None,
+) -> tuple[str, tuple[Any, ...]]:
+    # Only the columns that have values: a null cell would be a tombstone.
+    values: dict[str, object] = {"person_token": person_token, "create_time": create_time}
+    if sealed_demographics is not None:
+        values["sealed_demographics"] = sealed_demographics
+    if national_id_hash is not None:
+        values["national_id_hash"] = national_id_hash
+    return (
+        f"INSERT INTO persons ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+        tuple(values.values()),
+    )
+
+
+def _link_copy(
+    hospital_id: str, mrn_hash: str, person_token: str, link_time: datetime
+) -> tuple[str, tuple[Any, ...]]:
+    return (
+        "INSERT INTO person_mrn_hashes (person_token, hospital_id, mrn_hash, link_time)"
+        " VALUES (?, ?, ?, ?)",
+        (person_token, hospital_id, mrn_hash, link_time),
+    )
 
 
 def _match_keys(

@@ -133,6 +133,63 @@ async def test_links_are_ordered_by_hospital_then_mrn_hash(store: IdentityStore)
     assert await store.links_of(OTHER) == []
 
 
+async def test_a_person_saved_with_its_link_exists_filed_and_linked(
+    store: IdentityStore,
+) -> None:
+    linked = await store.save_person_and_link(
+        PERSON,
+        b"\x01sealed",
+        T0,
+        "1" * 64,
+        block_hashes=["k1"],
+        hospital_id="h1",
+        mrn_hash=MRN_HASH,
+    )
+    assert linked == PERSON
+    assert await store.person_exists(PERSON)
+    (profile,) = await store.profiles([PERSON])
+    assert profile == SealedProfile(PERSON, b"\x01sealed", "1" * 64)
+    assert await store.persons_matching(["k1"], limit=10) == [PERSON]
+    assert await store.linked_person("h1", MRN_HASH) == PERSON
+    assert await store.links_of(PERSON) == [HospitalLink("h1", MRN_HASH)]
+
+
+async def test_a_person_saved_with_a_link_taken_already_gets_the_person_but_not_the_link(
+    store: IdentityStore,
+) -> None:
+    await store.save_person(OTHER, None, T0)
+    assert await store.link_mrn_if_absent("h1", MRN_HASH, OTHER, T0) == OTHER
+    linked = await store.save_person_and_link(PERSON, None, T0, hospital_id="h1", mrn_hash=MRN_HASH)
+    assert linked == OTHER
+    assert await store.person_exists(PERSON)
+    assert await store.linked_person("h1", MRN_HASH) == OTHER
+    assert await store.links_of(PERSON) == []
+    assert await store.links_of(OTHER) == [HospitalLink("h1", MRN_HASH)]
+
+
+async def test_racing_saves_with_one_link_across_instances_agree_on_one_person(
+    backend: Backend,
+) -> None:
+    stores = [await backend.open_store(), await backend.open_store()]
+    people = [f"{index:064x}" for index in range(10)]
+    linked = await asyncio.gather(
+        *(
+            stores[attempt % 2].save_person_and_link(
+                people[attempt % 10], None, T0, hospital_id="h1", mrn_hash="shared"
+            )
+            for attempt in range(20)
+        )
+    )
+    (winner,) = set(linked)
+    assert winner in people
+    for store in stores:
+        assert await store.linked_person("h1", "shared") == winner
+        for person in people:
+            assert await store.person_exists(person)
+            expected = [HospitalLink("h1", "shared")] if person == winner else []
+            assert await store.links_of(person) == expected
+
+
 # --- national IDs and pending merges ------------------------------------------------------
 
 

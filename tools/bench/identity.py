@@ -62,6 +62,7 @@ import grpc.aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import process_cpu
 from identity_population import PopulationGenerator, Registration, true_pairs
 from node_jit import CompilerMeter, cassandra_pid
 from run import SECRET, bench_stack, new_run_id, timed
@@ -189,7 +190,7 @@ async def retried(method: Any, request: Any, auth: Any, attempts: int = 5) -> An
 
 async def service_rates(
     registrations: Sequence[Registration], identity_address: str, resolves: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Resolves per second of the identity service at ``identity_address`` for new and then
     known registrations, and the quality of the persons it gave the first ``resolves``
     registrations (``service_precision`` / ``service_recall``: the pairs it put in one
@@ -242,12 +243,16 @@ async def service_rates(
 
         half = len(requests) // 2
         batch_starts = range(half, len(requests), BATCH)
-        rates = {}
+        rates: dict[str, Any] = {}
         for kind in ("new", "known"):
             single = await timed([call(position) for position in range(half)], CONCURRENCY)
             batched = await timed([batch(start) for start in batch_starts], BATCHES_IN_FLIGHT)
             rates[f"{kind}_single_resolves_per_s"] = half / single.seconds
             rates[f"{kind}_resolves_per_s"] = (len(requests) - half) / batched.seconds
+            # Where a batched resolve's CPU went, by process (ms each): what bounds the rate.
+            rates[f"{kind}_resolve_cpu_ms"] = process_cpu.per_operation(
+                batched.cpu_ms, len(requests) - half
+            )
         rates.update(service_quality(persons, true_pairs(list(registrations[: len(requests)]))))
     finally:
         await channel.close()
@@ -414,7 +419,7 @@ def weights_module(weights: matching.MatchWeights, persons: int, seed: int) -> s
     )
 
 
-def warm_up(engines: str, persons: int, seed: int, resolves: int) -> dict[str, float]:
+def warm_up(engines: str, persons: int, seed: int, resolves: int) -> dict[str, Any]:
     """The service rates of ``resolves`` registrations of another seed's population, in a
     stack (and keyspaces) of their own, before the measured one: the node is then warm, as
     one serving a city is (run.py's docstring has what a cold one costs), while the measured
@@ -510,6 +515,12 @@ def main() -> None:
         f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
         f" new {served['new_single_resolves_per_s']:,.0f}"
     )
+    for kind in ("new", "known"):
+        spent = served[f"{kind}_resolve_cpu_ms"]
+        print(
+            f"  CPU ms a batched {kind} resolve: "
+            + ", ".join(f"{group} {ms:.3f}" for group, ms in sorted(spent.items()) if ms >= 0.005)
+        )
     if "node_jit_cores" in served:
         print(f"  the node's JIT compiler meanwhile: {served['node_jit_cores']:.2f} of a core")
     if warmup:
