@@ -14,7 +14,8 @@ Tables, one per query:
 - ``person_mrn_hashes``: the same links partitioned by person and clustered by (hospital,
   MRN hash), for GetPerson and merges. A copy is written *before* the link's lightweight
   transaction, which writes the link with ``listed = true``: a link never exists without its
-  copy, and linking costs two requests, not three (ADR 51). A copy is the person's only
+  copy, and linking costs two requests, not three (ADR 51); a new person's copy goes in the
+  batch of its row (ADR 64). A copy is the person's only
   while its link row names the person: a caller that loses the link deletes its copy, and
   one that dies before linking leaves a copy no link backs, which every reader of copies
   skips (:meth:`_linked_copies`). Links written before ADR 51 were copied after the
