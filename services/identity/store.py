@@ -347,10 +347,14 @@ class SqliteIdentityStore:
         """See IdentityStore.save_person (the first row saved is kept; one transaction)."""
 
         def work(connection: sqlite3.Connection) -> None:
-            _insert_person(
-                connection, person_token, sealed_demographics, create_time, national_id_hash
+            _save_person(
+                connection,
+                person_token,
+                sealed_demographics,
+                create_time,
+                national_id_hash,
+                block_hashes,
             )
-            _file_under(connection, person_token, block_hashes)
 
         await self._db.write(work)
 
@@ -418,10 +422,14 @@ class SqliteIdentityStore:
         """See IdentityStore.save_person_and_link (one transaction)."""
 
         def work(connection: sqlite3.Connection) -> str:
-            _insert_person(
-                connection, person_token, sealed_demographics, create_time, national_id_hash
+            _save_person(
+                connection,
+                person_token,
+                sealed_demographics,
+                create_time,
+                national_id_hash,
+                block_hashes,
             )
-            _file_under(connection, person_token, block_hashes)
             return _link_if_absent(connection, hospital_id, mrn_hash, person_token, create_time)
 
         return await self._db.write(work)
@@ -822,20 +830,23 @@ def _move_national_id(
     )
 
 
-def _insert_person(
+def _save_person(
     connection: sqlite3.Connection,
     person_token: str,
     sealed_demographics: bytes | None,
     create_time: datetime,
     national_id_hash: str | None,
+    block_hashes: Sequence[str],
 ) -> None:
-    """The person's row, unless it exists (the first row saved is kept)."""
+    """The person's row unless it exists (the first row saved is kept), filed under
+    ``block_hashes``."""
     connection.execute(
         "INSERT OR IGNORE INTO persons"
         " (person_token, sealed_demographics, create_time, national_id_hash)"
         " VALUES (?, ?, ?, ?)",
         (person_token, sealed_demographics, to_micros(create_time), national_id_hash),
     )
+    _file_under(connection, person_token, block_hashes)
 
 
 def _link_if_absent(

@@ -15,12 +15,12 @@ Tables, one per query:
   MRN hash), for GetPerson and merges. A copy is written *before* the link's lightweight
   transaction, which writes the link with ``listed = true``: a link never exists without its
   copy, and linking costs two requests, not three (ADR 51); a new person's copy goes in the
-  batch of its row (ADR 64). A copy is the person's only
-  while its link row names the person: a caller that loses the link deletes its copy, and
-  one that dies before linking leaves a copy no link backs, which every reader of copies
-  skips (:meth:`_linked_copies`). Links written before ADR 51 were copied after the
-  transaction and marked ``listed`` after; whoever finds one unlisted (a crash between
-  those writes) writes the copy again. Copies are idempotent upserts.
+  batch of its row (ADR 64). A copy is the person's only while its link row names the
+  person: a caller that loses the link deletes its copy, and one that dies before linking
+  leaves a copy no link backs, which every reader of copies skips (:meth:`_linked_copies`).
+  Links written before ADR 51 were copied after the transaction and marked ``listed`` after;
+  whoever finds one unlisted (a crash between those writes) writes the copy again. Copies
+  are idempotent upserts.
 - ``pending_merges``: pairs of persons a message said are one, for the MPI's review.
 - ``match_blocks``: a blocking key's keyed hash → the persons filed under it (ADR 25).
 - ``match_claims``: the claim racing first registrations of one new person compete for,
@@ -185,8 +185,11 @@ class CassandraIdentityStore:
     ) -> None:
         """See IdentityStore.save_person (an upsert: the last row saved wins; with
         ``block_hashes``, one unlogged batch of idempotent upserts)."""
-        row = _person_row(person_token, sealed_demographics, create_time, national_id_hash)
-        await self._writes.apply([row, *_match_keys(person_token, block_hashes)])
+        await self._writes.apply(
+            _person_rows(
+                person_token, sealed_demographics, create_time, national_id_hash, block_hashes
+            )
+        )
 
     async def reserve_national_id(self, person_token: str, national_id_hash: str) -> str:
         """See IdentityStore.reserve_national_id."""
@@ -236,8 +239,9 @@ class CassandraIdentityStore:
         copy in one unlogged batch, then the link's lightweight transaction (ADR 64)."""
         await self._writes.apply(
             [
-                _person_row(person_token, sealed_demographics, create_time, national_id_hash),
-                *_match_keys(person_token, block_hashes),
+                *_person_rows(
+                    person_token, sealed_demographics, create_time, national_id_hash, block_hashes
+                ),
                 _link_copy(hospital_id, mrn_hash, person_token, create_time),
             ]
         )
@@ -646,22 +650,25 @@ class CassandraIdentityStore:
         )
 
 
-def _person_row(
+def _person_rows(
     person_token: str,
     sealed_demographics: bytes | None,
     create_time: datetime,
     national_id_hash: str | None,
-) -> tuple[str, tuple[Any, ...]]:
+    block_hashes: Sequence[str],
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The person's row and its blocking keys' rows (idempotent upserts)."""
     # Only the columns that have values: a null cell would be a tombstone.
     values: dict[str, object] = {"person_token": person_token, "create_time": create_time}
     if sealed_demographics is not None:
         values["sealed_demographics"] = sealed_demographics
     if national_id_hash is not None:
         values["national_id_hash"] = national_id_hash
-    return (
+    row = (
         f"INSERT INTO persons ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
         tuple(values.values()),
     )
+    return [row, *_match_keys(person_token, block_hashes)]
 
 
 def _link_copy(
