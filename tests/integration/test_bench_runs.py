@@ -169,6 +169,9 @@ def test_identity_benchmark_prints_its_quality_beside_splinks_as_json() -> None:
         assert 0 < figures[name] <= 1, name
     rates = ["known_resolves_per_s", "new_resolves_per_s", "matcher_new_decisions_per_s"]
     assert all(figures[name] > 0 for name in rates)
+    # Beside the resolves, the bare Check of the same service in the same run.
+    assert figures["baseline_check_rps"] > 0 and figures["baseline_check_p99_ms"] > 0
+    assert figures["check_cpu_ms"]["identity"] > 0
     assert figures["true_pairs"] > 0
     # The warm-up (on by default) resolved another population first, its rates apart.
     assert figures["warmup"]["new_resolves_per_s"] > 0

@@ -24,7 +24,10 @@ twins, newborns) with its ground truth, then:
    without a national ID, their demographics matched: linked, reviewed or created),
    ``known_resolves_per_s`` for the same (hospital, MRN) again; half of ``--resolves``
    through ResolveBatch (100 per call, 4 calls in flight: those two figures), the other
-   half one Resolve per call with 16 in flight (``*_single_resolves_per_s``). The persons
+   half one Resolve per call with 16 in flight (``*_single_resolves_per_s``), beside the
+   baseline: as many bare grpc.health Checks of the same service over the same channel
+   at the same concurrency, first (``baseline_check_rps``, ``baseline_check_p99_ms``;
+   ``check_cpu_ms`` by process, as ``*_resolve_cpu_ms`` for a batched resolve). The persons
    it gave those registrations are scored too (``service_precision`` / ``service_recall``,
    over the true pairs among them): online, in arrival order, with the weights it starts
    with (services/identity/match_weights.py) and its own rules (a newborn is not matched;
@@ -59,6 +62,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -244,6 +248,14 @@ async def service_rates(
         half = len(requests) // 2
         batch_starts = range(half, len(requests), BATCH)
         rates: dict[str, Any] = {}
+        # The baseline: the cheapest call this service answers, over the same channel at the
+        # same concurrency as the single resolves, as many of them, in the same run.
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest()
+        checks = await timed([lambda: health.Check(check) for _ in range(half)], CONCURRENCY)
+        rates["baseline_check_rps"] = checks.per_second
+        rates["baseline_check_p99_ms"] = checks.percentile(0.99)
+        rates["check_cpu_ms"] = process_cpu.per_operation(checks.cpu_ms, half)
         for kind in ("new", "known"):
             single = await timed([call(position) for position in range(half)], CONCURRENCY)
             batched = await timed([batch(start) for start in batch_starts], BATCHES_IN_FLIGHT)
@@ -513,12 +525,18 @@ def main() -> None:
     )
     print(
         f"identity Resolve/s, one per call: known {served['known_single_resolves_per_s']:,.0f},"
-        f" new {served['new_single_resolves_per_s']:,.0f}"
+        f" new {served['new_single_resolves_per_s']:,.0f}; beside them a bare health Check"
+        f" on the same service: {served['baseline_check_rps']:,.0f}/s,"
+        f" p99 {served['baseline_check_p99_ms']:.1f} ms"
     )
-    for kind in ("new", "known"):
-        spent = served[f"{kind}_resolve_cpu_ms"]
+    for label, key in (
+        ("batched new resolve", "new_resolve_cpu_ms"),
+        ("batched known resolve", "known_resolve_cpu_ms"),
+        ("health Check", "check_cpu_ms"),
+    ):
+        spent = served[key]
         print(
-            f"  CPU ms a batched {kind} resolve: "
+            f"  CPU ms a {label}: "
             + ", ".join(f"{group} {ms:.3f}" for group, ms in sorted(spent.items()) if ms >= 0.005)
         )
     if "node_jit_cores" in served:
