@@ -335,14 +335,20 @@ class MasterPatientIndex:
             )
             return any(profile.person_token == own_token for profile in profiles), profiles
 
-        # The link and the candidates are read at once (ADR 64): a record number linked
-        # already (by another replica, or before a restart) costs a candidate search it
-        # did not need; an unknown one, the usual case here, waits for one read fewer.
-        linked, (exists, profiles) = await asyncio.gather(
-            self._store.linked_person(hospital_id, mrn_hash), own_and_candidates()
-        )
+        # The candidates are read while the link is (ADR 64): an unknown record number, the
+        # usual case here, waits for one read fewer. A record number linked already (by
+        # another replica, or before a restart) stops the search: its answer never waits
+        # for, or fails with, a candidate read it does not need.
+        candidates = asyncio.ensure_future(own_and_candidates())
+        try:
+            linked = await self._store.linked_person(hospital_id, mrn_hash)
+        except BaseException:
+            await _cancelled(candidates)
+            raise
         if linked is not None:
+            await _cancelled(candidates)
             return Resolution(linked, MatchMethod.HOSPITAL_MRN)
+        exists, profiles = await candidates
         best = None
         if not newborn and not exists:
             best = await self._best_candidate(probe, profiles)
@@ -784,6 +790,12 @@ def _chains_sharing_keys(keys: Sequence[Sequence[Hashable]]) -> list[list[int]]:
     for position in range(len(keys)):
         chains.setdefault(root(position), []).append(position)
     return list(chains.values())
+
+
+async def _cancelled(task: asyncio.Future[object]) -> None:
+    """Cancel ``task`` and wait until it ended, whatever it raised."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _claim_value(probe: matching.MatchFeatures) -> str | None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import zipfile
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from repo_paths import SYNTHEA_SAMPLE
 
 from healthbank.crypto import LocalKeyring, Sealer
+from healthbank.storage.errors import StorageUnavailable
 from services.identity import matching
-from services.identity.domain import Demographics, SealedProfile, demographics_aad
+from services.identity.domain import Demographics, MatchMethod, SealedProfile, demographics_aad
 from services.identity.index import BatchRegistration, MasterPatientIndex
 from services.identity.store import SqliteIdentityStore
 
@@ -123,6 +126,41 @@ async def test_a_patient_this_replica_knows_chains_by_record_number_only(tmp_pat
         assert await index(tmp_path, store).resolution_chains(batch) == [[0, 1]]
     finally:
         await store.close()
+
+
+class CandidateSearchDown(SqliteIdentityStore):
+    """A store whose candidate search fails, as a timed-out read would."""
+
+    async def persons_matching(self, block_hashes: Sequence[str], limit: int) -> list[str]:
+        raise StorageUnavailable("the candidate search timed out")
+
+
+async def test_a_linked_record_number_resolves_by_its_link_while_the_candidate_search_fails(
+    tmp_path: Path,
+) -> None:
+    # Another replica (or this one after a restart) does not know the record number: it
+    # reads the link and searches candidates at once (ADR 64). The link answers; the search
+    # it no longer needs must not fail the resolve.
+    first = person("Zhou", "Xun", "1974-10-18", mrn="K-1")
+    store = await SqliteIdentityStore(tmp_path / "identity.db").open()
+    try:
+        made = await index(tmp_path, store).resolve(
+            first.hospital_id, first.mrn, None, first.demographics
+        )
+    finally:
+        await store.close()
+    failing = await CandidateSearchDown(tmp_path / "identity.db").open()
+    try:
+        again = await index(tmp_path, failing).resolve(
+            first.hospital_id, first.mrn, None, first.demographics
+        )
+        assert again.person_token == made.person_token
+        assert again.match_method is MatchMethod.HOSPITAL_MRN
+        # An unknown record number needs the search, and fails with it.
+        with pytest.raises(StorageUnavailable):
+            await index(tmp_path, failing).resolve("h1", "K-2", None, first.demographics)
+    finally:
+        await failing.close()
 
 
 async def test_of_equally_good_candidates_the_least_person_token_wins_in_any_order(
