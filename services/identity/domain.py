@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
@@ -149,13 +149,19 @@ class Demographics:
     phone: str = ""
     address: str = ""
 
+    def by_field(self) -> dict[str, str]:
+        """Each field's value by its name (every field is a str, so a shallow copy is
+        ``dataclasses.asdict``'s answer at a twentieth of its cost, several times a
+        registration)."""
+        return dict(vars(self))
+
     def is_empty(self) -> bool:
         """True when no field is set."""
-        return not any(asdict(self).values())
+        return not any(vars(self).values())
 
     def to_bytes(self) -> bytes:
         """The plaintext that is sealed into the person's profile (JSON, UTF-8)."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(self.by_field(), sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, plaintext: bytes) -> Demographics:
@@ -244,7 +250,7 @@ def mrn_problem(mrn: str) -> str | None:
 def demographics_problems(demographics: Demographics) -> list[tuple[str, str]]:
     """What is wrong with demographics, as (field, rule) pairs; values are never echoed."""
     problems: list[tuple[str, str]] = []
-    for field, value in asdict(demographics).items():
+    for field, value in demographics.by_field().items():
         if len(value) > MAX_DEMOGRAPHIC_LENGTH:
             problems.append((field, f"must be at most {MAX_DEMOGRAPHIC_LENGTH} characters"))
         elif value and not value.isprintable():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.identity.domain import (
@@ -59,6 +61,17 @@ def test_demographics_round_trip() -> None:
     assert Demographics.from_bytes(demographics.to_bytes()) == demographics
     assert not demographics.is_empty()
     assert Demographics().is_empty()
+    assert not Demographics(address="1 Road").is_empty()
+
+
+def test_demographics_by_field_is_every_field_as_asdict_gives_it() -> None:
+    # by_field is a shallow copy: right only while every field is a plain str.
+    demographics = Demographics("Zhang", "Wei", "1980-02-29", "male", "13800138000", "1 Road")
+    assert demographics.by_field() == dataclasses.asdict(demographics)
+    assert all(type(value) is str for value in demographics.by_field().values())
+    assert [field.name for field in dataclasses.fields(Demographics)] == list(
+        demographics.by_field()
+    )
 
 
 def test_demographics_aad_binds_the_person() -> None:
