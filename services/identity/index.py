@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from healthbank.contracts.principal import Principal
 from healthbank.core.ids import new_ulid
@@ -792,7 +792,7 @@ def _chains_sharing_keys(keys: Sequence[Sequence[Hashable]]) -> list[list[int]]:
     return list(chains.values())
 
 
-async def _cancelled(task: asyncio.Future[object]) -> None:
+async def _cancelled(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` and wait until it ended, whatever it raised."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
