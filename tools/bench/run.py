@@ -165,7 +165,9 @@ class Workload:
     counted_messages: int = 20
 
     def scaled(self, factor: float) -> Workload:
-        """Every count times ``factor`` (at least 1; history and bundle sizes kept)."""
+        """Every count times ``factor`` (at least 1). Bundle sizes are kept, and so is the
+        history's size unless ``factor`` is below 1: a quick run (or a warm-up pass at
+        ``--warmup`` below 1) reads a shorter history than ``history_1000_p50_ms`` names."""
 
         def n(value: int) -> int:
             return max(1, round(value * factor))
