@@ -31,10 +31,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 from healthbank.contracts.principal import Principal
 from healthbank.core.ids import new_ulid
+from healthbank.core.tasks import cancel_and_wait
 from healthbank.crypto import KeyedHasher, KeyProvider, Sealer
 from services.identity import matching
 from services.identity.domain import (
@@ -343,10 +344,10 @@ class MasterPatientIndex:
         try:
             linked = await self._store.linked_person(hospital_id, mrn_hash)
         except BaseException:
-            await _cancelled(candidates)
+            await cancel_and_wait(candidates)
             raise
         if linked is not None:
-            await _cancelled(candidates)
+            await cancel_and_wait(candidates)
             return Resolution(linked, MatchMethod.HOSPITAL_MRN)
         exists, profiles = await candidates
         best = None
@@ -490,9 +491,7 @@ class MasterPatientIndex:
         try:
             await self._audit.record_read(actor, person_token, IdentityRead.NATIONAL_ID_LOOKUP)
         except BaseException:
-            merged.cancel()
-            # No task outlives the request; the cancelled read's outcome is moot.
-            await asyncio.gather(merged, return_exceptions=True)
+            await cancel_and_wait(merged)  # the cancelled read's outcome is moot
             raise
         return FoundPerson(person_token, await merged)
 
@@ -790,12 +789,6 @@ def _chains_sharing_keys(keys: Sequence[Sequence[Hashable]]) -> list[list[int]]:
     for position in range(len(keys)):
         chains.setdefault(root(position), []).append(position)
     return list(chains.values())
-
-
-async def _cancelled(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` and wait until it ended, whatever it raised."""
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def _claim_value(probe: matching.MatchFeatures) -> str | None:

@@ -51,6 +51,7 @@ from healthbank.consent.v1 import consent_pb2, consent_pb2_grpc
 from healthbank.contracts.facts import Fact, MalformedFact, decode_fact
 from healthbank.contracts.names import person_name
 from healthbank.contracts.principal import Principal, PrincipalKind, principal_to_proto
+from healthbank.core.tasks import cancel_and_wait
 from healthbank.crypto import Sealer, TamperedPayload
 from healthbank.records.model import blob_aad, fact_aad, payload_aad
 from healthbank.rpc.access_log import AccessLog
@@ -276,8 +277,7 @@ class ConsentGate:
             merged = tuple(await merged_lookup) if merged_lookup else ()
         except BaseException:
             if merged_lookup:
-                merged_lookup.cancel()
-                await asyncio.gather(merged_lookup, return_exceptions=True)
+                await cancel_and_wait(merged_lookup)
             raise
         names = [person_name(person_token), *resource_names, *([authority] if authority else [])]
         leaf, rows = await _audited_while_read(
@@ -415,8 +415,6 @@ async def _audited_while_read(audit: Awaitable[int], read: Awaitable[_Rows]) -> 
     try:
         leaf = await appending
     except BaseException:
-        reading.cancel()
-        # Wait for the cancelled read so no task outlives the request; its outcome is moot.
-        await asyncio.gather(reading, return_exceptions=True)
+        await cancel_and_wait(reading)  # the cancelled read's outcome is moot
         raise
     return leaf, await reading
