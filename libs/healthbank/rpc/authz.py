@@ -3,8 +3,8 @@
 Every RPC of every healthbank service has an entry in :data:`AUTHORIZATION_TABLE`, keyed by
 its full gRPC method name. An entry lists the principal kinds that may call it, each with a
 scope, and for ``SERVICE`` principals the services (by name) the architecture's call graph
-lets call it. A method without an entry is refused (deny by default). The server's
-principal interceptor (:class:`healthbank.rpc.interceptors.PrincipalInterceptor`) applies
+lets call it. A method without an entry is refused (deny by default). The
+server interceptor (:class:`healthbank.rpc.interceptors.CallInterceptor`) applies
 the table to every call, after verifying the token and before the servicer runs; scopes
 that need the request are checked there too, per message for request streams.
 

@@ -17,6 +17,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 
 from healthbank.contracts.principal import Principal, PrincipalKind, Purpose, encode_token
@@ -105,7 +106,9 @@ class OutboundInterceptor:
             return self._token
         return self._token()
 
-    def _augment(self, details: Any) -> Any:
+    def _augment(self, details: Any, trace_context: Context | None = None) -> Any:
+        """The call's details with request id, credentials, trace context (of
+        ``trace_context``, else the current one) and timeout added."""
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if REQUEST_ID_KEY not in metadata:
             metadata.add(REQUEST_ID_KEY, request_id_var.get() or new_request_id())
@@ -116,7 +119,7 @@ class OutboundInterceptor:
             if token:
                 metadata.add(AUTHORIZATION_KEY, f"Bearer {token}")
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        propagate.inject(carrier, context=trace_context)
         for key, value in carrier.items():
             metadata[key] = value
         timeout = details.timeout if details.timeout is not None else self._default_timeout
@@ -147,7 +150,7 @@ class OutboundInterceptor:
 class _TracedCall:
     """Starts a CLIENT span, sends the call under it, ends the span with the final status."""
 
-    def __init__(self, augment: Callable[[Any], Any], address: str | None) -> None:
+    def __init__(self, augment: Callable[[Any, Context | None], Any], address: str | None) -> None:
         self._augment = augment
         self._attributes: dict[str, Any] = {}
         if address:
@@ -173,14 +176,18 @@ class _TracedCall:
             set_status_on_exception=False,
         )
         # The callee's server span becomes this span's child (traceparent injected here).
-        with trace.use_span(span, end_on_exit=False):
-            augmented = self._augment(details)
+        augmented = self._augment(details, trace.set_span_in_context(span))
         try:
             call = await continuation(augmented, payload)
         except BaseException:
             record_status(span, grpc.StatusCode.UNKNOWN)
             span.end()
             raise
+        if not span.is_recording():
+            # Nothing to record (no exporter, or not sampled): no task waiting for the
+            # outcome, which cost each call more than the rest of this (ADR 65).
+            span.end()
+            return call
         task = asyncio.get_running_loop().create_task(_end_span_when_done(span, call))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)

@@ -1,15 +1,15 @@
 """grpc.aio server interceptors shared by every healthbank service.
 
-Each interceptor wraps the method handler's behaviour (all four arities) in an async
+An interceptor wraps the method handler's behaviour (all four arities) in an async
 context manager that runs inside the RPC's own task, so ContextVars it sets are visible
 to the servicer and to outgoing calls the servicer makes. Streaming responses are driven
 by the wrapper itself with ``context.write`` so that clean-up always happens in that task,
 even when the client cancels mid-stream.
 
-Order (outermost first, see :func:`default_interceptors`): request id → telemetry →
-errors → deadline → principal. Telemetry sits outside the error mapping so that it sees
-the final status code; deadline and principal sit inside it so that their refusals
-become proper rich statuses.
+One interceptor, :class:`CallInterceptor`, does every step (ADR 65), in this order:
+request id → telemetry → errors → deadline → principal → authorization → rate limit.
+Telemetry sits outside the error mapping so that it sees the final status code; the
+later steps sit inside it so that their refusals become proper rich statuses.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar, Token
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -60,13 +60,9 @@ from healthbank.storage.errors import SchemaPending, StorageRefused, StorageUnav
 
 __all__ = [
     "REQUEST_ID_KEY",
-    "DeadlineInterceptor",
-    "ErrorInterceptor",
-    "PrincipalInterceptor",
-    "RequestIdInterceptor",
+    "CallInterceptor",
     "RpcSettings",
     "RpcTelemetry",
-    "TelemetryInterceptor",
     "default_interceptors",
     "inbound_deadline",
     "metadata_value",
@@ -137,7 +133,10 @@ def _restore(var: ContextVar[_T], token: Token[_T]) -> None:
         var.reset(token)
 
 
-_Around = Callable[[Any], AbstractAsyncContextManager[None]]
+# A per-call context manager; what it yields is the per-message check of the request (or
+# of each message of a request stream), or None when the messages need none.
+MessageCheck = Callable[[Any], None]
+_Around = Callable[[Any], AbstractAsyncContextManager[MessageCheck | None]]
 
 
 async def _finish(result: Any) -> Any:
@@ -171,7 +170,7 @@ _END_OF_STREAM = object()
 
 
 async def _each_checked(
-    first: Any, rest: AsyncIterator[Any], check: Callable[[Any], None] | None
+    first: Any, rest: AsyncIterator[Any], check: MessageCheck | None
 ) -> AsyncIterator[Any]:
     """The request stream (``first``, then ``rest``), each message passed to ``check`` (which
     may raise) as it arrives."""
@@ -186,32 +185,26 @@ async def _each_checked(
         yield message
 
 
-def _wrap_handler(
-    handler: Any,
-    around: _Around,
-    check: Callable[[Any], Callable[[Any], None] | None] | None = None,
-) -> Any:
-    """Return ``handler`` with each behaviour run inside ``around(context)``.
+def _checked(request: Any, check: MessageCheck | None) -> Any:
+    if check is not None:
+        check(request)
+    return request
 
-    ``check(context)``, if given, is asked inside ``around`` for a per-message check, which
-    then sees the request (unary) or every message of the request stream as it arrives.
-    """
 
-    def checked(request: Any, context: Any) -> Any:
-        message_check = check(context) if check is not None else None
-        if message_check is not None:
-            message_check(request)
-        return request
+async def _checked_stream(request_iterator: Any, check: MessageCheck | None) -> Any:
+    if check is None:
+        return request_iterator
+    # Decide once the first message (or the end of the stream) is in: a refusal sent while
+    # the client is still writing reaches grpc.aio clients as INTERNAL now and then.
+    requests = aiter(request_iterator)
+    first = await anext(requests, _END_OF_STREAM)
+    return _each_checked(first, requests, check)
 
-    async def checked_stream(request_iterator: Any, context: Any) -> Any:
-        if check is None:
-            return request_iterator
-        # Decide once the first message (or the end of the stream) is in: a refusal sent
-        # while the client is still writing reaches grpc.aio clients as INTERNAL now and then.
-        requests = aiter(request_iterator)
-        first = await anext(requests, _END_OF_STREAM)
-        return _each_checked(first, requests, check(context))
 
+def _wrap_handler(handler: Any, around: _Around) -> Any:
+    """Return ``handler`` with each behaviour run inside ``around(context)``, whose per-message
+    check (if any) sees the request (unary) or every message of the request stream as it
+    arrives."""
     common = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -220,24 +213,24 @@ def _wrap_handler(
         unary_unary = handler.unary_unary
 
         async def wrapped_unary_unary(request: Any, context: Any) -> Any:
-            async with around(context):
-                return await _finish(unary_unary(checked(request, context), context))
+            async with around(context) as check:
+                return await _finish(unary_unary(_checked(request, check), context))
 
         return grpc.unary_unary_rpc_method_handler(wrapped_unary_unary, **common)
     if handler.unary_stream is not None:
         unary_stream = handler.unary_stream
 
         async def wrapped_unary_stream(request: Any, context: Any) -> None:
-            async with around(context):
-                await _drive_stream(unary_stream(checked(request, context), context), context)
+            async with around(context) as check:
+                await _drive_stream(unary_stream(_checked(request, check), context), context)
 
         return grpc.unary_stream_rpc_method_handler(wrapped_unary_stream, **common)
     if handler.stream_unary is not None:
         stream_unary = handler.stream_unary
 
         async def wrapped_stream_unary(request_iterator: Any, context: Any) -> Any:
-            async with around(context):
-                requests = await checked_stream(request_iterator, context)
+            async with around(context) as check:
+                requests = await _checked_stream(request_iterator, check)
                 return await _finish(stream_unary(requests, context))
 
         return grpc.stream_unary_rpc_method_handler(wrapped_stream_unary, **common)
@@ -245,8 +238,8 @@ def _wrap_handler(
         stream_stream = handler.stream_stream
 
         async def wrapped_stream_stream(request_iterator: Any, context: Any) -> None:
-            async with around(context):
-                requests = await checked_stream(request_iterator, context)
+            async with around(context) as check:
+                requests = await _checked_stream(request_iterator, check)
                 await _drive_stream(stream_stream(requests, context), context)
 
         return grpc.stream_stream_rpc_method_handler(wrapped_stream_stream, **common)
@@ -254,7 +247,15 @@ def _wrap_handler(
 
 
 class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc, unused-ignore]
-    """Base: run every behaviour of every method inside :meth:`around`."""
+    """Base: run every behaviour of every method inside :meth:`around`.
+
+    Each method's handler is wrapped once and the wrapper reused (a generic handler that
+    returns a new handler per call gets a new wrapper): wrapping on every call cost more
+    than the interceptor's own work (ADR 65).
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -265,46 +266,64 @@ class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc, unus
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return _wrap_handler(handler, partial(self.around, handler_call_details))
+        method = _method_name(handler_call_details)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap_handler(handler, partial(self.around, method))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
-    def around(self, call_details: Any, context: Any) -> AbstractAsyncContextManager[None]:
-        """The per-call context manager; subclasses implement it."""
+    def around(self, method: str, context: Any) -> AbstractAsyncContextManager[MessageCheck | None]:
+        """The per-call context manager of ``method``; subclasses implement it."""
         raise NotImplementedError
 
 
-class RequestIdInterceptor(_AroundInterceptor):
-    """Adopt the caller's ``x-request-id`` if well-formed (or mint one), expose it, echo it.
+class CallInterceptor(_AroundInterceptor):
+    """Every service's per-call work, in one wrapper (ADR 65), outermost first:
 
-    See :func:`healthbank.rpc.tracing.adopt_request_id`: an id that could carry an
-    identifier is replaced, so it never reaches logs, spans or the response.
-
-    The id is echoed in the initial metadata, which this interceptor therefore sends
-    before the servicer runs: servicers must put their own response metadata in the
-    trailers (``context.set_trailing_metadata``), not in ``send_initial_metadata``.
+    1. **Request id.** The caller's ``x-request-id`` is adopted if well-formed, else one is
+       minted (:func:`healthbank.rpc.tracing.adopt_request_id`: an id that could carry an
+       identifier is replaced, so it never reaches logs, spans or the response). An id the
+       service chose is sent to the caller in the initial metadata, before the servicer
+       runs: servicers put their own response metadata in the trailers
+       (``context.set_trailing_metadata``). An id the caller sent is not echoed: it knows it.
+    2. **Telemetry.** A server span (continuing the caller's W3C trace), a duration histogram
+       and an access log line, with the final status code. Only the method, status code and
+       request id are recorded: never payloads or metadata values, which may hold PHI.
+    3. **Errors.** ServiceError becomes a rich status; storage and key-engine failures their
+       retryable or permanent statuses; anything else INTERNAL, logged with its type and
+       redacted traceback only (its text may hold PHI).
+    4. **Deadline.** A call already late is refused; what is left of it is exposed to
+       outgoing calls in ``inbound_deadline``.
+    5. **Principal.** The ``authorization: Bearer <token>`` metadata is verified; bad
+       credentials, or a service or hospital-engine token over a certificate that is not its
+       own (``healthbank.rpc.tls.bind_principal``), are UNAUTHENTICATED. A call without a
+       token over an mTLS certificate acts as the service (or hospital engine) the
+       certificate names. The servicer sees the principal in ``current_principal``.
+    6. **Authorization.** :mod:`healthbank.rpc.authz` decides, in this one place for every
+       service: a method not in its table is refused, a public method needs no
+       credentials, any other needs them (UNAUTHENTICATED) and a principal the table admits
+       (PERMISSION_DENIED otherwise). Scopes that read the request are checked on the
+       request, or on each message of a request stream as the servicer reads it.
+    7. **Rate limit.** A hospital engine's or clinician's call over its own limit is refused
+       with RESOURCE_EXHAUSTED and RetryInfo (:mod:`healthbank.rpc.rate_limit`); a call that
+       a token reaches within ``refusal_hold`` waits for it, a refused one is held that long.
     """
 
-    @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
-        """Set ``request_id_var`` for the call and send the id in initial metadata."""
-        offered = metadata_value(call_details.invocation_metadata, REQUEST_ID_KEY)
-        request_id = adopt_request_id(offered)
-        token = request_id_var.set(request_id)
-        try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            yield
-        finally:
-            _restore(request_id_var, token)
-
-
-class TelemetryInterceptor(_AroundInterceptor):
-    """A server span, a duration histogram and an access log line per RPC.
-
-    Only the method, status code and request id are recorded: never payloads or
-    metadata values, which may hold PHI.
-    """
-
-    def __init__(self, service: str, telemetry: RpcTelemetry | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        verify: Callable[[str], Principal],
+        limiter: RateLimiter,
+        telemetry: RpcTelemetry | None = None,
+        authorization: authz.AuthorizationTable = authz.AUTHORIZATION_TABLE,
+    ) -> None:
+        super().__init__()
         self._service = service
+        self._verify = verify
+        self.limiter = limiter
+        self._authorization = authorization
         self._tracer = (
             telemetry.tracer if telemetry is not None else trace.get_tracer(RPC_INSTRUMENTATION)
         )
@@ -314,20 +333,68 @@ class TelemetryInterceptor(_AroundInterceptor):
         )
 
     @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+    async def around(self, method: str, context: Any) -> AsyncIterator[MessageCheck | None]:
+        """Serve one call of ``method`` through the seven steps above."""
+        metadata = context.invocation_metadata() or ()
+        offered = metadata_value(metadata, REQUEST_ID_KEY)
+        request_id = adopt_request_id(offered)
+        request_id_reset = request_id_var.set(request_id)
+        try:
+            if request_id != offered:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            with self._traced(method, metadata, request_id, context):
+                async with _mapped_errors(self._service, method, context):
+                    deadline_reset = _set_inbound_deadline(context)
+                    token = _bearer_token(metadata)
+                    principal_reset = current_principal.set(self._principal(token, context))
+                    token_reset = inbound_token.set(token)
+                    try:
+                        check = authz.check_call(
+                            method, current_principal.get(), self._authorization
+                        )
+                        await self._spend_rate(context)
+                        yield check
+                    finally:
+                        _restore(inbound_token, token_reset)
+                        _restore(current_principal, principal_reset)
+                        _restore(inbound_deadline, deadline_reset)
+        finally:
+            _restore(request_id_var, request_id_reset)
+
+    def _principal(self, token: str | None, context: Any) -> Principal | None:
+        """The verified caller; UNAUTHENTICATED for bad credentials."""
+        principal: Principal | None = None
+        if token is not None:
+            try:
+                principal = self._verify(token)
+            except InvalidToken as error:
+                raise ServiceError.unauthenticated(error.message, reason=error.reason) from None
+        # Over mTLS the client certificate must back the token (and names a calling service).
+        return bind_principal(principal, peer_identity(context))
+
+    async def _spend_rate(self, context: Any) -> None:
+        """Spend one of the caller's tokens, or refuse the call."""
+        hold = refusal_hold(context.time_remaining())
+        admission = self.limiter.admit(current_principal.get(), max_delay=hold)
+        if admission.refused:
+            await asyncio.sleep(hold)
+            raise rate_limited(max(admission.delay - hold, 0.001))
+        if admission.delay > 0:
+            await asyncio.sleep(admission.delay)
+
+    @contextmanager
+    def _traced(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, Any]],
+        request_id: str,
+        context: Any,
+    ) -> Iterator[None]:
         """Trace, time and log the call, recording its final status code."""
-        method: str = call_details.method
-        if isinstance(method, bytes):
-            method = method.decode("utf-8", "replace")
         full_name = method.lstrip("/")
         rpc_service = full_name.partition("/")[0]
         # Continue the caller's trace (W3C traceparent) if it sent one.
-        carrier = {
-            key: value
-            for key, value in call_details.invocation_metadata or ()
-            if isinstance(value, str)
-        }
-        request_id = request_id_var.get() or ""
+        carrier = {key: value for key, value in metadata if isinstance(value, str)}
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         with self._tracer.start_as_current_span(
@@ -370,6 +437,28 @@ class TelemetryInterceptor(_AroundInterceptor):
                 )
 
 
+def _bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:
+    """The bearer token of the ``authorization`` metadata (None: none sent);
+    UNAUTHENTICATED for another scheme or an empty one."""
+    header = metadata_value(metadata, AUTHORIZATION_KEY)
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise ServiceError.unauthenticated(
+            "unsupported authorization scheme", reason="UNSUPPORTED_AUTH_SCHEME"
+        )
+    return credentials.strip()
+
+
+def _set_inbound_deadline(context: Any) -> Token[float | None]:
+    """Expose the call's deadline to outgoing calls; refuse a call that is already late."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise ServiceError.deadline_exceeded("deadline expired before the call started")
+    return inbound_deadline.set(None if remaining is None else time.monotonic() + remaining)
+
+
 def _cancelled_code(context: Any) -> Any:
     # grpc cancels the handler task both when the client goes away and when the deadline
     # passes; tell the two apart for metrics.
@@ -382,61 +471,50 @@ def _cancelled_code(context: Any) -> Any:
     return grpc.StatusCode.CANCELLED
 
 
-class ErrorInterceptor(_AroundInterceptor):
-    """Turn exceptions into statuses: ServiceError → rich status, anything else → INTERNAL.
-
-    Unexpected exceptions are logged with their type and (redacted) traceback only; their
-    text never reaches the caller or the log because it may contain PHI.
-    """
-
-    def __init__(self, service: str) -> None:
-        self._service = service
-
-    @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
-        """Map whatever the handler raises to a status the caller can act on."""
-        try:
-            yield
-        except ServiceError as err:
-            await context.abort_with_status(to_status(err))
-        except grpc.aio.AbortError:
-            # The servicer already chose a status with context.abort.
-            raise
-        except grpc.RpcError as err:
-            # A downstream call failed and the servicer did not name the dependency.
-            _log.warning("unhandled downstream failure in %s", call_details.method)
-            await context.abort_with_status(to_status(downstream_error(err, "dependency")))
-        except StorageRefused as exc:
-            # Permanent: the same request fails the same way; the cause is in the reason.
-            _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, exc.cause)
-            await context.abort_with_status(to_status(storage_refusal(exc)))
-        except (StorageUnavailable, KeyProviderUnavailable) as exc:
-            # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
-            _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, redact(str(exc)))
-            await context.abort_with_status(
-                to_status(
-                    ServiceError.unavailable(
-                        "a storage or key engine is unavailable", reason=_engine_reason(exc)
-                    )
+@asynccontextmanager
+async def _mapped_errors(service: str, method: str, context: Any) -> AsyncIterator[None]:
+    """Map whatever the call raises to a status the caller can act on: ServiceError → rich
+    status, anything unexpected → INTERNAL (logged by type and redacted traceback only)."""
+    try:
+        yield
+    except ServiceError as err:
+        await context.abort_with_status(to_status(err))
+    except grpc.aio.AbortError:
+        # The servicer already chose a status with context.abort.
+        raise
+    except grpc.RpcError as err:
+        # A downstream call failed and the servicer did not name the dependency.
+        _log.warning("unhandled downstream failure in %s", method)
+        await context.abort_with_status(to_status(downstream_error(err, "dependency")))
+    except StorageRefused as exc:
+        # Permanent: the same request fails the same way; the cause is in the reason.
+        _log.warning("%s in %s: %s", type(exc).__name__, method, exc.cause)
+        await context.abort_with_status(to_status(storage_refusal(exc)))
+    except (StorageUnavailable, KeyProviderUnavailable) as exc:
+        # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
+        _log.warning("%s in %s: %s", type(exc).__name__, method, redact(str(exc)))
+        await context.abort_with_status(
+            to_status(
+                ServiceError.unavailable(
+                    "a storage or key engine is unavailable", reason=_engine_reason(exc)
                 )
             )
-        except KeyProviderError as exc:
-            # Permanent, as a storage refusal: the deployment's keys or credentials must change.
-            _log.warning("%s in %s: %s", type(exc).__name__, call_details.method, redact(str(exc)))
-            await context.abort_with_status(to_status(key_provider_refusal()))
-        except Exception as exc:
-            request_id = request_id_var.get() or "-"
-            _log.error(
-                "unhandled %s in %s (service %s, request id %s)\n%s",
-                type(exc).__qualname__,
-                call_details.method,
-                self._service,
-                request_id,
-                stack_without_text(exc),
-            )
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-            )
+        )
+    except KeyProviderError as exc:
+        # Permanent, as a storage refusal: the deployment's keys or credentials must change.
+        _log.warning("%s in %s: %s", type(exc).__name__, method, redact(str(exc)))
+        await context.abort_with_status(to_status(key_provider_refusal()))
+    except Exception as exc:
+        request_id = request_id_var.get() or "-"
+        _log.error(
+            "unhandled %s in %s (service %s, request id %s)\n%s",
+            type(exc).__qualname__,
+            method,
+            service,
+            request_id,
+            stack_without_text(exc),
+        )
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
 
 def _engine_reason(exc: Exception) -> str:
@@ -445,111 +523,6 @@ def _engine_reason(exc: Exception) -> str:
     if isinstance(exc, StorageUnavailable):
         return "STORAGE_UNAVAILABLE"
     return "KEY_PROVIDER_UNAVAILABLE"
-
-
-class DeadlineInterceptor(_AroundInterceptor):
-    """Expose the call's deadline to outgoing calls; refuse calls that are already late."""
-
-    @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
-        """Set ``inbound_deadline`` (absolute, monotonic clock) for the call."""
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            raise ServiceError.deadline_exceeded("deadline expired before the call started")
-        token = inbound_deadline.set(None if remaining is None else time.monotonic() + remaining)
-        try:
-            yield
-        finally:
-            _restore(inbound_deadline, token)
-
-
-class PrincipalInterceptor(_AroundInterceptor):
-    """Verify the ``authorization: Bearer <token>`` metadata, then apply the authorization table.
-
-    Bad credentials, or a service or hospital-engine token over a certificate that is not its
-    own (``healthbank.rpc.tls.bind_principal``), are refused with UNAUTHENTICATED before the
-    servicer runs; a call without a token over an mTLS certificate acts as the service (or
-    hospital engine) the certificate names. Then :mod:`healthbank.rpc.authz` decides, in this
-    one place for every service: a method not in its table is refused, a public method needs
-    no credentials, any other needs them (UNAUTHENTICATED) and a principal the table admits
-    (PERMISSION_DENIED otherwise). Scopes that read the request are checked on the request,
-    or on each message of a request stream as the servicer reads it. The servicer sees the
-    principal in ``current_principal``.
-    """
-
-    def __init__(
-        self,
-        verify: Callable[[str], Principal],
-        authorization: authz.AuthorizationTable = authz.AUTHORIZATION_TABLE,
-    ) -> None:
-        self._verify = verify
-        self._authorization = authorization
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        """Wrap the handler so that each call is authenticated and authorized first."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = _method_name(handler_call_details)
-        return _wrap_handler(
-            handler,
-            partial(self.around, handler_call_details),
-            lambda _context: authz.check_call(method, current_principal.get(), self._authorization),
-        )
-
-    @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
-        """Set ``current_principal`` and ``inbound_token`` for the call."""
-        header = metadata_value(call_details.invocation_metadata, AUTHORIZATION_KEY)
-        principal: Principal | None = None
-        token: str | None = None
-        if header is not None:
-            scheme, _, credentials = header.strip().partition(" ")
-            if scheme.lower() != "bearer" or not credentials.strip():
-                raise ServiceError.unauthenticated(
-                    "unsupported authorization scheme", reason="UNSUPPORTED_AUTH_SCHEME"
-                )
-            token = credentials.strip()
-            try:
-                principal = self._verify(token)
-            except InvalidToken as error:
-                raise ServiceError.unauthenticated(error.message, reason=error.reason) from None
-        # Over mTLS the client certificate must back the token (and names a calling service).
-        principal = bind_principal(principal, peer_identity(context))
-        principal_reset = current_principal.set(principal)
-        token_reset = inbound_token.set(token)
-        try:
-            yield
-        finally:
-            _restore(inbound_token, token_reset)
-            _restore(current_principal, principal_reset)
-
-
-class RateLimitInterceptor(_AroundInterceptor):
-    """Refuse a hospital engine's or clinician's call over its own rate limit with
-    RESOURCE_EXHAUSTED and RetryInfo (:mod:`healthbank.rpc.rate_limit`), before the
-    servicer runs; a call that a token reaches within ``refusal_hold`` waits for it, a
-    refused one is held that long. Inside the principal interceptor: it limits the caller
-    it verified."""
-
-    def __init__(self, limiter: RateLimiter) -> None:
-        self.limiter = limiter
-
-    @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
-        """Spend one of the caller's tokens, or refuse the call."""
-        hold = refusal_hold(context.time_remaining())
-        admission = self.limiter.admit(current_principal.get(), max_delay=hold)
-        if admission.refused:
-            await asyncio.sleep(hold)
-            raise rate_limited(max(admission.delay - hold, 0.001))
-        if admission.delay > 0:
-            await asyncio.sleep(admission.delay)
-        yield
 
 
 def _method_name(call_details: Any) -> str:
@@ -565,16 +538,17 @@ def default_interceptors(
     telemetry: RpcTelemetry | None = None,
     authorization: authz.AuthorizationTable = authz.AUTHORIZATION_TABLE,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The standard interceptor chain for ``service``, outermost first.
+    """The standard interceptors of ``service``: one :class:`CallInterceptor`.
 
     ``authorization`` is the table calls are checked against (tests that serve a service of
     their own extend the real one).
     """
     return [
-        RequestIdInterceptor(),
-        TelemetryInterceptor(service, telemetry),
-        ErrorInterceptor(service),
-        DeadlineInterceptor(),
-        PrincipalInterceptor(token_verifier(settings, service), authorization),
-        RateLimitInterceptor(RateLimiter(rates_of(settings))),
+        CallInterceptor(
+            service,
+            token_verifier(settings, service),
+            RateLimiter(rates_of(settings)),
+            telemetry,
+            authorization,
+        )
     ]

@@ -71,6 +71,7 @@ class _DrainInterceptor(_AroundInterceptor):
     """Counts the application calls in flight; once draining, refuses new ones."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -87,7 +88,7 @@ class _DrainInterceptor(_AroundInterceptor):
         return await super().intercept_service(continuation, handler_call_details)
 
     @asynccontextmanager
-    async def around(self, call_details: Any, context: Any) -> AsyncIterator[None]:
+    async def around(self, method: str, context: Any) -> AsyncIterator[None]:
         """Refuse the call while draining; otherwise count it until it finishes."""
         if self.draining:
             refusal = ServiceError.unavailable(

@@ -482,19 +482,23 @@ async def test_missing_or_wrong_kind_of_principal(probe: Any) -> None:
     assert error_details(denied.value).reason == "PRINCIPAL_KIND_NOT_ALLOWED"
 
 
-async def test_request_id_is_adopted_and_echoed(probe: Any) -> None:
+async def test_request_id_is_adopted_or_minted_and_then_sent_back(probe: Any) -> None:
     channel, _ = probe
     rpc = channel.unary_unary(f"/{PROBE}/RequestId")
+    # A well-formed id is the call's: the caller knows it, so it is not sent back (ADR 65).
     sent = rpc(b"", metadata=(("x-request-id", "abcabcabcabcabcabcabcabcabcab123"),), timeout=5)
     assert await sent == b"abcabcabcabcabcabcabcabcabcab123"
-    assert ("x-request-id", "abcabcabcabcabcabcabcabcabcab123") in list(
-        await sent.initial_metadata()
-    )
+    assert "x-request-id" not in dict(await sent.initial_metadata())
 
+    # An id the service chose reaches the caller in the initial metadata, also on a refusal.
     minted = rpc(b"", timeout=5)
     seen = (await minted).decode()
     assert len(seen) == 32 and all(c in "0123456789abcdef" for c in seen)
     assert ("x-request-id", seen) in list(await minted.initial_metadata())
+    refused = channel.unary_unary(f"/{PROBE}/WhoAmI")(b"", timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await refused
+    assert len(dict(await refused.initial_metadata())["x-request-id"]) == 32
 
     # Ids that could forge log fields, bloat logs or carry an identifier (free text, a
     # national ID, one hidden in hex) are replaced, not echoed.
