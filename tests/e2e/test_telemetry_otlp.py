@@ -185,7 +185,7 @@ def _submit_with_identifiers_in_metadata(
             )
             submitted = client.ingest.Submit(request, metadata=metadata, timeout=30)
             response: ingest_pb2.SubmitResponse = await submitted
-            echoed = dict(await submitted.initial_metadata())["x-request-id"]
+            echoed = dict(await submitted.trailing_metadata())["x-request-id"]
             # Then an emergency read of the patient: its summary goes through the cache.
             await client.lookup.GetEmergencySummary(
                 record_lookup_pb2.GetEmergencySummaryRequest(

@@ -284,10 +284,9 @@ class CallInterceptor(_AroundInterceptor):
 
     1. **Request id.** The caller's ``x-request-id`` is adopted if well-formed, else one is
        minted (:func:`healthbank.rpc.tracing.adopt_request_id`: an id that could carry an
-       identifier is replaced, so it never reaches logs, spans or the response). An id the
-       service chose is sent to the caller in the initial metadata, before the servicer
-       runs: servicers put their own response metadata in the trailers
-       (``context.set_trailing_metadata``). An id the caller sent is not echoed: it knows it.
+       identifier is replaced, so it never reaches logs, spans or the response). The id
+       the call was served under goes back in the trailing metadata, with the status
+       (also with a refusal): a servicer adding trailers of its own keeps it there.
     2. **Telemetry.** A server span (continuing the caller's W3C trace), a duration histogram
        and an access log line, with the final status code. Only the method, status code and
        request id are recorded: never payloads or metadata values, which may hold PHI.
@@ -340,8 +339,9 @@ class CallInterceptor(_AroundInterceptor):
         request_id = adopt_request_id(offered)
         request_id_reset = request_id_var.set(request_id)
         try:
-            if request_id != offered:
-                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            # In the trailers: they leave with the status, where initial metadata sent now
+            # would cost a batch of its own (ADR 65).
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             with self._traced(method, metadata, request_id, context):
                 async with _mapped_errors(self._service, method, context):
                     deadline_reset = _set_inbound_deadline(context)
@@ -478,32 +478,33 @@ async def _mapped_errors(service: str, method: str, context: Any) -> AsyncIterat
     try:
         yield
     except ServiceError as err:
-        await context.abort_with_status(to_status(err))
+        await _abort(context, to_status(err))
     except grpc.aio.AbortError:
         # The servicer already chose a status with context.abort.
         raise
     except grpc.RpcError as err:
         # A downstream call failed and the servicer did not name the dependency.
         _log.warning("unhandled downstream failure in %s", method)
-        await context.abort_with_status(to_status(downstream_error(err, "dependency")))
+        await _abort(context, to_status(downstream_error(err, "dependency")))
     except StorageRefused as exc:
         # Permanent: the same request fails the same way; the cause is in the reason.
         _log.warning("%s in %s: %s", type(exc).__name__, method, exc.cause)
-        await context.abort_with_status(to_status(storage_refusal(exc)))
+        await _abort(context, to_status(storage_refusal(exc)))
     except (StorageUnavailable, KeyProviderUnavailable) as exc:
         # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
         _log.warning("%s in %s: %s", type(exc).__name__, method, redact(str(exc)))
-        await context.abort_with_status(
+        await _abort(
+            context,
             to_status(
                 ServiceError.unavailable(
                     "a storage or key engine is unavailable", reason=_engine_reason(exc)
                 )
-            )
+            ),
         )
     except KeyProviderError as exc:
         # Permanent, as a storage refusal: the deployment's keys or credentials must change.
         _log.warning("%s in %s: %s", type(exc).__name__, method, redact(str(exc)))
-        await context.abort_with_status(to_status(key_provider_refusal()))
+        await _abort(context, to_status(key_provider_refusal()))
     except Exception as exc:
         request_id = request_id_var.get() or "-"
         _log.error(
@@ -514,7 +515,21 @@ async def _mapped_errors(service: str, method: str, context: Any) -> AsyncIterat
             request_id,
             stack_without_text(exc),
         )
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+        await context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"internal error (request id {request_id})",
+            context.trailing_metadata(),
+        )
+
+
+async def _abort(context: Any, status: grpc.Status) -> None:
+    """End the call with ``status``, its trailers (the rich error details) keeping the
+    request id that :class:`CallInterceptor` put there."""
+    await context.abort(
+        status.code,
+        status.details,
+        (*status.trailing_metadata, *context.trailing_metadata()),
+    )
 
 
 def _engine_reason(exc: Exception) -> str:

@@ -386,6 +386,7 @@ async def test_unexpected_exception_is_internal_without_its_text(
     assert err.details() == "internal error (request id acedacedacedacedacedacedacedac01)"
     assert FAKE_NATIONAL_ID not in (err.details() or "")
     assert all(FAKE_NATIONAL_ID not in str(value) for _, value in err.trailing_metadata() or ())
+    assert dict(err.trailing_metadata() or ())["x-request-id"] == "acedacedacedacedacedacedacedac01"
     # The log names the exception type and where it happened, never its text.
     assert "ValueError" in caplog.text
     assert "acedacedacedacedacedacedacedac01" in caplog.text
@@ -482,23 +483,30 @@ async def test_missing_or_wrong_kind_of_principal(probe: Any) -> None:
     assert error_details(denied.value).reason == "PRINCIPAL_KIND_NOT_ALLOWED"
 
 
-async def test_request_id_is_adopted_or_minted_and_then_sent_back(probe: Any) -> None:
+async def test_request_id_is_adopted_or_minted_and_sent_back_in_the_trailers(probe: Any) -> None:
     channel, _ = probe
     rpc = channel.unary_unary(f"/{PROBE}/RequestId")
-    # A well-formed id is the call's: the caller knows it, so it is not sent back (ADR 65).
     sent = rpc(b"", metadata=(("x-request-id", "abcabcabcabcabcabcabcabcabcab123"),), timeout=5)
     assert await sent == b"abcabcabcabcabcabcabcabcabcab123"
+    # In the trailers, with the status: no batch of its own for the initial metadata (ADR 65).
+    assert ("x-request-id", "abcabcabcabcabcabcabcabcabcab123") in list(
+        await sent.trailing_metadata()
+    )
     assert "x-request-id" not in dict(await sent.initial_metadata())
 
-    # An id the service chose reaches the caller in the initial metadata, also on a refusal.
     minted = rpc(b"", timeout=5)
     seen = (await minted).decode()
     assert len(seen) == 32 and all(c in "0123456789abcdef" for c in seen)
-    assert ("x-request-id", seen) in list(await minted.initial_metadata())
-    refused = channel.unary_unary(f"/{PROBE}/WhoAmI")(b"", timeout=5)
-    with pytest.raises(grpc.aio.AioRpcError):
-        await refused
-    assert len(dict(await refused.initial_metadata())["x-request-id"]) == 32
+    assert ("x-request-id", seen) in list(await minted.trailing_metadata())
+
+    # A refusal keeps it beside its rich error details.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await channel.unary_unary(f"/{PROBE}/WhoAmI")(
+            b"", metadata=(("x-request-id", "abcabcabcabcabcabcabcabcabcab456"),), timeout=5
+        )
+    trailers = dict(refused.value.trailing_metadata() or ())
+    assert trailers["x-request-id"] == "abcabcabcabcabcabcabcabcabcab456"
+    assert error_details(refused.value).code == grpc.StatusCode.UNAUTHENTICATED
 
     # Ids that could forge log fields, bloat logs or carry an identifier (free text, a
     # national ID, one hidden in hex) are replaced, not echoed.
