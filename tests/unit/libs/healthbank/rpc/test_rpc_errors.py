@@ -697,3 +697,37 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
 def test_only_transient_errors_are_retryable(error: ServiceError, retryable: bool) -> None:
     # One rule for every service: a permanent error is never presented as "retry".
     assert error.retryable is retryable
+
+
+async def test_a_method_handler_is_wrapped_once_and_a_new_handler_anew() -> None:
+    # ADR 65: wrapping each call's handler cost more than the interceptor's own work.
+    (interceptor,) = default_interceptors("ingest", make_settings())
+
+    async def behaviour(request: bytes, context: Any) -> bytes:
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    details = _CallDetails("/probe.Probe/Echo")
+
+    async def same(_: Any) -> Any:
+        return handler
+
+    first = await interceptor.intercept_service(same, details)
+    assert first is not handler and first.unary_unary is not None
+    assert await interceptor.intercept_service(same, details) is first
+
+    async def fresh(_: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
+    assert await interceptor.intercept_service(fresh, details) is not first
+
+    async def unknown(_: Any) -> None:
+        return None
+
+    assert await interceptor.intercept_service(unknown, details) is None
+
+
+class _CallDetails:
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
