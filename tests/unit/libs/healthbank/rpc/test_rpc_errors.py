@@ -646,6 +646,9 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
                     b"12345",
                     (("x-request-id", "bad0bad0bad0bad0bad0bad0bad0bad0"),),
                 )
+            # The caller has the refusal as soon as it is sent; the server records it
+            # (span, duration, access line) once its task resumes after sending it.
+            await _spans_finished(spans, 2)
     finally:
         await host.stop(grace=0)
 
@@ -682,6 +685,15 @@ async def test_each_rpc_gets_a_span_a_duration_and_an_access_line(
 
     assert f"rpc method={PROBE}/Validate code=INVALID_ARGUMENT" in caplog.text
     assert "request_id=bad0bad0bad0bad0bad0bad0bad0bad0" in caplog.text
+
+
+async def _spans_finished(spans: InMemorySpanExporter, count: int, within: float = 5.0) -> None:
+    """Wait until ``count`` server spans have ended (the assertions after say which)."""
+    deadline = time.monotonic() + within
+    for _ in range(int(within / 0.01)):
+        if len(spans.get_finished_spans()) >= count or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize(
