@@ -106,9 +106,9 @@ class OutboundInterceptor:
             return self._token
         return self._token()
 
-    def _augment(self, details: Any, trace_context: Context | None = None) -> Any:
-        """The call's details with request id, credentials, trace context (of
-        ``trace_context``, else the current one) and timeout added."""
+    def _augment(self, details: Any, trace_context: Context) -> Any:
+        """The call's details with request id, credentials, the trace context of
+        ``trace_context`` and timeout added."""
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if REQUEST_ID_KEY not in metadata:
             metadata.add(REQUEST_ID_KEY, request_id_var.get() or new_request_id())
@@ -150,7 +150,7 @@ class OutboundInterceptor:
 class _TracedCall:
     """Starts a CLIENT span, sends the call under it, ends the span with the final status."""
 
-    def __init__(self, augment: Callable[[Any, Context | None], Any], address: str | None) -> None:
+    def __init__(self, augment: Callable[[Any, Context], Any], address: str | None) -> None:
         self._augment = augment
         self._attributes: dict[str, Any] = {}
         if address:

@@ -346,13 +346,12 @@ class CallInterceptor(_AroundInterceptor):
                 async with _mapped_errors(self._service, method, context):
                     deadline_reset = _set_inbound_deadline(context)
                     token = _bearer_token(metadata)
-                    principal_reset = current_principal.set(self._principal(token, context))
+                    principal = self._principal(token, context)
+                    principal_reset = current_principal.set(principal)
                     token_reset = inbound_token.set(token)
                     try:
-                        check = authz.check_call(
-                            method, current_principal.get(), self._authorization
-                        )
-                        await self._spend_rate(context)
+                        check = authz.check_call(method, principal, self._authorization)
+                        await self._spend_rate(principal, context)
                         yield check
                     finally:
                         _restore(inbound_token, token_reset)
@@ -372,10 +371,10 @@ class CallInterceptor(_AroundInterceptor):
         # Over mTLS the client certificate must back the token (and names a calling service).
         return bind_principal(principal, peer_identity(context))
 
-    async def _spend_rate(self, context: Any) -> None:
+    async def _spend_rate(self, principal: Principal | None, context: Any) -> None:
         """Spend one of the caller's tokens, or refuse the call."""
         hold = refusal_hold(context.time_remaining())
-        admission = self.limiter.admit(current_principal.get(), max_delay=hold)
+        admission = self.limiter.admit(principal, max_delay=hold)
         if admission.refused:
             await asyncio.sleep(hold)
             raise rate_limited(max(admission.delay - hold, 0.001))
@@ -478,22 +477,22 @@ async def _mapped_errors(service: str, method: str, context: Any) -> AsyncIterat
     try:
         yield
     except ServiceError as err:
-        await _abort(context, to_status(err))
+        await _abort_with(context, to_status(err))
     except grpc.aio.AbortError:
         # The servicer already chose a status with context.abort.
         raise
     except grpc.RpcError as err:
         # A downstream call failed and the servicer did not name the dependency.
         _log.warning("unhandled downstream failure in %s", method)
-        await _abort(context, to_status(downstream_error(err, "dependency")))
+        await _abort_with(context, to_status(downstream_error(err, "dependency")))
     except StorageRefused as exc:
         # Permanent: the same request fails the same way; the cause is in the reason.
         _log.warning("%s in %s: %s", type(exc).__name__, method, exc.cause)
-        await _abort(context, to_status(storage_refusal(exc)))
+        await _abort_with(context, to_status(storage_refusal(exc)))
     except (StorageUnavailable, KeyProviderUnavailable) as exc:
         # An engine (Cassandra, Vault) is down: retryable, and nothing was acknowledged.
         _log.warning("%s in %s: %s", type(exc).__name__, method, redact(str(exc)))
-        await _abort(
+        await _abort_with(
             context,
             to_status(
                 ServiceError.unavailable(
@@ -504,7 +503,7 @@ async def _mapped_errors(service: str, method: str, context: Any) -> AsyncIterat
     except KeyProviderError as exc:
         # Permanent, as a storage refusal: the deployment's keys or credentials must change.
         _log.warning("%s in %s: %s", type(exc).__name__, method, redact(str(exc)))
-        await _abort(context, to_status(key_provider_refusal()))
+        await _abort_with(context, to_status(key_provider_refusal()))
     except Exception as exc:
         request_id = request_id_var.get() or "-"
         _log.error(
@@ -515,21 +514,20 @@ async def _mapped_errors(service: str, method: str, context: Any) -> AsyncIterat
             request_id,
             stack_without_text(exc),
         )
-        await context.abort(
-            grpc.StatusCode.INTERNAL,
-            f"internal error (request id {request_id})",
-            context.trailing_metadata(),
-        )
+        await _abort(context, grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
 
-async def _abort(context: Any, status: grpc.Status) -> None:
-    """End the call with ``status``, its trailers (the rich error details) keeping the
-    request id that :class:`CallInterceptor` put there."""
-    await context.abort(
-        status.code,
-        status.details,
-        (*status.trailing_metadata, *context.trailing_metadata()),
-    )
+async def _abort_with(context: Any, status: grpc.Status) -> None:
+    """End the call with ``status`` and its trailers (the rich error details)."""
+    await _abort(context, status.code, status.details, status.trailing_metadata)
+
+
+async def _abort(
+    context: Any, code: grpc.StatusCode, details: str, trailers: tuple[Any, ...] = ()
+) -> None:
+    """End the call with ``code``, ``details`` and ``trailers``, keeping beside them the
+    trailers :class:`CallInterceptor` set (the request id)."""
+    await context.abort(code, details, (*trailers, *context.trailing_metadata()))
 
 
 def _engine_reason(exc: Exception) -> str:
