@@ -133,10 +133,13 @@ def _restore(var: ContextVar[_T], token: Token[_T]) -> None:
         var.reset(token)
 
 
-# A per-call context manager; what it yields is the per-message check of the request (or
-# of each message of a request stream), or None when the messages need none.
+# A per-call context manager, given the call's context and its request stream (None for a
+# unary request); what it yields is the per-message check of the request (or of each
+# message of a request stream), or None when the messages need none.
 MessageCheck = Callable[[Any], None]
-_Around = Callable[[Any], AbstractAsyncContextManager[MessageCheck | None]]
+_Around = Callable[
+    [Any, AsyncIterator[Any] | None], AbstractAsyncContextManager[MessageCheck | None]
+]
 
 
 async def _finish(result: Any) -> Any:
@@ -191,20 +194,19 @@ def _checked(request: Any, check: MessageCheck | None) -> Any:
     return request
 
 
-async def _checked_stream(request_iterator: Any, check: MessageCheck | None) -> Any:
+async def _checked_stream(requests: AsyncIterator[Any], check: MessageCheck | None) -> Any:
     if check is None:
-        return request_iterator
+        return requests
     # Decide once the first message (or the end of the stream) is in: a refusal sent while
     # the client is still writing reaches grpc.aio clients as INTERNAL now and then.
-    requests = aiter(request_iterator)
     first = await anext(requests, _END_OF_STREAM)
     return _each_checked(first, requests, check)
 
 
 def _wrap_handler(handler: Any, around: _Around) -> Any:
-    """Return ``handler`` with each behaviour run inside ``around(context)``, whose per-message
-    check (if any) sees the request (unary) or every message of the request stream as it
-    arrives."""
+    """Return ``handler`` with each behaviour run inside ``around(context, requests)``
+    (``requests``: the request stream, None for a unary request), whose per-message check
+    (if any) sees the request (unary) or every message of the request stream as it arrives."""
     common = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -213,7 +215,7 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
         unary_unary = handler.unary_unary
 
         async def wrapped_unary_unary(request: Any, context: Any) -> Any:
-            async with around(context) as check:
+            async with around(context, None) as check:
                 return await _finish(unary_unary(_checked(request, check), context))
 
         return grpc.unary_unary_rpc_method_handler(wrapped_unary_unary, **common)
@@ -221,7 +223,7 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
         unary_stream = handler.unary_stream
 
         async def wrapped_unary_stream(request: Any, context: Any) -> None:
-            async with around(context) as check:
+            async with around(context, None) as check:
                 await _drive_stream(unary_stream(_checked(request, check), context), context)
 
         return grpc.unary_stream_rpc_method_handler(wrapped_unary_stream, **common)
@@ -229,18 +231,20 @@ def _wrap_handler(handler: Any, around: _Around) -> Any:
         stream_unary = handler.stream_unary
 
         async def wrapped_stream_unary(request_iterator: Any, context: Any) -> Any:
-            async with around(context) as check:
-                requests = await _checked_stream(request_iterator, check)
-                return await _finish(stream_unary(requests, context))
+            requests = aiter(request_iterator)
+            async with around(context, requests) as check:
+                checked = await _checked_stream(requests, check)
+                return await _finish(stream_unary(checked, context))
 
         return grpc.stream_unary_rpc_method_handler(wrapped_stream_unary, **common)
     if handler.stream_stream is not None:
         stream_stream = handler.stream_stream
 
         async def wrapped_stream_stream(request_iterator: Any, context: Any) -> None:
-            async with around(context) as check:
-                requests = await _checked_stream(request_iterator, check)
-                await _drive_stream(stream_stream(requests, context), context)
+            requests = aiter(request_iterator)
+            async with around(context, requests) as check:
+                checked = await _checked_stream(requests, check)
+                await _drive_stream(stream_stream(checked, context), context)
 
         return grpc.stream_stream_rpc_method_handler(wrapped_stream_stream, **common)
     return handler
@@ -274,7 +278,9 @@ class _AroundInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc, unus
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def around(self, method: str, context: Any) -> AbstractAsyncContextManager[MessageCheck | None]:
+    def around(
+        self, method: str, context: Any, requests: AsyncIterator[Any] | None
+    ) -> AbstractAsyncContextManager[MessageCheck | None]:
         """The per-call context manager of ``method``; subclasses implement it."""
         raise NotImplementedError
 
@@ -332,7 +338,9 @@ class CallInterceptor(_AroundInterceptor):
         )
 
     @asynccontextmanager
-    async def around(self, method: str, context: Any) -> AsyncIterator[MessageCheck | None]:
+    async def around(
+        self, method: str, context: Any, requests: AsyncIterator[Any] | None
+    ) -> AsyncIterator[MessageCheck | None]:
         """Serve one call of ``method`` through the seven steps above."""
         metadata = context.invocation_metadata() or ()
         offered = metadata_value(metadata, REQUEST_ID_KEY)
@@ -345,20 +353,43 @@ class CallInterceptor(_AroundInterceptor):
             with self._traced(method, metadata, request_id, context):
                 async with _mapped_errors(self._service, method, context):
                     deadline_reset = _set_inbound_deadline(context)
-                    token = _bearer_token(metadata)
-                    principal = self._principal(token, context)
-                    principal_reset = current_principal.set(principal)
-                    token_reset = inbound_token.set(token)
                     try:
-                        check = authz.check_call(method, principal, self._authorization)
-                        await self._spend_rate(principal, context)
-                        yield check
+                        token, principal, check = await self._admit(
+                            method, metadata, context, requests
+                        )
+                        principal_reset = current_principal.set(principal)
+                        token_reset = inbound_token.set(token)
+                        try:
+                            yield check
+                        finally:
+                            _restore(inbound_token, token_reset)
+                            _restore(current_principal, principal_reset)
                     finally:
-                        _restore(inbound_token, token_reset)
-                        _restore(current_principal, principal_reset)
                         _restore(inbound_deadline, deadline_reset)
         finally:
             _restore(request_id_var, request_id_reset)
+
+    async def _admit(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, Any]],
+        context: Any,
+        requests: AsyncIterator[Any] | None,
+    ) -> tuple[str | None, Principal | None, MessageCheck | None]:
+        """Steps 5 to 7: the caller's token, its verified principal and the per-message
+        check; a refusal raised. A request stream's refusal waits for its first message
+        (or its end): sent while the client is still writing, it reaches grpc.aio clients
+        as INTERNAL now and then."""
+        try:
+            token = _bearer_token(metadata)
+            principal = self._principal(token, context)
+            check = authz.check_call(method, principal, self._authorization)
+            await self._spend_rate(principal, context)
+        except ServiceError:
+            if requests is not None:
+                await anext(requests, None)
+            raise
+        return token, principal, check
 
     def _principal(self, token: str | None, context: Any) -> Principal | None:
         """The verified caller; UNAUTHENTICATED for bad credentials."""

@@ -88,8 +88,11 @@ class _DrainInterceptor(_AroundInterceptor):
         return await super().intercept_service(continuation, handler_call_details)
 
     @asynccontextmanager
-    async def around(self, method: str, context: Any) -> AsyncIterator[None]:
-        """Refuse the call while draining; otherwise count it until it finishes."""
+    async def around(
+        self, method: str, context: Any, requests: AsyncIterator[Any] | None
+    ) -> AsyncIterator[None]:
+        """Refuse the call while draining (at once: a call arriving now is not waited
+        for); otherwise count it until it finishes."""
         if self.draining:
             refusal = ServiceError.unavailable(
                 "the service is shutting down; retry on another instance",
