@@ -299,8 +299,8 @@ def run_splink(
                 "unique_id": position,
                 "family": record.family,
                 "given": record.given,
-                "full": (record.family + record.given) or None,
-                "full_swapped": (record.given + record.family) or None,
+                "joined": (record.family + record.given) or None,
+                "joined_swapped": (record.given + record.family) or None,
                 "full_name_sorted": " ".join(names) or None,
                 "initials_year": (
                     "".join(part[0] for part in names) + ":" + record.birth_date[:4]
@@ -322,16 +322,17 @@ def run_splink(
     name = cl.CustomComparison(
         output_column_name="name",
         comparison_levels=[
-            cll.NullLevel("full"),
+            cll.NullLevel("joined"),
             level("family_l = family_r AND given_l = given_r", "exact"),
             level("family_l = given_r AND given_l = family_r", "swapped"),
             level(
-                "least(levenshtein(full_l, full_r), levenshtein(full_swapped_l, full_r)) <= 1",
+                "least(levenshtein(joined_l, joined_r),"
+                " levenshtein(joined_swapped_l, joined_r)) <= 1",
                 "one_edit",
             ),
             level(
-                "greatest(jaro_winkler_similarity(full_l, full_r), "
-                f"jaro_winkler_similarity(full_swapped_l, full_r)) >= "
+                "greatest(jaro_winkler_similarity(joined_l, joined_r), "
+                f"jaro_winkler_similarity(joined_swapped_l, joined_r)) >= "
                 f"{matching.NAME_FUZZY_SIMILARITY}",
                 "fuzzy",
             ),
