@@ -3,8 +3,9 @@
 Run as a subprocess; prints ``HEALTHBANK_READY lifecycle <port>`` once serving and
 ``SLOW_STARTED frozen=<n>`` when a Slow call begins (n: the objects the serving process
 froze out of the garbage collector); a Slow call answers once a line arrives on stdin,
-so the test decides how long it stays in flight. Settings come from the environment
-(``HEALTHBANK_SHUTDOWN_GRACE_SECONDS`` ...); the port is always picked freely.
+so the test decides how long it stays in flight. Collect joins a request stream. Settings
+come from the environment (``HEALTHBANK_SHUTDOWN_GRACE_SECONDS`` ...); the port is always
+picked freely.
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ async def slow(request: bytes, context: Any) -> bytes:
     return b"done:" + request
 
 
+async def collect(requests: Any, context: Any) -> bytes:
+    """The request stream's messages, joined."""
+    return b"".join([message async for message in requests])
+
+
 def register(server: grpc.aio.Server) -> None:
     """Add the Lifecycle service (bytes in, bytes out) to ``server``."""
     handler = grpc.method_handlers_generic_handler(
-        SERVICE, {"Slow": grpc.unary_unary_rpc_method_handler(slow)}
+        SERVICE,
+        {
+            "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            "Collect": grpc.stream_unary_rpc_method_handler(collect),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
 
@@ -51,7 +61,11 @@ async def main() -> None:
         port=0,
         readiness_interval=0.1,
         interceptors=default_interceptors(
-            "lifecycle", settings, authorization=with_public_methods(f"/{SERVICE}/Slow", why="test")
+            "lifecycle",
+            settings,
+            authorization=with_public_methods(
+                f"/{SERVICE}/Slow", f"/{SERVICE}/Collect", why="test"
+            ),
         ),
     )
     await run_until_signal(host)

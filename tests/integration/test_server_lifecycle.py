@@ -188,6 +188,18 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) 
             assert details.code == grpc.StatusCode.UNAVAILABLE
             assert details.reason == "SHUTTING_DOWN"
             assert details.retry_delay is not None
+            # A request stream is refused alike, once its first message is in (as the
+            # authorization matrix's refused streams, over mTLS; this plain channel did not
+            # show the INTERNAL that a refusal sent earlier gave there).
+            collect = channel.stream_unary("/healthbank.test.v1.Lifecycle/Collect")
+            for _ in range(20):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await collect(iter([b"a", b"b"]), timeout=2)
+                details = error_details(refused.value)
+                assert (details.code, details.reason) == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SHUTTING_DOWN",
+                )
 
             # The in-flight call (released only now) still completes normally.
             assert not slow.done()

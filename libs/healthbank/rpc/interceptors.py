@@ -197,10 +197,18 @@ def _checked(request: Any, check: MessageCheck | None) -> Any:
 async def _checked_stream(requests: AsyncIterator[Any], check: MessageCheck | None) -> Any:
     if check is None:
         return requests
-    # Decide once the first message (or the end of the stream) is in: a refusal sent while
-    # the client is still writing reaches grpc.aio clients as INTERNAL now and then.
+    # Decide once the first message (or the end of the stream) is in (see
+    # await_first_message).
     first = await anext(requests, _END_OF_STREAM)
     return _each_checked(first, requests, check)
+
+
+async def await_first_message(requests: AsyncIterator[Any] | None) -> None:
+    """Before refusing a call, wait for its request stream's first message (or its end; a
+    unary request is in already): a refusal sent while the client is still writing reaches
+    grpc.aio clients as INTERNAL now and then, a permanent error in place of the refusal."""
+    if requests is not None:
+        await anext(requests, None)
 
 
 def _wrap_handler(handler: Any, around: _Around) -> Any:
@@ -377,17 +385,14 @@ class CallInterceptor(_AroundInterceptor):
         requests: AsyncIterator[Any] | None,
     ) -> tuple[str | None, Principal | None, MessageCheck | None]:
         """Steps 5 to 7: the caller's token, its verified principal and the per-message
-        check; a refusal raised. A request stream's refusal waits for its first message
-        (or its end): sent while the client is still writing, it reaches grpc.aio clients
-        as INTERNAL now and then."""
+        check; a refusal raised once a request stream's first message is in."""
         try:
             token = _bearer_token(metadata)
             principal = self._principal(token, context)
             check = authz.check_call(method, principal, self._authorization)
             await self._spend_rate(principal, context)
         except ServiceError:
-            if requests is not None:
-                await anext(requests, None)
+            await await_first_message(requests)
             raise
         return token, principal, check
 

@@ -35,6 +35,7 @@ from healthbank.rpc.interceptors import (
     RpcSettings,
     RpcTelemetry,
     _AroundInterceptor,
+    await_first_message,
     default_interceptors,
 )
 
@@ -91,9 +92,10 @@ class _DrainInterceptor(_AroundInterceptor):
     async def around(
         self, method: str, context: Any, requests: AsyncIterator[Any] | None
     ) -> AsyncIterator[None]:
-        """Refuse the call while draining (at once: a call arriving now is not waited
-        for); otherwise count it until it finishes."""
+        """Refuse the call while draining (once a request stream's first message is in);
+        otherwise count it until it finishes."""
         if self.draining:
+            await await_first_message(requests)
             refusal = ServiceError.unavailable(
                 "the service is shutting down; retry on another instance",
                 reason="SHUTTING_DOWN",
