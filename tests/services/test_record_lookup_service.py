@@ -608,22 +608,32 @@ async def test_malformed_history_requests_are_invalid(
 # --- GetEmergencySummary -------------------------------------------------------------------
 
 
-async def test_emergency_summary_is_red_with_a_high_criticality_allergy(stack: Stack) -> None:
-    person = await stack.resolve()
-    penicillin = await stack.seed.record(
+async def seed_penicillin_allergy(stack: Stack, person: str, when: datetime) -> StoredRecord:
+    """A penicillin allergy of high criticality, with its emergency fact."""
+    return await stack.seed.record(
         person,
         ALLERGY,
         (SNOMED, "764146007"),
-        datetime(2019, 5, 2, 10, tzinfo=UTC),
+        when,
         fact={"display": "Penicillin", "severity": "high"},
     )
-    await stack.seed.record(
+
+
+async def seed_appendectomy(stack: Stack, person: str) -> StoredRecord:
+    """A completed appendectomy of 2015, with its emergency fact."""
+    return await stack.seed.record(
         person,
         PROCEDURE,
         (SNOMED, "80146002"),
         datetime(2015, 3, 1, tzinfo=UTC),
         fact={"status": "completed"},
     )
+
+
+async def test_emergency_summary_is_red_with_a_high_criticality_allergy(stack: Stack) -> None:
+    person = await stack.resolve()
+    penicillin = await seed_penicillin_allergy(stack, person, datetime(2019, 5, 2, 10, tzinfo=UTC))
+    await seed_appendectomy(stack, person)
     await stack.seed.record(
         person,
         CONDITION,
@@ -739,24 +749,14 @@ async def test_an_emergency_summary_follows_a_merge_and_its_undoing(stack_on: St
     summary is then what it was before the merge, in full."""
     stack = stack_on
     person = await stack.resolve()
-    await stack.seed.record(
-        person,
-        PROCEDURE,
-        (SNOMED, "80146002"),
-        datetime(2015, 3, 1, tzinfo=UTC),
-        fact={"status": "completed"},
-    )
+    await seed_appendectomy(stack, person)
     unknown = await stack.identity.Resolve(
         identity_pb2.ResolveRequest(hospital_id="hospital-a", mrn="UNKNOWN-7"),
         metadata=stack.auth(INGEST),
     )
     duplicate = unknown.person_token
-    penicillin = await stack.seed.record(
-        duplicate,
-        ALLERGY,
-        (SNOMED, "764146007"),
-        datetime(2026, 11, 30, 3, tzinfo=UTC),
-        fact={"display": "Penicillin", "severity": "high"},
+    penicillin = await seed_penicillin_allergy(
+        stack, duplicate, datetime(2026, 11, 30, 3, tzinfo=UTC)
     )
     before = await stack.emergency()  # now cached
     assert before.light == record_lookup_pb2.LIGHT_YELLOW  # a surgery
