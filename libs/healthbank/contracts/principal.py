@@ -42,6 +42,7 @@ __all__ = [
     "Principal",
     "PrincipalKind",
     "Purpose",
+    "VerifiedToken",
     "decode_token",
     "encode_token",
     "is_principal_subject",
@@ -51,6 +52,7 @@ __all__ = [
     "principal_problems",
     "principal_to_json",
     "principal_to_proto",
+    "verify_dev_token",
 ]
 
 TOKEN_VERSION = "hb1"
@@ -179,8 +181,27 @@ def encode_token(
     return f"{signing_input}.{_sign(signing_input, secret)}"
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token's principal and the times (epoch seconds) it is valid in: from
+    ``valid_from`` (inclusive) to ``valid_until`` (exclusive)."""
+
+    principal: Principal
+    valid_from: float
+    valid_until: float
+
+    def valid_at(self, moment: float) -> bool:
+        """Whether the token is still (or already) valid at ``moment``."""
+        return self.valid_from <= moment < self.valid_until
+
+
 def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Principal:
-    """Verify ``token`` and return its principal.
+    """Verify ``token`` and return its principal (see :func:`verify_dev_token`)."""
+    return verify_dev_token(token, secret, now).principal
+
+
+def verify_dev_token(token: str, secret: bytes, now: datetime | None = None) -> VerifiedToken:
+    """Verify ``token`` and return its principal and validity.
 
     Raises:
         InvalidToken: if the token is malformed, its signature does not match, its
@@ -214,7 +235,8 @@ def decode_token(token: str, secret: bytes, now: datetime | None = None) -> Prin
         raise invalid from exc
     if _epoch_seconds(now) >= expires_at:
         raise InvalidToken("TOKEN_EXPIRED", "credentials expired")
-    return principal
+    # Expired at the whole second ``expires_at``, as checked above.
+    return VerifiedToken(principal, float("-inf"), float(expires_at))
 
 
 def _expect_str(value: object) -> str:

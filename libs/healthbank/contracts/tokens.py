@@ -40,6 +40,7 @@ from healthbank.contracts.principal import (
     Principal,
     PrincipalKind,
     Purpose,
+    VerifiedToken,
     principal_problems,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_LIFETIME_SECONDS",
     "Issuer",
     "IssuerRegistry",
+    "check_user_token",
     "load_issuer_registry",
     "mint_user_token",
     "verify_user_token",
@@ -155,6 +157,14 @@ def verify_user_token(
     token: str, registry: IssuerRegistry, audience: str, now: datetime | None = None
 ) -> Principal:
     """The principal of a JWT that passes every rule (module docstring); InvalidToken if not."""
+    return check_user_token(token, registry, audience, now).principal
+
+
+def check_user_token(
+    token: str, registry: IssuerRegistry, audience: str, now: datetime | None = None
+) -> VerifiedToken:
+    """A JWT that passes every rule (module docstring): its principal and the times it is
+    valid in (skew allowed); InvalidToken if not."""
     invalid = InvalidToken("INVALID_TOKEN", "invalid credentials")
     if len(token) > _MAX_TOKEN_LENGTH:
         raise invalid
@@ -179,7 +189,7 @@ def verify_user_token(
             },
         )
         principal = _principal(claims)
-        _check_times(claims, principal.kind, moment)
+        valid_from, valid_until = _check_times(claims, principal.kind, moment)
     except jwt.PyJWTError:
         raise invalid from None
     except (InvalidPrincipal, ValueError, KeyError, TypeError):
@@ -191,7 +201,7 @@ def verify_user_token(
         allowed = principal.kind not in HOSPITAL_ISSUED_KINDS
     if not allowed:
         raise invalid
-    return principal
+    return VerifiedToken(principal, valid_from, valid_until)
 
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
@@ -204,8 +214,11 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
     return Principal(kind, subject, hospital_id, roles, Purpose(claims["pur"]))
 
 
-def _check_times(claims: Mapping[str, Any], kind: PrincipalKind, moment: float) -> None:
-    """Times with bounded skew; the lifetime within the kind's maximum (ValueError if not)."""
+def _check_times(
+    claims: Mapping[str, Any], kind: PrincipalKind, moment: float
+) -> tuple[float, float]:
+    """Times with bounded skew; the lifetime within the kind's maximum (ValueError if not).
+    Returns the times the token is valid in, skew allowed: [from, until)."""
     issued_at, expires_at = _number(claims["iat"]), _number(claims["exp"])
     not_before = _number(claims.get("nbf", issued_at))
     maximum = MAX_LIFETIME_SECONDS.get(kind)
@@ -215,6 +228,7 @@ def _check_times(claims: Mapping[str, Any], kind: PrincipalKind, moment: float) 
         raise ValueError("not yet valid")
     if moment >= expires_at + CLOCK_SKEW_SECONDS:
         raise InvalidToken("TOKEN_EXPIRED", "credentials expired")
+    return max(issued_at, not_before) - CLOCK_SKEW_SECONDS, expires_at + CLOCK_SKEW_SECONDS
 
 
 def _text(value: object) -> str:
