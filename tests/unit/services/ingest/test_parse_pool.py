@@ -1,5 +1,5 @@
 """The parse pool: same results and errors as parsing in process; a backlog never stalls;
-a large message's worker exits after it."""
+a large message's worker exits after it; a small FHIR message is parsed in process."""
 
 from __future__ import annotations
 
@@ -89,6 +89,34 @@ async def test_a_large_message_is_parsed_in_a_worker_that_exits_after_it() -> No
     assert not Path(f"/proc/{pid}").exists()
 
 
+async def test_a_small_fhir_message_is_parsed_here_and_others_in_a_worker() -> None:
+    small = fixture("fhir_lab_message_bundle.json")  # 2,330 bytes
+    pool = ParsePool(1)  # not started: its worker would start on first use
+    try:
+        parsed = await pool.parse(SourceFormat.FHIR_R4_JSON, small)
+        with pytest.raises(InvalidMessage) as refused:
+            await pool.parse(SourceFormat.FHIR_R4_JSON, b'{"resourceType": "Bundle"}')
+        assert pool.worker_pids() == set()
+        await pool.parse(SourceFormat.HL7V2, fixture("hl7_oru_r01.er7"))  # 696 bytes, HL7
+        assert len(pool.worker_pids()) == 1
+    finally:
+        await pool.close()
+    assert parsed == parse_content(SourceFormat.FHIR_R4_JSON, small)
+    with pytest.raises(InvalidMessage) as here:
+        parse_content(SourceFormat.FHIR_R4_JSON, b'{"resourceType": "Bundle"}')
+    assert refused.value.violations == here.value.violations
+
+
+async def test_a_fhir_message_at_the_inline_size_goes_to_a_worker() -> None:
+    content = fixture("fhir_lab_message_bundle.json")
+    pool = ParsePool(1, inline_message_bytes=len(content))
+    try:
+        await pool.parse(SourceFormat.FHIR_R4_JSON, content)
+        assert len(pool.worker_pids()) == 1
+    finally:
+        await pool.close()
+
+
 def test_a_new_worker_inherits_the_main_module_instead_of_importing_it_again() -> None:
     # Every worker runs the parent's main module again (healthbank.cli: seconds of imports
     # per large message) unless the fork server loaded it first.
@@ -154,3 +182,5 @@ def test_workers_and_fork_server_exit_when_the_owner_is_killed() -> None:
 def test_pool_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="large_message_bytes"):
         ParsePool(1, large_message_bytes=0)
+    with pytest.raises(ValueError, match="inline_message_bytes"):
+        ParsePool(1, inline_message_bytes=-1)
