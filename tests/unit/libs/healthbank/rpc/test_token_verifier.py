@@ -105,6 +105,16 @@ def test_only_so_many_tokens_are_remembered(
     assert checks == [first, *others, first]
 
 
+def test_a_long_token_is_checked_every_time(
+    checks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = dev_token()
+    monkeypatch.setattr(auth, "LONGEST_TOKEN_KEPT", len(token) - 1)
+    verify = auth.token_verifier(Settings(), "record-lookup", Clock())
+    assert [verify(token), verify(token)] == [CLINICIAN, CLINICIAN]
+    assert checks == [token, token]
+
+
 def test_a_jwt_is_remembered_within_its_skewed_window(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
