@@ -106,19 +106,21 @@ def token_verifier(
     secret = settings.auth_secret.get_secret_value().encode("utf-8")
     verified: dict[str, VerifiedToken] = {}
 
-    def check(token: str) -> VerifiedToken:
+    def check(token: str, moment: float) -> VerifiedToken:
+        now = datetime.fromtimestamp(moment, UTC)
         if token.startswith(TOKEN_VERSION + "."):
             if not settings.dev_tokens:
                 raise InvalidToken("INVALID_TOKEN", "invalid credentials")
-            return verify_dev_token(token, secret, datetime.fromtimestamp(clock(), UTC))
-        return check_user_token(token, registry, service, datetime.fromtimestamp(clock(), UTC))
+            return verify_dev_token(token, secret, now)
+        return check_user_token(token, registry, service, now)
 
     def verify(token: str) -> Principal:
+        moment = clock()
         known = verified.get(token)
-        if known is not None and known.valid_at(clock()):
+        if known is not None and known.valid_at(moment):
             return known.principal
         verified.pop(token, None)
-        fresh = check(token)
+        fresh = check(token, moment)
         if len(token) > LONGEST_TOKEN_KEPT:
             return fresh.principal
         if len(verified) >= VERIFIED_TOKENS_KEPT:
