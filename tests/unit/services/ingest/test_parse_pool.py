@@ -4,6 +4,7 @@ a large message's worker exits after it; a small FHIR message is parsed in proce
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from repo_paths import MESSAGES
+from repo_paths import MESSAGES, synthea_bundles
 from repo_paths import message as fixture
 
 from services.ingest.model import InvalidMessage, SourceFormat
@@ -105,6 +106,48 @@ async def test_a_small_fhir_message_is_parsed_here_and_others_in_a_worker() -> N
     with pytest.raises(InvalidMessage) as here:
         parse_content(SourceFormat.FHIR_R4_JSON, b'{"resourceType": "Bundle"}')
     assert refused.value.violations == here.value.violations
+
+
+def small_synthea_bundles(limit: int) -> list[bytes]:
+    """Transaction bundles under 4 KiB cut from Synthea's patients: each resource with its
+    patient when that fits, else alone (many then refused: the comparison covers both)."""
+    pieces: list[bytes] = []
+    for raw in synthea_bundles().values():
+        entries = json.loads(raw).get("entry", [])
+        patients = [e for e in entries if e["resource"]["resourceType"] == "Patient"]
+        for entry in entries:
+            for kept in ([*patients, entry], [entry]):
+                piece = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": kept})
+                if len(piece) < 4096:
+                    pieces.append(piece.encode())
+                    break
+            if len(pieces) == limit:
+                return pieces
+    return pieces
+
+
+async def outcome_of(pool: ParsePool, content: bytes) -> object:
+    """The parsed message, or the refusal's reason and violations."""
+    try:
+        return await pool.parse(SourceFormat.FHIR_R4_JSON, content)
+    except InvalidMessage as refused:
+        return (refused.reason, refused.violations)
+
+
+async def test_small_synthea_bundles_parse_here_as_they_do_in_a_worker() -> None:
+    pieces = small_synthea_bundles(300)
+    here, there = ParsePool(1), ParsePool(1, inline_message_bytes=0)
+    try:
+        inline = [await outcome_of(here, piece) for piece in pieces]
+        in_worker = [await outcome_of(there, piece) for piece in pieces]
+        assert here.worker_pids() == set() and len(there.worker_pids()) == 1
+    finally:
+        await here.close()
+        await there.close()
+    assert len(pieces) == 300
+    assert inline == in_worker
+    parsed = sum(1 for result in inline if not isinstance(result, tuple))
+    assert 0 < parsed < len(pieces)  # parsed and refused ones both compared
 
 
 async def test_a_fhir_message_at_the_inline_size_goes_to_a_worker() -> None:
