@@ -16,7 +16,7 @@ from repo_paths import MESSAGES, synthea_bundles
 from repo_paths import message as fixture
 
 from services.ingest.model import InvalidMessage, SourceFormat
-from services.ingest.parse_pool import ParsePool, parse_content
+from services.ingest.parse_pool import DEFAULT_INLINE_MESSAGE_BYTES, ParsePool, parse_content
 
 BAD_HL7 = (
     b"MSH|^~\\&|LAB|H1|HB|CITY|20260301120000||ORU^R01|BAD-1|P|2.5\r"
@@ -109,7 +109,7 @@ async def test_a_small_fhir_message_is_parsed_here_and_others_in_a_worker() -> N
 
 
 def small_synthea_bundles(limit: int) -> list[bytes]:
-    """Transaction bundles under 4 KiB cut from Synthea's patients: each resource with its
+    """Transaction bundles under the inline size cut from Synthea's patients: each resource with its
     patient when that fits, else alone (many then refused: the comparison covers both)."""
     pieces: list[bytes] = []
     for raw in synthea_bundles().values():
@@ -118,7 +118,7 @@ def small_synthea_bundles(limit: int) -> list[bytes]:
         for entry in entries:
             for kept in ([*patients, entry], [entry]):
                 piece = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": kept})
-                if len(piece) < 4096:
+                if len(piece) < DEFAULT_INLINE_MESSAGE_BYTES:
                     pieces.append(piece.encode())
                     break
             if len(pieces) == limit:
