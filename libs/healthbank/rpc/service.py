@@ -35,8 +35,8 @@ from healthbank.records import RecordStore, open_record_store
 from healthbank.rpc.clients import ClientFactory, service_client_factory
 from healthbank.rpc.server import Checkable, ServiceHost, readiness_of
 from healthbank.rpc.tls import server_credentials
-from healthbank.storage.backends import Unopened, open_store
-from healthbank.storage.cache import Cache, open_cache
+from healthbank.storage.backends import Unopened, open_cache, open_store
+from healthbank.storage.cache import Cache
 
 __all__ = [
     "Assemble",

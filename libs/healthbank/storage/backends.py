@@ -1,4 +1,5 @@
-"""Opening a store on the backend the settings select: a SQLite file or a Cassandra keyspace."""
+"""Opening a store or a cache on the backend the settings select: a SQLite file or a
+Cassandra keyspace; an in-process cache or Redis."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
 from healthbank.core.config import Settings
+from healthbank.core.telemetry import business_metrics
+from healthbank.storage.cache import Cache, CountedCache, MemoryCache
 
-__all__ = ["Unopened", "open_store"]
+__all__ = ["Unopened", "open_cache", "open_store"]
 
 StoreT = TypeVar("StoreT")
 StoreT_co = TypeVar("StoreT_co", covariant=True)
@@ -46,3 +49,16 @@ async def open_store(
         keyspace = keyspace_for(settings, concern, module.MIGRATIONS)
         return cast(StoreT, await store_class(keyspace).open())
     return await sqlite(settings.data_dir / f"{concern}.db").open()
+
+
+async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
+    """The cache the settings select: in-process (embedded) or Redis with pub/sub; counted."""
+    inner: Cache
+    if settings.cache_backend == "redis":
+        # Imported only here: the embedded default never loads the Redis client.
+        from healthbank.storage.redis_cache import RedisCache
+
+        inner = await RedisCache(settings.redis_url, near_entries=max_entries).open()
+    else:
+        inner = MemoryCache(max_entries)
+    return CountedCache(inner, business_metrics().cache_lookups)

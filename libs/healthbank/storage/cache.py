@@ -19,10 +19,9 @@ from typing import Protocol, runtime_checkable
 
 from opentelemetry.metrics import Counter
 
-from healthbank.core.config import Settings
-from healthbank.core.telemetry import business_metrics, traced
+from healthbank.core.telemetry import traced
 
-__all__ = ["Cache", "CountedCache", "MemoryCache", "emergency_summary_key", "open_cache"]
+__all__ = ["Cache", "CountedCache", "MemoryCache", "emergency_summary_key"]
 
 INVALIDATED = b""
 """The stored invalidation mark: empty values are reserved for it and read as a miss."""
@@ -198,19 +197,6 @@ class CountedCache:
     async def close(self) -> None:
         """See :meth:`Cache.close`."""
         await self._inner.close()
-
-
-async def open_cache(settings: Settings, *, max_entries: int = 4096) -> Cache:
-    """The cache the settings select: in-process (embedded) or Redis with pub/sub; counted."""
-    inner: Cache
-    if settings.cache_backend == "redis":
-        # Imported here so the embedded default never loads the Redis client.
-        from healthbank.storage.redis_cache import RedisCache
-
-        inner = await RedisCache(settings.redis_url, near_entries=max_entries).open()
-    else:
-        inner = MemoryCache(max_entries)
-    return CountedCache(inner, business_metrics().cache_lookups)
 
 
 def emergency_summary_key(person_token: str) -> str:
