@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from cassandra.cluster import Cluster
 from repo_paths import REPO
 
 from healthbank.dev.devstack import SERVICES
+from healthbank.dev.scripts import load_script
+from healthbank.storage.schema import PROTOCOL_VERSION
+
+TABLES = load_script(REPO / "tools" / "bench" / "cassandra_tables.py", "healthbank_tools_tables")
 
 
 def run_tool(script: str, *args: str, timeout: int) -> list[str]:
@@ -112,6 +117,8 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     assert all(ms >= 0 for spent in cpu.values() for ms in spent.values())
     assert sum(spent.get("machine", 0) for spent in cpu.values()) > 0
     assert sum(spent.get("ingest", 0) for spent in cpu.values()) > 0
+    # No Cassandra, no tables to count.
+    assert figures["cassandra_tables_per_op"] == {}
 
 
 def test_full_benchmark_measures_only_the_parts_asked_for_and_what_they_need() -> None:
@@ -148,6 +155,39 @@ def test_cassandra_floor_prints_each_statement_cost_beside_the_cheapest_round_tr
     assert all(float(line.split()[-2]) >= 0 for line in table[:9])
     assert all(float(line.split()[-1]) > 0 for line in table[:9])
     assert "Submits/s" in lines[-1]
+
+
+def test_the_table_counter_sees_a_runs_writes_reads_and_lightweight_transactions(
+    engines: dict[str, str], keyspace_prefix: str
+) -> None:
+    hosts = engines["HEALTHBANK_CASSANDRA_HOSTS"].split(",")
+    port = int(engines["HEALTHBANK_CASSANDRA_PORT"])
+    counter = TABLES.TableCounter.connect(hosts, port, keyspace_prefix)
+    cluster = Cluster(hosts, port=port, protocol_version=PROTOCOL_VERSION)
+    session = cluster.connect()
+    try:
+        session.execute(
+            f"CREATE KEYSPACE {keyspace_prefix}_probe WITH replication ="
+            " {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        session.execute(f"CREATE TABLE {keyspace_prefix}_probe.t (k int PRIMARY KEY, v int)")
+        before = counter.tally()
+        for key in range(3):  # three partitions written
+            session.execute(f"INSERT INTO {keyspace_prefix}_probe.t (k, v) VALUES ({key}, 0)")
+        session.execute(f"SELECT v FROM {keyspace_prefix}_probe.t WHERE k = 0")
+        claimed = session.execute(
+            f"INSERT INTO {keyspace_prefix}_probe.t (k, v) VALUES (9, 0) IF NOT EXISTS"
+        )
+        assert claimed.one().applied
+        spent = TABLES.spent_per_operation(before, counter.tally(), 1)
+    finally:
+        cluster.shutdown()
+        counter.close()
+    # Three inserts and the transaction's own write; the read and the transaction's read of
+    # its partition; its Paxos state in system.paxos.
+    assert spent["probe.t"].writes == 4
+    assert spent["probe.t"].reads >= 2
+    assert spent["system.paxos"].writes >= 1
 
 
 def test_audit_store_benchmark_prints_the_log_beside_its_leaves_alone_as_json() -> None:

@@ -25,7 +25,11 @@ Each part also says what an operation costs: the CPU each process of the stack s
 it ran (process_cpu.py: a service, Cassandra, OpenBao, Redis, this benchmark's client, and
 all CPUs' busy time as ``machine``), per operation, printed as a second table and in the
 JSON as ``cpu_ms_per_op``. A figure taken at 32 in flight on a machine its part kept busy
-is bounded by that cost: 2 cores over the ``machine`` milliseconds of one operation.
+is bounded by that cost: 2 cores over the ``machine`` milliseconds of one operation. On the
+real engines a third table (``cassandra_tables_per_op`` in the JSON) says what the node did
+for one operation, table by table, by its own counts (cassandra_tables.py): the partitions a
+Submit or a read reads and writes, and its lightweight transactions (``system.paxos``), in
+every service at once.
 
 The figures are those of a warm node: a warm-up pass (``--warmup`` times the workload, other
 patients) runs every part first and its figures are printed beside, not counted. Cassandra
@@ -61,8 +65,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cassandra_tables
 import process_cpu
 import tree_heads
+from cassandra_tables import TableCounter, TableWork
 from percentiles import percentile
 from quiet import until_quiet
 
@@ -196,6 +202,8 @@ class Timed:
     seconds: float
     # CPU milliseconds each process group spent meanwhile (process_cpu.py).
     cpu_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Cassandra's local reads and writes meanwhile, by table (cassandra_tables.py).
+    tables: Mapping[str, TableWork] = dataclasses.field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
@@ -212,8 +220,13 @@ class Timed:
         return statistics.median(self.latencies)
 
 
-async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> Timed:
-    """Run ``calls`` with at most ``concurrency`` in flight."""
+async def timed(
+    calls: list[Callable[[], Awaitable[object]]],
+    concurrency: int,
+    tables: TableCounter | None = None,
+) -> Timed:
+    """Run ``calls`` with at most ``concurrency`` in flight (``tables``: also count what
+    Cassandra's tables did meanwhile)."""
     limit = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
 
@@ -223,11 +236,16 @@ async def timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int) 
             await call()
             latencies.append((time.perf_counter() - started) * 1000)
 
+    tables_before = tables.tally() if tables else {}
     cpu_before = process_cpu.snapshot()
     started = time.perf_counter()
     await asyncio.gather(*(one(call) for call in calls))
     seconds = time.perf_counter() - started
-    return Timed(latencies, seconds, process_cpu.spent_ms(cpu_before, process_cpu.snapshot()))
+    cpu_ms = process_cpu.spent_ms(cpu_before, process_cpu.snapshot())
+    tables_spent = (
+        cassandra_tables.spent_per_operation(tables_before, tables.tally(), 1) if tables else {}
+    )
+    return Timed(latencies, seconds, cpu_ms, tables_spent)
 
 
 def bundle_resources(bundle: bytes) -> int:
@@ -265,20 +283,37 @@ class Bench:
         workload: Workload,
         run_id: str,
         index_offset: int = 0,
+        tables: TableCounter | None = None,
     ) -> None:
-        """Measure the stack at ``addresses``; ``run_id`` keeps message ids and MRNs new, and
-        ``index_offset`` is added to every patient index (another pass's patients)."""
+        """Measure the stack at ``addresses``; ``run_id`` keeps message ids and MRNs new,
+        ``index_offset`` is added to every patient index (another pass's patients), and
+        ``tables`` (real engines) counts Cassandra's work by table."""
         self.addresses = addresses
         self.workload = workload
         self.run_id = run_id
         self.index_offset = index_offset
         self.client = DemoClient(addresses, SECRET.encode())
         self.figures: dict[str, float | None] = {}
-        # Each part's CPU per operation, by process group (process_cpu.py).
+        # Each part's CPU per operation, by process group (process_cpu.py), and Cassandra's
+        # local reads and writes per operation, by table (cassandra_tables.py).
         self.cpu: dict[str, dict[str, float]] = {}
+        self.tables: dict[str, dict[str, TableWork]] = {}
+        self._tables = tables
         self._identity_channel = open_channel(addresses["identity"])
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._identity_channel)
         self._ingest_channel = open_channel(addresses["ingest"])
+
+    async def timed(self, calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> Timed:
+        """:func:`timed`, counting Cassandra's tables too when this run can."""
+        return await timed(calls, concurrency, self._tables)
+
+    def charge(self, operation: str, result: Timed, operations: int) -> None:
+        """Record ``result``'s CPU and Cassandra work as ``operations`` of ``operation``."""
+        self.cpu[operation] = process_cpu.per_operation(result.cpu_ms, operations)
+        if self._tables is not None:
+            self.tables[operation] = cassandra_tables.spent_per_operation(
+                {}, result.tables, operations
+            )
 
     def person(self, index: int) -> synthetic.Patient:
         """The index-th patient of this pass."""
@@ -294,12 +329,12 @@ class Bench:
         """Bare grpc.health Check on ingest over one channel, at the same concurrency."""
         health: Any = health_pb2_grpc.HealthStub(self._ingest_channel)
         request = health_pb2.HealthCheckRequest()
-        result = await timed(
+        result = await self.timed(
             [lambda: health.Check(request) for _ in range(self.workload.checks)],
             self.workload.concurrency,
         )
         self.figures["baseline_check_rps"] = result.per_second
-        self.cpu["check"] = process_cpu.per_operation(result.cpu_ms, len(result.latencies))
+        self.charge("check", result, len(result.latencies))
         self.figures["baseline_check_p99_ms"] = result.percentile(0.99)
 
     async def ingest(self) -> None:
@@ -309,7 +344,7 @@ class Bench:
         self.figures["ingest_messages_per_s"] = result.per_second
         self.figures["ingest_resources_per_s"] = result.per_second * bundle_resources(bundles[0][0])
         self.figures["ingest_p99_ms"] = result.percentile(0.99)
-        self.cpu["submit"] = process_cpu.per_operation(result.cpu_ms, len(bundles))
+        self.charge("submit", result, len(bundles))
 
     async def ingest_known(self) -> None:
         """The same Submits again, as new messages of the ingest part's patients (the same
@@ -319,7 +354,7 @@ class Bench:
         bundles, result = await self.submit_emergency_bundles("k")
         self.figures["ingest_known_messages_per_s"] = result.per_second
         self.figures["ingest_known_p99_ms"] = result.percentile(0.99)
-        self.cpu["submit_known"] = process_cpu.per_operation(result.cpu_ms, len(bundles))
+        self.charge("submit_known", result, len(bundles))
 
     async def submit_emergency_bundles(self, prefix: str) -> tuple[list[tuple[bytes, str]], Timed]:
         """An emergency bundle of each of the ingest part's patients, under message ids
@@ -333,7 +368,7 @@ class Bench:
         def call(content: bytes, message_id: str) -> Callable[[], Awaitable[object]]:
             return lambda: submit(self.client, synthetic.HOSPITAL_A, FHIR, content, message_id)
 
-        return bundles, await timed([call(*b) for b in bundles], self.workload.concurrency)
+        return bundles, await self.timed([call(*b) for b in bundles], self.workload.concurrency)
 
     async def bulk(self, history_person: synthetic.Patient) -> None:
         """SubmitStream of ~50-resource bundles over a few streams; the first bundles are
@@ -373,14 +408,13 @@ class Bench:
                 ):
                     raise RuntimeError(f"bulk message refused: {response.rejection.reason}")
 
-        cpu_before = process_cpu.snapshot()
-        started = time.perf_counter()
-        await asyncio.gather(*(stream(messages[k::streams]) for k in range(streams)))
-        seconds = time.perf_counter() - started
-        spent = process_cpu.spent_ms(cpu_before, process_cpu.snapshot())
+        async def streams_at_once() -> None:
+            await asyncio.gather(*(stream(messages[k::streams]) for k in range(streams)))
+
+        result = await self.timed([streams_at_once], 1)
         resources = sum(bundle_resources(content) for content, _ in messages)
-        self.figures["bulk_resources_per_s"] = resources / seconds
-        self.cpu["bulk_resource"] = process_cpu.per_operation(spent, resources)
+        self.figures["bulk_resources_per_s"] = resources / result.seconds
+        self.charge("bulk_resource", result, resources)
 
     async def history(self, person_token: str) -> None:
         """GetHistoryPages of the patient with ``history_records`` records, one read at a
@@ -415,12 +449,12 @@ class Bench:
                 count += len(page.items)
             received.append(count)
 
-        result = await timed([read for _ in range(self.workload.history_reads)], 1)
+        result = await self.timed([read for _ in range(self.workload.history_reads)], 1)
         # Exactly: more would be another pass's records under the same person.
         if set(received) != {self.workload.history_records}:
             raise RuntimeError(f"history returned {sorted(set(received))} records")
         self.figures["history_1000_p50_ms"] = result.p50
-        self.cpu["history_read"] = process_cpu.per_operation(result.cpu_ms, len(received))
+        self.charge("history_read", result, len(received))
 
     async def emergency(self) -> None:
         """GetEmergencySummary of the patients ingested by :meth:`ingest`."""
@@ -437,10 +471,10 @@ class Bench:
                 request, metadata=auth, timeout=60
             )
 
-        result = await timed([call(p) for p in people], self.workload.concurrency)
+        result = await self.timed([call(p) for p in people], self.workload.concurrency)
         self.figures["emergency_p50_ms"] = result.p50
         self.figures["emergency_p99_ms"] = result.percentile(0.99)
-        self.cpu["emergency_read"] = process_cpu.per_operation(result.cpu_ms, len(people))
+        self.charge("emergency_read", result, len(people))
 
     async def audit(self, person_token: str) -> None:
         """AppendEvents batches (the path for callers with many events), a few at once,
@@ -481,7 +515,7 @@ class Bench:
         appended = asyncio.Event()
         watching = asyncio.ensure_future(tree_heads.watch(stub, appended))
         try:
-            result = await timed([call(b) for b in batches], 4)
+            result = await self.timed([call(b) for b in batches], 4)
         except BaseException:
             # The appends' error is the one to report; the watcher is stopped, not left
             # pending (its own error, if any, is dropped).
@@ -491,7 +525,7 @@ class Bench:
         appended.set()
         self.figures["audit_appends_per_s"] = result.per_second * w.audit_batch
         events = len(batches) * w.audit_batch
-        self.cpu["audit_event"] = process_cpu.per_operation(result.cpu_ms, events)
+        self.charge("audit_event", result, events)
         heads = tree_heads.verified_sizes(await watching)
         self.figures["audit_tree_head_lag_ms"] = tree_heads.coverage_lag_ms(acknowledged, heads)
 
@@ -508,9 +542,9 @@ class Bench:
             )
             return lambda: self.identity.Resolve(request, metadata=auth, timeout=60)
 
-        result = await timed([call(p) for p in people], self.workload.concurrency)
+        result = await self.timed([call(p) for p in people], self.workload.concurrency)
         self.figures["identity_known_resolves_per_s"] = result.per_second
-        self.cpu["known_resolve"] = process_cpu.per_operation(result.cpu_ms, len(people))
+        self.charge("known_resolve", result, len(people))
 
         # The same patients through ResolveBatch (the call for many patients at once).
         def batch(part: list[synthetic.Patient]) -> Callable[[], Awaitable[object]]:
@@ -528,11 +562,11 @@ class Bench:
 
         size = RESOLVE_BATCH
         parts = [people[start : start + size] for start in range(0, len(people), size)]
-        result = await timed([batch(part) for part in parts], 4)
+        result = await self.timed([batch(part) for part in parts], 4)
         self.figures["identity_known_batch_resolves_per_s"] = (
             result.per_second * len(people) / max(1, len(parts))
         )
-        self.cpu["known_batch_resolve"] = process_cpu.per_operation(result.cpu_ms, len(people))
+        self.charge("known_batch_resolve", result, len(people))
 
 
 async def count_statements(
@@ -632,12 +666,14 @@ async def measure(
     parts: set[str],
     quiet_limit_s: float = 0.0,
     index_offset: int = 0,
-) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+    tables: TableCounter | None = None,
+) -> tuple[dict[str, float | None], dict[str, dict[str, float]], dict[str, dict[str, TableWork]]]:
     """The figures of ``parts`` (and the baseline) against the stack at ``addresses``, and
-    each part's CPU per operation by process group (:attr:`Bench.cpu`); each part starts
-    once the machine is quiet (at most ``quiet_limit_s`` later, 0: at once).
+    each part's CPU per operation by process group (:attr:`Bench.cpu`) and Cassandra's work
+    per operation by table (:attr:`Bench.tables`, with ``tables``); each part starts once
+    the machine is quiet (at most ``quiet_limit_s`` later, 0: at once).
     ``index_offset``: see :class:`Bench`."""
-    bench = Bench(addresses, workload, run_id, index_offset)
+    bench = Bench(addresses, workload, run_id, index_offset, tables)
 
     async def part(name: str) -> bool:
         if name != "baseline" and name not in parts:
@@ -674,7 +710,7 @@ async def measure(
             await bench.audit(resolved.person_token)
     finally:
         await bench.close()
-    return bench.figures, bench.cpu
+    return bench.figures, bench.cpu, bench.tables
 
 
 def table(
@@ -723,6 +759,24 @@ def drop_bench_keyspaces(env: Mapping[str, str], prefix: str) -> None:
 def new_run_id() -> str:
     """A run's id: keeps its message ids, MRNs and keyspace prefix new."""
     return f"{int(time.time()) % 10**8:08d}"
+
+
+@contextmanager
+def table_counter(env: Mapping[str, str], run_id: str) -> Iterator[TableCounter | None]:
+    """A counter of the run's Cassandra tables on the real engines (``env`` names them);
+    None on the embedded ones."""
+    if "HEALTHBANK_CASSANDRA_HOSTS" not in env:
+        yield None
+        return
+    counter = TableCounter.connect(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+        int(env["HEALTHBANK_CASSANDRA_PORT"]),
+        f"bench_{run_id}",
+    )
+    try:
+        yield counter
+    finally:
+        counter.close()
 
 
 @contextmanager
@@ -784,9 +838,9 @@ def main() -> None:
     workload = Workload().scaled(args.scale)
     run_id = new_run_id()
     warmup: dict[str, float | None] = {}
-    with bench_stack(args.engines, run_id) as (stack, env):
+    with bench_stack(args.engines, run_id) as (stack, env), table_counter(env, run_id) as counter:
         if args.warmup > 0:
-            warmup, _ = asyncio.run(
+            warmup, _, _ = asyncio.run(
                 measure(
                     stack.addresses,
                     Workload().scaled(args.scale * args.warmup),
@@ -796,8 +850,8 @@ def main() -> None:
                     index_offset=WARMUP_INDEX_OFFSET,
                 )
             )
-        figures, cpu = asyncio.run(
-            measure(stack.addresses, workload, run_id, parts, args.quiet_limit)
+        figures, cpu, tables = asyncio.run(
+            measure(stack.addresses, workload, run_id, parts, args.quiet_limit, tables=counter)
         )
     figures.update(
         dict.fromkeys(
@@ -821,7 +875,13 @@ def main() -> None:
     if args.json:
         print(
             json.dumps(
-                {"engines": args.engines, **figures, "warmup": warmup, "cpu_ms_per_op": cpu},
+                {
+                    "engines": args.engines,
+                    **figures,
+                    "warmup": warmup,
+                    "cpu_ms_per_op": cpu,
+                    "cassandra_tables_per_op": cassandra_tables.as_json(tables),
+                },
                 sort_keys=False,
             )
         )
@@ -833,6 +893,9 @@ def main() -> None:
         print(table(figures, header, warmup))
         print()
         print(cpu_table(cpu))
+        if tables:
+            print()
+            print(cassandra_tables.table(tables))
 
 
 if __name__ == "__main__":
