@@ -21,7 +21,7 @@ from healthbank.records import (
     StoredRecord,
     SurveillanceCase,
 )
-from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore
+from healthbank.records.cassandra import MIGRATIONS, CassandraRecordStore, month_shard
 
 T0 = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
 
@@ -352,5 +352,62 @@ async def test_cassandra_records_are_read_by_their_packed_cell_or_by_columns_whe
         assert await store.list_records("tok-packed") == [new, old]
         due = await store.list_effective_before(T0 + timedelta(days=1), limit=100)
         assert [r for r in due if r.person_token == "tok-packed"] == [new, old]
+    finally:
+        await store.close()
+
+
+async def test_cassandra_tiering_indexes_a_month_of_a_person_in_one_partition_and_reads_day_rows(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    """ADR 68: a history sent in one message (60 daily results) writes one tiering-index
+    partition a month, not one a day; records indexed by day, before that index, still tier
+    in time order among the others, and leave both indexes when deleted."""
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    store = await CassandraRecordStore(database).open()
+    try:
+        start = datetime(2016, 1, 10, 7, 0, tzinfo=UTC)
+        daily = [make_record("tok-daily", start + timedelta(days=d)) for d in range(60)]
+        await store.put_message(receipt_for("m-daily", "tok-daily", daily), daily, [])
+        partitions = await database.execute("SELECT DISTINCT month, shard FROM records_by_month")
+        # January, February and March of 2016, one person: three partitions, not 60.
+        assert len(partitions) == 3
+        # A record stored before the month index: its pointer is in the day index only.
+        legacy = make_record("tok-legacy", start + timedelta(days=5, hours=1))
+        await store.put_message(receipt_for("m-legacy", "tok-legacy", [legacy]), [legacy], [])
+        await database.execute(
+            "DELETE FROM records_by_month WHERE month = ? AND shard = ? AND effective_time = ?"
+            " AND person_token = ? AND record_id = ?",
+            (
+                date(2016, 1, 1),
+                month_shard("tok-legacy"),
+                legacy.effective_time,
+                "tok-legacy",
+                legacy.record_id,
+            ),
+        )
+        await database.execute(
+            "INSERT INTO records_by_day (day, effective_time, person_token, record_id)"
+            " VALUES (?, ?, ?, ?)",
+            (legacy.effective_time.date(), legacy.effective_time, "tok-legacy", legacy.record_id),
+        )
+        await database.execute(
+            "INSERT INTO record_days (shard, day) VALUES (0, ?)", (legacy.effective_time.date(),)
+        )
+        oldest_first = [
+            r.record_id for r in sorted([*daily, legacy], key=lambda r: r.effective_time)
+        ]
+        cutoff = start + timedelta(days=61)
+        due = await store.list_effective_before(cutoff, limit=1000)
+        assert [r.record_id for r in due] == oldest_first
+        # The limit keeps the oldest, the day-indexed one in its place among them.
+        assert [r.record_id for r in await store.list_effective_before(cutoff, 8)] == oldest_first[
+            :8
+        ]
+        assert [
+            r.record_id for r in await store.list_effective_before(start + timedelta(days=3), 1000)
+        ] == oldest_first[:3]
+        await store.delete_records(due)
+        assert await store.list_effective_before(cutoff, limit=1000) == []
+        assert await store.list_records("tok-daily") == []
     finally:
         await store.close()

@@ -6,7 +6,12 @@ Tables are shaped by their queries:
   partition grows without bound; ``person_years`` lists a person's partitions. A row's
   descriptive fields are read from one cell, ``packed_fields`` (ADR 60); their columns
   are still written beside it, and read only for rows written before the cell.
-- ``records_by_day``: what the archive tiers, partitioned by day.
+- ``records_by_month``: what the archive tiers, partitioned by (month, person shard), so a
+  message of many days of one person (a history sent in bulk) writes a partition a month,
+  not one a day, and a month of a city's records spreads over :data:`MONTH_SHARDS`
+  partitions (ADR 68); ``record_months`` lists the (month, shard) partitions written.
+  ``records_by_day`` and ``record_days``, the index before it (one partition a day), are
+  still read and deleted from, never written.
 - ``facts``: emergency facts per person (never tiered).
 - ``receipts``: the idempotency key (hospital, message id). INSERT IF NOT EXISTS
   (the one lightweight transaction of a message) claims it with its record ids and
@@ -37,6 +42,7 @@ them again under those ids when its own differ (:class:`ClaimedByEarlierAttempt`
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -102,6 +108,16 @@ MIGRATIONS = [
     """,
     # A record's descriptive columns packed in one cell, the one that reads select (ADR 60).
     "ALTER TABLE records ADD IF NOT EXISTS packed_fields blob",
+    # Tiering's index by month and person shard (ADR 68).
+    """
+    CREATE TABLE IF NOT EXISTS records_by_month (
+        month date, shard int, effective_time timestamp, person_token text, record_id text,
+        PRIMARY KEY ((month, shard), effective_time, person_token, record_id)
+    );
+    CREATE TABLE IF NOT EXISTS record_months (
+        bucket int, month date, shard int, PRIMARY KEY ((bucket), month, shard)
+    )
+    """,
 ]
 
 # What one logged batch may carry (sealed payloads and facts plus a row's other columns):
@@ -115,6 +131,11 @@ COALESCED_BATCH_BYTES = 8 * 1024
 
 # record_days is one small partition of distinct days (tens of thousands of rows at most).
 _DAYS_SHARD = 0
+# A month's records of the whole city spread over this many partitions of records_by_month
+# (by person): ~30 million records a month make ~120,000 rows (~12 MB) each (ADR 68).
+MONTH_SHARDS = 256
+# record_months is one small partition of (month, shard) pairs (3,072 a year at most).
+_MONTHS_BUCKET = 0
 
 # The descriptive columns are still written beside their packed cell (ADR 60): replicas of
 # the release before it, running during a rolling update, read them.
@@ -125,10 +146,11 @@ _INSERT_RECORD = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_YEAR = "INSERT INTO person_years (person_token, year) VALUES (?, ?)"
-_INSERT_DAY = (
-    "INSERT INTO records_by_day (day, effective_time, person_token, record_id) VALUES (?, ?, ?, ?)"
+_INSERT_MONTH = (
+    "INSERT INTO records_by_month (month, shard, effective_time, person_token, record_id)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
-_INSERT_DAYS = "INSERT INTO record_days (shard, day) VALUES (?, ?)"
+_INSERT_MONTHS = "INSERT INTO record_months (bucket, month, shard) VALUES (?, ?, ?)"
 _INSERT_FACT = (
     "INSERT INTO facts (person_token, record_id, category, sealed_fact) VALUES (?, ?, ?, ?)"
 )
@@ -233,7 +255,7 @@ class CassandraRecordStore:
             batches[-1].extend(statements)
             sizes[-1] += nbytes
 
-        # The index rows (a person's years, the days that have records) repeat across a
+        # The index rows (a person's years, the months that have records) repeat across a
         # message's records: each is written once (the receipt commits only after every
         # batch is written, so which batch carries it does not matter).
         indexed: set[tuple[str, tuple[Any, ...]]] = set()
@@ -246,12 +268,13 @@ class CassandraRecordStore:
 
         for record in records:
             when = record.effective_time
+            month, shard = _month_of(when), month_shard(record.person_token)
             add(
                 [
                     (_INSERT_RECORD, _record_values(record)),
                     *index((_INSERT_YEAR, (record.person_token, when.year))),
-                    (_INSERT_DAY, (when.date(), when, record.person_token, record.record_id)),
-                    *index((_INSERT_DAYS, (_DAYS_SHARD, when.date()))),
+                    (_INSERT_MONTH, (month, shard, when, record.person_token, record.record_id)),
+                    *index((_INSERT_MONTHS, (_MONTHS_BUCKET, month, shard))),
                 ],
                 len(record.sealed_payload) + _ROW_OVERHEAD_BYTES,
             )
@@ -352,26 +375,51 @@ class CassandraRecordStore:
         return [EmergencyFact(r.person_token, r.record_id, r.category, r.sealed_fact) for r in rows]
 
     async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
-        """See RecordStore.list_effective_before."""
-        days = await self._db.execute(
+        """See RecordStore.list_effective_before: month by month, oldest first, from both
+        indexes (``records_by_month`` and, for records written before it, ``records_by_day``)."""
+        months: dict[date, list[tuple[str, tuple[Any, ...]]]] = {}
+        for row in await self._db.execute(
+            "SELECT month, shard FROM record_months WHERE bucket = ? AND month <= ?",
+            (_MONTHS_BUCKET, _month_of(cutoff)),
+        ):
+            month = _as_date(row.month)
+            months.setdefault(month, []).append(
+                (
+                    "SELECT effective_time, person_token, record_id FROM records_by_month"
+                    " WHERE month = ? AND shard = ? AND effective_time < ? LIMIT ?",
+                    (month, row.shard, cutoff, limit),
+                )
+            )
+        for row in await self._db.execute(
             "SELECT day FROM record_days WHERE shard = ? AND day <= ?",
             (_DAYS_SHARD, cutoff.date()),
-        )
-        found: list[StoredRecord] = []
-        for day_row in days:
-            day = _as_date(day_row.day)
-            pointers = await self._db.execute(
-                "SELECT effective_time, person_token, record_id FROM records_by_day"
-                " WHERE day = ? AND effective_time < ?",
-                (day, cutoff),
+        ):
+            day = _as_date(row.day)
+            months.setdefault(day.replace(day=1), []).append(
+                (
+                    "SELECT effective_time, person_token, record_id FROM records_by_day"
+                    " WHERE day = ? AND effective_time < ? LIMIT ?",
+                    (day, cutoff, limit),
+                )
             )
-            for pointer in pointers:
-                when = _utc(pointer.effective_time)
+        found: list[StoredRecord] = []
+        for month in sorted(months):
+            # A month's partitions at once; each holds its oldest first, so the month's
+            # oldest ``limit`` are among what each returned.
+            listed = await asyncio.gather(
+                *(self._db.execute(query, params) for query, params in months[month])
+            )
+            pointers = sorted(
+                (_utc(row.effective_time), row.person_token, row.record_id)
+                for rows in listed
+                for row in rows
+            )
+            for when, person_token, record_id in pointers:
                 found.extend(
                     await self._read_records(
                         "WHERE person_token = ? AND year = ? AND effective_time = ?"
                         " AND record_id = ?",
-                        (pointer.person_token, when.year, when, pointer.record_id),
+                        (person_token, when.year, when, record_id),
                     )
                 )
                 if len(found) >= limit:
@@ -402,6 +450,22 @@ class CassandraRecordStore:
                 for r in records
             ],
         )
+        await self._db.execute_many(
+            "DELETE FROM records_by_month WHERE month = ? AND shard = ? AND effective_time = ?"
+            " AND person_token = ? AND record_id = ?",
+            [
+                (
+                    _month_of(r.effective_time),
+                    month_shard(r.person_token),
+                    r.effective_time,
+                    r.person_token,
+                    r.record_id,
+                )
+                for r in records
+            ],
+        )
+        # A record written before records_by_month is indexed by its day (ADR 68); for one
+        # written after, this is a tombstone in a day partition nothing lists.
         await self._db.execute_many(
             "DELETE FROM records_by_day WHERE day = ? AND effective_time = ? AND person_token = ?"
             " AND record_id = ?",
@@ -509,6 +573,17 @@ def _utc(moment: datetime) -> datetime:
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _AWARE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def month_shard(person_token: str) -> int:
+    """The records_by_month partition of a person's records within a month (ADR 68): the
+    same for every record of the person, spread evenly over :data:`MONTH_SHARDS`."""
+    return zlib.crc32(person_token.encode()) % MONTH_SHARDS
+
+
+def _month_of(moment: datetime) -> date:
+    """The first day of ``moment``'s month (UTC): a records_by_month partition."""
+    return moment.date().replace(day=1)
 
 
 def _as_date(value: Any) -> date:
