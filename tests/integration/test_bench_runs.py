@@ -179,7 +179,7 @@ def test_the_table_counter_sees_a_runs_writes_reads_and_lightweight_transactions
             f"INSERT INTO {keyspace_prefix}_probe.t (k, v) VALUES (9, 0) IF NOT EXISTS"
         )
         assert claimed.one().applied
-        spent = TABLES.spent_per_operation(before, counter.tally(), 1)
+        spent = TABLES.spent(before, counter.tally())
     finally:
         cluster.shutdown()
         counter.close()

@@ -56,25 +56,30 @@ def tally(rows: Iterable[tuple[str, str, str, int]], prefix: str) -> dict[str, T
     return {name: TableWork(reads, writes) for name, (reads, writes) in totals.items()}
 
 
-def spent_per_operation(
-    before: Mapping[str, TableWork], after: Mapping[str, TableWork], operations: int
-) -> dict[str, TableWork]:
-    """What each table did between two tallies, per operation (tables that did nothing left
-    out), busiest first."""
-    if operations <= 0:
-        return {}
-    spent = {}
+def spent(before: Mapping[str, TableWork], after: Mapping[str, TableWork]) -> dict[str, TableWork]:
+    """What each table did between two tallies (tables that did nothing left out), busiest
+    first."""
+    done = {}
     for name, now in after.items():
         was = before.get(name, TableWork())
         reads, writes = now.reads - was.reads, now.writes - was.writes
         if reads > 0 or writes > 0:
-            spent[name] = TableWork(reads / operations, writes / operations)
-    return dict(sorted(spent.items(), key=lambda item: -(item[1].reads + item[1].writes)))
+            done[name] = TableWork(reads, writes)
+    return dict(sorted(done.items(), key=lambda item: -(item[1].reads + item[1].writes)))
+
+
+def per_operation(done: Mapping[str, TableWork], operations: int) -> dict[str, TableWork]:
+    """``done`` (by table) divided among ``operations``, in its order."""
+    if operations <= 0:
+        return {}
+    return {
+        name: TableWork(cell.reads / operations, cell.writes / operations)
+        for name, cell in done.items()
+    }
 
 
 class TableCounter:
-    """Tallies of the run's tables, read over one driver session (None: nothing counted,
-    as on the embedded engines)."""
+    """Tallies of the run's tables, read over one driver session of its own."""
 
     def __init__(self, session: Any, prefix: str) -> None:
         self._session = session

@@ -242,10 +242,8 @@ async def timed(
     await asyncio.gather(*(one(call) for call in calls))
     seconds = time.perf_counter() - started
     cpu_ms = process_cpu.spent_ms(cpu_before, process_cpu.snapshot())
-    tables_spent = (
-        cassandra_tables.spent_per_operation(tables_before, tables.tally(), 1) if tables else {}
-    )
-    return Timed(latencies, seconds, cpu_ms, tables_spent)
+    tables_done = cassandra_tables.spent(tables_before, tables.tally()) if tables else {}
+    return Timed(latencies, seconds, cpu_ms, tables_done)
 
 
 def bundle_resources(bundle: bytes) -> int:
@@ -311,9 +309,7 @@ class Bench:
         """Record ``result``'s CPU and Cassandra work as ``operations`` of ``operation``."""
         self.cpu[operation] = process_cpu.per_operation(result.cpu_ms, operations)
         if self._tables is not None:
-            self.tables[operation] = cassandra_tables.spent_per_operation(
-                {}, result.tables, operations
-            )
+            self.tables[operation] = cassandra_tables.per_operation(result.tables, operations)
 
     def person(self, index: int) -> synthetic.Patient:
         """The index-th patient of this pass."""

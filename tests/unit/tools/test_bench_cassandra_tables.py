@@ -43,11 +43,14 @@ def test_what_tables_did_between_two_tallies_is_divided_among_the_operations() -
         "audit.leaves": Work(0, 8),
         "system.paxos": Work(0, 90),
     }
-    spent = TABLES.spent_per_operation(before, after, 30)
+    done = TABLES.spent(before, after)
     # Busiest first; a table that did nothing meanwhile is left out.
+    assert list(done) == ["system.paxos", "records.records"]
+    assert done["system.paxos"] == Work(0, 90) and done["records.records"] == Work(30, 0)
+    spent = TABLES.per_operation(done, 30)
     assert list(spent) == ["system.paxos", "records.records"]
     assert spent["system.paxos"] == Work(0, 3) and spent["records.records"] == Work(1, 0)
-    assert TABLES.spent_per_operation(before, after, 0) == {}
+    assert TABLES.per_operation(done, 0) == {}
 
 
 def test_the_table_has_a_line_per_operation_with_its_busiest_tables() -> None:
