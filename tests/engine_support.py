@@ -19,13 +19,12 @@ from urllib.parse import urlsplit
 
 import hvac
 import pytest
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import Session
 
 from healthbank.core.config import Settings
 from healthbank.storage import cassandra as storage_cassandra
 from healthbank.storage.cassandra import CassandraDatabase
 from healthbank.storage.schema import (
-    PROTOCOL_VERSION,
     SERVICE_KEYSPACES,
     concerns_of,
     keyspace_migrations,
@@ -133,22 +132,14 @@ class TcpProxy:
 
 @contextmanager
 def cassandra_session(hosts: str | Sequence[str], port: int | str) -> Iterator[Session]:
-    """A plain driver session (no schema or token metadata: quick with many keyspaces).
+    """A plain driver session on the first of ``hosts`` (no schema or token metadata: quick
+    with many keyspaces).
 
     ``hosts`` is a list or a comma-separated string (HEALTHBANK_CASSANDRA_HOSTS).
     """
     contact_points = hosts.split(",") if isinstance(hosts, str) else list(hosts)
-    cluster = Cluster(
-        contact_points,
-        port=int(port),
-        protocol_version=PROTOCOL_VERSION,
-        schema_metadata_enabled=False,
-        token_metadata_enabled=False,
-    )
-    try:
-        yield cluster.connect()
-    finally:
-        cluster.shutdown()
+    with storage_cassandra.coordinated_by(contact_points[0], int(port), metadata=False) as session:
+        yield session
 
 
 def drop_keyspaces(engines: Mapping[str, str], prefix: str) -> None:

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cassandra.cluster import Cluster
 from repo_paths import REPO
 
 from healthbank.dev.devstack import SERVICES
 from healthbank.dev.scripts import load_script
-from healthbank.storage.schema import PROTOCOL_VERSION
+from healthbank.storage.cassandra import coordinated_by
 
 TABLES = load_script(REPO / "tools" / "bench" / "cassandra_tables.py", "healthbank_tools_tables")
 
@@ -162,10 +161,10 @@ def test_the_table_counter_sees_a_runs_writes_reads_and_lightweight_transactions
 ) -> None:
     hosts = engines["HEALTHBANK_CASSANDRA_HOSTS"].split(",")
     port = int(engines["HEALTHBANK_CASSANDRA_PORT"])
-    counter = TABLES.TableCounter.connect(hosts, port, keyspace_prefix)
-    cluster = Cluster(hosts, port=port, protocol_version=PROTOCOL_VERSION)
-    session = cluster.connect()
-    try:
+    with (
+        TABLES.TableCounter.connected(hosts[0], port, keyspace_prefix) as counter,
+        coordinated_by(hosts[0], port, metadata=False) as session,
+    ):
         session.execute(
             f"CREATE KEYSPACE {keyspace_prefix}_probe WITH replication ="
             " {'class': 'SimpleStrategy', 'replication_factor': 1}"
@@ -180,9 +179,6 @@ def test_the_table_counter_sees_a_runs_writes_reads_and_lightweight_transactions
         )
         assert claimed.one().applied
         spent = TABLES.spent(before, counter.tally())
-    finally:
-        cluster.shutdown()
-        counter.close()
     # Three inserts and the transaction's own write; the read and the transaction's read of
     # its partition; its Paxos state in system.paxos.
     assert spent["probe.t"].writes == 4

@@ -25,10 +25,9 @@ import pytest
 import redis
 import requests
 from cassandra import InvalidRequest
-from cassandra.cluster import Cluster
 from cassandra.query import BatchStatement, BatchType
 
-from healthbank.storage.schema import PROTOCOL_VERSION
+from healthbank.storage.cassandra import coordinated_by
 
 pytestmark = pytest.mark.engines
 
@@ -47,16 +46,11 @@ def engines_env(engines: ModuleType) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def cassandra_session(engines_env: dict[str, str]) -> Iterator[Any]:
-    cluster = Cluster(
-        [engines_env["HEALTHBANK_CASSANDRA_HOSTS"]],
-        port=int(engines_env["HEALTHBANK_CASSANDRA_PORT"]),
-        protocol_version=PROTOCOL_VERSION,
-        connect_timeout=10,
-    )
-    try:
-        yield cluster.connect()
-    finally:
-        cluster.shutdown()
+    with coordinated_by(
+        engines_env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0],
+        int(engines_env["HEALTHBANK_CASSANDRA_PORT"]),
+    ) as session:
+        yield session
 
 
 @pytest.fixture

@@ -29,13 +29,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.query import BatchStatement, BatchType
 from process_cpu import parse_stat
 
 from healthbank.cli import real_engine_env
-from healthbank.storage.schema import NO_DELAY, PROTOCOL_VERSION
+from healthbank.storage.cassandra import coordinated_by
 
 KEYSPACE = "bench_floor"
 # Rows per IN read: the stores' coalesced reads (healthbank.storage.coalesced) send up to
@@ -54,13 +54,17 @@ def engines_dir() -> Path:
     return Path(os.environ.get("HEALTHBANK_ENGINES_DIR", str(default)))
 
 
+# (name, per second, Cassandra and client CPU ms per operation)
+Row = tuple[str, float, float, float]
+
+
 def measure(
     session: Session,
     pid: int,
     name: str,
     run: Callable[[int], None],
     operations: int,
-) -> tuple[str, float, float, float]:
+) -> Row:
     """(name, per second, Cassandra and client CPU ms per operation) of ``run(operations)``."""
     cpu, client = cassandra_cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
@@ -71,22 +75,8 @@ def measure(
     return name, operations / elapsed, spent / operations * 1000, client_spent / operations * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--operations", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--requests", type=float, default=6.0)
-    parser.add_argument("--statements", type=float, default=25.0)
-    args = parser.parse_args()
-    env = real_engine_env()
-    pid = int((engines_dir() / "cassandra.pid").read_text().split()[0])
-    cluster = Cluster(
-        [env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0]],
-        port=int(env["HEALTHBANK_CASSANDRA_PORT"]),
-        protocol_version=PROTOCOL_VERSION,
-        sockopts=NO_DELAY,
-    )
-    session = cluster.connect()
+def measure_all(session: Session, pid: int, args: argparse.Namespace) -> list[Row]:
+    """Every statement's figures, on a keyspace of this tool's own."""
     session.execute(
         f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication ="
         " {'class': 'SimpleStrategy', 'replication_factor': 1}"
@@ -136,7 +126,7 @@ def main() -> None:
 
         return run
 
-    rows = [
+    return [
         measure(
             session, pid, "baseline: system.local read", concurrently(local, tuple), args.operations
         ),
@@ -193,7 +183,21 @@ def main() -> None:
             args.operations,
         ),
     ]
-    cluster.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--operations", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=float, default=6.0)
+    parser.add_argument("--statements", type=float, default=25.0)
+    args = parser.parse_args()
+    env = real_engine_env()
+    pid = int((engines_dir() / "cassandra.pid").read_text().split()[0])
+    with coordinated_by(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0], int(env["HEALTHBANK_CASSANDRA_PORT"])
+    ) as session:
+        rows = measure_all(session, pid, args)
     print(
         f"Cassandra node cost per statement ({args.concurrency} in flight, {os.cpu_count()} cores)"
     )

@@ -14,7 +14,8 @@ keyspaces on the same node are left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +87,14 @@ class TableCounter:
         self._prefix = prefix
 
     @classmethod
-    def connect(cls, hosts: list[str], port: int, prefix: str) -> TableCounter:
-        """A counter over a session of its own to the node at ``hosts``:``port``."""
-        from cassandra.cluster import Cluster
+    @contextmanager
+    def connected(cls, host: str, port: int, prefix: str) -> Iterator[TableCounter]:
+        """A counter over a session of its own to the node at ``host``:``port`` (the views
+        are the node's own: a session that spread its reads over a ring would mix nodes)."""
+        from healthbank.storage.cassandra import coordinated_by
 
-        from healthbank.storage.schema import PROTOCOL_VERSION
-
-        cluster = Cluster(hosts, port=port, protocol_version=PROTOCOL_VERSION)
-        return cls(cluster.connect(), prefix)
+        with coordinated_by(host, port, metadata=False) as session:
+            yield cls(session, prefix)
 
     def tally(self) -> dict[str, TableWork]:
         """Every table's counts so far."""
@@ -105,10 +106,6 @@ class TableCounter:
             )
         ]
         return tally(rows, self._prefix)
-
-    def close(self) -> None:
-        """Close the session's cluster."""
-        self._session.cluster.shutdown()
 
 
 def table(work: Mapping[str, Mapping[str, TableWork]], limit: int = 12) -> str:

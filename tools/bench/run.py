@@ -764,15 +764,12 @@ def table_counter(env: Mapping[str, str], run_id: str) -> Iterator[TableCounter 
     if "HEALTHBANK_CASSANDRA_HOSTS" not in env:
         yield None
         return
-    counter = TableCounter.connect(
-        env["HEALTHBANK_CASSANDRA_HOSTS"].split(","),
+    with TableCounter.connected(
+        env["HEALTHBANK_CASSANDRA_HOSTS"].split(",")[0],
         int(env["HEALTHBANK_CASSANDRA_PORT"]),
         f"bench_{run_id}",
-    )
-    try:
+    ) as counter:
         yield counter
-    finally:
-        counter.close()
 
 
 @contextmanager

@@ -558,11 +558,17 @@ def keyspace_for(settings: Settings, concern: str, migrations: Sequence[str]) ->
 
 @contextlib.contextmanager
 def coordinated_by(
-    host: str, port: int, consistency: int, *, request_timeout: float = 60.0
+    host: str,
+    port: int,
+    consistency: int = ConsistencyLevel.ONE,
+    *,
+    request_timeout: float = 60.0,
+    metadata: bool = True,
 ) -> Iterator[Session]:
     """A plain driver session whose every request is coordinated by ``host`` alone, closed on
     exit: what one node of a ring holds or answers (ring tests, the chaos run's replica
-    check)."""
+    check), or a tool's own statements. Without ``metadata`` it reads neither the schema
+    nor the ring's tokens on connect: quick however many keyspaces there are."""
     profile = ExecutionProfile(
         load_balancing_policy=WhiteListRoundRobinPolicy([host]),
         consistency_level=consistency,
@@ -572,6 +578,9 @@ def coordinated_by(
         [host],
         port=port,
         protocol_version=PROTOCOL_VERSION,
+        sockopts=NO_DELAY,
+        schema_metadata_enabled=metadata,
+        token_metadata_enabled=metadata,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
     )
     try:
@@ -589,21 +598,10 @@ def drop_keyspaces(hosts: Sequence[str], port: int, prefix: str) -> list[str]:
     disagree on the schema and let a DROP time out, so a caller on a ring puts a settled
     node first (or tries again with another first).
     """
-    cluster = Cluster(
-        contact_points=list(hosts),
-        port=port,
-        protocol_version=PROTOCOL_VERSION,
-        schema_metadata_enabled=False,
-        token_metadata_enabled=False,
-        load_balancing_policy=WhiteListRoundRobinPolicy([hosts[0]]),
-    )
     dropped: list[str] = []
-    try:
-        session = cluster.connect()
+    with coordinated_by(hosts[0], port, metadata=False) as session:
         for row in session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
             if row.keyspace_name.startswith(f"{prefix}_"):
                 session.execute(f"DROP KEYSPACE IF EXISTS {row.keyspace_name}", timeout=60)
                 dropped.append(row.keyspace_name)
-    finally:
-        cluster.shutdown()
     return dropped
