@@ -411,3 +411,80 @@ async def test_cassandra_tiering_indexes_a_month_of_a_person_in_one_partition_an
         assert await store.list_records("tok-daily") == []
     finally:
         await store.close()
+
+
+async def test_cassandra_tiering_unlists_a_drained_partition_and_a_late_record_is_listed_again(
+    engines: dict[str, str], cassandra_keyspace: str
+) -> None:
+    """ADR 69: once a month's partition is drained (its records tiered), the next listing
+    unlists it, and so does the day index of a drained day; the partition that holds the
+    cutoff stays listed; a record of a drained month stored later, even between the read that
+    found the partition empty and the delete that unlists it, is listed and found."""
+    database = cassandra_database(engines, cassandra_keyspace, MIGRATIONS)
+    late: list[StoredRecord] = []
+
+    class RecordStoreWithARacingWriter(CassandraRecordStore):
+        """Stores ``late``'s records after a read found their partitions empty, before the
+        delete that unlists them: the interleaving a concurrent ingest could produce."""
+
+        async def _unlist_drained(self, *args: object) -> None:  # type: ignore[override]
+            while late:
+                record = late.pop()
+                await self.put_message(
+                    receipt_for("m-race", record.person_token, [record]), [record], []
+                )
+            await super()._unlist_drained(*args)  # type: ignore[arg-type]
+
+    # No margin for writers' clock skew: one clock here, and the records were written now.
+    store = await RecordStoreWithARacingWriter(database, unlist_margin_s=0).open()
+
+    async def listed() -> set[tuple[date, int]]:
+        rows = await database.execute("SELECT month, shard FROM record_months WHERE bucket = 0")
+        return {(date.fromisoformat(str(row.month)), row.shard) for row in rows}
+
+    async def days_listed() -> set[str]:
+        return {str(row.day) for row in await database.execute("SELECT day FROM record_days")}
+
+    try:
+        january = make_record("tok-drain", datetime(2016, 1, 10, 7, 0, tzinfo=UTC))
+        february = make_record("tok-drain", datetime(2016, 2, 10, 7, 0, tzinfo=UTC))
+        march = make_record("tok-drain", datetime(2016, 3, 20, 7, 0, tzinfo=UTC))
+        records = [january, february, march]
+        await store.put_message(receipt_for("m-drain", "tok-drain", records), records, [])
+        # A day-indexed pointer, as written before the month index (ADR 68).
+        await database.execute(
+            "INSERT INTO record_days (shard, day) VALUES (0, ?)", (date(2016, 1, 11),)
+        )
+        shard = month_shard("tok-drain")
+        cutoff = datetime(2016, 3, 25, tzinfo=UTC)
+        due = await store.list_effective_before(cutoff, limit=100)
+        assert [r.record_id for r in due] == [r.record_id for r in records]
+        # Nothing is unlisted while it holds records.
+        assert await listed() == {(date(2016, m, 1), shard) for m in (1, 2, 3)}
+        await store.delete_records([january, february, march])
+
+        assert await store.list_effective_before(cutoff, limit=100) == []
+        # March holds the cutoff: a record after it may still come. January and February
+        # are drained, and so is the day.
+        assert await listed() == {(date(2016, 3, 1), shard)}
+        assert await days_listed() == set()
+
+        # A late January record, stored after its partition was unlisted.
+        after = make_record("tok-drain", datetime(2016, 1, 12, 7, 0, tzinfo=UTC))
+        await store.put_message(receipt_for("m-after", "tok-drain", [after]), [after], [])
+        assert [r.record_id for r in await store.list_effective_before(cutoff, 100)] == [
+            after.record_id
+        ]
+        await store.delete_records([after])
+        # January is drained again; a January record arrives between the read that finds
+        # its partition empty and the unlisting.
+        racing = make_record("tok-drain", datetime(2016, 1, 14, 7, 0, tzinfo=UTC))
+        late.append(racing)
+        assert await store.list_effective_before(cutoff, limit=100) == []
+        assert not late  # the racing writer ran
+        assert (date(2016, 1, 1), shard) in await listed()
+        assert [r.record_id for r in await store.list_effective_before(cutoff, 100)] == [
+            racing.record_id
+        ]
+    finally:
+        await store.close()

@@ -11,7 +11,8 @@ Tables are shaped by their queries:
   not one a day, and a month of a city's records spreads over :data:`MONTH_SHARDS`
   partitions (ADR 68); ``record_months`` lists the (month, shard) partitions written.
   ``records_by_day`` and ``record_days``, the index before it (one partition a day), are
-  still read and deleted from, never written.
+  still read and deleted from, never written. A listed partition found drained is unlisted
+  (ADR 69).
 - ``facts``: emergency facts per person (never tiered).
 - ``receipts``: the idempotency key (hospital, message id). INSERT IF NOT EXISTS
   (the one lightweight transaction of a message) claims it with its record ids and
@@ -42,10 +43,11 @@ them again under those ids when its own differ (:class:`ClaimedByEarlierAttempt`
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from healthbank.common.v1 import common_pb2
 from healthbank.contracts.records import fill_descriptive, record_from_packed
@@ -136,6 +138,16 @@ _DAYS_SHARD = 0
 MONTH_SHARDS = 256
 # record_months is one small partition of (month, shard) pairs (3,072 a year at most).
 _MONTHS_BUCKET = 0
+# A drained index partition is unlisted by a delete timestamped this long before the read
+# that found it empty (ADR 69): a listing row written after it (a late record of that month:
+# every message writes its listing rows again) outlives the delete; one written before it
+# came with a record that read would have seen. Covers the writers' clock skew; a partition
+# written to within it stays listed until a later run.
+UNLIST_MARGIN_S = 600.0
+_UNLIST_MONTH = (
+    "DELETE FROM record_months USING TIMESTAMP ? WHERE bucket = ? AND month = ? AND shard = ?"
+)
+_UNLIST_DAY = "DELETE FROM record_days USING TIMESTAMP ? WHERE shard = ? AND day = ?"
 
 # The descriptive columns are still written beside their packed cell (ADR 60): replicas of
 # the release before it, running during a rolling update, read them.
@@ -177,9 +189,13 @@ _RECORD_FIELDS = tuple(column.strip() for column in _RECORD_COLUMNS.split(","))
 class CassandraRecordStore:
     """RecordStore on Cassandra; see the module docstring for the write protocol."""
 
-    def __init__(self, database: CassandraDatabase) -> None:
-        """Use an opened or unopened keyspace created with :data:`MIGRATIONS`."""
+    def __init__(
+        self, database: CassandraDatabase, *, unlist_margin_s: float = UNLIST_MARGIN_S
+    ) -> None:
+        """Use an opened or unopened keyspace created with :data:`MIGRATIONS`;
+        ``unlist_margin_s``: see :data:`UNLIST_MARGIN_S`."""
         self._db = database
+        self._unlist_margin_s = unlist_margin_s
         # Concurrent messages' small writes, receipt and facts-version reads leave together
         # (ADR 53).
         self._writes = CoalescedWrites(database)
@@ -376,18 +392,23 @@ class CassandraRecordStore:
 
     async def list_effective_before(self, cutoff: datetime, limit: int) -> list[StoredRecord]:
         """See RecordStore.list_effective_before: month by month, oldest first, from both
-        indexes (``records_by_month`` and, for records written before it, ``records_by_day``)."""
-        months: dict[date, list[tuple[str, tuple[Any, ...]]]] = {}
+        indexes (``records_by_month`` and, for records written before it, ``records_by_day``).
+        A listed partition wholly before ``cutoff`` that holds nothing (its records tiered)
+        is unlisted, so later runs do not read it again (ADR 69)."""
+        months: dict[date, list[_IndexPartition]] = {}
         for row in await self._db.execute(
             "SELECT month, shard FROM record_months WHERE bucket = ? AND month <= ?",
             (_MONTHS_BUCKET, _month_of(cutoff)),
         ):
             month = _as_date(row.month)
             months.setdefault(month, []).append(
-                (
+                _IndexPartition(
                     "SELECT effective_time, person_token, record_id FROM records_by_month"
                     " WHERE month = ? AND shard = ? AND effective_time < ? LIMIT ?",
                     (month, row.shard, cutoff, limit),
+                    (_UNLIST_MONTH, (_MONTHS_BUCKET, month, row.shard))
+                    if _starts_by(_next_month(month), cutoff)
+                    else None,
                 )
             )
         for row in await self._db.execute(
@@ -396,19 +417,24 @@ class CassandraRecordStore:
         ):
             day = _as_date(row.day)
             months.setdefault(day.replace(day=1), []).append(
-                (
+                _IndexPartition(
                     "SELECT effective_time, person_token, record_id FROM records_by_day"
                     " WHERE day = ? AND effective_time < ? LIMIT ?",
                     (day, cutoff, limit),
+                    (_UNLIST_DAY, (_DAYS_SHARD, day))
+                    if _starts_by(day + timedelta(days=1), cutoff)
+                    else None,
                 )
             )
         found: list[StoredRecord] = []
         for month in sorted(months):
             # A month's partitions at once; each holds its oldest first, so the month's
             # oldest ``limit`` are among what each returned.
+            read_at = time.time()
             listed = await asyncio.gather(
-                *(self._db.execute(query, params) for query, params in months[month])
+                *(self._db.execute(part.query, part.params) for part in months[month])
             )
+            await self._unlist_drained(months[month], listed, read_at)
             pointers = sorted(
                 (_utc(row.effective_time), row.person_token, row.record_id)
                 for rows in listed
@@ -425,6 +451,20 @@ class CassandraRecordStore:
                 if len(found) >= limit:
                     return found
         return found
+
+    async def _unlist_drained(
+        self, parts: Sequence[_IndexPartition], listed: Sequence[Sequence[Any]], read_at: float
+    ) -> None:
+        """Unlist each of ``parts`` that the read at ``read_at`` found empty though its whole
+        span is before the cutoff, timestamped so that a listing written since survives."""
+        stamp = int((read_at - self._unlist_margin_s) * 1_000_000)
+        await asyncio.gather(
+            *(
+                self._db.execute(part.unlist[0], (stamp, *part.unlist[1]))
+                for part, rows in zip(parts, listed, strict=True)
+                if part.unlist is not None and not rows
+            )
+        )
 
     async def _read_records(self, where: str, params: Sequence[Any]) -> list[StoredRecord]:
         """The records of one partition ``where`` selects, by their packed cells; read
@@ -579,6 +619,25 @@ def month_shard(person_token: str) -> int:
     """The records_by_month partition of a person's records within a month (ADR 68): the
     same for every record of the person, spread evenly over :data:`MONTH_SHARDS`."""
     return zlib.crc32(person_token.encode()) % MONTH_SHARDS
+
+
+class _IndexPartition(NamedTuple):
+    """One listed partition of a tiering index: its read and, when the whole partition lies
+    before the cutoff, the statement that unlists it (run only when the read finds none)."""
+
+    query: str
+    params: tuple[Any, ...]
+    unlist: tuple[str, tuple[Any, ...]] | None
+
+
+def _next_month(month: date) -> date:
+    """The first day of the month after ``month`` (itself a first day)."""
+    return (month + timedelta(days=31)).replace(day=1)
+
+
+def _starts_by(day: date, cutoff: datetime) -> bool:
+    """Whether UTC midnight starting ``day`` is at or before ``cutoff``."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) <= cutoff
 
 
 def _month_of(moment: datetime) -> date:
