@@ -95,6 +95,7 @@ def test_full_benchmark_prints_every_figure_as_json_on_embedded_engines() -> Non
     # Without Cassandra there is nothing to count.
     assert figures["cassandra_statements_per_submit"] is None
     assert figures["lwt_per_submit"] is None
+    assert figures["cassandra_paxos_mib"] is None
     # The warm-up pass (on by default) ran every part first, its figures apart.
     for name in measured[:-1]:
         assert isinstance(figures["warmup"][name], float), name
@@ -179,6 +180,9 @@ def test_the_table_counter_sees_a_runs_writes_reads_and_lightweight_transactions
         )
         assert claimed.one().applied
         spent = TABLES.spent(before, counter.tally())
+        # The node's own disk usage: a table it does not have takes none.
+        assert counter.disk_mib("system", "paxos") >= 0
+        assert counter.disk_mib("system", f"{keyspace_prefix}_absent") == 0
     # Three inserts and the transaction's own write; the read and the transaction's read of
     # its partition; its Paxos state in system.paxos.
     assert spent["probe.t"].writes == 4

@@ -96,6 +96,15 @@ class TableCounter:
         with coordinated_by(host, port, metadata=False) as session:
             yield cls(session, prefix)
 
+    def disk_mib(self, keyspace: str, table: str) -> float:
+        """``keyspace.table``'s size on the node's disk, in whole MiB (0 when it has none)."""
+        row = self._session.execute(
+            "SELECT mebibytes FROM system_views.disk_usage"
+            " WHERE keyspace_name = %s AND table_name = %s",
+            (keyspace, table),
+        ).one()
+        return float(row.mebibytes) if row is not None else 0.0
+
     def tally(self) -> dict[str, TableWork]:
         """Every table's counts so far."""
         rows = [

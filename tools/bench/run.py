@@ -147,6 +147,7 @@ FIGURES = {
     "cassandra_requests_per_submit": "",
     "lwt_per_submit": "",
     "serial_reads_per_submit": "",
+    "cassandra_paxos_mib": "MiB",
     "load1": "",
 }
 
@@ -832,6 +833,9 @@ def main() -> None:
     run_id = new_run_id()
     warmup: dict[str, float | None] = {}
     with bench_stack(args.engines, run_id) as (stack, env), table_counter(env, run_id) as counter:
+        # The node's Paxos state as the run starts: kept for days, it is compacted beside
+        # every figure, more the larger it has grown (ADR 49's amendment of 2026-12-07).
+        paxos_mib = counter.disk_mib("system", "paxos") if counter is not None else None
         if args.warmup > 0:
             warmup, _, _ = asyncio.run(
                 measure(
@@ -864,6 +868,7 @@ def main() -> None:
             drop_bench_keyspaces(env, f"bench_{run_id}_count")
         total = sum(counted.values(), StatementCounts())
         figures.update(per_submit(total, workload.counted_messages))
+    figures["cassandra_paxos_mib"] = paxos_mib
     figures["load1"] = os.getloadavg()[0]
     if args.json:
         print(
