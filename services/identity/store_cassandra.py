@@ -125,6 +125,13 @@ MIGRATIONS = [
     # ADR 47: the registrations linked to a person by demographics are its profiles too, in
     # the person's row, so the one read of the candidates brings them.
     "ALTER TABLE persons ADD IF NOT EXISTS more_profiles map<text, blob>",
+    # ADR 70: the Paxos state of the claims (a partition each) is kept 3 hours, not 10 days.
+    # Nothing deletes or nulls a claim's cells, so a short grace resurrects nothing.
+    """
+    ALTER TABLE IF EXISTS national_ids WITH gc_grace_seconds = 10800;
+    ALTER TABLE IF EXISTS mrn_hash_links WITH gc_grace_seconds = 10800;
+    ALTER TABLE IF EXISTS match_claims WITH gc_grace_seconds = 10800
+    """,
 ]
 
 
