@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from contract_support import StoreKind
 from engine_support import cassandra_database
+from record_support import make_record, receipt_for
 
-from healthbank.core.ids import new_ulid
 from healthbank.records import (
     ClaimedByEarlierAttempt,
     EmergencyFact,
@@ -29,39 +29,6 @@ T0 = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
 @pytest.fixture
 def store_kind() -> StoreKind:
     return StoreKind(SqliteRecordStore, "records.db", CassandraRecordStore, "records", MIGRATIONS)
-
-
-def make_record(
-    person: str, when: datetime, category: int = 4, code: str = "1558-6"
-) -> StoredRecord:
-    return StoredRecord(
-        record_id=new_ulid(when),
-        person_token=person,
-        source_hospital="hospital-a",
-        source_format=1,
-        message_id="m",
-        source_version="",
-        content_hash="h",
-        category=category,
-        code_system="http://loinc.org",
-        code=code,
-        code_display="Fasting glucose",
-        effective_time=when,
-        status="final",
-        sealed_payload=b"\x01sealed",
-    )
-
-
-def receipt_for(
-    message_id: str, person: str, records: list[StoredRecord], digest: str = "h1"
-) -> MessageReceipt:
-    return MessageReceipt(
-        hospital_id="hospital-a",
-        message_id=message_id,
-        content_hash=digest,
-        person_token=person,
-        record_ids=tuple(r.record_id for r in records),
-    )
 
 
 async def test_put_then_list_in_time_order(store: RecordStore) -> None:

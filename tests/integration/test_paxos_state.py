@@ -7,9 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine_support import cassandra_database, cassandra_session
+from record_support import make_record, receipt_for
 
-from healthbank.core.ids import new_ulid
-from healthbank.records import MessageReceipt, StoredRecord
 from healthbank.records.cassandra import MIGRATIONS as RECORD_MIGRATIONS
 from healthbank.records.cassandra import CassandraRecordStore
 from services.identity.store_cassandra import MIGRATIONS as IDENTITY_MIGRATIONS
@@ -29,30 +28,8 @@ async def test_a_claims_paxos_state_expires_after_three_hours(
     cassandra_database(engines, f"{keyspace_prefix}_identity", IDENTITY_MIGRATIONS)
     store = await CassandraRecordStore(records).open()
     try:
-        when = datetime(2020, 1, 1, tzinfo=UTC)
-        record = StoredRecord(
-            record_id=new_ulid(when),
-            person_token="tok-paxos",
-            source_hospital="hospital-a",
-            source_format=1,
-            message_id="m-paxos",
-            source_version="",
-            content_hash="h",
-            category=4,
-            code_system="http://loinc.org",
-            code="1558-6",
-            code_display="Fasting glucose",
-            effective_time=when,
-            status="final",
-            sealed_payload=b"sealed",
-        )
-        receipt = MessageReceipt(
-            hospital_id="hospital-a",
-            message_id="m-paxos",
-            content_hash="h",
-            person_token="tok-paxos",
-            record_ids=(record.record_id,),
-        )
+        record = make_record("tok-paxos", datetime(2020, 1, 1, tzinfo=UTC))
+        receipt = receipt_for("m-paxos", "tok-paxos", [record])
         await store.put_message(receipt, [record], [])  # the receipt's claim: one LWT
     finally:
         await store.close()
