@@ -80,7 +80,10 @@ def test_this_process_and_its_busy_work_are_seen_in_a_snapshot() -> None:
         pass
     spent = CPU.spent_ms(before, CPU.snapshot())
     assert spent["bench"] >= 150
-    assert spent["machine"] >= spent["bench"] - 20  # ticks round
+    # The machine's busy time holds this process's: /proc/stat samples it tick by tick while
+    # a process's own time is exact, so on a busy 2-core VM the two drift apart by a few
+    # ticks (380 ms against 410 seen in a CI run).
+    assert spent["machine"] >= 0.8 * spent["bench"]
 
 
 def test_a_stat_line_is_read_after_the_last_parenthesis_of_its_command_name() -> None:
